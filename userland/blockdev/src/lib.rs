@@ -10,6 +10,12 @@
 //! see a plain call that returns once the request has completed.
 #![no_std]
 
+#[cfg(feature = "mem")]
+extern crate alloc;
+
+#[cfg(feature = "mem")]
+pub mod mem;
+
 /// Bytes in one sector.
 pub const SECTOR_SIZE: usize = 512;
 

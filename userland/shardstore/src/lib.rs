@@ -1,0 +1,2 @@
+//! Shard store (work in progress).
+#![no_std]
