@@ -1,2 +1,136 @@
+//! gridos: the bare-metal kernel of a peer-to-peer cloud node.
+//!
+//! Boot order: console, boot information, descriptor tables, clock, memory
+//! (frames, page tables, heap), ACPI and interrupt controllers, timer, PCI,
+//! userland, then the `gridos ready in <N> us` line and the idle loop.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod acpi;
+mod arch;
+mod bootinfo;
+mod cmdline;
+mod console;
+mod drivers;
+mod entropy;
+mod mm;
+mod power;
+mod selftest;
+mod syscalls;
+
+use arch::x86_64::{apic, cpu, gdt, idt, interrupts, time};
+use bootinfo::{BootInfo, Protocol};
+use cmdline::Cmdline;
+
+const MIB: u64 = 1 << 20;
+
+#[no_mangle]
+extern "C" fn kmain(magic: u32, info: u32) -> ! {
+    console::init();
+    console::init_log(log::LevelFilter::Info);
+    // SAFETY: the entry stub passes the loader's registers unchanged, and nothing
+    // has reused loader memory yet.
+    let boot = match unsafe { BootInfo::parse(magic, info) } {
+        Ok(boot) => boot,
+        Err(e) => {
+            kprintln!("gridos: unusable boot information: {e:?}");
+            power::fatal("no boot information")
+        }
+    };
+    let cmdline = Cmdline::new(boot.cmdline());
+    let test = cmdline.get("gridos.test");
+    if test.is_some() {
+        power::set_test_mode();
+    }
+    if let Some(level) = cmdline.get("gridos.log") {
+        match console::parse_level(level) {
+            Some(level) => console::init_log(level),
+            None => log::warn!("gridos.log={level:?} is not a level (off, error, warn, info, debug, trace)"),
+        }
+    }
+    gdt::init();
+    idt::init();
+    let tsc_hz = time::init();
+
+    let protocol = match boot.protocol {
+        Protocol::Multiboot2 => "Multiboot2",
+        Protocol::Pvh => "PVH",
+    };
+    log::info!("gridos {} booting via {} ({})", env!("CARGO_PKG_VERSION"), protocol, boot.loader_name());
+    log::info!("cmdline: {:?}", cmdline.as_str());
+    let mut brand = [0u8; 48];
+    let features = cpu::features();
+    log::info!("cpu: {}, TSC {}.{:03} MHz{}", cpu::brand(&mut brand), tsc_hz / 1_000_000, (tsc_hz / 1000) % 1000,
+        if features.invariant_tsc { " (invariant)" } else { "" });
+    log::debug!("cpu features: {features:?}");
+
+    init_memory(&boot, &cmdline);
+
+    match acpi::init(&boot) {
+        Ok(m) => log::info!("acpi: revision {}, {} CPUs enabled, {} I/O APICs, {} source overrides",
+            m.acpi_revision, m.cpus_enabled, m.io_apics, m.source_overrides),
+        Err(e) => log::warn!("acpi: tables not usable ({e:?}); running on the boot CPU with no I/O APIC"),
+    }
+    let apic_id = apic::init_local();
+    let apic_hz = time::start_tick();
+    interrupts::enable();
+    log::info!("apic: local APIC id {apic_id}, timer {} kHz, tick {} Hz", apic_hz / 1000, time::TICK_HZ);
+
+    let devices = drivers::pci::enumerate();
+    log::info!("pci: {} functions", devices.len());
+    for d in &devices {
+        log::info!("pci {} {:04x}:{:04x} class {:02x}.{:02x} {} {}", d.address, d.vendor_id, d.device_id,
+            d.class, d.subclass, d.class_name(), d.device_name());
+    }
+
+    let hello_status = hello::main();
+    if hello_status != 0 {
+        log::error!("userland hello exited with status {hello_status}");
+    }
+
+    log::info!("gridos ready in {} us", time::since_boot_us());
+
+    if let Some(name) = test {
+        selftest::run(name, &selftest::BootFacts { hello_status });
+    }
+    loop {
+        interrupts::enable_and_wait();
+    }
+}
+
+fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {
+    let report = mm::frames::init(boot);
+    if let Err(e) = mm::paging::init(report.highest_address) {
+        log::error!("paging: could not map all RAM: {e:?}");
+    }
+    let largest = mm::frames::largest_contiguous_bytes();
+    let wanted = match cmdline.get_u64("gridos.heap_mb") {
+        Some(mb) => mb * MIB,
+        None => (mm::frames::free_bytes() / 2).max(16 * MIB),
+    };
+    let heap_bytes = wanted.min(largest.saturating_sub(2 * MIB) & !(2 * MIB - 1));
+    match mm::heap::init(heap_bytes) {
+        Some((base, size)) => log::info!(
+            "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x}, {} MiB free for frames",
+            report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB),
+        None => power::fatal("could not set up the kernel heap"),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    interrupts::disable();
+    // SAFETY: the panic path never returns to the interrupted console writer.
+    unsafe { console::force_unlock() };
+    match info.location() {
+        Some(l) => kprintln!("\nPANIC at {}:{}:{}: {}", l.file(), l.line(), l.column(), info.message()),
+        None => kprintln!("\nPANIC: {}", info.message()),
+    }
+    let rbp: u64;
+    // SAFETY: reads the frame-pointer register only.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    idt::print_stack_walk(0, rbp);
+    power::fatal("panic")
+}

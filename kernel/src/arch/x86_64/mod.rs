@@ -1,0 +1,10 @@
+//! x86-64: entry, descriptor tables, interrupts, APICs, time, ports.
+
+pub mod apic;
+pub mod cpu;
+pub mod gdt;
+pub mod idt;
+pub mod interrupts;
+pub mod rt;
+pub mod start;
+pub mod time;

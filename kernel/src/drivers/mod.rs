@@ -1,0 +1,3 @@
+//! Device drivers. One PCI probe loop finds devices; drivers register from it.
+
+pub mod pci;

@@ -1,0 +1,152 @@
+//! PCI: configuration space through the legacy 0xCF8/0xCFC mechanism (present on
+//! every PC chipset, i440FX and Q35 alike), and a full bus enumeration.
+//!
+//! PCI Local Bus Specification 3.0, section 3.2.2.3.2 (configuration mechanism #1).
+
+use alloc::vec::Vec;
+use spin::Mutex;
+use x86_64::instructions::port::Port;
+
+static CONFIG_LOCK: Mutex<()> = Mutex::new(());
+
+/// A bus/device/function address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciAddress {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl core::fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+impl PciAddress {
+    /// Reads the 32-bit configuration register at `offset` (4-byte aligned).
+    pub fn read_config(&self, offset: u8) -> u32 {
+        assert!(offset % 4 == 0);
+        let address = 0x8000_0000u32
+            | (u32::from(self.bus) << 16)
+            | (u32::from(self.device & 31) << 11)
+            | (u32::from(self.function & 7) << 8)
+            | u32::from(offset);
+        let _guard = CONFIG_LOCK.lock();
+        // SAFETY: configuration mechanism #1 ports; the lock keeps address/data pairs together.
+        unsafe {
+            Port::<u32>::new(0xcf8).write(address);
+            Port::<u32>::new(0xcfc).read()
+        }
+    }
+
+    /// Writes the 32-bit configuration register at `offset` (4-byte aligned).
+    pub fn write_config(&self, offset: u8, value: u32) {
+        assert!(offset % 4 == 0);
+        let address = 0x8000_0000u32
+            | (u32::from(self.bus) << 16)
+            | (u32::from(self.device & 31) << 11)
+            | (u32::from(self.function & 7) << 8)
+            | u32::from(offset);
+        let _guard = CONFIG_LOCK.lock();
+        // SAFETY: as in `read_config`.
+        unsafe {
+            Port::<u32>::new(0xcf8).write(address);
+            Port::<u32>::new(0xcfc).write(value);
+        }
+    }
+}
+
+/// A function found on the bus.
+#[derive(Debug, Clone, Copy)]
+pub struct PciDevice {
+    pub address: PciAddress,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    pub class: u8,
+    pub subclass: u8,
+    pub prog_if: u8,
+    pub header_type: u8,
+}
+
+impl PciDevice {
+    /// A short human name for the class.
+    pub fn class_name(&self) -> &'static str {
+        match (self.class, self.subclass) {
+            (0x01, 0x00) => "SCSI storage",
+            (0x01, 0x01) => "IDE storage",
+            (0x01, 0x06) => "SATA storage",
+            (0x01, 0x08) => "NVMe storage",
+            (0x01, _) => "storage",
+            (0x02, _) => "network",
+            (0x03, _) => "display",
+            (0x06, 0x00) => "host bridge",
+            (0x06, 0x01) => "ISA bridge",
+            (0x06, 0x04) => "PCI bridge",
+            (0x06, _) => "bridge",
+            (0x0c, 0x03) => "USB controller",
+            (0x0c, 0x05) => "SMBus",
+            (0x00, _) => "unclassified",
+            (0xff, _) => "vendor specific",
+            _ => "other",
+        }
+    }
+
+    /// A name for well-known vendor/device pairs.
+    pub fn device_name(&self) -> &'static str {
+        match (self.vendor_id, self.device_id) {
+            (0x1af4, 0x1000 | 0x1041) => "virtio-net",
+            (0x1af4, 0x1001 | 0x1042) => "virtio-blk",
+            (0x1af4, 0x1005 | 0x1044) => "virtio-rng",
+            (0x1af4, _) => "virtio",
+            (0x8086, 0x1237) => "Intel 440FX host bridge",
+            (0x8086, 0x29c0) => "Intel Q35 host bridge",
+            (0x8086, 0x7000) => "Intel PIIX3 ISA bridge",
+            (0x8086, 0x2918) => "Intel ICH9 LPC bridge",
+            (0x8086, 0x2922) => "Intel ICH9 AHCI",
+            (0x8086, 0x2930) => "Intel ICH9 SMBus",
+            (0x8086, 0x100e) => "Intel e1000",
+            (0x1234, 0x1111) => "QEMU VGA",
+            _ => "",
+        }
+    }
+}
+
+fn probe(address: PciAddress) -> Option<PciDevice> {
+    let id = address.read_config(0x00);
+    let vendor_id = (id & 0xffff) as u16;
+    if vendor_id == 0xffff {
+        return None;
+    }
+    let class_reg = address.read_config(0x08);
+    let header = address.read_config(0x0c);
+    Some(PciDevice {
+        address,
+        vendor_id,
+        device_id: (id >> 16) as u16,
+        class: (class_reg >> 24) as u8,
+        subclass: (class_reg >> 16) as u8,
+        prog_if: (class_reg >> 8) as u8,
+        header_type: (header >> 16) as u8,
+    })
+}
+
+/// Enumerates every function on every bus.
+pub fn enumerate() -> Vec<PciDevice> {
+    let mut found = Vec::new();
+    for bus in 0..=255u8 {
+        for device in 0..32u8 {
+            let Some(first) = probe(PciAddress { bus, device, function: 0 }) else { continue };
+            let multifunction = first.header_type & 0x80 != 0;
+            found.push(first);
+            if multifunction {
+                for function in 1..8u8 {
+                    if let Some(d) = probe(PciAddress { bus, device, function }) {
+                        found.push(d);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
