@@ -1,1 +1,234 @@
-fn main() {}
+//! `gridos-qemu`: build the kernel and boot one node, or a small cluster, under QEMU.
+//!
+//! ```text
+//! gridos-qemu run [--nodes N] [--memory MIB] [--cpus N] [--accel tcg|kvm|auto] [--disk IMG]... [--append ARGS]
+//! gridos-qemu test NAME          boot with gridos.test=NAME; exit 0 on pass
+//! gridos-qemu bench-boot         boot-to-ready figures (median of several boots)
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gridos_qemu::{ensure_qemu, kernel_elf, Accel, Machine, EXIT_FAILURE, EXIT_SUCCESS};
+
+#[derive(Parser)]
+#[command(name = "gridos-qemu", about = "Boot gridos nodes under QEMU (TCG by default)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Tcg,
+    Kvm,
+    Auto,
+}
+
+#[derive(clap::Args, Clone)]
+struct MachineArgs {
+    /// Memory per node in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// CPUs per node.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Accelerator: tcg (default), kvm, or auto (kvm if a probe boot under it works).
+    #[arg(long, value_enum, default_value_t = AccelArg::Tcg)]
+    accel: AccelArg,
+    /// Raw disk image to attach as virtio-blk (repeatable).
+    #[arg(long)]
+    disk: Vec<PathBuf>,
+    /// Extra kernel command line, e.g. "gridos.log=debug".
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Time limit in seconds; QEMU is stopped when it passes.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot one node (or a cluster with --nodes) with the serial console on this terminal.
+    Run {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// Number of nodes; more than one shares a virtual L2 segment (QEMU socket multicast).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+    },
+    /// Boot with gridos.test=NAME and report pass or fail.
+    Test {
+        name: String,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+    /// Print boot-to-ready figures: kernel-measured and wall time, median of several boots.
+    BenchBoot {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gridos-qemu: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn machine(args: &MachineArgs) -> Result<Machine, String> {
+    ensure_qemu()?;
+    let kernel = kernel_elf()?;
+    let mut m = Machine::new(&kernel);
+    m.memory_mib = args.memory;
+    m.cpus = args.cpus;
+    m.disks = args.disk.clone();
+    m.cmdline = args.append.clone();
+    m.timeout = Duration::from_secs(args.timeout);
+    let wanted = match args.accel {
+        AccelArg::Tcg => Accel::Tcg,
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Auto => Accel::Auto,
+    };
+    let (accel, why) = wanted.resolve(&kernel);
+    eprintln!("gridos-qemu: accelerator: {why}");
+    m.accel = accel;
+    Ok(m)
+}
+
+fn run(command: Cmd) -> Result<ExitCode, String> {
+    match command {
+        Cmd::Run { machine: args, nodes } => {
+            let m = machine(&args)?;
+            if nodes <= 1 {
+                run_interactive(&m)
+            } else {
+                run_cluster(&m, nodes)
+            }
+        }
+        Cmd::Test { name, machine: args } => {
+            let mut m = machine(&args)?;
+            m.cmdline = format!("gridos.test={name} {}", m.cmdline);
+            m.timeout = Duration::from_secs(args.timeout.min(300));
+            let out = m.run()?;
+            print!("{}", out.serial);
+            if out.passed() {
+                eprintln!("gridos-qemu: test {name} passed");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("gridos-qemu: test {name} FAILED\n{}", out.report());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Cmd::BenchBoot { runs, machine: args } => bench_boot(&args, runs),
+    }
+}
+
+/// One node with the serial console on this terminal; Ctrl-C stops QEMU.
+fn run_interactive(m: &Machine) -> Result<ExitCode, String> {
+    let mut child = m.command().stdin(Stdio::null()).spawn().map_err(|e| format!("starting qemu: {e}"))?;
+    let deadline = Instant::now() + m.timeout;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(match status.code() {
+                Some(EXIT_SUCCESS) | Some(0) => ExitCode::SUCCESS,
+                Some(EXIT_FAILURE) => ExitCode::FAILURE,
+                _ => {
+                    eprintln!("gridos-qemu: qemu ended: {status}");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        if Instant::now() >= deadline {
+            eprintln!("gridos-qemu: time limit of {} s reached; stopping QEMU", m.timeout.as_secs());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(ExitCode::FAILURE);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Several nodes on one virtual L2 segment; each line of output is prefixed by its node.
+fn run_cluster(base: &Machine, nodes: u32) -> Result<ExitCode, String> {
+    let port = 20000 + (std::process::id() % 20000);
+    let mut children = Vec::new();
+    for i in 0..nodes {
+        let mut m = base.clone();
+        m.cmdline = format!("gridos.node={i} {}", m.cmdline);
+        m.extra_args.extend([
+            "-netdev".into(),
+            format!("socket,id=l2,mcast=230.0.0.1:{port}"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=l2,mac=52:54:00:00:00:{:02x}", i + 1),
+        ]);
+        let mut child = m
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting qemu for node {i}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("qemu stdout missing")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[node{i}] {}", line.trim_end_matches('\r'));
+            }
+        });
+        children.push(child);
+    }
+    eprintln!("gridos-qemu: {nodes} nodes on L2 segment 230.0.0.1:{port}; Ctrl-C stops them");
+    let deadline = Instant::now() + base.timeout;
+    while Instant::now() < deadline {
+        let mut running = 0;
+        for c in &mut children {
+            if matches!(c.try_wait(), Ok(None)) {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench_boot(args: &MachineArgs, runs: u32) -> Result<ExitCode, String> {
+    let mut m = machine(args)?;
+    m.cmdline = format!("gridos.test=boot {}", m.cmdline);
+    m.timeout = Duration::from_secs(120);
+    let (mut kernel_us, mut ready_ms, mut exit_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let out = m.run()?;
+        if !out.passed() {
+            return Err(format!("boot failed during the benchmark\n{}", out.report()));
+        }
+        kernel_us.push(out.ready_us().unwrap_or(0) as f64);
+        ready_ms.push(out.ready_wall.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0));
+        exit_ms.push(out.elapsed.as_secs_f64() * 1000.0);
+    }
+    println!("bench boot ({} runs, {:?}, {} MiB):", runs, m.accel, m.memory_mib);
+    println!("  kernel boot-to-ready (TSC)    median {:>10.0} us", median(kernel_us));
+    println!("  wall: QEMU start -> ready     median {:>10.1} ms", median(ready_ms.clone()));
+    println!("  wall: QEMU start -> exit      median {:>10.1} ms", median(exit_ms));
+    Ok(ExitCode::SUCCESS)
+}
