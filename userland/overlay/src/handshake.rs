@@ -1,0 +1,263 @@
+//! The handshake: mutual authentication by ed25519 signatures over a transcript that contains
+//! both ephemeral X25519 keys, and session keys from their Diffie-Hellman (SIGMA-style).
+//!
+//! ```text
+//! I -> R  Init: sender_index_I, pk_I, E_I, timestamp, sig_I, mac1
+//!         sig_I = Sign(sk_I, "gridos-overlay v1 init" | pk_R | Init[..80])
+//! R -> I  Resp: sender_index_R, sender_index_I, pk_R, E_R, sig_R, mac1
+//!         sig_R = Sign(sk_R, "gridos-overlay v1 resp" | H(Init) | Resp[..76])
+//! keys    ck  = derive_key("gridos-overlay v1 session", DH(E_I, E_R) | H(Init) | Resp[..140])
+//!         i2r = keyed_hash(ck, "initiator to responder"), r2i = keyed_hash(ck, "responder to initiator")
+//! ```
+//!
+//! Each signature names the other party (sig_I covers pk_R, sig_R covers H(Init) which holds
+//! pk_I), so neither side can be misled about whom it shares keys with, and both cover both
+//! ephemerals (sig_R directly, sig_I through the key derivation that only R's answer to this
+//! very E_I can match). Forward secrecy comes from the ephemeral-ephemeral DH alone: static
+//! DH would add nothing that the signatures do not already prove. The responder learns that
+//! the initiator holds the keys when the first transport packet opens (key confirmation), and
+//! only then uses the session for sending.
+//!
+//! `mac1` = keyed_hash(derive_key("gridos-overlay v1 mac1", pk_receiver), message before mac1)
+//! lets a node drop, before any signature check, every handshake message from someone who does
+//! not even know its public key (as WireGuard's mac1). The timestamp must grow per initiator,
+//! so a replayed Init is refused once a newer one was accepted. Policy (which keys may
+//! initiate, rate limits) is the `node`'s business.
+
+use ed25519_compact::x25519;
+
+use crate::identity::{Identity, PublicKey};
+use crate::session::SessionKeys;
+use crate::wire::{self, InitRepr, RespRepr, MAC_LEN};
+
+const INIT_CONTEXT: &[u8] = b"gridos-overlay v1 init";
+const RESP_CONTEXT: &[u8] = b"gridos-overlay v1 resp";
+
+/// Why a handshake message was refused. The node answers none of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not a well-formed message.
+    Malformed,
+    /// MAC1 does not match our public key.
+    Mac,
+    /// The signature does not verify.
+    Signature,
+    /// The response comes from another key than the one we contacted.
+    UnexpectedKey,
+    /// The response answers no handshake of ours.
+    UnknownIndex,
+    /// A low-order or invalid ephemeral key.
+    BadEphemeral,
+}
+
+fn mac1(receiver: &PublicKey, message: &[u8]) -> [u8; MAC_LEN] {
+    let key = blake3::derive_key("gridos-overlay v1 mac1", &receiver.0);
+    let full = blake3::keyed_hash(&key, message);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
+    out
+}
+
+fn macs_equal(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
+    // Constant time: the difference is accumulated over every byte.
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn signed_init_message(responder: &PublicKey, init: &[u8; wire::INIT_LEN]) -> [u8; 22 + 32 + wire::INIT_SIGNED_LEN] {
+    let mut m = [0u8; 22 + 32 + wire::INIT_SIGNED_LEN];
+    m[..22].copy_from_slice(INIT_CONTEXT);
+    m[22..54].copy_from_slice(&responder.0);
+    m[54..].copy_from_slice(&init[..wire::INIT_SIGNED_LEN]);
+    m
+}
+
+fn signed_resp_message(init_hash: &[u8; 32], resp: &[u8; wire::RESP_LEN]) -> [u8; 22 + 32 + wire::RESP_SIGNED_LEN] {
+    let mut m = [0u8; 22 + 32 + wire::RESP_SIGNED_LEN];
+    m[..22].copy_from_slice(RESP_CONTEXT);
+    m[22..54].copy_from_slice(init_hash);
+    m[54..].copy_from_slice(&resp[..wire::RESP_SIGNED_LEN]);
+    m
+}
+
+const _: () = assert!(INIT_CONTEXT.len() == 22 && RESP_CONTEXT.len() == 22);
+
+fn session_keys(dh: &[u8; 32], init_hash: &[u8; 32], resp: &[u8; wire::RESP_LEN], initiator: bool) -> SessionKeys {
+    let mut material = [0u8; 64 + wire::RESP_MACED_LEN];
+    material[..32].copy_from_slice(dh);
+    material[32..64].copy_from_slice(init_hash);
+    material[64..].copy_from_slice(&resp[..wire::RESP_MACED_LEN]);
+    let ck = blake3::derive_key("gridos-overlay v1 session", &material);
+    let i2r = *blake3::keyed_hash(&ck, b"initiator to responder").as_bytes();
+    let r2i = *blake3::keyed_hash(&ck, b"responder to initiator").as_bytes();
+    debug_assert_ne!(i2r, r2i);
+    if initiator {
+        SessionKeys { send: i2r, recv: r2i }
+    } else {
+        SessionKeys { send: r2i, recv: i2r }
+    }
+}
+
+fn ephemeral(secret: [u8; 32]) -> (x25519::SecretKey, [u8; 32]) {
+    let sk = x25519::SecretKey::new(secret);
+    // Recovering the public key of a clamped scalar cannot fail; fall back to zeros (which
+    // every peer rejects as low order) rather than panic.
+    let pk = sk.recover_public_key().map(|pk| *pk).unwrap_or([0; 32]);
+    (sk, pk)
+}
+
+fn dh(secret: &x25519::SecretKey, public: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
+    // `dh` refuses an all-zero result, i.e. low-order points.
+    let out = x25519::PublicKey::new(*public).dh(secret).map_err(|_| HandshakeError::BadEphemeral)?;
+    Ok(*out)
+}
+
+/// An initiation in flight, waiting for its response.
+pub struct Initiator {
+    /// The key we expect to answer.
+    pub responder: PublicKey,
+    /// Our index, echoed in the response.
+    pub sender_index: u32,
+    ephemeral_secret: x25519::SecretKey,
+    init_hash: [u8; 32],
+}
+
+impl Initiator {
+    /// Builds an initiation to `responder`. `ephemeral_seed` must be fresh randomness.
+    pub fn start(
+        identity: &Identity,
+        responder: PublicKey,
+        ephemeral_seed: [u8; 32],
+        sender_index: u32,
+        timestamp_us: u64,
+    ) -> (Initiator, [u8; wire::INIT_LEN]) {
+        let (ephemeral_secret, ephemeral_public) = ephemeral(ephemeral_seed);
+        let mut repr = InitRepr {
+            sender_index,
+            static_key: identity.public_key(),
+            ephemeral: ephemeral_public,
+            timestamp_us,
+            signature: [0; 64],
+            mac1: [0; MAC_LEN],
+        };
+        let unsigned = repr.emit();
+        repr.signature = identity.sign(&signed_init_message(&responder, &unsigned));
+        let unmaced = repr.emit();
+        repr.mac1 = mac1(&responder, &unmaced[..wire::INIT_MACED_LEN]);
+        let bytes = repr.emit();
+        let init_hash = *blake3::hash(&bytes).as_bytes();
+        (Initiator { responder, sender_index, ephemeral_secret, init_hash }, bytes)
+    }
+
+    /// Checks a response and derives the session keys; returns them and the responder's index.
+    pub fn finish(&self, own: &PublicKey, resp_bytes: &[u8]) -> Result<(SessionKeys, u32), HandshakeError> {
+        let repr = RespRepr::parse(resp_bytes).map_err(|_| HandshakeError::Malformed)?;
+        let mut resp = [0u8; wire::RESP_LEN];
+        resp.copy_from_slice(resp_bytes.get(..wire::RESP_LEN).ok_or(HandshakeError::Malformed)?);
+        if !macs_equal(&repr.mac1, &mac1(own, &resp[..wire::RESP_MACED_LEN])) {
+            return Err(HandshakeError::Mac);
+        }
+        if repr.receiver_index != self.sender_index {
+            return Err(HandshakeError::UnknownIndex);
+        }
+        if repr.static_key != self.responder {
+            return Err(HandshakeError::UnexpectedKey);
+        }
+        if !repr.static_key.verify(&signed_resp_message(&self.init_hash, &resp), &repr.signature) {
+            return Err(HandshakeError::Signature);
+        }
+        let shared = dh(&self.ephemeral_secret, &repr.ephemeral)?;
+        Ok((session_keys(&shared, &self.init_hash, &resp, true), repr.sender_index))
+    }
+}
+
+/// Cheap first check of an initiation addressed to `own`: format and MAC1 (no signature yet).
+pub fn check_init_mac(own: &PublicKey, init_bytes: &[u8]) -> Result<InitRepr, HandshakeError> {
+    let repr = InitRepr::parse(init_bytes).map_err(|_| HandshakeError::Malformed)?;
+    let maced = init_bytes.get(..wire::INIT_MACED_LEN).ok_or(HandshakeError::Malformed)?;
+    if !macs_equal(&repr.mac1, &mac1(own, maced)) {
+        return Err(HandshakeError::Mac);
+    }
+    Ok(repr)
+}
+
+/// Verifies the initiator's signature (expensive; call after policy and rate checks).
+pub fn check_init_signature(own: &PublicKey, repr: &InitRepr) -> Result<(), HandshakeError> {
+    let bytes = repr.emit();
+    if repr.static_key.verify(&signed_init_message(own, &bytes), &repr.signature) {
+        Ok(())
+    } else {
+        Err(HandshakeError::Signature)
+    }
+}
+
+/// Answers a checked initiation: returns the response and the responder's session keys.
+pub fn respond(
+    identity: &Identity,
+    init: &InitRepr,
+    ephemeral_seed: [u8; 32],
+    sender_index: u32,
+) -> Result<([u8; wire::RESP_LEN], SessionKeys), HandshakeError> {
+    let (ephemeral_secret, ephemeral_public) = ephemeral(ephemeral_seed);
+    let shared = dh(&ephemeral_secret, &init.ephemeral)?;
+    let init_hash = *blake3::hash(&init.emit()).as_bytes();
+    let mut repr = RespRepr {
+        sender_index,
+        receiver_index: init.sender_index,
+        static_key: identity.public_key(),
+        ephemeral: ephemeral_public,
+        signature: [0; 64],
+        mac1: [0; MAC_LEN],
+    };
+    repr.signature = identity.sign(&signed_resp_message(&init_hash, &repr.emit()));
+    let unmaced = repr.emit();
+    repr.mac1 = mac1(&init.static_key, &unmaced[..wire::RESP_MACED_LEN]);
+    let resp = repr.emit();
+    Ok((resp, session_keys(&shared, &init_hash, &resp, false)))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn both_sides_agree_on_crossed_keys() {
+        let i = Identity::from_seed([1; 32]);
+        let r = Identity::from_seed([2; 32]);
+        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000);
+        let repr = check_init_mac(&r.public_key(), &init).unwrap();
+        check_init_signature(&r.public_key(), &repr).unwrap();
+        let (resp, rkeys) = respond(&r, &repr, [4; 32], 88).unwrap();
+        let (ikeys, remote) = state.finish(&i.public_key(), &resp).unwrap();
+        assert_eq!(remote, 88);
+        assert_eq!(ikeys.send, rkeys.recv);
+        assert_eq!(ikeys.recv, rkeys.send);
+    }
+
+    #[test]
+    fn forged_or_misdirected_messages_are_refused() {
+        let i = Identity::from_seed([1; 32]);
+        let r = Identity::from_seed([2; 32]);
+        let mallory = Identity::from_seed([9; 32]);
+        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000);
+        // addressed to r: mallory's MAC check fails
+        assert_eq!(check_init_mac(&mallory.public_key(), &init).err(), Some(HandshakeError::Mac));
+        // mallory claims i's key but cannot sign: re-MACed so that only the signature fails
+        let mut forged = InitRepr::parse(&init).unwrap();
+        forged.ephemeral = [5; 32];
+        let unmaced = forged.emit();
+        forged.mac1 = mac1(&r.public_key(), &unmaced[..wire::INIT_MACED_LEN]);
+        let forged_bytes = forged.emit();
+        let repr = check_init_mac(&r.public_key(), &forged_bytes).unwrap();
+        assert_eq!(check_init_signature(&r.public_key(), &repr), Err(HandshakeError::Signature));
+        // mallory answers in r's place with her own key
+        let repr = check_init_mac(&r.public_key(), &init).unwrap();
+        let (resp, _) = respond(&mallory, &repr, [4; 32], 88).unwrap();
+        assert_eq!(state.finish(&i.public_key(), &resp).err(), Some(HandshakeError::UnexpectedKey));
+        // mallory replays r's key in the response but cannot sign for it
+        let (mut good, _) = respond(&r, &repr, [4; 32], 88).unwrap();
+        good[50] ^= 1; // ephemeral changed: signature no longer matches (re-MAC it)
+        let mut resp_repr = RespRepr::parse(&good).unwrap();
+        resp_repr.mac1 = mac1(&i.public_key(), &good[..wire::RESP_MACED_LEN]);
+        assert_eq!(state.finish(&i.public_key(), &resp_repr.emit()).err(), Some(HandshakeError::Signature));
+    }
+}

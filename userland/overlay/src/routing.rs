@@ -1,0 +1,717 @@
+//! Loop-free distance-vector routing in the manner of Babel (RFC 8966), as a sans-IO state
+//! machine that knows nothing of sessions, crypto or bytes.
+//!
+//! Every node is the single source of one destination: its own overlay address. Neighbours
+//! are opaque `NeighbourId`s with a link cost; the caller (the `node` module, or a test
+//! harness) says when a neighbour comes up or goes down, feeds received `Message`s in and
+//! carries `Output`s out. Messages are expected to arrive over authenticated links.
+//!
+//! What is kept from Babel:
+//! - route announcements `(destination, seqno, metric)`, metric `INFINITY` = retraction;
+//! - the feasibility condition: a node keeps per destination the feasibility distance
+//!   `FD = (seqno, metric)`, the best distance it ever advertised for the current seqno, and
+//!   only *selects* routes whose advertised distance is strictly better than FD (newer seqno,
+//!   or same seqno and smaller metric). Along any chain of selected next hops FD strictly
+//!   improves, so the forwarding graph has no loop at any instant (checked in property tests);
+//! - seqno requests against starvation: a node whose only routes are unfeasible asks for a
+//!   newer seqno; the source increments its seqno, intermediate nodes answer when they hold a
+//!   route at least that new, or forward the request towards the source (hop-count bounded,
+//!   duplicates suppressed for `request_timeout`);
+//! - triggered updates on every change of a selected route, unicast full dumps to a new
+//!   neighbour, periodic full dumps every `update_interval`, route expiry after `route_hold`
+//!   without refresh, immediate retraction of all routes through a neighbour that goes down,
+//!   and forgetting FDs of destinations unreachable for `source_gc`.
+//!
+//! What is left out: hellos/IHU and link-quality estimation (link liveness comes from the
+//! session layer), prefixes other than one /128 per node, router-ids distinct from addresses,
+//! and authentication of who originates a destination beyond the one check that only a
+//! neighbour whose proven address is the destination may announce it with metric 0.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+
+use crate::address::Address;
+use crate::time::{Duration, Instant};
+
+/// A neighbour as the caller names it (the node uses its peer slot).
+pub type NeighbourId = u32;
+
+/// The unreachable metric.
+pub const INFINITY: u16 = 0xffff;
+
+/// A routing message between neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// "I can reach `destination` at distance (`seqno`, `metric`)"; `INFINITY` retracts.
+    Update {
+        /// The destination (its source's address).
+        destination: Address,
+        /// The source's sequence number this route is based on.
+        seqno: u16,
+        /// The sender's total metric, or `INFINITY`.
+        metric: u16,
+    },
+    /// "Please send me a route to `destination` with seqno at least `seqno`".
+    SeqnoRequest {
+        /// The destination whose source should increase its seqno.
+        destination: Address,
+        /// The seqno wanted.
+        seqno: u16,
+        /// Hops the request may still travel.
+        hop_count: u8,
+    },
+}
+
+/// Where an output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One neighbour.
+    One(NeighbourId),
+    /// Every neighbour that is up.
+    All,
+}
+
+/// A message to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Recipients.
+    pub to: Target,
+    /// The message.
+    pub message: Message,
+}
+
+/// Tunables and capacities.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Period of full dumps to all neighbours.
+    pub update_interval: Duration,
+    /// A route not refreshed for this long is retracted.
+    pub route_hold: Duration,
+    /// An unreachable destination's FD is forgotten after this long.
+    pub source_gc: Duration,
+    /// Identical seqno requests are not repeated or forwarded again within this time.
+    pub request_timeout: Duration,
+    /// Hop count of seqno requests we originate.
+    pub request_hop_count: u8,
+    /// Capacity of the destination table.
+    pub max_destinations: usize,
+    /// Capacity of the neighbour table.
+    pub max_neighbours: usize,
+    /// Capacity of the queue of unicast replies and requests.
+    pub max_queued_outputs: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            update_interval: Duration::from_secs(16),
+            route_hold: Duration::from_secs(56),
+            source_gc: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(2),
+            request_hop_count: 64,
+            max_destinations: 16_384,
+            max_neighbours: 64,
+            max_queued_outputs: 4096,
+        }
+    }
+}
+
+/// Why the router refused an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutingError {
+    /// The neighbour table is full.
+    TooManyNeighbours,
+    /// The neighbour is already up.
+    DuplicateNeighbour,
+    /// Link costs are 1..INFINITY.
+    InvalidCost,
+}
+
+/// A (seqno, metric) pair, ordered as Babel's feasibility condition orders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Distance {
+    /// The source's sequence number.
+    pub seqno: u16,
+    /// The metric.
+    pub metric: u16,
+}
+
+/// `a` is newer than `b` in 16-bit serial arithmetic (RFC 1982 style).
+pub fn seqno_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl Distance {
+    /// Strictly better: newer seqno, or equal seqno and smaller metric.
+    pub fn better_than(&self, other: &Distance) -> bool {
+        seqno_newer(self.seqno, other.seqno) || (self.seqno == other.seqno && self.metric < other.metric)
+    }
+
+    /// Babel's feasibility condition for an advertised distance against an FD.
+    pub fn feasible(&self, fd: Option<Distance>) -> bool {
+        self.metric == INFINITY || fd.is_none_or(|fd| self.better_than(&fd))
+    }
+}
+
+/// A route as stored: what one neighbour last advertised for one destination.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    neighbour: NeighbourId,
+    advertised: Distance,
+    expires_at: Instant,
+}
+
+/// Per-destination state.
+#[derive(Clone, Debug)]
+struct Dest {
+    fd: Option<Distance>,
+    routes: Vec<Route>,
+    selected: Option<NeighbourId>,
+    /// The selected route as of the last `reselect` (what we advertise).
+    view: Option<RouteView>,
+    /// Last time a route was selected (for FD garbage collection).
+    reachable_at: Instant,
+    /// The last seqno request we originated or forwarded, and when.
+    requested: Option<(u16, Instant)>,
+}
+
+/// The selected route to a destination, as others see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteView {
+    /// The neighbour packets go to.
+    pub next_hop: NeighbourId,
+    /// The route's seqno.
+    pub seqno: u16,
+    /// Total metric (advertised + link cost).
+    pub metric: u16,
+}
+
+/// Counters for tests and monitoring.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Messages handed out by `poll_output` (a `Target::All` output counts once).
+    pub outputs: u64,
+    /// Messages received.
+    pub inputs: u64,
+    /// Unicast outputs dropped because the queue was full.
+    pub dropped_outputs: u64,
+    /// Updates ignored because the destination table was full.
+    pub dropped_destinations: u64,
+}
+
+/// The routing state machine of one node.
+pub struct Router {
+    own: Address,
+    own_seqno: u16,
+    config: Config,
+    neighbours: Vec<(NeighbourId, u16)>,
+    dests: BTreeMap<Address, Dest>,
+    dirty: BTreeSet<Address>,
+    own_dirty: bool,
+    queue: VecDeque<Output>,
+    /// Pending unicast full dumps: neighbour, and the next destination to send (None = own first).
+    dumps: Vec<(NeighbourId, Option<Address>)>,
+    next_periodic: Instant,
+    stats: Stats,
+}
+
+impl Router {
+    /// A router for the node whose address is `own`, first periodic dump at `now + update_interval`.
+    pub fn new(own: Address, config: Config, now: Instant) -> Router {
+        assert!(config.max_neighbours > 0 && config.max_destinations > 0);
+        assert!(config.route_hold > config.update_interval);
+        Router {
+            own,
+            own_seqno: 0,
+            config,
+            neighbours: Vec::new(),
+            dests: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            own_dirty: false,
+            queue: VecDeque::new(),
+            dumps: Vec::new(),
+            next_periodic: now + config.update_interval,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Our own address.
+    pub fn address(&self) -> Address {
+        self.own
+    }
+
+    /// Our own current seqno.
+    pub fn own_seqno(&self) -> u16 {
+        self.own_seqno
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The neighbours that are up, with their costs.
+    pub fn neighbours(&self) -> &[(NeighbourId, u16)] {
+        &self.neighbours
+    }
+
+    fn cost(&self, neighbour: NeighbourId) -> Option<u16> {
+        self.neighbours.iter().find(|(n, _)| *n == neighbour).map(|(_, c)| *c)
+    }
+
+    /// A neighbour came up with link cost `cost` (>= 1): it gets a full dump.
+    pub fn neighbour_up(&mut self, neighbour: NeighbourId, cost: u16) -> Result<(), RoutingError> {
+        if cost == 0 || cost == INFINITY {
+            return Err(RoutingError::InvalidCost);
+        }
+        if self.cost(neighbour).is_some() {
+            return Err(RoutingError::DuplicateNeighbour);
+        }
+        if self.neighbours.len() >= self.config.max_neighbours {
+            return Err(RoutingError::TooManyNeighbours);
+        }
+        self.neighbours.push((neighbour, cost));
+        self.dumps.retain(|(n, _)| *n != neighbour);
+        self.dumps.push((neighbour, None));
+        debug_assert!(self.neighbours.len() <= self.config.max_neighbours);
+        Ok(())
+    }
+
+    /// A neighbour went away: every route through it is dropped at once.
+    pub fn neighbour_down(&mut self, now: Instant, neighbour: NeighbourId) {
+        let before = self.neighbours.len();
+        self.neighbours.retain(|(n, _)| *n != neighbour);
+        if self.neighbours.len() == before {
+            return;
+        }
+        self.dumps.retain(|(n, _)| *n != neighbour);
+        self.queue.retain(|o| o.to != Target::One(neighbour));
+        let affected: Vec<Address> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| d.routes.iter().any(|r| r.neighbour == neighbour))
+            .map(|(a, _)| *a)
+            .collect();
+        for address in affected {
+            if let Some(dest) = self.dests.get_mut(&address) {
+                dest.routes.retain(|r| r.neighbour != neighbour);
+            }
+            self.reselect(now, address);
+        }
+    }
+
+    /// The selected route to `destination`, if any.
+    pub fn route(&self, destination: &Address) -> Option<RouteView> {
+        self.dests.get(destination)?.view
+    }
+
+    /// The next hop towards `destination`.
+    pub fn next_hop(&self, destination: &Address) -> Option<NeighbourId> {
+        self.route(destination).map(|r| r.next_hop)
+    }
+
+    /// The feasibility distance held for `destination`.
+    pub fn feasibility_distance(&self, destination: &Address) -> Option<Distance> {
+        self.dests.get(destination).and_then(|d| d.fd)
+    }
+
+    /// Number of destinations with a selected route.
+    pub fn reachable_count(&self) -> usize {
+        self.dests.values().filter(|d| d.selected.is_some()).count()
+    }
+
+    /// Every destination with a selected route.
+    pub fn routes(&self) -> impl Iterator<Item = (Address, RouteView)> + '_ {
+        self.dests.keys().filter_map(|a| self.route(a).map(|r| (*a, r)))
+    }
+
+    fn total_metric(&self, route: &Route) -> Option<u16> {
+        let cost = self.cost(route.neighbour)?;
+        if route.advertised.metric == INFINITY {
+            return None;
+        }
+        let total = route.advertised.metric.saturating_add(cost);
+        (total < INFINITY).then_some(total)
+    }
+
+    /// Handles one message from `from` (which must be up; messages from others are ignored).
+    pub fn handle_message(&mut self, now: Instant, from: NeighbourId, message: Message) {
+        if self.cost(from).is_none() {
+            return;
+        }
+        self.stats.inputs += 1;
+        match message {
+            Message::Update { destination, seqno, metric } => self.handle_update(now, from, destination, seqno, metric),
+            Message::SeqnoRequest { destination, seqno, hop_count } => {
+                self.handle_request(now, from, destination, seqno, hop_count)
+            }
+        }
+    }
+
+    fn handle_update(&mut self, now: Instant, from: NeighbourId, destination: Address, seqno: u16, metric: u16) {
+        if destination == self.own {
+            return;
+        }
+        let advertised = Distance { seqno, metric };
+        let expires_at = now + self.config.route_hold;
+        if !self.dests.contains_key(&destination) {
+            if metric == INFINITY {
+                return;
+            }
+            if self.dests.len() >= self.config.max_destinations {
+                self.stats.dropped_destinations += 1;
+                return;
+            }
+            let fresh = Dest { fd: None, routes: Vec::new(), selected: None, view: None, reachable_at: now, requested: None };
+            self.dests.insert(destination, fresh);
+        }
+        let Some(dest) = self.dests.get_mut(&destination) else { return };
+        match dest.routes.iter_mut().find(|r| r.neighbour == from) {
+            Some(route) => {
+                route.advertised = advertised;
+                route.expires_at = expires_at;
+            }
+            None if metric != INFINITY => dest.routes.push(Route { neighbour: from, advertised, expires_at }),
+            None => {}
+        }
+        debug_assert!(dest.routes.len() <= self.config.max_neighbours);
+        let selected_elsewhere = dest.selected.is_some_and(|n| n != from);
+        self.reselect(now, destination);
+        if metric == INFINITY && selected_elsewhere {
+            // Help a retracting neighbour find an alternative quickly (RFC 8966 3.8.2.1).
+            if let Some(reply) = self.update_for(destination) {
+                self.enqueue(Output { to: Target::One(from), message: reply });
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: NeighbourId, destination: Address, seqno: u16, hop_count: u8) {
+        if destination == self.own {
+            if seqno_newer(seqno, self.own_seqno) {
+                self.own_seqno = self.own_seqno.wrapping_add(1);
+                self.own_dirty = true;
+            } else {
+                let reply = Message::Update { destination, seqno: self.own_seqno, metric: 0 };
+                self.enqueue(Output { to: Target::One(from), message: reply });
+            }
+            return;
+        }
+        if let Some(view) = self.route(&destination) {
+            if !seqno_newer(seqno, view.seqno) {
+                if let Some(reply) = self.update_for(destination) {
+                    self.enqueue(Output { to: Target::One(from), message: reply });
+                }
+                return;
+            }
+        }
+        if hop_count < 2 {
+            return;
+        }
+        let forward_to = self.request_target(&destination, from);
+        let timeout = self.config.request_timeout;
+        let Some(dest) = self.dests.get_mut(&destination) else { return };
+        if let Some((last, at)) = dest.requested {
+            if !seqno_newer(seqno, last) && now < at + timeout {
+                return;
+            }
+        }
+        let Some(next) = forward_to else { return };
+        dest.requested = Some((seqno, now));
+        let message = Message::SeqnoRequest { destination, seqno, hop_count: hop_count - 1 };
+        self.enqueue(Output { to: Target::One(next), message });
+    }
+
+    /// The neighbour to forward a request to: the selected next hop, else the best finite route.
+    fn request_target(&self, destination: &Address, not: NeighbourId) -> Option<NeighbourId> {
+        let dest = self.dests.get(destination)?;
+        if let Some(n) = dest.selected.filter(|n| *n != not) {
+            return Some(n);
+        }
+        dest.routes
+            .iter()
+            .filter(|r| r.neighbour != not)
+            .filter_map(|r| self.total_metric(r).map(|m| (m, r.neighbour)))
+            .min()
+            .map(|(_, n)| n)
+    }
+
+    /// The update we would send now for `destination` (a retraction when unreachable).
+    fn update_for(&self, destination: Address) -> Option<Message> {
+        if destination == self.own {
+            return Some(Message::Update { destination, seqno: self.own_seqno, metric: 0 });
+        }
+        let dest = self.dests.get(&destination)?;
+        match self.route(&destination) {
+            Some(view) => Some(Message::Update { destination, seqno: view.seqno, metric: view.metric }),
+            None => {
+                let seqno = dest.fd.map(|fd| fd.seqno).or_else(|| dest.routes.first().map(|r| r.advertised.seqno))?;
+                Some(Message::Update { destination, seqno, metric: INFINITY })
+            }
+        }
+    }
+
+    /// Re-runs route selection for one destination and schedules updates and requests.
+    fn reselect(&mut self, now: Instant, destination: Address) {
+        let Some(dest) = self.dests.get(&destination) else { return };
+        let old = dest.view;
+        let fd = dest.fd;
+        // Smallest metric wins; on a tie keep the current next hop (no flapping), then the smallest id.
+        let mut best: Option<(u16, bool, NeighbourId)> = None;
+        let mut best_unfeasible: Option<(u16, NeighbourId)> = None;
+        for route in &dest.routes {
+            let Some(metric) = self.total_metric(route) else { continue };
+            if route.advertised.feasible(fd) {
+                let key = (metric, old.is_none_or(|o| o.next_hop != route.neighbour), route.neighbour);
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            } else if best_unfeasible.is_none_or(|(m, _)| metric < m) {
+                best_unfeasible = Some((metric, route.neighbour));
+            }
+        }
+        let selected = best.map(|(_, _, n)| n);
+        let new = best.and_then(|(metric, _, n)| {
+            let route = dest.routes.iter().find(|r| r.neighbour == n)?;
+            Some(RouteView { next_hop: n, seqno: route.advertised.seqno, metric })
+        });
+        debug_assert_eq!(new.map(|r| r.next_hop), selected);
+        if let Some(dest) = self.dests.get_mut(&destination) {
+            dest.selected = selected;
+            dest.view = new;
+            if selected.is_some() {
+                dest.reachable_at = now;
+            }
+        }
+        if new != old {
+            self.dirty.insert(destination);
+        }
+        // Starvation, or a clearly better route held back by the feasibility condition: ask
+        // the source for a newer seqno.
+        if let Some((metric, neighbour)) = best_unfeasible {
+            if new.is_none_or(|r| metric < r.metric) {
+                self.request_seqno(now, destination, neighbour);
+            }
+        }
+    }
+
+    fn request_seqno(&mut self, now: Instant, destination: Address, neighbour: NeighbourId) {
+        let timeout = self.config.request_timeout;
+        let hop_count = self.config.request_hop_count;
+        let Some(dest) = self.dests.get_mut(&destination) else { return };
+        let Some(fd) = dest.fd else { return };
+        let seqno = fd.seqno.wrapping_add(1);
+        if let Some((last, at)) = dest.requested {
+            if !seqno_newer(seqno, last) && now < at + timeout {
+                return;
+            }
+        }
+        dest.requested = Some((seqno, now));
+        let message = Message::SeqnoRequest { destination, seqno, hop_count };
+        self.enqueue(Output { to: Target::One(neighbour), message });
+    }
+
+    fn enqueue(&mut self, output: Output) {
+        if self.queue.len() >= self.config.max_queued_outputs {
+            self.stats.dropped_outputs += 1;
+            return;
+        }
+        self.queue.push_back(output);
+    }
+
+    /// Records that an update is being advertised: FDs only ever improve (Babel 3.7.3).
+    fn note_advertised(&mut self, message: &Message) {
+        let Message::Update { destination, seqno, metric } = *message else { return };
+        if metric == INFINITY || destination == self.own {
+            return;
+        }
+        let Some(dest) = self.dests.get_mut(&destination) else { return };
+        let advertised = Distance { seqno, metric };
+        if dest.fd.is_none_or(|fd| advertised.better_than(&fd)) {
+            dest.fd = Some(advertised);
+        }
+        debug_assert!(dest.fd.is_some_and(|fd| !advertised.better_than(&fd)));
+    }
+
+    /// The next message to send, if any. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        let output = self.next_output()?;
+        self.note_advertised(&output.message);
+        self.stats.outputs += 1;
+        Some(output)
+    }
+
+    fn next_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.queue.pop_front() {
+            return Some(output);
+        }
+        if self.own_dirty {
+            self.own_dirty = false;
+            let message = Message::Update { destination: self.own, seqno: self.own_seqno, metric: 0 };
+            return Some(Output { to: Target::All, message });
+        }
+        // Bounded: each iteration either returns or removes one dump cursor or dirty entry.
+        while let Some(&(neighbour, cursor)) = self.dumps.last() {
+            let next = match cursor {
+                None => Some(self.own),
+                Some(after) => self
+                    .dests
+                    .range((core::ops::Bound::Excluded(after), core::ops::Bound::Unbounded))
+                    .find(|(a, d)| d.selected.is_some() && self.route(a).is_some())
+                    .map(|(a, _)| *a),
+            };
+            match next {
+                Some(address) => {
+                    if let Some(last) = self.dumps.last_mut() {
+                        last.1 = Some(address);
+                    }
+                    if address == self.own {
+                        let message = Message::Update { destination: address, seqno: self.own_seqno, metric: 0 };
+                        return Some(Output { to: Target::One(neighbour), message });
+                    }
+                    if let Some(message) = self.update_for(address) {
+                        return Some(Output { to: Target::One(neighbour), message });
+                    }
+                }
+                None => {
+                    self.dumps.pop();
+                }
+            }
+        }
+        while let Some(address) = self.dirty.pop_first() {
+            if let Some(message) = self.update_for(address) {
+                return Some(Output { to: Target::All, message });
+            }
+        }
+        None
+    }
+
+    /// When `handle_timeout` wants to be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_periodic)
+    }
+
+    /// Runs periodic work due at `now`: full dump, route expiry, starvation checks, FD GC.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_periodic {
+            return;
+        }
+        self.next_periodic = now + self.config.update_interval;
+        self.own_dirty = true;
+        let hold = self.config.route_hold;
+        let gc = self.config.source_gc;
+        let mut touched = Vec::new();
+        self.dests.retain(|address, dest| {
+            let before = dest.routes.len();
+            for route in dest.routes.iter_mut() {
+                if route.expires_at <= now && route.advertised.metric != INFINITY {
+                    route.advertised.metric = INFINITY;
+                    route.expires_at = now + hold;
+                }
+            }
+            dest.routes.retain(|r| r.advertised.metric != INFINITY || r.expires_at > now);
+            let _ = before;
+            touched.push(*address);
+            let forgotten = dest.selected.is_none() && dest.routes.is_empty() && now.saturating_since(dest.reachable_at) >= gc;
+            !forgotten
+        });
+        for address in touched {
+            if !self.dests.contains_key(&address) {
+                continue;
+            }
+            self.reselect(now, address);
+            if self.route(&address).is_some() {
+                self.dirty.insert(address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn addr(i: u8) -> Address {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[15] = i;
+        Address(a)
+    }
+
+    fn drain(r: &mut Router) -> Vec<Output> {
+        core::iter::from_fn(|| r.poll_output()).collect()
+    }
+
+    #[test]
+    fn feasibility_condition() {
+        let fd = Some(Distance { seqno: 5, metric: 10 });
+        assert!(Distance { seqno: 5, metric: 9 }.feasible(fd));
+        assert!(!Distance { seqno: 5, metric: 10 }.feasible(fd));
+        assert!(!Distance { seqno: 4, metric: 1 }.feasible(fd));
+        assert!(Distance { seqno: 6, metric: 500 }.feasible(fd));
+        assert!(Distance { seqno: 0, metric: INFINITY }.feasible(fd));
+        assert!(Distance { seqno: 0, metric: 3 }.feasible(None));
+        assert!(seqno_newer(0, 0xffff));
+        assert!(!seqno_newer(0x8000, 0));
+    }
+
+    #[test]
+    fn new_neighbour_gets_dump_and_learned_route_is_advertised() {
+        let now = Instant::ZERO;
+        let mut r = Router::new(addr(1), Config::default(), now);
+        r.neighbour_up(7, 1).unwrap();
+        assert_eq!(r.neighbour_up(7, 1), Err(RoutingError::DuplicateNeighbour));
+        let out = drain(&mut r);
+        assert_eq!(out, [Output { to: Target::One(7), message: Message::Update { destination: addr(1), seqno: 0, metric: 0 } }]);
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 4 });
+        assert_eq!(r.route(&addr(2)), Some(RouteView { next_hop: 7, seqno: 3, metric: 5 }));
+        let out = drain(&mut r);
+        assert_eq!(out, [Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: 5 } }]);
+        assert_eq!(r.feasibility_distance(&addr(2)), Some(Distance { seqno: 3, metric: 5 }));
+    }
+
+    #[test]
+    fn unfeasible_route_is_not_selected_and_triggers_seqno_request() {
+        let now = Instant::ZERO;
+        let mut r = Router::new(addr(1), Config::default(), now);
+        r.neighbour_up(7, 1).unwrap();
+        r.neighbour_up(8, 1).unwrap();
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 1 });
+        let _ = drain(&mut r); // FD becomes (3, 2)
+        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 3, metric: 5 });
+        r.neighbour_down(now, 7);
+        assert_eq!(r.route(&addr(2)), None, "(3,5) is not better than FD (3,2)");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: Target::One(8), message: Message::SeqnoRequest { destination: addr(2), seqno: 4, hop_count: 64 } }));
+        assert!(out.contains(&Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: INFINITY } }), "{out:?}");
+        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 4, metric: 5 });
+        assert_eq!(r.next_hop(&addr(2)), Some(8));
+    }
+
+    #[test]
+    fn source_answers_seqno_request_by_incrementing() {
+        let now = Instant::ZERO;
+        let mut r = Router::new(addr(1), Config::default(), now);
+        r.neighbour_up(7, 1).unwrap();
+        let _ = drain(&mut r);
+        r.handle_message(now, 7, Message::SeqnoRequest { destination: addr(1), seqno: 1, hop_count: 5 });
+        assert_eq!(r.own_seqno(), 1);
+        assert_eq!(drain(&mut r), [Output { to: Target::All, message: Message::Update { destination: addr(1), seqno: 1, metric: 0 } }]);
+    }
+
+    #[test]
+    fn routes_expire_without_refresh() {
+        let mut now = Instant::ZERO;
+        let config = Config::default();
+        let mut r = Router::new(addr(1), config, now);
+        r.neighbour_up(7, 1).unwrap();
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 0, metric: 1 });
+        for _ in 0..10 {
+            now = r.poll_timeout().unwrap();
+            r.handle_timeout(now);
+            let _ = drain(&mut r);
+        }
+        assert_eq!(r.route(&addr(2)), None);
+    }
+}
