@@ -38,7 +38,6 @@ pub struct MachineInfo {
 /// Why ACPI could not be read.
 #[derive(Debug)]
 pub enum AcpiInitError {
-    NoRsdp,
     Tables(acpi::AcpiError),
 }
 
