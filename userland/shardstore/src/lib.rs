@@ -1,2 +1,126 @@
-//! Shard store (work in progress).
+//! A crash-safe, checksummed shard store directly on a raw disk.
+//!
+//! Sans-IO and `#![no_std]` + `alloc`: the store reaches the disk only through
+//! [`blockdev::BlockDevice`] (virtio-blk in the kernel, [`blockdev::mem::MemDisk`] in
+//! tests); it reads no clock and runs nothing in the background. Shards are immutable
+//! byte strings addressed by their blake3 hash. What this crate leaves to others:
+//! redundancy (erasure coding across nodes), encryption, and deciding what to store.
+//!
+//! Modules: `layout` (on-disk encodings), `merkle` (storage proofs), `store` (one disk:
+//! format, mount, put/get/delete, compaction), `multi` (several disks), `error`.
+//!
+//! # On-disk format, version 1
+//!
+//! All integers are little-endian. A sector is 512 bytes. "keyed" means
+//! `blake3::keyed_hash(K, ..)` with the disk's checksum key
+//! `K = blake3::derive_key("gridos shardstore v1 checksum key", superblock sector)`,
+//! so records and checkpoints of another format (or another disk) never verify here.
+//!
+//! ```text
+//! sector 0        superblock (written by format only, never rewritten)
+//! sectors 1, 2    checkpoint slots (generation g lives in slot g % 2)
+//! sectors 3..N    log region, used as a circular log of records
+//! ```
+//!
+//! ## Superblock (sector 0)
+//! ```text
+//! 0..8      magic "GRIDSHRD"
+//! 8..12     format version (1)
+//! 12..16    sector size in bytes (512)
+//! 16..48    node id
+//! 48..64    disk id
+//! 64..80    format salt: blake3(derive_key "gridos shardstore v1 format salt",
+//!           previous sector 0 || node id || disk id)[..16]; new on every format
+//! 80..88    device sector count at format
+//! 88..96    log start sector (3)
+//! 96..104   log length in sectors (>= 16; start + length <= sector count)
+//! 104..108  Merkle chunk size in bytes (4096)
+//! 108..112  zero
+//! 112..144  blake3(bytes 0..112)
+//! 144..512  zero (not checked)
+//! ```
+//! Mount refuses a disk without the magic (`NotFormatted`), with another version
+//! (`UnsupportedVersion`), with a bad checksum or field (`BadSuperblock`), or on a
+//! device smaller than recorded (`DeviceTooSmall`). Mount never writes.
+//!
+//! ## Checkpoint (sectors 1 and 2)
+//! ```text
+//! 0..8      magic "GSHRDCKP"
+//! 8..16     generation (the valid slot with the highest generation wins)
+//! 16..24    head offset in sectors from the log start
+//! 24..32    head sequence number
+//! 32..64    record checksum of the record before the head (zero at format)
+//! 64..96    keyed(bytes 0..64)
+//! 96..512   zero
+//! ```
+//! A checkpoint names the log's head: the oldest record replay needs. Format writes
+//! generation 1 (head offset 0, sequence 1). Compaction writes the next generation into
+//! the *other* slot, so a torn checkpoint write leaves the previous one intact.
+//!
+//! ## Record (starts at a sector boundary in the log region)
+//! ```text
+//! 0..8      magic "GSHRDREC"
+//! 8         kind: 1 put, 2 delete, 3 pad
+//! 9..12     zero
+//! 12..16    payload length in bytes (put: the shard length; delete, pad: 0)
+//! 16..24    sequence number (the previous record's plus one)
+//! 24..32    record length in sectors, header included
+//!           (put: ceil((176 + payload) / 512); delete: 1; pad: to the end of the log)
+//! 32..64    key: blake3 of the shard (zero for a pad)
+//! 64..96    Merkle root of the shard's 4 KiB chunks (put only; see `verify_proof`)
+//! 96..128   previous record's record checksum: a hash chain through the log
+//! 128..160  record checksum: keyed(bytes 0..128 || payload)
+//! 160..176  header checksum: keyed(bytes 0..160)[..16]
+//! 176..     payload, then zero up to the record's last sector
+//! ```
+//! A pad fills the log from its offset to the end, and the next record starts at
+//! offset 0; only the pad's first sector is written.
+//!
+//! # Mount: replaying the log
+//! Replay starts at the checkpoint's head and follows the chain: the header at the
+//! current offset must have a valid header checksum, the expected sequence number and
+//! previous checksum, and must fit in the log ahead of the tail. The first header that
+//! does not continue the chain ends the log; everything after it is free space.
+//! - Each record is written with one `write` and made durable with one `flush` before
+//!   the next one is written, so a record with a valid successor was flushed whole.
+//!   Only the *last* record can be torn: mount reads it whole and drops it if its
+//!   record checksum fails (`MountReport::torn_tail_dropped`). The price: bit rot in
+//!   the very last record is taken for a torn write.
+//! - Stale records of earlier laps carry lower sequence numbers and other chain links;
+//!   a record torn by a crash and then overwritten with a shorter one leaves payload
+//!   bytes behind, which never pass the keyed header checksum. So nothing torn or
+//!   stale is ever replayed.
+//! - A record in the middle whose payload rotted is still replayed (its header is
+//!   good); reading it returns [`Error::Corrupt`]. A header that rotted in the middle
+//!   is skipped by looking ahead (at most one maximum record length, or at offset 0)
+//!   for the next sequence number; that record's shard is lost and counted in
+//!   `MountReport::lost_records`.
+//!
+//! The index (key to location) is rebuilt from the replayed records in order: a put
+//! sets the key, a delete removes it. Payloads are not read at mount (except the last
+//! record); every `get` checks the record checksum.
+//!
+//! # Space reclaim
+//! The log is circular: `compact` takes records from the head, drops dead ones
+//! (deletes, pads, puts that a later record superseded) and copies live puts to the
+//! tail, then flushes a checkpoint naming the new head; only then may the tail reuse
+//! that space. Until that checkpoint is durable, mount replays from the old head and
+//! finds the old and the new copy; the newer wins. Puts keep a reserve free so that
+//! deletes and compaction can always proceed; writes compact on demand.
 #![no_std]
+
+extern crate alloc;
+
+mod error;
+pub mod layout;
+mod merkle;
+mod multi;
+mod store;
+
+pub use error::{Error, FormatError, MountError};
+pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
+pub use multi::{MultiStore, DISKS_MAX};
+pub use store::{Key, MountReport, ShardInfo, ShardStore, Stat, SHARD_SIZE_MAX_BYTES};
+
+/// Chunk size of storage proofs (a protocol constant).
+pub use layout::CHUNK_SIZE_BYTES;

@@ -1,0 +1,178 @@
+//! Several disks as one store: placement by free space, and serving on when a disk dies.
+//!
+//! Each shard lives on one disk (redundancy across disks and nodes is the erasure-coding
+//! layer's job, above this). `put` picks the healthy disk with the most free space; a
+//! disk whose device returns an error is marked failed and skipped from then on, and
+//! the shards on the other disks stay readable. Reviving a failed disk means mounting
+//! it again and handing it to a new `MultiStore`.
+
+use alloc::vec::Vec;
+
+use blockdev::{BlockDevice, BlockError};
+
+use crate::error::Error;
+use crate::merkle::StorageProof;
+use crate::store::{Key, ShardStore, Stat};
+
+/// Upper bound on disks per node; keeps every loop here bounded.
+pub const DISKS_MAX: usize = 64;
+
+struct Disk<D: BlockDevice> {
+    store: ShardStore<D>,
+    failed: bool,
+}
+
+/// A set of shard stores, one per disk.
+pub struct MultiStore<D: BlockDevice> {
+    disks: Vec<Disk<D>>,
+}
+
+impl<D: BlockDevice> MultiStore<D> {
+    /// Groups mounted (or freshly formatted) stores. At most [`DISKS_MAX`] are kept.
+    pub fn new(stores: Vec<ShardStore<D>>) -> Self {
+        let disks: Vec<Disk<D>> =
+            stores.into_iter().take(DISKS_MAX).map(|store| Disk { store, failed: false }).collect();
+        assert!(disks.len() <= DISKS_MAX);
+        MultiStore { disks }
+    }
+
+    /// Stores a shard on the healthy disk with the most free space that takes it (or
+    /// where it already is). Returns that disk's index.
+    pub fn put(&mut self, key: Key, bytes: &[u8]) -> Result<usize, Error> {
+        let holder = self.holders(&key).next();
+        if let Some(index) = holder {
+            match self.disks[index].store.put(key, bytes) {
+                Ok(()) => return Ok(index),
+                Err(Error::Device(error)) => self.fail(index, error),
+                Err(error) => return Err(error),
+            }
+        }
+        let mut candidates: Vec<usize> = self.healthy().collect();
+        candidates.sort_by_key(|&index| core::cmp::Reverse(self.disks[index].store.stat().free_bytes));
+        let mut outcome = Err(Error::Device(BlockError::Failed));
+        for index in candidates {
+            match self.disks[index].store.put(key, bytes) {
+                Ok(()) => return Ok(index),
+                Err(Error::Device(error)) => {
+                    self.fail(index, error);
+                    outcome = Err(Error::Device(error));
+                }
+                Err(Error::NoSpace) => outcome = Err(Error::NoSpace),
+                Err(error) => return Err(error),
+            }
+        }
+        outcome
+    }
+
+    /// The shard's bytes from whichever healthy disk holds a good copy.
+    pub fn get(&mut self, key: &Key) -> Result<Vec<u8>, Error> {
+        let mut outcome = Err(Error::NotFound);
+        let holders: Vec<usize> = self.holders(key).collect();
+        for index in holders {
+            match self.disks[index].store.get(key) {
+                Ok(bytes) => return Ok(bytes),
+                Err(Error::Device(error)) => {
+                    self.fail(index, error);
+                    if outcome == Err(Error::NotFound) {
+                        outcome = Err(Error::Device(error));
+                    }
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        outcome
+    }
+
+    /// Deletes the shard from every healthy disk that holds it.
+    pub fn delete(&mut self, key: &Key) -> Result<(), Error> {
+        let holders: Vec<usize> = self.holders(key).collect();
+        if holders.is_empty() {
+            return Err(Error::NotFound);
+        }
+        let mut outcome = Ok(());
+        for index in holders {
+            match self.disks[index].store.delete(key) {
+                Ok(()) => {}
+                Err(Error::Device(error)) => {
+                    self.fail(index, error);
+                    outcome = Err(Error::Device(error));
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        outcome
+    }
+
+    /// A storage proof from a healthy disk holding the shard.
+    pub fn prove(&mut self, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+        let mut outcome = Err(Error::NotFound);
+        let holders: Vec<usize> = self.holders(key).collect();
+        for index in holders {
+            match self.disks[index].store.prove(key, challenge) {
+                Ok(proof) => return Ok(proof),
+                Err(Error::Device(error)) => {
+                    self.fail(index, error);
+                    outcome = Err(Error::Device(error));
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        outcome
+    }
+
+    /// Keys on all healthy disks, ascending, without duplicates.
+    pub fn list(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.healthy().flat_map(|index| self.disks[index].store.list()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Sum of the healthy disks' figures (a shard on two disks counts twice).
+    pub fn stat(&self) -> Stat {
+        self.healthy().map(|index| self.disks[index].store.stat()).fold(Stat::default(), |sum, stat| Stat {
+            capacity_bytes: sum.capacity_bytes + stat.capacity_bytes,
+            used_bytes: sum.used_bytes + stat.used_bytes,
+            free_bytes: sum.free_bytes + stat.free_bytes,
+            live_bytes: sum.live_bytes + stat.live_bytes,
+            shard_count: sum.shard_count + stat.shard_count,
+        })
+    }
+
+    /// Number of disks, failed ones included.
+    pub fn disk_count(&self) -> usize {
+        self.disks.len()
+    }
+
+    /// Indices of the disks marked failed.
+    pub fn failed_disks(&self) -> Vec<usize> {
+        (0..self.disks.len()).filter(|&index| self.disks[index].failed).collect()
+    }
+
+    /// The store of disk `index`.
+    pub fn store(&self, index: usize) -> Option<&ShardStore<D>> {
+        self.disks.get(index).map(|disk| &disk.store)
+    }
+
+    /// The store of disk `index`, mutably (e.g. to inject faults into its device).
+    pub fn store_mut(&mut self, index: usize) -> Option<&mut ShardStore<D>> {
+        self.disks.get_mut(index).map(|disk| &mut disk.store)
+    }
+
+    /// Hands the stores back, failed ones included.
+    pub fn into_stores(self) -> Vec<ShardStore<D>> {
+        self.disks.into_iter().map(|disk| disk.store).collect()
+    }
+
+    fn healthy(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.disks.len()).filter(|&index| !self.disks[index].failed)
+    }
+
+    fn holders<'a>(&'a self, key: &'a Key) -> impl Iterator<Item = usize> + 'a {
+        self.healthy().filter(move |&index| self.disks[index].store.contains(key))
+    }
+
+    fn fail(&mut self, index: usize, _error: BlockError) {
+        self.disks[index].failed = true;
+    }
+}

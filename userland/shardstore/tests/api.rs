@@ -1,0 +1,284 @@
+//! Unit tests of each public operation and its error paths, on a `MemDisk`.
+
+mod common;
+
+use blockdev::mem::MemDisk;
+use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
+use common::{crash_and_remount, fresh, shard, DISK_ID, NODE_ID};
+use shardstore::{verify_proof, Error, FormatError, MountError, MultiStore, ShardStore};
+
+#[test]
+fn format_then_mount_is_empty() {
+    let store = fresh(256);
+    assert_eq!(store.list(), Vec::<[u8; 32]>::new());
+    let stat = store.stat();
+    assert_eq!(stat.shard_count, 0);
+    assert_eq!(stat.used_bytes, 0);
+    assert_eq!(stat.capacity_bytes, 253 * SECTOR_SIZE as u64);
+    let store = crash_and_remount(store);
+    assert_eq!(store.node_id(), NODE_ID);
+    assert_eq!(store.disk_id(), DISK_ID);
+    assert_eq!(store.stat().shard_count, 0);
+}
+
+#[test]
+fn format_refuses_tiny_device() {
+    let result = ShardStore::format(MemDisk::new(10), NODE_ID, DISK_ID);
+    assert_eq!(result.err(), Some(FormatError::DeviceTooSmall));
+    let mut disk = MemDisk::new(64);
+    disk.set_failed(true);
+    let result = ShardStore::format(disk, NODE_ID, DISK_ID);
+    assert_eq!(result.err(), Some(FormatError::Device(BlockError::Failed)));
+}
+
+#[test]
+fn put_get_delete_round_trip() {
+    let mut store = fresh(512);
+    let (key_a, bytes_a) = shard(1, 1000);
+    let (key_b, bytes_b) = shard(2, 0);
+    let (key_c, bytes_c) = shard(3, 5000);
+    store.put(key_a, &bytes_a).unwrap();
+    store.put(key_b, &bytes_b).unwrap();
+    store.put(key_c, &bytes_c).unwrap();
+    assert_eq!(store.get(&key_a).unwrap(), bytes_a);
+    assert_eq!(store.get(&key_b).unwrap(), bytes_b);
+    assert_eq!(store.get(&key_c).unwrap(), bytes_c);
+    let mut keys = vec![key_a, key_b, key_c];
+    keys.sort();
+    assert_eq!(store.list(), keys);
+    let stat = store.stat();
+    assert_eq!(stat.shard_count, 3);
+    assert_eq!(stat.live_bytes, 6000);
+    assert!(stat.used_bytes >= 6000);
+    assert_eq!(stat.used_bytes + stat.free_bytes, stat.capacity_bytes - SECTOR_SIZE as u64);
+    assert_eq!(store.info(&key_c).unwrap().len_bytes, 5000);
+
+    store.delete(&key_a).unwrap();
+    assert_eq!(store.get(&key_a), Err(Error::NotFound));
+    assert_eq!(store.delete(&key_a), Err(Error::NotFound));
+    assert_eq!(store.stat().shard_count, 2);
+
+    let mut store = crash_and_remount(store);
+    assert_eq!(store.get(&key_a), Err(Error::NotFound));
+    assert_eq!(store.get(&key_b).unwrap(), bytes_b);
+    assert_eq!(store.get(&key_c).unwrap(), bytes_c);
+    assert_eq!(store.stat().live_bytes, 5000);
+    assert!(!store.mount_report().torn_tail_dropped);
+}
+
+#[test]
+fn put_rejects_wrong_key_and_large_shards() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(1, 100);
+    assert_eq!(store.put([0; 32], &bytes), Err(Error::KeyMismatch));
+    let mut other = bytes.clone();
+    other[0] ^= 1;
+    assert_eq!(store.put(key, &other), Err(Error::KeyMismatch));
+    // 253 log sectors: records up to 31 sectors.
+    let (big_key, big) = shard(2, 31 * SECTOR_SIZE);
+    assert_eq!(store.put(big_key, &big), Err(Error::TooLarge));
+    assert_eq!(store.stat().used_bytes, 0);
+}
+
+#[test]
+fn put_is_idempotent() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(1, 700);
+    store.put(key, &bytes).unwrap();
+    let used = store.stat().used_bytes;
+    store.put(key, &bytes).unwrap();
+    assert_eq!(store.stat().used_bytes, used);
+    assert_eq!(store.stat().shard_count, 1);
+}
+
+#[test]
+fn operations_fail_cleanly_on_device_errors() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(1, 700);
+    store.put(key, &bytes).unwrap();
+    store.device_mut().set_failed(true);
+    let (key2, bytes2) = shard(2, 700);
+    assert_eq!(store.put(key2, &bytes2), Err(Error::Device(BlockError::Failed)));
+    assert_eq!(store.get(&key), Err(Error::Device(BlockError::Failed)));
+    assert_eq!(store.delete(&key), Err(Error::Device(BlockError::Failed)));
+    store.device_mut().set_failed(false);
+    // Nothing advanced: the store goes on where it was.
+    assert_eq!(store.get(&key).unwrap(), bytes);
+    store.put(key2, &bytes2).unwrap();
+    let mut store = crash_and_remount(store);
+    assert_eq!(store.get(&key).unwrap(), bytes);
+    assert_eq!(store.get(&key2).unwrap(), bytes2);
+}
+
+#[test]
+fn mount_refuses_garbage_and_never_writes() {
+    let mut image = vec![0u8; 128 * SECTOR_SIZE];
+    for (index, byte) in image.iter_mut().enumerate() {
+        *byte = (index * 31 % 251) as u8;
+    }
+    let disk = MemDisk::from_image(image.clone()).unwrap();
+    let (error, disk) = ShardStore::try_mount(disk).err().unwrap();
+    assert_eq!(error, MountError::NotFormatted);
+    assert_eq!(disk.stats().write_count, 0);
+    assert_eq!(disk.durable_image(), &image[..]);
+
+    let blank = MemDisk::new(64);
+    assert_eq!(ShardStore::mount(blank).err(), Some(MountError::NotFormatted));
+    let mut failed = MemDisk::new(64);
+    failed.set_failed(true);
+    assert_eq!(ShardStore::mount(failed).err(), Some(MountError::Device(BlockError::Failed)));
+}
+
+#[test]
+fn mount_refuses_bad_superblock_version_and_size() {
+    let store = fresh(128);
+    let image = store.into_device().durable_image().to_vec();
+
+    let mut bad = image.clone();
+    bad[30] ^= 4; // inside the node id: checksum fails
+    assert_eq!(ShardStore::mount(MemDisk::from_image(bad).unwrap()).err(), Some(MountError::BadSuperblock));
+
+    let mut newer = image.clone();
+    newer[8] = 2;
+    assert_eq!(
+        ShardStore::mount(MemDisk::from_image(newer).unwrap()).err(),
+        Some(MountError::UnsupportedVersion(2))
+    );
+
+    let shorter = image[..100 * SECTOR_SIZE].to_vec();
+    assert_eq!(ShardStore::mount(MemDisk::from_image(shorter).unwrap()).err(), Some(MountError::DeviceTooSmall));
+
+    let mut no_checkpoint = image.clone();
+    no_checkpoint[SECTOR_SIZE..3 * SECTOR_SIZE].fill(0);
+    assert_eq!(
+        ShardStore::mount(MemDisk::from_image(no_checkpoint).unwrap()).err(),
+        Some(MountError::BadCheckpoint)
+    );
+}
+
+#[test]
+fn reformat_invalidates_old_records() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(1, 300);
+    store.put(key, &bytes).unwrap();
+    let disk = store.into_device();
+    let store = ShardStore::format(disk, NODE_ID, DISK_ID).unwrap();
+    let store = crash_and_remount(store);
+    assert_eq!(store.stat().shard_count, 0);
+}
+
+#[test]
+fn prove_and_verify() {
+    let mut store = fresh(1024);
+    let (key, bytes) = shard(9, 5 * 4096 + 100);
+    store.put(key, &bytes).unwrap();
+    let info = store.info(&key).unwrap();
+    assert_eq!(info.merkle_root, shardstore::merkle_root(&bytes));
+    for challenge in [0u64, 1, 5, 6, 7, u64::MAX] {
+        let proof = store.prove(&key, challenge).unwrap();
+        assert_eq!(proof.chunk_index, challenge % 6);
+        assert!(verify_proof(&info.merkle_root, info.len_bytes, challenge, &proof));
+        assert!(!verify_proof(&info.merkle_root, info.len_bytes, challenge.wrapping_add(1), &proof));
+    }
+    assert_eq!(store.prove(&[7; 32], 0), Err(Error::NotFound));
+    // The root survives a remount.
+    let mut store = crash_and_remount(store);
+    let proof = store.prove(&key, 3).unwrap();
+    assert!(verify_proof(&store.info(&key).unwrap().merkle_root, info.len_bytes, 3, &proof));
+}
+
+#[test]
+fn compaction_reclaims_deleted_space_across_many_laps() {
+    let mut store = fresh(128);
+    let mut live = Vec::new();
+    for round in 0..200u64 {
+        let (key, bytes) = shard(round, 300 + (round as usize * 37) % 2000);
+        store.put(key, &bytes).unwrap();
+        live.push((key, bytes));
+        if live.len() > 4 {
+            let (old_key, _) = live.remove((round as usize * 7) % live.len());
+            store.delete(&old_key).unwrap();
+        }
+    }
+    for (key, bytes) in &live {
+        assert_eq!(&store.get(key).unwrap(), bytes);
+    }
+    let mut store = crash_and_remount(store);
+    assert_eq!(store.stat().shard_count, live.len() as u64);
+    for (key, bytes) in &live {
+        assert_eq!(&store.get(key).unwrap(), bytes);
+    }
+    let freed = store.compact(1000).unwrap();
+    assert!(store.stat().used_bytes < 20 * SECTOR_SIZE as u64, "freed {freed}");
+    let mut store = crash_and_remount(store);
+    for (key, bytes) in &live {
+        assert_eq!(&store.get(key).unwrap(), bytes);
+    }
+}
+
+#[test]
+fn full_store_reports_no_space_and_recovers_after_delete() {
+    let mut store = fresh(128);
+    let mut stored = Vec::new();
+    let mut seed = 0;
+    loop {
+        seed += 1;
+        let (key, bytes) = shard(seed, 1500);
+        match store.put(key, &bytes) {
+            Ok(()) => stored.push(key),
+            Err(Error::NoSpace) => break,
+            Err(error) => panic!("unexpected {error:?}"),
+        }
+        assert!(seed < 1000);
+    }
+    assert!(stored.len() >= 10, "stored {}", stored.len());
+    for key in &stored[..3] {
+        store.delete(key).unwrap();
+    }
+    let (key, bytes) = shard(seed, 1500);
+    store.put(key, &bytes).unwrap();
+    let mut store = crash_and_remount(store);
+    assert_eq!(store.get(&key).unwrap(), bytes);
+}
+
+#[test]
+fn multistore_places_by_free_space_and_survives_a_failed_disk() {
+    let stores: Vec<_> = (0..3).map(|_| fresh(256)).collect();
+    let mut multi = MultiStore::new(stores);
+    let mut placed = Vec::new();
+    for seed in 0..12 {
+        let (key, bytes) = shard(seed, 900);
+        let disk = multi.put(key, &bytes).unwrap();
+        placed.push((key, bytes, disk));
+    }
+    for disk in 0..3 {
+        assert!(placed.iter().any(|(_, _, placed_disk)| *placed_disk == disk));
+    }
+    assert_eq!(multi.list().len(), 12);
+    multi.store_mut(1).unwrap().device_mut().set_failed(true);
+    for (key, bytes, disk) in &placed {
+        match multi.get(key) {
+            Ok(read) => assert_eq!(&read, bytes),
+            Err(error) => {
+                assert_eq!(*disk, 1);
+                assert!(matches!(error, Error::Device(_) | Error::NotFound));
+            }
+        }
+    }
+    assert_eq!(multi.failed_disks(), vec![1]);
+    // New shards go to the healthy disks.
+    for seed in 100..106 {
+        let (key, bytes) = shard(seed, 900);
+        let disk = multi.put(key, &bytes).unwrap();
+        assert_ne!(disk, 1);
+        assert_eq!(multi.get(&key).unwrap(), bytes);
+        let proof = multi.prove(&key, seed).unwrap();
+        assert!(verify_proof(&shardstore::merkle_root(&bytes), 900, seed, &proof));
+    }
+    let (key, _, _) = placed.iter().find(|(_, _, disk)| *disk != 1).unwrap();
+    multi.delete(key).unwrap();
+    assert_eq!(multi.get(key), Err(Error::NotFound));
+    assert!(multi.stat().shard_count >= 12);
+    assert_eq!(multi.disk_count(), 3);
+    assert!(multi.store(0).unwrap().device().sector_count() == 256);
+}
