@@ -27,6 +27,7 @@
 //! and authentication of who originates a destination beyond the one check that only a
 //! neighbour whose proven address is the destination may announce it with metric 0.
 
+use alloc::collections::btree_map::Entry;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 
@@ -171,8 +172,8 @@ struct Dest {
     view: Option<RouteView>,
     /// Last time a route was selected (for FD garbage collection).
     reachable_at: Instant,
-    /// The last seqno request we originated or forwarded, and when.
-    requested: Option<(u16, Instant)>,
+    /// The last seqno request we originated or forwarded: seqno, when, to whom.
+    requested: Option<(u16, Instant, NeighbourId)>,
 }
 
 /// The selected route to a destination, as others see it.
@@ -315,6 +316,11 @@ impl Router {
         self.dests.get(destination).and_then(|d| d.fd)
     }
 
+    /// Everything held about `destination` (routes, FD, pending request), for diagnostics.
+    pub fn describe(&self, destination: &Address) -> Option<&dyn core::fmt::Debug> {
+        self.dests.get(destination).map(|d| d as &dyn core::fmt::Debug)
+    }
+
     /// Number of destinations with a selected route.
     pub fn reachable_count(&self) -> usize {
         self.dests.values().filter(|d| d.selected.is_some()).count()
@@ -326,12 +332,7 @@ impl Router {
     }
 
     fn total_metric(&self, route: &Route) -> Option<u16> {
-        let cost = self.cost(route.neighbour)?;
-        if route.advertised.metric == INFINITY {
-            return None;
-        }
-        let total = route.advertised.metric.saturating_add(cost);
-        (total < INFINITY).then_some(total)
+        total_metric(route, &self.neighbours)
     }
 
     /// Handles one message from `from` (which must be up; messages from others are ignored).
@@ -354,18 +355,23 @@ impl Router {
         }
         let advertised = Distance { seqno, metric };
         let expires_at = now + self.config.route_hold;
-        if !self.dests.contains_key(&destination) {
-            if metric == INFINITY {
-                return;
-            }
-            if self.dests.len() >= self.config.max_destinations {
+        let full = self.dests.len() >= self.config.max_destinations;
+        let dest = match self.dests.entry(destination) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if metric == INFINITY => return,
+            Entry::Vacant(_) if full => {
                 self.stats.dropped_destinations += 1;
                 return;
             }
-            let fresh = Dest { fd: None, routes: Vec::new(), selected: None, view: None, reachable_at: now, requested: None };
-            self.dests.insert(destination, fresh);
-        }
-        let Some(dest) = self.dests.get_mut(&destination) else { return };
+            Entry::Vacant(entry) => entry.insert(Dest {
+                fd: None,
+                routes: Vec::new(),
+                selected: None,
+                view: None,
+                reachable_at: now,
+                requested: None,
+            }),
+        };
         match dest.routes.iter_mut().find(|r| r.neighbour == from) {
             Some(route) => {
                 route.advertised = advertised;
@@ -376,7 +382,13 @@ impl Router {
         }
         debug_assert!(dest.routes.len() <= self.config.max_neighbours);
         let selected_elsewhere = dest.selected.is_some_and(|n| n != from);
-        self.reselect(now, destination);
+        let (changed, request) = select(dest, &self.neighbours, now);
+        if changed {
+            self.dirty.insert(destination);
+        }
+        if let Some(neighbour) = request {
+            self.request_seqno(now, destination, neighbour);
+        }
         if metric == INFINITY && selected_elsewhere {
             // Help a retracting neighbour find an alternative quickly (RFC 8966 3.8.2.1).
             if let Some(reply) = self.update_for(destination) {
@@ -410,13 +422,13 @@ impl Router {
         let forward_to = self.request_target(&destination, from);
         let timeout = self.config.request_timeout;
         let Some(dest) = self.dests.get_mut(&destination) else { return };
-        if let Some((last, at)) = dest.requested {
-            if !seqno_newer(seqno, last) && now < at + timeout {
+        let Some(next) = forward_to else { return };
+        if let Some((last, at, to)) = dest.requested {
+            if !seqno_newer(seqno, last) && now < at + timeout && to == next {
                 return;
             }
         }
-        let Some(next) = forward_to else { return };
-        dest.requested = Some((seqno, now));
+        dest.requested = Some((seqno, now, next));
         let message = Message::SeqnoRequest { destination, seqno, hop_count: hop_count - 1 };
         self.enqueue(Output { to: Target::One(next), message });
     }
@@ -452,45 +464,13 @@ impl Router {
 
     /// Re-runs route selection for one destination and schedules updates and requests.
     fn reselect(&mut self, now: Instant, destination: Address) {
-        let Some(dest) = self.dests.get(&destination) else { return };
-        let old = dest.view;
-        let fd = dest.fd;
-        // Smallest metric wins; on a tie keep the current next hop (no flapping), then the smallest id.
-        let mut best: Option<(u16, bool, NeighbourId)> = None;
-        let mut best_unfeasible: Option<(u16, NeighbourId)> = None;
-        for route in &dest.routes {
-            let Some(metric) = self.total_metric(route) else { continue };
-            if route.advertised.feasible(fd) {
-                let key = (metric, old.is_none_or(|o| o.next_hop != route.neighbour), route.neighbour);
-                if best.is_none_or(|b| key < b) {
-                    best = Some(key);
-                }
-            } else if best_unfeasible.is_none_or(|(m, _)| metric < m) {
-                best_unfeasible = Some((metric, route.neighbour));
-            }
-        }
-        let selected = best.map(|(_, _, n)| n);
-        let new = best.and_then(|(metric, _, n)| {
-            let route = dest.routes.iter().find(|r| r.neighbour == n)?;
-            Some(RouteView { next_hop: n, seqno: route.advertised.seqno, metric })
-        });
-        debug_assert_eq!(new.map(|r| r.next_hop), selected);
-        if let Some(dest) = self.dests.get_mut(&destination) {
-            dest.selected = selected;
-            dest.view = new;
-            if selected.is_some() {
-                dest.reachable_at = now;
-            }
-        }
-        if new != old {
+        let Some(dest) = self.dests.get_mut(&destination) else { return };
+        let (changed, request) = select(dest, &self.neighbours, now);
+        if changed {
             self.dirty.insert(destination);
         }
-        // Starvation, or a clearly better route held back by the feasibility condition: ask
-        // the source for a newer seqno.
-        if let Some((metric, neighbour)) = best_unfeasible {
-            if new.is_none_or(|r| metric < r.metric) {
-                self.request_seqno(now, destination, neighbour);
-            }
+        if let Some(neighbour) = request {
+            self.request_seqno(now, destination, neighbour);
         }
     }
 
@@ -500,12 +480,12 @@ impl Router {
         let Some(dest) = self.dests.get_mut(&destination) else { return };
         let Some(fd) = dest.fd else { return };
         let seqno = fd.seqno.wrapping_add(1);
-        if let Some((last, at)) = dest.requested {
-            if !seqno_newer(seqno, last) && now < at + timeout {
+        if let Some((last, at, to)) = dest.requested {
+            if !seqno_newer(seqno, last) && now < at + timeout && to == neighbour {
                 return;
             }
         }
-        dest.requested = Some((seqno, now));
+        dest.requested = Some((seqno, now, neighbour));
         let message = Message::SeqnoRequest { destination, seqno, hop_count };
         self.enqueue(Output { to: Target::One(neighbour), message });
     }
@@ -626,6 +606,45 @@ impl Router {
             }
         }
     }
+}
+
+/// A route's metric through its neighbour, if finite and the neighbour is up.
+fn total_metric(route: &Route, neighbours: &[(NeighbourId, u16)]) -> Option<u16> {
+    if route.advertised.metric == INFINITY {
+        return None;
+    }
+    let cost = neighbours.iter().find(|(n, _)| *n == route.neighbour)?.1;
+    let total = route.advertised.metric.saturating_add(cost);
+    (total < INFINITY).then_some(total)
+}
+
+/// Babel route selection for one destination: the best feasible route, keeping the current
+/// next hop on ties. Returns whether the advertised view changed, and a neighbour to send a
+/// seqno request to when only unfeasible routes exist or one is clearly better (starvation).
+fn select(dest: &mut Dest, neighbours: &[(NeighbourId, u16)], now: Instant) -> (bool, Option<NeighbourId>) {
+    let old = dest.view;
+    let mut best: Option<(u16, bool, NeighbourId, u16)> = None;
+    let mut best_unfeasible: Option<(u16, NeighbourId)> = None;
+    for route in &dest.routes {
+        let Some(metric) = total_metric(route, neighbours) else { continue };
+        if route.advertised.feasible(dest.fd) {
+            let key = (metric, old.is_none_or(|o| o.next_hop != route.neighbour), route.neighbour, route.advertised.seqno);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        } else if best_unfeasible.is_none_or(|(m, _)| metric < m) {
+            best_unfeasible = Some((metric, route.neighbour));
+        }
+    }
+    let new = best.map(|(metric, _, next_hop, seqno)| RouteView { next_hop, seqno, metric });
+    dest.selected = new.map(|v| v.next_hop);
+    dest.view = new;
+    if new.is_some() {
+        dest.reachable_at = now;
+    }
+    debug_assert!(new.is_none_or(|v| v.metric < INFINITY));
+    let request = best_unfeasible.filter(|(m, _)| new.is_none_or(|v| *m < v.metric)).map(|(_, n)| n);
+    (new != old, request)
 }
 
 #[cfg(test)]
