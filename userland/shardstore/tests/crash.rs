@@ -1,0 +1,257 @@
+//! Crash tests: random put/delete/compaction sequences with a power cut at a random
+//! request, a random subset of the unflushed sectors landing (torn writes), then a
+//! remount that must show exactly the acknowledged state.
+//!
+//! The model tracks, per key, what the store may show after a crash: `Present` (an
+//! acknowledged put), `Absent` (an acknowledged delete, or never stored), or `Maybe`
+//! (the last operation on it failed: either outcome is allowed, but bytes, if any, must
+//! be the shard's). After each remount the model settles `Maybe` to what was observed.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use blockdev::mem::MemDisk;
+use common::{fresh, shard};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use shardstore::{Error, Key, ShardStore};
+
+/// Disk size of the crash tests: small, so that the log wraps and compaction runs often.
+const DISK_SECTORS: u64 = 96;
+/// Crash-and-remount phases per test case.
+const PHASES_PER_CASE: usize = 4;
+/// Test cases per run; with `PHASES_PER_CASE` this gives the crash points per run.
+const CASES: u32 = 500;
+/// At least this many phases must end in a power cut that actually fired.
+const CRASH_POINTS_MIN: u64 = 1000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put { seed: u64, len_bytes: usize },
+    Delete { pick: usize },
+    Reput { pick: usize },
+    Compact { records: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Phase {
+    ops: Vec<Op>,
+    cut_after_requests: u64,
+    landed_sectors: usize,
+    keep_seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Present(Vec<u8>),
+    Absent,
+    Maybe(Vec<u8>),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u64..40, 0usize..3000).prop_map(|(seed, len_bytes)| Op::Put { seed, len_bytes }),
+        3 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Reput { pick }),
+        1 => (1usize..8).prop_map(|records| Op::Compact { records }),
+    ]
+}
+
+fn phase_strategy() -> impl Strategy<Value = Phase> {
+    (prop::collection::vec(op_strategy(), 4..12), 0u64..16, 0usize..8, any::<u64>()).prop_map(
+        |(ops, cut_after_requests, landed_sectors, keep_seed)| Phase {
+            ops,
+            cut_after_requests,
+            landed_sectors,
+            keep_seed,
+        },
+    )
+}
+
+/// Shard contents depend on (seed, len): the same seed with another length is another key.
+fn shard_for(seed: u64, len_bytes: usize) -> (Key, Vec<u8>) {
+    shard(seed * 4096 + len_bytes as u64, len_bytes)
+}
+
+/// Runs the ops until the device dies; returns whether a power cut fired.
+fn run_ops(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, ops: &[Op]) -> bool {
+    for op in ops {
+        let outcome = match op {
+            Op::Put { seed, len_bytes } => {
+                let (key, bytes) = shard_for(*seed, *len_bytes);
+                put(store, model, key, bytes)
+            }
+            Op::Reput { pick } => {
+                let known: Vec<(Key, Vec<u8>)> = model
+                    .iter()
+                    .filter_map(|(key, expect)| match expect {
+                        Expect::Present(bytes) | Expect::Maybe(bytes) => Some((*key, bytes.clone())),
+                        Expect::Absent => None,
+                    })
+                    .collect();
+                if known.is_empty() {
+                    continue;
+                }
+                let (key, bytes) = known[pick % known.len()].clone();
+                put(store, model, key, bytes)
+            }
+            Op::Delete { pick } => {
+                let present = store.list();
+                if present.is_empty() {
+                    continue;
+                }
+                let key = present[pick % present.len()];
+                let before = model.get(&key).cloned().unwrap_or(Expect::Absent);
+                let result = store.delete(&key);
+                match (&result, before) {
+                    (Ok(()), _) => {
+                        model.insert(key, Expect::Absent);
+                    }
+                    (Err(Error::Device(_)), Expect::Present(bytes) | Expect::Maybe(bytes)) => {
+                        model.insert(key, Expect::Maybe(bytes));
+                    }
+                    (Err(error), _) => assert!(matches!(error, Error::Device(_) | Error::NoSpace), "{error:?}"),
+                }
+                result.map(|_| ())
+            }
+            Op::Compact { records } => store.compact(*records).map(|_| ()),
+        };
+        match outcome {
+            Ok(()) | Err(Error::NoSpace) => {}
+            Err(Error::Device(_)) => return true,
+            Err(error) => panic!("unexpected error {error:?}"),
+        }
+    }
+    false
+}
+
+fn put(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, key: Key, bytes: Vec<u8>) -> Result<(), Error> {
+    let result = store.put(key, &bytes);
+    let before = model.get(&key).cloned().unwrap_or(Expect::Absent);
+    match (&result, before) {
+        (Ok(()), _) => {
+            model.insert(key, Expect::Present(bytes));
+        }
+        (Err(Error::Device(_)), Expect::Present(_)) => {}
+        (Err(Error::Device(_)), _) => {
+            model.insert(key, Expect::Maybe(bytes));
+        }
+        (Err(_), _) => {}
+    }
+    result
+}
+
+/// Remount checks; settles `Maybe` entries to what the store shows.
+fn check(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>) -> Result<(), TestCaseError> {
+    for key in store.list() {
+        prop_assert!(model.contains_key(&key), "a key that was never put appeared");
+    }
+    for (key, expect) in model.iter_mut() {
+        let got = store.get(key);
+        match expect.clone() {
+            Expect::Present(bytes) => prop_assert_eq!(got, Ok(bytes), "acknowledged shard lost"),
+            Expect::Absent => prop_assert_eq!(got, Err(Error::NotFound), "deleted shard came back"),
+            Expect::Maybe(bytes) => match got {
+                Ok(read) => {
+                    prop_assert_eq!(read, bytes.clone());
+                    *expect = Expect::Present(bytes);
+                }
+                Err(Error::NotFound) => *expect = Expect::Absent,
+                Err(error) => return Err(TestCaseError::fail(format!("unacknowledged shard: {error:?}"))),
+            },
+        }
+    }
+    let live = model.values().filter(|expect| matches!(expect, Expect::Present(_))).count() as u64;
+    prop_assert_eq!(store.stat().shard_count, live);
+    Ok(())
+}
+
+fn run_case(phases: &[Phase]) -> Result<u64, TestCaseError> {
+    let mut store = fresh(DISK_SECTORS);
+    let mut model = BTreeMap::new();
+    let mut crash_points = 0;
+    for phase in phases {
+        store.device_mut().power_cut_after(phase.cut_after_requests, phase.landed_sectors);
+        if run_ops(&mut store, &mut model, &phase.ops) {
+            crash_points += 1;
+        }
+        let mut disk = store.into_device();
+        disk.crash_keeping(phase.keep_seed);
+        store = match ShardStore::mount(disk) {
+            Ok(store) => store,
+            Err(error) => return Err(TestCaseError::fail(format!("remount failed: {error:?}"))),
+        };
+        check(&mut store, &mut model)?;
+    }
+    // The store still takes writes after the last crash.
+    let (key, bytes) = shard(u64::MAX, 700);
+    match store.put(key, &bytes) {
+        Ok(()) => prop_assert_eq!(store.get(&key), Ok(bytes)),
+        Err(Error::NoSpace) => {
+            let victim = store.list()[0];
+            store.delete(&victim).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+            store.put(key, &bytes).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+        }
+        Err(error) => return Err(TestCaseError::fail(format!("put after crash: {error:?}"))),
+    }
+    Ok(crash_points)
+}
+
+#[test]
+fn crash_at_random_points_keeps_acknowledged_state() {
+    let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let crash_points = std::cell::Cell::new(0u64);
+    let strategy = prop::collection::vec(phase_strategy(), PHASES_PER_CASE);
+    let result = runner.run(&strategy, |phases| {
+        let fired = run_case(&phases)?;
+        crash_points.set(crash_points.get() + fired);
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    eprintln!("crash points exercised: {}", crash_points.get());
+    assert!(crash_points.get() >= CRASH_POINTS_MIN, "only {} crash points", crash_points.get());
+}
+
+/// Crashes at every single request of one fixed, compaction-heavy history.
+#[test]
+fn crash_at_every_request_of_a_fixed_history() {
+    let history: Vec<Op> = (0..40u64)
+        .flat_map(|index| {
+            let mut ops = vec![Op::Put { seed: index, len_bytes: 200 + (index as usize * 613) % 2800 }];
+            if index % 2 == 1 {
+                ops.push(Op::Delete { pick: index as usize * 5 });
+            }
+            if index % 7 == 0 {
+                ops.push(Op::Compact { records: 5 });
+            }
+            ops
+        })
+        .collect();
+    // Count the requests of the full history without faults.
+    let mut store = fresh(DISK_SECTORS);
+    let formatted = store.device().stats();
+    let mut model = BTreeMap::new();
+    assert!(!run_ops(&mut store, &mut model, &history));
+    let stats = store.device().stats();
+    let requests = stats.write_count + stats.flush_count - formatted.write_count - formatted.flush_count;
+    assert!(requests > 60, "{requests}");
+    for cut in 0..requests {
+        for (landed_sectors, keep_seed) in [(0, 0), (3, cut), (100, !cut)] {
+            let mut store = fresh(DISK_SECTORS);
+            let mut model = BTreeMap::new();
+            store.device_mut().power_cut_after(cut, landed_sectors);
+            assert!(run_ops(&mut store, &mut model, &history), "cut {cut} did not fire");
+            let mut disk = store.into_device();
+            disk.crash_keeping(keep_seed);
+            let mut store = ShardStore::mount(disk).expect("remount");
+            if let Err(error) = check(&mut store, &mut model) {
+                panic!("cut {cut} landed {landed_sectors}: {error}");
+            }
+        }
+    }
+    eprintln!("fixed history: {} crash points", requests * 3);
+}
