@@ -241,7 +241,7 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         assert!(config.max_peers > 0 && config.max_peers <= config.routing.max_neighbours);
         assert!(config.rekey_after < config.reject_after);
         assert!(config.keepalive_interval < config.dead_after);
-        assert!(config.max_routing_payload >= 1 + wire::UPDATE_TLV_LEN);
+        assert!(config.max_routing_payload > wire::UPDATE_TLV_LEN, "room for the kind byte and one TLV");
         let identity = Identity::from_seed(identity_seed);
         let key = identity.public_key();
         let address = Address::from_public_key(&key);

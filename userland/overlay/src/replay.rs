@@ -7,7 +7,7 @@
 /// Width of the window in counters.
 pub const WINDOW_BITS: u64 = 2048;
 const WORDS: usize = (WINDOW_BITS / 64) as usize;
-const _: () = assert!(WINDOW_BITS % 64 == 0 && WORDS * 64 == WINDOW_BITS as usize);
+const _: () = assert!(WINDOW_BITS.is_multiple_of(64) && WORDS * 64 == WINDOW_BITS as usize);
 
 /// Seen-counter bitmap; bit `c % WINDOW_BITS` is counter `c` for the last `WINDOW_BITS` counters.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use overlay::routing::{Config, Distance, Message, NeighbourId, Router, Target, INFINITY};
+use overlay::routing::{Config, Distance, Message, NeighbourId, Router, Target};
 use overlay::time::{Duration, Instant};
 use overlay::Address;
 use proptest::prelude::*;
