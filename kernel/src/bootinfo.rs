@@ -1,20 +1,27 @@
 //! What the boot loader tells the kernel: protocol, command line, memory map and
 //! the ACPI RSDP, copied out of loader memory before that memory is reused.
 //!
-//! Multiboot2 (GRUB, iPXE) passes a tag list; PVH (QEMU `-kernel`) passes
-//! `hvm_start_info`. Both are read with bounds on every size they declare.
+//! Multiboot2 (GRUB) passes a tag list; PVH (QEMU `-kernel`) passes
+//! `hvm_start_info`; Multiboot1 (iPXE, for the PXE copy built with the
+//! `multiboot1` feature) passes a fixed structure with flag bits. All are read
+//! with bounds on every size they declare.
 
+use crate::arch::x86_64::multiboot1::MULTIBOOT1_BOOTLOADER_MAGIC;
 use crate::arch::x86_64::start::MULTIBOOT2_BOOTLOADER_MAGIC;
 
 const PVH_START_MAGIC: u32 = 0x336e_c578;
 const CMDLINE_MAX_BYTES: usize = 1024;
 const MB2_INFO_MAX_BYTES: u32 = 1 << 20;
+/// Multiboot1 information: the fixed part up to and including `boot_loader_name`.
+const MB1_INFO_BYTES: usize = 68;
+const MB1_MMAP_MAX_BYTES: usize = 64 * 1024;
 
 /// How the kernel was entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Multiboot2,
     Pvh,
+    Multiboot1,
 }
 
 /// Memory-map entry types (the E820 numbering both protocols use).
@@ -78,6 +85,37 @@ unsafe fn phys_slice<'a>(addr: u64, len: usize) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(addr as usize as *const u8, len) }
 }
 
+/// Searches for the ACPI RSDP ("RSD PTR ", 16-byte aligned, checksum over the first
+/// 20 bytes) in the first KiB of the EBDA and in 0xE0000..0x100000 (ACPI 6.5, 5.2.5.1).
+///
+/// # Safety
+/// The first MiB of physical memory must be identity-mapped, including page 0.
+unsafe fn find_bios_rsdp() -> Option<u64> {
+    // SAFETY: the BIOS data area word at 0x40e holds the EBDA segment (guaranteed by the caller).
+    let ebda = u64::from(u16::from_le_bytes(unsafe { phys_slice(0x40e, 2) }.try_into().ok()?)) << 4;
+    let mut areas: [(u64, usize); 2] = [(0xe_0000, 0x2_0000), (0, 0)];
+    if (0x8_0000..0xa_0000).contains(&ebda) {
+        areas[1] = (ebda, 1024);
+    }
+    for (start, len) in areas.into_iter().rev() {
+        if len == 0 {
+            continue;
+        }
+        // SAFETY: a range in the first MiB (guaranteed mapped by the caller).
+        let area = unsafe { phys_slice(start, len) };
+        for (i, chunk) in area.chunks_exact(16).enumerate() {
+            if &chunk[..8] != b"RSD PTR " || i * 16 + 20 > area.len() {
+                continue;
+            }
+            let sum = area[i * 16..i * 16 + 20].iter().fold(0u8, |a, &b| a.wrapping_add(b));
+            if sum == 0 {
+                return Some(start + (i * 16) as u64);
+            }
+        }
+    }
+    None
+}
+
 fn le_u32(b: &[u8], off: usize) -> u32 {
     b.get(off..off + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -109,6 +147,10 @@ impl BootInfo {
         if magic == MULTIBOOT2_BOOTLOADER_MAGIC {
             // SAFETY: forwarded from the caller.
             return unsafe { Self::parse_multiboot2(u64::from(info)) };
+        }
+        if magic == MULTIBOOT1_BOOTLOADER_MAGIC {
+            // SAFETY: forwarded from the caller.
+            return unsafe { Self::parse_multiboot1(u64::from(info)) };
         }
         // SAFETY: PVH passes a pointer to hvm_start_info in ebx; reading its magic is
         // how the protocol is recognized (see ../shared/DESIGN.md).
@@ -164,6 +206,67 @@ impl BootInfo {
                 _ => {}
             }
             off += (tag_size + 7) & !7;
+        }
+        Ok(bi)
+    }
+
+    /// Multiboot1 information (Multiboot Specification 0.6.96, section 3.3): flag
+    /// bit 2 = `cmdline`, bit 6 = `mmap_length`/`mmap_addr`, bit 9 = `boot_loader_name`.
+    unsafe fn parse_multiboot1(addr: u64) -> Result<BootInfo, BootInfoError> {
+        let mut bi = BootInfo::empty(Protocol::Multiboot1);
+        if addr == 0 {
+            return Err(BootInfoError::TooLarge);
+        }
+        // SAFETY: the loader passes the fixed-size information structure in ebx.
+        let info = unsafe { phys_slice(addr, MB1_INFO_BYTES) };
+        let flags = le_u32(info, 0);
+        if flags & (1 << 2) != 0 {
+            let cmdline_paddr = u64::from(le_u32(info, 16));
+            if cmdline_paddr != 0 {
+                // SAFETY: a NUL-terminated string the loader placed; read at most the buffer size.
+                let raw = unsafe { phys_slice(cmdline_paddr, CMDLINE_MAX_BYTES) };
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                bi.set_cmdline(&raw[..end]);
+            }
+        }
+        if flags & (1 << 6) != 0 {
+            let mmap_len = le_u32(info, 44) as usize;
+            let mmap_paddr = u64::from(le_u32(info, 48));
+            if mmap_len > MB1_MMAP_MAX_BYTES {
+                return Err(BootInfoError::TooLarge);
+            }
+            if mmap_paddr != 0 {
+                // SAFETY: the loader says the map is `mmap_len` bytes long (bounded above).
+                let map = unsafe { phys_slice(mmap_paddr, mmap_len) };
+                // Each entry is `size` (u32, not counting itself), base u64, length u64, type u32.
+                let mut e = 0usize;
+                while e + 24 <= map.len() {
+                    let size = le_u32(map, e) as usize;
+                    if size < 20 {
+                        break;
+                    }
+                    bi.push_region(le_u64(map, e + 4), le_u64(map, e + 12), le_u32(map, e + 20));
+                    e += size + 4;
+                }
+            }
+        } else if flags & 1 != 0 {
+            // Only mem_lower/mem_upper (KiB below 640 KiB and from 1 MiB).
+            bi.push_region(0, u64::from(le_u32(info, 4)) * 1024, 1);
+            bi.push_region(0x10_0000, u64::from(le_u32(info, 8)) * 1024, 1);
+        }
+        // Multiboot1 passes no RSDP. Find it in the BIOS areas now, while page 0 (which
+        // holds the EBDA pointer) is still mapped; the ACPI code later unmaps page 0.
+        // SAFETY: reads the BIOS data area and ROM ranges, identity-mapped by the entry stub.
+        bi.rsdp_address = unsafe { find_bios_rsdp() };
+        if flags & (1 << 9) != 0 {
+            let name_paddr = u64::from(le_u32(info, 64));
+            if name_paddr != 0 {
+                // SAFETY: a NUL-terminated string the loader placed; read at most 64 bytes.
+                let raw = unsafe { phys_slice(name_paddr, 64) };
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                bi.loader_name[..end].copy_from_slice(&raw[..end]);
+                bi.loader_name_len = end;
+            }
         }
         Ok(bi)
     }

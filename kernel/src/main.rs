@@ -15,6 +15,7 @@ mod acpi;
 mod arch;
 mod bootinfo;
 mod cmdline;
+mod config;
 mod console;
 mod drivers;
 mod entropy;
@@ -60,9 +61,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     let protocol = match boot.protocol {
         Protocol::Multiboot2 => "Multiboot2",
         Protocol::Pvh => "PVH",
+        Protocol::Multiboot1 => "Multiboot1",
     };
     log::info!("gridos {} booting via {} ({})", env!("CARGO_PKG_VERSION"), protocol, boot.loader_name());
     log::info!("cmdline: {:?}", cmdline.as_str());
+    config::load(&cmdline);
     let mut brand = [0u8; 48];
     let features = cpu::features();
     log::info!("cpu: {}, TSC {}.{:03} MHz{}", cpu::brand(&mut brand), tsc_hz / 1_000_000, (tsc_hz / 1000) % 1000,

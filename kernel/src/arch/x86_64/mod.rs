@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod interrupts;
+pub mod multiboot1;
 pub mod rt;
 pub mod start;
 pub mod time;

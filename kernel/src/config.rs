@@ -1,0 +1,280 @@
+//! Node configuration from the kernel command line: what a farmer set once in the
+//! image (`gridos-image`, see ../image/README.md) and the node reports at boot.
+//!
+//! Words (all optional):
+//! - `gridos.role=full|compute|storage` (default `full`: storage and compute)
+//! - `gridos.farm=N` farm id, a decimal number (default: none)
+//! - network, the words the network stack reads (kernel/src/net): `gridos.ip4=dhcp|none|A.B.C.D/P`
+//!   (default `dhcp`), `gridos.gw4=A.B.C.D`, `gridos.ip6=X::Y/P` (besides SLAAC), `gridos.gw6=X::Y`
+//! - `gridos.disks=all|none|NAME,NAME,...` (default `all`)
+//! - `gridos.peers=HOST:PORT,...` validator/peer addresses, HOST an IPv4 address,
+//!   `[IPv6]` or a DNS name (default: none)
+//!
+//! Bad values never stop the boot: each is reported with a warning and replaced by
+//! its default. The host tool validates the same rules before writing an image.
+//! The parsed values borrow from the command line; nothing is allocated (this runs
+//! before the heap exists). Applying them (network, disks) is left to the drivers
+//! and the node agent.
+
+use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::cmdline::Cmdline;
+
+const DISKS_MAX: usize = 64;
+const PEERS_MAX: usize = 64;
+const NAME_MAX_BYTES: usize = 64;
+
+/// What the node offers to the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Storage and compute.
+    Full,
+    Compute,
+    Storage,
+}
+
+impl Role {
+    fn parse(value: &str) -> Option<Role> {
+        match value {
+            "full" => Some(Role::Full),
+            "compute" => Some(Role::Compute),
+            "storage" => Some(Role::Storage),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Full => "full",
+            Role::Compute => "compute",
+            Role::Storage => "storage",
+        }
+    }
+}
+
+/// How the node gets its IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Mode {
+    Dhcp,
+    Off,
+    /// Address, prefix length, gateway.
+    Static(Ipv4Addr, u8, Option<Ipv4Addr>),
+}
+
+/// The network words, as the network stack (`net::NetConfig`) reads them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub ipv4: Ipv4Mode,
+    /// A static IPv6 address with prefix length and gateway, besides SLAAC.
+    pub ipv6: Option<(Ipv6Addr, u8, Option<Ipv6Addr>)>,
+}
+
+/// Which disks the node may use for storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disks<'a> {
+    All,
+    None,
+    /// Comma-separated disk names (serial numbers or device names), each checked.
+    List(&'a str),
+}
+
+/// The node configuration the kernel booted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeConfig<'a> {
+    pub role: Role,
+    pub farm: Option<u64>,
+    pub net: Net,
+    pub disks: Disks<'a>,
+    /// Comma-separated `HOST:PORT` entries, each checked; empty for none.
+    pub peers: &'a str,
+}
+
+impl Default for NodeConfig<'_> {
+    fn default() -> Self {
+        NodeConfig { role: Role::Full, farm: None, net: Net { ipv4: Ipv4Mode::Dhcp, ipv6: None }, disks: Disks::All, peers: "" }
+    }
+}
+
+/// Parses the configuration words, logs the result as one `config:` line, and returns it.
+pub fn load<'a>(cmdline: &Cmdline<'a>) -> NodeConfig<'a> {
+    let config = NodeConfig::from_cmdline(cmdline, &mut |key, value, why| {
+        log::warn!("config: ignoring {key}={value:?}: {why}; using the default");
+    });
+    log::info!("config: {config}");
+    config
+}
+
+impl<'a> NodeConfig<'a> {
+    /// Parses the `gridos.*` node words; `warn(key, value, why)` hears about each bad value.
+    pub fn from_cmdline(cmdline: &Cmdline<'a>, warn: &mut dyn FnMut(&str, &str, &str)) -> NodeConfig<'a> {
+        let mut config = NodeConfig::default();
+        if let Some(v) = cmdline.get("gridos.role") {
+            match Role::parse(v) {
+                Some(role) => config.role = role,
+                None => warn("gridos.role", v, "not a role (full, compute, storage)"),
+            }
+        }
+        if let Some(v) = cmdline.get("gridos.farm") {
+            match v.parse::<u64>() {
+                Ok(farm) => config.farm = Some(farm),
+                Err(_) => warn("gridos.farm", v, "not a farm id (a decimal number)"),
+            }
+        }
+        config.net = parse_net(cmdline, warn);
+        if let Some(v) = cmdline.get("gridos.disks") {
+            match v {
+                "all" => config.disks = Disks::All,
+                "none" => config.disks = Disks::None,
+                list if list_ok(list, DISKS_MAX, disk_name_ok) => config.disks = Disks::List(list),
+                _ => warn("gridos.disks", v, "not all, none or a comma-separated list of disk names"),
+            }
+        }
+        if let Some(v) = cmdline.get("gridos.peers") {
+            if v.is_empty() || v == "none" {
+                config.peers = "";
+            } else if list_ok(v, PEERS_MAX, peer_ok) {
+                config.peers = v;
+            } else {
+                warn("gridos.peers", v, "not a comma-separated list of HOST:PORT (IPv4, [IPv6] or DNS name)");
+            }
+        }
+        config
+    }
+}
+
+fn parse_net(cmdline: &Cmdline<'_>, warn: &mut dyn FnMut(&str, &str, &str)) -> Net {
+    let gw4 = cmdline.get("gridos.gw4").and_then(|v| {
+        let gw = v.parse().ok();
+        if gw.is_none() {
+            warn("gridos.gw4", v, "not an IPv4 address");
+        }
+        gw
+    });
+    let ipv4 = match cmdline.get("gridos.ip4") {
+        None | Some("dhcp") => Ipv4Mode::Dhcp,
+        Some("none") | Some("off") => Ipv4Mode::Off,
+        Some(v) => match parse_prefixed::<Ipv4Addr>(v, 32) {
+            Some((addr, prefix)) => Ipv4Mode::Static(addr, prefix, gw4),
+            None => {
+                warn("gridos.ip4", v, "not dhcp, none or an IPv4 address with a prefix length (A.B.C.D/P)");
+                Ipv4Mode::Dhcp
+            }
+        },
+    };
+    let gw6 = cmdline.get("gridos.gw6").and_then(|v| {
+        let gw = v.parse().ok();
+        if gw.is_none() {
+            warn("gridos.gw6", v, "not an IPv6 address");
+        }
+        gw
+    });
+    let ipv6 = cmdline.get("gridos.ip6").and_then(|v| {
+        let parsed = parse_prefixed::<Ipv6Addr>(v, 128);
+        if parsed.is_none() {
+            warn("gridos.ip6", v, "not an IPv6 address with a prefix length (X::Y/P)");
+        }
+        parsed.map(|(addr, prefix)| (addr, prefix, gw6))
+    });
+    Net { ipv4, ipv6 }
+}
+
+fn parse_prefixed<A: core::str::FromStr>(value: &str, prefix_max: u8) -> Option<(A, u8)> {
+    let (addr, prefix) = value.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok()?;
+    if prefix > prefix_max {
+        return None;
+    }
+    Some((addr.parse().ok()?, prefix))
+}
+
+fn list_ok(list: &str, count_max: usize, item_ok: fn(&str) -> bool) -> bool {
+    let mut count = 0;
+    for item in list.split(',') {
+        count += 1;
+        if count > count_max || !item_ok(item) {
+            return false;
+        }
+    }
+    true
+}
+
+fn disk_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX_BYTES
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
+}
+
+fn peer_ok(peer: &str) -> bool {
+    let Some((host, port)) = peer.rsplit_once(':') else { return false };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return false;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<Ipv6Addr>().is_ok();
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host.parse::<Ipv4Addr>().is_ok();
+    }
+    dns_name_ok(host)
+}
+
+fn dns_name_ok(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// `dhcp` for the default (DHCPv4 and SLAAC), else e.g.
+/// `ip4=10.0.0.5/24 gw4=10.0.0.1 ip6=slaac` (the words, as given).
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ipv4 {
+            Ipv4Mode::Dhcp if self.ipv6.is_none() => return f.write_str("dhcp"),
+            Ipv4Mode::Dhcp => f.write_str("ip4=dhcp")?,
+            Ipv4Mode::Off => f.write_str("ip4=none")?,
+            Ipv4Mode::Static(addr, prefix, gw) => {
+                write!(f, "ip4={addr}/{prefix}")?;
+                if let Some(gw) = gw {
+                    write!(f, " gw4={gw}")?;
+                }
+            }
+        }
+        match self.ipv6 {
+            None => f.write_str(" ip6=slaac"),
+            Some((addr, prefix, gw)) => {
+                write!(f, " ip6={addr}/{prefix}")?;
+                match gw {
+                    Some(gw) => write!(f, " gw6={gw}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// One line, in the same form the host tool prints (`gridos-image config`), e.g.
+/// `role=full, farm=42, net=dhcp, disks=all, peers=10.0.2.2:7000`.
+impl fmt::Display for NodeConfig<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "role={}, farm=", self.role.as_str())?;
+        match self.farm {
+            Some(farm) => write!(f, "{farm}")?,
+            None => f.write_str("none")?,
+        }
+        write!(f, ", net={}, disks=", self.net)?;
+        match self.disks {
+            Disks::All => f.write_str("all")?,
+            Disks::None => f.write_str("none")?,
+            Disks::List(list) => f.write_str(list)?,
+        }
+        f.write_str(", peers=")?;
+        f.write_str(if self.peers.is_empty() { "none" } else { self.peers })
+    }
+}
