@@ -403,6 +403,7 @@ impl<D: BlockDevice> ShardStore<D> {
         let log_sectors = self.superblock.log_sectors;
         assert_eq!(entry.offset_sectors, self.tail.offset_sectors);
         assert!(entry.record_sectors >= 1);
+        assert!(entry.seq < u64::MAX);
         assert!(entry.offset_sectors + entry.record_sectors <= log_sectors);
         self.used_sectors += entry.record_sectors;
         assert!(self.used_sectors < log_sectors);
@@ -527,7 +528,11 @@ impl<D: BlockDevice> ShardStore<D> {
     pub fn get(&mut self, key: &Key) -> Result<Vec<u8>, Error> {
         let location = *self.index.get(key).ok_or(Error::NotFound)?;
         let bytes = self.read_record(location.offset_sectors, location.seq, location.record_sectors)?;
-        assert_eq!(bytes.len(), location.payload_len_bytes as usize);
+        // The record checksum already covers the bytes; the key check also catches a
+        // record that was written wrong (or forged by someone holding the disk's key).
+        if bytes.len() != location.payload_len_bytes as usize || *blake3::hash(&bytes).as_bytes() != *key {
+            return Err(Error::Corrupt);
+        }
         Ok(bytes)
     }
 
@@ -579,6 +584,10 @@ impl<D: BlockDevice> ShardStore<D> {
     pub fn prove(&mut self, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
         let location = *self.index.get(key).ok_or(Error::NotFound)?;
         let bytes = self.get(key)?;
+        // The root came from disk: a proof against a wrong root would fail verification.
+        if merkle_root(&bytes) != location.merkle_root {
+            return Err(Error::Corrupt);
+        }
         let proof = build_proof(&bytes, challenge);
         debug_assert!(crate::merkle::verify_proof(&location.merkle_root, bytes.len() as u64, challenge, &proof));
         Ok(proof)
@@ -780,7 +789,7 @@ impl<D: BlockDevice> ShardStore<D> {
         payload: &[u8],
         record_sectors: u64,
     ) -> Result<LogEntry, Error> {
-        if self.tail.seq == u64::MAX {
+        if self.tail.seq >= u64::MAX - 1 {
             return Err(Error::NoSpace);
         }
         let payload_len_bytes = u32::try_from(payload.len()).map_err(|_| Error::TooLarge)?;
@@ -868,6 +877,8 @@ impl ShardProbe {
             RecordKind::Put => header.record_sectors <= self.record_sectors_max,
             RecordKind::Delete => true,
         };
-        shaped && end_sectors <= self.log_sectors && used_after.is_some_and(|used| used < self.log_sectors)
+        // The last sequence number is never used, so the tail's successor always exists.
+        let seq_ok = header.seq < u64::MAX;
+        seq_ok && shaped && end_sectors <= self.log_sectors && used_after.is_some_and(|used| used < self.log_sectors)
     }
 }

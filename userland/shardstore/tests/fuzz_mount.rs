@@ -1,0 +1,208 @@
+//! Fuzzing the mount path with proptest: random images, random mutations of valid
+//! images, and structurally valid but hostile contents (superblocks, checkpoints and
+//! record headers with correct checksums and arbitrary fields). Mount must return Ok or
+//! an error, never panic; a mounted store must then serve every call without panicking,
+//! and any bytes it returns must hash to their key.
+
+mod common;
+
+use blockdev::mem::MemDisk;
+use blockdev::SECTOR_SIZE;
+use common::{fresh, shard};
+use proptest::prelude::*;
+use shardstore::layout::{
+    record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS,
+    LOG_START_SECTORS,
+};
+use shardstore::{Error, ShardStore};
+
+/// Exercises a mounted store; panics only on a broken promise.
+fn exercise(mut store: ShardStore<MemDisk>) {
+    for key in store.list() {
+        match store.get(&key) {
+            Ok(bytes) => assert_eq!(*blake3::hash(&bytes).as_bytes(), key, "bytes do not match their key"),
+            Err(error) => assert!(matches!(error, Error::Corrupt | Error::Device(_)), "{error:?}"),
+        }
+        let _ = store.prove(&key, 3);
+    }
+    let _ = store.stat();
+    let _ = store.scrub();
+    let (key, bytes) = shard(77, 600);
+    let _ = store.put(key, &bytes);
+    if let Some(first) = store.list().first().copied() {
+        let _ = store.delete(&first);
+    }
+    let _ = store.compact(50);
+    let disk = store.into_device();
+    if let Ok(mut store) = ShardStore::mount(disk) {
+        for key in store.list() {
+            if let Ok(bytes) = store.get(&key) {
+                assert_eq!(*blake3::hash(&bytes).as_bytes(), key);
+            }
+        }
+    }
+}
+
+fn mount_and_exercise(image: Vec<u8>) {
+    let disk = MemDisk::from_image(image).expect("whole sectors");
+    if let Ok(store) = ShardStore::mount(disk) {
+        exercise(store);
+    }
+}
+
+/// A valid image with puts, deletes and a wrapped log.
+fn valid_image() -> Vec<u8> {
+    let mut store = fresh(64);
+    for seed in 0..30u64 {
+        let (key, bytes) = shard(seed, 200 + (seed as usize * 397) % 1800);
+        let _ = store.put(key, &bytes);
+        if seed % 3 == 2 {
+            let victim = store.list()[seed as usize % store.list().len()];
+            store.delete(&victim).unwrap();
+        }
+    }
+    store.into_device().durable_image().to_vec()
+}
+
+fn write_sector(image: &mut [u8], sector: u64, bytes: &[u8]) {
+    let start = sector as usize * SECTOR_SIZE;
+    if start + bytes.len() <= image.len() {
+        image[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ForgedRecord {
+    offset_sectors: u64,
+    kind: u8,
+    seq_delta: u64,
+    record_sectors: u64,
+    payload_len_bytes: u32,
+    link: usize,
+}
+
+fn forged_record() -> impl Strategy<Value = ForgedRecord> {
+    (0u64..61, 1u8..=3, 0u64..4, 0u64..70, 0u32..3000, 0usize..4).prop_map(
+        |(offset_sectors, kind, seq_delta, record_sectors, payload_len_bytes, link)| ForgedRecord {
+            offset_sectors,
+            kind,
+            seq_delta,
+            record_sectors,
+            payload_len_bytes,
+            link,
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_images_never_panic(sectors in 1usize..40, fill in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let mut image = vec![0u8; sectors * SECTOR_SIZE];
+        for (index, byte) in fill.iter().enumerate() {
+            let at = index * 7 % image.len();
+            image[at] = *byte;
+        }
+        mount_and_exercise(image);
+    }
+
+    #[test]
+    fn mutated_valid_images_never_panic(
+        mutations in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+    ) {
+        let mut image = valid_image();
+        for (at, byte) in &mutations {
+            let index = at.index(image.len());
+            image[index] = *byte;
+        }
+        mount_and_exercise(image);
+    }
+
+    #[test]
+    fn hostile_superblock_and_checkpoints_never_panic(
+        sector_count in 0u64..200,
+        log_start_sectors in 0u64..8,
+        log_sectors in prop_oneof![0u64..200, Just(u64::MAX), Just(u64::MAX - 2)],
+        image_sectors in 3u64..120,
+        head_offset_sectors in prop_oneof![0u64..200, Just(u64::MAX)],
+        head_seq in prop_oneof![0u64..5, Just(u64::MAX), Just(u64::MAX - 1)],
+        generations in (any::<u64>(), any::<u64>()),
+    ) {
+        let superblock = Superblock {
+            node_id: [1; 32],
+            disk_id: [2; 16],
+            format_salt: [3; 16],
+            sector_count,
+            log_start_sectors,
+            log_sectors,
+        };
+        let key = superblock.checksum_key();
+        let mut image = vec![0u8; image_sectors as usize * SECTOR_SIZE];
+        write_sector(&mut image, 0, &superblock.encode());
+        for (slot, generation) in [generations.0, generations.1].into_iter().enumerate() {
+            let checkpoint = Checkpoint { generation, head_offset_sectors, head_seq, head_prev_checksum: [0; 32] };
+            write_sector(&mut image, CHECKPOINT_SECTORS[slot], &checkpoint.encode(&key));
+        }
+        mount_and_exercise(image);
+    }
+
+    /// Record headers with valid keyed checksums but arbitrary fields and links.
+    #[test]
+    fn forged_records_never_panic(
+        records in prop::collection::vec(forged_record(), 1..24),
+        head_seq in prop_oneof![1u64..4, Just(u64::MAX - 2)],
+        head_offset_sectors in 0u64..61,
+    ) {
+        let image_sectors = 64u64;
+        let superblock = Superblock {
+            node_id: [1; 32],
+            disk_id: [2; 16],
+            format_salt: [3; 16],
+            sector_count: image_sectors,
+            log_start_sectors: LOG_START_SECTORS,
+            log_sectors: image_sectors - LOG_START_SECTORS,
+        };
+        let key = superblock.checksum_key();
+        let mut image = vec![0u8; image_sectors as usize * SECTOR_SIZE];
+        write_sector(&mut image, 0, &superblock.encode());
+        let checkpoint = Checkpoint { generation: 1, head_offset_sectors, head_seq, head_prev_checksum: [0; 32] };
+        write_sector(&mut image, CHECKPOINT_SECTORS[1], &checkpoint.encode(&key));
+        // Links: zero (valid at the head) or an earlier forged record's checksum.
+        let mut checksums = vec![[0u8; 32]];
+        for forged in &records {
+            let kind = match forged.kind {
+                1 => RecordKind::Put,
+                2 => RecordKind::Delete,
+                _ => RecordKind::Pad,
+            };
+            let (shard_key, payload) = shard(forged.seq_delta, forged.payload_len_bytes as usize);
+            let payload: &[u8] = if kind == RecordKind::Put { &payload } else { &[] };
+            let record_sectors = match (kind, forged.record_sectors % 3) {
+                (RecordKind::Put, 0) => record_sectors_for(payload.len() as u64),
+                (RecordKind::Delete, 0) => 1,
+                (RecordKind::Pad, 0) => superblock.log_sectors.saturating_sub(forged.offset_sectors),
+                _ => forged.record_sectors,
+            };
+            let mut header = RecordHeader {
+                kind,
+                payload_len_bytes: payload.len() as u32,
+                seq: head_seq.saturating_add(forged.seq_delta),
+                record_sectors,
+                key: shard_key,
+                merkle_root: [0; 32],
+                prev_checksum: checksums[forged.link % checksums.len()],
+                record_checksum: [0; 32],
+            };
+            header.record_checksum = header.compute_record_checksum(&key, payload);
+            checksums.push(header.record_checksum);
+            let mut bytes = header.encode(&key).to_vec();
+            bytes.extend_from_slice(payload);
+            bytes.resize(bytes.len().div_ceil(SECTOR_SIZE) * SECTOR_SIZE, 0);
+            let start = (LOG_START_SECTORS + forged.offset_sectors) as usize * SECTOR_SIZE;
+            let end = (start + bytes.len()).min(image.len());
+            image[start..end].copy_from_slice(&bytes[..end - start]);
+        }
+        mount_and_exercise(image);
+    }
+}
