@@ -75,7 +75,13 @@ static LOGGER: Logger = Logger;
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // Other crates' informational chatter (virtio-drivers, smoltcp) is debug detail here.
+        let level = if metadata.target().starts_with("kernel") || metadata.level() < Level::Info {
+            metadata.level()
+        } else {
+            Level::Debug.max(metadata.level())
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -17,11 +17,15 @@ mod bootinfo;
 mod cmdline;
 mod config;
 mod console;
+mod disks;
 mod drivers;
 mod entropy;
+mod executor;
 mod mm;
+mod net;
 mod power;
 mod selftest;
+mod services;
 mod syscalls;
 
 use arch::x86_64::{apic, cpu, gdt, idt, interrupts, time};
@@ -90,6 +94,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         log::info!("pci {} {:04x}:{:04x} class {:02x}.{:02x} {} {}", d.address, d.vendor_id, d.device_id,
             d.class, d.subclass, d.class_name(), d.device_name());
     }
+    init_devices(&devices, &cmdline);
 
     let hello_status = hello::main();
     if hello_status != 0 {
@@ -99,11 +104,33 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     log::info!("gridos ready in {} us", time::since_boot_us());
 
     if let Some(name) = test {
-        selftest::run(name, &selftest::BootFacts { hello_status });
+        let seed = cmdline.get_u64("gridos.seed").unwrap_or(1);
+        selftest::run(name, &selftest::BootFacts { hello_status, seed });
     }
-    loop {
-        interrupts::enable_and_wait();
+    executor::run()
+}
+
+/// Starts the virtio drivers: disks, then NICs and the network stack and services.
+fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
+    use virtio_drivers::transport::DeviceType;
+    let mut disks = alloc::vec::Vec::new();
+    let mut nics = alloc::vec::Vec::new();
+    for found in drivers::virtio::probe(devices) {
+        match found.device_type {
+            DeviceType::Block => disks.push(found),
+            DeviceType::Network => {
+                let address = found.address;
+                match drivers::virtio_net::VirtioNic::new(found) {
+                    Ok(nic) => nics.push(nic),
+                    Err(e) => log::warn!("nic at {address}: virtio-net init failed: {e}"),
+                }
+            }
+            other => log::info!("virtio {}: {other:?} device, no driver", found.address),
+        }
     }
+    disks::init(disks);
+    net::init(nics, &net::NetConfig::from_cmdline(cmdline));
+    services::start(cmdline);
 }
 
 fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {

@@ -11,16 +11,28 @@ use crate::arch::x86_64::time;
 use crate::power;
 
 /// Names accepted by `gridos.test=`.
-pub const CASES: &[&str] = &["boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello"];
+pub const CASES: &[&str] = &[
+    "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
+    "serve", "echo-client",
+];
+
+/// Cases that keep the node running (services, clients) instead of exiting at once.
+const RUNNING_CASES: &[&str] = &["serve", "echo-client"];
 
 /// Facts from boot that some cases check.
 pub struct BootFacts {
     pub hello_status: i32,
+    /// `gridos.seed=N`, for the disk pattern.
+    pub seed: u64,
 }
 
-/// Runs test `name` and exits QEMU.
-pub fn run(name: &str, facts: &BootFacts) -> ! {
+/// Runs test `name` and exits QEMU, unless it is a case that runs services and
+/// clients on the executor (they exit themselves, or the host ends the VM).
+pub fn run(name: &str, facts: &BootFacts) {
     log::info!("gridos test {name}: start");
+    if RUNNING_CASES.contains(&name) {
+        return;
+    }
     let result = match name {
         "boot" => Ok(()),
         "heap" => heap(),
@@ -28,6 +40,9 @@ pub fn run(name: &str, facts: &BootFacts) -> ! {
         "panic" => panic!("deliberate panic from the panic self-test"),
         "breakpoint" => breakpoint(),
         "timer" => timer(),
+        "disk-write" => disk_write(facts.seed),
+        "disk-verify" => disk_verify(facts.seed),
+        "disk-bench" => disk_bench(),
         "hello" => {
             if facts.hello_status == 0 { Ok(()) } else { Err("userland hello returned an error") }
         }
@@ -120,4 +135,93 @@ fn timer() -> Result<(), &'static str> {
         return Err("the timer interrupt is not ticking at its rate");
     }
     Ok(())
+}
+
+/// The 8-byte word at byte `offset` of the disk test pattern (the host tests
+/// compute the same function over the disk image).
+pub fn disk_pattern_word(seed: u64, offset: u64) -> u64 {
+    (offset ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (offset >> 7)
+}
+
+const DISK_CHUNK_BYTES: usize = 1 << 20;
+
+fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (i, word) in buf.chunks_exact_mut(8).enumerate() {
+        word.copy_from_slice(&disk_pattern_word(seed, offset + 8 * i as u64).to_le_bytes());
+    }
+}
+
+/// Writes the pattern over all of `vda`, then flushes.
+fn disk_write(seed: u64) -> Result<(), &'static str> {
+    use blockdev::{BlockDevice, SECTOR_SIZE};
+    let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    crate::disks::with_disk(0, |disk| {
+        let size = disk.size_bytes();
+        let start = time::since_boot_us();
+        let mut offset = 0u64;
+        while offset < size {
+            let len = (size - offset).min(DISK_CHUNK_BYTES as u64) as usize;
+            fill_pattern(seed, offset, &mut buf[..len]);
+            disk.write(offset / SECTOR_SIZE as u64, &buf[..len]).map_err(|_| "write failed")?;
+            offset += len as u64;
+        }
+        disk.flush().map_err(|_| "flush failed")?;
+        log::info!("disk-write: wrote and flushed {} MiB on {} in {} us (seed {seed})",
+            size >> 20, disk.name, time::since_boot_us() - start);
+        Ok(())
+    })
+    .unwrap_or(Err("no disk"))
+}
+
+/// Reads all of `vda` back and compares it with the pattern.
+fn disk_verify(seed: u64) -> Result<(), &'static str> {
+    use blockdev::{BlockDevice, SECTOR_SIZE};
+    let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    let mut expected = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    crate::disks::with_disk(0, |disk| {
+        let size = disk.size_bytes();
+        let mut offset = 0u64;
+        let mut bad_chunks = 0u64;
+        while offset < size {
+            let len = (size - offset).min(DISK_CHUNK_BYTES as u64) as usize;
+            disk.read(offset / SECTOR_SIZE as u64, &mut buf[..len]).map_err(|_| "read failed")?;
+            fill_pattern(seed, offset, &mut expected[..len]);
+            if buf[..len] != expected[..len] {
+                if bad_chunks < 4 {
+                    log::error!("disk-verify: mismatch in the MiB at offset {offset:#x}");
+                }
+                bad_chunks += 1;
+            }
+            offset += len as u64;
+        }
+        log::info!("disk-verify: read {} MiB from {}, {bad_chunks} bad chunks (seed {seed})", size >> 20, disk.name);
+        if bad_chunks == 0 { Ok(()) } else { Err("disk contents differ from the pattern") }
+    })
+    .unwrap_or(Err("no disk"))
+}
+
+/// Sequential write and read throughput on `vda` (prints figures, asserts nothing).
+fn disk_bench() -> Result<(), &'static str> {
+    use blockdev::{BlockDevice, SECTOR_SIZE};
+    let buf = alloc::vec![0x5au8; DISK_CHUNK_BYTES];
+    let mut rbuf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    crate::disks::with_disk(0, |disk| {
+        let total = disk.size_bytes().min(128 << 20) / DISK_CHUNK_BYTES as u64 * DISK_CHUNK_BYTES as u64;
+        let start = time::since_boot_ns();
+        for i in 0..total / DISK_CHUNK_BYTES as u64 {
+            disk.write(i * (DISK_CHUNK_BYTES / SECTOR_SIZE) as u64, &buf).map_err(|_| "write failed")?;
+        }
+        disk.flush().map_err(|_| "flush failed")?;
+        let write_ns = time::since_boot_ns() - start;
+        let start = time::since_boot_ns();
+        for i in 0..total / DISK_CHUNK_BYTES as u64 {
+            disk.read(i * (DISK_CHUNK_BYTES / SECTOR_SIZE) as u64, &mut rbuf).map_err(|_| "read failed")?;
+        }
+        let read_ns = time::since_boot_ns() - start;
+        let mbps = |ns: u64| total as f64 / 1e6 / (ns as f64 / 1e9);
+        crate::kprintln!("bench disk: {} MiB sequential, 1 MiB requests: write {:.1} MB/s, read {:.1} MB/s",
+            total >> 20, mbps(write_ns), mbps(read_ns));
+        Ok(())
+    })
+    .unwrap_or(Err("no disk"))
 }

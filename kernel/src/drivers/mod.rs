@@ -1,3 +1,6 @@
 //! Device drivers. One PCI probe loop finds devices; drivers register from it.
 
 pub mod pci;
+pub mod virtio;
+pub mod virtio_blk;
+pub mod virtio_net;

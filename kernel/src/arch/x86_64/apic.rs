@@ -205,3 +205,10 @@ pub fn route_isa_irq(irq: u8, vector: u8) -> bool {
         None => route_gsi(u32::from(irq), vector, false, false),
     }
 }
+
+/// Routes a PCI interrupt that the firmware steered to ISA IRQ `irq`:
+/// level-triggered, active-low, as PCI INTx lines are.
+pub fn route_isa_irq_level(irq: u8, vector: u8) -> bool {
+    let gsi = IO_APICS.lock().overrides.iter().find(|o| o.isa_irq == irq).map_or(u32::from(irq), |o| o.gsi);
+    route_gsi(gsi, vector, true, true)
+}

@@ -1,0 +1,49 @@
+//! The node's disks: every virtio-blk device found at boot, by name (`vda`, `vdb`, ...).
+
+use alloc::format;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+use blockdev::BlockDevice;
+
+use crate::drivers::virtio::Found;
+use crate::drivers::virtio_blk::VirtioDisk;
+
+static DISKS: Mutex<Vec<VirtioDisk>> = Mutex::new(Vec::new());
+
+/// Initializes the disks behind `found` and logs each one.
+pub fn init(found: Vec<Found>) {
+    let mut disks = DISKS.lock();
+    for f in found {
+        let name = format!("vd{}", (b'a' + disks.len() as u8) as char);
+        let address = f.address;
+        match VirtioDisk::new(f, name) {
+            Ok(disk) => {
+                log::info!(
+                    "disk {}: virtio-blk {}, {} MiB ({} sectors), serial {:?}, {}",
+                    disk.name,
+                    address,
+                    disk.size_bytes() >> 20,
+                    disk.sector_count(),
+                    disk.serial,
+                    if disk.read_only() { "read-only" } else { "read-write" }
+                );
+                disks.push(disk);
+            }
+            Err(e) => log::warn!("disk at {address}: virtio-blk init failed: {e}"),
+        }
+    }
+    if disks.is_empty() {
+        log::info!("disks: none");
+    }
+}
+
+/// Runs `f` on disk `index` (0 = vda), if present.
+pub fn with_disk<R>(index: usize, f: impl FnOnce(&mut VirtioDisk) -> R) -> Option<R> {
+    DISKS.lock().get_mut(index).map(f)
+}
+
+/// Number of disks.
+pub fn count() -> usize {
+    DISKS.lock().len()
+}

@@ -1,0 +1,222 @@
+//! A small single-CPU async executor: tasks, wakers that interrupt handlers may
+//! call, timers, and `hlt` when nothing is runnable.
+//!
+//! Waking never allocates: a waker sets the task's `scheduled` flag and the
+//! global `RUNNABLE` flag, so device interrupt handlers can wake tasks. Timers
+//! are checked on every loop turn; the periodic tick bounds how long the CPU
+//! sleeps past a deadline (1 / TICK_HZ).
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use spin::Mutex;
+
+use crate::arch::x86_64::{interrupts, time};
+
+type BoxedFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct Task {
+    name: &'static str,
+    future: Mutex<Option<BoxedFuture>>,
+    scheduled: AtomicBool,
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.scheduled.store(true, Ordering::Release);
+        RUNNABLE.store(true, Ordering::Release);
+    }
+}
+
+static RUNNABLE: AtomicBool = AtomicBool::new(false);
+static SPAWNED: Mutex<Vec<Arc<Task>>> = Mutex::new(Vec::new());
+static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
+static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Starts `future` as a task; it first runs when the executor next turns.
+pub fn spawn(name: &'static str, future: impl Future<Output = ()> + Send + 'static) {
+    let task = Arc::new(Task { name, future: Mutex::new(Some(Box::pin(future))), scheduled: AtomicBool::new(true) });
+    SPAWNED.lock().push(task);
+    RUNNABLE.store(true, Ordering::Release);
+}
+
+/// Monotonic nanoseconds since boot, the executor's clock.
+pub fn now_ns() -> u64 {
+    time::since_boot_ns()
+}
+
+fn fire_due_timers() {
+    let now = now_ns();
+    let due: Vec<Waker> = interrupts::without(|| {
+        let mut timers = TIMERS.lock();
+        let mut due = Vec::new();
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
+    });
+    for waker in due {
+        waker.wake();
+    }
+}
+
+/// Runs tasks forever, halting the CPU while none is runnable.
+pub fn run() -> ! {
+    let mut tasks: Vec<Arc<Task>> = Vec::new();
+    loop {
+        fire_due_timers();
+        tasks.append(&mut SPAWNED.lock());
+        RUNNABLE.store(false, Ordering::Release);
+        tasks.retain(|task| {
+            if !task.scheduled.swap(false, Ordering::AcqRel) {
+                return true;
+            }
+            let waker = Waker::from(Arc::clone(task));
+            let mut cx = Context::from_waker(&waker);
+            let mut slot = task.future.lock();
+            let Some(future) = slot.as_mut() else { return false };
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(()) => {
+                    log::debug!("task {} finished", task.name);
+                    *slot = None;
+                    false
+                }
+                Poll::Pending => true,
+            }
+        });
+        // Sleep until an interrupt if nothing became runnable meanwhile; `sti; hlt`
+        // is atomic, so a wake-up from an interrupt cannot slip in between.
+        interrupts::disable();
+        if RUNNABLE.load(Ordering::Acquire) || next_timer_due() {
+            interrupts::enable();
+        } else {
+            interrupts::enable_and_wait();
+        }
+    }
+}
+
+fn next_timer_due() -> bool {
+    TIMERS.lock().first_key_value().is_some_and(|(k, _)| k.0 <= now_ns())
+}
+
+/// A future that completes at `deadline_ns` on the executor's clock.
+pub struct Sleep {
+    deadline_ns: u64,
+    id: u64,
+}
+
+/// Sleeps until `deadline_ns`.
+pub fn sleep_until(deadline_ns: u64) -> Sleep {
+    Sleep { deadline_ns, id: NEXT_TIMER_ID.fetch_add(1, Ordering::Relaxed) }
+}
+
+/// Sleeps for `ms` milliseconds.
+pub fn sleep_ms(ms: u64) -> Sleep {
+    sleep_until(now_ns().saturating_add(ms.saturating_mul(1_000_000)))
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if now_ns() >= self.deadline_ns {
+            return Poll::Ready(());
+        }
+        let key = (self.deadline_ns, self.id);
+        interrupts::without(|| TIMERS.lock().insert(key, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        let key = (self.deadline_ns, self.id);
+        interrupts::without(|| TIMERS.lock().remove(&key));
+    }
+}
+
+/// A one-slot waker register that an interrupt handler can signal.
+///
+/// `signal` sets a pending flag and wakes the registered task; `wait` completes
+/// once the flag is set (clearing it) or, with a deadline, when time runs out.
+pub struct Event {
+    pending: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Event {
+    pub const fn new() -> Event {
+        Event { pending: AtomicBool::new(false), waker: Mutex::new(None) }
+    }
+
+    /// Marks the event and wakes its waiter. Safe to call from interrupt handlers.
+    pub fn signal(&self) {
+        self.pending.store(true, Ordering::Release);
+        // The lock is only ever taken with interrupts disabled, so this cannot deadlock.
+        if let Some(w) = self.waker.lock().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Clears and returns the pending flag.
+    pub fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether the event is signalled (without clearing it).
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Registers `waker` to be woken by the next [`signal`](Self::signal).
+    pub fn register_waker(&self, waker: &Waker) {
+        self.register(waker);
+    }
+
+    fn register(&self, waker: &Waker) {
+        interrupts::without(|| {
+            let mut slot = self.waker.lock();
+            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *slot = Some(waker.clone());
+            }
+        });
+    }
+
+    /// Waits until signalled or until `deadline_ns` (if any). Returns true if signalled.
+    pub async fn wait(&self, deadline_ns: Option<u64>) -> bool {
+        let mut sleep = deadline_ns.map(sleep_until);
+        core::future::poll_fn(|cx| {
+            self.register(cx.waker());
+            if self.take() {
+                return Poll::Ready(true);
+            }
+            if let Some(s) = sleep.as_mut() {
+                if Pin::new(s).poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Event::new()
+    }
+}

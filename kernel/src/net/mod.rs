@@ -1,0 +1,297 @@
+//! The network stack: one smoltcp interface per NIC, one socket set, and the task
+//! that polls them when a NIC interrupts, a socket asks, or a timer is due.
+//!
+//! Addressing per NIC: IPv6 link-local from the MAC (EUI-64) plus SLAAC from
+//! router advertisements; IPv4 by DHCP (farm networks) unless the command line
+//! gives a static address. Command line (applies to the first NIC, `eth0`):
+//! `gridos.ip4=dhcp|none|A.B.C.D/N`, `gridos.gw4=A.B.C.D`, `gridos.ip6=ADDR/N`,
+//! `gridos.gw6=ADDR`.
+
+pub mod socket;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::task::Poll;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::dhcpv4;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address};
+use spin::Mutex;
+
+use crate::cmdline::Cmdline;
+use crate::drivers::virtio_net::VirtioNic;
+use crate::executor::{self, Event};
+
+/// How a NIC gets its IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Mode {
+    Dhcp,
+    Static(Ipv4Cidr, Option<Ipv4Address>),
+    Off,
+}
+
+/// Network settings from the command line.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub ipv4: Ipv4Mode,
+    pub ipv6: Option<(IpCidr, Option<Ipv6Address>)>,
+}
+
+impl NetConfig {
+    /// Reads `gridos.ip4`, `gridos.gw4`, `gridos.ip6`, `gridos.gw6`; bad values are
+    /// reported and ignored.
+    pub fn from_cmdline(cmdline: &Cmdline<'_>) -> NetConfig {
+        let gw4 = cmdline.get("gridos.gw4").and_then(|v| parse_or_warn::<Ipv4Address>("gridos.gw4", v));
+        let ipv4 = match cmdline.get("gridos.ip4") {
+            None | Some("dhcp") => Ipv4Mode::Dhcp,
+            Some("none") | Some("off") => Ipv4Mode::Off,
+            Some(v) => match parse_or_warn::<Ipv4Cidr>("gridos.ip4", v) {
+                Some(cidr) => Ipv4Mode::Static(cidr, gw4),
+                None => Ipv4Mode::Dhcp,
+            },
+        };
+        let gw6 = cmdline.get("gridos.gw6").and_then(|v| parse_or_warn::<Ipv6Address>("gridos.gw6", v));
+        let ipv6 = cmdline
+            .get("gridos.ip6")
+            .and_then(|v| parse_or_warn::<IpCidr>("gridos.ip6", v))
+            .filter(|c| matches!(c.address(), IpAddress::Ipv6(_)))
+            .map(|c| (c, gw6));
+        NetConfig { ipv4, ipv6 }
+    }
+}
+
+fn parse_or_warn<T: core::str::FromStr>(key: &str, value: &str) -> Option<T> {
+    let parsed = value.parse().ok();
+    if parsed.is_none() {
+        log::warn!("{key}={value:?} is not valid; ignored");
+    }
+    parsed
+}
+
+struct Nic {
+    name: String,
+    iface: Interface,
+    device: VirtioNic,
+    dhcp: Option<SocketHandle>,
+    addresses_seen: usize,
+}
+
+/// All interfaces and sockets.
+pub struct Stack {
+    nics: Vec<Nic>,
+    pub(crate) sockets: SocketSet<'static>,
+    /// Sockets closed by their owners, removed once the close handshake is over.
+    closing: Vec<SocketHandle>,
+}
+
+/// Most consecutive polls of one interface per wake-up.
+const POLL_ROUNDS_MAX: usize = 64;
+
+static STACK: Mutex<Option<Stack>> = Mutex::new(None);
+/// Signalled by socket operations so the network task polls (e.g. to transmit).
+pub(crate) static KICK: Event = Event::new();
+
+/// Runs `f` on the stack. Never call from an interrupt handler.
+pub(crate) fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+    STACK.lock().as_mut().map(f)
+}
+
+fn now() -> Instant {
+    Instant::from_micros(executor::now_ns() as i64 / 1000)
+}
+
+/// EUI-64 link-local address for a MAC (RFC 4291, appendix A).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Address {
+    Ipv6Address::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
+}
+
+/// Brings up every NIC and starts the network task.
+pub fn init(nics: Vec<VirtioNic>, config: &NetConfig) {
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut up = Vec::new();
+    for (i, mut device) in nics.into_iter().enumerate() {
+        let name = format!("eth{i}");
+        let mac = device.mac();
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        iface_config.random_seed = crate::entropy::u64();
+        iface_config.slaac = true;
+        let mut iface = Interface::new(iface_config, &mut device, now());
+        let ll = link_local(mac);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
+        });
+        let mut dhcp = None;
+        let mut v4 = String::from("off");
+        if i == 0 {
+            match config.ipv4 {
+                Ipv4Mode::Dhcp => {
+                    dhcp = Some(sockets.add(dhcpv4::Socket::new()));
+                    v4 = "dhcp".into();
+                }
+                Ipv4Mode::Static(cidr, gw) => {
+                    iface.update_ip_addrs(|a| {
+                        let _ = a.push(IpCidr::Ipv4(cidr));
+                    });
+                    if let Some(gw) = gw {
+                        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+                    }
+                    v4 = format!("{cidr} (static)");
+                }
+                Ipv4Mode::Off => {}
+            }
+            if let Some((cidr, gw)) = config.ipv6 {
+                iface.update_ip_addrs(|a| {
+                    let _ = a.push(cidr);
+                });
+                if let Some(gw) = gw {
+                    let _ = iface.routes_mut().add_default_ipv6_route(gw);
+                }
+            }
+        }
+        let m = mac;
+        log::info!(
+            "net {name}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, ipv6 {}, ipv4 {v4}",
+            m[0], m[1], m[2], m[3], m[4], m[5],
+            iface.ip_addrs().iter().filter(|c| matches!(c.address(), IpAddress::Ipv6(_)))
+                .map(|c| format!("{c}")).collect::<Vec<_>>().join(" ")
+        );
+        let addresses_seen = iface.ip_addrs().len();
+        up.push(Nic { name, iface, device, dhcp, addresses_seen });
+    }
+    if up.is_empty() {
+        log::info!("net: no NICs");
+        return;
+    }
+    *STACK.lock() = Some(Stack { nics: up, sockets, closing: Vec::new() });
+    executor::spawn("net", net_task());
+}
+
+impl Stack {
+    /// Polls every interface once; returns when the stack next needs polling (ns).
+    fn poll(&mut self) -> Option<u64> {
+        let timestamp = now();
+        let mut next: Option<Instant> = None;
+        for nic in &mut self.nics {
+            let _ = nic.device.event.take();
+            // smoltcp sends at most one segment per socket per poll: keep polling while
+            // there is work due now (bounded, so other tasks get their turn).
+            for _ in 0..POLL_ROUNDS_MAX {
+                let changed = nic.iface.poll(timestamp, &mut nic.device, &mut self.sockets);
+                let due_now = nic.iface.poll_at(timestamp, &self.sockets).is_some_and(|at| at <= timestamp);
+                if changed == smoltcp::iface::PollResult::None && !due_now {
+                    break;
+                }
+            }
+            if let Some(h) = nic.dhcp {
+                handle_dhcp(nic, h, &mut self.sockets);
+            }
+            if nic.iface.ip_addrs().len() != nic.addresses_seen {
+                nic.addresses_seen = nic.iface.ip_addrs().len();
+                let list: Vec<String> = nic.iface.ip_addrs().iter().map(|c| format!("{c}")).collect();
+                log::info!("net {}: addresses {}", nic.name, list.join(" "));
+            }
+            if let Some(at) = nic.iface.poll_at(timestamp, &self.sockets) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.reap_closed();
+        next.map(|at| at.total_micros().max(0) as u64 * 1000)
+    }
+
+    fn reap_closed(&mut self) {
+        let sockets = &mut self.sockets;
+        self.closing.retain(|&h| {
+            let done = matches!(
+                sockets.get::<smoltcp::socket::tcp::Socket>(h).state(),
+                smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
+            );
+            if done {
+                sockets.remove(h);
+            }
+            !done
+        });
+    }
+
+    /// The interface context of the first NIC, for outgoing connections.
+    pub(crate) fn first_iface(&mut self) -> Option<&mut Interface> {
+        self.nics.first_mut().map(|n| &mut n.iface)
+    }
+
+    pub(crate) fn close_later(&mut self, handle: SocketHandle) {
+        self.closing.push(handle);
+    }
+}
+
+fn handle_dhcp(nic: &mut Nic, handle: SocketHandle, sockets: &mut SocketSet<'static>) {
+    match sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
+        None => {}
+        Some(dhcpv4::Event::Configured(config)) => {
+            nic.iface.update_ip_addrs(|addrs| {
+                addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
+                if addrs.push(IpCidr::Ipv4(config.address)).is_err() {
+                    log::warn!("net: address table full; dhcp address not added");
+                }
+            });
+            match config.router {
+                Some(router) => {
+                    let _ = nic.iface.routes_mut().add_default_ipv4_route(router);
+                }
+                None => {
+                    nic.iface.routes_mut().remove_default_ipv4_route();
+                }
+            }
+            log::info!("net {}: dhcp lease {} router {:?}", nic.name, config.address, config.router);
+        }
+        Some(dhcpv4::Event::Deconfigured) => {
+            let had_lease = nic.iface.ipv4_addr().is_some();
+            nic.iface.update_ip_addrs(|addrs| addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_))));
+            nic.iface.routes_mut().remove_default_ipv4_route();
+            if had_lease {
+                log::warn!("net {}: dhcp lease lost", nic.name);
+            }
+        }
+    }
+}
+
+/// Polls the stack whenever a NIC interrupts, a socket kicks, or smoltcp's timer is due.
+async fn net_task() {
+    let events: Vec<&'static Event> =
+        with_stack(|s| s.nics.iter().map(|n| n.device.event).collect()).unwrap_or_default();
+    loop {
+        let next_ns = with_stack(|s| s.poll()).flatten();
+        let mut sleep = next_ns.map(executor::sleep_until);
+        core::future::poll_fn(|cx| {
+            let mut ready = false;
+            for e in events.iter().chain(core::iter::once(&&KICK)) {
+                e.register_waker(cx.waker());
+                ready |= e.is_pending();
+            }
+            if ready {
+                return Poll::Ready(());
+            }
+            match sleep.as_mut() {
+                Some(s) => core::pin::Pin::new(s).poll(cx),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        let _ = KICK.take();
+    }
+}
+
+/// The addresses of `eth0`, for reports and tests.
+pub fn addresses() -> Vec<IpCidr> {
+    with_stack(|s| s.nics.first().map(|n| n.iface.ip_addrs().to_vec())).flatten().unwrap_or_default()
+}

@@ -1,0 +1,291 @@
+//! The socket API for kernel services: async TCP listen/accept/connect/read/write
+//! and UDP send/receive over the shared smoltcp socket set.
+//!
+//! Every operation locks the stack briefly, registers the task's waker with the
+//! smoltcp socket when it cannot proceed, and kicks the network task so that
+//! queued data is transmitted without waiting for a timer.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::task::Poll;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+
+use super::{with_stack, KICK};
+
+const TCP_BUFFER_BYTES: usize = 128 * 1024;
+const UDP_PACKETS: usize = 64;
+const UDP_BUFFER_BYTES: usize = 64 * 1024;
+const LISTEN_BACKLOG: usize = 4;
+
+/// Why a socket operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetError {
+    /// No network interface is up.
+    NoNetwork,
+    /// The port is taken or invalid.
+    AddressInUse,
+    /// The remote end reset or the connection could not be made.
+    ConnectionReset,
+    /// The connection is closed for writing.
+    Closed,
+    /// The destination cannot be reached or the datagram is too large.
+    Unreachable,
+}
+
+fn new_tcp_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
+    );
+    s.set_nagle_enabled(false);
+    s
+}
+
+/// A TCP listening port with a small backlog of listening sockets.
+pub struct TcpListener {
+    port: u16,
+    backlog: Vec<SocketHandle>,
+}
+
+impl TcpListener {
+    /// Listens on `port` on every address.
+    pub fn bind(port: u16) -> Result<TcpListener, NetError> {
+        let mut backlog = Vec::new();
+        for _ in 0..LISTEN_BACKLOG {
+            backlog.push(listening_socket(port)?);
+        }
+        Ok(TcpListener { port, backlog })
+    }
+
+    /// Waits for a connection.
+    pub async fn accept(&mut self) -> Result<TcpStream, NetError> {
+        let index = poll_fn(|cx| {
+            with_stack(|s| {
+                for (i, &h) in self.backlog.iter().enumerate() {
+                    let socket = s.sockets.get_mut::<tcp::Socket>(h);
+                    if socket.state() != tcp::State::Listen && socket.state() != tcp::State::SynReceived {
+                        return Poll::Ready(Ok(i));
+                    }
+                    socket.register_recv_waker(cx.waker());
+                }
+                Poll::Pending
+            })
+            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+        })
+        .await?;
+        let replacement = listening_socket(self.port)?;
+        let handle = core::mem::replace(&mut self.backlog[index], replacement);
+        Ok(TcpStream { handle })
+    }
+}
+
+fn listening_socket(port: u16) -> Result<SocketHandle, NetError> {
+    with_stack(|s| {
+        let mut socket = new_tcp_socket();
+        socket.listen(IpListenEndpoint { addr: None, port }).map_err(|_| NetError::AddressInUse)?;
+        Ok(s.sockets.add(socket))
+    })
+    .unwrap_or(Err(NetError::NoNetwork))
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let handles = core::mem::take(&mut self.backlog);
+        with_stack(|s| {
+            for h in handles {
+                s.sockets.remove(h);
+            }
+        });
+    }
+}
+
+/// A TCP connection.
+pub struct TcpStream {
+    handle: SocketHandle,
+}
+
+impl TcpStream {
+    /// Connects to `remote` from an ephemeral port.
+    pub async fn connect(remote: IpEndpoint) -> Result<TcpStream, NetError> {
+        let local_port = 49152 + (crate::entropy::u64() % 16384) as u16;
+        let handle = with_stack(|s| {
+            let mut socket = new_tcp_socket();
+            let iface = s.first_iface().ok_or(NetError::NoNetwork)?;
+            socket.connect(iface.context(), remote, local_port).map_err(|_| NetError::Unreachable)?;
+            Ok(s.sockets.add(socket))
+        })
+        .unwrap_or(Err(NetError::NoNetwork))?;
+        KICK.signal();
+        let stream = TcpStream { handle };
+        poll_fn(|cx| {
+            with_stack(|s| {
+                let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+                match socket.state() {
+                    tcp::State::Established => Poll::Ready(Ok(())),
+                    tcp::State::Closed | tcp::State::TimeWait | tcp::State::Closing => {
+                        Poll::Ready(Err(NetError::ConnectionReset))
+                    }
+                    _ => {
+                        socket.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                }
+            })
+            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// The remote end.
+    pub fn remote(&self) -> Option<IpEndpoint> {
+        with_stack(|s| s.sockets.get::<tcp::Socket>(self.handle).remote_endpoint()).flatten()
+    }
+
+    /// Reads into `buf`; `Ok(0)` at end of stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
+        let handle = self.handle;
+        let result = poll_fn(|cx| {
+            with_stack(|s| {
+                let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+                if socket.can_recv() {
+                    return Poll::Ready(socket.recv_slice(buf).map_err(|_| NetError::ConnectionReset));
+                }
+                if !socket.may_recv() {
+                    return Poll::Ready(if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+                        Err(NetError::ConnectionReset)
+                    } else {
+                        Ok(0)
+                    });
+                }
+                socket.register_recv_waker(cx.waker());
+                Poll::Pending
+            })
+            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+        })
+        .await;
+        // Reading opens the receive window: let the stack advertise it.
+        KICK.signal();
+        result
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), NetError> {
+        let handle = self.handle;
+        while !data.is_empty() {
+            let sent = poll_fn(|cx| {
+                with_stack(|s| {
+                    let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+                    if !socket.may_send() {
+                        return Poll::Ready(Err(NetError::Closed));
+                    }
+                    if socket.can_send() {
+                        return Poll::Ready(socket.send_slice(data).map_err(|_| NetError::Closed));
+                    }
+                    socket.register_send_waker(cx.waker());
+                    Poll::Pending
+                })
+                .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            })
+            .await?;
+            data = &data[sent..];
+            KICK.signal();
+        }
+        Ok(())
+    }
+
+    /// Closes the sending half (FIN); reads may continue.
+    pub fn shutdown(&mut self) {
+        with_stack(|s| s.sockets.get_mut::<tcp::Socket>(self.handle).close());
+        KICK.signal();
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let handle = self.handle;
+        with_stack(|s| {
+            s.sockets.get_mut::<tcp::Socket>(handle).close();
+            s.close_later(handle);
+        });
+        KICK.signal();
+    }
+}
+
+/// A UDP socket.
+pub struct UdpSocket {
+    handle: SocketHandle,
+}
+
+impl UdpSocket {
+    /// Binds `port` on every address.
+    pub fn bind(port: u16) -> Result<UdpSocket, NetError> {
+        with_stack(|s| {
+            let buffer = || {
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUFFER_BYTES])
+            };
+            let mut socket = udp::Socket::new(buffer(), buffer());
+            socket.bind(port).map_err(|_| NetError::AddressInUse)?;
+            Ok(UdpSocket { handle: s.sockets.add(socket) })
+        })
+        .unwrap_or(Err(NetError::NoNetwork))
+    }
+
+    /// Receives one datagram into `buf` (truncated if larger); returns its length and sender.
+    pub async fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, IpEndpoint), NetError> {
+        let handle = self.handle;
+        poll_fn(|cx| {
+            with_stack(|s| {
+                let socket = s.sockets.get_mut::<udp::Socket>(handle);
+                match socket.recv() {
+                    Ok((data, meta)) => {
+                        let n = data.len().min(buf.len());
+                        buf[..n].copy_from_slice(&data[..n]);
+                        Poll::Ready(Ok((n, meta.endpoint)))
+                    }
+                    Err(_) => {
+                        socket.register_recv_waker(cx.waker());
+                        Poll::Pending
+                    }
+                }
+            })
+            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+        })
+        .await
+    }
+
+    /// Sends one datagram to `to`.
+    pub async fn send_to(&mut self, data: &[u8], to: IpEndpoint) -> Result<(), NetError> {
+        let handle = self.handle;
+        let result = poll_fn(|cx| {
+            with_stack(|s| {
+                let socket = s.sockets.get_mut::<udp::Socket>(handle);
+                match socket.send_slice(data, to) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(udp::SendError::BufferFull) => {
+                        socket.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(udp::SendError::Unaddressable) => Poll::Ready(Err(NetError::Unreachable)),
+                }
+            })
+            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+        })
+        .await;
+        KICK.signal();
+        result
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let handle = self.handle;
+        with_stack(|s| {
+            s.sockets.remove(handle);
+        });
+    }
+}
