@@ -74,7 +74,7 @@ impl MemDisk {
 
     /// A disk whose durable image is `image`. Fails if the length is not whole sectors.
     pub fn from_image(image: Vec<u8>) -> Result<Self, BlockError> {
-        if image.len() % SECTOR_SIZE != 0 {
+        if !image.len().is_multiple_of(SECTOR_SIZE) {
             return Err(BlockError::Misaligned);
         }
         Ok(MemDisk {

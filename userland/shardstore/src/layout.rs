@@ -29,7 +29,7 @@ pub const RECORD_HEADER_SIZE_BYTES: usize = 176;
 pub const CHUNK_SIZE_BYTES: usize = 4096;
 
 const _: () = assert!(RECORD_HEADER_SIZE_BYTES <= SECTOR_SIZE);
-const _: () = assert!(CHUNK_SIZE_BYTES % SECTOR_SIZE == 0);
+const _: () = assert!(CHUNK_SIZE_BYTES.is_multiple_of(SECTOR_SIZE));
 const _: () = assert!(superblock_field::CHECKSUM.end <= SECTOR_SIZE);
 const _: () = assert!(checkpoint_field::CHECKSUM.end <= SECTOR_SIZE);
 

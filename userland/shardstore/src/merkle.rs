@@ -132,7 +132,7 @@ pub fn verify_proof(root: &[u8; 32], shard_len: u64, challenge: u64, proof: &Sto
             let Some(sibling) = siblings.next() else {
                 return false;
             };
-            hash = if index % 2 == 0 {
+            hash = if index.is_multiple_of(2) {
                 parent_hash(&hash, sibling)
             } else {
                 parent_hash(sibling, &hash)

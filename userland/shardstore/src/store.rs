@@ -352,19 +352,28 @@ impl<D: BlockDevice> ShardStore<D> {
         let Some(next_seq) = self.tail.seq.checked_add(1) else { return Ok(None) };
         let tail = self.tail.offset_sectors;
         let window_end = tail.saturating_add(self.record_sectors_max).min(log_sectors - 1);
-        // Candidates: the sectors after a lost record, and offset 0 after a lost pad.
-        let candidates = (tail + 1..=window_end).chain((tail > 0).then_some(0));
-        for offset_sectors in candidates {
-            let Some(header) = self.header_at(offset_sectors)? else { continue };
-            if header.seq != next_seq || !ShardProbe::from(&*self).fits(offset_sectors, &header) {
-                continue;
+        // Candidates: the sectors after a lost record (read in one request), and offset 0
+        // after a lost pad.
+        let window_sectors = window_end.saturating_sub(tail);
+        let window = if window_sectors > 0 {
+            let first_sector = self.absolute_sector(tail + 1);
+            read_sectors(&mut self.dev, first_sector, window_sectors)?
+        } else {
+            Vec::new()
+        };
+        for (index, sector) in window.chunks_exact(SECTOR_SIZE).enumerate() {
+            let offset_sectors = tail + 1 + index as u64;
+            let Some(header) = RecordHeader::decode(sector, &self.checksum_key) else { continue };
+            if header.seq == next_seq && ShardProbe::from(&*self).fits(offset_sectors, &header) {
+                return Ok(Some((offset_sectors - tail, header)));
             }
-            let probe = ShardProbe::from(&*self);
-            let lost_sectors = probe.gap_to(offset_sectors);
-            if lost_sectors == 0 || (offset_sectors == 0 && lost_sectors != log_sectors - tail) {
-                continue;
+        }
+        if tail > 0 {
+            if let Some(header) = self.header_at(0)? {
+                if header.seq == next_seq && ShardProbe::from(&*self).fits(0, &header) {
+                    return Ok(Some((log_sectors - tail, header)));
+                }
             }
-            return Ok(Some((lost_sectors, header)));
         }
         Ok(None)
     }
