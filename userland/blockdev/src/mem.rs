@@ -12,6 +12,8 @@
 //! - [`MemDisk::power_cut_after`]: after N more write/flush requests the device dies; the
 //!   write that hits the cut lands only its first `landed_sectors` sectors (a torn write),
 //!   and every later request fails with [`BlockError::Failed`] until a crash "reboots" it;
+//! - [`MemDisk::glitch_after`]: after N more write/flush requests, one request fails (a
+//!   write landing only its first sectors, unflushed) and the device carries on;
 //! - [`MemDisk::flip_bits`]: bit rot in a byte range (durable and volatile copies);
 //! - [`MemDisk::set_failed`]: the whole device refuses all requests.
 //!
@@ -52,6 +54,7 @@ pub struct MemDisk {
     volatile: BTreeMap<u64, Vec<u8>>,
     failed: bool,
     power_cut: Option<PowerCut>,
+    glitch: Option<PowerCut>,
     stats: MemDiskStats,
 }
 
@@ -68,6 +71,7 @@ impl MemDisk {
             volatile: BTreeMap::new(),
             failed: false,
             power_cut: None,
+            glitch: None,
             stats: MemDiskStats::default(),
         }
     }
@@ -83,6 +87,7 @@ impl MemDisk {
             volatile: BTreeMap::new(),
             failed: false,
             power_cut: None,
+            glitch: None,
             stats: MemDiskStats::default(),
         })
     }
@@ -130,6 +135,18 @@ impl MemDisk {
         self.power_cut = Some(PowerCut { requests_left: requests, landed_sectors });
     }
 
+    /// After `requests` more successful write or flush requests, the next one fails once
+    /// with [`BlockError::Io`] (a write lands its first `landed_sectors` sectors in the
+    /// volatile overlay; a flush makes nothing durable) and the device goes on working.
+    pub fn glitch_after(&mut self, requests: u64, landed_sectors: usize) {
+        self.glitch = Some(PowerCut { requests_left: requests, landed_sectors });
+    }
+
+    /// Whether the device refuses all requests (failed, or after a power cut).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     /// Makes the device refuse (`true`) or serve (`false`) all requests.
     pub fn set_failed(&mut self, failed: bool) {
         self.failed = failed;
@@ -152,6 +169,24 @@ impl MemDisk {
     fn reboot(&mut self) {
         self.failed = false;
         self.power_cut = None;
+        self.glitch = None;
+    }
+
+    /// Counts one write/flush request against a pending glitch. `Err(landed)` when this
+    /// request is the one that fails.
+    fn spend_glitch(&mut self) -> Result<(), usize> {
+        match &mut self.glitch {
+            None => Ok(()),
+            Some(glitch) if glitch.requests_left > 0 => {
+                glitch.requests_left -= 1;
+                Ok(())
+            }
+            Some(glitch) => {
+                let landed = glitch.landed_sectors;
+                self.glitch = None;
+                Err(landed)
+            }
+        }
     }
 
     /// Counts one write/flush request against a pending power cut. Returns how many
@@ -213,6 +248,11 @@ impl BlockDevice for MemDisk {
             self.write_sectors(sector, &buf[..landed_bytes]);
             return Err(BlockError::Failed);
         }
+        if let Err(landed_sectors) = self.spend_glitch() {
+            let landed_bytes = landed_sectors.min(buf.len() / SECTOR_SIZE) * SECTOR_SIZE;
+            self.write_sectors(sector, &buf[..landed_bytes]);
+            return Err(BlockError::Io);
+        }
         self.write_sectors(sector, buf);
         self.stats.write_count += 1;
         self.stats.written_sectors += (buf.len() / SECTOR_SIZE) as u64;
@@ -225,6 +265,9 @@ impl BlockDevice for MemDisk {
         }
         if self.spend_request().is_err() {
             return Err(BlockError::Failed);
+        }
+        if self.spend_glitch().is_err() {
+            return Err(BlockError::Io);
         }
         let volatile = core::mem::take(&mut self.volatile);
         for (sector, data) in volatile {
@@ -304,6 +347,28 @@ mod test {
             self.reboot();
             self.flush().unwrap();
         }
+    }
+
+    #[test]
+    fn glitch_fails_one_request_then_recovers() {
+        let mut disk = MemDisk::new(8);
+        disk.glitch_after(1, 1);
+        disk.write(0, &sector_of(1)).unwrap();
+        assert_eq!(disk.write(1, &vec![2u8; 2 * SECTOR_SIZE]), Err(BlockError::Io));
+        assert!(!disk.is_failed());
+        assert_eq!(disk.unflushed_sectors(), 2);
+        disk.flush().unwrap();
+        let mut buf = sector_of(0);
+        disk.read(1, &mut buf).unwrap();
+        assert_eq!(buf, sector_of(2));
+        disk.read(2, &mut buf).unwrap();
+        assert_eq!(buf, sector_of(0));
+        disk.glitch_after(0, 0);
+        disk.write(3, &sector_of(3)).unwrap_err();
+        disk.write(3, &sector_of(3)).unwrap();
+        disk.glitch_after(0, 0);
+        assert_eq!(disk.flush(), Err(BlockError::Io));
+        assert_eq!(disk.unflushed_sectors(), 1);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   memory only after both succeed, so one flush epoch holds at most one record;
 //! - the head advances only after the checkpoint naming it is flushed, so log space is
 //!   reused only once no replay can need it;
-//! - on a device error nothing advances: the next write goes to the same place.
+//! - on a device error nothing advances: the next write goes to the same place, and
+//!   before the next operation is acknowledged the failed record's header sector is
+//!   zeroed and flushed (the device could otherwise still write it back later).
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
@@ -137,6 +139,8 @@ pub struct ShardStore<D: BlockDevice> {
     record_sectors_max: u64,
     report: MountReport,
     corrupt_dropped_count: u64,
+    /// A record write at the tail failed: the device may still make it durable.
+    tail_unclean: bool,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for ShardStore<D> {
@@ -226,6 +230,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors_max,
             report: MountReport { checkpoint_generation, ..MountReport::default() },
             corrupt_dropped_count: 0,
+            tail_unclean: false,
         }
     }
 
@@ -518,6 +523,7 @@ impl<D: BlockDevice> ShardStore<D> {
         if *blake3::hash(bytes).as_bytes() != key {
             return Err(Error::KeyMismatch);
         }
+        self.clean_tail()?;
         if self.index.contains_key(&key) {
             match self.get(&key) {
                 Ok(_) => return Ok(()),
@@ -547,6 +553,7 @@ impl<D: BlockDevice> ShardStore<D> {
 
     /// Removes shard `key`. Returns once the delete record is flushed.
     pub fn delete(&mut self, key: &Key) -> Result<(), Error> {
+        self.clean_tail()?;
         if !self.index.contains_key(key) {
             return Err(Error::NotFound);
         }
@@ -655,6 +662,7 @@ impl<D: BlockDevice> ShardStore<D> {
     /// head. Returns the sectors freed. A crash at any point loses nothing: until the
     /// checkpoint is durable, mount replays from the old head and finds both copies.
     pub fn compact(&mut self, records_max: usize) -> Result<u64, Error> {
+        self.clean_tail()?;
         let initial_len = self.log.len();
         let mut advanced = 0usize;
         while advanced < records_max.min(initial_len) {
@@ -706,6 +714,21 @@ impl<D: BlockDevice> ShardStore<D> {
         self.head = new_head;
         self.check_invariants();
         Ok(freed_sectors)
+    }
+
+    /// After a failed record write, the tail may hold a record that was never
+    /// acknowledged and that the device may still write back from its cache. Before
+    /// anything else is acknowledged, its header sector is zeroed and flushed, so a later
+    /// acknowledgement can never be contradicted by it after a crash.
+    fn clean_tail(&mut self) -> Result<(), Error> {
+        if !self.tail_unclean {
+            return Ok(());
+        }
+        let sector = self.absolute_sector(self.tail.offset_sectors);
+        self.dev.write(sector, &[0u8; SECTOR_SIZE])?;
+        self.dev.flush()?;
+        self.tail_unclean = false;
+        Ok(())
     }
 
     fn write_checkpoint(&mut self, head: ChainPos) -> Result<(), Error> {
@@ -819,8 +842,11 @@ impl<D: BlockDevice> ShardStore<D> {
         buf[..RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&self.checksum_key));
         buf[RECORD_HEADER_SIZE_BYTES..RECORD_HEADER_SIZE_BYTES + payload.len()].copy_from_slice(payload);
         let sector = self.absolute_sector(self.tail.offset_sectors);
-        self.dev.write(sector, &buf)?;
-        self.dev.flush()?;
+        let written = self.dev.write(sector, &buf).and_then(|()| self.dev.flush());
+        if let Err(error) = written {
+            self.tail_unclean = true;
+            return Err(Error::Device(error));
+        }
         let entry = LogEntry {
             offset_sectors: self.tail.offset_sectors,
             seq: header.seq,
