@@ -141,6 +141,9 @@ pub enum BootSource {
     Kernel(PathBuf),
     /// A CD-ROM image (firmware boots it).
     Cdrom(PathBuf),
+    /// Nothing attached by the runner: the firmware boots from what `extra_args`
+    /// attach (a USB stick, a disk, the network) or load (`-bios`).
+    Firmware,
 }
 
 /// One QEMU virtual machine.
@@ -190,6 +193,7 @@ impl Machine {
             BootSource::Cdrom(iso) => {
                 cmd.arg("-cdrom").arg(iso);
             }
+            BootSource::Firmware => {}
         }
         for (i, disk) in self.disks.iter().enumerate() {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=disk{i},cache=writeback", disk.display()));
