@@ -7,7 +7,8 @@
 //! redundancy (erasure coding across nodes), encryption, and deciding what to store.
 //!
 //! Modules: `layout` (on-disk encodings), `merkle` (storage proofs), `store` (one disk:
-//! format, mount, put/get/delete, compaction), `multi` (several disks), `error`.
+//! format and shard operations; `store::replay` mounts, `store::log` appends and
+//! compacts), `multi` (several disks), `error`.
 //!
 //! # On-disk format, version 1
 //!

@@ -1,0 +1,221 @@
+//! Writing the log: appends (with pads at the wrap), checkpoints and compaction.
+//!
+//! Each record is one write plus one flush; the in-memory tail moves only after both.
+//! Compaction moves the head: dead records are dropped, live ones copied to the tail,
+//! and the head advances only once a checkpoint naming it is flushed.
+
+use alloc::vec;
+
+use blockdev::{BlockDevice, SECTOR_SIZE};
+
+use super::{ChainPos, Key, LogEntry, ShardStore, COMPACT_BATCH_RECORDS};
+use crate::error::Error;
+use crate::layout::{record_sectors_for, Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
+
+/// Appends, checkpoints and compaction.
+impl<D: BlockDevice> ShardStore<D> {
+    /// Reclaims log space: handles up to `records_max` records at the head, dropping dead
+    /// ones and copying live ones to the tail, then flushes one checkpoint naming the new
+    /// head. Returns the sectors freed. A crash at any point loses nothing: until the
+    /// checkpoint is durable, mount replays from the old head and finds both copies.
+    pub fn compact(&mut self, records_max: usize) -> Result<u64, Error> {
+        self.clean_tail()?;
+        let initial_len = self.log.len();
+        let mut advanced = 0usize;
+        while advanced < records_max.min(initial_len) {
+            let entry = self.log[advanced];
+            let live = entry.kind == RecordKind::Put
+                && self.index.get(&entry.key).is_some_and(|location| location.seq == entry.seq);
+            if live {
+                match self.read_record(entry.offset_sectors, entry.seq, entry.record_sectors) {
+                    Ok(bytes) => {
+                        if self.room_sectors(entry.record_sectors) > self.free_sectors() {
+                            break;
+                        }
+                        let copy = self.append(RecordKind::Put, entry.key, entry.merkle_root, &bytes)?;
+                        self.set_live(copy);
+                    }
+                    Err(Error::Corrupt) => {
+                        // Nothing good to copy: the shard is lost either way.
+                        if let Some(old) = self.index.remove(&entry.key) {
+                            self.live_bytes -= u64::from(old.payload_len_bytes);
+                        }
+                        self.corrupt_dropped_count += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            advanced += 1;
+        }
+        if advanced == 0 {
+            return Ok(0);
+        }
+        let last_dropped = self.log[advanced - 1];
+        let new_head = match self.log.get(advanced) {
+            Some(next) => ChainPos {
+                offset_sectors: next.offset_sectors,
+                seq: next.seq,
+                prev_checksum: last_dropped.record_checksum,
+            },
+            None => self.tail,
+        };
+        assert_eq!(new_head.prev_checksum, last_dropped.record_checksum);
+        self.write_checkpoint(new_head)?;
+        let mut freed_sectors = 0;
+        for _ in 0..advanced {
+            if let Some(entry) = self.log.pop_front() {
+                freed_sectors += entry.record_sectors;
+            }
+        }
+        self.used_sectors -= freed_sectors;
+        self.head = new_head;
+        self.check_invariants();
+        Ok(freed_sectors)
+    }
+
+    /// After a failed record write, the tail may hold a record that was never
+    /// acknowledged and that the device may still write back from its cache. Before
+    /// anything else is acknowledged, its header sector is zeroed and flushed, so a later
+    /// acknowledgement can never be contradicted by it after a crash.
+    pub(super) fn clean_tail(&mut self) -> Result<(), Error> {
+        if !self.tail_unclean {
+            return Ok(());
+        }
+        let sector = self.absolute_sector(self.tail.offset_sectors);
+        self.dev.write(sector, &[0u8; SECTOR_SIZE])?;
+        self.dev.flush()?;
+        self.tail_unclean = false;
+        Ok(())
+    }
+
+    pub(super) fn write_checkpoint(&mut self, head: ChainPos) -> Result<(), Error> {
+        let generation = self.checkpoint_generation + 1;
+        let checkpoint = Checkpoint {
+            generation,
+            head_offset_sectors: head.offset_sectors,
+            head_seq: head.seq,
+            head_prev_checksum: head.prev_checksum,
+        };
+        // Slot `generation % 2` never holds the durable checkpoint (that one is in the other).
+        let slot_sector = CHECKPOINT_SECTORS[(generation % 2) as usize];
+        self.dev.write(slot_sector, &checkpoint.encode(&self.checksum_key))?;
+        self.dev.flush()?;
+        self.checkpoint_generation = generation;
+        Ok(())
+    }
+
+    pub(super) fn set_live(&mut self, entry: LogEntry) {
+        assert_eq!(entry.kind, RecordKind::Put);
+        if let Some(old) = self.index.insert(entry.key, entry.location()) {
+            self.live_bytes -= u64::from(old.payload_len_bytes);
+        }
+        self.live_bytes += u64::from(entry.payload_len_bytes);
+    }
+
+    pub(super) fn free_sectors(&self) -> u64 {
+        self.superblock.log_sectors - 1 - self.used_sectors
+    }
+
+    /// Sectors an append of a `record_sectors` record takes now, pad included.
+    pub(super) fn room_sectors(&self, record_sectors: u64) -> u64 {
+        let log_sectors = self.superblock.log_sectors;
+        let pad_sectors = if self.tail.offset_sectors + record_sectors > log_sectors {
+            log_sectors - self.tail.offset_sectors
+        } else {
+            0
+        };
+        record_sectors + pad_sectors
+    }
+
+    /// Space kept back from new shards, so deletes and compaction can always proceed.
+    pub(super) fn put_reserve_sectors(&self) -> u64 {
+        2 * self.record_sectors_max + 8
+    }
+
+    /// Space kept back from deletes, so compaction can always copy one record.
+    pub(super) fn delete_reserve_sectors(&self) -> u64 {
+        2 * self.record_sectors_max
+    }
+
+    /// Compacts until an append of `record_sectors` leaves `reserve_sectors` free.
+    pub(super) fn make_room(&mut self, record_sectors: u64, reserve_sectors: u64) -> Result<(), Error> {
+        // One lap of the log at most: every record at the head is handled once.
+        let rounds_max = self.log.len() / COMPACT_BATCH_RECORDS + 2;
+        for _ in 0..rounds_max {
+            if self.room_sectors(record_sectors) + reserve_sectors <= self.free_sectors() {
+                return Ok(());
+            }
+            if self.log.is_empty() {
+                break;
+            }
+            self.compact(COMPACT_BATCH_RECORDS)?;
+        }
+        if self.room_sectors(record_sectors) + reserve_sectors <= self.free_sectors() {
+            return Ok(());
+        }
+        Err(Error::NoSpace)
+    }
+
+    /// Appends one record at the tail (after a pad if it would cross the end of the log),
+    /// each written and flushed on its own. The tail moves only after the flush.
+    pub(super) fn append(&mut self, kind: RecordKind, key: Key, merkle_root: [u8; 32], payload: &[u8]) -> Result<LogEntry, Error> {
+        let record_sectors = record_sectors_for(payload.len() as u64);
+        assert!(self.room_sectors(record_sectors) <= self.free_sectors());
+        let log_sectors = self.superblock.log_sectors;
+        if self.tail.offset_sectors + record_sectors > log_sectors {
+            let pad_sectors = log_sectors - self.tail.offset_sectors;
+            self.write_record(RecordKind::Pad, [0; 32], [0; 32], &[], pad_sectors)?;
+        }
+        assert!(self.tail.offset_sectors + record_sectors <= log_sectors);
+        self.write_record(kind, key, merkle_root, payload, record_sectors)
+    }
+
+    pub(super) fn write_record(
+        &mut self,
+        kind: RecordKind,
+        key: Key,
+        merkle_root: [u8; 32],
+        payload: &[u8],
+        record_sectors: u64,
+    ) -> Result<LogEntry, Error> {
+        if self.tail.seq >= u64::MAX - 1 {
+            return Err(Error::NoSpace);
+        }
+        let payload_len_bytes = u32::try_from(payload.len()).map_err(|_| Error::TooLarge)?;
+        let mut header = RecordHeader {
+            kind,
+            payload_len_bytes,
+            seq: self.tail.seq,
+            record_sectors,
+            key,
+            merkle_root,
+            prev_checksum: self.tail.prev_checksum,
+            record_checksum: [0; 32],
+        };
+        header.record_checksum = header.compute_record_checksum(&self.checksum_key, payload);
+        // A pad is written as its header sector only; its other sectors are never read.
+        let written_sectors = if kind == RecordKind::Pad { 1 } else { record_sectors };
+        let mut buf = vec![0u8; written_sectors as usize * SECTOR_SIZE];
+        buf[..RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&self.checksum_key));
+        buf[RECORD_HEADER_SIZE_BYTES..RECORD_HEADER_SIZE_BYTES + payload.len()].copy_from_slice(payload);
+        let sector = self.absolute_sector(self.tail.offset_sectors);
+        let written = self.dev.write(sector, &buf).and_then(|()| self.dev.flush());
+        if let Err(error) = written {
+            self.tail_unclean = true;
+            return Err(Error::Device(error));
+        }
+        let entry = LogEntry {
+            offset_sectors: self.tail.offset_sectors,
+            seq: header.seq,
+            record_sectors,
+            kind,
+            key,
+            payload_len_bytes,
+            merkle_root,
+            record_checksum: header.record_checksum,
+        };
+        self.push_log_entry(entry);
+        Ok(entry)
+    }
+}
+

@@ -1,0 +1,458 @@
+//! The shard store on one disk: format, mount, put/get/delete, proofs; the log
+//! replay at mount lives in `replay`, appends and compaction in `log`.
+//!
+//! State in memory: the superblock, an index `key -> location` and the list of log
+//! records between the durable head and the tail (oldest first). The disk is only
+//! touched through [`BlockDevice`]; there is no clock and no background work:
+//! compaction runs when a write needs space or when the caller asks for it.
+//!
+//! Durability rules (see the crate docs for why they make crashes safe):
+//! - every record is one `write` followed by one `flush`, and the tail advances in
+//!   memory only after both succeed, so one flush epoch holds at most one record;
+//! - the head advances only after the checkpoint naming it is flushed, so log space is
+//!   reused only once no replay can need it;
+//! - on a device error nothing advances: the next write goes to the same place, and
+//!   before the next operation is acknowledged the failed record's header sector is
+//!   zeroed and flushed (the device could otherwise still write it back later).
+
+mod log;
+mod replay;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
+
+use crate::error::{Error, FormatError, MountError};
+use crate::layout::{
+    record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock,
+    CHECKPOINT_SECTORS, LOG_SECTORS_MIN, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
+    SUPERBLOCK_SECTOR,
+};
+use crate::merkle::{build_proof, merkle_root, StorageProof};
+
+/// A shard key: the blake3 hash of the shard's bytes.
+pub type Key = [u8; 32];
+
+/// The largest shard any store accepts.
+pub const SHARD_SIZE_MAX_BYTES: usize = 16 << 20;
+
+/// Records compaction handles per checkpoint when a write needs space.
+const COMPACT_BATCH_RECORDS: usize = 16;
+
+/// Where a live shard is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    offset_sectors: u64,
+    seq: u64,
+    record_sectors: u64,
+    payload_len_bytes: u32,
+    merkle_root: [u8; 32],
+}
+
+/// One record of the log between head and tail.
+#[derive(Debug, Clone, Copy)]
+struct LogEntry {
+    offset_sectors: u64,
+    seq: u64,
+    record_sectors: u64,
+    kind: RecordKind,
+    key: Key,
+    payload_len_bytes: u32,
+    merkle_root: [u8; 32],
+    record_checksum: [u8; 32],
+}
+
+impl LogEntry {
+    fn location(&self) -> Location {
+        Location {
+            offset_sectors: self.offset_sectors,
+            seq: self.seq,
+            record_sectors: self.record_sectors,
+            payload_len_bytes: self.payload_len_bytes,
+            merkle_root: self.merkle_root,
+        }
+    }
+}
+
+/// Whether a fully read record holds what its header promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Whole,
+    Torn,
+}
+
+/// A point of the hash chain: where the next record goes and what it must link to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainPos {
+    offset_sectors: u64,
+    seq: u64,
+    prev_checksum: [u8; 32],
+}
+
+/// What a shard is, as the ledger needs it for proofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Shard length.
+    pub len_bytes: u64,
+    /// Merkle root over its 4 KiB chunks (see [`crate::verify_proof`]).
+    pub merkle_root: [u8; 32],
+}
+
+/// Space and content of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    /// Bytes of the log region.
+    pub capacity_bytes: u64,
+    /// Bytes of log between head and tail (live and not yet reclaimed records).
+    pub used_bytes: u64,
+    /// Bytes a new record may still use before compaction must run.
+    pub free_bytes: u64,
+    /// Payload bytes of live shards.
+    pub live_bytes: u64,
+    /// Live shards.
+    pub shard_count: u64,
+}
+
+/// What mount found while replaying the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountReport {
+    /// Checkpoint generation the replay started from.
+    pub checkpoint_generation: u64,
+    /// Records replayed (lost ones included).
+    pub records_replayed: u64,
+    /// The last record was incomplete (a write torn by a crash) and was discarded.
+    pub torn_tail_dropped: bool,
+    /// Records whose header was unreadable and were skipped (their shard is lost).
+    pub lost_records: u64,
+}
+
+/// A checksummed, crash-safe shard store on one block device.
+pub struct ShardStore<D: BlockDevice> {
+    dev: D,
+    superblock: Superblock,
+    checksum_key: [u8; 32],
+    index: BTreeMap<Key, Location>,
+    log: VecDeque<LogEntry>,
+    head: ChainPos,
+    tail: ChainPos,
+    used_sectors: u64,
+    live_bytes: u64,
+    checkpoint_generation: u64,
+    record_sectors_max: u64,
+    report: MountReport,
+    corrupt_dropped_count: u64,
+    /// A record write at the tail failed: the device may still make it durable.
+    tail_unclean: bool,
+}
+
+impl<D: BlockDevice> core::fmt::Debug for ShardStore<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ShardStore")
+            .field("disk_id", &self.superblock.disk_id)
+            .field("shards", &self.index.len())
+            .field("head", &self.head)
+            .field("tail", &self.tail)
+            .field("used_sectors", &self.used_sectors)
+            .finish()
+    }
+}
+
+fn read_sectors<D: BlockDevice>(dev: &mut D, sector: u64, count: u64) -> Result<Vec<u8>, BlockError> {
+    let len_bytes = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(SECTOR_SIZE))
+        .ok_or(BlockError::OutOfRange)?;
+    let mut buf = vec![0u8; len_bytes];
+    dev.read(sector, &mut buf)?;
+    Ok(buf)
+}
+
+/// The largest record a store with a log of `log_sectors` accepts.
+fn record_sectors_max_for(log_sectors: u64) -> u64 {
+    (log_sectors / 8).min(record_sectors_for(SHARD_SIZE_MAX_BYTES as u64))
+}
+
+impl<D: BlockDevice> ShardStore<D> {
+    /// Writes a new, empty store on `dev` (superblock and checkpoints) and returns it.
+    /// Whatever the disk held before is gone: no old record verifies under the new format.
+    pub fn format(mut dev: D, node_id: [u8; 32], disk_id: [u8; 16]) -> Result<Self, FormatError> {
+        let sector_count = dev.sector_count();
+        let log_sectors = sector_count
+            .checked_sub(LOG_START_SECTORS)
+            .filter(|&log| log >= LOG_SECTORS_MIN)
+            .ok_or(FormatError::DeviceTooSmall)?;
+        // The salt hashes the old superblock sector, so each format of a disk gets a new
+        // checksum key even with the same ids.
+        let old_sector = read_sectors(&mut dev, SUPERBLOCK_SECTOR, 1)?;
+        let mut hasher = blake3::Hasher::new_derive_key("gridos shardstore v1 format salt");
+        hasher.update(&old_sector);
+        hasher.update(&node_id);
+        hasher.update(&disk_id);
+        let mut format_salt = [0u8; 16];
+        format_salt.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+
+        let superblock = Superblock {
+            node_id,
+            disk_id,
+            format_salt,
+            sector_count,
+            log_start_sectors: LOG_START_SECTORS,
+            log_sectors,
+        };
+        let checksum_key = superblock.checksum_key();
+        let head = ChainPos { offset_sectors: 0, seq: 1, prev_checksum: [0; 32] };
+        let checkpoint = Checkpoint {
+            generation: 1,
+            head_offset_sectors: head.offset_sectors,
+            head_seq: head.seq,
+            head_prev_checksum: head.prev_checksum,
+        };
+        dev.write(CHECKPOINT_SECTORS[1], &checkpoint.encode(&checksum_key))?;
+        dev.write(CHECKPOINT_SECTORS[0], &[0u8; SECTOR_SIZE])?;
+        dev.flush()?;
+        dev.write(SUPERBLOCK_SECTOR, &superblock.encode())?;
+        dev.flush()?;
+        Ok(Self::empty(dev, superblock, head, checkpoint.generation))
+    }
+
+    fn empty(dev: D, superblock: Superblock, head: ChainPos, checkpoint_generation: u64) -> Self {
+        let checksum_key = superblock.checksum_key();
+        let record_sectors_max = record_sectors_max_for(superblock.log_sectors);
+        ShardStore {
+            dev,
+            superblock,
+            checksum_key,
+            index: BTreeMap::new(),
+            log: VecDeque::new(),
+            head,
+            tail: head,
+            used_sectors: 0,
+            live_bytes: 0,
+            checkpoint_generation,
+            record_sectors_max,
+            report: MountReport { checkpoint_generation, ..MountReport::default() },
+            corrupt_dropped_count: 0,
+            tail_unclean: false,
+        }
+    }
+
+    /// Opens a formatted disk: checks the superblock, picks the newest checkpoint and
+    /// replays the log from it. Never writes. A refused disk is dropped with the error;
+    /// see [`try_mount`](Self::try_mount) to get it back.
+    pub fn mount(dev: D) -> Result<Self, MountError> {
+        Self::try_mount(dev).map_err(|(error, _dev)| error)
+    }
+
+    /// Like [`mount`](Self::mount), but a refused device is handed back with the error.
+    pub fn try_mount(mut dev: D) -> Result<Self, (MountError, D)> {
+        let superblock = match Self::read_superblock(&mut dev) {
+            Ok(superblock) => superblock,
+            Err(error) => return Err((error, dev)),
+        };
+        let checkpoint = match Self::read_checkpoint(&mut dev, &superblock) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => return Err((error, dev)),
+        };
+        let head = ChainPos {
+            offset_sectors: checkpoint.head_offset_sectors,
+            seq: checkpoint.head_seq,
+            prev_checksum: checkpoint.head_prev_checksum,
+        };
+        let mut store = Self::empty(dev, superblock, head, checkpoint.generation);
+        match store.replay() {
+            Ok(()) => Ok(store),
+            Err(error) => Err((error, store.dev)),
+        }
+    }
+
+    fn absolute_sector(&self, offset_sectors: u64) -> u64 {
+        assert!(offset_sectors < self.superblock.log_sectors);
+        self.superblock.log_start_sectors + offset_sectors
+    }
+
+    /// Reads a whole record and checks it: header again (same place in the chain) and
+    /// the keyed checksum over header and payload.
+    fn read_record(&mut self, offset_sectors: u64, seq: u64, record_sectors: u64) -> Result<Vec<u8>, Error> {
+        let sector = self.absolute_sector(offset_sectors);
+        let mut buf = read_sectors(&mut self.dev, sector, record_sectors)?;
+        let header = RecordHeader::decode(&buf, &self.checksum_key).ok_or(Error::Corrupt)?;
+        if header.seq != seq || header.record_sectors != record_sectors {
+            return Err(Error::Corrupt);
+        }
+        let payload_end_bytes = RECORD_HEADER_SIZE_BYTES + header.payload_len_bytes as usize;
+        if payload_end_bytes > buf.len() {
+            return Err(Error::Corrupt);
+        }
+        let payload = &buf[RECORD_HEADER_SIZE_BYTES..payload_end_bytes];
+        if header.compute_record_checksum(&self.checksum_key, payload) != header.record_checksum {
+            return Err(Error::Corrupt);
+        }
+        buf.truncate(payload_end_bytes);
+        buf.drain(..RECORD_HEADER_SIZE_BYTES);
+        Ok(buf)
+    }
+
+    fn check_invariants(&self) {
+        let log_sectors = self.superblock.log_sectors;
+        assert!(self.used_sectors < log_sectors);
+        assert_eq!(self.tail.offset_sectors, (self.head.offset_sectors + self.used_sectors) % log_sectors);
+        assert_eq!(self.log.is_empty(), self.used_sectors == 0);
+        if let Some(first) = self.log.front() {
+            assert_eq!(first.offset_sectors, self.head.offset_sectors);
+            assert_eq!(first.seq, self.head.seq);
+        }
+        debug_assert_eq!(self.log.iter().map(|entry| entry.record_sectors).sum::<u64>(), self.used_sectors);
+    }
+}
+
+/// Shard operations.
+impl<D: BlockDevice> ShardStore<D> {
+    /// Stores `bytes` under `key`, which must be `blake3(bytes)`. Returns once the record
+    /// is flushed. Storing a key that is already present (and readable) writes nothing.
+    pub fn put(&mut self, key: Key, bytes: &[u8]) -> Result<(), Error> {
+        if bytes.len() > SHARD_SIZE_MAX_BYTES {
+            return Err(Error::TooLarge);
+        }
+        let record_sectors = record_sectors_for(bytes.len() as u64);
+        if record_sectors > self.record_sectors_max {
+            return Err(Error::TooLarge);
+        }
+        if *blake3::hash(bytes).as_bytes() != key {
+            return Err(Error::KeyMismatch);
+        }
+        self.clean_tail()?;
+        if self.index.contains_key(&key) {
+            match self.get(&key) {
+                Ok(_) => return Ok(()),
+                Err(Error::Corrupt) => {} // Write a fresh copy; it supersedes the bad one.
+                Err(error) => return Err(error),
+            }
+        }
+        self.make_room(record_sectors, self.put_reserve_sectors())?;
+        let root = merkle_root(bytes);
+        let entry = self.append(RecordKind::Put, key, root, bytes)?;
+        self.set_live(entry);
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// The bytes of shard `key`, checked against the record checksum.
+    pub fn get(&mut self, key: &Key) -> Result<Vec<u8>, Error> {
+        let location = *self.index.get(key).ok_or(Error::NotFound)?;
+        let bytes = self.read_record(location.offset_sectors, location.seq, location.record_sectors)?;
+        // The record checksum already covers the bytes; the key check also catches a
+        // record that was written wrong (or forged by someone holding the disk's key).
+        if bytes.len() != location.payload_len_bytes as usize || *blake3::hash(&bytes).as_bytes() != *key {
+            return Err(Error::Corrupt);
+        }
+        Ok(bytes)
+    }
+
+    /// Removes shard `key`. Returns once the delete record is flushed.
+    pub fn delete(&mut self, key: &Key) -> Result<(), Error> {
+        self.clean_tail()?;
+        if !self.index.contains_key(key) {
+            return Err(Error::NotFound);
+        }
+        self.make_room(1, self.delete_reserve_sectors())?;
+        self.append(RecordKind::Delete, *key, [0; 32], &[])?;
+        if let Some(old) = self.index.remove(key) {
+            self.live_bytes -= u64::from(old.payload_len_bytes);
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Whether shard `key` is in the index (without reading it).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Keys of all live shards, in ascending order.
+    pub fn list(&self) -> Vec<Key> {
+        self.index.keys().copied().collect()
+    }
+
+    /// Length and Merkle root of shard `key`.
+    pub fn info(&self, key: &Key) -> Option<ShardInfo> {
+        self.index.get(key).map(|location| ShardInfo {
+            len_bytes: u64::from(location.payload_len_bytes),
+            merkle_root: location.merkle_root,
+        })
+    }
+
+    /// Space and content figures.
+    pub fn stat(&self) -> Stat {
+        let sector_bytes = SECTOR_SIZE as u64;
+        Stat {
+            capacity_bytes: self.superblock.log_sectors * sector_bytes,
+            used_bytes: self.used_sectors * sector_bytes,
+            free_bytes: self.free_sectors() * sector_bytes,
+            live_bytes: self.live_bytes,
+            shard_count: self.index.len() as u64,
+        }
+    }
+
+    /// A storage proof for `challenge` over shard `key` (reads and checks the whole shard).
+    pub fn prove(&mut self, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+        let location = *self.index.get(key).ok_or(Error::NotFound)?;
+        let bytes = self.get(key)?;
+        // The root came from disk: a proof against a wrong root would fail verification.
+        if merkle_root(&bytes) != location.merkle_root {
+            return Err(Error::Corrupt);
+        }
+        let proof = build_proof(&bytes, challenge);
+        debug_assert!(crate::merkle::verify_proof(&location.merkle_root, bytes.len() as u64, challenge, &proof));
+        Ok(proof)
+    }
+
+    /// Reads every live shard and returns the keys whose records fail their checksum.
+    pub fn scrub(&mut self) -> Result<Vec<Key>, Error> {
+        let mut corrupt = Vec::new();
+        for key in self.list() {
+            match self.get(&key) {
+                Ok(_) => {}
+                Err(Error::Corrupt) => corrupt.push(key),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(corrupt)
+    }
+
+    /// What mount found.
+    pub fn mount_report(&self) -> MountReport {
+        self.report
+    }
+
+    /// Live shards whose record was found corrupt by compaction and dropped.
+    pub fn corrupt_dropped_count(&self) -> u64 {
+        self.corrupt_dropped_count
+    }
+
+    /// The node id written at format.
+    pub fn node_id(&self) -> [u8; 32] {
+        self.superblock.node_id
+    }
+
+    /// The disk id written at format.
+    pub fn disk_id(&self) -> [u8; 16] {
+        self.superblock.disk_id
+    }
+
+    /// The underlying device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// The underlying device, mutably (tests inject faults through it).
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Gives the device back.
+    pub fn into_device(self) -> D {
+        self.dev
+    }
+}
