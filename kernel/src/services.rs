@@ -132,8 +132,21 @@ async fn source(mut stream: TcpStream) -> Result<(), NetError> {
 }
 
 /// Connects to `remote` (retrying while the peer boots), sends 1 MiB and checks the echo.
+/// `addr:port`, with IPv6 addresses in brackets.
+struct Endpoint(IpEndpoint);
+
+impl core::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0.addr {
+            smoltcp::wire::IpAddress::Ipv6(a) => write!(f, "[{a}]:{}", self.0.port),
+            smoltcp::wire::IpAddress::Ipv4(a) => write!(f, "{a}:{}", self.0.port),
+        }
+    }
+}
+
 async fn echo_client(remote: IpEndpoint, exit_when_done: bool) {
     let result = echo_client_run(remote).await;
+    let remote = Endpoint(remote);
     match &result {
         Ok((bytes, us)) => log::info!("echo client: {bytes} bytes echoed intact by {remote} in {us} us"),
         Err(reason) => log::error!("echo client: {remote}: {reason}"),
@@ -155,7 +168,7 @@ async fn echo_client_run(remote: IpEndpoint) -> Result<(usize, u64), &'static st
             Err(_) => return Err("could not connect within 60 s"),
         }
     };
-    log::info!("echo client: connected to {remote}");
+    log::info!("echo client: connected to {}", Endpoint(remote));
     let start = executor::now_ns();
     let mut out = vec![0u8; CHUNK_BYTES];
     let mut back = vec![0u8; CHUNK_BYTES];

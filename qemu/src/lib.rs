@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// The line every boot prints once the node is up.
 pub const READY_MARKER: &str = "gridos ready in ";
 /// QEMU's exit status when the kernel reports success through isa-debug-exit.
@@ -159,6 +161,8 @@ pub struct Machine {
     /// Extra QEMU arguments (NICs, firmware, devices).
     pub extra_args: Vec<String>,
     pub timeout: Duration,
+    /// Network namespace to run QEMU in (`ip netns exec`), for tap networking.
+    pub netns: Option<String>,
 }
 
 impl Machine {
@@ -173,12 +177,20 @@ impl Machine {
             disks: Vec::new(),
             extra_args: Vec::new(),
             timeout: Duration::from_secs(60),
+            netns: None,
         }
     }
 
     /// The QEMU command line for this machine (serial on stdio).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-machine", "q35", "-cpu", "max", "-accel", self.accel.qemu_arg()]);
         cmd.args(["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
         cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-nodefaults", "-no-reboot"]);

@@ -92,6 +92,8 @@ struct IrqSource {
 static SOURCES: [IrqSource; MAX_DEVICES] = [const { IrqSource { isr_address: AtomicU64::new(0) } }; MAX_DEVICES];
 static EVENTS: [Event; MAX_DEVICES] = [const { Event::new() }; MAX_DEVICES];
 static DEVICE_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Interrupts taken on the virtio vector (for diagnostics).
+pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
 fn on_interrupt(_vector: u8) {
     let count = DEVICE_COUNT.load(Ordering::Acquire).min(MAX_DEVICES);
@@ -106,6 +108,7 @@ fn on_interrupt(_vector: u8) {
         if status != 0 {
             event.signal();
         }
+        INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -183,6 +186,7 @@ pub fn probe(devices: &[PciDevice]) -> alloc::vec::Vec<Found> {
             log::warn!("virtio {}: cannot map ISR ({e:?}); ignored", d.address);
             continue;
         }
+        log::debug!("virtio {}: ISR status at {isr:#x}, interrupt line {}", d.address, d.address.read_config(0x3c) & 0xff);
         SOURCES[index].isr_address.store(isr, Ordering::Relaxed);
         DEVICE_COUNT.store(index + 1, Ordering::Release);
         // Route the line: PCI INTx arrive at GSIs 16-23 on I/O APIC systems (Q35), or at

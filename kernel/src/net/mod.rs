@@ -182,6 +182,8 @@ impl Stack {
     /// Polls every interface once; returns when the stack next needs polling (ns).
     fn poll(&mut self) -> Option<u64> {
         let timestamp = now();
+        log::trace!("net poll at {timestamp}, virtio interrupts so far {}",
+            crate::drivers::virtio::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed));
         let mut next: Option<Instant> = None;
         for nic in &mut self.nics {
             let _ = nic.device.event.take();
