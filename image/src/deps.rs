@@ -26,6 +26,7 @@ pub const ISO: &[Dep] = &[
     Dep { what: "/usr/lib/grub/x86_64-efi", package: "grub-efi-amd64-bin", why: "GRUB for UEFI boot" },
     Dep { what: "xorriso", package: "xorriso", why: "writes the ISO 9660 image" },
     Dep { what: "mformat", package: "mtools", why: "writes the EFI system partition" },
+    Dep { what: "objcopy", package: "binutils", why: "strips debug information from the kernel" },
 ];
 
 /// For the PXE bundle (the ELF32 copy of the kernel).

@@ -2,8 +2,8 @@
 //! from a disk, on BIOS and on UEFI machines.
 //!
 //! `grub-mkrescue` (GRUB for i386-pc and x86_64-efi, xorriso, mtools) does the
-//! El Torito, MBR, GPT and EFI partition work. The kernel goes in as
-//! `/boot/kernel.elf` and GRUB loads it with `multiboot2`; grub.cfg puts GRUB's
+//! El Torito, MBR, GPT and EFI partition work. The kernel goes in, without debug
+//! information, as `/boot/kernel.elf` and GRUB loads it with `multiboot2`; grub.cfg puts GRUB's
 //! menu on the serial console (COM1, 115200 8N1) and on the screen, and has one
 //! entry per role plus a debug-logging entry, all with the node's configuration.
 
@@ -66,7 +66,7 @@ pub fn build(spec: &IsoSpec, out: &Path) -> Result<u64, ImageError> {
     let grub_dir = staging.join("boot/grub");
     std::fs::create_dir_all(&grub_dir).map_err(|e| ImageError::io(&grub_dir, e))?;
     let kernel = staging.join("boot/kernel.elf");
-    std::fs::copy(&spec.kernel, &kernel).map_err(|e| ImageError::io(&spec.kernel, e))?;
+    crate::kernels::write_stripped(&spec.kernel, &kernel)?;
     let cfg_path = grub_dir.join("grub.cfg");
     std::fs::write(&cfg_path, grub_cfg(&spec.config, spec.menu_timeout_s)).map_err(|e| ImageError::io(&cfg_path, e))?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -58,21 +58,33 @@ fn build_multiboot1() -> Result<PathBuf, String> {
     }
 }
 
-/// Writes the ELF32 copy of a `multiboot1` kernel to `out` (debug info stripped)
-/// and checks that it is ELF32 with a Multiboot1 header where loaders look.
-pub fn write_elf32(multiboot1_elf: &Path, out: &Path) -> Result<(), ImageError> {
+/// Copies the kernel ELF to `out` without debug information (the release build keeps
+/// it for host-side symbolization; the boot media do not need it).
+pub fn write_stripped(elf: &Path, out: &Path) -> Result<(), ImageError> {
+    objcopy(&["--strip-debug"], elf, out)
+}
+
+fn objcopy(args: &[&str], input: &Path, out: &Path) -> Result<(), ImageError> {
     let output = Command::new("objcopy")
-        .args(["-O", "elf32-i386", "--strip-debug"])
-        .arg(multiboot1_elf)
+        .args(args)
+        .arg(input)
         .arg(out)
         .output()
         .map_err(|e| ImageError::Tool { program: "objcopy".into(), detail: e.to_string() })?;
-    if !output.status.success() {
-        return Err(ImageError::Tool {
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(ImageError::Tool {
             program: "objcopy".into(),
             detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
-        });
+        })
     }
+}
+
+/// Writes the ELF32 copy of a `multiboot1` kernel to `out` (debug info stripped)
+/// and checks that it is ELF32 with a Multiboot1 header where loaders look.
+pub fn write_elf32(multiboot1_elf: &Path, out: &Path) -> Result<(), ImageError> {
+    objcopy(&["-O", "elf32-i386", "--strip-debug"], multiboot1_elf, out)?;
     let bytes = std::fs::read(out).map_err(|e| ImageError::io(out, e))?;
     check_elf32_multiboot1(&bytes).map_err(|why| ImageError::Kernel(format!("{}: {why}", out.display())))
 }
