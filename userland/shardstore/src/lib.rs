@@ -109,6 +109,8 @@
 //! finds the old and the new copy; the newer wins. Puts keep a reserve free so that
 //! deletes and compaction can always proceed; writes compact on demand.
 #![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -147,6 +147,30 @@ proptest! {
         mount_and_exercise(image);
     }
 
+    /// A valid store whose checkpoints carry extreme generations (as only a forger with
+    /// the disk's key could write): mount, writes and compaction must not overflow.
+    #[test]
+    fn extreme_checkpoint_generations_never_panic(generation in prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()]) {
+        let store = fresh(64);
+        let disk = store.into_device();
+        let mut image = disk.durable_image().to_vec();
+        let superblock = Superblock::decode(&image[..SECTOR_SIZE]).unwrap();
+        let key = superblock.checksum_key();
+        let checkpoint = Checkpoint { generation, head_offset_sectors: 0, head_seq: 1, head_prev_checksum: [0; 32] };
+        write_sector(&mut image, CHECKPOINT_SECTORS[(generation % 2) as usize], &checkpoint.encode(&key));
+        let disk = MemDisk::from_image(image).unwrap();
+        let mut store = ShardStore::mount(disk).unwrap();
+        for seed in 0..6 {
+            let (key, bytes) = shard(seed, 900);
+            let _ = store.put(key, &bytes);
+        }
+        for key in store.list().iter().take(3) {
+            let _ = store.delete(key);
+        }
+        let _ = store.compact(100);
+        exercise(store);
+    }
+
     /// Record headers with valid keyed checksums but arbitrary fields and links.
     #[test]
     fn forged_records_never_panic(

@@ -89,7 +89,8 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 
     pub(super) fn write_checkpoint(&mut self, head: ChainPos) -> Result<(), Error> {
-        let generation = self.checkpoint_generation + 1;
+        // The generation came from disk: a forged one may be at the end of its range.
+        let generation = self.checkpoint_generation.checked_add(1).ok_or(Error::NoSpace)?;
         let checkpoint = Checkpoint {
             generation,
             head_offset_sectors: head.offset_sectors,

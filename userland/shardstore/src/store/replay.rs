@@ -83,7 +83,6 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(())
     }
 
-
     /// The header at `offset_sectors` if it continues the chain at the tail.
     pub(super) fn chain_header_at(&mut self, offset_sectors: u64) -> Result<Option<RecordHeader>, BlockError> {
         let Some(header) = self.header_at(offset_sectors)? else { return Ok(None) };
