@@ -1,0 +1,31 @@
+//! The workload manager's portable half: everything about running WebAssembly
+//! workloads on a node that does not need the kernel.
+//!
+//! - [`manifest`]: signed workload manifests (owner ed25519 key, module blake3 hash,
+//!   limits, args/env; postcard), accepted only when signature and hash check out.
+//! - [`oci`]: OCI image layouts in a tar (index.json -> manifest -> wasm layer), every
+//!   sha256 digest verified, every offset bounds-checked.
+//! - [`wasi`]: WASI preview 1 host functions over a linear-memory byte slice and a
+//!   small [`wasi::HostServices`] trait (clock, entropy); output goes to a capped log.
+//! - [`artifact`]: the container for host-precompiled code, bound to the module hash.
+//! - [`runtime`] (feature `runtime`): the wasmtime side shared by the kernel and the
+//!   host precompiler: one engine configuration, the WASI linker, the memory limiter,
+//!   the reasons a workload stops.
+//!
+//! What it leaves to the kernel: the wasmtime platform hooks (TLS, code memory, CPU
+//! features), stacks and time slicing, the clock and entropy sources, the console.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod artifact;
+pub mod log;
+pub mod manifest;
+pub mod oci;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod wasi;
+
+pub use manifest::{Limits, Manifest, SignedManifest};

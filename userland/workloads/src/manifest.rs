@@ -1,0 +1,280 @@
+//! Signed workload manifests.
+//!
+//! A [`Manifest`] names the module by its blake3 hash, the owner by an ed25519
+//! public key, and carries the limits and the program's args and environment. It
+//! travels as a [`SignedManifest`]: the postcard bytes of the manifest and the owner's
+//! signature over `DOMAIN || bytes`. [`SignedManifest::verify`] decodes and checks the
+//! signature against the key inside the manifest; [`Manifest::check_module`] checks the
+//! module bytes against the hash. Nothing here panics on hostile input.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every signed message, so a manifest signature is never valid elsewhere.
+pub const DOMAIN: &[u8] = b"gridos workload manifest v1\0";
+/// Largest encoded manifest accepted.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
+/// Upper bounds a node accepts for any one workload's limits.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
+pub const MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// Resource limits of one workload. Every limit is enforced by the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Cap on linear memory (all memories together), bytes.
+    pub memory_bytes: u64,
+    /// CPU time the workload may use, milliseconds.
+    pub cpu_ms: u64,
+    /// Wall-clock time from start to forced stop, milliseconds.
+    pub wall_ms: u64,
+    /// Cap on stdout + stderr, bytes.
+    pub log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 16 << 20, cpu_ms: 10_000, wall_ms: 60_000, log_bytes: 64 << 10 }
+    }
+}
+
+/// What a workload is and may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Human-readable name, also the log prefix.
+    pub name: String,
+    /// The owner's ed25519 public key; it signs the manifest.
+    pub owner: [u8; 32],
+    /// blake3 of the module bytes.
+    pub module_blake3: [u8; 32],
+    pub limits: Limits,
+    /// argv, including argv[0].
+    pub args: Vec<String>,
+    /// Environment as `KEY=VALUE` strings.
+    pub env: Vec<String>,
+    /// Start again after a node reboot (only honoured where the node has storage).
+    pub restart_on_boot: bool,
+}
+
+/// A manifest as postcard bytes plus the owner's signature over them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    pub manifest: Vec<u8>,
+    /// 64-byte ed25519 signature over `DOMAIN || manifest`.
+    pub signature: Vec<u8>,
+}
+
+/// Why a manifest or module was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not a postcard-encoded signed manifest / manifest.
+    Malformed,
+    TooLarge,
+    /// The owner key is not a valid ed25519 point.
+    BadOwnerKey,
+    /// The signature does not verify under the owner key.
+    BadSignature,
+    /// The module's blake3 differs from the manifest's.
+    HashMismatch,
+    /// A limit is zero or above what the node accepts.
+    BadLimits(&'static str),
+    BadName,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::Malformed => f.write_str("malformed manifest encoding"),
+            ManifestError::TooLarge => f.write_str("manifest too large"),
+            ManifestError::BadOwnerKey => f.write_str("owner key is not a valid ed25519 public key"),
+            ManifestError::BadSignature => f.write_str("bad manifest signature"),
+            ManifestError::HashMismatch => f.write_str("module blake3 hash does not match the manifest"),
+            ManifestError::BadLimits(why) => write!(f, "bad limits: {why}"),
+            ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
+        }
+    }
+}
+
+impl Manifest {
+    /// A manifest for `module` owned by `owner` with default limits and `argv = [name]`.
+    pub fn new(name: &str, owner: [u8; 32], module: &[u8]) -> Self {
+        Manifest {
+            name: name.into(),
+            owner,
+            module_blake3: *blake3::hash(module).as_bytes(),
+            limits: Limits::default(),
+            args: alloc::vec![name.into()],
+            env: Vec::new(),
+            restart_on_boot: false,
+        }
+    }
+
+    /// Signs with the owner's secret key (the key's public half must be `owner`).
+    pub fn sign(&self, key: &ed25519_compact::SecretKey) -> SignedManifest {
+        let manifest = postcard::to_allocvec(self).unwrap_or_default();
+        let signature = key.sign(signed_message(&manifest), None);
+        SignedManifest { manifest, signature: signature.to_vec() }
+    }
+
+    /// Checks that `module` is the module this manifest names.
+    pub fn check_module(&self, module: &[u8]) -> Result<(), ManifestError> {
+        if blake3::hash(module).as_bytes() == &self.module_blake3 {
+            Ok(())
+        } else {
+            Err(ManifestError::HashMismatch)
+        }
+    }
+
+    /// Checks limits and name against what the node accepts.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let l = &self.limits;
+        if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ManifestError::BadName);
+        }
+        if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(ManifestError::BadLimits("memory_bytes must be 1 B..1 GiB"));
+        }
+        if l.cpu_ms == 0 || l.wall_ms == 0 {
+            return Err(ManifestError::BadLimits("cpu_ms and wall_ms must be non-zero"));
+        }
+        if l.log_bytes > MAX_LOG_BYTES {
+            return Err(ManifestError::BadLimits("log_bytes above 16 MiB"));
+        }
+        if self.args.len() > 256 || self.env.len() > 256 {
+            return Err(ManifestError::BadLimits("more than 256 args or env entries"));
+        }
+        Ok(())
+    }
+}
+
+fn signed_message(manifest: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + manifest.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(manifest);
+    m
+}
+
+impl SignedManifest {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge);
+        }
+        postcard::from_bytes(bytes).map_err(|_| ManifestError::Malformed)
+    }
+
+    /// Decodes the manifest and checks the owner's signature and the limits.
+    pub fn verify(&self) -> Result<Manifest, ManifestError> {
+        if self.manifest.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge);
+        }
+        let manifest: Manifest = postcard::from_bytes(&self.manifest).map_err(|_| ManifestError::Malformed)?;
+        let key = ed25519_compact::PublicKey::from_slice(&manifest.owner).map_err(|_| ManifestError::BadOwnerKey)?;
+        let signature =
+            ed25519_compact::Signature::from_slice(&self.signature).map_err(|_| ManifestError::BadSignature)?;
+        key.verify(signed_message(&self.manifest), &signature).map_err(|_| ManifestError::BadSignature)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+}
+
+/// A deterministic key pair from a 32-byte seed (tests, and the booted self-test).
+pub fn key_pair_from_seed(seed: [u8; 32]) -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn signed(module: &[u8]) -> (ed25519_compact::KeyPair, SignedManifest) {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("hello", *kp.pk, module);
+        m.args.push("--flag".into());
+        m.env.push("K=V".into());
+        m.limits.cpu_ms = 123;
+        (kp.clone(), m.sign(&kp.sk))
+    }
+
+    #[test]
+    fn round_trips_and_verifies() {
+        let (kp, s) = signed(b"\0asm module");
+        let back = SignedManifest::from_bytes(&s.to_bytes()).unwrap();
+        let m = back.verify().unwrap();
+        assert_eq!(m.owner, *kp.pk);
+        assert_eq!(m.limits.cpu_ms, 123);
+        assert_eq!(m.env, ["K=V"]);
+        m.check_module(b"\0asm module").unwrap();
+        assert_eq!(m.check_module(b"\0asm modulf"), Err(ManifestError::HashMismatch));
+    }
+
+    #[test]
+    fn rejects_tampering_anywhere() {
+        let (_, s) = signed(b"m");
+        // Flip every bit of the manifest and of the signature, one at a time.
+        for i in 0..s.manifest.len() * 8 {
+            let mut t = s.clone();
+            t.manifest[i / 8] ^= 1 << (i % 8);
+            assert!(t.verify().is_err(), "manifest bit {i}");
+        }
+        for i in 0..s.signature.len() * 8 {
+            let mut t = s.clone();
+            t.signature[i / 8] ^= 1 << (i % 8);
+            assert_eq!(t.verify(), Err(ManifestError::BadSignature), "signature bit {i}");
+        }
+        let mut t = s.clone();
+        t.signature.truncate(63);
+        assert_eq!(t.verify(), Err(ManifestError::BadSignature));
+    }
+
+    #[test]
+    fn a_different_owner_cannot_sign_for_the_key_in_the_manifest() {
+        let (_, s) = signed(b"m");
+        let other = key_pair_from_seed([9; 32]);
+        let m: Manifest = postcard::from_bytes(&s.manifest).unwrap();
+        let forged = SignedManifest { manifest: s.manifest.clone(), signature: other.sk.sign(signed_message(&s.manifest), None).to_vec() };
+        assert_eq!(forged.verify(), Err(ManifestError::BadSignature));
+        let _ = m;
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let (_, s) = signed(b"m");
+        let bytes = s.to_bytes();
+        for len in 0..bytes.len() {
+            if let Ok(t) = SignedManifest::from_bytes(&bytes[..len]) {
+                assert!(t.verify().is_err());
+            }
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let mut junk = std::vec::Vec::new();
+            for _ in 0..(x % 300) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                junk.push(x as u8);
+            }
+            if let Ok(t) = SignedManifest::from_bytes(&junk) {
+                assert!(t.verify().is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        m.limits.memory_bytes = 0;
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadLimits(_))));
+        m.limits.memory_bytes = 1 << 20;
+        m.name = "bad name".into();
+        assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
+    }
+}
