@@ -23,6 +23,9 @@ pub const CHECKPOINT_SECTORS: [u64; 2] = [1, 2];
 pub const LOG_START_SECTORS: u64 = 3;
 /// The smallest log region accepted, in sectors.
 pub const LOG_SECTORS_MIN: u64 = 16;
+/// The largest log region accepted (2^48 sectors, 128 PiB), so that sums of two
+/// offsets never overflow.
+pub const LOG_SECTORS_MAX: u64 = 1 << 48;
 /// Bytes of a record header; the payload follows it directly.
 pub const RECORD_HEADER_SIZE_BYTES: usize = 176;
 /// Chunk size of the storage-proof Merkle tree (a protocol constant).
@@ -168,6 +171,7 @@ impl Superblock {
             && sector[f::RESERVED] == [0u8; 4]
             && superblock.log_start_sectors == LOG_START_SECTORS
             && superblock.log_sectors >= LOG_SECTORS_MIN
+            && superblock.log_sectors <= LOG_SECTORS_MAX
             && log_end_sectors.is_some_and(|end| end <= superblock.sector_count);
         if !valid {
             return Err(SuperblockError::Invalid);

@@ -34,7 +34,7 @@
 //!           previous sector 0 || node id || disk id)[..16]; new on every format
 //! 80..88    device sector count at format
 //! 88..96    log start sector (3)
-//! 96..104   log length in sectors (>= 16; start + length <= sector count)
+//! 96..104   log length in sectors (16..=2^48; start + length <= sector count)
 //! 104..108  Merkle chunk size in bytes (4096)
 //! 108..112  zero
 //! 112..144  blake3(bytes 0..112)

@@ -131,11 +131,11 @@ impl<D: BlockDevice> MultiStore<D> {
     /// Sum of the healthy disks' figures (a shard on two disks counts twice).
     pub fn stat(&self) -> Stat {
         self.healthy().map(|index| self.disks[index].store.stat()).fold(Stat::default(), |sum, stat| Stat {
-            capacity_bytes: sum.capacity_bytes + stat.capacity_bytes,
-            used_bytes: sum.used_bytes + stat.used_bytes,
-            free_bytes: sum.free_bytes + stat.free_bytes,
-            live_bytes: sum.live_bytes + stat.live_bytes,
-            shard_count: sum.shard_count + stat.shard_count,
+            capacity_bytes: sum.capacity_bytes.saturating_add(stat.capacity_bytes),
+            used_bytes: sum.used_bytes.saturating_add(stat.used_bytes),
+            free_bytes: sum.free_bytes.saturating_add(stat.free_bytes),
+            live_bytes: sum.live_bytes.saturating_add(stat.live_bytes),
+            shard_count: sum.shard_count.saturating_add(stat.shard_count),
         })
     }
 

@@ -27,7 +27,7 @@ use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 use crate::error::{Error, FormatError, MountError};
 use crate::layout::{
     record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock,
-    CHECKPOINT_SECTORS, LOG_SECTORS_MIN, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
+    CHECKPOINT_SECTORS, LOG_SECTORS_MAX, LOG_SECTORS_MIN, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
     SUPERBLOCK_SECTOR,
 };
 use crate::merkle::{build_proof, merkle_root, StorageProof};
@@ -182,7 +182,8 @@ impl<D: BlockDevice> ShardStore<D> {
         let log_sectors = sector_count
             .checked_sub(LOG_START_SECTORS)
             .filter(|&log| log >= LOG_SECTORS_MIN)
-            .ok_or(FormatError::DeviceTooSmall)?;
+            .ok_or(FormatError::DeviceTooSmall)?
+            .min(LOG_SECTORS_MAX);
         // The salt hashes the old superblock sector, so each format of a disk gets a new
         // checksum key even with the same ids.
         let old_sector = read_sectors(&mut dev, SUPERBLOCK_SECTOR, 1)?;
