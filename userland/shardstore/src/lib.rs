@@ -122,7 +122,7 @@ mod store;
 
 pub use error::{Error, FormatError, MountError};
 pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
-pub use multi::{MultiStore, DISKS_MAX};
+pub use multi::{MultiStore, Refused, DISKS_MAX};
 pub use store::{Key, MountReport, ShardInfo, ShardStore, Stat, SHARD_SIZE_MAX_BYTES};
 
 /// Chunk size of storage proofs (a protocol constant).

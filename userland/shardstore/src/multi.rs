@@ -10,12 +10,23 @@ use alloc::vec::Vec;
 
 use blockdev::{BlockDevice, BlockError};
 
-use crate::error::Error;
+use crate::error::{Error, MountError};
 use crate::merkle::StorageProof;
 use crate::store::{Key, ShardStore, Stat};
 
 /// Upper bound on disks per node; keeps every loop here bounded.
 pub const DISKS_MAX: usize = 64;
+
+/// A device [`MultiStore::mount_all`] could not mount.
+#[derive(Debug)]
+pub struct Refused<D> {
+    /// Its position in the list handed to `mount_all`.
+    pub index: usize,
+    /// Why mount refused it.
+    pub error: MountError,
+    /// The device, untouched.
+    pub device: D,
+}
 
 struct Disk<D: BlockDevice> {
     store: ShardStore<D>,
@@ -34,6 +45,20 @@ impl<D: BlockDevice> MultiStore<D> {
             stores.into_iter().take(DISKS_MAX).map(|store| Disk { store, failed: false }).collect();
         assert!(disks.len() <= DISKS_MAX);
         MultiStore { disks }
+    }
+
+    /// Mounts every device; the ones refused come back with their error (and are not
+    /// part of the store), so the node keeps serving from the disks that mounted.
+    pub fn mount_all(devices: Vec<D>) -> (Self, Vec<Refused<D>>) {
+        let mut stores = Vec::new();
+        let mut refused = Vec::new();
+        for (index, device) in devices.into_iter().enumerate().take(DISKS_MAX) {
+            match ShardStore::try_mount(device) {
+                Ok(store) => stores.push(store),
+                Err((error, device)) => refused.push(Refused { index, error, device }),
+            }
+        }
+        (MultiStore::new(stores), refused)
     }
 
     /// Stores a shard on the healthy disk with the most free space that takes it (or

@@ -282,3 +282,21 @@ fn multistore_places_by_free_space_and_survives_a_failed_disk() {
     assert_eq!(multi.disk_count(), 3);
     assert!(multi.store(0).unwrap().device().sector_count() == 256);
 }
+
+#[test]
+fn multistore_mount_all_skips_refused_disks() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(5, 800);
+    store.put(key, &bytes).unwrap();
+    let good = store.into_device();
+    let blank = MemDisk::new(256);
+    let mut dead = MemDisk::new(256);
+    dead.set_failed(true);
+    let (mut multi, refused) = MultiStore::mount_all(vec![blank, good, dead]);
+    assert_eq!(refused.len(), 2);
+    assert_eq!((refused[0].index, refused[0].error), (0, MountError::NotFormatted));
+    assert_eq!((refused[1].index, refused[1].error), (2, MountError::Device(BlockError::Failed)));
+    assert_eq!(refused[0].device.stats().write_count, 0);
+    assert_eq!(multi.disk_count(), 1);
+    assert_eq!(multi.get(&key).unwrap(), bytes);
+}
