@@ -31,7 +31,8 @@
 //! 16..48    node id
 //! 48..64    disk id
 //! 64..80    format salt: blake3(derive_key "gridos shardstore v1 format salt",
-//!           previous sector 0 || node id || disk id)[..16]; new on every format
+//!           previous sectors 0..4 || node id || disk id || caller entropy)[..16];
+//!           new on every format of a used disk
 //! 80..88    device sector count at format
 //! 88..96    log start sector (3)
 //! 96..104   log length in sectors (16..=2^48; start + length <= sector count)

@@ -168,6 +168,27 @@ fn reformat_invalidates_old_records() {
 }
 
 #[test]
+fn reformat_after_superblock_wipe_invalidates_old_records() {
+    let mut store = fresh(256);
+    let (key, bytes) = shard(1, 300);
+    store.put(key, &bytes).unwrap();
+    let (key2, bytes2) = shard(2, 300);
+    store.put(key2, &bytes2).unwrap();
+    let mut disk = store.into_device();
+    // Wipe the superblock and checkpoints: the first format's salt inputs come back.
+    disk.write(0, &[0u8; 3 * SECTOR_SIZE]).unwrap();
+    disk.flush().unwrap();
+    let mut store = ShardStore::format(disk, NODE_ID, DISK_ID).unwrap();
+    // The same first record as before must not pull the old second one back in.
+    store.put(key, &bytes).unwrap();
+    let mut store = crash_and_remount(store);
+    assert_eq!(store.list(), vec![key]);
+    assert_eq!(store.get(&key2), Err(Error::NotFound));
+    let store = ShardStore::format_with_salt(store.into_device(), NODE_ID, DISK_ID, [9; 16]).unwrap();
+    assert_eq!(crash_and_remount(store).stat().shard_count, 0);
+}
+
+#[test]
 fn prove_and_verify() {
     let mut store = fresh(1024);
     let (key, bytes) = shard(9, 5 * 4096 + 100);

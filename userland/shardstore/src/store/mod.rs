@@ -177,20 +177,33 @@ fn record_sectors_max_for(log_sectors: u64) -> u64 {
 impl<D: BlockDevice> ShardStore<D> {
     /// Writes a new, empty store on `dev` (superblock and checkpoints) and returns it.
     /// Whatever the disk held before is gone: no old record verifies under the new format.
-    pub fn format(mut dev: D, node_id: [u8; 32], disk_id: [u8; 16]) -> Result<Self, FormatError> {
+    /// Same as [`format_with_salt`](Self::format_with_salt) with a zero salt.
+    pub fn format(dev: D, node_id: [u8; 32], disk_id: [u8; 16]) -> Result<Self, FormatError> {
+        Self::format_with_salt(dev, node_id, disk_id, [0; 16])
+    }
+
+    /// [`format`](Self::format) with caller entropy mixed into the format salt. The salt
+    /// also hashes the disk's old first sectors (superblock, checkpoints, first log
+    /// sector), so even without entropy each format of a used disk gets a new checksum
+    /// key; random `entropy` also covers a disk whose first sectors were wiped.
+    pub fn format_with_salt(
+        mut dev: D,
+        node_id: [u8; 32],
+        disk_id: [u8; 16],
+        entropy: [u8; 16],
+    ) -> Result<Self, FormatError> {
         let sector_count = dev.sector_count();
         let log_sectors = sector_count
             .checked_sub(LOG_START_SECTORS)
             .filter(|&log| log >= LOG_SECTORS_MIN)
             .ok_or(FormatError::DeviceTooSmall)?
             .min(LOG_SECTORS_MAX);
-        // The salt hashes the old superblock sector, so each format of a disk gets a new
-        // checksum key even with the same ids.
-        let old_sector = read_sectors(&mut dev, SUPERBLOCK_SECTOR, 1)?;
+        let old_sectors = read_sectors(&mut dev, SUPERBLOCK_SECTOR, LOG_START_SECTORS + 1)?;
         let mut hasher = blake3::Hasher::new_derive_key("gridos shardstore v1 format salt");
-        hasher.update(&old_sector);
+        hasher.update(&old_sectors);
         hasher.update(&node_id);
         hasher.update(&disk_id);
+        hasher.update(&entropy);
         let mut format_salt = [0u8; 16];
         format_salt.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
 
@@ -212,6 +225,8 @@ impl<D: BlockDevice> ShardStore<D> {
         };
         dev.write(CHECKPOINT_SECTORS[1], &checkpoint.encode(&checksum_key))?;
         dev.write(CHECKPOINT_SECTORS[0], &[0u8; SECTOR_SIZE])?;
+        // The log starts empty: nothing at the head's place may continue the new chain.
+        dev.write(LOG_START_SECTORS, &[0u8; SECTOR_SIZE])?;
         dev.flush()?;
         dev.write(SUPERBLOCK_SECTOR, &superblock.encode())?;
         dev.flush()?;
