@@ -1,7 +1,9 @@
 //! Image tests: build the farmer's images with `gridos-image` (library) and boot
 //! each one the way a farmer would, under QEMU (TCG) with a hard time limit:
 //! the ISO as a CD under SeaBIOS, as a USB stick under SeaBIOS, as a CD under OVMF
-//! (UEFI), and the PXE bundle through QEMU's iPXE over TFTP.
+//! (UEFI), the PXE bundle through QEMU's iPXE over TFTP, and the bundle's GRUB
+//! netboot files chain-loaded over PXE. One more test boots the kernel directly
+//! with bad configuration words: it must warn, use the defaults, and still boot.
 //!
 //! Every image carries `gridos.test=boot` (through `--append`), so the kernel exits
 //! QEMU with status 33 after its ready line. Each test asserts the ready line, the
@@ -56,7 +58,7 @@ fn scratch() -> PathBuf {
 
 fn ensure_tools() {
     let install = std::env::var_os("CI").is_some();
-    deps::ensure(&[deps::ISO, deps::PXE, deps::QEMU], install).unwrap_or_else(|e| panic!("{e}"));
+    deps::ensure(&[deps::ISO, deps::PXE, deps::GRUB_NETDIR, deps::QEMU], install).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The test ISO, built once per test process.
@@ -78,9 +80,15 @@ fn test_pxe() -> &'static Path {
     DIR.get_or_init(|| {
         ensure_tools();
         let kernel = kernels::multiboot1().unwrap_or_else(|e| panic!("{e}"));
+        let kernel64 = kernels::normal().unwrap_or_else(|e| panic!("{e}"));
         let dir = scratch().join("pxe");
-        let spec =
-            pxe::PxeSpec { multiboot1_kernel: kernel, config: pxe_config(), base_url: None, grub_netdir_kernel: None, menu_timeout_s: 0 };
+        let spec = pxe::PxeSpec {
+            multiboot1_kernel: kernel,
+            config: pxe_config(),
+            base_url: None,
+            grub_netdir_kernel: Some(kernel64),
+            menu_timeout_s: 0,
+        };
         pxe::build(&spec, &dir).unwrap_or_else(|e| panic!("{e}"));
         dir
     })
@@ -88,7 +96,7 @@ fn test_pxe() -> &'static Path {
 
 fn boot_path(path: BootPath) -> Outcome {
     let (iso, pxe) = match path {
-        BootPath::Pxe => (Path::new("/nonexistent"), test_pxe()),
+        BootPath::Pxe | BootPath::GrubNetBios => (Path::new("/nonexistent"), test_pxe()),
         _ => (test_iso(), Path::new("/nonexistent")),
     };
     let machine = boot::machine(path, iso, pxe, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
@@ -145,4 +153,30 @@ fn pxe_bundle_boots_through_ipxe() {
     assert!(out.serial.contains("(iPXE"), "boot loader is not iPXE\n{}", out.report());
     let kernel = std::fs::read(test_pxe().join("kernel.elf")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(kernels::check_elf32_multiboot1(&kernel), Ok(()));
+}
+
+#[test]
+fn pxe_bundle_grub_netboot_boots_under_bios() {
+    let out = boot_path(BootPath::GrubNetBios);
+    assert_booted_with(&out, "Multiboot2", &pxe_config(), PXE_SUMMARY);
+    assert!(out.serial.contains("(GRUB"), "boot loader is not GRUB\n{}", out.report());
+}
+
+#[test]
+fn bad_config_words_warn_and_fall_back_to_defaults() {
+    let kernel = kernels::normal().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = gridos_qemu::Machine::new(&kernel);
+    m.cmdline = "gridos.test=boot gridos.role=boss gridos.farm=x42 gridos.ip4=10.0.0.300/24 gridos.gw6=nope \
+                 gridos.disks=a;b gridos.peers=10.0.0.1:99999"
+        .into();
+    m.timeout = BOOT_LIMIT;
+    let out = m.run().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.passed(), "boot did not pass\n{}", out.report());
+    for key in ["role", "farm", "ip4", "gw6", "disks", "peers"] {
+        let needle = format!("WARN  config: ignoring gridos.{key}=");
+        assert!(out.serial.contains(&needle), "no warning for gridos.{key}\n{}", out.report());
+    }
+    let defaults = NodeConfig::default().summary();
+    assert_eq!(defaults, "role=full, farm=none, net=dhcp, disks=all, peers=none");
+    assert_eq!(config_line(&out), Some(defaults.as_str()), "{}", out.report());
 }

@@ -1,7 +1,8 @@
 //! QEMU machines for each way a farmer boots gridos, for the image tests and
 //! `gridos-image bench`: the ISO as a CD under BIOS (SeaBIOS) and under UEFI
-//! (OVMF), the ISO as a USB stick (xHCI + usb-storage, BIOS), and PXE through
-//! QEMU's iPXE option ROM with QEMU's built-in TFTP server.
+//! (OVMF), the ISO as a USB stick (xHCI + usb-storage, BIOS), PXE through QEMU's
+//! iPXE option ROM with QEMU's built-in TFTP server, and GRUB netboot (the NIC
+//! ROM chain-loads the bundle's `grub/i386-pc/core.0`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,10 +23,13 @@ pub enum BootPath {
     CdromUefi,
     /// iPXE from the NIC's option ROM, TFTP from QEMU's user network.
     Pxe,
+    /// GRUB netboot files (`--grub-netdir`) chain-loaded over PXE, BIOS.
+    GrubNetBios,
 }
 
 impl BootPath {
-    pub const ALL: [BootPath; 4] = [BootPath::CdromBios, BootPath::UsbBios, BootPath::CdromUefi, BootPath::Pxe];
+    pub const ALL: [BootPath; 5] =
+        [BootPath::CdromBios, BootPath::UsbBios, BootPath::CdromUefi, BootPath::Pxe, BootPath::GrubNetBios];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +37,7 @@ impl BootPath {
             BootPath::UsbBios => "ISO as USB stick, BIOS (SeaBIOS)",
             BootPath::CdromUefi => "ISO as CD, UEFI (OVMF)",
             BootPath::Pxe => "PXE (iPXE, TFTP, Multiboot1 ELF32)",
+            BootPath::GrubNetBios => "PXE -> GRUB netboot, BIOS (Multiboot2)",
         }
     }
 }
@@ -43,7 +48,7 @@ pub fn ovmf() -> Option<PathBuf> {
 }
 
 /// A machine that boots `path`: `iso` for the ISO paths, `pxe_dir` (holding
-/// `boot.ipxe`) for PXE. The machine carries isa-debug-exit, so a kernel booted
+/// `boot.ipxe`, and `grub/` for GRUB netboot) for the network paths. The machine carries isa-debug-exit, so a kernel booted
 /// with `gridos.test=boot` ends QEMU with status 33.
 pub fn machine(path: BootPath, iso: &Path, pxe_dir: &Path, timeout: Duration) -> Result<Machine, String> {
     let mut m = Machine::new(iso);
@@ -67,13 +72,14 @@ pub fn machine(path: BootPath, iso: &Path, pxe_dir: &Path, timeout: Duration) ->
             m.boot = BootSource::Cdrom(iso.to_path_buf());
             vec!["-bios".into(), firmware.display().to_string()]
         }
-        BootPath::Pxe => {
-            if !pxe_dir.join("boot.ipxe").is_file() {
-                return Err(format!("{} has no boot.ipxe", pxe_dir.display()));
+        BootPath::Pxe | BootPath::GrubNetBios => {
+            let bootfile = if path == BootPath::Pxe { "boot.ipxe" } else { "grub/i386-pc/core.0" };
+            if !pxe_dir.join(bootfile).is_file() {
+                return Err(format!("{} has no {bootfile}", pxe_dir.display()));
             }
             vec![
                 "-netdev".into(),
-                format!("user,id=n0,tftp={},bootfile=boot.ipxe", pxe_dir.display()),
+                format!("user,id=n0,tftp={},bootfile={bootfile}", pxe_dir.display()),
                 "-device".into(),
                 "virtio-net-pci,netdev=n0".into(),
                 "-boot".into(),

@@ -209,14 +209,20 @@ fn run(cli: Cli) -> Result<(), ImageError> {
 /// Builds a test ISO and PXE bundle, prints sizes, then boots each path `runs`
 /// times and prints the median time from QEMU start to the ready line.
 fn bench(runs: u32, dir: &std::path::Path) -> Result<(), ImageError> {
-    deps::ensure(&[deps::ISO, deps::PXE, deps::QEMU], false).map_err(ImageError::Deps)?;
+    deps::ensure(&[deps::ISO, deps::PXE, deps::GRUB_NETDIR, deps::QEMU], false).map_err(ImageError::Deps)?;
     let overrides = Overrides { farm: Some("1".into()), append: vec!["gridos.test=boot".into()], ..Overrides::default() };
     let config = NodeConfig::load(None, &overrides)?;
     let kernel = kernels::normal()?;
     let iso_path = dir.join("gridos.iso");
     let iso_bytes = iso::build(&iso::IsoSpec { kernel: kernel.clone(), config: config.clone(), menu_timeout_s: 0 }, &iso_path)?;
     let pxe_dir = dir.join("pxe");
-    let spec = pxe::PxeSpec { multiboot1_kernel: kernels::multiboot1()?, config, base_url: None, grub_netdir_kernel: None, menu_timeout_s: 0 };
+    let spec = pxe::PxeSpec {
+        multiboot1_kernel: kernels::multiboot1()?,
+        config,
+        base_url: None,
+        grub_netdir_kernel: Some(kernel.clone()),
+        menu_timeout_s: 0,
+    };
     let bundle = pxe::build(&spec, &pxe_dir)?;
     let kernel_bytes = std::fs::metadata(&kernel).map(|m| m.len()).unwrap_or(0);
     println!("sizes:");
