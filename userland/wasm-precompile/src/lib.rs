@@ -1,0 +1,114 @@
+//! Host side of gridos workloads: precompiles WebAssembly modules for the kernel and
+//! runs them on the host with the same WASI host functions and limits (for tests and
+//! the host half of the benchmark).
+//!
+//! Code for the kernel is compiled with [`host_config`]: the kernel's engine settings
+//! ([`workloads::runtime::base_config`]) plus an explicit target, so no CPU feature of
+//! the build machine leaks into it; native x86-64 code uses exactly
+//! [`workloads::runtime::NATIVE_FEATURES`].
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Config, Engine, Module, Store};
+use workloads::artifact::{self, Backend};
+use workloads::log::Stream;
+use workloads::manifest::Limits;
+use workloads::runtime::{self, StopReason, WorkloadState};
+use workloads::wasi::HostServices;
+
+/// The engine configuration that produces code for the kernel's `backend` engine.
+pub fn host_config(backend: Backend) -> Config {
+    let mut c = runtime::base_config(backend);
+    if backend == Backend::NativeX86_64 {
+        c.target("x86_64-unknown-linux-gnu").expect("x86_64 target");
+        for flag in runtime::NATIVE_CRANELIFT_FLAGS {
+            // SAFETY: code compiled here runs only where the kernel's CPUID check (or, on
+            // the host, wasmtime's own feature check at load) confirms these features.
+            unsafe { c.cranelift_flag_enable(flag) };
+        }
+    }
+    c
+}
+
+pub fn engine(backend: Backend) -> wasmtime::Result<Engine> {
+    Engine::new(&host_config(backend))
+}
+
+/// Compiles `wasm` for every backend into one bundle bound to the module's blake3.
+pub fn bundle(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let native = engine(Backend::NativeX86_64)?.precompile_module(wasm)?;
+    let pulley = engine(Backend::Pulley64)?.precompile_module(wasm)?;
+    Ok(artifact::encode(
+        *blake3::hash(wasm).as_bytes(),
+        &[(Backend::NativeX86_64, &native), (Backend::Pulley64, &pulley)],
+    ))
+}
+
+/// Clock and entropy of the host process.
+pub struct StdHost {
+    start: Instant,
+    seed: u64,
+}
+
+impl Default for StdHost {
+    fn default() -> Self {
+        StdHost { start: Instant::now(), seed: 0x243f_6a88_85a3_08d3 }
+    }
+}
+
+impl HostServices for StdHost {
+    fn realtime_ns(&mut self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    fn random(&mut self, buf: &mut [u8]) {
+        // Not for keys: deterministic mixing, good enough for host tests.
+        for b in buf {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            *b = self.seed as u8;
+        }
+    }
+}
+
+/// What one host run did.
+#[derive(Debug)]
+pub struct HostRun {
+    pub reason: StopReason,
+    pub lines: Vec<(Stream, String)>,
+    pub instantiate: Duration,
+    pub run: Duration,
+}
+
+/// Loads `code` (a precompiled module for `backend`, or wasm to compile if `None`) and
+/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host).
+pub fn run(backend: Backend, wasm: &[u8], code: Option<&[u8]>, args: &[&str], env: &[&str], limits: &Limits) -> Result<HostRun, String> {
+    let engine = engine(backend).map_err(|e| e.to_string())?;
+    let module = match code {
+        // SAFETY: the bytes come from `bundle` on this machine (trusted input).
+        Some(code) => unsafe { Module::deserialize(&engine, code) },
+        None => Module::new(&engine, wasm),
+    }
+    .map_err(|e| format!("invalid module: {e}"))?;
+    runtime::check_imports(&module)?;
+    let linker = runtime::linker(&engine).map_err(|e| e.to_string())?;
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+    let state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::default()));
+    let mut store = Store::new(&engine, state);
+    store.limiter(|s| s);
+    store.set_epoch_deadline(u64::MAX / 2);
+    let t0 = Instant::now();
+    let instance = linker.instantiate(&mut store, &module);
+    let instantiate = t0.elapsed();
+    let t1 = Instant::now();
+    let result = instance.and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()));
+    let run = t1.elapsed();
+    let reason = store.data_mut().classify(result);
+    store.data_mut().wasi.log.flush();
+    let lines = store.data_mut().wasi.log.take_lines();
+    Ok(HostRun { reason, lines, instantiate, run })
+}

@@ -1,0 +1,247 @@
+//! The wasmtime side shared by the kernel and the host precompiler.
+//!
+//! [`base_config`] is the one place engine settings live: the kernel adds its
+//! platform hooks (code memory, CPU features) and the host precompiler adds the target
+//! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
+//! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
+//! and also the memory limiter. What it leaves to the embedder: stacks, time slicing
+//! (epoch callback), clocks and entropy (a [`HostServices`]), printing the log.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::fmt;
+
+use wasmtime::{Caller, Config, Engine, Error, Extern, ExternType, Linker, Module, ResourceLimiter};
+
+use crate::artifact::Backend;
+use crate::manifest::Limits;
+use crate::wasi::{self, HostServices, Stop, WasiCtx, WasiResult};
+
+/// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
+pub const MAX_WASM_STACK: usize = 256 << 10;
+/// CPU features native code is compiled for (x86-64-v2): the kernel checks each with
+/// CPUID when loading (through `Config::detect_host_feature`) and falls back to Pulley
+/// if one is missing.
+pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
+/// The same features as Cranelift x86 settings, for the host precompiler.
+pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
+/// Largest table a workload may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Engine settings common to the kernel and the host precompiler (see
+/// ../shared/DESIGN.md, wasmtime notes). Signals-based traps are off, so Cranelift
+/// emits explicit bounds checks and every trap is an ordinary error; memories are
+/// plain heap allocations (no reservation, no guard pages, no copy-on-write images);
+/// epoch interruption is on, so the embedder can slice time between workloads.
+pub fn base_config(backend: Backend) -> Config {
+    let mut c = Config::new();
+    c.signals_based_traps(false)
+        .memory_guard_size(0)
+        .memory_reservation(0)
+        .memory_reservation_for_growth(1 << 20)
+        .memory_init_cow(false)
+        .guard_before_linear_memory(false)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK);
+    if backend == Backend::Pulley64 {
+        // Config::target is available without a compiler; it only selects what
+        // code the engine accepts.
+        let _ = c.target("pulley64");
+    }
+    c
+}
+
+/// Why a workload is no longer running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// It returned from `_start` (code 0) or called `proc_exit(code)`.
+    Exited(u32),
+    /// A wasm trap (out-of-bounds access, unreachable, stack overflow, ...) or a host error.
+    Trapped(String),
+    /// Used up its CPU time.
+    CpuLimit { used_ms: u64 },
+    /// Passed its wall-clock deadline.
+    WallDeadline,
+    /// Tried to grow linear memory past its cap.
+    MemoryLimit { wanted: u64, cap: u64 },
+    /// Wrote more than its log cap.
+    LogLimit,
+    /// Stopped by its owner.
+    Stopped,
+    /// Refused before it ran (bad module, unknown import, ...).
+    Rejected(String),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Exited(c) => write!(f, "exited with status {c}"),
+            StopReason::Trapped(t) => write!(f, "trapped: {t}"),
+            StopReason::CpuLimit { used_ms } => write!(f, "CPU limit reached after {used_ms} ms"),
+            StopReason::WallDeadline => f.write_str("wall-clock deadline passed"),
+            StopReason::MemoryLimit { wanted, cap } => write!(f, "memory limit: wanted {wanted} B, cap {cap} B"),
+            StopReason::LogLimit => f.write_str("log limit reached"),
+            StopReason::Stopped => f.write_str("stopped by owner"),
+            StopReason::Rejected(why) => write!(f, "rejected: {why}"),
+        }
+    }
+}
+
+/// Store data of one workload: WASI state, host services, limits, and the stop reason
+/// recorded by whichever limit or call ended it.
+pub struct WorkloadState {
+    pub wasi: WasiCtx,
+    pub host: Box<dyn HostServices + Send>,
+    pub memory_cap: u64,
+    pub memory_peak: u64,
+    pub stop: Option<StopReason>,
+}
+
+impl WorkloadState {
+    pub fn new(args: &[String], env: &[String], limits: &Limits, host: Box<dyn HostServices + Send>) -> Self {
+        WorkloadState {
+            wasi: WasiCtx::new(args, env, usize::try_from(limits.log_bytes).unwrap_or(usize::MAX)),
+            host,
+            memory_cap: limits.memory_bytes,
+            memory_peak: 0,
+            stop: None,
+        }
+    }
+
+    /// The reason the call into the workload ended with `result`.
+    pub fn classify(&mut self, result: Result<(), Error>) -> StopReason {
+        if let Some(s) = self.stop.take() {
+            return s;
+        }
+        match result {
+            Ok(()) => StopReason::Exited(0),
+            Err(e) => match e.downcast_ref::<wasmtime::Trap>() {
+                Some(t) => StopReason::Trapped(format!("{t}")),
+                None => StopReason::Trapped(format!("{e}")),
+            },
+        }
+    }
+}
+
+impl ResourceLimiter for WorkloadState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool, Error> {
+        let desired = desired as u64;
+        if desired > self.memory_cap {
+            self.stop = Some(StopReason::MemoryLimit { wanted: desired, cap: self.memory_cap });
+            return Err(Error::msg("memory limit"));
+        }
+        self.memory_peak = self.memory_peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool, Error> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Checks that the module imports only WASI functions this host implements.
+pub fn check_imports(module: &Module) -> Result<(), String> {
+    for import in module.imports() {
+        let ok = import.module() == wasi::MODULE
+            && matches!(import.ty(), ExternType::Func(_))
+            && wasi::SUPPORTED.contains(&import.name());
+        if !ok {
+            return Err(format!("unknown import {}::{}", import.module(), import.name()));
+        }
+    }
+    if module.get_export("_start").is_none() {
+        return Err("module has no _start export".to_string());
+    }
+    Ok(())
+}
+
+fn with_memory(
+    caller: &mut Caller<'_, WorkloadState>,
+    f: impl FnOnce(&mut [u8], &mut WorkloadState) -> WasiResult,
+) -> Result<i32, Error> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(Error::msg("WASI call from a module without an exported memory"));
+    };
+    let (mem, state) = memory.data_and_store_mut(caller);
+    let result = f(mem, state);
+    finish(state, result)
+}
+
+fn finish(state: &mut WorkloadState, result: WasiResult) -> Result<i32, Error> {
+    match result {
+        Ok(errno) => Ok(errno as i32),
+        Err(Stop::Exit(code)) => {
+            state.stop = Some(StopReason::Exited(code));
+            Err(Error::msg("proc_exit"))
+        }
+        Err(Stop::LogFull) => {
+            state.stop = Some(StopReason::LogLimit);
+            Err(Error::msg("log limit"))
+        }
+    }
+}
+
+type C<'a> = Caller<'a, WorkloadState>;
+
+/// A linker with every function of [`wasi::SUPPORTED`].
+pub fn linker(engine: &Engine) -> Result<Linker<WorkloadState>, Error> {
+    let mut l = Linker::new(engine);
+    let m = wasi::MODULE;
+    l.func_wrap(m, "args_get", |mut c: C<'_>, a: i32, b: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.args_get(mem, a as u32, b as u32))
+    })?;
+    l.func_wrap(m, "args_sizes_get", |mut c: C<'_>, a: i32, b: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.args_sizes_get(mem, a as u32, b as u32))
+    })?;
+    l.func_wrap(m, "environ_get", |mut c: C<'_>, a: i32, b: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.environ_get(mem, a as u32, b as u32))
+    })?;
+    l.func_wrap(m, "environ_sizes_get", |mut c: C<'_>, a: i32, b: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.environ_sizes_get(mem, a as u32, b as u32))
+    })?;
+    l.func_wrap(m, "clock_res_get", |mut c: C<'_>, id: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.clock_res_get(mem, id as u32, out as u32))
+    })?;
+    l.func_wrap(m, "clock_time_get", |mut c: C<'_>, id: i32, _precision: i64, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.clock_time_get(&mut *s.host, mem, id as u32, out as u32))
+    })?;
+    l.func_wrap(m, "random_get", |mut c: C<'_>, buf: i32, len: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.random_get(&mut *s.host, mem, buf as u32, len as u32))
+    })?;
+    l.func_wrap(m, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_write(mem, fd as u32, iovs as u32, n as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_read", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_read(mem, fd as u32, iovs as u32, n as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_close", |mut c: C<'_>, fd: i32| {
+        let r = c.data_mut().wasi.fd_close(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "fd_seek", |mut c: C<'_>, fd: i32, _off: i64, _whence: i32, _out: i32| {
+        let r = c.data_mut().wasi.fd_seek(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "fd_fdstat_get", |mut c: C<'_>, fd: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_fdstat_get(mem, fd as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_fdstat_set_flags", |mut c: C<'_>, fd: i32, _flags: i32| {
+        let r = c.data_mut().wasi.fd_fdstat_set_flags(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "fd_prestat_get", |mut c: C<'_>, fd: i32, _out: i32| {
+        let r = c.data_mut().wasi.fd_prestat_get(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "fd_prestat_dir_name", |mut c: C<'_>, fd: i32, _p: i32, _l: i32| {
+        let r = c.data_mut().wasi.fd_prestat_get(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "proc_exit", |mut c: C<'_>, code: i32| -> Result<(), Error> {
+        let r = c.data_mut().wasi.proc_exit(code as u32);
+        finish(c.data_mut(), r).map(|_| ())
+    })?;
+    l.func_wrap(m, "sched_yield", |_c: C<'_>| -> i32 { 0 })?;
+    Ok(l)
+}
