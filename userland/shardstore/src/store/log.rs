@@ -8,7 +8,7 @@ use alloc::vec;
 
 use blockdev::{BlockDevice, SECTOR_SIZE};
 
-use super::{ChainPos, Key, LogEntry, ShardStore, COMPACT_BATCH_RECORDS};
+use super::{ChainPos, Key, Location, LogEntry, ShardStore, COMPACT_BATCH_RECORDS};
 use crate::error::Error;
 use crate::layout::{record_sectors_for, Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
 
@@ -24,22 +24,20 @@ impl<D: BlockDevice> ShardStore<D> {
         let mut advanced = 0usize;
         while advanced < records_max.min(initial_len) {
             let entry = self.log[advanced];
-            let live = entry.kind == RecordKind::Put
-                && self.index.get(&entry.key).is_some_and(|location| location.seq == entry.seq);
-            if live {
+            let location = self.index.get(&entry.key).copied();
+            let live = location.filter(|location| entry.kind == RecordKind::Put && location.seq == entry.seq);
+            if let Some(location) = live {
                 match self.read_record(entry.offset_sectors, entry.seq, entry.record_sectors) {
                     Ok(bytes) => {
                         if self.room_sectors(entry.record_sectors) > self.free_sectors() {
                             break;
                         }
-                        let copy = self.append(RecordKind::Put, entry.key, entry.merkle_root, &bytes)?;
-                        self.set_live(copy);
+                        let copy = self.append(RecordKind::Put, entry.key, location.merkle_root, &bytes)?;
+                        self.set_live(copy.key, copy.location(location.payload_len_bytes, location.merkle_root));
                     }
                     Err(Error::Corrupt) => {
                         // Nothing good to copy: the shard is lost either way.
-                        if let Some(old) = self.index.remove(&entry.key) {
-                            self.live_bytes -= u64::from(old.payload_len_bytes);
-                        }
+                        self.set_dead(&entry.key);
                         self.corrupt_dropped_count += 1;
                     }
                     Err(error) => return Err(error),
@@ -105,12 +103,19 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(())
     }
 
-    pub(super) fn set_live(&mut self, entry: LogEntry) {
-        assert_eq!(entry.kind, RecordKind::Put);
-        if let Some(old) = self.index.insert(entry.key, entry.location()) {
+    /// Points the index at a put record, replacing what it said about the key.
+    pub(super) fn set_live(&mut self, key: Key, location: Location) {
+        if let Some(old) = self.index.insert(key, location) {
             self.live_bytes -= u64::from(old.payload_len_bytes);
         }
-        self.live_bytes += u64::from(entry.payload_len_bytes);
+        self.live_bytes += u64::from(location.payload_len_bytes);
+    }
+
+    /// Removes a key from the index.
+    pub(super) fn set_dead(&mut self, key: &Key) {
+        if let Some(old) = self.index.remove(key) {
+            self.live_bytes -= u64::from(old.payload_len_bytes);
+        }
     }
 
     pub(super) fn free_sectors(&self) -> u64 {
@@ -211,8 +216,6 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors,
             kind,
             key,
-            payload_len_bytes,
-            merkle_root,
             record_checksum: header.record_checksum,
         };
         self.push_log_entry(entry);

@@ -59,19 +59,19 @@ struct LogEntry {
     record_sectors: u64,
     kind: RecordKind,
     key: Key,
-    payload_len_bytes: u32,
-    merkle_root: [u8; 32],
     record_checksum: [u8; 32],
 }
 
 impl LogEntry {
-    fn location(&self) -> Location {
+    /// Where the shard of this put record is, given what only its header holds.
+    fn location(&self, payload_len_bytes: u32, merkle_root: [u8; 32]) -> Location {
+        assert_eq!(self.kind, RecordKind::Put);
         Location {
             offset_sectors: self.offset_sectors,
             seq: self.seq,
             record_sectors: self.record_sectors,
-            payload_len_bytes: self.payload_len_bytes,
-            merkle_root: self.merkle_root,
+            payload_len_bytes,
+            merkle_root,
         }
     }
 }
@@ -167,6 +167,13 @@ fn read_sectors<D: BlockDevice>(dev: &mut D, sector: u64, count: u64) -> Result<
     let mut buf = vec![0u8; len_bytes];
     dev.read(sector, &mut buf)?;
     Ok(buf)
+}
+
+/// A payload length as the record header holds it (callers checked the size limit).
+fn entry_len_bytes(bytes: &[u8]) -> u32 {
+    const _: () = assert!(SHARD_SIZE_MAX_BYTES <= u32::MAX as usize);
+    assert!(bytes.len() <= SHARD_SIZE_MAX_BYTES);
+    bytes.len() as u32
 }
 
 /// The largest record a store with a log of `log_sectors` accepts.
@@ -349,7 +356,7 @@ impl<D: BlockDevice> ShardStore<D> {
         self.make_room(record_sectors, self.put_reserve_sectors())?;
         let root = merkle_root(bytes);
         let entry = self.append(RecordKind::Put, key, root, bytes)?;
-        self.set_live(entry);
+        self.set_live(entry.key, entry.location(entry_len_bytes(bytes), root));
         self.check_invariants();
         Ok(())
     }
@@ -374,9 +381,7 @@ impl<D: BlockDevice> ShardStore<D> {
         }
         self.make_room(1, self.delete_reserve_sectors())?;
         self.append(RecordKind::Delete, *key, [0; 32], &[])?;
-        if let Some(old) = self.index.remove(key) {
-            self.live_bytes -= u64::from(old.payload_len_bytes);
-        }
+        self.set_dead(key);
         self.check_invariants();
         Ok(())
     }

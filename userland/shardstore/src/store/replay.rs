@@ -52,35 +52,56 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 
     /// Follows the hash chain from the head and rebuilds the index (see the crate docs).
+    /// Each record reaches the index once its successor is found; the last one only
+    /// after it has been read whole.
     pub(super) fn replay(&mut self) -> Result<(), MountError> {
         let log_sectors = self.superblock.log_sectors;
+        let mut pending: Option<(LogEntry, RecordHeader)> = None;
         for _ in 0..log_sectors {
             if self.tail.seq == u64::MAX {
                 break;
             }
             if let Some(header) = self.chain_header_at(self.tail.offset_sectors)? {
-                self.push_entry(&header);
+                let entry = self.push_entry(&header);
+                if let Some((entry, header)) = pending.replace((entry, header)) {
+                    self.apply(&entry, &header);
+                }
                 continue;
             }
-            match self.resync()? {
-                Some((lost_sectors, next)) => {
-                    self.push_lost(lost_sectors, &next);
-                    self.push_entry(&next);
-                }
-                None => break,
+            let Some((lost_sectors, next)) = self.resync()? else { break };
+            if let Some((entry, header)) = pending.take() {
+                self.apply(&entry, &header);
             }
+            self.push_lost(lost_sectors, &next);
+            let entry = self.push_entry(&next);
+            pending = Some((entry, next));
         }
         // The last record has no successor vouching that it was flushed whole: check it.
-        if let Some(&last) = self.log.back() {
-            if self.verify_entry(&last)? == Verdict::Torn {
+        if let Some((entry, header)) = pending {
+            assert_eq!(self.log.back().map(|last| last.seq), Some(entry.seq));
+            if self.verify_entry(&entry)? == Verdict::Torn {
                 self.pop_back_entry();
                 self.report.torn_tail_dropped = true;
+            } else {
+                self.apply(&entry, &header);
             }
         }
         self.report.records_replayed = self.log.len() as u64;
-        self.rebuild_index();
         self.check_invariants();
         Ok(())
+    }
+
+    /// What a replayed record does to the index.
+    fn apply(&mut self, entry: &LogEntry, header: &RecordHeader) {
+        assert_eq!(entry.seq, header.seq);
+        match entry.kind {
+            RecordKind::Put => {
+                let location = entry.location(header.payload_len_bytes, header.merkle_root);
+                self.set_live(entry.key, location);
+            }
+            RecordKind::Delete => self.set_dead(&entry.key),
+            RecordKind::Pad => {}
+        }
     }
 
     /// The header at `offset_sectors` if it continues the chain at the tail.
@@ -139,15 +160,13 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: lost_sectors,
             kind: RecordKind::Pad,
             key: [0; 32],
-            payload_len_bytes: 0,
-            merkle_root: [0; 32],
             record_checksum: next.prev_checksum,
         };
         self.report.lost_records += 1;
         self.push_log_entry(entry);
     }
 
-    pub(super) fn push_entry(&mut self, header: &RecordHeader) {
+    pub(super) fn push_entry(&mut self, header: &RecordHeader) -> LogEntry {
         assert_eq!(header.seq, self.tail.seq);
         let entry = LogEntry {
             offset_sectors: self.tail.offset_sectors,
@@ -155,11 +174,10 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: header.record_sectors,
             kind: header.kind,
             key: header.key,
-            payload_len_bytes: header.payload_len_bytes,
-            merkle_root: header.merkle_root,
             record_checksum: header.record_checksum,
         };
         self.push_log_entry(entry);
+        entry
     }
 
     pub(super) fn push_log_entry(&mut self, entry: LogEntry) {
@@ -183,27 +201,6 @@ impl<D: BlockDevice> ShardStore<D> {
         self.used_sectors -= entry.record_sectors;
         let prev_checksum = self.log.back().map_or(self.head.prev_checksum, |prev| prev.record_checksum);
         self.tail = ChainPos { offset_sectors: entry.offset_sectors, seq: entry.seq, prev_checksum };
-    }
-
-    pub(super) fn rebuild_index(&mut self) {
-        self.index.clear();
-        self.live_bytes = 0;
-        for entry in &self.log {
-            match entry.kind {
-                RecordKind::Put => {
-                    if let Some(old) = self.index.insert(entry.key, entry.location()) {
-                        self.live_bytes -= u64::from(old.payload_len_bytes);
-                    }
-                    self.live_bytes += u64::from(entry.payload_len_bytes);
-                }
-                RecordKind::Delete => {
-                    if let Some(old) = self.index.remove(&entry.key) {
-                        self.live_bytes -= u64::from(old.payload_len_bytes);
-                    }
-                }
-                RecordKind::Pad => {}
-            }
-        }
     }
 
     pub(super) fn verify_entry(&mut self, entry: &LogEntry) -> Result<Verdict, MountError> {
