@@ -56,8 +56,9 @@
 //! 96..512   zero
 //! ```
 //! A checkpoint names the log's head: the oldest record replay needs. Format writes
-//! generation 1 (head offset 0, sequence 1). Compaction writes the next generation into
-//! the *other* slot, so a torn checkpoint write leaves the previous one intact.
+//! generation 1 (head offset 0, sequence 1) and zeroes the first log sector. Compaction
+//! writes the next generation into the *other* slot, so a torn checkpoint write leaves
+//! the previous one intact.
 //!
 //! ## Record (starts at a sector boundary in the log region)
 //! ```text
@@ -109,6 +110,17 @@
 //! that space. Until that checkpoint is durable, mount replays from the old head and
 //! finds the old and the new copy; the newer wins. Puts keep a reserve free so that
 //! deletes and compaction can always proceed; writes compact on demand.
+//!
+//! # Limits
+//! - Memory: the index and the list of records between head and tail stay in RAM
+//!   (roughly 100 bytes per record plus 100 per live shard).
+//! - Mount reads one header sector per record, the last record whole, and one
+//!   look-ahead window of up to the largest record (the resync probe).
+//! - Bit rot in the last record looks like a torn write and drops it; rot in a header
+//!   mid-log loses that record (its key is unknown, so a lost delete brings its shard
+//!   back). Redundancy across disks and nodes is what covers these.
+//! - Live shards whose record rotted are dropped by compaction (they could not be
+//!   copied); `scrub` finds them earlier.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
