@@ -1,6 +1,6 @@
 //! Image tests: build the farmer's images with `gridos-image` (library) and boot
 //! each one the way a farmer would, under QEMU (TCG) with a hard time limit:
-//! the ISO as a CD under SeaBIOS, as a USB stick under SeaBIOS, as a CD under OVMF
+//! the ISO as a CD and as a USB stick, each under SeaBIOS (BIOS) and under OVMF
 //! (UEFI), the PXE bundle through QEMU's iPXE over TFTP, and the bundle's GRUB
 //! netboot files chain-loaded over PXE. One more test boots the kernel directly
 //! with bad configuration words: it must warn, use the defaults, and still boot.
@@ -137,6 +137,12 @@ fn iso_boots_from_cdrom_under_bios() {
 #[test]
 fn iso_boots_as_usb_stick_under_bios() {
     let out = boot_path(BootPath::UsbBios);
+    assert_booted_with(&out, "Multiboot2", &iso_config(), ISO_SUMMARY);
+}
+
+#[test]
+fn iso_boots_as_usb_stick_under_uefi() {
+    let out = boot_path(BootPath::UsbUefi);
     assert_booted_with(&out, "Multiboot2", &iso_config(), ISO_SUMMARY);
 }
 

@@ -1,6 +1,6 @@
 //! QEMU machines for each way a farmer boots gridos, for the image tests and
-//! `gridos-image bench`: the ISO as a CD under BIOS (SeaBIOS) and under UEFI
-//! (OVMF), the ISO as a USB stick (xHCI + usb-storage, BIOS), PXE through QEMU's
+//! `gridos-image bench`: the ISO as a CD and as a USB stick (xHCI + usb-storage),
+//! each under BIOS (SeaBIOS) and under UEFI (OVMF), PXE through QEMU's
 //! iPXE option ROM with QEMU's built-in TFTP server, and GRUB netboot (the NIC
 //! ROM chain-loads the bundle's `grub/i386-pc/core.0`).
 
@@ -21,6 +21,8 @@ pub enum BootPath {
     UsbBios,
     /// The ISO as a CD-ROM, OVMF.
     CdromUefi,
+    /// The ISO written to a USB stick (raw), OVMF.
+    UsbUefi,
     /// iPXE from the NIC's option ROM, TFTP from QEMU's user network.
     Pxe,
     /// GRUB netboot files (`--grub-netdir`) chain-loaded over PXE, BIOS.
@@ -28,14 +30,21 @@ pub enum BootPath {
 }
 
 impl BootPath {
-    pub const ALL: [BootPath; 5] =
-        [BootPath::CdromBios, BootPath::UsbBios, BootPath::CdromUefi, BootPath::Pxe, BootPath::GrubNetBios];
+    pub const ALL: [BootPath; 6] = [
+        BootPath::CdromBios,
+        BootPath::UsbBios,
+        BootPath::CdromUefi,
+        BootPath::UsbUefi,
+        BootPath::Pxe,
+        BootPath::GrubNetBios,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BootPath::CdromBios => "ISO as CD, BIOS (SeaBIOS)",
             BootPath::UsbBios => "ISO as USB stick, BIOS (SeaBIOS)",
             BootPath::CdromUefi => "ISO as CD, UEFI (OVMF)",
+            BootPath::UsbUefi => "ISO as USB stick, UEFI (OVMF)",
             BootPath::Pxe => "PXE (iPXE, TFTP, Multiboot1 ELF32)",
             BootPath::GrubNetBios => "PXE -> GRUB netboot, BIOS (Multiboot2)",
         }
@@ -59,14 +68,13 @@ pub fn machine(path: BootPath, iso: &Path, pxe_dir: &Path, timeout: Duration) ->
             m.boot = BootSource::Cdrom(iso.to_path_buf());
             Vec::new()
         }
-        BootPath::UsbBios => vec![
-            "-drive".into(),
-            format!("if=none,id=stick,format=raw,readonly=on,file={}", iso.display()),
-            "-device".into(),
-            "qemu-xhci,id=xhci".into(),
-            "-device".into(),
-            "usb-storage,bus=xhci.0,drive=stick,bootindex=1".into(),
-        ],
+        BootPath::UsbBios => usb_stick(iso),
+        BootPath::UsbUefi => {
+            let firmware = ovmf().ok_or("no UEFI firmware: install Debian package ovmf")?;
+            let mut args = vec!["-bios".into(), firmware.display().to_string()];
+            args.extend(usb_stick(iso));
+            args
+        }
         BootPath::CdromUefi => {
             let firmware = ovmf().ok_or("no UEFI firmware: install Debian package ovmf")?;
             m.boot = BootSource::Cdrom(iso.to_path_buf());
@@ -89,4 +97,16 @@ pub fn machine(path: BootPath, iso: &Path, pxe_dir: &Path, timeout: Duration) ->
     };
     m.extra_args.extend(args);
     Ok(m)
+}
+
+/// QEMU arguments that attach `image` as a USB stick (xHCI, usb-storage), read-only.
+fn usb_stick(image: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("if=none,id=stick,format=raw,readonly=on,file={}", image.display()),
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+        "-device".into(),
+        "usb-storage,bus=xhci.0,drive=stick,bootindex=1".into(),
+    ]
 }
