@@ -1,7 +1,7 @@
 //! A crash-safe, checksummed shard store directly on a raw disk.
 //!
 //! Sans-IO and `#![no_std]` + `alloc`: the store reaches the disk only through
-//! [`blockdev::BlockDevice`] (virtio-blk in the kernel, [`blockdev::mem::MemDisk`] in
+//! [`blockdev::BlockDevice`] (virtio-blk in the kernel, `blockdev::mem::MemDisk` in
 //! tests); it reads no clock and runs nothing in the background. Shards are immutable
 //! byte strings addressed by their blake3 hash. What this crate leaves to others:
 //! redundancy (erasure coding across nodes), encryption, and deciding what to store.
