@@ -11,6 +11,8 @@ pub enum FormatError {
     Device(BlockError),
     /// The device has fewer sectors than the smallest store needs.
     DeviceTooSmall,
+    /// A format option is out of range (see `FormatOptions`).
+    InvalidOptions,
 }
 
 /// Why `ShardStore::mount` refused a disk. A refused disk has not been written to.
@@ -70,6 +72,7 @@ impl core::fmt::Display for FormatError {
         match self {
             FormatError::Device(error) => write!(f, "device error: {error}"),
             FormatError::DeviceTooSmall => f.write_str("device too small for a shard store"),
+            FormatError::InvalidOptions => f.write_str("format option out of range"),
         }
     }
 }

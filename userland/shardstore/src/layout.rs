@@ -9,7 +9,7 @@ use blockdev::SECTOR_SIZE;
 
 /// Superblock magic, bytes 0..8 of sector 0.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"GRIDSHRD";
-/// Checkpoint magic, bytes 0..8 of sectors 1 and 2.
+/// Checkpoint magic, bytes 0..8 of sectors 8 and 16.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"GSHRDCKP";
 /// Record magic, bytes 0..8 of a record's first sector.
 pub const RECORD_MAGIC: [u8; 8] = *b"GSHRDREC";
@@ -17,10 +17,17 @@ pub const RECORD_MAGIC: [u8; 8] = *b"GSHRDREC";
 pub const FORMAT_VERSION: u32 = 1;
 /// Sector of the superblock.
 pub const SUPERBLOCK_SECTOR: u64 = 0;
-/// Sectors of the two checkpoint slots (generation `g` lives in slot `g % 2`).
-pub const CHECKPOINT_SECTORS: [u64; 2] = [1, 2];
+/// Sectors of the two checkpoint slots (generation `g` lives in slot `g % 2`). The
+/// superblock and each slot sit in their own 4 KiB block, so that a torn
+/// read-modify-write of a checkpoint on a 4 KiB-sector disk cannot hit the others.
+pub const CHECKPOINT_SECTORS: [u64; 2] = [8, 16];
 /// First sector of the log region.
-pub const LOG_START_SECTORS: u64 = 3;
+pub const LOG_START_SECTORS: u64 = 24;
+/// Allowed record alignments (sectors per block): 512 B up to 4 KiB.
+pub const BLOCK_SECTORS_ALLOWED: [u32; 4] = [1, 2, 4, 8];
+/// The alignment `format` uses unless told otherwise: 4 KiB, the physical sector of
+/// most disks, so that appending never rewrites a block that holds older records.
+pub const BLOCK_SECTORS_DEFAULT: u32 = 8;
 /// The smallest log region accepted, in sectors.
 pub const LOG_SECTORS_MIN: u64 = 16;
 /// The largest log region accepted (2^48 sectors, 128 PiB), so that sums of two
@@ -34,6 +41,9 @@ pub const CHUNK_SIZE_BYTES: usize = 4096;
 const _: () = assert!(RECORD_HEADER_SIZE_BYTES <= SECTOR_SIZE);
 const _: () = assert!(CHUNK_SIZE_BYTES.is_multiple_of(SECTOR_SIZE));
 const _: () = assert!(superblock_field::CHECKSUM.end <= SECTOR_SIZE);
+const _: () = assert!(CHECKPOINT_SECTORS[0] >= 8 && CHECKPOINT_SECTORS[1] >= CHECKPOINT_SECTORS[0] + 8);
+const _: () = assert!(LOG_START_SECTORS >= CHECKPOINT_SECTORS[1] + 8);
+const _: () = assert!(LOG_START_SECTORS.is_multiple_of(8));
 const _: () = assert!(checkpoint_field::CHECKSUM.end <= SECTOR_SIZE);
 
 mod superblock_field {
@@ -48,7 +58,7 @@ mod superblock_field {
     pub const LOG_START: Range<usize> = 88..96;
     pub const LOG_SECTORS: Range<usize> = 96..104;
     pub const CHUNK_SIZE: Range<usize> = 104..108;
-    pub const RESERVED: Range<usize> = 108..112;
+    pub const BLOCK_SECTORS: Range<usize> = 108..112;
     pub const CHECKSUM: Range<usize> = 112..144;
 }
 
@@ -119,8 +129,10 @@ pub struct Superblock {
     pub sector_count: u64,
     /// First sector of the log region.
     pub log_start_sectors: u64,
-    /// Length of the log region.
+    /// Length of the log region (a whole number of blocks).
     pub log_sectors: u64,
+    /// Record alignment: every record starts and ends on a block of this many sectors.
+    pub block_sectors: u32,
 }
 
 impl Superblock {
@@ -138,6 +150,7 @@ impl Superblock {
         sector[f::LOG_START].copy_from_slice(&self.log_start_sectors.to_le_bytes());
         sector[f::LOG_SECTORS].copy_from_slice(&self.log_sectors.to_le_bytes());
         sector[f::CHUNK_SIZE].copy_from_slice(&(CHUNK_SIZE_BYTES as u32).to_le_bytes());
+        sector[f::BLOCK_SECTORS].copy_from_slice(&self.block_sectors.to_le_bytes());
         let checksum = blake3::hash(&sector[..f::CHECKSUM.start]);
         sector[f::CHECKSUM].copy_from_slice(checksum.as_bytes());
         sector
@@ -164,14 +177,17 @@ impl Superblock {
             sector_count: u64_at(sector, f::SECTOR_COUNT),
             log_start_sectors: u64_at(sector, f::LOG_START),
             log_sectors: u64_at(sector, f::LOG_SECTORS),
+            block_sectors: u32_at(sector, f::BLOCK_SECTORS),
         };
+        let block_sectors = u64::from(superblock.block_sectors);
         let log_end_sectors = superblock.log_start_sectors.checked_add(superblock.log_sectors);
         let valid = u32_at(sector, f::SECTOR_SIZE) == SECTOR_SIZE as u32
             && u32_at(sector, f::CHUNK_SIZE) == CHUNK_SIZE_BYTES as u32
-            && sector[f::RESERVED] == [0u8; 4]
+            && BLOCK_SECTORS_ALLOWED.contains(&superblock.block_sectors)
             && superblock.log_start_sectors == LOG_START_SECTORS
-            && superblock.log_sectors >= LOG_SECTORS_MIN
+            && superblock.log_sectors >= LOG_SECTORS_MIN * block_sectors
             && superblock.log_sectors <= LOG_SECTORS_MAX
+            && superblock.log_sectors.is_multiple_of(block_sectors)
             && log_end_sectors.is_some_and(|end| end <= superblock.sector_count);
         if !valid {
             return Err(SuperblockError::Invalid);
@@ -276,10 +292,16 @@ pub struct RecordHeader {
     pub record_checksum: [u8; 32],
 }
 
-/// Sectors a record with `payload_len_bytes` of payload occupies.
+/// Sectors a record with `payload_len_bytes` of payload needs, before block alignment.
 pub fn record_sectors_for(payload_len_bytes: u64) -> u64 {
     let total_bytes = payload_len_bytes + RECORD_HEADER_SIZE_BYTES as u64;
     total_bytes.div_ceil(SECTOR_SIZE as u64)
+}
+
+/// `sectors` rounded up to a whole number of blocks of `block_sectors`.
+pub fn align_up(sectors: u64, block_sectors: u64) -> u64 {
+    assert!(block_sectors > 0);
+    sectors.div_ceil(block_sectors) * block_sectors
 }
 
 impl RecordHeader {
@@ -340,11 +362,16 @@ impl RecordHeader {
             prev_checksum: array_at(bytes, f::PREV_CHECKSUM),
             record_checksum: array_at(bytes, f::RECORD_CHECKSUM),
         };
+        // Exact sizes depend on the disk's block size; the store checks them.
+        let block_max = u64::from(BLOCK_SECTORS_ALLOWED[BLOCK_SECTORS_ALLOWED.len() - 1]);
         let sized = match header.kind {
             RecordKind::Put => {
-                header.record_sectors == record_sectors_for(u64::from(header.payload_len_bytes))
+                let tight = record_sectors_for(u64::from(header.payload_len_bytes));
+                header.record_sectors >= tight && header.record_sectors < tight + block_max
             }
-            RecordKind::Delete => header.payload_len_bytes == 0 && header.record_sectors == 1,
+            RecordKind::Delete => {
+                header.payload_len_bytes == 0 && (1..=block_max).contains(&header.record_sectors)
+            }
             RecordKind::Pad => header.payload_len_bytes == 0 && header.record_sectors >= 1,
         };
         sized.then_some(header)
@@ -360,9 +387,10 @@ mod test {
             node_id: [1; 32],
             disk_id: [2; 16],
             format_salt: [3; 16],
-            sector_count: 100,
+            sector_count: 121,
             log_start_sectors: LOG_START_SECTORS,
             log_sectors: 97,
+            block_sectors: 1,
         }
     }
 
@@ -383,6 +411,12 @@ mod test {
         assert_eq!(Superblock::decode(&too_big.encode()), Err(SuperblockError::Invalid));
         let overflow = Superblock { log_sectors: u64::MAX, ..sb.clone() };
         assert_eq!(Superblock::decode(&overflow.encode()), Err(SuperblockError::Invalid));
+        let misaligned = Superblock { block_sectors: 8, ..sb.clone() };
+        assert_eq!(Superblock::decode(&misaligned.encode()), Err(SuperblockError::Invalid));
+        let odd_block = Superblock { block_sectors: 3, ..sb.clone() };
+        assert_eq!(Superblock::decode(&odd_block.encode()), Err(SuperblockError::Invalid));
+        let aligned = Superblock { block_sectors: 4, log_sectors: 96, ..sb.clone() };
+        assert_eq!(Superblock::decode(&aligned.encode()), Ok(aligned.clone()));
         let salted = Superblock { format_salt: [4; 16], ..sb.clone() };
         assert_ne!(salted.checksum_key(), sb.checksum_key());
     }
@@ -427,6 +461,13 @@ mod test {
             assert_eq!(RecordHeader::decode(&flipped, &key), None, "byte {index}");
         }
         let wrong_size = RecordHeader { record_sectors: 1, ..header };
+        let padded = RecordHeader { record_sectors: 8, ..header };
+        assert_eq!(RecordHeader::decode(&padded.encode(&key), &key), Some(padded));
+        let too_padded = RecordHeader { record_sectors: 11, ..header };
+        assert_eq!(RecordHeader::decode(&too_padded.encode(&key), &key), None);
+        assert_eq!(align_up(3, 8), 8);
+        assert_eq!(align_up(16, 8), 16);
+        assert_eq!(align_up(0, 8), 0);
         assert_eq!(RecordHeader::decode(&wrong_size.encode(&key), &key), None);
         assert_eq!(record_sectors_for(0), 1);
         assert_eq!(record_sectors_for(336), 1);

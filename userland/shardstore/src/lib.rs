@@ -18,10 +18,16 @@
 //! so records and checkpoints of another format (or another disk) never verify here.
 //!
 //! ```text
-//! sector 0        superblock (written by format only, never rewritten)
-//! sectors 1, 2    checkpoint slots (generation g lives in slot g % 2)
-//! sectors 3..N    log region, used as a circular log of records
+//! sectors 0..8    superblock in sector 0 (written by format only, never rewritten)
+//! sectors 8..16   checkpoint slot 0 in sector 8
+//! sectors 16..24  checkpoint slot 1 in sector 16 (generation g lives in slot g % 2)
+//! sectors 24..    log region, used as a circular log of records
 //! ```
+//! Each of the first three sits alone in a 4 KiB block, so a torn read-modify-write of
+//! a checkpoint on a disk with 4 KiB physical sectors cannot damage the superblock or
+//! the other slot. Records are aligned to *blocks* of 1, 2, 4 or 8 sectors (superblock
+//! field; `format` picks 8 = 4 KiB): a record starts and ends on a block boundary and
+//! is written whole, so appending never rewrites a block that holds older records.
 //!
 //! ## Superblock (sector 0)
 //! ```text
@@ -31,13 +37,14 @@
 //! 16..48    node id
 //! 48..64    disk id
 //! 64..80    format salt: blake3(derive_key "gridos shardstore v1 format salt",
-//!           previous sectors 0..4 || node id || disk id || caller entropy)[..16];
+//!           previous sectors 0..25 || node id || disk id || caller entropy)[..16];
 //!           new on every format of a used disk
 //! 80..88    device sector count at format
-//! 88..96    log start sector (3)
-//! 96..104   log length in sectors (16..=2^48; start + length <= sector count)
+//! 88..96    log start sector (24)
+//! 96..104   log length in sectors (<= 2^48; start + length <= sector count)
 //! 104..108  Merkle chunk size in bytes (4096)
-//! 108..112  zero
+//! 108..112  block size in sectors (1, 2, 4 or 8); the log length is a multiple of
+//!           it and at least 16 blocks
 //! 112..144  blake3(bytes 0..112)
 //! 144..512  zero (not checked)
 //! ```
@@ -45,7 +52,7 @@
 //! (`UnsupportedVersion`), with a bad checksum or field (`BadSuperblock`), or on a
 //! device smaller than recorded (`DeviceTooSmall`). Mount never writes.
 //!
-//! ## Checkpoint (sectors 1 and 2)
+//! ## Checkpoint (sectors 8 and 16)
 //! ```text
 //! 0..8      magic "GSHRDCKP"
 //! 8..16     generation (the valid slot with the highest generation wins)
@@ -56,7 +63,7 @@
 //! 96..512   zero
 //! ```
 //! A checkpoint names the log's head: the oldest record replay needs. Format writes
-//! generation 1 (head offset 0, sequence 1) and zeroes the first log sector. Compaction
+//! generation 1 (head offset 0, sequence 1) and zeroes the first log block. Compaction
 //! writes the next generation into the *other* slot, so a torn checkpoint write leaves
 //! the previous one intact.
 //!
@@ -67,8 +74,9 @@
 //! 9..12     zero
 //! 12..16    payload length in bytes (put: the shard length; delete, pad: 0)
 //! 16..24    sequence number (the previous record's plus one)
-//! 24..32    record length in sectors, header included
-//!           (put: ceil((176 + payload) / 512); delete: 1; pad: to the end of the log)
+//! 24..32    record length in sectors, header included, a whole number of blocks
+//!           (put: ceil((176 + payload) / 512) rounded up to blocks; delete: one
+//!           block; pad: to the end of the log)
 //! 32..64    key: blake3 of the shard (zero for a pad)
 //! 64..96    Merkle root of the shard's 4 KiB chunks (put only; see `verify_proof`)
 //! 96..128   previous record's record checksum: a hash chain through the log
@@ -77,7 +85,7 @@
 //! 176..     payload, then zero up to the record's last sector
 //! ```
 //! A pad fills the log from its offset to the end, and the next record starts at
-//! offset 0; only the pad's first sector is written.
+//! offset 0; only the pad's first block is written.
 //!
 //! # Mount: replaying the log
 //! Replay starts at the checkpoint's head and follows the chain: the header at the
@@ -136,7 +144,7 @@ mod store;
 pub use error::{Error, FormatError, MountError};
 pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
 pub use multi::{MultiStore, Refused, DISKS_MAX};
-pub use store::{Key, MountReport, ShardInfo, ShardStore, Stat, SHARD_SIZE_MAX_BYTES};
+pub use store::{FormatOptions, Key, MountReport, ShardInfo, ShardStore, Stat, SHARD_SIZE_MAX_BYTES};
 
 /// Chunk size of storage proofs (a protocol constant).
 pub use layout::CHUNK_SIZE_BYTES;

@@ -5,7 +5,7 @@ mod common;
 use blockdev::mem::MemDisk;
 use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 use common::{crash_and_remount, fresh, shard, DISK_ID, NODE_ID};
-use shardstore::{verify_proof, Error, FormatError, MountError, MultiStore, ShardStore};
+use shardstore::{verify_proof, Error, FormatError, FormatOptions, MountError, MultiStore, ShardStore};
 
 #[test]
 fn format_then_mount_is_empty() {
@@ -14,7 +14,7 @@ fn format_then_mount_is_empty() {
     let stat = store.stat();
     assert_eq!(stat.shard_count, 0);
     assert_eq!(stat.used_bytes, 0);
-    assert_eq!(stat.capacity_bytes, 253 * SECTOR_SIZE as u64);
+    assert_eq!(stat.capacity_bytes, 232 * SECTOR_SIZE as u64);
     let store = crash_and_remount(store);
     assert_eq!(store.node_id(), NODE_ID);
     assert_eq!(store.disk_id(), DISK_ID);
@@ -25,7 +25,13 @@ fn format_then_mount_is_empty() {
 fn format_refuses_tiny_device() {
     let result = ShardStore::format(MemDisk::new(10), NODE_ID, DISK_ID);
     assert_eq!(result.err(), Some(FormatError::DeviceTooSmall));
-    let mut disk = MemDisk::new(64);
+    // The default 4 KiB blocks need 16 of them in the log.
+    assert_eq!(ShardStore::format(MemDisk::new(24 + 127), NODE_ID, DISK_ID).err(), Some(FormatError::DeviceTooSmall));
+    assert!(ShardStore::format(MemDisk::new(24 + 128), NODE_ID, DISK_ID).is_ok());
+    let options = FormatOptions { block_sectors: 3, ..FormatOptions::default() };
+    let result = ShardStore::format_with(MemDisk::new(1024), NODE_ID, DISK_ID, options);
+    assert_eq!(result.err(), Some(FormatError::InvalidOptions));
+    let mut disk = MemDisk::new(1024);
     disk.set_failed(true);
     let result = ShardStore::format(disk, NODE_ID, DISK_ID);
     assert_eq!(result.err(), Some(FormatError::Device(BlockError::Failed)));
@@ -74,7 +80,7 @@ fn put_rejects_wrong_key_and_large_shards() {
     let mut other = bytes.clone();
     other[0] ^= 1;
     assert_eq!(store.put(key, &other), Err(Error::KeyMismatch));
-    // 253 log sectors: records up to 31 sectors.
+    // 232 log sectors: records up to 29 sectors.
     let (big_key, big) = shard(2, 31 * SECTOR_SIZE);
     assert_eq!(store.put(big_key, &big), Err(Error::TooLarge));
     assert_eq!(store.stat().used_bytes, 0);
@@ -149,7 +155,7 @@ fn mount_refuses_bad_superblock_version_and_size() {
     assert_eq!(ShardStore::mount(MemDisk::from_image(shorter).unwrap()).err(), Some(MountError::DeviceTooSmall));
 
     let mut no_checkpoint = image.clone();
-    no_checkpoint[SECTOR_SIZE..3 * SECTOR_SIZE].fill(0);
+    no_checkpoint[8 * SECTOR_SIZE..24 * SECTOR_SIZE].fill(0);
     assert_eq!(
         ShardStore::mount(MemDisk::from_image(no_checkpoint).unwrap()).err(),
         Some(MountError::BadCheckpoint)
@@ -176,7 +182,7 @@ fn reformat_after_superblock_wipe_invalidates_old_records() {
     store.put(key2, &bytes2).unwrap();
     let mut disk = store.into_device();
     // Wipe the superblock and checkpoints: the first format's salt inputs come back.
-    disk.write(0, &[0u8; 3 * SECTOR_SIZE]).unwrap();
+    disk.write(0, &[0u8; 24 * SECTOR_SIZE]).unwrap();
     disk.flush().unwrap();
     let mut store = ShardStore::format(disk, NODE_ID, DISK_ID).unwrap();
     // The same first record as before must not pull the old second one back in.
@@ -184,7 +190,8 @@ fn reformat_after_superblock_wipe_invalidates_old_records() {
     let mut store = crash_and_remount(store);
     assert_eq!(store.list(), vec![key]);
     assert_eq!(store.get(&key2), Err(Error::NotFound));
-    let store = ShardStore::format_with_salt(store.into_device(), NODE_ID, DISK_ID, [9; 16]).unwrap();
+    let options = FormatOptions { entropy: [9; 16], block_sectors: 1 };
+    let store = ShardStore::format_with(store.into_device(), NODE_ID, DISK_ID, options).unwrap();
     assert_eq!(crash_and_remount(store).stat().shard_count, 0);
 }
 
@@ -320,4 +327,26 @@ fn multistore_mount_all_skips_refused_disks() {
     assert_eq!(refused[0].device.stats().write_count, 0);
     assert_eq!(multi.disk_count(), 1);
     assert_eq!(multi.get(&key).unwrap(), bytes);
+}
+
+#[test]
+fn block_aligned_store_round_trip() {
+    let mut store = common::fresh_with_blocks(24 + 512, 8);
+    let mut shards = Vec::new();
+    for seed in 0..40 {
+        let (key, bytes) = shard(seed, 100 + (seed as usize * 1100) % 9000);
+        store.put(key, &bytes).unwrap();
+        shards.push((key, bytes));
+        if seed % 2 == 1 {
+            let (old, _) = shards.remove(0);
+            store.delete(&old).unwrap();
+        }
+    }
+    assert_eq!(store.stat().used_bytes % 4096, 0);
+    let mut store = crash_and_remount(store);
+    for (key, bytes) in &shards {
+        assert_eq!(&store.get(key).unwrap(), bytes);
+    }
+    // Every write is whole 4 KiB blocks at 4 KiB offsets.
+    assert_eq!(store.device().stats().written_sectors % 8, 0);
 }

@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use blockdev::mem::MemDisk;
-use common::{fresh, shard};
+use common::{fresh, fresh_with_blocks, shard};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use shardstore::{Error, Key, ShardStore};
@@ -175,8 +175,37 @@ fn check(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>) -> 
     Ok(())
 }
 
-fn run_case(phases: &[Phase]) -> Result<u64, TestCaseError> {
-    let mut store = fresh(DISK_SECTORS);
+/// Disk shape of a crash-test run.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    disk_sectors: u64,
+    block_sectors: u32,
+    /// Shard lengths of the generated ops are multiplied by this.
+    len_scale: usize,
+}
+
+/// Single-sector records on a 96-sector disk (72 log sectors).
+const SMALL_SECTORS: Geometry = Geometry { disk_sectors: DISK_SECTORS, block_sectors: 1, len_scale: 1 };
+/// 4 KiB records on a disk of 93 log blocks, with shards of up to 3 blocks.
+const BLOCKS_4K: Geometry = Geometry { disk_sectors: 24 + 93 * 8, block_sectors: 8, len_scale: 4 };
+
+fn run_case(phases: &[Phase], geometry: Geometry) -> Result<u64, TestCaseError> {
+    let mut store = fresh_with_blocks(geometry.disk_sectors, geometry.block_sectors);
+    let scaled: Vec<Phase> = phases
+        .iter()
+        .map(|phase| Phase {
+            ops: phase
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put { seed, len_bytes } => Op::Put { seed: *seed, len_bytes: len_bytes * geometry.len_scale },
+                    other => other.clone(),
+                })
+                .collect(),
+            ..phase.clone()
+        })
+        .collect();
+    let phases = &scaled[..];
     let mut model = BTreeMap::new();
     let mut crash_points = 0;
     for phase in phases {
@@ -211,20 +240,29 @@ fn run_case(phases: &[Phase]) -> Result<u64, TestCaseError> {
 
 #[test]
 fn crash_at_random_points_keeps_acknowledged_state() {
-    let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
+    crash_at_random_points(SMALL_SECTORS, CASES, CRASH_POINTS_MIN);
+}
+
+#[test]
+fn crash_at_random_points_with_4k_blocks() {
+    crash_at_random_points(BLOCKS_4K, CASES / 2, CRASH_POINTS_MIN / 2);
+}
+
+fn crash_at_random_points(geometry: Geometry, cases: u32, crash_points_min: u64) {
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
     let crash_points = std::cell::Cell::new(0u64);
     let strategy = prop::collection::vec(phase_strategy(), PHASES_PER_CASE);
     let result = runner.run(&strategy, |phases| {
-        let fired = run_case(&phases)?;
+        let fired = run_case(&phases, geometry)?;
         crash_points.set(crash_points.get() + fired);
         Ok(())
     });
     if let Err(error) = result {
         panic!("{error}");
     }
-    eprintln!("crash points exercised: {}", crash_points.get());
-    assert!(crash_points.get() >= CRASH_POINTS_MIN, "only {} crash points", crash_points.get());
+    eprintln!("{geometry:?}: {} crash points", crash_points.get());
+    assert!(crash_points.get() >= crash_points_min, "only {} crash points", crash_points.get());
 }
 
 /// A put/delete/re-put/compact history that goes round the 96-sector log several times.

@@ -11,7 +11,7 @@ use blockdev::SECTOR_SIZE;
 use common::{fresh, shard};
 use proptest::prelude::*;
 use shardstore::layout::{
-    record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS,
+    align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS,
     LOG_START_SECTORS,
 };
 use shardstore::{Error, ShardStore};
@@ -82,7 +82,7 @@ struct ForgedRecord {
 }
 
 fn forged_record() -> impl Strategy<Value = ForgedRecord> {
-    (0u64..61, 1u8..=3, 0u64..4, 0u64..70, 0u32..3000, 0usize..4).prop_map(
+    (0u64..128, 1u8..=3, 0u64..4, 0u64..70, 0u32..3000, 0usize..4).prop_map(
         |(offset_sectors, kind, seq_delta, record_sectors, payload_len_bytes, link)| ForgedRecord {
             offset_sectors,
             kind,
@@ -128,6 +128,7 @@ proptest! {
         head_offset_sectors in prop_oneof![0u64..200, Just(u64::MAX)],
         head_seq in prop_oneof![0u64..5, Just(u64::MAX), Just(u64::MAX - 1)],
         generations in (any::<u64>(), any::<u64>()),
+        block_sectors in prop::sample::select(vec![0u32, 1, 2, 3, 4, 8, 16]),
     ) {
         let superblock = Superblock {
             node_id: [1; 32],
@@ -136,6 +137,7 @@ proptest! {
             sector_count,
             log_start_sectors,
             log_sectors,
+            block_sectors,
         };
         let key = superblock.checksum_key();
         let mut image = vec![0u8; image_sectors as usize * SECTOR_SIZE];
@@ -176,9 +178,10 @@ proptest! {
     fn forged_records_never_panic(
         records in prop::collection::vec(forged_record(), 1..24),
         head_seq in prop_oneof![1u64..4, Just(u64::MAX - 2)],
-        head_offset_sectors in 0u64..61,
+        head_offset_sectors in 0u64..128,
+        block_sectors in prop::sample::select(vec![1u32, 2, 4, 8]),
     ) {
-        let image_sectors = 64u64;
+        let image_sectors = LOG_START_SECTORS + 128;
         let superblock = Superblock {
             node_id: [1; 32],
             disk_id: [2; 16],
@@ -186,6 +189,7 @@ proptest! {
             sector_count: image_sectors,
             log_start_sectors: LOG_START_SECTORS,
             log_sectors: image_sectors - LOG_START_SECTORS,
+            block_sectors,
         };
         let key = superblock.checksum_key();
         let mut image = vec![0u8; image_sectors as usize * SECTOR_SIZE];
@@ -202,10 +206,17 @@ proptest! {
             };
             let (shard_key, payload) = shard(forged.seq_delta, forged.payload_len_bytes as usize);
             let payload: &[u8] = if kind == RecordKind::Put { &payload } else { &[] };
+            // Half of the records sit on block boundaries, where the store looks.
+            let offset_sectors = if forged.link % 2 == 0 {
+                forged.offset_sectors / u64::from(block_sectors) * u64::from(block_sectors)
+            } else {
+                forged.offset_sectors
+            };
+            let block = u64::from(block_sectors);
             let record_sectors = match (kind, forged.record_sectors % 3) {
-                (RecordKind::Put, 0) => record_sectors_for(payload.len() as u64),
-                (RecordKind::Delete, 0) => 1,
-                (RecordKind::Pad, 0) => superblock.log_sectors.saturating_sub(forged.offset_sectors),
+                (RecordKind::Put, 0) => align_up(record_sectors_for(payload.len() as u64), block),
+                (RecordKind::Delete, 0) => block,
+                (RecordKind::Pad, 0) => superblock.log_sectors.saturating_sub(offset_sectors),
                 _ => forged.record_sectors,
             };
             let mut header = RecordHeader {
@@ -223,7 +234,7 @@ proptest! {
             let mut bytes = header.encode(&key).to_vec();
             bytes.extend_from_slice(payload);
             bytes.resize(bytes.len().div_ceil(SECTOR_SIZE) * SECTOR_SIZE, 0);
-            let start = (LOG_START_SECTORS + forged.offset_sectors) as usize * SECTOR_SIZE;
+            let start = (LOG_START_SECTORS + offset_sectors) as usize * SECTOR_SIZE;
             let end = (start + bytes.len()).min(image.len());
             image[start..end].copy_from_slice(&bytes[..end - start]);
         }

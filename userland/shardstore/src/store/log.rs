@@ -5,12 +5,13 @@
 //! and the head advances only once a checkpoint naming it is flushed.
 
 use alloc::vec;
+use alloc::vec::Vec;
 
 use blockdev::{BlockDevice, SECTOR_SIZE};
 
 use super::{ChainPos, Key, Location, LogEntry, ShardStore, COMPACT_BATCH_RECORDS};
 use crate::error::Error;
-use crate::layout::{record_sectors_for, Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
+use crate::layout::{Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
 
 /// Appends, checkpoints and compaction.
 impl<D: BlockDevice> ShardStore<D> {
@@ -80,7 +81,7 @@ impl<D: BlockDevice> ShardStore<D> {
             return Ok(());
         }
         let sector = self.absolute_sector(self.tail.offset_sectors);
-        self.dev.write(sector, &[0u8; SECTOR_SIZE])?;
+        self.dev.write(sector, &self.block_of(&[]))?;
         self.dev.flush()?;
         self.tail_unclean = false;
         Ok(())
@@ -97,10 +98,19 @@ impl<D: BlockDevice> ShardStore<D> {
         };
         // Slot `generation % 2` never holds the durable checkpoint (that one is in the other).
         let slot_sector = CHECKPOINT_SECTORS[(generation % 2) as usize];
-        self.dev.write(slot_sector, &checkpoint.encode(&self.checksum_key))?;
+        let bytes = self.block_of(&checkpoint.encode(&self.checksum_key));
+        self.dev.write(slot_sector, &bytes)?;
         self.dev.flush()?;
         self.checkpoint_generation = generation;
         Ok(())
+    }
+
+    /// One zero-filled block starting with `sector`: whole-block writes never make the
+    /// disk read-modify-write a physical sector.
+    fn block_of(&self, sector: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0u8; self.block_sectors as usize * SECTOR_SIZE];
+        bytes[..sector.len()].copy_from_slice(sector);
+        bytes
     }
 
     /// Points the index at a put record, replacing what it said about the key.
@@ -135,7 +145,7 @@ impl<D: BlockDevice> ShardStore<D> {
 
     /// Space kept back from new shards, so deletes and compaction can always proceed.
     pub(super) fn put_reserve_sectors(&self) -> u64 {
-        2 * self.record_sectors_max + 8
+        2 * self.record_sectors_max + 4 * self.block_sectors
     }
 
     /// Space kept back from deletes, so compaction can always copy one record.
@@ -165,7 +175,7 @@ impl<D: BlockDevice> ShardStore<D> {
     /// Appends one record at the tail (after a pad if it would cross the end of the log),
     /// each written and flushed on its own. The tail moves only after the flush.
     pub(super) fn append(&mut self, kind: RecordKind, key: Key, merkle_root: [u8; 32], payload: &[u8]) -> Result<LogEntry, Error> {
-        let record_sectors = record_sectors_for(payload.len() as u64);
+        let record_sectors = self.record_sectors_of(payload.len());
         assert!(self.room_sectors(record_sectors) <= self.free_sectors());
         let log_sectors = self.superblock.log_sectors;
         if self.tail.offset_sectors + record_sectors > log_sectors {
@@ -199,8 +209,8 @@ impl<D: BlockDevice> ShardStore<D> {
             record_checksum: [0; 32],
         };
         header.record_checksum = header.compute_record_checksum(&self.checksum_key, payload);
-        // A pad is written as its header sector only; its other sectors are never read.
-        let written_sectors = if kind == RecordKind::Pad { 1 } else { record_sectors };
+        // A pad is written as its first block only; its other sectors are never read.
+        let written_sectors = if kind == RecordKind::Pad { self.block_sectors } else { record_sectors };
         let mut buf = vec![0u8; written_sectors as usize * SECTOR_SIZE];
         buf[..RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&self.checksum_key));
         buf[RECORD_HEADER_SIZE_BYTES..RECORD_HEADER_SIZE_BYTES + payload.len()].copy_from_slice(payload);

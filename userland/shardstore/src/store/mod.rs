@@ -26,8 +26,9 @@ use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 
 use crate::error::{Error, FormatError, MountError};
 use crate::layout::{
-    record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock,
-    CHECKPOINT_SECTORS, LOG_SECTORS_MAX, LOG_SECTORS_MIN, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
+    align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, BLOCK_SECTORS_ALLOWED,
+    BLOCK_SECTORS_DEFAULT, CHECKPOINT_SECTORS, LOG_SECTORS_MAX, LOG_SECTORS_MIN, LOG_START_SECTORS,
+    RECORD_HEADER_SIZE_BYTES,
     SUPERBLOCK_SECTOR,
 };
 use crate::merkle::{build_proof, merkle_root, StorageProof};
@@ -141,6 +142,7 @@ pub struct ShardStore<D: BlockDevice> {
     live_bytes: u64,
     checkpoint_generation: u64,
     record_sectors_max: u64,
+    block_sectors: u64,
     report: MountReport,
     corrupt_dropped_count: u64,
     /// A record write at the tail failed: the device may still make it durable.
@@ -176,41 +178,64 @@ fn entry_len_bytes(bytes: &[u8]) -> u32 {
     bytes.len() as u32
 }
 
-/// The largest record a store with a log of `log_sectors` accepts.
-fn record_sectors_max_for(log_sectors: u64) -> u64 {
-    (log_sectors / 8).min(record_sectors_for(SHARD_SIZE_MAX_BYTES as u64))
+/// The largest record a store with a log of `log_sectors` accepts: an eighth of the log
+/// (so compaction always has room to copy), at least one block.
+fn record_sectors_max_for(log_sectors: u64, block_sectors: u64) -> u64 {
+    let shard_max_sectors = align_up(record_sectors_for(SHARD_SIZE_MAX_BYTES as u64), block_sectors);
+    let eighth_sectors = (log_sectors / 8) / block_sectors * block_sectors;
+    eighth_sectors.min(shard_max_sectors).max(block_sectors)
+}
+
+/// How `format_with` lays out a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Mixed into the format salt; random bytes here make every format's checksum key
+    /// unique even on a disk whose first sectors were wiped.
+    pub entropy: [u8; 16],
+    /// Record alignment in sectors: 1, 2, 4 or 8 (the default, 4 KiB). Set it to the
+    /// disk's physical sector size so an append never rewrites a block of older records.
+    pub block_sectors: u32,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions { entropy: [0; 16], block_sectors: BLOCK_SECTORS_DEFAULT }
+    }
 }
 
 impl<D: BlockDevice> ShardStore<D> {
     /// Writes a new, empty store on `dev` (superblock and checkpoints) and returns it.
     /// Whatever the disk held before is gone: no old record verifies under the new format.
-    /// Same as [`format_with_salt`](Self::format_with_salt) with a zero salt.
+    /// Same as [`format_with`](Self::format_with) with default options.
     pub fn format(dev: D, node_id: [u8; 32], disk_id: [u8; 16]) -> Result<Self, FormatError> {
-        Self::format_with_salt(dev, node_id, disk_id, [0; 16])
+        Self::format_with(dev, node_id, disk_id, FormatOptions::default())
     }
 
-    /// [`format`](Self::format) with caller entropy mixed into the format salt. The salt
-    /// also hashes the disk's old first sectors (superblock, checkpoints, first log
-    /// sector), so even without entropy each format of a used disk gets a new checksum
-    /// key; random `entropy` also covers a disk whose first sectors were wiped.
-    pub fn format_with_salt(
+    /// [`format`](Self::format) with options. The format salt hashes the disk's old first
+    /// sectors (superblock, checkpoints, first log sector) and `options.entropy`, so each
+    /// format of a used disk gets a new checksum key.
+    pub fn format_with(
         mut dev: D,
         node_id: [u8; 32],
         disk_id: [u8; 16],
-        entropy: [u8; 16],
+        options: FormatOptions,
     ) -> Result<Self, FormatError> {
+        if !BLOCK_SECTORS_ALLOWED.contains(&options.block_sectors) {
+            return Err(FormatError::InvalidOptions);
+        }
+        let block_sectors = u64::from(options.block_sectors);
         let sector_count = dev.sector_count();
         let log_sectors = sector_count
             .checked_sub(LOG_START_SECTORS)
-            .filter(|&log| log >= LOG_SECTORS_MIN)
-            .ok_or(FormatError::DeviceTooSmall)?
-            .min(LOG_SECTORS_MAX);
+            .map(|log| log.min(LOG_SECTORS_MAX) / block_sectors * block_sectors)
+            .filter(|&log| log >= LOG_SECTORS_MIN * block_sectors)
+            .ok_or(FormatError::DeviceTooSmall)?;
         let old_sectors = read_sectors(&mut dev, SUPERBLOCK_SECTOR, LOG_START_SECTORS + 1)?;
         let mut hasher = blake3::Hasher::new_derive_key("gridos shardstore v1 format salt");
         hasher.update(&old_sectors);
         hasher.update(&node_id);
         hasher.update(&disk_id);
-        hasher.update(&entropy);
+        hasher.update(&options.entropy);
         let mut format_salt = [0u8; 16];
         format_salt.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
 
@@ -221,6 +246,7 @@ impl<D: BlockDevice> ShardStore<D> {
             sector_count,
             log_start_sectors: LOG_START_SECTORS,
             log_sectors,
+            block_sectors: options.block_sectors,
         };
         let checksum_key = superblock.checksum_key();
         let head = ChainPos { offset_sectors: 0, seq: 1, prev_checksum: [0; 32] };
@@ -230,20 +256,28 @@ impl<D: BlockDevice> ShardStore<D> {
             head_seq: head.seq,
             head_prev_checksum: head.prev_checksum,
         };
-        dev.write(CHECKPOINT_SECTORS[1], &checkpoint.encode(&checksum_key))?;
-        dev.write(CHECKPOINT_SECTORS[0], &[0u8; SECTOR_SIZE])?;
+        // Whole blocks everywhere, so the disk never has to read-modify-write.
+        let block = |sector: &[u8]| {
+            let mut bytes = vec![0u8; block_sectors as usize * SECTOR_SIZE];
+            bytes[..sector.len()].copy_from_slice(sector);
+            bytes
+        };
+        dev.write(CHECKPOINT_SECTORS[1], &block(&checkpoint.encode(&checksum_key)))?;
+        dev.write(CHECKPOINT_SECTORS[0], &block(&[]))?;
         // The log starts empty: nothing at the head's place may continue the new chain.
-        dev.write(LOG_START_SECTORS, &[0u8; SECTOR_SIZE])?;
+        dev.write(LOG_START_SECTORS, &block(&[]))?;
         dev.flush()?;
-        dev.write(SUPERBLOCK_SECTOR, &superblock.encode())?;
+        dev.write(SUPERBLOCK_SECTOR, &block(&superblock.encode()))?;
         dev.flush()?;
         Ok(Self::empty(dev, superblock, head, checkpoint.generation))
     }
 
     fn empty(dev: D, superblock: Superblock, head: ChainPos, checkpoint_generation: u64) -> Self {
         let checksum_key = superblock.checksum_key();
-        let record_sectors_max = record_sectors_max_for(superblock.log_sectors);
+        let block_sectors = u64::from(superblock.block_sectors);
+        let record_sectors_max = record_sectors_max_for(superblock.log_sectors, block_sectors);
         ShardStore {
+            block_sectors,
             dev,
             superblock,
             checksum_key,
@@ -317,9 +351,16 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(buf)
     }
 
+    /// Sectors a record with `payload_len_bytes` of payload occupies on this disk.
+    fn record_sectors_of(&self, payload_len_bytes: usize) -> u64 {
+        align_up(record_sectors_for(payload_len_bytes as u64), self.block_sectors)
+    }
+
     fn check_invariants(&self) {
         let log_sectors = self.superblock.log_sectors;
         assert!(self.used_sectors < log_sectors);
+        assert!(self.used_sectors.is_multiple_of(self.block_sectors));
+        assert!(self.tail.offset_sectors.is_multiple_of(self.block_sectors));
         assert_eq!(self.tail.offset_sectors, (self.head.offset_sectors + self.used_sectors) % log_sectors);
         assert_eq!(self.log.is_empty(), self.used_sectors == 0);
         if let Some(first) = self.log.front() {
@@ -338,7 +379,7 @@ impl<D: BlockDevice> ShardStore<D> {
         if bytes.len() > SHARD_SIZE_MAX_BYTES {
             return Err(Error::TooLarge);
         }
-        let record_sectors = record_sectors_for(bytes.len() as u64);
+        let record_sectors = self.record_sectors_of(bytes.len());
         if record_sectors > self.record_sectors_max {
             return Err(Error::TooLarge);
         }
@@ -379,7 +420,7 @@ impl<D: BlockDevice> ShardStore<D> {
         if !self.index.contains_key(key) {
             return Err(Error::NotFound);
         }
-        self.make_room(1, self.delete_reserve_sectors())?;
+        self.make_room(self.block_sectors, self.delete_reserve_sectors())?;
         self.append(RecordKind::Delete, *key, [0; 32], &[])?;
         self.set_dead(key);
         self.check_invariants();

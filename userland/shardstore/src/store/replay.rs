@@ -13,7 +13,8 @@ use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 use super::{read_sectors, ChainPos, LogEntry, ShardStore, Verdict};
 use crate::error::MountError;
 use crate::layout::{
-    Checkpoint, RecordHeader, RecordKind, Superblock, SuperblockError, CHECKPOINT_SECTORS,
+    align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, SuperblockError,
+    CHECKPOINT_SECTORS,
     RECORD_HEADER_SIZE_BYTES, SUPERBLOCK_SECTOR,
 };
 
@@ -45,7 +46,10 @@ impl<D: BlockDevice> ShardStore<D> {
             }
         }
         let checkpoint = best.ok_or(MountError::BadCheckpoint)?;
-        if checkpoint.head_offset_sectors >= superblock.log_sectors {
+        let block_sectors = u64::from(superblock.block_sectors);
+        if checkpoint.head_offset_sectors >= superblock.log_sectors
+            || !checkpoint.head_offset_sectors.is_multiple_of(block_sectors)
+        {
             return Err(MountError::BadCheckpoint);
         }
         Ok(checkpoint)
@@ -126,18 +130,20 @@ impl<D: BlockDevice> ShardStore<D> {
         let log_sectors = self.superblock.log_sectors;
         let Some(next_seq) = self.tail.seq.checked_add(1) else { return Ok(None) };
         let tail = self.tail.offset_sectors;
-        let window_end = tail.saturating_add(self.record_sectors_max).min(log_sectors - 1);
-        // Candidates: the sectors after a lost record (read in one request), and offset 0
-        // after a lost pad.
-        let window_sectors = window_end.saturating_sub(tail);
-        let window = if window_sectors > 0 {
-            let first_sector = self.absolute_sector(tail + 1);
-            read_sectors(&mut self.dev, first_sector, window_sectors)?
+        let block = self.block_sectors;
+        // Candidates: where the next record starts if the lost one was 1..=max blocks long
+        // (read in one request), and offset 0 if the lost one was a pad.
+        let first_sectors = tail + block;
+        let last_sectors = tail.saturating_add(self.record_sectors_max).min(log_sectors - block);
+        let window = if first_sectors <= last_sectors {
+            let first_sector = self.absolute_sector(first_sectors);
+            read_sectors(&mut self.dev, first_sector, last_sectors - first_sectors + 1)?
         } else {
             Vec::new()
         };
-        for (index, sector) in window.chunks_exact(SECTOR_SIZE).enumerate() {
-            let offset_sectors = tail + 1 + index as u64;
+        let block_bytes = block as usize * SECTOR_SIZE;
+        for (index, sector) in window.chunks(block_bytes).enumerate() {
+            let offset_sectors = first_sectors + index as u64 * block;
             let Some(header) = RecordHeader::decode(sector, &self.checksum_key) else { continue };
             if header.seq == next_seq && ShardProbe::from(&*self).fits(offset_sectors, &header) {
                 return Ok(Some((offset_sectors - tail, header)));
@@ -227,6 +233,7 @@ struct ShardProbe {
     tail_offset_sectors: u64,
     used_sectors: u64,
     record_sectors_max: u64,
+    block_sectors: u64,
 }
 
 impl<D: BlockDevice> From<&ShardStore<D>> for ShardProbe {
@@ -236,6 +243,7 @@ impl<D: BlockDevice> From<&ShardStore<D>> for ShardProbe {
             tail_offset_sectors: store.tail.offset_sectors,
             used_sectors: store.used_sectors,
             record_sectors_max: store.record_sectors_max,
+            block_sectors: store.block_sectors,
         }
     }
 }
@@ -255,7 +263,7 @@ impl ShardProbe {
     /// Whether `header` at `offset_sectors` fits in the free space, counting the sectors
     /// between the tail and it as used.
     fn fits(&self, offset_sectors: u64, header: &RecordHeader) -> bool {
-        if offset_sectors >= self.log_sectors {
+        if offset_sectors >= self.log_sectors || !offset_sectors.is_multiple_of(self.block_sectors) {
             return false;
         }
         let Some(end_sectors) = offset_sectors.checked_add(header.record_sectors) else {
@@ -265,10 +273,14 @@ impl ShardProbe {
             .used_sectors
             .checked_add(self.gap_to(offset_sectors))
             .and_then(|used| used.checked_add(header.record_sectors));
+        let exact_sectors =
+            align_up(record_sectors_for(u64::from(header.payload_len_bytes)), self.block_sectors);
         let shaped = match header.kind {
             RecordKind::Pad => end_sectors == self.log_sectors,
-            RecordKind::Put => header.record_sectors <= self.record_sectors_max,
-            RecordKind::Delete => true,
+            RecordKind::Put => {
+                header.record_sectors == exact_sectors && header.record_sectors <= self.record_sectors_max
+            }
+            RecordKind::Delete => header.record_sectors == self.block_sectors,
         };
         // The last sequence number is never used, so the tail's successor always exists.
         let seq_ok = header.seq < u64::MAX;

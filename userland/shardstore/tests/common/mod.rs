@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use blockdev::mem::MemDisk;
-use shardstore::{Key, ShardStore};
+use shardstore::{FormatOptions, Key, ShardStore};
 
 pub const NODE_ID: [u8; 32] = [0x11; 32];
 pub const DISK_ID: [u8; 16] = [0x22; 16];
@@ -21,9 +21,16 @@ pub fn shard(seed: u64, len_bytes: usize) -> (Key, Vec<u8>) {
     (*blake3::hash(&bytes).as_bytes(), bytes)
 }
 
-/// A freshly formatted store on a zeroed disk of `sector_count` sectors.
+/// A freshly formatted store on a zeroed disk of `sector_count` sectors, with records
+/// aligned to single sectors (so that small test disks hold many records).
 pub fn fresh(sector_count: u64) -> ShardStore<MemDisk> {
-    ShardStore::format(MemDisk::new(sector_count), NODE_ID, DISK_ID).expect("format")
+    fresh_with_blocks(sector_count, 1)
+}
+
+/// A freshly formatted store whose records are aligned to `block_sectors`.
+pub fn fresh_with_blocks(sector_count: u64, block_sectors: u32) -> ShardStore<MemDisk> {
+    let options = FormatOptions { block_sectors, ..FormatOptions::default() };
+    ShardStore::format_with(MemDisk::new(sector_count), NODE_ID, DISK_ID, options).expect("format")
 }
 
 /// Simulates power loss (unflushed writes lost) and mounts again.
