@@ -67,7 +67,7 @@
 //! writes the next generation into the *other* slot, so a torn checkpoint write leaves
 //! the previous one intact.
 //!
-//! ## Record (starts at a sector boundary in the log region)
+//! ## Record (starts at a block boundary in the log region)
 //! ```text
 //! 0..8      magic "GSHRDREC"
 //! 8         kind: 1 put, 2 delete, 3 pad
@@ -97,6 +97,10 @@
 //!   Only the *last* record can be torn: mount reads it whole and drops it if its
 //!   record checksum fails (`MountReport::torn_tail_dropped`). The price: bit rot in
 //!   the very last record is taken for a torn write.
+//! - After a failed write or flush the store does not advance, and before it
+//!   acknowledges anything else it zeroes and flushes the failed record's first block:
+//!   a disk cache could otherwise still write that record back later and make an
+//!   unacknowledged operation contradict an acknowledged one.
 //! - Stale records of earlier laps carry lower sequence numbers and other chain links;
 //!   a record torn by a crash and then overwritten with a shorter one leaves payload
 //!   bytes behind, which never pass the keyed header checksum. So nothing torn or
