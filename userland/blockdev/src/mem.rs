@@ -60,6 +60,9 @@ pub struct MemDisk {
 
 impl MemDisk {
     /// A zero-filled disk of `sector_count` sectors.
+    ///
+    /// # Panics
+    /// If the image does not fit in memory (`sector_count * 512` overflows `usize`).
     pub fn new(sector_count: u64) -> Self {
         let size_bytes = usize::try_from(sector_count)
             .ok()
