@@ -27,6 +27,7 @@ mod power;
 mod selftest;
 mod services;
 mod syscalls;
+mod wasm;
 
 use arch::x86_64::{apic, cpu, gdt, idt, interrupts, time};
 use bootinfo::{BootInfo, Protocol};

@@ -13,7 +13,7 @@ use crate::power;
 /// Names accepted by `gridos.test=`.
 pub const CASES: &[&str] = &[
     "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
-    "serve", "echo-client",
+    "serve", "echo-client", "workloads",
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
@@ -43,6 +43,7 @@ pub fn run(name: &str, facts: &BootFacts) {
         "disk-write" => disk_write(facts.seed),
         "disk-verify" => disk_verify(facts.seed),
         "disk-bench" => disk_bench(),
+        "workloads" => crate::wasm::selftest(),
         "hello" => {
             if facts.hello_status == 0 { Ok(()) } else { Err("userland hello returned an error") }
         }

@@ -23,9 +23,11 @@ extern crate std;
 pub mod artifact;
 pub mod log;
 pub mod manifest;
+pub mod module;
 pub mod oci;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod wasi;
 
+pub use ed25519_compact;
 pub use manifest::{Limits, Manifest, SignedManifest};

@@ -81,7 +81,7 @@ pub fn start_tick() -> u64 {
     apic_hz
 }
 
-fn on_tick(_vector: u8) {
+pub fn on_tick(_vector: u8) {
     TICKS.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -1,0 +1,356 @@
+//! Workloads on the node: WebAssembly modules run by an embedded no_std wasmtime 48
+//! under hard limits, with WASI preview 1 from the `workloads` crate.
+//!
+//! - Engines ([`engines`]): native x86-64 (the kernel's code-memory and CPUID hooks from
+//!   [`platform`]) and Pulley (wasmtime's interpreter). The kernel has no compiler:
+//!   modules arrive with a bundle precompiled on the host by `wasm-precompile` with the
+//!   same settings; a module runs natively when its native code deserializes (CPU
+//!   features, settings and module hash match) and on Pulley otherwise.
+//! - Time slicing: every workload runs on its own [`fiber`]; the timer tick bumps the
+//!   engines' epoch, and the epoch callback charges CPU time, checks the CPU, wall-clock
+//!   and stop limits, and switches back to the round-robin scheduler in [`Manager::run`].
+//! - Memory cap: the store's `ResourceLimiter`; log cap: the WASI log. Any limit ends
+//!   the workload with a recorded [`StopReason`]; the others carry on.
+//!
+//! Restart-on-boot: manifests carry the flag, but no persistent store is wired to the
+//! manager yet, so nothing is restarted (logged at deploy).
+
+pub mod fiber;
+pub mod platform;
+mod selftest;
+
+pub use selftest::run as selftest;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+use spin::Once;
+use wasmtime::{Engine, Linker, Module, Store, UpdateDeadline};
+use workloads::artifact::{self, Backend};
+use workloads::runtime::{self, StopReason, WorkloadState};
+use workloads::wasi::HostServices;
+use workloads::{Limits, Manifest, SignedManifest};
+
+use crate::arch::x86_64::{idt, time};
+
+/// One engine and its WASI linker.
+pub struct Runner {
+    pub engine: Engine,
+    pub linker: Linker<WorkloadState>,
+}
+
+pub struct Engines {
+    /// `None` if the native engine could not be created.
+    pub native: Option<Runner>,
+    pub pulley: Runner,
+}
+
+// SAFETY: wasmtime runs on the boot CPU only; the tick handler touches only the
+// engines' atomic epoch counters.
+unsafe impl Sync for Engines {}
+unsafe impl Send for Engines {}
+
+static ENGINES: Once<Result<Engines, String>> = Once::new();
+
+fn runner(backend: Backend) -> Result<Runner, String> {
+    let mut c = runtime::base_config(backend);
+    c.with_custom_code_memory(Some(platform::code_memory()));
+    // SAFETY: the detector reads CPUID (and XCR0) and says false or unknown unless the
+    // CPU and the kernel's control registers allow the instructions.
+    unsafe { c.detect_host_feature(platform::detect_host_feature) };
+    let engine = Engine::new(&c).map_err(|e| format!("{} engine: {e}", backend.name()))?;
+    let linker = runtime::linker(&engine).map_err(|e| format!("{} linker: {e}", backend.name()))?;
+    Ok(Runner { engine, linker })
+}
+
+fn tick(vector: u8) {
+    time::on_tick(vector);
+    if let Some(Ok(e)) = ENGINES.get() {
+        e.pulley.engine.increment_epoch();
+        if let Some(n) = &e.native {
+            n.engine.increment_epoch();
+        }
+    }
+}
+
+/// The engines, created on first use (which also hooks the timer tick).
+pub fn engines() -> Result<&'static Engines, String> {
+    let e = ENGINES.call_once(|| {
+        let native = match runner(Backend::NativeX86_64) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::warn!("wasm: no native engine ({e}); workloads run on Pulley");
+                None
+            }
+        };
+        let pulley = runner(Backend::Pulley64)?;
+        Ok(Engines { native, pulley })
+    });
+    let e = e.as_ref().map_err(Clone::clone)?;
+    idt::register(time::TIMER_VECTOR, tick);
+    Ok(e)
+}
+
+/// Clock and entropy for workloads.
+struct KernelHost;
+
+impl HostServices for KernelHost {
+    fn realtime_ns(&mut self) -> u64 {
+        let (s, ns) = time::unix_time();
+        s.saturating_mul(1_000_000_000).saturating_add(u64::from(ns))
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        time::since_boot_ns()
+    }
+    fn random(&mut self, buf: &mut [u8]) {
+        crate::entropy::fill(buf);
+    }
+}
+
+/// Where a workload is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ready,
+    Running,
+    Done(StopReason),
+}
+
+/// Shared between the scheduler and the workload's fiber.
+struct Slot {
+    name: String,
+    limits: Limits,
+    status: Status,
+    lines: Vec<String>,
+    printed: usize,
+    cpu_ns: u64,
+    slice_start_ns: u64,
+    started_ns: u64,
+    finished_ns: u64,
+    instantiate_us: u64,
+    run_us: u64,
+    stop_requested: bool,
+}
+
+struct Workload {
+    slot: Arc<Mutex<Slot>>,
+    fiber: Box<fiber::Fiber>,
+    backend: Backend,
+}
+
+/// What [`Manager::info`] reports.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub name: String,
+    pub status: Status,
+    pub backend: Backend,
+    pub cpu_ms: u64,
+    pub instantiate_us: u64,
+    pub run_us: u64,
+    pub finished_ns: u64,
+}
+
+/// Deploys, schedules and reports on workloads.
+#[derive(Default)]
+pub struct Manager {
+    workloads: Vec<Workload>,
+}
+
+/// A precompiled module and which engine it belongs to.
+fn load_code(engines: &'static Engines, name: &str, manifest: &Manifest, bundle: &[u8]) -> Result<(Module, &'static Runner, Backend), String> {
+    let bundle = artifact::parse(bundle, Some(&manifest.module_blake3))
+        .map_err(|e| format!("no usable precompiled code ({e}); the kernel has no compiler"))?;
+    let mut why = String::new();
+    for (backend, code) in &bundle.sections {
+        let runner = match backend {
+            Backend::NativeX86_64 => match &engines.native {
+                Some(r) => r,
+                None => continue,
+            },
+            Backend::Pulley64 => &engines.pulley,
+        };
+        let t0 = time::since_boot_us();
+        // SAFETY: the bundle is bound to the module hash the owner signed; wasmtime
+        // checks its header (engine settings, target, CPU features) before using it.
+        match unsafe { Module::deserialize(&runner.engine, code) } {
+            Ok(m) => {
+                log::info!("workload {name}: loaded {} code ({} KiB) in {} us", backend.name(), code.len() / 1024,
+                    time::since_boot_us() - t0);
+                return Ok((m, runner, *backend));
+            }
+            Err(e) => {
+                log::warn!("workload {name}: {} code not usable here: {e:#}", backend.name());
+                why = format!("{e}");
+            }
+        }
+    }
+    Err(format!("no precompiled code loads on this node ({why})"))
+}
+
+impl Manager {
+    pub fn new() -> Self {
+        Manager::default()
+    }
+
+    /// Verifies a signed manifest and its module and prepares the workload; it runs in
+    /// [`Manager::run`]. Errors are the reason it was rejected.
+    pub fn deploy(&mut self, signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<usize, String> {
+        let engines = engines()?;
+        let manifest = SignedManifest::from_bytes(signed_manifest)
+            .and_then(|s| s.verify())
+            .map_err(|e| format!("{e}"))?;
+        let name = manifest.name.clone();
+        let imports = workloads::module::check_structure(module)?;
+        workloads::module::check_imports(&imports)?;
+        manifest.check_module(module).map_err(|e| format!("{e}"))?;
+        let (module, runner, backend) = load_code(engines, &name, &manifest, bundle)?;
+        runtime::check_imports(&module)?;
+        if manifest.restart_on_boot {
+            log::info!("workload {name}: restart-on-boot asked for, but the node has no persistent workload store yet");
+        }
+        let slot = Arc::new(Mutex::new(Slot {
+            name: name.clone(),
+            limits: manifest.limits,
+            status: Status::Ready,
+            lines: Vec::new(),
+            printed: 0,
+            cpu_ns: 0,
+            slice_start_ns: 0,
+            started_ns: 0,
+            finished_ns: 0,
+            instantiate_us: 0,
+            run_us: 0,
+            stop_requested: false,
+        }));
+        let body_slot = Arc::clone(&slot);
+        let fiber = fiber::Fiber::new(Box::new(move || run_workload(runner, module, manifest, body_slot)));
+        self.workloads.push(Workload { slot, fiber, backend });
+        Ok(self.workloads.len() - 1)
+    }
+
+    /// Like [`Manager::deploy`], with the module taken from an OCI image layout tar.
+    pub fn deploy_oci(&mut self, signed_manifest: &[u8], image_tar: &[u8], bundle: &[u8]) -> Result<usize, String> {
+        let image = workloads::oci::wasm_from_layout(image_tar).map_err(|e| format!("OCI image: {e}"))?;
+        log::info!("oci: image manifest {}, layer {} ({}, {} bytes)", image.manifest_digest, image.layer_digest,
+            image.layer_media_type, image.module.len());
+        self.deploy(signed_manifest, &image.module, bundle)
+    }
+
+    pub fn info(&self, id: usize) -> Option<Info> {
+        let w = self.workloads.get(id)?;
+        let s = w.slot.lock();
+        Some(Info {
+            name: s.name.clone(),
+            status: s.status.clone(),
+            backend: w.backend,
+            cpu_ms: s.cpu_ns / 1_000_000,
+            instantiate_us: s.instantiate_us,
+            run_us: s.run_us,
+            finished_ns: s.finished_ns,
+        })
+    }
+
+    pub fn logs(&self, id: usize) -> Vec<String> {
+        self.workloads.get(id).map(|w| w.slot.lock().lines.clone()).unwrap_or_default()
+    }
+
+    /// Asks a workload to stop; it does at its next time-slice check.
+    pub fn stop(&mut self, id: usize) {
+        if let Some(w) = self.workloads.get(id) {
+            w.slot.lock().stop_requested = true;
+        }
+    }
+
+    /// Runs every unfinished workload round-robin, one time slice each, until all are
+    /// done. Prints log lines as `[name] line` as they appear.
+    pub fn run(&mut self) {
+        loop {
+            let mut any = false;
+            for w in &mut self.workloads {
+                if w.fiber.is_done() {
+                    continue;
+                }
+                any = true;
+                let now = time::since_boot_ns();
+                {
+                    let mut s = w.slot.lock();
+                    if s.status == Status::Ready {
+                        s.status = Status::Running;
+                        s.started_ns = now;
+                    }
+                    s.slice_start_ns = now;
+                }
+                w.fiber.resume();
+                let mut s = w.slot.lock();
+                s.cpu_ns += time::since_boot_ns() - s.slice_start_ns;
+                while s.printed < s.lines.len() {
+                    crate::kprintln!("[{}] {}", s.name, s.lines[s.printed]);
+                    s.printed += 1;
+                }
+                if let Status::Done(reason) = &s.status {
+                    log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+}
+
+fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
+    for (stream, line) in state.wasi.log.take_lines() {
+        slot.lines.push(match stream {
+            workloads::log::Stream::Stdout => line,
+            workloads::log::Stream::Stderr => format!("stderr: {line}"),
+        });
+    }
+}
+
+/// The body of a workload's fiber.
+fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slot: Arc<Mutex<Slot>>) {
+    let state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(KernelHost));
+    let mut store = Store::new(&runner.engine, state);
+    store.limiter(|s| s);
+    store.set_epoch_deadline(1);
+    let cb_slot = Arc::clone(&slot);
+    store.epoch_deadline_callback(move |mut ctx| {
+        let now = time::since_boot_ns();
+        {
+            let mut s = cb_slot.lock();
+            drain_log(ctx.data_mut(), &mut s);
+            let cpu_ns = s.cpu_ns + (now - s.slice_start_ns);
+            let stop = if s.stop_requested {
+                Some(StopReason::Stopped)
+            } else if cpu_ns > s.limits.cpu_ms.saturating_mul(1_000_000) {
+                Some(StopReason::CpuLimit { used_ms: cpu_ns / 1_000_000 })
+            } else if now - s.started_ns > s.limits.wall_ms.saturating_mul(1_000_000) {
+                Some(StopReason::WallDeadline)
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                ctx.data_mut().stop = Some(stop);
+                return Err(wasmtime::Error::msg("workload limit"));
+            }
+        }
+        fiber::suspend();
+        Ok(UpdateDeadline::Continue(1))
+    });
+    let t0 = time::since_boot_us();
+    let instance = runner.linker.instantiate(&mut store, &module);
+    let t1 = time::since_boot_us();
+    let result = instance.and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()));
+    let t2 = time::since_boot_us();
+    let reason = store.data_mut().classify(result);
+    store.data_mut().wasi.log.flush();
+    let mut s = slot.lock();
+    drain_log(store.data_mut(), &mut s);
+    s.instantiate_us = t1 - t0;
+    s.run_us = t2 - t1;
+    s.finished_ns = time::since_boot_ns();
+    s.status = Status::Done(reason);
+}

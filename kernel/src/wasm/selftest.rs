@@ -1,0 +1,199 @@
+//! `gridos.test=workloads`: the workload manager end to end on the booted kernel.
+//!
+//! The C programs in tests/wasm/ (built with clang + wasi-libc) and their bundles
+//! precompiled on the host are embedded in the kernel with `include_bytes!` (they are
+//! committed; tests/wasm/build.sh rebuilds them). Manifests are signed here with a
+//! fixed test key; the manager verifies them like any other.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use workloads::manifest::key_pair_from_seed;
+use workloads::runtime::StopReason;
+use workloads::{Limits, Manifest};
+
+use super::{Manager, Status};
+use crate::arch::x86_64::time;
+
+macro_rules! program {
+    ($name:literal) => {
+        (
+            include_bytes!(concat!("../../../tests/wasm/out/", $name, ".wasm")).as_slice(),
+            include_bytes!(concat!("../../../tests/wasm/out/", $name, ".bundle")).as_slice(),
+        )
+    };
+}
+
+const HELLO: (&[u8], &[u8]) = program!("hello");
+const CHECKSUM: (&[u8], &[u8]) = program!("checksum");
+const SPIN: (&[u8], &[u8]) = program!("spin");
+const MEMBOMB: (&[u8], &[u8]) = program!("membomb");
+const FIB: (&[u8], &[u8]) = program!("fib");
+
+/// FNV-1a 64 and byte sum over the xorshift32 stream, as tests/wasm/checksum.c.
+fn expected_checksum(n: usize) -> String {
+    let (mut x, mut h, mut sum) = (1u32, 0xcbf2_9ce4_8422_2325u64, 0u64);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let b = x as u8;
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        sum += u64::from(b);
+    }
+    format!("checksum of {n} bytes: fnv1a64={h:016x} sum={sum}")
+}
+
+struct Signer(workloads::ed25519_compact::KeyPair);
+
+impl Signer {
+    fn manifest(&self, name: &str, module: &[u8], limits: Limits, args: &[&str]) -> Vec<u8> {
+        let mut m = Manifest::new(name, *self.0.pk, module);
+        m.limits = limits;
+        m.args.extend(args.iter().map(|a| a.to_string()));
+        m.env.push("GREETING=hi from the manifest".into());
+        m.sign(&self.0.sk).to_bytes()
+    }
+}
+
+fn done(mgr: &Manager, id: usize) -> Result<StopReason, String> {
+    match mgr.info(id).map(|i| i.status) {
+        Some(Status::Done(r)) => Ok(r),
+        other => Err(format!("workload {id} not done: {other:?}")),
+    }
+}
+
+fn expect(cond: bool, what: &str) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what.to_string()) }
+}
+
+fn has_line(mgr: &Manager, id: usize, line: &str) -> bool {
+    mgr.logs(id).iter().any(|l| l == line)
+}
+
+pub fn run() -> Result<(), &'static str> {
+    match scenarios() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::error!("workloads: {e}");
+            Err("workload scenario failed")
+        }
+    }
+}
+
+fn scenarios() -> Result<(), String> {
+    let engines = super::engines()?;
+    log::info!("wasm: engines ready: native x86_64 {}, pulley64 yes",
+        if engines.native.is_some() { "yes" } else { "NO" });
+    for f in workloads::runtime::NATIVE_FEATURES {
+        log::info!("wasm: cpu feature {f}: {:?}", super::platform::detect_host_feature(f));
+    }
+    let signer = Signer(key_pair_from_seed([0x42; 32]));
+    let small = Limits { memory_bytes: 8 << 20, cpu_ms: 20_000, wall_ms: 120_000, log_bytes: 16 << 10 };
+
+    // 1. Hello world and the checksum, next to an endless loop with a CPU limit.
+    let mut mgr = Manager::new();
+    let hello = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &["first-arg"]), HELLO.0, HELLO.1)?;
+    let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 500, ..small }, &[]), SPIN.0, SPIN.1)?;
+    let sum = mgr.deploy(&signer.manifest("checksum", CHECKSUM.0, small, &[]), CHECKSUM.0, CHECKSUM.1)?;
+    mgr.run();
+    expect(done(&mgr, hello)? == StopReason::Exited(0), "hello did not exit 0")?;
+    expect(has_line(&mgr, hello, "hello, world from wasm32-wasi"), "hello's greeting missing")?;
+    expect(has_line(&mgr, hello, "argc=2 argv[0]=hello argv[1]=first-arg"), "hello's args wrong")?;
+    expect(has_line(&mgr, hello, "env GREETING=hi from the manifest"), "hello's env wrong")?;
+    expect(has_line(&mgr, hello, "clock ok, random ok"), "hello's clock/random check failed")?;
+    expect(done(&mgr, sum)? == StopReason::Exited(0), "checksum did not exit 0")?;
+    expect(has_line(&mgr, sum, &expected_checksum(1 << 20)), "checksum line wrong")?;
+    let spin_reason = done(&mgr, spin)?;
+    expect(matches!(spin_reason, StopReason::CpuLimit { .. }), "spin was not stopped at its CPU limit")?;
+    let (si, ci) = (mgr.info(spin).ok_or("no spin")?, mgr.info(sum).ok_or("no checksum")?);
+    expect(ci.finished_ns < si.finished_ns, "checksum did not finish while spin ran")?;
+    crate::kprintln!("workloads: spin stopped ({spin_reason}) after checksum finished; {} backend", si.backend.name());
+    crate::kprintln!("workloads: hello and checksum ran on {}", ci.backend.name());
+
+    // 2. A memory bomb against its cap, and a stop request.
+    let mut mgr = Manager::new();
+    let bomb = mgr.deploy(&signer.manifest("membomb", MEMBOMB.0, Limits { memory_bytes: 32 << 20, ..small }, &[]),
+        MEMBOMB.0, MEMBOMB.1)?;
+    let stopped = mgr.deploy(&signer.manifest("spin-stopped", SPIN.0, small, &[]), SPIN.0, SPIN.1)?;
+    mgr.stop(stopped);
+    mgr.run();
+    let r = done(&mgr, bomb)?;
+    expect(matches!(r, StopReason::MemoryLimit { cap, .. } if cap == 32 << 20), "membomb not stopped at its cap")?;
+    crate::kprintln!("workloads: membomb {r}");
+    expect(done(&mgr, stopped)? == StopReason::Stopped, "stop request ignored")?;
+
+    // 3. Rejections: bad signature, truncated module, unknown import, wrong bundle.
+    let mut mgr = Manager::new();
+    let mut bad_sig = workloads::SignedManifest::from_bytes(&signer.manifest("hello", HELLO.0, small, &[]))
+        .map_err(|e| format!("{e}"))?;
+    bad_sig.signature[10] ^= 1;
+    let e = mgr.deploy(&bad_sig.to_bytes(), HELLO.0, HELLO.1).err().ok_or("bad signature accepted")?;
+    crate::kprintln!("workloads: bad-signature module rejected: {e}");
+    expect(e.contains("bad manifest signature"), "wrong error for a bad signature")?;
+    let truncated = &HELLO.0[..HELLO.0.len() / 2];
+    let e = mgr.deploy(&signer.manifest("truncated", truncated, small, &[]), truncated, HELLO.1).err()
+        .ok_or("truncated module accepted")?;
+    crate::kprintln!("workloads: truncated module rejected: {e}");
+    expect(e.contains("malformed module"), "wrong error for a truncated module")?;
+    let alien = workloads::module::module_importing("env", "launch_missiles");
+    let e = mgr.deploy(&signer.manifest("alien", &alien, small, &[]), &alien, HELLO.1).err()
+        .ok_or("unknown import accepted")?;
+    crate::kprintln!("workloads: unknown import rejected: {e}");
+    let e = mgr.deploy(&signer.manifest("swapped", SPIN.0, small, &[]), SPIN.0, HELLO.1).err()
+        .ok_or("bundle of another module accepted")?;
+    crate::kprintln!("workloads: mismatched bundle rejected: {e}");
+    let e = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &[]), CHECKSUM.0, CHECKSUM.1).err()
+        .ok_or("module with another hash accepted")?;
+    crate::kprintln!("workloads: module not matching its manifest rejected: {e}");
+    let cut = &HELLO.1[..HELLO.1.len() - 1000];
+    let e = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &[]), HELLO.0, cut).err()
+        .ok_or("truncated bundle accepted")?;
+    crate::kprintln!("workloads: truncated bundle rejected: {e}");
+
+    // 4. OCI image layout.
+    let tar = workloads::oci::build_layout(HELLO.0, workloads::oci::WASM_LAYER_TYPES[0]);
+    let mut mgr = Manager::new();
+    let oci = mgr.deploy_oci(&signer.manifest("hello-oci", HELLO.0, small, &[]), &tar, HELLO.1)?;
+    mgr.run();
+    expect(done(&mgr, oci)? == StopReason::Exited(0) && has_line(&mgr, oci, "hello, world from wasm32-wasi"),
+        "OCI hello failed")?;
+    crate::kprintln!("workloads: OCI image hello ran");
+
+    // 5. Twenty at once.
+    let mut mgr = Manager::new();
+    let n = 64 << 10;
+    let arg = format!("{n}");
+    let ids: Vec<usize> = (0..20)
+        .map(|i| mgr.deploy(&signer.manifest(&format!("sum{i:02}"), CHECKSUM.0, small, &[&arg]), CHECKSUM.0, CHECKSUM.1))
+        .collect::<Result<_, _>>()?;
+    let t0 = time::since_boot_us();
+    mgr.run();
+    let want = expected_checksum(n);
+    let ok = ids.iter().filter(|&&id| done(&mgr, id).ok() == Some(StopReason::Exited(0)) && has_line(&mgr, id, &want)).count();
+    crate::kprintln!("workloads: {ok} of 20 concurrent workloads finished correctly in {} ms", (time::since_boot_us() - t0) / 1000);
+    expect(ok == 20, "not all 20 concurrent workloads finished correctly")?;
+
+    // 6. Bench: fib(30) native and fib(25) on Pulley; instantiation of a precompiled module.
+    let big = Limits { cpu_ms: 120_000, ..small };
+    let mut mgr = Manager::new();
+    let fib = mgr.deploy(&signer.manifest("fib", FIB.0, big, &["30"]), FIB.0, FIB.1)?;
+    mgr.run();
+    let i = mgr.info(fib).ok_or("no fib")?;
+    expect(has_line(&mgr, fib, "fib(30) = 832040"), "fib(30) wrong")?;
+    crate::kprintln!("bench: fib(30) in kernel on {}: run {} us, instantiate {} us", i.backend.name(), i.run_us, i.instantiate_us);
+    let pulley_only = workloads::artifact::parse(FIB.1, None).map_err(|e| format!("{e}"))?;
+    let pulley_code: Vec<(workloads::artifact::Backend, &[u8])> =
+        pulley_only.sections.iter().filter(|(b, _)| *b == workloads::artifact::Backend::Pulley64).cloned().collect();
+    let pulley_bundle = workloads::artifact::encode(pulley_only.module_blake3, &pulley_code);
+    let mut mgr = Manager::new();
+    let pf = mgr.deploy(&signer.manifest("fib-pulley", FIB.0, big, &["25"]), FIB.0, &pulley_bundle)?;
+    mgr.run();
+    let p = mgr.info(pf).ok_or("no fib-pulley")?;
+    expect(has_line(&mgr, pf, "fib(25) = 75025"), "fib(25) on pulley wrong")?;
+    crate::kprintln!("bench: fib(25) in kernel on {}: run {} us, instantiate {} us", p.backend.name(), p.run_us, p.instantiate_us);
+    let _ = vec![0u8; 0];
+    Ok(())
+}
