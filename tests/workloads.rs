@@ -1,0 +1,84 @@
+//! Workloads on the booted kernel (`gridos.test=workloads`, see kernel/src/wasm/selftest.rs):
+//! C programs built for wasm32-wasi (tests/wasm/) run on the kernel's embedded wasmtime
+//! from host-precompiled bundles, under CPU, memory and log limits, 20 at once; bad
+//! signatures, truncated modules and unknown imports are rejected. The benchmark runs
+//! the same fib module's native code on the host (wasmtime + cranelift 48) and prints
+//! the kernel/host ratio.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
+use workloads::artifact::{self, Backend};
+use workloads::manifest::Limits;
+
+fn boot_workloads() -> Outcome {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = "gridos.test=workloads".into();
+    m.timeout = Duration::from_secs(240);
+    m.run().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn wasm_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out")
+}
+
+fn number_after(serial: &str, prefix: &str, unit: &str) -> Option<u64> {
+    serial.lines().find_map(|l| l.split(prefix).nth(1)?.split(unit).next()?.trim().parse().ok())
+}
+
+#[test]
+fn workloads_run_under_limits_on_the_booted_kernel() {
+    let out = boot_workloads();
+    let has = |needle: &str| assert!(out.serial.contains(needle), "serial output lacks {needle:?}\n{}", out.report());
+    assert!(out.passed(), "workloads self-test failed\n{}", out.report());
+    // C hello world and the checksum print to their workload logs.
+    has("[hello] hello, world from wasm32-wasi");
+    has("[hello] argc=2 argv[0]=hello argv[1]=first-arg");
+    has("[hello] env GREETING=hi from the manifest");
+    has("[hello] clock ok, random ok");
+    has("[hello] stderr: hello on stderr");
+    has("[checksum] checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
+    // Which code ran: native x86-64 from the bundle (Pulley only when asked for).
+    has("workload hello: loaded native x86_64 code");
+    has("workloads: hello and checksum ran on native x86_64");
+    // The endless loop hits its CPU limit after the checksum finished next to it.
+    has("workload spin: CPU limit reached after");
+    has("workloads: spin stopped (CPU limit reached after");
+    has("workloads: membomb memory limit: wanted");
+    has("workload spin-stopped: stopped by owner");
+    has("workloads: bad-signature module rejected: bad manifest signature");
+    has("workloads: truncated module rejected: malformed module");
+    has("workloads: unknown import rejected: unknown import env::launch_missiles");
+    has("workloads: mismatched bundle rejected");
+    has("workloads: truncated bundle rejected");
+    has("[hello-oci] hello, world from wasm32-wasi");
+    has("workloads: 20 of 20 concurrent workloads finished correctly");
+    assert_eq!(out.serial.matches("checksum of 65536 bytes: fnv1a64=8bd22e8266b124dd sum=8348054").count(), 20, "{}", out.report());
+    has("gridos test workloads: pass");
+
+    // Bench: the kernel's number against the same native code on the host.
+    let kernel_us = number_after(&out.serial, "bench: fib(30) in kernel on native x86_64: run ", "us")
+        .unwrap_or_else(|| panic!("no fib bench line\n{}", out.report()));
+    let inst_us = number_after(&out.serial, "us, instantiate ", "us").unwrap_or(0);
+    let pulley_us = number_after(&out.serial, "bench: fib(25) in kernel on pulley64: run ", "us").unwrap_or(0);
+    let dir = wasm_dir();
+    let wasm = std::fs::read(dir.join("fib.wasm")).expect("fib.wasm");
+    let bundle = std::fs::read(dir.join("fib.bundle")).expect("fib.bundle");
+    let parsed = artifact::parse(&bundle, Some(blake3::hash(&wasm).as_bytes())).expect("fib bundle matches fib.wasm");
+    let native = parsed.sections.iter().find(|(b, _)| *b == Backend::NativeX86_64).expect("native section").1;
+    let limits = Limits { memory_bytes: 64 << 20, ..Limits::default() };
+    let mut best = u128::MAX;
+    for _ in 0..3 {
+        let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(native), &["fib", "30"], &[], &limits).expect("host run");
+        assert!(r.lines.iter().any(|(_, l)| l == "fib(30) = 832040"), "{:?}", r.lines);
+        best = best.min(r.run.as_micros());
+    }
+    println!(
+        "bench: fib(30) native: booted kernel (QEMU TCG) {kernel_us} us, host wasmtime+cranelift {best} us, ratio {:.1}x; \
+         instantiate precompiled module in kernel {inst_us} us; fib(25) on Pulley in kernel {pulley_us} us",
+        kernel_us as f64 / best.max(1) as f64
+    );
+}
