@@ -49,7 +49,7 @@ fn assert_healthy(vm: &RunningMachine) {
 #[test]
 fn dhcp_then_tcp_and_udp_echo_exact_bytes_including_64_mib() {
     let (tcp_echo, udp_echo) = (free_tcp_port(), free_udp_port());
-    let mut m = machine("gridos.test=serve gridos.services=echo");
+    let mut m = machine("gridos.test=serve gridos.services=echo gridos.underlay=open");
     m.extra_args = vec![
         "-netdev".into(),
         format!("user,id=n0,hostfwd=tcp:127.0.0.1:{tcp_echo}-:7,hostfwd=udp:127.0.0.1:{udp_echo}-:7"),
@@ -140,7 +140,7 @@ fn host_pings_node_over_ipv4_and_ipv6() {
     require_root();
     let ns = Netns::create(&ns_name("ping"), &["10.23.0.1/24", "fd23::1/64"]).unwrap_or_else(|e| panic!("{e}"));
     ns.add_tap("tap0").unwrap_or_else(|e| panic!("{e}"));
-    let mut m = machine("gridos.test=serve gridos.ip4=10.23.0.2/24 gridos.ip6=fd23::2/64");
+    let mut m = machine("gridos.test=serve gridos.underlay=open gridos.ip4=10.23.0.2/24 gridos.ip6=fd23::2/64");
     m.netns = Some(ns.name.clone());
     m.extra_args = Netns::nic_args("tap0", "52:54:00:00:00:02");
     let vm = m.spawn().unwrap_or_else(|e| panic!("{e}"));
@@ -159,11 +159,11 @@ fn two_nodes_exchange_data_over_ipv6_link_local_tcp() {
     let ns = Netns::create(&ns_name("pair"), &[]).unwrap_or_else(|e| panic!("{e}"));
     ns.add_tap("tapa").unwrap_or_else(|e| panic!("{e}"));
     ns.add_tap("tapb").unwrap_or_else(|e| panic!("{e}"));
-    let mut b = machine("gridos.test=serve gridos.services=echo gridos.ip4=none");
+    let mut b = machine("gridos.test=serve gridos.services=echo gridos.underlay=open gridos.ip4=none");
     b.netns = Some(ns.name.clone());
     b.extra_args = Netns::nic_args("tapb", "52:54:00:00:00:0b");
     let server = b.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut a = machine("gridos.test=echo-client gridos.ip4=none gridos.echo_client=[fe80::5054:ff:fe00:b]:7");
+    let mut a = machine("gridos.test=echo-client gridos.underlay=open gridos.ip4=none gridos.echo_client=[fe80::5054:ff:fe00:b]:7");
     a.netns = Some(ns.name.clone());
     a.extra_args = Netns::nic_args("tapa", "52:54:00:00:00:0a");
     let client = a.run().unwrap_or_else(|e| panic!("{e}"));
@@ -225,7 +225,7 @@ fn garbage_frames_do_not_crash_the_node() {
     require_root();
     let ns = Netns::create(&ns_name("junk"), &["10.23.0.1/24", "fd23::1/64"]).unwrap_or_else(|e| panic!("{e}"));
     ns.add_tap("tap0").unwrap_or_else(|e| panic!("{e}"));
-    let mut m = machine("gridos.test=serve gridos.services=echo gridos.ip4=10.23.0.2/24 gridos.ip6=fd23::2/64");
+    let mut m = machine("gridos.test=serve gridos.services=echo gridos.underlay=open gridos.ip4=10.23.0.2/24 gridos.ip6=fd23::2/64");
     m.netns = Some(ns.name.clone());
     m.extra_args = Netns::nic_args("tap0", "52:54:00:00:00:02");
     let vm = m.spawn().unwrap_or_else(|e| panic!("{e}"));

@@ -22,7 +22,9 @@ mod drivers;
 mod entropy;
 mod executor;
 mod mm;
+mod identity;
 mod net;
+mod overlay;
 mod power;
 mod selftest;
 mod services;
@@ -130,8 +132,32 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         }
     }
     disks::init(disks);
-    net::init(nics, &net::NetConfig::from_cmdline(cmdline));
-    services::start(cmdline);
+    let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    // The underlay answers nothing but the overlay unless asked to stay open.
+    let underlay_open = match cmdline.get("gridos.underlay") {
+        Some("open") => true,
+        Some("closed") => false,
+        _ => !overlay_config.enabled,
+    };
+    let filter = (!underlay_open).then_some(overlay_config.port);
+    net::init(nics, &net::NetConfig::from_cmdline(cmdline), filter);
+    let mut networks = alloc::vec::Vec::new();
+    if underlay_open {
+        networks.push(net::Network::Underlay);
+    }
+    if overlay_config.enabled {
+        let (seed, origin) = identity::load_or_create(cmdline.get("gridos.format"));
+        let origin = match origin {
+            identity::Origin::Disk => "identity from disk",
+            identity::Origin::Created => "new identity, saved to disk",
+            identity::Origin::Ephemeral => "in-memory identity: no usable disk",
+        };
+        if overlay::start(seed, origin, overlay_config).is_some() {
+            networks.push(net::Network::Overlay);
+        }
+    }
+    log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });
+    services::start(cmdline, &networks);
 }
 
 fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {

@@ -12,34 +12,38 @@ use smoltcp::wire::IpEndpoint;
 use crate::cmdline::Cmdline;
 use crate::executor;
 use crate::net::socket::{NetError, TcpListener, TcpStream, UdpSocket};
+use crate::net::Network;
 use crate::power;
 
-/// Starts the services the command line asks for.
-pub fn start(cmdline: &Cmdline<'_>) {
+/// Starts the services the command line asks for, on each of `networks`.
+pub fn start(cmdline: &Cmdline<'_>, networks: &[Network]) {
     if let Some(list) = cmdline.get("gridos.services") {
         for name in list.split(',') {
             match name {
                 "echo" => {
-                    executor::spawn("udp-echo", udp_echo(7));
-                    executor::spawn("tcp-echo", serve_tcp(7, Service::Echo));
-                    executor::spawn("tcp-discard", serve_tcp(9, Service::Discard));
-                    executor::spawn("tcp-source", serve_tcp(19, Service::Source));
-                    log::info!("services: echo (udp+tcp 7), discard (tcp 9), source (tcp 19)");
+                    for &network in networks {
+                        executor::spawn("udp-echo", udp_echo(network, 7));
+                        executor::spawn("tcp-echo", serve_tcp(network, 7, Service::Echo));
+                        executor::spawn("tcp-discard", serve_tcp(network, 9, Service::Discard));
+                        executor::spawn("tcp-source", serve_tcp(network, 19, Service::Source));
+                    }
+                    log::info!("services: echo (udp+tcp 7), discard (tcp 9), source (tcp 19) on {networks:?}");
                 }
                 other => log::warn!("services: unknown service {other:?}"),
             }
         }
     }
     if let Some(target) = cmdline.get("gridos.echo_client") {
+        let total_bytes = cmdline.get_u64("gridos.echo_bytes").unwrap_or(1 << 20) as usize;
         match target.parse::<IpEndpoint>() {
-            Ok(remote) => executor::spawn("echo-client", echo_client(remote, power::test_mode())),
+            Ok(remote) => executor::spawn("echo-client", echo_client(remote, total_bytes, power::test_mode())),
             Err(()) => log::warn!("gridos.echo_client={target:?} is not an address:port"),
         }
     }
 }
 
-async fn udp_echo(port: u16) {
-    let mut socket = match UdpSocket::bind(port) {
+async fn udp_echo(network: Network, port: u16) {
+    let mut socket = match UdpSocket::bind(network, port) {
         Ok(s) => s,
         Err(e) => return log::warn!("udp echo: cannot bind port {port}: {e:?}"),
     };
@@ -63,8 +67,8 @@ enum Service {
     Source,
 }
 
-async fn serve_tcp(port: u16, service: Service) {
-    let mut listener = match TcpListener::bind(port) {
+async fn serve_tcp(network: Network, port: u16, service: Service) {
+    let mut listener = match TcpListener::bind(network, port) {
         Ok(l) => l,
         Err(e) => return log::warn!("tcp {port}: cannot listen: {e:?}"),
     };
@@ -131,7 +135,7 @@ async fn source(mut stream: TcpStream) -> Result<(), NetError> {
     }
 }
 
-/// Connects to `remote` (retrying while the peer boots), sends 1 MiB and checks the echo.
+/// Connects to `remote` (retrying while the peer boots), sends `total_bytes` and checks the echo.
 /// `addr:port`, with IPv6 addresses in brackets.
 struct Endpoint(IpEndpoint);
 
@@ -144,8 +148,8 @@ impl core::fmt::Display for Endpoint {
     }
 }
 
-async fn echo_client(remote: IpEndpoint, exit_when_done: bool) {
-    let result = echo_client_run(remote).await;
+async fn echo_client(remote: IpEndpoint, total_bytes: usize, exit_when_done: bool) {
+    let result = echo_client_run(remote, total_bytes).await;
     let remote = Endpoint(remote);
     match &result {
         Ok((bytes, us)) => log::info!("echo client: {bytes} bytes echoed intact by {remote} in {us} us"),
@@ -157,22 +161,22 @@ async fn echo_client(remote: IpEndpoint, exit_when_done: bool) {
     }
 }
 
-async fn echo_client_run(remote: IpEndpoint) -> Result<(usize, u64), &'static str> {
-    const TOTAL_BYTES: usize = 1 << 20;
+async fn echo_client_run(remote: IpEndpoint, total_bytes: usize) -> Result<(usize, u64), &'static str> {
     const CHUNK_BYTES: usize = 16 * 1024;
-    let deadline = executor::now_ns() + 60_000_000_000;
+    let total_bytes = total_bytes.div_ceil(CHUNK_BYTES) * CHUNK_BYTES;
+    let deadline = executor::now_ns() + 120_000_000_000;
     let mut stream = loop {
         match TcpStream::connect(remote).await {
             Ok(s) => break s,
             Err(_) if executor::now_ns() < deadline => executor::sleep_ms(500).await,
-            Err(_) => return Err("could not connect within 60 s"),
+            Err(_) => return Err("could not connect within 120 s"),
         }
     };
     log::info!("echo client: connected to {}", Endpoint(remote));
     let start = executor::now_ns();
     let mut out = vec![0u8; CHUNK_BYTES];
     let mut back = vec![0u8; CHUNK_BYTES];
-    for chunk in 0..TOTAL_BYTES / CHUNK_BYTES {
+    for chunk in 0..total_bytes / CHUNK_BYTES {
         for (i, b) in out.iter_mut().enumerate() {
             *b = source_byte((chunk * CHUNK_BYTES + i) as u64);
         }
@@ -190,5 +194,5 @@ async fn echo_client_run(remote: IpEndpoint) -> Result<(usize, u64), &'static st
         }
     }
     stream.shutdown();
-    Ok((TOTAL_BYTES, (executor::now_ns() - start) / 1000))
+    Ok((total_bytes, (executor::now_ns() - start) / 1000))
 }

@@ -66,6 +66,15 @@ enum Cmd {
         #[command(flatten)]
         machine: MachineArgs,
     },
+    /// Print TCP throughput node->host and host->node over virtio-net (user networking)
+    /// and virtio-blk sequential MB/s measured inside the kernel.
+    BenchIo {
+        /// MiB moved in each TCP direction.
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        #[command(flatten)]
+        machine: MachineArgs,
+    },
     /// Print boot-to-ready figures: kernel-measured and wall time, median of several boots.
     BenchBoot {
         #[arg(long, default_value_t = 5)]
@@ -131,6 +140,7 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
             }
         }
         Cmd::BenchBoot { runs, machine: args } => bench_boot(&args, runs),
+        Cmd::BenchIo { mib, machine: args } => bench_io(&args, mib),
     }
 }
 
@@ -230,5 +240,72 @@ fn bench_boot(args: &MachineArgs, runs: u32) -> Result<ExitCode, String> {
     println!("  kernel boot-to-ready (TSC)    median {:>10.0} us", median(kernel_us));
     println!("  wall: QEMU start -> ready     median {:>10.1} ms", median(ready_ms.clone()));
     println!("  wall: QEMU start -> exit      median {:>10.1} ms", median(exit_ms));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// TCP node->host (the node's source service) and host->node (its discard service).
+fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
+    use std::io::{Read, Write};
+    let (source, discard) = (free_port()?, free_port()?);
+    let mut m = machine(args)?;
+    m.cmdline = format!("gridos.test=serve gridos.services=echo gridos.underlay=open {}", m.cmdline);
+    m.extra_args.extend([
+        "-netdev".into(),
+        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{source}-:19,hostfwd=tcp:127.0.0.1:{discard}-:9"),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ]);
+    m.timeout = Duration::from_secs(600);
+    let vm = m.spawn()?;
+    if !vm.wait_for("services: echo", Duration::from_secs(60)) {
+        return Err(format!("node did not start its services\n{}", vm.serial()));
+    }
+    let total = mib << 20;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", source)).map_err(|e| e.to_string())?;
+    let (mut got, mut buf) = (0u64, vec![0u8; 1 << 20]);
+    let start = Instant::now();
+    while got < total {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("source closed early".into());
+        }
+        got += n as u64;
+    }
+    let down = got as f64 / 1e6 / start.elapsed().as_secs_f64();
+    drop(s);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", discard)).map_err(|e| e.to_string())?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..mib {
+        s.write_all(&chunk).map_err(|e| e.to_string())?;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).map_err(|e| e.to_string())?;
+    let up = total as f64 / 1e6 / start.elapsed().as_secs_f64();
+    if u64::from_be_bytes(count) != total {
+        return Err(format!("node counted {} of {total} bytes", u64::from_be_bytes(count)));
+    }
+    drop(vm.kill());
+    println!("bench net ({:?}, QEMU user networking, {mib} MiB each way):", m.accel);
+    println!("  TCP node->host  {down:>8.1} MB/s");
+    println!("  TCP host->node  {up:>8.1} MB/s");
+
+    let disk = std::env::temp_dir().join(format!("gridos-bench-{}.img", std::process::id()));
+    std::fs::File::create(&disk).and_then(|f| f.set_len(256 << 20)).map_err(|e| e.to_string())?;
+    let mut d = machine(args)?;
+    d.cmdline = format!("gridos.test=disk-bench gridos.overlay=off {}", d.cmdline);
+    d.disks = vec![disk.clone()];
+    d.timeout = Duration::from_secs(600);
+    let out = d.run()?;
+    let _ = std::fs::remove_file(&disk);
+    match out.serial.lines().find(|l| l.starts_with("bench disk:")) {
+        Some(line) => println!("  virtio-blk (in kernel): {}", line.trim_start_matches("bench disk: ")),
+        None => return Err(format!("disk bench failed\n{}", out.report())),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,13 +27,18 @@ pub struct VirtioNic {
     pub event: &'static Event,
     /// Frames dropped because the device refused them.
     pub tx_errors: u64,
+    /// When set, only frames the overlay's underlay filter accepts (for this
+    /// overlay UDP port) reach the stack.
+    pub ingress_filter_port: Option<u16>,
+    /// Frames the ingress filter dropped.
+    pub rx_filtered: u64,
 }
 
 impl VirtioNic {
     pub fn new(found: Found) -> Result<VirtioNic, virtio_drivers::Error> {
         let mut device = Net::new(found.transport, BUFFER_BYTES)?;
         device.enable_interrupts();
-        Ok(VirtioNic { device, event: found.event, tx_errors: 0 })
+        Ok(VirtioNic { device, event: found.event, tx_errors: 0, ingress_filter_port: None, rx_filtered: 0 })
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -91,7 +96,22 @@ impl Device for VirtioNic {
         if !self.device.can_send() {
             return None;
         }
-        let buffer = self.device.receive().ok()?;
+        let mut buffer = self.device.receive().ok()?;
+        if let Some(port) = self.ingress_filter_port {
+            // Drop what the underlay must not answer, a bounded number per call.
+            let mut dropped = 0;
+            while !overlay::filter::underlay_accepts(buffer.packet(), port) {
+                self.rx_filtered += 1;
+                if let Err(e) = self.device.recycle_rx_buffer(buffer) {
+                    log::warn!("virtio-net: could not recycle a receive buffer: {e}");
+                }
+                dropped += 1;
+                if dropped == QUEUE_SIZE {
+                    return None;
+                }
+                buffer = self.device.receive().ok()?;
+            }
+        }
         let device: *mut Net = &mut self.device;
         Some((
             NicRxToken { device, buffer, _nic: PhantomData },

@@ -7,6 +7,7 @@
 //! `gridos.ip4=dhcp|none|A.B.C.D/N`, `gridos.gw4=A.B.C.D`, `gridos.ip6=ADDR/N`,
 //! `gridos.gw6=ADDR`.
 
+pub mod overlay_device;
 pub mod socket;
 
 use alloc::format;
@@ -71,6 +72,32 @@ fn parse_or_warn<T: core::str::FromStr>(key: &str, value: &str) -> Option<T> {
     parsed
 }
 
+/// Which network a socket lives on. The two have separate socket sets, so a
+/// service on one can never be reached through the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// The physical NICs (farm network, DHCP).
+    Underlay,
+    /// The encrypted overlay (addresses in `fd67::/16`).
+    Overlay,
+}
+
+impl Network {
+    /// The network that reaches `addr`.
+    pub fn for_address(addr: IpAddress) -> Network {
+        match addr {
+            IpAddress::Ipv6(a) if a.octets()[..2] == overlay::address::PREFIX => Network::Overlay,
+            _ => Network::Underlay,
+        }
+    }
+}
+
+struct OverlayIface {
+    iface: Interface,
+    device: overlay_device::OverlayDevice,
+    sockets: SocketSet<'static>,
+}
+
 struct Nic {
     name: String,
     iface: Interface,
@@ -82,9 +109,10 @@ struct Nic {
 /// All interfaces and sockets.
 pub struct Stack {
     nics: Vec<Nic>,
-    pub(crate) sockets: SocketSet<'static>,
+    sockets: SocketSet<'static>,
+    overlay: Option<OverlayIface>,
     /// Sockets closed by their owners, removed once the close handshake is over.
-    closing: Vec<SocketHandle>,
+    closing: Vec<(Network, SocketHandle)>,
 }
 
 /// Most consecutive polls of one interface per wake-up.
@@ -117,12 +145,14 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Address {
     )
 }
 
-/// Brings up every NIC and starts the network task.
-pub fn init(nics: Vec<VirtioNic>, config: &NetConfig) {
+/// Brings up every NIC and starts the network task. With `ingress_filter_port`,
+/// the NICs let in only what the overlay needs (see `overlay::filter`).
+pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Option<u16>) {
     let mut sockets = SocketSet::new(Vec::new());
     let mut up = Vec::new();
     for (i, mut device) in nics.into_iter().enumerate() {
         let name = format!("eth{i}");
+        device.ingress_filter_port = ingress_filter_port;
         let mac = device.mac();
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         iface_config.random_seed = crate::entropy::u64();
@@ -174,7 +204,7 @@ pub fn init(nics: Vec<VirtioNic>, config: &NetConfig) {
         log::info!("net: no NICs");
         return;
     }
-    *STACK.lock() = Some(Stack { nics: up, sockets, closing: Vec::new() });
+    *STACK.lock() = Some(Stack { nics: up, sockets, overlay: None, closing: Vec::new() });
     executor::spawn("net", net_task());
 }
 
@@ -208,32 +238,133 @@ impl Stack {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        if let Some(o) = self.overlay.as_mut() {
+            for _ in 0..POLL_ROUNDS_MAX {
+                let changed = o.iface.poll(timestamp, &mut o.device, &mut o.sockets);
+                let due_now = o.iface.poll_at(timestamp, &o.sockets).is_some_and(|at| at <= timestamp);
+                if changed == smoltcp::iface::PollResult::None && !due_now {
+                    break;
+                }
+            }
+            if o.device.has_outgoing() {
+                OVERLAY_OUT.signal();
+            }
+            if let Some(at) = o.iface.poll_at(timestamp, &o.sockets) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
         self.reap_closed();
         next.map(|at| at.total_micros().max(0) as u64 * 1000)
     }
 
     fn reap_closed(&mut self) {
-        let sockets = &mut self.sockets;
-        self.closing.retain(|&h| {
+        let closing = core::mem::take(&mut self.closing);
+        for (network, h) in closing {
+            let Some(set) = self.sockets(network) else { continue };
             let done = matches!(
-                sockets.get::<smoltcp::socket::tcp::Socket>(h).state(),
+                set.get::<smoltcp::socket::tcp::Socket>(h).state(),
                 smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
             );
             if done {
-                sockets.remove(h);
+                set.remove(h);
+            } else {
+                self.closing.push((network, h));
             }
-            !done
+        }
+    }
+
+    /// The socket set of `network`.
+    pub(crate) fn sockets(&mut self, network: Network) -> Option<&mut SocketSet<'static>> {
+        match network {
+            Network::Underlay => Some(&mut self.sockets),
+            Network::Overlay => self.overlay.as_mut().map(|o| &mut o.sockets),
+        }
+    }
+
+    /// The interface (first NIC for the underlay) and socket set of `network`.
+    pub(crate) fn parts(&mut self, network: Network) -> Option<(&mut Interface, &mut SocketSet<'static>)> {
+        match network {
+            Network::Underlay => self.nics.first_mut().map(|n| (&mut n.iface, &mut self.sockets)),
+            Network::Overlay => self.overlay.as_mut().map(|o| (&mut o.iface, &mut o.sockets)),
+        }
+    }
+
+    pub(crate) fn close_later(&mut self, network: Network, handle: SocketHandle) {
+        self.closing.push((network, handle));
+    }
+}
+
+/// Signalled when the overlay interface has packets for the overlay task to send.
+pub(crate) static OVERLAY_OUT: Event = Event::new();
+
+/// Adds the overlay interface (medium IP) with `address`; all of `fd67::/16` is
+/// reached through it.
+pub fn attach_overlay(address: Ipv6Address) -> bool {
+    with_stack(|s| {
+        let mut device = overlay_device::OverlayDevice::new();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = crate::entropy::u64();
+        let mut iface = Interface::new(config, &mut device, now());
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(address), overlay::address::PREFIX_LEN_BITS));
         });
-    }
+        s.overlay = Some(OverlayIface { iface, device, sockets: SocketSet::new(Vec::new()) });
+    })
+    .is_some()
+}
 
-    /// The interface context of the first NIC, for outgoing connections.
-    pub(crate) fn first_iface(&mut self) -> Option<&mut Interface> {
-        self.nics.first_mut().map(|n| &mut n.iface)
-    }
+/// Sends an ARP request for `target` on every NIC whose IPv4 subnet holds it.
+///
+/// smoltcp rate-limits neighbour discovery with one timer for the whole interface,
+/// so a peer that never answers can starve the discovery of every other one; the
+/// overlay probes the peers it cannot reach itself, and the replies fill smoltcp's
+/// neighbour cache (it learns from any ARP packet aimed at us).
+pub fn arp_probe(target: Ipv4Address) {
+    use smoltcp::phy::{Device, TxToken};
+    use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr};
+    with_stack(|s| {
+        for nic in &mut s.nics {
+            let Some(own) = nic.iface.ipv4_addr() else { continue };
+            let in_subnet = nic.iface.ip_addrs().iter().any(|c| match c {
+                IpCidr::Ipv4(c) => c.contains_addr(&target),
+                _ => false,
+            });
+            if !in_subnet || own == target {
+                continue;
+            }
+            let mac = EthernetAddress(nic.device.mac());
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: mac,
+                source_protocol_addr: own,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: target,
+            };
+            let eth = EthernetRepr { src_addr: mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
+            if let Some(token) = nic.device.transmit(now()) {
+                token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
+                    let mut frame = EthernetFrame::new_unchecked(buf);
+                    eth.emit(&mut frame);
+                    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+                });
+            }
+        }
+    });
+}
 
-    pub(crate) fn close_later(&mut self, handle: SocketHandle) {
-        self.closing.push(handle);
-    }
+/// Hands the overlay interface a packet that arrived for this node.
+pub fn overlay_deliver(packet: Vec<u8>) {
+    with_stack(|s| {
+        if let Some(o) = s.overlay.as_mut() {
+            o.device.push_incoming(packet);
+        }
+    });
+    KICK.signal();
+}
+
+/// Takes the packets the overlay interface wants sent.
+pub fn overlay_take_outgoing() -> Vec<Vec<u8>> {
+    with_stack(|s| s.overlay.as_mut().map(|o| o.device.take_outgoing())).flatten().unwrap_or_default()
 }
 
 fn handle_dhcp(nic: &mut Nic, handle: SocketHandle, sockets: &mut SocketSet<'static>) {

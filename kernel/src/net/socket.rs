@@ -14,7 +14,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
-use super::{with_stack, KICK};
+use super::{with_stack, Network, KICK};
 
 const TCP_BUFFER_BYTES: usize = 128 * 1024;
 const UDP_PACKETS: usize = 64;
@@ -36,6 +36,11 @@ pub enum NetError {
     Unreachable,
 }
 
+/// Runs `f` on the socket set of `network`.
+fn with_set<R>(network: Network, f: impl FnOnce(&mut smoltcp::iface::SocketSet<'static>) -> R) -> Result<R, NetError> {
+    with_stack(|s| s.sockets(network).map(f)).flatten().ok_or(NetError::NoNetwork)
+}
+
 fn new_tcp_socket() -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
@@ -47,26 +52,28 @@ fn new_tcp_socket() -> tcp::Socket<'static> {
 
 /// A TCP listening port with a small backlog of listening sockets.
 pub struct TcpListener {
+    network: Network,
     port: u16,
     backlog: Vec<SocketHandle>,
 }
 
 impl TcpListener {
-    /// Listens on `port` on every address.
-    pub fn bind(port: u16) -> Result<TcpListener, NetError> {
+    /// Listens on `port` on every address of `network`.
+    pub fn bind(network: Network, port: u16) -> Result<TcpListener, NetError> {
         let mut backlog = Vec::new();
         for _ in 0..LISTEN_BACKLOG {
-            backlog.push(listening_socket(port)?);
+            backlog.push(listening_socket(network, port)?);
         }
-        Ok(TcpListener { port, backlog })
+        Ok(TcpListener { network, port, backlog })
     }
 
     /// Waits for a connection.
     pub async fn accept(&mut self) -> Result<TcpStream, NetError> {
+        let network = self.network;
         let index = poll_fn(|cx| {
-            with_stack(|s| {
+            with_set(network, |set| {
                 for (i, &h) in self.backlog.iter().enumerate() {
-                    let socket = s.sockets.get_mut::<tcp::Socket>(h);
+                    let socket = set.get_mut::<tcp::Socket>(h);
                     if socket.state() != tcp::State::Listen && socket.state() != tcp::State::SynReceived {
                         return Poll::Ready(Ok(i));
                     }
@@ -74,30 +81,29 @@ impl TcpListener {
                 }
                 Poll::Pending
             })
-            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await?;
-        let replacement = listening_socket(self.port)?;
+        let replacement = listening_socket(network, self.port)?;
         let handle = core::mem::replace(&mut self.backlog[index], replacement);
-        Ok(TcpStream { handle })
+        Ok(TcpStream { network, handle })
     }
 }
 
-fn listening_socket(port: u16) -> Result<SocketHandle, NetError> {
-    with_stack(|s| {
+fn listening_socket(network: Network, port: u16) -> Result<SocketHandle, NetError> {
+    with_set(network, |set| {
         let mut socket = new_tcp_socket();
         socket.listen(IpListenEndpoint { addr: None, port }).map_err(|_| NetError::AddressInUse)?;
-        Ok(s.sockets.add(socket))
-    })
-    .unwrap_or(Err(NetError::NoNetwork))
+        Ok(set.add(socket))
+    })?
 }
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
         let handles = core::mem::take(&mut self.backlog);
-        with_stack(|s| {
+        let _ = with_set(self.network, |set| {
             for h in handles {
-                s.sockets.remove(h);
+                set.remove(h);
             }
         });
     }
@@ -105,25 +111,28 @@ impl Drop for TcpListener {
 
 /// A TCP connection.
 pub struct TcpStream {
+    network: Network,
     handle: SocketHandle,
 }
 
 impl TcpStream {
-    /// Connects to `remote` from an ephemeral port.
+    /// Connects to `remote` from an ephemeral port, over the overlay when `remote`
+    /// is an overlay address and over the underlay otherwise.
     pub async fn connect(remote: IpEndpoint) -> Result<TcpStream, NetError> {
+        let network = Network::for_address(remote.addr);
         let local_port = 49152 + (crate::entropy::u64() % 16384) as u16;
         let handle = with_stack(|s| {
             let mut socket = new_tcp_socket();
-            let iface = s.first_iface().ok_or(NetError::NoNetwork)?;
+            let (iface, set) = s.parts(network).ok_or(NetError::NoNetwork)?;
             socket.connect(iface.context(), remote, local_port).map_err(|_| NetError::Unreachable)?;
-            Ok(s.sockets.add(socket))
+            Ok(set.add(socket))
         })
         .unwrap_or(Err(NetError::NoNetwork))?;
         KICK.signal();
-        let stream = TcpStream { handle };
+        let stream = TcpStream { network, handle };
         poll_fn(|cx| {
-            with_stack(|s| {
-                let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+            with_set(network, |set| {
+                let socket = set.get_mut::<tcp::Socket>(handle);
                 match socket.state() {
                     tcp::State::Established => Poll::Ready(Ok(())),
                     tcp::State::Closed | tcp::State::TimeWait | tcp::State::Closing => {
@@ -135,7 +144,7 @@ impl TcpStream {
                     }
                 }
             })
-            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await?;
         Ok(stream)
@@ -143,15 +152,15 @@ impl TcpStream {
 
     /// The remote end.
     pub fn remote(&self) -> Option<IpEndpoint> {
-        with_stack(|s| s.sockets.get::<tcp::Socket>(self.handle).remote_endpoint()).flatten()
+        with_set(self.network, |set| set.get::<tcp::Socket>(self.handle).remote_endpoint()).ok().flatten()
     }
 
     /// Reads into `buf`; `Ok(0)` at end of stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
-        let handle = self.handle;
+        let (network, handle) = (self.network, self.handle);
         let result = poll_fn(|cx| {
-            with_stack(|s| {
-                let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+            with_set(network, |set| {
+                let socket = set.get_mut::<tcp::Socket>(handle);
                 if socket.can_recv() {
                     return Poll::Ready(socket.recv_slice(buf).map_err(|_| NetError::ConnectionReset));
                 }
@@ -165,7 +174,7 @@ impl TcpStream {
                 socket.register_recv_waker(cx.waker());
                 Poll::Pending
             })
-            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await;
         // Reading opens the receive window: let the stack advertise it.
@@ -175,11 +184,11 @@ impl TcpStream {
 
     /// Writes all of `data`.
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), NetError> {
-        let handle = self.handle;
+        let (network, handle) = (self.network, self.handle);
         while !data.is_empty() {
             let sent = poll_fn(|cx| {
-                with_stack(|s| {
-                    let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+                with_set(network, |set| {
+                    let socket = set.get_mut::<tcp::Socket>(handle);
                     if !socket.may_send() {
                         return Poll::Ready(Err(NetError::Closed));
                     }
@@ -189,7 +198,7 @@ impl TcpStream {
                     socket.register_send_waker(cx.waker());
                     Poll::Pending
                 })
-                .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+                .unwrap_or_else(|e| Poll::Ready(Err(e)))
             })
             .await?;
             data = &data[sent..];
@@ -200,17 +209,19 @@ impl TcpStream {
 
     /// Closes the sending half (FIN); reads may continue.
     pub fn shutdown(&mut self) {
-        with_stack(|s| s.sockets.get_mut::<tcp::Socket>(self.handle).close());
+        let _ = with_set(self.network, |set| set.get_mut::<tcp::Socket>(self.handle).close());
         KICK.signal();
     }
 }
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let handle = self.handle;
+        let (network, handle) = (self.network, self.handle);
         with_stack(|s| {
-            s.sockets.get_mut::<tcp::Socket>(handle).close();
-            s.close_later(handle);
+            if let Some(set) = s.sockets(network) {
+                set.get_mut::<tcp::Socket>(handle).close();
+            }
+            s.close_later(network, handle);
         });
         KICK.signal();
     }
@@ -218,29 +229,74 @@ impl Drop for TcpStream {
 
 /// A UDP socket.
 pub struct UdpSocket {
+    network: Network,
     handle: SocketHandle,
 }
 
 impl UdpSocket {
-    /// Binds `port` on every address.
-    pub fn bind(port: u16) -> Result<UdpSocket, NetError> {
-        with_stack(|s| {
+    /// Binds `port` on every address of `network`.
+    pub fn bind(network: Network, port: u16) -> Result<UdpSocket, NetError> {
+        with_set(network, |set| {
             let buffer = || {
                 udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUFFER_BYTES])
             };
             let mut socket = udp::Socket::new(buffer(), buffer());
             socket.bind(port).map_err(|_| NetError::AddressInUse)?;
-            Ok(UdpSocket { handle: s.sockets.add(socket) })
+            Ok(UdpSocket { network, handle: set.add(socket) })
+        })?
+    }
+
+    /// A socket on `port` that only sends: datagrams arriving on the port go to the
+    /// socket bound first. One per destination keeps a destination whose neighbour
+    /// never answers from holding up datagrams to every other one (smoltcp sends
+    /// a socket's datagrams in order).
+    pub fn bind_sender(network: Network, port: u16) -> Result<UdpSocket, NetError> {
+        with_set(network, |set| {
+            let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 64]);
+            let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; 32 * 1024]);
+            let mut socket = udp::Socket::new(rx, tx);
+            socket.bind(port).map_err(|_| NetError::AddressInUse)?;
+            Ok(UdpSocket { network, handle: set.add(socket) })
+        })?
+    }
+
+    /// Takes one waiting datagram, if any, without blocking.
+    pub fn try_recv_from(&mut self, buf: &mut [u8]) -> Option<(usize, IpEndpoint)> {
+        with_set(self.network, |set| {
+            let (data, meta) = set.get_mut::<udp::Socket>(self.handle).recv().ok()?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            Some((n, meta.endpoint))
         })
-        .unwrap_or(Err(NetError::NoNetwork))
+        .ok()
+        .flatten()
+    }
+
+    /// Queues one datagram without blocking; `false` if the send buffer is full or
+    /// the destination cannot be reached.
+    pub fn try_send_to(&mut self, data: &[u8], to: IpEndpoint) -> bool {
+        let sent = with_set(self.network, |set| set.get_mut::<udp::Socket>(self.handle).send_slice(data, to).is_ok())
+            .unwrap_or(false);
+        KICK.signal();
+        sent
+    }
+
+    /// Whether a datagram is waiting.
+    pub fn can_recv(&mut self) -> bool {
+        with_set(self.network, |set| set.get::<udp::Socket>(self.handle).can_recv()).unwrap_or(false)
+    }
+
+    /// Wakes `waker` when a datagram arrives.
+    pub fn register_recv_waker(&mut self, waker: &core::task::Waker) {
+        let _ = with_set(self.network, |set| set.get_mut::<udp::Socket>(self.handle).register_recv_waker(waker));
     }
 
     /// Receives one datagram into `buf` (truncated if larger); returns its length and sender.
     pub async fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, IpEndpoint), NetError> {
-        let handle = self.handle;
+        let (network, handle) = (self.network, self.handle);
         poll_fn(|cx| {
-            with_stack(|s| {
-                let socket = s.sockets.get_mut::<udp::Socket>(handle);
+            with_set(network, |set| {
+                let socket = set.get_mut::<udp::Socket>(handle);
                 match socket.recv() {
                     Ok((data, meta)) => {
                         let n = data.len().min(buf.len());
@@ -253,17 +309,17 @@ impl UdpSocket {
                     }
                 }
             })
-            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await
     }
 
     /// Sends one datagram to `to`.
     pub async fn send_to(&mut self, data: &[u8], to: IpEndpoint) -> Result<(), NetError> {
-        let handle = self.handle;
+        let (network, handle) = (self.network, self.handle);
         let result = poll_fn(|cx| {
-            with_stack(|s| {
-                let socket = s.sockets.get_mut::<udp::Socket>(handle);
+            with_set(network, |set| {
+                let socket = set.get_mut::<udp::Socket>(handle);
                 match socket.send_slice(data, to) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(udp::SendError::BufferFull) => {
@@ -273,7 +329,7 @@ impl UdpSocket {
                     Err(udp::SendError::Unaddressable) => Poll::Ready(Err(NetError::Unreachable)),
                 }
             })
-            .unwrap_or(Poll::Ready(Err(NetError::NoNetwork)))
+            .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await;
         KICK.signal();
@@ -284,8 +340,8 @@ impl UdpSocket {
 impl Drop for UdpSocket {
     fn drop(&mut self) {
         let handle = self.handle;
-        with_stack(|s| {
-            s.sockets.remove(handle);
+        let _ = with_set(self.network, |set| {
+            set.remove(handle);
         });
     }
 }

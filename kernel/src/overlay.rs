@@ -1,0 +1,235 @@
+//! The overlay in the kernel: the sans-IO `overlay::Node` driven over a UDP socket
+//! on the underlay, with its delivered packets fed to the overlay smoltcp interface
+//! and that interface's packets sent through the node.
+//!
+//! Command line: `gridos.overlay=off` disables it (it is on by default);
+//! `gridos.overlay.peers=KEY@HOST:PORT,...` lists static peers (KEY: 64 hex digits
+//! of an ed25519 public key; HOST an IPv4 address or `[IPv6]`);
+//! `gridos.overlay.port=N` (default 7443); `gridos.overlay.accept_any=1` accepts
+//! handshakes from keys not on the list.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::future::Future;
+use core::task::Poll;
+
+use overlay::address::Address;
+use overlay::identity::PublicKey;
+use overlay::node::{Config, Event, Node};
+use overlay::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
+
+use crate::cmdline::Cmdline;
+use crate::executor;
+use crate::net::socket::UdpSocket;
+use crate::net::{self, Network, OVERLAY_OUT};
+
+/// Overlay settings from the command line.
+pub struct OverlayConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub peers: Vec<(PublicKey, IpEndpoint)>,
+    pub accept_any: bool,
+}
+
+impl OverlayConfig {
+    pub fn from_cmdline(cmdline: &Cmdline<'_>) -> OverlayConfig {
+        let enabled = !matches!(cmdline.get("gridos.overlay"), Some("off") | Some("0"));
+        let port = match cmdline.get("gridos.overlay.port") {
+            None => overlay::filter::DEFAULT_PORT,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                log::warn!("gridos.overlay.port={v:?} is not a port; using {}", overlay::filter::DEFAULT_PORT);
+                overlay::filter::DEFAULT_PORT
+            }),
+        };
+        let mut peers = Vec::new();
+        for word in cmdline.get("gridos.overlay.peers").unwrap_or("").split(',').filter(|w| !w.is_empty()) {
+            match parse_peer(word) {
+                Some(p) => peers.push(p),
+                None => log::warn!("gridos.overlay.peers: {word:?} is not KEY@HOST:PORT; ignored"),
+            }
+        }
+        let accept_any = matches!(cmdline.get("gridos.overlay.accept_any"), Some("1") | Some("yes") | Some(""));
+        OverlayConfig { enabled, port, peers, accept_any }
+    }
+}
+
+fn parse_peer(word: &str) -> Option<(PublicKey, IpEndpoint)> {
+    let (key_hex, endpoint) = word.split_once('@')?;
+    if key_hex.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(key_hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let endpoint: IpEndpoint = endpoint.parse().ok()?;
+    Some((PublicKey(key), endpoint))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The overlay's clock: wall-clock microseconds (from the RTC), so handshake
+/// timestamps keep rising across reboots and old handshakes cannot be replayed.
+fn now() -> Instant {
+    let (secs, nanos) = crate::arch::x86_64::time::unix_time();
+    Instant::from_micros(secs.saturating_mul(1_000_000) + u64::from(nanos / 1000))
+}
+
+/// Converts an overlay instant to the executor's boot-relative nanoseconds.
+fn to_boot_ns(at: Instant) -> u64 {
+    let offset_us = now().micros.saturating_sub(executor::now_ns() / 1000);
+    at.micros.saturating_sub(offset_us).saturating_mul(1000)
+}
+
+/// Starts the overlay: identity, interface, underlay socket and the overlay task.
+/// Returns the node's overlay address.
+pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6Address> {
+    let mut rng_seed = [0u8; 32];
+    crate::entropy::fill(&mut rng_seed);
+    let node_config = Config { accept_unknown_peers: config.accept_any, ..Config::default() };
+    let mut node: Node<IpEndpoint> = Node::new(seed, rng_seed, node_config, now());
+    let address = Ipv6Address::from_octets(node.address().0);
+    if !net::attach_overlay(address) {
+        log::warn!("overlay: no network stack (no NIC); overlay not started");
+        return None;
+    }
+    let socket = match UdpSocket::bind(Network::Underlay, config.port) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("overlay: cannot bind udp port {}: {e:?}", config.port);
+            return None;
+        }
+    };
+    for (key, endpoint) in &config.peers {
+        if let Err(e) = node.add_peer(now(), *endpoint, *key) {
+            log::warn!("overlay: peer {} at {endpoint}: {e:?}", hex(&key.0));
+        }
+    }
+    log::info!(
+        "overlay: key {} address {address} ({origin}), udp port {}, {} static peers{}",
+        hex(&node.public_key().0),
+        config.port,
+        config.peers.len(),
+        if config.accept_any { ", accepting any key" } else { "" }
+    );
+    executor::spawn("overlay", run(node, socket, config.port, config.peers));
+    Some(address)
+}
+
+/// Destination address of an IPv6 packet.
+fn ipv6_destination(packet: &[u8]) -> Option<Address> {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(packet.get(24..40)?);
+    (packet.first()? >> 4 == 6).then_some(Address(a))
+}
+
+/// Most per-destination sender sockets kept (the oldest is closed beyond this).
+const SENDERS_MAX: usize = 128;
+
+/// The sender socket for `to`, made on first use.
+fn sender(senders: &mut Vec<(IpEndpoint, UdpSocket)>, to: IpEndpoint, port: u16) -> Option<&mut UdpSocket> {
+    if let Some(i) = senders.iter().position(|(e, _)| *e == to) {
+        return Some(&mut senders[i].1);
+    }
+    if senders.len() >= SENDERS_MAX {
+        senders.remove(0);
+    }
+    match UdpSocket::bind_sender(Network::Underlay, port) {
+        Ok(s) => {
+            senders.push((to, s));
+            senders.last_mut().map(|(_, s)| s)
+        }
+        Err(e) => {
+            log::warn!("overlay: no sender socket for {to}: {e:?}");
+            None
+        }
+    }
+}
+
+/// How often peers whose link is down get an ARP probe (see `net::arp_probe`).
+const PROBE_INTERVAL_NS: u64 = 2_000_000_000;
+
+async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers: Vec<(PublicKey, IpEndpoint)>) {
+    let mut buf = vec![0u8; 2048];
+    let mut senders: Vec<(IpEndpoint, UdpSocket)> = Vec::new();
+    let mut next_probe_ns = 0;
+    loop {
+        let t = now();
+        if executor::now_ns() >= next_probe_ns {
+            next_probe_ns = executor::now_ns() + PROBE_INTERVAL_NS;
+            for (key, endpoint) in &peers {
+                let up = node.peer_by_key(key).is_some_and(|p| node.is_up(p));
+                if let (false, IpAddress::Ipv4(v4)) = (up, endpoint.addr) {
+                    net::arp_probe(v4);
+                }
+            }
+        }
+        while let Some((n, from)) = socket.try_recv_from(&mut buf) {
+            node.handle_datagram(t, from, &buf[..n]);
+        }
+        let _ = OVERLAY_OUT.take();
+        for packet in net::overlay_take_outgoing() {
+            if let Some(dst) = ipv6_destination(&packet) {
+                if let Err(e) = node.send(t, dst, &packet) {
+                    log::debug!("overlay: packet to {} dropped: {e:?}", Ipv6Address::from_octets(dst.0));
+                }
+            }
+        }
+        if node.poll_timeout().is_some_and(|at| at <= t) {
+            node.handle_timeout(t);
+        }
+        while let Some((to, datagram)) = node.poll_transmit() {
+            log::trace!("overlay: {} bytes to {to}", datagram.len());
+            let Some(out) = sender(&mut senders, to, port) else { continue };
+            if !out.try_send_to(&datagram, to) {
+                log::debug!("overlay: datagram to {to} dropped (send buffer full or unreachable)");
+            }
+        }
+        while let Some(delivery) = node.poll_deliver() {
+            net::overlay_deliver(delivery.packet);
+        }
+        while let Some(event) = node.poll_event() {
+            match event {
+                Event::LinkUp { endpoint, address, .. } => log::info!(
+                    "overlay: link up with {} via {endpoint}",
+                    Ipv6Address::from_octets(address.0)
+                ),
+                Event::LinkDown { address, .. } => {
+                    log::info!("overlay: link down with {}", Ipv6Address::from_octets(address.0))
+                }
+            }
+        }
+        let deadline_ns = Some(node.poll_timeout().map_or(next_probe_ns, |at| to_boot_ns(at).min(next_probe_ns)));
+        let mut sleep = deadline_ns.map(executor::sleep_until);
+        core::future::poll_fn(|cx| {
+            socket.register_recv_waker(cx.waker());
+            OVERLAY_OUT.register_waker(cx.waker());
+            if OVERLAY_OUT.is_pending() || socket_has_data(&mut socket) {
+                return Poll::Ready(());
+            }
+            match sleep.as_mut() {
+                Some(s) => core::pin::Pin::new(s).poll(cx),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+    }
+}
+
+fn socket_has_data(socket: &mut UdpSocket) -> bool {
+    socket.can_recv()
+}
+/// Whether `addr` is an overlay address.
+pub fn is_overlay(addr: IpAddress) -> bool {
+    Network::for_address(addr) == Network::Overlay
+}
