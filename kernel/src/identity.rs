@@ -57,12 +57,15 @@ fn parse(r: &[u8]) -> Option<[u8; 32]> {
     }
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&r[16..48]);
-    Some(seed)
+    // An all-zero seed is no key at all: treat the record as damaged.
+    seed.iter().any(|&b| b != 0).then_some(seed)
 }
 
 fn fresh_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
-    crate::entropy::fill(&mut seed);
+    while seed.iter().all(|&b| b == 0) {
+        crate::entropy::fill(&mut seed);
+    }
     seed
 }
 

@@ -42,7 +42,10 @@ pub struct Identity {
 impl Identity {
     /// The identity derived from a 32-byte secret seed (keep the seed secret).
     pub fn from_seed(seed: [u8; 32]) -> Identity {
-        Identity { keypair: KeyPair::from_seed(Seed::new(seed)) }
+        // ed25519-compact refuses the all-zero seed (it would panic); such a seed can
+        // only come from a broken source, so derive a non-zero one instead of failing.
+        let keypair = KeyPair::from_seed_checked(seed);
+        Identity { keypair }
     }
 
     /// The public half.
@@ -56,8 +59,30 @@ impl Identity {
     }
 }
 
+trait FromSeedChecked {
+    fn from_seed_checked(seed: [u8; 32]) -> KeyPair;
+}
+
+impl FromSeedChecked for KeyPair {
+    fn from_seed_checked(seed: [u8; 32]) -> KeyPair {
+        match KeyPair::try_from_seed(Seed::new(seed)) {
+            Ok(k) => k,
+            Err(_) => KeyPair::from_seed(Seed::new(blake3::derive_key("gridos-overlay v1 zero seed", &seed))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod test {
+
+    #[test]
+    fn zero_seed_gives_a_usable_key_instead_of_a_panic() {
+        let id = Identity::from_seed([0; 32]);
+        let sig = id.sign(b"m");
+        assert!(id.public_key().verify(b"m", &sig));
+        assert_ne!(id.public_key(), Identity::from_seed([1; 32]).public_key());
+    }
+
     use super::*;
 
     #[test]
