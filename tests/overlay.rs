@@ -55,6 +55,10 @@ fn assert_echo(out: &Outcome, bytes: u64, target: &str, others: &str) {
     assert!(out.passed(), "node A could not reach C over the overlay\n{}\n{others}", out.report());
     let expected = format!("echo client: {bytes} bytes echoed intact by [{target}]:7");
     assert!(out.serial.contains(&expected), "missing {expected:?}\n{}", out.report());
+    // Bench figure (printed, not asserted): the client logs how long the echo took.
+    if let Some(us) = out.serial.lines().find_map(|l| l.split(&expected).nth(1)?.trim().strip_prefix("in ")?.strip_suffix(" us")?.parse::<f64>().ok()) {
+        eprintln!("overlay bench: {} MiB echoed over the overlay in {:.1} s: {:.2} MB/s each way", bytes >> 20, us / 1e6, bytes as f64 / us);
+    }
 }
 
 const SCAN: &str = r#"

@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod linux;
 pub mod netns;
 
 /// The line every boot prints once the node is up.
@@ -163,6 +164,8 @@ pub struct Machine {
     pub timeout: Duration,
     /// Network namespace to run QEMU in (`ip netns exec`), for tap networking.
     pub netns: Option<String>,
+    /// An initial ramdisk for `BootSource::Kernel` (Linux comparison guests).
+    pub initrd: Option<PathBuf>,
 }
 
 impl Machine {
@@ -178,6 +181,7 @@ impl Machine {
             extra_args: Vec::new(),
             timeout: Duration::from_secs(60),
             netns: None,
+            initrd: None,
         }
     }
 
@@ -198,6 +202,9 @@ impl Machine {
         match &self.boot {
             BootSource::Kernel(elf) => {
                 cmd.arg("-kernel").arg(elf);
+                if let Some(initrd) = &self.initrd {
+                    cmd.arg("-initrd").arg(initrd);
+                }
                 if !self.cmdline.is_empty() {
                     cmd.args(["-append", &self.cmdline]);
                 }

@@ -239,8 +239,37 @@ fn bench_boot(args: &MachineArgs, runs: u32) -> Result<ExitCode, String> {
     println!("bench boot ({} runs, {:?}, {} MiB):", runs, m.accel, m.memory_mib);
     println!("  kernel boot-to-ready (TSC)    median {:>10.0} us", median(kernel_us));
     println!("  wall: QEMU start -> ready     median {:>10.1} ms", median(ready_ms.clone()));
+    let gridos_ready_ms = median(ready_ms.clone());
     println!("  wall: QEMU start -> exit      median {:>10.1} ms", median(exit_ms));
+    match linux_boot_ms(&m, runs) {
+        Ok(linux_ms) => println!(
+            "  Linux (Debian cloud kernel + busybox initramfs, same QEMU): QEMU start -> /init  median {linux_ms:>8.1} ms; gridos/Linux {:.3}",
+            gridos_ready_ms / linux_ms
+        ),
+        Err(e) => println!("  Linux comparison unavailable: {e}"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Wall time from QEMU start to the Linux guest's /init printing its marker.
+fn linux_boot_ms(like: &Machine, runs: u32) -> Result<f64, String> {
+    let guest = gridos_qemu::linux::prepare()?;
+    let initrd = guest.initramfs("boot", "/bin/busybox echo linux-init-ready\n/bin/busybox poweroff -f")?;
+    let mut m = like.clone();
+    m.boot = gridos_qemu::BootSource::Kernel(guest.kernel.clone());
+    m.initrd = Some(initrd);
+    m.cmdline = "console=ttyS0 quiet panic=-1".into();
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let vm = m.spawn()?;
+        if !vm.wait_for("linux-init-ready", Duration::from_secs(120)) {
+            return Err(format!("the Linux guest never reached /init\n{}", vm.serial()));
+        }
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        drop(vm.kill());
+    }
+    Ok(median(times))
 }
 
 fn free_port() -> Result<u16, String> {
@@ -249,7 +278,6 @@ fn free_port() -> Result<u16, String> {
 
 /// TCP node->host (the node's source service) and host->node (its discard service).
 fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
-    use std::io::{Read, Write};
     let (source, discard) = (free_port()?, free_port()?);
     let mut m = machine(args)?;
     m.cmdline = format!("gridos.test=serve gridos.services=echo gridos.underlay=open {}", m.cmdline);
@@ -264,36 +292,20 @@ fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
     if !vm.wait_for("services: echo", Duration::from_secs(60)) {
         return Err(format!("node did not start its services\n{}", vm.serial()));
     }
-    let total = mib << 20;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", source)).map_err(|e| e.to_string())?;
-    let (mut got, mut buf) = (0u64, vec![0u8; 1 << 20]);
-    let start = Instant::now();
-    while got < total {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("source closed early".into());
-        }
-        got += n as u64;
-    }
-    let down = got as f64 / 1e6 / start.elapsed().as_secs_f64();
-    drop(s);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", discard)).map_err(|e| e.to_string())?;
-    let chunk = vec![0x5au8; 1 << 20];
-    let start = Instant::now();
-    for _ in 0..mib {
-        s.write_all(&chunk).map_err(|e| e.to_string())?;
-    }
-    s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
-    let mut count = [0u8; 8];
-    s.read_exact(&mut count).map_err(|e| e.to_string())?;
-    let up = total as f64 / 1e6 / start.elapsed().as_secs_f64();
-    if u64::from_be_bytes(count) != total {
-        return Err(format!("node counted {} of {total} bytes", u64::from_be_bytes(count)));
-    }
+    let (down, up) = tcp_both_ways(source, discard, mib)?;
     drop(vm.kill());
     println!("bench net ({:?}, QEMU user networking, {mib} MiB each way):", m.accel);
-    println!("  TCP node->host  {down:>8.1} MB/s");
-    println!("  TCP host->node  {up:>8.1} MB/s");
+    match linux_tcp(&m, mib) {
+        Ok((l_down, l_up)) => {
+            println!("  TCP node->host  gridos {down:>8.1} MB/s   Linux {l_down:>8.1} MB/s   ratio {:.2}", down / l_down);
+            println!("  TCP host->node  gridos {up:>8.1} MB/s   Linux {l_up:>8.1} MB/s   ratio {:.2}", up / l_up);
+        }
+        Err(e) => {
+            println!("  TCP node->host  {down:>8.1} MB/s");
+            println!("  TCP host->node  {up:>8.1} MB/s");
+            println!("  Linux comparison unavailable: {e}");
+        }
+    }
 
     let disk = std::env::temp_dir().join(format!("gridos-bench-{}.img", std::process::id()));
     std::fs::File::create(&disk).and_then(|f| f.set_len(256 << 20)).map_err(|e| e.to_string())?;
@@ -308,4 +320,72 @@ fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
         None => return Err(format!("disk bench failed\n{}", out.report())),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `mib` MiB from port `source`, then writes `mib` MiB to port `discard`
+/// and waits for the far end to close; returns (down, up) in MB/s.
+fn tcp_both_ways(source: u16, discard: u16, mib: u64) -> Result<(f64, f64), String> {
+    use std::io::{Read, Write};
+    let total = mib << 20;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", source)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    let (mut got, mut buf) = (0u64, vec![0u8; 1 << 20]);
+    let start = Instant::now();
+    while got < total {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("source closed early".into());
+        }
+        got += n as u64;
+    }
+    let down = got as f64 / 1e6 / start.elapsed().as_secs_f64();
+    drop(s);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", discard)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..mib {
+        s.write_all(&chunk).map_err(|e| e.to_string())?;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+    let up = total as f64 / 1e6 / start.elapsed().as_secs_f64();
+    Ok((down, up))
+}
+
+/// The same measurement against a Linux guest (busybox nc on ports 19 and 9).
+fn linux_tcp(like: &Machine, mib: u64) -> Result<(f64, f64), String> {
+    let guest = gridos_qemu::linux::prepare()?;
+    let script = "/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox sh /lib/net/load
+/bin/busybox ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
+/bin/busybox route add default gw 10.0.2.2
+(while true; do /bin/busybox nc -l -p 19 < /dev/zero; done) &
+(while true; do /bin/busybox nc -l -p 9 > /dev/null; done) &
+/bin/busybox sleep 1
+/bin/busybox echo linux-net-up
+while true; do /bin/busybox sleep 1000; done";
+    let initrd = guest.initramfs("net", script)?;
+    let (source, discard) = (free_port()?, free_port()?);
+    let mut m = like.clone();
+    m.boot = gridos_qemu::BootSource::Kernel(guest.kernel.clone());
+    m.initrd = Some(initrd);
+    m.cmdline = "console=ttyS0 quiet panic=-1".into();
+    m.disks.clear();
+    m.extra_args = vec![
+        "-netdev".into(),
+        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{source}-:19,hostfwd=tcp:127.0.0.1:{discard}-:9"),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ];
+    let vm = m.spawn()?;
+    if !vm.wait_for("linux-net-up", Duration::from_secs(120)) {
+        return Err(format!("the Linux guest's network did not come up\n{}", vm.serial()));
+    }
+    let result = tcp_both_ways(source, discard, mib);
+    drop(vm.kill());
+    result
 }

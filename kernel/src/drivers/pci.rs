@@ -24,14 +24,19 @@ impl core::fmt::Display for PciAddress {
 }
 
 impl PciAddress {
-    /// Reads the 32-bit configuration register at `offset` (4-byte aligned).
-    pub fn read_config(&self, offset: u8) -> u32 {
+    /// The mechanism-#1 address word selecting register `offset` of this function.
+    fn config_address(&self, offset: u8) -> u32 {
         assert!(offset % 4 == 0);
-        let address = 0x8000_0000u32
+        0x8000_0000u32
             | (u32::from(self.bus) << 16)
             | (u32::from(self.device & 31) << 11)
             | (u32::from(self.function & 7) << 8)
-            | u32::from(offset);
+            | u32::from(offset)
+    }
+
+    /// Reads the 32-bit configuration register at `offset` (4-byte aligned).
+    pub fn read_config(&self, offset: u8) -> u32 {
+        let address = self.config_address(offset);
         let _guard = CONFIG_LOCK.lock();
         // SAFETY: configuration mechanism #1 ports; the lock keeps address/data pairs together.
         unsafe {
@@ -42,12 +47,7 @@ impl PciAddress {
 
     /// Writes the 32-bit configuration register at `offset` (4-byte aligned).
     pub fn write_config(&self, offset: u8, value: u32) {
-        assert!(offset % 4 == 0);
-        let address = 0x8000_0000u32
-            | (u32::from(self.bus) << 16)
-            | (u32::from(self.device & 31) << 11)
-            | (u32::from(self.function & 7) << 8)
-            | u32::from(offset);
+        let address = self.config_address(offset);
         let _guard = CONFIG_LOCK.lock();
         // SAFETY: as in `read_config`.
         unsafe {

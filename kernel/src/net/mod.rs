@@ -217,15 +217,7 @@ impl Stack {
         let mut next: Option<Instant> = None;
         for nic in &mut self.nics {
             let _ = nic.device.event.take();
-            // smoltcp sends at most one segment per socket per poll: keep polling while
-            // there is work due now (bounded, so other tasks get their turn).
-            for _ in 0..POLL_ROUNDS_MAX {
-                let changed = nic.iface.poll(timestamp, &mut nic.device, &mut self.sockets);
-                let due_now = nic.iface.poll_at(timestamp, &self.sockets).is_some_and(|at| at <= timestamp);
-                if changed == smoltcp::iface::PollResult::None && !due_now {
-                    break;
-                }
-            }
+            poll_rounds(&mut nic.iface, &mut nic.device, &mut self.sockets, timestamp);
             if let Some(h) = nic.dhcp {
                 handle_dhcp(nic, h, &mut self.sockets);
             }
@@ -239,13 +231,7 @@ impl Stack {
             }
         }
         if let Some(o) = self.overlay.as_mut() {
-            for _ in 0..POLL_ROUNDS_MAX {
-                let changed = o.iface.poll(timestamp, &mut o.device, &mut o.sockets);
-                let due_now = o.iface.poll_at(timestamp, &o.sockets).is_some_and(|at| at <= timestamp);
-                if changed == smoltcp::iface::PollResult::None && !due_now {
-                    break;
-                }
-            }
+            poll_rounds(&mut o.iface, &mut o.device, &mut o.sockets, timestamp);
             if o.device.has_outgoing() {
                 OVERLAY_OUT.signal();
             }
@@ -365,6 +351,23 @@ pub fn overlay_deliver(packet: Vec<u8>) {
 /// Takes the packets the overlay interface wants sent.
 pub fn overlay_take_outgoing() -> Vec<Vec<u8>> {
     with_stack(|s| s.overlay.as_mut().map(|o| o.device.take_outgoing())).flatten().unwrap_or_default()
+}
+
+/// Polls one interface while it has work due now. smoltcp sends at most one segment
+/// per socket per poll; the bound lets other tasks have their turn.
+fn poll_rounds(
+    iface: &mut Interface,
+    device: &mut impl smoltcp::phy::Device,
+    sockets: &mut SocketSet<'static>,
+    timestamp: Instant,
+) {
+    for _ in 0..POLL_ROUNDS_MAX {
+        let changed = iface.poll(timestamp, device, sockets);
+        let due_now = iface.poll_at(timestamp, sockets).is_some_and(|at| at <= timestamp);
+        if changed == smoltcp::iface::PollResult::None && !due_now {
+            break;
+        }
+    }
 }
 
 fn handle_dhcp(nic: &mut Nic, handle: SocketHandle, sockets: &mut SocketSet<'static>) {
