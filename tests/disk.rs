@@ -70,3 +70,22 @@ fn pattern_over_whole_disk_survives_reboot_and_corruption_is_caught() {
     assert!(out.serial.contains("mismatch in the MiB at offset 0xa00000"), "{}", out.report());
     let _ = fs::remove_file(&disk);
 }
+
+#[test]
+fn async_requests_complete_by_interrupt_while_other_tasks_run() {
+    let dir = gridos_qemu::workspace_root().join("target/test-disks");
+    fs::create_dir_all(&dir).expect("test dir");
+    let disk = dir.join(format!("async-{}.img", std::process::id()));
+    fs::File::create(&disk).and_then(|f| f.set_len(32 << 20)).expect("image");
+    let seed = 77;
+    let out = boot_with_disk(&disk, &format!("gridos.test=disk-async gridos.seed={seed} gridos.overlay=off"));
+    assert!(out.passed(), "disk-async failed\n{}", out.report());
+    assert!(out.serial.contains("disk-async: 16 MiB written and read back asynchronously"), "{}", out.report());
+    // What the node wrote is on the image.
+    let image = fs::read(&disk).expect("read image");
+    for o in (0..16u64 << 20).step_by(4096) {
+        let got = u64::from_le_bytes(image[o as usize..o as usize + 8].try_into().expect("8 bytes"));
+        assert_eq!(got, pattern_word(seed, o), "image differs at {o:#x}");
+    }
+    let _ = fs::remove_file(&disk);
+}

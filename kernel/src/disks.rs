@@ -47,3 +47,17 @@ pub fn with_disk<R>(index: usize, f: impl FnOnce(&mut VirtioDisk) -> R) -> Optio
 pub fn count() -> usize {
     DISKS.lock().len()
 }
+
+/// Takes disk `index` out of the table, for a task that uses it across `await`s
+/// (a lock cannot be held there); give it back with [`restore`].
+pub fn take(index: usize) -> Option<VirtioDisk> {
+    let mut disks = DISKS.lock();
+    (index < disks.len()).then(|| disks.remove(index))
+}
+
+/// Puts a disk taken with [`take`] back at `index`.
+pub fn restore(index: usize, disk: VirtioDisk) {
+    let mut disks = DISKS.lock();
+    let at = index.min(disks.len());
+    disks.insert(at, disk);
+}

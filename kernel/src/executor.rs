@@ -40,6 +40,12 @@ impl Wake for Task {
 }
 
 static RUNNABLE: AtomicBool = AtomicBool::new(false);
+/// Executor loop turns, and what the watchdog saw last (turns, seconds unchanged).
+static TURNS: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG_SEEN_TURNS: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG_STALLED_S: AtomicU64 = AtomicU64::new(0);
+/// Seconds without an executor turn before the watchdog reports where the CPU is.
+const WATCHDOG_STALL_S: u64 = 10;
 static SPAWNED: Mutex<Vec<Arc<Task>>> = Mutex::new(Vec::new());
 static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
 static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(0);
@@ -49,6 +55,26 @@ pub fn spawn(name: &'static str, future: impl Future<Output = ()> + Send + 'stat
     let task = Arc::new(Task { name, future: Mutex::new(Some(Box::pin(future))), scheduled: AtomicBool::new(true) });
     SPAWNED.lock().push(task);
     RUNNABLE.store(true, Ordering::Release);
+}
+
+/// Called once a second from the timer interrupt: when the executor has not turned
+/// for `WATCHDOG_STALL_S` seconds (a task that never yields, a stuck driver), print
+/// where the CPU was interrupted, so the stall can be found from the serial log.
+pub fn watchdog_check() {
+    let turns = TURNS.load(Ordering::Relaxed);
+    if turns == 0 || turns != WATCHDOG_SEEN_TURNS.swap(turns, Ordering::Relaxed) {
+        WATCHDOG_STALLED_S.store(0, Ordering::Relaxed);
+        return;
+    }
+    let stalled = WATCHDOG_STALLED_S.fetch_add(1, Ordering::Relaxed) + 1;
+    if stalled % WATCHDOG_STALL_S == 0 {
+        use crate::arch::x86_64::idt;
+        crate::kprintln!("WATCHDOG: executor stalled for {stalled} s; interrupted at:");
+        idt::print_stack_walk(
+            idt::LAST_IRQ_RIP.load(Ordering::Relaxed),
+            idt::LAST_IRQ_RBP.load(Ordering::Relaxed),
+        );
+    }
 }
 
 /// Monotonic nanoseconds since boot, the executor's clock.
@@ -78,6 +104,7 @@ fn fire_due_timers() {
 pub fn run() -> ! {
     let mut tasks: Vec<Arc<Task>> = Vec::new();
     loop {
+        TURNS.fetch_add(1, Ordering::Relaxed);
         fire_due_timers();
         tasks.append(&mut SPAWNED.lock());
         RUNNABLE.store(false, Ordering::Release);
@@ -219,4 +246,20 @@ impl Default for Event {
     fn default() -> Self {
         Event::new()
     }
+}
+
+/// Runs `future` for at most `ms` milliseconds; `None` if time ran out first.
+pub async fn timeout<F: Future>(ms: u64, future: F) -> Option<F::Output> {
+    let mut future = core::pin::pin!(future);
+    let mut sleep = sleep_ms(ms);
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if Pin::new(&mut sleep).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }

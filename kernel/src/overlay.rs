@@ -133,6 +133,9 @@ fn ipv6_destination(packet: &[u8]) -> Option<Address> {
     (packet.first()? >> 4 == 6).then_some(Address(a))
 }
 
+/// The overlay node's counters, refreshed by the overlay task (for diagnostics).
+pub static STATS: spin::Mutex<Option<overlay::node::Stats>> = spin::Mutex::new(None);
+
 /// Most per-destination sender sockets kept (the oldest is closed beyond this).
 const SENDERS_MAX: usize = 128;
 
@@ -209,6 +212,7 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
                 }
             }
         }
+        *STATS.lock() = Some(node.stats());
         let deadline_ns = Some(node.poll_timeout().map_or(next_probe_ns, |at| to_boot_ns(at).min(next_probe_ns)));
         let mut sleep = deadline_ns.map(executor::sleep_until);
         core::future::poll_fn(|cx| {

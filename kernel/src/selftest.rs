@@ -17,7 +17,7 @@ pub const CASES: &[&str] = &[
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
-const RUNNING_CASES: &[&str] = &["serve", "echo-client"];
+const RUNNING_CASES: &[&str] = &["serve", "echo-client", "disk-async"];
 
 /// Facts from boot that some cases check.
 pub struct BootFacts {
@@ -30,6 +30,9 @@ pub struct BootFacts {
 /// clients on the executor (they exit themselves, or the host ends the VM).
 pub fn run(name: &str, facts: &BootFacts) {
     log::info!("gridos test {name}: start");
+    if name == "disk-async" {
+        crate::executor::spawn("disk-async", disk_async(facts.seed));
+    }
     if RUNNING_CASES.contains(&name) {
         return;
     }
@@ -225,4 +228,59 @@ fn disk_bench() -> Result<(), &'static str> {
         Ok(())
     })
     .unwrap_or(Err("no disk"))
+}
+
+/// Async completion: writes and reads back 16 MiB of `vda` through
+/// `AsyncBlockDevice` while another task keeps running, then exits QEMU.
+async fn disk_async(seed: u64) {
+    use blockdev::{AsyncBlockDevice, BlockDevice, SECTOR_SIZE};
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static OTHER_TASK_TURNS: AtomicU64 = AtomicU64::new(0);
+    crate::executor::spawn("disk-async-ticker", async {
+        loop {
+            OTHER_TASK_TURNS.fetch_add(1, Ordering::Relaxed);
+            crate::executor::sleep_ms(1).await;
+        }
+    });
+    let result: Result<(), &'static str> = async {
+        let mut disk = crate::disks::take(0).ok_or("no disk")?;
+        let total = disk.size_bytes().min(16 << 20);
+        let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+        let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
+        let turns_before = OTHER_TASK_TURNS.load(Ordering::Relaxed);
+        let mut offset = 0;
+        let outcome = async {
+            while offset < total {
+                fill_pattern(seed, offset, &mut buf);
+                let sector = offset / SECTOR_SIZE as u64;
+                disk.write_async(sector, &buf).await.map_err(|_| "async write failed")?;
+                disk.read_async(sector, &mut back).await.map_err(|_| "async read failed")?;
+                if back != buf {
+                    return Err("read back differs from what was written");
+                }
+                offset += DISK_CHUNK_BYTES as u64;
+            }
+            BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
+        }
+        .await;
+        let turns = OTHER_TASK_TURNS.load(Ordering::Relaxed) - turns_before;
+        log::info!("disk-async: {} MiB written and read back asynchronously; the other task ran {turns} times meanwhile", total >> 20);
+        crate::disks::restore(0, disk);
+        outcome?;
+        if turns == 0 {
+            return Err("no other task ran while the disk worked");
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            crate::kprintln!("gridos test disk-async: pass");
+            power::exit_qemu(power::EXIT_SUCCESS_VALUE)
+        }
+        Err(reason) => {
+            crate::kprintln!("gridos test disk-async: FAIL: {reason}");
+            power::exit_qemu(power::EXIT_FAILURE_VALUE)
+        }
+    }
 }

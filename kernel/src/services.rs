@@ -183,7 +183,17 @@ async fn echo_client_run(remote: IpEndpoint, total_bytes: usize) -> Result<(usiz
         stream.write_all(&out).await.map_err(|_| "write failed")?;
         let mut got = 0;
         while got < CHUNK_BYTES {
-            let n = stream.read(&mut back[got..]).await.map_err(|_| "read failed")?;
+            let Some(read) = executor::timeout(20_000, stream.read(&mut back[got..])).await else {
+                // No progress for 20 s: say where things stand, then keep waiting.
+                log::warn!(
+                    "echo client: no data for 20 s at byte {}; {}; overlay {:?}",
+                    chunk * CHUNK_BYTES + got,
+                    crate::net::diagnostics(),
+                    *crate::overlay::STATS.lock()
+                );
+                continue;
+            };
+            let n = read.map_err(|_| "read failed")?;
             if n == 0 {
                 return Err("peer closed early");
             }

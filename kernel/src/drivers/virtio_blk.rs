@@ -6,7 +6,11 @@
 //! without a volatile write cache completes writes durably and needs none.
 
 use alloc::string::String;
-use blockdev::{check_request, BlockDevice, BlockError, SECTOR_SIZE};
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use blockdev::{check_request, AsyncBlockDevice, BlockDevice, BlockError, SECTOR_SIZE};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::transport::pci::PciTransport;
 
@@ -116,5 +120,111 @@ impl BlockDevice for VirtioDisk {
     fn flush(&mut self) -> Result<(), BlockError> {
         // The crate's flush waits by polling; flushes are rare next to reads and writes.
         self.device.flush().map_err(io)
+    }
+}
+
+/// One in-flight request of [`AsyncBlockDevice`]: completes when the device's
+/// interrupt reports it. If dropped early, it waits for the device to finish with
+/// the buffers before they can be freed. The request header and status live in
+/// boxes so their addresses, given to the device, survive moves of the future.
+struct Request<'a> {
+    disk: &'a mut VirtioDisk,
+    buf: RequestBuf<'a>,
+    req: alloc::boxed::Box<BlkReq>,
+    resp: alloc::boxed::Box<BlkResp>,
+    token: Option<u16>,
+}
+
+enum RequestBuf<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl Request<'_> {
+    fn complete(&mut self, token: u16) -> Result<(), BlockError> {
+        // SAFETY: the same req/buf/resp that were submitted with `token`, which the
+        // device has finished with (it is in the used ring).
+        unsafe {
+            match &mut self.buf {
+                RequestBuf::Read(b) => self.disk.device.complete_read_blocks(token, &self.req, b, &mut self.resp),
+                RequestBuf::Write(b) => self.disk.device.complete_write_blocks(token, &self.req, b, &mut self.resp),
+            }
+        }
+        .map_err(io)
+    }
+}
+
+impl Future for Request<'_> {
+    type Output = Result<(), BlockError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(token) = this.token else { return Poll::Ready(Err(BlockError::Io)) };
+        this.disk.event.register_waker(cx.waker());
+        if this.disk.device.peek_used() != Some(token) {
+            return Poll::Pending;
+        }
+        this.token = None;
+        let _ = this.disk.event.take();
+        Poll::Ready(this.complete(token))
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.disk.wait_for(token);
+            let _ = self.complete(token);
+        }
+    }
+}
+
+impl VirtioDisk {
+    fn submit<'a>(&'a mut self, sector: u64, buf: RequestBuf<'a>) -> Result<Request<'a>, BlockError> {
+        let len = match &buf {
+            RequestBuf::Read(b) => b.len(),
+            RequestBuf::Write(b) => b.len(),
+        };
+        check_request(self.sectors, sector, len)?;
+        if matches!(buf, RequestBuf::Write(_)) && self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        if len > MAX_REQUEST_BYTES {
+            return Err(BlockError::OutOfRange);
+        }
+        let mut request = Request {
+            disk: self,
+            buf,
+            req: alloc::boxed::Box::default(),
+            resp: alloc::boxed::Box::default(),
+            token: None,
+        };
+        // SAFETY: the buffer is borrowed for 'a and the header/status are boxed, so
+        // all three stay in place and untouched until the request completes: in
+        // `poll`, or in `Drop`, which waits for the device.
+        let token = unsafe {
+            let Request { disk, buf, req, resp, .. } = &mut request;
+            match buf {
+                RequestBuf::Read(b) => disk.device.read_blocks_nb(sector as usize, req, b, resp),
+                RequestBuf::Write(b) => disk.device.write_blocks_nb(sector as usize, req, b, resp),
+            }
+        }
+        .map_err(io)?;
+        request.token = Some(token);
+        Ok(request)
+    }
+}
+
+impl AsyncBlockDevice for VirtioDisk {
+    fn sector_count(&self) -> u64 {
+        self.sectors
+    }
+
+    async fn read_async<'a>(&'a mut self, sector: u64, buf: &'a mut [u8]) -> Result<(), BlockError> {
+        self.submit(sector, RequestBuf::Read(buf))?.await
+    }
+
+    async fn write_async<'a>(&'a mut self, sector: u64, buf: &'a [u8]) -> Result<(), BlockError> {
+        self.submit(sector, RequestBuf::Write(buf))?.await
     }
 }

@@ -427,6 +427,25 @@ async fn net_task() {
     }
 }
 
+/// Counters of every NIC and the overlay interface, for diagnostics.
+pub fn diagnostics() -> String {
+    with_stack(|s| {
+        let mut out = String::new();
+        for nic in &s.nics {
+            out.push_str(&format!("{}: tx_errors {} rx_filtered {}; ", nic.name, nic.device.tx_errors, nic.device.rx_filtered));
+        }
+        if let Some(o) = &s.overlay {
+            out.push_str(&format!("overlay iface: {}; ", o.device.queue_lengths()));
+        }
+        out.push_str(&format!(
+            "virtio interrupts {}",
+            crate::drivers::virtio::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+        ));
+        out
+    })
+    .unwrap_or_default()
+}
+
 /// The addresses of `eth0`, for reports and tests.
 pub fn addresses() -> Vec<IpCidr> {
     with_stack(|s| s.nics.first().map(|n| n.iface.ip_addrs().to_vec())).flatten().unwrap_or_default()

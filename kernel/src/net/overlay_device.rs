@@ -36,6 +36,11 @@ impl OverlayDevice {
         !self.outgoing.is_empty()
     }
 
+    /// "incoming N outgoing M", for diagnostics.
+    pub fn queue_lengths(&self) -> alloc::string::String {
+        alloc::format!("incoming {} outgoing {}", self.incoming.len(), self.outgoing.len())
+    }
+
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
         self.outgoing.drain(..).collect()
     }

@@ -67,6 +67,29 @@ pub trait BlockDevice {
     }
 }
 
+/// A disk whose requests complete asynchronously: the caller submits a request and
+/// awaits its completion (in the kernel, the device's interrupt wakes the task), so
+/// other tasks run while the disk works. Dropping an unfinished request's future
+/// must not free its buffer under the device: implementations wait for it.
+pub trait AsyncBlockDevice {
+    /// Number of sectors on the device.
+    fn sector_count(&self) -> u64;
+
+    /// Reads `buf.len() / SECTOR_SIZE` sectors starting at `sector`.
+    fn read_async<'a>(
+        &'a mut self,
+        sector: u64,
+        buf: &'a mut [u8],
+    ) -> impl core::future::Future<Output = Result<(), BlockError>> + 'a;
+
+    /// Writes `buf.len() / SECTOR_SIZE` sectors starting at `sector` (durable after a flush).
+    fn write_async<'a>(
+        &'a mut self,
+        sector: u64,
+        buf: &'a [u8],
+    ) -> impl core::future::Future<Output = Result<(), BlockError>> + 'a;
+}
+
 /// Checks that a request of `len` bytes at `sector` fits a device of `sector_count` sectors.
 pub fn check_request(sector_count: u64, sector: u64, len: usize) -> Result<(), BlockError> {
     if len % SECTOR_SIZE != 0 {

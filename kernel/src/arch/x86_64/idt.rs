@@ -155,6 +155,11 @@ struct Idt([Gate; 256]);
 
 static mut IDT: Idt = Idt([Gate(0); 256]);
 
+/// Where the CPU was when the latest device or timer interrupt arrived (for the
+/// stall watchdog).
+pub static LAST_IRQ_RIP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+pub static LAST_IRQ_RBP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Handlers for vectors 32..=255, stored as `fn(u8)` addresses (0 = none).
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
@@ -211,6 +216,8 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         0..=31 => fatal_exception(frame),
         SPURIOUS_VECTOR => {}
         _ => {
+            LAST_IRQ_RIP.store(frame.rip, Ordering::Relaxed);
+            LAST_IRQ_RBP.store(frame.rbp, Ordering::Relaxed);
             let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
             if handler != 0 {
                 // SAFETY: only `register` stores non-zero values, and it stores `fn(u8)`s.

@@ -82,7 +82,10 @@ pub fn start_tick() -> u64 {
 }
 
 pub fn on_tick(_vector: u8) {
-    TICKS.fetch_add(1, Ordering::Relaxed);
+    let ticks = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    if ticks % u64::from(TICK_HZ) == 0 {
+        crate::executor::watchdog_check();
+    }
 }
 
 /// Timer interrupts taken since the tick started.
