@@ -248,6 +248,20 @@ impl Default for Event {
     }
 }
 
+/// Lets every other runnable task have a turn before continuing.
+pub async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// Runs `future` for at most `ms` milliseconds; `None` if time ran out first.
 pub async fn timeout<F: Future>(ms: u64, future: F) -> Option<F::Output> {
     let mut future = core::pin::pin!(future);

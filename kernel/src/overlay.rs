@@ -180,6 +180,11 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
         while let Some((n, from)) = socket.try_recv_from(&mut buf) {
             node.handle_datagram(t, from, &buf[..n]);
         }
+        for (_, sender) in senders.iter_mut() {
+            while let Some((n, from)) = sender.try_recv_from(&mut buf) {
+                node.handle_datagram(t, from, &buf[..n]);
+            }
+        }
         let _ = OVERLAY_OUT.take();
         for packet in net::overlay_take_outgoing() {
             if let Some(dst) = ipv6_destination(&packet) {
@@ -218,7 +223,12 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
         core::future::poll_fn(|cx| {
             socket.register_recv_waker(cx.waker());
             OVERLAY_OUT.register_waker(cx.waker());
-            if OVERLAY_OUT.is_pending() || socket_has_data(&mut socket) {
+            let mut readable = socket_has_data(&mut socket);
+            for (_, sender) in senders.iter_mut() {
+                sender.register_recv_waker(cx.waker());
+                readable |= sender.can_recv();
+            }
+            if OVERLAY_OUT.is_pending() || readable {
                 return Poll::Ready(());
             }
             match sleep.as_mut() {
@@ -227,6 +237,8 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
             }
         })
         .await;
+        // Let the network task turn the packets just handed over into sockets' data.
+        executor::yield_now().await;
     }
 }
 

@@ -423,6 +423,10 @@ async fn net_task() {
             }
         })
         .await;
+        // Work may be due again at once (a queue the overlay task drains is full,
+        // interrupts keep coming): give the other tasks their turn first, or they
+        // would never run to drain it.
+        executor::yield_now().await;
         let _ = KICK.take();
     }
 }

@@ -246,13 +246,14 @@ impl UdpSocket {
         })?
     }
 
-    /// A socket on `port` that only sends: datagrams arriving on the port go to the
-    /// socket bound first. One per destination keeps a destination whose neighbour
+    /// A socket on `port` for sending: datagrams arriving on the port go to the
+    /// first socket in the set that is bound to it, which may be this one (smoltcp
+    /// reuses freed slots), so its owner must read it too. One per destination keeps a destination whose neighbour
     /// never answers from holding up datagrams to every other one (smoltcp sends
     /// a socket's datagrams in order).
     pub fn bind_sender(network: Network, port: u16) -> Result<UdpSocket, NetError> {
         with_set(network, |set| {
-            let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 64]);
+            let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 16 * 1024]);
             let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; 32 * 1024]);
             let mut socket = udp::Socket::new(rx, tx);
             socket.bind(port).map_err(|_| NetError::AddressInUse)?;
