@@ -110,7 +110,8 @@ fn three_nodes_in_a_line_then_relinked_and_underlay_silent() {
     for n in [&a, &b, &c] {
         ns.add_tap(n.tap).unwrap_or_else(|e| panic!("{e}"));
     }
-    let base = |n: &NodeSpec| format!("gridos.ip4={}/24", n.ip);
+    // Discovery off: on this one bridge it would link A and C directly.
+    let base = |n: &NodeSpec| format!("gridos.ip4={}/24 gridos.overlay.discovery=off", n.ip);
 
     // B links A and C; C knows only B, so it stays silent towards A.
     let mut mb = machine(&b, format!("gridos.test=serve {} gridos.overlay.peers={}", base(&b), peers(&[(&ka, &a), (&kc, &c)])));
@@ -158,6 +159,38 @@ fn three_nodes_in_a_line_then_relinked_and_underlay_silent() {
     assert_echo(&out, 16 << 20, &addr_c, &format!("--- C ---\n{}", node_c.serial()));
     drop(node_c.kill());
     for n in [&a, &b, &c] {
+        let _ = std::fs::remove_file(&n.disk);
+    }
+}
+
+#[test]
+fn nodes_on_one_segment_find_each_other_by_link_local_discovery() {
+    let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    assert_eq!(uid.ok().as_deref(), Some("0"), "overlay tests need root for network namespaces (CI runs as root)");
+    let dir = gridos_qemu::workspace_root().join("target/test-disks");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let node = |name, tap, mac| {
+        let disk = dir.join(format!("discovery-{}-{name}.img", std::process::id()));
+        std::fs::File::create(&disk).and_then(|f| f.set_len(16 << 20)).expect("disk");
+        NodeSpec { name, tap, mac, ip: "", disk }
+    };
+    let a = node("a", "tapd", "52:54:00:00:02:0a");
+    let b = node("b", "tape", "52:54:00:00:02:0b");
+    let (_, addr_b) = identity(&b);
+    let ns = Netns::create(&format!("gridos-{}-disc", std::process::id()), &[]).unwrap_or_else(|e| panic!("{e}"));
+    ns.add_tap(a.tap).unwrap_or_else(|e| panic!("{e}"));
+    ns.add_tap(b.tap).unwrap_or_else(|e| panic!("{e}"));
+    // No static peers and no IPv4: only IPv6 link-local beacons can bring them together.
+    let mut mb = machine(&b, "gridos.test=serve gridos.services=echo gridos.ip4=none".into());
+    in_ns(&mut mb, &ns, &b);
+    let node_b = mb.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut ma = machine(&a, format!("gridos.test=echo-client gridos.ip4=none gridos.echo_client=[{addr_b}]:7"));
+    in_ns(&mut ma, &ns, &a);
+    let out = ma.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_echo(&out, 1 << 20, &addr_b, &format!("--- B ---\n{}", node_b.serial()));
+    assert!(out.serial.contains(&format!("overlay: discovered {addr_b} at fe80::")), "{}", out.report());
+    drop(node_b.kill());
+    for n in [&a, &b] {
         let _ = std::fs::remove_file(&n.disk);
     }
 }

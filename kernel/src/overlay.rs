@@ -6,7 +6,8 @@
 //! `gridos.overlay.peers=KEY@HOST:PORT,...` lists static peers (KEY: 64 hex digits
 //! of an ed25519 public key; HOST an IPv4 address or `[IPv6]`);
 //! `gridos.overlay.port=N` (default 7443); `gridos.overlay.accept_any=1` accepts
-//! handshakes from keys not on the list.
+//! handshakes from keys not on the list; `gridos.overlay.discovery=off` stops the
+//! link-local beacons (`overlay::discovery`) that find peers on the same segment.
 
 use alloc::string::String;
 use alloc::vec;
@@ -32,6 +33,7 @@ pub struct OverlayConfig {
     pub port: u16,
     pub peers: Vec<(PublicKey, IpEndpoint)>,
     pub accept_any: bool,
+    pub discovery: bool,
 }
 
 impl OverlayConfig {
@@ -52,7 +54,8 @@ impl OverlayConfig {
             }
         }
         let accept_any = matches!(cmdline.get("gridos.overlay.accept_any"), Some("1") | Some("yes") | Some(""));
-        OverlayConfig { enabled, port, peers, accept_any }
+        let discovery = !matches!(cmdline.get("gridos.overlay.discovery"), Some("off") | Some("0"));
+        OverlayConfig { enabled, port, peers, accept_any, discovery }
     }
 }
 
@@ -116,13 +119,15 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         }
     }
     log::info!(
-        "overlay: key {} address {address} ({origin}), udp port {}, {} static peers{}",
+        "overlay: key {} address {address} ({origin}), udp port {}, {} static peers{}{}",
         hex(&node.public_key().0),
         config.port,
         config.peers.len(),
-        if config.accept_any { ", accepting any key" } else { "" }
+        if config.accept_any { ", accepting any key" } else { "" },
+        if config.discovery { ", link-local discovery on" } else { "" }
     );
-    executor::spawn("overlay", run(node, socket, config.port, config.peers));
+    let discovery = config.discovery.then(|| overlay::identity::Identity::from_seed(seed));
+    executor::spawn("overlay", run(node, socket, config.port, config.peers, discovery));
     Some(address)
 }
 
@@ -161,13 +166,56 @@ fn sender(senders: &mut Vec<(IpEndpoint, UdpSocket)>, to: IpEndpoint, port: u16)
 
 /// How often peers whose link is down get an ARP probe (see `net::arp_probe`).
 const PROBE_INTERVAL_NS: u64 = 2_000_000_000;
+/// How often a discovery beacon goes to `ff02::1`.
+const BEACON_INTERVAL_NS: u64 = 5_000_000_000;
+/// Beacons further than this from our clock are ignored.
+const BEACON_MAX_AGE_S: u64 = 300;
+/// Most peers added by discovery.
+const DISCOVERED_MAX: usize = 32;
 
-async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers: Vec<(PublicKey, IpEndpoint)>) {
+/// Handles a discovery beacon from `from`: a fresh, signed key not yet a peer
+/// becomes one (its handshake then authenticates it like any peer).
+fn on_beacon(node: &mut Node<IpEndpoint>, discovered: &mut usize, from: IpEndpoint, datagram: &[u8], t: Instant) {
+    let Ok(key) = overlay::discovery::parse(datagram, t.micros / 1_000_000, BEACON_MAX_AGE_S) else { return };
+    if key == node.public_key() || node.peer_by_key(&key).is_some() || *discovered >= DISCOVERED_MAX {
+        return;
+    }
+    match node.add_peer(t, from, key) {
+        Ok(_) => {
+            *discovered += 1;
+            log::info!(
+                "overlay: discovered {} at {from}",
+                Ipv6Address::from_octets(Address::from_public_key(&key).0)
+            );
+        }
+        Err(e) => log::debug!("overlay: discovered key at {from} not added: {e:?}"),
+    }
+}
+
+async fn run(
+    mut node: Node<IpEndpoint>,
+    mut socket: UdpSocket,
+    port: u16,
+    peers: Vec<(PublicKey, IpEndpoint)>,
+    discovery: Option<overlay::identity::Identity>,
+) {
     let mut buf = vec![0u8; 2048];
     let mut senders: Vec<(IpEndpoint, UdpSocket)> = Vec::new();
     let mut next_probe_ns = 0;
+    let mut next_beacon_ns = 0;
+    let mut discovered = 0;
+    let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
     loop {
         let t = now();
+        if let Some(identity) = &discovery {
+            if executor::now_ns() >= next_beacon_ns {
+                next_beacon_ns = executor::now_ns() + BEACON_INTERVAL_NS;
+                let beacon = overlay::discovery::beacon(identity, t.micros / 1_000_000);
+                if !socket.try_send_to(&beacon, all_nodes) {
+                    log::debug!("overlay: discovery beacon not sent");
+                }
+            }
+        }
         if executor::now_ns() >= next_probe_ns {
             next_probe_ns = executor::now_ns() + PROBE_INTERVAL_NS;
             for (key, endpoint) in &peers {
@@ -177,12 +225,21 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
                 }
             }
         }
+        let mut receive = |n: usize, from: IpEndpoint, buf: &[u8], node: &mut Node<IpEndpoint>| {
+            if overlay::discovery::is_beacon(&buf[..n]) {
+                if discovery.is_some() {
+                    on_beacon(node, &mut discovered, from, &buf[..n], t);
+                }
+            } else {
+                node.handle_datagram(t, from, &buf[..n]);
+            }
+        };
         while let Some((n, from)) = socket.try_recv_from(&mut buf) {
-            node.handle_datagram(t, from, &buf[..n]);
+            receive(n, from, &buf, &mut node);
         }
         for (_, sender) in senders.iter_mut() {
             while let Some((n, from)) = sender.try_recv_from(&mut buf) {
-                node.handle_datagram(t, from, &buf[..n]);
+                receive(n, from, &buf, &mut node);
             }
         }
         let _ = OVERLAY_OUT.take();
@@ -218,7 +275,8 @@ async fn run(mut node: Node<IpEndpoint>, mut socket: UdpSocket, port: u16, peers
             }
         }
         *STATS.lock() = Some(node.stats());
-        let deadline_ns = Some(node.poll_timeout().map_or(next_probe_ns, |at| to_boot_ns(at).min(next_probe_ns)));
+        let timer_ns = if discovery.is_some() { next_probe_ns.min(next_beacon_ns) } else { next_probe_ns };
+        let deadline_ns = Some(node.poll_timeout().map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
         let mut sleep = deadline_ns.map(executor::sleep_until);
         core::future::poll_fn(|cx| {
             socket.register_recv_waker(cx.waker());

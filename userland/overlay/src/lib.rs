@@ -27,6 +27,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod address;
+pub mod discovery;
 pub mod filter;
 pub mod handshake;
 pub mod identity;
