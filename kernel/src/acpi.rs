@@ -38,7 +38,7 @@ pub struct MachineInfo {
 /// Why ACPI could not be read.
 #[derive(Debug)]
 pub enum AcpiInitError {
-    Tables(acpi::AcpiError),
+    Tables(#[allow(dead_code)] acpi::AcpiError),
 }
 
 /// Finds the ACPI tables and registers the I/O APICs with the interrupt code.

@@ -71,7 +71,10 @@ pub struct BootInfo {
 /// Why the boot information could not be read.
 #[derive(Debug)]
 pub enum BootInfoError {
-    UnknownProtocol { magic: u32 },
+    UnknownProtocol {
+        #[allow(dead_code)] // shown through Debug in the boot failure message
+        magic: u32,
+    },
     TooLarge,
 }
 

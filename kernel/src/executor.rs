@@ -222,24 +222,6 @@ impl Event {
             }
         });
     }
-
-    /// Waits until signalled or until `deadline_ns` (if any). Returns true if signalled.
-    pub async fn wait(&self, deadline_ns: Option<u64>) -> bool {
-        let mut sleep = deadline_ns.map(sleep_until);
-        core::future::poll_fn(|cx| {
-            self.register(cx.waker());
-            if self.take() {
-                return Poll::Ready(true);
-            }
-            if let Some(s) = sleep.as_mut() {
-                if Pin::new(s).poll(cx).is_ready() {
-                    return Poll::Ready(false);
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    }
 }
 
 impl Default for Event {

@@ -5,9 +5,6 @@
 //! userland, then the `gridos ready in <N> us` line and the idle loop.
 #![no_std]
 #![no_main]
-// Interfaces meant for the drivers and services being built next (IRQ routing, MMIO
-// mapping, frame freeing) are not all called yet.
-#![allow(dead_code)]
 
 extern crate alloc;
 

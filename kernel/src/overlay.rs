@@ -303,7 +303,3 @@ async fn run(
 fn socket_has_data(socket: &mut UdpSocket) -> bool {
     socket.can_recv()
 }
-/// Whether `addr` is an overlay address.
-pub fn is_overlay(addr: IpAddress) -> bool {
-    Network::for_address(addr) == Network::Overlay
-}

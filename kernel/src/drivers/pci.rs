@@ -65,6 +65,7 @@ pub struct PciDevice {
     pub device_id: u16,
     pub class: u8,
     pub subclass: u8,
+    #[allow(dead_code)] // the programming interface; no driver needs it yet
     pub prog_if: u8,
     pub header_type: u8,
 }

@@ -32,8 +32,6 @@ static FRAMES: Mutex<Frames> =
 pub struct MemoryReport {
     /// RAM the firmware reports as usable.
     pub usable_bytes: u64,
-    /// What the allocator can still hand out.
-    pub free_bytes: u64,
     /// Highest usable physical address.
     pub highest_address: u64,
 }
@@ -63,8 +61,7 @@ pub fn init(boot: &BootInfo) -> MemoryReport {
             }
         }
     }
-    let free_bytes = frames.ranges.iter().map(|r| r.end - r.start).sum();
-    MemoryReport { usable_bytes: frames.total_usable_bytes, free_bytes, highest_address }
+    MemoryReport { usable_bytes: frames.total_usable_bytes, highest_address }
 }
 
 /// Allocates `count` physically contiguous frames aligned to `align_bytes` (a power

@@ -449,8 +449,3 @@ pub fn diagnostics() -> String {
     })
     .unwrap_or_default()
 }
-
-/// The addresses of `eth0`, for reports and tests.
-pub fn addresses() -> Vec<IpCidr> {
-    with_stack(|s| s.nics.first().map(|n| n.iface.ip_addrs().to_vec())).flatten().unwrap_or_default()
-}

@@ -150,10 +150,6 @@ impl TcpStream {
         Ok(stream)
     }
 
-    /// The remote end.
-    pub fn remote(&self) -> Option<IpEndpoint> {
-        with_set(self.network, |set| set.get::<tcp::Socket>(self.handle).remote_endpoint()).ok().flatten()
-    }
 
     /// Reads into `buf`; `Ok(0)` at end of stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {

@@ -123,7 +123,11 @@ pub struct IoApic {
 pub struct SourceOverride {
     pub isa_irq: u8,
     pub gsi: u32,
+    /// Polarity and trigger mode from the MADT; PCI lines are routed active-low,
+    /// level-triggered whatever the override says.
+    #[allow(dead_code)]
     pub active_low: bool,
+    #[allow(dead_code)]
     pub level_triggered: bool,
 }
 
@@ -197,14 +201,6 @@ pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) 
     true
 }
 
-/// Routes ISA IRQ `irq` (e.g. 4 for COM1) to `vector`, honoring MADT overrides.
-pub fn route_isa_irq(irq: u8, vector: u8) -> bool {
-    let found = IO_APICS.lock().overrides.iter().find(|o| o.isa_irq == irq).copied();
-    match found {
-        Some(o) => route_gsi(o.gsi, vector, o.active_low, o.level_triggered),
-        None => route_gsi(u32::from(irq), vector, false, false),
-    }
-}
 
 /// Routes a PCI interrupt that the firmware steered to ISA IRQ `irq`:
 /// level-triggered, active-low, as PCI INTx lines are.

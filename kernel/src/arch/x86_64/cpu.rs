@@ -17,7 +17,9 @@ pub fn rdtsc() -> u64 {
 }
 
 /// Features the kernel asks about.
+/// Read through `Debug` in the boot log (`gridos.log=debug`).
 #[derive(Debug, Clone, Copy, Default)]
+#[allow(dead_code)]
 pub struct Features {
     pub rdrand: bool,
     pub rdseed: bool,

@@ -93,10 +93,6 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
-/// The measured TSC rate (0 before calibration).
-pub fn tsc_hz() -> u64 {
-    TSC_HZ.load(Ordering::Relaxed)
-}
 
 fn cycles_to_ns(cycles: u64) -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed);
