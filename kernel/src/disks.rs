@@ -43,6 +43,12 @@ pub fn with_disk<R>(index: usize, f: impl FnOnce(&mut VirtioDisk) -> R) -> Optio
     DISKS.lock().get_mut(index).map(f)
 }
 
+/// Runs `f` on the disk named `name` (e.g. `vdb`), if it is in the table. Unlike an
+/// index, a name stays with its disk while another disk is [`take`]n out.
+pub fn with_disk_named<R>(name: &str, f: impl FnOnce(&mut VirtioDisk) -> R) -> Option<R> {
+    DISKS.lock().iter_mut().find(|disk| disk.name == name).map(f)
+}
+
 /// Number of disks.
 pub fn count() -> usize {
     DISKS.lock().len()

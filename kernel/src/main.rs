@@ -25,6 +25,7 @@ mod overlay;
 mod power;
 mod selftest;
 mod services;
+mod storage;
 mod syscalls;
 mod wasm;
 
@@ -105,7 +106,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
 
     if let Some(name) = test {
         let seed = cmdline.get_u64("gridos.seed").unwrap_or(1);
-        selftest::run(name, &selftest::BootFacts { hello_status, seed });
+        selftest::run(name, &selftest::BootFacts { hello_status, seed, store_expect: cmdline.get_u64("gridos.store_expect") });
     }
     executor::run()
 }
@@ -129,6 +130,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         }
     }
     disks::init(disks);
+    storage::init(cmdline);
     let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
     // The underlay answers nothing but the overlay unless asked to stay open.
     let underlay_open = match cmdline.get("gridos.underlay") {

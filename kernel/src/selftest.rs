@@ -13,7 +13,7 @@ use crate::power;
 /// Names accepted by `gridos.test=`.
 pub const CASES: &[&str] = &[
     "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
-    "serve", "echo-client", "workloads",
+    "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
@@ -24,6 +24,8 @@ pub struct BootFacts {
     pub hello_status: i32,
     /// `gridos.seed=N`, for the disk pattern.
     pub seed: u64,
+    /// `gridos.store_expect=N`: `store-verify` checks stream shards `0..=N`.
+    pub store_expect: Option<u64>,
 }
 
 /// Runs test `name` and exits QEMU, unless it is a case that runs services and
@@ -46,6 +48,10 @@ pub fn run(name: &str, facts: &BootFacts) {
         "disk-write" => disk_write(facts.seed),
         "disk-verify" => disk_verify(facts.seed),
         "disk-bench" => disk_bench(),
+        "store-stream" => store_stream(facts.seed),
+        "store-verify" => store_verify(facts.seed, facts.store_expect),
+        "store-bench" => store_bench(),
+        "store-smoke" => store_smoke(facts.seed),
         "workloads" => crate::wasm::selftest(),
         "hello" => {
             if facts.hello_status == 0 { Ok(()) } else { Err("userland hello returned an error") }
@@ -283,4 +289,219 @@ async fn disk_async(seed: u64) {
             power::exit_qemu(power::EXIT_FAILURE_VALUE)
         }
     }
+}
+
+// --- Shard store cases (storage.rs): stream + verify for the host's crash test, bench, smoke.
+
+/// Shard `index` of the `store-stream` sequence: 64 KiB to 1 MiB of pattern bytes
+/// derived from (`seed`, `index`) alone, so a later boot (or the host) can rebuild it.
+pub fn stream_shard(seed: u64, index: u64) -> Vec<u8> {
+    let mix = disk_pattern_word(seed ^ 0x5eed_0000_5eed, index.wrapping_mul(0x0100_0000_01b3));
+    let len = (64 << 10) + (mix % (960 << 10)) as usize;
+    let mut bytes = alloc::vec![0u8; (len + 7) & !7];
+    fill_pattern(seed ^ index.wrapping_mul(0xd6e8_feb8_6659_fd93), 0, &mut bytes);
+    bytes.truncate(len);
+    bytes
+}
+
+fn key_hex(key: &[u8; 32]) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut s = alloc::string::String::with_capacity(64);
+    for b in key {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Puts stream shards one after another, printing `store acked <index> <key>` as each
+/// `put` returns (durable), until the store is full; the host pulls the plug meanwhile.
+/// Resumes after the shards an earlier run left.
+fn store_stream(seed: u64) -> Result<(), &'static str> {
+    use crate::storage;
+    const SHARDS_MAX: u64 = 100_000;
+    let mut index = 0;
+    while index < SHARDS_MAX && storage::info(blake3::hash(&stream_shard(seed, index)).as_bytes()).is_some() {
+        index += 1;
+    }
+    crate::kprintln!("store stream: seed {seed}, starting at shard {index}");
+    while index < SHARDS_MAX {
+        let bytes = stream_shard(seed, index);
+        match storage::put(&bytes) {
+            Ok(key) => crate::kprintln!("store acked {index} {}", key_hex(&key)),
+            Err(storage::Error::NoSpace) => break,
+            Err(e) => {
+                log::error!("store stream: put of shard {index} failed: {e}");
+                return Err("put failed");
+            }
+        }
+        index += 1;
+    }
+    crate::kprintln!("store stream: stopped before shard {index} (store full)");
+    Ok(())
+}
+
+/// Checks stream shards `0..=expect` byte for byte, then writes and reads back one more.
+fn store_verify(seed: u64, expect: Option<u64>) -> Result<(), &'static str> {
+    use crate::storage;
+    let expect = expect.ok_or("gridos.store_expect=N is missing")?;
+    let started_us = time::since_boot_us();
+    for index in 0..=expect {
+        let bytes = stream_shard(seed, index);
+        match storage::get(blake3::hash(&bytes).as_bytes()) {
+            Ok(got) if got == bytes => {}
+            Ok(_) => {
+                crate::kprintln!("store verify: shard {index} is corrupt");
+                return Err("a shard differs from what was acked");
+            }
+            Err(e) => {
+                crate::kprintln!("store verify: shard {index} is missing ({e})");
+                return Err("an acked shard is missing");
+            }
+        }
+    }
+    crate::kprintln!("store verify: {} shards intact ({} us)", expect + 1, time::since_boot_us() - started_us);
+    let extra = stream_shard(!seed, time::since_boot_ns());
+    let key = storage::put(&extra).map_err(|_| "put after verify failed")?;
+    if storage::get(&key).map_err(|_| "get after verify failed")? != extra {
+        return Err("the new shard reads back wrong");
+    }
+    crate::kprintln!("store verify: new shard {} written and read back", key_hex(&key));
+    Ok(())
+}
+
+/// put/get/list/info/prove/delete on a few shards of odd sizes, over whatever disks mounted.
+fn store_smoke(seed: u64) -> Result<(), &'static str> {
+    use crate::storage;
+    const SIZES: &[usize] = &[1, 511, 512, 4095, 4096, 4097, 100_000, 1 << 20];
+    let mut keys = Vec::new();
+    for (i, &size) in SIZES.iter().enumerate() {
+        let mut bytes = stream_shard(seed ^ 0x5a0c, i as u64 + time::since_boot_ns());
+        bytes.resize(size, 0xa5);
+        let key = storage::put(&bytes).map_err(|e| {
+            log::error!("store smoke: put of {size} bytes failed: {e}");
+            "put failed"
+        })?;
+        keys.push((key, bytes));
+    }
+    let listed = storage::list();
+    for (i, (key, bytes)) in keys.iter().enumerate() {
+        if storage::get(key).map_err(|_| "get failed")? != *bytes {
+            return Err("a shard reads back wrong");
+        }
+        if !listed.contains(key) {
+            return Err("list misses a shard");
+        }
+        let info = storage::info(key).ok_or("info misses a shard")?;
+        if info.len_bytes != bytes.len() as u64 {
+            return Err("info has the wrong length");
+        }
+        let challenge = seed.wrapping_add(i as u64);
+        let proof = storage::prove(key, challenge).map_err(|_| "prove failed")?;
+        if !shardstore::verify_proof(&info.merkle_root, info.len_bytes, challenge, &proof) {
+            return Err("a storage proof does not verify");
+        }
+    }
+    let (gone, _) = &keys[0];
+    storage::delete(gone).map_err(|_| "delete failed")?;
+    if storage::get(gone) != Err(storage::Error::NotFound) {
+        return Err("a deleted shard is still there");
+    }
+    let disks = storage::disks();
+    for d in &disks {
+        crate::kprintln!("store smoke: {} {:?}, {} shards", d.name, d.state, d.stat.shard_count);
+    }
+    let stat = storage::stat();
+    crate::kprintln!("store smoke: {} shards ok; {} shards on the serving disks", SIZES.len(), stat.shard_count);
+    Ok(())
+}
+
+/// Sequential put and get of 1 MiB shards next to raw sequential writes and reads of
+/// the same region of `vda`'s store (which it reformats). Prints figures only.
+fn store_bench() -> Result<(), &'static str> {
+    use crate::storage;
+    use blockdev::{BlockDevice, SECTOR_SIZE};
+    use shardstore::ShardStore;
+    const SHARD_BYTES: usize = 1 << 20;
+    const SHARDS: u64 = 64;
+    let mut stores = storage::take_all();
+    if stores.is_empty() {
+        return Err("no mounted store");
+    }
+    let mut dev = stores.remove(0).into_device();
+    if dev.sector_count() < (SHARDS + 8) * (SHARD_BYTES / SECTOR_SIZE) as u64 {
+        return Err("disk too small for the bench");
+    }
+    let shards: Vec<(shardstore::Key, Vec<u8>)> = (0..SHARDS)
+        .map(|i| {
+            let mut bytes = alloc::vec![0u8; SHARD_BYTES];
+            fill_pattern(0xbe4c ^ i, i * SHARD_BYTES as u64, &mut bytes);
+            (*blake3::hash(&bytes).as_bytes(), bytes)
+        })
+        .collect();
+    let total = SHARDS * SHARD_BYTES as u64;
+    let mbps = |ns: u64| total as f64 / 1e6 / (ns.max(1) as f64 / 1e9);
+    let sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
+    let timed = |f: &mut dyn FnMut() -> Result<(), &'static str>| -> Result<u64, &'static str> {
+        let start = time::since_boot_ns();
+        f()?;
+        Ok(time::since_boot_ns() - start)
+    };
+    let raw_write_ns = timed(&mut || {
+        for (i, (_, bytes)) in shards.iter().enumerate() {
+            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
+        }
+        dev.flush().map_err(|_| "flush failed")
+    })?;
+    let raw_write_flush_ns = timed(&mut || {
+        for (i, (_, bytes)) in shards.iter().enumerate() {
+            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
+            dev.flush().map_err(|_| "flush failed")?;
+        }
+        Ok(())
+    })?;
+    let mut back = alloc::vec![0u8; SHARD_BYTES];
+    let raw_read_ns = timed(&mut || {
+        for i in 0..SHARDS {
+            dev.read(i * sectors, &mut back).map_err(|_| "raw read failed")?;
+        }
+        Ok(())
+    })?;
+    let hash_ns = timed(&mut || {
+        for (_, bytes) in &shards {
+            core::hint::black_box(blake3::hash(bytes));
+        }
+        Ok(())
+    })?;
+    let mut store = ShardStore::format(dev, [0; 32], [0xbe; 16]).map_err(|_| "format failed")?;
+    let put_ns = timed(&mut || {
+        for (key, bytes) in &shards {
+            store.put(*key, bytes).map_err(|_| "put failed")?;
+        }
+        Ok(())
+    })?;
+    let get_ns = timed(&mut || {
+        for (key, bytes) in &shards {
+            if store.get(key).map_err(|_| "get failed")? != *bytes {
+                return Err("get returned other bytes");
+            }
+        }
+        Ok(())
+    })?;
+    crate::kprintln!(
+        "bench store: {} x 1 MiB shards on {}: put {:.1} MB/s = {:.0}% of raw write {:.1} MB/s (flush once) / {:.0}% of {:.1} MB/s (flush per MiB); get {:.1} MB/s = {:.0}% of raw read {:.1} MB/s; blake3 {:.1} MB/s",
+        SHARDS,
+        store.device().name(),
+        mbps(put_ns),
+        100.0 * raw_write_ns as f64 / put_ns.max(1) as f64,
+        mbps(raw_write_ns),
+        100.0 * raw_write_flush_ns as f64 / put_ns.max(1) as f64,
+        mbps(raw_write_flush_ns),
+        mbps(get_ns),
+        100.0 * raw_read_ns as f64 / get_ns.max(1) as f64,
+        mbps(raw_read_ns),
+        mbps(hash_ns),
+    );
+    stores.insert(0, store);
+    storage::install(stores);
+    Ok(())
 }

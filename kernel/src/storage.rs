@@ -1,0 +1,373 @@
+//! The node's shard store: one [`shardstore::ShardStore`] per data disk, grouped in a
+//! [`shardstore::MultiStore`], and the typed kernel API services use to reach it.
+//!
+//! This module decides *which* disk regions hold a store and whether a disk may be
+//! formatted; the on-disk format, crash safety and placement across disks are the
+//! `shardstore` crate's. Redundancy across nodes, encryption and deciding what to
+//! keep are left to the layers above.
+//!
+//! # Disks
+//! - `vda` (the first disk) starts with the node area (`identity::NODE_AREA_SECTORS`,
+//!   1 MiB): its store lives in the sectors after it. Other disks are used whole.
+//! - At boot ([`init`]) every disk selected by `gridos.disks` (default all; none on
+//!   `gridos.role=compute`) is mounted. A disk whose first 64 KiB of the store region
+//!   are all zeros (and, on `vda`, whose node area holds zeros or a gridos node
+//!   record) is formatted. Any other disk (another file system, garbage, a damaged
+//!   store) is refused with a log line and never written, unless the command line
+//!   says `gridos.format=NAME` (a comma-separated list of names is accepted too; the
+//!   same word makes `identity` take over `vda`'s node area).
+//! - One log line per disk: `storage vda: mounted|formatted|refused (...), N shards,
+//!   U/F MiB used/free, mount took X us`.
+//! - The disks stay in `disks`' table: the store reaches its disk by name through
+//!   [`disks::with_disk_named`] for every request ([`DiskRange`]), so `identity` and
+//!   the disk self-tests share them without a hand-over. A disk taken out of the table
+//!   (`disks::take`) looks failed to the store while it is away.
+//! - A disk that fails a request is marked failed and logged once; the store keeps
+//!   serving from the others (the shards on the failed disk are unavailable).
+//!
+//! # API (for kernel services)
+//! Shards are immutable byte strings named by their blake3 hash ([`Key`]).
+//! - [`put`]`(bytes) -> Result<Key, Error>`: stores the shard on the healthy disk with
+//!   the most free space; durable (flushed) when it returns `Ok`.
+//! - [`get`]`(&key) -> Result<Vec<u8>, Error>`: the bytes, checked against the key.
+//! - [`delete`]`(&key)`, [`list`]`() -> Vec<Key>`, [`stat`]`() -> Stat` (sum over the
+//!   healthy disks), [`info`]`(&key) -> Option<ShardInfo>` (length, Merkle root),
+//!   [`prove`]`(&key, challenge) -> Result<StorageProof, Error>` (check it with
+//!   `shardstore::verify_proof`).
+//! - [`disks`]`() -> Vec<DiskStatus>`: each data disk and what became of it.
+//!
+//! Every call is synchronous (the CPU halts while a request is in flight) and takes
+//! the store's lock, then the disks' lock: never call it while holding `disks`' lock.
+//! Without any mounted disk, operations fail with `Error::Device(BlockError::Failed)`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+use blockdev::{check_request, BlockDevice, BlockError, SECTOR_SIZE};
+pub use shardstore::{Error, Key, ShardInfo, Stat, StorageProof};
+use shardstore::{FormatOptions, MountError, MultiStore, ShardStore};
+
+use crate::arch::x86_64::time;
+use crate::cmdline::Cmdline;
+use crate::config::{Disks, NodeConfig, Role};
+use crate::disks;
+use crate::identity::NODE_AREA_SECTORS;
+
+/// Bytes at the start of a store region that must be zero for it to count as blank.
+const BLANK_CHECK_BYTES: usize = 64 << 10;
+/// Magic of `identity`'s node record (sector 0 of `vda`).
+const NODE_RECORD_MAGIC: &[u8; 8] = b"GRIDOSND";
+const MIB: u64 = 1 << 20;
+
+/// A run of sectors of one disk, reached by the disk's name through `disks`' table.
+pub struct DiskRange {
+    name: String,
+    start_sector: u64,
+    sector_count: u64,
+}
+
+impl DiskRange {
+    /// Sectors `start_sector..start_sector + sector_count` of disk `name`.
+    pub fn new(name: &str, start_sector: u64, sector_count: u64) -> DiskRange {
+        DiskRange { name: String::from(name), start_sector, sector_count }
+    }
+
+    /// The disk's name (`vda`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl BlockDevice for DiskRange {
+    fn sector_count(&self) -> u64 {
+        self.sector_count
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        check_request(self.sector_count, sector, buf.len())?;
+        let at = self.start_sector + sector;
+        disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed))
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        check_request(self.sector_count, sector, buf.len())?;
+        let at = self.start_sector + sector;
+        disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed))
+    }
+
+    fn flush(&mut self) -> Result<(), BlockError> {
+        disks::with_disk_named(&self.name, |disk| disk.flush()).unwrap_or(Err(BlockError::Failed))
+    }
+}
+
+/// What boot did with a data disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskState {
+    /// An existing store, mounted.
+    Mounted,
+    /// Blank (or `gridos.format=NAME`), formatted now.
+    Formatted,
+    /// Not a usable store; left untouched.
+    Refused,
+    /// Mounted, then failed a request; no longer used.
+    Failed,
+}
+
+/// A data disk and its state.
+#[derive(Debug, Clone)]
+pub struct DiskStatus {
+    pub name: String,
+    pub state: DiskState,
+    /// Its store's figures (zero unless mounted or formatted).
+    pub stat: Stat,
+}
+
+struct Store {
+    multi: MultiStore<DiskRange>,
+    /// State of each disk at boot, by name (refused ones included).
+    boot_states: Vec<(String, DiskState)>,
+    /// Failures already logged, by index into `multi`.
+    failed_logged: Vec<bool>,
+}
+
+static STORE: Mutex<Option<Store>> = Mutex::new(None);
+
+fn no_store() -> Error {
+    Error::Device(BlockError::Failed)
+}
+
+/// Runs `f` on the store, then logs disks that failed during it.
+fn with_store<R>(f: impl FnOnce(&mut MultiStore<DiskRange>) -> Result<R, Error>) -> Result<R, Error> {
+    let mut guard = STORE.lock();
+    let store = guard.as_mut().ok_or_else(no_store)?;
+    let result = f(&mut store.multi);
+    for index in store.multi.failed_disks() {
+        if !store.failed_logged[index] {
+            store.failed_logged[index] = true;
+            let name = store.multi.store(index).map(|s| s.device().name()).unwrap_or("?");
+            log::error!("storage {name}: failed a request; serving from the other disks");
+        }
+    }
+    result
+}
+
+/// Stores `bytes`; returns its key (blake3) once the shard is durable.
+pub fn put(bytes: &[u8]) -> Result<Key, Error> {
+    let key = *blake3::hash(bytes).as_bytes();
+    with_store(|multi| multi.put(key, bytes)).map(|_disk| key)
+}
+
+/// The shard's bytes (checked against its key).
+pub fn get(key: &Key) -> Result<Vec<u8>, Error> {
+    with_store(|multi| multi.get(key))
+}
+
+/// Removes the shard from every disk holding it; durable when it returns `Ok`.
+pub fn delete(key: &Key) -> Result<(), Error> {
+    with_store(|multi| multi.delete(key))
+}
+
+/// Keys of all shards on healthy disks, ascending.
+pub fn list() -> Vec<Key> {
+    with_store(|multi| Ok(multi.list())).unwrap_or_default()
+}
+
+/// Space and content figures, summed over healthy disks.
+pub fn stat() -> Stat {
+    with_store(|multi| Ok(multi.stat())).unwrap_or_default()
+}
+
+/// Length and Merkle root of a shard, from the first healthy disk that holds it.
+pub fn info(key: &Key) -> Option<ShardInfo> {
+    with_store(|multi| {
+        let failed = multi.failed_disks();
+        Ok((0..multi.disk_count())
+            .filter(|index| !failed.contains(index))
+            .find_map(|index| multi.store(index).and_then(|s| s.info(key))))
+    })
+    .ok()
+    .flatten()
+}
+
+/// A storage proof over the shard for `challenge`.
+pub fn prove(key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+    with_store(|multi| multi.prove(key, challenge))
+}
+
+/// Each data disk and what became of it.
+pub fn disks() -> Vec<DiskStatus> {
+    let guard = STORE.lock();
+    let Some(store) = guard.as_ref() else { return Vec::new() };
+    let failed = store.multi.failed_disks();
+    let mut out = Vec::new();
+    for (name, state) in &store.boot_states {
+        let index = (0..store.multi.disk_count())
+            .find(|&i| store.multi.store(i).is_some_and(|s| s.device().name() == name.as_str()));
+        let (state, stat) = match index {
+            Some(i) if failed.contains(&i) => (DiskState::Failed, Stat::default()),
+            Some(i) => (*state, store.multi.store(i).map(|s| s.stat()).unwrap_or_default()),
+            None => (*state, Stat::default()),
+        };
+        out.push(DiskStatus { name: name.clone(), state, stat });
+    }
+    out
+}
+
+/// Takes every mounted store out (for a self-test that needs the raw disk); the API
+/// fails until [`install`] puts stores back.
+pub fn take_all() -> Vec<ShardStore<DiskRange>> {
+    STORE.lock().take().map(|store| store.multi.into_stores()).unwrap_or_default()
+}
+
+/// Serves from `stores` (e.g. the ones [`take_all`] returned).
+pub fn install(stores: Vec<ShardStore<DiskRange>>) {
+    let boot_states = stores.iter().map(|s| (String::from(s.device().name()), DiskState::Mounted)).collect();
+    let failed_logged = alloc::vec![false; stores.len()];
+    *STORE.lock() = Some(Store { multi: MultiStore::new(stores), boot_states, failed_logged });
+}
+
+/// The region of disk `index` that holds its store: after the node area on the first disk.
+pub fn region(index: usize, name: &str, sector_count: u64) -> Option<DiskRange> {
+    let start = if index == 0 { NODE_AREA_SECTORS } else { 0 };
+    (sector_count > start).then(|| DiskRange::new(name, start, sector_count - start))
+}
+
+/// Mounts (or formats, when blank) a store on every data disk and logs one line per disk.
+pub fn init(cmdline: &Cmdline<'_>) {
+    // `config::load` already reported bad values; parse quietly here.
+    let config = NodeConfig::from_cmdline(cmdline, &mut |_, _, _| {});
+    if config.role == Role::Compute {
+        log::info!("storage: none (gridos.role=compute)");
+        return;
+    }
+    let format_names = cmdline.get("gridos.format").unwrap_or("");
+    let mut stores = Vec::new();
+    let mut boot_states = Vec::new();
+    for index in 0..disks::count() {
+        let Some((name, serial, sectors)) =
+            disks::with_disk(index, |d| (d.name.clone(), d.serial.clone(), d.sector_count()))
+        else {
+            continue;
+        };
+        if !selected(config.disks, &name, &serial) {
+            log::info!("storage {name}: not used (gridos.disks)");
+            continue;
+        }
+        let forced = format_names.split(',').any(|n| n == name);
+        let started_us = time::since_boot_us();
+        let Some(range) = region(index, &name, sectors) else {
+            log::warn!("storage {name}: refused (no room after the node area)");
+            boot_states.push((name, DiskState::Refused));
+            continue;
+        };
+        let (state, detail, store) = attach(index, range, forced);
+        let took_us = time::since_boot_us() - started_us;
+        let stat = store.as_ref().map(|s| s.stat()).unwrap_or_default();
+        let line = alloc::format!(
+            "storage {name}: {} ({detail}), {} shards, {}/{} MiB used/free, mount took {took_us} us",
+            state_word(state),
+            stat.shard_count,
+            stat.used_bytes / MIB,
+            stat.free_bytes / MIB,
+        );
+        if state == DiskState::Refused {
+            log::warn!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+        boot_states.push((name, state));
+        stores.extend(store);
+    }
+    let serving = stores.len();
+    let failed_logged = alloc::vec![false; serving];
+    let store = Store { multi: MultiStore::new(stores), boot_states, failed_logged };
+    let total = store.multi.stat();
+    log::info!(
+        "storage: {serving} of {} data disks serving, {} shards, {}/{} MiB used/free",
+        store.boot_states.len(),
+        total.shard_count,
+        total.used_bytes / MIB,
+        total.free_bytes / MIB
+    );
+    *STORE.lock() = Some(store);
+}
+
+fn state_word(state: DiskState) -> &'static str {
+    match state {
+        DiskState::Mounted => "mounted",
+        DiskState::Formatted => "formatted",
+        DiskState::Refused => "refused",
+        DiskState::Failed => "failed",
+    }
+}
+
+fn selected(disks: Disks<'_>, name: &str, serial: &str) -> bool {
+    match disks {
+        Disks::All => true,
+        Disks::None => false,
+        Disks::List(list) => list.split(',').any(|n| n == name || (!serial.is_empty() && n == serial)),
+    }
+}
+
+/// Mounts `range`, or formats it when it is blank or `forced`; never writes otherwise.
+fn attach(index: usize, range: DiskRange, forced: bool) -> (DiskState, String, Option<ShardStore<DiskRange>>) {
+    let name = String::from(range.name());
+    let error = match ShardStore::try_mount(range) {
+        Ok(store) => {
+            let r = store.mount_report();
+            let detail = alloc::format!(
+                "checkpoint generation {}, {} records replayed{}{}",
+                r.checkpoint_generation,
+                r.records_replayed,
+                if r.torn_tail_dropped { ", torn tail dropped" } else { "" },
+                if r.lost_records > 0 { alloc::format!(", {} records lost", r.lost_records) } else { String::new() },
+            );
+            return (DiskState::Mounted, detail, Some(store));
+        }
+        Err((MountError::Device(e), _)) => {
+            return (DiskState::Refused, alloc::format!("cannot read: {e}"), None);
+        }
+        Err((error, range)) => (error, range),
+    };
+    let (error, mut range) = error;
+    let why = if forced {
+        "gridos.format"
+    } else {
+        match blank(index, &mut range) {
+            Ok(true) => "blank",
+            Ok(false) => {
+                let detail = alloc::format!(
+                    "{error}; the disk holds other data and is not touched; boot with gridos.format={name} to take it over"
+                );
+                return (DiskState::Refused, detail, None);
+            }
+            Err(e) => return (DiskState::Refused, alloc::format!("cannot read: {e}"), None),
+        }
+    };
+    let mut disk_id = [0u8; 16];
+    crate::entropy::fill(&mut disk_id);
+    let mut options = FormatOptions::default();
+    crate::entropy::fill(&mut options.entropy);
+    // The node id field is informational; the node agent has no key to put here yet.
+    match ShardStore::format_with(range, [0; 32], disk_id, options) {
+        Ok(store) => (DiskState::Formatted, String::from(why), Some(store)),
+        Err(e) => (DiskState::Refused, alloc::format!("format failed: {e}"), None),
+    }
+}
+
+/// Whether the store region starts with zeros (and, on the first disk, the node area
+/// holds zeros or a node record).
+fn blank(index: usize, range: &mut DiskRange) -> Result<bool, BlockError> {
+    if index == 0 {
+        let mut sector = [0u8; SECTOR_SIZE];
+        disks::with_disk_named(range.name(), |disk| disk.read(0, &mut sector)).unwrap_or(Err(BlockError::Failed))?;
+        if !(sector.starts_with(NODE_RECORD_MAGIC) || sector.iter().all(|&b| b == 0)) {
+            return Ok(false);
+        }
+    }
+    let len = BLANK_CHECK_BYTES.min((range.sector_count() as usize).saturating_mul(SECTOR_SIZE));
+    let mut buf = alloc::vec![0u8; len];
+    range.read(0, &mut buf)?;
+    Ok(buf.iter().all(|&b| b == 0))
+}
