@@ -230,6 +230,26 @@ impl Default for Event {
     }
 }
 
+/// Waits until `ready` says so or `deadline_ns` passes, then lets the other tasks
+/// have a turn. `ready` registers the waker with whatever can make it true (events,
+/// sockets) and reports whether it already is.
+pub async fn wait_then_yield(deadline_ns: Option<u64>, mut ready: impl FnMut(&Waker) -> bool) {
+    let mut sleep = deadline_ns.map(sleep_until);
+    core::future::poll_fn(|cx| {
+        if ready(cx.waker()) {
+            return Poll::Ready(());
+        }
+        match sleep.as_mut() {
+            Some(s) => Pin::new(s).poll(cx),
+            None => Poll::Pending,
+        }
+    })
+    .await;
+    // Work may be due again at once (a full queue another task drains, a stream of
+    // interrupts): without this turn, that other task would never run.
+    yield_now().await;
+}
+
 /// Lets every other runnable task have a turn before continuing.
 pub async fn yield_now() {
     let mut yielded = false;

@@ -13,8 +13,6 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::future::Future;
-use core::task::Poll;
 
 use overlay::address::Address;
 use overlay::identity::PublicKey;
@@ -277,29 +275,16 @@ async fn run(
         *STATS.lock() = Some(node.stats());
         let timer_ns = if discovery.is_some() { next_probe_ns.min(next_beacon_ns) } else { next_probe_ns };
         let deadline_ns = Some(node.poll_timeout().map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
-        let mut sleep = deadline_ns.map(executor::sleep_until);
-        core::future::poll_fn(|cx| {
-            socket.register_recv_waker(cx.waker());
-            OVERLAY_OUT.register_waker(cx.waker());
-            let mut readable = socket_has_data(&mut socket);
+        executor::wait_then_yield(deadline_ns, |waker| {
+            socket.register_recv_waker(waker);
+            OVERLAY_OUT.register_waker(waker);
+            let mut readable = socket.can_recv();
             for (_, sender) in senders.iter_mut() {
-                sender.register_recv_waker(cx.waker());
+                sender.register_recv_waker(waker);
                 readable |= sender.can_recv();
             }
-            if OVERLAY_OUT.is_pending() || readable {
-                return Poll::Ready(());
-            }
-            match sleep.as_mut() {
-                Some(s) => core::pin::Pin::new(s).poll(cx),
-                None => Poll::Pending,
-            }
+            OVERLAY_OUT.is_pending() || readable
         })
         .await;
-        // Let the network task turn the packets just handed over into sockets' data.
-        executor::yield_now().await;
     }
-}
-
-fn socket_has_data(socket: &mut UdpSocket) -> bool {
-    socket.can_recv()
 }

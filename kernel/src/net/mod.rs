@@ -13,8 +13,6 @@ pub mod socket;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::future::Future;
-use core::task::Poll;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;
@@ -407,26 +405,15 @@ async fn net_task() {
         with_stack(|s| s.nics.iter().map(|n| n.device.event).collect()).unwrap_or_default();
     loop {
         let next_ns = with_stack(|s| s.poll()).flatten();
-        let mut sleep = next_ns.map(executor::sleep_until);
-        core::future::poll_fn(|cx| {
+        executor::wait_then_yield(next_ns, |waker| {
             let mut ready = false;
             for e in events.iter().chain(core::iter::once(&&KICK)) {
-                e.register_waker(cx.waker());
+                e.register_waker(waker);
                 ready |= e.is_pending();
             }
-            if ready {
-                return Poll::Ready(());
-            }
-            match sleep.as_mut() {
-                Some(s) => core::pin::Pin::new(s).poll(cx),
-                None => Poll::Pending,
-            }
+            ready
         })
         .await;
-        // Work may be due again at once (a queue the overlay task drains is full,
-        // interrupts keep coming): give the other tasks their turn first, or they
-        // would never run to drain it.
-        executor::yield_now().await;
         let _ = KICK.take();
     }
 }
