@@ -488,7 +488,7 @@ fn store_bench() -> Result<(), &'static str> {
         Ok(())
     })?;
     crate::kprintln!(
-        "bench store: {} x 1 MiB shards on {}: put {:.1} MB/s = {:.0}% of raw write {:.1} MB/s (flush once) / {:.0}% of {:.1} MB/s (flush per MiB); get {:.1} MB/s = {:.0}% of raw read {:.1} MB/s; blake3 {:.1} MB/s",
+        "bench store: {} x 1 MiB shards on {}: put {:.1} MB/s = {:.1}% of raw write {:.1} MB/s (flush once) / {:.1}% of {:.1} MB/s (flush per MiB); get {:.1} MB/s = {:.1}% of raw read {:.1} MB/s; blake3 {:.1} MB/s",
         SHARDS,
         store.device().name(),
         mbps(put_ns),
