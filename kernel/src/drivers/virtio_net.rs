@@ -1,14 +1,19 @@
-//! virtio-net NICs as smoltcp `Device`s.
+//! virtio-net NICs as smoltcp `Device`s, over virtio-drivers' non-blocking queues.
 //!
-//! Receive buffers are recycled to the device as soon as smoltcp has consumed
-//! them; the device's interrupt signals the NIC's [`Event`] so the network task
-//! polls only when there is work.
+//! Receive buffers go back to the device as soon as smoltcp has consumed them.
+//! Transmission does not wait for the device: frames are queued, and their buffers
+//! are reclaimed from the used ring later, so a burst of segments costs one pass
+//! through the queue rather than one device round trip per frame. The device's
+//! interrupt signals the NIC's [`Event`] so the network task polls only when there
+//! is work.
 
+use alloc::vec;
+use alloc::vec::Vec;
 use core::marker::PhantomData;
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::PciTransport;
 
 use super::virtio::{Found, KernelHal};
@@ -19,11 +24,17 @@ const BUFFER_BYTES: usize = 2048;
 /// Ethernet MTU (payload) the interface uses.
 pub const MTU_BYTES: usize = 1500;
 
-type Net = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+type Net = VirtIONetRaw<KernelHal, PciTransport, QUEUE_SIZE>;
 
-/// One virtio-net NIC.
+/// One virtio-net NIC. NICs live as long as the kernel: the device keeps DMA
+/// access to the buffers below.
 pub struct VirtioNic {
     device: Net,
+    /// Receive buffers the device holds, by token.
+    rx_posted: Vec<Option<Vec<u8>>>,
+    /// Frames the device has not finished sending: (buffer, length), by token.
+    tx_in_flight: Vec<Option<(Vec<u8>, usize)>>,
+    tx_free: Vec<Vec<u8>>,
     pub event: &'static Event,
     /// Frames dropped because the device refused them.
     pub tx_errors: u64,
@@ -36,55 +47,137 @@ pub struct VirtioNic {
 
 impl VirtioNic {
     pub fn new(found: Found) -> Result<VirtioNic, virtio_drivers::Error> {
-        let mut device = Net::new(found.transport, BUFFER_BYTES)?;
+        let mut device = Net::new(found.transport)?;
+        let mut rx_posted: Vec<Option<Vec<u8>>> = (0..QUEUE_SIZE).map(|_| None).collect();
+        for _ in 0..QUEUE_SIZE {
+            let mut buf = vec![0u8; BUFFER_BYTES];
+            // SAFETY: the buffer's heap memory stays in `rx_posted` (moving the Vec
+            // does not move it) until `receive_complete` hands it back.
+            let token = unsafe { device.receive_begin(&mut buf)? };
+            match rx_posted.get_mut(usize::from(token)) {
+                Some(slot) => *slot = Some(buf),
+                None => return Err(virtio_drivers::Error::WrongToken),
+            }
+        }
         device.enable_interrupts();
-        Ok(VirtioNic { device, event: found.event, tx_errors: 0, ingress_filter_port: None, rx_filtered: 0 })
+        Ok(VirtioNic {
+            device,
+            rx_posted,
+            tx_in_flight: (0..QUEUE_SIZE).map(|_| None).collect(),
+            tx_free: Vec::new(),
+            event: found.event,
+            tx_errors: 0,
+            ingress_filter_port: None,
+            rx_filtered: 0,
+        })
     }
 
     pub fn mac(&self) -> [u8; 6] {
         self.device.mac_address()
     }
+
+    /// Takes back the buffers of frames the device has sent.
+    fn reclaim_tx(&mut self) {
+        while let Some(token) = self.device.poll_transmit() {
+            let Some((buf, len)) = self.tx_in_flight.get_mut(usize::from(token)).and_then(Option::take) else {
+                log::warn!("virtio-net: completion for unknown transmit token {token}");
+                return;
+            };
+            // SAFETY: the same buffer and length that `transmit_begin` got for `token`.
+            if let Err(e) = unsafe { self.device.transmit_complete(token, &buf[..len]) } {
+                log::warn!("virtio-net: transmit completion failed: {e}");
+            }
+            self.tx_free.push(buf);
+        }
+    }
+
+    /// Takes the next received frame: (buffer, header length, frame length).
+    fn take_rx(&mut self) -> Option<(Vec<u8>, usize, usize)> {
+        let token = self.device.poll_receive()?;
+        let mut buf = self.rx_posted.get_mut(usize::from(token)).and_then(Option::take)?;
+        // SAFETY: the same buffer that `receive_begin` got for `token`.
+        match unsafe { self.device.receive_complete(token, &mut buf) } {
+            Ok((header, len)) if header + len <= buf.len() => Some((buf, header, len)),
+            _ => {
+                self.repost_rx(buf);
+                None
+            }
+        }
+    }
+
+    /// Gives a receive buffer back to the device.
+    fn repost_rx(&mut self, mut buf: Vec<u8>) {
+        // SAFETY: as in `new`: the buffer is kept in `rx_posted` until completed.
+        match unsafe { self.device.receive_begin(&mut buf) } {
+            Ok(token) => {
+                if let Some(slot) = self.rx_posted.get_mut(usize::from(token)) {
+                    *slot = Some(buf);
+                }
+            }
+            Err(e) => log::warn!("virtio-net: could not repost a receive buffer: {e}"),
+        }
+    }
+
+    /// Queues one frame built by `f` into a buffer of `len` bytes.
+    fn send_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.reclaim_tx();
+        let mut buf = self.tx_free.pop().unwrap_or_default();
+        let header = self.device.fill_buffer_header(&mut [0u8; 16]).unwrap_or(12);
+        if buf.len() < header + len {
+            buf.resize(header + len, 0);
+        }
+        let result = f(&mut buf[header..header + len]);
+        if self.device.fill_buffer_header(&mut buf).is_err() || !self.device.can_send() {
+            self.tx_errors += 1;
+            self.tx_free.push(buf);
+            return result;
+        }
+        // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`.
+        match unsafe { self.device.transmit_begin(&buf[..header + len]) } {
+            Ok(token) => match self.tx_in_flight.get_mut(usize::from(token)) {
+                Some(slot) => *slot = Some((buf, header + len)),
+                None => self.tx_errors += 1,
+            },
+            Err(_) => {
+                self.tx_errors += 1;
+                self.tx_free.push(buf);
+            }
+        }
+        result
+    }
 }
 
 /// Receive token. Holds a raw pointer because smoltcp consumes the transmit token
-/// for a reply *inside* the receive closure: both tokens point at the same device.
+/// for a reply *inside* the receive closure: both tokens point at the same NIC.
 pub struct NicRxToken<'a> {
-    device: *mut Net,
-    buffer: RxBuffer,
-    _nic: PhantomData<&'a mut Net>,
+    nic: *mut VirtioNic,
+    buffer: Vec<u8>,
+    header: usize,
+    len: usize,
+    _nic: PhantomData<&'a mut VirtioNic>,
 }
 
-/// Transmit token; see [`NicRxToken`] for why it holds raw pointers.
+/// Transmit token; see [`NicRxToken`] for why it holds a raw pointer.
 pub struct NicTxToken<'a> {
-    device: *mut Net,
-    tx_errors: *mut u64,
-    _nic: PhantomData<&'a mut Net>,
+    nic: *mut VirtioNic,
+    _nic: PhantomData<&'a mut VirtioNic>,
 }
 
 impl RxToken for NicRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let result = f(self.buffer.packet());
-        // SAFETY: the device outlives the token ('a); the transmit token's use of it
+        let result = f(&self.buffer[self.header..self.header + self.len]);
+        // SAFETY: the NIC outlives the token ('a); the transmit token's use of it
         // (inside `f`) has ended, so this is the only access now.
-        if let Err(e) = unsafe { &mut *self.device }.recycle_rx_buffer(self.buffer) {
-            log::warn!("virtio-net: could not recycle a receive buffer: {e}");
-        }
+        unsafe { &mut *self.nic }.repost_rx(self.buffer);
         result
     }
 }
 
 impl TxToken for NicTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // SAFETY: the device outlives the token ('a) and the receive token does not
-        // touch it while this one is in use (it only recycles its buffer afterwards).
-        let device = unsafe { &mut *self.device };
-        let mut tx = device.new_tx_buffer(len);
-        let result = f(tx.packet_mut());
-        if device.send(tx).is_err() {
-            // SAFETY: points at the NIC's counter, alive for 'a, used by one token at a time.
-            unsafe { *self.tx_errors += 1 };
-        }
-        result
+        // SAFETY: the NIC outlives the token ('a) and the receive token does not
+        // touch it while this one is in use (it only reposts its buffer afterwards).
+        unsafe { &mut *self.nic }.send_with(len, f)
     }
 }
 
@@ -93,37 +186,37 @@ impl Device for VirtioNic {
     type TxToken<'a> = NicTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.reclaim_tx();
         if !self.device.can_send() {
             return None;
         }
-        let mut buffer = self.device.receive().ok()?;
+        let (mut buffer, mut header, mut len) = self.take_rx()?;
         if let Some(port) = self.ingress_filter_port {
             // Drop what the underlay must not answer, a bounded number per call.
             let mut dropped = 0;
-            while !overlay::filter::underlay_accepts(buffer.packet(), port) {
+            while !overlay::filter::underlay_accepts(&buffer[header..header + len], port) {
                 self.rx_filtered += 1;
-                if let Err(e) = self.device.recycle_rx_buffer(buffer) {
-                    log::warn!("virtio-net: could not recycle a receive buffer: {e}");
-                }
+                self.repost_rx(buffer);
                 dropped += 1;
                 if dropped == QUEUE_SIZE {
                     return None;
                 }
-                buffer = self.device.receive().ok()?;
+                (buffer, header, len) = self.take_rx()?;
             }
         }
-        let device: *mut Net = &mut self.device;
+        let nic: *mut VirtioNic = self;
         Some((
-            NicRxToken { device, buffer, _nic: PhantomData },
-            NicTxToken { device, tx_errors: &mut self.tx_errors, _nic: PhantomData },
+            NicRxToken { nic, buffer, header, len, _nic: PhantomData },
+            NicTxToken { nic, _nic: PhantomData },
         ))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.reclaim_tx();
         if !self.device.can_send() {
             return None;
         }
-        Some(NicTxToken { device: &mut self.device, tx_errors: &mut self.tx_errors, _nic: PhantomData })
+        Some(NicTxToken { nic: self, _nic: PhantomData })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
