@@ -60,17 +60,58 @@ const BLANK_CHECK_BYTES: usize = 64 << 10;
 const NODE_RECORD_MAGIC: &[u8; 8] = b"GRIDOSND";
 const MIB: u64 = 1 << 20;
 
+/// Bytes a mount-time read-ahead fetches at once (see [`DiskRange::set_read_ahead`]).
+const READ_AHEAD_BYTES: usize = 128 << 10;
+/// Reads up to this size are served from the read-ahead window.
+const READ_AHEAD_SMALL_BYTES: usize = 4 << 10;
+
 /// A run of sectors of one disk, reached by the disk's name through `disks`' table.
 pub struct DiskRange {
     name: String,
     start_sector: u64,
     sector_count: u64,
+    /// While mounting: a window of sectors read ahead (first sector, bytes).
+    read_ahead: Option<(u64, Vec<u8>)>,
 }
 
 impl DiskRange {
     /// Sectors `start_sector..start_sector + sector_count` of disk `name`.
     pub fn new(name: &str, start_sector: u64, sector_count: u64) -> DiskRange {
-        DiskRange { name: String::from(name), start_sector, sector_count }
+        DiskRange { name: String::from(name), start_sector, sector_count, read_ahead: None }
+    }
+
+    /// Turns read-ahead for small reads on or off. Mount reads one header sector per
+    /// record, in order; fetching 128 KiB at a time turns those into a few large
+    /// requests. Any write drops the window, and it is meant for mount only: writes
+    /// to the disk that bypass this range would not be seen.
+    pub fn set_read_ahead(&mut self, on: bool) {
+        self.read_ahead = on.then(|| (0, Vec::new()));
+    }
+
+    fn read_raw(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let at = self.start_sector + sector;
+        disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed))
+    }
+
+    /// Serves a small read from the read-ahead window, refilling it on a miss.
+    fn read_through_window(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let sector_bytes = SECTOR_SIZE as u64;
+        let covered = |(first, window): &(u64, Vec<u8>)| {
+            sector >= *first && (sector - first) * sector_bytes + buf.len() as u64 <= window.len() as u64
+        };
+        if !self.read_ahead.as_ref().is_some_and(covered) {
+            let sectors = (READ_AHEAD_BYTES as u64 / sector_bytes).min(self.sector_count - sector);
+            let mut window = alloc::vec![0u8; (sectors * sector_bytes) as usize];
+            if let Err(e) = self.read_raw(sector, &mut window) {
+                self.read_ahead = Some((0, Vec::new()));
+                return Err(e);
+            }
+            self.read_ahead = Some((sector, window));
+        }
+        let (first, window) = self.read_ahead.as_ref().ok_or(BlockError::Failed)?;
+        let offset = ((sector - first) * sector_bytes) as usize;
+        buf.copy_from_slice(&window[offset..offset + buf.len()]);
+        Ok(())
     }
 
     /// The disk's name (`vda`, ...).
@@ -86,12 +127,17 @@ impl BlockDevice for DiskRange {
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         check_request(self.sector_count, sector, buf.len())?;
-        let at = self.start_sector + sector;
-        disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed))
+        if self.read_ahead.is_some() && buf.len() <= READ_AHEAD_SMALL_BYTES {
+            return self.read_through_window(sector, buf);
+        }
+        self.read_raw(sector, buf)
     }
 
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         check_request(self.sector_count, sector, buf.len())?;
+        if self.read_ahead.is_some() {
+            self.read_ahead = Some((0, Vec::new()));
+        }
         let at = self.start_sector + sector;
         disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed))
     }
@@ -313,8 +359,11 @@ fn selected(disks: Disks<'_>, name: &str, serial: &str) -> bool {
 /// Mounts `range`, or formats it when it is blank or `forced`; never writes otherwise.
 fn attach(index: usize, range: DiskRange, forced: bool) -> (DiskState, String, Option<ShardStore<DiskRange>>) {
     let name = String::from(range.name());
+    let mut range = range;
+    range.set_read_ahead(true);
     let error = match ShardStore::try_mount(range) {
-        Ok(store) => {
+        Ok(mut store) => {
+            store.device_mut().set_read_ahead(false);
             let r = store.mount_report();
             let detail = alloc::format!(
                 "checkpoint generation {}, {} records replayed{}{}",
@@ -331,6 +380,7 @@ fn attach(index: usize, range: DiskRange, forced: bool) -> (DiskState, String, O
         Err((error, range)) => (error, range),
     };
     let (error, mut range) = error;
+    range.set_read_ahead(false);
     let why = if forced {
         "gridos.format"
     } else {
