@@ -1,7 +1,8 @@
 //! The shard store on raw disks, booted: acked shards survive QEMU being killed
 //! mid-stream (at several points), a disk holding someone else's bytes is refused
 //! and left byte-identical unless `gridos.format=NAME`, a node with two disks serves
-//! on when one is garbage, and the mount time of a disk with 100k shards.
+//! on when one fails its writes or is garbage, and the mount time of a disk with
+//! 100k shards.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -145,7 +146,7 @@ fn garbage_disk_is_refused_and_untouched_unless_format_is_asked() {
 }
 
 #[test]
-fn two_disks_mount_and_serve_on_when_one_is_garbage() {
+fn two_disks_mount_and_serve_on_when_one_fails_or_is_garbage() {
     let vda = image("two-a", 64 << 20);
     let vdb = image("two-b", 64 << 20);
 
@@ -161,6 +162,17 @@ fn two_disks_mount_and_serve_on_when_one_is_garbage() {
     assert!(storage_line(&out.serial, "vdb").contains("storage vdb: mounted"), "{}", out.serial);
     // The first boot's shards (one deleted) are still there, on whichever disks took them.
     assert!(out.serial.contains("storage: 2 of 2 data disks serving, 7 shards"), "{}", out.serial);
+
+    // vdb starts failing every write (QEMU's blkdebug): the first put that picks it
+    // marks it failed, and the node serves on from vda.
+    let rules = vdb.with_extension("blkdebug.conf");
+    fs::write(&rules, "[inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nonce = \"off\"\n").expect("rules");
+    let failing_vdb = PathBuf::from(format!("blkdebug:{}:{}", rules.display(), vdb.display()));
+    let out = boot(&[&vda, &failing_vdb], "gridos.test=store-smoke gridos.seed=6");
+    assert!(out.passed(), "store-smoke with vdb failing writes failed\n{}", out.report());
+    assert!(out.serial.contains("storage vdb: failed a request; serving from the other disks"), "{}", out.serial);
+    assert!(out.serial.contains("store smoke: vdb Failed"), "{}", out.serial);
+    let _ = fs::remove_file(&rules);
 
     fill_garbage(&vdb, 0x7e57_2d15);
     let before = hash_file(&vdb);
