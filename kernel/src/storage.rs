@@ -15,7 +15,9 @@
 //!   record) is formatted. Any other disk (another file system, garbage, a damaged
 //!   store) is refused with a log line and never written, unless the command line
 //!   says `gridos.format=NAME` (a comma-separated list of names is accepted too; the
-//!   same word makes `identity` take over `vda`'s node area).
+//!   same word makes `identity` take over `vda`'s node area). The word only formats a
+//!   disk that does not mount: a good store is never reformatted by it, so a command
+//!   line that keeps the word does not wipe the store at every boot.
 //! - One log line per disk: `storage vda: mounted|formatted|refused (...), N shards,
 //!   U/F MiB used/free, mount took X us`.
 //! - The disks stay in `disks`' table: the store reaches its disk by name through
