@@ -1,0 +1,82 @@
+//! The committed test programs (tests/wasm/out) on the host: their bundles are bound to
+//! the committed modules, and the WASI host functions and limits behave as in the kernel.
+
+use std::path::PathBuf;
+
+use workloads::artifact::{self, Backend};
+use workloads::manifest::Limits;
+use workloads::runtime::StopReason;
+
+fn read(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/wasm/out").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn native(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let wasm = read(&format!("{name}.wasm"));
+    let bundle = read(&format!("{name}.bundle"));
+    let b = artifact::parse(&bundle, Some(blake3::hash(&wasm).as_bytes()))
+        .unwrap_or_else(|e| panic!("{name}.bundle: {e}; rerun tests/wasm/build.sh"));
+    let code = b.sections.iter().find(|(k, _)| *k == Backend::NativeX86_64).expect("native section").1.to_vec();
+    assert!(b.sections.iter().any(|(k, _)| *k == Backend::Pulley64), "{name}: no pulley section");
+    (wasm, code)
+}
+
+#[test]
+fn committed_bundles_match_modules_and_load_with_current_settings() {
+    for name in ["hello", "checksum", "spin", "membomb", "fib"] {
+        let (wasm, code) = native(name);
+        let engine = wasm_precompile::engine(Backend::NativeX86_64).unwrap();
+        // SAFETY: produced by this crate's `bundle` from the committed module.
+        unsafe { wasmtime::Module::deserialize(&engine, &code) }
+            .unwrap_or_else(|e| panic!("{name}: committed native code no longer matches the engine settings ({e}); rerun tests/wasm/build.sh"));
+        let _ = wasm;
+    }
+}
+
+#[test]
+fn hello_and_checksum_print_their_lines() {
+    let (wasm, code) = native("hello");
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["hello", "x"], &["GREETING=g"], &Limits::default()).unwrap();
+    assert_eq!(r.reason, StopReason::Exited(0));
+    let lines: Vec<&str> = r.lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(lines.contains(&"hello, world from wasm32-wasi"), "{lines:?}");
+    assert!(lines.contains(&"argc=2 argv[0]=hello argv[1]=x"), "{lines:?}");
+    assert!(lines.contains(&"env GREETING=g"), "{lines:?}");
+    assert!(lines.contains(&"clock ok, random ok"), "{lines:?}");
+    let (wasm, code) = native("checksum");
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["checksum"], &[], &Limits::default()).unwrap();
+    assert_eq!(r.lines[0].1, "checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
+}
+
+#[test]
+fn memory_and_log_caps_stop_the_workload() {
+    let (wasm, code) = native("membomb");
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["membomb"], &[], &limits).unwrap();
+    assert!(matches!(r.reason, StopReason::MemoryLimit { cap, .. } if cap == 16 << 20), "{:?}", r.reason);
+    let (wasm, code) = native("hello");
+    let limits = Limits { log_bytes: 40, ..Limits::default() };
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["hello"], &[], &limits).unwrap();
+    assert_eq!(r.reason, StopReason::LogLimit);
+}
+
+#[test]
+fn pulley_code_runs_the_same_program() {
+    let wasm = read("fib.wasm");
+    let bundle = read("fib.bundle");
+    let b = artifact::parse(&bundle, None).unwrap();
+    let code = b.sections.iter().find(|(k, _)| *k == Backend::Pulley64).unwrap().1;
+    let r = wasm_precompile::run(Backend::Pulley64, &wasm, Some(code), &["fib", "20"], &[], &Limits::default()).unwrap();
+    assert_eq!(r.lines[0].1, "fib(20) = 6765");
+}
+
+#[test]
+fn unknown_imports_and_garbage_are_refused() {
+    let alien = workloads::module::module_importing("env", "launch_missiles");
+    let e = wasm_precompile::run(Backend::NativeX86_64, &alien, None, &[], &[], &Limits::default()).unwrap_err();
+    assert_eq!(e, "unknown import env::launch_missiles");
+    let hello = read("hello.wasm");
+    let e = wasm_precompile::run(Backend::NativeX86_64, &hello[..hello.len() / 2], None, &[], &[], &Limits::default()).unwrap_err();
+    assert!(e.starts_with("invalid module"), "{e}");
+}
