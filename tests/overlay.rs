@@ -57,7 +57,7 @@ fn assert_echo(out: &Outcome, bytes: u64, target: &str, others: &str) {
     assert!(out.serial.contains(&expected), "missing {expected:?}\n{}", out.report());
     // Bench figure (printed, not asserted): the client logs how long the echo took.
     if let Some(us) = out.serial.lines().find_map(|l| l.split(&expected).nth(1)?.trim().strip_prefix("in ")?.strip_suffix(" us")?.parse::<f64>().ok()) {
-        eprintln!("overlay bench: {} MiB echoed over the overlay in {:.1} s: {:.2} MB/s each way", bytes >> 20, us / 1e6, bytes as f64 / us);
+        eprintln!("echo bench: {} MiB echoed by [{target}]:7 in {:.1} s: {:.2} MB/s each way", bytes >> 20, us / 1e6, bytes as f64 / us);
     }
 }
 
@@ -181,14 +181,38 @@ fn nodes_on_one_segment_find_each_other_by_link_local_discovery() {
     ns.add_tap(a.tap).unwrap_or_else(|e| panic!("{e}"));
     ns.add_tap(b.tap).unwrap_or_else(|e| panic!("{e}"));
     // No static peers and no IPv4: only IPv6 link-local beacons can bring them together.
-    let mut mb = machine(&b, "gridos.test=serve gridos.services=echo gridos.ip4=none".into());
+    // B's underlay stays open too, for the plain-TCP baseline of the same link below.
+    let mut mb = machine(&b, "gridos.test=serve gridos.services=echo gridos.ip4=none gridos.underlay=open".into());
     in_ns(&mut mb, &ns, &b);
     let node_b = mb.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut ma = machine(&a, format!("gridos.test=echo-client gridos.ip4=none gridos.echo_client=[{addr_b}]:7"));
+    let bytes: u64 = 4 << 20;
+    let mut ma = machine(&a, format!("gridos.test=echo-client gridos.ip4=none gridos.echo_client=[{addr_b}]:7 gridos.echo_bytes={bytes}"));
     in_ns(&mut ma, &ns, &a);
     let out = ma.run().unwrap_or_else(|e| panic!("{e}"));
-    assert_echo(&out, 1 << 20, &addr_b, &format!("--- B ---\n{}", node_b.serial()));
+    assert_echo(&out, bytes, &addr_b, &format!("--- B ---\n{}", node_b.serial()));
     assert!(out.serial.contains(&format!("overlay: discovered {addr_b} at fe80::")), "{}", out.report());
+
+    // Bench baseline: the same echo as plain TCP over the same link (B's link-local address).
+    let b_link_local = "fe80::5054:ff:fe00:20b";
+    let mut plain = machine(&a, format!(
+        "gridos.test=echo-client gridos.ip4=none gridos.underlay=open gridos.echo_client=[{b_link_local}]:7 gridos.echo_bytes={bytes}"
+    ));
+    in_ns(&mut plain, &ns, &a);
+    let base = plain.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_echo(&base, bytes, b_link_local, &format!("--- B ---\n{}", node_b.serial()));
+    let took_us = |o: &Outcome, target: &str| {
+        let marker = format!("bytes echoed intact by [{target}]:7 in ");
+        o.serial.lines().find_map(|l| l.split(&marker).nth(1)?.strip_suffix(" us")?.parse::<f64>().ok())
+    };
+    if let (Some(overlay_us), Some(plain_us)) = (took_us(&out, &addr_b), took_us(&base, b_link_local)) {
+        eprintln!(
+            "overlay bench: A->B {} MiB echo over the overlay {:.2} MB/s, plain TCP on the same link {:.2} MB/s, ratio {:.2}",
+            bytes >> 20,
+            bytes as f64 / overlay_us,
+            bytes as f64 / plain_us,
+            plain_us / overlay_us
+        );
+    }
     drop(node_b.kill());
     for n in [&a, &b] {
         let _ = std::fs::remove_file(&n.disk);
