@@ -59,6 +59,9 @@ enum Cmd {
         /// Number of nodes; more than one shares a virtual L2 segment (QEMU socket multicast).
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// A single node gets a virtio-net NIC on QEMU user networking (DHCP) unless this is set.
+        #[arg(long)]
+        no_net: bool,
     },
     /// Boot with gridos.test=NAME and report pass or fail.
     Test {
@@ -117,9 +120,14 @@ fn machine(args: &MachineArgs) -> Result<Machine, String> {
 
 fn run(command: Cmd) -> Result<ExitCode, String> {
     match command {
-        Cmd::Run { machine: args, nodes } => {
-            let m = machine(&args)?;
+        Cmd::Run { machine: args, nodes, no_net } => {
+            let mut m = machine(&args)?;
             if nodes <= 1 {
+                if !no_net {
+                    m.extra_args.extend(
+                        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"].map(String::from),
+                    );
+                }
                 run_interactive(&m)
             } else {
                 run_cluster(&m, nodes)
