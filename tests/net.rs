@@ -5,10 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
-use gridos_qemu::netns::Netns;
+use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
 
 fn machine(cmdline: &str) -> Machine {
@@ -120,10 +119,6 @@ fn dhcp_then_tcp_and_udp_echo_exact_bytes_including_64_mib() {
     vm.kill();
 }
 
-fn require_root() {
-    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    assert_eq!(uid.ok().as_deref(), Some("0"), "network-namespace tests need root (run the suite as root, as CI does)");
-}
 
 fn ping(ns: &Netns, args: &[&str]) -> bool {
     let mut all = vec!["ping", "-c", "3", "-i", "0.2", "-W", "5"];

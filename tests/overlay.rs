@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridos_qemu::netns::Netns;
+use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
 
 struct NodeSpec {
@@ -89,8 +89,7 @@ print(" ".join(found) if found else "silent")
 
 #[test]
 fn three_nodes_in_a_line_then_relinked_and_underlay_silent() {
-    let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    assert_eq!(uid.ok().as_deref(), Some("0"), "overlay tests need root for network namespaces (CI runs as root)");
+    require_root();
     let dir = gridos_qemu::workspace_root().join("target/test-disks");
     std::fs::create_dir_all(&dir).expect("dir");
     let node = |name, tap, mac, ip| {
@@ -165,8 +164,7 @@ fn three_nodes_in_a_line_then_relinked_and_underlay_silent() {
 
 #[test]
 fn nodes_on_one_segment_find_each_other_by_link_local_discovery() {
-    let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    assert_eq!(uid.ok().as_deref(), Some("0"), "overlay tests need root for network namespaces (CI runs as root)");
+    require_root();
     let dir = gridos_qemu::workspace_root().join("target/test-disks");
     std::fs::create_dir_all(&dir).expect("dir");
     let node = |name, tap, mac| {

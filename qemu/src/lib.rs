@@ -75,8 +75,7 @@ pub fn ensure_command(command: &str, package: &str) -> Result<(), String> {
     if which(command).is_some() {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
-    if is_root && which("apt-get").is_some() {
+    if netns::is_root() && which("apt-get").is_some() {
         eprintln!("gridos: {command} is missing; installing Debian package {package} with apt-get");
         let ok = Command::new("apt-get")
             .args(["install", "-y", "-q", package])

@@ -4,6 +4,16 @@
 
 use std::process::{Command, Output};
 
+/// Whether this process runs as root (network namespaces and taps need it).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
+
+/// Fails the calling test with a clear message unless it runs as root.
+pub fn require_root() {
+    assert!(is_root(), "network-namespace tests need root (run the suite as root, as CI does)");
+}
+
 /// A network namespace with bridge `br0`, removed on drop.
 pub struct Netns {
     pub name: String,
