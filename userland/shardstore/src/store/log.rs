@@ -154,22 +154,27 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 
     /// Compacts until an append of `record_sectors` leaves `reserve_sectors` free.
+    ///
+    /// One lap of compaction is not always enough: copying live records to the tail can
+    /// wrap it and leave a pad, which only the next lap frees. So this goes on as long as
+    /// free space keeps growing, and gives up with `NoSpace` after a whole lap (plus one
+    /// batch) without a gain.
     pub(super) fn make_room(&mut self, record_sectors: u64, reserve_sectors: u64) -> Result<(), Error> {
-        // One lap of the log at most: every record at the head is handled once.
-        let rounds_max = self.log.len() / COMPACT_BATCH_RECORDS + 2;
-        for _ in 0..rounds_max {
-            if self.room_sectors(record_sectors) + reserve_sectors <= self.free_sectors() {
-                return Ok(());
+        let fits = |store: &Self| store.room_sectors(record_sectors) + reserve_sectors <= store.free_sectors();
+        let mut best_free_sectors = self.free_sectors();
+        let mut handled_without_gain = 0usize;
+        while !fits(self) {
+            if self.log.is_empty() || handled_without_gain > self.log.len() + COMPACT_BATCH_RECORDS {
+                return Err(Error::NoSpace);
             }
-            if self.log.is_empty() {
-                break;
-            }
+            handled_without_gain += COMPACT_BATCH_RECORDS.min(self.log.len());
             self.compact(COMPACT_BATCH_RECORDS)?;
+            if self.free_sectors() > best_free_sectors {
+                best_free_sectors = self.free_sectors();
+                handled_without_gain = 0;
+            }
         }
-        if self.room_sectors(record_sectors) + reserve_sectors <= self.free_sectors() {
-            return Ok(());
-        }
-        Err(Error::NoSpace)
+        Ok(())
     }
 
     /// Appends one record at the tail (after a pad if it would cross the end of the log),
