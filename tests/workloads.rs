@@ -5,7 +5,7 @@
 //! the same fib module's native code on the host (wasmtime + cranelift 48) and prints
 //! the kernel/host ratio.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
@@ -19,6 +19,50 @@ fn boot_workloads() -> Outcome {
     m.cmdline = "gridos.test=workloads".into();
     m.timeout = Duration::from_secs(240);
     m.run().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A blank 64 MiB disk image for one test.
+fn blank_disk(name: &str) -> PathBuf {
+    let dir = gridos_qemu::workspace_root().join("target/test-disks");
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let path = dir.join(format!("workloads-{name}-{}.img", std::process::id()));
+    let f = std::fs::File::create(&path).expect("create image");
+    f.set_len(64 << 20).expect("size image");
+    path
+}
+
+fn node_with_disk(disk: &Path, cmdline: &str) -> Machine {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = cmdline.into();
+    m.disks = vec![disk.to_path_buf()];
+    m.timeout = Duration::from_secs(180);
+    m
+}
+
+/// A workload deployed with restart-on-boot is durable once the deploy is
+/// acknowledged: QEMU is killed right after the acknowledgement, and the next boot
+/// restarts it from the node's disk. Then a clean boot shows it once more, and a
+/// third boot with `gridos.workloads=off` leaves it alone.
+#[test]
+fn deployed_workload_survives_a_kill_and_restarts_at_boot() {
+    let disk = blank_disk("restart");
+    let running = node_with_disk(&disk, "gridos.test=workload-deploy").spawn().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        running.wait_for("workloads: deployed hello-restart as workload 0, durable", Duration::from_secs(150)),
+        "no deploy acknowledgement\n{}",
+        running.serial()
+    );
+    let killed = running.kill();
+    println!("boot 1: killed after the deploy was acknowledged ({:.1} s)", killed.elapsed.as_secs_f64());
+    for boot in 2..4 {
+        let out = node_with_disk(&disk, "gridos.test=workload-restart").run().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.passed(), "boot {boot}: restart check failed\n{}", out.report());
+        assert!(out.serial.contains("workload 0 (hello-restart): restarted at boot"), "{}", out.report());
+        assert!(out.serial.contains("[hello-restart] argc=2 argv[0]=hello-restart argv[1]=restarted"), "{}", out.report());
+    }
+    let _ = std::fs::remove_file(&disk);
 }
 
 fn wasm_dir() -> PathBuf {

@@ -146,6 +146,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
     }
     if overlay_config.enabled {
         let (seed, origin) = identity::load_or_create(cmdline.get("gridos.format"));
+        wasm::persist::init(origin);
         let origin = match origin {
             identity::Origin::Disk => "identity from disk",
             identity::Origin::Created => "new identity, saved to disk",
@@ -157,6 +158,9 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
     }
     log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });
     services::start(cmdline, &networks);
+    if cmdline.get("gridos.workloads") != Some("off") {
+        wasm::service::start();
+    }
 }
 
 fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {

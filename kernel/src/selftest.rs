@@ -14,10 +14,11 @@ use crate::power;
 pub const CASES: &[&str] = &[
     "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
     "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
+    "workload-deploy", "workload-restart",
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
-const RUNNING_CASES: &[&str] = &["serve", "echo-client", "disk-async"];
+const RUNNING_CASES: &[&str] = &["serve", "echo-client", "disk-async", "workload-deploy", "workload-restart"];
 
 /// Facts from boot that some cases check.
 pub struct BootFacts {
@@ -32,8 +33,11 @@ pub struct BootFacts {
 /// clients on the executor (they exit themselves, or the host ends the VM).
 pub fn run(name: &str, facts: &BootFacts) {
     log::info!("gridos test {name}: start");
-    if name == "disk-async" {
-        crate::executor::spawn("disk-async", disk_async(facts.seed));
+    match name {
+        "disk-async" => crate::executor::spawn("disk-async", disk_async(facts.seed)),
+        "workload-deploy" => crate::executor::spawn("workload-deploy", crate::wasm::deploy_case()),
+        "workload-restart" => crate::executor::spawn("workload-restart", crate::wasm::restart_case()),
+        _ => {}
     }
     if RUNNING_CASES.contains(&name) {
         return;

@@ -12,14 +12,16 @@
 //! - Memory cap: the store's `ResourceLimiter`; log cap: the WASI log. Any limit ends
 //!   the workload with a recorded [`StopReason`]; the others carry on.
 //!
-//! Restart-on-boot: manifests carry the flag, but no persistent store is wired to the
-//! manager yet, so nothing is restarted (logged at deploy).
+//! The node-wide service (deploy, status, logs, stop, remove, restart at boot) is in
+//! [`service`]; what survives a reboot, in [`persist`].
 
 pub mod fiber;
+pub mod persist;
 pub mod platform;
 mod selftest;
+pub mod service;
 
-pub use selftest::run as selftest;
+pub use selftest::{deploy_case, restart_case, run as selftest};
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -208,9 +210,6 @@ impl Manager {
         manifest.check_module(module).map_err(|e| format!("{e}"))?;
         let (module, runner, backend) = load_code(engines, &name, &manifest, bundle)?;
         runtime::check_imports(&module)?;
-        if manifest.restart_on_boot {
-            log::info!("workload {name}: restart-on-boot asked for, but the node has no persistent workload store yet");
-        }
         let slot = Arc::new(Mutex::new(Slot {
             name: name.clone(),
             limits: manifest.limits,
@@ -257,6 +256,15 @@ impl Manager {
         self.workloads.get(id).map(|w| w.slot.lock().lines.clone()).unwrap_or_default()
     }
 
+    /// Drops the workload deployed last if it has not run yet (a deploy that could not
+    /// be completed); other ids stay valid.
+    pub fn discard_unstarted(&mut self, id: usize) {
+        let last = self.workloads.len().checked_sub(1);
+        if last == Some(id) && self.workloads[id].slot.lock().status == Status::Ready {
+            self.workloads.pop();
+        }
+    }
+
     /// Asks a workload to stop; it does at its next time-slice check.
     pub fn stop(&mut self, id: usize) {
         if let Some(w) = self.workloads.get(id) {
@@ -267,37 +275,40 @@ impl Manager {
     /// Runs every unfinished workload round-robin, one time slice each, until all are
     /// done. Prints log lines as `[name] line` as they appear.
     pub fn run(&mut self) {
-        loop {
-            let mut any = false;
-            for w in &mut self.workloads {
-                if w.fiber.is_done() {
-                    continue;
-                }
-                any = true;
-                let now = time::since_boot_ns();
-                {
-                    let mut s = w.slot.lock();
-                    if s.status == Status::Ready {
-                        s.status = Status::Running;
-                        s.started_ns = now;
-                    }
-                    s.slice_start_ns = now;
-                }
-                w.fiber.resume();
-                let mut s = w.slot.lock();
-                s.cpu_ns += time::since_boot_ns() - s.slice_start_ns;
-                while s.printed < s.lines.len() {
-                    crate::kprintln!("[{}] {}", s.name, s.lines[s.printed]);
-                    s.printed += 1;
-                }
-                if let Status::Done(reason) = &s.status {
-                    log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
-                }
+        while self.run_round() > 0 {}
+    }
+
+    /// Gives every unfinished workload one time slice (at most one timer tick), prints
+    /// new log lines as `[name] line`, and returns how many are still unfinished.
+    pub fn run_round(&mut self) -> usize {
+        let mut unfinished = 0;
+        for w in &mut self.workloads {
+            if w.fiber.is_done() {
+                continue;
             }
-            if !any {
-                break;
+            let now = time::since_boot_ns();
+            {
+                let mut s = w.slot.lock();
+                if s.status == Status::Ready {
+                    s.status = Status::Running;
+                    s.started_ns = now;
+                }
+                s.slice_start_ns = now;
+            }
+            w.fiber.resume();
+            let mut s = w.slot.lock();
+            s.cpu_ns += time::since_boot_ns() - s.slice_start_ns;
+            while s.printed < s.lines.len() {
+                crate::kprintln!("[{}] {}", s.name, s.lines[s.printed]);
+                s.printed += 1;
+            }
+            if let Status::Done(reason) = &s.status {
+                log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
+            } else {
+                unfinished += 1;
             }
         }
+        unfinished
     }
 }
 

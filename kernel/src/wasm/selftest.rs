@@ -197,3 +197,69 @@ fn scenarios() -> Result<(), String> {
     let _ = vec![0u8; 0];
     Ok(())
 }
+
+/// Name of the workload `workload-deploy` leaves for `workload-restart`.
+const RESTART_NAME: &str = "hello-restart";
+
+fn exit_with(name: &str, result: Result<(), String>) -> ! {
+    match result {
+        Ok(()) => {
+            crate::kprintln!("gridos test {name}: pass");
+            crate::power::exit_qemu(crate::power::EXIT_SUCCESS_VALUE)
+        }
+        Err(reason) => {
+            crate::kprintln!("gridos test {name}: FAIL: {reason}");
+            crate::power::exit_qemu(crate::power::EXIT_FAILURE_VALUE)
+        }
+    }
+}
+
+/// Waits (up to `ms`) until workload `id` has finished; returns its log.
+async fn finished_log(id: u64, ms: u64) -> Result<Vec<String>, String> {
+    let deadline = time::since_boot_ns() + ms * 1_000_000;
+    loop {
+        let (lines, finished) = super::service::logs(id, 0).map_err(|e| format!("{e}"))?;
+        if finished {
+            return Ok(lines);
+        }
+        if time::since_boot_ns() > deadline {
+            return Err(format!("workload {id} did not finish in {ms} ms"));
+        }
+        crate::executor::sleep_ms(20).await;
+    }
+}
+
+/// `gridos.test=workload-deploy`: deploys hello through the node's workload service
+/// with restart-on-boot, reports the id once the deploy is durable, and lets it run.
+pub async fn deploy_case() {
+    let result = async {
+        let signer = Signer(key_pair_from_seed([0x42; 32]));
+        let mut m = Manifest::new(RESTART_NAME, *signer.0.pk, HELLO.0);
+        m.restart_on_boot = true;
+        m.args.push("restarted".into());
+        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), super::service::Payload::Wasm(HELLO.0), HELLO.1)
+            .map_err(|e| format!("deploy: {e}"))?;
+        crate::kprintln!("workloads: deployed {RESTART_NAME} as workload {id}, durable");
+        let lines = finished_log(id, 60_000).await?;
+        expect(lines.iter().any(|l| l == "hello, world from wasm32-wasi"), "deployed hello printed no greeting")?;
+        Ok(())
+    }
+    .await;
+    exit_with("workload-deploy", result)
+}
+
+/// `gridos.test=workload-restart`: the workload `workload-deploy` left must have been
+/// restarted at this boot from the node's disk, and run to completion.
+pub async fn restart_case() {
+    let result = async {
+        let restarted = super::service::list().into_iter().find(|s| s.name == RESTART_NAME);
+        let s = restarted.ok_or_else(|| format!("no workload {RESTART_NAME} after reboot"))?;
+        expect(s.info.is_some(), "the workload was not restarted at boot")?;
+        let lines = finished_log(s.id, 60_000).await?;
+        expect(lines.iter().any(|l| l == "argc=2 argv[0]=hello-restart argv[1]=restarted"), "restarted workload's args wrong")?;
+        crate::kprintln!("workloads: workload {} ({RESTART_NAME}) restarted at boot and ran: {} log lines", s.id, lines.len());
+        Ok(())
+    }
+    .await;
+    exit_with("workload-restart", result)
+}

@@ -1,0 +1,262 @@
+//! The node's workload service: one [`Manager`] for everything deployed on the node,
+//! a scheduler task that gives the workloads their time slices between the other
+//! tasks (network, services), persistence of deployments ([`super::persist`]) and
+//! restart at boot. The control service (`crate::control`) calls the functions here.
+//!
+//! Workload ids are the workload table's (never reused) when the node persists
+//! workloads, else counted from 0 in memory.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+use nodestate::workloads::Desired;
+use workloads::SignedManifest;
+
+use super::persist::{self, ShardKind};
+use super::{Info, Manager, Status};
+use crate::executor::{self, Event};
+
+/// A workload the node knows about.
+struct Deployed {
+    id: u64,
+    owner: [u8; 32],
+    name: String,
+    restart_on_boot: bool,
+    /// Its index in the manager; `None` when it has not run since the node booted.
+    index: Option<usize>,
+}
+
+struct NodeWorkloads {
+    mgr: Manager,
+    deployed: Vec<Deployed>,
+    next_memory_id: u64,
+}
+
+// SAFETY: workloads (and their fibers) are only touched from executor tasks on the
+// boot CPU, never from interrupt handlers or other CPUs.
+unsafe impl Send for NodeWorkloads {}
+
+static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
+/// Signalled when there is new work for the scheduler.
+static WORK: Event = Event::new();
+
+/// What a deploy carries as its module.
+pub enum Payload<'a> {
+    Wasm(&'a [u8]),
+    OciTar(&'a [u8]),
+}
+
+/// A workload as the control service reports it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub id: u64,
+    pub owner: [u8; 32],
+    pub name: String,
+    pub restart_on_boot: bool,
+    /// `None`: deployed, but not run since the node booted.
+    pub info: Option<Info>,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceError {
+    NotFound,
+    /// The module, manifest or bundle was refused.
+    Rejected(String),
+    /// Storing the deployment failed.
+    Storage(String),
+}
+
+impl core::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ServiceError::NotFound => f.write_str("no such workload"),
+            ServiceError::Rejected(why) => write!(f, "rejected: {why}"),
+            ServiceError::Storage(why) => write!(f, "storage: {why}"),
+        }
+    }
+}
+
+/// Starts the service: restarts the persisted workloads that ask for it and spawns
+/// the scheduler.
+pub fn start() {
+    let mut node = NodeWorkloads { mgr: Manager::new(), deployed: Vec::new(), next_memory_id: 0 };
+    for entry in persist::snapshot().entries {
+        let manifest = SignedManifest::from_bytes(&entry.signed_manifest).and_then(|s| s.verify());
+        let Ok(manifest) = manifest else {
+            log::error!("workload {}: stored manifest no longer verifies; not started", entry.id);
+            continue;
+        };
+        let mut deployed = Deployed {
+            id: entry.id,
+            owner: manifest.owner,
+            name: manifest.name.clone(),
+            restart_on_boot: entry.restart_on_boot,
+            index: None,
+        };
+        if entry.restart_on_boot && entry.desired == Desired::Run {
+            let loaded = persist::get(entry.id, ShardKind::Module, &entry.module_key)
+                .and_then(|m| persist::get(entry.id, ShardKind::Bundle, &entry.bundle_key).map(|b| (m, b)));
+            match loaded.and_then(|(module, bundle)| node.mgr.deploy(&entry.signed_manifest, &module, &bundle)) {
+                Ok(index) => {
+                    log::info!("workload {} ({}): restarted at boot", entry.id, manifest.name);
+                    deployed.index = Some(index);
+                }
+                Err(e) => log::error!("workload {} ({}): not restarted: {e}", entry.id, manifest.name),
+            }
+        }
+        node.deployed.push(deployed);
+    }
+    let restarted = node.deployed.iter().filter(|d| d.index.is_some()).count();
+    *NODE.lock() = Some(node);
+    log::info!("workloads: service up ({restarted} restarted, persistence {})",
+        if persist::available() { "on" } else { "off" });
+    executor::spawn("workloads", schedule());
+    WORK.signal();
+}
+
+/// Gives the workloads their slices; sleeps while none is unfinished.
+async fn schedule() {
+    loop {
+        let unfinished = NODE.lock().as_mut().map(|n| n.mgr.run_round()).unwrap_or(0);
+        if unfinished == 0 {
+            executor::wait_then_yield(None, |waker| {
+                WORK.register_waker(waker);
+                WORK.take()
+            })
+            .await;
+        } else {
+            executor::yield_now().await;
+        }
+    }
+}
+
+fn with_node<R>(f: impl FnOnce(&mut NodeWorkloads) -> R) -> Option<R> {
+    NODE.lock().as_mut().map(f)
+}
+
+/// Verifies and starts a workload, persisting it first when the node can; returns
+/// its id once it is durable.
+pub fn deploy(signed_manifest: &[u8], payload: Payload<'_>, bundle: &[u8]) -> Result<u64, ServiceError> {
+    let module_owned;
+    let module = match payload {
+        Payload::Wasm(m) => m,
+        Payload::OciTar(tar) => {
+            let image = workloads::oci::wasm_from_layout(tar).map_err(|e| ServiceError::Rejected(format!("OCI image: {e}")))?;
+            module_owned = image.module;
+            &module_owned[..]
+        }
+    };
+    let manifest = SignedManifest::from_bytes(signed_manifest)
+        .and_then(|s| s.verify())
+        .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
+    let mut guard = NODE.lock();
+    let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
+    let index = node.mgr.deploy(signed_manifest, module, bundle).map_err(ServiceError::Rejected)?;
+    let id = if persist::available() {
+        match store_deployment(signed_manifest, module, bundle, manifest.restart_on_boot) {
+            Ok(id) => id,
+            Err(e) => {
+                node.mgr.discard_unstarted(index);
+                return Err(ServiceError::Storage(e));
+            }
+        }
+    } else {
+        node.next_memory_id += 1;
+        node.next_memory_id - 1
+    };
+    log::info!("workload {id} ({}): deployed by {}", manifest.name, crate::overlay::hex(&manifest.owner[..8]));
+    node.deployed.push(Deployed {
+        id,
+        owner: manifest.owner,
+        name: manifest.name,
+        restart_on_boot: manifest.restart_on_boot,
+        index: Some(index),
+    });
+    drop(guard);
+    WORK.signal();
+    Ok(id)
+}
+
+/// Stores module and bundle shards, then the table entry naming them.
+fn store_deployment(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool) -> Result<u64, String> {
+    let id = persist::snapshot().next_id;
+    let module_key = persist::put(id, ShardKind::Module, module)?;
+    let bundle_key = persist::put(id, ShardKind::Bundle, bundle)?;
+    let added = persist::commit(|t| t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot));
+    match added {
+        Ok(added) if added == id => Ok(id),
+        Ok(added) => Err(format!("workload table handed out id {added}, expected {id}")),
+        Err(e) => {
+            persist::delete_unreferenced([module_key, bundle_key]);
+            Err(e)
+        }
+    }
+}
+
+fn summary(node: &NodeWorkloads, d: &Deployed) -> Summary {
+    Summary {
+        id: d.id,
+        owner: d.owner,
+        name: d.name.clone(),
+        restart_on_boot: d.restart_on_boot,
+        info: d.index.and_then(|i| node.mgr.info(i)),
+    }
+}
+
+/// Every workload on the node.
+pub fn list() -> Vec<Summary> {
+    with_node(|node| node.deployed.iter().map(|d| summary(node, d)).collect()).unwrap_or_default()
+}
+
+/// One workload.
+pub fn status(id: u64) -> Option<Summary> {
+    with_node(|node| node.deployed.iter().find(|d| d.id == id).map(|d| summary(node, d))).flatten()
+}
+
+/// Log lines of `id` from line `from` on, and whether the workload has finished.
+pub fn logs(id: u64, from: usize) -> Result<(Vec<String>, bool), ServiceError> {
+    with_node(|node| {
+        let d = node.deployed.iter().find(|d| d.id == id).ok_or(ServiceError::NotFound)?;
+        let Some(index) = d.index else { return Ok((Vec::new(), true)) };
+        let lines = node.mgr.logs(index);
+        let finished = matches!(node.mgr.info(index).map(|i| i.status), Some(Status::Done(_)) | None);
+        Ok((lines.get(from..).map(<[String]>::to_vec).unwrap_or_default(), finished))
+    })
+    .unwrap_or(Err(ServiceError::NotFound))
+}
+
+/// Stops `id` (at its next slice) and keeps it from restarting at boot.
+pub fn stop(id: u64) -> Result<(), ServiceError> {
+    let index = with_node(|node| node.deployed.iter().find(|d| d.id == id).map(|d| d.index))
+        .flatten()
+        .ok_or(ServiceError::NotFound)?;
+    if persist::snapshot().get(id).is_some() {
+        persist::commit(|t| {
+            if let Some(e) = t.get_mut(id) {
+                e.desired = Desired::Stopped;
+            }
+        })
+        .map_err(ServiceError::Storage)?;
+    }
+    if let Some(index) = index {
+        with_node(|node| node.mgr.stop(index));
+        WORK.signal();
+    }
+    Ok(())
+}
+
+/// Stops `id` and forgets it: its table entry, module, bundle and files are deleted.
+pub fn remove(id: u64) -> Result<(), ServiceError> {
+    stop(id)?;
+    if persist::snapshot().get(id).is_some() {
+        let removed = persist::commit(|t| t.remove(id)).map_err(ServiceError::Storage)?;
+        if let Some(entry) = removed {
+            persist::delete_unreferenced(entry.keys().collect::<Vec<_>>());
+        }
+    }
+    with_node(|node| node.deployed.retain(|d| d.id != id));
+    Ok(())
+}
