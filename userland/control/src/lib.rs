@@ -1,0 +1,95 @@
+//! Workload control of a gridos node: the wire protocol between the user's CLI
+//! (`gridctl`) and the node, as a sans-IO library (no sockets, no clock, no entropy).
+//!
+//! # Wire specification (version 1)
+//!
+//! **Transport.** One TCP connection to [`PORT`] (7070) on the node's overlay address
+//! (`fd67::/16`, see the `overlay` crate). The overlay authenticates the node hop by hop;
+//! this protocol authenticates the *user* on every request.
+//!
+//! **Framing** ([`frame`]). Each message is a frame: a `u32` little-endian body length,
+//! then the body, a postcard encoding. Bodies above [`MAX_FRAME_BYTES`] (32 MiB, room for a
+//! wasm module plus its precompiled bundle) are a protocol error, and the connection is
+//! closed. A receiver never buffers more than one frame plus what it was just given.
+//!
+//! **Hello.** On accept the server sends one frame, a [`ServerHello`]:
+//! `{ version: u32 = VERSION, node_key: [u8; 32], challenge: [u8; 32] }`. The challenge is
+//! fresh randomness per connection (the server's caller supplies it; see [`challenge`]).
+//! A client refuses another `version`, and a `node_key` other than the one it meant to reach.
+//!
+//! **Requests.** Every client frame is a [`SignedRequest`]:
+//! `{ owner: [u8; 32], seq: u64, request: Vec<u8>, signature: Vec<u8> }` where `request` is
+//! the postcard encoding of a [`Request`] and `signature` is the 64-byte ed25519 signature
+//! by `owner` over `DOMAIN || challenge || seq (u64 LE) || request` ([`DOMAIN`],
+//! [`signed_message`]). `seq` is 0 for the first request on a connection and grows by one
+//! per request; anything else is a replay and closes the connection. A request is thus
+//! bound to its connection (challenge), its position (seq) and its signer (owner).
+//! Different requests on one connection may be signed by different owners.
+//!
+//! **Responses.** The server answers each request, in order, with one [`Response`] frame
+//! (no signature: the overlay session carries it from the node's address). A connection
+//! the server closes after a protocol error gets a final `Response::Error` first when
+//! possible ([`SessionError::response`]).
+//!
+//! **Authorization** ([`serve`]). Workloads belong to the key that deployed them (the
+//! signed manifest's owner, which must also be the request's signer). Only the owner sees a
+//! workload's status and logs, stops it or removes it; `List` returns only the caller's
+//! workloads. `NodeInfo` is open to any signer.
+//!
+//! # Layers
+//! - [`frame`]: length-prefixed frames and the bounded [`frame::FrameDecoder`];
+//! - [`message`]: the postcard types above;
+//! - [`session`]: the server's [`Session`] (hello, signature and sequence checks) and the
+//!   client's [`ClientSession`];
+//! - [`serve`](mod@serve): the [`Backend`] trait the kernel implements, and [`serve()`],
+//!   which applies the authorization rules around it.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod frame;
+pub mod message;
+pub mod serve;
+pub mod session;
+
+pub use frame::{FrameDecoder, FrameError};
+pub use message::{
+    ErrorCode, NodeInfo, Payload, Request, Response, ServerHello, SignedRequest, WorkloadState, WorkloadSummary,
+};
+pub use serve::{serve, Backend, BackendError, Deployment, LogChunk};
+pub use session::{Authorized, ClientError, ClientSession, Session, SessionError};
+
+/// TCP port of the control service on the node's overlay address.
+pub const PORT: u16 = 7070;
+/// Protocol version carried in the hello.
+pub const VERSION: u32 = 1;
+/// Prefix of every signed request, so a request signature is valid nowhere else.
+pub const DOMAIN: &[u8] = b"gridos control request v1\0";
+/// Largest frame body accepted by either side.
+pub const MAX_FRAME_BYTES: usize = 32 << 20;
+/// Bytes of the length prefix of a frame.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+const _: () = assert!(MAX_FRAME_BYTES <= u32::MAX as usize);
+const _: () = assert!(MAX_FRAME_BYTES > workloads::manifest::MAX_MANIFEST_BYTES);
+
+/// The message a request signature covers: `DOMAIN || challenge || seq LE || request`.
+pub fn signed_message(challenge: &[u8; 32], seq: u64, request: &[u8]) -> alloc::vec::Vec<u8> {
+    let mut m = alloc::vec::Vec::with_capacity(DOMAIN.len() + 32 + 8 + request.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(challenge);
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(request);
+    m
+}
+
+/// A connection challenge from caller-supplied entropy (at least 32 fresh random bytes,
+/// e.g. the kernel's entropy pool mixed with a connection counter). Hashing makes a weak
+/// but unique input as good as it can be; it does not replace randomness.
+pub fn challenge(entropy: &[u8]) -> [u8; 32] {
+    blake3::derive_key("gridos control v1 challenge", entropy)
+}

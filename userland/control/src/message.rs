@@ -1,0 +1,247 @@
+//! The messages, encoded with postcard inside frames. Variant order is part of the wire
+//! format: add new variants at the end only.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+/// The server's first frame on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// Protocol version ([`crate::VERSION`]).
+    pub version: u32,
+    /// The node's overlay public key (ed25519).
+    pub node_key: [u8; 32],
+    /// Fresh per connection; every request signature covers it.
+    pub challenge: [u8; 32],
+}
+
+/// Every client frame: a request and its owner's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    /// The signer's ed25519 public key.
+    pub owner: [u8; 32],
+    /// 0 for the connection's first request, then +1 per request.
+    pub seq: u64,
+    /// Postcard encoding of a [`Request`].
+    pub request: Vec<u8>,
+    /// ed25519 signature over [`crate::signed_message`]`(challenge, seq, request)`.
+    pub signature: Vec<u8>,
+}
+
+/// The program of a deployment, as the user supplied it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A WebAssembly module.
+    Wasm(Vec<u8>),
+    /// An OCI image layout tar holding a wasm layer (`workloads::oci::wasm_from_layout`).
+    OciTar(Vec<u8>),
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Store and start a workload.
+    Deploy {
+        /// `workloads::SignedManifest::to_bytes()`; its owner must be the request's signer.
+        signed_manifest: Vec<u8>,
+        /// The module (the manifest names its blake3).
+        payload: Payload,
+        /// Precompiled code for the node (`wasm_precompile::bundle`), bound to the module.
+        bundle: Vec<u8>,
+    },
+    /// The caller's workloads.
+    List,
+    /// One workload's summary.
+    Status {
+        /// Workload id.
+        id: u64,
+    },
+    /// Log lines of a workload, from line number `from_line` (0 = the first line kept).
+    Logs {
+        /// Workload id.
+        id: u64,
+        /// First line wanted.
+        from_line: u64,
+    },
+    /// Stop a running workload (it stays listed).
+    Stop {
+        /// Workload id.
+        id: u64,
+    },
+    /// Stop if needed, then forget a workload and its stored files.
+    Remove {
+        /// Workload id.
+        id: u64,
+    },
+    /// The node's identity and resources.
+    NodeInfo,
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Bad signature, replayed sequence number, or not the workload's owner.
+    Unauthorized,
+    /// No such workload.
+    NotFound,
+    /// The request is well-formed but refused (bad manifest, hash mismatch, bad bundle).
+    Rejected,
+    /// No room for the module, bundle or workload slot.
+    NoSpace,
+    /// Try again later.
+    Busy,
+    /// Undecodable request or protocol violation.
+    BadRequest,
+    /// The node failed.
+    Internal,
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::NoSpace => "no space",
+            ErrorCode::Busy => "busy",
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::Internal => "internal error",
+        })
+    }
+}
+
+/// Where a workload is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadState {
+    /// Deployed, not started yet.
+    Ready,
+    /// Running.
+    Running,
+    /// Exited by itself with this code.
+    Exited(i32),
+    /// Stopped by the node (the reason: a limit, a user's stop, ...).
+    Stopped(String),
+    /// Could not be started or trapped.
+    Failed(String),
+}
+
+impl core::fmt::Display for WorkloadState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            WorkloadState::Ready => f.write_str("ready"),
+            WorkloadState::Running => f.write_str("running"),
+            WorkloadState::Exited(code) => write!(f, "exited({code})"),
+            WorkloadState::Stopped(why) => write!(f, "stopped: {why}"),
+            WorkloadState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+impl WorkloadState {
+    /// True once the workload will produce no more output (it may still be listed).
+    pub fn is_finished(&self) -> bool {
+        matches!(self, WorkloadState::Exited(_) | WorkloadState::Stopped(_) | WorkloadState::Failed(_))
+    }
+}
+
+/// One workload as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSummary {
+    /// Node-local id.
+    pub id: u64,
+    /// The manifest's name.
+    pub name: String,
+    /// The manifest's owner key.
+    pub owner: [u8; 32],
+    /// Current state.
+    pub state: WorkloadState,
+    /// The engine it runs on (e.g. "native-x86_64", "pulley64").
+    pub backend: String,
+    /// CPU time used so far, milliseconds.
+    pub cpu_ms: u64,
+    /// Restarts after a node reboot.
+    pub restart_on_boot: bool,
+}
+
+/// The node's identity and resources (also the body of [`Response::NodeInfo`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's overlay public key.
+    pub key: [u8; 32],
+    /// The node's overlay address.
+    pub address: [u8; 16],
+    /// Time since boot, milliseconds.
+    pub uptime_ms: u64,
+    /// Workloads on the node (all owners).
+    pub workloads: u32,
+    /// Free bytes in the node's store (0 without storage).
+    pub storage_free_bytes: u64,
+}
+
+/// What the server answers, one per request, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The workload was stored (and started).
+    Deployed {
+        /// Its id.
+        id: u64,
+    },
+    /// The caller's workloads.
+    Workloads(Vec<WorkloadSummary>),
+    /// One workload.
+    Status(WorkloadSummary),
+    /// Log lines `[from_line, next_line)`.
+    Logs {
+        /// The lines, without newlines.
+        lines: Vec<String>,
+        /// Ask from here next time.
+        next_line: u64,
+        /// The workload ended and every line was sent.
+        finished: bool,
+    },
+    /// The workload is stopped.
+    Stopped,
+    /// The workload is gone.
+    Removed,
+    /// See [`NodeInfo`].
+    NodeInfo {
+        /// The node's overlay public key.
+        key: [u8; 32],
+        /// The node's overlay address.
+        address: [u8; 16],
+        /// Time since boot, milliseconds.
+        uptime_ms: u64,
+        /// Workloads on the node (all owners).
+        workloads: u32,
+        /// Free bytes in the node's store.
+        storage_free_bytes: u64,
+    },
+    /// The request failed.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
+}
+
+impl From<NodeInfo> for Response {
+    fn from(i: NodeInfo) -> Response {
+        Response::NodeInfo {
+            key: i.key,
+            address: i.address,
+            uptime_ms: i.uptime_ms,
+            workloads: i.workloads,
+            storage_free_bytes: i.storage_free_bytes,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The node's side of each request: the [`Backend`] the kernel implements (workload
+//! table, runner, logs, storage) and [`serve`], which checks everything that does not need
+//! the kernel (manifest signature and owner, module hash, ownership of the workload named)
+//! before calling it.
+//!
+//! The backend never sees a request it should refuse on authorization grounds, so it
+//! needs no rules of its own, only its resource limits (answering `NoSpace`, `Busy`, ...).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use workloads::manifest::{Manifest, SignedManifest};
+
+use crate::message::{ErrorCode, NodeInfo, Payload, Request, Response, WorkloadSummary};
+use crate::session::Authorized;
+
+/// Most log lines in one `Logs` response.
+pub const LOG_LINES_PER_RESPONSE_MAX: usize = 1000;
+
+/// A refusal from the backend; becomes `Response::Error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendError {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl BackendError {
+    /// A refusal.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> BackendError {
+        BackendError { code, message: message.into() }
+    }
+}
+
+/// A deployment that passed every check `serve` can make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The signer, equal to `manifest.owner`.
+    pub owner: [u8; 32],
+    /// The verified manifest (signature, limits, name checked).
+    pub manifest: Manifest,
+    /// The signed manifest as received (`SignedManifest::to_bytes` form), for storage.
+    pub signed_manifest: Vec<u8>,
+    /// The wasm module; its blake3 is `manifest.module_blake3` (checked).
+    pub module: Vec<u8>,
+    /// `sha256:...` of the OCI image manifest when the payload was an image layout.
+    pub oci_manifest_digest: Option<String>,
+    /// The precompiled bundle as received (not checked here: the loader checks that it is
+    /// bound to the module and compiled for this node).
+    pub bundle: Vec<u8>,
+}
+
+/// Log lines for a `Logs` response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Lines `[from_line, next_line)`, without newlines.
+    pub lines: Vec<String>,
+    /// Where the next request should start.
+    pub next_line: u64,
+    /// The workload ended and no line is left after `next_line`.
+    pub finished: bool,
+}
+
+/// What the kernel provides. `owner` is always the request's (checked) signer; `serve`
+/// has already applied the authorization rules, so ids passed in belong to `owner`.
+pub trait Backend {
+    /// Stores and starts a workload; returns its id.
+    fn deploy(&mut self, deployment: Deployment) -> Result<u64, BackendError>;
+    /// Workloads of `owner` (`serve` filters again, so returning all is safe but wasteful).
+    fn list(&mut self, owner: &[u8; 32]) -> Vec<WorkloadSummary>;
+    /// The workload `id`, *whoever owns it* (`serve` uses it for the ownership check).
+    fn status(&mut self, owner: &[u8; 32], id: u64) -> Option<WorkloadSummary>;
+    /// At most `max_lines` log lines of `id` starting at `from_line`.
+    fn logs(&mut self, owner: &[u8; 32], id: u64, from_line: u64, max_lines: usize) -> Result<LogChunk, BackendError>;
+    /// Stops `id` (a finished workload stays as it is: not an error).
+    fn stop(&mut self, owner: &[u8; 32], id: u64) -> Result<(), BackendError>;
+    /// Stops if needed and forgets `id` with its stored files.
+    fn remove(&mut self, owner: &[u8; 32], id: u64) -> Result<(), BackendError>;
+    /// The node's identity and resources.
+    fn node_info(&mut self, owner: &[u8; 32]) -> NodeInfo;
+}
+
+fn refuse(e: BackendError) -> Response {
+    Response::Error { code: e.code, message: e.message }
+}
+
+/// Answers one authorized request, applying the authorization rules (see the crate docs).
+pub fn serve(backend: &mut impl Backend, req: Authorized) -> Response {
+    let owner = req.owner;
+    match req.request {
+        Request::Deploy { signed_manifest, payload, bundle } => {
+            match check_deploy(owner, signed_manifest, payload, bundle) {
+                Ok(d) => backend.deploy(d).map_or_else(refuse, |id| Response::Deployed { id }),
+                Err(e) => refuse(e),
+            }
+        }
+        Request::List => {
+            let mut all = backend.list(&owner);
+            all.retain(|w| w.owner == owner);
+            Response::Workloads(all)
+        }
+        Request::Status { id } => match owned(backend, &owner, id) {
+            Ok(summary) => Response::Status(summary),
+            Err(e) => refuse(e),
+        },
+        Request::Logs { id, from_line } => {
+            if let Err(e) = owned(backend, &owner, id) {
+                return refuse(e);
+            }
+            match backend.logs(&owner, id, from_line, LOG_LINES_PER_RESPONSE_MAX) {
+                Ok(chunk) => logs_response(chunk),
+                Err(e) => refuse(e),
+            }
+        }
+        Request::Stop { id } => match owned(backend, &owner, id).and_then(|_| backend.stop(&owner, id)) {
+            Ok(()) => Response::Stopped,
+            Err(e) => refuse(e),
+        },
+        Request::Remove { id } => match owned(backend, &owner, id).and_then(|_| backend.remove(&owner, id)) {
+            Ok(()) => Response::Removed,
+            Err(e) => refuse(e),
+        },
+        Request::NodeInfo => backend.node_info(&owner).into(),
+    }
+}
+
+/// The workload `id` if `owner` owns it.
+fn owned(backend: &mut impl Backend, owner: &[u8; 32], id: u64) -> Result<WorkloadSummary, BackendError> {
+    let summary = backend
+        .status(owner, id)
+        .ok_or_else(|| BackendError::new(ErrorCode::NotFound, format!("no workload {id}")))?;
+    if summary.owner != *owner {
+        return Err(BackendError::new(ErrorCode::Unauthorized, format!("workload {id} belongs to another key")));
+    }
+    Ok(summary)
+}
+
+fn logs_response(mut chunk: LogChunk) -> Response {
+    // A backend returning too much is cut here, so one response stays bounded.
+    if chunk.lines.len() > LOG_LINES_PER_RESPONSE_MAX {
+        let cut = chunk.lines.len() - LOG_LINES_PER_RESPONSE_MAX;
+        chunk.lines.truncate(LOG_LINES_PER_RESPONSE_MAX);
+        chunk.next_line = chunk.next_line.saturating_sub(cut as u64);
+        chunk.finished = false;
+    }
+    Response::Logs { lines: chunk.lines, next_line: chunk.next_line, finished: chunk.finished }
+}
+
+fn check_deploy(owner: [u8; 32], signed_manifest: Vec<u8>, payload: Payload, bundle: Vec<u8>) -> Result<Deployment, BackendError> {
+    let rejected = |what: &str, e: &dyn core::fmt::Display| BackendError::new(ErrorCode::Rejected, format!("{what}: {e}"));
+    let manifest = SignedManifest::from_bytes(&signed_manifest)
+        .and_then(|s| s.verify())
+        .map_err(|e| rejected("manifest", &e))?;
+    if manifest.owner != owner {
+        return Err(BackendError::new(ErrorCode::Unauthorized, "the manifest's owner is not the request's signer"));
+    }
+    let (module, oci_manifest_digest) = match payload {
+        Payload::Wasm(module) => (module, None),
+        Payload::OciTar(tar) => {
+            let image = workloads::oci::wasm_from_layout(&tar).map_err(|e| rejected("OCI image", &e))?;
+            (image.module, Some(image.manifest_digest))
+        }
+    };
+    manifest.check_module(&module).map_err(|e| rejected("module", &e))?;
+    Ok(Deployment { owner, manifest, signed_manifest, module, oci_manifest_digest, bundle })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::message::WorkloadState;
+    use alloc::string::ToString;
+    use alloc::vec;
+    use workloads::manifest::key_pair_from_seed;
+
+    #[derive(Default)]
+    struct Mock {
+        workloads: Vec<WorkloadSummary>,
+        deployed: Vec<Deployment>,
+        calls: Vec<String>,
+    }
+
+    impl Backend for Mock {
+        fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
+            let id = self.workloads.len() as u64 + 1;
+            self.workloads.push(WorkloadSummary {
+                id,
+                name: d.manifest.name.clone(),
+                owner: d.owner,
+                state: WorkloadState::Running,
+                backend: "mock".into(),
+                cpu_ms: 0,
+                restart_on_boot: d.manifest.restart_on_boot,
+            });
+            self.deployed.push(d);
+            Ok(id)
+        }
+        fn list(&mut self, _owner: &[u8; 32]) -> Vec<WorkloadSummary> {
+            // Deliberately returns everyone's: serve must filter.
+            self.workloads.clone()
+        }
+        fn status(&mut self, _owner: &[u8; 32], id: u64) -> Option<WorkloadSummary> {
+            self.workloads.iter().find(|w| w.id == id).cloned()
+        }
+        fn logs(&mut self, _owner: &[u8; 32], id: u64, from_line: u64, _max: usize) -> Result<LogChunk, BackendError> {
+            self.calls.push(format!("logs {id}"));
+            let lines: Vec<String> = (from_line..2000).map(|i| i.to_string()).collect();
+            Ok(LogChunk { lines, next_line: 2000, finished: true })
+        }
+        fn stop(&mut self, _owner: &[u8; 32], id: u64) -> Result<(), BackendError> {
+            self.calls.push(format!("stop {id}"));
+            Ok(())
+        }
+        fn remove(&mut self, _owner: &[u8; 32], id: u64) -> Result<(), BackendError> {
+            self.calls.push(format!("remove {id}"));
+            self.workloads.retain(|w| w.id != id);
+            Ok(())
+        }
+        fn node_info(&mut self, _owner: &[u8; 32]) -> NodeInfo {
+            NodeInfo { key: [9; 32], address: [0xfd; 16], uptime_ms: 5, workloads: self.workloads.len() as u32, storage_free_bytes: 0 }
+        }
+    }
+
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn deploy_request(signer: u8, manifest_owner: u8, payload: Payload) -> Authorized {
+        let owner_kp = key_pair_from_seed([manifest_owner; 32]);
+        let manifest = Manifest::new("hello", *owner_kp.pk, MODULE);
+        let signed = manifest.sign(&owner_kp.sk).to_bytes();
+        let signer = *key_pair_from_seed([signer; 32]).pk;
+        Authorized { owner: signer, seq: 0, request: Request::Deploy { signed_manifest: signed, payload, bundle: vec![1, 2, 3] } }
+    }
+
+    fn ask(owner: u8, request: Request) -> Authorized {
+        Authorized { owner: *key_pair_from_seed([owner; 32]).pk, seq: 0, request }
+    }
+
+    fn code(r: &Response) -> Option<ErrorCode> {
+        match r {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn deploy_checks_manifest_owner_and_module() {
+        let mut b = Mock::default();
+        assert_eq!(serve(&mut b, deploy_request(1, 1, Payload::Wasm(MODULE.to_vec()))), Response::Deployed { id: 1 });
+        assert_eq!(b.deployed[0].module, MODULE);
+        assert_eq!(b.deployed[0].bundle, [1, 2, 3]);
+        assert_eq!(b.deployed[0].oci_manifest_digest, None);
+        // Someone else's (validly signed) manifest.
+        assert_eq!(code(&serve(&mut b, deploy_request(2, 1, Payload::Wasm(MODULE.to_vec())))), Some(ErrorCode::Unauthorized));
+        // Module that does not match the manifest's hash.
+        assert_eq!(code(&serve(&mut b, deploy_request(1, 1, Payload::Wasm(b"\0asm other".to_vec())))), Some(ErrorCode::Rejected));
+        // Garbage manifest.
+        let garbage = ask(1, Request::Deploy { signed_manifest: vec![0xff; 10], payload: Payload::Wasm(vec![]), bundle: vec![] });
+        assert_eq!(code(&serve(&mut b, garbage)), Some(ErrorCode::Rejected));
+        assert_eq!(b.deployed.len(), 1);
+    }
+
+    #[test]
+    fn deploy_from_an_oci_layout() {
+        let mut b = Mock::default();
+        let tar = workloads::oci::build_layout(MODULE, "application/wasm");
+        assert_eq!(serve(&mut b, deploy_request(1, 1, Payload::OciTar(tar))), Response::Deployed { id: 1 });
+        assert_eq!(b.deployed[0].module, MODULE);
+        assert!(b.deployed[0].oci_manifest_digest.as_deref().is_some_and(|d| d.starts_with("sha256:")));
+        let bad = deploy_request(1, 1, Payload::OciTar(vec![0; 100]));
+        assert_eq!(code(&serve(&mut b, bad)), Some(ErrorCode::Rejected));
+    }
+
+    #[test]
+    fn only_the_owner_sees_or_touches_a_workload() {
+        let mut b = Mock::default();
+        serve(&mut b, deploy_request(1, 1, Payload::Wasm(MODULE.to_vec())));
+        serve(&mut b, deploy_request(2, 2, Payload::Wasm(MODULE.to_vec())));
+        let Response::Workloads(mine) = serve(&mut b, ask(1, Request::List)) else { panic!() };
+        assert_eq!(mine.iter().map(|w| w.id).collect::<Vec<_>>(), [1]);
+        let Response::Workloads(none) = serve(&mut b, ask(3, Request::List)) else { panic!() };
+        assert!(none.is_empty());
+        for request in [Request::Status { id: 2 }, Request::Logs { id: 2, from_line: 0 }, Request::Stop { id: 2 }, Request::Remove { id: 2 }] {
+            assert_eq!(code(&serve(&mut b, ask(1, request.clone()))), Some(ErrorCode::Unauthorized), "{request:?}");
+        }
+        assert!(b.calls.is_empty(), "the backend was called for a refused request: {:?}", b.calls);
+        assert_eq!(code(&serve(&mut b, ask(1, Request::Status { id: 99 }))), Some(ErrorCode::NotFound));
+        assert!(matches!(serve(&mut b, ask(2, Request::Status { id: 2 })), Response::Status(w) if w.id == 2));
+        assert_eq!(serve(&mut b, ask(2, Request::Stop { id: 2 })), Response::Stopped);
+        assert_eq!(serve(&mut b, ask(2, Request::Remove { id: 2 })), Response::Removed);
+        assert_eq!(b.calls, ["stop 2", "remove 2"]);
+        assert!(matches!(serve(&mut b, ask(3, Request::NodeInfo)), Response::NodeInfo { workloads: 1, .. }));
+    }
+
+    #[test]
+    fn logs_are_capped_per_response() {
+        let mut b = Mock::default();
+        serve(&mut b, deploy_request(1, 1, Payload::Wasm(MODULE.to_vec())));
+        let Response::Logs { lines, next_line, finished } = serve(&mut b, ask(1, Request::Logs { id: 1, from_line: 0 })) else { panic!() };
+        assert_eq!(lines.len(), LOG_LINES_PER_RESPONSE_MAX);
+        assert_eq!(next_line, LOG_LINES_PER_RESPONSE_MAX as u64);
+        assert!(!finished);
+        let Response::Logs { lines, next_line, finished } = serve(&mut b, ask(1, Request::Logs { id: 1, from_line: 1500 })) else { panic!() };
+        assert_eq!((lines.len(), next_line, finished), (500, 2000, true));
+        assert_eq!(lines[0], "1500");
+    }
+}
