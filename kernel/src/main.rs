@@ -14,6 +14,7 @@ mod bootinfo;
 mod cmdline;
 mod config;
 mod console;
+mod control;
 mod disks;
 mod drivers;
 mod entropy;
@@ -152,8 +153,12 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
             identity::Origin::Created => "new identity, saved to disk",
             identity::Origin::Ephemeral => "in-memory identity: no usable disk",
         };
-        if overlay::start(seed, origin, overlay_config).is_some() {
+        if let Some(address) = overlay::start(seed, origin, overlay_config) {
             networks.push(net::Network::Overlay);
+            let node_key = ::overlay::identity::Identity::from_seed(seed).public_key().0;
+            if cmdline.get("gridos.workloads") != Some("off") {
+                control::start(node_key, address.octets());
+            }
         }
     }
     log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });

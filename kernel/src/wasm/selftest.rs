@@ -237,7 +237,7 @@ pub async fn deploy_case() {
         let mut m = Manifest::new(RESTART_NAME, *signer.0.pk, HELLO.0);
         m.restart_on_boot = true;
         m.args.push("restarted".into());
-        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), super::service::Payload::Wasm(HELLO.0), HELLO.1)
+        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
             .map_err(|e| format!("deploy: {e}"))?;
         crate::kprintln!("workloads: deployed {RESTART_NAME} as workload {id}, durable");
         let lines = finished_log(id, 60_000).await?;

@@ -42,12 +42,6 @@ static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
 /// Signalled when there is new work for the scheduler.
 static WORK: Event = Event::new();
 
-/// What a deploy carries as its module.
-pub enum Payload<'a> {
-    Wasm(&'a [u8]),
-    OciTar(&'a [u8]),
-}
-
 /// A workload as the control service reports it.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -139,16 +133,8 @@ fn with_node<R>(f: impl FnOnce(&mut NodeWorkloads) -> R) -> Option<R> {
 
 /// Verifies and starts a workload, persisting it first when the node can; returns
 /// its id once it is durable.
-pub fn deploy(signed_manifest: &[u8], payload: Payload<'_>, bundle: &[u8]) -> Result<u64, ServiceError> {
-    let module_owned;
-    let module = match payload {
-        Payload::Wasm(m) => m,
-        Payload::OciTar(tar) => {
-            let image = workloads::oci::wasm_from_layout(tar).map_err(|e| ServiceError::Rejected(format!("OCI image: {e}")))?;
-            module_owned = image.module;
-            &module_owned[..]
-        }
-    };
+/// (OCI images are unpacked by the caller: the control protocol's `serve`.)
+pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u64, ServiceError> {
     let manifest = SignedManifest::from_bytes(signed_manifest)
         .and_then(|s| s.verify())
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
