@@ -41,26 +41,37 @@ fn node_with_disk(disk: &Path, cmdline: &str) -> Machine {
     m
 }
 
-/// A workload deployed with restart-on-boot is durable once the deploy is
-/// acknowledged: QEMU is killed right after the acknowledgement, and the next boot
-/// restarts it from the node's disk. Then a clean boot shows it once more, and a
-/// third boot with `gridos.workloads=off` leaves it alone.
+/// Workloads deployed with restart-on-boot are durable once the deploy is
+/// acknowledged: QEMU is killed right after the acknowledgements, and every later boot
+/// restarts them from the node's disk. The file-area program counts its runs in
+/// `/data/runs`: 1 on the first boot, then 2 and 3 after the reboots, so its files
+/// survive (including the kill).
 #[test]
-fn deployed_workload_survives_a_kill_and_restarts_at_boot() {
+fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
     let disk = blank_disk("restart");
     let running = node_with_disk(&disk, "gridos.test=workload-deploy").spawn().unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        running.wait_for("workloads: deployed hello-restart as workload 0, durable", Duration::from_secs(150)),
-        "no deploy acknowledgement\n{}",
+        running.wait_for("[files] runs=1", Duration::from_secs(150)),
+        "the files workload did not run\n{}",
         running.serial()
     );
+    let serial = running.serial();
+    assert!(serial.contains("workloads: deployed hello-restart as workload 0, durable"), "{serial}");
+    assert!(serial.contains("workloads: deployed files as workload 1, durable"), "{serial}");
     let killed = running.kill();
-    println!("boot 1: killed after the deploy was acknowledged ({:.1} s)", killed.elapsed.as_secs_f64());
-    for boot in 2..4 {
+    println!("boot 1: killed after the files workload counted run 1 ({:.1} s)", killed.elapsed.as_secs_f64());
+    for (boot, runs) in [(2, 2), (3, 3)] {
         let out = node_with_disk(&disk, "gridos.test=workload-restart").run().unwrap_or_else(|e| panic!("{e}"));
+        let has = |needle: &str| assert!(out.serial.contains(needle), "boot {boot}: no {needle:?}\n{}", out.report());
         assert!(out.passed(), "boot {boot}: restart check failed\n{}", out.report());
-        assert!(out.serial.contains("workload 0 (hello-restart): restarted at boot"), "{}", out.report());
-        assert!(out.serial.contains("[hello-restart] argc=2 argv[0]=hello-restart argv[1]=restarted"), "{}", out.report());
+        has("workload 0 (hello-restart): restarted at boot");
+        has("workload 1 (files): restarted at boot");
+        has("[hello-restart] argc=2 argv[0]=hello-restart argv[1]=restarted");
+        has(&format!("[files] runs={runs}"));
+        has("[files] big file ok");
+        has("[files] files: big runs tmp");
+        has("[files] unlink ok");
+        has("[files] quota enforced");
     }
     let _ = std::fs::remove_file(&disk);
 }

@@ -90,6 +90,24 @@ impl TcpListener {
     }
 }
 
+impl TcpListener {
+    /// A connection if one is waiting, without blocking (for wasm workloads, which poll
+    /// from their own stacks).
+    pub fn try_accept(&mut self) -> Result<Option<TcpStream>, NetError> {
+        let network = self.network;
+        let ready = with_set(network, |set| {
+            self.backlog.iter().position(|&h| {
+                let state = set.get_mut::<tcp::Socket>(h).state();
+                state != tcp::State::Listen && state != tcp::State::SynReceived
+            })
+        })?;
+        let Some(index) = ready else { return Ok(None) };
+        let replacement = listening_socket(network, self.port)?;
+        let handle = core::mem::replace(&mut self.backlog[index], replacement);
+        Ok(Some(TcpStream { network, handle }))
+    }
+}
+
 fn listening_socket(network: Network, port: u16) -> Result<SocketHandle, NetError> {
     with_set(network, |set| {
         let mut socket = new_tcp_socket();
@@ -201,6 +219,47 @@ impl TcpStream {
             KICK.signal();
         }
         Ok(())
+    }
+
+    /// Reads what has arrived, without blocking: `Some(0)` at end of stream, `None`
+    /// when nothing is there yet.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+        let result = with_set(self.network, |set| {
+            let socket = set.get_mut::<tcp::Socket>(self.handle);
+            if socket.can_recv() {
+                return socket.recv_slice(buf).map(Some).map_err(|_| NetError::ConnectionReset);
+            }
+            if !socket.may_recv() {
+                return if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+                    Err(NetError::ConnectionReset)
+                } else {
+                    Ok(Some(0))
+                };
+            }
+            Ok(None)
+        })?;
+        if matches!(result, Ok(Some(n)) if n > 0) {
+            KICK.signal();
+        }
+        result
+    }
+
+    /// Queues a prefix of `data` without blocking: `None` when the send buffer is full.
+    pub fn try_write(&mut self, data: &[u8]) -> Result<Option<usize>, NetError> {
+        let result = with_set(self.network, |set| {
+            let socket = set.get_mut::<tcp::Socket>(self.handle);
+            if !socket.may_send() {
+                return Err(NetError::Closed);
+            }
+            if !socket.can_send() {
+                return Ok(None);
+            }
+            socket.send_slice(data).map(Some).map_err(|_| NetError::Closed)
+        })?;
+        if matches!(result, Ok(Some(n)) if n > 0) {
+            KICK.signal();
+        }
+        result
     }
 
     /// Closes the sending half (FIN); reads may continue.

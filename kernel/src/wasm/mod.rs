@@ -16,10 +16,12 @@
 //! [`service`]; what survives a reboot, in [`persist`].
 
 pub mod fiber;
+pub mod files;
 pub mod persist;
 pub mod platform;
 mod selftest;
 pub mod service;
+mod sockets;
 
 pub use selftest::{deploy_case, restart_case, run as selftest};
 
@@ -34,6 +36,7 @@ use spin::Once;
 use wasmtime::{Engine, Linker, Module, Store, UpdateDeadline};
 use workloads::artifact::{self, Backend};
 use workloads::runtime::{self, StopReason, WorkloadState};
+use workloads::wasi::FileArea;
 use workloads::wasi::HostServices;
 use workloads::{Limits, Manifest, SignedManifest};
 
@@ -135,6 +138,28 @@ struct Slot {
     instantiate_us: u64,
     run_us: u64,
     stop_requested: bool,
+    /// Parked in a blocking socket call (see `sockets`).
+    blocked: bool,
+}
+
+/// The limit `slot` has passed at `now`, if any (or the owner's stop).
+fn limit_reached(s: &Slot, now: u64) -> Option<StopReason> {
+    let cpu_ns = s.cpu_ns + now.saturating_sub(s.slice_start_ns);
+    if s.stop_requested {
+        Some(StopReason::Stopped)
+    } else if cpu_ns > s.limits.cpu_ms.saturating_mul(1_000_000) {
+        Some(StopReason::CpuLimit { used_ms: cpu_ns / 1_000_000 })
+    } else if now.saturating_sub(s.started_ns) > s.limits.wall_ms.saturating_mul(1_000_000) {
+        Some(StopReason::WallDeadline)
+    } else {
+        None
+    }
+}
+
+/// What a workload gets besides its module: its file area, if the node keeps one.
+#[derive(Default)]
+pub struct Extras {
+    pub files: Option<Box<dyn FileArea + Send>>,
 }
 
 struct Workload {
@@ -153,6 +178,13 @@ pub struct Info {
     pub instantiate_us: u64,
     pub run_us: u64,
     pub finished_ns: u64,
+}
+
+/// What [`Manager::run_round`] found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Round {
+    pub unfinished: usize,
+    pub blocked: usize,
 }
 
 /// Deploys, schedules and reports on workloads.
@@ -200,6 +232,12 @@ impl Manager {
     /// Verifies a signed manifest and its module and prepares the workload; it runs in
     /// [`Manager::run`]. Errors are the reason it was rejected.
     pub fn deploy(&mut self, signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<usize, String> {
+        self.deploy_with(signed_manifest, module, bundle, Extras::default())
+    }
+
+    /// [`Manager::deploy`] with a file area; listeners for the manifest's `listen`
+    /// ports are bound on the overlay here (a port in use refuses the deploy).
+    pub fn deploy_with(&mut self, signed_manifest: &[u8], module: &[u8], bundle: &[u8], extras: Extras) -> Result<usize, String> {
         let engines = engines()?;
         let manifest = SignedManifest::from_bytes(signed_manifest)
             .and_then(|s| s.verify())
@@ -223,9 +261,17 @@ impl Manager {
             instantiate_us: 0,
             run_us: 0,
             stop_requested: false,
+            blocked: false,
         }));
+        let sockets = if manifest.listen.is_empty() {
+            None
+        } else {
+            let bound = sockets::WorkloadSockets::bind(&manifest.listen, Arc::clone(&slot))?;
+            log::info!("workload {name}: listening on overlay tcp {}", sockets::describe(&manifest.listen));
+            Some(bound)
+        };
         let body_slot = Arc::clone(&slot);
-        let fiber = fiber::Fiber::new(Box::new(move || run_workload(runner, module, manifest, body_slot)));
+        let fiber = fiber::Fiber::new(Box::new(move || run_workload(runner, module, manifest, body_slot, extras, sockets)));
         self.workloads.push(Workload { slot, fiber, backend });
         Ok(self.workloads.len() - 1)
     }
@@ -275,13 +321,14 @@ impl Manager {
     /// Runs every unfinished workload round-robin, one time slice each, until all are
     /// done. Prints log lines as `[name] line` as they appear.
     pub fn run(&mut self) {
-        while self.run_round() > 0 {}
+        while self.run_round().unfinished > 0 {}
     }
 
     /// Gives every unfinished workload one time slice (at most one timer tick), prints
-    /// new log lines as `[name] line`, and returns how many are still unfinished.
-    pub fn run_round(&mut self) -> usize {
-        let mut unfinished = 0;
+    /// new log lines as `[name] line`, and returns how many are still unfinished and
+    /// how many of those are parked in a blocking socket call.
+    pub fn run_round(&mut self) -> Round {
+        let mut round = Round::default();
         for w in &mut self.workloads {
             if w.fiber.is_done() {
                 continue;
@@ -305,10 +352,11 @@ impl Manager {
             if let Status::Done(reason) = &s.status {
                 log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
             } else {
-                unfinished += 1;
+                round.unfinished += 1;
+                round.blocked += usize::from(s.blocked);
             }
         }
-        unfinished
+        round
     }
 }
 
@@ -322,8 +370,15 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
 }
 
 /// The body of a workload's fiber.
-fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slot: Arc<Mutex<Slot>>) {
-    let state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(KernelHost));
+fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
+    sockets: Option<sockets::WorkloadSockets>) {
+    let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(KernelHost));
+    if let Some(files) = extras.files {
+        state = state.with_files(files);
+    }
+    if let Some(sockets) = sockets {
+        state = state.with_sockets(Box::new(sockets), &manifest.listen);
+    }
     let mut store = Store::new(&runner.engine, state);
     store.limiter(|s| s);
     store.set_epoch_deadline(1);
@@ -333,17 +388,7 @@ fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slo
         {
             let mut s = cb_slot.lock();
             drain_log(ctx.data_mut(), &mut s);
-            let cpu_ns = s.cpu_ns + (now - s.slice_start_ns);
-            let stop = if s.stop_requested {
-                Some(StopReason::Stopped)
-            } else if cpu_ns > s.limits.cpu_ms.saturating_mul(1_000_000) {
-                Some(StopReason::CpuLimit { used_ms: cpu_ns / 1_000_000 })
-            } else if now - s.started_ns > s.limits.wall_ms.saturating_mul(1_000_000) {
-                Some(StopReason::WallDeadline)
-            } else {
-                None
-            };
-            if let Some(stop) = stop {
+            if let Some(stop) = limit_reached(&s, now) {
                 ctx.data_mut().stop = Some(stop);
                 return Err(wasmtime::Error::msg("workload limit"));
             }

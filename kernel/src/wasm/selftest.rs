@@ -31,6 +31,7 @@ const CHECKSUM: (&[u8], &[u8]) = program!("checksum");
 const SPIN: (&[u8], &[u8]) = program!("spin");
 const MEMBOMB: (&[u8], &[u8]) = program!("membomb");
 const FIB: (&[u8], &[u8]) = program!("fib");
+const FILES: (&[u8], &[u8]) = program!("files");
 
 /// FNV-1a 64 and byte sum over the xorshift32 stream, as tests/wasm/checksum.c.
 fn expected_checksum(n: usize) -> String {
@@ -91,7 +92,7 @@ fn scenarios() -> Result<(), String> {
         log::info!("wasm: cpu feature {f}: {:?}", super::platform::detect_host_feature(f));
     }
     let signer = Signer(key_pair_from_seed([0x42; 32]));
-    let small = Limits { memory_bytes: 8 << 20, cpu_ms: 20_000, wall_ms: 120_000, log_bytes: 16 << 10 };
+    let small = Limits { memory_bytes: 8 << 20, cpu_ms: 20_000, wall_ms: 120_000, log_bytes: 16 << 10, storage_bytes: 0 };
 
     // 1. Hello world and the checksum, next to an endless loop with a CPU limit.
     let mut mgr = Manager::new();
@@ -198,8 +199,9 @@ fn scenarios() -> Result<(), String> {
     Ok(())
 }
 
-/// Name of the workload `workload-deploy` leaves for `workload-restart`.
+/// Names of the workloads `workload-deploy` leaves for `workload-restart`.
 const RESTART_NAME: &str = "hello-restart";
+const FILES_NAME: &str = "files";
 
 fn exit_with(name: &str, result: Result<(), String>) -> ! {
     match result {
@@ -229,35 +231,47 @@ async fn finished_log(id: u64, ms: u64) -> Result<Vec<String>, String> {
     }
 }
 
-/// `gridos.test=workload-deploy`: deploys hello through the node's workload service
-/// with restart-on-boot, reports the id once the deploy is durable, and lets it run.
+/// `gridos.test=workload-deploy`: deploys, through the node's workload service and
+/// with restart-on-boot, hello and the file-area program; reports each id once the
+/// deploy is durable, and lets them run.
 pub async fn deploy_case() {
     let result = async {
         let signer = Signer(key_pair_from_seed([0x42; 32]));
-        let mut m = Manifest::new(RESTART_NAME, *signer.0.pk, HELLO.0);
-        m.restart_on_boot = true;
-        m.args.push("restarted".into());
-        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
+        let mut hello = Manifest::new(RESTART_NAME, *signer.0.pk, HELLO.0);
+        hello.restart_on_boot = true;
+        hello.args.push("restarted".into());
+        let hello_id = super::service::deploy(&hello.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
             .map_err(|e| format!("deploy: {e}"))?;
-        crate::kprintln!("workloads: deployed {RESTART_NAME} as workload {id}, durable");
-        let lines = finished_log(id, 60_000).await?;
+        crate::kprintln!("workloads: deployed {RESTART_NAME} as workload {hello_id}, durable");
+        let mut files = Manifest::new(FILES_NAME, *signer.0.pk, FILES.0);
+        files.restart_on_boot = true;
+        files.limits.storage_bytes = 512 << 10;
+        let files_id = super::service::deploy(&files.sign(&signer.0.sk).to_bytes(), FILES.0, FILES.1)
+            .map_err(|e| format!("deploy: {e}"))?;
+        crate::kprintln!("workloads: deployed {FILES_NAME} as workload {files_id}, durable");
+        let lines = finished_log(hello_id, 60_000).await?;
         expect(lines.iter().any(|l| l == "hello, world from wasm32-wasi"), "deployed hello printed no greeting")?;
+        let lines = finished_log(files_id, 60_000).await?;
+        expect(lines.iter().any(|l| l == "runs=1"), "files did not start counting at 1")?;
         Ok(())
     }
     .await;
     exit_with("workload-deploy", result)
 }
 
-/// `gridos.test=workload-restart`: the workload `workload-deploy` left must have been
+/// `gridos.test=workload-restart`: the workloads `workload-deploy` left must have been
 /// restarted at this boot from the node's disk, and run to completion.
 pub async fn restart_case() {
     let result = async {
-        let restarted = super::service::list().into_iter().find(|s| s.name == RESTART_NAME);
-        let s = restarted.ok_or_else(|| format!("no workload {RESTART_NAME} after reboot"))?;
-        expect(s.info.is_some(), "the workload was not restarted at boot")?;
-        let lines = finished_log(s.id, 60_000).await?;
-        expect(lines.iter().any(|l| l == "argc=2 argv[0]=hello-restart argv[1]=restarted"), "restarted workload's args wrong")?;
-        crate::kprintln!("workloads: workload {} ({RESTART_NAME}) restarted at boot and ran: {} log lines", s.id, lines.len());
+        for name in [RESTART_NAME, FILES_NAME] {
+            let restarted = super::service::list().into_iter().find(|s| s.name == name);
+            let s = restarted.ok_or_else(|| format!("no workload {name} after reboot"))?;
+            expect(s.info.is_some(), "a workload was not restarted at boot")?;
+            let lines = finished_log(s.id, 60_000).await?;
+            let status = super::service::status(s.id).and_then(|s| s.info).map(|i| i.status);
+            crate::kprintln!("workloads: workload {} ({name}) restarted at boot: {status:?}, {} log lines", s.id, lines.len());
+            expect(status == Some(super::Status::Done(StopReason::Exited(0))), "a restarted workload failed")?;
+        }
         Ok(())
     }
     .await;

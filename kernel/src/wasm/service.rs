@@ -6,6 +6,7 @@
 //! Workload ids are the workload table's (never reused) when the node persists
 //! workloads, else counted from 0 in memory.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -15,7 +16,8 @@ use nodestate::workloads::Desired;
 use workloads::SignedManifest;
 
 use super::persist::{self, ShardKind};
-use super::{Info, Manager, Status};
+use super::files::StoredFiles;
+use super::{Extras, Info, Manager, Status};
 use crate::executor::{self, Event};
 
 /// A workload the node knows about.
@@ -41,6 +43,8 @@ unsafe impl Send for NodeWorkloads {}
 static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
 /// Signalled when there is new work for the scheduler.
 static WORK: Event = Event::new();
+/// How often workloads parked in socket calls look again when nothing else runs.
+const BLOCKED_POLL_NS: u64 = 5_000_000;
 
 /// A workload as the control service reports it.
 #[derive(Debug, Clone)]
@@ -93,7 +97,8 @@ pub fn start() {
         if entry.restart_on_boot && entry.desired == Desired::Run {
             let loaded = persist::get(entry.id, ShardKind::Module, &entry.module_key)
                 .and_then(|m| persist::get(entry.id, ShardKind::Bundle, &entry.bundle_key).map(|b| (m, b)));
-            match loaded.and_then(|(module, bundle)| node.mgr.deploy(&entry.signed_manifest, &module, &bundle)) {
+            let extras = Extras { files: Some(Box::new(StoredFiles::for_id(entry.id))) };
+            match loaded.and_then(|(module, bundle)| node.mgr.deploy_with(&entry.signed_manifest, &module, &bundle, extras)) {
                 Ok(index) => {
                     log::info!("workload {} ({}): restarted at boot", entry.id, manifest.name);
                     deployed.index = Some(index);
@@ -114,16 +119,19 @@ pub fn start() {
 /// Gives the workloads their slices; sleeps while none is unfinished.
 async fn schedule() {
     loop {
-        let unfinished = NODE.lock().as_mut().map(|n| n.mgr.run_round()).unwrap_or(0);
-        if unfinished == 0 {
-            executor::wait_then_yield(None, |waker| {
-                WORK.register_waker(waker);
-                WORK.take()
-            })
-            .await;
-        } else {
+        let round = NODE.lock().as_mut().map(|n| n.mgr.run_round()).unwrap_or_default();
+        if round.unfinished > round.blocked {
             executor::yield_now().await;
+            continue;
         }
+        // Nothing to compute: wait for new work, or (when workloads are parked in
+        // socket calls) poll them again after one tick.
+        let deadline = (round.blocked > 0).then(|| executor::now_ns() + BLOCKED_POLL_NS);
+        executor::wait_then_yield(deadline, |waker| {
+            WORK.register_waker(waker);
+            WORK.take()
+        })
+        .await;
     }
 }
 
@@ -140,7 +148,13 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
-    let index = node.mgr.deploy(signed_manifest, module, bundle).map_err(ServiceError::Rejected)?;
+    // The id the table will hand out (nothing else commits in between: the node lock
+    // is held), so the file area can be named before the deploy is stored.
+    let extras = match persist::available() {
+        true => Extras { files: Some(Box::new(StoredFiles::for_id(persist::snapshot().next_id))) },
+        false => Extras::default(),
+    };
+    let index = node.mgr.deploy_with(signed_manifest, module, bundle, extras).map_err(ServiceError::Rejected)?;
     let id = if persist::available() {
         match store_deployment(signed_manifest, module, bundle, manifest.restart_on_boot) {
             Ok(id) => id,
