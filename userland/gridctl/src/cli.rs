@@ -1,0 +1,336 @@
+//! The commands and what they print. Output goes to `out`, so tests can read it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use control::{ErrorCode, Request, Response, WorkloadSummary};
+
+use crate::client::{Client, Options};
+use crate::deploy::{self, Spec};
+use crate::key::{key_path, UserKey};
+use crate::target::Target;
+use crate::{address_string, hex, Context, Error, Result};
+
+/// gridctl: keys and workloads on gridos nodes, over the encrypted overlay.
+#[derive(Parser, Debug)]
+#[command(name = "gridctl", version)]
+pub struct Cli {
+    /// Key file (default: $GRIDCTL_KEY, else ~/.config/gridos/key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Seconds to wait for the link, the connection, or any progress of a request.
+    #[arg(long, global = true, default_value_t = 20, value_name = "SECS")]
+    pub timeout: u64,
+    /// Join the overlay as your key (for nodes that list it in gridos.overlay.peers)
+    /// instead of a fresh one-off identity (needs gridos.overlay.accept_any=1 on the node).
+    #[arg(long, global = true)]
+    pub user_overlay_key: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The node to talk to.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArg {
+    /// The node: KEY@HOST:PORT (KEY: its overlay key, printed at boot as `overlay: key ...`;
+    /// PORT: its overlay UDP port, 7443 by default).
+    #[arg(long, env = "GRIDCTL_NODE", value_name = "KEY@HOST:PORT")]
+    pub node: String,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make or show your key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Deploy a wasm module or an OCI image layout tar; prints the workload id.
+    Deploy(DeployArgs),
+    /// Your workloads on the node.
+    List(NodeArg),
+    /// One workload.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Workload id.
+        id: u64,
+    },
+    /// A workload's output.
+    Logs {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Workload id.
+        id: u64,
+        /// Keep printing new lines until the workload ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Stop a workload.
+    Stop {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Workload id.
+        id: u64,
+    },
+    /// Stop and remove a workload.
+    Rm {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Workload id.
+        id: u64,
+    },
+    /// The node's key, address and resources.
+    Info(NodeArg),
+}
+
+/// `gridctl key ...`
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Make a new key file (never overwrites one).
+    New,
+    /// Print your public key and overlay address.
+    Show,
+}
+
+/// `gridctl deploy ...`
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub node: NodeArg,
+    /// Workload name (default: the file name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An argument for the program (repeat for more; argv[0] is the name).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An environment variable, KEY=VALUE (repeat for more).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// CPU time limit in milliseconds.
+    #[arg(long)]
+    pub cpu_ms: Option<u64>,
+    /// Wall-clock limit in milliseconds.
+    #[arg(long)]
+    pub wall_ms: Option<u64>,
+    /// Log limit in KiB.
+    #[arg(long)]
+    pub log_kb: Option<u64>,
+    /// Start the workload again after the node reboots.
+    #[arg(long)]
+    pub restart: bool,
+    /// Use this precompiled bundle instead of compiling one.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// The program: a .wasm module or an OCI image layout tar.
+    pub file: PathBuf,
+}
+
+impl DeployArgs {
+    fn spec(&self) -> Spec {
+        Spec {
+            name: self.name.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            memory_mb: self.memory_mb,
+            cpu_ms: self.cpu_ms,
+            wall_ms: self.wall_ms,
+            log_kb: self.log_kb,
+            restart: self.restart,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let path = key_path(cli.key.as_deref())?;
+    let options = Options { timeout: Duration::from_secs(cli.timeout.max(1)), user_overlay_identity: cli.user_overlay_key };
+    let w = |r: std::io::Result<()>| r.context(|| "cannot write output".into());
+    match cli.command {
+        Command::Key(KeyCommand::New) => {
+            let key = UserKey::generate()?;
+            key.save_new(&path)?;
+            w(writeln!(out, "new key in {}", path.display()))?;
+            show_key(&key, out)
+        }
+        Command::Key(KeyCommand::Show) => show_key(&UserKey::load(&path)?, out),
+        Command::Deploy(args) => {
+            let user = UserKey::load(&path)?;
+            let id = deploy(&args, &user, options)?;
+            w(writeln!(out, "{id}"))
+        }
+        Command::List(node) => {
+            let workloads = match call(&node, &path, options, &Request::List)? {
+                Response::Workloads(w) => w,
+                other => return Err(unexpected(other)),
+            };
+            w(print_list(&workloads, out))
+        }
+        Command::Status { node, id } => match call(&node, &path, options, &Request::Status { id })? {
+            Response::Status(s) => w(print_status(&s, out)),
+            other => Err(unexpected(other)),
+        },
+        Command::Logs { node, id, follow } => logs(&node, &path, options, id, follow, out),
+        Command::Stop { node, id } => match call(&node, &path, options, &Request::Stop { id })? {
+            Response::Stopped => w(writeln!(out, "stopped {id}")),
+            other => Err(unexpected(other)),
+        },
+        Command::Rm { node, id } => match call(&node, &path, options, &Request::Remove { id })? {
+            Response::Removed => w(writeln!(out, "removed {id}")),
+            other => Err(unexpected(other)),
+        },
+        Command::Info(node) => match call(&node, &path, options, &Request::NodeInfo)? {
+            Response::NodeInfo { key, address, uptime_ms, workloads, storage_free_bytes } => w((|| {
+                writeln!(out, "key              {}", hex(&key))?;
+                writeln!(out, "address          {}", address_string(&address))?;
+                writeln!(out, "uptime           {}", human_duration(uptime_ms))?;
+                writeln!(out, "workloads        {workloads}")?;
+                writeln!(out, "storage free     {}", human_bytes(storage_free_bytes))
+            })()),
+            other => Err(unexpected(other)),
+        },
+    }
+}
+
+fn show_key(key: &UserKey, out: &mut dyn Write) -> Result<()> {
+    (|| {
+        writeln!(out, "public key       {}", hex(&key.public_key()))?;
+        writeln!(out, "overlay address  {}", address_string(&key.overlay_address()))
+    })()
+    .context(|| "cannot write output".into())
+}
+
+/// Turns a `Response::Error` (or any response a command did not expect) into an error.
+pub fn unexpected(response: Response) -> Error {
+    match response {
+        Response::Error { code, message } => Error(format!("the node refused: {code}: {message}{}", hint(code))),
+        other => Error(format!("unexpected answer from the node: {other:?}")),
+    }
+}
+
+/// Connects, sends one request, closes.
+fn call(node: &NodeArg, key: &std::path::Path, options: Options, request: &Request) -> Result<Response> {
+    let target = Target::parse(&node.node)?;
+    let user = UserKey::load(key)?;
+    let mut client = Client::connect(&target, &user, options)?;
+    let response = client.call(request)?;
+    client.close();
+    Ok(response)
+}
+
+/// Builds, uploads and starts a deployment; returns the workload id.
+pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64> {
+    let target = Target::parse(&args.node.node)?;
+    let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
+    let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
+    let manifest = deploy::manifest(&args.spec(), &deploy::default_name(&args.file), user.public_key(), &program.wasm)?;
+    let bundle = match &args.bundle {
+        Some(p) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
+        None => deploy::bundle(&program.wasm)?,
+    };
+    let request = deploy::request(user, &manifest, program, bundle);
+    let mut client = Client::connect(&target, user, options)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("uploading");
+    let response = client.call_with(None, &request, &mut |done, total| {
+        if total >= 1 << 20 {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+    client.close();
+    match response? {
+        Response::Deployed { id } => Ok(id),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn logs(node: &NodeArg, key: &std::path::Path, options: Options, id: u64, follow: bool, out: &mut dyn Write) -> Result<()> {
+    let target = Target::parse(&node.node)?;
+    let user = UserKey::load(key)?;
+    let mut client = Client::connect(&target, &user, options)?;
+    let mut from_line = 0;
+    loop {
+        let (lines, next_line, finished) = match client.call(&Request::Logs { id, from_line })? {
+            Response::Logs { lines, next_line, finished } => (lines, next_line, finished),
+            other => return Err(unexpected(other)),
+        };
+        for line in &lines {
+            writeln!(out, "{line}").context(|| "cannot write output".into())?;
+        }
+        out.flush().context(|| "cannot write output".into())?;
+        if finished || (!follow && (lines.is_empty() || next_line <= from_line)) {
+            break;
+        }
+        if lines.is_empty() {
+            client.idle(Duration::from_secs(1))?;
+        }
+        from_line = next_line.max(from_line);
+    }
+    client.close();
+    Ok(())
+}
+
+fn print_list(workloads: &[WorkloadSummary], out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "{:<6} {:<20} {:<24} {:<14} {:>10} RESTART", "ID", "NAME", "STATE", "BACKEND", "CPU_MS")?;
+    for w in workloads {
+        writeln!(
+            out,
+            "{:<6} {:<20} {:<24} {:<14} {:>10} {}",
+            w.id,
+            w.name,
+            w.state.to_string(),
+            w.backend,
+            w.cpu_ms,
+            if w.restart_on_boot { "yes" } else { "no" }
+        )?;
+    }
+    Ok(())
+}
+
+fn print_status(w: &WorkloadSummary, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "id               {}", w.id)?;
+    writeln!(out, "name             {}", w.name)?;
+    writeln!(out, "state            {}", w.state)?;
+    writeln!(out, "backend          {}", w.backend)?;
+    writeln!(out, "cpu              {} ms", w.cpu_ms)?;
+    writeln!(out, "restart on boot  {}", if w.restart_on_boot { "yes" } else { "no" })?;
+    writeln!(out, "owner            {}", hex(&w.owner))
+}
+
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{}.{:03} s", s, ms % 1000),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..0x10_0000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        0x10_0000..0x4000_0000 => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+        _ => format!("{:.1} GiB", bytes as f64 / 1073741824.0),
+    }
+}
+
+/// A short hint for a refusal code, when there is one.
+fn hint(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthorized => " (the workload belongs to another key, or the request was not signed by you)",
+        ErrorCode::NoSpace => " (the node has no room; remove workloads with `gridctl rm`)",
+        _ => "",
+    }
+}

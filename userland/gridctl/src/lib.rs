@@ -1,0 +1,93 @@
+//! gridctl: the user's tool for gridos nodes, as a library with a thin `main`.
+//!
+//! - [`key`]: the user's key file (a 32-byte ed25519 seed in hex): the user's
+//!   workload-owner key, which signs every request (the overlay identity is a fresh one per
+//!   run unless `--user-overlay-key`);
+//! - [`target`]: `KEY@HOST:PORT` node addresses;
+//! - [`stack`]: the host network stack: an `overlay::Node` over a UDP socket plus a smoltcp
+//!   interface on the overlay address (what the kernel does in `kernel/src/overlay.rs`);
+//! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
+//! - [`deploy`]: building, signing and precompiling a deployment;
+//! - [`cli`]: the clap commands and their output.
+//!
+//! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
+//! input, unreachable nodes or garbage from the network.
+
+pub mod cli;
+pub mod client;
+pub mod deploy;
+pub mod key;
+pub mod stack;
+pub mod target;
+
+/// A failure, worded for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `Err(Error(format!(...)))`.
+#[macro_export]
+macro_rules! bail {
+    ($($t:tt)*) => { return Err($crate::Error(format!($($t)*))) };
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Adds context to foreign errors.
+pub trait Context<T> {
+    /// Prefixes the error with `what: `.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error(format!("{}: {e}", what())))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses exactly `N` bytes of hex (surrounding whitespace allowed).
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let s = s.trim();
+    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An overlay address in the usual compressed IPv6 notation.
+pub fn address_string(address: &[u8; 16]) -> String {
+    std::net::Ipv6Addr::from(*address).to_string()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        let k = [0xab; 32];
+        assert_eq!(parse_hex::<32>(&hex(&k)), Some(k));
+        assert_eq!(parse_hex::<32>(&format!(" {}\n", hex(&k))), Some(k));
+        assert_eq!(parse_hex::<32>("ab"), None);
+        assert_eq!(parse_hex::<2>("zzzz"), None);
+        assert_eq!(parse_hex::<2>("+1ab"), None);
+        assert_eq!(parse_hex::<2>("ééé"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! End to end in one process: a "node" thread runs a second overlay node on a loopback UDP
+//! socket with a smoltcp TCP listener on the control port, `control::Session` and a mock
+//! `control::Backend`; gridctl's library connects through the overlay, deploys, lists,
+//! reads logs, stops and removes, and a second key is refused.
+//!
+//! The server loop is also a sketch of what the kernel does with the `control` crate.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::Parser;
+use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Request, Response, Session, WorkloadState, WorkloadSummary};
+use gridctl::cli::{self, Cli};
+use gridctl::client::{Client, Options};
+use gridctl::key::UserKey;
+use gridctl::stack::Stack;
+use gridctl::target::Target;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+const NODE_SEED: [u8; 32] = [0x4e; 32];
+/// Connections the mock node serves at once.
+const CONNECTIONS_MAX: usize = 4;
+
+#[derive(Default)]
+struct MockBackend {
+    workloads: Vec<(WorkloadSummary, Vec<String>)>,
+}
+
+impl Backend for MockBackend {
+    fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
+        if d.bundle.is_empty() {
+            return Err(BackendError::new(ErrorCode::Rejected, "no bundle"));
+        }
+        let id = self.workloads.len() as u64 + 1;
+        let summary = WorkloadSummary {
+            id,
+            name: d.manifest.name.clone(),
+            owner: d.owner,
+            state: WorkloadState::Exited(0),
+            backend: "mock".into(),
+            cpu_ms: 1,
+            restart_on_boot: d.manifest.restart_on_boot,
+        };
+        let logs = vec![format!("{}: started with {} module bytes", d.manifest.name, d.module.len()), "Hello, gridos!".into()];
+        self.workloads.push((summary, logs));
+        Ok(id)
+    }
+    fn list(&mut self, owner: &[u8; 32]) -> Vec<WorkloadSummary> {
+        self.workloads.iter().filter(|(w, _)| w.owner == *owner).map(|(w, _)| w.clone()).collect()
+    }
+    fn status(&mut self, _owner: &[u8; 32], id: u64) -> Option<WorkloadSummary> {
+        self.workloads.iter().find(|(w, _)| w.id == id).map(|(w, _)| w.clone())
+    }
+    fn logs(&mut self, _owner: &[u8; 32], id: u64, from_line: u64, max_lines: usize) -> Result<LogChunk, BackendError> {
+        let (_, logs) = self.workloads.iter().find(|(w, _)| w.id == id).ok_or(BackendError::new(ErrorCode::NotFound, "gone"))?;
+        let lines: Vec<String> = logs.iter().skip(from_line as usize).take(max_lines).cloned().collect();
+        let next_line = from_line + lines.len() as u64;
+        Ok(LogChunk { lines, next_line, finished: next_line >= logs.len() as u64 })
+    }
+    fn stop(&mut self, _owner: &[u8; 32], id: u64) -> Result<(), BackendError> {
+        if let Some((w, _)) = self.workloads.iter_mut().find(|(w, _)| w.id == id) {
+            w.state = WorkloadState::Stopped("stopped by owner".into());
+        }
+        Ok(())
+    }
+    fn remove(&mut self, _owner: &[u8; 32], id: u64) -> Result<(), BackendError> {
+        self.workloads.retain(|(w, _)| w.id != id);
+        Ok(())
+    }
+    fn node_info(&mut self, _owner: &[u8; 32]) -> NodeInfo {
+        let key = overlay::Identity::from_seed(NODE_SEED).public_key();
+        NodeInfo { key: key.0, address: overlay::Address::from_public_key(&key).0, uptime_ms: 1234, workloads: self.workloads.len() as u32, storage_free_bytes: 1 << 20 }
+    }
+}
+
+/// One server-side TCP connection slot.
+struct Conn {
+    handle: SocketHandle,
+    session: Option<Session>,
+    out: Vec<u8>,
+}
+
+fn new_socket(stack: &mut Stack) -> SocketHandle {
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 256 << 10]), tcp::SocketBuffer::new(vec![0; 64 << 10]));
+    s.listen(control::PORT).expect("listen");
+    // A client that vanishes frees its slot once retransmissions give up.
+    s.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
+    stack.sockets.add(s)
+}
+
+/// Serves one connection slot: hello on connect, requests through `serve`, responses out,
+/// and back to listening when the client leaves.
+fn serve_conn(stack: &mut Stack, conn: &mut Conn, backend: &mut MockBackend, node_key: [u8; 32]) {
+    let s = stack.sockets.get_mut::<tcp::Socket>(conn.handle);
+    if s.state() == tcp::State::Closed {
+        conn.session = None;
+        conn.out.clear();
+        s.listen(control::PORT).expect("listen");
+        return;
+    }
+    if conn.session.is_none() && s.may_send() {
+        let mut entropy = [0u8; 32];
+        getrandom::fill(&mut entropy).expect("entropy");
+        let session = Session::new(node_key, control::challenge(&entropy));
+        conn.out.extend(session.hello_frame());
+        conn.session = Some(session);
+    }
+    if let Some(session) = &mut conn.session {
+        let mut buf = [0u8; 16 << 10];
+        while s.can_recv() {
+            let n = s.recv_slice(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            match session.push(&buf[..n]) {
+                Ok(requests) => {
+                    for r in requests {
+                        let response = control::serve(backend, r);
+                        conn.out.extend(session.response_frame(&response));
+                    }
+                }
+                Err(e) => {
+                    conn.out.extend(session.response_frame(&e.response()));
+                    break;
+                }
+            }
+        }
+    }
+    if !conn.out.is_empty() && s.can_send() {
+        let n = s.send_slice(&conn.out).unwrap_or(0);
+        conn.out.drain(..n);
+    }
+    if s.state() == tcp::State::CloseWait && conn.out.is_empty() {
+        s.close();
+    }
+}
+
+struct Node {
+    target: Target,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_node() -> Node {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = overlay::Config { accept_unknown_peers: true, ..overlay::Config::default() };
+    let mut stack = Stack::new(NODE_SEED, socket, config).unwrap();
+    let target = Target { key: stack.node().public_key().0, endpoint: stack.local_addr().unwrap() };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let node_key = stack.node().public_key().0;
+        let mut backend = MockBackend::default();
+        let mut conns: Vec<Conn> =
+            (0..CONNECTIONS_MAX).map(|_| Conn { handle: new_socket(&mut stack), session: None, out: Vec::new() }).collect();
+        while !stop2.load(Ordering::Relaxed) {
+            stack.poll(Duration::from_millis(10)).unwrap();
+            for c in &mut conns {
+                serve_conn(&mut stack, c, &mut backend, node_key);
+            }
+        }
+    });
+    Node { target, stop, thread: Some(thread) }
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gridctl-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn node_arg(target: &Target) -> String {
+    format!("{}@{}", gridctl::hex(&target.key), target.endpoint)
+}
+
+/// Runs `gridctl ARGS` in-process; returns its output or error.
+fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
+    let mut argv = vec!["gridctl", "--timeout", "10", "--key", key.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    cli::run(cli, &mut out).map_err(|e| e.0)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn deploy_list_logs_stop_remove_over_the_overlay() {
+    let node = start_node();
+    let dir = temp_dir("e2e");
+    let key = dir.join("key");
+    let user = UserKey::from_seed([0x11; 32]).unwrap();
+    user.save_new(&key).unwrap();
+    let node_arg = node_arg(&node.target);
+    let wasm = repo_file("tests/wasm/out/hello.wasm");
+    let bundle = repo_file("tests/wasm/out/hello.bundle");
+
+    // Deploy the module with its committed bundle (a fresh CLI stack, same identity, each time).
+    let out = gridctl(&key, &["deploy", "--node", &node_arg, "--bundle", bundle.to_str().unwrap(), "--arg", "x", wasm.to_str().unwrap()]).unwrap();
+    assert_eq!(out.trim(), "1");
+    // The same module as an OCI image layout.
+    let tar = dir.join("hello.tar");
+    std::fs::write(&tar, workloads::oci::build_layout(&std::fs::read(&wasm).unwrap(), "application/wasm")).unwrap();
+    let out = gridctl(&key, &["deploy", "--node", &node_arg, "--name", "from-oci", "--restart", "--bundle", bundle.to_str().unwrap(), tar.to_str().unwrap()]).unwrap();
+    assert_eq!(out.trim(), "2");
+
+    let out = gridctl(&key, &["list", "--node", &node_arg]).unwrap();
+    assert!(out.contains("hello") && out.contains("from-oci") && out.contains("exited(0)"), "{out}");
+    let out = gridctl(&key, &["logs", "--node", &node_arg, "1"]).unwrap();
+    assert!(out.contains("Hello, gridos!"), "{out}");
+    let out = gridctl(&key, &["logs", "--follow", "--node", &node_arg, "2"]).unwrap();
+    assert!(out.starts_with("from-oci: started"), "{out}");
+    let out = gridctl(&key, &["status", "--node", &node_arg, "2"]).unwrap();
+    assert!(out.contains("restart on boot  yes"), "{out}");
+    let out = gridctl(&key, &["info", "--node", &node_arg]).unwrap();
+    assert!(out.contains(&gridctl::hex(&node.target.key)) && out.contains("workloads        2"), "{out}");
+
+    // Another key sees nothing and may touch nothing.
+    let other_key = dir.join("other");
+    UserKey::from_seed([0x22; 32]).unwrap().save_new(&other_key).unwrap();
+    let out = gridctl(&other_key, &["--user-overlay-key", "list", "--node", &node_arg]).unwrap();
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+    for cmd in ["status", "logs", "stop", "rm"] {
+        let e = gridctl(&other_key, &[cmd, "--node", &node_arg, "1"]).unwrap_err();
+        assert!(e.contains("unauthorized"), "{cmd}: {e}");
+    }
+    // A request signed by another key on the owner's connection is refused too.
+    let mut client = Client::connect(&node.target, &user, Options::default()).unwrap();
+    let other = UserKey::from_seed([0x22; 32]).unwrap();
+    let r = client.call_with(Some(other.keypair()), &Request::Stop { id: 1 }, &mut |_, _| {}).unwrap();
+    assert!(matches!(r, Response::Error { code: ErrorCode::Unauthorized, .. }), "{r:?}");
+    assert!(matches!(client.call(&Request::Status { id: 1 }).unwrap(), Response::Status(s) if s.state == WorkloadState::Exited(0)));
+    client.close();
+
+    assert_eq!(gridctl(&key, &["stop", "--node", &node_arg, "1"]).unwrap().trim(), "stopped 1");
+    assert_eq!(gridctl(&key, &["rm", "--node", &node_arg, "1"]).unwrap().trim(), "removed 1");
+    let e = gridctl(&key, &["status", "--node", &node_arg, "1"]).unwrap_err();
+    assert!(e.contains("not found"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreachable_node_and_bad_input_are_clear_errors() {
+    let dir = temp_dir("errors");
+    let key = dir.join("key");
+    assert!(gridctl(&key, &["key", "show"]).unwrap_err().contains("gridctl key new"));
+    let out = gridctl(&key, &["key", "new"]).unwrap();
+    assert!(out.contains("public key") && out.contains("fd67:"), "{out}");
+    assert!(gridctl(&key, &["key", "new"]).unwrap_err().contains("already exists"));
+    let shown = gridctl(&key, &["key", "show"]).unwrap();
+    assert!(out.ends_with(&shown), "{out} vs {shown}");
+
+    // Nobody listens on this port: the link cannot come up.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let node_key = gridctl::hex(&overlay::Identity::from_seed([9; 32]).public_key().0);
+    let node = format!("{node_key}@{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let mut argv = vec!["gridctl", "--timeout", "1", "--key", key.to_str().unwrap(), "list", "--node", &node];
+    let e = cli::run(Cli::try_parse_from(&argv).unwrap(), &mut Vec::new()).unwrap_err();
+    assert!(e.0.contains("no overlay link"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    argv.truncate(6);
+    for bad in ["nokey@1.2.3.4:5", "00@1.2.3.4:5", &format!("{node_key}@nowhere.invalid:7443")] {
+        argv.extend(["--node", bad]);
+        let e = cli::run(Cli::try_parse_from(&argv).unwrap(), &mut Vec::new()).unwrap_err();
+        assert!(!e.0.is_empty());
+        argv.truncate(6);
+    }
+    let not_a_program = dir.join("junk.bin");
+    std::fs::write(&not_a_program, b"junk").unwrap();
+    let e = gridctl(&key, &["deploy", "--node", &node, not_a_program.to_str().unwrap()]).unwrap_err();
+    assert!(e.contains("not a wasm module"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
