@@ -112,11 +112,15 @@ fn three_nodes_in_a_line_then_relinked_and_underlay_silent() {
     // Discovery off: on this one bridge it would link A and C directly.
     let base = |n: &NodeSpec| format!("gridos.ip4={}/24 gridos.overlay.discovery=off", n.ip);
 
-    // B links A and C; C knows only B, so it stays silent towards A.
+    // B links A and C; C knows only B and accepts no other key, so it stays silent
+    // towards A.
     let mut mb = machine(&b, format!("gridos.test=serve {} gridos.overlay.peers={}", base(&b), peers(&[(&ka, &a), (&kc, &c)])));
     in_ns(&mut mb, &ns, &b);
     let node_b = mb.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut mc = machine(&c, format!("gridos.test=serve gridos.services=echo {} gridos.overlay.peers={}", base(&c), peers(&[(&kb, &b)])));
+    let mut mc = machine(&c, format!(
+        "gridos.test=serve gridos.services=echo {} gridos.overlay.accept_any=0 gridos.overlay.peers={}",
+        base(&c), peers(&[(&kb, &b)])
+    ));
     in_ns(&mut mc, &ns, &c);
     let node_c = mc.spawn().unwrap_or_else(|e| panic!("{e}"));
     let client = |peer_list: String| {

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
 use workloads::artifact::{self, Backend};
 use workloads::manifest::Limits;
@@ -74,6 +75,48 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
         has("[files] quota enforced");
     }
     let _ = std::fs::remove_file(&disk);
+}
+
+/// A workload serves TCP on the node's overlay address (WASI sockets on a preopened
+/// listener): node B runs the C echo server on overlay port 8080, node A (on the same
+/// L2 segment, linked by discovery) sends 1 MiB through it and gets it back intact.
+#[test]
+fn workload_serves_tcp_over_the_overlay() {
+    require_root();
+    let disk_a = blank_disk("serve-a");
+    let disk_b = blank_disk("serve-b");
+    // B's identity (and overlay address) first.
+    let mut first = node_with_disk(&disk_b, "gridos.test=boot");
+    first.extra_args = ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"].map(String::from).to_vec();
+    let out = first.run().unwrap_or_else(|e| panic!("{e}"));
+    let line = out.serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{}", out.report()));
+    let addr_b = line.split_whitespace().skip_while(|w| *w != "address").nth(1).expect("address").to_string();
+
+    let ns = Netns::create(&format!("gridos-{}-wls", std::process::id()), &[]).unwrap_or_else(|e| panic!("{e}"));
+    ns.add_tap("tapwa").unwrap_or_else(|e| panic!("{e}"));
+    ns.add_tap("tapwb").unwrap_or_else(|e| panic!("{e}"));
+    let mut mb = node_with_disk(&disk_b, "gridos.test=workload-serve gridos.ip4=none");
+    mb.netns = Some(ns.name.clone());
+    mb.extra_args = Netns::nic_args("tapwb", "52:54:00:00:03:0b");
+    let node_b = mb.spawn().unwrap_or_else(|e| panic!("{e}"));
+    assert!(node_b.wait_for("listening on overlay tcp 8080", Duration::from_secs(120)), "{}", node_b.serial());
+    let bytes = 1u64 << 20;
+    let mut ma = node_with_disk(&disk_a, &format!(
+        "gridos.test=echo-client gridos.ip4=none gridos.echo_client=[{addr_b}]:8080 gridos.echo_bytes={bytes}"
+    ));
+    ma.netns = Some(ns.name.clone());
+    ma.extra_args = Netns::nic_args("tapwa", "52:54:00:00:03:0a");
+    let out = ma.run().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.passed(), "A could not use B's workload over the overlay\n{}\n--- B ---\n{}", out.report(), node_b.serial());
+    assert!(out.serial.contains(&format!("echo client: {bytes} bytes echoed intact by [{addr_b}]:8080")), "{}", out.report());
+    let b = node_b.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.passed(), "{}", b.report());
+    assert!(b.serial.contains(&format!("[echo-server] served 1 connections, {bytes} bytes")), "{}", b.report());
+    assert!(b.serial.contains("workloads: second listener on port 8080 refused"), "{}", b.report());
+    assert!(b.serial.contains("workloads: listener on the control port refused"), "{}", b.report());
+    for d in [&disk_a, &disk_b] {
+        let _ = std::fs::remove_file(d);
+    }
 }
 
 fn wasm_dir() -> PathBuf {

@@ -4,7 +4,7 @@
 //!
 //! A connection gets a fresh random challenge. At most [`CONNECTIONS_MAX`] connections
 //! are served at once (a frame can be 32 MiB: this bounds the memory they can pin);
-//! more are closed at once. A connection that breaks the protocol gets an error
+//! more are closed at once, and one idle for [`IDLE_TIMEOUT_MS`] is closed. A connection that breaks the protocol gets an error
 //! response and is closed; the service and the node carry on.
 
 use alloc::format;
@@ -25,6 +25,8 @@ use crate::wasm::Status;
 
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 4;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,6 +67,7 @@ async fn listen(node_key: [u8; 32], address: [u8; 16]) {
 
 /// Why a connection ended early.
 enum ConnectionEnd {
+    Idle,
     Net(NetError),
     Protocol(control::SessionError),
 }
@@ -72,6 +75,7 @@ enum ConnectionEnd {
 impl core::fmt::Display for ConnectionEnd {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
+            ConnectionEnd::Idle => write!(f, "idle for {} s", IDLE_TIMEOUT_MS / 1000),
             ConnectionEnd::Net(e) => write!(f, "network: {e:?}"),
             ConnectionEnd::Protocol(e) => write!(f, "protocol: {e}"),
         }
@@ -87,7 +91,12 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
     let mut backend = KernelBackend { node_key, address };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = stream.read(&mut buf).await.map_err(ConnectionEnd::Net)?;
+        let Some(read) = executor::timeout(IDLE_TIMEOUT_MS, stream.read(&mut buf)).await else {
+            // A client that vanished without closing must not hold a slot forever.
+            stream.shutdown();
+            return Err(ConnectionEnd::Idle);
+        };
+        let n = read.map_err(ConnectionEnd::Net)?;
         if n == 0 {
             stream.shutdown();
             return Ok(());

@@ -5,8 +5,10 @@
 //! Command line: `gridos.overlay=off` disables it (it is on by default);
 //! `gridos.overlay.peers=KEY@HOST:PORT,...` lists static peers (KEY: 64 hex digits
 //! of an ed25519 public key; HOST an IPv4 address or `[IPv6]`);
-//! `gridos.overlay.port=N` (default 7443); `gridos.overlay.accept_any=1` accepts
-//! handshakes from keys not on the list; `gridos.overlay.discovery=off` stops the
+//! `gridos.overlay.port=N` (default 7443); handshakes from keys not on the list are
+//! accepted (users' agents and new nodes are not known in advance; every service
+//! authorizes its own requests) unless `gridos.overlay.accept_any=0` closes the node
+//! to all but its listed peers; `gridos.overlay.discovery=off` stops the
 //! link-local beacons (`overlay::discovery`) that find peers on the same segment.
 
 use alloc::string::String;
@@ -51,7 +53,7 @@ impl OverlayConfig {
                 None => log::warn!("gridos.overlay.peers: {word:?} is not KEY@HOST:PORT; ignored"),
             }
         }
-        let accept_any = matches!(cmdline.get("gridos.overlay.accept_any"), Some("1") | Some("yes") | Some(""));
+        let accept_any = !matches!(cmdline.get("gridos.overlay.accept_any"), Some("0") | Some("no") | Some("off"));
         let discovery = !matches!(cmdline.get("gridos.overlay.discovery"), Some("off") | Some("0"));
         OverlayConfig { enabled, port, peers, accept_any, discovery }
     }

@@ -14,11 +14,11 @@ use crate::power;
 pub const CASES: &[&str] = &[
     "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
     "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
-    "workload-deploy", "workload-restart",
+    "workload-deploy", "workload-restart", "workload-serve",
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
-const RUNNING_CASES: &[&str] = &["serve", "echo-client", "disk-async", "workload-deploy", "workload-restart"];
+const RUNNING_CASES: &[&str] = &["serve", "echo-client", "disk-async", "workload-deploy", "workload-restart", "workload-serve"];
 
 /// Facts from boot that some cases check.
 pub struct BootFacts {
@@ -37,6 +37,7 @@ pub fn run(name: &str, facts: &BootFacts) {
         "disk-async" => crate::executor::spawn("disk-async", disk_async(facts.seed)),
         "workload-deploy" => crate::executor::spawn("workload-deploy", crate::wasm::deploy_case()),
         "workload-restart" => crate::executor::spawn("workload-restart", crate::wasm::restart_case()),
+        "workload-serve" => crate::executor::spawn("workload-serve", crate::wasm::serve_case()),
         _ => {}
     }
     if RUNNING_CASES.contains(&name) {

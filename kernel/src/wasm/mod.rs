@@ -23,7 +23,7 @@ mod selftest;
 pub mod service;
 mod sockets;
 
-pub use selftest::{deploy_case, restart_case, run as selftest};
+pub use selftest::{deploy_case, restart_case, run as selftest, serve_case};
 
 use alloc::boxed::Box;
 use alloc::format;

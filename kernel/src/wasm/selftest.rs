@@ -32,6 +32,9 @@ const SPIN: (&[u8], &[u8]) = program!("spin");
 const MEMBOMB: (&[u8], &[u8]) = program!("membomb");
 const FIB: (&[u8], &[u8]) = program!("fib");
 const FILES: (&[u8], &[u8]) = program!("files");
+const ECHO_SERVER: (&[u8], &[u8]) = program!("echo_server");
+/// Overlay TCP port of the echo server in `workload-serve`.
+const ECHO_PORT: u16 = 8080;
 
 /// FNV-1a 64 and byte sum over the xorshift32 stream, as tests/wasm/checksum.c.
 fn expected_checksum(n: usize) -> String {
@@ -276,4 +279,40 @@ pub async fn restart_case() {
     }
     .await;
     exit_with("workload-restart", result)
+}
+
+/// `gridos.test=workload-serve`: deploys the echo server on overlay TCP port
+/// [`ECHO_PORT`] for one connection, waits for it to finish and checks what it served.
+pub async fn serve_case() {
+    let result = async {
+        let signer = Signer(key_pair_from_seed([0x42; 32]));
+        let mut m = Manifest::new("echo-server", *signer.0.pk, ECHO_SERVER.0);
+        m.listen = vec![ECHO_PORT];
+        m.args.push("1".into());
+        m.limits.wall_ms = 170_000;
+        m.limits.cpu_ms = 120_000;
+        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+            .map_err(|e| format!("deploy: {e}"))?;
+        // A second workload on the same port is refused.
+        let mut clash = Manifest::new("echo-clash", *signer.0.pk, ECHO_SERVER.0);
+        clash.listen = vec![ECHO_PORT];
+        let e = super::service::deploy(&clash.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+            .err()
+            .ok_or("a second listener on the same port was accepted")?;
+        crate::kprintln!("workloads: second listener on port {ECHO_PORT} refused: {e}");
+        let mut reserved = Manifest::new("echo-reserved", *signer.0.pk, ECHO_SERVER.0);
+        reserved.listen = vec![control::PORT];
+        let e = super::service::deploy(&reserved.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+            .err()
+            .ok_or("a listener on the control port was accepted")?;
+        crate::kprintln!("workloads: listener on the control port refused: {e}");
+        crate::kprintln!("workloads: echo-server is workload {id}, listening on overlay tcp {ECHO_PORT}");
+        let lines = finished_log(id, 170_000).await?;
+        let status = super::service::status(id).and_then(|s| s.info).map(|i| i.status);
+        expect(status == Some(super::Status::Done(StopReason::Exited(0))), "the echo server did not exit 0")?;
+        expect(lines.iter().any(|l| l.starts_with("served 1 connections")), "the echo server served nothing")?;
+        Ok(())
+    }
+    .await;
+    exit_with("workload-serve", result)
 }
