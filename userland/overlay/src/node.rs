@@ -487,7 +487,9 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         peer.endpoint = from;
         peer.last_received_at = now;
         self.stats.handshakes_completed += 1;
-        if !self.peers[i].up {
+        if self.peers[i].up {
+            self.router.resend_dump(self.peers[i].id.0);
+        } else {
             self.link_up(i);
         }
         // Key confirmation for the responder, who sends nothing until it hears from us.
@@ -528,7 +530,8 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
             }
             Err(_) => return false,
         };
-        if slot == Slot::Pending {
+        let renewed = slot == Slot::Pending;
+        if renewed {
             peer.previous = peer.current.take();
             peer.current = peer.pending.take();
             self.stats.handshakes_completed += 1;
@@ -537,6 +540,10 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         peer.last_received_at = now;
         if !peer.up {
             self.link_up(i);
+        } else if renewed {
+            // The peer started this handshake: it may have restarted and lost its routes.
+            let id = peer.id.0;
+            self.router.resend_dump(id);
         }
         match Inner::parse(&plain) {
             Ok(Inner::Keepalive) | Err(_) => {}

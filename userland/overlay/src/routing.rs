@@ -278,6 +278,15 @@ impl Router {
         Ok(())
     }
 
+    /// Sends `neighbour` (already up) a full dump again: its session was re-established,
+    /// and a peer that restarted with the same key has forgotten every route it had.
+    pub fn resend_dump(&mut self, neighbour: NeighbourId) {
+        if self.cost(neighbour).is_some() {
+            self.dumps.retain(|(n, _)| *n != neighbour);
+            self.dumps.push((neighbour, None));
+        }
+    }
+
     /// A neighbour went away: every route through it is dropped at once.
     pub fn neighbour_down(&mut self, now: Instant, neighbour: NeighbourId) {
         let before = self.neighbours.len();

@@ -380,3 +380,34 @@ fn full_stack_simulation_all_pairs_reachable() {
         panic!("{e}\nyou can reproduce this failure with seed={seed_value}");
     }
 }
+
+/// A node that restarts with the same key while its neighbour still has the link up
+/// gets the neighbour's full routing table at once with the new session, not only at
+/// the next periodic update.
+#[test]
+fn a_restarted_peer_gets_the_routes_again_at_once() {
+    let mut sim = Sim::new(3, fast_config());
+    sim.connect(0, 1);
+    sim.connect(1, 2);
+    sim.run_until(Instant::from_millis(3_000), 20_000);
+    assert!(sim.routes_complete(&[0, 1, 2].into_iter().collect()), "line 0-1-2 did not converge");
+    let restart_at = sim.now;
+    // Node 2 comes back with the same identity and nothing else; node 1 still thinks the
+    // link is up.
+    sim.nodes[2] = Node::new(seed(1, 2), seed(3, 2), fast_config(), restart_at);
+    let k1 = sim.key(1);
+    sim.nodes[2].add_peer(restart_at, 1, k1).expect("add peer");
+    let a0 = sim.nodes[0].address();
+    let mut learned_at = None;
+    for _ in 0..5_000 {
+        if !sim.step() || sim.now > restart_at + Duration::from_millis(2_000) {
+            break;
+        }
+        if sim.nodes[2].router().next_hop(&a0).is_some() {
+            learned_at = Some(sim.now);
+            break;
+        }
+    }
+    let learned_at = learned_at.expect("the restarted node did not learn the route to node 0 within 2 s");
+    eprintln!("restarted node learned the route after {:?}", learned_at.saturating_since(restart_at));
+}
