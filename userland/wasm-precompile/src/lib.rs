@@ -7,6 +7,7 @@
 //! the build machine leaks into it; native x86-64 code uses exactly
 //! [`workloads::runtime::NATIVE_FEATURES`].
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Config, Engine, Module, Store};
@@ -14,7 +15,7 @@ use workloads::artifact::{self, Backend};
 use workloads::log::Stream;
 use workloads::manifest::Limits;
 use workloads::runtime::{self, StopReason, WorkloadState};
-use workloads::wasi::HostServices;
+use workloads::wasi::{ConnId, FileArea, FileAreaError, HostServices, Interrupt, MemFileArea, MemSockets, Shutdown, SockError, Sockets};
 
 /// The engine configuration that produces code for the kernel's `backend` engine.
 pub fn host_config(backend: Backend) -> Config {
@@ -83,9 +84,91 @@ pub struct HostRun {
     pub run: Duration,
 }
 
+/// A [`MemFileArea`] that outlives a run (clones share the files), so tests can run
+/// a program again on the same files and look at them.
+#[derive(Debug, Clone, Default)]
+pub struct SharedFiles(pub Arc<Mutex<MemFileArea>>);
+
+impl SharedFiles {
+    fn area(&self) -> std::sync::MutexGuard<'_, MemFileArea> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl FileArea for SharedFiles {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
+        self.area().read(name)
+    }
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
+        self.area().write(name, bytes)
+    }
+    fn remove(&mut self, name: &str) -> Result<bool, FileAreaError> {
+        self.area().remove(name)
+    }
+    fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
+        self.area().list()
+    }
+}
+
+/// A [`MemSockets`] the caller keeps a handle on (to script connections and read
+/// what the program sent).
+#[derive(Debug, Clone, Default)]
+pub struct SharedSockets(pub Arc<Mutex<MemSockets>>);
+
+impl SharedSockets {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, MemSockets> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sockets for SharedSockets {
+    fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
+        self.sockets().accept(port)
+    }
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
+        self.sockets().recv(conn, buf)
+    }
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError> {
+        self.sockets().send(conn, data)
+    }
+    fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError> {
+        self.sockets().shutdown(conn, how)
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.sockets().close(conn)
+    }
+    fn wait(&mut self) -> Result<(), Interrupt> {
+        self.sockets().wait()
+    }
+}
+
+/// What a host run gives the program besides clock and entropy.
+#[derive(Default)]
+pub struct Services {
+    /// The `/data` file area (capped by the limits' `storage_bytes`).
+    pub files: Option<Box<dyn FileArea + Send>>,
+    /// Sockets and the listening ports, in fd order.
+    pub sockets: Option<(Box<dyn Sockets + Send>, Vec<u16>)>,
+}
+
 /// Loads `code` (a precompiled module for `backend`, or wasm to compile if `None`) and
-/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host).
+/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host),
+/// with a fresh in-memory file area and no sockets.
 pub fn run(backend: Backend, wasm: &[u8], code: Option<&[u8]>, args: &[&str], env: &[&str], limits: &Limits) -> Result<HostRun, String> {
+    let services = Services { files: Some(Box::new(MemFileArea::new())), sockets: None };
+    run_with(backend, wasm, code, args, env, limits, services)
+}
+
+/// [`run`] with the given file area and sockets.
+pub fn run_with(
+    backend: Backend,
+    wasm: &[u8],
+    code: Option<&[u8]>,
+    args: &[&str],
+    env: &[&str],
+    limits: &Limits,
+    services: Services,
+) -> Result<HostRun, String> {
     let engine = engine(backend).map_err(|e| e.to_string())?;
     let module = match code {
         // SAFETY: the bytes come from `bundle` on this machine (trusted input).
@@ -97,7 +180,13 @@ pub fn run(backend: Backend, wasm: &[u8], code: Option<&[u8]>, args: &[&str], en
     let linker = runtime::linker(&engine).map_err(|e| e.to_string())?;
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
-    let state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::default()));
+    let mut state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::default()));
+    if let Some(files) = services.files {
+        state = state.with_files(files);
+    }
+    if let Some((sockets, ports)) = services.sockets {
+        state = state.with_sockets(sockets, &ports);
+    }
     let mut store = Store::new(&engine, state);
     store.limiter(|s| s);
     store.set_epoch_deadline(u64::MAX / 2);

@@ -24,7 +24,7 @@ fn native(name: &str) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn committed_bundles_match_modules_and_load_with_current_settings() {
-    for name in ["hello", "checksum", "spin", "membomb", "fib"] {
+    for name in ["hello", "checksum", "spin", "membomb", "fib", "files"] {
         let (wasm, code) = native(name);
         let engine = wasm_precompile::engine(Backend::NativeX86_64).unwrap();
         // SAFETY: produced by this crate's `bundle` from the committed module.
@@ -79,4 +79,32 @@ fn unknown_imports_and_garbage_are_refused() {
     let hello = read("hello.wasm");
     let e = wasm_precompile::run(Backend::NativeX86_64, &hello[..hello.len() / 2], None, &[], &[], &Limits::default()).unwrap_err();
     assert!(e.starts_with("invalid module"), "{e}");
+}
+
+#[test]
+fn files_persist_across_runs_on_the_same_area() {
+    let (wasm, code) = native("files");
+    let files = wasm_precompile::SharedFiles::default();
+    for run in 1..=2 {
+        let services = wasm_precompile::Services { files: Some(Box::new(files.clone())), sockets: None };
+        let r = wasm_precompile::run_with(Backend::NativeX86_64, &wasm, Some(&code), &["files"], &[], &Limits::default(), services)
+            .unwrap();
+        let lines: Vec<&str> = r.lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(r.reason, StopReason::Exited(0), "{lines:?}");
+        assert_eq!(lines[..4], [format!("runs={run}").as_str(), "big file ok", "files: big runs tmp", "unlink ok"]);
+        assert!(lines[4].starts_with("quota enforced"), "{lines:?}");
+    }
+    let area = files.0.lock().unwrap();
+    assert_eq!(area.get("runs"), Some(&b"2\n"[..]));
+    assert_eq!(area.get("big").map(<[u8]>::len), Some(100 * 1024));
+    assert_eq!((area.get("tmp"), area.get("hog")), (None, None));
+}
+
+#[test]
+fn without_storage_there_is_no_data_directory() {
+    let (wasm, code) = native("files");
+    let limits = Limits { storage_bytes: 0, ..Limits::default() };
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["files"], &[], &limits).unwrap();
+    assert_eq!(r.reason, StopReason::Exited(1));
+    assert!(r.lines[0].1.starts_with("open runs for writing"), "{:?}", r.lines);
 }

@@ -21,6 +21,9 @@ pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// Upper bounds a node accepts for any one workload's limits.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 pub const MAX_LOG_BYTES: u64 = 16 << 20;
+pub const MAX_STORAGE_BYTES: u64 = 64 << 20;
+/// Most TCP ports one workload may serve.
+pub const MAX_LISTEN_PORTS: usize = 4;
 
 /// Resource limits of one workload. Every limit is enforced by the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,11 +36,14 @@ pub struct Limits {
     pub wall_ms: u64,
     /// Cap on stdout + stderr, bytes.
     pub log_bytes: u64,
+    /// Cap on the workload's persistent file area (`/data`), committed plus open file
+    /// bytes; 0 means no file area.
+    pub storage_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 16 << 20, cpu_ms: 10_000, wall_ms: 60_000, log_bytes: 64 << 10 }
+        Limits { memory_bytes: 16 << 20, cpu_ms: 10_000, wall_ms: 60_000, log_bytes: 64 << 10, storage_bytes: 1 << 20 }
     }
 }
 
@@ -57,6 +63,9 @@ pub struct Manifest {
     pub env: Vec<String>,
     /// Start again after a node reboot (only honoured where the node has storage).
     pub restart_on_boot: bool,
+    /// TCP ports on the node's overlay address the workload serves; each is a
+    /// preopened listening socket (see [`crate::wasi`] for the fd numbers).
+    pub listen: Vec<u16>,
 }
 
 /// A manifest as postcard bytes plus the owner's signature over them.
@@ -81,6 +90,8 @@ pub enum ManifestError {
     HashMismatch,
     /// A limit is zero or above what the node accepts.
     BadLimits(&'static str),
+    /// The listening ports are not 0-4 distinct nonzero ports.
+    BadListen(&'static str),
     BadName,
 }
 
@@ -93,6 +104,7 @@ impl fmt::Display for ManifestError {
             ManifestError::BadSignature => f.write_str("bad manifest signature"),
             ManifestError::HashMismatch => f.write_str("module blake3 hash does not match the manifest"),
             ManifestError::BadLimits(why) => write!(f, "bad limits: {why}"),
+            ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
         }
     }
@@ -109,6 +121,7 @@ impl Manifest {
             args: alloc::vec![name.into()],
             env: Vec::new(),
             restart_on_boot: false,
+            listen: Vec::new(),
         }
     }
 
@@ -142,6 +155,18 @@ impl Manifest {
         }
         if l.log_bytes > MAX_LOG_BYTES {
             return Err(ManifestError::BadLimits("log_bytes above 16 MiB"));
+        }
+        if l.storage_bytes > MAX_STORAGE_BYTES {
+            return Err(ManifestError::BadLimits("storage_bytes above 64 MiB"));
+        }
+        if self.listen.len() > MAX_LISTEN_PORTS {
+            return Err(ManifestError::BadListen("more than 4 listening ports"));
+        }
+        if self.listen.contains(&0) {
+            return Err(ManifestError::BadListen("port 0"));
+        }
+        if self.listen.iter().enumerate().any(|(i, p)| self.listen[..i].contains(p)) {
+            return Err(ManifestError::BadListen("duplicate port"));
         }
         if self.args.len() > 256 || self.env.len() > 256 {
             return Err(ManifestError::BadLimits("more than 256 args or env entries"));
@@ -274,7 +299,24 @@ mod test {
         m.limits.memory_bytes = 0;
         assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadLimits(_))));
         m.limits.memory_bytes = 1 << 20;
+        m.limits.storage_bytes = MAX_STORAGE_BYTES + 1;
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadLimits(_))));
+        m.limits.storage_bytes = 0;
+        assert!(m.sign(&kp.sk).verify().is_ok());
         m.name = "bad name".into();
         assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
+    }
+
+    #[test]
+    fn listening_ports_are_validated() {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        assert!(m.listen.is_empty());
+        m.listen = alloc::vec![8080, 443, 1, 65535];
+        assert_eq!(m.sign(&kp.sk).verify().unwrap().listen, [8080, 443, 1, 65535]);
+        for bad in [&[1, 2, 3, 4, 5][..], &[0], &[80, 81, 80]] {
+            m.listen = bad.to_vec();
+            assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadListen(_))), "{bad:?}");
+        }
     }
 }

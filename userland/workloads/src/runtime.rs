@@ -5,7 +5,9 @@
 //! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
 //! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
 //! and also the memory limiter. What it leaves to the embedder: stacks, time slicing
-//! (epoch callback), clocks and entropy (a [`HostServices`]), printing the log.
+//! (epoch callback), clocks and entropy (a [`HostServices`]), printing the log, and
+//! the optional file area ([`FileArea`]) and sockets ([`Sockets`]) attached with
+//! [`WorkloadState::with_files`] and [`WorkloadState::with_sockets`].
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -16,7 +18,7 @@ use wasmtime::{Caller, Config, Engine, Error, Extern, ExternType, Linker, Module
 
 use crate::artifact::Backend;
 use crate::manifest::Limits;
-use crate::wasi::{self, HostServices, Stop, WasiCtx, WasiResult};
+use crate::wasi::{self, FileArea, HostServices, Interrupt, Sockets, Stop, WasiCtx, WasiResult};
 
 /// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
 pub const MAX_WASM_STACK: usize = 256 << 10;
@@ -96,6 +98,7 @@ pub struct WorkloadState {
     pub memory_cap: u64,
     pub memory_peak: u64,
     pub stop: Option<StopReason>,
+    storage_cap: u64,
 }
 
 impl WorkloadState {
@@ -106,7 +109,26 @@ impl WorkloadState {
             memory_cap: limits.memory_bytes,
             memory_peak: 0,
             stop: None,
+            storage_cap: limits.storage_bytes,
         }
+    }
+
+    /// Gives the workload `area` as its `/data` directory (fd 3), capped at the
+    /// limits' `storage_bytes`; with `storage_bytes == 0` the area is dropped and the
+    /// workload has no file area. Call before instantiating.
+    pub fn with_files(mut self, area: Box<dyn FileArea + Send>) -> Self {
+        if self.storage_cap > 0 {
+            self.wasi.attach_files(area, self.storage_cap);
+        }
+        self
+    }
+
+    /// Gives the workload one preopened listener per port of `listen` (the manifest's
+    /// `listen`), after `/data`: fds 4, 5, ... with a file area, 3, 4, ... without.
+    /// Call before instantiating (in either order with [`Self::with_files`]).
+    pub fn with_sockets(mut self, sockets: Box<dyn Sockets + Send>, listen: &[u16]) -> Self {
+        self.wasi.attach_sockets(sockets, listen);
+        self
     }
 
     /// The reason the call into the workload ended with `result`.
@@ -179,6 +201,14 @@ fn finish(state: &mut WorkloadState, result: WasiResult) -> Result<i32, Error> {
             state.stop = Some(StopReason::LogLimit);
             Err(Error::msg("log limit"))
         }
+        Err(Stop::Interrupted(i)) => {
+            state.stop = Some(match i {
+                Interrupt::CpuLimit { used_ms } => StopReason::CpuLimit { used_ms },
+                Interrupt::WallDeadline => StopReason::WallDeadline,
+                Interrupt::Stopped => StopReason::Stopped,
+            });
+            Err(Error::msg("workload limit"))
+        }
     }
 }
 
@@ -215,27 +245,81 @@ pub fn linker(engine: &Engine) -> Result<Linker<WorkloadState>, Error> {
     l.func_wrap(m, "fd_read", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
         with_memory(&mut c, |mem, s| s.wasi.fd_read(mem, fd as u32, iovs as u32, n as u32, out as u32))
     })?;
+    l.func_wrap(m, "fd_pread", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_pread(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
+    })?;
+    l.func_wrap(m, "fd_pwrite", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_pwrite(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
+    })?;
     l.func_wrap(m, "fd_close", |mut c: C<'_>, fd: i32| {
         let r = c.data_mut().wasi.fd_close(fd as u32);
         finish(c.data_mut(), r)
     })?;
-    l.func_wrap(m, "fd_seek", |mut c: C<'_>, fd: i32, _off: i64, _whence: i32, _out: i32| {
-        let r = c.data_mut().wasi.fd_seek(fd as u32);
+    l.func_wrap(m, "fd_seek", |mut c: C<'_>, fd: i32, off: i64, whence: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_seek(mem, fd as u32, off, whence as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_tell", |mut c: C<'_>, fd: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_tell(mem, fd as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_sync", |mut c: C<'_>, fd: i32| {
+        let r = c.data_mut().wasi.fd_sync(fd as u32);
+        finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "fd_datasync", |mut c: C<'_>, fd: i32| {
+        let r = c.data_mut().wasi.fd_sync(fd as u32);
         finish(c.data_mut(), r)
     })?;
     l.func_wrap(m, "fd_fdstat_get", |mut c: C<'_>, fd: i32, out: i32| {
         with_memory(&mut c, |mem, s| s.wasi.fd_fdstat_get(mem, fd as u32, out as u32))
     })?;
-    l.func_wrap(m, "fd_fdstat_set_flags", |mut c: C<'_>, fd: i32, _flags: i32| {
-        let r = c.data_mut().wasi.fd_fdstat_set_flags(fd as u32);
+    l.func_wrap(m, "fd_fdstat_set_flags", |mut c: C<'_>, fd: i32, flags: i32| {
+        let r = c.data_mut().wasi.fd_fdstat_set_flags(fd as u32, flags as u32);
         finish(c.data_mut(), r)
     })?;
-    l.func_wrap(m, "fd_prestat_get", |mut c: C<'_>, fd: i32, _out: i32| {
-        let r = c.data_mut().wasi.fd_prestat_get(fd as u32);
+    l.func_wrap(m, "fd_filestat_get", |mut c: C<'_>, fd: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_filestat_get(mem, fd as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_filestat_set_size", |mut c: C<'_>, fd: i32, size: i64| {
+        let r = c.data_mut().wasi.fd_filestat_set_size(fd as u32, size as u64);
         finish(c.data_mut(), r)
     })?;
-    l.func_wrap(m, "fd_prestat_dir_name", |mut c: C<'_>, fd: i32, _p: i32, _l: i32| {
-        let r = c.data_mut().wasi.fd_prestat_get(fd as u32);
+    l.func_wrap(m, "fd_prestat_get", |mut c: C<'_>, fd: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_prestat_get(mem, fd as u32, out as u32))
+    })?;
+    l.func_wrap(m, "fd_prestat_dir_name", |mut c: C<'_>, fd: i32, p: i32, len: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_prestat_dir_name(mem, fd as u32, p as u32, len as u32))
+    })?;
+    l.func_wrap(m, "fd_readdir", |mut c: C<'_>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.fd_readdir(mem, fd as u32, buf as u32, len as u32, cookie as u64, out as u32))
+    })?;
+    l.func_wrap(
+        m,
+        "path_open",
+        |mut c: C<'_>, fd: i32, _dirflags: i32, p: i32, len: i32, oflags: i32, base: i64, _inh: i64, fdflags: i32, out: i32| {
+            with_memory(&mut c, |mem, s| {
+                s.wasi.path_open(mem, fd as u32, p as u32, len as u32, oflags as u32, base as u64, fdflags as u32, out as u32)
+            })
+        },
+    )?;
+    l.func_wrap(m, "path_filestat_get", |mut c: C<'_>, fd: i32, _flags: i32, p: i32, len: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.path_filestat_get(mem, fd as u32, p as u32, len as u32, out as u32))
+    })?;
+    l.func_wrap(m, "path_unlink_file", |mut c: C<'_>, fd: i32, p: i32, len: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.path_unlink_file(mem, fd as u32, p as u32, len as u32))
+    })?;
+    l.func_wrap(m, "sock_accept", |mut c: C<'_>, fd: i32, flags: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.sock_accept(mem, fd as u32, flags as u32, out as u32))
+    })?;
+    l.func_wrap(m, "sock_recv", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out_len: i32, out_flags: i32| {
+        with_memory(&mut c, |mem, s| {
+            s.wasi.sock_recv(mem, fd as u32, iovs as u32, n as u32, flags as u32, out_len as u32, out_flags as u32)
+        })
+    })?;
+    l.func_wrap(m, "sock_send", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out: i32| {
+        with_memory(&mut c, |mem, s| s.wasi.sock_send(mem, fd as u32, iovs as u32, n as u32, flags as u32, out as u32))
+    })?;
+    l.func_wrap(m, "sock_shutdown", |mut c: C<'_>, fd: i32, how: i32| {
+        let r = c.data_mut().wasi.sock_shutdown(fd as u32, how as u32);
         finish(c.data_mut(), r)
     })?;
     l.func_wrap(m, "proc_exit", |mut c: C<'_>, code: i32| -> Result<(), Error> {

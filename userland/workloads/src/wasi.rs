@@ -3,17 +3,40 @@
 //! Each function works on the workload's linear memory as a byte slice and on a
 //! [`WasiCtx`]; clocks and entropy come from a [`HostServices`] implementation, so
 //! everything here runs (and is tested) on the host. Output to fd 1 and 2 goes to
-//! the workload's capped [`Log`]. There is no filesystem: no preopened directories
-//! (`fd_prestat_get` answers `BADF`, which is how wasi-libc learns there are none),
-//! stdin is empty.
+//! the workload's capped [`Log`]; stdin is empty.
+//!
+//! Two optional services, both traits the kernel implements:
+//! - a persistent file area ([`FileArea`], [`fs`]): the preopened directory `/data`,
+//!   flat names only, quota-checked, whole files committed on close and sync;
+//! - listening TCP sockets ([`Sockets`], [`net`]): `sock_accept`, `sock_recv`,
+//!   `sock_send`, `sock_shutdown` on preopened listeners.
+//!
+//! File descriptors: 0, 1, 2 are stdin, stdout, stderr; then the preopens in this
+//! order: `/data` (only with a file area), then one listener per port of
+//! [`WasiCtx::attach_sockets`], in the given order. So with a file area fd 3 is
+//! `/data` and the listeners are 4, 5, ...; without one, the listeners start at 3.
+//! `fd_prestat_get` answers `BADF` on a listener, which ends wasi-libc's preopen scan.
+//! Files, directories and connections a program opens take the lowest free numbers
+//! above those, at most [`MAX_OPEN_FDS`] at a time.
 //!
 //! A function returns `Ok(errno)` for the program to see, or `Err(Stop)` when the
-//! workload must stop (it called `proc_exit`, or its log is full).
+//! workload must stop (it called `proc_exit`, its log is full, or a blocking call was
+//! interrupted by a limit).
 
+mod area;
+pub mod fs;
+pub mod net;
+
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
 
 use crate::log::{Log, Stream};
+
+pub use area::{check_name, FileArea, FileAreaError, MemFileArea, MAX_FILES, MAX_NAME_BYTES};
+pub use net::{ConnId, Interrupt, MemSockets, Shutdown, SockError, Sockets};
 
 /// Clock and entropy sources of the node.
 pub trait HostServices {
@@ -28,13 +51,29 @@ pub trait HostServices {
 /// WASI errno values used here.
 pub mod errno {
     pub const SUCCESS: u32 = 0;
+    pub const AGAIN: u32 = 6;
     pub const BADF: u32 = 8;
+    pub const CONNRESET: u32 = 15;
+    pub const EXIST: u32 = 20;
     pub const FAULT: u32 = 21;
+    pub const FBIG: u32 = 22;
+    pub const ILSEQ: u32 = 25;
     pub const INVAL: u32 = 28;
+    pub const IO: u32 = 29;
+    pub const ISDIR: u32 = 31;
+    pub const MFILE: u32 = 33;
+    pub const NAMETOOLONG: u32 = 37;
+    pub const NOENT: u32 = 44;
+    pub const NOSPC: u32 = 51;
     pub const NOSYS: u32 = 52;
+    pub const NOTCONN: u32 = 53;
+    pub const NOTDIR: u32 = 54;
+    pub const NOTSOCK: u32 = 57;
     pub const NOTSUP: u32 = 58;
     pub const OVERFLOW: u32 = 61;
+    pub const PIPE: u32 = 64;
     pub const SPIPE: u32 = 70;
+    pub const NOTCAPABLE: u32 = 76;
 }
 
 /// Why a WASI call ends the workload.
@@ -42,6 +81,8 @@ pub mod errno {
 pub enum Stop {
     Exit(u32),
     LogFull,
+    /// A blocking socket call was interrupted by a limit ([`Sockets::wait`]).
+    Interrupted(Interrupt),
 }
 
 pub type WasiResult = Result<u32, Stop>;
@@ -60,30 +101,92 @@ pub const SUPPORTED: &[&str] = &[
     "random_get",
     "fd_write",
     "fd_read",
+    "fd_pread",
+    "fd_pwrite",
     "fd_close",
     "fd_seek",
+    "fd_tell",
+    "fd_sync",
+    "fd_datasync",
     "fd_fdstat_get",
     "fd_fdstat_set_flags",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
     "fd_prestat_get",
     "fd_prestat_dir_name",
+    "fd_readdir",
+    "path_open",
+    "path_filestat_get",
+    "path_unlink_file",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
     "proc_exit",
     "sched_yield",
 ];
 
+/// Most files, directories and connections a program may have open at once (stdio
+/// and preopens not counted).
+pub const MAX_OPEN_FDS: usize = 16;
+
+/// What a file descriptor refers to.
+enum Kind {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// `/data` (the preopen) or a directory fd opened from it with `path_open(".")`.
+    Dir,
+    File(fs::OpenFile),
+    Listener(u16),
+    Conn(ConnId),
+}
+
+struct Entry {
+    kind: Kind,
+    /// WASI fdflags (`APPEND`, `NONBLOCK`, `SYNC`, ...).
+    fdflags: u16,
+    /// Opened by the program (counts against [`MAX_OPEN_FDS`]), not a preopen or stdio.
+    opened: bool,
+}
+
 /// Per-workload WASI state.
-#[derive(Debug)]
 pub struct WasiCtx {
     args: Vec<Vec<u8>>,
     env: Vec<Vec<u8>>,
     pub log: Log,
+    fds: Vec<Option<Entry>>,
+    files: Option<fs::Files>,
+    sockets: Option<Box<dyn Sockets + Send>>,
+    listeners: Vec<u16>,
 }
+
+impl fmt::Debug for WasiCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasiCtx")
+            .field("args", &self.args.len())
+            .field("fds", &self.fds.iter().filter(|e| e.is_some()).count())
+            .field("files", &self.files.is_some())
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+const FDFLAGS_APPEND: u16 = 1;
+const FDFLAGS_DSYNC: u16 = 2;
+const FDFLAGS_NONBLOCK: u16 = 4;
+const FDFLAGS_RSYNC: u16 = 8;
+const FDFLAGS_SYNC: u16 = 16;
 
 const RIGHT_FD_READ: u64 = 1 << 1;
 const RIGHT_FD_WRITE: u64 = 1 << 6;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+const FILETYPE_DIRECTORY: u8 = 3;
+const FILETYPE_REGULAR_FILE: u8 = 4;
+const FILETYPE_SOCKET_STREAM: u8 = 6;
 const MAX_IOVS: u32 = 1024;
 
-fn range(mem: &[u8], ptr: u32, len: u32) -> Result<core::ops::Range<usize>, u32> {
+fn range(mem: &[u8], ptr: u32, len: u32) -> Result<Range<usize>, u32> {
     let start = ptr as usize;
     let end = start.checked_add(len as usize).ok_or(errno::FAULT)?;
     if end > mem.len() {
@@ -122,6 +225,66 @@ fn done(r: Result<(), u32>) -> WasiResult {
     })
 }
 
+/// An errno for the program, or a reason to stop the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    Errno(u32),
+    Stop(Stop),
+}
+
+impl From<u32> for Fail {
+    fn from(e: u32) -> Self {
+        Fail::Errno(e)
+    }
+}
+
+/// [`done`] for calls that may also stop the workload.
+fn finish(r: Result<(), Fail>) -> WasiResult {
+    match r {
+        Ok(()) => Ok(errno::SUCCESS),
+        Err(Fail::Errno(e)) => Ok(e),
+        Err(Fail::Stop(s)) => Err(s),
+    }
+}
+
+/// The memory ranges of an iovec array, all checked before anything is read or written.
+fn iovecs(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<Range<usize>>, u32> {
+    if iovs_len > MAX_IOVS {
+        return Err(errno::INVAL);
+    }
+    let mut out = Vec::with_capacity(iovs_len as usize);
+    for i in 0..iovs_len {
+        let iov = iovs.checked_add(8 * i).ok_or(errno::FAULT)?;
+        let ptr = read_u32(mem, iov)?;
+        let len = read_u32(mem, iov.checked_add(4).ok_or(errno::FAULT)?)?;
+        out.push(range(mem, ptr, len)?);
+    }
+    Ok(out)
+}
+
+/// Gathers the iovecs of a write into one buffer.
+fn gather(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<u8>, u32> {
+    let mut data = Vec::new();
+    for r in iovecs(mem, iovs, iovs_len)? {
+        data.extend_from_slice(&mem[r]);
+    }
+    Ok(data)
+}
+
+/// Copies `data` into the (already checked) iovec ranges; returns the bytes copied.
+fn scatter(mem: &mut [u8], ranges: &[Range<usize>], data: &[u8]) -> usize {
+    let mut at = 0;
+    for r in ranges {
+        let n = r.len().min(data.len() - at);
+        mem[r.start..r.start + n].copy_from_slice(&data[at..at + n]);
+        at += n;
+        if at == data.len() {
+            break;
+        }
+    }
+    at
+}
+
 fn nul_terminated(items: &[String]) -> Vec<Vec<u8>> {
     items
         .iter()
@@ -135,7 +298,71 @@ fn nul_terminated(items: &[String]) -> Vec<Vec<u8>> {
 
 impl WasiCtx {
     pub fn new(args: &[String], env: &[String], log_cap: usize) -> Self {
-        WasiCtx { args: nul_terminated(args), env: nul_terminated(env), log: Log::new(log_cap) }
+        let stdio = |kind| Some(Entry { kind, fdflags: 0, opened: false });
+        WasiCtx {
+            args: nul_terminated(args),
+            env: nul_terminated(env),
+            log: Log::new(log_cap),
+            fds: alloc::vec![stdio(Kind::Stdin), stdio(Kind::Stdout), stdio(Kind::Stderr)],
+            files: None,
+            sockets: None,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Gives the program the file area `area` as `/data`, capped at `quota_bytes`
+    /// (committed plus open bytes). Call before the program runs.
+    pub fn attach_files(&mut self, area: Box<dyn FileArea + Send>, quota_bytes: u64) {
+        self.files = Some(fs::Files::new(area, quota_bytes));
+        self.place_preopens();
+    }
+
+    /// Gives the program one preopened listening socket per port of `listeners` (see
+    /// the module docs for their fd numbers). Call before the program runs.
+    pub fn attach_sockets(&mut self, sockets: Box<dyn Sockets + Send>, listeners: &[u16]) {
+        self.sockets = Some(sockets);
+        self.listeners = listeners.to_vec();
+        self.place_preopens();
+    }
+
+    /// The fd of the listener for `port`, if there is one.
+    pub fn listener_fd(&self, port: u16) -> Option<u32> {
+        self.fds.iter().position(|e| matches!(e, Some(Entry { kind: Kind::Listener(p), .. }) if *p == port)).map(|i| i as u32)
+    }
+
+    fn place_preopens(&mut self) {
+        assert!(self.fds.iter().all(|e| !matches!(e, Some(Entry { opened: true, .. }))), "preopens placed after the program opened fds");
+        self.fds.truncate(3);
+        let pre = |kind| Some(Entry { kind, fdflags: 0, opened: false });
+        if self.files.is_some() {
+            self.fds.push(pre(Kind::Dir));
+        }
+        for &p in &self.listeners {
+            self.fds.push(pre(Kind::Listener(p)));
+        }
+    }
+
+    fn entry(&mut self, fd: u32) -> Result<&mut Entry, u32> {
+        self.fds.get_mut(fd as usize).and_then(Option::as_mut).ok_or(errno::BADF)
+    }
+
+    /// Puts `entry` at the lowest free fd.
+    fn insert(&mut self, kind: Kind, fdflags: u16) -> Result<u32, u32> {
+        if self.fds.iter().flatten().filter(|e| e.opened).count() >= MAX_OPEN_FDS {
+            return Err(errno::MFILE);
+        }
+        let entry = Some(Entry { kind, fdflags, opened: true });
+        let fd = match self.fds.iter().position(Option::is_none) {
+            Some(i) => {
+                self.fds[i] = entry;
+                i
+            }
+            None => {
+                self.fds.push(entry);
+                self.fds.len() - 1
+            }
+        };
+        Ok(fd as u32)
     }
 
     fn sizes(list: &[Vec<u8>], mem: &mut [u8], count_ptr: u32, size_ptr: u32) -> WasiResult {
@@ -202,76 +429,137 @@ impl WasiCtx {
         }
     }
 
-    /// Gathers the iovecs of an `fd_write` into one buffer.
-    fn gather(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<u8>, u32> {
-        if iovs_len > MAX_IOVS {
-            return Err(errno::INVAL);
-        }
-        let mut data = Vec::new();
-        for i in 0..iovs_len {
-            let iov = iovs.checked_add(8 * i).ok_or(errno::FAULT)?;
-            let ptr = read_u32(mem, iov)?;
-            let len = read_u32(mem, iov.checked_add(4).ok_or(errno::FAULT)?)?;
-            let r = range(mem, ptr, len)?;
-            data.extend_from_slice(&mem[r]);
-        }
-        Ok(data)
-    }
-
     pub fn fd_write(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, nwritten: u32) -> WasiResult {
-        let stream = match fd {
-            1 => Stream::Stdout,
-            2 => Stream::Stderr,
-            _ => return Ok(errno::BADF),
-        };
-        let data = match Self::gather(mem, iovs, iovs_len) {
-            Ok(d) => d,
-            Err(e) => return Ok(e),
-        };
-        // Check the result pointer before accepting output, so a fault writes nothing.
-        if let Err(e) = range(mem, nwritten, 4) {
-            return Ok(e);
-        }
-        self.log.write(stream, &data).map_err(|_| Stop::LogFull)?;
-        done(write_u32(mem, nwritten, data.len() as u32))
+        let r = (|| {
+            let stream = match self.entry(fd)?.kind {
+                Kind::Stdout => Stream::Stdout,
+                Kind::Stderr => Stream::Stderr,
+                Kind::File(_) => {
+                    let data = gather(mem, iovs, iovs_len)?;
+                    range(mem, nwritten, 4)?;
+                    let n = self.file_write(fd, &data, None)?;
+                    return Ok(write_u32(mem, nwritten, n as u32)?);
+                }
+                Kind::Conn(_) => {
+                    let data = gather(mem, iovs, iovs_len)?;
+                    range(mem, nwritten, 4)?;
+                    let n = self.conn_send(fd, &data)?;
+                    return Ok(write_u32(mem, nwritten, n as u32)?);
+                }
+                _ => return Err(Fail::Errno(errno::BADF)),
+            };
+            let data = gather(mem, iovs, iovs_len)?;
+            // Check the result pointer before accepting output, so a fault writes nothing.
+            range(mem, nwritten, 4)?;
+            self.log.write(stream, &data).map_err(|_| Fail::Stop(Stop::LogFull))?;
+            Ok(write_u32(mem, nwritten, data.len() as u32)?)
+        })();
+        finish(r)
     }
 
     /// stdin is empty: reads return 0 bytes.
-    pub fn fd_read(&mut self, mem: &mut [u8], fd: u32, _iovs: u32, _iovs_len: u32, nread: u32) -> WasiResult {
-        if fd != 0 {
-            return Ok(errno::BADF);
-        }
-        done(write_u32(mem, nread, 0))
+    pub fn fd_read(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, nread: u32) -> WasiResult {
+        let r = (|| {
+            let n = match self.entry(fd)?.kind {
+                Kind::Stdin => 0,
+                Kind::File(_) => {
+                    let ranges = iovecs(mem, iovs, iovs_len)?;
+                    range(mem, nread, 4)?;
+                    self.file_read(fd, mem, &ranges, None)?
+                }
+                Kind::Conn(_) => {
+                    let ranges = iovecs(mem, iovs, iovs_len)?;
+                    range(mem, nread, 4)?;
+                    self.conn_recv(fd, mem, &ranges)?
+                }
+                Kind::Dir => return Err(Fail::Errno(errno::ISDIR)),
+                _ => return Err(Fail::Errno(errno::BADF)),
+            };
+            Ok(write_u32(mem, nread, n as u32)?)
+        })();
+        finish(r)
     }
 
+    /// Closing stdio is accepted and changes nothing; closing a file commits it.
     pub fn fd_close(&mut self, fd: u32) -> WasiResult {
-        Ok(if fd <= 2 { errno::SUCCESS } else { errno::BADF })
+        let r = (|| {
+            let entry = self.entry(fd)?;
+            if matches!(entry.kind, Kind::Stdin | Kind::Stdout | Kind::Stderr) {
+                return Ok(());
+            }
+            let Some(entry) = self.fds[fd as usize].take() else { return Err(errno::BADF) };
+            match entry.kind {
+                Kind::File(f) => self.file_close(f),
+                Kind::Conn(c) => {
+                    if let Some(s) = self.sockets.as_mut() {
+                        s.close(c);
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        })();
+        done(r)
     }
 
-    pub fn fd_seek(&mut self, fd: u32) -> WasiResult {
-        Ok(if fd <= 2 { errno::SPIPE } else { errno::BADF })
+    pub fn fd_seek(&mut self, mem: &mut [u8], fd: u32, offset: i64, whence: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            match self.entry(fd)?.kind {
+                Kind::File(_) => {}
+                Kind::Dir => return Err(errno::ISDIR),
+                _ => return Err(errno::SPIPE),
+            }
+            range(mem, out, 8)?;
+            let pos = self.file_seek(fd, offset, whence)?;
+            write_u64(mem, out, pos)
+        })();
+        done(r)
+    }
+
+    pub fn fd_tell(&mut self, mem: &mut [u8], fd: u32, out: u32) -> WasiResult {
+        self.fd_seek(mem, fd, 0, 1, out)
     }
 
     /// stdin/stdout/stderr are character devices (so wasi-libc line-buffers stdout).
     pub fn fd_fdstat_get(&mut self, mem: &mut [u8], fd: u32, out: u32) -> WasiResult {
-        let rights = match fd {
-            0 => RIGHT_FD_READ,
-            1 | 2 => RIGHT_FD_WRITE,
-            _ => return Ok(errno::BADF),
-        };
-        let mut stat = [0u8; 24];
-        stat[0] = FILETYPE_CHARACTER_DEVICE;
-        stat[8..16].copy_from_slice(&rights.to_le_bytes());
-        done(write_bytes(mem, out, &stat))
+        let r = (|| {
+            let entry = self.entry(fd)?;
+            let (filetype, base, inheriting) = match &entry.kind {
+                Kind::Stdin => (FILETYPE_CHARACTER_DEVICE, RIGHT_FD_READ, 0),
+                Kind::Stdout | Kind::Stderr => (FILETYPE_CHARACTER_DEVICE, RIGHT_FD_WRITE, 0),
+                Kind::Dir => (FILETYPE_DIRECTORY, fs::RIGHTS_DIR, fs::RIGHTS_DIR | fs::RIGHTS_FILE),
+                Kind::File(f) => (FILETYPE_REGULAR_FILE, f.rights(), 0),
+                Kind::Listener(_) => (FILETYPE_SOCKET_STREAM, net::RIGHTS_LISTENER, net::RIGHTS_CONN),
+                Kind::Conn(_) => (FILETYPE_SOCKET_STREAM, net::RIGHTS_CONN, 0),
+            };
+            let mut stat = [0u8; 24];
+            stat[0] = filetype;
+            stat[2..4].copy_from_slice(&entry.fdflags.to_le_bytes());
+            stat[8..16].copy_from_slice(&base.to_le_bytes());
+            stat[16..24].copy_from_slice(&inheriting.to_le_bytes());
+            write_bytes(mem, out, &stat)
+        })();
+        done(r)
     }
 
-    pub fn fd_fdstat_set_flags(&mut self, fd: u32) -> WasiResult {
-        Ok(if fd <= 2 { errno::NOTSUP } else { errno::BADF })
-    }
-
-    /// No preopened directories.
-    pub fn fd_prestat_get(&mut self, _fd: u32) -> WasiResult {
-        Ok(errno::BADF)
+    /// Sockets and files take `NONBLOCK` (and files `APPEND`); stdio takes nothing.
+    pub fn fd_fdstat_set_flags(&mut self, fd: u32, flags: u32) -> WasiResult {
+        let r = (|| {
+            let entry = self.entry(fd)?;
+            let allowed = match entry.kind {
+                Kind::Stdin | Kind::Stdout | Kind::Stderr => return Err(errno::NOTSUP),
+                Kind::Listener(_) | Kind::Conn(_) => FDFLAGS_NONBLOCK,
+                Kind::File(_) => FDFLAGS_NONBLOCK | FDFLAGS_APPEND,
+                Kind::Dir => FDFLAGS_NONBLOCK,
+            };
+            let flags = u16::try_from(flags).map_err(|_| errno::INVAL)?;
+            if flags & !allowed != 0 {
+                return Err(errno::NOTSUP);
+            }
+            entry.fdflags = (entry.fdflags & !allowed) | flags;
+            Ok(())
+        })();
+        done(r)
     }
 
     pub fn proc_exit(&mut self, code: u32) -> WasiResult {
@@ -363,7 +651,86 @@ mod test {
         assert_eq!(mem[0], FILETYPE_CHARACTER_DEVICE);
         assert_eq!(u64::from_le_bytes(mem[8..16].try_into().unwrap()), RIGHT_FD_WRITE);
         assert_eq!(c.fd_fdstat_get(&mut mem, 5, 0), Ok(errno::BADF));
-        assert_eq!(c.fd_prestat_get(3), Ok(errno::BADF));
+        assert_eq!(c.fd_prestat_get(&mut mem, 3, 0), Ok(errno::BADF));
         assert_eq!(c.proc_exit(7), Err(Stop::Exit(7)));
+    }
+}
+
+/// Linear memory for the host tests of the file and socket calls: fixed scratch
+/// addresses for names, iovecs, data and results.
+#[cfg(test)]
+mod testmem {
+    use super::*;
+    use alloc::vec;
+
+    pub const NAME: u32 = 1000;
+    pub const OUT: u32 = 8;
+    pub const IOV: u32 = 128; // OUT..OUT + 64 holds a filestat
+    pub const DATA: u32 = 4096;
+    pub const SIZE: usize = 256 << 10;
+
+    pub struct T {
+        pub c: WasiCtx,
+        pub mem: Vec<u8>,
+    }
+
+    pub fn ok(r: WasiResult) -> Result<(), u32> {
+        match r.expect("no stop") {
+            errno::SUCCESS => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    impl T {
+        pub fn new() -> Self {
+            T { c: WasiCtx::new(&[], &[], 1 << 16), mem: vec![0; SIZE] }
+        }
+
+        pub fn out_u32(&self) -> u32 {
+            read_u32(&self.mem, OUT).unwrap()
+        }
+
+        pub fn name(&mut self, name: &[u8]) -> u32 {
+            self.mem[NAME as usize..NAME as usize + name.len()].copy_from_slice(name);
+            name.len() as u32
+        }
+
+        pub fn open(&mut self, name: &str, oflags: u32, rights: u64) -> Result<u32, u32> {
+            self.open_with(name, oflags, rights, 0)
+        }
+
+        pub fn open_with(&mut self, name: &str, oflags: u32, rights: u64, fdflags: u32) -> Result<u32, u32> {
+            let len = self.name(name.as_bytes());
+            ok(self.c.path_open(&mut self.mem, 3, NAME, len, oflags, rights, fdflags, OUT))?;
+            Ok(self.out_u32())
+        }
+
+        /// Puts `bytes` at DATA and one iovec for them at IOV.
+        pub fn iov(&mut self, bytes: &[u8]) {
+            self.mem[DATA as usize..DATA as usize + bytes.len()].copy_from_slice(bytes);
+            self.iov_len(bytes.len() as u32);
+        }
+
+        pub fn iov_len(&mut self, len: u32) {
+            write_u32(&mut self.mem, IOV, DATA).unwrap();
+            write_u32(&mut self.mem, IOV + 4, len).unwrap();
+        }
+
+        pub fn write(&mut self, fd: u32, bytes: &[u8]) -> Result<u32, u32> {
+            self.iov(bytes);
+            ok(self.c.fd_write(&mut self.mem, fd, IOV, 1, OUT))?;
+            Ok(self.out_u32())
+        }
+
+        pub fn read(&mut self, fd: u32, len: u32) -> Result<Vec<u8>, u32> {
+            self.iov_len(len);
+            ok(self.c.fd_read(&mut self.mem, fd, IOV, 1, OUT))?;
+            let n = self.out_u32() as usize;
+            Ok(self.mem[DATA as usize..DATA as usize + n].to_vec())
+        }
+
+        pub fn close(&mut self, fd: u32) -> Result<(), u32> {
+            ok(self.c.fd_close(fd))
+        }
     }
 }

@@ -1,0 +1,923 @@
+//! The preopened directory `/data`: WASI file calls over a [`FileArea`].
+//!
+//! Open files live in memory as nodes shared by every fd open on the same name, so
+//! two fds see each other's writes. A node is committed whole through
+//! [`FileArea::write`] when its last fd closes and on `fd_sync`/`fd_datasync` (or
+//! after every write on an fd opened with `SYNC`/`DSYNC`). `O_CREAT` of a new name
+//! commits it empty at once, so every name a program sees is in the area. A file
+//! unlinked while open keeps its data until its last close and is not committed.
+//!
+//! Limits: committed plus open bytes stay within the quota and the area holds at most
+//! [`MAX_FILES`] files (`ENOSPC` otherwise); names are checked by [`check_name`].
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::area::{check_name, FileArea, FileAreaError, MAX_FILES};
+use super::{errno, range, scatter, write_bytes, write_u32, done, iovecs, gather, Kind, WasiCtx, WasiResult};
+use super::{FDFLAGS_APPEND, FDFLAGS_DSYNC, FDFLAGS_NONBLOCK, FDFLAGS_RSYNC, FDFLAGS_SYNC};
+use super::{FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE, FILETYPE_SOCKET_STREAM};
+
+/// The name of the preopened directory.
+pub const PREOPEN_NAME: &str = "/data";
+
+const RIGHT_FD_DATASYNC: u64 = 1 << 0;
+const RIGHT_FD_READ: u64 = 1 << 1;
+const RIGHT_FD_SEEK: u64 = 1 << 2;
+const RIGHT_FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
+const RIGHT_FD_SYNC: u64 = 1 << 4;
+const RIGHT_FD_TELL: u64 = 1 << 5;
+const RIGHT_FD_WRITE: u64 = 1 << 6;
+const RIGHT_PATH_CREATE_FILE: u64 = 1 << 10;
+const RIGHT_PATH_OPEN: u64 = 1 << 13;
+const RIGHT_FD_READDIR: u64 = 1 << 14;
+const RIGHT_PATH_FILESTAT_GET: u64 = 1 << 18;
+const RIGHT_FD_FILESTAT_GET: u64 = 1 << 21;
+const RIGHT_FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+const RIGHT_PATH_UNLINK_FILE: u64 = 1 << 26;
+const RIGHT_POLL_FD_READWRITE: u64 = 1 << 27;
+
+/// Rights of a directory fd.
+pub(super) const RIGHTS_DIR: u64 = RIGHT_PATH_CREATE_FILE
+    | RIGHT_PATH_OPEN
+    | RIGHT_FD_READDIR
+    | RIGHT_PATH_FILESTAT_GET
+    | RIGHT_FD_FILESTAT_GET
+    | RIGHT_PATH_UNLINK_FILE
+    | RIGHT_FD_SYNC
+    | RIGHT_FD_DATASYNC;
+/// Every right a file fd can have (read and write ones only as opened).
+pub(super) const RIGHTS_FILE: u64 = RIGHTS_FILE_READ | RIGHTS_FILE_WRITE | RIGHTS_FILE_ANY;
+const RIGHTS_FILE_READ: u64 = RIGHT_FD_READ;
+const RIGHTS_FILE_WRITE: u64 = RIGHT_FD_WRITE | RIGHT_FD_DATASYNC | RIGHT_FD_SYNC | RIGHT_FD_FILESTAT_SET_SIZE;
+const RIGHTS_FILE_ANY: u64 =
+    RIGHT_FD_SEEK | RIGHT_FD_TELL | RIGHT_FD_FILESTAT_GET | RIGHT_FD_FDSTAT_SET_FLAGS | RIGHT_POLL_FD_READWRITE;
+
+const OFLAGS_CREAT: u32 = 1;
+const OFLAGS_DIRECTORY: u32 = 2;
+const OFLAGS_EXCL: u32 = 4;
+const OFLAGS_TRUNC: u32 = 8;
+const FDFLAGS_ALL: u32 = (FDFLAGS_APPEND | FDFLAGS_DSYNC | FDFLAGS_NONBLOCK | FDFLAGS_RSYNC | FDFLAGS_SYNC) as u32;
+
+const DIRENT_HEADER_BYTES: usize = 24;
+const FILESTAT_BYTES: usize = 64;
+/// Inode number of `/data` itself.
+const DIR_INO: u64 = 1;
+
+/// An fd open on a file.
+#[derive(Debug)]
+pub(super) struct OpenFile {
+    node: usize,
+    read: bool,
+    write: bool,
+    pos: u64,
+}
+
+impl OpenFile {
+    pub(super) fn rights(&self) -> u64 {
+        let mut r = RIGHTS_FILE_ANY;
+        if self.read {
+            r |= RIGHTS_FILE_READ;
+        }
+        if self.write {
+            r |= RIGHTS_FILE_WRITE;
+        }
+        r
+    }
+}
+
+/// An open file's contents.
+struct Node {
+    name: String,
+    data: Vec<u8>,
+    /// Changed since the last commit.
+    dirty: bool,
+    /// Number of fds open on it.
+    refs: u32,
+    /// Removed from the area while open: never committed again.
+    unlinked: bool,
+}
+
+/// The file area of one workload and its open files.
+pub(super) struct Files {
+    area: Box<dyn FileArea + Send>,
+    quota_bytes: u64,
+    /// Committed name -> size, loaded from the area on first use.
+    committed: Option<BTreeMap<String, u64>>,
+    nodes: Vec<Option<Node>>,
+}
+
+/// Stable nonzero inode number of a name (FNV-1a).
+fn ino(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 2 // never 0 (wasi-libc then stats the name) nor DIR_INO
+}
+
+fn filestat(ino: u64, filetype: u8, nlink: u64, size: u64) -> [u8; FILESTAT_BYTES] {
+    let mut s = [0u8; FILESTAT_BYTES];
+    s[8..16].copy_from_slice(&ino.to_le_bytes());
+    s[16] = filetype;
+    s[24..32].copy_from_slice(&nlink.to_le_bytes());
+    s[32..40].copy_from_slice(&size.to_le_bytes());
+    s
+}
+
+fn area_err(e: FileAreaError) -> u32 {
+    e.errno()
+}
+
+impl Files {
+    pub(super) fn new(area: Box<dyn FileArea + Send>, quota_bytes: u64) -> Self {
+        Files { area, quota_bytes, committed: None, nodes: Vec::new() }
+    }
+
+    fn committed(&mut self) -> Result<&mut BTreeMap<String, u64>, u32> {
+        if self.committed.is_none() {
+            let list = self.area.list().map_err(area_err)?;
+            self.committed = Some(list.into_iter().collect());
+        }
+        Ok(self.committed.as_mut().expect("loaded above"))
+    }
+
+    /// The open, not unlinked node of `name`.
+    fn live(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| matches!(n, Some(n) if !n.unlinked && n.name == name))
+    }
+
+    fn node(&mut self, i: usize) -> &mut Node {
+        self.nodes[i].as_mut().expect("an fd refers to a live node")
+    }
+
+    /// Committed bytes of files not open, plus the bytes of every open file.
+    fn usage_bytes(&mut self) -> Result<u64, u32> {
+        let open: u64 = self.nodes.iter().flatten().map(|n| n.data.len() as u64).sum();
+        let mut closed = 0u64;
+        let committed = self.committed.as_ref().expect("usage after committed()");
+        for (name, size) in committed {
+            if self.live(name).is_none() {
+                closed += size;
+            }
+        }
+        Ok(open + closed)
+    }
+
+    /// Size of `name` (its open contents if open), `None` if there is no such file.
+    fn size_of(&mut self, name: &str) -> Result<Option<u64>, u32> {
+        let committed = self.committed()?.get(name).copied();
+        Ok(match self.live(name) {
+            Some(i) => Some(self.node(i).data.len() as u64),
+            None => committed,
+        })
+    }
+
+    /// Every file as (name, size), sorted by name.
+    fn names(&mut self) -> Result<Vec<(String, u64)>, u32> {
+        let names: Vec<String> = self.committed()?.keys().cloned().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let size = self.size_of(&n)?.unwrap_or(0);
+            out.push((n, size));
+        }
+        Ok(out)
+    }
+
+    /// Opens (and maybe creates or truncates) `name`; returns its node.
+    fn open(&mut self, name: &str, oflags: u32) -> Result<usize, u32> {
+        let (create, excl, trunc) = (oflags & OFLAGS_CREAT != 0, oflags & OFLAGS_EXCL != 0, oflags & OFLAGS_TRUNC != 0);
+        if let Some(i) = self.live(name) {
+            if create && excl {
+                return Err(errno::EXIST);
+            }
+            let n = self.node(i);
+            n.refs += 1;
+            if trunc && !n.data.is_empty() {
+                n.data.clear();
+                n.dirty = true;
+            }
+            return Ok(i);
+        }
+        let exists = self.committed()?.contains_key(name);
+        let data = if exists {
+            if create && excl {
+                return Err(errno::EXIST);
+            }
+            let data = self.area.read(name).map_err(area_err)?.ok_or(errno::IO)?;
+            if trunc { Vec::new() } else { data }
+        } else {
+            if !create {
+                return Err(errno::NOENT);
+            }
+            if self.committed()?.len() >= MAX_FILES {
+                return Err(errno::NOSPC);
+            }
+            self.area.write(name, &[]).map_err(area_err)?;
+            self.committed()?.insert(name.into(), 0);
+            Vec::new()
+        };
+        let dirty = exists && trunc;
+        let node = Some(Node { name: name.into(), data, dirty, refs: 1, unlinked: false });
+        Ok(match self.nodes.iter().position(Option::is_none) {
+            Some(i) => {
+                self.nodes[i] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        })
+    }
+
+    /// Sets the length of node `i`, zero-filling growth, within the quota.
+    fn resize(&mut self, i: usize, len: u64) -> Result<(), u32> {
+        let old = self.node(i).data.len() as u64;
+        if len > old {
+            self.committed()?;
+            let usage = self.usage_bytes()?;
+            if usage - old + len > self.quota_bytes {
+                return Err(errno::NOSPC);
+            }
+        }
+        let len = usize::try_from(len).map_err(|_| errno::FBIG)?;
+        let n = self.node(i);
+        n.data.resize(len, 0);
+        n.dirty = true;
+        Ok(())
+    }
+
+    /// Hands node `i` to the area if it changed.
+    fn commit(&mut self, i: usize) -> Result<(), u32> {
+        let Files { area, committed, nodes, .. } = self;
+        let n = nodes[i].as_mut().expect("an fd refers to a live node");
+        if !n.dirty || n.unlinked {
+            return Ok(());
+        }
+        area.write(&n.name, &n.data).map_err(area_err)?;
+        n.dirty = false;
+        if let Some(c) = committed.as_mut() {
+            c.insert(n.name.clone(), n.data.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Drops one fd's hold on node `i`, committing it when it was the last.
+    fn release(&mut self, i: usize) -> Result<(), u32> {
+        let n = self.node(i);
+        n.refs -= 1;
+        if n.refs > 0 {
+            return Ok(());
+        }
+        let r = self.commit(i);
+        self.nodes[i] = None;
+        r
+    }
+
+    fn unlink(&mut self, name: &str) -> Result<(), u32> {
+        if !self.committed()?.contains_key(name) {
+            return Err(errno::NOENT);
+        }
+        self.area.remove(name).map_err(area_err)?;
+        self.committed()?.remove(name);
+        if let Some(i) = self.live(name) {
+            self.node(i).unlinked = true;
+        }
+        Ok(())
+    }
+}
+
+impl WasiCtx {
+    fn files(&mut self) -> Result<&mut Files, u32> {
+        self.files.as_mut().ok_or(errno::BADF)
+    }
+
+    /// `fd` must be a directory fd.
+    fn dir(&mut self, fd: u32) -> Result<(), u32> {
+        match self.entry(fd)?.kind {
+            Kind::Dir => Ok(()),
+            _ => Err(errno::NOTDIR),
+        }
+    }
+
+    fn file(&mut self, fd: u32) -> Result<(&mut OpenFile, u16, &mut Files), u32> {
+        let Some(Some(entry)) = self.fds.get_mut(fd as usize) else { return Err(errno::BADF) };
+        let flags = entry.fdflags;
+        match (&mut entry.kind, self.files.as_mut()) {
+            (Kind::File(f), Some(files)) => Ok((f, flags, files)),
+            (Kind::Dir, _) => Err(errno::ISDIR),
+            (Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::Listener(_) | Kind::Conn(_), _) => Err(errno::SPIPE),
+            _ => Err(errno::BADF),
+        }
+    }
+
+    /// Reads from a file at its position (advancing it) or at `at`.
+    pub(super) fn file_read(&mut self, fd: u32, mem: &mut [u8], ranges: &[Range<usize>], at: Option<u64>) -> Result<usize, u32> {
+        let (f, _, files) = self.file(fd)?;
+        if !f.read {
+            return Err(errno::BADF);
+        }
+        let pos = at.unwrap_or(f.pos);
+        let data = &files.node(f.node).data;
+        let Ok(start) = usize::try_from(pos) else { return Ok(0) };
+        if start >= data.len() {
+            return Ok(0);
+        }
+        let n = scatter(mem, ranges, &data[start..]);
+        if at.is_none() {
+            f.pos += n as u64;
+        }
+        Ok(n)
+    }
+
+    /// Writes to a file at its position (or its end with `APPEND`; advancing it), or at `at`.
+    pub(super) fn file_write(&mut self, fd: u32, bytes: &[u8], at: Option<u64>) -> Result<usize, u32> {
+        let (f, flags, files) = self.file(fd)?;
+        if !f.write {
+            return Err(errno::BADF);
+        }
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let len = files.node(f.node).data.len() as u64;
+        let pos = match at {
+            Some(at) => at,
+            None if flags & FDFLAGS_APPEND != 0 => len,
+            None => f.pos,
+        };
+        let end = pos.checked_add(bytes.len() as u64).ok_or(errno::FBIG)?;
+        if end > len {
+            files.resize(f.node, end)?;
+        }
+        let n = files.node(f.node);
+        // pos < end <= data.len(), which is a usize.
+        n.data[pos as usize..end as usize].copy_from_slice(bytes);
+        n.dirty = true;
+        if at.is_none() {
+            f.pos = end;
+        }
+        if flags & (FDFLAGS_SYNC | FDFLAGS_DSYNC) != 0 {
+            files.commit(f.node)?;
+        }
+        Ok(bytes.len())
+    }
+
+    pub(super) fn file_seek(&mut self, fd: u32, offset: i64, whence: u32) -> Result<u64, u32> {
+        let (f, _, files) = self.file(fd)?;
+        let base = match whence {
+            0 => 0,
+            1 => f.pos,
+            2 => files.node(f.node).data.len() as u64,
+            _ => return Err(errno::INVAL),
+        };
+        let pos = base.checked_add_signed(offset).ok_or(errno::INVAL)?;
+        if pos > i64::MAX as u64 {
+            return Err(errno::INVAL);
+        }
+        f.pos = pos;
+        Ok(pos)
+    }
+
+    pub(super) fn file_close(&mut self, f: OpenFile) -> Result<(), u32> {
+        self.files()?.release(f.node)
+    }
+
+    /// The preopened directory answers `/data`; every other fd `BADF`.
+    pub fn fd_prestat_get(&mut self, mem: &mut [u8], fd: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            match self.entry(fd)? {
+                super::Entry { kind: Kind::Dir, opened: false, .. } => {}
+                _ => return Err(errno::BADF),
+            }
+            let mut prestat = [0u8; 8]; // tag 0 = directory
+            prestat[4..8].copy_from_slice(&(PREOPEN_NAME.len() as u32).to_le_bytes());
+            write_bytes(mem, out, &prestat)
+        })();
+        done(r)
+    }
+
+    pub fn fd_prestat_dir_name(&mut self, mem: &mut [u8], fd: u32, path: u32, path_len: u32) -> WasiResult {
+        let r = (|| {
+            match self.entry(fd)? {
+                super::Entry { kind: Kind::Dir, opened: false, .. } => {}
+                _ => return Err(errno::BADF),
+            }
+            if (path_len as usize) < PREOPEN_NAME.len() {
+                return Err(errno::NAMETOOLONG);
+            }
+            write_bytes(mem, path, PREOPEN_NAME.as_bytes())
+        })();
+        done(r)
+    }
+
+    /// Opens `.` (the directory, for `fd_readdir`) or a file by name in it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn path_open(
+        &mut self,
+        mem: &mut [u8],
+        dirfd: u32,
+        path: u32,
+        path_len: u32,
+        oflags: u32,
+        rights_base: u64,
+        fdflags: u32,
+        out: u32,
+    ) -> WasiResult {
+        let r = (|| {
+            self.dir(dirfd)?;
+            let path = mem[range(mem, path, path_len)?].to_vec();
+            range(mem, out, 4)?;
+            if oflags & !(OFLAGS_CREAT | OFLAGS_DIRECTORY | OFLAGS_EXCL | OFLAGS_TRUNC) != 0 || fdflags & !FDFLAGS_ALL != 0 {
+                return Err(errno::INVAL);
+            }
+            let fdflags = fdflags as u16;
+            if path == b"." {
+                if oflags & (OFLAGS_CREAT | OFLAGS_EXCL) == OFLAGS_CREAT | OFLAGS_EXCL {
+                    return Err(errno::EXIST);
+                }
+                if oflags & OFLAGS_TRUNC != 0 {
+                    return Err(errno::ISDIR);
+                }
+                let fd = self.insert(Kind::Dir, fdflags & FDFLAGS_NONBLOCK)?;
+                return write_u32(mem, out, fd);
+            }
+            let name = check_name(&path)?;
+            let files = self.files()?;
+            if oflags & OFLAGS_DIRECTORY != 0 {
+                return Err(if files.size_of(name)?.is_some() { errno::NOTDIR } else { errno::NOENT });
+            }
+            let (read, write) = (rights_base & RIGHT_FD_READ != 0, rights_base & RIGHT_FD_WRITE != 0);
+            if oflags & OFLAGS_TRUNC != 0 && !write {
+                return Err(errno::INVAL);
+            }
+            // Check the fd limit before creating anything.
+            if self.fds.iter().flatten().filter(|e| e.opened).count() >= super::MAX_OPEN_FDS {
+                return Err(errno::MFILE);
+            }
+            let node = self.files()?.open(name, oflags)?;
+            let fd = self.insert(Kind::File(OpenFile { node, read, write, pos: 0 }), fdflags)?;
+            write_u32(mem, out, fd)
+        })();
+        done(r)
+    }
+
+    pub fn fd_pread(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, offset: u64, nread: u32) -> WasiResult {
+        let r = (|| {
+            let ranges = iovecs(mem, iovs, iovs_len)?;
+            range(mem, nread, 4)?;
+            let n = self.file_read(fd, mem, &ranges, Some(offset))?;
+            write_u32(mem, nread, n as u32)
+        })();
+        done(r)
+    }
+
+    pub fn fd_pwrite(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, offset: u64, nwritten: u32) -> WasiResult {
+        let r = (|| {
+            let data = gather(mem, iovs, iovs_len)?;
+            range(mem, nwritten, 4)?;
+            let n = self.file_write(fd, &data, Some(offset))?;
+            write_u32(mem, nwritten, n as u32)
+        })();
+        done(r)
+    }
+
+    /// Commits the file now (both `fd_sync` and `fd_datasync`); a directory has nothing
+    /// to commit.
+    pub fn fd_sync(&mut self, fd: u32) -> WasiResult {
+        let r = (|| {
+            if matches!(self.entry(fd)?.kind, Kind::Dir) {
+                return Ok(());
+            }
+            let (f, _, files) = self.file(fd).map_err(|e| if e == errno::SPIPE { errno::INVAL } else { e })?;
+            let node = f.node;
+            files.commit(node)
+        })();
+        done(r)
+    }
+
+    pub fn fd_filestat_get(&mut self, mem: &mut [u8], fd: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            let stat = match &self.entry(fd)?.kind {
+                Kind::Stdin | Kind::Stdout | Kind::Stderr => filestat(0, FILETYPE_CHARACTER_DEVICE, 1, 0),
+                Kind::Listener(_) | Kind::Conn(_) => filestat(0, FILETYPE_SOCKET_STREAM, 1, 0),
+                Kind::Dir => filestat(DIR_INO, FILETYPE_DIRECTORY, 1, 0),
+                Kind::File(f) => {
+                    let node = f.node;
+                    let n = self.files()?.node(node);
+                    filestat(ino(&n.name), FILETYPE_REGULAR_FILE, u64::from(!n.unlinked), n.data.len() as u64)
+                }
+            };
+            write_bytes(mem, out, &stat)
+        })();
+        done(r)
+    }
+
+    pub fn fd_filestat_set_size(&mut self, fd: u32, size: u64) -> WasiResult {
+        let r = (|| {
+            let (f, _, files) = self.file(fd).map_err(|e| if e == errno::SPIPE { errno::INVAL } else { e })?;
+            if !f.write {
+                return Err(errno::BADF);
+            }
+            let node = f.node;
+            files.resize(node, size)
+        })();
+        done(r)
+    }
+
+    pub fn path_filestat_get(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            self.dir(dirfd)?;
+            let path = mem[range(mem, path, path_len)?].to_vec();
+            range(mem, out, FILESTAT_BYTES as u32)?;
+            let stat = if path == b"." {
+                filestat(DIR_INO, FILETYPE_DIRECTORY, 1, 0)
+            } else {
+                let name = check_name(&path)?;
+                let size = self.files()?.size_of(name)?.ok_or(errno::NOENT)?;
+                filestat(ino(name), FILETYPE_REGULAR_FILE, 1, size)
+            };
+            write_bytes(mem, out, &stat)
+        })();
+        done(r)
+    }
+
+    pub fn path_unlink_file(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32) -> WasiResult {
+        let r = (|| {
+            self.dir(dirfd)?;
+            let path = mem[range(mem, path, path_len)?].to_vec();
+            let name = check_name(&path)?;
+            self.files()?.unlink(name)
+        })();
+        done(r)
+    }
+
+    /// Directory entries `.`, `..`, then the files sorted by name; the cookie of an
+    /// entry is its index, and `d_next` the index of the one after it. The last entry
+    /// is cut at the end of the buffer (a full buffer tells the caller to ask again).
+    pub fn fd_readdir(&mut self, mem: &mut [u8], fd: u32, buf: u32, buf_len: u32, cookie: u64, bufused: u32) -> WasiResult {
+        let r = (|| {
+            self.dir(fd)?;
+            let buf = range(mem, buf, buf_len)?;
+            range(mem, bufused, 4)?;
+            let files = self.files()?.names()?;
+            let dots = [(".", DIR_INO, FILETYPE_DIRECTORY), ("..", DIR_INO, FILETYPE_DIRECTORY)];
+            let entries = dots.into_iter().chain(files.iter().map(|(n, _)| (n.as_str(), ino(n), FILETYPE_REGULAR_FILE)));
+            let mut out = Vec::with_capacity(buf.len().min((2 + MAX_FILES) * (DIRENT_HEADER_BYTES + 64)));
+            for (i, (name, ino, filetype)) in entries.enumerate().skip(usize::try_from(cookie).unwrap_or(usize::MAX)) {
+                if out.len() >= buf.len() {
+                    break;
+                }
+                out.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+                out.extend_from_slice(&ino.to_le_bytes());
+                out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                out.extend_from_slice(&[filetype, 0, 0, 0]);
+                out.extend_from_slice(name.as_bytes());
+            }
+            out.truncate(buf.len());
+            mem[buf.start..buf.start + out.len()].copy_from_slice(&out);
+            write_u32(mem, bufused, out.len() as u32)
+        })();
+        done(r)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::super::testmem::{ok, T, DATA, IOV, NAME, OUT, SIZE};
+    use super::super::{read_u32, MemFileArea, MAX_OPEN_FDS};
+    use super::*;
+    use alloc::vec;
+    use std::sync::{Arc, Mutex};
+
+    const RW: u64 = RIGHT_FD_READ | RIGHT_FD_WRITE;
+    const CREAT: u32 = OFLAGS_CREAT;
+
+    /// A file area the test can look into while the context owns it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<MemFileArea>>);
+
+    impl FileArea for Shared {
+        fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
+            self.0.lock().unwrap().read(name)
+        }
+        fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().write(name, bytes)
+        }
+        fn remove(&mut self, name: &str) -> Result<bool, FileAreaError> {
+            self.0.lock().unwrap().remove(name)
+        }
+        fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
+            self.0.lock().unwrap().list()
+        }
+    }
+
+    impl Shared {
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.lock().unwrap().get(name).map(<[u8]>::to_vec)
+        }
+    }
+
+    fn with_area(quota: u64) -> (T, Shared) {
+        let mut t = T::new();
+        let area = Shared::default();
+        t.c.attach_files(Box::new(area.clone()), quota);
+        (t, area)
+    }
+
+    #[test]
+    fn data_is_preopened_at_fd_3_only_with_a_file_area() {
+        let mut t = T::new();
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)), Err(errno::BADF));
+        assert_eq!(t.open("x", CREAT, RW), Err(errno::BADF));
+        let (mut t, _) = with_area(1 << 20);
+        ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)).unwrap();
+        assert_eq!(&t.mem[OUT as usize..OUT as usize + 8], &[0, 0, 0, 0, 5, 0, 0, 0]);
+        ok(t.c.fd_prestat_dir_name(&mut t.mem, 3, NAME, 5)).unwrap();
+        assert_eq!(&t.mem[NAME as usize..NAME as usize + 5], b"/data");
+        assert_eq!(ok(t.c.fd_prestat_dir_name(&mut t.mem, 3, NAME, 4)), Err(errno::NAMETOOLONG));
+        assert_eq!(ok(t.c.fd_prestat_dir_name(&mut t.mem, 3, SIZE as u32 - 2, 5)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 3, u32::MAX)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 1, OUT)), Err(errno::BADF));
+        // A directory the program opens is not a preopen.
+        let d = t.open(".", OFLAGS_DIRECTORY, 0).unwrap();
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, d, OUT)), Err(errno::BADF));
+        ok(t.c.fd_fdstat_get(&mut t.mem, 3, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize], FILETYPE_DIRECTORY);
+    }
+
+    #[test]
+    fn create_write_close_commits_and_reopen_reads_back() {
+        let (mut t, area) = with_area(1 << 20);
+        assert_eq!(t.open("runs", 0, RW), Err(errno::NOENT));
+        let fd = t.open("runs", CREAT, RW).unwrap();
+        assert_eq!(fd, 4);
+        assert_eq!(area.get("runs"), Some(vec![])); // created at once
+        assert_eq!(t.write(fd, b"hello "), Ok(6));
+        assert_eq!(t.write(fd, b"world"), Ok(5));
+        assert_eq!(area.get("runs"), Some(vec![])); // not yet committed
+        t.close(fd).unwrap();
+        assert_eq!(area.get("runs").as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(t.close(fd), Err(errno::BADF));
+        let fd = t.open("runs", 0, RIGHT_FD_READ).unwrap();
+        assert_eq!(t.read(fd, 5).unwrap(), b"hello");
+        assert_eq!(t.read(fd, 100).unwrap(), b" world");
+        assert_eq!(t.read(fd, 100).unwrap(), b"");
+        // Read-only fd: no writes, no truncation; a clean close commits nothing.
+        assert_eq!(t.write(fd, b"x"), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_filestat_set_size(fd, 0)), Err(errno::BADF));
+        let writes = area.0.lock().unwrap().writes;
+        t.close(fd).unwrap();
+        assert_eq!(area.0.lock().unwrap().writes, writes);
+        // Write-only fd cannot read.
+        let fd = t.open("runs", 0, RIGHT_FD_WRITE).unwrap();
+        assert_eq!(t.read(fd, 1), Err(errno::BADF));
+        t.close(fd).unwrap();
+        assert_eq!(t.open("runs", CREAT | OFLAGS_EXCL, RW), Err(errno::EXIST));
+        let fd = t.open("runs", OFLAGS_TRUNC, RW).unwrap();
+        assert_eq!(t.read(fd, 10).unwrap(), b"");
+        t.close(fd).unwrap();
+        assert_eq!(area.get("runs"), Some(vec![]));
+        assert_eq!(t.open("runs", OFLAGS_TRUNC, RIGHT_FD_READ), Err(errno::INVAL));
+        assert_eq!(t.open("runs", OFLAGS_DIRECTORY, RW), Err(errno::NOTDIR));
+        assert_eq!(t.open("nope", OFLAGS_DIRECTORY, RW), Err(errno::NOENT));
+    }
+
+    #[test]
+    fn hostile_names_and_pointers_are_refused_without_side_effects() {
+        let (mut t, area) = with_area(1 << 20);
+        for (name, e) in [
+            (&b".."[..], errno::NOTCAPABLE),
+            (b"../x", errno::NOTCAPABLE),
+            (b"a/b", errno::NOENT),
+            (b"/etc/passwd", errno::NOENT),
+            (b"", errno::NOENT),
+            (&[b'n'; 65], errno::NAMETOOLONG),
+            (b"a\nb", errno::INVAL),
+            (b"\xc3", errno::ILSEQ),
+        ] {
+            let len = t.name(name);
+            assert_eq!(ok(t.c.path_open(&mut t.mem, 3, NAME, len, CREAT, RW, 0, OUT)), Err(e), "{name:?}");
+            assert_eq!(ok(t.c.path_filestat_get(&mut t.mem, 3, NAME, len, OUT)), Err(e), "{name:?}");
+            assert_eq!(ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)), Err(e), "{name:?}");
+        }
+        let len = t.name(b"x");
+        let m = &mut t.mem;
+        assert_eq!(ok(t.c.path_open(m, 3, SIZE as u32 - 1, 4, CREAT, RW, 0, OUT)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.path_open(m, 3, u32::MAX, u32::MAX, CREAT, RW, 0, OUT)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.path_open(m, 3, NAME, len, CREAT, RW, 0, SIZE as u32 - 3)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.path_open(m, 3, NAME, len, 0x100, RW, 0, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.path_open(m, 3, NAME, len, CREAT, RW, 0x8000, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.path_open(m, 1, NAME, len, CREAT, RW, 0, OUT)), Err(errno::NOTDIR));
+        assert_eq!(ok(t.c.path_open(m, 99, NAME, len, CREAT, RW, 0, OUT)), Err(errno::BADF));
+        assert_eq!(area.0.lock().unwrap().list().unwrap(), []);
+        // Bad iovecs and result pointers on a file fault and change nothing.
+        let fd = t.open("x", CREAT, RW).unwrap();
+        write_u32(&mut t.mem, IOV, SIZE as u32 - 2).unwrap();
+        write_u32(&mut t.mem, IOV + 4, 8).unwrap();
+        assert_eq!(ok(t.c.fd_write(&mut t.mem, fd, IOV, 1, OUT)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_read(&mut t.mem, fd, IOV, 1, OUT)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_write(&mut t.mem, fd, IOV, 2000, OUT)), Err(errno::INVAL));
+        t.iov(b"abc");
+        assert_eq!(ok(t.c.fd_write(&mut t.mem, fd, IOV, 1, u32::MAX)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_pwrite(&mut t.mem, fd, IOV, 1, 0, u32::MAX)), Err(errno::FAULT));
+        let m = &mut t.mem;
+        assert_eq!(ok(t.c.fd_filestat_get(m, fd, SIZE as u32 - 10)), Err(errno::FAULT));
+        ok(t.c.fd_filestat_get(m, fd, OUT)).unwrap();
+        assert_eq!(u64::from_le_bytes(m[OUT as usize + 32..OUT as usize + 40].try_into().unwrap()), 0);
+    }
+
+    #[test]
+    fn seek_tell_pread_pwrite_and_sizes() {
+        let (mut t, area) = with_area(1 << 20);
+        let fd = t.open("f", CREAT, RW).unwrap();
+        t.write(fd, b"0123456789").unwrap();
+        let m = &mut t.mem;
+        ok(t.c.fd_seek(m, fd, -4, 2, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(6));
+        ok(t.c.fd_seek(m, fd, 1, 1, OUT)).unwrap();
+        ok(t.c.fd_tell(m, fd, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(7));
+        assert_eq!(ok(t.c.fd_seek(m, fd, -8, 1, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_seek(m, fd, 0, 3, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_seek(m, fd, i64::MAX, 2, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_seek(m, fd, 0, 0, SIZE as u32)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_seek(m, 1, 0, 0, OUT)), Err(errno::SPIPE));
+        assert_eq!(ok(t.c.fd_seek(m, 3, 0, 0, OUT)), Err(errno::ISDIR));
+        assert_eq!(t.read(fd, 10).unwrap(), b"789");
+        // pread/pwrite leave the position alone; a write past the end zero-fills.
+        t.iov(b"AB");
+        ok(t.c.fd_pwrite(&mut t.mem, fd, IOV, 1, 12, OUT)).unwrap();
+        t.iov_len(20);
+        ok(t.c.fd_pread(&mut t.mem, fd, IOV, 1, 8, OUT)).unwrap();
+        assert_eq!(t.out_u32(), 6);
+        assert_eq!(&t.mem[DATA as usize..DATA as usize + 6], b"89\0\0AB");
+        ok(t.c.fd_pread(&mut t.mem, fd, IOV, 1, u64::MAX, OUT)).unwrap();
+        assert_eq!(t.out_u32(), 0);
+        assert_eq!(ok(t.c.fd_pwrite(&mut t.mem, fd, IOV, 1, u64::MAX - 1, OUT)), Err(errno::FBIG));
+        ok(t.c.fd_tell(&mut t.mem, fd, OUT)).unwrap();
+        assert_eq!(t.out_u32(), 10);
+        assert_eq!(ok(t.c.fd_pread(&mut t.mem, 1, IOV, 1, 0, OUT)), Err(errno::SPIPE));
+        assert_eq!(ok(t.c.fd_pread(&mut t.mem, 3, IOV, 1, 0, OUT)), Err(errno::ISDIR));
+        // Sizes: filestat, set_size both ways, path_filestat of an open file.
+        ok(t.c.fd_filestat_set_size(fd, 3)).unwrap();
+        let len = t.name(b"f");
+        ok(t.c.path_filestat_get(&mut t.mem, 3, NAME, len, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 16], FILETYPE_REGULAR_FILE);
+        assert_eq!(u64::from_le_bytes(t.mem[OUT as usize + 32..OUT as usize + 40].try_into().unwrap()), 3);
+        ok(t.c.fd_filestat_set_size(fd, 5)).unwrap();
+        ok(t.c.fd_sync(fd)).unwrap();
+        assert_eq!(area.get("f").as_deref(), Some(&b"012\0\0"[..]));
+        assert_eq!(ok(t.c.fd_sync(1)), Err(errno::INVAL));
+        ok(t.c.fd_sync(3)).unwrap();
+        // APPEND writes at the end whatever the position.
+        let a = t.open_with("f", 0, RW, u32::from(FDFLAGS_APPEND)).unwrap();
+        t.write(a, b"!").unwrap();
+        ok(t.c.fd_fdstat_get(&mut t.mem, a, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize], FILETYPE_REGULAR_FILE);
+        assert_eq!(t.mem[OUT as usize + 2], FDFLAGS_APPEND as u8);
+        t.close(a).unwrap();
+        // Both fds shared the file: the first sees the append.
+        t.iov_len(20);
+        ok(t.c.fd_pread(&mut t.mem, fd, IOV, 1, 0, OUT)).unwrap();
+        assert_eq!(t.out_u32(), 6);
+        t.close(fd).unwrap();
+        assert_eq!(area.get("f").as_deref(), Some(&b"012\0\0!"[..]));
+    }
+
+    #[test]
+    fn quota_file_count_and_fd_limits() {
+        let (mut t, area) = with_area(1000);
+        let a = t.open("a", CREAT, RW).unwrap();
+        assert_eq!(t.write(a, &[1; 600]), Ok(600));
+        t.close(a).unwrap();
+        let b = t.open("b", CREAT, RW).unwrap();
+        assert_eq!(t.write(b, &[2; 400]), Ok(400));
+        assert_eq!(t.write(b, &[2; 1]), Err(errno::NOSPC));
+        assert_eq!(ok(t.c.fd_filestat_set_size(b, 401)), Err(errno::NOSPC));
+        ok(t.c.fd_filestat_set_size(b, 100)).unwrap();
+        ok(t.c.fd_seek(&mut t.mem, b, 0, 2, OUT)).unwrap();
+        assert_eq!(t.write(b, &[3; 300]), Ok(300));
+        t.close(b).unwrap();
+        // Truncating frees room; unlinking frees room.
+        let len = t.name(b"a");
+        ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)).unwrap();
+        assert_eq!(ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)), Err(errno::NOENT));
+        let c = t.open("c", CREAT, RW).unwrap();
+        assert_eq!(t.write(c, &[4; 600]), Ok(600));
+        assert_eq!(t.write(c, &[4; 1]), Err(errno::NOSPC));
+        t.close(c).unwrap();
+        assert_eq!(area.get("c").map(|v| v.len()), Some(600));
+        // 64 files at most.
+        let (mut t, _) = with_area(1 << 20);
+        for i in 0..MAX_FILES {
+            let fd = t.open(&std::format!("f{i}"), CREAT, RW).unwrap();
+            t.close(fd).unwrap();
+        }
+        assert_eq!(t.open("one-more", CREAT, RW), Err(errno::NOSPC));
+        // 16 open fds at most; a refused open creates nothing.
+        let fds: Vec<u32> = (0..MAX_OPEN_FDS).map(|i| t.open(&std::format!("f{i}"), 0, RW).unwrap()).collect();
+        assert_eq!(t.open("f20", 0, RW), Err(errno::MFILE));
+        assert_eq!(t.open(".", OFLAGS_DIRECTORY, 0), Err(errno::MFILE));
+        t.close(fds[3]).unwrap();
+        assert_eq!(t.open("f20", 0, RW), Ok(fds[3])); // lowest free fd again
+    }
+
+    #[test]
+    fn unlink_while_open_keeps_data_until_close_and_commit_failures_surface() {
+        let (mut t, area) = with_area(1 << 20);
+        let fd = t.open("tmp", CREAT, RW).unwrap();
+        t.write(fd, b"scratch").unwrap();
+        let len = t.name(b"tmp");
+        ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)).unwrap();
+        assert_eq!(area.get("tmp"), None);
+        assert_eq!(ok(t.c.path_filestat_get(&mut t.mem, 3, NAME, len, OUT)), Err(errno::NOENT));
+        assert_eq!(ok(t.c.fd_pread(&mut t.mem, fd, IOV, 1, 0, OUT)), Ok(()));
+        ok(t.c.fd_filestat_get(&mut t.mem, fd, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 24], 0); // nlink
+        t.close(fd).unwrap();
+        assert_eq!(area.get("tmp"), None);
+        // A new file of the same name is a new file.
+        let fd = t.open("tmp", CREAT | OFLAGS_EXCL, RW).unwrap();
+        t.write(fd, b"x").unwrap();
+        area.0.lock().unwrap().fail = Some(FileAreaError::NoSpace);
+        assert_eq!(ok(t.c.fd_sync(fd)), Err(errno::NOSPC));
+        area.0.lock().unwrap().fail = Some(FileAreaError::Io);
+        assert_eq!(t.close(fd), Err(errno::IO));
+        assert_eq!(t.close(fd), Err(errno::BADF));
+        assert_eq!(t.open("new", CREAT, RW), Err(errno::IO));
+        let len = t.name(b"tmp");
+        assert_eq!(ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)), Err(errno::IO));
+        area.0.lock().unwrap().fail = None;
+        assert_eq!(area.get("tmp"), Some(vec![]));
+    }
+
+    /// Parses a readdir buffer into (next cookie, ino, type, name).
+    fn dirents(buf: &[u8]) -> Vec<(u64, u64, u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + DIRENT_HEADER_BYTES <= buf.len() {
+            let next = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+            let ino = u64::from_le_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let len = u32::from_le_bytes(buf[at + 16..at + 20].try_into().unwrap()) as usize;
+            let end = (at + DIRENT_HEADER_BYTES + len).min(buf.len());
+            out.push((next, ino, buf[at + 20], buf[at + DIRENT_HEADER_BYTES..end].to_vec()));
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn readdir_lists_dots_then_sorted_names_with_cookies() {
+        let (mut t, _) = with_area(1 << 20);
+        for name in ["zeta", "alpha", "mid"] {
+            let fd = t.open(name, CREAT, RW).unwrap();
+            t.close(fd).unwrap();
+        }
+        let d = t.open(".", OFLAGS_DIRECTORY, RIGHT_FD_READDIR).unwrap();
+        let m = &mut t.mem;
+        ok(t.c.fd_readdir(m, d, DATA, 4096, 0, OUT)).unwrap();
+        let used = read_u32(m, OUT).unwrap() as usize;
+        assert_eq!(used, 5 * DIRENT_HEADER_BYTES + 1 + 2 + 5 + 3 + 4);
+        let e = dirents(&m[DATA as usize..DATA as usize + used]);
+        let names: Vec<&[u8]> = e.iter().map(|x| x.3.as_slice()).collect();
+        assert_eq!(names, [&b"."[..], b"..", b"alpha", b"mid", b"zeta"]);
+        assert_eq!(e.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert!(e.iter().all(|x| x.1 != 0));
+        assert_eq!((e[0].2, e[2].2), (FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE));
+        assert_eq!(e[2].1, ino("alpha"));
+        // Resume from a cookie; a cookie past the end gives nothing.
+        ok(t.c.fd_readdir(m, d, DATA, 4096, 3, OUT)).unwrap();
+        let used = read_u32(m, OUT).unwrap() as usize;
+        assert_eq!(dirents(&m[DATA as usize..DATA as usize + used]).iter().map(|x| x.3.clone()).collect::<Vec<_>>(), [b"mid".to_vec(), b"zeta".to_vec()]);
+        ok(t.c.fd_readdir(m, d, DATA, 4096, 99, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(0));
+        ok(t.c.fd_readdir(m, d, DATA, 4096, u64::MAX, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(0));
+        // A small buffer is filled to the brim (cut mid-entry), telling the caller to go on.
+        m[DATA as usize + 30..DATA as usize + 40].fill(0xee);
+        ok(t.c.fd_readdir(m, d, DATA, 30, 0, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(30));
+        assert_eq!(m[DATA as usize + 30], 0xee);
+        ok(t.c.fd_readdir(m, d, DATA, 0, 0, OUT)).unwrap();
+        assert_eq!(read_u32(m, OUT), Ok(0));
+        // Bad buffers, not a directory.
+        assert_eq!(ok(t.c.fd_readdir(m, d, SIZE as u32 - 8, 30, 0, OUT)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_readdir(m, d, DATA, 30, 0, SIZE as u32)), Err(errno::FAULT));
+        assert_eq!(ok(t.c.fd_readdir(m, 1, DATA, 30, 0, OUT)), Err(errno::NOTDIR));
+        // The preopen itself can be listed too; "." stats as a directory.
+        ok(t.c.fd_readdir(m, 3, DATA, 4096, 0, OUT)).unwrap();
+        let len = t.name(b".");
+        ok(t.c.path_filestat_get(&mut t.mem, 3, NAME, len, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 16], FILETYPE_DIRECTORY);
+        assert_eq!(t.read(d, 10), Err(errno::ISDIR));
+        assert_eq!(t.write(d, b"x"), Err(errno::BADF));
+        t.close(d).unwrap();
+        assert_eq!(t.open(".", CREAT | OFLAGS_EXCL, 0), Err(errno::EXIST));
+        assert_eq!(t.open(".", OFLAGS_TRUNC, RW), Err(errno::ISDIR));
+    }
+}

@@ -1,0 +1,388 @@
+//! Listening TCP sockets: WASI preview 1 `sock_*` calls over a [`Sockets`].
+//!
+//! The kernel owns the listeners (one per port of the manifest's `listen`) and the
+//! connections; a program sees each listener as a preopened fd, accepts connections
+//! as new fds and reads and writes them with `sock_recv`/`sock_send` or
+//! `fd_read`/`fd_write`. Every [`Sockets`] call returns at once; a call on a blocking
+//! fd that would block calls [`Sockets::wait`] and tries again, so the kernel can park
+//! the workload, and end it (with an [`Interrupt`]) when a limit passes meanwhile.
+//! [`MemSockets`] is a scripted double for host tests.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::{errno, finish, gather, iovecs, range, scatter, write_bytes, write_u32, Fail, Kind, Stop, WasiCtx, WasiResult};
+use super::FDFLAGS_NONBLOCK;
+
+/// A connection, as named by the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Which directions `sock_shutdown` closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    Read,
+    Write,
+    Both,
+}
+
+/// Why a socket operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockError {
+    /// The peer reset the connection (`ECONNRESET`).
+    Reset,
+    /// Sending after a write shutdown or after the peer went away (`EPIPE`).
+    Pipe,
+    /// No such connection, or not connected (`ENOTCONN`).
+    NotConnected,
+    /// Anything else (`EIO`).
+    Io,
+}
+
+impl SockError {
+    pub fn errno(self) -> u32 {
+        match self {
+            SockError::Reset => errno::CONNRESET,
+            SockError::Pipe => errno::PIPE,
+            SockError::NotConnected => errno::NOTCONN,
+            SockError::Io => errno::IO,
+        }
+    }
+}
+
+/// Why a blocked workload must stop instead of waiting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    CpuLimit { used_ms: u64 },
+    WallDeadline,
+    /// Stopped by its owner (or, in tests, nothing will ever arrive).
+    Stopped,
+}
+
+/// The node's TCP sockets for one workload. No method blocks.
+pub trait Sockets {
+    /// The next connection accepted on the listener for `port`; `None` if none is waiting.
+    fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError>;
+    /// Received bytes into `buf`: `Some(0)` at end of stream, `None` if none yet.
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError>;
+    /// Queues a prefix of `data` for sending: `Some(n)` bytes taken (n >= 1 for a
+    /// nonempty `data`), `None` if the send buffer is full.
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError>;
+    fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError>;
+    /// Closes the connection (the program closed its fd); `conn` is not used again.
+    fn close(&mut self, conn: ConnId);
+    /// Called when a blocking call would block: returns when something may have
+    /// changed, or `Err` when the workload must stop (its CPU or wall limit passed, or
+    /// it was stopped). This is the only bound on a blocking call.
+    fn wait(&mut self) -> Result<(), Interrupt>;
+}
+
+/// Largest read one `sock_recv`/`fd_read` asks the kernel for.
+pub const MAX_RECV_BYTES: usize = 64 << 10;
+
+const RIGHT_FD_READ: u64 = 1 << 1;
+const RIGHT_FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
+const RIGHT_FD_WRITE: u64 = 1 << 6;
+const RIGHT_FD_FILESTAT_GET: u64 = 1 << 21;
+const RIGHT_POLL_FD_READWRITE: u64 = 1 << 27;
+const RIGHT_SOCK_SHUTDOWN: u64 = 1 << 28;
+const RIGHT_SOCK_ACCEPT: u64 = 1 << 29;
+
+pub(super) const RIGHTS_LISTENER: u64 =
+    RIGHT_SOCK_ACCEPT | RIGHT_FD_FDSTAT_SET_FLAGS | RIGHT_POLL_FD_READWRITE | RIGHT_FD_FILESTAT_GET;
+pub(super) const RIGHTS_CONN: u64 = RIGHT_FD_READ
+    | RIGHT_FD_WRITE
+    | RIGHT_SOCK_SHUTDOWN
+    | RIGHT_FD_FDSTAT_SET_FLAGS
+    | RIGHT_POLL_FD_READWRITE
+    | RIGHT_FD_FILESTAT_GET;
+
+fn interrupted(i: Interrupt) -> Fail {
+    Fail::Stop(Stop::Interrupted(i))
+}
+
+fn sock_err(e: SockError) -> Fail {
+    Fail::Errno(e.errno())
+}
+
+impl WasiCtx {
+    /// The connection behind `fd` and whether the fd is nonblocking.
+    fn conn(&mut self, fd: u32) -> Result<(ConnId, bool), u32> {
+        let entry = self.entry(fd)?;
+        match entry.kind {
+            Kind::Conn(c) => Ok((c, entry.fdflags & FDFLAGS_NONBLOCK != 0)),
+            Kind::Listener(_) => Err(errno::NOTCONN),
+            _ => Err(errno::NOTSOCK),
+        }
+    }
+
+    /// Receives into the (checked) ranges; blocks unless the fd is nonblocking.
+    pub(super) fn conn_recv(&mut self, fd: u32, mem: &mut [u8], ranges: &[Range<usize>]) -> Result<usize, Fail> {
+        let (conn, nonblock) = self.conn(fd)?;
+        let want = ranges.iter().map(Range::len).sum::<usize>().min(MAX_RECV_BYTES);
+        if want == 0 {
+            return Ok(0);
+        }
+        let sockets = self.sockets.as_mut().ok_or(errno::BADF)?;
+        let mut buf = alloc::vec![0u8; want];
+        loop {
+            match sockets.recv(conn, &mut buf).map_err(sock_err)? {
+                Some(n) => return Ok(scatter(mem, ranges, &buf[..n.min(want)])),
+                None if nonblock => return Err(Fail::Errno(errno::AGAIN)),
+                None => sockets.wait().map_err(interrupted)?,
+            }
+        }
+    }
+
+    /// Sends `data`: all of it on a blocking fd (unless an error comes after some was
+    /// sent), as much as fits at once on a nonblocking one.
+    pub(super) fn conn_send(&mut self, fd: u32, data: &[u8]) -> Result<usize, Fail> {
+        let (conn, nonblock) = self.conn(fd)?;
+        let sockets = self.sockets.as_mut().ok_or(errno::BADF)?;
+        let mut sent = 0;
+        while sent < data.len() {
+            match sockets.send(conn, &data[sent..]) {
+                Ok(Some(n)) => sent += n.clamp(1, data.len() - sent),
+                Ok(None) if nonblock && sent == 0 => return Err(Fail::Errno(errno::AGAIN)),
+                Ok(None) if nonblock => break,
+                Ok(None) => sockets.wait().map_err(interrupted)?,
+                Err(_) if sent > 0 => break,
+                Err(e) => return Err(sock_err(e)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Accepts a connection on a listener fd; the new fd gets `flags` (`NONBLOCK` only).
+    pub fn sock_accept(&mut self, mem: &mut [u8], fd: u32, flags: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            let entry = self.entry(fd)?;
+            let (port, nonblock) = match entry.kind {
+                Kind::Listener(p) => (p, entry.fdflags & FDFLAGS_NONBLOCK != 0),
+                Kind::Conn(_) => return Err(Fail::Errno(errno::INVAL)),
+                _ => return Err(Fail::Errno(errno::NOTSOCK)),
+            };
+            if flags & !u32::from(FDFLAGS_NONBLOCK) != 0 {
+                return Err(Fail::Errno(errno::INVAL));
+            }
+            range(mem, out, 4)?;
+            // Check the fd limit before taking a connection off the queue.
+            if self.fds.iter().flatten().filter(|e| e.opened).count() >= super::MAX_OPEN_FDS {
+                return Err(Fail::Errno(errno::MFILE));
+            }
+            let sockets = self.sockets.as_mut().ok_or(errno::BADF)?;
+            let conn = loop {
+                match sockets.accept(port).map_err(sock_err)? {
+                    Some(c) => break c,
+                    None if nonblock => return Err(Fail::Errno(errno::AGAIN)),
+                    None => sockets.wait().map_err(interrupted)?,
+                }
+            };
+            let new = self.insert(Kind::Conn(conn), flags as u16)?;
+            Ok(write_u32(mem, out, new)?)
+        })();
+        finish(r)
+    }
+
+    /// `flags` (peek, waitall) are not supported; `ro_flags` is always 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sock_recv(
+        &mut self,
+        mem: &mut [u8],
+        fd: u32,
+        iovs: u32,
+        iovs_len: u32,
+        flags: u32,
+        ro_datalen: u32,
+        ro_flags: u32,
+    ) -> WasiResult {
+        let r = (|| {
+            self.conn(fd)?;
+            if flags != 0 {
+                return Err(Fail::Errno(errno::NOTSUP));
+            }
+            let ranges = iovecs(mem, iovs, iovs_len)?;
+            range(mem, ro_datalen, 4)?;
+            range(mem, ro_flags, 2)?;
+            let n = self.conn_recv(fd, mem, &ranges)?;
+            write_u32(mem, ro_datalen, n as u32)?;
+            Ok(write_bytes(mem, ro_flags, &[0, 0])?)
+        })();
+        finish(r)
+    }
+
+    pub fn sock_send(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, flags: u32, so_datalen: u32) -> WasiResult {
+        let r = (|| {
+            self.conn(fd)?;
+            if flags != 0 {
+                return Err(Fail::Errno(errno::NOTSUP));
+            }
+            let data = gather(mem, iovs, iovs_len)?;
+            range(mem, so_datalen, 4)?;
+            let n = self.conn_send(fd, &data)?;
+            Ok(write_u32(mem, so_datalen, n as u32)?)
+        })();
+        finish(r)
+    }
+
+    /// `how`: 1 = read, 2 = write, 3 = both.
+    pub fn sock_shutdown(&mut self, fd: u32, how: u32) -> WasiResult {
+        let r = (|| {
+            let (conn, _) = self.conn(fd)?;
+            let how = match how {
+                1 => Shutdown::Read,
+                2 => Shutdown::Write,
+                3 => Shutdown::Both,
+                _ => return Err(Fail::Errno(errno::INVAL)),
+            };
+            let sockets = self.sockets.as_mut().ok_or(errno::BADF)?;
+            sockets.shutdown(conn, how).map_err(sock_err)
+        })();
+        finish(r)
+    }
+}
+
+/// A scripted connection of [`MemSockets`].
+#[derive(Debug, Default, Clone)]
+pub struct MemConn {
+    pub port: u16,
+    /// Bytes the program has yet to receive.
+    pub input: VecDeque<u8>,
+    /// The peer finished sending (after `input`).
+    pub input_eof: bool,
+    /// Bytes the program sent.
+    pub output: Vec<u8>,
+    /// Bytes the program may still send before `send` would block.
+    pub window: usize,
+    pub shut_read: bool,
+    pub shut_write: bool,
+    pub reset: bool,
+    pub closed: bool,
+}
+
+/// Something that happens at the next [`Sockets::wait`] of a [`MemSockets`].
+#[derive(Debug, Clone)]
+pub enum MemEvent {
+    /// A peer connects on `port` (the connection gets the next id).
+    Connect { port: u16, input: Vec<u8>, eof: bool },
+    /// More bytes arrive on a connection (and maybe its end).
+    Data { conn: ConnId, bytes: Vec<u8>, eof: bool },
+    /// The send window of a connection grows.
+    Window { conn: ConnId, bytes: usize },
+    Reset { conn: ConnId },
+}
+
+/// In-memory [`Sockets`]: connections are queued by tests, and each `wait` plays the
+/// next scripted [`MemEvent`]; with none left it interrupts (`Stopped`), so a program
+/// blocked forever ends instead of hanging the test.
+#[derive(Debug, Default, Clone)]
+pub struct MemSockets {
+    pub conns: BTreeMap<ConnId, MemConn>,
+    /// Connections not yet accepted, in arrival order.
+    pub backlog: VecDeque<ConnId>,
+    pub later: VecDeque<MemEvent>,
+    /// Number of `wait` calls.
+    pub waits: u64,
+    next_id: u64,
+}
+
+impl MemSockets {
+    pub fn new() -> Self {
+        MemSockets::default()
+    }
+
+    /// Queues a connection on `port` whose peer sends `input` (then ends if `eof`).
+    pub fn connect(&mut self, port: u16, input: &[u8], eof: bool) -> ConnId {
+        self.next_id += 1;
+        let id = ConnId(self.next_id);
+        let conn = MemConn { port, input: input.iter().copied().collect(), input_eof: eof, window: usize::MAX, ..MemConn::default() };
+        self.conns.insert(id, conn);
+        self.backlog.push_back(id);
+        id
+    }
+
+    fn live(&mut self, conn: ConnId) -> Result<&mut MemConn, SockError> {
+        match self.conns.get_mut(&conn) {
+            Some(c) if !c.closed && !self.backlog.contains(&conn) => {
+                if c.reset { Err(SockError::Reset) } else { Ok(c) }
+            }
+            _ => Err(SockError::NotConnected),
+        }
+    }
+}
+
+impl Sockets for MemSockets {
+    fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
+        let Some(i) = self.backlog.iter().position(|c| self.conns[c].port == port) else { return Ok(None) };
+        Ok(self.backlog.remove(i))
+    }
+
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
+        let c = self.live(conn)?;
+        if c.shut_read {
+            return Ok(Some(0));
+        }
+        if c.input.is_empty() {
+            return Ok(if c.input_eof { Some(0) } else { None });
+        }
+        let n = buf.len().min(c.input.len());
+        for (b, x) in buf.iter_mut().zip(c.input.drain(..n)) {
+            *b = x;
+        }
+        Ok(Some(n))
+    }
+
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError> {
+        let c = self.live(conn)?;
+        if c.shut_write {
+            return Err(SockError::Pipe);
+        }
+        let n = data.len().min(c.window);
+        if n == 0 && !data.is_empty() {
+            return Ok(None);
+        }
+        c.window -= n;
+        c.output.extend_from_slice(&data[..n]);
+        Ok(Some(n))
+    }
+
+    fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError> {
+        let c = self.live(conn)?;
+        c.shut_read |= how != Shutdown::Write;
+        c.shut_write |= how != Shutdown::Read;
+        Ok(())
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.closed = true;
+        }
+    }
+
+    fn wait(&mut self) -> Result<(), Interrupt> {
+        self.waits += 1;
+        match self.later.pop_front().ok_or(Interrupt::Stopped)? {
+            MemEvent::Connect { port, input, eof } => {
+                self.connect(port, &input, eof);
+            }
+            MemEvent::Data { conn, bytes, eof } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.input.extend(bytes);
+                    c.input_eof |= eof;
+                }
+            }
+            MemEvent::Window { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.window = c.window.saturating_add(bytes);
+                }
+            }
+            MemEvent::Reset { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.reset = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
