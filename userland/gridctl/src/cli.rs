@@ -120,6 +120,12 @@ pub struct DeployArgs {
     /// Log limit in KiB.
     #[arg(long)]
     pub log_kb: Option<u64>,
+    /// Size of the workload's persistent file area (`/data`) in KiB; 0 for none.
+    #[arg(long)]
+    pub storage_kb: Option<u64>,
+    /// An overlay TCP port the workload serves on (repeat for more; up to 4).
+    #[arg(long = "listen", value_name = "PORT")]
+    pub listen: Vec<u16>,
     /// Start the workload again after the node reboots.
     #[arg(long)]
     pub restart: bool,
@@ -140,6 +146,8 @@ impl DeployArgs {
             cpu_ms: self.cpu_ms,
             wall_ms: self.wall_ms,
             log_kb: self.log_kb,
+            storage_kb: self.storage_kb,
+            listen: self.listen.clone(),
             restart: self.restart,
         }
     }

@@ -29,6 +29,10 @@ pub struct Spec {
     pub wall_ms: Option<u64>,
     /// Log limit, KiB.
     pub log_kb: Option<u64>,
+    /// Persistent file area (`/data`), KiB (0: none).
+    pub storage_kb: Option<u64>,
+    /// Overlay TCP ports the workload listens on.
+    pub listen: Vec<u16>,
     /// Start again after a node reboot.
     pub restart: bool,
 }
@@ -87,6 +91,8 @@ pub fn manifest(spec: &Spec, default_name: &str, owner: [u8; 32], wasm: &[u8]) -
     };
     m.limits.memory_bytes = mib(spec.memory_mb, 1 << 20, defaults.memory_bytes, "--memory-mb")?;
     m.limits.log_bytes = mib(spec.log_kb, 1 << 10, defaults.log_bytes, "--log-kb")?;
+    m.limits.storage_bytes = mib(spec.storage_kb, 1 << 10, defaults.storage_bytes, "--storage-kb")?;
+    m.listen = spec.listen.clone();
     m.limits.cpu_ms = spec.cpu_ms.unwrap_or(defaults.cpu_ms);
     m.limits.wall_ms = spec.wall_ms.unwrap_or(defaults.wall_ms);
     m.restart_on_boot = spec.restart;
