@@ -98,6 +98,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The overlay's UDP port on the node (and, for `run`, on the host's loopback).
+const OVERLAY_PORT: u16 = 7443;
+
 fn machine(args: &MachineArgs) -> Result<Machine, String> {
     ensure_qemu()?;
     let kernel = kernel_elf()?;
@@ -124,9 +127,16 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
             let mut m = machine(&args)?;
             if nodes <= 1 {
                 if !no_net {
-                    m.extra_args.extend(
-                        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"].map(String::from),
-                    );
+                    // The overlay's UDP port on the host's loopback, so gridctl can reach
+                    // the node: gridctl ... --node KEY@127.0.0.1:7443 (KEY: the node's
+                    // `overlay: key` line).
+                    m.extra_args.extend([
+                        "-netdev".to_string(),
+                        format!("user,id=n0,hostfwd=udp:127.0.0.1:{OVERLAY_PORT}-:{OVERLAY_PORT}"),
+                        "-device".to_string(),
+                        "virtio-net-pci,netdev=n0".to_string(),
+                    ]);
+                    eprintln!("gridos-qemu: the node's overlay port is 127.0.0.1:{OVERLAY_PORT} (gridctl --node KEY@127.0.0.1:{OVERLAY_PORT})");
                 }
                 run_interactive(&m)
             } else {
