@@ -203,6 +203,18 @@ async fn echo_client_run(remote: IpEndpoint, total_bytes: usize) -> Result<(usiz
             return Err("echoed bytes differ");
         }
     }
+    let took_us = (executor::now_ns() - start) / 1000;
+    // A clean close: send our FIN, then wait (briefly) for the peer's, so a server that
+    // echoes until end of stream sees it before this node goes away.
     stream.shutdown();
-    Ok((total_bytes, (executor::now_ns() - start) / 1000))
+    let mut tail = [0u8; 256];
+    let _ = executor::timeout(5_000, async {
+        while let Ok(n) = stream.read(&mut tail).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok((total_bytes, took_us))
 }
