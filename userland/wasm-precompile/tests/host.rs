@@ -24,7 +24,7 @@ fn native(name: &str) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn committed_bundles_match_modules_and_load_with_current_settings() {
-    for name in ["hello", "checksum", "spin", "membomb", "fib", "files"] {
+    for name in ["hello", "checksum", "spin", "membomb", "fib", "files", "echo_server"] {
         let (wasm, code) = native(name);
         let engine = wasm_precompile::engine(Backend::NativeX86_64).unwrap();
         // SAFETY: produced by this crate's `bundle` from the committed module.
@@ -107,4 +107,54 @@ fn without_storage_there_is_no_data_directory() {
     let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["files"], &[], &limits).unwrap();
     assert_eq!(r.reason, StopReason::Exited(1));
     assert!(r.lines[0].1.starts_with("open runs for writing"), "{:?}", r.lines);
+}
+
+#[test]
+fn echo_server_serves_scripted_connections_on_its_listener() {
+    use workloads::wasi::MemEvent;
+    let (wasm, code) = native("echo_server");
+    let sockets = wasm_precompile::SharedSockets::default();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    let (a, b) = {
+        let mut s = sockets.0.lock().unwrap();
+        let a = s.connect(8080, b"hello", true);
+        // The second peer connects later and sends in two parts, so the server blocks.
+        s.later.push_back(MemEvent::Connect { port: 8080, input: big[..60_000].to_vec(), eof: false });
+        let b = workloads::wasi::ConnId(2);
+        s.later.push_back(MemEvent::Data { conn: b, bytes: big[60_000..].to_vec(), eof: true });
+        (a, b)
+    };
+    let services = wasm_precompile::Services {
+        files: Some(Box::new(workloads::wasi::MemFileArea::new())),
+        sockets: Some((Box::new(sockets.clone()), vec![8080, 9090])),
+    };
+    let r = wasm_precompile::run_with(Backend::NativeX86_64, &wasm, Some(&code), &["echo", "2"], &[], &Limits::default(), services)
+        .unwrap();
+    assert_eq!(r.reason, StopReason::Exited(0), "{:?}", r.lines);
+    assert_eq!(r.lines[0].1, "served 2 connections, 100005 bytes");
+    let s = sockets.0.lock().unwrap();
+    assert_eq!(s.conns[&a].output, b"hello");
+    assert_eq!(s.conns[&b].output, big);
+    assert!(s.conns[&a].closed && s.conns[&b].closed && s.conns[&b].shut_write);
+    drop(s);
+    // A third connection never comes: the blocked accept is interrupted and the
+    // workload stops instead of hanging.
+    let sockets = wasm_precompile::SharedSockets::default();
+    let services = wasm_precompile::Services { files: None, sockets: Some((Box::new(sockets), vec![8080])) };
+    let r = wasm_precompile::run_with(Backend::NativeX86_64, &wasm, Some(&code), &["echo"], &[], &Limits::default(), services)
+        .unwrap();
+    assert_eq!(r.reason, StopReason::Stopped);
+}
+
+#[test]
+fn the_linker_defines_every_supported_function() {
+    let engine = wasm_precompile::engine(Backend::Pulley64).unwrap();
+    let linker = workloads::runtime::linker(&engine).unwrap();
+    let host = Box::new(wasm_precompile::StdHost::default());
+    let mut store = wasmtime::Store::new(&engine, workloads::runtime::WorkloadState::new(&[], &[], &Limits::default(), host));
+    let defined: Vec<String> = linker.iter(&mut store).map(|(m, n, _)| format!("{m}::{n}")).collect();
+    for f in workloads::wasi::SUPPORTED {
+        assert!(defined.contains(&format!("{}::{f}", workloads::wasi::MODULE)), "{f} not in the linker");
+    }
+    assert_eq!(defined.len(), workloads::wasi::SUPPORTED.len());
 }

@@ -6,14 +6,17 @@
 //! - [`oci`]: OCI image layouts in a tar (index.json -> manifest -> wasm layer), every
 //!   sha256 digest verified, every offset bounds-checked.
 //! - [`wasi`]: WASI preview 1 host functions over a linear-memory byte slice and a
-//!   small [`wasi::HostServices`] trait (clock, entropy); output goes to a capped log.
+//!   small [`wasi::HostServices`] trait (clock, entropy); output goes to a capped log;
+//!   an optional persistent file area (`/data`, [`wasi::FileArea`]) and listening
+//!   sockets ([`wasi::Sockets`]), both implemented by the kernel.
 //! - [`artifact`]: the container for host-precompiled code, bound to the module hash.
 //! - [`runtime`] (feature `runtime`): the wasmtime side shared by the kernel and the
 //!   host precompiler: one engine configuration, the WASI linker, the memory limiter,
 //!   the reasons a workload stops.
 //!
 //! What it leaves to the kernel: the wasmtime platform hooks (TLS, code memory, CPU
-//! features), stacks and time slicing, the clock and entropy sources, the console.
+//! features), stacks and time slicing, the clock and entropy sources, the console,
+//! the storage behind file areas, the TCP stack behind sockets.
 #![no_std]
 
 extern crate alloc;

@@ -36,7 +36,7 @@ use core::ops::Range;
 use crate::log::{Log, Stream};
 
 pub use area::{check_name, FileArea, FileAreaError, MemFileArea, MAX_FILES, MAX_NAME_BYTES};
-pub use net::{ConnId, Interrupt, MemSockets, Shutdown, SockError, Sockets};
+pub use net::{ConnId, Interrupt, MemConn, MemEvent, MemSockets, Shutdown, SockError, Sockets};
 
 /// Clock and entropy sources of the node.
 pub trait HostServices {

@@ -386,3 +386,219 @@ impl Sockets for MemSockets {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::testmem::{ok, T, DATA, IOV, OUT, SIZE};
+    use super::super::{read_u32, MemFileArea, MAX_OPEN_FDS, FILETYPE_SOCKET_STREAM};
+    use super::*;
+    use alloc::boxed::Box;
+    use std::sync::{Arc, Mutex};
+
+    /// Sockets the test can script and inspect while the context owns them.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<MemSockets>>);
+
+    impl Sockets for Shared {
+        fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
+            self.0.lock().unwrap().accept(port)
+        }
+        fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
+            self.0.lock().unwrap().recv(conn, buf)
+        }
+        fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError> {
+            self.0.lock().unwrap().send(conn, data)
+        }
+        fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError> {
+            self.0.lock().unwrap().shutdown(conn, how)
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.0.lock().unwrap().close(conn)
+        }
+        fn wait(&mut self) -> Result<(), Interrupt> {
+            self.0.lock().unwrap().wait()
+        }
+    }
+
+    impl Shared {
+        fn with<R>(&self, f: impl FnOnce(&mut MemSockets) -> R) -> R {
+            f(&mut self.0.lock().unwrap())
+        }
+    }
+
+    fn with_sockets(files: bool, ports: &[u16]) -> (T, Shared) {
+        let mut t = T::new();
+        let s = Shared::default();
+        // Either attach order gives the same numbering.
+        t.c.attach_sockets(Box::new(s.clone()), ports);
+        if files {
+            t.c.attach_files(Box::new(MemFileArea::new()), 1 << 20);
+        }
+        (t, s)
+    }
+
+    fn accept(t: &mut T, fd: u32, flags: u32) -> Result<u32, u32> {
+        ok(t.c.sock_accept(&mut t.mem, fd, flags, OUT))?;
+        Ok(t.out_u32())
+    }
+
+    fn recv(t: &mut T, fd: u32, len: u32) -> WasiResult {
+        t.iov_len(len);
+        t.c.sock_recv(&mut t.mem, fd, IOV, 1, 0, OUT, OUT + 4)
+    }
+
+    #[test]
+    fn listeners_follow_data_and_end_the_preopen_scan() {
+        let (mut t, _) = with_sockets(true, &[80, 443]);
+        assert_eq!((t.c.listener_fd(80), t.c.listener_fd(443), t.c.listener_fd(22)), (Some(4), Some(5), None));
+        ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)).unwrap();
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)), Err(errno::BADF));
+        let (mut t, _) = with_sockets(false, &[80]);
+        assert_eq!(t.c.listener_fd(80), Some(3));
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)), Err(errno::BADF));
+        ok(t.c.fd_fdstat_get(&mut t.mem, 3, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize], FILETYPE_SOCKET_STREAM);
+        ok(t.c.fd_filestat_get(&mut t.mem, 3, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 16], FILETYPE_SOCKET_STREAM);
+    }
+
+    #[test]
+    fn accept_recv_send_echo_and_eof() {
+        let (mut t, s) = with_sockets(true, &[7]);
+        let conn = s.with(|m| m.connect(7, b"ping", true));
+        let c = accept(&mut t, 4, 0).unwrap();
+        assert_eq!(c, 5);
+        ok(t.c.fd_fdstat_get(&mut t.mem, c, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize], FILETYPE_SOCKET_STREAM);
+        assert_eq!(recv(&mut t, c, 3), Ok(0));
+        assert_eq!((read_u32(&t.mem, OUT), &t.mem[DATA as usize..DATA as usize + 3]), (Ok(3), &b"pin"[..]));
+        assert_eq!(t.read(c, 10).unwrap(), b"g"); // fd_read works too
+        assert_eq!(recv(&mut t, c, 10), Ok(0));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(0)); // EOF
+        t.iov(b"pong");
+        ok(t.c.sock_send(&mut t.mem, c, IOV, 1, 0, OUT)).unwrap();
+        assert_eq!(t.write(c, b"!"), Ok(1));
+        ok(t.c.sock_shutdown(c, 2)).unwrap();
+        assert_eq!(t.write(c, b"x"), Err(errno::PIPE));
+        t.close(c).unwrap();
+        s.with(|m| {
+            assert_eq!(m.conns[&conn].output, b"pong!");
+            assert!(m.conns[&conn].shut_write && m.conns[&conn].closed);
+        });
+        assert_eq!(t.read(c, 1), Err(errno::BADF));
+    }
+
+    #[test]
+    fn would_block_paths_nonblocking_and_blocking() {
+        let (mut t, s) = with_sockets(false, &[7]);
+        // Nonblocking listener: AGAIN; the fd flag is set through fdstat_set_flags.
+        ok(t.c.fd_fdstat_set_flags(3, u32::from(FDFLAGS_NONBLOCK))).unwrap();
+        assert_eq!(accept(&mut t, 3, 0), Err(errno::AGAIN));
+        assert_eq!(s.with(|m| m.waits), 0);
+        // Blocking listener: waits until the scripted connection arrives.
+        ok(t.c.fd_fdstat_set_flags(3, 0)).unwrap();
+        s.with(|m| m.later.push_back(MemEvent::Connect { port: 7, input: b"a".to_vec(), eof: false }));
+        let c = accept(&mut t, 3, 0).unwrap();
+        let conn = s.with(|m| {
+            assert_eq!(m.waits, 1);
+            *m.conns.keys().next().unwrap()
+        });
+        assert_eq!(recv(&mut t, c, 10), Ok(0));
+        // Nothing more yet: a nonblocking connection says AGAIN ...
+        ok(t.c.fd_fdstat_set_flags(c, u32::from(FDFLAGS_NONBLOCK))).unwrap();
+        assert_eq!(recv(&mut t, c, 10), Ok(errno::AGAIN));
+        // ... a blocking one waits for data, then for window to send.
+        ok(t.c.fd_fdstat_set_flags(c, 0)).unwrap();
+        s.with(|m| {
+            m.later.push_back(MemEvent::Data { conn, bytes: b"bc".to_vec(), eof: false });
+            m.conns.get_mut(&conn).unwrap().window = 2;
+            m.later.push_back(MemEvent::Window { conn, bytes: 1 });
+            m.later.push_back(MemEvent::Window { conn, bytes: 10 });
+        });
+        assert_eq!(recv(&mut t, c, 10), Ok(0));
+        assert_eq!(&t.mem[DATA as usize..DATA as usize + 2], b"bc");
+        assert_eq!(t.write(c, b"hello"), Ok(5));
+        s.with(|m| assert_eq!((m.waits, m.conns[&conn].output.as_slice()), (4, &b"hello"[..])));
+        // Nonblocking send takes what fits, then AGAIN.
+        s.with(|m| m.conns.get_mut(&conn).unwrap().window = 3);
+        ok(t.c.fd_fdstat_set_flags(c, u32::from(FDFLAGS_NONBLOCK))).unwrap();
+        assert_eq!(t.write(c, b"world"), Ok(3));
+        assert_eq!(t.write(c, b"ld"), Err(errno::AGAIN));
+        // A blocked call with nothing coming is interrupted: the workload stops.
+        ok(t.c.fd_fdstat_set_flags(c, 0)).unwrap();
+        assert_eq!(recv(&mut t, c, 10), Err(Stop::Interrupted(Interrupt::Stopped)));
+        assert_eq!(t.c.sock_accept(&mut t.mem, 3, 0, OUT), Err(Stop::Interrupted(Interrupt::Stopped)));
+        // A connection accepted with NONBLOCK starts nonblocking.
+        s.with(|m| m.connect(7, b"", false));
+        let c2 = accept(&mut t, 3, u32::from(FDFLAGS_NONBLOCK)).unwrap();
+        assert_eq!(recv(&mut t, c2, 10), Ok(errno::AGAIN));
+        ok(t.c.fd_fdstat_get(&mut t.mem, c2, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 2], FDFLAGS_NONBLOCK as u8);
+        // Reset surfaces as ECONNRESET.
+        s.with(|m| m.conns.get_mut(&conn).unwrap().reset = true);
+        assert_eq!(recv(&mut t, c, 10), Ok(errno::CONNRESET));
+        assert_eq!(t.write(c, b"x"), Err(errno::CONNRESET));
+    }
+
+    #[test]
+    fn bad_fds_flags_and_pointers() {
+        let (mut t, s) = with_sockets(true, &[7]);
+        s.with(|m| m.connect(7, b"data", false));
+        assert_eq!(accept(&mut t, 1, 0), Err(errno::NOTSOCK));
+        assert_eq!(accept(&mut t, 3, 0), Err(errno::NOTSOCK)); // /data
+        assert_eq!(accept(&mut t, 99, 0), Err(errno::BADF));
+        assert_eq!(accept(&mut t, 4, 2), Err(errno::INVAL));
+        assert_eq!(ok(t.c.sock_accept(&mut t.mem, 4, 0, SIZE as u32 - 1)), Err(errno::FAULT));
+        let c = accept(&mut t, 4, 0).unwrap(); // the fault above took nothing off the queue
+        assert_eq!(accept(&mut t, c, 0), Err(errno::INVAL));
+        assert_eq!(recv(&mut t, 4, 10), Ok(errno::NOTCONN));
+        assert_eq!(recv(&mut t, 1, 10), Ok(errno::NOTSOCK));
+        assert_eq!(recv(&mut t, 77, 10), Ok(errno::BADF));
+        t.iov_len(10);
+        let m = &mut t.mem;
+        assert_eq!(t.c.sock_recv(m, c, IOV, 1, 1, OUT, OUT + 4), Ok(errno::NOTSUP)); // PEEK
+        assert_eq!(t.c.sock_recv(m, c, IOV, 1, 0, SIZE as u32 - 2, OUT), Ok(errno::FAULT));
+        assert_eq!(t.c.sock_recv(m, c, IOV, 1, 0, OUT, SIZE as u32 - 1), Ok(errno::FAULT));
+        assert_eq!(t.c.sock_recv(m, c, IOV, 5000, 0, OUT, OUT + 4), Ok(errno::INVAL));
+        write_u32(m, IOV, SIZE as u32 - 4).unwrap();
+        assert_eq!(t.c.sock_recv(m, c, IOV, 1, 0, OUT, OUT + 4), Ok(errno::FAULT));
+        assert_eq!(t.c.sock_send(m, c, IOV, 1, 0, OUT), Ok(errno::FAULT));
+        // The faults consumed nothing.
+        assert_eq!(recv(&mut t, c, 10), Ok(0));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(4));
+        t.iov(b"x");
+        assert_eq!(t.c.sock_send(&mut t.mem, c, IOV, 1, 1, OUT), Ok(errno::NOTSUP));
+        assert_eq!(t.c.sock_send(&mut t.mem, 4, IOV, 1, 0, OUT), Ok(errno::NOTCONN));
+        assert_eq!(t.c.sock_shutdown(c, 0), Ok(errno::INVAL));
+        assert_eq!(t.c.sock_shutdown(c, 4), Ok(errno::INVAL));
+        assert_eq!(t.c.sock_shutdown(4, 3), Ok(errno::NOTCONN));
+        assert_eq!(t.c.sock_shutdown(0, 3), Ok(errno::NOTSOCK));
+        assert_eq!(t.c.fd_fdstat_set_flags(c, 1), Ok(errno::NOTSUP)); // APPEND
+        assert_eq!(t.c.fd_fdstat_set_flags(c, 1 << 20), Ok(errno::INVAL));
+        let m = &mut t.mem;
+        assert_eq!(t.c.fd_seek(m, c, 0, 0, OUT), Ok(errno::SPIPE));
+        assert_eq!(t.c.fd_pread(m, c, IOV, 1, 0, OUT), Ok(errno::SPIPE));
+        // Accepting counts against the open-fd limit, checked before dequeuing.
+        for _ in 1..MAX_OPEN_FDS {
+            s.with(|m| m.connect(7, b"", false));
+            accept(&mut t, 4, 0).unwrap();
+        }
+        s.with(|m| m.connect(7, b"", false));
+        assert_eq!(accept(&mut t, 4, 0), Err(errno::MFILE));
+        assert_eq!(s.with(|m| m.backlog.len()), 1);
+        // Closing a listener just forgets the fd.
+        t.close(4).unwrap();
+        assert_eq!(accept(&mut t, 4, 0), Err(errno::BADF));
+    }
+
+    #[test]
+    fn wasi_libc_sees_a_wide_recv_capped() {
+        let (mut t, s) = with_sockets(false, &[7]);
+        s.with(|m| m.connect(7, &[9; MAX_RECV_BYTES + 10], true));
+        let c = accept(&mut t, 3, 0).unwrap();
+        assert_eq!(recv(&mut t, c, (MAX_RECV_BYTES + 100) as u32), Ok(0));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(MAX_RECV_BYTES as u32));
+        assert_eq!(recv(&mut t, c, 100), Ok(0));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(10));
+    }
+}
