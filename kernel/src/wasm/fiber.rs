@@ -134,6 +134,10 @@ impl Fiber {
         TLS[1].store(saved[1], Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { CURRENT = core::ptr::null_mut() };
+        if self.done {
+            // Back on the scheduler's stack for good: the fiber's stack is free.
+            self.stack = Vec::new();
+        }
     }
 }
 
