@@ -18,7 +18,7 @@ if [[ -d /usr/share/wasi-sysroot ]]; then
 else
   cc=(clang --target=wasm32-wasi)
 fi
-for prog in hello checksum spin membomb fib files echo_server; do
+for prog in hello checksum spin membomb fib files echo_server sleep; do
   "${cc[@]}" -O2 -Wall -Werror -Wl,--strip-all -o "out/$prog.wasm" "$prog.c"
 done
 # Precompile with the host tool (std wasmtime + cranelift, settings from runtime.rs).

@@ -15,7 +15,7 @@ use workloads::artifact::{self, Backend};
 use workloads::log::Stream;
 use workloads::manifest::Limits;
 use workloads::runtime::{self, StopReason, WorkloadState};
-use workloads::wasi::{ConnId, FileArea, FileAreaError, HostServices, Interrupt, MemFileArea, MemSockets, Shutdown, SockError, Sockets};
+use workloads::wasi::{ConnId, ConnReadiness, FileArea, FileAreaError, HostServices, Interrupt, MemFileArea, MemSockets, Shutdown, SockError, Sockets};
 
 /// The engine configuration that produces code for the kernel's `backend` engine.
 pub fn host_config(backend: Backend) -> Config {
@@ -45,15 +45,28 @@ pub fn bundle(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
     ))
 }
 
-/// Clock and entropy of the host process.
+/// Clock and entropy of the host process; a waiting workload sleeps the thread.
 pub struct StdHost {
     start: Instant,
     seed: u64,
+    /// Wall-clock limit from `start`: a wait that reaches it ends the workload
+    /// (`WallDeadline`). Only waits check it (the host has no time slicing).
+    wall_limit_ns: u64,
 }
 
 impl Default for StdHost {
     fn default() -> Self {
-        StdHost { start: Instant::now(), seed: 0x243f_6a88_85a3_08d3 }
+        StdHost { start: Instant::now(), seed: 0x243f_6a88_85a3_08d3, wall_limit_ns: u64::MAX }
+    }
+}
+
+impl StdHost {
+    /// Longest single sleep of [`HostServices::wait_until`].
+    pub const MAX_SLEEP: Duration = Duration::from_millis(10);
+
+    /// A host whose waits end the workload once `wall_ms` have passed since now.
+    pub fn with_wall_limit(wall_ms: u64) -> Self {
+        StdHost { wall_limit_ns: wall_ms.saturating_mul(1_000_000), ..StdHost::default() }
     }
 }
 
@@ -72,6 +85,23 @@ impl HostServices for StdHost {
             self.seed ^= self.seed << 17;
             *b = self.seed as u8;
         }
+    }
+    /// Sleeps toward the deadline in steps of at most [`Self::MAX_SLEEP`]. Without a
+    /// deadline nothing can wake a host run (its sockets are scripted and play only in
+    /// [`Sockets::wait`]), so it stops the workload instead of hanging.
+    fn wait_until(&mut self, monotonic_deadline_ns: Option<u64>) -> Result<(), Interrupt> {
+        let deadline_ns = monotonic_deadline_ns.ok_or(Interrupt::Stopped)?;
+        let now_ns = self.monotonic_ns();
+        if now_ns >= self.wall_limit_ns {
+            return Err(Interrupt::WallDeadline);
+        }
+        let until_ns = deadline_ns.min(self.wall_limit_ns);
+        let step = Duration::from_nanos(until_ns.saturating_sub(now_ns)).min(Self::MAX_SLEEP);
+        std::thread::sleep(step);
+        if self.monotonic_ns() >= self.wall_limit_ns {
+            return Err(Interrupt::WallDeadline);
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +170,12 @@ impl Sockets for SharedSockets {
     fn wait(&mut self) -> Result<(), Interrupt> {
         self.sockets().wait()
     }
+    fn pending(&mut self, port: u16) -> Result<usize, SockError> {
+        self.sockets().pending(port)
+    }
+    fn readiness(&mut self, conn: ConnId) -> Result<ConnReadiness, SockError> {
+        self.sockets().readiness(conn)
+    }
 }
 
 /// What a host run gives the program besides clock and entropy.
@@ -152,8 +188,9 @@ pub struct Services {
 }
 
 /// Loads `code` (a precompiled module for `backend`, or wasm to compile if `None`) and
-/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host),
-/// with a fresh in-memory file area and no sockets.
+/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host;
+/// the wall limit ends only a workload that waits in `poll_oneoff`), with a fresh
+/// in-memory file area and no sockets.
 pub fn run(backend: Backend, wasm: &[u8], code: Option<&[u8]>, args: &[&str], env: &[&str], limits: &Limits) -> Result<HostRun, String> {
     let services = Services { files: Some(Box::new(MemFileArea::new())), sockets: None };
     run_with(backend, wasm, code, args, env, limits, services)
@@ -180,7 +217,7 @@ pub fn run_with(
     let linker = runtime::linker(&engine).map_err(|e| e.to_string())?;
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
-    let mut state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::default()));
+    let mut state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::with_wall_limit(limits.wall_ms)));
     if let Some(files) = services.files {
         state = state.with_files(files);
     }

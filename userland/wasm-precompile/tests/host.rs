@@ -24,7 +24,7 @@ fn native(name: &str) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn committed_bundles_match_modules_and_load_with_current_settings() {
-    for name in ["hello", "checksum", "spin", "membomb", "fib", "files", "echo_server"] {
+    for name in ["hello", "checksum", "spin", "membomb", "fib", "files", "echo_server", "sleep"] {
         let (wasm, code) = native(name);
         let engine = wasm_precompile::engine(Backend::NativeX86_64).unwrap();
         // SAFETY: produced by this crate's `bundle` from the committed module.
@@ -144,6 +144,26 @@ fn echo_server_serves_scripted_connections_on_its_listener() {
     let r = wasm_precompile::run_with(Backend::NativeX86_64, &wasm, Some(&code), &["echo"], &[], &Limits::default(), services)
         .unwrap();
     assert_eq!(r.reason, StopReason::Stopped);
+}
+
+#[test]
+fn sleep_waits_in_poll_oneoff_for_the_time_asked() {
+    let (wasm, code) = native("sleep");
+    let t0 = std::time::Instant::now();
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["sleep"], &[], &Limits::default()).unwrap();
+    let lines: Vec<&str> = r.lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(r.reason, StopReason::Exited(0), "{lines:?}");
+    assert_eq!(lines, ["slept ok", "abstime ok", "sleep(0) ok"]);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(80), "{:?}", t0.elapsed());
+    // The same program on Pulley; a wall limit shorter than the sleeps ends it.
+    let bundle = read("sleep.bundle");
+    let b = artifact::parse(&bundle, None).unwrap();
+    let pulley = b.sections.iter().find(|(k, _)| *k == Backend::Pulley64).unwrap().1;
+    let r = wasm_precompile::run(Backend::Pulley64, &wasm, Some(pulley), &["sleep"], &[], &Limits::default()).unwrap();
+    assert_eq!(r.reason, StopReason::Exited(0), "{:?}", r.lines);
+    let limits = Limits { wall_ms: 30, ..Limits::default() };
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["sleep"], &[], &limits).unwrap();
+    assert_eq!(r.reason, StopReason::WallDeadline);
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
 //! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
 //! and also the memory limiter. What it leaves to the embedder: stacks, time slicing
-//! (epoch callback), clocks and entropy (a [`HostServices`]), printing the log, and
-//! the optional file area ([`FileArea`]) and sockets ([`Sockets`]) attached with
-//! [`WorkloadState::with_files`] and [`WorkloadState::with_sockets`].
+//! (epoch callback), clocks, entropy and parking a waiting workload (a
+//! [`HostServices`]), printing the log, and the optional file area ([`FileArea`]) and
+//! sockets ([`Sockets`]) attached with [`WorkloadState::with_files`] and
+//! [`WorkloadState::with_sockets`].
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -321,6 +322,11 @@ pub fn linker(engine: &Engine) -> Result<Linker<WorkloadState>, Error> {
     l.func_wrap(m, "sock_shutdown", |mut c: C<'_>, fd: i32, how: i32| {
         let r = c.data_mut().wasi.sock_shutdown(fd as u32, how as u32);
         finish(c.data_mut(), r)
+    })?;
+    l.func_wrap(m, "poll_oneoff", |mut c: C<'_>, subs: i32, events: i32, n: i32, nevents: i32| {
+        with_memory(&mut c, |mem, s| {
+            s.wasi.poll_oneoff(&mut *s.host, mem, subs as u32, events as u32, n as u32, nevents as u32)
+        })
     })?;
     l.func_wrap(m, "proc_exit", |mut c: C<'_>, code: i32| -> Result<(), Error> {
         let r = c.data_mut().wasi.proc_exit(code as u32);

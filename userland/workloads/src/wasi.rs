@@ -11,6 +11,9 @@
 //! - listening TCP sockets ([`Sockets`], [`net`]): `sock_accept`, `sock_recv`,
 //!   `sock_send`, `sock_shutdown` on preopened listeners.
 //!
+//! `poll_oneoff` ([`poll`]) waits on clocks and fds; it parks the workload with
+//! [`HostServices::wait_until`].
+//!
 //! File descriptors: 0, 1, 2 are stdin, stdout, stderr; then the preopens in this
 //! order: `/data` (only with a file area), then one listener per port of
 //! [`WasiCtx::attach_sockets`], in the given order. So with a file area fd 3 is
@@ -26,6 +29,7 @@
 mod area;
 pub mod fs;
 pub mod net;
+pub mod poll;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -36,9 +40,10 @@ use core::ops::Range;
 use crate::log::{Log, Stream};
 
 pub use area::{check_name, FileArea, FileAreaError, MemFileArea, MAX_FILES, MAX_NAME_BYTES};
-pub use net::{ConnId, Interrupt, MemConn, MemEvent, MemSockets, Shutdown, SockError, Sockets};
+pub use net::{ConnId, ConnReadiness, Interrupt, MemConn, MemEvent, MemSockets, Shutdown, SockError, Sockets};
+pub use poll::MAX_SUBSCRIPTIONS;
 
-/// Clock and entropy sources of the node.
+/// Clock, entropy and parking services of the node.
 pub trait HostServices {
     /// Nanoseconds since the Unix epoch.
     fn realtime_ns(&mut self) -> u64;
@@ -46,6 +51,20 @@ pub trait HostServices {
     fn monotonic_ns(&mut self) -> u64;
     /// Fills `buf` with random bytes.
     fn random(&mut self, buf: &mut [u8]);
+    /// Parks the workload (`poll_oneoff` found nothing ready): returns `Ok` once
+    /// [`Self::monotonic_ns`] has reached `monotonic_deadline_ns`, or earlier when
+    /// something may have changed (a socket of the workload may have become ready; a
+    /// spurious early return is fine, the caller checks again). `None`: no deadline,
+    /// only a socket can end the wait. `Err` when the workload must stop instead (its
+    /// CPU or wall limit passed, or it was stopped), as [`Sockets::wait`]. This is the
+    /// only bound on a blocked `poll_oneoff`.
+    ///
+    /// The default cannot park, so it ends the workload (`Stopped`) rather than
+    /// spinning: a real host must override it.
+    fn wait_until(&mut self, monotonic_deadline_ns: Option<u64>) -> Result<(), Interrupt> {
+        let _ = monotonic_deadline_ns;
+        Err(Interrupt::Stopped)
+    }
 }
 
 /// WASI errno values used here.
@@ -81,7 +100,8 @@ pub mod errno {
 pub enum Stop {
     Exit(u32),
     LogFull,
-    /// A blocking socket call was interrupted by a limit ([`Sockets::wait`]).
+    /// A blocking call was interrupted by a limit ([`Sockets::wait`],
+    /// [`HostServices::wait_until`]).
     Interrupted(Interrupt),
 }
 
@@ -122,6 +142,7 @@ pub const SUPPORTED: &[&str] = &[
     "sock_recv",
     "sock_send",
     "sock_shutdown",
+    "poll_oneoff",
     "proc_exit",
     "sched_yield",
 ];
@@ -662,6 +683,7 @@ mod test {
 mod testmem {
     use super::*;
     use alloc::vec;
+    use std::sync::{Arc, Mutex};
 
     pub const NAME: u32 = 1000;
     pub const OUT: u32 = 8;
@@ -672,6 +694,43 @@ mod testmem {
     pub struct T {
         pub c: WasiCtx,
         pub mem: Vec<u8>,
+    }
+
+    /// Sockets the test can script and inspect while the context owns them.
+    #[derive(Clone, Default)]
+    pub struct Shared(pub Arc<Mutex<MemSockets>>);
+
+    impl Sockets for Shared {
+        fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
+            self.0.lock().unwrap().accept(port)
+        }
+        fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
+            self.0.lock().unwrap().recv(conn, buf)
+        }
+        fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError> {
+            self.0.lock().unwrap().send(conn, data)
+        }
+        fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError> {
+            self.0.lock().unwrap().shutdown(conn, how)
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.0.lock().unwrap().close(conn)
+        }
+        fn wait(&mut self) -> Result<(), Interrupt> {
+            self.0.lock().unwrap().wait()
+        }
+        fn pending(&mut self, port: u16) -> Result<usize, SockError> {
+            self.0.lock().unwrap().pending(port)
+        }
+        fn readiness(&mut self, conn: ConnId) -> Result<ConnReadiness, SockError> {
+            self.0.lock().unwrap().readiness(conn)
+        }
+    }
+
+    impl Shared {
+        pub fn with<R>(&self, f: impl FnOnce(&mut MemSockets) -> R) -> R {
+            f(&mut self.0.lock().unwrap())
+        }
     }
 
     pub fn ok(r: WasiResult) -> Result<(), u32> {

@@ -366,6 +366,17 @@ impl WasiCtx {
         Ok(bytes.len())
     }
 
+    /// Bytes between a file fd's position and its end (0 past the end or write-only),
+    /// for `poll_oneoff`'s `nbytes`.
+    pub(super) fn file_unread(&mut self, fd: u32) -> Result<u64, u32> {
+        let (f, _, files) = self.file(fd)?;
+        if !f.read {
+            return Ok(0);
+        }
+        let (pos, node) = (f.pos, f.node);
+        Ok((files.node(node).data.len() as u64).saturating_sub(pos))
+    }
+
     pub(super) fn file_seek(&mut self, fd: u32, offset: i64, whence: u32) -> Result<u64, u32> {
         let (f, _, files) = self.file(fd)?;
         let base = match whence {

@@ -6,7 +6,8 @@
 //! `fd_read`/`fd_write`. Every [`Sockets`] call returns at once; a call on a blocking
 //! fd that would block calls [`Sockets::wait`] and tries again, so the kernel can park
 //! the workload, and end it (with an [`Interrupt`]) when a limit passes meanwhile.
-//! [`MemSockets`] is a scripted double for host tests.
+//! `poll_oneoff` asks [`Sockets::pending`] and [`Sockets::readiness`], which consume
+//! nothing. [`MemSockets`] is a scripted double for host tests.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -60,6 +61,21 @@ pub enum Interrupt {
     Stopped,
 }
 
+/// What a connection could do now, as `poll_oneoff` sees it ([`Sockets::readiness`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnReadiness {
+    /// Received bytes waiting to be read (what `recv` would return at most, now).
+    pub recv_bytes: usize,
+    /// After those bytes comes the end of the stream: the peer finished sending (FIN)
+    /// or the read side was shut down, so `recv` would not wait but return `Some(0)`.
+    pub recv_eof: bool,
+    /// Bytes `send` would take now; 0 if the send buffer is full.
+    pub send_bytes: usize,
+    /// Sending is over (the write side was shut down, or the peer can no longer
+    /// receive): `send` would fail at once with [`SockError::Pipe`].
+    pub send_closed: bool,
+}
+
 /// The node's TCP sockets for one workload. No method blocks.
 pub trait Sockets {
     /// The next connection accepted on the listener for `port`; `None` if none is waiting.
@@ -76,6 +92,25 @@ pub trait Sockets {
     /// changed, or `Err` when the workload must stop (its CPU or wall limit passed, or
     /// it was stopped). This is the only bound on a blocking call.
     fn wait(&mut self) -> Result<(), Interrupt>;
+    /// How many connections [`Self::accept`] on `port` would return now without
+    /// waiting (a lower bound is fine as long as it is nonzero when one is waiting).
+    /// Takes nothing off the queue. `Err` as `accept` would fail.
+    ///
+    /// The default answers `Io` (so `poll_oneoff` reports an error event on a listener
+    /// instead of waiting forever): a real implementation must override it.
+    fn pending(&mut self, port: u16) -> Result<usize, SockError> {
+        let _ = port;
+        Err(SockError::Io)
+    }
+    /// What `conn` could do now, without receiving or sending anything. `Err` as
+    /// `recv`/`send` would fail at once (e.g. [`SockError::Reset`] after a reset,
+    /// [`SockError::NotConnected`] for an unknown id).
+    ///
+    /// The default answers `Io`: a real implementation must override it.
+    fn readiness(&mut self, conn: ConnId) -> Result<ConnReadiness, SockError> {
+        let _ = conn;
+        Err(SockError::Io)
+    }
 }
 
 /// Largest read one `sock_recv`/`fd_read` asks the kernel for.
@@ -360,6 +395,20 @@ impl Sockets for MemSockets {
         }
     }
 
+    fn pending(&mut self, port: u16) -> Result<usize, SockError> {
+        Ok(self.backlog.iter().filter(|c| self.conns[c].port == port).count())
+    }
+
+    fn readiness(&mut self, conn: ConnId) -> Result<ConnReadiness, SockError> {
+        let c = self.live(conn)?;
+        Ok(ConnReadiness {
+            recv_bytes: if c.shut_read { 0 } else { c.input.len() },
+            recv_eof: c.shut_read || c.input_eof,
+            send_bytes: if c.shut_write { 0 } else { c.window },
+            send_closed: c.shut_write,
+        })
+    }
+
     fn wait(&mut self) -> Result<(), Interrupt> {
         self.waits += 1;
         match self.later.pop_front().ok_or(Interrupt::Stopped)? {
@@ -389,42 +438,10 @@ impl Sockets for MemSockets {
 
 #[cfg(test)]
 mod test {
-    use super::super::testmem::{ok, T, DATA, IOV, OUT, SIZE};
+    use super::super::testmem::{ok, Shared, T, DATA, IOV, OUT, SIZE};
     use super::super::{read_u32, MemFileArea, MAX_OPEN_FDS, FILETYPE_SOCKET_STREAM};
     use super::*;
     use alloc::boxed::Box;
-    use std::sync::{Arc, Mutex};
-
-    /// Sockets the test can script and inspect while the context owns them.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemSockets>>);
-
-    impl Sockets for Shared {
-        fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
-            self.0.lock().unwrap().accept(port)
-        }
-        fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, SockError> {
-            self.0.lock().unwrap().recv(conn, buf)
-        }
-        fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, SockError> {
-            self.0.lock().unwrap().send(conn, data)
-        }
-        fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), SockError> {
-            self.0.lock().unwrap().shutdown(conn, how)
-        }
-        fn close(&mut self, conn: ConnId) {
-            self.0.lock().unwrap().close(conn)
-        }
-        fn wait(&mut self) -> Result<(), Interrupt> {
-            self.0.lock().unwrap().wait()
-        }
-    }
-
-    impl Shared {
-        fn with<R>(&self, f: impl FnOnce(&mut MemSockets) -> R) -> R {
-            f(&mut self.0.lock().unwrap())
-        }
-    }
 
     fn with_sockets(files: bool, ports: &[u16]) -> (T, Shared) {
         let mut t = T::new();
