@@ -153,6 +153,9 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
     has("workloads: mismatched bundle rejected");
     has("workloads: truncated bundle rejected");
     has("[hello-oci] hello, world from wasm32-wasi");
+    has("[sleep] slept ok");
+    has("[sleep] abstime ok");
+    has("[sleep] sleep(0) ok");
     has("workloads: 20 of 20 concurrent workloads finished correctly");
     assert_eq!(out.serial.matches("checksum of 65536 bytes: fnv1a64=8bd22e8266b124dd sum=8348054").count(), 20, "{}", out.report());
     has("gridos test workloads: pass");

@@ -108,6 +108,31 @@ impl TcpListener {
     }
 }
 
+impl TcpListener {
+    /// How many connections [`TcpListener::try_accept`] would hand out now.
+    pub fn pending(&self) -> Result<usize, NetError> {
+        with_set(self.network, |set| {
+            self.backlog
+                .iter()
+                .filter(|&&h| {
+                    let state = set.get_mut::<tcp::Socket>(h).state();
+                    state != tcp::State::Listen && state != tcp::State::SynReceived
+                })
+                .count()
+        })
+    }
+}
+
+/// What a TCP connection could do now, without doing it.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    pub recv_bytes: usize,
+    pub recv_eof: bool,
+    pub send_bytes: usize,
+    pub send_closed: bool,
+    pub reset: bool,
+}
+
 fn listening_socket(network: Network, port: u16) -> Result<SocketHandle, NetError> {
     with_set(network, |set| {
         let mut socket = new_tcp_socket();
@@ -242,6 +267,22 @@ impl TcpStream {
             KICK.signal();
         }
         result
+    }
+
+    /// What a read or write could do now (nothing is taken or sent).
+    pub fn readiness(&self) -> Result<Readiness, NetError> {
+        with_set(self.network, |set| {
+            let socket = set.get_mut::<tcp::Socket>(self.handle);
+            let recv_bytes = socket.recv_queue();
+            let reset = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() && recv_bytes == 0;
+            Readiness {
+                recv_bytes,
+                recv_eof: !socket.may_recv() && recv_bytes == 0,
+                send_bytes: if socket.can_send() { socket.send_capacity() - socket.send_queue() } else { 0 },
+                send_closed: !socket.may_send(),
+                reset,
+            }
+        })
     }
 
     /// Queues a prefix of `data` without blocking: `None` when the send buffer is full.

@@ -141,12 +141,6 @@ impl Fiber {
     }
 }
 
-/// Whether the caller runs on a fiber.
-pub fn on_fiber() -> bool {
-    // SAFETY: single CPU; read only.
-    unsafe { !CURRENT.is_null() }
-}
-
 /// Switches from the current fiber back to the scheduler; returns when resumed.
 pub fn suspend() {
     // SAFETY: CURRENT points at the running fiber (checked), whose `resume` frame waits

@@ -100,10 +100,19 @@ pub fn engines() -> Result<&'static Engines, String> {
     Ok(e)
 }
 
-/// Clock and entropy for workloads.
-struct KernelHost;
+/// Clock, entropy and timed waits for a workload.
+struct KernelHost {
+    slot: Arc<Mutex<Slot>>,
+    /// The workload has sockets: a wait must also look at them every poll interval.
+    has_sockets: bool,
+}
 
 impl HostServices for KernelHost {
+    fn wait_until(&mut self, monotonic_deadline_ns: Option<u64>) -> Result<(), workloads::wasi::Interrupt> {
+        // Without sockets nothing but time can end the wait: sleep to the deadline.
+        let wake_at = if self.has_sockets { None } else { monotonic_deadline_ns };
+        sockets::park(&self.slot, wake_at)
+    }
     fn realtime_ns(&mut self) -> u64 {
         let (s, ns) = time::unix_time();
         s.saturating_mul(1_000_000_000).saturating_add(u64::from(ns))
@@ -138,8 +147,10 @@ struct Slot {
     instantiate_us: u64,
     run_us: u64,
     stop_requested: bool,
-    /// Parked in a blocking socket call (see `sockets`).
+    /// Parked in a blocking call (socket or `poll_oneoff`, see `sockets::park`).
     blocked: bool,
+    /// While parked in a timed wait without sockets: when to look again.
+    wake_at_ns: Option<u64>,
 }
 
 /// The limit `slot` has passed at `now`, if any (or the owner's stop).
@@ -171,7 +182,6 @@ struct Workload {
 /// What [`Manager::info`] reports.
 #[derive(Debug, Clone)]
 pub struct Info {
-    pub name: String,
     pub status: Status,
     pub backend: Backend,
     pub cpu_ms: u64,
@@ -185,7 +195,12 @@ pub struct Info {
 pub struct Round {
     pub unfinished: usize,
     pub blocked: usize,
+    /// When the earliest parked workload wants to look again.
+    pub next_wake_ns: Option<u64>,
 }
+
+/// How often a workload parked on sockets looks again when nothing else runs.
+pub const BLOCKED_POLL_NS: u64 = 5_000_000;
 
 /// Deploys, schedules and reports on workloads.
 #[derive(Default)]
@@ -262,6 +277,7 @@ impl Manager {
             run_us: 0,
             stop_requested: false,
             blocked: false,
+            wake_at_ns: None,
         }));
         let sockets = if manifest.listen.is_empty() {
             None
@@ -288,7 +304,6 @@ impl Manager {
         let w = self.workloads.get(id)?;
         let s = w.slot.lock();
         Some(Info {
-            name: s.name.clone(),
             status: s.status.clone(),
             backend: w.backend,
             cpu_ms: s.cpu_ns / 1_000_000,
@@ -353,7 +368,11 @@ impl Manager {
                 log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
             } else {
                 round.unfinished += 1;
-                round.blocked += usize::from(s.blocked);
+                if s.blocked {
+                    round.blocked += 1;
+                    let wake = s.wake_at_ns.unwrap_or(now + BLOCKED_POLL_NS);
+                    round.next_wake_ns = Some(round.next_wake_ns.map_or(wake, |w| w.min(wake)));
+                }
             }
         }
         round
@@ -372,7 +391,8 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
 /// The body of a workload's fiber.
 fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
     sockets: Option<sockets::WorkloadSockets>) {
-    let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(KernelHost));
+    let host = KernelHost { slot: Arc::clone(&slot), has_sockets: sockets.is_some() };
+    let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(host));
     if let Some(files) = extras.files {
         state = state.with_files(files);
     }

@@ -32,6 +32,7 @@ const SPIN: (&[u8], &[u8]) = program!("spin");
 const MEMBOMB: (&[u8], &[u8]) = program!("membomb");
 const FIB: (&[u8], &[u8]) = program!("fib");
 const FILES: (&[u8], &[u8]) = program!("files");
+const SLEEP: (&[u8], &[u8]) = program!("sleep");
 const ECHO_SERVER: (&[u8], &[u8]) = program!("echo_server");
 /// Overlay TCP port of the echo server in `workload-serve`.
 const ECHO_PORT: u16 = 8080;
@@ -165,6 +166,19 @@ fn scenarios() -> Result<(), String> {
     expect(done(&mgr, oci)? == StopReason::Exited(0) && has_line(&mgr, oci, "hello, world from wasm32-wasi"),
         "OCI hello failed")?;
     crate::kprintln!("workloads: OCI image hello ran");
+
+    // 4b. Sleeping (poll_oneoff) next to a busy loop: the sleeper is parked, not spun.
+    let mut mgr = Manager::new();
+    let sleeper = mgr.deploy(&signer.manifest("sleep", SLEEP.0, small, &[]), SLEEP.0, SLEEP.1)?;
+    let busy = mgr.deploy(&signer.manifest("spin-next", SPIN.0, Limits { cpu_ms: 300, ..small }, &[]), SPIN.0, SPIN.1)?;
+    mgr.run();
+    expect(done(&mgr, sleeper)? == StopReason::Exited(0), "sleep did not exit 0")?;
+    for line in ["slept ok", "abstime ok", "sleep(0) ok"] {
+        expect(has_line(&mgr, sleeper, line), "a sleep check failed")?;
+    }
+    let (si, bi) = (mgr.info(sleeper).ok_or("no sleep")?, mgr.info(busy).ok_or("no spin")?);
+    crate::kprintln!("workloads: sleep ran {} ms on {} ms of CPU next to a busy loop ({:?})",
+        si.run_us / 1000, si.cpu_ms, bi.status);
 
     // 5. Twenty at once.
     let mut mgr = Manager::new();

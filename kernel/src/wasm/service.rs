@@ -43,8 +43,6 @@ unsafe impl Send for NodeWorkloads {}
 static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
 /// Signalled when there is new work for the scheduler.
 static WORK: Event = Event::new();
-/// How often workloads parked in socket calls look again when nothing else runs.
-const BLOCKED_POLL_NS: u64 = 5_000_000;
 
 /// A workload as the control service reports it.
 #[derive(Debug, Clone)]
@@ -124,9 +122,9 @@ async fn schedule() {
             executor::yield_now().await;
             continue;
         }
-        // Nothing to compute: wait for new work, or (when workloads are parked in
-        // socket calls) poll them again after one tick.
-        let deadline = (round.blocked > 0).then(|| executor::now_ns() + BLOCKED_POLL_NS);
+        // Nothing to compute: wait for new work, or until the earliest parked workload
+        // wants to look again (its sleep ends, or its sockets' poll interval).
+        let deadline = round.next_wake_ns;
         executor::wait_then_yield(deadline, |waker| {
             WORK.register_waker(waker);
             WORK.take()

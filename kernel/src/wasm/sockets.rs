@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use spin::Mutex;
 
-use workloads::wasi::{ConnId, Interrupt, Shutdown, SockError, Sockets};
+use workloads::wasi::{ConnId, ConnReadiness, Interrupt, Shutdown, SockError, Sockets};
 use workloads::runtime::StopReason;
 
 use super::{fiber, limit_reached, Slot};
@@ -110,19 +110,55 @@ impl Sockets for WorkloadSockets {
         self.conns.remove(&conn.0);
     }
 
-    fn wait(&mut self) -> Result<(), Interrupt> {
-        let check = |slot: &Arc<Mutex<Slot>>| match limit_reached(&slot.lock(), time::since_boot_ns()) {
-            None => Ok(()),
-            Some(StopReason::CpuLimit { used_ms }) => Err(Interrupt::CpuLimit { used_ms }),
-            Some(StopReason::WallDeadline) => Err(Interrupt::WallDeadline),
-            Some(_) => Err(Interrupt::Stopped),
-        };
-        check(&self.slot)?;
-        self.slot.lock().blocked = true;
-        fiber::suspend();
-        self.slot.lock().blocked = false;
-        check(&self.slot)
+    fn pending(&mut self, port: u16) -> Result<usize, SockError> {
+        let listener = self.listeners.get(&port).ok_or(SockError::NotConnected)?;
+        listener.pending().map_err(sock_error)
     }
+
+    fn readiness(&mut self, conn: ConnId) -> Result<ConnReadiness, SockError> {
+        let stream = self.conns.get(&conn.0).ok_or(SockError::NotConnected)?;
+        let r = stream.readiness().map_err(sock_error)?;
+        if r.reset {
+            return Err(SockError::Reset);
+        }
+        Ok(ConnReadiness { recv_bytes: r.recv_bytes, recv_eof: r.recv_eof, send_bytes: r.send_bytes, send_closed: r.send_closed })
+    }
+
+    fn wait(&mut self) -> Result<(), Interrupt> {
+        park(&self.slot, None)
+    }
+}
+
+/// What a limit (or the owner's stop) means for a parked call.
+fn interrupt_for(reason: StopReason) -> Interrupt {
+    match reason {
+        StopReason::CpuLimit { used_ms } => Interrupt::CpuLimit { used_ms },
+        StopReason::WallDeadline => Interrupt::WallDeadline,
+        _ => Interrupt::Stopped,
+    }
+}
+
+/// Parks the calling workload's fiber until the scheduler's next look at it (at the
+/// latest at `wake_at_ns`, or within a poll interval when it waits on sockets),
+/// checking its limits before and after.
+pub(super) fn park(slot: &Arc<Mutex<Slot>>, wake_at_ns: Option<u64>) -> Result<(), Interrupt> {
+    let check = |slot: &Arc<Mutex<Slot>>| match limit_reached(&slot.lock(), time::since_boot_ns()) {
+        None => Ok(()),
+        Some(reason) => Err(interrupt_for(reason)),
+    };
+    check(slot)?;
+    {
+        let mut s = slot.lock();
+        s.blocked = true;
+        s.wake_at_ns = wake_at_ns;
+    }
+    fiber::suspend();
+    {
+        let mut s = slot.lock();
+        s.blocked = false;
+        s.wake_at_ns = None;
+    }
+    check(slot)
 }
 
 /// Ports the node's workloads listen on (for the log).
