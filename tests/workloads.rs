@@ -73,6 +73,15 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
         has("[files] files: big runs tmp");
         has("[files] unlink ok");
         has("[files] quota enforced");
+        // The store on the disk was formatted with the node's key as its node id
+        // (superblock at sector 2048, after the node area; node id at bytes 16..48).
+        let key_line = out.serial.lines().find(|l| l.contains("identity: node key ")).unwrap_or_else(|| panic!("{}", out.report()));
+        let key = key_line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key");
+        let image = std::fs::read(&disk).expect("read disk image");
+        let superblock = &image[2048 * 512..2048 * 512 + 512];
+        assert_eq!(&superblock[..8], b"GRIDSHRD");
+        let node_id: String = superblock[16..48].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(node_id, key, "the store's superblock does not name this node");
     }
     let _ = std::fs::remove_file(&disk);
 }

@@ -78,10 +78,12 @@ pub fn load_or_create(format_disk: Option<&str>) -> ([u8; 32], Origin) {
             return (fresh_seed(), Origin::Ephemeral);
         }
         let forced = format_disk == Some(disk.name.as_str());
+        // A node record is kept even with `gridos.format=NAME` (which only takes over
+        // foreign data), so a command line that keeps the word keeps the identity.
+        if let Some(seed) = parse(&sectors[..SECTOR_SIZE]).or_else(|| parse(&sectors[SECTOR_SIZE..])) {
+            return (seed, Origin::Disk);
+        }
         if !forced {
-            if let Some(seed) = parse(&sectors[..SECTOR_SIZE]).or_else(|| parse(&sectors[SECTOR_SIZE..])) {
-                return (seed, Origin::Disk);
-            }
             if sectors[..SECTOR_SIZE].iter().any(|&b| b != 0) {
                 log::error!(
                     "identity: {} holds data that is not a gridos node area; not touching it \

@@ -131,8 +131,15 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         }
     }
     disks::init(disks);
-    storage::init(cmdline);
     let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    // The identity (in the first disk's node area) before the stores, so that disks
+    // formatted now carry the node's key.
+    let identity = overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format")));
+    let node_key = identity.map(|(seed, _)| ::overlay::identity::Identity::from_seed(seed).public_key().0);
+    if let (Some(key), Some((_, origin))) = (node_key, identity) {
+        log::info!("identity: node key {} ({origin:?})", overlay::hex(&key));
+    }
+    storage::init(cmdline, node_key);
     // The underlay answers nothing but the overlay unless asked to stay open.
     let underlay_open = match cmdline.get("gridos.underlay") {
         Some("open") => true,
@@ -145,8 +152,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
     if underlay_open {
         networks.push(net::Network::Underlay);
     }
-    if overlay_config.enabled {
-        let (seed, origin) = identity::load_or_create(cmdline.get("gridos.format"));
+    if let (Some((seed, origin)), Some(node_key)) = (identity, node_key) {
         wasm::persist::init(origin);
         let origin = match origin {
             identity::Origin::Disk => "identity from disk",
@@ -155,7 +161,6 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         };
         if let Some(address) = overlay::start(seed, origin, overlay_config) {
             networks.push(net::Network::Overlay);
-            let node_key = ::overlay::identity::Identity::from_seed(seed).public_key().0;
             if cmdline.get("gridos.workloads") != Some("off") {
                 control::start(node_key, address.octets());
             }

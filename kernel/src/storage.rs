@@ -282,7 +282,9 @@ pub fn region(index: usize, name: &str, sector_count: u64) -> Option<DiskRange> 
 }
 
 /// Mounts (or formats, when blank) a store on every data disk and logs one line per disk.
-pub fn init(cmdline: &Cmdline<'_>) {
+/// `node_id` (the node's public key, when it has one) goes into the superblock of
+/// every disk formatted now; a mounted disk with another node's id is logged.
+pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
     // `config::load` already reported bad values; parse quietly here.
     let config = NodeConfig::from_cmdline(cmdline, &mut |_, _, _| {});
     if config.role == Role::Compute {
@@ -309,7 +311,12 @@ pub fn init(cmdline: &Cmdline<'_>) {
             boot_states.push((name, DiskState::Refused));
             continue;
         };
-        let (state, detail, store) = attach(index, range, forced);
+        let (state, detail, store) = attach(index, range, forced, node_id.unwrap_or([0; 32]));
+        if let (Some(store), Some(id)) = (&store, node_id) {
+            if store.node_id() != id && store.node_id() != [0; 32] {
+                log::warn!("storage {name}: formatted by node {}; serving it here", crate::overlay::hex(&store.node_id()[..8]));
+            }
+        }
         let took_us = time::since_boot_us() - started_us;
         let stat = store.as_ref().map(|s| s.stat()).unwrap_or_default();
         let line = alloc::format!(
@@ -359,7 +366,7 @@ fn selected(disks: Disks<'_>, name: &str, serial: &str) -> bool {
 }
 
 /// Mounts `range`, or formats it when it is blank or `forced`; never writes otherwise.
-fn attach(index: usize, range: DiskRange, forced: bool) -> (DiskState, String, Option<ShardStore<DiskRange>>) {
+fn attach(index: usize, range: DiskRange, forced: bool, node_id: [u8; 32]) -> (DiskState, String, Option<ShardStore<DiskRange>>) {
     let name = String::from(range.name());
     let mut range = range;
     range.set_read_ahead(true);
@@ -401,8 +408,8 @@ fn attach(index: usize, range: DiskRange, forced: bool) -> (DiskState, String, O
     crate::entropy::fill(&mut disk_id);
     let mut options = FormatOptions::default();
     crate::entropy::fill(&mut options.entropy);
-    // The node id field is informational; the node agent has no key to put here yet.
-    match ShardStore::format_with(range, [0; 32], disk_id, options) {
+    // The node id is informational (zero when the node has no identity).
+    match ShardStore::format_with(range, node_id, disk_id, options) {
         Ok(store) => (DiskState::Formatted, String::from(why), Some(store)),
         Err(e) => (DiskState::Refused, alloc::format!("format failed: {e}"), None),
     }
