@@ -110,6 +110,41 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
         .expect("a malformed module was deployed");
     assert!(e.contains("refused") || e.contains("malformed"), "{e}");
 
+    // Two large deploys at once (hello with a 3 MiB custom section): the node takes
+    // large requests one at a time, and both succeed.
+    let mut big = std::fs::read(&hello).expect("hello.wasm");
+    let payload = vec![0x5a_u8; 3 << 20];
+    let name = b"padding";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    big.push(0);
+    let mut len = section.len();
+    while len >= 0x80 {
+        big.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    big.push(len as u8);
+    big.extend_from_slice(&section);
+    let big_path = dir.join("big-hello.wasm");
+    std::fs::write(&big_path, &big).expect("big module");
+    let big_str = big_path.to_str().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    let deploys: Vec<_> = ["big-1", "big-2"]
+        .into_iter()
+        .map(|name| {
+            let (key, target, path) = (alice.clone(), target.clone(), big_str.clone());
+            std::thread::spawn(move || gridctl(&key, &["deploy", "--node", &target, "--name", name, &path]))
+        })
+        .collect();
+    for d in deploys {
+        let id = d.join().expect("deploy thread").unwrap_or_else(|e| panic!("large deploy failed: {e}\n{}", node.serial()));
+        let logs = ok(&alice, &["logs", id.trim(), "--follow", "--node", t]);
+        assert!(logs.contains("hello, world from wasm32-wasi"), "{logs}");
+    }
+    println!("control: two concurrent deploys of a {} KiB module (host precompile + upload over the overlay) in {:.1} s",
+        big.len() >> 10, t0.elapsed().as_secs_f64());
+
     assert_eq!(ok(&alice, &["stop", &spin_id, "--node", t]).trim(), format!("stopped {spin_id}"));
     let mut stopped = String::new();
     for _ in 0..50 {
@@ -124,7 +159,7 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     let list = ok(&alice, &["list", "--node", t]);
     assert!(!list.contains("remote-hello") && list.contains("remote-spin"), "{list}");
     // The node is still serving after all that.
-    assert!(ok(&alice, &["info", "--node", t]).contains("workloads        1"), "{}", node.serial());
+    assert!(ok(&alice, &["info", "--node", t]).contains("workloads        3"), "{}", node.serial());
     drop(node.kill());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,14 +4,16 @@
 //!
 //! A connection gets a fresh random challenge. At most [`CONNECTIONS_MAX`] connections
 //! are served at once (a frame can be 32 MiB: this bounds the memory they can pin);
-//! more are closed at once, and one idle for [`IDLE_TIMEOUT_MS`] is closed. A connection that breaks the protocol gets an error
+//! more are closed at once, and one idle for [`IDLE_TIMEOUT_MS`] is closed. Only one
+//! connection at a time receives a request larger than [`SMALL_REQUEST_BYTES`]; the
+//! others wait for their turn with TCP flow control. A connection that breaks the protocol gets an error
 //! response and is closed; the service and the node carry on.
 
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Session, WorkloadState, WorkloadSummary};
 use workloads::runtime::StopReason;
@@ -27,8 +29,33 @@ use crate::wasm::Status;
 pub const CONNECTIONS_MAX: usize = 4;
 /// A connection that sends nothing for this long is closed.
 pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+/// A connection may buffer this much of a request without the big-request token.
+pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
 
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Held by the one connection receiving a large request (a deploy): a 32 MiB frame
+/// takes several copies on its way to the store and the engine, so only one at a time.
+static BIG_REQUEST: AtomicBool = AtomicBool::new(false);
+
+/// The big-request token, released on drop.
+struct BigRequest;
+
+impl BigRequest {
+    /// Waits for the token; other connections' large uploads stall meanwhile (TCP
+    /// flow control pushes back on their senders).
+    async fn acquire() -> BigRequest {
+        while BIG_REQUEST.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            executor::sleep_ms(20).await;
+        }
+        BigRequest
+    }
+}
+
+impl Drop for BigRequest {
+    fn drop(&mut self) {
+        BIG_REQUEST.store(false, Ordering::Release);
+    }
+}
 
 /// Starts the service for the node with overlay key `node_key` at `address`.
 pub fn start(node_key: [u8; 32], address: [u8; 16]) {
@@ -90,7 +117,12 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
     stream.write_all(&session.hello_frame()).await.map_err(ConnectionEnd::Net)?;
     let mut backend = KernelBackend { node_key, address };
     let mut buf = vec![0u8; 16 * 1024];
+    let mut big: Option<BigRequest> = None;
     loop {
+        // A request growing past the small size continues only with the token.
+        if session.buffered_bytes() >= SMALL_REQUEST_BYTES && big.is_none() {
+            big = Some(BigRequest::acquire().await);
+        }
         let Some(read) = executor::timeout(IDLE_TIMEOUT_MS, stream.read(&mut buf)).await else {
             // A client that vanished without closing must not hold a slot forever.
             stream.shutdown();
@@ -106,6 +138,9 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
                 for request in requests {
                     let response = control::serve(&mut backend, request);
                     stream.write_all(&session.response_frame(&response)).await.map_err(ConnectionEnd::Net)?;
+                }
+                if session.buffered_bytes() < SMALL_REQUEST_BYTES {
+                    big = None;
                 }
             }
             Err(e) => {

@@ -27,6 +27,10 @@ use crate::executor;
 use crate::net::socket::UdpSocket;
 use crate::net::{self, Network, OVERLAY_OUT};
 
+/// Datagrams (and bytes) the overlay's UDP socket holds until the overlay task reads them.
+const RECEIVE_QUEUE_DATAGRAMS: usize = 512;
+const RECEIVE_QUEUE_BYTES: usize = 1 << 20;
+
 /// Overlay settings from the command line.
 pub struct OverlayConfig {
     pub enabled: bool,
@@ -106,7 +110,8 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         log::warn!("overlay: no network stack (no NIC); overlay not started");
         return None;
     }
-    let socket = match UdpSocket::bind(Network::Underlay, config.port) {
+    // Room for several TCP windows of overlay traffic (128 KiB each, ~100 datagrams).
+    let socket = match UdpSocket::bind_with_receive_queue(Network::Underlay, config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
         Ok(s) => s,
         Err(e) => {
             log::error!("overlay: cannot bind udp port {}: {e:?}", config.port);

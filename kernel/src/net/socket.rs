@@ -332,11 +332,18 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Binds `port` on every address of `network`.
     pub fn bind(network: Network, port: u16) -> Result<UdpSocket, NetError> {
+        Self::bind_with_receive_queue(network, port, UDP_PACKETS, UDP_BUFFER_BYTES)
+    }
+
+    /// Like [`UdpSocket::bind`], with room for `packets` datagrams (`bytes` in all)
+    /// waiting to be read: a socket that carries TCP windows for others (the overlay's)
+    /// must hold a whole window's burst, or it drops packets and TCP falls back to
+    /// retransmission timeouts.
+    pub fn bind_with_receive_queue(network: Network, port: u16, packets: usize, bytes: usize) -> Result<UdpSocket, NetError> {
         with_set(network, |set| {
-            let buffer = || {
-                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUFFER_BYTES])
-            };
-            let mut socket = udp::Socket::new(buffer(), buffer());
+            let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+            let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUFFER_BYTES]);
+            let mut socket = udp::Socket::new(rx, tx);
             socket.bind(port).map_err(|_| NetError::AddressInUse)?;
             Ok(UdpSocket { network, handle: set.add(socket) })
         })?

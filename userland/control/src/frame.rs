@@ -61,6 +61,9 @@ impl Default for FrameDecoder {
     }
 }
 
+/// Buffer capacity kept between frames; more is freed once a frame has been taken.
+const RETAINED_CAPACITY_BYTES: usize = 64 << 10;
+
 impl FrameDecoder {
     /// A decoder refusing bodies above `max_frame_bytes` (at most [`MAX_FRAME_BYTES`]).
     pub fn new(max_frame_bytes: usize) -> FrameDecoder {
@@ -119,7 +122,12 @@ impl FrameDecoder {
         self.start = body_start + len;
         debug_assert!(self.start <= self.buf.len());
         if self.start == self.buf.len() {
-            self.buf.clear();
+            // After a large frame, give the memory back instead of keeping the capacity.
+            if self.buf.capacity() > RETAINED_CAPACITY_BYTES {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
         }
         // Fail early on the following header, so an oversize frame is refused even if

@@ -97,6 +97,11 @@ impl Session {
         frame::encode(&postcard::to_allocvec(&self.hello).unwrap_or_default())
     }
 
+    /// Bytes received but not yet part of a complete request (a frame in transit).
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered_bytes()
+    }
+
     /// Requests authorized so far on this connection.
     pub fn requests_seen(&self) -> u64 {
         self.next_seq
