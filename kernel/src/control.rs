@@ -187,6 +187,7 @@ fn refusal(e: ServiceError) -> BackendError {
         ServiceError::Rejected(_) => ErrorCode::Rejected,
         ServiceError::Storage(why) if why.contains("NoSpace") || why.contains("TooLarge") => ErrorCode::NoSpace,
         ServiceError::Storage(_) => ErrorCode::Internal,
+        ServiceError::Quota(_) => ErrorCode::NoSpace,
     };
     BackendError::new(code, format!("{e}"))
 }

@@ -44,6 +44,12 @@ static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
 /// Signalled when there is new work for the scheduler.
 static WORK: Event = Event::new();
 
+/// Workloads one owner may have on the node (deployed and not removed).
+pub const WORKLOADS_PER_OWNER_MAX: usize = 16;
+/// Bytes of signed manifests one owner may keep in the workload table (a sixth of a
+/// table slot), so no single owner can fill the table for everybody.
+pub const MANIFEST_BYTES_PER_OWNER_MAX: usize = 80 << 10;
+
 /// A workload as the control service reports it.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -63,6 +69,8 @@ pub enum ServiceError {
     Rejected(String),
     /// Storing the deployment failed.
     Storage(String),
+    /// The owner has used up their share of the node's workload table.
+    Quota(String),
 }
 
 impl core::fmt::Display for ServiceError {
@@ -71,6 +79,7 @@ impl core::fmt::Display for ServiceError {
             ServiceError::NotFound => f.write_str("no such workload"),
             ServiceError::Rejected(why) => write!(f, "rejected: {why}"),
             ServiceError::Storage(why) => write!(f, "storage: {why}"),
+            ServiceError::Quota(why) => write!(f, "quota: {why}"),
         }
     }
 }
@@ -146,6 +155,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
+    check_quota(node, &manifest.owner, signed_manifest.len())?;
     // The id the table will hand out (nothing else commits in between: the node lock
     // is held), so the file area can be named before the deploy is stored.
     let extras = match persist::available() {
@@ -176,6 +186,27 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
     drop(guard);
     WORK.signal();
     Ok(id)
+}
+
+/// Refuses a deploy that would take `owner` past [`WORKLOADS_PER_OWNER_MAX`] or
+/// [`MANIFEST_BYTES_PER_OWNER_MAX`].
+fn check_quota(node: &NodeWorkloads, owner: &[u8; 32], manifest_bytes: usize) -> Result<(), ServiceError> {
+    let theirs: Vec<u64> = node.deployed.iter().filter(|d| d.owner == *owner).map(|d| d.id).collect();
+    if theirs.len() >= WORKLOADS_PER_OWNER_MAX {
+        return Err(ServiceError::Quota(format!(
+            "the owner has {} workloads on this node (at most {WORKLOADS_PER_OWNER_MAX}); remove some first",
+            theirs.len()
+        )));
+    }
+    let table = persist::snapshot();
+    let stored: usize = table.entries.iter().filter(|e| theirs.contains(&e.id)).map(|e| e.signed_manifest.len()).sum();
+    if stored + manifest_bytes > MANIFEST_BYTES_PER_OWNER_MAX {
+        return Err(ServiceError::Quota(format!(
+            "the owner's manifests would take {} bytes of the workload table (at most {MANIFEST_BYTES_PER_OWNER_MAX})",
+            stored + manifest_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Stores module and bundle shards, then the table entry naming them.
