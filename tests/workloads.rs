@@ -118,6 +118,9 @@ fn workload_serves_tcp_over_the_overlay() {
     let out = ma.run().unwrap_or_else(|e| panic!("{e}"));
     assert!(out.passed(), "A could not use B's workload over the overlay\n{}\n--- B ---\n{}", out.report(), node_b.serial());
     assert!(out.serial.contains(&format!("echo client: {bytes} bytes echoed intact by [{addr_b}]:8080")), "{}", out.report());
+    if let Some(line) = out.serial.lines().find(|l| l.contains("bytes echoed intact")) {
+        println!("bench: workload echo server over the overlay: {line}");
+    }
     let b = node_b.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(b.passed(), "{}", b.report());
     assert!(b.serial.contains(&format!("[echo-server] served 1 connections, {bytes} bytes")), "{}", b.report());

@@ -119,6 +119,9 @@ const POLL_ROUNDS_MAX: usize = 64;
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
 /// Signalled by socket operations so the network task polls (e.g. to transmit).
 pub(crate) static KICK: Event = Event::new();
+/// Signalled when a poll of the overlay interface changed the state of its sockets
+/// (data, connections, closes): what workloads parked on sockets wait for.
+pub static OVERLAY_SOCKETS_CHANGED: Event = Event::new();
 
 /// Runs `f` on the stack. Never call from an interrupt handler.
 pub(crate) fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
@@ -215,7 +218,7 @@ impl Stack {
         let mut next: Option<Instant> = None;
         for nic in &mut self.nics {
             let _ = nic.device.event.take();
-            poll_rounds(&mut nic.iface, &mut nic.device, &mut self.sockets, timestamp);
+            let _ = poll_rounds(&mut nic.iface, &mut nic.device, &mut self.sockets, timestamp);
             if let Some(h) = nic.dhcp {
                 handle_dhcp(nic, h, &mut self.sockets);
             }
@@ -229,7 +232,9 @@ impl Stack {
             }
         }
         if let Some(o) = self.overlay.as_mut() {
-            poll_rounds(&mut o.iface, &mut o.device, &mut o.sockets, timestamp);
+            if poll_rounds(&mut o.iface, &mut o.device, &mut o.sockets, timestamp) {
+                OVERLAY_SOCKETS_CHANGED.signal();
+            }
             if o.device.has_outgoing() {
                 OVERLAY_OUT.signal();
             }
@@ -352,20 +357,24 @@ pub fn overlay_take_outgoing() -> Vec<Vec<u8>> {
 }
 
 /// Polls one interface while it has work due now. smoltcp sends at most one segment
-/// per socket per poll; the bound lets other tasks have their turn.
+/// per socket per poll; the bound lets other tasks have their turn. Returns whether
+/// any socket's state changed.
 fn poll_rounds(
     iface: &mut Interface,
     device: &mut impl smoltcp::phy::Device,
     sockets: &mut SocketSet<'static>,
     timestamp: Instant,
-) {
+) -> bool {
+    let mut any_change = false;
     for _ in 0..POLL_ROUNDS_MAX {
         let changed = iface.poll(timestamp, device, sockets);
+        any_change |= changed != smoltcp::iface::PollResult::None;
         let due_now = iface.poll_at(timestamp, sockets).is_some_and(|at| at <= timestamp);
         if changed == smoltcp::iface::PollResult::None && !due_now {
             break;
         }
     }
+    any_change
 }
 
 fn handle_dhcp(nic: &mut Nic, handle: SocketHandle, sockets: &mut SocketSet<'static>) {

@@ -109,8 +109,12 @@ struct KernelHost {
 
 impl HostServices for KernelHost {
     fn wait_until(&mut self, monotonic_deadline_ns: Option<u64>) -> Result<(), workloads::wasi::Interrupt> {
-        // Without sockets nothing but time can end the wait: sleep to the deadline.
-        let wake_at = if self.has_sockets { None } else { monotonic_deadline_ns };
+        // Sleep to the deadline; a workload with sockets is also woken by their changes,
+        // and looks again at least every fallback poll interval.
+        let wake_at = match (self.has_sockets, monotonic_deadline_ns) {
+            (true, Some(deadline)) => Some(deadline.min(time::since_boot_ns() + BLOCKED_POLL_NS)),
+            (_, deadline) => deadline,
+        };
         sockets::park(&self.slot, wake_at)
     }
     fn realtime_ns(&mut self) -> u64 {
@@ -199,8 +203,9 @@ pub struct Round {
     pub next_wake_ns: Option<u64>,
 }
 
-/// How often a workload parked on sockets looks again when nothing else runs.
-pub const BLOCKED_POLL_NS: u64 = 5_000_000;
+/// How often a workload parked on sockets looks again when nothing else runs and the
+/// overlay's sockets did not change (a fallback: changes wake the scheduler at once).
+pub const BLOCKED_POLL_NS: u64 = 50_000_000;
 
 /// Deploys, schedules and reports on workloads.
 #[derive(Default)]

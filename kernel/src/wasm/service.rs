@@ -19,6 +19,7 @@ use super::persist::{self, ShardKind};
 use super::files::StoredFiles;
 use super::{Extras, Info, Manager, Status};
 use crate::executor::{self, Event};
+use crate::net::OVERLAY_SOCKETS_CHANGED;
 
 /// A workload the node knows about.
 struct Deployed {
@@ -131,12 +132,19 @@ async fn schedule() {
             executor::yield_now().await;
             continue;
         }
-        // Nothing to compute: wait for new work, or until the earliest parked workload
-        // wants to look again (its sleep ends, or its sockets' poll interval).
+        // Nothing to compute: wait for new work, for the overlay's sockets to change
+        // (when workloads are parked on them), or until the earliest parked workload
+        // wants to look again (its sleep ends, or the fallback socket poll).
         let deadline = round.next_wake_ns;
+        let _ = OVERLAY_SOCKETS_CHANGED.take();
         executor::wait_then_yield(deadline, |waker| {
             WORK.register_waker(waker);
-            WORK.take()
+            let mut ready = WORK.take();
+            if round.blocked > 0 {
+                OVERLAY_SOCKETS_CHANGED.register_waker(waker);
+                ready |= OVERLAY_SOCKETS_CHANGED.take();
+            }
+            ready
         })
         .await;
     }
