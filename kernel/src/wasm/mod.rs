@@ -8,12 +8,18 @@
 //!   features, settings and module hash match) and on Pulley otherwise.
 //! - Time slicing: every workload runs on its own [`fiber`]; the timer tick bumps the
 //!   engines' epoch, and the epoch callback charges CPU time, checks the CPU, wall-clock
-//!   and stop limits, and switches back to the round-robin scheduler in [`Manager::run`].
+//!   and stop limits, and switches back to the round-robin scheduler
+//!   ([`Manager::run_round`]; the node's scheduler task in [`service`] runs one round
+//!   at a time between the other tasks).
+//! - Blocking calls (socket waits, `poll_oneoff`) park the fiber (`sockets::park`) until
+//!   its deadline or a change on the overlay's sockets; limits are checked on the way.
 //! - Memory cap: the store's `ResourceLimiter`; log cap: the WASI log. Any limit ends
 //!   the workload with a recorded [`StopReason`]; the others carry on.
+//! - Per workload, optionally: a persistent `/data` file area ([`files`]) and listening
+//!   sockets on the overlay (`sockets`).
 //!
-//! The node-wide service (deploy, status, logs, stop, remove, restart at boot) is in
-//! [`service`]; what survives a reboot, in [`persist`].
+//! The node-wide service (deploy, status, logs, stop, remove, restart at boot, quotas)
+//! is in [`service`]; what survives a reboot, in [`persist`].
 
 pub mod fiber;
 pub mod files;
