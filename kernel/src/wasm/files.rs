@@ -34,9 +34,10 @@ fn io<E: core::fmt::Display>(id: u64, what: &str) -> impl FnOnce(E) -> FileAreaE
 
 impl FileArea for StoredFiles {
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
-        let table = persist::snapshot();
-        let Some(file) = table.get(self.id).and_then(|e| e.file(name)) else { return Ok(None) };
-        persist::get(self.id, ShardKind::File, &file.key).map(Some).map_err(io(self.id, name))
+        let Some(key) = persist::with_table(|t| t.get(self.id).and_then(|e| e.file(name)).map(|f| f.key)) else {
+            return Ok(None);
+        };
+        persist::get(self.id, ShardKind::File, &key).map(Some).map_err(io(self.id, name))
     }
 
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
@@ -73,7 +74,8 @@ impl FileArea for StoredFiles {
     }
 
     fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
-        let table = persist::snapshot();
-        Ok(table.get(self.id).map(|e| e.files.iter().map(|f| (f.name.clone(), f.len_bytes)).collect()).unwrap_or_default())
+        Ok(persist::with_table(|t| {
+            t.get(self.id).map(|e| e.files.iter().map(|f| (f.name.clone(), f.len_bytes)).collect()).unwrap_or_default()
+        }))
     }
 }

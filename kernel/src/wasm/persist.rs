@@ -115,6 +115,14 @@ pub fn snapshot() -> WorkloadTable {
     PERSIST.lock().as_ref().map(|p| p.table.clone()).unwrap_or_default()
 }
 
+/// Runs `f` on the table (an empty one when not persisting) without copying it.
+pub fn with_table<R>(f: impl FnOnce(&WorkloadTable) -> R) -> R {
+    match PERSIST.lock().as_ref() {
+        Some(p) => f(&p.table),
+        None => f(&WorkloadTable::default()),
+    }
+}
+
 /// Applies `change` to a copy of the table and stores it; the table changes (here and
 /// on disk) only when it is durable. Returns what `change` returned.
 pub fn commit<R>(change: impl FnOnce(&mut WorkloadTable) -> R) -> Result<R, String> {
@@ -155,7 +163,7 @@ pub fn get(id: u64, kind: ShardKind, key: &Key) -> Result<Vec<u8>, String> {
 
 /// Deletes the shards of `keys` that the table no longer names (after a commit).
 pub fn delete_unreferenced(keys: impl IntoIterator<Item = Key>) {
-    let unreferenced = snapshot().unreferenced(keys);
+    let unreferenced = with_table(|t| t.unreferenced(keys));
     for key in unreferenced {
         if let Err(e) = storage::delete(&key) {
             log::warn!("workloads: shard {} left behind: {e:?}", crate::overlay::hex(&key[..8]));

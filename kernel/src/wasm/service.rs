@@ -167,7 +167,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
     // The id the table will hand out (nothing else commits in between: the node lock
     // is held), so the file area can be named before the deploy is stored.
     let extras = match persist::available() {
-        true => Extras { files: Some(Box::new(StoredFiles::for_id(persist::snapshot().next_id))) },
+        true => Extras { files: Some(Box::new(StoredFiles::for_id(persist::with_table(|t| t.next_id)))) },
         false => Extras::default(),
     };
     let index = node.mgr.deploy_with(signed_manifest, module, bundle, extras).map_err(ServiceError::Rejected)?;
@@ -206,8 +206,9 @@ fn check_quota(node: &NodeWorkloads, owner: &[u8; 32], manifest_bytes: usize) ->
             theirs.len()
         )));
     }
-    let table = persist::snapshot();
-    let stored: usize = table.entries.iter().filter(|e| theirs.contains(&e.id)).map(|e| e.signed_manifest.len()).sum();
+    let stored: usize = persist::with_table(|t| {
+        t.entries.iter().filter(|e| theirs.contains(&e.id)).map(|e| e.signed_manifest.len()).sum()
+    });
     if stored + manifest_bytes > MANIFEST_BYTES_PER_OWNER_MAX {
         return Err(ServiceError::Quota(format!(
             "the owner's manifests would take {} bytes of the workload table (at most {MANIFEST_BYTES_PER_OWNER_MAX})",
@@ -219,7 +220,7 @@ fn check_quota(node: &NodeWorkloads, owner: &[u8; 32], manifest_bytes: usize) ->
 
 /// Stores module and bundle shards, then the table entry naming them.
 fn store_deployment(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool) -> Result<u64, String> {
-    let id = persist::snapshot().next_id;
+    let id = persist::with_table(|t| t.next_id);
     let module_key = persist::put(id, ShardKind::Module, module)?;
     let bundle_key = persist::put(id, ShardKind::Bundle, bundle)?;
     let added = persist::commit(|t| t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot));
@@ -270,7 +271,7 @@ pub fn stop(id: u64) -> Result<(), ServiceError> {
     let index = with_node(|node| node.deployed.iter().find(|d| d.id == id).map(|d| d.index))
         .flatten()
         .ok_or(ServiceError::NotFound)?;
-    if persist::snapshot().get(id).is_some() {
+    if persist::with_table(|t| t.get(id).is_some()) {
         persist::commit(|t| {
             if let Some(e) = t.get_mut(id) {
                 e.desired = Desired::Stopped;
@@ -288,7 +289,7 @@ pub fn stop(id: u64) -> Result<(), ServiceError> {
 /// Stops `id` and forgets it: its table entry, module, bundle and files are deleted.
 pub fn remove(id: u64) -> Result<(), ServiceError> {
     stop(id)?;
-    if persist::snapshot().get(id).is_some() {
+    if persist::with_table(|t| t.get(id).is_some()) {
         let removed = persist::commit(|t| t.remove(id)).map_err(ServiceError::Storage)?;
         if let Some(entry) = removed {
             persist::delete_unreferenced(entry.keys().collect::<Vec<_>>());
