@@ -21,6 +21,7 @@
 use blockdev::{BlockDevice, SECTOR_SIZE};
 
 use crate::disks;
+use crate::entropy::Unsound;
 
 /// Sectors at the start of the first disk that belong to the node area.
 pub const NODE_AREA_SECTORS: u64 = 2048;
@@ -61,27 +62,31 @@ fn parse(r: &[u8]) -> Option<[u8; 32]> {
     seed.iter().any(|&b| b != 0).then_some(seed)
 }
 
-fn fresh_seed() -> [u8; 32] {
+/// A new identity seed, from a generator just reseeded by health-tested sources; none
+/// when the node has no sound source (see `crate::entropy`).
+fn fresh_seed() -> Result<[u8; 32], Unsound> {
     let mut seed = [0u8; 32];
     while seed.iter().all(|&b| b == 0) {
-        crate::entropy::fill(&mut seed);
+        crate::entropy::fill_key(&mut seed)?;
     }
-    seed
+    Ok(seed)
 }
 
-/// Loads the identity seed from the first disk, creating it on a blank disk.
-pub fn load_or_create(format_disk: Option<&str>) -> ([u8; 32], Origin) {
+/// Loads the identity seed from the first disk, creating it on a blank disk. A node
+/// without a sound entropy source keeps an identity it already has but makes no new
+/// one: the error says why.
+pub fn load_or_create(format_disk: Option<&str>) -> Result<([u8; 32], Origin), Unsound> {
     let result = disks::with_disk(0, |disk| {
         let mut sectors = [0u8; 2 * SECTOR_SIZE];
         if let Err(e) = disk.read(0, &mut sectors) {
             log::error!("identity: cannot read {}: {e}; using an in-memory identity", disk.name);
-            return (fresh_seed(), Origin::Ephemeral);
+            return Ok((fresh_seed()?, Origin::Ephemeral));
         }
         let forced = format_disk == Some(disk.name.as_str());
         // A node record is kept even with `gridos.format=NAME` (which only takes over
         // foreign data), so a command line that keeps the word keeps the identity.
         if let Some(seed) = parse(&sectors[..SECTOR_SIZE]).or_else(|| parse(&sectors[SECTOR_SIZE..])) {
-            return (seed, Origin::Disk);
+            return Ok((seed, Origin::Disk));
         }
         if !forced {
             if sectors[..SECTOR_SIZE].iter().any(|&b| b != 0) {
@@ -90,20 +95,20 @@ pub fn load_or_create(format_disk: Option<&str>) -> ([u8; 32], Origin) {
                      (boot with gridos.format={} to take the disk over); using an in-memory identity",
                     disk.name, disk.name
                 );
-                return (fresh_seed(), Origin::Ephemeral);
+                return Ok((fresh_seed()?, Origin::Ephemeral));
             }
         }
-        let seed = fresh_seed();
+        let seed = fresh_seed()?;
         let r = record(&seed);
         sectors[..SECTOR_SIZE].copy_from_slice(&r);
         sectors[SECTOR_SIZE..].copy_from_slice(&r);
         match disk.write(0, &sectors).and_then(|()| disk.flush()) {
-            Ok(()) => (seed, Origin::Created),
+            Ok(()) => Ok((seed, Origin::Created)),
             Err(e) => {
                 log::error!("identity: cannot write {}: {e}; using an in-memory identity", disk.name);
-                (seed, Origin::Ephemeral)
+                Ok((seed, Origin::Ephemeral))
             }
         }
     });
-    result.unwrap_or_else(|| (fresh_seed(), Origin::Ephemeral))
+    result.unwrap_or_else(|| Ok((fresh_seed()?, Origin::Ephemeral)))
 }

@@ -127,14 +127,29 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
                     Err(e) => log::warn!("nic at {address}: virtio-net init failed: {e}"),
                 }
             }
+            DeviceType::EntropySource => {
+                let address = found.address;
+                match virtio_drivers::device::rng::VirtIORng::new(found.transport) {
+                    Ok(rng) => entropy::attach_virtio_rng(rng),
+                    Err(e) => log::warn!("virtio {address}: virtio-rng init failed: {e}"),
+                }
+            }
             other => log::info!("virtio {}: {other:?} device, no driver", found.address),
         }
     }
+    entropy::init();
     disks::init(disks);
     let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
     // The identity (in the first disk's node area) before the stores, so that disks
     // formatted now carry the node's key.
-    let identity = overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format")));
+    let identity = match overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format"))) {
+        Some(Ok(identity)) => Some(identity),
+        Some(Err(why)) => {
+            log::error!("identity: refusing to create a node key: {why}; the node runs without the overlay");
+            None
+        }
+        None => None,
+    };
     let node_key = identity.map(|(seed, _)| ::overlay::identity::Identity::from_seed(seed).public_key().0);
     if let (Some(key), Some((_, origin))) = (node_key, identity) {
         log::info!("identity: node key {} ({origin:?})", overlay::hex(&key));
