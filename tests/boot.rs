@@ -117,6 +117,21 @@ fn boot_log_states_the_wx_mapping_policy() {
 }
 
 #[test]
+fn boots_on_a_cpu_without_nx_and_says_data_is_executable() {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = "gridos.test=boot".into();
+    // A later -cpu replaces the runner's `-cpu max`: the same CPU without NX. Setting
+    // EFER.NXE there would #GP in the entry stub, and NX bits would be reserved bits.
+    m.extra_args = ["-cpu", "max,-nx"].map(String::from).to_vec();
+    let out = m.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_passed(&out);
+    assert_contains(&out, "WARN  paging: the CPU has no NX, so data is executable (no W^X): kernel .text ");
+    assert!(!out.serial.contains("paging: W^X: "), "{}", out.report());
+}
+
+#[test]
 fn wx_kernel_memory_and_code_pages_have_the_right_protection() {
     let out = boot("wx-code");
     assert_passed(&out);

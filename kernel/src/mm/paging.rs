@@ -280,14 +280,17 @@ pub fn init(highest_ram_address: u64) -> Result<(), MapError> {
     }
     MAPPED_END.store(end.max(LOW_IDENTITY_END), Ordering::Relaxed);
     drop(guard);
-    log::info!(
-        "paging: W^X{}: kernel .text {} KiB read-only+exec, .rodata {} KiB read-only, data+bss {} KiB, all other memory writable{}",
-        if nx_enabled() { "" } else { " without NX (the CPU has none)" },
-        (image.text_end - image.text_start) / 1024,
-        (image.rodata_end - image.text_end) / 1024,
-        (image.end - image.rodata_end) / 1024,
-        if nx_enabled() { "+NX" } else { "" },
-    );
+    let (text_kib, rodata_kib, data_kib) =
+        ((image.text_end - image.text_start) / 1024, (image.rodata_end - image.text_end) / 1024, (image.end - image.rodata_end) / 1024);
+    if nx_enabled() {
+        log::info!(
+            "paging: W^X: kernel .text {text_kib} KiB read-only+exec, .rodata {rodata_kib} KiB read-only, data+bss {data_kib} KiB, all other memory writable+NX"
+        );
+    } else {
+        log::warn!(
+            "paging: the CPU has no NX, so data is executable (no W^X): kernel .text {text_kib} KiB and .rodata {rodata_kib} KiB read-only, all other memory writable"
+        );
+    }
     Ok(())
 }
 
