@@ -136,6 +136,7 @@ fn wx_kernel_memory_and_code_pages_have_the_right_protection() {
     let out = boot("wx-code");
     assert_passed(&out);
     assert_line(&out, "wx-code: .text read-only+exec; .rodata read-only+NX; data, stack, heap, MMIO writable+NX; page 0 unmapped");
+    assert_line(&out, "wx-code: unaligned, kernel-image and low-memory code ranges refused");
     assert_line(&out, "wx-code: published code page ran (returned 42); unpublished it is writable+NX again");
     assert_line(&out, "wx-code: a code page freed while published is writable+NX again");
     assert_line(&out, "gridos test wx-code: pass");

@@ -207,6 +207,21 @@ fn wx_code() -> Result<(), &'static str> {
     unsafe { core::ptr::copy_nonoverlapping(CODE.as_ptr(), block, CODE.len()) };
     let addr = block as u64;
     let result = (|| {
+        // Ranges the hooks must refuse, leaving the pages as they were.
+        // SAFETY: one byte into the 100-byte allocation.
+        let unaligned = unsafe { block.add(1) };
+        if hooks.publish_executable(unaligned, CODE.len()).is_ok() {
+            return Err("publish_executable accepted a range that does not start on a page");
+        }
+        let kernel_data = core::ptr::addr_of!(WRITABLE) as u64 & !4095;
+        if hooks.publish_executable(kernel_data as *const u8, 4096).is_ok()
+            || hooks.publish_executable(0x1000 as *const u8, 4096).is_ok()
+            || crate::mm::paging::make_code(0x10_0000, 4096).is_ok()
+        {
+            return Err("code memory outside the heap was accepted");
+        }
+        expect_protection("a refused code page", addr, true, false)?;
+        expect_protection(".data/.bss after a refused publish", kernel_data, true, false)?;
         hooks.publish_executable(block, CODE.len()).map_err(|_| "publish_executable failed")?;
         expect_protection("a published code page", addr, false, true)?;
         expect_protection("the page after a code page", addr + 4096, true, false)?;
@@ -222,6 +237,7 @@ fn wx_code() -> Result<(), &'static str> {
         // SAFETY: writable again (checked just above), and still our allocation.
         unsafe { core::ptr::write_volatile(block, 0xc3) };
         hooks.publish_executable(block, CODE.len()).map_err(|_| "second publish failed")?;
+        crate::kprintln!("wx-code: unaligned, kernel-image and low-memory code ranges refused");
         crate::kprintln!("wx-code: published code page ran (returned {value}); unpublished it is writable+NX again");
         Ok(())
     })();

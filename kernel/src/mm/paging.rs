@@ -60,6 +60,8 @@ pub enum MapError {
     /// A protection change touched memory outside the RAM the kernel hands out
     /// (the kernel image, page 0, unmapped or MMIO addresses).
     NotHeapRam,
+    /// A large page already maps the address where a page table was needed.
+    LargePageInTheWay,
 }
 
 /// What a leaf mapping allows (for self-tests and fault reports).
@@ -67,7 +69,9 @@ pub enum MapError {
 pub struct Protection {
     /// Size of the page that maps the address.
     pub page_bytes: u64,
+    /// Writes are allowed (CR0.WP makes this bind ring 0 too).
     pub writable: bool,
+    /// Instruction fetches are allowed (no NX bit, or the CPU has no NX).
     pub executable: bool,
 }
 
@@ -135,8 +139,7 @@ fn next_table(entry: &mut PageTableEntry) -> Result<&'static mut PageTable, MapE
         entry.set_addr(PhysAddr::new(frame), Flags::PRESENT | Flags::WRITABLE);
     }
     if entry.flags().contains(Flags::HUGE_PAGE) {
-        // Only leaves are huge, and map_2mib never asks for a table under a leaf.
-        return Err(MapError::NotCanonical);
+        return Err(MapError::LargePageInTheWay);
     }
     Ok(table(entry.addr()))
 }
@@ -325,7 +328,8 @@ fn ram_pages(addr: u64, len: u64) -> Result<(u64, u64), MapError> {
 }
 
 /// Makes the whole pages of `[addr, addr + len)` read-only and executable, splitting
-/// 2 MiB pages as needed. The caller owns these pages alone (no other data may share
+/// 2 MiB pages as needed (the page tables for a split stay allocated: at most one
+/// 4 KiB table per 2 MiB of heap). The caller owns these pages alone (no other data may share
 /// them, since they stop being writable) and has finished writing them.
 ///
 /// # Errors

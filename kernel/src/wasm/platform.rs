@@ -62,6 +62,9 @@ impl CustomCodeMemory for KernelCodeMemory {
     }
 
     fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
         let (addr, len) = code_pages(ptr, len)?;
         if let Err(e) = crate::mm::paging::make_code(addr, len) {
             // Leave no page half-published.
@@ -74,8 +77,14 @@ impl CustomCodeMemory for KernelCodeMemory {
         Ok(())
     }
 
+    /// Never fails for a range that `publish_executable` accepted. wasmtime calls this
+    /// from `Drop` (and panics on an error) even after a failed or empty publish, so
+    /// a range that publish would have refused changed nothing and is fine as it is.
     fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
-        let (addr, len) = code_pages(ptr, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let Ok((addr, len)) = code_pages(ptr, len) else { return Ok(()) };
         crate::mm::paging::make_data(addr, len)
             .map_err(|e| wasmtime::Error::msg(alloc::format!("cannot make code memory writable: {e:?}")))
     }
