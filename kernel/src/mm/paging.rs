@@ -378,6 +378,10 @@ pub fn make_data(addr: u64, len: u64) -> Result<(), MapError> {
 /// The protection of the page that maps `addr`, or `None` if it is unmapped (or the
 /// page tables are being changed right now, e.g. when a fault hit the paging code).
 pub fn protection(addr: u64) -> Option<Protection> {
+    // Identity map: nothing at or above 2^47 is mapped (and the walk would alias it).
+    if addr >= 1 << 47 {
+        return None;
+    }
     let _guard = LOCK.try_lock()?;
     let (entry, page_bytes) = leaf(addr)?;
     let flags = entry.flags();
