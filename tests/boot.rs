@@ -90,6 +90,81 @@ fn page_fault_is_reported_and_fails_the_boot() {
     assert!(!out.serial.contains("gridos test pagefault: pass"), "{}", out.report());
 }
 
+/// The serial output has exactly this line.
+fn assert_line(out: &Outcome, line: &str) {
+    assert!(out.serial.lines().any(|l| l == line), "serial output lacks the line {line:?}\n{}", out.report());
+}
+
+/// The address in the self-test's line `<prefix><0x...>`.
+fn announced_address(out: &Outcome, prefix: &str) -> u64 {
+    out.serial
+        .lines()
+        .find_map(|l| u64::from_str_radix(l.strip_prefix(prefix)?.strip_prefix("0x")?, 16).ok())
+        .unwrap_or_else(|| panic!("no line starting {prefix:?}\n{}", out.report()))
+}
+
+#[test]
+fn boot_log_states_the_wx_mapping_policy() {
+    let out = boot("boot");
+    assert_passed(&out);
+    let line = out
+        .serial
+        .lines()
+        .find(|l| l.contains("INFO  paging: W^X: kernel .text "))
+        .unwrap_or_else(|| panic!("no W^X line\n{}", out.report()));
+    assert!(line.ends_with(" KiB, all other memory writable+NX"), "{line:?}");
+    assert!(line.contains(" KiB read-only+exec, .rodata "), "{line:?}");
+}
+
+#[test]
+fn boots_on_a_cpu_without_nx_and_says_data_is_executable() {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = "gridos.test=boot".into();
+    // A later -cpu replaces the runner's `-cpu max`: the same CPU without NX. Setting
+    // EFER.NXE there would #GP in the entry stub, and NX bits would be reserved bits.
+    m.extra_args = ["-cpu", "max,-nx"].map(String::from).to_vec();
+    let out = m.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_passed(&out);
+    assert_contains(&out, "WARN  paging: the CPU has no NX, so data is executable (no W^X): kernel .text ");
+    assert!(!out.serial.contains("paging: W^X: "), "{}", out.report());
+}
+
+#[test]
+fn wx_kernel_memory_and_code_pages_have_the_right_protection() {
+    let out = boot("wx-code");
+    assert_passed(&out);
+    assert_line(&out, "wx-code: .text read-only+exec; .rodata read-only+NX; data, stack, heap, MMIO writable+NX; page 0 unmapped");
+    assert_line(&out, "wx-code: unaligned, kernel-image and low-memory code ranges refused");
+    assert_line(&out, "wx-code: published code page ran (returned 42); unpublished it is writable+NX again");
+    assert_line(&out, "wx-code: a code page freed while published is writable+NX again");
+    assert_line(&out, "gridos test wx-code: pass");
+}
+
+#[test]
+fn wx_writing_kernel_code_faults() {
+    let out = boot("wx-write-code");
+    assert!(out.failed_in_kernel(), "expected the kernel's failure exit\n{}", out.report());
+    let addr = announced_address(&out, "wx-write-code: writing to kernel code at ");
+    assert_line(&out, "FATAL EXCEPTION: page fault (vector 14) error_code=0x3");
+    assert_line(&out, &format!("  cr2={addr:#018x} (protection violation on write in kernel mode)"));
+    assert_line(&out, "  page at cr2: 4 KiB, read-only, executable");
+    assert!(!out.serial.contains("writing to kernel code did not fault"), "{}", out.report());
+}
+
+#[test]
+fn wx_executing_heap_memory_faults() {
+    let out = boot("wx-exec-heap");
+    assert!(out.failed_in_kernel(), "expected the kernel's failure exit\n{}", out.report());
+    let addr = announced_address(&out, "wx-exec-heap: calling a ret instruction in the heap at ");
+    assert_line(&out, "FATAL EXCEPTION: page fault (vector 14) error_code=0x11");
+    assert_contains(&out, &format!("  rip={addr:#018x} "));
+    assert_line(&out, &format!("  cr2={addr:#018x} (protection violation on instruction fetch in kernel mode)"));
+    assert_line(&out, "  page at cr2: 2048 KiB, writable, NX");
+    assert!(!out.serial.contains("executing heap memory did not fault"), "{}", out.report());
+}
+
 #[test]
 fn panic_is_reported_and_fails_the_boot() {
     let out = boot("panic");

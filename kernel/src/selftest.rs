@@ -2,7 +2,8 @@
 //!
 //! Each case prints `gridos test NAME: pass` and exits QEMU with the success code,
 //! or reports what went wrong and exits with the failure code. The fault cases
-//! (`pagefault`, `panic`) are expected to end in the fault reporter instead.
+//! (`pagefault`, `panic`, `wx-write-code`, `wx-exec-heap`) are expected to end in the
+//! fault reporter instead.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -13,8 +14,8 @@ use crate::power;
 /// Names accepted by `gridos.test=`.
 pub const CASES: &[&str] = &[
     "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
-    "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
-    "workload-deploy", "workload-restart", "workload-serve",
+    "disk-async", "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
+    "workload-deploy", "workload-restart", "workload-serve", "wx-code", "wx-write-code", "wx-exec-heap",
 ];
 
 /// Cases that keep the node running (services, clients) instead of exiting at once.
@@ -47,6 +48,9 @@ pub fn run(name: &str, facts: &BootFacts) {
         "boot" => Ok(()),
         "heap" => heap(),
         "pagefault" => page_fault(),
+        "wx-code" => wx_code(),
+        "wx-write-code" => wx_write_code(),
+        "wx-exec-heap" => wx_exec_heap(),
         "panic" => panic!("deliberate panic from the panic self-test"),
         "breakpoint" => breakpoint(),
         "timer" => timer(),
@@ -126,6 +130,125 @@ fn page_fault() -> Result<(), &'static str> {
     let value = unsafe { core::ptr::read_volatile(address) };
     log::error!("read {value:#x} from an unmapped address");
     Err("the page fault did not happen")
+}
+
+/// W^X: writes one byte of kernel `.text` (the byte already there, so nothing changes
+/// if the write wrongly succeeds); the page fault must end the boot.
+fn wx_write_code() -> Result<(), &'static str> {
+    let target = wx_write_code as *const () as *mut u8;
+    crate::kprintln!("wx-write-code: writing to kernel code at {:#x}", target as u64);
+    // SAFETY: deliberately unsound: this test checks that .text is read-only. The byte
+    // written is the one read, so a missing fault leaves the code unchanged.
+    unsafe { core::ptr::write_volatile(target, core::ptr::read_volatile(target)) };
+    Err("writing to kernel code did not fault")
+}
+
+/// W^X: places a `ret` in a heap allocation and calls it; the fetch must fault.
+fn wx_exec_heap() -> Result<(), &'static str> {
+    let code = Box::new([0xc3u8; 64]);
+    let target = code.as_ptr();
+    crate::kprintln!("wx-exec-heap: calling a ret instruction in the heap at {:#x}", target as u64);
+    // SAFETY: deliberately unsound: this test checks that heap memory is NX. Were it
+    // executable, the call would run `ret` and return normally.
+    let f = unsafe { core::mem::transmute::<*const u8, extern "C" fn()>(target) };
+    f();
+    drop(code);
+    Err("executing heap memory did not fault")
+}
+
+/// Checks one address's page protection against the policy.
+fn expect_protection(what: &str, addr: u64, writable: bool, executable: bool) -> Result<(), &'static str> {
+    let Some(p) = crate::mm::paging::protection(addr) else {
+        crate::kprintln!("wx-code: {what} at {addr:#x} is not mapped");
+        return Err("an address the policy maps is unmapped");
+    };
+    if p.writable != writable || p.executable != executable {
+        crate::kprintln!("wx-code: {what} at {addr:#x}: {p:?}, expected writable={writable} executable={executable}");
+        return Err("a page has the wrong protection");
+    }
+    Ok(())
+}
+
+/// W^X without faulting: the protection of every kind of kernel memory, and a code
+/// page's round trip through wasmtime's code-memory hooks (published, run,
+/// unpublished, written, and freed while published).
+fn wx_code() -> Result<(), &'static str> {
+    use crate::wasm::platform::KernelCodeMemory;
+    use core::alloc::Layout;
+    use wasmtime::CustomCodeMemory;
+    static READ_ONLY: [u8; 8] = *b"rodata!!";
+    static WRITABLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+    if !crate::mm::paging::nx_enabled() {
+        return Err("NX is off (the CPU has no NX, or EFER.NXE was not set)");
+    }
+    let stack_byte = 0u8;
+    let heap_block = Box::new(0u64);
+    expect_protection(".text", wx_code as *const () as u64, false, true)?;
+    expect_protection(".rodata", READ_ONLY.as_ptr() as u64, false, false)?;
+    expect_protection(".data/.bss", core::ptr::addr_of!(WRITABLE) as u64, true, false)?;
+    expect_protection("the stack", core::ptr::addr_of!(stack_byte) as u64, true, false)?;
+    expect_protection("the heap", &*heap_block as *const u64 as u64, true, false)?;
+    expect_protection("local APIC MMIO", 0xfee0_0000, true, false)?;
+    if crate::mm::paging::protection(0).is_some() {
+        return Err("page 0 is mapped");
+    }
+    crate::kprintln!("wx-code: .text read-only+exec; .rodata read-only+NX; data, stack, heap, MMIO writable+NX; page 0 unmapped");
+
+    // mov eax, 42; ret
+    const CODE: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];
+    let hooks = KernelCodeMemory;
+    let layout = Layout::from_size_align(100, hooks.required_alignment()).map_err(|_| "bad layout")?;
+    // SAFETY: a non-zero-sized layout; the block is freed below with the same layout.
+    let block = unsafe { alloc::alloc::alloc(layout) };
+    if block.is_null() {
+        return Err("no heap for a code page");
+    }
+    // SAFETY: `block` is a fresh allocation of 100 bytes, writable (heap) until published.
+    unsafe { core::ptr::copy_nonoverlapping(CODE.as_ptr(), block, CODE.len()) };
+    let addr = block as u64;
+    let result = (|| {
+        // Ranges the hooks must refuse, leaving the pages as they were.
+        // SAFETY: one byte into the 100-byte allocation.
+        let unaligned = unsafe { block.add(1) };
+        if hooks.publish_executable(unaligned, CODE.len()).is_ok() {
+            return Err("publish_executable accepted a range that does not start on a page");
+        }
+        let kernel_data = core::ptr::addr_of!(WRITABLE) as u64 & !4095;
+        if hooks.publish_executable(kernel_data as *const u8, 4096).is_ok()
+            || hooks.publish_executable(0x1000 as *const u8, 4096).is_ok()
+            || crate::mm::paging::make_code(0x10_0000, 4096).is_ok()
+        {
+            return Err("code memory outside the heap was accepted");
+        }
+        expect_protection("a refused code page", addr, true, false)?;
+        expect_protection(".data/.bss after a refused publish", kernel_data, true, false)?;
+        hooks.publish_executable(block, CODE.len()).map_err(|_| "publish_executable failed")?;
+        expect_protection("a published code page", addr, false, true)?;
+        expect_protection("the page after a code page", addr + 4096, true, false)?;
+        // SAFETY: the page holds `mov eax, 42; ret` and is now executable; the
+        // function takes nothing and follows the C ABI (result in eax).
+        let f = unsafe { core::mem::transmute::<*mut u8, extern "C" fn() -> u32>(block) };
+        let value = f();
+        if value != 42 {
+            return Err("published code returned the wrong value");
+        }
+        hooks.unpublish_executable(block, CODE.len()).map_err(|_| "unpublish_executable failed")?;
+        expect_protection("an unpublished code page", addr, true, false)?;
+        // SAFETY: writable again (checked just above), and still our allocation.
+        unsafe { core::ptr::write_volatile(block, 0xc3) };
+        hooks.publish_executable(block, CODE.len()).map_err(|_| "second publish failed")?;
+        crate::kprintln!("wx-code: unaligned, kernel-image and low-memory code ranges refused");
+        crate::kprintln!("wx-code: published code page ran (returned {value}); unpublished it is writable+NX again");
+        Ok(())
+    })();
+    // Freed while published: the heap must make the page data again.
+    // SAFETY: allocated above with `layout`; nothing runs from it any more.
+    unsafe { alloc::alloc::dealloc(block, layout) };
+    result?;
+    expect_protection("a code page freed while published", addr, true, false)?;
+    crate::kprintln!("wx-code: a code page freed while published is writable+NX again");
+    drop(heap_block);
+    Ok(())
 }
 
 fn breakpoint() -> Result<(), &'static str> {

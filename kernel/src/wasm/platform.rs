@@ -4,10 +4,13 @@
 //! - `wasmtime_tls_get`/`wasmtime_tls_set`: two pointer slots. gridos runs wasm on the
 //!   boot CPU only, so they are globals; [`super::fiber`] saves and restores them on
 //!   every switch, which makes them per-fiber (per-workload) as wasmtime requires.
-//! - Code memory: all RAM is identity-mapped with 2 MiB pages and NX is set nowhere
-//!   (mm/paging.rs), so heap pages holding code are already executable: publishing is
-//!   no page-table change, only a serializing CPUID so no stale prefetched bytes run.
-//!   The cost is that code memory is not W^X; a later mm with NX would flip bits here.
+//! - Code memory (W^X, see mm/paging.rs): wasmtime copies a module's code image into
+//!   a heap block aligned to [`KernelCodeMemory::required_alignment`] (4 KiB); the
+//!   heap sizes page-aligned blocks to whole pages, so the code's pages hold nothing
+//!   else. They are writable and NX (like all heap) while wasmtime fills them;
+//!   `publish_executable` makes the text pages read-only and executable, and
+//!   `unpublish_executable` (called by wasmtime before it frees or edits the code)
+//!   makes them writable and NX again. Only heap ranges are accepted.
 //! - CPU features: answered from CPUID (and XCR0 for AVX state), never blindly true.
 
 use alloc::sync::Arc;
@@ -34,27 +37,56 @@ extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
     }
 }
 
-/// Code pages: already executable (identity map, no NX); see the module docs.
+/// Flips wasmtime's code pages between writable+NX and read-only+executable.
 pub struct KernelCodeMemory;
+
+/// The page range `[ptr, ptr + len)` after checking it is page-aligned heap memory.
+fn code_pages(ptr: *const u8, len: usize) -> wasmtime::Result<(u64, u64)> {
+    let addr = ptr as u64;
+    let len = len as u64;
+    if addr % crate::mm::FRAME_SIZE_BYTES != 0 {
+        return Err(wasmtime::Error::msg("code memory does not start on a page"));
+    }
+    let len_pages = len.checked_next_multiple_of(crate::mm::FRAME_SIZE_BYTES)
+        .ok_or_else(|| wasmtime::Error::msg("code range overflows"))?;
+    // Rounded up to whole pages: the heap gives a page-aligned block whole pages.
+    if !crate::mm::heap::contains(addr, len_pages) {
+        return Err(wasmtime::Error::msg("code memory is not in the kernel heap"));
+    }
+    Ok((addr, len_pages))
+}
 
 impl CustomCodeMemory for KernelCodeMemory {
     fn required_alignment(&self) -> usize {
-        4096
+        crate::mm::FRAME_SIZE_BYTES as usize
     }
 
     fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
-        let end = (ptr as u64).checked_add(len as u64).ok_or_else(|| wasmtime::Error::msg("code range overflows"))?;
-        if !crate::mm::paging::is_identity_mapped(ptr as u64, end - ptr as u64) {
-            return Err(wasmtime::Error::msg("code memory is outside the identity map"));
+        if len == 0 {
+            return Ok(());
         }
-        // x86 keeps instruction fetch coherent with stores to the same address space;
-        // CPUID serializes so nothing fetched before the copy finished can run.
+        let (addr, len) = code_pages(ptr, len)?;
+        if let Err(e) = crate::mm::paging::make_code(addr, len) {
+            // Leave no page half-published.
+            let _ = crate::mm::paging::make_data(addr, len);
+            return Err(wasmtime::Error::msg(alloc::format!("cannot make code memory executable: {e:?}")));
+        }
+        // x86 keeps instruction fetch coherent with earlier stores; CPUID serializes so
+        // nothing fetched before the permission change runs.
         let _ = __cpuid(0);
         Ok(())
     }
 
-    fn unpublish_executable(&self, _ptr: *const u8, _len: usize) -> wasmtime::Result<()> {
-        Ok(())
+    /// Never fails for a range that `publish_executable` accepted. wasmtime calls this
+    /// from `Drop` (and panics on an error) even after a failed or empty publish, so
+    /// a range that publish would have refused changed nothing and is fine as it is.
+    fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let Ok((addr, len)) = code_pages(ptr, len) else { return Ok(()) };
+        crate::mm::paging::make_data(addr, len)
+            .map_err(|e| wasmtime::Error::msg(alloc::format!("cannot make code memory writable: {e:?}")))
     }
 }
 

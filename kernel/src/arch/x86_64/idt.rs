@@ -2,7 +2,8 @@
 //! registers and the FPU/SSE state, and a Rust dispatcher.
 //!
 //! Exceptions other than the breakpoint are fatal: the report gives vector, error
-//! code, RIP, CR2 (page faults), all registers and a frame-pointer stack walk, then
+//! code, RIP, CR2 and the decoded error code and page protection (page faults), all
+//! registers and a frame-pointer stack walk, then
 //! the kernel halts, or in test mode exits QEMU with a failure code. Vectors 32 and
 //! up dispatch to handlers registered with [`register`], followed by a local-APIC EOI.
 
@@ -254,6 +255,14 @@ fn fatal_exception(frame: &InterruptFrame) -> ! {
             if e & 4 != 0 { "user" } else { "kernel" },
             if e & 8 != 0 { ", reserved bit set" } else { "" },
         );
+        if let Some(p) = crate::mm::paging::protection(cr2) {
+            crate::kprintln!(
+                "  page at cr2: {} KiB, {}, {}",
+                p.page_bytes / 1024,
+                if p.writable { "writable" } else { "read-only" },
+                if p.executable { "executable" } else { "NX" },
+            );
+        }
     }
     crate::kprintln!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", frame.rax, frame.rbx, frame.rcx, frame.rdx);
     crate::kprintln!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", frame.rsi, frame.rdi, frame.rbp, frame.r8);

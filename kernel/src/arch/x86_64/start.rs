@@ -5,8 +5,9 @@
 //! (PVH, `XEN_ELFNOTE_PHYS32_ENTRY`) enters with `ebx` pointing at `hvm_start_info`.
 //! Both arrive in 32-bit protected mode with paging off. The stub records the TSC
 //! (boot time is measured from here), zeroes `.bss`, identity-maps the first 4 GiB
-//! with 2 MiB pages, enables PAE, SSE and long mode, and calls
-//! `kmain(magic, info)`. Rust code maps the rest of memory later.
+//! with 2 MiB writable, executable pages, enables PAE, SSE, long mode and (when
+//! CPUID reports it) EFER.NXE, and calls `kmain(magic, info)`. No page is NX yet:
+//! `mm::paging::init` applies the W^X mapping policy and maps the rest of memory.
 
 use core::arch::global_asm;
 
@@ -134,10 +135,25 @@ _start32:
     mov $boot_pml4, %eax
     mov %eax, %cr3
 
-    /* EFER: LME | NXE */
+    /* EFER.NXE only if CPUID 0x80000001 EDX bit 20 says the CPU has NX: setting it
+       otherwise raises #GP. mm/paging.rs reads EFER to learn whether it may set NX
+       bits (on a CPU without NX they are reserved bits). ebx was saved above. */
+    xor %esi, %esi
+    mov $0x80000000, %eax
+    cpuid
+    cmp $0x80000001, %eax
+    jb 4f
+    mov $0x80000001, %eax
+    cpuid
+    bt $20, %edx
+    jnc 4f
+    mov $(1 << 11), %esi
+4:
+    /* EFER: LME (| NXE) */
     mov $0xc0000080, %ecx
     rdmsr
-    or $((1 << 8) | (1 << 11)), %eax
+    or $(1 << 8), %eax
+    or %esi, %eax
     wrmsr
 
     /* CR0: PG | MP | PE, clear EM and TS */
