@@ -32,6 +32,8 @@ use crate::drivers::virtio::KernelHal;
 const RESEED_BYTES_PER_SOURCE: usize = 64;
 /// Largest read from virtio-rng in one request.
 const VIRTIO_CHUNK_BYTES: usize = 256;
+/// Bytes generated per lock hold (interrupts are off meanwhile).
+const FILL_CHUNK_BYTES: usize = 4096;
 /// Requests to virtio-rng per fill before it counts as not answering.
 const VIRTIO_REQUESTS_MAX: usize = 64;
 
@@ -262,13 +264,19 @@ impl JoinWith for heapless::Vec<&str, 3> {
 
 /// Fills `buf` with random bytes (for nonces, ports and seeds that must be
 /// unpredictable; long-term keys use [`fill_key`]).
+///
+/// Large requests (a workload's `random_get` may ask for its whole memory) are served
+/// in [`FILL_CHUNK_BYTES`] pieces, each under the lock with interrupts off only for
+/// that piece.
 pub fn fill(buf: &mut [u8]) {
-    with_state(|state| {
-        if state.drbg.needs_reseed(time::since_boot_ns()) {
-            reseed(state);
-        }
-        state.drbg.fill(buf);
-    })
+    for chunk in buf.chunks_mut(FILL_CHUNK_BYTES) {
+        with_state(|state| {
+            if state.drbg.needs_reseed(time::since_boot_ns()) {
+                reseed(state);
+            }
+            state.drbg.fill(chunk);
+        });
+    }
 }
 
 /// Fills `buf` for a long-term key, from a generator reseeded just now; refuses
