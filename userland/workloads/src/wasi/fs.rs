@@ -1007,7 +1007,13 @@ mod test {
                         }
                     }
                     2 => match ok(t.c.fd_seek(&mut t.mem, fd, n as i64, u32::from(len as u8 % 3), OUT)) {
-                        Ok(()) => proptest::prop_assert!(read_u32(&t.mem, OUT).is_ok()),
+                        Ok(()) => {
+                            let pos = u64::from_le_bytes(t.mem[OUT as usize..OUT as usize + 8].try_into().unwrap());
+                            proptest::prop_assert!(pos <= i64::MAX as u64);
+                            if len as u8 % 3 == 0 {
+                                proptest::prop_assert_eq!(pos, n);
+                            }
+                        }
                         Err(e) => proptest::prop_assert_eq!(e, errno::INVAL),
                     },
                     _ => {
