@@ -150,7 +150,8 @@ impl Log {
 
     /// What writing `bytes` to `stream` costs against the cap, simulated on the current
     /// state exactly as [`Self::write`] splits lines.
-    fn cost(&self, stream: Stream, bytes: &[u8]) -> Option<usize> {
+    /// Also returns the number of lines it starts.
+    fn cost(&self, stream: Stream, bytes: &[u8]) -> Option<(usize, usize)> {
         let idx = index(stream);
         let (mut open, mut len) = (self.open[idx], self.partial[idx].len());
         let mut lines = 0usize;
@@ -169,16 +170,21 @@ impl Log {
             }
             len += 1;
         }
-        lines.checked_mul(LINE_OVERHEAD_BYTES)?.checked_add(bytes.len())
+        Some((lines.checked_mul(LINE_OVERHEAD_BYTES)?.checked_add(bytes.len())?, lines))
     }
 
-    /// Appends `bytes`; refuses the whole write if it would pass the cap.
+    /// Appends `bytes`; refuses the whole write if it would pass the cap, or if the
+    /// heap cannot hold it (reserved fallibly first, so the node never panics for it).
     pub fn write(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), LogFull> {
-        let cost = self.cost(stream, bytes).ok_or(LogFull)?;
+        let (cost, lines) = self.cost(stream, bytes).ok_or(LogFull)?;
         let total = self.charged.checked_add(cost).ok_or(LogFull)?;
         if total > self.cap {
             return Err(LogFull);
         }
+        let partial_room = bytes.len().min(MAX_LINE_BYTES);
+        self.lines.text.try_reserve(bytes.len()).map_err(|_| LogFull)?;
+        self.lines.meta.try_reserve(lines).map_err(|_| LogFull)?;
+        self.partial[index(stream)].try_reserve(partial_room).map_err(|_| LogFull)?;
         self.charged = total;
         self.written += bytes.len();
         let idx = index(stream);
