@@ -144,9 +144,8 @@ proptest! {
         let mut frame = client.request_frame(&req).expect("fits a frame");
         let at = flip.index(frame.len());
         frame[at] ^= 1 << bit;
-        match server.push(&frame) {
-            Ok(authorized) => prop_assert!(authorized.is_empty(), "a changed frame was authorized: {authorized:?}"),
-            Err(_) => {}
+        if let Ok(authorized) = server.push(&frame) {
+            prop_assert!(authorized.is_empty(), "a changed frame was authorized: {authorized:?}");
         }
     }
 

@@ -54,7 +54,7 @@ fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
         image[at..at + 176].copy_from_slice(&header.encode(&key));
     }
     let disk = MemDisk::from_image(image).unwrap();
-    let (error, disk) = ShardStore::try_mount(disk).err().expect("a disk past RECORDS_MAX was mounted");
+    let (error, disk) = ShardStore::try_mount(disk).expect_err("a disk past RECORDS_MAX was mounted");
     assert_eq!(error, MountError::TooManyRecords { records_max: RECORDS_MAX as u64 });
     assert!(error.to_string().contains("more than 524288 records"), "{error}");
     assert_eq!(disk.stats().write_count, 0);

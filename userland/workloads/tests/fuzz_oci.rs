@@ -30,7 +30,7 @@ fn member() -> impl Strategy<Value = Member> {
         prop_oneof!["[a-z./]{0,12}", Just("index.json".to_string()), Just("blobs/sha256/00".to_string())],
         prop::sample::select(vec![b'0', 0, b'7', b'L', b'x', b'g', b'5', b'2', b'K', 0xff]),
         proptest::collection::vec(any::<u8>(), 0..700),
-        prop_oneof![4 => Just(None), 1 => (0u64..0o7777_7777_777).prop_map(Some)],
+        prop_oneof![4 => Just(None), 1 => (0u64..0o77_777_777_777).prop_map(Some)],
         prop_oneof![4 => Just(true), 1 => Just(false)],
     )
         .prop_map(|(path, typeflag, data, size_override, good_checksum)| Member { path, typeflag, data, size_override, good_checksum })

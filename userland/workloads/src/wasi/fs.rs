@@ -1010,7 +1010,7 @@ mod test {
                         Ok(()) => {
                             let pos = u64::from_le_bytes(t.mem[OUT as usize..OUT as usize + 8].try_into().unwrap());
                             proptest::prop_assert!(pos <= i64::MAX as u64);
-                            if len as u8 % 3 == 0 {
+                            if (len as u8).is_multiple_of(3) {
                                 proptest::prop_assert_eq!(pos, n);
                             }
                         }
