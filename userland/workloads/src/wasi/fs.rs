@@ -984,8 +984,14 @@ mod test {
             for (op, n, len) in ops {
                 let (fd, other) = if n & 1 == 0 { (f, 1) } else { (g, 0) };
                 let me = 1 - other;
-                // Half the draws near the top of u64, where sums wrap.
-                let n = if n & 2 == 0 { n } else { n % 8192 };
+                // Sizes near the edges where sums wrap or offsets stop: the top of u64,
+                // around i64::MAX, small ones, and any.
+                let n = match (n >> 1) & 3 {
+                    0 => u64::MAX - (n >> 3) % 8192,
+                    1 => (i64::MAX as u64 - 4096).wrapping_add((n >> 3) % 8192),
+                    2 => (n >> 3) % 8192,
+                    _ => n,
+                };
                 match op {
                     0 => match ok(t.c.fd_filestat_set_size(fd, n)) {
                         Ok(()) => model[me] = n,
