@@ -409,6 +409,55 @@ mod test {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_cases(128)))]
+        /// Any writes to both streams: each stream's lines are its raw bytes split at
+        /// newlines and cleaned, in order; the charge is the bytes plus the overhead of
+        /// every line; a refused write changes nothing.
+        #[test]
+        fn lines_match_the_raw_stream_and_the_charge_is_exact(
+            writes in proptest::collection::vec((proptest::prelude::any::<bool>(), proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'\n', 0x1b, b'[', b'm', b'\t', 0xc3, 0xa9, 0x07, b']']), 0..40)), 0..24),
+            cap in 0usize..800,
+        ) {
+            let mut log = Log::new(cap);
+            let mut raw: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            let mut taken: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+            for (err, bytes) in writes {
+                let stream = if err { Stream::Stderr } else { Stream::Stdout };
+                let before = (log.charged(), log.written());
+                match log.write(stream, &bytes) {
+                    Ok(()) => raw[index(stream)].extend_from_slice(&bytes),
+                    Err(LogFull) => proptest::prop_assert_eq!((log.charged(), log.written()), before),
+                }
+                proptest::prop_assert!(log.charged() <= cap);
+                for (s, line) in log.take_lines_max(16) {
+                    taken[index(s)].push(line);
+                }
+            }
+            log.flush();
+            for (s, line) in log.take_lines() {
+                taken[index(s)].push(line);
+            }
+            let mut lines_total = 0;
+            for i in 0..2 {
+                let mut expected = Vec::new();
+                let mut parts: Vec<&[u8]> = raw[i].split(|&b| b == b'\n').collect();
+                if parts.last().is_some_and(|p| p.is_empty()) {
+                    parts.pop();
+                }
+                for part in parts {
+                    let mut clean = Vec::new();
+                    clean_line(part, &mut clean);
+                    expected.push(String::from_utf8(clean).unwrap());
+                }
+                lines_total += expected.len();
+                proptest::prop_assert_eq!(&taken[i], &expected);
+            }
+            proptest::prop_assert_eq!(log.charged(), log.written() + lines_total * LINE_OVERHEAD_BYTES);
+        }
+    }
+
     #[test]
     fn cleaned_lines_are_utf8_without_controls_and_never_longer() {
         let mut x = 0x9e37_79b9u32;
