@@ -184,7 +184,7 @@ mod test {
         assert_eq!(d.pop().unwrap(), Some(vec![1; 16]));
         assert_eq!(d.push(&17u32.to_le_bytes()), Err(FrameError::TooLarge { len_bytes: 17 }));
         assert_eq!(d.pop(), Err(FrameError::TooLarge { len_bytes: 17 }));
-        assert!(d.push(b"x").is_err());
+        assert_eq!(d.push(b"x"), Err(FrameError::TooLarge { len_bytes: 17 }));
         // Default maximum: a garbage header of 0xffffffff is refused without allocating.
         let mut d = FrameDecoder::default();
         assert_eq!(d.push(&[0xff; 4]), Err(FrameError::TooLarge { len_bytes: u64::from(u32::MAX) }));

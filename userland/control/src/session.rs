@@ -361,8 +361,8 @@ mod test {
         let e = server.push(&frame).unwrap_err();
         assert_eq!(e, SessionError::Replay { expected_seq: 1, got_seq: 0 });
         assert!(matches!(e.response(), Response::Error { code: ErrorCode::Unauthorized, .. }));
-        // Final: even a good next request is refused now.
-        assert!(server.push(&client.request_frame(&Request::List).unwrap()).is_err());
+        // Final: even a good next request is refused now, with the same error.
+        assert_eq!(server.push(&client.request_frame(&Request::List).unwrap()), Err(e));
     }
 
     #[test]
