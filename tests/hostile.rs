@@ -275,7 +275,7 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
         let l = l.unwrap_or_else(|| panic!("a slow client still holds its slot\n{}", node.serial()));
         // Reset at the first-request deadline, counted from the node's accept (a little
         // before the client saw the hello), though a byte arrived every 2 s.
-        assert!(l.as_millis() as u64 <= FIRST_REQUEST_MS + 5_000, "slow client lived {l:?}");
+        assert!(l.as_millis() as u64 <= FIRST_REQUEST_MS + 8_000, "slow client lived {l:?}");
         assert!(l.as_millis() as u64 >= FIRST_REQUEST_MS - 2_000, "slow client reset early, after {l:?}");
         println!("hostile: slow client (a byte every 2 s) reset after {:.1} s", l.as_secs_f64());
     }
@@ -283,7 +283,7 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
     println!("hostile: {CLOSERS} stalled closers: {early} reset at once (bound {CLOSING_SOCKETS_MAX}), all {total} reset {last_s:.1} s after the last close");
     assert!(early >= CLOSERS - CLOSING_SOCKETS_MAX, "only {early} closing sockets aborted beyond the bound\n{}", node.serial());
     assert_eq!(total, CLOSERS, "closing sockets outlived the closing timeout\n{}", node.serial());
-    assert!(last_s <= (CLOSING_TIMEOUT_MS / 1000 + 10) as f64, "closing sockets lived {last_s} s");
+    assert!(last_s <= (CLOSING_TIMEOUT_MS / 1000 + 15) as f64, "closing sockets lived {last_s} s");
 
     // After everything: the honest user is served.
     let (list, took) = gridctl(&alice, &["list", "--node", t]);

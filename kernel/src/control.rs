@@ -174,9 +174,12 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
         if session.buffered_bytes() >= SMALL_REQUEST_BYTES && big.is_none() {
             timer.on_token_wait(now_ms());
             let Some(token) = BigRequest::acquire_until(timer.deadline_ms()).await else {
+                // Not the client's fault: it gets an answer and a close, not a reset (the
+                // closing socket is bounded by the stack's policy either way).
                 let busy = control::Response::error(ErrorCode::Busy, "another large request is uploading; try again");
-                let _ = executor::timeout(1000, stream.write_all(&session.response_frame(&busy))).await;
-                return Err(expired(&mut stream, Expired::TokenWait));
+                let _ = executor::timeout(deadlines.request_base_ms, stream.write_all(&session.response_frame(&busy))).await;
+                stream.shutdown();
+                return Err(ConnectionEnd::Deadline(Expired::TokenWait));
             };
             big = Some(token);
             let announced = session.pending_request_bytes().map_or(0, |n| n + control::FRAME_HEADER_BYTES);

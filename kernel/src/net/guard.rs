@@ -161,6 +161,16 @@ impl GuardLog {
 /// next needs a look (ms since boot), if ever.
 pub(crate) fn guard_backlog(backlog: &mut Backlog, set: &mut SocketSet<'static>, now_ms: u64, log: &mut GuardLog) -> Option<u64> {
     let policy = BacklogPolicy::default();
+    // The common case, checked without allocating: nothing half-open or dead.
+    let mut listening = 0;
+    let quiet = backlog.slots.iter().all(|slot| {
+        let state = set.get::<tcp::Socket>(slot.handle).state();
+        listening += usize::from(state == tcp::State::Listen);
+        state == tcp::State::Listen || (slot.half_open_since_ms.is_none() && is_ready(state))
+    });
+    if quiet && listening > 0 {
+        return None;
+    }
     let mut slots = Vec::with_capacity(backlog.slots.len());
     for slot in &mut backlog.slots {
         let socket = set.get_mut::<tcp::Socket>(slot.handle);
@@ -224,6 +234,9 @@ impl Sets<'_> {
 /// next needs a look.
 pub(crate) fn guard_closing(closing: &mut Vec<Closing>, mut sets: Sets<'_>, now_ms: u64, log: &mut GuardLog) -> (bool, Option<u64>) {
     let policy = ClosingPolicy::default();
+    if closing.is_empty() {
+        return (false, None);
+    }
     closing.retain(|c| {
         let Some(set) = sets.get(c.network) else { return false };
         let done = matches!(set.get::<tcp::Socket>(c.handle).state(), tcp::State::Closed | tcp::State::TimeWait);

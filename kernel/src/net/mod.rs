@@ -500,6 +500,12 @@ pub fn diagnostics() -> String {
             out.push_str(&format!("overlay iface: {}; ", o.device.queue_lengths()));
         }
         out.push_str(&format!(
+            "tcp guard: {} half-open and {} closing sockets dropped, {} closing now; ",
+            s.guard_log.half_open_evictions,
+            s.guard_log.closing_evictions,
+            s.closing.len()
+        ));
+        out.push_str(&format!(
             "virtio interrupts {}",
             crate::drivers::virtio::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
         ));
