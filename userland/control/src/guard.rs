@@ -1,7 +1,7 @@
 //! How long and how many: the node's policy against clients that hold its TCP services
 //! without using them, sans-IO (every call takes `now_ms`; nothing here reads a clock or
 //! touches a socket). The kernel applies it to the control service and, for the parts
-//! that are not about the control protocol ([`Backlog`], [`closing_evictions`]), to every
+//! that are not about the control protocol ([`backlog_evictions`], [`closing_evictions`]), to every
 //! TCP listener and socket of the overlay (workloads' included).
 //!
 //! - [`Admission`]: connections served at once, in all and per peer (overlay source
@@ -12,7 +12,7 @@
 //!   arrived, must be complete within [`Deadlines::request_base_ms`] plus its declared size
 //!   at [`Deadlines::min_rate_bytes_per_s`]. Bytes arriving do *not* move the deadline, so
 //!   a byte a minute loses the slot as surely as silence.
-//! - [`Backlog`]: which half-open (SYN-RECEIVED) sockets of a listener to recycle: those
+//! - [`backlog_evictions`]: which half-open (SYN-RECEIVED) sockets of a listener to recycle: those
 //!   past the handshake timeout, a peer's beyond its share, and the oldest when no socket
 //!   is left listening (so a new SYN, an honest one perhaps, always finds a listener).
 //! - [`closing_evictions`]: which sockets the node already closed to abort: any past
@@ -34,6 +34,9 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 8;
 /// Control connections per peer address. `gridctl` opens one per command; two lets a
 /// user run a `logs --follow` next to another command.
 pub const CONNECTIONS_PER_PEER_MAX_DEFAULT: usize = 2;
+
+// One peer never takes every slot, and a peer can always hold at least one.
+const _: () = assert!(CONNECTIONS_PER_PEER_MAX_DEFAULT >= 1 && CONNECTIONS_PER_PEER_MAX_DEFAULT < CONNECTIONS_MAX_DEFAULT);
 
 /// Why a connection is not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,6 +313,8 @@ pub const HALF_OPEN_PER_PEER_MAX_DEFAULT: usize = 2;
 /// honest client's ACK has three chances in 5 s.
 pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
+const _: () = assert!(HALF_OPEN_PER_PEER_MAX_DEFAULT >= 1);
+
 impl Default for BacklogPolicy {
     fn default() -> Self {
         BacklogPolicy { half_open_per_peer_max: HALF_OPEN_PER_PEER_MAX_DEFAULT, handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT }
@@ -557,8 +562,6 @@ mod test {
         let d = Deadlines::default();
         assert_eq!(d.transfer_ms(crate::MAX_FRAME_BYTES as u64), 10_000 + 256_000);
         assert!(d.token_wait_ms >= d.transfer_ms(crate::MAX_FRAME_BYTES as u64));
-        assert!(CONNECTIONS_PER_PEER_MAX_DEFAULT < CONNECTIONS_MAX_DEFAULT);
-        assert!(HALF_OPEN_PER_PEER_MAX_DEFAULT >= 1);
     }
 
     fn half(peer: Peer, since_ms: u64) -> Slot {
