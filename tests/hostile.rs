@@ -15,6 +15,10 @@
 //!   answering keep-alives, so only a deadline ends them): the node aborts the oldest
 //!   beyond its bound at once and the rest at the closing timeout.
 //!
+//! - **Stalled large upload**: one identity announces an 8 MiB request, sends 1.5 MiB
+//!   (enough to take the single big-request token) and stalls; the node resets it when it
+//!   falls below the minimum rate, long before the time its announced size allows.
+//!
 //! Meanwhile, and after, an honest `gridctl info` and `gridctl list` succeed within their
 //! 20 s timeout, and the node's log names every eviction.
 
@@ -37,6 +41,8 @@ const FIRST_REQUEST_MS: u64 = control::guard::FIRST_REQUEST_MS_DEFAULT;
 const CLOSING_SOCKETS_MAX: usize = control::guard::CLOSING_SOCKETS_MAX_DEFAULT;
 const CLOSING_TIMEOUT_MS: u64 = control::guard::CLOSING_TIMEOUT_MS_DEFAULT;
 const PER_PEER: usize = control::guard::CONNECTIONS_PER_PEER_MAX_DEFAULT;
+/// The size the stalled upload announces: its size alone would allow it 10 s + 64 s.
+const STALLED_UPLOAD_BYTES: usize = 8 << 20;
 /// Stalled closers made: four beyond the bound.
 const CLOSERS: usize = CLOSING_SOCKETS_MAX + 4;
 
@@ -81,7 +87,12 @@ fn control_endpoint(target: &Target) -> IpEndpoint {
 
 /// A connecting TCP socket with small buffers (the attacker spends little).
 fn connect(stack: &mut Stack, target: &Target) -> SocketHandle {
-    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 4096]), tcp::SocketBuffer::new(vec![0; 4096]));
+    connect_with(stack, target, 4096)
+}
+
+/// A connecting TCP socket with a send buffer of `tx_bytes`.
+fn connect_with(stack: &mut Stack, target: &Target, tx_bytes: usize) -> SocketHandle {
+    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 4096]), tcp::SocketBuffer::new(vec![0; tx_bytes]));
     socket.connect(stack.iface.context(), control_endpoint(target), local_port()).expect("connect");
     stack.sockets.add(socket)
 }
@@ -106,8 +117,12 @@ fn poll_until(stack: &mut Stack, limit: Duration, mut done: impl FnMut(&mut Stac
 /// in three tries (a SYN that meets a backlog full of the flood's is reset: this client
 /// tries again, as a person would).
 fn open_with_hello(stack: &mut Stack, target: &Target) -> Option<SocketHandle> {
+    open_with_hello_tx(stack, target, 4096)
+}
+
+fn open_with_hello_tx(stack: &mut Stack, target: &Target, tx_bytes: usize) -> Option<SocketHandle> {
     for _ in 0..3 {
-        let h = connect(stack, target);
+        let h = connect_with(stack, target, tx_bytes);
         poll_until(stack, Duration::from_secs(15), |s| {
             let sock = s.sockets.get::<tcp::Socket>(h);
             sock.recv_queue() > 0 || !sock.is_open()
@@ -157,12 +172,11 @@ fn boot_node(disk: &Path, udp_port: u16) -> (RunningMachine, String) {
     (node, key)
 }
 
-/// Three identities, three SYNs from the first and two from the others, never
-/// completed. Returns the stacks (kept alive, never polled again, so the node's SYN-ACKs
-/// go unanswered).
-fn syn_flood(target: &Target) -> Vec<(Stack, Vec<SocketHandle>)> {
+/// One identity per entry of `syns`, sending that many SYNs, never completed. Returns
+/// the stacks (kept alive, never polled again, so the node's SYN-ACKs go unanswered).
+fn syn_flood(target: &Target, syns: &[usize]) -> Vec<(Stack, Vec<SocketHandle>)> {
     let mut out = Vec::new();
-    for syns in [3, 2, 2] {
+    for &syns in syns {
         let mut stack = attacker(target);
         let handles: Vec<SocketHandle> = (0..syns).map(|_| connect(&mut stack, target)).collect();
         // One zero-wait poll sends the SYNs; the SYN-ACKs arrive later and are never read.
@@ -208,6 +222,26 @@ fn slow_client(target: Target) -> (Vec<Option<Duration>>, bool) {
         }
     }
     (lived, third_refused)
+}
+
+/// Announces a request of [`STALLED_UPLOAD_BYTES`], sends 1.5 MiB of it at full speed
+/// (past the small-request size, so it takes the big-request token) and stalls, its stack
+/// still answering. Returns how long the node let it live.
+fn stalled_upload(target: Target) -> Option<Duration> {
+    let mut stack = attacker(&target);
+    let h = open_with_hello_tx(&mut stack, &target, 256 << 10).expect("hello");
+    let opened = Instant::now();
+    let mut data = vec![0x5a_u8; 1536 << 10];
+    data[..4].copy_from_slice(&(STALLED_UPLOAD_BYTES as u32).to_le_bytes());
+    let mut sent = 0;
+    let alive = poll_until(&mut stack, Duration::from_secs(60), |s| {
+        let socket = s.sockets.get_mut::<tcp::Socket>(h);
+        if sent < data.len() && socket.can_send() {
+            sent += socket.send_slice(&data[sent..]).unwrap_or(0);
+        }
+        !socket.is_open()
+    });
+    alive.then(|| opened.elapsed())
 }
 
 /// Breaks the protocol on [`CLOSERS`] connections in turn and never closes its side.
@@ -260,9 +294,12 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
     let t0 = Instant::now();
 
     // All three attacks at once, then the honest user while they hold what they can.
-    let flood = syn_flood(&target);
+    // Three SYNs from one identity (one too many), then two from two others (the backlog
+    // overflows): what the honest user meets.
+    let mut flood = syn_flood(&target, &[3, 2, 2]);
     let slow = std::thread::spawn(move || slow_client(target));
     let closers = std::thread::spawn(move || stalled_closers(target));
+    let upload = std::thread::spawn(move || stalled_upload(target));
     std::thread::sleep(Duration::from_secs(2));
     let (info, took) = gridctl(&alice, &["info", "--node", t]);
     let info = info.unwrap_or_else(|e| panic!("honest gridctl info failed during the attacks: {e}\n{}", node.serial()));
@@ -270,6 +307,9 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
     println!("hostile: honest `gridctl info` during the attacks answered in {:.1} s", took.as_secs_f64());
 
     let (lived, third_refused) = slow.join().expect("slow client thread");
+    // A quiet moment (the closers are waiting out their timeout): two more half-open
+    // handshakes, which nothing evicts early, so they meet the handshake timeout.
+    flood.extend(syn_flood(&target, &[2]));
     assert!(third_refused, "a third connection from one peer was served\n{}", node.serial());
     for l in &lived {
         let l = l.unwrap_or_else(|| panic!("a slow client still holds its slot\n{}", node.serial()));
@@ -279,6 +319,12 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
         assert!(l.as_millis() as u64 >= FIRST_REQUEST_MS - 2_000, "slow client reset early, after {l:?}");
         println!("hostile: slow client (a byte every 2 s) reset after {:.1} s", l.as_secs_f64());
     }
+    let upload = upload.join().expect("upload thread");
+    let upload = upload.unwrap_or_else(|| panic!("a stalled large upload still holds its slot after 60 s\n{}", node.serial()));
+    // 1 MiB takes the token; the remaining 0.5 MiB are worth 4 s at the minimum rate,
+    // after 10 s from the grant: reset near 14 s, far before the 74 s of its size.
+    assert!(upload < Duration::from_secs(30), "the stalled upload lived {upload:?}");
+    println!("hostile: upload announcing {} MiB, stalled after 1.5 MiB, reset after {:.1} s", STALLED_UPLOAD_BYTES >> 20, upload.as_secs_f64());
     let (early, total, last_s) = closers.join().expect("closers thread");
     println!("hostile: {CLOSERS} stalled closers: {early} reset at once (bound {CLOSING_SOCKETS_MAX}), all {total} reset {last_s:.1} s after the last close");
     assert!(early >= CLOSERS - CLOSING_SOCKETS_MAX, "only {early} closing sockets aborted beyond the bound\n{}", node.serial());
@@ -302,6 +348,7 @@ fn hostile_clients_do_not_shut_off_the_control_service() {
         "the peer already has 2 connections",
         "control: reset the connection from",
         "no complete request in time after connecting",
+        "a request of 8388608 bytes was not complete in time",
         "too many closing sockets, oldest aborted",
         "close not finished in time",
     ] {

@@ -10,8 +10,11 @@
 //! - [`RequestTimer`]: the deadlines of one control connection. The first signed request
 //!   must arrive within [`Deadlines::first_request_ms`]; a request, once its first byte has
 //!   arrived, must be complete within [`Deadlines::request_base_ms`] plus its declared size
-//!   at [`Deadlines::min_rate_bytes_per_s`]. Bytes arriving do *not* move the deadline, so
-//!   a byte a minute loses the slot as surely as silence.
+//!   at [`Deadlines::min_rate_bytes_per_s`], and must keep that rate on average after the
+//!   base time (a client that announces 32 MiB and stalls after one loses the slot, and the
+//!   big-request token, within seconds, not at the 266 s its size allows). Bytes arriving
+//!   move the deadline only by what they are worth at the minimum rate, so a byte a minute
+//!   loses the slot as surely as silence.
 //! - [`backlog_evictions`]: which half-open (SYN-RECEIVED) sockets of a listener to recycle: those
 //!   past the handshake timeout, a peer's beyond its share, and the oldest when no socket
 //!   is left listening (so a new SYN, an honest one perhaps, always finds a listener).
@@ -224,24 +227,50 @@ pub struct RequestTimer {
     since_ms: u64,
     /// The pending request's announced size, once its header arrived.
     declared_bytes: Option<u64>,
+    /// The hard deadline of the phase (for a request: base plus its size at the rate).
     deadline_ms: u64,
+    /// Bytes of the pending request held, as last reported.
+    buffered_bytes: usize,
+    /// `buffered_bytes` when the request's clock (re)started: progress counts from there.
+    progress_from_bytes: usize,
 }
 
 impl RequestTimer {
     /// The timer of a connection accepted at `now_ms`.
     pub fn new(now_ms: u64, deadlines: Deadlines) -> RequestTimer {
         let deadline_ms = now_ms.saturating_add(deadlines.first_request_ms);
-        RequestTimer { deadlines, phase: Phase::First, since_ms: now_ms, declared_bytes: None, deadline_ms }
+        RequestTimer {
+            deadlines,
+            phase: Phase::First,
+            since_ms: now_ms,
+            declared_bytes: None,
+            deadline_ms,
+            buffered_bytes: 0,
+            progress_from_bytes: 0,
+        }
     }
 
-    /// When the connection must be closed unless something completes first.
+    /// When the connection must be closed unless something completes (or, for a request
+    /// of known size, more bytes arrive) first: the phase's hard deadline, and for a
+    /// request whose size is known, the earlier of that and the time its bytes so far
+    /// are worth at the minimum rate (after the base time).
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms
+        let base_ms = match (self.phase, self.declared_bytes) {
+            (Phase::First, Some(_)) => self.deadlines.first_request_ms,
+            (Phase::Receiving, Some(_)) => self.deadlines.request_base_ms,
+            _ => return self.deadline_ms,
+        };
+        let moved = self.buffered_bytes.saturating_sub(self.progress_from_bytes) as u64;
+        let by_rate = self
+            .since_ms
+            .saturating_add(base_ms)
+            .saturating_add(moved.saturating_mul(1000) / self.deadlines.min_rate_bytes_per_s.max(1));
+        self.deadline_ms.min(by_rate)
     }
 
     /// `Err` once the current deadline has passed.
     pub fn check(&self, now_ms: u64) -> Result<(), Expired> {
-        if now_ms < self.deadline_ms {
+        if now_ms < self.deadline_ms() {
             return Ok(());
         }
         Err(match self.phase {
@@ -254,7 +283,8 @@ impl RequestTimer {
 
     /// Bytes arrived: `buffered_bytes` of an incomplete request are held, and its header
     /// announced `declared_bytes` (once it is complete). The first byte of a request
-    /// starts its clock; the announced size extends it once. Nothing else moves it.
+    /// starts its clock; the announced size sets its hard deadline, once; the bytes held
+    /// count towards the minimum rate.
     pub fn on_received(&mut self, now_ms: u64, buffered_bytes: usize, declared_bytes: Option<usize>) {
         if buffered_bytes == 0 {
             return;
@@ -263,8 +293,10 @@ impl RequestTimer {
             self.phase = Phase::Receiving;
             self.since_ms = now_ms;
             self.declared_bytes = None;
+            self.progress_from_bytes = 0;
             self.deadline_ms = now_ms.saturating_add(self.deadlines.request_base_ms);
         }
+        self.buffered_bytes = buffered_bytes;
         if let (None, Some(n)) = (self.declared_bytes, declared_bytes) {
             let n = n as u64;
             self.declared_bytes = Some(n);
@@ -279,6 +311,8 @@ impl RequestTimer {
         self.phase = Phase::Idle;
         self.since_ms = now_ms;
         self.declared_bytes = None;
+        self.buffered_bytes = 0;
+        self.progress_from_bytes = 0;
         self.deadline_ms = now_ms.saturating_add(self.deadlines.idle_ms);
     }
 
@@ -290,10 +324,12 @@ impl RequestTimer {
     }
 
     /// The token came at `now_ms` with `remaining_bytes` of the request still to arrive:
-    /// they get the base time plus their size at the minimum rate.
+    /// they get the base time plus their size at the minimum rate, and must keep the rate
+    /// counted from now.
     pub fn on_token_granted(&mut self, now_ms: u64, remaining_bytes: u64) {
         self.phase = Phase::Receiving;
         self.since_ms = now_ms;
+        self.progress_from_bytes = self.buffered_bytes;
         self.deadline_ms = now_ms.saturating_add(self.deadlines.transfer_ms(remaining_bytes));
     }
 }
@@ -531,19 +567,49 @@ mod test {
     }
 
     #[test]
-    fn the_declared_size_buys_time_once_at_the_minimum_rate() {
+    fn the_declared_size_sets_the_hard_deadline_at_the_minimum_rate() {
         let mut t = RequestTimer::new(0, deadlines());
+        // 20 000 bytes at 1000 B/s: at most 20 s on top of the 10 s; the 4 header bytes
+        // so far are worth 4 ms.
         t.on_received(100, 4, Some(20_000));
-        // 20 000 bytes at 1000 B/s: 20 s on top of the 10 s.
+        assert_eq!(t.deadline_ms(), 10_004);
+        // Everything but the last byte at once: the size's deadline caps the rate's.
+        t.on_received(200, 20_003, None);
         assert_eq!(t.deadline_ms(), 30_000);
-        // A second header (the next frame) does not extend it again.
-        t.on_received(200, 30, Some(1 << 20));
-        assert_eq!(t.deadline_ms(), 30_000);
+        assert_eq!(t.check(29_999), Ok(()));
         assert_eq!(t.check(30_000), Err(Expired::FirstRequest));
         t.on_request_done(25_000);
         t.on_received(26_000, 10, Some(5000));
+        assert_eq!(t.deadline_ms(), 26_000 + 10_000 + 10);
+        t.on_received(27_000, 5004, None);
         assert_eq!(t.deadline_ms(), 26_000 + 10_000 + 5000);
         assert_eq!(t.check(41_000), Err(Expired::Request { declared_bytes: Some(5000) }));
+    }
+
+    #[test]
+    fn a_request_of_known_size_must_keep_the_minimum_rate() {
+        let mut t = RequestTimer::new(0, deadlines());
+        t.on_request_done(0);
+        // 100 000 bytes announced: 110 s by size; 5 000 received so far are worth 5 s.
+        t.on_received(1000, 5000, Some(100_000));
+        assert_eq!(t.deadline_ms(), 1000 + 10_000 + 5000);
+        assert_eq!(t.check(15_999), Ok(()));
+        assert_eq!(t.check(16_000), Err(Expired::Request { declared_bytes: Some(100_000) }));
+        // More bytes buy time at the rate; never past the hard deadline.
+        t.on_received(15_000, 50_000, None);
+        assert_eq!(t.deadline_ms(), 1000 + 10_000 + 50_000);
+        t.on_received(60_000, 99_999, None);
+        assert_eq!(t.deadline_ms(), 1000 + 10_000 + 99_999);
+        t.on_received(61_000, 100_003, None);
+        assert_eq!(t.deadline_ms(), 1000 + 10_000 + 100_000);
+        // After the token wait, progress counts from the grant.
+        let mut t = RequestTimer::new(0, deadlines());
+        t.on_received(0, 2000, Some(100_000));
+        t.on_token_wait(100);
+        t.on_token_granted(5000, 98_000);
+        assert_eq!(t.deadline_ms(), 5000 + 10_000);
+        t.on_received(6000, 7000, None);
+        assert_eq!(t.deadline_ms(), 5000 + 10_000 + 5000);
     }
 
     #[test]
@@ -554,6 +620,9 @@ mod test {
         assert_eq!(t.check(51_999), Ok(()));
         assert_eq!(t.check(52_000), Err(Expired::TokenWait));
         t.on_token_granted(40_000, 3 << 20);
+        // The base time from the grant; bytes from then on buy more, up to the size's share.
+        assert_eq!(t.deadline_ms(), 40_000 + 10_000);
+        t.on_received(41_000, (4 << 20) + 3, None);
         assert_eq!(t.deadline_ms(), 40_000 + 10_000 + (3 << 20) as u64);
     }
 
