@@ -39,9 +39,9 @@ pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
 /// Connections being served, per peer and in all.
 static ADMISSION: Mutex<Admission> =
     Mutex::new(Admission::new(guard::CONNECTIONS_MAX_DEFAULT, guard::CONNECTIONS_PER_PEER_MAX_DEFAULT));
-/// Log lines about refused and cut-off connections (a flood must not flood the console).
+/// Log of refused connections (a flood must not flood the console). Resets at a deadline
+/// are logged each: admission bounds them (every admitted connection lives seconds).
 static REFUSED_LOG: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog::new());
-static DEADLINE_LOG: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog::new());
 /// Held by the one connection receiving a large request (a deploy): a 32 MiB frame
 /// takes several copies on its way to the store and the engine, so only one at a time.
 static BIG_REQUEST: AtomicBool = AtomicBool::new(false);
@@ -104,9 +104,7 @@ async fn listen(node_key: [u8; 32], address: [u8; 16]) {
                 executor::spawn("control-conn", async move {
                     match connection(stream, node_key, address).await {
                         Ok(()) => {}
-                        Err(ConnectionEnd::Deadline(why)) => DEADLINE_LOG
-                            .lock()
-                            .warn(now_ms(), format_args!("control: reset the connection from {}: {why}", remote.addr)),
+                        Err(ConnectionEnd::Deadline(why)) => log::warn!("control: reset the connection from {}: {why}", remote.addr),
                         Err(e) => log::info!("control: connection from {} ended: {e}", remote.addr),
                     }
                     ADMISSION.lock().release(&peer);
