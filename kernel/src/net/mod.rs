@@ -6,6 +6,10 @@
 //! gives a static address. Command line (applies to the first NIC, `eth0`):
 //! `gridos.ip4=dhcp|none|A.B.C.D/N`, `gridos.gw4=A.B.C.D`, `gridos.ip6=ADDR/N`,
 //! `gridos.gw6=ADDR`.
+//!
+//! After every poll, [`guard`] applies the node's TCP policy: listeners' half-open
+//! sockets and the sockets the node closed are dropped by timeouts and bounds, so no
+//! peer holds them; every TCP socket gets smoltcp's timeout and keep-alive.
 
 pub mod guard;
 pub mod overlay_device;
