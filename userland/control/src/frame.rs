@@ -98,6 +98,14 @@ impl FrameDecoder {
         self.check_header().map(|_| ())
     }
 
+    /// The body length the next frame announced, once its header is complete (and not
+    /// too large): what a receiver may budget time for.
+    pub fn pending_frame_bytes(&self) -> Option<usize> {
+        let header = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        (self.failed.is_none() && len <= self.max_frame_bytes).then_some(len)
+    }
+
     /// The announced body length of the next frame, once its header is complete.
     fn check_header(&mut self) -> Result<Option<usize>, FrameError> {
         let Some(header) = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES) else { return Ok(None) };
@@ -144,6 +152,19 @@ mod test {
 
     fn frames(bodies: &[&[u8]]) -> Vec<u8> {
         bodies.iter().flat_map(|b| encode(b)).collect()
+    }
+
+    #[test]
+    fn pending_frame_bytes_is_the_announced_length_once_the_header_is_in() {
+        let mut d = FrameDecoder::new(100);
+        assert_eq!(d.pending_frame_bytes(), None);
+        d.push(&[50, 0]).unwrap();
+        assert_eq!(d.pending_frame_bytes(), None);
+        d.push(&[0, 0, 1, 2]).unwrap();
+        assert_eq!(d.pending_frame_bytes(), Some(50));
+        let mut d = FrameDecoder::new(100);
+        assert!(d.push(&[101, 0, 0, 0]).is_err());
+        assert_eq!(d.pending_frame_bytes(), None);
     }
 
     fn drain(d: &mut FrameDecoder) -> Vec<Vec<u8>> {

@@ -31,6 +31,12 @@
 //! the server closes after a protocol error gets a final `Response::Error` first when
 //! possible ([`SessionError::response`]).
 //!
+//! **Limits** ([`guard`]). A node serves a few connections at once and a few per overlay
+//! address, and resets a connection whose first request is not complete soon after
+//! connecting, whose request is not complete within a base time plus its announced size
+//! at a minimum rate (counted from its first byte, not from the latest), or which does
+//! not take a response at that rate. A client sends each request whole and at once.
+//!
 //! **Authorization** ([`serve`]). Workloads belong to the key that deployed them (the
 //! signed manifest's owner, which must also be the request's signer). Only the owner sees a
 //! workload's status and logs, stops it or removes it; `List` returns only the caller's
@@ -42,7 +48,10 @@
 //! - [`session`]: the server's [`Session`] (hello, signature and sequence checks) and the
 //!   client's [`ClientSession`];
 //! - [`serve`](mod@serve): the [`Backend`] trait the kernel implements, and [`serve()`],
-//!   which applies the authorization rules around it.
+//!   which applies the authorization rules around it;
+//! - [`guard`]: the node's limits on connections (per peer and in all), the deadlines of
+//!   a connection and of each request, and which half-open and closing TCP sockets to
+//!   drop (sans-IO; the kernel applies it).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -52,6 +61,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod frame;
+pub mod guard;
 pub mod message;
 pub mod serve;
 pub mod session;

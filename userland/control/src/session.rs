@@ -102,6 +102,11 @@ impl Session {
         self.decoder.buffered_bytes()
     }
 
+    /// The size the request in transit announced in its frame header, once that arrived.
+    pub fn pending_request_bytes(&self) -> Option<usize> {
+        self.decoder.pending_frame_bytes()
+    }
+
     /// Requests authorized so far on this connection.
     pub fn requests_seen(&self) -> u64 {
         self.next_seq
