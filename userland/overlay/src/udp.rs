@@ -92,10 +92,11 @@ mod test {
             d1.poll_once(&mut n1, std::time::Duration::from_millis(5)).unwrap();
             while let Some(Event::LinkUp { .. }) = n0.poll_event() {}
             if !sent && n0.router().next_hop(&n1.address()).is_some() {
-                sent = n0.send(d0.now(), n1.address(), b"over udp").is_ok();
+                let packet = crate::wire::ipv6_packet(n0.address(), n1.address(), b"over udp");
+                sent = n0.send(d0.now(), n1.address(), &packet).is_ok();
             }
             if let Some(d) = n1.poll_deliver() {
-                got = Some(d.packet);
+                got = d.packet.get(crate::wire::IPV6_HEADER_LEN..).map(<[u8]>::to_vec);
                 break;
             }
         }
