@@ -406,6 +406,11 @@ impl<E: Endpoint> Node<E> {
         self.peers.iter().any(|p| p.id == peer && p.up)
     }
 
+    /// The overlay address of a peer.
+    pub fn peer_address(&self, peer: PeerId) -> Option<Address> {
+        self.peers.iter().find(|p| p.id == peer).map(|p| p.address)
+    }
+
     /// The peer slot holding `key`.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.peers.iter().find(|p| p.key == *key).map(|p| p.id)
