@@ -80,6 +80,13 @@ fn mac1(receiver: &PublicKey, message: &[u8]) -> [u8; MAC_LEN] {
     out
 }
 
+/// The `mac1` an initiation to `receiver` must carry. Anyone who knows the receiver's
+/// public key can compute it: it filters misdirected and random datagrams, it does not
+/// authenticate (tests and fuzzers use it to reach the checks behind it).
+pub fn init_mac1(receiver: &PublicKey, init: &[u8; wire::INIT_LEN]) -> [u8; MAC_LEN] {
+    mac1(receiver, &init[..wire::INIT_MACED_LEN])
+}
+
 fn mac2(cookie: &[u8; COOKIE_LEN], message: &[u8]) -> [u8; MAC_LEN] {
     let key = blake3::derive_key("gridos-overlay v1 mac2", cookie);
     let full = blake3::keyed_hash(&key, message);

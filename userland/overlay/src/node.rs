@@ -931,9 +931,12 @@ impl<E: Endpoint> Node<E> {
                 if peer.configured || peer.up {
                     self.start_handshake(now, i);
                 } else {
-                    peer.initiator = None;
+                    self.peers[i].initiator = None;
                 }
             }
+            // A rekey in flight (slow under load) must not starve keepalives: `poll_timeout`
+            // reports the keepalive deadline of every up peer, so it must be served here too.
+            self.keepalive_if_due(now, i);
             return;
         }
         if !peer.up {
@@ -950,8 +953,14 @@ impl<E: Endpoint> Node<E> {
                 return;
             }
         }
-        if now >= self.peers[i].last_sent_at + c.keepalive_interval {
-            let _ = self.seal_to(now, i, &[wire::KIND_KEEPALIVE]);
+        self.keepalive_if_due(now, i);
+    }
+
+    fn keepalive_if_due(&mut self, now: Instant, i: usize) {
+        let peer = &self.peers[i];
+        if peer.up && now >= peer.last_sent_at + self.config.keepalive_interval && self.seal_to(now, i, &[wire::KIND_KEEPALIVE]).is_err() {
+            // Not sendable now (no usable session): the dead timer decides; do not spin.
+            self.peers[i].last_sent_at = now;
         }
     }
 
