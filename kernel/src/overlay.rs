@@ -187,7 +187,10 @@ const BEACON_INTERVAL_NS: u64 = 5_000_000_000;
 /// (link-local source bound to the signed sender, rate limit, then the signature) and
 /// adds a new key as a peer (its handshake then authenticates it like any peer).
 fn on_beacon(node: &mut Node<SocketAddr>, discovery: &mut Discovery, from: SocketAddr, datagram: &[u8], t: Instant) {
-    match discovery.handle_beacon(node, t, from, datagram) {
+    let result = discovery.handle_beacon(node, t, from, datagram);
+    // Logged in smoltcp's endpoint form, as before the node took `SocketAddr`s.
+    let from = IpEndpoint::from(from);
+    match result {
         Ok(Some(peer)) => {
             let address = node.peer_address(peer).map(|a| Ipv6Address::from_octets(a.0));
             log::info!("overlay: discovered {} at {from}", address.map_or(String::from("?"), |a| alloc::format!("{a}")));
@@ -282,8 +285,9 @@ async fn run(
         while let Some(event) = node.poll_event() {
             match event {
                 Event::LinkUp { endpoint, address, .. } => log::info!(
-                    "overlay: link up with {} via {endpoint}",
-                    Ipv6Address::from_octets(address.0)
+                    "overlay: link up with {} via {}",
+                    Ipv6Address::from_octets(address.0),
+                    IpEndpoint::from(endpoint)
                 ),
                 Event::LinkDown { address, .. } => {
                     log::info!("overlay: link down with {}", Ipv6Address::from_octets(address.0))

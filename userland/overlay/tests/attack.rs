@@ -266,17 +266,17 @@ fn forged_initiation_flood_spares_honest_handshakes_and_rekeys() {
     assert!(sim.link_up_at(0, p).is_some());
     let rekeys_before = sim.nodes[1].stats().handshakes_completed + sim.nodes[0].stats().handshakes_completed;
     let mut rng = SplitMix(11);
-    let flood_per_ms = 4;
+    let flood_per_ms: u64 = 4;
     let honest_at = Instant::from_millis(3_000);
     let end = Instant::from_millis(20_500);
     let mut t = sim.now;
     let mut forged = 0u64;
     while t < end {
-        t = t + Duration::from_millis(1);
-        sim.run_until(t);
         if t == honest_at {
             sim.nodes[2].add_peer(t, 0, r).unwrap();
         }
+        // This millisecond's forgeries go on the wire spread over it, so they compete with
+        // honest datagrams in arrival order, as on a real link.
         for k in 0..flood_per_ms {
             let source = match k {
                 0 => 1, // spoofing the established peer's address
@@ -291,9 +291,13 @@ fn forged_initiation_flood_spares_honest_handshakes_and_rekeys() {
                 1 | 2 => forged_init(r, p, t.micros, &mut rng),
                 _ => forged_init(r, PublicKey(rng.bytes32()), t.micros, &mut rng),
             };
-            sim.nodes[0].handle_datagram(t, source, &bytes);
+            let at = t + Duration::from_micros(k * 1000 / flood_per_ms + rng.next() % (1000 / flood_per_ms));
+            sim.seq += 1;
+            sim.wire.insert((at, sim.seq), (0, source, bytes.to_vec()));
             forged += 1;
         }
+        t = t + Duration::from_millis(1);
+        sim.run_until(t);
     }
     let stats = sim.nodes[0].stats();
     let rekeys = sim.nodes[1].stats().handshakes_completed + sim.nodes[0].stats().handshakes_completed - rekeys_before;
