@@ -434,7 +434,12 @@ impl<E: Endpoint> Node<E> {
             return Ok(self.peers[i].id);
         }
         if self.peers.len() >= self.config.max_peers {
-            return Err(NodeError::PeerTableFull);
+            // A configured peer outranks unauthenticated state: the oldest half-open slot
+            // gives way (else a flood of half-open handshakes could keep peers out).
+            let oldest = self.peers.iter().enumerate().filter(|(_, p)| p.half_open()).min_by_key(|(_, p)| p.init_verified_at).map(|(i, _)| i);
+            let Some(victim) = oldest else { return Err(NodeError::PeerTableFull) };
+            self.peers.remove(victim);
+            self.stats.half_open_dropped += 1;
         }
         let i = self.insert_peer(now, endpoint, key, true);
         self.start_handshake(now, i);
@@ -556,16 +561,20 @@ impl<E: Endpoint> Node<E> {
         self.peers.iter().position(|p| p.key == *key && !p.half_open() && p.endpoint.source_address() == source)
     }
 
-    /// Takes the tokens an initiation needs: its source's, then its budget's. A refusal puts
-    /// the node under load for a second, so cookies are asked for from then on.
+    /// Takes the tokens an initiation needs: its source's, then its budget's. A dry budget
+    /// puts the node under load for a second, so cookies are asked for from then on (a dry
+    /// source bucket does not: one noisy address must not slow everyone's handshakes).
     fn take_init_tokens(&mut self, now: Instant, source: SourceAddress, known: bool) -> bool {
         let c = self.config;
-        let granted = self.sources.take(now, source)
-            && if known {
-                self.known_budget.take(now, c.known_handshake_rate_per_sec, c.known_handshake_burst)
-            } else {
-                self.stranger_budget.take(now, c.handshake_rate_per_sec, c.handshake_burst)
-            };
+        if !self.sources.take(now, source) {
+            self.stats.dropped_rate_limited += 1;
+            return false;
+        }
+        let granted = if known {
+            self.known_budget.take(now, c.known_handshake_rate_per_sec, c.known_handshake_burst)
+        } else {
+            self.stranger_budget.take(now, c.handshake_rate_per_sec, c.handshake_burst)
+        };
         if !granted {
             self.stats.dropped_rate_limited += 1;
             self.under_load_until = now + Duration::from_secs(1);
