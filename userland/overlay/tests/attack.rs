@@ -446,3 +446,57 @@ fn beacon_flood_is_bounded_off_link_refused_and_discovered_peers_expire() {
     assert!(matches!(disco.handle_beacon(&mut node, later, link_local(9000), &honest), Ok(Some(_))));
     let _ = SourceAddress([0; 16]);
 }
+
+/// Plays a linked peer by hand (the library's handshake and session pieces), to send what
+/// a well-behaved node never would. Returns the peer's session and its endpoint.
+fn evil_link(node: &mut Node<Endpoint32>, evil: &Identity, now: Instant) -> Session {
+    node.add_peer(now, 9, evil.public_key()).unwrap();
+    let (_, init) = node.poll_transmit().unwrap();
+    let init = handshake::check_init_mac(&evil.public_key(), &init).unwrap();
+    let (resp, keys) = handshake::respond(evil, &init, [5; 32], 42).unwrap();
+    node.handle_datagram(now, 9, &resp);
+    while node.poll_transmit().is_some() {}
+    Session::new(&keys, 42, init.sender_index, false, now)
+}
+
+/// Item 4 (cheaper parts): one linked peer announces 6,000 destinations and sends 1,000
+/// seqno requests for our address within a second: it holds no more than its quota of the
+/// table, and our seqno rises a bounded number of times, not a thousand.
+#[test]
+fn one_neighbour_cannot_fill_the_route_table_or_spin_our_seqno() {
+    use overlay::routing::Message;
+    let mut node: Node<Endpoint32> = Node::new(seed(1, 0), seed(2, 0), Config::default(), Instant::ZERO);
+    let evil = Identity::from_seed([66; 32]);
+    let now = Instant::from_millis(1);
+    let mut session = evil_link(&mut node, &evil, now);
+    let quota = Config::default().routing.max_destinations_per_neighbour;
+    let mut rng = SplitMix(5);
+    for batch in 0..120 {
+        let mut plain = vec![wire::KIND_ROUTING];
+        for _ in 0..50 {
+            let mut a = rng.bytes32();
+            a[..2].copy_from_slice(&overlay::address::PREFIX);
+            let destination = Address(a[..16].try_into().unwrap());
+            wire::emit_route_message(&Message::Update { destination, seqno: 1, metric: 1 }, &mut plain);
+        }
+        let at = now + Duration::from_millis(batch);
+        node.handle_datagram(at, 9, &session.seal(&plain).unwrap());
+        while node.poll_transmit().is_some() {}
+    }
+    let routes = node.router().reachable_count();
+    assert!(routes <= quota, "one neighbour holds {routes} routes (quota {quota})");
+    assert!(node.router().stats().dropped_over_quota >= 6_000 - quota as u64);
+    let seqno_before = node.router().own_seqno();
+    let me = node.address();
+    for k in 0..1_000u64 {
+        let mut plain = vec![wire::KIND_ROUTING];
+        let seqno = node.router().own_seqno().wrapping_add(1);
+        wire::emit_route_message(&Message::SeqnoRequest { destination: me, seqno, hop_count: 5 }, &mut plain);
+        let at = now + Duration::from_millis(200 + k);
+        node.handle_datagram(at, 9, &session.seal(&plain).unwrap());
+        while node.poll_transmit().is_some() {}
+    }
+    let raised = node.router().own_seqno().wrapping_sub(seqno_before);
+    // 16 in a burst, then one a second (src/routing.rs); before, every request raised it.
+    assert!(raised <= 16 + 2, "1,000 requests in a second raised our seqno {raised} times");
+}
