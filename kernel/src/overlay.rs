@@ -10,13 +10,22 @@
 //! authorizes its own requests) unless `gridos.overlay.accept_any=0` closes the node
 //! to all but its listed peers; `gridos.overlay.discovery=off` stops the
 //! link-local beacons (`overlay::discovery`) that find peers on the same segment.
+//!
+//! The node is driven with `core::net::SocketAddr` endpoints (converted from and to
+//! smoltcp's `IpEndpoint` at the socket), because the node keys its per-source limits
+//! and cookies on the source IP address (`overlay::endpoint`). Every check on what
+//! arrives (handshake door, beacon door, inner source of delivered packets) is in the
+//! `overlay` crate, so the host stack in gridctl gets the same.
 
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::net::SocketAddr;
 
 use overlay::address::Address;
+use overlay::discovery::{BeaconError, Discovery, DiscoveryConfig};
+use overlay::endpoint::SourceAddress;
 use overlay::identity::PublicKey;
 use overlay::node::{Config, Event, Node};
 use overlay::time::Instant;
@@ -104,7 +113,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
     let mut rng_seed = [0u8; 32];
     crate::entropy::fill(&mut rng_seed);
     let node_config = Config { accept_unknown_peers: config.accept_any, ..Config::default() };
-    let mut node: Node<IpEndpoint> = Node::new(seed, rng_seed, node_config, now());
+    let mut node: Node<SocketAddr> = Node::new(seed, rng_seed, node_config, now());
     let address = Ipv6Address::from_octets(node.address().0);
     if !net::attach_overlay(address) {
         log::warn!("overlay: no network stack (no NIC); overlay not started");
@@ -119,7 +128,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         }
     };
     for (key, endpoint) in &config.peers {
-        if let Err(e) = node.add_peer(now(), *endpoint, *key) {
+        if let Err(e) = node.add_peer(now(), SocketAddr::from(*endpoint), *key) {
             log::warn!("overlay: peer {} at {endpoint}: {e:?}", hex(&key.0));
         }
     }
@@ -173,32 +182,26 @@ fn sender(senders: &mut Vec<(IpEndpoint, UdpSocket)>, to: IpEndpoint, port: u16)
 const PROBE_INTERVAL_NS: u64 = 2_000_000_000;
 /// How often a discovery beacon goes to `ff02::1`.
 const BEACON_INTERVAL_NS: u64 = 5_000_000_000;
-/// Beacons further than this from our clock are ignored.
-const BEACON_MAX_AGE_S: u64 = 300;
-/// Most peers added by discovery.
-const DISCOVERED_MAX: usize = 32;
 
-/// Handles a discovery beacon from `from`: a fresh, signed key not yet a peer
-/// becomes one (its handshake then authenticates it like any peer).
-fn on_beacon(node: &mut Node<IpEndpoint>, discovered: &mut usize, from: IpEndpoint, datagram: &[u8], t: Instant) {
-    let Ok(key) = overlay::discovery::parse(datagram, t.micros / 1_000_000, BEACON_MAX_AGE_S) else { return };
-    if key == node.public_key() || node.peer_by_key(&key).is_some() || *discovered >= DISCOVERED_MAX {
-        return;
-    }
-    match node.add_peer(t, from, key) {
-        Ok(_) => {
-            *discovered += 1;
-            log::info!(
-                "overlay: discovered {} at {from}",
-                Ipv6Address::from_octets(Address::from_public_key(&key).0)
-            );
+/// Handles a discovery beacon from `from`: `overlay::discovery::Discovery` checks it
+/// (link-local source bound to the signed sender, rate limit, then the signature) and
+/// adds a new key as a peer (its handshake then authenticates it like any peer).
+fn on_beacon(node: &mut Node<SocketAddr>, discovery: &mut Discovery, from: SocketAddr, datagram: &[u8], t: Instant) {
+    let result = discovery.handle_beacon(node, t, from, datagram);
+    // Logged in smoltcp's endpoint form, as before the node took `SocketAddr`s.
+    let from = IpEndpoint::from(from);
+    match result {
+        Ok(Some(peer)) => {
+            let address = node.peer_address(peer).map(|a| Ipv6Address::from_octets(a.0));
+            log::info!("overlay: discovered {} at {from}", address.map_or(String::from("?"), |a| alloc::format!("{a}")));
         }
-        Err(e) => log::debug!("overlay: discovered key at {from} not added: {e:?}"),
+        Ok(None) | Err(BeaconError::OwnKey) => {}
+        Err(e) => log::debug!("overlay: beacon from {from} ignored: {e:?}"),
     }
 }
 
 async fn run(
-    mut node: Node<IpEndpoint>,
+    mut node: Node<SocketAddr>,
     mut socket: UdpSocket,
     port: u16,
     peers: Vec<(PublicKey, IpEndpoint)>,
@@ -208,16 +211,22 @@ async fn run(
     let mut senders: Vec<(IpEndpoint, UdpSocket)> = Vec::new();
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
-    let mut discovered = 0;
+    let mut discovered = Discovery::new(DiscoveryConfig::default(), now());
     let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
     loop {
         let t = now();
         if let Some(identity) = &discovery {
             if executor::now_ns() >= next_beacon_ns {
                 next_beacon_ns = executor::now_ns() + BEACON_INTERVAL_NS;
-                let beacon = overlay::discovery::beacon(identity, t.micros / 1_000_000);
-                if !socket.try_send_to(&beacon, all_nodes) {
-                    log::debug!("overlay: discovery beacon not sent");
+                // Receivers check that the beacon's signed sender is its source address.
+                match net::underlay_link_local() {
+                    Some(ll) => {
+                        let beacon = overlay::discovery::beacon(identity, t.micros / 1_000_000, SourceAddress(ll.octets()));
+                        if !socket.try_send_to(&beacon, all_nodes) {
+                            log::debug!("overlay: discovery beacon not sent");
+                        }
+                    }
+                    None => log::debug!("overlay: no link-local address; no discovery beacon"),
                 }
             }
         }
@@ -230,7 +239,8 @@ async fn run(
                 }
             }
         }
-        let mut receive = |n: usize, from: IpEndpoint, buf: &[u8], node: &mut Node<IpEndpoint>| {
+        let mut receive = |n: usize, from: IpEndpoint, buf: &[u8], node: &mut Node<SocketAddr>| {
+            let from = SocketAddr::from(from);
             if overlay::discovery::is_beacon(&buf[..n]) {
                 if discovery.is_some() {
                     on_beacon(node, &mut discovered, from, &buf[..n], t);
@@ -258,7 +268,11 @@ async fn run(
         if node.poll_timeout().is_some_and(|at| at <= t) {
             node.handle_timeout(t);
         }
+        if discovered.poll_timeout().is_some_and(|at| at <= t) {
+            discovered.handle_timeout(&mut node, t);
+        }
         while let Some((to, datagram)) = node.poll_transmit() {
+            let to = IpEndpoint::from(to);
             log::trace!("overlay: {} bytes to {to}", datagram.len());
             let Some(out) = sender(&mut senders, to, port) else { continue };
             if !out.try_send_to(&datagram, to) {
@@ -271,8 +285,9 @@ async fn run(
         while let Some(event) = node.poll_event() {
             match event {
                 Event::LinkUp { endpoint, address, .. } => log::info!(
-                    "overlay: link up with {} via {endpoint}",
-                    Ipv6Address::from_octets(address.0)
+                    "overlay: link up with {} via {}",
+                    Ipv6Address::from_octets(address.0),
+                    IpEndpoint::from(endpoint)
                 ),
                 Event::LinkDown { address, .. } => {
                     log::info!("overlay: link down with {}", Ipv6Address::from_octets(address.0))
@@ -281,7 +296,8 @@ async fn run(
         }
         *STATS.lock() = Some(node.stats());
         let timer_ns = if discovery.is_some() { next_probe_ns.min(next_beacon_ns) } else { next_probe_ns };
-        let deadline_ns = Some(node.poll_timeout().map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
+        let next_at = overlay::time::earliest(node.poll_timeout(), discovered.poll_timeout());
+        let deadline_ns = Some(next_at.map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
         executor::wait_then_yield(deadline_ns, |waker| {
             socket.register_recv_waker(waker);
             OVERLAY_OUT.register_waker(waker);

@@ -349,6 +349,18 @@ impl Stack {
     }
 }
 
+/// The link-local IPv6 address of the first NIC (where discovery beacons to `ff02::1`
+/// leave from): the overlay signs it into its beacons so receivers can bind them to it.
+pub fn underlay_link_local() -> Option<Ipv6Address> {
+    with_stack(|s| {
+        s.nics.first()?.iface.ip_addrs().iter().find_map(|c| match c.address() {
+            IpAddress::Ipv6(a) if a.is_unicast_link_local() => Some(a),
+            _ => None,
+        })
+    })
+    .flatten()
+}
+
 /// Signalled when the overlay interface has packets for the overlay task to send.
 pub(crate) static OVERLAY_OUT: Event = Event::new();
 

@@ -22,13 +22,33 @@
 //! lets a node drop, before any signature check, every handshake message from someone who does
 //! not even know its public key (as WireGuard's mac1). The timestamp must grow per initiator,
 //! so a replayed Init is refused once a newer one was accepted. Policy (which keys may
-//! initiate, rate limits) is the `node`'s business.
+//! initiate, rate limits, freshness against the clock) is the `node`'s business.
+//!
+//! Under load a responder answers an Init that lacks a valid `mac2` with a cookie reply
+//! instead of checking its signature (WireGuard's cookie design, section 5.4.7 of its paper):
+//!
+//! ```text
+//! cookie  = keyed_hash(secret_R, source IP)[..16]        secret_R rotates every 2 minutes
+//! R -> I  CookieReply: receiver_index = sender_index_I, nonce 24,
+//!         XChaCha20-Poly1305(key = derive_key("gridos-overlay v1 cookie", pk_R), nonce,
+//!                            cookie, AAD = mac1 of the Init)
+//! mac2    = keyed_hash(derive_key("gridos-overlay v1 mac2", cookie), Init[..160])[..16]
+//! ```
+//!
+//! Only a host that receives at the source address learns its cookie, so spoofed floods
+//! get no further than a MAC check and a 64-byte reply (smaller than the Init: no
+//! amplification); the AAD binds the reply to the Init it answers, so a reply cannot be
+//! forged without the Init or replayed onto another.
 
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use ed25519_compact::x25519;
+
+use crate::guard::COOKIE_LEN;
 
 use crate::identity::{Identity, PublicKey};
 use crate::session::SessionKeys;
-use crate::wire::{self, InitRepr, RespRepr, MAC_LEN};
+use crate::wire::{self, CookieReplyRepr, InitRepr, RespRepr, COOKIE_NONCE_LEN, MAC_LEN};
 
 const INIT_CONTEXT: &[u8] = b"gridos-overlay v1 init";
 const RESP_CONTEXT: &[u8] = b"gridos-overlay v1 resp";
@@ -48,6 +68,8 @@ pub enum HandshakeError {
     UnknownIndex,
     /// A low-order or invalid ephemeral key.
     BadEphemeral,
+    /// A cookie reply that does not open under our initiation.
+    Cookie,
 }
 
 fn mac1(receiver: &PublicKey, message: &[u8]) -> [u8; MAC_LEN] {
@@ -56,6 +78,51 @@ fn mac1(receiver: &PublicKey, message: &[u8]) -> [u8; MAC_LEN] {
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
     out
+}
+
+/// The `mac1` an initiation to `receiver` must carry. Anyone who knows the receiver's
+/// public key can compute it: it filters misdirected and random datagrams, it does not
+/// authenticate (tests and fuzzers use it to reach the checks behind it).
+pub fn init_mac1(receiver: &PublicKey, init: &[u8; wire::INIT_LEN]) -> [u8; MAC_LEN] {
+    mac1(receiver, &init[..wire::INIT_MACED_LEN])
+}
+
+fn mac2(cookie: &[u8; COOKIE_LEN], message: &[u8]) -> [u8; MAC_LEN] {
+    let key = blake3::derive_key("gridos-overlay v1 mac2", cookie);
+    let full = blake3::keyed_hash(&key, message);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
+    out
+}
+
+fn cookie_cipher(responder: &PublicKey) -> XChaCha20Poly1305 {
+    let key = blake3::derive_key("gridos-overlay v1 cookie", &responder.0);
+    XChaCha20Poly1305::new(Key::from_slice(&key))
+}
+
+/// True when the initiation's `mac2` was made with one of `cookies`.
+pub fn check_mac2(init_bytes: &[u8], cookies: &[[u8; COOKIE_LEN]]) -> bool {
+    let Ok(repr) = InitRepr::parse(init_bytes) else { return false };
+    let Some(covered) = init_bytes.get(..wire::INIT_MAC2_OFFSET) else { return false };
+    // Every candidate is computed, so timing does not say which secret matched.
+    cookies.iter().fold(false, |ok, cookie| ok | macs_equal(&repr.mac2, &mac2(cookie, covered)))
+}
+
+/// The responder's cookie reply to `init`, sealed to the initiator.
+pub fn cookie_reply(
+    own: &PublicKey,
+    init: &InitRepr,
+    cookie: &[u8; COOKIE_LEN],
+    nonce: [u8; COOKIE_NONCE_LEN],
+) -> [u8; wire::COOKIE_REPLY_LEN] {
+    let mut sealed = [0u8; 32];
+    let mut body = *cookie;
+    // Encryption of 16 bytes under a fresh nonce cannot fail; a zero tag (refused by every
+    // initiator) stands in if it ever did, rather than a panic.
+    let tag = cookie_cipher(own).encrypt_in_place_detached(XNonce::from_slice(&nonce), &init.mac1, &mut body).unwrap_or_default();
+    sealed[..COOKIE_LEN].copy_from_slice(&body);
+    sealed[COOKIE_LEN..].copy_from_slice(&tag);
+    CookieReplyRepr { receiver_index: init.sender_index, nonce, sealed }.emit()
 }
 
 fn macs_equal(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
@@ -119,16 +186,19 @@ pub struct Initiator {
     pub sender_index: u32,
     ephemeral_secret: x25519::SecretKey,
     init_hash: [u8; 32],
+    mac1: [u8; MAC_LEN],
 }
 
 impl Initiator {
-    /// Builds an initiation to `responder`. `ephemeral_seed` must be fresh randomness.
+    /// Builds an initiation to `responder`. `ephemeral_seed` must be fresh randomness;
+    /// `cookie`, when the responder sent one recently, fills `mac2`.
     pub fn start(
         identity: &Identity,
         responder: PublicKey,
         ephemeral_seed: [u8; 32],
         sender_index: u32,
         timestamp_us: u64,
+        cookie: Option<&[u8; COOKIE_LEN]>,
     ) -> (Initiator, [u8; wire::INIT_LEN]) {
         let (ephemeral_secret, ephemeral_public) = ephemeral(ephemeral_seed);
         let mut repr = InitRepr {
@@ -138,14 +208,34 @@ impl Initiator {
             timestamp_us,
             signature: [0; 64],
             mac1: [0; MAC_LEN],
+            mac2: [0; MAC_LEN],
         };
         let unsigned = repr.emit();
         repr.signature = identity.sign(&signed_init_message(&responder, &unsigned));
         let unmaced = repr.emit();
         repr.mac1 = mac1(&responder, &unmaced[..wire::INIT_MACED_LEN]);
+        if let Some(cookie) = cookie {
+            let covered = repr.emit();
+            repr.mac2 = mac2(cookie, &covered[..wire::INIT_MAC2_OFFSET]);
+        }
         let bytes = repr.emit();
         let init_hash = *blake3::hash(&bytes).as_bytes();
-        (Initiator { responder, sender_index, ephemeral_secret, init_hash }, bytes)
+        (Initiator { responder, sender_index, ephemeral_secret, init_hash, mac1: repr.mac1 }, bytes)
+    }
+
+    /// Opens a cookie reply to this initiation: returns the cookie for the next one.
+    pub fn open_cookie(&self, reply: &[u8]) -> Result<[u8; COOKIE_LEN], HandshakeError> {
+        let repr = CookieReplyRepr::parse(reply).map_err(|_| HandshakeError::Malformed)?;
+        if repr.receiver_index != self.sender_index {
+            return Err(HandshakeError::UnknownIndex);
+        }
+        let mut cookie = [0u8; COOKIE_LEN];
+        cookie.copy_from_slice(&repr.sealed[..COOKIE_LEN]);
+        let tag = Tag::from_slice(&repr.sealed[COOKIE_LEN..]);
+        cookie_cipher(&self.responder)
+            .decrypt_in_place_detached(XNonce::from_slice(&repr.nonce), &self.mac1, &mut cookie, tag)
+            .map_err(|_| HandshakeError::Cookie)?;
+        Ok(cookie)
     }
 
     /// Checks a response and derives the session keys; returns them and the responder's index.
@@ -223,7 +313,7 @@ mod test {
     fn both_sides_agree_on_crossed_keys() {
         let i = Identity::from_seed([1; 32]);
         let r = Identity::from_seed([2; 32]);
-        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000);
+        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000, None);
         let repr = check_init_mac(&r.public_key(), &init).unwrap();
         check_init_signature(&r.public_key(), &repr).unwrap();
         let (resp, rkeys) = respond(&r, &repr, [4; 32], 88).unwrap();
@@ -234,11 +324,37 @@ mod test {
     }
 
     #[test]
+    fn cookie_reply_round_trip_and_binding() {
+        let i = Identity::from_seed([1; 32]);
+        let r = Identity::from_seed([2; 32]);
+        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000, None);
+        assert!(!check_mac2(&init, &[[7; COOKIE_LEN]]), "no cookie, no mac2");
+        let repr = check_init_mac(&r.public_key(), &init).unwrap();
+        let reply = cookie_reply(&r.public_key(), &repr, &[7; COOKIE_LEN], [9; 24]);
+        let cookie = state.open_cookie(&reply).unwrap();
+        assert_eq!(cookie, [7; COOKIE_LEN]);
+        let (_, retry) = Initiator::start(&i, r.public_key(), [4; 32], 78, 1001, Some(&cookie));
+        assert!(check_mac2(&retry, &[[1; COOKIE_LEN], [7; COOKIE_LEN]]));
+        assert!(!check_mac2(&retry, &[[8; COOKIE_LEN]]));
+        check_init_mac(&r.public_key(), &retry).unwrap();
+        // Every flipped byte, a reply sealed by another key, or to another init is refused.
+        for b in 4..reply.len() {
+            let mut bad = reply;
+            bad[b] ^= 1;
+            assert!(state.open_cookie(&bad).is_err(), "flipped byte {b}");
+        }
+        let mallory = Identity::from_seed([9; 32]);
+        assert_eq!(state.open_cookie(&cookie_reply(&mallory.public_key(), &repr, &[7; 16], [9; 24])), Err(HandshakeError::Cookie));
+        let (other, _) = Initiator::start(&i, r.public_key(), [5; 32], 77, 1002, None);
+        assert_eq!(other.open_cookie(&reply), Err(HandshakeError::Cookie));
+    }
+
+    #[test]
     fn forged_or_misdirected_messages_are_refused() {
         let i = Identity::from_seed([1; 32]);
         let r = Identity::from_seed([2; 32]);
         let mallory = Identity::from_seed([9; 32]);
-        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000);
+        let (state, init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000, None);
         // addressed to r: mallory's MAC check fails
         assert_eq!(check_init_mac(&mallory.public_key(), &init).err(), Some(HandshakeError::Mac));
         // mallory claims i's key but cannot sign: re-MACed so that only the signature fails

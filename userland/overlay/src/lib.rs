@@ -8,6 +8,8 @@
 //! feature's `udp` module).
 //!
 //! Layers, one module each:
+//! - `endpoint`: what the node reads from an underlay endpoint (its source address);
+//!   `guard`: token buckets, per-source budgets, cookie secrets and initiation timestamps;
 //! - `identity`: ed25519 keys from an injected seed; `address`: self-certifying `fd67::/16`
 //!   addresses hashed from public keys;
 //! - `wire`: datagram and plaintext formats as checked views/representations;
@@ -28,7 +30,9 @@ extern crate std;
 
 pub mod address;
 pub mod discovery;
+pub mod endpoint;
 pub mod filter;
+pub mod guard;
 pub mod handshake;
 pub mod identity;
 pub mod node;

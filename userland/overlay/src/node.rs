@@ -7,21 +7,40 @@
 //! `handle_timeout`; outputs are `poll_transmit`, `poll_deliver`, `poll_event`, and
 //! `poll_timeout` says when to call `handle_timeout` next.
 //!
-//! Unauthenticated input never gets an answer and never allocates: a handshake initiation
-//! must carry a MAC keyed by our public key, come from a configured key (or any key when
-//! `accept_unknown_peers`), pass a global token bucket and then a signature check before a
-//! peer slot or a session is created; transport packets must open under a session we hold.
-//! All queues and tables have fixed capacities from `Config`; when full, new items are
-//! dropped and counted in `Stats`.
+//! The door (issue 11): every check on a handshake initiation that costs no public-key
+//! operation runs first, and the signature check, the only expensive one, runs last:
+//! 1. format and `mac1` (keyed by our public key);
+//! 2. under load (more than `load_threshold_per_sec` initiations, or a budget ran dry, in
+//!    the last second) a valid `mac2` from a cookie for the datagram's source address, or
+//!    else a cookie reply and nothing more (see `handshake`; spoofed sources never get past
+//!    this, since only the real address receives its cookie);
+//! 3. policy (`accept_unknown_peers`), freshness against our clock (`init_age_max`) and
+//!    against the newest timestamp verified for that key (`guard::TimestampMemory`, which
+//!    outlives peer slots);
+//! 4. a token from the source address's bucket (`guard::SourceLimiter`), then from the
+//!    known-peer budget (a configured or linked key at its last authenticated address, so
+//!    rekeys never compete with strangers) or else from the budget for everyone else;
+//! 5. the signature.
 //!
-//! Data is sealed hop by hop: intermediate nodes see overlay packets in the clear and the
-//! source address is only as trustworthy as the path. End-to-end sealing is left to a later
-//! layer (or to the applications' own TLS/QUIC).
+//! Only then is state created. A peer slot for a key that is neither configured nor linked
+//! is half-open: it expires after `half_open_timeout`, each source address holds at most
+//! `half_open_per_source_max` of them, and when the table is full the oldest half-open slot
+//! gives way. Transport packets must open under a session we hold. All queues and tables
+//! have fixed capacities from `Config`; when full, new items are dropped and counted in
+//! `Stats`.
+//!
+//! Data is sealed hop by hop: intermediate nodes see overlay packets in the clear. A
+//! delivered packet's inner IPv6 header must agree with the overlay header (source and
+//! destination) and its source may not be our own address; the claimed origin of a relayed
+//! packet is still only as trustworthy as the path until end-to-end sealing (issue 11 item
+//! 1) authenticates it.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::address::Address;
+use crate::endpoint::{Endpoint, SourceAddress};
+use crate::guard::{CookieJar, SourceLimiter, TimestampMemory, TokenBucket, COOKIE_LEN, COOKIE_SECRET_LIFETIME};
 use crate::handshake::{self, Initiator};
 use crate::identity::{Identity, PublicKey};
 use crate::rng::Rng;
@@ -49,10 +68,32 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Declare a link down when nothing authenticated arrived for this long.
     pub dead_after: Duration,
-    /// Initiations whose signature we are willing to check per second (all peers together).
+    /// Initiations whose signature we are willing to check per second from keys that are
+    /// not known peers at their known address (all such keys together).
     pub handshake_rate_per_sec: u32,
     /// Burst allowance of that rate.
     pub handshake_burst: u32,
+    /// Initiations per second from configured or linked keys at their last authenticated
+    /// address (rekeys, reconnects): a budget strangers cannot drain.
+    pub known_handshake_rate_per_sec: u32,
+    /// Burst allowance of that rate.
+    pub known_handshake_burst: u32,
+    /// Initiations per second from one source address.
+    pub source_handshake_rate_per_sec: u32,
+    /// Burst allowance of that rate.
+    pub source_handshake_burst: u32,
+    /// Source addresses with a bucket (least recently used evicted).
+    pub sources_max: usize,
+    /// MAC1-valid initiations per second above which `mac2` (a cookie) is required.
+    pub load_threshold_per_sec: u32,
+    /// Initiations whose timestamp differs from our clock by more than this are refused.
+    pub init_age_max: Duration,
+    /// Keys whose newest verified initiation timestamp is remembered.
+    pub init_timestamps_max: usize,
+    /// A half-open peer (neither configured nor linked) is forgotten after this long.
+    pub half_open_timeout: Duration,
+    /// Most half-open peers one source address may hold.
+    pub half_open_per_source_max: usize,
     /// Capacity of the transmit queue.
     pub max_transmit_queue: usize,
     /// Capacity of the delivery queue.
@@ -82,8 +123,34 @@ impl Default for Config {
             handshake_retry: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             dead_after: Duration::from_secs(35),
+            // Signature checks are ~37 us each (27k/s on one core, DESIGN.md): 200/s for
+            // strangers and 50/s for known peers keep the door under 1% of a core.
             handshake_rate_per_sec: 200,
             handshake_burst: 64,
+            // 64 peers rekeying every 2 minutes need about 0.5/s; 50/s leaves room for a
+            // whole table reconnecting after an outage within a few seconds.
+            known_handshake_rate_per_sec: 50,
+            known_handshake_burst: 64,
+            // An honest host sends one initiation per peer per retry (5 s); 4/s with a burst
+            // of 8 serves a few users behind one NAT and caps one attacker address at 2% of
+            // the strangers' budget.
+            source_handshake_rate_per_sec: 4,
+            source_handshake_burst: 8,
+            // 1,024 buckets of ~64 bytes: 64 KiB at most.
+            sources_max: 1024,
+            // Well above honest load (see above), well below the strangers' budget, so
+            // cookies are asked for before that budget runs dry.
+            load_threshold_per_sec: 100,
+            // Two minutes either way tolerates clock skew between hosts (as WireGuard's
+            // cookie lifetime) while limiting how long a captured initiation is worth anything.
+            init_age_max: Duration::from_secs(120),
+            // Covers 20 s of the strangers' budget at full rate; older entries only matter
+            // within `init_age_max` (~40 bytes each: 160 KiB at most).
+            init_timestamps_max: 4096,
+            // Two handshake retries: an honest initiator confirms within one round trip.
+            half_open_timeout: Duration::from_secs(10),
+            // A few users behind one NAT; one address cannot hold more than 1/16 of the table.
+            half_open_per_source_max: 4,
             max_transmit_queue: 4096,
             max_deliver_queue: 1024,
             max_events: 256,
@@ -182,6 +249,20 @@ pub struct Stats {
     pub delivered: u64,
     /// Transport datagrams sealed.
     pub sealed: u64,
+    /// Initiations refused because their timestamp is too far from our clock or not newer
+    /// than the last one verified for their key.
+    pub dropped_stale_inits: u64,
+    /// Cookie replies sent (initiations under load without a valid mac2).
+    pub cookie_replies_sent: u64,
+    /// Cookie replies accepted from responders.
+    pub cookie_replies_received: u64,
+    /// Half-open peers dropped (expired, or evicted for a newer initiation).
+    pub half_open_dropped: u64,
+    /// Initiations refused because the peer table had no slot to give.
+    pub dropped_table_full: u64,
+    /// Delivered packets whose inner IPv6 header disagrees with the authenticated overlay
+    /// header (source or destination), or that claim our own address as source.
+    pub dropped_spoofed_source: u64,
 }
 
 struct Peer<E> {
@@ -195,13 +276,24 @@ struct Peer<E> {
     current: Option<Session>,
     previous: Option<Session>,
     pending: Option<Session>,
-    last_init_timestamp_us: Option<u64>,
+    /// The last cookie this peer sent us as responder, and when.
+    cookie: Option<([u8; COOKIE_LEN], Instant)>,
+    /// Whether our initiation in flight carried a cookie (then a cookie reply waits for the
+    /// retry timer instead of triggering an immediate resend: no ping-pong).
+    init_had_cookie: bool,
+    /// When the last verified initiation created or refreshed this slot.
+    init_verified_at: Instant,
     last_received_at: Instant,
     last_sent_at: Instant,
     up: bool,
 }
 
 impl<E> Peer<E> {
+    /// Neither configured nor linked: unauthenticated state that must expire.
+    fn half_open(&self) -> bool {
+        !self.configured && !self.up
+    }
+
     fn uses_index(&self, index: u32) -> bool {
         self.initiator.as_ref().is_some_and(|(h, _)| h.sender_index == index)
             || [&self.current, &self.previous, &self.pending].iter().any(|s| s.as_ref().is_some_and(|s| s.local_index == index))
@@ -229,19 +321,28 @@ pub struct Node<E> {
     transmits: VecDeque<(E, Vec<u8>)>,
     deliveries: VecDeque<Delivery>,
     events: VecDeque<Event<E>>,
-    tokens: u32,
-    tokens_at: Instant,
+    stranger_budget: TokenBucket,
+    known_budget: TokenBucket,
+    sources: SourceLimiter,
+    cookies: CookieJar,
+    init_timestamps: TimestampMemory,
+    load_window_at: Instant,
+    load_window_count: u32,
+    under_load_until: Instant,
     last_timestamp_us: u64,
     stats: Stats,
 }
 
-impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
+impl<E: Endpoint> Node<E> {
     /// A node with the identity from `identity_seed` (secret) and randomness from `rng_seed`.
     pub fn new(identity_seed: [u8; 32], rng_seed: [u8; 32], config: Config, now: Instant) -> Node<E> {
         assert!(config.max_peers > 0 && config.max_peers <= config.routing.max_neighbours);
         assert!(config.rekey_after < config.reject_after);
         assert!(config.keepalive_interval < config.dead_after);
         assert!(config.max_routing_payload > wire::UPDATE_TLV_LEN, "room for the kind byte and one TLV");
+        assert!(config.half_open_per_source_max > 0 && config.sources_max > 0 && config.init_timestamps_max > 0);
+        let mut rng = Rng::from_seed(rng_seed);
+        let cookies = CookieJar::new(&mut rng, now);
         let identity = Identity::from_seed(identity_seed);
         let key = identity.public_key();
         let address = Address::from_public_key(&key);
@@ -250,15 +351,21 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
             key,
             address,
             config,
-            rng: Rng::from_seed(rng_seed),
+            rng,
             peers: Vec::new(),
             next_peer_id: 1,
             router: Router::new(address, config.routing, now),
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             events: VecDeque::new(),
-            tokens: config.handshake_burst,
-            tokens_at: now,
+            stranger_budget: TokenBucket::full(config.handshake_burst, now),
+            known_budget: TokenBucket::full(config.known_handshake_burst, now),
+            sources: SourceLimiter::new(config.sources_max, config.source_handshake_rate_per_sec, config.source_handshake_burst),
+            cookies,
+            init_timestamps: TimestampMemory::new(config.init_timestamps_max),
+            load_window_at: now,
+            load_window_count: 0,
+            under_load_until: now,
             last_timestamp_us: 0,
             stats: Stats::default(),
         }
@@ -299,6 +406,11 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         self.peers.iter().any(|p| p.id == peer && p.up)
     }
 
+    /// The overlay address of a peer.
+    pub fn peer_address(&self, peer: PeerId) -> Option<Address> {
+        self.peers.iter().find(|p| p.id == peer).map(|p| p.address)
+    }
+
     /// The peer slot holding `key`.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.peers.iter().find(|p| p.key == *key).map(|p| p.id)
@@ -322,7 +434,12 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
             return Ok(self.peers[i].id);
         }
         if self.peers.len() >= self.config.max_peers {
-            return Err(NodeError::PeerTableFull);
+            // A configured peer outranks unauthenticated state: the oldest half-open slot
+            // gives way (else a flood of half-open handshakes could keep peers out).
+            let oldest = self.peers.iter().enumerate().filter(|(_, p)| p.half_open()).min_by_key(|(_, p)| p.init_verified_at).map(|(i, _)| i);
+            let Some(victim) = oldest else { return Err(NodeError::PeerTableFull) };
+            self.peers.remove(victim);
+            self.stats.half_open_dropped += 1;
         }
         let i = self.insert_peer(now, endpoint, key, true);
         self.start_handshake(now, i);
@@ -358,7 +475,9 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
             current: None,
             previous: None,
             pending: None,
-            last_init_timestamp_us: None,
+            cookie: None,
+            init_had_cookie: false,
+            init_verified_at: now,
             last_received_at: now,
             last_sent_at: now,
             up: false,
@@ -398,8 +517,10 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         let ephemeral_seed = self.rng.bytes32();
         let timestamp_us = now.micros.max(self.last_timestamp_us.saturating_add(1));
         self.last_timestamp_us = timestamp_us;
-        let (state, init) = Initiator::start(&self.identity, self.peers[i].key, ephemeral_seed, index, timestamp_us);
+        let cookie = self.peers[i].cookie.filter(|(_, at)| now.saturating_since(*at) < COOKIE_SECRET_LIFETIME).map(|(c, _)| c);
+        let (state, init) = Initiator::start(&self.identity, self.peers[i].key, ephemeral_seed, index, timestamp_us, cookie.as_ref());
         self.peers[i].initiator = Some((state, now));
+        self.peers[i].init_had_cookie = cookie.is_some();
         self.peers[i].next_attempt_at = None;
         self.stats.handshakes_initiated += 1;
         let endpoint = self.peers[i].endpoint;
@@ -411,6 +532,7 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         let handled = match DatagramType::of(datagram) {
             Ok(DatagramType::HandshakeInit) => self.handle_init(now, from, datagram),
             Ok(DatagramType::HandshakeResp) => self.handle_resp(now, from, datagram),
+            Ok(DatagramType::CookieReply) => self.handle_cookie_reply(now, datagram),
             Ok(DatagramType::Transport) => self.handle_transport(now, from, datagram),
             Err(_) => false,
         };
@@ -420,54 +542,160 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         self.pump_routing(now);
     }
 
-    fn take_token(&mut self, now: Instant) -> bool {
-        let per_token_us = 1_000_000 / u64::from(self.config.handshake_rate_per_sec.max(1));
-        let earned = now.saturating_since(self.tokens_at).micros / per_token_us.max(1);
-        if earned > 0 {
-            let tokens = u64::from(self.tokens).saturating_add(earned).min(u64::from(self.config.handshake_burst));
-            self.tokens = tokens as u32;
-            self.tokens_at = now;
+    /// Counts a MAC1-valid initiation towards the load estimate; true when under load.
+    fn note_init_load(&mut self, now: Instant) -> bool {
+        const LOAD_WINDOW: Duration = Duration::from_secs(1);
+        if now.saturating_since(self.load_window_at) >= LOAD_WINDOW {
+            self.load_window_at = now;
+            self.load_window_count = 0;
         }
-        if self.tokens == 0 {
+        self.load_window_count = self.load_window_count.saturating_add(1);
+        if self.load_window_count > self.config.load_threshold_per_sec {
+            self.under_load_until = now + LOAD_WINDOW;
+        }
+        now < self.under_load_until
+    }
+
+    /// Whether `init` comes from a configured or linked key at its last authenticated address.
+    fn known_at_home(&self, key: &PublicKey, source: SourceAddress) -> Option<usize> {
+        self.peers.iter().position(|p| p.key == *key && !p.half_open() && p.endpoint.source_address() == source)
+    }
+
+    /// Takes the tokens an initiation needs: its source's, then its budget's. A dry budget
+    /// puts the node under load for a second, so cookies are asked for from then on (a dry
+    /// source bucket does not: one noisy address must not slow everyone's handshakes).
+    fn take_init_tokens(&mut self, now: Instant, source: SourceAddress, known: bool) -> bool {
+        let c = self.config;
+        if !self.sources.take(now, source) {
             self.stats.dropped_rate_limited += 1;
             return false;
         }
-        self.tokens -= 1;
-        true
+        let granted = if known {
+            self.known_budget.take(now, c.known_handshake_rate_per_sec, c.known_handshake_burst)
+        } else {
+            self.stranger_budget.take(now, c.handshake_rate_per_sec, c.handshake_burst)
+        };
+        if !granted {
+            self.stats.dropped_rate_limited += 1;
+            self.under_load_until = now + Duration::from_secs(1);
+        }
+        granted
+    }
+
+    fn send_cookie_reply(&mut self, now: Instant, from: E, init: &wire::InitRepr) {
+        self.cookies.maybe_rotate(&mut self.rng, now);
+        let cookie = self.cookies.cookie(from.source_address());
+        let mut nonce = [0u8; wire::COOKIE_NONCE_LEN];
+        self.rng.fill(&mut nonce);
+        let reply = handshake::cookie_reply(&self.key, init, &cookie, nonce);
+        if self.push_transmit(from, reply.to_vec()).is_ok() {
+            self.stats.cookie_replies_sent += 1;
+        }
     }
 
     fn handle_init(&mut self, now: Instant, from: E, datagram: &[u8]) -> bool {
+        // 1. Format and mac1: a keyed hash.
         let Ok(init) = handshake::check_init_mac(&self.key, datagram) else { return false };
         if init.static_key == self.key {
             return false;
         }
-        let known = self.peers.iter().position(|p| p.key == init.static_key);
-        match known {
-            None if !self.config.accept_unknown_peers || self.peers.len() >= self.config.max_peers => return false,
-            Some(i) if self.peers[i].last_init_timestamp_us.is_some_and(|t| init.timestamp_us <= t) => return false,
-            _ => {}
+        let source = from.source_address();
+        // 2. Under load, proof that the source receives at its address.
+        if self.note_init_load(now) {
+            self.cookies.maybe_rotate(&mut self.rng, now);
+            if !handshake::check_mac2(datagram, &self.cookies.valid_cookies(source)) {
+                self.send_cookie_reply(now, from, &init);
+                return true;
+            }
         }
-        if !self.take_token(now) {
-            return true; // counted as rate limited
+        // 3. Policy and freshness.
+        let known = self.known_at_home(&init.static_key, source);
+        let in_table = self.peers.iter().position(|p| p.key == init.static_key);
+        if in_table.is_none() && !self.config.accept_unknown_peers {
+            return false;
         }
+        if init.timestamp_us.abs_diff(now.micros) > self.config.init_age_max.micros
+            || !self.init_timestamps.is_fresh(&init.static_key, init.timestamp_us)
+        {
+            self.stats.dropped_stale_inits += 1;
+            return true;
+        }
+        // 4. Tokens, spent only now that every cheap check passed.
+        if !self.take_init_tokens(now, source, known.is_some()) {
+            return true;
+        }
+        // 5. The signature.
         if handshake::check_init_signature(&self.key, &init).is_err() {
             return false;
         }
+        self.init_timestamps.record(now, init.static_key, init.timestamp_us);
         let local_index = self.fresh_index();
         let ephemeral_seed = self.rng.bytes32();
         let Ok((resp, keys)) = handshake::respond(&self.identity, &init, ephemeral_seed, local_index) else {
             return false;
         };
-        let i = match known {
+        let i = match self.peers.iter().position(|p| p.key == init.static_key) {
             Some(i) => i,
-            None => self.insert_peer(now, from, init.static_key, false),
+            None => {
+                if !self.make_room_for_half_open(source) {
+                    self.stats.dropped_table_full += 1;
+                    return true;
+                }
+                self.insert_peer(now, from, init.static_key, false)
+            }
         };
         let peer = &mut self.peers[i];
-        peer.last_init_timestamp_us = Some(init.timestamp_us);
+        peer.init_verified_at = now;
         peer.endpoint = from;
         peer.pending = Some(Session::new(&keys, local_index, init.sender_index, false, now));
         peer.last_sent_at = now;
         let _ = self.push_transmit(from, resp.to_vec());
+        true
+    }
+
+    /// Frees a slot for a new half-open peer from `source`: that source's oldest half-open
+    /// peer when it holds its maximum, else the oldest half-open peer when the table is full.
+    /// False when the table is full of configured or linked peers.
+    fn make_room_for_half_open(&mut self, source: SourceAddress) -> bool {
+        let oldest = |peers: &[Peer<E>], same_source: bool| {
+            peers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.half_open() && (!same_source || p.endpoint.source_address() == source))
+                .min_by_key(|(_, p)| p.init_verified_at)
+                .map(|(i, _)| i)
+        };
+        let from_source = self.peers.iter().filter(|p| p.half_open() && p.endpoint.source_address() == source).count();
+        let victim = if from_source >= self.config.half_open_per_source_max {
+            oldest(&self.peers, true)
+        } else if self.peers.len() >= self.config.max_peers {
+            oldest(&self.peers, false)
+        } else {
+            return true;
+        };
+        let Some(i) = victim else { return false };
+        debug_assert!(self.peers[i].half_open());
+        self.peers.remove(i);
+        self.stats.half_open_dropped += 1;
+        self.peers.len() < self.config.max_peers
+    }
+
+    fn handle_cookie_reply(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let Ok(repr) = wire::CookieReplyRepr::parse(datagram) else { return false };
+        let Some(i) = self.peers.iter().position(|p| p.initiator.as_ref().is_some_and(|(h, _)| h.sender_index == repr.receiver_index))
+        else {
+            return false;
+        };
+        let Some((state, _)) = self.peers[i].initiator.as_ref() else { return false };
+        let Ok(cookie) = state.open_cookie(datagram) else { return false };
+        self.stats.cookie_replies_received += 1;
+        let peer = &mut self.peers[i];
+        peer.cookie = Some((cookie, now));
+        // Retry at once with mac2, unless this initiation already carried a cookie (then the
+        // retry timer paces us: a responder that keeps refusing cannot make us loop).
+        if !peer.init_had_cookie {
+            self.start_handshake(now, i);
+        }
         true
     }
 
@@ -566,8 +794,24 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
         true
     }
 
+    /// Whether a packet for us may be delivered: its IPv6 header must name the same source
+    /// and destination as the overlay header (so the host stack sees the origin the overlay
+    /// authenticated), and nobody else may claim our own address.
+    fn deliverable(&self, data: &DataRepr<'_>) -> bool {
+        let Some(header) = data.payload.get(..wire::IPV6_HEADER_LEN) else { return false };
+        header[0] >> 4 == 6
+            && header[8..24] == data.source.0
+            && header[24..40] == data.destination.0
+            && data.source.is_overlay()
+            && data.source != self.address
+    }
+
     fn handle_data(&mut self, now: Instant, data: DataRepr<'_>) {
         if data.destination == self.address {
+            if !self.deliverable(&data) {
+                self.stats.dropped_spoofed_source += 1;
+                return;
+            }
             if self.deliveries.len() >= self.config.max_deliver_queue {
                 self.stats.dropped_no_route_or_queue += 1;
                 return;
@@ -671,6 +915,11 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
     fn peer_timers(&mut self, now: Instant, id: PeerId) {
         let Some(i) = self.index_of(id) else { return };
         let c = self.config;
+        if self.peers[i].half_open() && now >= self.peers[i].init_verified_at + c.half_open_timeout {
+            self.peers.remove(i);
+            self.stats.half_open_dropped += 1;
+            return;
+        }
         let peer = &mut self.peers[i];
         let too_old = |s: &Option<Session>| s.as_ref().is_some_and(|s| now.saturating_since(s.created_at) >= c.reject_after);
         if too_old(&peer.previous) {
@@ -691,9 +940,12 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
                 if peer.configured || peer.up {
                     self.start_handshake(now, i);
                 } else {
-                    peer.initiator = None;
+                    self.peers[i].initiator = None;
                 }
             }
+            // A rekey in flight (slow under load) must not starve keepalives: `poll_timeout`
+            // reports the keepalive deadline of every up peer, so it must be served here too.
+            self.keepalive_if_due(now, i);
             return;
         }
         if !peer.up {
@@ -710,8 +962,14 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
                 return;
             }
         }
-        if now >= self.peers[i].last_sent_at + c.keepalive_interval {
-            let _ = self.seal_to(now, i, &[wire::KIND_KEEPALIVE]);
+        self.keepalive_if_due(now, i);
+    }
+
+    fn keepalive_if_due(&mut self, now: Instant, i: usize) {
+        let peer = &self.peers[i];
+        if peer.up && now >= peer.last_sent_at + self.config.keepalive_interval && self.seal_to(now, i, &[wire::KIND_KEEPALIVE]).is_err() {
+            // Not sendable now (no usable session): the dead timer decides; do not spin.
+            self.peers[i].last_sent_at = now;
         }
     }
 
@@ -725,6 +983,9 @@ impl<E: Copy + PartialEq + core::fmt::Debug> Node<E> {
             at = earliest(at, reject(&peer.previous));
             at = earliest(at, reject(&peer.pending));
             at = earliest(at, reject(&peer.current));
+            if peer.half_open() {
+                at = earliest(at, Some(peer.init_verified_at + c.half_open_timeout));
+            }
             if let Some((_, sent_at)) = peer.initiator {
                 at = earliest(at, Some(sent_at + c.handshake_retry));
             } else if !peer.up {

@@ -22,6 +22,14 @@
 //!   without refresh, immediate retraction of all routes through a neighbour that goes down,
 //!   and forgetting FDs of destinations unreachable for `source_gc`.
 //!
+//! Bounds against a misbehaving neighbour (issue 11 item 4, its cheaper parts): each
+//! neighbour may hold routes to at most `max_destinations_per_neighbour` destinations (one
+//! peer cannot fill the table), each neighbour's seqno requests draw from a token bucket,
+//! and requests for our own address raise our seqno at most `OWN_SEQNO_RAISES_PER_SEC`
+//! (after a burst of `OWN_SEQNO_RAISES_BURST`).
+//! Signed announcements (so a relay cannot claim a better route to someone else) are not
+//! here yet.
+//!
 //! What is left out: hellos/IHU and link-quality estimation (link liveness comes from the
 //! session layer), prefixes other than one /128 per node, router-ids distinct from addresses,
 //! and authentication of who originates a destination beyond the one check that only a
@@ -32,7 +40,14 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 
 use crate::address::Address;
+use crate::guard::TokenBucket;
 use crate::time::{Duration, Instant};
+
+/// Raises of our own seqno on request, per second: a 16-bit seqno space then lasts hours
+/// even under a neighbour that asks without pause (and a raise floods the whole grid).
+const OWN_SEQNO_RAISES_PER_SEC: u32 = 1;
+/// Burst of raises: reconvergence after a partition may need several in a row.
+const OWN_SEQNO_RAISES_BURST: u32 = 16;
 
 /// A neighbour as the caller names it (the node uses its peer slot).
 pub type NeighbourId = u32;
@@ -100,6 +115,12 @@ pub struct Config {
     pub max_neighbours: usize,
     /// Capacity of the queue of unicast replies and requests.
     pub max_queued_outputs: usize,
+    /// Most destinations one neighbour may hold routes to.
+    pub max_destinations_per_neighbour: usize,
+    /// Seqno requests handled per second from one neighbour.
+    pub requests_per_neighbour_per_sec: u32,
+    /// Burst allowance of that rate.
+    pub requests_per_neighbour_burst: u32,
 }
 
 impl Default for Config {
@@ -113,6 +134,15 @@ impl Default for Config {
             max_destinations: 16_384,
             max_neighbours: 64,
             max_queued_outputs: 4096,
+            // A hub neighbour in a 1,000-node grid carries ~1,000 routes; a quarter of the
+            // table means one neighbour can never take it all.
+            max_destinations_per_neighbour: 4096,
+            // After a partition a neighbour may relay one request per lost destination at
+            // once (a burst the size of its quota); in steady state a few per second. Each
+            // request costs us at most one reply or one forward (duplicates are suppressed
+            // per destination), so this bounds the work one neighbour can ask for.
+            requests_per_neighbour_per_sec: 256,
+            requests_per_neighbour_burst: 4096,
         }
     }
 }
@@ -198,6 +228,10 @@ pub struct Stats {
     pub dropped_outputs: u64,
     /// Updates ignored because the destination table was full.
     pub dropped_destinations: u64,
+    /// Updates ignored because their neighbour holds its quota of destinations.
+    pub dropped_over_quota: u64,
+    /// Seqno requests ignored by a neighbour's budget or our own seqno's pacing.
+    pub dropped_requests: u64,
 }
 
 /// The routing state machine of one node.
@@ -213,6 +247,12 @@ pub struct Router {
     /// Pending unicast full dumps: neighbour, and the next destination to send (None = own first).
     dumps: Vec<(NeighbourId, Option<Address>)>,
     next_periodic: Instant,
+    /// Routes held per neighbour (for the quota).
+    route_counts: BTreeMap<NeighbourId, usize>,
+    /// Seqno request budget per neighbour.
+    request_budgets: BTreeMap<NeighbourId, TokenBucket>,
+    /// Budget of raises of our own seqno on request.
+    own_seqno_raises: Option<TokenBucket>,
     stats: Stats,
 }
 
@@ -232,6 +272,9 @@ impl Router {
             queue: VecDeque::new(),
             dumps: Vec::new(),
             next_periodic: now + config.update_interval,
+            route_counts: BTreeMap::new(),
+            request_budgets: BTreeMap::new(),
+            own_seqno_raises: None,
             stats: Stats::default(),
         }
     }
@@ -272,6 +315,8 @@ impl Router {
             return Err(RoutingError::TooManyNeighbours);
         }
         self.neighbours.push((neighbour, cost));
+        self.route_counts.remove(&neighbour);
+        self.request_budgets.remove(&neighbour);
         self.dumps.retain(|(n, _)| *n != neighbour);
         self.dumps.push((neighbour, None));
         debug_assert!(self.neighbours.len() <= self.config.max_neighbours);
@@ -296,6 +341,8 @@ impl Router {
         }
         self.dumps.retain(|(n, _)| *n != neighbour);
         self.queue.retain(|o| o.to != Target::One(neighbour));
+        self.route_counts.remove(&neighbour);
+        self.request_budgets.remove(&neighbour);
         let affected: Vec<Address> = self
             .dests
             .iter()
@@ -364,6 +411,12 @@ impl Router {
         }
         let advertised = Distance { seqno, metric };
         let expires_at = now + self.config.route_hold;
+        let holds = self.dests.get(&destination).is_some_and(|d| d.routes.iter().any(|r| r.neighbour == from));
+        let held = self.route_counts.get(&from).copied().unwrap_or(0);
+        if !holds && metric != INFINITY && held >= self.config.max_destinations_per_neighbour {
+            self.stats.dropped_over_quota += 1;
+            return;
+        }
         let full = self.dests.len() >= self.config.max_destinations;
         let dest = match self.dests.entry(destination) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -386,7 +439,10 @@ impl Router {
                 route.advertised = advertised;
                 route.expires_at = expires_at;
             }
-            None if metric != INFINITY => dest.routes.push(Route { neighbour: from, advertised, expires_at }),
+            None if metric != INFINITY => {
+                dest.routes.push(Route { neighbour: from, advertised, expires_at });
+                *self.route_counts.entry(from).or_insert(0) += 1;
+            }
             None => {}
         }
         debug_assert!(dest.routes.len() <= self.config.max_neighbours);
@@ -407,8 +463,22 @@ impl Router {
     }
 
     fn handle_request(&mut self, now: Instant, from: NeighbourId, destination: Address, seqno: u16, hop_count: u8) {
+        let (rate, burst) = (self.config.requests_per_neighbour_per_sec, self.config.requests_per_neighbour_burst);
+        let budget = self.request_budgets.entry(from).or_insert_with(|| TokenBucket::full(burst, now));
+        if !budget.take(now, rate, burst) {
+            self.stats.dropped_requests += 1;
+            return;
+        }
         if destination == self.own {
             if seqno_newer(seqno, self.own_seqno) {
+                // Paced by a bucket: reconvergence needs a few raises in a row, a neighbour
+                // asking for thousands is abusing us (each raise floods the whole grid).
+                let (rate, burst) = (OWN_SEQNO_RAISES_PER_SEC, OWN_SEQNO_RAISES_BURST);
+                let raises = self.own_seqno_raises.get_or_insert_with(|| TokenBucket::full(burst, now));
+                if !raises.take(now, rate, burst) {
+                    self.stats.dropped_requests += 1;
+                    return;
+                }
                 self.own_seqno = self.own_seqno.wrapping_add(1);
                 self.own_dirty = true;
             } else {
@@ -591,6 +661,7 @@ impl Router {
         let hold = self.config.route_hold;
         let gc = self.config.source_gc;
         let mut touched = Vec::new();
+        let counts = &mut self.route_counts;
         self.dests.retain(|address, dest| {
             let before = dest.routes.len();
             for route in dest.routes.iter_mut() {
@@ -599,7 +670,15 @@ impl Router {
                     route.expires_at = now + hold;
                 }
             }
-            dest.routes.retain(|r| r.advertised.metric != INFINITY || r.expires_at > now);
+            dest.routes.retain(|r| {
+                let keep = r.advertised.metric != INFINITY || r.expires_at > now;
+                if !keep {
+                    if let Some(c) = counts.get_mut(&r.neighbour) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                keep
+            });
             let _ = before;
             touched.push(*address);
             let forgotten = dest.selected.is_none() && dest.routes.is_empty() && now.saturating_since(dest.reachable_at) >= gc;

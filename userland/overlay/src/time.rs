@@ -1,9 +1,10 @@
 //! Time as the caller passes it in: microseconds since an epoch the caller chooses.
 //!
-//! The crate never reads a clock. A kernel passes its monotonic timer, a host tool passes
-//! `std::time::Instant` offsets. Handshake initiations carry `now` as a freshness stamp, so a
-//! caller that wants replayed initiations rejected across reboots should use an epoch that
-//! survives reboots (wall-clock microseconds); a monotonic boot clock only protects one boot.
+//! The crate never reads a clock. Handshake initiations carry `now` as a freshness stamp
+//! that the responder compares with its own `now` (within `Config::init_age_max`), so every
+//! node of one overlay must use the same epoch: wall-clock microseconds since the Unix epoch
+//! (the kernel's RTC time, `SystemTime` on hosts). That epoch also survives reboots, so
+//! replayed initiations stay refused across them. Simulations may use any common epoch.
 
 use core::ops::{Add, Sub};
 

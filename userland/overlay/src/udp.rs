@@ -1,9 +1,9 @@
 //! Host helper (feature `std`): drives a `Node<SocketAddr>` over one `std::net::UdpSocket`.
 //!
 //! This is the only place in the crate that touches a clock or a socket; it exists for the
-//! host CLI and for loopback tests. Time is microseconds since the driver was created, so
-//! handshake timestamps restart with the process (see `time` on what that means for replays
-//! of initiations across restarts).
+//! host CLI and for loopback tests. Time is wall-clock microseconds since the Unix epoch, as
+//! in the kernel and gridctl: responders refuse initiations whose timestamp is too far from
+//! their own clock (see `node`), so every host of one overlay must use that epoch.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -18,14 +18,13 @@ pub const MAX_DATAGRAM_LEN: usize = 2048;
 /// A socket plus the clock the node is driven with.
 pub struct UdpDriver {
     socket: UdpSocket,
-    epoch: std::time::Instant,
     buf: Vec<u8>,
 }
 
 impl UdpDriver {
     /// Wraps a bound socket.
     pub fn new(socket: UdpSocket) -> UdpDriver {
-        UdpDriver { socket, epoch: std::time::Instant::now(), buf: std::vec![0; MAX_DATAGRAM_LEN] }
+        UdpDriver { socket, buf: std::vec![0; MAX_DATAGRAM_LEN] }
     }
 
     /// The socket's local address.
@@ -33,9 +32,10 @@ impl UdpDriver {
         self.socket.local_addr()
     }
 
-    /// Now, on the node's clock.
+    /// Now, on the node's clock (wall-clock microseconds).
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Instant::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
     }
 
     fn flush(&mut self, node: &mut Node<SocketAddr>) -> io::Result<()> {
@@ -92,10 +92,11 @@ mod test {
             d1.poll_once(&mut n1, std::time::Duration::from_millis(5)).unwrap();
             while let Some(Event::LinkUp { .. }) = n0.poll_event() {}
             if !sent && n0.router().next_hop(&n1.address()).is_some() {
-                sent = n0.send(d0.now(), n1.address(), b"over udp").is_ok();
+                let packet = crate::wire::ipv6_packet(n0.address(), n1.address(), b"over udp");
+                sent = n0.send(d0.now(), n1.address(), &packet).is_ok();
             }
             if let Some(d) = n1.poll_deliver() {
-                got = Some(d.packet);
+                got = d.packet.get(crate::wire::IPV6_HEADER_LEN..).map(<[u8]>::to_vec);
                 break;
             }
         }

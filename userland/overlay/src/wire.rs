@@ -4,12 +4,14 @@
 //! are little-endian except routing TLV fields, which are network order like Babel's.
 //!
 //! ```text
-//! HandshakeInit  (160 B): type=1 | rsv 3 | sender_index u32 | initiator ed25519 pk 32
+//! HandshakeInit  (176 B): type=1 | rsv 3 | sender_index u32 | initiator ed25519 pk 32
 //!                         | initiator ephemeral x25519 pk 32 | timestamp_us u64
-//!                         | signature 64 | mac1 16
+//!                         | signature 64 | mac1 16 | mac2 16 (zeros without a cookie)
 //! HandshakeResp  (156 B): type=2 | rsv 3 | sender_index u32 | receiver_index u32
 //!                         | responder ed25519 pk 32 | responder ephemeral x25519 pk 32
 //!                         | signature 64 | mac1 16
+//! CookieReply     (64 B): type=3 | rsv 3 | receiver_index u32 | nonce 24
+//!                         | XChaCha20-Poly1305(cookie 16) | tag 16     (AAD = the init's mac1)
 //! Transport    (>= 32 B): type=4 | rsv 3 | receiver_index u32 | counter u64
 //!                         | ChaCha20-Poly1305(ciphertext) | tag 16      (AAD = first 16 bytes)
 //! ```
@@ -53,6 +55,8 @@ pub enum DatagramType {
     HandshakeInit,
     /// Second handshake message.
     HandshakeResp,
+    /// A responder under load asks for a retry with mac2.
+    CookieReply,
     /// Sealed traffic.
     Transport,
 }
@@ -63,6 +67,7 @@ impl DatagramType {
         match self {
             DatagramType::HandshakeInit => 1,
             DatagramType::HandshakeResp => 2,
+            DatagramType::CookieReply => 3,
             DatagramType::Transport => 4,
         }
     }
@@ -76,6 +81,7 @@ impl DatagramType {
         match head[0] {
             1 => Ok(DatagramType::HandshakeInit),
             2 => Ok(DatagramType::HandshakeResp),
+            3 => Ok(DatagramType::CookieReply),
             4 => Ok(DatagramType::Transport),
             _ => Err(WireError::UnknownType),
         }
@@ -98,7 +104,8 @@ mod field {
     pub const INIT_TIMESTAMP: usize = 72;
     pub const INIT_SIGNATURE: usize = 80;
     pub const INIT_MAC1: usize = 144;
-    pub const INIT_LEN: usize = 160;
+    pub const INIT_MAC2: usize = 160;
+    pub const INIT_LEN: usize = 176;
 
     pub const RESP_SENDER: usize = 4;
     pub const RESP_RECEIVER: usize = 8;
@@ -107,6 +114,11 @@ mod field {
     pub const RESP_SIGNATURE: usize = 76;
     pub const RESP_MAC1: usize = 140;
     pub const RESP_LEN: usize = 156;
+
+    pub const COOKIE_RECEIVER: usize = 4;
+    pub const COOKIE_NONCE: usize = 8;
+    pub const COOKIE_SEALED: usize = 32;
+    pub const COOKIE_LEN: usize = 64;
 
     pub const TRANSPORT_RECEIVER: usize = 4;
     pub const TRANSPORT_COUNTER: usize = 8;
@@ -127,12 +139,21 @@ pub const MAC_LEN: usize = 16;
 pub const INIT_SIGNED_LEN: usize = field::INIT_SIGNATURE;
 /// Offset of MAC1 in an initiation (everything before it is MACed).
 pub const INIT_MACED_LEN: usize = field::INIT_MAC1;
+/// Offset of MAC2 in an initiation (everything before it is covered by MAC2).
+pub const INIT_MAC2_OFFSET: usize = field::INIT_MAC2;
+/// Bytes of a cookie reply.
+pub const COOKIE_REPLY_LEN: usize = field::COOKIE_LEN;
+/// Bytes of a cookie reply's XChaCha20 nonce.
+pub const COOKIE_NONCE_LEN: usize = 24;
 /// Offset of the signature in a response.
 pub const RESP_SIGNED_LEN: usize = field::RESP_SIGNATURE;
 /// Offset of MAC1 in a response.
 pub const RESP_MACED_LEN: usize = field::RESP_MAC1;
 
-const _: () = assert!(field::INIT_MAC1 + MAC_LEN == field::INIT_LEN);
+const _: () = assert!(field::INIT_MAC1 + MAC_LEN == field::INIT_MAC2);
+const _: () = assert!(field::INIT_MAC2 + MAC_LEN == field::INIT_LEN);
+const _: () = assert!(field::COOKIE_NONCE + COOKIE_NONCE_LEN == field::COOKIE_SEALED);
+const _: () = assert!(field::COOKIE_SEALED + 16 + TAG_LEN == field::COOKIE_LEN);
 const _: () = assert!(field::INIT_SIGNATURE + SIGNATURE_LEN == field::INIT_MAC1);
 const _: () = assert!(field::RESP_MAC1 + MAC_LEN == field::RESP_LEN);
 const _: () = assert!(field::RESP_SIGNATURE + SIGNATURE_LEN == field::RESP_MAC1);
@@ -152,6 +173,8 @@ pub struct InitRepr {
     pub signature: [u8; SIGNATURE_LEN],
     /// MAC keyed by the responder's public key over the bytes before it.
     pub mac1: [u8; MAC_LEN],
+    /// MAC keyed by a cookie from the responder over the bytes before it (zeros without one).
+    pub mac2: [u8; MAC_LEN],
 }
 
 impl InitRepr {
@@ -170,6 +193,7 @@ impl InitRepr {
             timestamp_us: u64::from_le_bytes(array(buf, field::INIT_TIMESTAMP)),
             signature: array(buf, field::INIT_SIGNATURE),
             mac1: array(buf, field::INIT_MAC1),
+            mac2: array(buf, field::INIT_MAC2),
         })
     }
 
@@ -182,7 +206,8 @@ impl InitRepr {
         buf[field::INIT_EPHEMERAL..field::INIT_TIMESTAMP].copy_from_slice(&self.ephemeral);
         buf[field::INIT_TIMESTAMP..field::INIT_SIGNATURE].copy_from_slice(&self.timestamp_us.to_le_bytes());
         buf[field::INIT_SIGNATURE..field::INIT_MAC1].copy_from_slice(&self.signature);
-        buf[field::INIT_MAC1..].copy_from_slice(&self.mac1);
+        buf[field::INIT_MAC1..field::INIT_MAC2].copy_from_slice(&self.mac1);
+        buf[field::INIT_MAC2..].copy_from_slice(&self.mac2);
         buf
     }
 }
@@ -233,6 +258,44 @@ impl RespRepr {
         buf[field::RESP_EPHEMERAL..field::RESP_SIGNATURE].copy_from_slice(&self.ephemeral);
         buf[field::RESP_SIGNATURE..field::RESP_MAC1].copy_from_slice(&self.signature);
         buf[field::RESP_MAC1..].copy_from_slice(&self.mac1);
+        buf
+    }
+}
+
+/// A parsed cookie reply (still sealed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookieReplyRepr {
+    /// The initiator's index from the initiation this answers.
+    pub receiver_index: u32,
+    /// XChaCha20 nonce.
+    pub nonce: [u8; COOKIE_NONCE_LEN],
+    /// Encrypted cookie followed by its tag.
+    pub sealed: [u8; 32],
+}
+
+impl CookieReplyRepr {
+    /// Parses a cookie reply; the length must be exact.
+    pub fn parse(buf: &[u8]) -> Result<CookieReplyRepr, WireError> {
+        if DatagramType::of(buf)? != DatagramType::CookieReply {
+            return Err(WireError::UnknownType);
+        }
+        if buf.len() != field::COOKIE_LEN {
+            return Err(if buf.len() < field::COOKIE_LEN { WireError::Truncated } else { WireError::Malformed });
+        }
+        Ok(CookieReplyRepr {
+            receiver_index: u32::from_le_bytes(array(buf, field::COOKIE_RECEIVER)),
+            nonce: array(buf, field::COOKIE_NONCE),
+            sealed: array(buf, field::COOKIE_SEALED),
+        })
+    }
+
+    /// Writes the message into a fresh buffer of `COOKIE_REPLY_LEN` bytes.
+    pub fn emit(&self) -> [u8; COOKIE_REPLY_LEN] {
+        let mut buf = [0u8; COOKIE_REPLY_LEN];
+        buf[0] = DatagramType::CookieReply.code();
+        buf[field::COOKIE_RECEIVER..field::COOKIE_NONCE].copy_from_slice(&self.receiver_index.to_le_bytes());
+        buf[field::COOKIE_NONCE..field::COOKIE_SEALED].copy_from_slice(&self.nonce);
+        buf[field::COOKIE_SEALED..].copy_from_slice(&self.sealed);
         buf
     }
 }
@@ -358,6 +421,23 @@ impl DataRepr<'_> {
         out.push(self.hop_limit);
         out.extend_from_slice(self.payload);
     }
+}
+
+/// Bytes of a fixed IPv6 header.
+pub const IPV6_HEADER_LEN: usize = 40;
+
+/// A minimal IPv6 packet (next header 59, "no next header") from `source` to `destination`
+/// carrying `payload`: what simulations and benches send through `Node::send`, since a
+/// node delivers only packets whose IPv6 header matches the overlay header.
+pub fn ipv6_packet(source: Address, destination: Address, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(IPV6_HEADER_LEN + payload.len());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&u16::try_from(payload.len()).unwrap_or(u16::MAX).to_be_bytes());
+    p.extend_from_slice(&[59, 64]);
+    p.extend_from_slice(&source.0);
+    p.extend_from_slice(&destination.0);
+    p.extend_from_slice(payload);
+    p
 }
 
 /// An iterator over routing TLVs; yields `Err` once and stops on a malformed TLV.

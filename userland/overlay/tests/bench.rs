@@ -71,7 +71,7 @@ fn handshakes_per_second_and_sealed_throughput() {
 
     let (mut a, mut b) = linked_pair(u64::MAX / 8).expect("pair");
     let dst = b.address();
-    let packet = vec![0x42u8; 1400];
+    let packet = overlay::wire::ipv6_packet(a.address(), dst, &[0x42u8; 1400 - overlay::wire::IPV6_HEADER_LEN]);
     let now = Instant::from_millis(2);
     let total_bytes = 64u64 << 20;
     let start = Clock::now();

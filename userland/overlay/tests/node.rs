@@ -15,6 +15,10 @@ use overlay::{Address, Identity, PublicKey};
 type Endpoint = u32;
 const LATENCY: Duration = Duration::from_millis(2);
 
+fn ip(source: Address, destination: Address, payload: &[u8]) -> Vec<u8> {
+    wire::ipv6_packet(source, destination, payload)
+}
+
 fn seed(tag: u8, i: usize) -> [u8; 32] {
     let mut s = [tag; 32];
     s[..8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -142,10 +146,10 @@ fn two_nodes_handshake_link_up_and_exchange_data() {
         assert!(address.verify(key), "the link's address is bound to the proven key");
     }
     let (a0, a1) = (sim.nodes[0].address(), sim.nodes[1].address());
-    sim.nodes[0].send(sim.now, a1, b"ping").unwrap();
-    sim.nodes[1].send(sim.now, a0, b"pong").unwrap();
+    sim.nodes[0].send(sim.now, a1, &ip(a0, a1, b"ping")).unwrap();
+    sim.nodes[1].send(sim.now, a0, &ip(a1, a0, b"pong")).unwrap();
     sim.run_until(sim.now + Duration::from_millis(10), 100);
-    let got: Vec<_> = sim.deliveries.iter().map(|(i, d)| (*i, d.source, d.packet.clone())).collect();
+    let got: Vec<_> = sim.deliveries.iter().map(|(i, d)| (*i, d.source, d.packet[40..].to_vec())).collect();
     assert!(got.contains(&(1, a0, b"ping".to_vec())));
     assert!(got.contains(&(0, a1, b"pong".to_vec())));
     assert_eq!(sim.nodes[0].send(sim.now, Address([0; 16]), b"x"), Err(NodeError::NotOverlayAddress));
@@ -157,8 +161,8 @@ fn replayed_and_tampered_datagrams_are_dropped_silently() {
     sim.connect(0, 1);
     sim.run_until(Instant::from_millis(100), 1000);
     sim.tap.clear();
-    let a1 = sim.nodes[1].address();
-    sim.nodes[0].send(sim.now, a1, b"once").unwrap();
+    let (a0, a1) = (sim.nodes[0].address(), sim.nodes[1].address());
+    sim.nodes[0].send(sim.now, a1, &ip(a0, a1, b"once")).unwrap();
     sim.run_until(sim.now + Duration::from_millis(10), 100);
     assert_eq!(sim.deliveries.len(), 1);
     let (_, _, datagram) = sim.tap.iter().find(|(from, to, _)| *from == 0 && *to == 1).cloned().unwrap();
@@ -167,7 +171,7 @@ fn replayed_and_tampered_datagrams_are_dropped_silently() {
     sim.nodes[1].handle_datagram(sim.now, 0, &datagram);
     assert_eq!(sim.nodes[1].stats().dropped_replays, before.dropped_replays + 1);
     // A fresh datagram, intercepted before delivery and tampered with byte by byte.
-    sim.nodes[0].send(sim.now, a1, b"twice").unwrap();
+    sim.nodes[0].send(sim.now, a1, &ip(a0, a1, b"twice")).unwrap();
     let (_, fresh) = sim.nodes[0].poll_transmit().unwrap();
     for i in 0..fresh.len() {
         let mut t = fresh.clone();
@@ -183,7 +187,7 @@ fn replayed_and_tampered_datagrams_are_dropped_silently() {
     assert!(sim.nodes[1].poll_deliver().is_none());
     // The forgeries did not move the replay window: the genuine datagram still opens.
     sim.nodes[1].handle_datagram(sim.now, 0, &fresh);
-    assert_eq!(sim.nodes[1].poll_deliver().map(|d| d.packet), Some(b"twice".to_vec()));
+    assert_eq!(sim.nodes[1].poll_deliver().map(|d| d.packet[40..].to_vec()), Some(b"twice".to_vec()));
 }
 
 #[test]
@@ -193,14 +197,14 @@ fn unknown_or_forged_initiators_get_no_reply_and_no_state() {
     // 2 is a stranger to 1: its correctly MACed and signed initiation gets nothing back.
     let stranger = Identity::from_seed(seed(1, 2));
     assert_eq!(stranger.public_key(), k2);
-    let (_, init) = Initiator::start(&stranger, k1, [9; 32], 5, 1);
+    let (_, init) = Initiator::start(&stranger, k1, [9; 32], 5, 1, None);
     sim.nodes[1].handle_datagram(Instant::ZERO, 2, &init);
     assert!(sim.nodes[1].poll_transmit().is_none());
     assert_eq!(sim.nodes[1].peer_count(), 0);
     // 1 knows 0; someone without 0's secret key claims to be 0: MAC right, signature wrong.
     sim.nodes[1].add_peer(Instant::ZERO, 0, k0).unwrap();
     while sim.nodes[1].poll_transmit().is_some() {}
-    let (_, genuine) = Initiator::start(&stranger, k1, [9; 32], 5, 1);
+    let (_, genuine) = Initiator::start(&stranger, k1, [9; 32], 5, 1, None);
     let mut forged = wire::InitRepr::parse(&genuine).unwrap();
     forged.static_key = k0;
     let bytes = forged.emit();
@@ -208,7 +212,7 @@ fn unknown_or_forged_initiators_get_no_reply_and_no_state() {
     sim.nodes[1].handle_datagram(Instant::ZERO, 2, &bytes);
     assert!(sim.nodes[1].poll_transmit().is_none());
     // An initiation addressed to someone else (MAC keyed by another key) is dropped too.
-    let (_, misdirected) = Initiator::start(&stranger, k0, [9; 32], 5, 1);
+    let (_, misdirected) = Initiator::start(&stranger, k0, [9; 32], 5, 1, None);
     sim.nodes[1].handle_datagram(Instant::ZERO, 2, &misdirected);
     assert!(sim.nodes[1].poll_transmit().is_none());
     assert_eq!(sim.nodes[1].peer_count(), 1);
@@ -278,8 +282,8 @@ fn rekeying_keeps_traffic_flowing() {
         let t = sim.now + Duration::from_millis(100);
         sim.run_until(t, 10_000);
         let now = sim.now;
-        let (dst, from) = if k % 2 == 0 { (a1, 0) } else { (a0, 1) };
-        sim.nodes[from].send(now, dst, &k.to_be_bytes()).unwrap_or_else(|e| panic!("send {k} at {now:?}: {e:?}"));
+        let (dst, from, src) = if k % 2 == 0 { (a1, 0, a0) } else { (a0, 1, a1) };
+        sim.nodes[from].send(now, dst, &ip(src, dst, &k.to_be_bytes())).unwrap_or_else(|e| panic!("send {k} at {now:?}: {e:?}"));
         sent += 1;
     }
     sim.run_until(sim.now + Duration::from_millis(100), 1000);
@@ -350,7 +354,7 @@ fn full_stack(n: usize, seed_value: u64) -> Result<(), String> {
         for b in 0..n {
             if a != b {
                 let now = sim.now;
-                sim.nodes[a].send(now, addresses[b], &[(a % 256) as u8, (b % 256) as u8]).map_err(|e| format!("send {a}->{b}: {e:?}"))?;
+                sim.nodes[a].send(now, addresses[b], &ip(addresses[a], addresses[b], &[(a % 256) as u8, (b % 256) as u8])).map_err(|e| format!("send {a}->{b}: {e:?}"))?;
             }
         }
         sim.collect();
