@@ -238,7 +238,7 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
     let manifest = deploy::manifest(&args.spec(), &deploy::default_name(&args.file), user.public_key(), &program.wasm)?;
     let bundle = match &args.bundle {
         Some(p) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
-        None => deploy::bundle(&program.wasm)?,
+        None => Vec::new(),
     };
     let request = deploy::request(user, &manifest, program, bundle);
     let mut client = Client::connect(&target, user, options)?;

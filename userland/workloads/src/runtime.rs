@@ -1,8 +1,9 @@
 //! The wasmtime side shared by the kernel and the host precompiler.
 //!
-//! [`base_config`] is the one place engine settings live: the kernel adds its
-//! platform hooks (code memory, CPU features) and the host precompiler adds the target
-//! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
+//! [`base_config`] is the one place native engine settings live: the kernel adds its
+//! platform hooks (code memory, CPU features) and the compile service adds the target
+//! and its CPU-feature flags, so attested code always matches the kernel's engine
+//! (described by [`crate::artifact::NATIVE_ENGINE`], which compilers sign).
 //! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
 //! and also the memory limiter. What it leaves to the embedder: stacks, time slicing
 //! (epoch callback), clocks, entropy and parking a waiting workload (a
@@ -17,27 +18,27 @@ use core::fmt;
 
 use wasmtime::{Caller, Config, Engine, Error, Extern, ExternType, Linker, Module, ResourceLimiter};
 
-use crate::artifact::Backend;
 use crate::manifest::Limits;
 use crate::wasi::{self, FileArea, HostServices, Interrupt, Sockets, Stop, WasiCtx, WasiResult};
 
 /// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
 pub const MAX_WASM_STACK: usize = 256 << 10;
 /// CPU features native code is compiled for (x86-64-v2): the kernel checks each with
-/// CPUID when loading (through `Config::detect_host_feature`) and falls back to Pulley
-/// if one is missing.
+/// CPUID when loading (through `Config::detect_host_feature`) and runs the module in
+/// the interpreter if one is missing.
 pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
 /// The same features as Cranelift x86 settings, for the host precompiler.
 pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
 /// Largest table a workload may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Engine settings common to the kernel and the host precompiler (see
+/// Native engine settings common to the kernel and the compile service (see
 /// ../shared/DESIGN.md, wasmtime notes). Signals-based traps are off, so Cranelift
 /// emits explicit bounds checks and every trap is an ordinary error; memories are
 /// plain heap allocations (no reservation, no guard pages, no copy-on-write images);
 /// epoch interruption is on, so the embedder can slice time between workloads.
-pub fn base_config(backend: Backend) -> Config {
+/// Changing any of them must change [`crate::artifact::NATIVE_ENGINE`].
+pub fn base_config() -> Config {
     let mut c = Config::new();
     c.signals_based_traps(false)
         .memory_guard_size(0)
@@ -47,11 +48,6 @@ pub fn base_config(backend: Backend) -> Config {
         .guard_before_linear_memory(false)
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK);
-    if backend == Backend::Pulley64 {
-        // Config::target is available without a compiler; it only selects what
-        // code the engine accepts.
-        let _ = c.target("pulley64");
-    }
     c
 }
 
