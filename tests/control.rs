@@ -289,3 +289,56 @@ fn rand_seed() -> [u8; 32] {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     *blake3::hash(format!("{now:?} {}", std::process::id()).as_bytes()).as_bytes()
 }
+
+/// Native code kept on the disk for a restart is verified again before every load: a
+/// workload deployed with `--restart` and a bundle attested by the test compiler key runs
+/// natively, restarts natively while the node trusts that key, and is not started once
+/// the node boots without trusting it (the refusal names the untrusted compiler).
+#[test]
+fn cached_native_code_is_verified_again_at_every_restart() {
+    let dir = gridos_qemu::workspace_root().join("target/test-disks").join(format!("control-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let disk = dir.join("node.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(64 << 20)).expect("disk");
+    let alice = dir.join("alice.key");
+    ok(&alice, &["key", "new"]);
+    let hello = wasm("hello.wasm");
+    let bundle = wasm("hello.bundle");
+    let trusted = [gridos_tests::TEST_COMPILER_PUBKEY.to_string()];
+
+    let port = free_udp_port();
+    let (node, node_key) = boot_node(&disk, port, &trusted);
+    let target = format!("{node_key}@127.0.0.1:{port}");
+    let t = target.as_str();
+    let id = ok(&alice, &[
+        "deploy", "--node", t, "--name", "cached-hello", "--arg", "boot", "--restart", "--bundle", bundle.to_str().unwrap(),
+        hello.to_str().unwrap(),
+    ]);
+    let id = id.trim().to_string();
+    assert_hello_log(&ok(&alice, &["logs", &id, "--follow", "--node", t]), "cached-hello", "boot", &node.serial());
+    assert_eq!(backend_of(&finished_status(&alice, &id, t)), "native x86_64");
+    drop(node.kill());
+
+    // Still trusted: restarted from the disk, natively.
+    let (node, _) = boot_node(&disk, port, &trusted);
+    let serial = node.serial();
+    assert!(serial.contains(&format!("workload {id} (cached-hello): restarted at boot")), "{serial}");
+    assert_hello_log(&ok(&alice, &["logs", &id, "--follow", "--node", t]), "cached-hello", "boot", &node.serial());
+    assert_eq!(backend_of(&finished_status(&alice, &id, t)), "native x86_64");
+    drop(node.kill());
+
+    // The node no longer trusts the compiler: the cached code is refused, never run.
+    let (node, _) = boot_node(&disk, port, &[]);
+    let serial = node.serial();
+    let refusal = serial
+        .lines()
+        .find(|l| l.contains(&format!("workload {id} (cached-hello): not restarted: ")))
+        .unwrap_or_else(|| panic!("the cached workload was not refused\n{serial}"));
+    assert!(refusal.contains(&ArtifactError::UntrustedCompiler.to_string()), "{refusal}");
+    assert!(!serial.contains(&format!("workload {id} (cached-hello): restarted at boot")), "{serial}");
+    // Its logs are empty or unavailable, never hello's.
+    let logs = gridctl(&alice, &["logs", &id, "--node", t]).unwrap_or_default();
+    assert!(!logs.contains("hello, world"), "the refused workload ran: {logs}");
+    drop(node.kill());
+    let _ = std::fs::remove_dir_all(&dir);
+}
