@@ -19,7 +19,12 @@ use workloads::wasi::{ConnId, ConnReadiness, FileArea, FileAreaError, HostServic
 
 /// The engine configuration that produces code for the kernel's `backend` engine.
 pub fn host_config(backend: Backend) -> Config {
-    let mut c = runtime::base_config(backend);
+    let mut c = runtime::base_config();
+    if backend == Backend::Pulley64 {
+        // Config::target is available without a compiler; it only selects what
+        // code the engine accepts.
+        let _ = c.target("pulley64");
+    }
     if backend == Backend::NativeX86_64 {
         c.target("x86_64-unknown-linux-gnu").expect("x86_64 target");
         for flag in runtime::NATIVE_CRANELIFT_FLAGS {

@@ -24,8 +24,6 @@ use core::fmt;
 #[cfg(feature = "runtime")]
 use wasmtime::{Caller, Config, Engine, Error, Extern, ExternType, Linker, Module, ResourceLimiter};
 
-#[cfg(feature = "runtime")]
-use crate::artifact::Backend;
 use crate::manifest::Limits;
 #[cfg(feature = "runtime")]
 use crate::wasi;
@@ -37,7 +35,7 @@ pub mod interp;
 /// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
 pub const MAX_WASM_STACK: usize = 256 << 10;
 /// CPU features native code is compiled for (x86-64-v2): the kernel checks each with
-/// CPUID when loading (through `Config::detect_host_feature`) and falls back to Pulley
+/// CPUID when loading (through `Config::detect_host_feature`) and refuses native code
 /// if one is missing.
 pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
 /// The same features as Cranelift x86 settings, for the host precompiler.
@@ -55,7 +53,7 @@ const MAX_TABLES: usize = 4;
 /// multi-memory is off, so the memory cap (which the limiter applies per memory) is
 /// the workload's whole linear memory.
 #[cfg(feature = "runtime")]
-pub fn base_config(backend: Backend) -> Config {
+pub fn base_config() -> Config {
     let mut c = Config::new();
     c.signals_based_traps(false)
         .memory_guard_size(0)
@@ -66,11 +64,6 @@ pub fn base_config(backend: Backend) -> Config {
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .wasm_multi_memory(false);
-    if backend == Backend::Pulley64 {
-        // Config::target is available without a compiler; it only selects what
-        // code the engine accepts.
-        let _ = c.target("pulley64");
-    }
     c
 }
 
@@ -384,6 +377,7 @@ macro_rules! bind_wasi {
         $l.func_wrap(m, "sched_yield", |_c: $C<'_>| -> i32 { 0 })?;
     }};
 }
+#[cfg(any(feature = "interp", test))]
 pub(crate) use bind_wasi;
 
 #[cfg(feature = "runtime")]

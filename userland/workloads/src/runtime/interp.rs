@@ -13,7 +13,10 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 
-use wasmi::{Caller, CompilationMode, Config, EnforcedLimits, Engine, Error, Extern, ExternType, Linker, Module, Store, TypedResumableCall};
+use wasmi::{Caller, CompilationMode, Config, EnforcedLimits, Engine, Error, Extern, ExternType, Instance, Linker, Module, Store, TypedResumableCall};
+
+/// The interpreter crate, for the embedder's type names.
+pub use wasmi;
 use wasmi_core::LimiterError;
 
 use super::{StopReason, WorkloadState, MAX_TABLES};
@@ -127,37 +130,48 @@ pub fn store(engine: &Engine, state: WorkloadState) -> Store<WorkloadState> {
     store
 }
 
-/// Instantiates `module` and runs its `_start` in slices of `slice_fuel` fuel. After
-/// each slice, `between` gets the store data: `Ok(())` refuels and resumes, `Err(stop)`
-/// ends the workload with `stop`. Returns why the workload ended.
+/// Instantiates `module` for `store` (no wasm code runs: start functions are refused).
+pub fn instantiate(store: &mut Store<WorkloadState>, linker: &Linker<WorkloadState>, module: &Module) -> Result<Instance, Error> {
+    linker.instantiate_and_start(&mut *store, module)
+}
+
+/// Instantiates `module` and runs its `_start` in slices of `slice_fuel` fuel (see
+/// [`run_start_of`]). Returns why the workload ended.
 pub fn run_start(
     store: &mut Store<WorkloadState>,
     linker: &Linker<WorkloadState>,
     module: &Module,
     slice_fuel: u64,
+    between: impl FnMut(&mut WorkloadState) -> Result<(), StopReason>,
+) -> StopReason {
+    match instantiate(store, linker, module) {
+        Ok(instance) => run_start_of(store, instance, slice_fuel, between),
+        Err(e) => store.data_mut().stop_reason(Some(format!("{e}"))),
+    }
+}
+
+/// Runs `_start` of `instance` in slices of `slice_fuel` fuel. After each slice,
+/// `between` gets the store data: `Ok(())` refuels and resumes, `Err(stop)` ends the
+/// workload with `stop`. Returns why the workload ended.
+pub fn run_start_of(
+    store: &mut Store<WorkloadState>,
+    instance: Instance,
+    slice_fuel: u64,
     mut between: impl FnMut(&mut WorkloadState) -> Result<(), StopReason>,
 ) -> StopReason {
-    let trap = match call_start(store, linker, module, slice_fuel, &mut between) {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    };
+    let trap = call_start(store, instance, slice_fuel, &mut between).err();
     store.data_mut().stop_reason(trap)
 }
 
-/// [`run_start`] without the final classification: `Err` carries the trap message
+/// [`run_start_of`] without the final classification: `Err` carries the trap message
 /// (the stop reason, if a limit or call recorded one, is in the store data).
 fn call_start(
     store: &mut Store<WorkloadState>,
-    linker: &Linker<WorkloadState>,
-    module: &Module,
+    instance: Instance,
     slice_fuel: u64,
     between: &mut impl FnMut(&mut WorkloadState) -> Result<(), StopReason>,
 ) -> Result<(), String> {
     let slice_fuel = slice_fuel.max(1);
-    // Instantiation runs no wasm code (no start function), but data segments and the
-    // like may be metered: give it one slice.
-    store.set_fuel(slice_fuel).map_err(|e| format!("{e}"))?;
-    let instance = linker.instantiate_and_start(&mut *store, module).map_err(|e| format!("{e}"))?;
     let start = instance.get_typed_func::<(), ()>(&mut *store, "_start").map_err(|e| format!("{e}"))?;
     store.set_fuel(slice_fuel).map_err(|e| format!("{e}"))?;
     let mut call = start.call_resumable(&mut *store, ()).map_err(|e| format!("{e}"))?;
