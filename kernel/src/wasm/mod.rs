@@ -12,8 +12,9 @@
 //! - Time slicing: every workload runs on its own [`fiber`]. Native code: the timer
 //!   tick bumps the engine's epoch, and the epoch callback charges CPU time, checks the
 //!   CPU, wall-clock and stop limits, and switches back to the round-robin scheduler.
-//!   wasmi: `_start` runs in fuel slices ([`INTERP_SLICE_FUEL`]) through resumable
-//!   calls, and each used-up slice does the same as the epoch callback. The scheduler
+//!   wasmi: `_start` runs in fuel chunks ([`INTERP_CHECK_FUEL`]) through resumable
+//!   calls; after each, if a tick has come since the slice began, it does the same as
+//!   the epoch callback. The scheduler
 //!   is [`Manager::run_round`]; the node's scheduler task in [`service`] runs one round
 //!   at a time between the other tasks.
 //! - Blocking calls (socket waits, `poll_oneoff`) park the fiber (`sockets::park`) until
@@ -82,14 +83,15 @@ unsafe impl Send for Engines {}
 
 static ENGINES: Once<Result<Engines, String>> = Once::new();
 
-/// Fuel per wasmi time slice. wasmi charges about one unit per executed instruction.
-/// Under QEMU TCG on these machines the `workloads` self-test's endless loop used 243
-/// slices of 300,000 units in 507 ms of CPU, about 145 million units a second, so
-/// 1,500,000 units take about one 10 ms timer tick there (slices of heavier
-/// instructions take longer, and on real hardware a slice is shorter than a tick; a
-/// switch costs a few microseconds). CPU time is charged by the clock, not by fuel, so
-/// the slice size changes only how often workloads take turns.
-pub const INTERP_SLICE_FUEL: u64 = 1_500_000;
+/// Fuel wasmi runs between two looks at the clock. wasmi charges about one unit per
+/// executed instruction; under QEMU TCG on these machines the `workloads` self-test's
+/// endless loop ran 300,000 units in about 2.1 ms (243 of them in 507 ms of CPU), so a
+/// look comes every 1-2 ms there, and far more often on real hardware (each costs a
+/// return from and a resume of the interpreter, a few microseconds). A slice ends at
+/// the first timer tick after it began, as the native engine's epoch callback does, so
+/// workloads share the CPU by time whatever their instructions cost (fixed fuel slices
+/// gave a loop of cheap instructions more time than a checksum of dearer ones).
+pub const INTERP_CHECK_FUEL: u64 = 250_000;
 
 fn native_runner() -> Result<Runner, String> {
     let mut c = runtime::base_config();
@@ -182,7 +184,7 @@ struct Slot {
     finished_ns: u64,
     instantiate_us: u64,
     run_us: u64,
-    /// Time slices used up (epoch callbacks or wasmi fuel slices).
+    /// Time slices used up (epoch callbacks or wasmi ticks).
     slices: u64,
     stop_requested: bool,
     /// Parked in a blocking call (socket or `poll_oneoff`, see `sockets::park`).
@@ -226,7 +228,7 @@ pub struct Info {
     pub instantiate_us: u64,
     pub run_us: u64,
     pub finished_ns: u64,
-    /// Time slices used up (epoch callbacks or wasmi fuel slices).
+    /// Time slices used up (epoch callbacks or wasmi ticks).
     pub slices: u64,
 }
 
@@ -506,15 +508,25 @@ fn run_native(runner: &'static Runner, module: &Module, state: WorkloadState, sl
     (reason, store.into_data(), t1 - t0, t2 - t1)
 }
 
-/// Runs a module in wasmi: each used-up fuel slice ends a slice.
+/// Runs a module in wasmi: the first fuel chunk to end after a timer tick ends a slice.
 fn run_interp(interp: &'static Interp, module: &wasmi::Module, state: WorkloadState, slot: &Arc<Mutex<Slot>>)
     -> (StopReason, WorkloadState, u64, u64) {
     let mut store = interp::store(&interp.engine, state);
     let t0 = time::since_boot_us();
     let instance = interp::instantiate(&mut store, &interp.linker, module);
     let t1 = time::since_boot_us();
+    // The fiber starts (and resumes after each suspend) at the start of a slice.
+    let mut slice_tick = time::ticks();
+    let mut between = |state: &mut WorkloadState| {
+        if time::ticks() == slice_tick {
+            return Ok(());
+        }
+        let r = end_of_slice(state, slot);
+        slice_tick = time::ticks();
+        r
+    };
     let reason = match instance {
-        Ok(instance) => interp::run_start_of(&mut store, instance, INTERP_SLICE_FUEL, |state| end_of_slice(state, slot)),
+        Ok(instance) => interp::run_start_of(&mut store, instance, INTERP_CHECK_FUEL, &mut between),
         Err(e) => store.data_mut().stop_reason(Some(format!("{e}"))),
     };
     let t2 = time::since_boot_us();

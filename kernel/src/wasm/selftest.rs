@@ -121,8 +121,8 @@ fn scenarios() -> Result<(), String> {
     expect(ci.finished_ns < si.finished_ns, "checksum did not finish while spin ran")?;
     expect(si.backend == Backend::Wasmi && ci.backend == Backend::Wasmi, "a workload without a bundle did not run on wasmi")?;
     crate::kprintln!("workloads: spin stopped ({spin_reason}) after checksum finished; {} backend", si.backend.name());
-    crate::kprintln!("workloads: spin used {} time slices of {} fuel in {} ms of CPU ({} us per slice)", si.slices,
-        super::INTERP_SLICE_FUEL, si.cpu_ms, si.cpu_ms * 1000 / si.slices.max(1));
+    crate::kprintln!("workloads: spin used {} time slices in {} ms of CPU ({} us per slice; fuel checked every {})",
+        si.slices, si.cpu_ms, si.cpu_ms * 1000 / si.slices.max(1), super::INTERP_CHECK_FUEL);
     crate::kprintln!("workloads: hello and checksum ran on {}", ci.backend.name());
 
     // 2. A memory bomb against its cap, and a stop request.

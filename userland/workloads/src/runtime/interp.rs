@@ -5,10 +5,11 @@
 //! start functions off, wasmi's strict limits on module shape); [`linker`] binds the
 //! same WASI functions as the wasmtime linker (both expand `bind_wasi!`);
 //! [`WorkloadState`] is the store data and the resource limiter, as for wasmtime.
-//! [`run_start`] calls `_start` one fuel slice at a time through wasmi's resumable
-//! calls and hands control to the embedder between slices, so time slicing works as
+//! [`run_start`] calls `_start` one chunk of fuel at a time through wasmi's resumable
+//! calls and hands control to the embedder after each chunk, so time slicing works as
 //! with wasmtime's epoch callback. What it leaves to the embedder: what happens between
-//! slices (charging CPU time, checking limits, switching fibers) and how big a slice is.
+//! chunks (looking at the clock, charging CPU time, checking limits, switching fibers)
+//! and how big a chunk is.
 
 use alloc::format;
 use alloc::string::{String, ToString};
