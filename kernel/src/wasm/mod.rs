@@ -268,29 +268,40 @@ impl Code {
 
 /// The code a workload runs: with an empty bundle, `wasm` in wasmi (validated by
 /// wasmi itself); else the bundle's native code, only if it verifies as attested by a
-/// trusted compiler for exactly this module and engine. Also the restart path.
+/// trusted compiler for exactly this module and engine (a bundle that does not verify
+/// refuses the deploy). Verified code that this node cannot load (no native engine, a
+/// CPU feature missing) runs in wasmi instead, with a warning. Also the restart path.
 fn load_code(engines: &'static Engines, name: &str, manifest: &Manifest, wasm: &[u8], bundle: &[u8]) -> Result<Code, String> {
     let t0 = time::since_boot_us();
-    if bundle.is_empty() {
-        let module = interp::load(&engines.interp.engine, wasm)?;
-        log::info!("workload {name}: running on wasmi (validated and translated in {} us)", time::since_boot_us() - t0);
-        return Ok(Code::Interp(&engines.interp, module));
+    if !bundle.is_empty() {
+        let attested = artifact::verify(bundle, &manifest.module_blake3, &artifact::engine_fingerprint(),
+            crate::config::trusted_compilers())
+            .map_err(|e| format!("native code refused: {e}"))?;
+        let by = crate::overlay::hex(&attested.compiler_key[..8]);
+        match &engines.native {
+            Some(native) => {
+                // SAFETY: `verify` checked that a compiler key the node's configuration
+                // trusts signed (module hash, engine fingerprint, code hash) for this
+                // manifest's module and this engine's settings, and that `attested.code`
+                // hashes to the signed code hash: these bytes are what a trusted compiler
+                // produced for this engine. wasmtime also checks its own header (settings,
+                // target, CPU features) before using them.
+                match unsafe { Module::deserialize(&native.engine, attested.code) } {
+                    Ok(module) => {
+                        runtime::check_imports(&module)?;
+                        log::info!("workload {name}: running on native x86_64 (attested by {by}), {} KiB loaded in {} us",
+                            attested.code.len() / 1024, time::since_boot_us() - t0);
+                        return Ok(Code::Native(native, module));
+                    }
+                    Err(e) => log::warn!("workload {name}: native code attested by {by} does not load here ({e}); using wasmi"),
+                }
+            }
+            None => log::warn!("workload {name}: native code attested by {by}, but no native engine; using wasmi"),
+        }
     }
-    let attested = artifact::verify(bundle, &manifest.module_blake3, &artifact::engine_fingerprint(),
-        crate::config::trusted_compilers())
-        .map_err(|e| format!("native code refused: {e}"))?;
-    let native = engines.native.as_ref().ok_or("native code refused: this node has no native engine")?;
-    // SAFETY: `verify` checked that a compiler key the node's configuration trusts signed
-    // (module hash, engine fingerprint, code hash) for this manifest's module and this
-    // engine's settings, and that `attested.code` hashes to the signed code hash; so
-    // these bytes are what a trusted compiler produced for this engine. wasmtime also
-    // checks its own header (settings, target, CPU features) before using them.
-    let module = unsafe { Module::deserialize(&native.engine, attested.code) }
-        .map_err(|e| format!("attested native code does not load on this node: {e}"))?;
-    runtime::check_imports(&module)?;
-    log::info!("workload {name}: running on native x86_64 (attested by {}), {} KiB loaded in {} us",
-        crate::overlay::hex(&attested.compiler_key[..8]), attested.code.len() / 1024, time::since_boot_us() - t0);
-    Ok(Code::Native(native, module))
+    let module = interp::load(&engines.interp.engine, wasm)?;
+    log::info!("workload {name}: running on wasmi (validated and translated in {} us)", time::since_boot_us() - t0);
+    Ok(Code::Interp(&engines.interp, module))
 }
 
 impl Manager {

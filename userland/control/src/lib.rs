@@ -42,7 +42,9 @@
 //! - [`session`]: the server's [`Session`] (hello, signature and sequence checks) and the
 //!   client's [`ClientSession`];
 //! - [`serve`](mod@serve): the [`Backend`] trait the kernel implements, and [`serve()`],
-//!   which applies the authorization rules around it.
+//!   which applies the authorization rules around it;
+//! - [`compile`]: the compile service's protocol (overlay TCP 7071, same framing), by which
+//!   `gridctl` gets native code attested by a compiler the node trusts.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -51,6 +53,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod compile;
 pub mod frame;
 pub mod message;
 pub mod serve;

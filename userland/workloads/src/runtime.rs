@@ -2,12 +2,14 @@
 //! native code (feature `runtime`) and wasmi for everything else (feature `interp`,
 //! module [`interp`]).
 //!
-//! [`base_config`] is the one place engine settings live: the kernel adds its
-//! platform hooks (code memory, CPU features) and the host precompiler adds the target
-//! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
+//! [`base_config`] is the one place native engine settings live: the kernel adds its
+//! platform hooks (code memory, CPU features) and the compile service adds the target
+//! and its CPU-feature flags, so attested code always matches the kernel's engine
+//! (described by [`crate::artifact::NATIVE_ENGINE`], which compilers sign).
 //! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
 //! and also the memory limiter (the same decisions for both engines). Both engines bind
-//! the WASI functions from one list (the `bind_wasi!` macro), so they cannot drift. What it leaves to the embedder: stacks, time slicing
+//! the WASI functions from one list (the `bind_wasi!` macro), so they cannot drift.
+//! What it leaves to the embedder: stacks, time slicing
 //! (epoch callback), clocks, entropy and parking a waiting workload (a
 //! [`HostServices`]), printing the log, and the optional file area ([`FileArea`]) and
 //! sockets ([`Sockets`]) attached with [`WorkloadState::with_files`] and
@@ -35,8 +37,8 @@ pub mod interp;
 /// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
 pub const MAX_WASM_STACK: usize = 256 << 10;
 /// CPU features native code is compiled for (x86-64-v2): the kernel checks each with
-/// CPUID when loading (through `Config::detect_host_feature`) and refuses native code
-/// if one is missing.
+/// CPUID when loading (through `Config::detect_host_feature`) and runs the module in
+/// the interpreter if one is missing.
 pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
 /// The same features as Cranelift x86 settings, for the host precompiler.
 pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
@@ -45,13 +47,14 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Tables one workload may have (clang's output has one, for indirect calls).
 const MAX_TABLES: usize = 4;
 
-/// Engine settings common to the kernel and the host precompiler (see
+/// Native engine settings common to the kernel and the compile service (see
 /// ../shared/DESIGN.md, wasmtime notes). Signals-based traps are off, so Cranelift
 /// emits explicit bounds checks and every trap is an ordinary error; memories are
 /// plain heap allocations (no reservation, no guard pages, no copy-on-write images);
 /// epoch interruption is on, so the embedder can slice time between workloads;
 /// multi-memory is off, so the memory cap (which the limiter applies per memory) is
-/// the workload's whole linear memory.
+/// the workload's whole linear memory. Changing any of them must change
+/// [`crate::artifact::NATIVE_ENGINE`].
 #[cfg(feature = "runtime")]
 pub fn base_config() -> Config {
     let mut c = Config::new();
