@@ -52,10 +52,16 @@ fn node_with_disk(disk: &Path, cmdline: &str) -> Machine {
 #[test]
 fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
     let disk = blank_disk("restart");
-    let running = node_with_disk(&disk, "gridos.test=workload-deploy").spawn().unwrap_or_else(|e| panic!("{e}"));
+    let trust = format!("gridos.compilers={}", gridos_tests::TEST_COMPILER_PUBKEY);
+    let running = node_with_disk(&disk, &format!("gridos.test=workload-deploy {trust}")).spawn().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         running.wait_for("[files] runs=1", Duration::from_secs(150)),
         "the files workload did not run\n{}",
+        running.serial()
+    );
+    assert!(
+        running.wait_for("workloads: deployed hello-native (attested native code) as workload 2, durable", Duration::from_secs(60)),
+        "the native deploy was not acknowledged\n{}",
         running.serial()
     );
     let serial = running.serial();
@@ -63,8 +69,11 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
     assert!(serial.contains("workloads: deployed files as workload 1, durable"), "{serial}");
     let killed = running.kill();
     println!("boot 1: killed after the files workload counted run 1 ({:.1} s)", killed.elapsed.as_secs_f64());
-    for (boot, runs) in [(2, 2), (3, 3)] {
-        let out = node_with_disk(&disk, "gridos.test=workload-restart").run().unwrap_or_else(|e| panic!("{e}"));
+    // Stored native code is verified again at every boot: it runs while the node trusts
+    // its compiler (boot 2), and is not started once it does not (boot 3).
+    for (boot, runs, trusted) in [(2, 2, true), (3, 3, false)] {
+        let cmdline = if trusted { format!("gridos.test=workload-restart {trust}") } else { "gridos.test=workload-restart".into() };
+        let out = node_with_disk(&disk, &cmdline).run().unwrap_or_else(|e| panic!("{e}"));
         let has = |needle: &str| assert!(out.serial.contains(needle), "boot {boot}: no {needle:?}\n{}", out.report());
         assert!(out.passed(), "boot {boot}: restart check failed\n{}", out.report());
         has("workload 0 (hello-restart): restarted at boot");
@@ -75,6 +84,13 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
         has("[files] files: big runs tmp");
         has("[files] unlink ok");
         has("[files] quota enforced");
+        if trusted {
+            has("workload hello-native: running on native x86_64 (attested by ");
+            has("workloads: workload 2 (hello-native) restarted at boot on native x86_64");
+        } else {
+            has("workload 2 (hello-native): not restarted: native code refused: the bundle is signed by a compiler this node does not trust");
+            has("workloads: workload 2 (hello-native) not restarted: no trusted compiler");
+        }
         // The store on the disk was formatted with the node's key as its node id
         // (superblock at sector 2048, after the node area; node id at bytes 16..48).
         let key_line = out.serial.lines().find(|l| l.contains("identity: node key ")).unwrap_or_else(|| panic!("{}", out.report()));

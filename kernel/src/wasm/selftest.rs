@@ -290,6 +290,8 @@ fn bundle_rejections(signer: &Signer, limits: Limits, trusted: bool) -> Result<(
 /// Names of the workloads `workload-deploy` leaves for `workload-restart`.
 const RESTART_NAME: &str = "hello-restart";
 const FILES_NAME: &str = "files";
+/// Deployed with its attested native code when the node trusts a compiler.
+const NATIVE_RESTART_NAME: &str = "hello-native";
 
 fn exit_with(name: &str, result: Result<(), String>) -> ! {
     match result {
@@ -320,7 +322,8 @@ async fn finished_log(id: u64, ms: u64) -> Result<Vec<String>, String> {
 }
 
 /// `gridos.test=workload-deploy`: deploys, through the node's workload service and
-/// with restart-on-boot, hello and the file-area program; reports each id once the
+/// with restart-on-boot, hello and the file-area program on wasmi, and (when the node
+/// trusts a compiler) hello from its attested native code; reports each id once the
 /// deploy is durable, and lets them run.
 pub async fn deploy_case() {
     let result = async {
@@ -337,6 +340,14 @@ pub async fn deploy_case() {
         let files_id = super::service::deploy(&files.sign(&signer.0.sk).to_bytes(), FILES.0, INTERP)
             .map_err(|e| format!("deploy: {e}"))?;
         crate::kprintln!("workloads: deployed {FILES_NAME} as workload {files_id}, durable");
+        if !crate::config::trusted_compilers().is_empty() {
+            let mut native = Manifest::new(NATIVE_RESTART_NAME, *signer.0.pk, HELLO.0);
+            native.restart_on_boot = true;
+            let id = super::service::deploy(&native.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
+                .map_err(|e| format!("deploy: {e}"))?;
+            crate::kprintln!("workloads: deployed {NATIVE_RESTART_NAME} (attested native code) as workload {id}, durable");
+            finished_log(id, 60_000).await?;
+        }
         let lines = finished_log(hello_id, 60_000).await?;
         expect(lines.iter().any(|l| l == "hello, world from wasm32-wasi"), "deployed hello printed no greeting")?;
         let lines = finished_log(files_id, 60_000).await?;
@@ -348,7 +359,9 @@ pub async fn deploy_case() {
 }
 
 /// `gridos.test=workload-restart`: the workloads `workload-deploy` left must have been
-/// restarted at this boot from the node's disk, and run to completion.
+/// restarted at this boot from the node's disk, and run to completion. The stored
+/// native code of [`NATIVE_RESTART_NAME`] is verified again at every boot: it runs
+/// natively while the node trusts its compiler, and is not started when it does not.
 pub async fn restart_case() {
     let result = async {
         for name in [RESTART_NAME, FILES_NAME] {
@@ -359,6 +372,18 @@ pub async fn restart_case() {
             let status = super::service::status(s.id).and_then(|s| s.info).map(|i| i.status);
             crate::kprintln!("workloads: workload {} ({name}) restarted at boot: {status:?}, {} log lines", s.id, lines.len());
             expect(status == Some(super::Status::Done(StopReason::Exited(0))), "a restarted workload failed")?;
+        }
+        if let Some(s) = super::service::list().into_iter().find(|s| s.name == NATIVE_RESTART_NAME) {
+            if crate::config::trusted_compilers().is_empty() {
+                expect(s.info.is_none(), "native code was restarted without a trusted compiler")?;
+                crate::kprintln!("workloads: workload {} ({NATIVE_RESTART_NAME}) not restarted: no trusted compiler", s.id);
+            } else {
+                let info = s.info.as_ref().ok_or("attested native code was not restarted")?;
+                expect(info.backend == Backend::NativeX86_64, "attested native code restarted on another engine")?;
+                finished_log(s.id, 60_000).await?;
+                crate::kprintln!("workloads: workload {} ({NATIVE_RESTART_NAME}) restarted at boot on {}", s.id,
+                    info.backend.name());
+            }
         }
         Ok(())
     }

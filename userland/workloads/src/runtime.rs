@@ -44,7 +44,8 @@ pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "pop
 pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
 /// Largest table a workload may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
-/// Tables one workload may have (clang's output has one, for indirect calls).
+/// Tables one workload may have in wasmi (clang's output has one, for indirect calls).
+#[cfg(any(feature = "interp", test))]
 const MAX_TABLES: usize = 4;
 
 /// Native engine settings common to the kernel and the compile service (see
