@@ -217,8 +217,9 @@ fn scenarios() -> Result<(), String> {
     let interp_us = fib_run(&signer, big, 25, INTERP, Backend::Wasmi)?;
     if native {
         let native_us = fib_run(&signer, big, 25, FIB.1, Backend::NativeX86_64)?;
-        crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 {native_us} us ({}x)",
-            interp_us / native_us.max(1));
+        let tenths = interp_us * 10 / native_us.max(1);
+        crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 {native_us} us ({}.{}x)",
+            tenths / 10, tenths % 10);
         fib_run(&signer, big, 30, FIB.1, Backend::NativeX86_64)?;
     } else {
         crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 not available");
