@@ -52,6 +52,7 @@ fn the_engine_description_names_every_setting() {
     }
     assert!(d.contains(wasm_precompile::NATIVE_TARGET));
     assert!(d.contains(&format!("max_wasm_stack={}", workloads::runtime::MAX_WASM_STACK)));
+    assert!(d.contains("wasm_multi_memory=false"));
 }
 
 #[test]

@@ -39,7 +39,8 @@ pub const HEADER_LEN: usize = 8 + 4 + 32 + 32 + 32 + 32 + 64 + 8;
 pub const NATIVE_ENGINE: &str = "gridos native engine v1: wasmtime 48.0.8 cranelift x86_64-unknown-linux-gnu; \
 features sse3 ssse3 sse4.1 sse4.2 popcnt; signals_based_traps=false memory_guard_size=0 \
 memory_reservation=0 memory_reservation_for_growth=1048576 memory_init_cow=false \
-guard_before_linear_memory=false epoch_interruption=true max_wasm_stack=262144";
+guard_before_linear_memory=false epoch_interruption=true max_wasm_stack=262144 \
+wasm_multi_memory=false";
 
 /// blake3 of [`NATIVE_ENGINE`]: the engine a compiler attests its code for.
 pub fn engine_fingerprint() -> [u8; 32] {
