@@ -3,6 +3,12 @@
 //! user networking, connects to the node's control service (overlay TCP 7070) and
 //! deploys, lists, reads logs, stops and removes workloads; another user's key sees
 //! none of them and may touch none.
+//!
+//! Native code: a plain deploy runs in the node's interpreter (wasmi); with
+//! `--compiler`, gridctl gets the module compiled and attested by a compile service
+//! running in this test process, whose key the node trusts (`gridos.compilers`), and the
+//! node runs native code. Bundles without an attestation, attested by an untrusted key,
+//! or whose code is not the attested code are refused with the artifact error's text.
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -10,7 +16,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use gridctl::cli::{self, Cli};
+use gridctl::client::{Client, Options};
+use gridctl::key::UserKey;
+use gridctl::target::Target;
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+use workloads::artifact::{self, ArtifactError};
+use workloads::ed25519_compact::{KeyPair, Seed};
 
 fn wasm(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out").join(name)
@@ -34,11 +45,49 @@ fn ok(key: &Path, args: &[&str]) -> String {
     gridctl(key, args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
 }
 
-fn boot_node(disk: &Path, udp_port: u16) -> (RunningMachine, String) {
+/// The exact log of hello.wasm run as `name` with one argument, stdout lines in order.
+fn hello_log(name: &str, arg: &str) -> Vec<String> {
+    vec![
+        "hello, world from wasm32-wasi".into(),
+        format!("argc=2 argv[0]={name} argv[1]={arg}"),
+        "env GREETING=(unset)".into(),
+        "clock ok, random ok".into(),
+    ]
+}
+
+/// Asserts `logs` is exactly hello's log: the stdout lines in order plus its one stderr line.
+fn assert_hello_log(logs: &str, name: &str, arg: &str, serial: &str) {
+    let lines: Vec<&str> = logs.lines().collect();
+    let stdout: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with("stderr: ")).collect();
+    let stderr: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("stderr: ")).collect();
+    assert_eq!(stdout, hello_log(name, arg), "{logs}
+{serial}");
+    assert_eq!(stderr, ["stderr: hello on stderr"], "{logs}");
+}
+
+/// Waits until `status` of workload `id` shows a finished state; returns it.
+fn finished_status(key: &Path, id: &str, t: &str) -> String {
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = ok(key, &["status", id, "--node", t]);
+        if !status.contains("running") && !status.contains("ready") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    status
+}
+
+/// The line `backend ...` of a status.
+fn backend_of(status: &str) -> &str {
+    status.lines().find_map(|l| l.strip_prefix("backend")).map(str::trim).unwrap_or("")
+}
+
+fn boot_node(disk: &Path, udp_port: u16, compilers: &[String]) -> (RunningMachine, String) {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
     let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
     let mut m = Machine::new(&kernel);
-    m.cmdline = "gridos.test=serve".into();
+    m.cmdline = format!("gridos.test=serve gridos.compilers={}", compilers.join(","));
     m.disks = vec![disk.to_path_buf()];
     m.timeout = Duration::from_secs(300);
     m.extra_args = [
@@ -51,6 +100,7 @@ fn boot_node(disk: &Path, udp_port: u16) -> (RunningMachine, String) {
     let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
     assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
     let serial = node.serial();
+    assert!(serial.contains(&format!("compilers: {} trusted", compilers.len())), "{serial}");
     let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
     let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
     (node, key)
@@ -67,24 +117,73 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     ok(&mallory, &["key", "new"]);
     assert!(gridctl(&alice, &["key", "new"]).is_err(), "an existing key file was overwritten");
 
+    // A compile service in this process, with a fresh key the node trusts (with the
+    // test compiler key, which attests the committed bundles).
+    let service_key = KeyPair::from_seed(Seed::new(rand_seed()));
+    let service = compiler::service::spawn(
+        &service_key,
+        UdpSocket::bind("127.0.0.1:0").expect("compile service socket"),
+        compiler::service::Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("compile service: {e}"));
+    let compiler_arg = service.address();
     let port = free_udp_port();
-    let (node, node_key) = boot_node(&disk, port);
+    let (node, node_key) = boot_node(&disk, port, &[gridctl::hex(&service.key), gridos_tests::TEST_COMPILER_PUBKEY.into()]);
     let target = format!("{node_key}@127.0.0.1:{port}");
     let t = target.as_str();
     let info = ok(&alice, &["info", "--node", t]);
     assert!(info.contains(&format!("key              {node_key}")), "{info}");
 
-    // Deploy hello, precompiled here by gridctl, and read its log.
+    // A plain deploy: no native code, the node runs hello in its interpreter.
     let hello = wasm("hello.wasm");
     let id = ok(&alice, &["deploy", "--node", t, "--name", "remote-hello", "--arg", "from-gridctl", hello.to_str().unwrap()]);
     let id = id.trim().to_string();
     let logs = ok(&alice, &["logs", &id, "--follow", "--node", t]);
-    assert!(logs.contains("hello, world from wasm32-wasi"), "{logs}\n{}", node.serial());
-    assert!(logs.contains("argc=2 argv[0]=remote-hello argv[1]=from-gridctl"), "{logs}");
-    let status = ok(&alice, &["status", &id, "--node", t]);
+    assert_hello_log(&logs, "remote-hello", "from-gridctl", &node.serial());
+    let status = finished_status(&alice, &id, t);
     assert!(status.contains("exited(0)"), "{status}");
+    assert_eq!(backend_of(&status), "wasmi", "{status}");
 
-    // An endless loop with the committed bundle, stopped by its owner.
+    // With the compile service: native code attested by a key the node trusts.
+    let native_id = ok(&alice, &[
+        "deploy", "--node", t, "--compiler", &compiler_arg, "--name", "native-hello", "--arg", "attested", hello.to_str().unwrap(),
+    ]);
+    let native_id = native_id.trim().to_string();
+    let logs = ok(&alice, &["logs", &native_id, "--follow", "--node", t]);
+    assert_hello_log(&logs, "native-hello", "attested", &node.serial());
+    let status = finished_status(&alice, &native_id, t);
+    assert!(status.contains("exited(0)"), "{status}");
+    assert_eq!(backend_of(&status), "native x86_64", "{status}
+{}", node.serial());
+    assert_eq!(ok(&alice, &["rm", &native_id, "--node", t]).trim(), format!("removed {native_id}"));
+
+    // Bundles the node must refuse, each with the artifact error's own words.
+    let hello_wasm = std::fs::read(&hello).expect("hello.wasm");
+    let module_hash = *blake3::hash(&hello_wasm).as_bytes();
+    let own_code = wasm_precompile::compile(&hello_wasm).expect("host compile");
+    let stranger = KeyPair::from_seed(Seed::new([0x5e; 32]));
+    let attested = std::fs::read(wasm("hello.bundle")).expect("hello.bundle");
+    let mut altered = attested.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 0x01;
+    let refused = [
+        ("self-compiled", own_code.clone(), ArtifactError::BadMagic),
+        ("stranger", artifact::attest(&stranger, module_hash, artifact::engine_fingerprint(), &own_code), ArtifactError::UntrustedCompiler),
+        ("altered", altered, ArtifactError::CodeMismatch),
+    ];
+    for (what, bundle, error) in refused {
+        let path = dir.join(format!("{what}.bundle"));
+        std::fs::write(&path, &bundle).expect("bundle file");
+        let e = gridctl(&alice, &["deploy", "--node", t, "--name", what, "--bundle", path.to_str().unwrap(), hello.to_str().unwrap()])
+            .err()
+            .unwrap_or_else(|| panic!("the {what} bundle was accepted
+{}", node.serial()));
+        assert_eq!(e, format!("the node refused: rejected: native code refused: {error}"), "{what}");
+    }
+    assert!(!ok(&alice, &["list", "--node", t]).contains("stranger"), "a refused deploy is listed");
+
+    // An endless loop with the committed bundle (attested by the test compiler key),
+    // stopped by its owner.
     let spin = wasm("spin.wasm");
     let spin_bundle = wasm("spin.bundle");
     let spin_id = ok(&alice, &[
@@ -94,6 +193,7 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     let spin_id = spin_id.trim().to_string();
     let list = ok(&alice, &["list", "--node", t]);
     assert!(list.contains("remote-hello") && list.contains("remote-spin"), "{list}");
+    assert_eq!(backend_of(&ok(&alice, &["status", &spin_id, "--node", t])), "native x86_64");
 
     // Another key sees nothing and may do nothing.
     let theirs = ok(&mallory, &["list", "--node", t]);
@@ -102,13 +202,32 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
         let e = gridctl(&mallory, &[cmd, &spin_id, "--node", t]).err().unwrap_or_else(|| panic!("mallory could {cmd}"));
         assert!(e.contains("unauthorized"), "{cmd}: {e}");
     }
-    // A manifest signed by someone else, or a module that is not wasm, is refused.
+    // A valid module whose manifest mallory signed, sent on alice's signed request, is
+    // refused: the manifest's owner must be the request's signer.
+    let alice_key = UserKey::load(&alice).expect("alice");
+    let mallory_key = UserKey::load(&mallory).expect("mallory");
+    let program = gridctl::deploy::program_from_bytes(hello_wasm.clone()).expect("hello");
+    let manifest = gridctl::deploy::manifest(&gridctl::deploy::Spec::default(), "not-alices", mallory_key.public_key(), &program.wasm)
+        .expect("manifest");
+    let request = gridctl::deploy::request(&mallory_key, &manifest, program, Vec::new());
+    let node_target = Target::parse(t).expect("target");
+    let mut client = Client::connect(&node_target, &alice_key, Options { timeout: Duration::from_secs(60), user_overlay_identity: false })
+        .expect("connect");
+    let response = client.call(&request).expect("an answer");
+    client.close();
+    assert_eq!(
+        response,
+        control::Response::Error {
+            code: control::ErrorCode::Unauthorized,
+            message: "the manifest's owner is not the request's signer".into()
+        }
+    );
+    // A module that is not valid wasm (right hash, junk body: "garbage" reads as section
+    // 103 ('g') of 97 ('a') bytes) is refused by the node.
     let junk = dir.join("junk.wasm");
     std::fs::write(&junk, b"\0asm\x01\0\0\0garbage").expect("junk");
-    let e = gridctl(&alice, &["deploy", "--node", t, "--bundle", spin_bundle.to_str().unwrap(), junk.to_str().unwrap()])
-        .err()
-        .expect("a malformed module was deployed");
-    assert!(e.contains("refused") || e.contains("malformed"), "{e}");
+    let e = gridctl(&alice, &["deploy", "--node", t, junk.to_str().unwrap()]).err().expect("a malformed module was deployed");
+    assert_eq!(e, "the node refused: rejected: malformed module: 97 bytes at 10 run past the end (15 bytes) (section 103)");
 
     // Two large deploys at once (hello with a 3 MiB custom section): the node takes
     // large requests one at a time, and both succeed.
@@ -142,7 +261,7 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
         let logs = ok(&alice, &["logs", id.trim(), "--follow", "--node", t]);
         assert!(logs.contains("hello, world from wasm32-wasi"), "{logs}");
     }
-    println!("control: two concurrent deploys of a {} KiB module (host precompile + upload over the overlay) in {:.1} s",
+    println!("control: two concurrent deploys of a {} KiB module (upload over the overlay, interpreter) in {:.1} s",
         big.len() >> 10, t0.elapsed().as_secs_f64());
 
     assert_eq!(ok(&alice, &["stop", &spin_id, "--node", t]).trim(), format!("stopped {spin_id}"));
@@ -161,5 +280,12 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     // The node is still serving after all that.
     assert!(ok(&alice, &["info", "--node", t]).contains("workloads        3"), "{}", node.serial());
     drop(node.kill());
+    drop(service);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn rand_seed() -> [u8; 32] {
+    // Distinct per run without a randomness crate: the time and the process id, hashed.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    *blake3::hash(format!("{now:?} {}", std::process::id()).as_bytes()).as_bytes()
 }

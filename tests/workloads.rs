@@ -1,23 +1,25 @@
 //! Workloads on the booted kernel (`gridos.test=workloads`, see kernel/src/wasm/selftest.rs):
-//! C programs built for wasm32-wasi (tests/wasm/) run on the kernel's embedded wasmtime
-//! from host-precompiled bundles, under CPU, memory and log limits, 20 at once; bad
-//! signatures, truncated modules and unknown imports are rejected. The benchmark runs
-//! the same fib module's native code on the host (wasmtime + cranelift 48) and prints
-//! the kernel/host ratio.
+//! C programs built for wasm32-wasi (tests/wasm/) run in the kernel's wasmi interpreter
+//! (deployed without native code) under CPU, memory and log limits, 20 at once, and
+//! from native code attested by the test compiler key, which the node is told to trust
+//! (`gridos.compilers`); bad signatures, truncated modules, unknown imports and bundles
+//! that do not verify are rejected. The benchmark prints fib(25) on wasmi against
+//! native in the same boot, and fib(30) native against wasmtime + cranelift 48 on the
+//! host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
-use workloads::artifact::{self, Backend};
+use workloads::artifact::{self, ArtifactError, Backend};
 use workloads::manifest::Limits;
 
 fn boot_workloads() -> Outcome {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
     let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
     let mut m = Machine::new(&kernel);
-    m.cmdline = "gridos.test=workloads".into();
+    m.cmdline = format!("gridos.test=workloads gridos.compilers={}", gridos_tests::TEST_COMPILER_PUBKEY);
     m.timeout = Duration::from_secs(240);
     m.run().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -50,10 +52,16 @@ fn node_with_disk(disk: &Path, cmdline: &str) -> Machine {
 #[test]
 fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
     let disk = blank_disk("restart");
-    let running = node_with_disk(&disk, "gridos.test=workload-deploy").spawn().unwrap_or_else(|e| panic!("{e}"));
+    let trust = format!("gridos.compilers={}", gridos_tests::TEST_COMPILER_PUBKEY);
+    let running = node_with_disk(&disk, &format!("gridos.test=workload-deploy {trust}")).spawn().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         running.wait_for("[files] runs=1", Duration::from_secs(150)),
         "the files workload did not run\n{}",
+        running.serial()
+    );
+    assert!(
+        running.wait_for("workloads: deployed hello-native (attested native code) as workload 2, durable", Duration::from_secs(60)),
+        "the native deploy was not acknowledged\n{}",
         running.serial()
     );
     let serial = running.serial();
@@ -61,8 +69,11 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
     assert!(serial.contains("workloads: deployed files as workload 1, durable"), "{serial}");
     let killed = running.kill();
     println!("boot 1: killed after the files workload counted run 1 ({:.1} s)", killed.elapsed.as_secs_f64());
-    for (boot, runs) in [(2, 2), (3, 3)] {
-        let out = node_with_disk(&disk, "gridos.test=workload-restart").run().unwrap_or_else(|e| panic!("{e}"));
+    // Stored native code is verified again at every boot: it runs while the node trusts
+    // its compiler (boot 2), and is not started once it does not (boot 3).
+    for (boot, runs, trusted) in [(2, 2, true), (3, 3, false)] {
+        let cmdline = if trusted { format!("gridos.test=workload-restart {trust}") } else { "gridos.test=workload-restart".into() };
+        let out = node_with_disk(&disk, &cmdline).run().unwrap_or_else(|e| panic!("{e}"));
         let has = |needle: &str| assert!(out.serial.contains(needle), "boot {boot}: no {needle:?}\n{}", out.report());
         assert!(out.passed(), "boot {boot}: restart check failed\n{}", out.report());
         has("workload 0 (hello-restart): restarted at boot");
@@ -73,6 +84,13 @@ fn deployed_workloads_survive_a_kill_and_restart_with_their_files() {
         has("[files] files: big runs tmp");
         has("[files] unlink ok");
         has("[files] quota enforced");
+        if trusted {
+            has("workload hello-native: running on native x86_64 (attested by ");
+            has("workloads: workload 2 (hello-native) restarted at boot on native x86_64");
+        } else {
+            has("workload 2 (hello-native): not restarted: native code refused: the bundle is signed by a compiler this node does not trust");
+            has("workloads: workload 2 (hello-native) not restarted: no trusted compiler");
+        }
         // The store on the disk was formatted with the node's key as its node id
         // (superblock at sector 2048, after the node area; node id at bytes 16..48).
         let key_line = out.serial.lines().find(|l| l.contains("identity: node key ")).unwrap_or_else(|| panic!("{}", out.report()));
@@ -146,44 +164,69 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
     let out = boot_workloads();
     let has = |needle: &str| assert!(out.serial.contains(needle), "serial output lacks {needle:?}\n{}", out.report());
     assert!(out.passed(), "workloads self-test failed\n{}", out.report());
-    // C hello world and the checksum print to their workload logs.
+    // C hello world and the checksum print to their workload logs (on wasmi).
     has("[hello] hello, world from wasm32-wasi");
     has("[hello] argc=2 argv[0]=hello argv[1]=first-arg");
     has("[hello] env GREETING=hi from the manifest");
     has("[hello] clock ok, random ok");
     has("[hello] stderr: hello on stderr");
     has("[checksum] checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
-    // Which code ran: native x86-64 from the bundle (Pulley only when asked for).
-    has("workload hello: loaded native x86_64 code");
-    has("workloads: hello and checksum ran on native x86_64");
+    // Which engine ran: wasmi without a bundle, native code only when attested.
+    has("workload hello: running on wasmi");
+    has("workloads: hello and checksum ran on wasmi");
     // The endless loop hits its CPU limit after the checksum finished next to it.
     has("workload spin: CPU limit reached after");
     has("workloads: spin stopped (CPU limit reached after");
     has("workloads: membomb memory limit: wanted");
+    has("B, cap 33554432 B on wasmi");
     has("workload spin-stopped: stopped by owner");
     has("workloads: bad-signature module rejected: bad manifest signature");
     has("workloads: truncated module rejected: malformed module");
     has("workloads: unknown import rejected: unknown import env::launch_missiles");
-    has("workloads: mismatched bundle rejected");
-    has("workloads: truncated bundle rejected");
+    has("workloads: module not matching its manifest rejected");
+    for (what, e) in [
+        ("bundle without an attestation", ArtifactError::BadMagic),
+        ("bundle of another module", ArtifactError::WrongModule),
+        ("truncated bundle", ArtifactError::Truncated),
+        ("bundle for another engine", ArtifactError::WrongEngine),
+        ("bundle by an untrusted compiler", ArtifactError::UntrustedCompiler),
+        ("bundle with a forged signature", ArtifactError::BadSignature),
+        ("bundle whose code does not match its attested hash", ArtifactError::CodeMismatch),
+    ] {
+        has(&format!("workloads: {what} rejected: native code refused: {e}"));
+    }
     has("[hello-oci] hello, world from wasm32-wasi");
     has("[sleep] slept ok");
     has("[sleep] abstime ok");
     has("[sleep] sleep(0) ok");
     has("workloads: 20 of 20 concurrent workloads finished correctly");
     assert_eq!(out.serial.matches("checksum of 65536 bytes: fnv1a64=8bd22e8266b124dd sum=8348054").count(), 20, "{}", out.report());
+    // Attested native code, trusted through gridos.compilers.
+    has("compilers: 1 trusted");
+    has("workload hello-native: running on native x86_64 (attested by ");
+    has("[hello-native] hello, world from wasm32-wasi");
+    has("[checksum-native] checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
+    has("workloads: attested hello and checksum ran on native x86_64");
     has("gridos test workloads: pass");
+    if let Some(line) = out.serial.lines().find(|l| l.contains("workloads: spin used ")) {
+        println!("slicing: {line}");
+    }
 
-    // Bench: the kernel's number against the same native code on the host.
+    // Bench: wasmi against native in the kernel, and the kernel's native number against
+    // the same module compiled by wasmtime + cranelift on the host.
+    let interp_us = number_after(&out.serial, "bench: fib(25) in kernel on wasmi: run ", "us")
+        .unwrap_or_else(|| panic!("no wasmi fib bench line\n{}", out.report()));
+    let native25_us = number_after(&out.serial, "bench: fib(25) in kernel on native x86_64: run ", "us")
+        .unwrap_or_else(|| panic!("no native fib(25) bench line\n{}", out.report()));
     let kernel_us = number_after(&out.serial, "bench: fib(30) in kernel on native x86_64: run ", "us")
-        .unwrap_or_else(|| panic!("no fib bench line\n{}", out.report()));
-    let inst_us = number_after(&out.serial, "us, instantiate ", "us").unwrap_or(0);
-    let pulley_us = number_after(&out.serial, "bench: fib(25) in kernel on pulley64: run ", "us").unwrap_or(0);
+        .unwrap_or_else(|| panic!("no fib(30) bench line\n{}", out.report()));
     let dir = wasm_dir();
     let wasm = std::fs::read(dir.join("fib.wasm")).expect("fib.wasm");
     let bundle = std::fs::read(dir.join("fib.bundle")).expect("fib.bundle");
-    let parsed = artifact::parse(&bundle, Some(blake3::hash(&wasm).as_bytes())).expect("fib bundle matches fib.wasm");
-    let native = parsed.sections.iter().find(|(b, _)| *b == Backend::NativeX86_64).expect("native section").1;
+    let trusted = [gridos_tests::test_compiler_pubkey()];
+    let native = artifact::verify(&bundle, blake3::hash(&wasm).as_bytes(), &artifact::engine_fingerprint(), &trusted)
+        .expect("fib.bundle is attested by the test compiler key for fib.wasm")
+        .code;
     let limits = Limits { memory_bytes: 64 << 20, ..Limits::default() };
     let mut best = u128::MAX;
     for _ in 0..3 {
@@ -192,8 +235,11 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
         best = best.min(r.run.as_micros());
     }
     println!(
-        "bench: fib(30) native: booted kernel (QEMU TCG) {kernel_us} us, host wasmtime+cranelift {best} us, ratio {:.1}x; \
-         instantiate precompiled module in kernel {inst_us} us; fib(25) on Pulley in kernel {pulley_us} us",
+        "bench: fib(25) in the booted kernel (QEMU TCG): wasmi {interp_us} us, attested native {native25_us} us ({:.1}x)",
+        interp_us as f64 / native25_us.max(1) as f64
+    );
+    println!(
+        "bench: fib(30) native: booted kernel (QEMU TCG) {kernel_us} us, host wasmtime+cranelift {best} us, ratio {:.1}x",
         kernel_us as f64 / best.max(1) as f64
     );
 }

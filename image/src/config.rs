@@ -88,13 +88,16 @@ pub struct NodeConfig {
     pub disks: Disks,
     /// Validator/peer addresses, `HOST:PORT` (IPv4, `[IPv6]` or a DNS name).
     pub peers: Vec<String>,
+    /// ed25519 public keys (64 lower-case hex digits) of the compilers whose attested
+    /// native code the node runs (`gridos.compilers`); none: every module is interpreted.
+    pub compilers: Vec<String>,
     /// Extra command-line words, passed as they are (e.g. `gridos.log=debug`).
     pub append: Vec<String>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { role: Role::Full, farm: None, net: Net::Dhcp, disks: Disks::All, peers: Vec::new(), append: Vec::new() }
+        NodeConfig { role: Role::Full, farm: None, net: Net::Dhcp, disks: Disks::All, peers: Vec::new(), compilers: Vec::new(), append: Vec::new() }
     }
 }
 
@@ -137,8 +140,10 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The keys a config file may set.
-pub const FILE_KEYS: [&str; 11] =
-    ["farm", "role", "net", "ipv4", "gateway4", "ipv6", "gateway6", "disks", "peers", "append", "validators"];
+pub const FILE_KEYS: [&str; 12] =
+    ["farm", "role", "net", "ipv4", "gateway4", "ipv6", "gateway6", "disks", "peers", "append", "validators", "compilers"];
+/// Most compiler keys a node takes (the kernel's `config::COMPILERS_MAX`).
+pub const COMPILERS_MAX: usize = 16;
 
 /// Settings given on the tool's command line; each replaces the file's value.
 #[derive(Debug, Clone, Default)]
@@ -154,6 +159,8 @@ pub struct Overrides {
     pub disks: Option<String>,
     /// Comma-separated `HOST:PORT` list.
     pub peers: Option<String>,
+    /// Comma-separated compiler public keys (64 hex digits each).
+    pub compilers: Option<String>,
     /// Extra words, added after the file's `append`.
     pub append: Vec<String>,
 }
@@ -208,7 +215,7 @@ impl NodeConfig {
                 raw.set(key, vec![v.clone()]);
             }
         }
-        for (key, value) in [("disks", &overrides.disks), ("peers", &overrides.peers)] {
+        for (key, value) in [("disks", &overrides.disks), ("peers", &overrides.peers), ("compilers", &overrides.compilers)] {
             if let Some(v) = value {
                 raw.set(key, split_list(v));
             }
@@ -264,6 +271,21 @@ impl NodeConfig {
             return Err(ConfigError::bad("peers", &peers.join(","), "more than 64 peers"));
         }
         config.peers = peers;
+        let mut compilers: Vec<String> = Vec::new();
+        for key in raw.list("compilers").unwrap_or_default() {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::bad("compilers", key, "a compiler key is an ed25519 public key, 64 hex digits"));
+            }
+            let key = key.to_ascii_lowercase();
+            if compilers.contains(&key) {
+                return Err(ConfigError::bad("compilers", &key, "listed twice"));
+            }
+            compilers.push(key);
+        }
+        if compilers.len() > COMPILERS_MAX {
+            return Err(ConfigError::bad("compilers", &compilers.join(","), "more than 16 compiler keys"));
+        }
+        config.compilers = compilers;
         for word in raw.list("append").unwrap_or_default() {
             check_word(word)?;
         }
@@ -306,6 +328,9 @@ impl NodeConfig {
         });
         if !self.peers.is_empty() {
             words.push(format!("gridos.peers={}", self.peers.join(",")));
+        }
+        if !self.compilers.is_empty() {
+            words.push(format!("gridos.compilers={}", self.compilers.join(",")));
         }
         words.extend(self.append.iter().cloned());
         words
@@ -487,7 +512,7 @@ fn parse_file(text: &str) -> Result<Raw, ConfigError> {
         } else {
             let scalar = parse_scalar(value).ok_or_else(|| syntax("expected a \"string\", a number or a [list]"))?;
             // A string may hold a comma-separated list too (disks = "a,b").
-            if matches!(key, "disks" | "peers" | "validators") {
+            if matches!(key, "disks" | "peers" | "validators" | "compilers") {
                 split_list(&scalar)
             } else if key == "append" {
                 scalar.split_ascii_whitespace().map(str::to_string).collect()
@@ -590,6 +615,27 @@ append = "gridos.log=debug"
              gridos.log=info gridos.test=boot"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn compiler_keys_become_one_word() {
+        let a = "AB".repeat(32);
+        let b = "cd".repeat(32);
+        let c = NodeConfig::from_file_text(&format!("compilers = [\"{a}\", \"{b}\"]")).unwrap();
+        assert_eq!(c.compilers, [a.to_ascii_lowercase(), b.clone()]);
+        assert!(c.cmdline().ends_with(&format!("gridos.compilers={},{b}", a.to_ascii_lowercase())), "{}", c.cmdline());
+        let o = Overrides { compilers: Some(b.clone()), ..Overrides::default() };
+        assert_eq!(NodeConfig::load(None, &o).unwrap().compilers, [b.clone()]);
+        assert!(!NodeConfig::default().cmdline().contains("compilers"));
+        for bad in [
+            "compilers = [\"abc\"]".to_string(),
+            format!("compilers = [\"{}\"]", "g".repeat(64)),
+            format!("compilers = [\"{b}\", \"{b}\"]"),
+            format!("compilers = \"{}\"", (0..17).map(|i| format!("{i:064x}")).collect::<Vec<_>>().join(",")),
+        ] {
+            let e = NodeConfig::from_file_text(&bad).unwrap_err();
+            assert!(matches!(&e, ConfigError::BadValue { key, .. } if key == "compilers"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! gridos-image bench [--runs N]                                           sizes and boot times per boot path
 //! ```
 //! Node flags: --farm N --role full|compute|storage --net dhcp|static --ipv4 A/P
-//! --gateway4 A --ipv6 X/P --gateway6 X --disks all|none|a,b --peers H:P,... --append WORDS.
+//! --gateway4 A --ipv6 X/P --gateway6 X --disks all|none|a,b --peers H:P,... --compilers KEY,... --append WORDS.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +117,10 @@ struct NodeArgs {
     /// Validator/peer addresses, comma-separated HOST:PORT.
     #[arg(long)]
     peers: Option<String>,
+    /// Trusted compiler keys, comma-separated (64 hex digits each): the node runs native
+    /// code only when one of them attested it; without any, every module is interpreted.
+    #[arg(long)]
+    compilers: Option<String>,
     /// Extra kernel command-line words (repeatable), e.g. gridos.log=debug.
     #[arg(long)]
     append: Vec<String>,
@@ -134,6 +138,7 @@ impl NodeArgs {
             gateway6: self.gateway6.clone(),
             disks: self.disks.clone(),
             peers: self.peers.clone(),
+            compilers: self.compilers.clone(),
             append: self.append.clone(),
         };
         let config = NodeConfig::load(self.config.as_deref(), &overrides)?;

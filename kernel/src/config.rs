@@ -9,6 +9,9 @@
 //! - `gridos.disks=all|none|NAME,NAME,...` (default `all`)
 //! - `gridos.peers=HOST:PORT,...` validator/peer addresses, HOST an IPv4 address,
 //!   `[IPv6]` or a DNS name (default: none)
+//! - `gridos.compilers=HEX64,...` the ed25519 public keys of the compilers whose attested
+//!   native code the node runs (default: none, so every module runs in the interpreter);
+//!   read with [`trusted_compilers`]
 //!
 //! Bad values never stop the boot: each is reported with a warning and replaced by
 //! its default. The host tool validates the same rules before writing an image.
@@ -24,6 +27,18 @@ use crate::cmdline::Cmdline;
 const DISKS_MAX: usize = 64;
 const PEERS_MAX: usize = 64;
 const NAME_MAX_BYTES: usize = 64;
+/// Most compiler keys `gridos.compilers` may list.
+pub const COMPILERS_MAX: usize = 16;
+
+/// The compiler keys from `gridos.compilers`, set once by [`load`].
+static COMPILERS: spin::Once<heapless::Vec<[u8; 32], COMPILERS_MAX>> = spin::Once::new();
+
+/// The ed25519 public keys of the compilers this node trusts to attest native code
+/// (`gridos.compilers`); empty when none were given (or before [`load`]): then no
+/// native code is ever loaded.
+pub fn trusted_compilers() -> &'static [[u8; 32]] {
+    COMPILERS.get().map_or(&[], |v| v.as_slice())
+}
 
 /// What the node offers to the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +95,7 @@ pub enum Disks<'a> {
 }
 
 /// The node configuration the kernel booted with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig<'a> {
     pub role: Role,
     pub farm: Option<u64>,
@@ -88,21 +103,39 @@ pub struct NodeConfig<'a> {
     pub disks: Disks<'a>,
     /// Comma-separated `HOST:PORT` entries, each checked; empty for none.
     pub peers: &'a str,
+    /// Trusted compiler keys (`gridos.compilers`), each checked.
+    pub compilers: heapless::Vec<[u8; 32], COMPILERS_MAX>,
 }
 
 impl Default for NodeConfig<'_> {
     fn default() -> Self {
-        NodeConfig { role: Role::Full, farm: None, net: Net { ipv4: Ipv4Mode::Dhcp, ipv6: None }, disks: Disks::All, peers: "" }
+        NodeConfig { role: Role::Full, farm: None, net: Net { ipv4: Ipv4Mode::Dhcp, ipv6: None }, disks: Disks::All, peers: "", compilers: heapless::Vec::new() }
     }
 }
 
-/// Parses the configuration words, logs the result as one `config:` line, and returns it.
+/// Parses the configuration words, logs the result as one `config:` line and the
+/// number of trusted compilers as `compilers: N trusted`, remembers the compiler keys
+/// for [`trusted_compilers`], and returns the configuration.
 pub fn load<'a>(cmdline: &Cmdline<'a>) -> NodeConfig<'a> {
     let config = NodeConfig::from_cmdline(cmdline, &mut |key, value, why| {
         log::warn!("config: ignoring {key}={value:?}: {why}; using the default");
     });
     log::info!("config: {config}");
+    let compilers = COMPILERS.call_once(|| config.compilers.clone());
+    log::info!("compilers: {} trusted", compilers.len());
+    for key in compilers {
+        log::info!("compilers: trusting {}", Hex(key));
+    }
     config
+}
+
+/// Lower-case hex of a key, for the log.
+struct Hex<'a>(&'a [u8; 32]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 impl<'a> NodeConfig<'a> {
@@ -139,8 +172,46 @@ impl<'a> NodeConfig<'a> {
                 warn("gridos.peers", v, "not a comma-separated list of HOST:PORT (IPv4, [IPv6] or DNS name)");
             }
         }
+        if let Some(v) = cmdline.get("gridos.compilers") {
+            match parse_compilers(v) {
+                Some(keys) => config.compilers = keys,
+                None => warn(
+                    "gridos.compilers",
+                    v,
+                    "not none or a comma-separated list of at most 16 distinct ed25519 public keys (64 hex digits each)",
+                ),
+            }
+        }
         config
     }
+}
+
+/// `none` or empty for no keys, else comma-separated 64-hex-digit ed25519 public keys,
+/// at most [`COMPILERS_MAX`], no repeats; `None` if any entry is bad.
+fn parse_compilers(value: &str) -> Option<heapless::Vec<[u8; 32], COMPILERS_MAX>> {
+    let mut keys = heapless::Vec::new();
+    if value.is_empty() || value == "none" {
+        return Some(keys);
+    }
+    for item in value.split(',') {
+        let key = parse_key(item)?;
+        if keys.contains(&key) {
+            return None;
+        }
+        keys.push(key).ok()?;
+    }
+    Some(keys)
+}
+
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 fn parse_net(cmdline: &Cmdline<'_>, warn: &mut dyn FnMut(&str, &str, &str)) -> Net {

@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! gridos-qemu run [--nodes N] [--memory MIB] [--cpus N] [--accel tcg|kvm|auto] [--disk IMG]... [--append ARGS]
+//!                [--no-compiler] [--compiler-port PORT]
 //! gridos-qemu test NAME          boot with gridos.test=NAME; exit 0 on pass
 //! gridos-qemu bench-boot         boot-to-ready figures (median of several boots)
 //! ```
+//!
+//! `run` (one node with networking) also starts a development compile service
+//! (`gridos-compiler`, key cached in target/dev-compiler.key) on 127.0.0.1:7444 and tells
+//! the node to trust its key (`gridos.compilers=`), so `gridctl deploy --compiler ...` gets
+//! native code; without it every workload runs in the node's interpreter.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -62,6 +68,13 @@ enum Cmd {
         /// A single node gets a virtio-net NIC on QEMU user networking (DHCP) unless this is set.
         #[arg(long)]
         no_net: bool,
+        /// Do not start the development compile service (the node then trusts no compiler
+        /// unless --append names one with gridos.compilers=).
+        #[arg(long)]
+        no_compiler: bool,
+        /// Host UDP port of the development compile service (on 127.0.0.1).
+        #[arg(long, default_value_t = 7444)]
+        compiler_port: u16,
     },
     /// Boot with gridos.test=NAME and report pass or fail.
     Test {
@@ -123,9 +136,31 @@ fn machine(args: &MachineArgs) -> Result<Machine, String> {
 
 fn run(command: Cmd) -> Result<ExitCode, String> {
     match command {
-        Cmd::Run { machine: args, nodes, no_net } => {
+        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port } => {
             let mut m = machine(&args)?;
             if nodes <= 1 {
+                // Dropped (and stopped) when QEMU ends.
+                let mut _compiler = None;
+                if !no_net && !no_compiler {
+                    match DevCompiler::start(compiler_port) {
+                        Ok(c) => {
+                            // First, so a gridos.compilers= in --append wins.
+                            m.cmdline = format!("gridos.compilers={} {}", c.key, m.cmdline);
+                            eprintln!(
+                                "gridos-qemu: development compile service {}@127.0.0.1:{compiler_port} (key in {}; the node trusts it)",
+                                c.key,
+                                c.key_file.display()
+                            );
+                            eprintln!(
+                                "gridos-qemu: native code: gridctl deploy --compiler {}@127.0.0.1:{compiler_port} --node KEY@127.0.0.1:{OVERLAY_PORT} FILE.wasm \
+                                 (or export GRIDOS_COMPILER=...); without --compiler the node runs the module in its interpreter",
+                                c.key
+                            );
+                            _compiler = Some(c);
+                        }
+                        Err(e) => eprintln!("gridos-qemu: no development compile service ({e}); workloads run in the interpreter"),
+                    }
+                }
                 if !no_net {
                     // The overlay's UDP port on the host's loopback, so gridctl can reach
                     // the node: gridctl ... --node KEY@127.0.0.1:7443 (KEY: the node's
@@ -159,6 +194,63 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
         }
         Cmd::BenchBoot { runs, machine: args } => bench_boot(&args, runs),
         Cmd::BenchIo { mib, machine: args } => bench_io(&args, mib),
+    }
+}
+
+/// The development compile service: a `gridos-compiler` child process on the host's
+/// loopback with a key cached under target/, stopped when dropped.
+struct DevCompiler {
+    child: std::process::Child,
+    /// Its public key, hex.
+    key: String,
+    key_file: PathBuf,
+}
+
+impl DevCompiler {
+    fn start(port: u16) -> Result<DevCompiler, String> {
+        let root = gridos_qemu::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "-q", "-p", "compiler", "--bin", "gridos-compiler"])
+            .status()
+            .map_err(|e| format!("could not run cargo to build gridos-compiler: {e}"))?;
+        if !status.success() {
+            return Err(format!("building gridos-compiler failed ({status})"));
+        }
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let key_file = target.join("dev-compiler.key");
+        let mut child = std::process::Command::new(target.join("release/gridos-compiler"))
+            .args(["--key".as_ref(), key_file.as_os_str(), "--listen".as_ref(), format!("127.0.0.1:{port}").as_ref()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start gridos-compiler: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no output from gridos-compiler")?;
+        // Its first lines name the key; it exits at once if the port is taken.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(key) = line.strip_prefix("compiler key") {
+                    let _ = tx.send(key.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(key) if key.len() == 64 => Ok(DevCompiler { child, key, key_file }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("gridos-compiler did not start on 127.0.0.1:{port} (port taken? try --compiler-port)"))
+            }
+        }
+    }
+}
+
+impl Drop for DevCompiler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Builds the C test programs to WebAssembly (WASI preview 1) with Debian's clang and
-# wasi-libc, then precompiles them for the kernel (native x86-64 + Pulley bundles).
+# wasi-libc, then compiles them to native code for the kernel and writes v2 bundles
+# attested by the TEST-ONLY compiler key in test-compiler.key (never trust that key
+# on a real node: it is public).
 # Outputs in out/ are committed, so kernel builds and CI need neither clang nor a
-# rerun; rerun this after changing a program or the engine settings in
-# userland/workloads/src/runtime.rs (the kernel reports when a bundle no longer loads
-# natively and falls back to Pulley).
+# rerun. `./build.sh --bundles` skips clang and only regenerates the bundles from the
+# committed .wasm files (reproducible: same modules, key and settings give the same
+# bytes); rerun it after changing the engine settings in
+# userland/workloads/src/runtime.rs or artifact::NATIVE_ENGINE.
 #
-# Packages: clang lld wasi-libc libclang-rt-14-dev-wasm32 (apt-get install -y ...).
+# Packages for the C step: clang lld wasi-libc libclang-rt-14-dev-wasm32.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 mkdir -p out
-# clang 14 (Debian bookworm) knows the triple as wasm32-wasi and finds wasi-libc in the
-# multiarch paths; newer toolchains use wasm32-wasip1 with a sysroot.
-if [[ -d /usr/share/wasi-sysroot ]]; then
-  cc=(clang --target=wasm32-wasip1 --sysroot=/usr/share/wasi-sysroot)
-else
-  cc=(clang --target=wasm32-wasi)
+if [[ "${1:-}" != "--bundles" ]]; then
+  # clang 14 (Debian bookworm) knows the triple as wasm32-wasi and finds wasi-libc in the
+  # multiarch paths; newer toolchains use wasm32-wasip1 with a sysroot.
+  if [[ -d /usr/share/wasi-sysroot ]]; then
+    cc=(clang --target=wasm32-wasip1 --sysroot=/usr/share/wasi-sysroot)
+  else
+    cc=(clang --target=wasm32-wasi)
+  fi
+  for prog in hello checksum spin membomb fib files echo_server sleep; do
+    "${cc[@]}" -O2 -Wall -Werror -Wl,--strip-all -o "out/$prog.wasm" "$prog.c"
+  done
 fi
-for prog in hello checksum spin membomb fib files echo_server sleep; do
-  "${cc[@]}" -O2 -Wall -Werror -Wl,--strip-all -o "out/$prog.wasm" "$prog.c"
-done
-# Precompile with the host tool (std wasmtime + cranelift, settings from runtime.rs).
-cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p wasm-precompile -- bundle out/*.wasm
+# Compile and attest with the host tool (std wasmtime + cranelift, settings from runtime.rs).
+cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p wasm-precompile -- \
+  bundle --key test-compiler.key out/*.wasm
 ls -l out/

@@ -1,25 +1,33 @@
-//! Workloads on the node: WebAssembly modules run by an embedded no_std wasmtime 48
-//! under hard limits, with WASI preview 1 from the `workloads` crate.
+//! Workloads on the node: WebAssembly modules run under hard limits, with WASI
+//! preview 1 from the `workloads` crate, by one of two engines.
 //!
-//! - Engines ([`engines`]): native x86-64 (the kernel's code-memory and CPUID hooks from
-//!   [`platform`]) and Pulley (wasmtime's interpreter). The kernel has no compiler:
-//!   modules arrive with a bundle precompiled on the host by `wasm-precompile` with the
-//!   same settings; a module runs natively when its native code deserializes (CPU
-//!   features, settings and module hash match) and on Pulley otherwise.
-//! - Time slicing: every workload runs on its own [`fiber`]; the timer tick bumps the
-//!   engines' epoch, and the epoch callback charges CPU time, checks the CPU, wall-clock
-//!   and stop limits, and switches back to the round-robin scheduler
-//!   ([`Manager::run_round`]; the node's scheduler task in [`service`] runs one round
-//!   at a time between the other tasks).
+//! - Engines ([`engines`]): the wasmi interpreter (no_std; it takes the wasm itself and
+//!   validates it) runs every module that comes without native code, which is what a
+//!   user can deploy out of the box. An embedded no_std wasmtime 48 runs native x86-64
+//!   code (the kernel's code-memory and CPUID hooks from [`platform`]) only when the
+//!   bundle verifies as attested by a compiler the node trusts (`gridos.compilers`,
+//!   `workloads::artifact::verify`); the kernel has no compiler and never loads code a
+//!   user made. A non-empty bundle that does not verify refuses the deploy; it never
+//!   falls back silently. Which engine runs a workload is logged and in [`Info`].
+//! - Time slicing: every workload runs on its own [`fiber`]. Native code: the timer
+//!   tick bumps the engine's epoch, and the epoch callback charges CPU time, checks the
+//!   CPU, wall-clock and stop limits, and switches back to the round-robin scheduler.
+//!   wasmi: `_start` runs in fuel chunks ([`INTERP_CHECK_FUEL`]) through resumable
+//!   calls; after each, if a tick has come since the slice began, it does the same as
+//!   the epoch callback. The scheduler
+//!   is [`Manager::run_round`]; the node's scheduler task in [`service`] runs one round
+//!   at a time between the other tasks.
 //! - Blocking calls (socket waits, `poll_oneoff`) park the fiber (`sockets::park`) until
 //!   its deadline or a change on the overlay's sockets; limits are checked on the way.
-//! - Memory cap: the store's `ResourceLimiter`; log cap: the WASI log. Any limit ends
-//!   the workload with a recorded [`StopReason`]; the others carry on.
+//! - Memory cap: the store's `ResourceLimiter` (both engines; one memory per module);
+//!   log cap: the WASI log. Any limit ends the workload with a recorded [`StopReason`];
+//!   the others carry on.
 //! - Per workload, optionally: a persistent `/data` file area ([`files`]) and listening
 //!   sockets on the overlay (`sockets`).
 //!
 //! The node-wide service (deploy, status, logs, stop, remove, restart at boot, quotas)
-//! is in [`service`]; what survives a reboot, in [`persist`].
+//! is in [`service`]; what survives a reboot, in [`persist`]. A restart at boot loads
+//! its code through the same path as a deploy, so cached native code is verified again.
 
 pub mod fiber;
 pub mod files;
@@ -41,6 +49,7 @@ use spin::Mutex;
 use spin::Once;
 use wasmtime::{Engine, Linker, Module, Store, UpdateDeadline};
 use workloads::artifact::{self, Backend};
+use workloads::runtime::interp::{self, wasmi};
 use workloads::runtime::{self, StopReason, WorkloadState};
 use workloads::wasi::FileArea;
 use workloads::wasi::HostServices;
@@ -48,58 +57,77 @@ use workloads::{Limits, Manifest, SignedManifest};
 
 use crate::arch::x86_64::{idt, time};
 
-/// One engine and its WASI linker.
+/// The native engine (wasmtime) and its WASI linker.
 pub struct Runner {
     pub engine: Engine,
     pub linker: Linker<WorkloadState>,
 }
 
-pub struct Engines {
-    /// `None` if the native engine could not be created.
-    pub native: Option<Runner>,
-    pub pulley: Runner,
+/// The interpreter (wasmi) and its WASI linker.
+pub struct Interp {
+    pub engine: wasmi::Engine,
+    pub linker: wasmi::Linker<WorkloadState>,
 }
 
-// SAFETY: wasmtime runs on the boot CPU only; the tick handler touches only the
-// engines' atomic epoch counters.
+pub struct Engines {
+    /// `None` if the native engine could not be created (then only wasmi runs).
+    pub native: Option<Runner>,
+    pub interp: Interp,
+}
+
+// SAFETY: workloads run on the boot CPU only (fibers switch there, never across CPUs);
+// the tick handler touches only the native engine's atomic epoch counter, and wasmi's
+// engine and linker are only read after creation.
 unsafe impl Sync for Engines {}
 unsafe impl Send for Engines {}
 
 static ENGINES: Once<Result<Engines, String>> = Once::new();
 
-fn runner(backend: Backend) -> Result<Runner, String> {
-    let mut c = runtime::base_config(backend);
+/// Fuel wasmi runs between two looks at the clock. wasmi charges about one unit per
+/// executed instruction; under QEMU TCG on these machines the `workloads` self-test's
+/// endless loop ran 300,000 units in about 2.1 ms (243 of them in 507 ms of CPU), so a
+/// look comes every 1-2 ms there, and far more often on real hardware (each costs a
+/// return from and a resume of the interpreter, a few microseconds). A slice ends at
+/// the first timer tick after it began, as the native engine's epoch callback does, so
+/// workloads share the CPU by time whatever their instructions cost (fixed fuel slices
+/// gave a loop of cheap instructions more time than a checksum of dearer ones).
+pub const INTERP_CHECK_FUEL: u64 = 250_000;
+
+fn native_runner() -> Result<Runner, String> {
+    let mut c = runtime::base_config();
     c.with_custom_code_memory(Some(platform::code_memory()));
     // SAFETY: the detector reads CPUID (and XCR0) and says false or unknown unless the
     // CPU and the kernel's control registers allow the instructions.
     unsafe { c.detect_host_feature(platform::detect_host_feature) };
-    let engine = Engine::new(&c).map_err(|e| format!("{} engine: {e}", backend.name()))?;
-    let linker = runtime::linker(&engine).map_err(|e| format!("{} linker: {e}", backend.name()))?;
+    let engine = Engine::new(&c).map_err(|e| format!("native engine: {e}"))?;
+    let linker = runtime::linker(&engine).map_err(|e| format!("native linker: {e}"))?;
     Ok(Runner { engine, linker })
+}
+
+fn interp() -> Result<Interp, String> {
+    let engine = interp::engine();
+    let linker = interp::linker(&engine).map_err(|e| format!("wasmi linker: {e}"))?;
+    Ok(Interp { engine, linker })
 }
 
 fn tick(vector: u8) {
     time::on_tick(vector);
-    if let Some(Ok(e)) = ENGINES.get() {
-        e.pulley.engine.increment_epoch();
-        if let Some(n) = &e.native {
-            n.engine.increment_epoch();
-        }
+    if let Some(Ok(Engines { native: Some(n), .. })) = ENGINES.get() {
+        n.engine.increment_epoch();
     }
 }
 
 /// The engines, created on first use (which also hooks the timer tick).
 pub fn engines() -> Result<&'static Engines, String> {
     let e = ENGINES.call_once(|| {
-        let native = match runner(Backend::NativeX86_64) {
+        let native = match native_runner() {
             Ok(r) => Some(r),
             Err(e) => {
-                log::warn!("wasm: no native engine ({e}); workloads run on Pulley");
+                log::warn!("wasm: no native engine ({e}); every workload runs on wasmi");
                 None
             }
         };
-        let pulley = runner(Backend::Pulley64)?;
-        Ok(Engines { native, pulley })
+        Ok(Engines { native, interp: interp()? })
     });
     let e = e.as_ref().map_err(Clone::clone)?;
     idt::register(time::TIMER_VECTOR, tick);
@@ -156,6 +184,8 @@ struct Slot {
     finished_ns: u64,
     instantiate_us: u64,
     run_us: u64,
+    /// Time slices used up (epoch callbacks or wasmi ticks).
+    slices: u64,
     stop_requested: bool,
     /// Parked in a blocking call (socket or `poll_oneoff`, see `sockets::park`).
     blocked: bool,
@@ -198,6 +228,8 @@ pub struct Info {
     pub instantiate_us: u64,
     pub run_us: u64,
     pub finished_ns: u64,
+    /// Time slices used up (epoch callbacks or wasmi ticks).
+    pub slices: u64,
 }
 
 /// What [`Manager::run_round`] found.
@@ -219,35 +251,57 @@ pub struct Manager {
     workloads: Vec<Workload>,
 }
 
-/// A precompiled module and which engine it belongs to.
-fn load_code(engines: &'static Engines, name: &str, manifest: &Manifest, bundle: &[u8]) -> Result<(Module, &'static Runner, Backend), String> {
-    let bundle = artifact::parse(bundle, Some(&manifest.module_blake3))
-        .map_err(|e| format!("no usable precompiled code ({e}); the kernel has no compiler"))?;
-    let mut why = String::new();
-    for (backend, code) in &bundle.sections {
-        let runner = match backend {
-            Backend::NativeX86_64 => match &engines.native {
-                Some(r) => r,
-                None => continue,
-            },
-            Backend::Pulley64 => &engines.pulley,
-        };
-        let t0 = time::since_boot_us();
-        // SAFETY: the bundle is bound to the module hash the owner signed; wasmtime
-        // checks its header (engine settings, target, CPU features) before using it.
-        match unsafe { Module::deserialize(&runner.engine, code) } {
-            Ok(m) => {
-                log::info!("workload {name}: loaded {} code ({} KiB) in {} us", backend.name(), code.len() / 1024,
-                    time::since_boot_us() - t0);
-                return Ok((m, runner, *backend));
-            }
-            Err(e) => {
-                log::warn!("workload {name}: {} code not usable here: {e:#}", backend.name());
-                why = format!("{e}");
-            }
+/// A workload's code, ready for its engine.
+enum Code {
+    Native(&'static Runner, Module),
+    Interp(&'static Interp, wasmi::Module),
+}
+
+impl Code {
+    fn backend(&self) -> Backend {
+        match self {
+            Code::Native(..) => Backend::NativeX86_64,
+            Code::Interp(..) => Backend::Wasmi,
         }
     }
-    Err(format!("no precompiled code loads on this node ({why})"))
+}
+
+/// The code a workload runs: with an empty bundle, `wasm` in wasmi (validated by
+/// wasmi itself); else the bundle's native code, only if it verifies as attested by a
+/// trusted compiler for exactly this module and engine (a bundle that does not verify
+/// refuses the deploy). Verified code that this node cannot load (no native engine, a
+/// CPU feature missing) runs in wasmi instead, with a warning. Also the restart path.
+fn load_code(engines: &'static Engines, name: &str, manifest: &Manifest, wasm: &[u8], bundle: &[u8]) -> Result<Code, String> {
+    let t0 = time::since_boot_us();
+    if !bundle.is_empty() {
+        let attested = artifact::verify(bundle, &manifest.module_blake3, &artifact::engine_fingerprint(),
+            crate::config::trusted_compilers())
+            .map_err(|e| format!("native code refused: {e}"))?;
+        let by = crate::overlay::hex(&attested.compiler_key[..8]);
+        match &engines.native {
+            Some(native) => {
+                // SAFETY: `verify` checked that a compiler key the node's configuration
+                // trusts signed (module hash, engine fingerprint, code hash) for this
+                // manifest's module and this engine's settings, and that `attested.code`
+                // hashes to the signed code hash: these bytes are what a trusted compiler
+                // produced for this engine. wasmtime also checks its own header (settings,
+                // target, CPU features) before using them.
+                match unsafe { Module::deserialize(&native.engine, attested.code) } {
+                    Ok(module) => {
+                        runtime::check_imports(&module)?;
+                        log::info!("workload {name}: running on native x86_64 (attested by {by}), {} KiB loaded in {} us",
+                            attested.code.len() / 1024, time::since_boot_us() - t0);
+                        return Ok(Code::Native(native, module));
+                    }
+                    Err(e) => log::warn!("workload {name}: native code attested by {by} does not load here ({e}); using wasmi"),
+                }
+            }
+            None => log::warn!("workload {name}: native code attested by {by}, but no native engine; using wasmi"),
+        }
+    }
+    let module = interp::load(&engines.interp.engine, wasm)?;
+    log::info!("workload {name}: running on wasmi (validated and translated in {} us)", time::since_boot_us() - t0);
+    Ok(Code::Interp(&engines.interp, module))
 }
 
 impl Manager {
@@ -272,8 +326,8 @@ impl Manager {
         let imports = workloads::module::check_structure(module)?;
         workloads::module::check_imports(&imports)?;
         manifest.check_module(module).map_err(|e| format!("{e}"))?;
-        let (module, runner, backend) = load_code(engines, &name, &manifest, bundle)?;
-        runtime::check_imports(&module)?;
+        let code = load_code(engines, &name, &manifest, module, bundle)?;
+        let backend = code.backend();
         let slot = Arc::new(Mutex::new(Slot {
             name: name.clone(),
             limits: manifest.limits,
@@ -286,6 +340,7 @@ impl Manager {
             finished_ns: 0,
             instantiate_us: 0,
             run_us: 0,
+            slices: 0,
             stop_requested: false,
             blocked: false,
             wake_at_ns: None,
@@ -298,7 +353,7 @@ impl Manager {
             Some(bound)
         };
         let body_slot = Arc::clone(&slot);
-        let fiber = fiber::Fiber::new(Box::new(move || run_workload(runner, module, manifest, body_slot, extras, sockets)));
+        let fiber = fiber::Fiber::new(Box::new(move || run_workload(code, manifest, body_slot, extras, sockets)));
         self.workloads.push(Workload { slot, fiber, backend });
         Ok(self.workloads.len() - 1)
     }
@@ -321,6 +376,7 @@ impl Manager {
             instantiate_us: s.instantiate_us,
             run_us: s.run_us,
             finished_ns: s.finished_ns,
+            slices: s.slices,
         })
     }
 
@@ -400,7 +456,7 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
 }
 
 /// The body of a workload's fiber.
-fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
+fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
     sockets: Option<sockets::WorkloadSockets>) {
     let host = KernelHost { slot: Arc::clone(&slot), has_sockets: sockets.is_some() };
     let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(host));
@@ -410,34 +466,80 @@ fn run_workload(runner: &'static Runner, module: Module, manifest: Manifest, slo
     if let Some(sockets) = sockets {
         state = state.with_sockets(Box::new(sockets), &manifest.listen);
     }
+    let (reason, mut state, instantiate_us, run_us) = match code {
+        Code::Native(runner, module) => run_native(runner, &module, state, &slot),
+        Code::Interp(interp, module) => run_interp(interp, &module, state, &slot),
+    };
+    state.wasi.log.flush();
+    let mut s = slot.lock();
+    drain_log(&mut state, &mut s);
+    s.instantiate_us = instantiate_us;
+    s.run_us = run_us;
+    s.finished_ns = time::since_boot_ns();
+    s.status = Status::Done(reason);
+}
+
+/// What the scheduler needs at the end of a time slice: prints the log so far, and
+/// ends the workload if a limit has passed (`Err`); else switches back to the scheduler
+/// and returns when the workload's next slice begins.
+fn end_of_slice(state: &mut WorkloadState, slot: &Mutex<Slot>) -> Result<(), StopReason> {
+    let now = time::since_boot_ns();
+    {
+        let mut s = slot.lock();
+        s.slices += 1;
+        drain_log(state, &mut s);
+        if let Some(stop) = limit_reached(&s, now) {
+            return Err(stop);
+        }
+    }
+    fiber::suspend();
+    Ok(())
+}
+
+/// Runs native code: the epoch callback (every timer tick) ends a slice.
+fn run_native(runner: &'static Runner, module: &Module, state: WorkloadState, slot: &Arc<Mutex<Slot>>)
+    -> (StopReason, WorkloadState, u64, u64) {
     let mut store = Store::new(&runner.engine, state);
     store.limiter(|s| s);
     store.set_epoch_deadline(1);
-    let cb_slot = Arc::clone(&slot);
-    store.epoch_deadline_callback(move |mut ctx| {
-        let now = time::since_boot_ns();
-        {
-            let mut s = cb_slot.lock();
-            drain_log(ctx.data_mut(), &mut s);
-            if let Some(stop) = limit_reached(&s, now) {
-                ctx.data_mut().stop = Some(stop);
-                return Err(wasmtime::Error::msg("workload limit"));
-            }
+    let cb_slot = Arc::clone(slot);
+    store.epoch_deadline_callback(move |mut ctx| match end_of_slice(ctx.data_mut(), &cb_slot) {
+        Ok(()) => Ok(UpdateDeadline::Continue(1)),
+        Err(stop) => {
+            ctx.data_mut().stop = Some(stop);
+            Err(wasmtime::Error::msg("workload limit"))
         }
-        fiber::suspend();
-        Ok(UpdateDeadline::Continue(1))
     });
     let t0 = time::since_boot_us();
-    let instance = runner.linker.instantiate(&mut store, &module);
+    let instance = runner.linker.instantiate(&mut store, module);
     let t1 = time::since_boot_us();
     let result = instance.and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ()));
     let t2 = time::since_boot_us();
     let reason = store.data_mut().classify(result);
-    store.data_mut().wasi.log.flush();
-    let mut s = slot.lock();
-    drain_log(store.data_mut(), &mut s);
-    s.instantiate_us = t1 - t0;
-    s.run_us = t2 - t1;
-    s.finished_ns = time::since_boot_ns();
-    s.status = Status::Done(reason);
+    (reason, store.into_data(), t1 - t0, t2 - t1)
+}
+
+/// Runs a module in wasmi: the first fuel chunk to end after a timer tick ends a slice.
+fn run_interp(interp: &'static Interp, module: &wasmi::Module, state: WorkloadState, slot: &Arc<Mutex<Slot>>)
+    -> (StopReason, WorkloadState, u64, u64) {
+    let mut store = interp::store(&interp.engine, state);
+    let t0 = time::since_boot_us();
+    let instance = interp::instantiate(&mut store, &interp.linker, module);
+    let t1 = time::since_boot_us();
+    // The fiber starts (and resumes after each suspend) at the start of a slice.
+    let mut slice_tick = time::ticks();
+    let mut between = |state: &mut WorkloadState| {
+        if time::ticks() == slice_tick {
+            return Ok(());
+        }
+        let r = end_of_slice(state, slot);
+        slice_tick = time::ticks();
+        r
+    };
+    let reason = match instance {
+        Ok(instance) => interp::run_start_of(&mut store, instance, INTERP_CHECK_FUEL, &mut between),
+        Err(e) => store.data_mut().stop_reason(Some(format!("{e}"))),
+    };
+    let t2 = time::since_boot_us();
+    (reason, store.into_data(), t1 - t0, t2 - t1)
 }

@@ -1,15 +1,21 @@
 //! `gridos.test=workloads`: the workload manager end to end on the booted kernel.
 //!
 //! The C programs in tests/wasm/ (built with clang + wasi-libc) and their bundles
-//! precompiled on the host are embedded in the kernel with `include_bytes!` (they are
-//! committed; tests/wasm/build.sh rebuilds them). Manifests are signed here with a
-//! fixed test key; the manager verifies them like any other.
+//! (native code attested by the test-only compiler key) are embedded in the kernel
+//! with `include_bytes!` (they are committed; tests/wasm/build.sh rebuilds them).
+//! Manifests are signed here with a fixed test key; the manager verifies them like any
+//! other. Every program runs on wasmi (deployed without a bundle); when the node trusts
+//! a compiler key (`gridos.compilers`, the booted test passes the test key) hello,
+//! checksum and fib also run from their attested native code, and the bench compares
+//! the two engines in the same boot. Bundles that do not verify are refused with the
+//! artifact error's text.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use workloads::artifact::Backend;
 use workloads::manifest::key_pair_from_seed;
 use workloads::runtime::StopReason;
 use workloads::{Limits, Manifest};
@@ -88,80 +94,76 @@ pub fn run() -> Result<(), &'static str> {
     }
 }
 
+/// No bundle: the module runs on wasmi.
+const INTERP: &[u8] = &[];
+
 fn scenarios() -> Result<(), String> {
     let engines = super::engines()?;
-    log::info!("wasm: engines ready: native x86_64 {}, pulley64 yes",
-        if engines.native.is_some() { "yes" } else { "NO" });
+    let trusted = crate::config::trusted_compilers();
+    log::info!("wasm: engines ready: wasmi yes, native x86_64 {}; {} trusted compiler keys",
+        if engines.native.is_some() { "yes" } else { "NO" }, trusted.len());
     for f in workloads::runtime::NATIVE_FEATURES {
         log::info!("wasm: cpu feature {f}: {:?}", super::platform::detect_host_feature(f));
     }
     let signer = Signer(key_pair_from_seed([0x42; 32]));
     let small = Limits { memory_bytes: 8 << 20, cpu_ms: 20_000, wall_ms: 120_000, log_bytes: 16 << 10, storage_bytes: 0 };
 
-    // 1. Hello world and the checksum, next to an endless loop with a CPU limit.
+    // 1. Hello world and the checksum, next to an endless loop with a CPU limit, on wasmi.
     let mut mgr = Manager::new();
-    let hello = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &["first-arg"]), HELLO.0, HELLO.1)?;
-    let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 500, ..small }, &[]), SPIN.0, SPIN.1)?;
-    let sum = mgr.deploy(&signer.manifest("checksum", CHECKSUM.0, small, &[]), CHECKSUM.0, CHECKSUM.1)?;
+    let hello = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &["first-arg"]), HELLO.0, INTERP)?;
+    let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 500, ..small }, &[]), SPIN.0, INTERP)?;
+    let sum = mgr.deploy(&signer.manifest("checksum", CHECKSUM.0, small, &[]), CHECKSUM.0, INTERP)?;
     mgr.run();
-    expect(done(&mgr, hello)? == StopReason::Exited(0), "hello did not exit 0")?;
-    expect(has_line(&mgr, hello, "hello, world from wasm32-wasi"), "hello's greeting missing")?;
-    expect(has_line(&mgr, hello, "argc=2 argv[0]=hello argv[1]=first-arg"), "hello's args wrong")?;
-    expect(has_line(&mgr, hello, "env GREETING=hi from the manifest"), "hello's env wrong")?;
-    expect(has_line(&mgr, hello, "clock ok, random ok"), "hello's clock/random check failed")?;
-    expect(done(&mgr, sum)? == StopReason::Exited(0), "checksum did not exit 0")?;
-    expect(has_line(&mgr, sum, &expected_checksum(1 << 20)), "checksum line wrong")?;
+    check_hello_and_checksum(&mgr, hello, sum)?;
     let spin_reason = done(&mgr, spin)?;
     expect(matches!(spin_reason, StopReason::CpuLimit { .. }), "spin was not stopped at its CPU limit")?;
     let (si, ci) = (mgr.info(spin).ok_or("no spin")?, mgr.info(sum).ok_or("no checksum")?);
     expect(ci.finished_ns < si.finished_ns, "checksum did not finish while spin ran")?;
+    expect(si.backend == Backend::Wasmi && ci.backend == Backend::Wasmi, "a workload without a bundle did not run on wasmi")?;
     crate::kprintln!("workloads: spin stopped ({spin_reason}) after checksum finished; {} backend", si.backend.name());
+    crate::kprintln!("workloads: spin used {} time slices in {} ms of CPU ({} us per slice; fuel checked every {})",
+        si.slices, si.cpu_ms, si.cpu_ms * 1000 / si.slices.max(1), super::INTERP_CHECK_FUEL);
     crate::kprintln!("workloads: hello and checksum ran on {}", ci.backend.name());
 
     // 2. A memory bomb against its cap, and a stop request.
     let mut mgr = Manager::new();
     let bomb = mgr.deploy(&signer.manifest("membomb", MEMBOMB.0, Limits { memory_bytes: 32 << 20, ..small }, &[]),
-        MEMBOMB.0, MEMBOMB.1)?;
-    let stopped = mgr.deploy(&signer.manifest("spin-stopped", SPIN.0, small, &[]), SPIN.0, SPIN.1)?;
+        MEMBOMB.0, INTERP)?;
+    let stopped = mgr.deploy(&signer.manifest("spin-stopped", SPIN.0, small, &[]), SPIN.0, INTERP)?;
     mgr.stop(stopped);
     mgr.run();
     let r = done(&mgr, bomb)?;
     expect(matches!(r, StopReason::MemoryLimit { cap, .. } if cap == 32 << 20), "membomb not stopped at its cap")?;
-    crate::kprintln!("workloads: membomb {r}");
+    crate::kprintln!("workloads: membomb {r} on {}", mgr.info(bomb).ok_or("no membomb")?.backend.name());
     expect(done(&mgr, stopped)? == StopReason::Stopped, "stop request ignored")?;
 
-    // 3. Rejections: bad signature, truncated module, unknown import, wrong bundle.
+    // 3. Rejections: bad signature, truncated module, unknown import, module not
+    // matching its manifest; bundles that do not verify.
     let mut mgr = Manager::new();
     let mut bad_sig = workloads::SignedManifest::from_bytes(&signer.manifest("hello", HELLO.0, small, &[]))
         .map_err(|e| format!("{e}"))?;
     bad_sig.signature[10] ^= 1;
-    let e = mgr.deploy(&bad_sig.to_bytes(), HELLO.0, HELLO.1).err().ok_or("bad signature accepted")?;
+    let e = mgr.deploy(&bad_sig.to_bytes(), HELLO.0, INTERP).err().ok_or("bad signature accepted")?;
     crate::kprintln!("workloads: bad-signature module rejected: {e}");
     expect(e.contains("bad manifest signature"), "wrong error for a bad signature")?;
     let truncated = &HELLO.0[..HELLO.0.len() / 2];
-    let e = mgr.deploy(&signer.manifest("truncated", truncated, small, &[]), truncated, HELLO.1).err()
+    let e = mgr.deploy(&signer.manifest("truncated", truncated, small, &[]), truncated, INTERP).err()
         .ok_or("truncated module accepted")?;
     crate::kprintln!("workloads: truncated module rejected: {e}");
     expect(e.contains("malformed module"), "wrong error for a truncated module")?;
     let alien = workloads::module::module_importing("env", "launch_missiles");
-    let e = mgr.deploy(&signer.manifest("alien", &alien, small, &[]), &alien, HELLO.1).err()
+    let e = mgr.deploy(&signer.manifest("alien", &alien, small, &[]), &alien, INTERP).err()
         .ok_or("unknown import accepted")?;
     crate::kprintln!("workloads: unknown import rejected: {e}");
-    let e = mgr.deploy(&signer.manifest("swapped", SPIN.0, small, &[]), SPIN.0, HELLO.1).err()
-        .ok_or("bundle of another module accepted")?;
-    crate::kprintln!("workloads: mismatched bundle rejected: {e}");
-    let e = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &[]), CHECKSUM.0, CHECKSUM.1).err()
+    let e = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &[]), CHECKSUM.0, INTERP).err()
         .ok_or("module with another hash accepted")?;
     crate::kprintln!("workloads: module not matching its manifest rejected: {e}");
-    let cut = &HELLO.1[..HELLO.1.len() - 1000];
-    let e = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &[]), HELLO.0, cut).err()
-        .ok_or("truncated bundle accepted")?;
-    crate::kprintln!("workloads: truncated bundle rejected: {e}");
+    bundle_rejections(&signer, small, !trusted.is_empty())?;
 
     // 4. OCI image layout.
     let tar = workloads::oci::build_layout(HELLO.0, workloads::oci::WASM_LAYER_TYPES[0]);
     let mut mgr = Manager::new();
-    let oci = mgr.deploy_oci(&signer.manifest("hello-oci", HELLO.0, small, &[]), &tar, HELLO.1)?;
+    let oci = mgr.deploy_oci(&signer.manifest("hello-oci", HELLO.0, small, &[]), &tar, INTERP)?;
     mgr.run();
     expect(done(&mgr, oci)? == StopReason::Exited(0) && has_line(&mgr, oci, "hello, world from wasm32-wasi"),
         "OCI hello failed")?;
@@ -169,8 +171,8 @@ fn scenarios() -> Result<(), String> {
 
     // 4b. Sleeping (poll_oneoff) next to a busy loop: the sleeper is parked, not spun.
     let mut mgr = Manager::new();
-    let sleeper = mgr.deploy(&signer.manifest("sleep", SLEEP.0, small, &[]), SLEEP.0, SLEEP.1)?;
-    let busy = mgr.deploy(&signer.manifest("spin-next", SPIN.0, Limits { cpu_ms: 300, ..small }, &[]), SPIN.0, SPIN.1)?;
+    let sleeper = mgr.deploy(&signer.manifest("sleep", SLEEP.0, small, &[]), SLEEP.0, INTERP)?;
+    let busy = mgr.deploy(&signer.manifest("spin-next", SPIN.0, Limits { cpu_ms: 300, ..small }, &[]), SPIN.0, INTERP)?;
     mgr.run();
     expect(done(&mgr, sleeper)? == StopReason::Exited(0), "sleep did not exit 0")?;
     for line in ["slept ok", "abstime ok", "sleep(0) ok"] {
@@ -185,7 +187,7 @@ fn scenarios() -> Result<(), String> {
     let n = 64 << 10;
     let arg = format!("{n}");
     let ids: Vec<usize> = (0..20)
-        .map(|i| mgr.deploy(&signer.manifest(&format!("sum{i:02}"), CHECKSUM.0, small, &[&arg]), CHECKSUM.0, CHECKSUM.1))
+        .map(|i| mgr.deploy(&signer.manifest(&format!("sum{i:02}"), CHECKSUM.0, small, &[&arg]), CHECKSUM.0, INTERP))
         .collect::<Result<_, _>>()?;
     let t0 = time::since_boot_us();
     mgr.run();
@@ -194,31 +196,103 @@ fn scenarios() -> Result<(), String> {
     crate::kprintln!("workloads: {ok} of 20 concurrent workloads finished correctly in {} ms", (time::since_boot_us() - t0) / 1000);
     expect(ok == 20, "not all 20 concurrent workloads finished correctly")?;
 
-    // 6. Bench: fib(30) native and fib(25) on Pulley; instantiation of a precompiled module.
+    // 6. Attested native code, when the node trusts a compiler.
+    let native = !trusted.is_empty() && engines.native.is_some();
+    if native {
+        let mut mgr = Manager::new();
+        let hello = mgr.deploy(&signer.manifest("hello-native", HELLO.0, small, &["first-arg"]), HELLO.0, HELLO.1)?;
+        let sum = mgr.deploy(&signer.manifest("checksum-native", CHECKSUM.0, small, &[]), CHECKSUM.0, CHECKSUM.1)?;
+        mgr.run();
+        check_hello_and_checksum(&mgr, hello, sum)?;
+        let ci = mgr.info(sum).ok_or("no checksum")?;
+        expect(ci.backend == Backend::NativeX86_64, "an attested bundle did not run natively")?;
+        crate::kprintln!("workloads: attested hello and checksum ran on {}", ci.backend.name());
+    } else {
+        crate::kprintln!("workloads: no trusted compiler key (gridos.compilers): native cases skipped");
+    }
+
+    // 7. Bench: fib(25) on wasmi and natively in this boot; fib(30) natively (the
+    // booted test compares it with the host).
     let big = Limits { cpu_ms: 120_000, ..small };
+    let interp_us = fib_run(&signer, big, 25, INTERP, Backend::Wasmi)?;
+    if native {
+        let native_us = fib_run(&signer, big, 25, FIB.1, Backend::NativeX86_64)?;
+        let tenths = interp_us * 10 / native_us.max(1);
+        crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 {native_us} us ({}.{}x)",
+            tenths / 10, tenths % 10);
+        fib_run(&signer, big, 30, FIB.1, Backend::NativeX86_64)?;
+    } else {
+        crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 not available");
+    }
+    Ok(())
+}
+
+fn check_hello_and_checksum(mgr: &Manager, hello: usize, sum: usize) -> Result<(), String> {
+    expect(done(mgr, hello)? == StopReason::Exited(0), "hello did not exit 0")?;
+    expect(has_line(mgr, hello, "hello, world from wasm32-wasi"), "hello's greeting missing")?;
+    expect(mgr.logs(hello).iter().any(|l| l.starts_with("argc=2 argv[0]=hello") && l.ends_with(" argv[1]=first-arg")),
+        "hello's args wrong")?;
+    expect(has_line(mgr, hello, "env GREETING=hi from the manifest"), "hello's env wrong")?;
+    expect(has_line(mgr, hello, "clock ok, random ok"), "hello's clock/random check failed")?;
+    expect(has_line(mgr, hello, "stderr: hello on stderr"), "hello's stderr line missing")?;
+    expect(done(mgr, sum)? == StopReason::Exited(0), "checksum did not exit 0")?;
+    expect(has_line(mgr, sum, &expected_checksum(1 << 20)), "checksum line wrong")
+}
+
+/// Runs fib(`n`) from `bundle`; checks it ran on `backend` and returns its run time (us).
+fn fib_run(signer: &Signer, limits: Limits, n: u32, bundle: &[u8], backend: Backend) -> Result<u64, String> {
     let mut mgr = Manager::new();
-    let fib = mgr.deploy(&signer.manifest("fib", FIB.0, big, &["30"]), FIB.0, FIB.1)?;
+    let arg = format!("{n}");
+    let id = mgr.deploy(&signer.manifest("fib", FIB.0, limits, &[&arg]), FIB.0, bundle)?;
     mgr.run();
-    let i = mgr.info(fib).ok_or("no fib")?;
-    expect(has_line(&mgr, fib, "fib(30) = 832040"), "fib(30) wrong")?;
-    crate::kprintln!("bench: fib(30) in kernel on {}: run {} us, instantiate {} us", i.backend.name(), i.run_us, i.instantiate_us);
-    let pulley_only = workloads::artifact::parse(FIB.1, None).map_err(|e| format!("{e}"))?;
-    let pulley_code: Vec<(workloads::artifact::Backend, &[u8])> =
-        pulley_only.sections.iter().filter(|(b, _)| *b == workloads::artifact::Backend::Pulley64).cloned().collect();
-    let pulley_bundle = workloads::artifact::encode(pulley_only.module_blake3, &pulley_code);
+    let i = mgr.info(id).ok_or("no fib")?;
+    let want = match n {
+        25 => "fib(25) = 75025",
+        30 => "fib(30) = 832040",
+        _ => return Err(format!("no expected value for fib({n})")),
+    };
+    expect(has_line(&mgr, id, want), "fib result wrong")?;
+    expect(i.backend == backend, "fib ran on the wrong engine")?;
+    crate::kprintln!("bench: fib({n}) in kernel on {}: run {} us, instantiate {} us, {} slices", i.backend.name(), i.run_us,
+        i.instantiate_us, i.slices);
+    Ok(i.run_us)
+}
+
+/// Bundles that do not verify refuse the deploy with the artifact error's text.
+fn bundle_rejections(signer: &Signer, limits: Limits, trusted: bool) -> Result<(), String> {
+    use workloads::artifact::{attest, engine_fingerprint, ArtifactError, HEADER_LEN};
     let mut mgr = Manager::new();
-    let pf = mgr.deploy(&signer.manifest("fib-pulley", FIB.0, big, &["25"]), FIB.0, &pulley_bundle)?;
-    mgr.run();
-    let p = mgr.info(pf).ok_or("no fib-pulley")?;
-    expect(has_line(&mgr, pf, "fib(25) = 75025"), "fib(25) on pulley wrong")?;
-    crate::kprintln!("bench: fib(25) in kernel on {}: run {} us, instantiate {} us", p.backend.name(), p.run_us, p.instantiate_us);
-    let _ = vec![0u8; 0];
+    let manifest = signer.manifest("hello", HELLO.0, limits, &[]);
+    let module_hash = *blake3::hash(HELLO.0).as_bytes();
+    let mut refuse = |what: &str, bundle: &[u8], want: ArtifactError| -> Result<(), String> {
+        let e = mgr.deploy(&manifest, HELLO.0, bundle).err().ok_or_else(|| format!("{what} accepted"))?;
+        crate::kprintln!("workloads: {what} rejected: {e}");
+        expect(e.contains(&want.to_string()), &format!("wrong error for {what}"))
+    };
+    let outsider = key_pair_from_seed([0x07; 32]);
+    refuse("bundle without an attestation", b"\x55\x48\x89\xe5 raw machine code", ArtifactError::BadMagic)?;
+    refuse("bundle of another module", SPIN.1, ArtifactError::WrongModule)?;
+    refuse("truncated bundle", &HELLO.1[..HELLO.1.len() - 1000], ArtifactError::Truncated)?;
+    refuse("bundle for another engine", &attest(&outsider, module_hash, [0; 32], b"code"), ArtifactError::WrongEngine)?;
+    refuse("bundle by an untrusted compiler", &attest(&outsider, module_hash, engine_fingerprint(), b"code"),
+        ArtifactError::UntrustedCompiler)?;
+    if trusted {
+        let mut forged = HELLO.1.to_vec();
+        forged[HEADER_LEN - 8 - 64 + 5] ^= 1;
+        refuse("bundle with a forged signature", &forged, ArtifactError::BadSignature)?;
+        let mut altered = HELLO.1.to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        refuse("bundle whose code does not match its attested hash", &altered, ArtifactError::CodeMismatch)?;
+    }
     Ok(())
 }
 
 /// Names of the workloads `workload-deploy` leaves for `workload-restart`.
 const RESTART_NAME: &str = "hello-restart";
 const FILES_NAME: &str = "files";
+/// Deployed with its attested native code when the node trusts a compiler.
+const NATIVE_RESTART_NAME: &str = "hello-native";
 
 fn exit_with(name: &str, result: Result<(), String>) -> ! {
     match result {
@@ -249,7 +323,8 @@ async fn finished_log(id: u64, ms: u64) -> Result<Vec<String>, String> {
 }
 
 /// `gridos.test=workload-deploy`: deploys, through the node's workload service and
-/// with restart-on-boot, hello and the file-area program; reports each id once the
+/// with restart-on-boot, hello and the file-area program on wasmi, and (when the node
+/// trusts a compiler) hello from its attested native code; reports each id once the
 /// deploy is durable, and lets them run.
 pub async fn deploy_case() {
     let result = async {
@@ -257,15 +332,23 @@ pub async fn deploy_case() {
         let mut hello = Manifest::new(RESTART_NAME, *signer.0.pk, HELLO.0);
         hello.restart_on_boot = true;
         hello.args.push("restarted".into());
-        let hello_id = super::service::deploy(&hello.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
+        let hello_id = super::service::deploy(&hello.sign(&signer.0.sk).to_bytes(), HELLO.0, INTERP)
             .map_err(|e| format!("deploy: {e}"))?;
         crate::kprintln!("workloads: deployed {RESTART_NAME} as workload {hello_id}, durable");
         let mut files = Manifest::new(FILES_NAME, *signer.0.pk, FILES.0);
         files.restart_on_boot = true;
         files.limits.storage_bytes = 512 << 10;
-        let files_id = super::service::deploy(&files.sign(&signer.0.sk).to_bytes(), FILES.0, FILES.1)
+        let files_id = super::service::deploy(&files.sign(&signer.0.sk).to_bytes(), FILES.0, INTERP)
             .map_err(|e| format!("deploy: {e}"))?;
         crate::kprintln!("workloads: deployed {FILES_NAME} as workload {files_id}, durable");
+        if !crate::config::trusted_compilers().is_empty() {
+            let mut native = Manifest::new(NATIVE_RESTART_NAME, *signer.0.pk, HELLO.0);
+            native.restart_on_boot = true;
+            let id = super::service::deploy(&native.sign(&signer.0.sk).to_bytes(), HELLO.0, HELLO.1)
+                .map_err(|e| format!("deploy: {e}"))?;
+            crate::kprintln!("workloads: deployed {NATIVE_RESTART_NAME} (attested native code) as workload {id}, durable");
+            finished_log(id, 60_000).await?;
+        }
         let lines = finished_log(hello_id, 60_000).await?;
         expect(lines.iter().any(|l| l == "hello, world from wasm32-wasi"), "deployed hello printed no greeting")?;
         let lines = finished_log(files_id, 60_000).await?;
@@ -277,7 +360,9 @@ pub async fn deploy_case() {
 }
 
 /// `gridos.test=workload-restart`: the workloads `workload-deploy` left must have been
-/// restarted at this boot from the node's disk, and run to completion.
+/// restarted at this boot from the node's disk, and run to completion. The stored
+/// native code of [`NATIVE_RESTART_NAME`] is verified again at every boot: it runs
+/// natively while the node trusts its compiler, and is not started when it does not.
 pub async fn restart_case() {
     let result = async {
         for name in [RESTART_NAME, FILES_NAME] {
@@ -288,6 +373,18 @@ pub async fn restart_case() {
             let status = super::service::status(s.id).and_then(|s| s.info).map(|i| i.status);
             crate::kprintln!("workloads: workload {} ({name}) restarted at boot: {status:?}, {} log lines", s.id, lines.len());
             expect(status == Some(super::Status::Done(StopReason::Exited(0))), "a restarted workload failed")?;
+        }
+        if let Some(s) = super::service::list().into_iter().find(|s| s.name == NATIVE_RESTART_NAME) {
+            if crate::config::trusted_compilers().is_empty() {
+                expect(s.info.is_none(), "native code was restarted without a trusted compiler")?;
+                crate::kprintln!("workloads: workload {} ({NATIVE_RESTART_NAME}) not restarted: no trusted compiler", s.id);
+            } else {
+                let info = s.info.as_ref().ok_or("attested native code was not restarted")?;
+                expect(info.backend == Backend::NativeX86_64, "attested native code restarted on another engine")?;
+                finished_log(s.id, 60_000).await?;
+                crate::kprintln!("workloads: workload {} ({NATIVE_RESTART_NAME}) restarted at boot on {}", s.id,
+                    info.backend.name());
+            }
         }
         Ok(())
     }
@@ -305,18 +402,18 @@ pub async fn serve_case() {
         m.args.push("1".into());
         m.limits.wall_ms = 170_000;
         m.limits.cpu_ms = 120_000;
-        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+        let id = super::service::deploy(&m.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, INTERP)
             .map_err(|e| format!("deploy: {e}"))?;
         // A second workload on the same port is refused.
         let mut clash = Manifest::new("echo-clash", *signer.0.pk, ECHO_SERVER.0);
         clash.listen = vec![ECHO_PORT];
-        let e = super::service::deploy(&clash.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+        let e = super::service::deploy(&clash.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, INTERP)
             .err()
             .ok_or("a second listener on the same port was accepted")?;
         crate::kprintln!("workloads: second listener on port {ECHO_PORT} refused: {e}");
         let mut reserved = Manifest::new("echo-reserved", *signer.0.pk, ECHO_SERVER.0);
         reserved.listen = vec![control::PORT];
-        let e = super::service::deploy(&reserved.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, ECHO_SERVER.1)
+        let e = super::service::deploy(&reserved.sign(&signer.0.sk).to_bytes(), ECHO_SERVER.0, INTERP)
             .err()
             .ok_or("a listener on the control port was accepted")?;
         crate::kprintln!("workloads: listener on the control port refused: {e}");
@@ -326,20 +423,20 @@ pub async fn serve_case() {
         let mut last = id;
         for i in 1..max {
             let m = signer.manifest(&format!("quota{i:02}"), HELLO.0, Limits::default(), &[]);
-            last = super::service::deploy(&m, HELLO.0, HELLO.1).map_err(|e| format!("deploy {i} of {max}: {e}"))?;
+            last = super::service::deploy(&m, HELLO.0, INTERP).map_err(|e| format!("deploy {i} of {max}: {e}"))?;
         }
         let extra = signer.manifest("quota-extra", HELLO.0, Limits::default(), &[]);
-        let e = super::service::deploy(&extra, HELLO.0, HELLO.1).err().ok_or("a deploy past the per-owner quota was accepted")?;
+        let e = super::service::deploy(&extra, HELLO.0, INTERP).err().ok_or("a deploy past the per-owner quota was accepted")?;
         crate::kprintln!("workloads: deploy {} of one owner refused: {e}", max + 1);
         super::service::remove(last).map_err(|e| format!("remove: {e}"))?;
-        super::service::deploy(&extra, HELLO.0, HELLO.1).map_err(|e| format!("deploy after a remove: {e}"))?;
+        super::service::deploy(&extra, HELLO.0, INTERP).map_err(|e| format!("deploy after a remove: {e}"))?;
         let big = Signer(key_pair_from_seed([0x43; 32]));
         let mut fat = Manifest::new("fat", *big.0.pk, HELLO.0);
         fat.env.push(format!("PADDING={}", "x".repeat(40 << 10)));
         let fat_a = fat.sign(&big.0.sk).to_bytes();
-        super::service::deploy(&fat_a, HELLO.0, HELLO.1).map_err(|e| format!("first large manifest: {e}"))?;
+        super::service::deploy(&fat_a, HELLO.0, INTERP).map_err(|e| format!("first large manifest: {e}"))?;
         fat.name = "fat2".into();
-        let e = super::service::deploy(&fat.sign(&big.0.sk).to_bytes(), HELLO.0, HELLO.1)
+        let e = super::service::deploy(&fat.sign(&big.0.sk).to_bytes(), HELLO.0, INTERP)
             .err()
             .ok_or("manifests past the per-owner table share were accepted")?;
         crate::kprintln!("workloads: second 40 KiB manifest of one owner refused: {e}");

@@ -9,7 +9,7 @@
 //!
 //! **Framing** ([`frame`]). Each message is a frame: a `u32` little-endian body length,
 //! then the body, a postcard encoding. Bodies above [`MAX_FRAME_BYTES`] (32 MiB, room for a
-//! wasm module plus its precompiled bundle) are a protocol error, and the connection is
+//! wasm module plus an attested native-code bundle) are a protocol error, and the connection is
 //! closed. A receiver never buffers more than one frame plus what it was just given.
 //!
 //! **Hello.** On accept the server sends one frame, a [`ServerHello`]:
@@ -52,6 +52,8 @@
 //! - [`guard`]: the node's limits on connections (per peer and in all), the deadlines of
 //!   a connection and of each request, and which half-open and closing TCP sockets to
 //!   drop (sans-IO; the kernel applies it).
+//! - [`compile`]: the compile service's protocol (overlay TCP 7071, same framing), by which
+//!   `gridctl` gets native code attested by a compiler the node trusts.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -60,6 +62,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod compile;
 pub mod frame;
 pub mod guard;
 pub mod message;

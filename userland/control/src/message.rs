@@ -48,7 +48,8 @@ pub enum Request {
         signed_manifest: Vec<u8>,
         /// The module (the manifest names its blake3).
         payload: Payload,
-        /// Precompiled code for the node (`wasm_precompile::bundle`), bound to the module.
+        /// Native code attested by a compiler the node trusts (`workloads::artifact`, from a
+        /// compile service), or empty: the node then runs the module in its interpreter.
         bundle: Vec<u8>,
     },
     /// The caller's workloads.
@@ -157,7 +158,7 @@ pub struct WorkloadSummary {
     pub owner: [u8; 32],
     /// Current state.
     pub state: WorkloadState,
-    /// The engine it runs on (e.g. "native-x86_64", "pulley64").
+    /// The engine it runs on: "native x86_64" (attested code) or "wasmi" (the interpreter).
     pub backend: String,
     /// CPU time used so far, milliseconds.
     pub cpu_ms: u64,

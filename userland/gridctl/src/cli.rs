@@ -129,7 +129,14 @@ pub struct DeployArgs {
     /// Start the workload again after the node reboots.
     #[arg(long)]
     pub restart: bool,
-    /// Use this precompiled bundle instead of compiling one.
+    /// Get native code for the module from this compile service (`gridos-compiler`; KEY is
+    /// its public key) and attach its attested bundle. The node runs that code only if it
+    /// trusts KEY (gridos.compilers). Without --compiler or --bundle the node runs the
+    /// module in its interpreter.
+    #[arg(long, env = "GRIDOS_COMPILER", value_name = "KEY@HOST:PORT", conflicts_with = "bundle")]
+    pub compiler: Option<String>,
+    /// Attach this attested bundle (from a compile service earlier); the node verifies it
+    /// and refuses the deploy if it does not check out.
     #[arg(long, value_name = "FILE")]
     pub bundle: Option<PathBuf>,
     /// The program: a .wasm module or an OCI image layout tar.
@@ -236,9 +243,14 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
     let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
     let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
     let manifest = deploy::manifest(&args.spec(), &deploy::default_name(&args.file), user.public_key(), &program.wasm)?;
-    let bundle = match &args.bundle {
-        Some(p) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
-        None => deploy::bundle(&program.wasm)?,
+    let bundle = match (&args.bundle, &args.compiler) {
+        (Some(p), _) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
+        (None, Some(c)) if !c.trim().is_empty() => {
+            let compiler = crate::compiler::parse_compiler(c)?;
+            crate::compiler::compile(&compiler, &program.wasm, options.timeout)?
+        }
+        // No native code: the node runs the module in its interpreter.
+        (None, _) => Vec::new(),
     };
     let request = deploy::request(user, &manifest, program, bundle);
     let mut client = Client::connect(&target, user, options)?;

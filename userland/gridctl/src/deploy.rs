@@ -1,5 +1,7 @@
 //! Building a deployment: read the program (a wasm module or an OCI image layout tar,
-//! told apart by content), write and sign the manifest, precompile the bundle.
+//! told apart by content), write and sign the manifest. The native code, if any, comes
+//! attested from a compile service ([`crate::compiler`]) or a bundle file; gridctl never
+//! compiles code itself (a node would not run it).
 
 use std::path::Path;
 
@@ -100,11 +102,6 @@ pub fn manifest(spec: &Spec, default_name: &str, owner: [u8; 32], wasm: &[u8]) -
         bail!("the manifest would be refused: {e}");
     }
     Ok(m)
-}
-
-/// Precompiles `wasm` for the node's engines.
-pub fn bundle(wasm: &[u8]) -> Result<Vec<u8>> {
-    wasm_precompile::bundle(wasm).map_err(|e| crate::Error(format!("cannot precompile the module: {e:#}")))
 }
 
 /// The `Deploy` request: manifest signed by `user`, program and bundle.

@@ -7,7 +7,9 @@
 //! - [`stack`]: the host network stack: an `overlay::Node` over a UDP socket plus a smoltcp
 //!   interface on the overlay address (what the kernel does in `kernel/src/overlay.rs`);
 //! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
-//! - [`deploy`]: building, signing and precompiling a deployment;
+//! - [`deploy`]: building and signing a deployment;
+//! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
+//!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod compiler;
 pub mod deploy;
 pub mod key;
 pub mod stack;

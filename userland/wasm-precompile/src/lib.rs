@@ -1,48 +1,105 @@
-//! Host side of gridos workloads: precompiles WebAssembly modules for the kernel and
-//! runs them on the host with the same WASI host functions and limits (for tests and
-//! the host half of the benchmark).
+//! Host side of gridos workloads: compiles WebAssembly modules to attested native code
+//! for the kernel, and runs them on the host with the same WASI host functions and
+//! limits (for tests and the host half of the benchmark).
 //!
-//! Code for the kernel is compiled with [`host_config`]: the kernel's engine settings
-//! ([`workloads::runtime::base_config`]) plus an explicit target, so no CPU feature of
-//! the build machine leaks into it; native x86-64 code uses exactly
-//! [`workloads::runtime::NATIVE_FEATURES`].
+//! Code for the kernel is compiled with [`host_config`]: the kernel's native engine
+//! settings ([`workloads::runtime::base_config`]) plus an explicit target, so no CPU
+//! feature of the build machine leaks into it; it uses exactly
+//! [`workloads::runtime::NATIVE_FEATURES`], the engine that
+//! [`workloads::artifact::NATIVE_ENGINE`] describes. [`bundle`] signs the code with a
+//! compiler key ([`workloads::artifact::attest`]); a node runs it only if it trusts that key.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Config, Engine, Module, Store};
 use workloads::artifact::{self, Backend};
+use workloads::ed25519_compact::{KeyPair, Seed};
 use workloads::log::Stream;
 use workloads::manifest::Limits;
 use workloads::runtime::{self, StopReason, WorkloadState};
 use workloads::wasi::{ConnId, ConnReadiness, FileArea, FileAreaError, HostServices, Interrupt, MemFileArea, MemSockets, Shutdown, SockError, Sockets};
 
-/// The engine configuration that produces code for the kernel's `backend` engine.
-pub fn host_config(backend: Backend) -> Config {
-    let mut c = runtime::base_config(backend);
-    if backend == Backend::NativeX86_64 {
-        c.target("x86_64-unknown-linux-gnu").expect("x86_64 target");
-        for flag in runtime::NATIVE_CRANELIFT_FLAGS {
-            // SAFETY: code compiled here runs only where the kernel's CPUID check (or, on
-            // the host, wasmtime's own feature check at load) confirms these features.
-            unsafe { c.cranelift_flag_enable(flag) };
+/// The target native code is compiled for.
+pub const NATIVE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The engine configuration that produces code for the kernel's native engine.
+pub fn host_config() -> wasmtime::Result<Config> {
+    let mut c = runtime::base_config();
+    c.target(NATIVE_TARGET)?;
+    for flag in runtime::NATIVE_CRANELIFT_FLAGS {
+        // SAFETY: code compiled here runs only where the kernel's CPUID check (or, on
+        // the host, wasmtime's own feature check at load) confirms these features.
+        unsafe { c.cranelift_flag_enable(flag) };
+    }
+    Ok(c)
+}
+
+/// An engine with [`host_config`].
+pub fn engine() -> wasmtime::Result<Engine> {
+    Engine::new(&host_config()?)
+}
+
+/// Compiles `wasm` to native code for the kernel's engine (unsigned: only for
+/// [`bundle`] and host runs).
+pub fn compile(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    engine()?.precompile_module(wasm)
+}
+
+/// Compiles `wasm` and returns a v2 bundle attested by `key` for
+/// [`artifact::engine_fingerprint`]. Deterministic: the same module and key give the
+/// same bytes (Cranelift's output and ed25519 signatures are both deterministic).
+pub fn bundle(wasm: &[u8], key: &KeyPair) -> wasmtime::Result<Vec<u8>> {
+    let code = compile(wasm)?;
+    Ok(artifact::attest(key, *blake3::hash(wasm).as_bytes(), artifact::engine_fingerprint(), &code))
+}
+
+/// Why a compiler key file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    Read(String),
+    /// It does not hold 64 hex digits (a 32-byte seed), or the seed is all zeros.
+    Format,
+}
+
+impl std::fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyFileError::Read(e) => write!(f, "cannot read the compiler key: {e}"),
+            KeyFileError::Format => f.write_str("the compiler key file does not hold a 32-byte seed as 64 hex digits"),
         }
     }
-    c
 }
 
-pub fn engine(backend: Backend) -> wasmtime::Result<Engine> {
-    Engine::new(&host_config(backend))
+impl std::error::Error for KeyFileError {}
+
+/// Parses a compiler key file's text: the first non-comment line holds 64 hex digits
+/// (a 32-byte ed25519 seed); lines starting with `#` are comments.
+pub fn key_from_text(text: &str) -> Result<KeyPair, KeyFileError> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).ok_or(KeyFileError::Format)?;
+    let seed = parse_seed(line).ok_or(KeyFileError::Format)?;
+    if seed == [0; 32] {
+        return Err(KeyFileError::Format);
+    }
+    Ok(KeyPair::from_seed(Seed::new(seed)))
 }
 
-/// Compiles `wasm` for every backend into one bundle bound to the module's blake3.
-pub fn bundle(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
-    let native = engine(Backend::NativeX86_64)?.precompile_module(wasm)?;
-    let pulley = engine(Backend::Pulley64)?.precompile_module(wasm)?;
-    Ok(artifact::encode(
-        *blake3::hash(wasm).as_bytes(),
-        &[(Backend::NativeX86_64, &native), (Backend::Pulley64, &pulley)],
-    ))
+/// Reads a compiler key file (see [`key_from_text`]).
+pub fn load_key(path: &std::path::Path) -> Result<KeyPair, KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| KeyFileError::Read(format!("{}: {e}", path.display())))?;
+    key_from_text(&text)
+}
+
+fn parse_seed(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Clock and entropy of the host process; a waiting workload sleeps the thread.
@@ -187,8 +244,8 @@ pub struct Services {
     pub sockets: Option<(Box<dyn Sockets + Send>, Vec<u16>)>,
 }
 
-/// Loads `code` (a precompiled module for `backend`, or wasm to compile if `None`) and
-/// runs `_start` with WASI under `limits` on this thread (no CPU limit on the host;
+/// Loads `code` (native code from [`compile`] or a verified bundle, or wasm to compile
+/// if `None`) and runs `_start` with WASI under `limits` on this thread (no CPU limit on the host;
 /// the wall limit ends only a workload that waits in `poll_oneoff`), with a fresh
 /// in-memory file area and no sockets.
 pub fn run(backend: Backend, wasm: &[u8], code: Option<&[u8]>, args: &[&str], env: &[&str], limits: &Limits) -> Result<HostRun, String> {
@@ -206,9 +263,13 @@ pub fn run_with(
     limits: &Limits,
     services: Services,
 ) -> Result<HostRun, String> {
-    let engine = engine(backend).map_err(|e| e.to_string())?;
+    if backend != Backend::NativeX86_64 {
+        return Err(format!("the host runner has no {} backend", backend.name()));
+    }
+    let engine = engine().map_err(|e| e.to_string())?;
     let module = match code {
-        // SAFETY: the bytes come from `bundle` on this machine (trusted input).
+        // SAFETY: callers pass code compiled on this machine or taken from a bundle that
+        // `artifact::verify` accepted (trusted input).
         Some(code) => unsafe { Module::deserialize(&engine, code) },
         None => Module::new(&engine, wasm),
     }

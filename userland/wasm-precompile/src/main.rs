@@ -1,21 +1,30 @@
-//! `wasm-precompile bundle FILE.wasm...`: writes FILE.bundle beside each module
-//! (native x86-64 + Pulley code for the gridos kernel, bound to the module hash).
-//! `wasm-precompile run FILE.wasm [ARGS...]`: runs a module on the host (native).
-//! `wasm-precompile bench FILE.wasm [ARGS...]`: times `_start` on the host from the
-//! committed bundle's native code, the same machine code the kernel runs.
+//! `wasm-precompile bundle --key KEYFILE FILE.wasm...`: writes FILE.bundle beside each
+//! module: native x86-64 code for the gridos kernel, attested (signed) by the compiler
+//! key in KEYFILE (64 hex digits of an ed25519 seed). Reproducible: the same module and
+//! key give the same bundle.
+//! `wasm-precompile key KEYFILE`: prints the public key of a compiler key file.
+//! `wasm-precompile run [--trust PUBKEY] FILE.wasm [ARGS...]`: runs a module on the host
+//! (native); with `--trust`, from FILE.bundle's code after verifying it against PUBKEY
+//! (64 hex digits), else compiled now.
+//! `wasm-precompile bench [--trust PUBKEY] FILE.wasm [ARGS...]`: the same, and prints times.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use workloads::artifact::{self, Backend};
 use workloads::manifest::Limits;
 
+const USAGE: &str = "usage: wasm-precompile bundle --key KEYFILE FILE.wasm... | key KEYFILE | \
+run [--trust PUBKEY] FILE.wasm [ARGS...] | bench [--trust PUBKEY] FILE.wasm [ARGS...]";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bundle") => bundle(&args[1..]),
+        Some("key") => key(&args[1..]),
         Some("run") => run(&args[1..], false),
         Some("bench") => run(&args[1..], true),
-        _ => Err("usage: wasm-precompile bundle FILE.wasm... | run FILE.wasm [ARGS...] | bench FILE.wasm [ARGS...]".into()),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -26,24 +35,58 @@ fn main() -> ExitCode {
     }
 }
 
-fn bundle(files: &[String]) -> Result<(), String> {
-    for f in files {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bundle(args: &[String]) -> Result<(), String> {
+    let (Some("--key"), Some(key_file)) = (args.first().map(String::as_str), args.get(1)) else {
+        return Err(format!("bundle needs --key KEYFILE first\n{USAGE}"));
+    };
+    let key = wasm_precompile::load_key(Path::new(key_file)).map_err(|e| format!("{key_file}: {e}"))?;
+    for f in &args[2..] {
         let wasm = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
-        let b = wasm_precompile::bundle(&wasm).map_err(|e| format!("{f}: {e}"))?;
+        let b = wasm_precompile::bundle(&wasm, &key).map_err(|e| format!("{f}: {e}"))?;
         let out = format!("{}.bundle", f.trim_end_matches(".wasm"));
         std::fs::write(&out, &b).map_err(|e| format!("{out}: {e}"))?;
-        println!("{out}: {} bytes", b.len());
+        println!("{out}: {} bytes, attested by {}", b.len(), hex(key.pk.as_ref()));
     }
     Ok(())
 }
 
+fn key(args: &[String]) -> Result<(), String> {
+    let file = args.first().ok_or(USAGE)?;
+    let key = wasm_precompile::load_key(Path::new(file)).map_err(|e| format!("{file}: {e}"))?;
+    println!("{}", hex(key.pk.as_ref()));
+    Ok(())
+}
+
+fn parse_pubkey(s: &str) -> Result<[u8; 32], String> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| format!("--trust {s:?} is not 64 hex digits"))
+}
+
 fn run(args: &[String], bench: bool) -> Result<(), String> {
+    let (trusted, args) = match args.first().map(String::as_str) {
+        Some("--trust") => (Some(parse_pubkey(args.get(1).ok_or(USAGE)?)?), &args[2..]),
+        _ => (None, args),
+    };
     let file = args.first().ok_or("no module given")?;
     let wasm = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
-    let bundle_bytes = std::fs::read(format!("{}.bundle", file.trim_end_matches(".wasm"))).ok();
-    let bundle = bundle_bytes.as_deref().map(|b| artifact::parse(b, Some(blake3::hash(&wasm).as_bytes())));
-    let code = match &bundle {
-        Some(Ok(b)) => b.sections.iter().find(|(k, _)| *k == Backend::NativeX86_64).map(|(_, c)| *c),
+    let bundle_file = format!("{}.bundle", file.trim_end_matches(".wasm"));
+    let bundle_bytes = match trusted {
+        Some(_) => Some(std::fs::read(&bundle_file).map_err(|e| format!("{bundle_file}: {e}"))?),
+        None => None,
+    };
+    let code = match (&bundle_bytes, trusted) {
+        (Some(b), Some(key)) => Some(
+            artifact::verify(b, blake3::hash(&wasm).as_bytes(), &artifact::engine_fingerprint(), &[key])
+                .map_err(|e| format!("{bundle_file}: {e}"))?
+                .code,
+        ),
         _ => None,
     };
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -52,7 +95,7 @@ fn run(args: &[String], bench: bool) -> Result<(), String> {
     for (_, line) in &r.lines {
         println!("{line}");
     }
-    println!("host: {} ({})", r.reason, if code.is_some() { "precompiled bundle" } else { "compiled now" });
+    println!("host: {} ({})", r.reason, if code.is_some() { "attested bundle" } else { "compiled now" });
     if bench {
         println!("host bench: instantiate {} us, run {} us", r.instantiate.as_micros(), r.run.as_micros());
     }

@@ -1,5 +1,6 @@
-//! The committed test programs (tests/wasm/out) on the host: their bundles are bound to
-//! the committed modules, and the WASI host functions and limits behave as in the kernel.
+//! The committed test programs (tests/wasm/out) on the host: their bundles are attested
+//! by the test compiler key for the committed modules and are reproducible from them,
+//! and the WASI host functions and limits behave as in the kernel.
 
 use std::path::PathBuf;
 
@@ -12,26 +13,61 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+const PROGRAMS: [&str; 8] = ["hello", "checksum", "spin", "membomb", "fib", "files", "echo_server", "sleep"];
+
+fn test_key() -> workloads::ed25519_compact::KeyPair {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/wasm/test-compiler.key");
+    wasm_precompile::load_key(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The module and its attested native code, verified as a node trusting only the test key would.
 fn native(name: &str) -> (Vec<u8>, Vec<u8>) {
     let wasm = read(&format!("{name}.wasm"));
     let bundle = read(&format!("{name}.bundle"));
-    let b = artifact::parse(&bundle, Some(blake3::hash(&wasm).as_bytes()))
+    let trusted = [*test_key().pk];
+    let b = artifact::verify(&bundle, blake3::hash(&wasm).as_bytes(), &artifact::engine_fingerprint(), &trusted)
         .unwrap_or_else(|e| panic!("{name}.bundle: {e}; rerun tests/wasm/build.sh"));
-    let code = b.sections.iter().find(|(k, _)| *k == Backend::NativeX86_64).expect("native section").1.to_vec();
-    assert!(b.sections.iter().any(|(k, _)| *k == Backend::Pulley64), "{name}: no pulley section");
-    (wasm, code)
+    (wasm, b.code.to_vec())
 }
 
 #[test]
-fn committed_bundles_match_modules_and_load_with_current_settings() {
-    for name in ["hello", "checksum", "spin", "membomb", "fib", "files", "echo_server", "sleep"] {
+fn committed_bundles_are_attested_reproducible_and_load_with_current_settings() {
+    let key = test_key();
+    for name in PROGRAMS {
         let (wasm, code) = native(name);
-        let engine = wasm_precompile::engine(Backend::NativeX86_64).unwrap();
-        // SAFETY: produced by this crate's `bundle` from the committed module.
+        let engine = wasm_precompile::engine().unwrap();
+        // SAFETY: verified above against the test compiler key.
         unsafe { wasmtime::Module::deserialize(&engine, &code) }
             .unwrap_or_else(|e| panic!("{name}: committed native code no longer matches the engine settings ({e}); rerun tests/wasm/build.sh"));
-        let _ = wasm;
+        let again = wasm_precompile::bundle(&wasm, &key).unwrap();
+        assert!(again == read(&format!("{name}.bundle")), "{name}.bundle is not what the committed module compiles to; rerun tests/wasm/build.sh");
     }
+}
+
+#[test]
+fn the_engine_description_names_every_setting() {
+    let d = artifact::NATIVE_ENGINE;
+    for f in workloads::runtime::NATIVE_FEATURES {
+        assert!(d.contains(&format!(" {f}")), "NATIVE_ENGINE does not name feature {f}");
+    }
+    assert!(d.contains(wasm_precompile::NATIVE_TARGET));
+    assert!(d.contains(&format!("max_wasm_stack={}", workloads::runtime::MAX_WASM_STACK)));
+    assert!(d.contains("wasm_multi_memory=false"));
+}
+
+#[test]
+fn compiler_key_files_are_checked() {
+    assert!(wasm_precompile::key_from_text("# comment\n\nafc26374c53e26c04e5a534bc394f179b2f8c20095239343c75af0058d7b56f7\n").is_ok());
+    for bad in ["", "# only a comment", "abc", &"0".repeat(64), &"g".repeat(64), &"a".repeat(66)] {
+        assert_eq!(wasm_precompile::key_from_text(bad).err(), Some(wasm_precompile::KeyFileError::Format), "{bad:?}");
+    }
+}
+
+#[test]
+fn the_host_runner_has_no_interpreter() {
+    let wasm = read("hello.wasm");
+    let e = wasm_precompile::run(Backend::Wasmi, &wasm, None, &[], &[], &Limits::default()).unwrap_err();
+    assert_eq!(e, "the host runner has no wasmi backend");
 }
 
 #[test]
@@ -62,12 +98,9 @@ fn memory_and_log_caps_stop_the_workload() {
 }
 
 #[test]
-fn pulley_code_runs_the_same_program() {
-    let wasm = read("fib.wasm");
-    let bundle = read("fib.bundle");
-    let b = artifact::parse(&bundle, None).unwrap();
-    let code = b.sections.iter().find(|(k, _)| *k == Backend::Pulley64).unwrap().1;
-    let r = wasm_precompile::run(Backend::Pulley64, &wasm, Some(code), &["fib", "20"], &[], &Limits::default()).unwrap();
+fn fib_runs_from_its_attested_code() {
+    let (wasm, code) = native("fib");
+    let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["fib", "20"], &[], &Limits::default()).unwrap();
     assert_eq!(r.lines[0].1, "fib(20) = 6765");
 }
 
@@ -155,12 +188,7 @@ fn sleep_waits_in_poll_oneoff_for_the_time_asked() {
     assert_eq!(r.reason, StopReason::Exited(0), "{lines:?}");
     assert_eq!(lines, ["slept ok", "abstime ok", "sleep(0) ok"]);
     assert!(t0.elapsed() >= std::time::Duration::from_millis(80), "{:?}", t0.elapsed());
-    // The same program on Pulley; a wall limit shorter than the sleeps ends it.
-    let bundle = read("sleep.bundle");
-    let b = artifact::parse(&bundle, None).unwrap();
-    let pulley = b.sections.iter().find(|(k, _)| *k == Backend::Pulley64).unwrap().1;
-    let r = wasm_precompile::run(Backend::Pulley64, &wasm, Some(pulley), &["sleep"], &[], &Limits::default()).unwrap();
-    assert_eq!(r.reason, StopReason::Exited(0), "{:?}", r.lines);
+    // A wall limit shorter than the sleeps ends it.
     let limits = Limits { wall_ms: 30, ..Limits::default() };
     let r = wasm_precompile::run(Backend::NativeX86_64, &wasm, Some(&code), &["sleep"], &[], &limits).unwrap();
     assert_eq!(r.reason, StopReason::WallDeadline);
@@ -168,7 +196,7 @@ fn sleep_waits_in_poll_oneoff_for_the_time_asked() {
 
 #[test]
 fn the_linker_defines_every_supported_function() {
-    let engine = wasm_precompile::engine(Backend::Pulley64).unwrap();
+    let engine = wasm_precompile::engine().unwrap();
     let linker = workloads::runtime::linker(&engine).unwrap();
     let host = Box::new(wasm_precompile::StdHost::default());
     let mut store = wasmtime::Store::new(&engine, workloads::runtime::WorkloadState::new(&[], &[], &Limits::default(), host));

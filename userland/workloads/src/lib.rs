@@ -9,10 +9,12 @@
 //!   small [`wasi::HostServices`] trait (clock, entropy); output goes to a capped log;
 //!   an optional persistent file area (`/data`, [`wasi::FileArea`]) and listening
 //!   sockets ([`wasi::Sockets`]), both implemented by the kernel.
-//! - [`artifact`]: the container for host-precompiled code, bound to the module hash.
+//! - [`artifact`]: bundles of native code attested by a compiler (module hash, engine
+//!   fingerprint, code hash, ed25519 signature), verified against the node's trusted keys.
 //! - [`runtime`] (feature `runtime`): the wasmtime side shared by the kernel and the
-//!   host precompiler: one engine configuration, the WASI linker, the memory limiter,
-//!   the reasons a workload stops.
+//!   compile service: one engine configuration, the WASI linker, the memory limiter,
+//!   the reasons a workload stops; `runtime::interp` (feature `interp`): the same for
+//!   the wasmi interpreter, which runs every module without attested native code.
 //!
 //! What it leaves to the kernel: the wasmtime platform hooks (TLS, code memory, CPU
 //! features), stacks and time slicing, the clock and entropy sources, the console,
@@ -28,7 +30,7 @@ pub mod log;
 pub mod manifest;
 pub mod module;
 pub mod oci;
-#[cfg(feature = "runtime")]
+#[cfg(any(feature = "runtime", feature = "interp", test))]
 pub mod runtime;
 pub mod wasi;
 

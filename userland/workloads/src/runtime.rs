@@ -1,43 +1,63 @@
-//! The wasmtime side shared by the kernel and the host precompiler.
+//! The engine side shared by the kernel and the host tools: wasmtime for attested
+//! native code (feature `runtime`) and wasmi for everything else (feature `interp`,
+//! module [`interp`]).
 //!
-//! [`base_config`] is the one place engine settings live: the kernel adds its
-//! platform hooks (code memory, CPU features) and the host precompiler adds the target
-//! and its CPU-feature flags, so precompiled code always matches the kernel's engine.
+//! [`base_config`] is the one place native engine settings live: the kernel adds its
+//! platform hooks (code memory, CPU features) and the compile service adds the target
+//! and its CPU-feature flags, so attested code always matches the kernel's engine
+//! (described by [`crate::artifact::NATIVE_ENGINE`], which compilers sign).
 //! [`linker`] binds the [`crate::wasi`] functions; [`WorkloadState`] is the store data,
-//! and also the memory limiter. What it leaves to the embedder: stacks, time slicing
+//! and also the memory limiter (the same decisions for both engines). Both engines bind
+//! the WASI functions from one list (the `bind_wasi!` macro), so they cannot drift.
+//! What it leaves to the embedder: stacks, time slicing
 //! (epoch callback), clocks, entropy and parking a waiting workload (a
 //! [`HostServices`]), printing the log, and the optional file area ([`FileArea`]) and
 //! sockets ([`Sockets`]) attached with [`WorkloadState::with_files`] and
 //! [`WorkloadState::with_sockets`].
 
 use alloc::boxed::Box;
+#[cfg(feature = "runtime")]
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
+#[cfg(feature = "runtime")]
+use alloc::string::ToString;
 use core::fmt;
 
+#[cfg(feature = "runtime")]
 use wasmtime::{Caller, Config, Engine, Error, Extern, ExternType, Linker, Module, ResourceLimiter};
 
-use crate::artifact::Backend;
 use crate::manifest::Limits;
-use crate::wasi::{self, FileArea, HostServices, Interrupt, Sockets, Stop, WasiCtx, WasiResult};
+#[cfg(feature = "runtime")]
+use crate::wasi;
+use crate::wasi::{FileArea, HostServices, Interrupt, Sockets, Stop, WasiCtx, WasiResult};
+
+#[cfg(any(feature = "interp", test))]
+pub mod interp;
 
 /// Stack the wasm code of one workload may use (the embedder's stacks must be larger).
 pub const MAX_WASM_STACK: usize = 256 << 10;
 /// CPU features native code is compiled for (x86-64-v2): the kernel checks each with
-/// CPUID when loading (through `Config::detect_host_feature`) and falls back to Pulley
-/// if one is missing.
+/// CPUID when loading (through `Config::detect_host_feature`) and runs the module in
+/// the interpreter if one is missing.
 pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
-/// The same features as Cranelift x86 settings, for the host precompiler.
+/// The same features as Cranelift x86 settings, for the compile service.
 pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
 /// Largest table a workload may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Tables one workload may have in wasmi (clang's output has one, for indirect calls).
+#[cfg(any(feature = "interp", test))]
+const MAX_TABLES: usize = 4;
 
-/// Engine settings common to the kernel and the host precompiler (see
+/// Native engine settings common to the kernel and the compile service (see
 /// ../shared/DESIGN.md, wasmtime notes). Signals-based traps are off, so Cranelift
 /// emits explicit bounds checks and every trap is an ordinary error; memories are
 /// plain heap allocations (no reservation, no guard pages, no copy-on-write images);
-/// epoch interruption is on, so the embedder can slice time between workloads.
-pub fn base_config(backend: Backend) -> Config {
+/// epoch interruption is on, so the embedder can slice time between workloads;
+/// multi-memory is off, so the memory cap (which the limiter applies per memory) is
+/// the workload's whole linear memory. Changing any of them must change
+/// [`crate::artifact::NATIVE_ENGINE`].
+#[cfg(feature = "runtime")]
+pub fn base_config() -> Config {
     let mut c = Config::new();
     c.signals_based_traps(false)
         .memory_guard_size(0)
@@ -46,12 +66,8 @@ pub fn base_config(backend: Backend) -> Config {
         .memory_init_cow(false)
         .guard_before_linear_memory(false)
         .epoch_interruption(true)
-        .max_wasm_stack(MAX_WASM_STACK);
-    if backend == Backend::Pulley64 {
-        // Config::target is available without a compiler; it only selects what
-        // code the engine accepts.
-        let _ = c.target("pulley64");
-    }
+        .max_wasm_stack(MAX_WASM_STACK)
+        .wasm_multi_memory(false);
     c
 }
 
@@ -133,37 +149,82 @@ impl WorkloadState {
     }
 
     /// The reason the call into the workload ended with `result`.
+    #[cfg(feature = "runtime")]
     pub fn classify(&mut self, result: Result<(), Error>) -> StopReason {
+        let trap = result.err().map(|e| match e.downcast_ref::<wasmtime::Trap>() {
+            Some(t) => format!("{t}"),
+            None => format!("{e}"),
+        });
+        self.stop_reason(trap)
+    }
+
+    /// The reason a workload ended, whatever the engine: the limit or call that
+    /// recorded one, else the engine's trap message, else a normal exit.
+    pub fn stop_reason(&mut self, trap: Option<String>) -> StopReason {
         if let Some(s) = self.stop.take() {
             return s;
         }
+        match trap {
+            None => StopReason::Exited(0),
+            Some(t) => StopReason::Trapped(t),
+        }
+    }
+
+    /// The memory limiter's decision for both engines: growing to `desired` bytes past
+    /// the cap ends the workload (recorded here; the engine gets an error and traps).
+    fn memory_may_grow(&mut self, desired: usize) -> bool {
+        let desired = desired as u64;
+        if desired > self.memory_cap {
+            self.stop = Some(StopReason::MemoryLimit { wanted: desired, cap: self.memory_cap });
+            return false;
+        }
+        self.memory_peak = self.memory_peak.max(desired);
+        true
+    }
+
+    /// The table limiter's decision for both engines (a refused `table.grow` returns -1).
+    fn table_may_grow(desired: usize) -> bool {
+        desired <= MAX_TABLE_ELEMENTS
+    }
+
+    /// Records how a WASI call ended: the errno for the module, or the stop reason
+    /// and `Err` with a short message for the engine to turn into a trap.
+    fn end_call(&mut self, result: WasiResult) -> Result<i32, &'static str> {
         match result {
-            Ok(()) => StopReason::Exited(0),
-            Err(e) => match e.downcast_ref::<wasmtime::Trap>() {
-                Some(t) => StopReason::Trapped(format!("{t}")),
-                None => StopReason::Trapped(format!("{e}")),
-            },
+            Ok(errno) => Ok(errno as i32),
+            Err(Stop::Exit(code)) => {
+                self.stop = Some(StopReason::Exited(code));
+                Err("proc_exit")
+            }
+            Err(Stop::LogFull) => {
+                self.stop = Some(StopReason::LogLimit);
+                Err("log limit")
+            }
+            Err(Stop::Interrupted(i)) => {
+                self.stop = Some(match i {
+                    Interrupt::CpuLimit { used_ms } => StopReason::CpuLimit { used_ms },
+                    Interrupt::WallDeadline => StopReason::WallDeadline,
+                    Interrupt::Stopped => StopReason::Stopped,
+                });
+                Err("workload limit")
+            }
         }
     }
 }
 
+#[cfg(feature = "runtime")]
 impl ResourceLimiter for WorkloadState {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool, Error> {
-        let desired = desired as u64;
-        if desired > self.memory_cap {
-            self.stop = Some(StopReason::MemoryLimit { wanted: desired, cap: self.memory_cap });
-            return Err(Error::msg("memory limit"));
-        }
-        self.memory_peak = self.memory_peak.max(desired);
-        Ok(true)
+        if self.memory_may_grow(desired) { Ok(true) } else { Err(Error::msg("memory limit")) }
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool, Error> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(Self::table_may_grow(desired))
     }
 }
 
 /// Checks that the module imports only WASI functions this host implements.
+#[cfg(feature = "runtime")]
 pub fn check_imports(module: &Module) -> Result<(), String> {
     for import in module.imports() {
         let ok = import.module() == wasi::MODULE
@@ -179,6 +240,7 @@ pub fn check_imports(module: &Module) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "runtime")]
 fn with_memory(
     caller: &mut Caller<'_, WorkloadState>,
     f: impl FnOnce(&mut [u8], &mut WorkloadState) -> WasiResult,
@@ -191,147 +253,144 @@ fn with_memory(
     finish(state, result)
 }
 
+#[cfg(feature = "runtime")]
 fn finish(state: &mut WorkloadState, result: WasiResult) -> Result<i32, Error> {
-    match result {
-        Ok(errno) => Ok(errno as i32),
-        Err(Stop::Exit(code)) => {
-            state.stop = Some(StopReason::Exited(code));
-            Err(Error::msg("proc_exit"))
-        }
-        Err(Stop::LogFull) => {
-            state.stop = Some(StopReason::LogLimit);
-            Err(Error::msg("log limit"))
-        }
-        Err(Stop::Interrupted(i)) => {
-            state.stop = Some(match i {
-                Interrupt::CpuLimit { used_ms } => StopReason::CpuLimit { used_ms },
-                Interrupt::WallDeadline => StopReason::WallDeadline,
-                Interrupt::Stopped => StopReason::Stopped,
-            });
-            Err(Error::msg("workload limit"))
-        }
-    }
+    state.end_call(result).map_err(Error::msg)
 }
 
+/// Binds every function of [`wasi::SUPPORTED`] in `$l` (a wasmtime or wasmi
+/// `Linker<WorkloadState>`): `$C` is the engine's `Caller` type, `$Error` its error,
+/// `$with_memory` runs a call on the caller's exported memory and `$finish` turns a
+/// [`WasiResult`] into the engine's result. The one list both engines use.
+macro_rules! bind_wasi {
+    ($l:ident, $C:ident, $Error:ty, $with_memory:ident, $finish:ident) => {{
+        let m = $crate::wasi::MODULE;
+        $l.func_wrap(m, "args_get", |mut c: $C<'_>, a: i32, b: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.args_get(mem, a as u32, b as u32))
+        })?;
+        $l.func_wrap(m, "args_sizes_get", |mut c: $C<'_>, a: i32, b: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.args_sizes_get(mem, a as u32, b as u32))
+        })?;
+        $l.func_wrap(m, "environ_get", |mut c: $C<'_>, a: i32, b: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.environ_get(mem, a as u32, b as u32))
+        })?;
+        $l.func_wrap(m, "environ_sizes_get", |mut c: $C<'_>, a: i32, b: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.environ_sizes_get(mem, a as u32, b as u32))
+        })?;
+        $l.func_wrap(m, "clock_res_get", |mut c: $C<'_>, id: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.clock_res_get(mem, id as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "clock_time_get", |mut c: $C<'_>, id: i32, _precision: i64, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.clock_time_get(&mut *s.host, mem, id as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "random_get", |mut c: $C<'_>, buf: i32, len: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.random_get(&mut *s.host, mem, buf as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "fd_write", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_write(mem, fd as u32, iovs as u32, n as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_read", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_read(mem, fd as u32, iovs as u32, n as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_pread", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_pread(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_pwrite", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_pwrite(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_close", |mut c: $C<'_>, fd: i32| {
+            let r = c.data_mut().wasi.fd_close(fd as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_seek", |mut c: $C<'_>, fd: i32, off: i64, whence: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_seek(mem, fd as u32, off, whence as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_tell", |mut c: $C<'_>, fd: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_tell(mem, fd as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_sync", |mut c: $C<'_>, fd: i32| {
+            let r = c.data_mut().wasi.fd_sync(fd as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_datasync", |mut c: $C<'_>, fd: i32| {
+            let r = c.data_mut().wasi.fd_sync(fd as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_fdstat_get", |mut c: $C<'_>, fd: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_fdstat_get(mem, fd as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_fdstat_set_flags", |mut c: $C<'_>, fd: i32, flags: i32| {
+            let r = c.data_mut().wasi.fd_fdstat_set_flags(fd as u32, flags as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_filestat_get", |mut c: $C<'_>, fd: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_filestat_get(mem, fd as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_filestat_set_size", |mut c: $C<'_>, fd: i32, size: i64| {
+            let r = c.data_mut().wasi.fd_filestat_set_size(fd as u32, size as u64);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_prestat_get", |mut c: $C<'_>, fd: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_prestat_get(mem, fd as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "fd_prestat_dir_name", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_prestat_dir_name(mem, fd as u32, p as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "fd_readdir", |mut c: $C<'_>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.fd_readdir(mem, fd as u32, buf as u32, len as u32, cookie as u64, out as u32))
+        })?;
+        $l.func_wrap(
+            m,
+            "path_open",
+            |mut c: $C<'_>, fd: i32, _dirflags: i32, p: i32, len: i32, oflags: i32, base: i64, _inh: i64, fdflags: i32, out: i32| {
+                $with_memory(&mut c, |mem, s| {
+                    s.wasi.path_open(mem, fd as u32, p as u32, len as u32, oflags as u32, base as u64, fdflags as u32, out as u32)
+                })
+            },
+        )?;
+        $l.func_wrap(m, "path_filestat_get", |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_filestat_get(mem, fd as u32, p as u32, len as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "path_unlink_file", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_unlink_file(mem, fd as u32, p as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "sock_accept", |mut c: $C<'_>, fd: i32, flags: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.sock_accept(mem, fd as u32, flags as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "sock_recv", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out_len: i32, out_flags: i32| {
+            $with_memory(&mut c, |mem, s| {
+                s.wasi.sock_recv(mem, fd as u32, iovs as u32, n as u32, flags as u32, out_len as u32, out_flags as u32)
+            })
+        })?;
+        $l.func_wrap(m, "sock_send", |mut c: $C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.sock_send(mem, fd as u32, iovs as u32, n as u32, flags as u32, out as u32))
+        })?;
+        $l.func_wrap(m, "sock_shutdown", |mut c: $C<'_>, fd: i32, how: i32| {
+            let r = c.data_mut().wasi.sock_shutdown(fd as u32, how as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "poll_oneoff", |mut c: $C<'_>, subs: i32, events: i32, n: i32, nevents: i32| {
+            $with_memory(&mut c, |mem, s| {
+                s.wasi.poll_oneoff(&mut *s.host, mem, subs as u32, events as u32, n as u32, nevents as u32)
+            })
+        })?;
+        $l.func_wrap(m, "proc_exit", |mut c: $C<'_>, code: i32| -> Result<(), $Error> {
+            let r = c.data_mut().wasi.proc_exit(code as u32);
+            $finish(c.data_mut(), r).map(|_| ())
+        })?;
+        $l.func_wrap(m, "sched_yield", |_c: $C<'_>| -> i32 { 0 })?;
+    }};
+}
+#[cfg(any(feature = "interp", test))]
+pub(crate) use bind_wasi;
+
+#[cfg(feature = "runtime")]
 type C<'a> = Caller<'a, WorkloadState>;
 
 /// A linker with every function of [`wasi::SUPPORTED`].
+#[cfg(feature = "runtime")]
 pub fn linker(engine: &Engine) -> Result<Linker<WorkloadState>, Error> {
     let mut l = Linker::new(engine);
-    let m = wasi::MODULE;
-    l.func_wrap(m, "args_get", |mut c: C<'_>, a: i32, b: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.args_get(mem, a as u32, b as u32))
-    })?;
-    l.func_wrap(m, "args_sizes_get", |mut c: C<'_>, a: i32, b: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.args_sizes_get(mem, a as u32, b as u32))
-    })?;
-    l.func_wrap(m, "environ_get", |mut c: C<'_>, a: i32, b: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.environ_get(mem, a as u32, b as u32))
-    })?;
-    l.func_wrap(m, "environ_sizes_get", |mut c: C<'_>, a: i32, b: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.environ_sizes_get(mem, a as u32, b as u32))
-    })?;
-    l.func_wrap(m, "clock_res_get", |mut c: C<'_>, id: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.clock_res_get(mem, id as u32, out as u32))
-    })?;
-    l.func_wrap(m, "clock_time_get", |mut c: C<'_>, id: i32, _precision: i64, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.clock_time_get(&mut *s.host, mem, id as u32, out as u32))
-    })?;
-    l.func_wrap(m, "random_get", |mut c: C<'_>, buf: i32, len: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.random_get(&mut *s.host, mem, buf as u32, len as u32))
-    })?;
-    l.func_wrap(m, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_write(mem, fd as u32, iovs as u32, n as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_read", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_read(mem, fd as u32, iovs as u32, n as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_pread", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_pread(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
-    })?;
-    l.func_wrap(m, "fd_pwrite", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_pwrite(mem, fd as u32, iovs as u32, n as u32, off as u64, out as u32))
-    })?;
-    l.func_wrap(m, "fd_close", |mut c: C<'_>, fd: i32| {
-        let r = c.data_mut().wasi.fd_close(fd as u32);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "fd_seek", |mut c: C<'_>, fd: i32, off: i64, whence: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_seek(mem, fd as u32, off, whence as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_tell", |mut c: C<'_>, fd: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_tell(mem, fd as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_sync", |mut c: C<'_>, fd: i32| {
-        let r = c.data_mut().wasi.fd_sync(fd as u32);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "fd_datasync", |mut c: C<'_>, fd: i32| {
-        let r = c.data_mut().wasi.fd_sync(fd as u32);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "fd_fdstat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_fdstat_get(mem, fd as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_fdstat_set_flags", |mut c: C<'_>, fd: i32, flags: i32| {
-        let r = c.data_mut().wasi.fd_fdstat_set_flags(fd as u32, flags as u32);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "fd_filestat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_filestat_get(mem, fd as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_filestat_set_size", |mut c: C<'_>, fd: i32, size: i64| {
-        let r = c.data_mut().wasi.fd_filestat_set_size(fd as u32, size as u64);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "fd_prestat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_prestat_get(mem, fd as u32, out as u32))
-    })?;
-    l.func_wrap(m, "fd_prestat_dir_name", |mut c: C<'_>, fd: i32, p: i32, len: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_prestat_dir_name(mem, fd as u32, p as u32, len as u32))
-    })?;
-    l.func_wrap(m, "fd_readdir", |mut c: C<'_>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.fd_readdir(mem, fd as u32, buf as u32, len as u32, cookie as u64, out as u32))
-    })?;
-    l.func_wrap(
-        m,
-        "path_open",
-        |mut c: C<'_>, fd: i32, _dirflags: i32, p: i32, len: i32, oflags: i32, base: i64, _inh: i64, fdflags: i32, out: i32| {
-            with_memory(&mut c, |mem, s| {
-                s.wasi.path_open(mem, fd as u32, p as u32, len as u32, oflags as u32, base as u64, fdflags as u32, out as u32)
-            })
-        },
-    )?;
-    l.func_wrap(m, "path_filestat_get", |mut c: C<'_>, fd: i32, _flags: i32, p: i32, len: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.path_filestat_get(mem, fd as u32, p as u32, len as u32, out as u32))
-    })?;
-    l.func_wrap(m, "path_unlink_file", |mut c: C<'_>, fd: i32, p: i32, len: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.path_unlink_file(mem, fd as u32, p as u32, len as u32))
-    })?;
-    l.func_wrap(m, "sock_accept", |mut c: C<'_>, fd: i32, flags: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.sock_accept(mem, fd as u32, flags as u32, out as u32))
-    })?;
-    l.func_wrap(m, "sock_recv", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out_len: i32, out_flags: i32| {
-        with_memory(&mut c, |mem, s| {
-            s.wasi.sock_recv(mem, fd as u32, iovs as u32, n as u32, flags as u32, out_len as u32, out_flags as u32)
-        })
-    })?;
-    l.func_wrap(m, "sock_send", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, flags: i32, out: i32| {
-        with_memory(&mut c, |mem, s| s.wasi.sock_send(mem, fd as u32, iovs as u32, n as u32, flags as u32, out as u32))
-    })?;
-    l.func_wrap(m, "sock_shutdown", |mut c: C<'_>, fd: i32, how: i32| {
-        let r = c.data_mut().wasi.sock_shutdown(fd as u32, how as u32);
-        finish(c.data_mut(), r)
-    })?;
-    l.func_wrap(m, "poll_oneoff", |mut c: C<'_>, subs: i32, events: i32, n: i32, nevents: i32| {
-        with_memory(&mut c, |mem, s| {
-            s.wasi.poll_oneoff(&mut *s.host, mem, subs as u32, events as u32, n as u32, nevents as u32)
-        })
-    })?;
-    l.func_wrap(m, "proc_exit", |mut c: C<'_>, code: i32| -> Result<(), Error> {
-        let r = c.data_mut().wasi.proc_exit(code as u32);
-        finish(c.data_mut(), r).map(|_| ())
-    })?;
-    l.func_wrap(m, "sched_yield", |_c: C<'_>| -> i32 { 0 })?;
+    bind_wasi!(l, C, Error, with_memory, finish);
     Ok(l)
 }
