@@ -39,15 +39,24 @@ pub struct Options {
     pub connections_max: usize,
     /// Requests waiting for the compile thread at most.
     pub queue_max: usize,
-    /// Time allowed for each phase of a connection.
+    /// Time allowed for each network phase of a connection (reading the request,
+    /// writing the answer).
     pub request_time: Duration,
+    /// Time allowed for queueing and compiling one request.
+    pub compile_time: Duration,
     /// Print one line per request on stderr.
     pub verbose: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { connections_max: 8, queue_max: 4, request_time: Duration::from_secs(60), verbose: true }
+        Options {
+            connections_max: 8,
+            queue_max: 4,
+            request_time: Duration::from_secs(60),
+            compile_time: Duration::from_secs(60),
+            verbose: true,
+        }
     }
 }
 
@@ -246,6 +255,7 @@ impl Service {
     /// Advances slot `i` as far as its socket allows; what needs the whole service is returned.
     fn step_slot(&mut self, i: usize) -> Action {
         let request_time = self.options.request_time;
+        let compile_time = self.options.compile_time;
         let slot = &mut self.slots[i];
         let s = self.stack.sockets.get_mut::<tcp::Socket>(slot.handle);
         // A finished connection: listen again.
@@ -266,7 +276,8 @@ impl Service {
             slot.phase = Phase::Reading(compile::request_decoder());
             slot.since = Instant::now();
         }
-        let overdue = slot.since.elapsed() > request_time;
+        let elapsed = slot.since.elapsed();
+        let overdue = elapsed > request_time;
         match &mut slot.phase {
             Phase::Listening => Action::Nothing,
             Phase::Reading(decoder) => {
@@ -295,10 +306,10 @@ impl Service {
                     Action::Nothing
                 }
             }
-            Phase::Compiling if overdue => {
+            Phase::Compiling if elapsed > compile_time => {
                 // The compile thread finishes it anyway; its result is then dropped.
                 slot.generation += 1;
-                Action::Refuse(format!("compiling took longer than {} s", request_time.as_secs()))
+                Action::Refuse(format!("compiling took longer than {} s", compile_time.as_secs()))
             }
             Phase::Compiling => Action::Nothing,
             Phase::Writing => {

@@ -111,7 +111,15 @@ impl Raw {
 
 #[test]
 fn connections_and_time_are_bounded() {
-    let options = Options { connections_max: 2, queue_max: 1, request_time: Duration::from_secs(3), verbose: true };
+    // Idle connections are cut after 3 s; compiling (slow in a debug build on a busy
+    // machine) is not what this test bounds.
+    let options = Options {
+        connections_max: 2,
+        queue_max: 1,
+        request_time: Duration::from_secs(3),
+        compile_time: Duration::from_secs(300),
+        verbose: true,
+    };
     let (_running, target) = start(0x34, options);
     // Three idle connections: two are taken, the third finds no listener.
     let mut raw = Raw::connect(&target, 3);
