@@ -246,7 +246,7 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
     let bundle = match (&args.bundle, &args.compiler) {
         (Some(p), _) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
         (None, Some(c)) if !c.trim().is_empty() => {
-            let compiler = Target::parse(c).map_err(|e| Error(format!("--compiler: {e}")))?;
+            let compiler = crate::compiler::parse_compiler(c)?;
             crate::compiler::compile(&compiler, &program.wasm, options.timeout)?
         }
         // No native code: the node runs the module in its interpreter.

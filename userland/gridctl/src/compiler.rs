@@ -19,11 +19,23 @@ use workloads::artifact;
 
 use crate::stack::Stack;
 use crate::target::Target;
-use crate::{bail, hex, Context, Error, Result};
+use crate::{bail, hex, parse_hex, Context, Error, Result};
 
 /// Environment variable naming the compile service.
 pub const COMPILER_ENV: &str = "GRIDOS_COMPILER";
 const POLL_SLICE: Duration = Duration::from_millis(20);
+
+/// Parses `KEY@HOST:PORT` of a compile service (KEY: the `compiler key` it prints).
+pub fn parse_compiler(s: &str) -> Result<Target> {
+    let s = s.trim();
+    let Some((key_hex, _)) = s.split_once('@') else {
+        bail!("compile service {s:?} is not KEY@HOST:PORT (KEY: the 64 hex digits gridos-compiler prints as `compiler key`)");
+    };
+    if parse_hex::<32>(key_hex).is_none() {
+        bail!("compile service key {key_hex:?} is not 64 hex digits (gridos-compiler prints it as `compiler key`)");
+    }
+    Target::parse(s).map_err(|e| Error(format!("compile service {s:?}: {e}")))
+}
 
 /// Compiles `wasm` at the service `compiler` for this gridos version's native engine and
 /// returns the bundle, verified to be attested by the service's key for this module.
@@ -141,4 +153,37 @@ pub fn exchange(compiler: &Target, frame: &[u8], timeout: Duration) -> Result<Co
         let _ = stack.poll(POLL_SLICE);
     }
     result
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn compile_service_addresses_are_checked() {
+        let key = "ab".repeat(32);
+        let t = parse_compiler(&format!("{key}@127.0.0.1:7444")).unwrap();
+        assert_eq!(t.endpoint.port(), 7444);
+        for (bad, says) in [
+            ("127.0.0.1:7444".to_string(), "is not KEY@HOST:PORT"),
+            ("abc@127.0.0.1:7444".to_string(), "is not 64 hex digits"),
+            (format!("{key}@127.0.0.1:0"), "compile service"),
+        ] {
+            let e = parse_compiler(&bad).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn compiler_and_bundle_do_not_go_together() {
+        let key = "ab".repeat(32);
+        let node = format!("{key}@127.0.0.1:7443");
+        let compiler = format!("{key}@127.0.0.1:7444");
+        let argv = ["gridctl", "deploy", "--node", &node, "--compiler", &compiler, "--bundle", "x.bundle", "x.wasm"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let argv = ["gridctl", "deploy", "--node", &node, "--compiler", &compiler, "x.wasm"];
+        assert!(Cli::try_parse_from(argv).is_ok());
+    }
 }

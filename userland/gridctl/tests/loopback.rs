@@ -32,9 +32,6 @@ struct MockBackend {
 
 impl Backend for MockBackend {
     fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
-        if d.bundle.is_empty() {
-            return Err(BackendError::new(ErrorCode::Rejected, "no bundle"));
-        }
         let id = self.workloads.len() as u64 + 1;
         let summary = WorkloadSummary {
             id,
@@ -45,7 +42,10 @@ impl Backend for MockBackend {
             cpu_ms: 1,
             restart_on_boot: d.manifest.restart_on_boot,
         };
-        let logs = vec![format!("{}: started with {} module bytes", d.manifest.name, d.module.len()), "Hello, gridos!".into()];
+        let logs = vec![
+            format!("{}: started with {} module bytes, {} bundle bytes", d.manifest.name, d.module.len(), d.bundle.len()),
+            "Hello, gridos!".into(),
+        ];
         self.workloads.push((summary, logs));
         Ok(id)
     }
@@ -215,6 +215,7 @@ fn deploy_list_logs_stop_remove_over_the_overlay() {
     // Deploy the module with its committed bundle (a fresh CLI stack, same identity, each time).
     let out = gridctl(&key, &["deploy", "--node", &node_arg, "--bundle", bundle.to_str().unwrap(), "--arg", "x", wasm.to_str().unwrap()]).unwrap();
     assert_eq!(out.trim(), "1");
+    let bundle_len = std::fs::metadata(&bundle).unwrap().len();
     // The same module as an OCI image layout.
     let tar = dir.join("hello.tar");
     std::fs::write(&tar, workloads::oci::build_layout(&std::fs::read(&wasm).unwrap(), "application/wasm")).unwrap();
@@ -225,8 +226,15 @@ fn deploy_list_logs_stop_remove_over_the_overlay() {
     assert!(out.contains("hello") && out.contains("from-oci") && out.contains("exited(0)"), "{out}");
     let out = gridctl(&key, &["logs", "--node", &node_arg, "1"]).unwrap();
     assert!(out.contains("Hello, gridos!"), "{out}");
+    assert!(out.contains(&format!("{bundle_len} bundle bytes")), "the bundle did not arrive whole: {out}");
     let out = gridctl(&key, &["logs", "--follow", "--node", &node_arg, "2"]).unwrap();
     assert!(out.starts_with("from-oci: started"), "{out}");
+    // Without --bundle or --compiler, gridctl sends no code at all (the node interprets).
+    let out = gridctl(&key, &["deploy", "--node", &node_arg, "--name", "plain", wasm.to_str().unwrap()]).unwrap();
+    let plain = out.trim().to_string();
+    let out = gridctl(&key, &["logs", "--node", &node_arg, &plain]).unwrap();
+    assert!(out.contains("plain: started with") && out.contains(" 0 bundle bytes"), "{out}");
+    assert_eq!(gridctl(&key, &["rm", "--node", &node_arg, &plain]).unwrap().trim(), format!("removed {plain}"));
     let out = gridctl(&key, &["status", "--node", &node_arg, "2"]).unwrap();
     assert!(out.contains("restart on boot  yes"), "{out}");
     let out = gridctl(&key, &["info", "--node", &node_arg]).unwrap();
