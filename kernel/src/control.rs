@@ -189,7 +189,11 @@ fn refusal(e: ServiceError) -> BackendError {
         ServiceError::Storage(_) => ErrorCode::Internal,
         ServiceError::Quota(_) => ErrorCode::NoSpace,
     };
-    BackendError::new(code, format!("{e}"))
+    match e {
+        // The code already says "rejected"; the message is the reason alone.
+        ServiceError::Rejected(why) => BackendError::new(code, why),
+        e => BackendError::new(code, format!("{e}")),
+    }
 }
 
 impl Backend for KernelBackend {

@@ -9,7 +9,7 @@
 //!
 //! **Framing** ([`frame`]). Each message is a frame: a `u32` little-endian body length,
 //! then the body, a postcard encoding. Bodies above [`MAX_FRAME_BYTES`] (32 MiB, room for a
-//! wasm module plus its precompiled bundle) are a protocol error, and the connection is
+//! wasm module plus an attested native-code bundle) are a protocol error, and the connection is
 //! closed. A receiver never buffers more than one frame plus what it was just given.
 //!
 //! **Hello.** On accept the server sends one frame, a [`ServerHello`]:

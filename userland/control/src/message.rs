@@ -158,7 +158,7 @@ pub struct WorkloadSummary {
     pub owner: [u8; 32],
     /// Current state.
     pub state: WorkloadState,
-    /// The engine it runs on ("native x86_64" or "wasmi").
+    /// The engine it runs on: "native x86_64" (attested code) or "wasmi" (the interpreter).
     pub backend: String,
     /// CPU time used so far, milliseconds.
     pub cpu_ms: u64,

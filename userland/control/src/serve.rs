@@ -47,8 +47,9 @@ pub struct Deployment {
     pub module: Vec<u8>,
     /// `sha256:...` of the OCI image manifest when the payload was an image layout.
     pub oci_manifest_digest: Option<String>,
-    /// The precompiled bundle as received (not checked here: the loader checks that it is
-    /// bound to the module and compiled for this node).
+    /// The attested native-code bundle as received, or empty (not checked here: the loader
+    /// verifies its attestation against the node's trusted compilers, or interprets the
+    /// module when it is empty).
     pub bundle: Vec<u8>,
 }
 

@@ -9,9 +9,10 @@
 //!   small [`wasi::HostServices`] trait (clock, entropy); output goes to a capped log;
 //!   an optional persistent file area (`/data`, [`wasi::FileArea`]) and listening
 //!   sockets ([`wasi::Sockets`]), both implemented by the kernel.
-//! - [`artifact`]: the container for host-precompiled code, bound to the module hash.
+//! - [`artifact`]: bundles of native code attested by a compiler (module hash, engine
+//!   fingerprint, code hash, ed25519 signature), verified against the node's trusted keys.
 //! - [`runtime`] (feature `runtime`): the wasmtime side shared by the kernel and the
-//!   host precompiler: one engine configuration, the WASI linker, the memory limiter,
+//!   compile service: one engine configuration, the WASI linker, the memory limiter,
 //!   the reasons a workload stops; `runtime::interp` (feature `interp`): the same for
 //!   the wasmi interpreter, which runs every module without attested native code.
 //!

@@ -40,7 +40,7 @@ pub const MAX_WASM_STACK: usize = 256 << 10;
 /// CPUID when loading (through `Config::detect_host_feature`) and runs the module in
 /// the interpreter if one is missing.
 pub const NATIVE_FEATURES: &[&str] = &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
-/// The same features as Cranelift x86 settings, for the host precompiler.
+/// The same features as Cranelift x86 settings, for the compile service.
 pub const NATIVE_CRANELIFT_FLAGS: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
 /// Largest table a workload may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
