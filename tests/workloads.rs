@@ -208,8 +208,8 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
     has("[checksum-native] checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
     has("workloads: attested hello and checksum ran on native x86_64");
     has("gridos test workloads: pass");
-    if let Some(line) = out.serial.lines().find(|l| l.contains("workloads: spin used ")) {
-        println!("slicing: {line}");
+    for line in out.serial.lines().filter(|l| l.contains("workloads: spin used ") || l.starts_with("bench: ")) {
+        println!("kernel: {line}");
     }
 
     // Bench: wasmi against native in the kernel, and the kernel's native number against

@@ -75,9 +75,11 @@ pub struct Engines {
     pub interp: Interp,
 }
 
-// SAFETY: workloads run on the boot CPU only (fibers switch there, never across CPUs);
-// the tick handler touches only the native engine's atomic epoch counter, and wasmi's
-// engine and linker are only read after creation.
+// SAFETY: workloads run on the boot CPU only (fibers switch there, never across CPUs),
+// and the tick handler touches only the native engine's atomic epoch counter. wasmi's
+// engine guards its own shared state (type registry, stack pool) with its locks, none
+// of which is held while a host function runs (where a fiber may switch), and the
+// linkers are not changed after creation.
 unsafe impl Sync for Engines {}
 unsafe impl Send for Engines {}
 

@@ -211,11 +211,14 @@ fn scenarios() -> Result<(), String> {
         crate::kprintln!("workloads: no trusted compiler key (gridos.compilers): native cases skipped");
     }
 
-    // 7. Bench: fib(25) on wasmi and natively in this boot; fib(30) natively (the
-    // booted test compares it with the host).
+    // 7. Bench: fib(25) and the 1 MiB checksum on wasmi and natively in this boot;
+    // fib(30) natively (the booted test compares it with the host).
     let big = Limits { cpu_ms: 120_000, ..small };
     let interp_us = fib_run(&signer, big, 25, INTERP, Backend::Wasmi)?;
+    let want = expected_checksum(1 << 20);
+    bench_run(&signer, big, "checksum(1 MiB)", (CHECKSUM.0, INTERP), &[], &want, Backend::Wasmi)?;
     if native {
+        bench_run(&signer, big, "checksum(1 MiB)", CHECKSUM, &[], &want, Backend::NativeX86_64)?;
         let native_us = fib_run(&signer, big, 25, FIB.1, Backend::NativeX86_64)?;
         let tenths = interp_us * 10 / native_us.max(1);
         crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 {native_us} us ({}.{}x)",
@@ -241,19 +244,25 @@ fn check_hello_and_checksum(mgr: &Manager, hello: usize, sum: usize) -> Result<(
 
 /// Runs fib(`n`) from `bundle`; checks it ran on `backend` and returns its run time (us).
 fn fib_run(signer: &Signer, limits: Limits, n: u32, bundle: &[u8], backend: Backend) -> Result<u64, String> {
-    let mut mgr = Manager::new();
-    let arg = format!("{n}");
-    let id = mgr.deploy(&signer.manifest("fib", FIB.0, limits, &[&arg]), FIB.0, bundle)?;
-    mgr.run();
-    let i = mgr.info(id).ok_or("no fib")?;
     let want = match n {
         25 => "fib(25) = 75025",
         30 => "fib(30) = 832040",
         _ => return Err(format!("no expected value for fib({n})")),
     };
-    expect(has_line(&mgr, id, want), "fib result wrong")?;
-    expect(i.backend == backend, "fib ran on the wrong engine")?;
-    crate::kprintln!("bench: fib({n}) in kernel on {}: run {} us, instantiate {} us, {} slices", i.backend.name(), i.run_us,
+    bench_run(signer, limits, &format!("fib({n})"), (FIB.0, bundle), &[&format!("{n}")], want, backend)
+}
+
+/// Runs `program` (module, bundle) with `args` alone; checks that it printed `want` and
+/// ran on `backend`, prints a bench line and returns its run time (us).
+fn bench_run(signer: &Signer, limits: Limits, what: &str, program: (&[u8], &[u8]), args: &[&str], want: &str,
+    backend: Backend) -> Result<u64, String> {
+    let mut mgr = Manager::new();
+    let id = mgr.deploy(&signer.manifest("bench", program.0, limits, args), program.0, program.1)?;
+    mgr.run();
+    let i = mgr.info(id).ok_or("no bench workload")?;
+    expect(has_line(&mgr, id, want), &format!("{what}: wrong result"))?;
+    expect(i.backend == backend, &format!("{what} ran on the wrong engine"))?;
+    crate::kprintln!("bench: {what} in kernel on {}: run {} us, instantiate {} us, {} slices", i.backend.name(), i.run_us,
         i.instantiate_us, i.slices);
     Ok(i.run_us)
 }

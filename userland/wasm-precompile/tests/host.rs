@@ -44,6 +44,21 @@ fn committed_bundles_are_attested_reproducible_and_load_with_current_settings() 
     }
 }
 
+/// The memory cap applies per memory, so the native engine (like wasmi, see
+/// `workloads::runtime::interp`) refuses modules with more than one.
+#[test]
+fn modules_with_two_memories_do_not_compile() {
+    // type () -> (); two memories of one page; func 0 exported as _start; body `end`.
+    let wasm = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x03\x02\x01\0\x05\x05\x02\0\x01\0\x01\
+\x07\x0a\x01\x06_start\0\0\x0a\x04\x01\x02\0\x0b";
+    let e = wasm_precompile::compile(wasm).unwrap_err();
+    assert!(format!("{e:?}").contains("multiple memories"), "{e:?}");
+    // One memory is fine.
+    let one = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x03\x02\x01\0\x05\x03\x01\0\x01\
+\x07\x0a\x01\x06_start\0\0\x0a\x04\x01\x02\0\x0b";
+    wasm_precompile::compile(one).unwrap();
+}
+
 #[test]
 fn the_engine_description_names_every_setting() {
     let d = artifact::NATIVE_ENGINE;

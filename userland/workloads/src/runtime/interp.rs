@@ -361,6 +361,45 @@ mod test {
         assert_eq!(load(&engine, &no_start).unwrap_err(), "module has no _start export");
     }
 
+    /// Sections in order, each `(id, body)`.
+    fn module(sections: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut w = Vec::from(&b"\0asm\x01\0\0\0"[..]);
+        for (id, body) in sections {
+            w.push(*id);
+            w.push(body.len() as u8);
+            w.extend_from_slice(body);
+        }
+        w
+    }
+
+    #[test]
+    fn proc_exit_and_traps_end_the_workload_with_their_reason() {
+        // Imports wasi proc_exit (i32) -> (); _start calls it with 7.
+        let mut import = alloc::vec![1, 22];
+        import.extend_from_slice(b"wasi_snapshot_preview1");
+        import.push(9);
+        import.extend_from_slice(b"proc_exit");
+        import.extend_from_slice(&[0, 0]);
+        let exit7 = module(&[
+            (1, &[2, 0x60, 1, 0x7f, 0, 0x60, 0, 0]),
+            (2, &import),
+            (3, &[1, 1]),
+            (7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 1]),
+            (10, &[1, 6, 0, 0x41, 7, 0x10, 0, 0x0b]),
+        ]);
+        let r = run(&exit7, &[], Limits::default(), 1000, u64::MAX).unwrap();
+        assert_eq!(r.reason, StopReason::Exited(7));
+        // _start is `unreachable`.
+        let trap = module(&[
+            (1, &[1, 0x60, 0, 0]),
+            (3, &[1, 0]),
+            (7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0]),
+            (10, &[1, 3, 0, 0x00, 0x0b]),
+        ]);
+        let r = run(&trap, &[], Limits::default(), 1000, u64::MAX).unwrap();
+        assert!(matches!(&r.reason, StopReason::Trapped(t) if t.contains("unreachable")), "{:?}", r.reason);
+    }
+
     #[test]
     fn initial_memory_past_the_cap_is_refused_at_instantiation() {
         // One memory of 1000 pages (62.5 MiB), exported, against an 8 MiB cap.
