@@ -2,52 +2,68 @@
 //! only, speaking the `control` crate's protocol (signed, sequenced requests; owner-only
 //! access) on top of the node's workload service ([`crate::wasm::service`]).
 //!
-//! A connection gets a fresh random challenge. At most [`CONNECTIONS_MAX`] connections
-//! are served at once (a frame can be 32 MiB: this bounds the memory they can pin);
-//! more are closed at once, and one idle for [`IDLE_TIMEOUT_MS`] is closed. Only one
-//! connection at a time receives a request larger than [`SMALL_REQUEST_BYTES`]; the
-//! others wait for their turn with TCP flow control. A connection that breaks the protocol gets an error
-//! response and is closed; the service and the node carry on.
+//! A connection gets a fresh random challenge. The limits come from `control::guard`
+//! (numbers and reasons there): at most `CONNECTIONS_MAX_DEFAULT` connections at once and
+//! `CONNECTIONS_PER_PEER_MAX_DEFAULT` per overlay address (more are reset at once); the
+//! first request must be complete within a deadline after connect, and every request
+//! within a deadline from its first byte scaled by its announced size (bytes trickling in
+//! do not extend it); a response must be taken by the client at the same minimum rate.
+//! A connection past a deadline is reset (not closed: its socket must not wait on a
+//! peer that stalls the close). Only one connection at a time receives a request larger
+//! than [`SMALL_REQUEST_BYTES`]; the others wait for their turn (bounded) with TCP flow
+//! control. A connection that breaks the protocol gets an error response and is closed;
+//! the service and the node carry on.
 
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
+use control::guard::{self, Admission, Deadlines, Expired, RequestTimer};
 use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Session, WorkloadState, WorkloadSummary};
+use spin::Mutex;
 use workloads::runtime::StopReason;
 
 use crate::arch::x86_64::time;
 use crate::executor;
+use crate::net::guard::{peer_of, RateLimitedLog};
 use crate::net::socket::{NetError, TcpListener, TcpStream};
 use crate::net::Network;
 use crate::wasm::service::{self, ServiceError, Summary};
 use crate::wasm::Status;
 
-/// Connections served at once.
-pub const CONNECTIONS_MAX: usize = 4;
-/// A connection that sends nothing for this long is closed.
-pub const IDLE_TIMEOUT_MS: u64 = 60_000;
 /// A connection may buffer this much of a request without the big-request token.
 pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
 
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Connections being served, per peer and in all.
+static ADMISSION: Mutex<Admission> =
+    Mutex::new(Admission::new(guard::CONNECTIONS_MAX_DEFAULT, guard::CONNECTIONS_PER_PEER_MAX_DEFAULT));
+/// Log lines about refused and cut-off connections (a flood must not flood the console).
+static REFUSED_LOG: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog::new());
+static DEADLINE_LOG: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog::new());
 /// Held by the one connection receiving a large request (a deploy): a 32 MiB frame
 /// takes several copies on its way to the store and the engine, so only one at a time.
 static BIG_REQUEST: AtomicBool = AtomicBool::new(false);
+
+fn now_ms() -> u64 {
+    executor::now_ns() / 1_000_000
+}
 
 /// The big-request token, released on drop.
 struct BigRequest;
 
 impl BigRequest {
-    /// Waits for the token; other connections' large uploads stall meanwhile (TCP
-    /// flow control pushes back on their senders).
-    async fn acquire() -> BigRequest {
+    /// Waits for the token until `deadline_ms`; other connections' large uploads stall
+    /// meanwhile (TCP flow control pushes back on their senders). `None` if it did not come.
+    async fn acquire_until(deadline_ms: u64) -> Option<BigRequest> {
         while BIG_REQUEST.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if now_ms() >= deadline_ms {
+                return None;
+            }
             executor::sleep_ms(20).await;
         }
-        BigRequest
+        Some(BigRequest)
     }
 }
 
@@ -67,21 +83,33 @@ async fn listen(node_key: [u8; 32], address: [u8; 16]) {
         Ok(l) => l,
         Err(e) => return log::error!("control: cannot listen on overlay tcp {}: {e:?}", control::PORT),
     };
-    log::info!("control: workload control on overlay tcp port {}", control::PORT);
+    log::info!(
+        "control: workload control on overlay tcp port {} (at most {} connections, {} per peer)",
+        control::PORT,
+        guard::CONNECTIONS_MAX_DEFAULT,
+        guard::CONNECTIONS_PER_PEER_MAX_DEFAULT
+    );
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                if ACTIVE.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
-                    ACTIVE.fetch_sub(1, Ordering::AcqRel);
-                    log::warn!("control: {CONNECTIONS_MAX} connections busy; refusing one");
-                    drop(stream);
+            Ok(mut stream) => {
+                // Gone already (reset before accept): nothing to serve.
+                let Some(remote) = stream.remote() else { continue };
+                let peer = peer_of(remote.addr);
+                if let Err(why) = ADMISSION.lock().admit(peer) {
+                    REFUSED_LOG.lock().warn(now_ms(), format_args!("control: refused a connection from {}: {why}", remote.addr));
+                    // A reset, so the refused socket does not wait in a close handshake.
+                    stream.abort();
                     continue;
                 }
                 executor::spawn("control-conn", async move {
-                    if let Err(e) = connection(stream, node_key, address).await {
-                        log::info!("control: connection ended: {e}");
+                    match connection(stream, node_key, address).await {
+                        Ok(()) => {}
+                        Err(ConnectionEnd::Deadline(why)) => DEADLINE_LOG
+                            .lock()
+                            .warn(now_ms(), format_args!("control: reset the connection from {}: {why}", remote.addr)),
+                        Err(e) => log::info!("control: connection from {} ended: {e}", remote.addr),
                     }
-                    ACTIVE.fetch_sub(1, Ordering::AcqRel);
+                    ADMISSION.lock().release(&peer);
                 });
             }
             Err(e) => {
@@ -94,7 +122,10 @@ async fn listen(node_key: [u8; 32], address: [u8; 16]) {
 
 /// Why a connection ended early.
 enum ConnectionEnd {
-    Idle,
+    /// A deadline of `control::guard` passed.
+    Deadline(Expired),
+    /// The client did not take a response at the minimum rate.
+    ResponseStalled { bytes: usize },
     Net(NetError),
     Protocol(control::SessionError),
 }
@@ -102,32 +133,60 @@ enum ConnectionEnd {
 impl core::fmt::Display for ConnectionEnd {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ConnectionEnd::Idle => write!(f, "idle for {} s", IDLE_TIMEOUT_MS / 1000),
+            ConnectionEnd::Deadline(e) => write!(f, "{e}"),
+            ConnectionEnd::ResponseStalled { bytes } => write!(f, "a response of {bytes} bytes was not taken in time"),
             ConnectionEnd::Net(e) => write!(f, "network: {e:?}"),
             ConnectionEnd::Protocol(e) => write!(f, "protocol: {e}"),
         }
     }
 }
 
+/// Writes `frame` within the time the minimum rate allows for it; resets the
+/// connection otherwise (a client that does not read must not hold the slot).
+async fn send(stream: &mut TcpStream, deadlines: &Deadlines, frame: &[u8]) -> Result<(), ConnectionEnd> {
+    match executor::timeout(deadlines.transfer_ms(frame.len() as u64), stream.write_all(frame)).await {
+        Some(result) => result.map_err(ConnectionEnd::Net),
+        None => {
+            stream.abort();
+            Err(ConnectionEnd::ResponseStalled { bytes: frame.len() })
+        }
+    }
+}
+
 async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) -> Result<(), ConnectionEnd> {
+    let deadlines = Deadlines::default();
+    let mut timer = RequestTimer::new(now_ms(), deadlines);
     let mut entropy = [0u8; 40];
     crate::entropy::fill(&mut entropy[..32]);
     entropy[32..].copy_from_slice(&time::since_boot_ns().to_le_bytes());
     let mut session = Session::new(node_key, control::challenge(&entropy));
-    stream.write_all(&session.hello_frame()).await.map_err(ConnectionEnd::Net)?;
+    send(&mut stream, &deadlines, &session.hello_frame()).await?;
     let mut backend = KernelBackend { node_key, address };
     let mut buf = vec![0u8; 16 * 1024];
     let mut big: Option<BigRequest> = None;
+    let expired = |stream: &mut TcpStream, why| {
+        stream.abort();
+        ConnectionEnd::Deadline(why)
+    };
     loop {
+        timer.check(now_ms()).map_err(|why| expired(&mut stream, why))?;
         // A request growing past the small size continues only with the token.
         if session.buffered_bytes() >= SMALL_REQUEST_BYTES && big.is_none() {
-            big = Some(BigRequest::acquire().await);
+            timer.on_token_wait(now_ms());
+            let Some(token) = BigRequest::acquire_until(timer.deadline_ms()).await else {
+                // Not the client's fault: it gets an answer and a close, not a reset (the
+                // closing socket is bounded by the stack's policy either way).
+                let busy = control::Response::error(ErrorCode::Busy, "another large request is uploading; try again");
+                let _ = executor::timeout(deadlines.request_base_ms, stream.write_all(&session.response_frame(&busy))).await;
+                stream.shutdown();
+                return Err(ConnectionEnd::Deadline(Expired::TokenWait));
+            };
+            big = Some(token);
+            let announced = session.pending_request_bytes().map_or(0, |n| n + control::FRAME_HEADER_BYTES);
+            timer.on_token_granted(now_ms(), announced.saturating_sub(session.buffered_bytes()) as u64);
         }
-        let Some(read) = executor::timeout(IDLE_TIMEOUT_MS, stream.read(&mut buf)).await else {
-            // A client that vanished without closing must not hold a slot forever.
-            stream.shutdown();
-            return Err(ConnectionEnd::Idle);
-        };
+        let wait_ms = timer.deadline_ms().saturating_sub(now_ms());
+        let Some(read) = executor::timeout(wait_ms, stream.read(&mut buf)).await else { continue };
         let n = read.map_err(ConnectionEnd::Net)?;
         if n == 0 {
             stream.shutdown();
@@ -135,16 +194,21 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
         }
         match session.push(&buf[..n]) {
             Ok(requests) => {
+                let answered = !requests.is_empty();
                 for request in requests {
                     let response = control::serve(&mut backend, request);
-                    stream.write_all(&session.response_frame(&response)).await.map_err(ConnectionEnd::Net)?;
+                    send(&mut stream, &deadlines, &session.response_frame(&response)).await?;
                 }
+                if answered {
+                    timer.on_request_done(now_ms());
+                }
+                timer.on_received(now_ms(), session.buffered_bytes(), session.pending_request_bytes());
                 if session.buffered_bytes() < SMALL_REQUEST_BYTES {
                     big = None;
                 }
             }
             Err(e) => {
-                let _ = stream.write_all(&session.response_frame(&e.response())).await;
+                let _ = executor::timeout(deadlines.request_base_ms, stream.write_all(&session.response_frame(&e.response()))).await;
                 stream.shutdown();
                 return Err(ConnectionEnd::Protocol(e));
             }

@@ -7,6 +7,7 @@
 //! `gridos.ip4=dhcp|none|A.B.C.D/N`, `gridos.gw4=A.B.C.D`, `gridos.ip6=ADDR/N`,
 //! `gridos.gw6=ADDR`.
 
+pub mod guard;
 pub mod overlay_device;
 pub mod socket;
 
@@ -109,8 +110,13 @@ pub struct Stack {
     nics: Vec<Nic>,
     sockets: SocketSet<'static>,
     overlay: Option<OverlayIface>,
-    /// Sockets closed by their owners, removed once the close handshake is over.
-    closing: Vec<(Network, SocketHandle)>,
+    /// Sockets closed by their owners, removed once the close handshake is over (or
+    /// aborted by the closing policy, see [`guard`]).
+    closing: Vec<guard::Closing>,
+    /// Every TCP listener's sockets, guarded after each poll.
+    backlogs: Vec<guard::Backlog>,
+    next_backlog_id: u64,
+    guard_log: guard::GuardLog,
 }
 
 /// Most consecutive polls of one interface per wake-up.
@@ -205,7 +211,15 @@ pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Optio
         log::info!("net: no NICs");
         return;
     }
-    *STACK.lock() = Some(Stack { nics: up, sockets, overlay: None, closing: Vec::new() });
+    *STACK.lock() = Some(Stack {
+        nics: up,
+        sockets,
+        overlay: None,
+        closing: Vec::new(),
+        backlogs: Vec::new(),
+        next_backlog_id: 0,
+        guard_log: guard::GuardLog::new(),
+    });
     executor::spawn("net", net_task());
 }
 
@@ -242,24 +256,41 @@ impl Stack {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        self.reap_closed();
-        next.map(|at| at.total_micros().max(0) as u64 * 1000)
+        let mut next_ns = next.map(|at| at.total_micros().max(0) as u64 * 1000);
+        if let Some(at_ms) = self.guard(timestamp) {
+            let at_ns = at_ms.saturating_mul(1_000_000);
+            next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
+        }
+        next_ns
     }
 
-    fn reap_closed(&mut self) {
-        let closing = core::mem::take(&mut self.closing);
-        for (network, h) in closing {
-            let Some(set) = self.sockets(network) else { continue };
-            let done = matches!(
-                set.get::<smoltcp::socket::tcp::Socket>(h).state(),
-                smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
-            );
-            if done {
-                set.remove(h);
-            } else {
-                self.closing.push((network, h));
+    /// Applies the TCP policy ([`guard`]) to every backlog and the closing sockets;
+    /// returns when it next needs a look (ms on the stack's clock).
+    fn guard(&mut self, timestamp: Instant) -> Option<u64> {
+        let now_ms = timestamp.total_millis().max(0) as u64;
+        let mut next: Option<u64> = None;
+        let mut earliest = |at: Option<u64>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n: u64| n.min(at)));
+            }
+        };
+        for backlog in &mut self.backlogs {
+            let set = match backlog.network {
+                Network::Underlay => Some(&mut self.sockets),
+                Network::Overlay => self.overlay.as_mut().map(|o| &mut o.sockets),
+            };
+            if let Some(set) = set {
+                earliest(guard::guard_backlog(backlog, set, now_ms, &mut self.guard_log));
             }
         }
+        let sets = guard::Sets { underlay: &mut self.sockets, overlay: self.overlay.as_mut().map(|o| &mut o.sockets) };
+        let (aborted, at) = guard::guard_closing(&mut self.closing, sets, now_ms, &mut self.guard_log);
+        earliest(at);
+        if aborted {
+            // The resets go out at the next poll, now.
+            earliest(Some(now_ms));
+        }
+        next
     }
 
     /// The socket set of `network`.
@@ -279,7 +310,38 @@ impl Stack {
     }
 
     pub(crate) fn close_later(&mut self, network: Network, handle: SocketHandle) {
-        self.closing.push((network, handle));
+        let closed_at_ms = now().total_millis().max(0) as u64;
+        self.closing.push(guard::Closing { network, handle, closed_at_ms });
+    }
+
+    /// Registers a listener's sockets; returns its id.
+    pub(crate) fn add_backlog(&mut self, network: Network, port: u16, handles: Vec<SocketHandle>) -> u64 {
+        let id = self.next_backlog_id;
+        self.next_backlog_id += 1;
+        let slots = handles.into_iter().map(|handle| guard::BacklogSlot { handle, half_open_since_ms: None }).collect();
+        self.backlogs.push(guard::Backlog { id, network, port, slots });
+        id
+    }
+
+    /// Forgets listener `id` and removes its sockets.
+    pub(crate) fn remove_backlog(&mut self, id: u64) {
+        let Some(i) = self.backlogs.iter().position(|b| b.id == id) else { return };
+        let backlog = self.backlogs.swap_remove(i);
+        if let Some(set) = self.sockets(backlog.network) {
+            for slot in backlog.slots {
+                set.remove(slot.handle);
+            }
+        }
+    }
+
+    /// Listener `id`'s sockets and their socket set.
+    pub(crate) fn backlog(&mut self, id: u64) -> Option<(&mut guard::Backlog, &mut SocketSet<'static>)> {
+        let backlog = self.backlogs.iter_mut().find(|b| b.id == id)?;
+        let set = match backlog.network {
+            Network::Underlay => &mut self.sockets,
+            Network::Overlay => &mut self.overlay.as_mut()?.sockets,
+        };
+        Some((backlog, set))
     }
 }
 
@@ -437,6 +499,12 @@ pub fn diagnostics() -> String {
         if let Some(o) = &s.overlay {
             out.push_str(&format!("overlay iface: {}; ", o.device.queue_lengths()));
         }
+        out.push_str(&format!(
+            "tcp guard: {} half-open and {} closing sockets dropped, {} closing now; ",
+            s.guard_log.half_open_evictions,
+            s.guard_log.closing_evictions,
+            s.closing.len()
+        ));
         out.push_str(&format!(
             "virtio interrupts {}",
             crate::drivers::virtio::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)

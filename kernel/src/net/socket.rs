@@ -14,7 +14,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
-use super::{with_stack, Network, KICK};
+use super::{guard, with_stack, Network, KICK};
 
 const TCP_BUFFER_BYTES: usize = 128 * 1024;
 const UDP_PACKETS: usize = 64;
@@ -47,79 +47,90 @@ fn new_tcp_socket() -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
     );
     s.set_nagle_enabled(false);
+    guard::tune_connection(&mut s);
     s
 }
 
-/// A TCP listening port with a small backlog of listening sockets.
+/// A TCP listening port with a small backlog of listening sockets. The sockets live in
+/// the stack ([`super::guard::Backlog`]), which recycles half-open ones by the node's
+/// policy after every poll, whether or not the owner is accepting.
 pub struct TcpListener {
     network: Network,
-    port: u16,
-    backlog: Vec<SocketHandle>,
+    id: u64,
+}
+
+/// What a backlog socket offers: a connection ready for `accept`, tuned as one and
+/// replaced by a fresh listening socket.
+fn take_ready(id: u64, waker: Option<&core::task::Waker>) -> Result<Option<SocketHandle>, NetError> {
+    with_stack(|s| {
+        let (backlog, set) = s.backlog(id).ok_or(NetError::NoNetwork)?;
+        let port = backlog.port;
+        let ready = backlog.slots.iter().position(|slot| guard::is_ready(set.get::<tcp::Socket>(slot.handle).state()));
+        let Some(index) = ready else {
+            if let Some(waker) = waker {
+                for slot in &backlog.slots {
+                    set.get_mut::<tcp::Socket>(slot.handle).register_recv_waker(waker);
+                }
+            }
+            return Ok(None);
+        };
+        let replacement = listening_socket(set, port)?;
+        let handle = core::mem::replace(&mut backlog.slots[index].handle, replacement);
+        backlog.slots[index].half_open_since_ms = None;
+        guard::tune_connection(set.get_mut::<tcp::Socket>(handle));
+        Ok(Some(handle))
+    })
+    .unwrap_or(Err(NetError::NoNetwork))
 }
 
 impl TcpListener {
     /// Listens on `port` on every address of `network`.
     pub fn bind(network: Network, port: u16) -> Result<TcpListener, NetError> {
-        let mut backlog = Vec::new();
-        for _ in 0..LISTEN_BACKLOG {
-            backlog.push(listening_socket(network, port)?);
-        }
-        Ok(TcpListener { network, port, backlog })
+        let id = with_stack(|s| {
+            let set = s.sockets(network).ok_or(NetError::NoNetwork)?;
+            let mut handles = Vec::new();
+            for _ in 0..LISTEN_BACKLOG {
+                match listening_socket(set, port) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        for h in handles {
+                            set.remove(h);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(s.add_backlog(network, port, handles))
+        })
+        .unwrap_or(Err(NetError::NoNetwork))?;
+        Ok(TcpListener { network, id })
     }
 
     /// Waits for a connection.
     pub async fn accept(&mut self) -> Result<TcpStream, NetError> {
-        let network = self.network;
-        let index = poll_fn(|cx| {
-            with_set(network, |set| {
-                for (i, &h) in self.backlog.iter().enumerate() {
-                    let socket = set.get_mut::<tcp::Socket>(h);
-                    if socket.state() != tcp::State::Listen && socket.state() != tcp::State::SynReceived {
-                        return Poll::Ready(Ok(i));
-                    }
-                    socket.register_recv_waker(cx.waker());
-                }
-                Poll::Pending
-            })
-            .unwrap_or_else(|e| Poll::Ready(Err(e)))
+        let id = self.id;
+        let handle = poll_fn(|cx| match take_ready(id, Some(cx.waker())) {
+            Ok(Some(h)) => Poll::Ready(Ok(h)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         })
         .await?;
-        let replacement = listening_socket(network, self.port)?;
-        let handle = core::mem::replace(&mut self.backlog[index], replacement);
-        Ok(TcpStream { network, handle })
+        Ok(TcpStream { network: self.network, handle })
     }
-}
 
-impl TcpListener {
     /// A connection if one is waiting, without blocking (for wasm workloads, which poll
     /// from their own stacks).
     pub fn try_accept(&mut self) -> Result<Option<TcpStream>, NetError> {
-        let network = self.network;
-        let ready = with_set(network, |set| {
-            self.backlog.iter().position(|&h| {
-                let state = set.get_mut::<tcp::Socket>(h).state();
-                state != tcp::State::Listen && state != tcp::State::SynReceived
-            })
-        })?;
-        let Some(index) = ready else { return Ok(None) };
-        let replacement = listening_socket(network, self.port)?;
-        let handle = core::mem::replace(&mut self.backlog[index], replacement);
-        Ok(Some(TcpStream { network, handle }))
+        Ok(take_ready(self.id, None)?.map(|handle| TcpStream { network: self.network, handle }))
     }
-}
 
-impl TcpListener {
     /// How many connections [`TcpListener::try_accept`] would hand out now.
     pub fn pending(&self) -> Result<usize, NetError> {
-        with_set(self.network, |set| {
-            self.backlog
-                .iter()
-                .filter(|&&h| {
-                    let state = set.get_mut::<tcp::Socket>(h).state();
-                    state != tcp::State::Listen && state != tcp::State::SynReceived
-                })
-                .count()
+        with_stack(|s| {
+            let (backlog, set) = s.backlog(self.id).ok_or(NetError::NoNetwork)?;
+            Ok(backlog.slots.iter().filter(|slot| guard::is_ready(set.get::<tcp::Socket>(slot.handle).state())).count())
         })
+        .unwrap_or(Err(NetError::NoNetwork))
     }
 }
 
@@ -133,22 +144,17 @@ pub struct Readiness {
     pub reset: bool,
 }
 
-fn listening_socket(network: Network, port: u16) -> Result<SocketHandle, NetError> {
-    with_set(network, |set| {
-        let mut socket = new_tcp_socket();
-        socket.listen(IpListenEndpoint { addr: None, port }).map_err(|_| NetError::AddressInUse)?;
-        Ok(set.add(socket))
-    })?
+fn listening_socket(set: &mut smoltcp::iface::SocketSet<'static>, port: u16) -> Result<SocketHandle, NetError> {
+    let mut socket = new_tcp_socket();
+    socket.listen(IpListenEndpoint { addr: None, port }).map_err(|_| NetError::AddressInUse)?;
+    guard::tune_listening(&mut socket);
+    Ok(set.add(socket))
 }
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        let handles = core::mem::take(&mut self.backlog);
-        let _ = with_set(self.network, |set| {
-            for h in handles {
-                set.remove(h);
-            }
-        });
+        let id = self.id;
+        with_stack(|s| s.remove_backlog(id));
     }
 }
 
@@ -193,6 +199,18 @@ impl TcpStream {
         Ok(stream)
     }
 
+
+    /// The peer's address and port (`None` once the connection is gone).
+    pub fn remote(&self) -> Option<IpEndpoint> {
+        with_set(self.network, |set| set.get::<tcp::Socket>(self.handle).remote_endpoint()).ok().flatten()
+    }
+
+    /// Aborts the connection (RST) instead of closing it: for a peer the node gives up on,
+    /// so the socket does not wait in a close handshake the peer may stall.
+    pub fn abort(&mut self) {
+        let _ = with_set(self.network, |set| set.get_mut::<tcp::Socket>(self.handle).abort());
+        KICK.signal();
+    }
 
     /// Reads into `buf`; `Ok(0)` at end of stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {

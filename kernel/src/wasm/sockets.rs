@@ -19,6 +19,16 @@ use crate::arch::x86_64::time;
 use crate::net::socket::{NetError, TcpListener, TcpStream};
 use crate::net::Network;
 
+/// Connections one workload holds at once: each pins 256 KiB of kernel socket buffers,
+/// so 32 bound that to 8 MiB per workload whatever its peers (or its own bugs) do.
+const CONNECTIONS_MAX: usize = 32;
+/// Connections one peer (overlay address) may hold with one workload: keys are free, but
+/// one key alone cannot take every slot. The workload sees a refused one as never
+/// having arrived (the peer gets a reset).
+const CONNECTIONS_PER_PEER_MAX: usize = 8;
+/// Log of refused connections, at most a line a second.
+static REFUSED_LOG: Mutex<crate::net::guard::RateLimitedLog> = Mutex::new(crate::net::guard::RateLimitedLog::new());
+
 /// Ports no workload may listen on (the node's own services on the overlay).
 const RESERVED_PORTS: &[u16] = &[control::PORT, 7, 9, 19];
 
@@ -78,7 +88,20 @@ impl Sockets for WorkloadSockets {
     fn accept(&mut self, port: u16) -> Result<Option<ConnId>, SockError> {
         let listener = self.listeners.get_mut(&port).ok_or(SockError::NotConnected)?;
         match listener.try_accept().map_err(sock_error)? {
-            Some(stream) => {
+            Some(mut stream) => {
+                // The connection limits (smoltcp timeouts and keep-alive come with accept).
+                let Some(remote) = stream.remote() else { return Ok(None) };
+                let same_peer = self.conns.values().filter(|c| c.remote().is_some_and(|r| r.addr == remote.addr)).count();
+                if self.conns.len() >= CONNECTIONS_MAX || same_peer >= CONNECTIONS_PER_PEER_MAX {
+                    let now_ms = time::since_boot_ns() / 1_000_000;
+                    REFUSED_LOG.lock().warn(now_ms, format_args!(
+                        "workload port {port}: refused a connection from {} ({} open, {same_peer} from that peer; limits {CONNECTIONS_MAX}, {CONNECTIONS_PER_PEER_MAX})",
+                        remote.addr,
+                        self.conns.len()
+                    ));
+                    stream.abort();
+                    return Ok(None);
+                }
                 let id = self.next_conn;
                 self.next_conn += 1;
                 self.conns.insert(id, stream);

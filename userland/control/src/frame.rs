@@ -98,6 +98,14 @@ impl FrameDecoder {
         self.check_header().map(|_| ())
     }
 
+    /// The body length the next frame announced, once its header is complete (and not
+    /// too large): what a receiver may budget time for.
+    pub fn pending_frame_bytes(&self) -> Option<usize> {
+        let header = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        (self.failed.is_none() && len <= self.max_frame_bytes).then_some(len)
+    }
+
     /// The announced body length of the next frame, once its header is complete.
     fn check_header(&mut self) -> Result<Option<usize>, FrameError> {
         let Some(header) = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES) else { return Ok(None) };
@@ -146,6 +154,19 @@ mod test {
         bodies.iter().flat_map(|b| encode(b)).collect()
     }
 
+    #[test]
+    fn pending_frame_bytes_is_the_announced_length_once_the_header_is_in() {
+        let mut d = FrameDecoder::new(100);
+        assert_eq!(d.pending_frame_bytes(), None);
+        d.push(&[50, 0]).unwrap();
+        assert_eq!(d.pending_frame_bytes(), None);
+        d.push(&[0, 0, 1, 2]).unwrap();
+        assert_eq!(d.pending_frame_bytes(), Some(50));
+        let mut d = FrameDecoder::new(100);
+        assert!(d.push(&[101, 0, 0, 0]).is_err());
+        assert_eq!(d.pending_frame_bytes(), None);
+    }
+
     fn drain(d: &mut FrameDecoder) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(f) = d.pop().unwrap() {
@@ -184,7 +205,7 @@ mod test {
         assert_eq!(d.pop().unwrap(), Some(vec![1; 16]));
         assert_eq!(d.push(&17u32.to_le_bytes()), Err(FrameError::TooLarge { len_bytes: 17 }));
         assert_eq!(d.pop(), Err(FrameError::TooLarge { len_bytes: 17 }));
-        assert!(d.push(b"x").is_err());
+        assert_eq!(d.push(b"x"), Err(FrameError::TooLarge { len_bytes: 17 }));
         // Default maximum: a garbage header of 0xffffffff is refused without allocating.
         let mut d = FrameDecoder::default();
         assert_eq!(d.push(&[0xff; 4]), Err(FrameError::TooLarge { len_bytes: u64::from(u32::MAX) }));

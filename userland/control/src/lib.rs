@@ -42,7 +42,10 @@
 //! - [`session`]: the server's [`Session`] (hello, signature and sequence checks) and the
 //!   client's [`ClientSession`];
 //! - [`serve`](mod@serve): the [`Backend`] trait the kernel implements, and [`serve()`],
-//!   which applies the authorization rules around it.
+//!   which applies the authorization rules around it;
+//! - [`guard`]: the node's limits on connections (per peer and in all), the deadlines of
+//!   a connection and of each request, and which half-open and closing TCP sockets to
+//!   drop (sans-IO; the kernel applies it).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -52,6 +55,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod frame;
+pub mod guard;
 pub mod message;
 pub mod serve;
 pub mod session;

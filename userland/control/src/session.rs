@@ -102,6 +102,11 @@ impl Session {
         self.decoder.buffered_bytes()
     }
 
+    /// The size the request in transit announced in its frame header, once that arrived.
+    pub fn pending_request_bytes(&self) -> Option<usize> {
+        self.decoder.pending_frame_bytes()
+    }
+
     /// Requests authorized so far on this connection.
     pub fn requests_seen(&self) -> u64 {
         self.next_seq
@@ -361,8 +366,8 @@ mod test {
         let e = server.push(&frame).unwrap_err();
         assert_eq!(e, SessionError::Replay { expected_seq: 1, got_seq: 0 });
         assert!(matches!(e.response(), Response::Error { code: ErrorCode::Unauthorized, .. }));
-        // Final: even a good next request is refused now.
-        assert!(server.push(&client.request_frame(&Request::List).unwrap()).is_err());
+        // Final: even a good next request is refused now, with the same error.
+        assert_eq!(server.push(&client.request_frame(&Request::List).unwrap()), Err(e));
     }
 
     #[test]

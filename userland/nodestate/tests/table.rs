@@ -1,8 +1,29 @@
 //! The workload table: encoding round trips, hostile bytes never panic, and shard
 //! references are counted across entries.
 
-use nodestate::workloads::{Desired, TableError, WorkloadTable};
+use nodestate::workloads::{
+    Desired, Entry, FileEntry, TableError, WorkloadTable, ID_LIMIT, MAX_ENTRIES, MAX_FILES_PER_ENTRY, MAX_SIGNED_MANIFEST_BYTES,
+    MAX_TABLE_BYTES,
+};
 use proptest::prelude::*;
+
+/// Cases per property: `default`, or `GRIDOS_FUZZ_CASES` for a long run (README "Fuzzing").
+fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("GRIDOS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    ProptestConfig::with_cases(n)
+}
+
+fn entry(id: u64) -> Entry {
+    Entry {
+        id,
+        signed_manifest: b"m".to_vec(),
+        module_key: [1; 32],
+        bundle_key: [2; 32],
+        restart_on_boot: true,
+        desired: Desired::Run,
+        files: Vec::new(),
+    }
+}
 
 fn table() -> WorkloadTable {
     let mut t = WorkloadTable::default();
@@ -52,12 +73,133 @@ fn other_versions_and_trailing_bytes_are_refused() {
     assert_eq!(WorkloadTable::decode(&bytes), Err(TableError::Malformed));
 }
 
+/// Issue 10 item 8: a forged table with `next_id = u64::MAX` decoded, and the next
+/// deploy wrapped the id (or panicked). It is refused now, and ids stop at the limit.
+#[test]
+fn forged_next_id_is_refused_and_ids_never_wrap() {
+    let forged = WorkloadTable { next_id: u64::MAX, entries: vec![entry(5)] };
+    assert_eq!(WorkloadTable::decode(&forged.encode()), Err(TableError::IdsExhausted));
+    let forged = WorkloadTable { next_id: ID_LIMIT + 1, entries: vec![] };
+    assert_eq!(WorkloadTable::decode(&forged.encode()), Err(TableError::IdsExhausted));
+    // At the limit exactly the table is valid, but no id is left.
+    let mut t = WorkloadTable::decode(&WorkloadTable { next_id: ID_LIMIT, entries: vec![entry(ID_LIMIT - 1)] }.encode()).unwrap();
+    assert_eq!(t.try_add(Vec::new(), [0; 32], [0; 32], false), Err(TableError::IdsExhausted));
+    assert_eq!(t.add(Vec::new(), [0; 32], [0; 32], false), u64::MAX);
+    assert_eq!((t.next_id, t.entries.len()), (ID_LIMIT, 1));
+    let mut t = WorkloadTable { next_id: ID_LIMIT - 1, entries: vec![] };
+    assert_eq!(t.try_add(Vec::new(), [0; 32], [0; 32], false), Ok(ID_LIMIT - 1));
+    assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t));
+}
+
+#[test]
+fn duplicate_unordered_and_future_ids_are_refused() {
+    for ids in [&[3, 3][..], &[4, 2], &[1, 9]] {
+        let t = WorkloadTable { next_id: 9, entries: ids.iter().map(|&id| entry(id)).collect() };
+        assert_eq!(WorkloadTable::decode(&t.encode()), Err(TableError::BadIds), "{ids:?}");
+    }
+}
+
+#[test]
+fn sizes_and_counts_from_disk_are_bounded() {
+    // Too many entries, though each is tiny.
+    let t = WorkloadTable { next_id: MAX_ENTRIES as u64 + 1, entries: (0..=MAX_ENTRIES as u64).map(entry).collect() };
+    assert_eq!(WorkloadTable::decode(&t.encode()), Err(TableError::TooManyEntries));
+    let mut t = WorkloadTable { next_id: MAX_ENTRIES as u64, entries: (0..MAX_ENTRIES as u64).map(entry).collect() };
+    assert_eq!(WorkloadTable::decode(&t.encode()).map(|t| t.entries.len()), Ok(MAX_ENTRIES));
+    assert_eq!(t.try_add(Vec::new(), [0; 32], [0; 32], false), Err(TableError::TooManyEntries));
+    // Input longer than a slot, and a manifest larger than any signed manifest.
+    assert_eq!(WorkloadTable::decode(&vec![1; MAX_TABLE_BYTES + 1]), Err(TableError::TooLarge));
+    let mut big = entry(0);
+    big.signed_manifest = vec![0; MAX_SIGNED_MANIFEST_BYTES + 1];
+    let t = WorkloadTable { next_id: 1, entries: vec![big.clone()] };
+    assert_eq!(WorkloadTable::decode(&t.encode()), Err(TableError::TooLarge));
+    let mut t = WorkloadTable::default();
+    assert_eq!(t.try_add(big.signed_manifest, [0; 32], [0; 32], false), Err(TableError::TooLarge));
+    // Files: unsorted, duplicated, too many, bad names or lengths.
+    let file = |name: &str, len_bytes| FileEntry { name: name.into(), key: [3; 32], len_bytes };
+    let bad_lists = [
+        vec![file("b", 1), file("a", 1)],
+        vec![file("a", 1), file("a", 2)],
+        vec![file("", 1)],
+        vec![file(&"n".repeat(65), 1)],
+        vec![file("a", u64::MAX)],
+        (0..=MAX_FILES_PER_ENTRY).map(|i| file(&format!("f{i:03}"), 1)).collect(),
+    ];
+    for files in bad_lists {
+        let mut e = entry(0);
+        e.files = files;
+        let t = WorkloadTable { next_id: 1, entries: vec![e] };
+        assert_eq!(WorkloadTable::decode(&t.encode()), Err(TableError::BadFiles));
+    }
+    // try_set_file keeps an honest entry decodable.
+    let mut e = entry(0);
+    for i in 0..MAX_FILES_PER_ENTRY {
+        assert_eq!(e.try_set_file(&format!("f{i:03}"), [4; 32], 1), Ok(None));
+    }
+    assert_eq!(e.try_set_file("one-more", [4; 32], 1), Err(TableError::BadFiles));
+    assert_eq!(e.try_set_file("f000", [5; 32], 2), Ok(Some([4; 32])));
+    assert_eq!(e.try_set_file("", [5; 32], 2), Err(TableError::BadFiles));
+    assert_eq!(e.try_set_file("big", [5; 32], u64::MAX), Err(TableError::BadFiles));
+    let t = WorkloadTable { next_id: 1, entries: vec![e] };
+    assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t));
+}
+
+fn arb_entry() -> impl Strategy<Value = Entry> {
+    let file = ("[a-z]{0,3}", any::<[u8; 32]>(), prop_oneof![0u64..10, Just(u64::MAX)])
+        .prop_map(|(name, key, len_bytes)| FileEntry { name, key, len_bytes });
+    (
+        prop_oneof![0u64..6, Just(u64::MAX - 1)],
+        proptest::collection::vec(any::<u8>(), 0..8),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(file, 0..4),
+    )
+        .prop_map(|(id, signed_manifest, restart_on_boot, stopped, files)| Entry {
+            id,
+            signed_manifest,
+            module_key: [1; 32],
+            bundle_key: [2; 32],
+            restart_on_boot,
+            desired: if stopped { Desired::Stopped } else { Desired::Run },
+            files,
+        })
+}
+
 proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Fuzz target (workload table decoder), structured: any table, valid or not,
+    /// encodes; it decodes back to itself exactly when it is valid, and to the
+    /// validation error otherwise.
+    #[test]
+    fn decode_of_encode_is_identity_for_valid_tables_and_typed_error_otherwise(
+        next_id in prop_oneof![0u64..8, Just(ID_LIMIT), Just(u64::MAX)],
+        entries in proptest::collection::vec(arb_entry(), 0..5),
+    ) {
+        let t = WorkloadTable { next_id, entries };
+        match t.validate() {
+            Ok(()) => prop_assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t)),
+            Err(e) => prop_assert_eq!(WorkloadTable::decode(&t.encode()), Err(e)),
+        }
+    }
+
+    /// Fuzz target (workload table decoder), raw bytes: never panics; whatever decodes
+    /// is valid and survives a round trip (bytes may differ: postcard varints).
+    #[test]
+    fn decode_never_panics_and_accepts_only_valid_tables(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(t) = WorkloadTable::decode(&bytes) {
+            prop_assert_eq!(t.validate(), Ok(()));
+            prop_assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t));
+        }
+    }
+
     #[test]
     fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = WorkloadTable::decode(&bytes);
     }
 
+    /// Fuzz target (workload table decoder), near-valid bytes: flips in a real
+    /// encoding never panic, and whatever still decodes is valid.
     #[test]
     fn decode_of_mutated_encodings_never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
         let mut bytes = table().encode();
@@ -65,6 +207,8 @@ proptest! {
             let i = at % bytes.len();
             bytes[i] ^= x;
         }
-        let _ = WorkloadTable::decode(&bytes);
+        if let Ok(t) = WorkloadTable::decode(&bytes) {
+            prop_assert_eq!(t.validate(), Ok(()));
+        }
     }
 }

@@ -30,6 +30,12 @@ pub enum MountError {
     DeviceTooSmall,
     /// Neither checkpoint slot is valid, or the valid one points outside the log.
     BadCheckpoint,
+    /// The log holds more records than a store keeps in RAM (`RECORDS_MAX`, or the
+    /// store's own lower limit): a disk no store wrote, refused before it fills the heap.
+    TooManyRecords {
+        /// The limit that was reached.
+        records_max: u64,
+    },
 }
 
 /// Why a shard operation failed.
@@ -88,6 +94,9 @@ impl core::fmt::Display for MountError {
             MountError::BadSuperblock => f.write_str("damaged shard-store superblock"),
             MountError::DeviceTooSmall => f.write_str("device smaller than its superblock says"),
             MountError::BadCheckpoint => f.write_str("no valid checkpoint"),
+            MountError::TooManyRecords { records_max } => {
+                write!(f, "the log holds more than {records_max} records, more than a store keeps in memory")
+            }
         }
     }
 }

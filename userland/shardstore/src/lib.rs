@@ -125,7 +125,9 @@
 //!
 //! # Limits
 //! - Memory: the index and the list of records between head and tail stay in RAM
-//!   (roughly 100 bytes per record plus 100 per live shard).
+//!   (roughly 100 bytes per record plus 110 per live shard), at most `RECORDS_MAX`
+//!   (2^19) records: mount refuses a log with more (`MountError::TooManyRecords`), and
+//!   puts answer `NoSpace` before a store writes more.
 //! - Mount reads one header sector per record, the last record whole, and one
 //!   look-ahead window of up to the largest record (the resync probe).
 //! - Bit rot in the last record looks like a torn write and drops it; rot in a header
@@ -148,7 +150,7 @@ mod store;
 pub use error::{Error, FormatError, MountError};
 pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
 pub use multi::{MultiStore, Refused, DISKS_MAX};
-pub use store::{FormatOptions, Key, MountReport, ShardInfo, ShardStore, Stat, SHARD_SIZE_MAX_BYTES};
+pub use store::{FormatOptions, Key, MountReport, ShardInfo, ShardStore, Stat, RECORDS_MAX, SHARD_SIZE_MAX_BYTES};
 
 /// Chunk size of storage proofs (a protocol constant).
 pub use layout::CHUNK_SIZE_BYTES;

@@ -10,7 +10,9 @@
 //! challenge `c` is chunk `c mod chunk_count`, its bytes, and the sibling hashes from the
 //! leaf up (levels where the node has no sibling contribute nothing). Anyone holding
 //! `(root, shard_len)` checks it with [`verify_proof`]; the tree's shape follows from
-//! `shard_len`, so a proof cannot pick another chunk or a shorter path.
+//! `shard_len`, so a proof cannot pick another chunk or a shorter path. The root does
+//! not commit to `shard_len` by itself (some proofs also verify under another length
+//! with the same chunk), so a verifier takes both from the same trusted record.
 
 use alloc::vec::Vec;
 
@@ -153,18 +155,43 @@ mod test {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
     }
 
+    /// Every chunk of many shapes verifies under the true length. Under another
+    /// claimed length a proof may verify only if that length selects the same chunk
+    /// with the same length; the last chunk's proof (whose length and place in the
+    /// tree follow from the shard length) never does. The root alone does not commit
+    /// to the length: chunk 0 of a 3-chunk shard has the same path as in a 4-chunk
+    /// tree (an odd node is carried up), so that proof also verifies as 4 chunks;
+    /// verifiers must take the length from where they take the root (the ledger).
     #[test]
     fn every_chunk_of_many_shapes_verifies() {
+        let mut accepted_elsewhere = 0;
         for len in [0, 1, 4095, 4096, 4097, 3 * 4096, 5 * 4096 + 17, 8 * 4096, 9 * 4096] {
             let data = shard(len);
             let root = merkle_root(&data);
             let count = chunk_count(len as u64);
             for challenge in 0..count + 3 {
                 let proof = build_proof(&data, challenge);
+                assert_eq!(proof.chunk_index, challenge % count);
                 assert!(verify_proof(&root, len as u64, challenge, &proof), "len {len} c {challenge}");
-                assert!(!verify_proof(&root, len as u64 + 1, challenge, &proof) || count > 1);
+                let len = len as u64;
+                let others = [len + 1, len.saturating_sub(1), len + 4096, len.saturating_sub(4096), len + 4095, 2 * len + 1];
+                for other in others.into_iter().filter(|&o| o != len) {
+                    if !verify_proof(&root, other, challenge, &proof) {
+                        continue;
+                    }
+                    accepted_elsewhere += 1;
+                    let start = proof.chunk_index * CHUNK_SIZE_BYTES as u64;
+                    assert_eq!(challenge % chunk_count(other), proof.chunk_index, "len {len} as {other}");
+                    assert_eq!((other - start).min(CHUNK_SIZE_BYTES as u64), proof.chunk.len() as u64, "len {len} as {other}");
+                    assert_ne!(proof.chunk_index, count - 1, "the last chunk of {len} verified as {other}");
+                }
             }
         }
+        // The case the docs above name is seen (so the loop checked something).
+        let data = shard(3 * 4096);
+        let proof = build_proof(&data, 0);
+        assert!(verify_proof(&merkle_root(&data), 3 * 4096 + 1, 0, &proof));
+        assert!(accepted_elsewhere > 0);
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! images, and structurally valid but hostile contents (superblocks, checkpoints and
 //! record headers with correct checksums and arbitrary fields). Mount must return Ok or
 //! an error, never panic; a mounted store must then serve every call without panicking,
-//! and any bytes it returns must hash to their key.
+//! and any bytes it returns must hash to their key. Every image is also mounted with a
+//! small record limit: the store then holds at most that many records, before and
+//! after writes, or mount refuses with `TooManyRecords`.
+//!
+//! Cases: 300 per property, or `GRIDOS_FUZZ_CASES=N` for a long run (README "Fuzzing").
 
 mod common;
 
@@ -14,7 +18,14 @@ use shardstore::layout::{
     align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS,
     LOG_START_SECTORS,
 };
-use shardstore::{Error, ShardStore};
+use shardstore::{Error, MountError, ShardStore};
+
+/// A small record limit, so forged logs reach it.
+const SMALL_RECORDS_MAX: usize = 6;
+
+fn cases() -> u32 {
+    std::env::var("GRIDOS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
 
 /// Exercises a mounted store; panics only on a broken promise.
 fn exercise(mut store: ShardStore<MemDisk>) {
@@ -44,9 +55,39 @@ fn exercise(mut store: ShardStore<MemDisk>) {
 }
 
 fn mount_and_exercise(image: Vec<u8>) {
-    let disk = MemDisk::from_image(image).expect("whole sectors");
-    if let Ok(store) = ShardStore::mount(disk) {
+    let disk = MemDisk::from_image(image.clone()).expect("whole sectors");
+    let full = ShardStore::mount(disk);
+    let full_records = full.as_ref().map(|store| store.record_count()).ok();
+    if let Ok(store) = full {
         exercise(store);
+    }
+    // The same image under a small record limit.
+    let disk = MemDisk::from_image(image).expect("whole sectors");
+    match ShardStore::try_mount_with_records_max(disk, SMALL_RECORDS_MAX) {
+        Ok(mut store) => {
+            assert!(store.record_count() <= SMALL_RECORDS_MAX);
+            assert_eq!(Some(store.record_count()), full_records, "the limit changed what mount replays");
+            for seed in 0..4 {
+                let (key, bytes) = shard(100 + seed, 300);
+                let _ = store.put(key, &bytes);
+                assert!(store.record_count() <= SMALL_RECORDS_MAX, "a put went past the record limit");
+            }
+            if let Some(first) = store.list().first().copied() {
+                let _ = store.delete(&first);
+            }
+            let _ = store.compact(50);
+            assert!(store.record_count() <= SMALL_RECORDS_MAX);
+            let disk = store.into_device();
+            if let Ok(again) = ShardStore::try_mount_with_records_max(disk, SMALL_RECORDS_MAX) {
+                assert!(again.record_count() <= SMALL_RECORDS_MAX);
+            }
+        }
+        Err((MountError::TooManyRecords { records_max }, disk)) => {
+            assert_eq!(records_max, SMALL_RECORDS_MAX as u64);
+            assert!(full_records.is_some_and(|n| n > SMALL_RECORDS_MAX), "refused a log of {full_records:?} records");
+            assert_eq!(disk.stats().write_count, 0, "a refused disk was written");
+        }
+        Err((error, _)) => assert!(full_records.is_none(), "{error:?} under the small limit only"),
     }
 }
 
@@ -95,7 +136,7 @@ fn forged_record() -> impl Strategy<Value = ForgedRecord> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_images_never_panic(sectors in 1usize..40, fill in prop::collection::vec(any::<u8>(), 0..4096)) {

@@ -33,4 +33,11 @@ pub mod runtime;
 pub mod wasi;
 
 pub use ed25519_compact;
+
+/// Cases per property test: `default`, or `GRIDOS_FUZZ_CASES` when set (the long
+/// fuzzing runs of the README's "Fuzzing" section).
+#[cfg(test)]
+pub(crate) fn test_cases(default: u32) -> u32 {
+    std::env::var("GRIDOS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 pub use manifest::{Limits, Manifest, SignedManifest};

@@ -18,12 +18,92 @@ pub const DOMAIN: &[u8] = b"gridos workload manifest v1\0";
 /// Largest encoded manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 
-/// Upper bounds a node accepts for any one workload's limits.
+// Upper bounds a node accepts for any one workload's limits. A manifest above one is
+// refused when it is verified ([`ManifestError::AboveMaximum`]), before anything is
+// stored or started: a node refuses what it cannot honour instead of failing later.
+
+/// Linear memory (all memories together): 1 GiB. A node has a few GiB of RAM and the
+/// kernel heap holds every workload's memory; more than this for one workload would
+/// let a single deploy starve the node (node-wide admission is the kernel's).
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
+/// Log: 16 MiB. The log is kept in the kernel heap until it is read (see [`crate::log`],
+/// which counts its per-line overhead against this cap too).
 pub const MAX_LOG_BYTES: u64 = 16 << 20;
+/// File area: 64 MiB. Open files are held in RAM whole ([`crate::wasi::fs`]) and each
+/// file is one shard (at most 16 MiB in the shard store), so this is what one workload's
+/// open files may cost the heap.
 pub const MAX_STORAGE_BYTES: u64 = 64 << 20;
-/// Most TCP ports one workload may serve.
+/// Most TCP ports one workload may serve: each is a listener with a backlog in the
+/// node's TCP stack, a node-wide resource shared by every workload.
 pub const MAX_LISTEN_PORTS: usize = 4;
+/// CPU time: 24 hours. Time is accounted in nanoseconds in a `u64`, which this keeps
+/// far from overflow; a job that needs more CPU than a day is redeployed, so a slot of
+/// the node's workload table is not held forever by one deploy.
+pub const MAX_CPU_MS: u64 = 24 * 3600 * 1000;
+/// Wall-clock time: 30 days. A service is expected to be redeployed (with a new
+/// manifest, new limits) at least this often; beyond it a node cannot promise to stay
+/// up anyway (reboots, upgrades), and restart-on-boot starts the clock again.
+pub const MAX_WALL_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most args and most env entries (each).
+pub const MAX_ARGS: usize = 256;
+/// Bytes of args plus env, counting a NUL after each string as `args_sizes_get` and
+/// `environ_sizes_get` do: 60 KiB, what fits in a [`MAX_MANIFEST_BYTES`] manifest next
+/// to its other fields. Explicit, so a larger manifest bound never silently grows the
+/// copy every start makes of them.
+pub const MAX_ARGS_ENV_BYTES: usize = 60 << 10;
+
+/// Which limit of a manifest is out of range ([`ManifestError::AboveMaximum`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MemoryBytes,
+    CpuMs,
+    WallMs,
+    LogBytes,
+    StorageBytes,
+    ListenPorts,
+    Args,
+    Env,
+    ArgsEnvBytes,
+}
+
+impl Limit {
+    /// The manifest field (or quantity) the limit is on.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MemoryBytes => "memory_bytes",
+            Limit::CpuMs => "cpu_ms",
+            Limit::WallMs => "wall_ms",
+            Limit::LogBytes => "log_bytes",
+            Limit::StorageBytes => "storage_bytes",
+            Limit::ListenPorts => "listening ports",
+            Limit::Args => "args",
+            Limit::Env => "env entries",
+            Limit::ArgsEnvBytes => "bytes of args and env",
+        }
+    }
+
+    /// The largest value a node accepts.
+    pub fn max(self) -> u64 {
+        match self {
+            Limit::MemoryBytes => MAX_MEMORY_BYTES,
+            Limit::CpuMs => MAX_CPU_MS,
+            Limit::WallMs => MAX_WALL_MS,
+            Limit::LogBytes => MAX_LOG_BYTES,
+            Limit::StorageBytes => MAX_STORAGE_BYTES,
+            Limit::ListenPorts => MAX_LISTEN_PORTS as u64,
+            Limit::Args | Limit::Env => MAX_ARGS as u64,
+            Limit::ArgsEnvBytes => MAX_ARGS_ENV_BYTES as u64,
+        }
+    }
+
+    /// `Err(AboveMaximum)` when `value` is above [`Self::max`].
+    fn check(self, value: u64) -> Result<(), ManifestError> {
+        if value > self.max() {
+            return Err(ManifestError::AboveMaximum { limit: self, value, max: self.max() });
+        }
+        Ok(())
+    }
+}
 
 /// Resource limits of one workload. Every limit is enforced by the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,9 +168,11 @@ pub enum ManifestError {
     BadSignature,
     /// The module's blake3 differs from the manifest's.
     HashMismatch,
-    /// A limit is zero or above what the node accepts.
+    /// A limit is zero (or otherwise malformed).
     BadLimits(&'static str),
-    /// The listening ports are not 0-4 distinct nonzero ports.
+    /// A limit is above what any node accepts (the constants of this module).
+    AboveMaximum { limit: Limit, value: u64, max: u64 },
+    /// The listening ports are not distinct nonzero ports.
     BadListen(&'static str),
     BadName,
 }
@@ -104,6 +186,9 @@ impl fmt::Display for ManifestError {
             ManifestError::BadSignature => f.write_str("bad manifest signature"),
             ManifestError::HashMismatch => f.write_str("module blake3 hash does not match the manifest"),
             ManifestError::BadLimits(why) => write!(f, "bad limits: {why}"),
+            ManifestError::AboveMaximum { limit, value, max } => {
+                write!(f, "{} is {value}, above the maximum a node accepts ({max})", limit.name())
+            }
             ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
         }
@@ -147,29 +232,28 @@ impl Manifest {
         if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ManifestError::BadName);
         }
-        if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(ManifestError::BadLimits("memory_bytes must be 1 B..1 GiB"));
+        if l.memory_bytes == 0 {
+            return Err(ManifestError::BadLimits("memory_bytes must be non-zero"));
         }
         if l.cpu_ms == 0 || l.wall_ms == 0 {
             return Err(ManifestError::BadLimits("cpu_ms and wall_ms must be non-zero"));
         }
-        if l.log_bytes > MAX_LOG_BYTES {
-            return Err(ManifestError::BadLimits("log_bytes above 16 MiB"));
-        }
-        if l.storage_bytes > MAX_STORAGE_BYTES {
-            return Err(ManifestError::BadLimits("storage_bytes above 64 MiB"));
-        }
-        if self.listen.len() > MAX_LISTEN_PORTS {
-            return Err(ManifestError::BadListen("more than 4 listening ports"));
-        }
+        Limit::MemoryBytes.check(l.memory_bytes)?;
+        Limit::CpuMs.check(l.cpu_ms)?;
+        Limit::WallMs.check(l.wall_ms)?;
+        Limit::LogBytes.check(l.log_bytes)?;
+        Limit::StorageBytes.check(l.storage_bytes)?;
+        Limit::ListenPorts.check(self.listen.len() as u64)?;
+        Limit::Args.check(self.args.len() as u64)?;
+        Limit::Env.check(self.env.len() as u64)?;
+        let strings = self.args.iter().chain(&self.env);
+        let bytes = strings.fold(0u64, |sum, s| sum.saturating_add(s.len() as u64 + 1));
+        Limit::ArgsEnvBytes.check(bytes)?;
         if self.listen.contains(&0) {
             return Err(ManifestError::BadListen("port 0"));
         }
         if self.listen.iter().enumerate().any(|(i, p)| self.listen[..i].contains(p)) {
             return Err(ManifestError::BadListen("duplicate port"));
-        }
-        if self.args.len() > 256 || self.env.len() > 256 {
-            return Err(ManifestError::BadLimits("more than 256 args or env entries"));
         }
         Ok(())
     }
@@ -246,7 +330,9 @@ mod test {
         for i in 0..s.manifest.len() * 8 {
             let mut t = s.clone();
             t.manifest[i / 8] ^= 1 << (i % 8);
-            assert!(t.verify().is_err(), "manifest bit {i}");
+            // Either it no longer decodes, or it decodes to bytes the owner never signed.
+            let e = t.verify().unwrap_err();
+            assert!(matches!(e, ManifestError::Malformed | ManifestError::BadOwnerKey | ManifestError::BadSignature), "manifest bit {i}: {e:?}");
         }
         for i in 0..s.signature.len() * 8 {
             let mut t = s.clone();
@@ -300,11 +386,48 @@ mod test {
         assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadLimits(_))));
         m.limits.memory_bytes = 1 << 20;
         m.limits.storage_bytes = MAX_STORAGE_BYTES + 1;
-        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadLimits(_))));
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::StorageBytes, .. })));
         m.limits.storage_bytes = 0;
         assert!(m.sign(&kp.sk).verify().is_ok());
         m.name = "bad name".into();
         assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
+    }
+
+    /// Every maximum: the value at the maximum is accepted, one above is refused at
+    /// verify time with the typed error naming the limit.
+    #[test]
+    fn limits_above_the_node_maxima_are_refused_at_verify() {
+        let kp = key_pair_from_seed([7; 32]);
+        let base = Manifest::new("x", *kp.pk, b"m");
+        type Set = fn(&mut Manifest, u64);
+        let cases: [(Limit, Set); 9] = [
+            (Limit::MemoryBytes, |m, v| m.limits.memory_bytes = v),
+            (Limit::CpuMs, |m, v| m.limits.cpu_ms = v),
+            (Limit::WallMs, |m, v| m.limits.wall_ms = v),
+            (Limit::LogBytes, |m, v| m.limits.log_bytes = v),
+            (Limit::StorageBytes, |m, v| m.limits.storage_bytes = v),
+            (Limit::ListenPorts, |m, v| m.listen = (1..=v as u16).collect()),
+            (Limit::Args, |m, v| m.args = (0..v).map(|_| String::new()).collect()),
+            (Limit::Env, |m, v| m.env = (0..v).map(|_| String::new()).collect()),
+            (Limit::ArgsEnvBytes, |m, v| m.env = alloc::vec!["x".repeat(v as usize - 2), String::new()]),
+        ];
+        for (limit, set) in cases {
+            let mut m = base.clone();
+            m.args.clear();
+            set(&mut m, limit.max());
+            assert_eq!(m.sign(&kp.sk).verify().map(|_| ()), Ok(()), "{limit:?} at its maximum");
+            set(&mut m, limit.max() + 1);
+            let e = m.sign(&kp.sk).verify().unwrap_err();
+            assert_eq!(e, ManifestError::AboveMaximum { limit, value: limit.max() + 1, max: limit.max() });
+            assert!(alloc::format!("{e}").contains(limit.name()), "{e}");
+        }
+        // u64::MAX wall and cpu times (which the kernel once multiplied into ns) too.
+        let mut m = base.clone();
+        m.limits.cpu_ms = u64::MAX;
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::CpuMs, .. })));
+        m.limits.cpu_ms = 1;
+        m.limits.wall_ms = u64::MAX;
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::WallMs, .. })));
     }
 
     #[test]
@@ -314,9 +437,11 @@ mod test {
         assert!(m.listen.is_empty());
         m.listen = alloc::vec![8080, 443, 1, 65535];
         assert_eq!(m.sign(&kp.sk).verify().unwrap().listen, [8080, 443, 1, 65535]);
-        for bad in [&[1, 2, 3, 4, 5][..], &[0], &[80, 81, 80]] {
+        for bad in [&[0][..], &[80, 81, 80]] {
             m.listen = bad.to_vec();
             assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadListen(_))), "{bad:?}");
         }
+        m.listen = alloc::vec![1, 2, 3, 4, 5];
+        assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::ListenPorts, .. })));
     }
 }

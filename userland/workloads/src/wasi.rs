@@ -83,6 +83,7 @@ pub mod errno {
     pub const MFILE: u32 = 33;
     pub const NAMETOOLONG: u32 = 37;
     pub const NOENT: u32 = 44;
+    pub const NOMEM: u32 = 48;
     pub const NOSPC: u32 = 51;
     pub const NOSYS: u32 = 52;
     pub const NOTCONN: u32 = 53;
@@ -207,6 +208,45 @@ const FILETYPE_REGULAR_FILE: u8 = 4;
 const FILETYPE_SOCKET_STREAM: u8 = 6;
 const MAX_IOVS: u32 = 1024;
 
+/// Most bytes one write-like call (`fd_write`, `fd_pwrite`, `sock_send`) copies out of
+/// guest memory. A longer request is a short write of this many bytes, which POSIX
+/// and WASI programs already handle (wasi-libc's `fwrite` and `write_all` loops send
+/// the rest). Without this bound 1024 iovecs over the same 1 MiB of guest memory ask
+/// the node for a 1 GiB copy; with it, one call costs at most 1 MiB of kernel heap
+/// (wasmtime's WASI hosts bound their copies the same way).
+pub const MAX_IO_BYTES: usize = 1 << 20;
+
+/// Longest path a call accepts (POSIX `PATH_MAX`). Names in `/data` are at most
+/// [`MAX_NAME_BYTES`]; this only bounds the copy made before the name is checked.
+pub const MAX_PATH_BYTES: u32 = 4096;
+
+/// A zeroed buffer of `len` bytes, or `ENOMEM` when the node's heap cannot give it:
+/// allocation driven by a workload fails the call, never the node.
+pub(crate) fn try_zeroed(len: usize) -> Result<Vec<u8>, u32> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| errno::NOMEM)?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+/// A copy of `bytes`, or `ENOMEM` (see [`try_zeroed`]).
+pub(crate) fn try_copy(bytes: &[u8]) -> Result<Vec<u8>, u32> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len()).map_err(|_| errno::NOMEM)?;
+    v.extend_from_slice(bytes);
+    Ok(v)
+}
+
+/// The path argument of a `path_*` call: in memory (`FAULT`) and at most
+/// [`MAX_PATH_BYTES`] long (`NAMETOOLONG`), copied so the context can be borrowed.
+fn path_arg(mem: &[u8], ptr: u32, len: u32) -> Result<Vec<u8>, u32> {
+    let r = range(mem, ptr, len)?;
+    if len > MAX_PATH_BYTES {
+        return Err(errno::NAMETOOLONG);
+    }
+    try_copy(&mem[r])
+}
+
 fn range(mem: &[u8], ptr: u32, len: u32) -> Result<Range<usize>, u32> {
     let start = ptr as usize;
     let end = start.checked_add(len as usize).ok_or(errno::FAULT)?;
@@ -273,7 +313,8 @@ fn iovecs(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<Range<usize>>, u32
     if iovs_len > MAX_IOVS {
         return Err(errno::INVAL);
     }
-    let mut out = Vec::with_capacity(iovs_len as usize);
+    let mut out = Vec::new();
+    out.try_reserve_exact(iovs_len as usize).map_err(|_| errno::NOMEM)?;
     for i in 0..iovs_len {
         let iov = iovs.checked_add(8 * i).ok_or(errno::FAULT)?;
         let ptr = read_u32(mem, iov)?;
@@ -283,12 +324,24 @@ fn iovecs(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<Range<usize>>, u32
     Ok(out)
 }
 
-/// Gathers the iovecs of a write into one buffer.
+/// Gathers the iovecs of a write into one buffer of at most [`MAX_IO_BYTES`] (the
+/// first bytes of the request, in order: a short write). Every iovec is checked first;
+/// the total is counted with checked arithmetic and only the capped length is
+/// allocated, fallibly (`ENOMEM`).
 fn gather(mem: &[u8], iovs: u32, iovs_len: u32) -> Result<Vec<u8>, u32> {
+    let ranges = iovecs(mem, iovs, iovs_len)?;
+    let total = ranges.iter().try_fold(0usize, |sum, r| sum.checked_add(r.len())).ok_or(errno::OVERFLOW)?;
+    let take = total.min(MAX_IO_BYTES);
     let mut data = Vec::new();
-    for r in iovecs(mem, iovs, iovs_len)? {
-        data.extend_from_slice(&mem[r]);
+    data.try_reserve_exact(take).map_err(|_| errno::NOMEM)?;
+    for r in ranges {
+        let n = r.len().min(take - data.len());
+        data.extend_from_slice(&mem[r.start..r.start + n]);
+        if data.len() == take {
+            break;
+        }
     }
+    debug_assert_eq!(data.len(), take);
     Ok(data)
 }
 
@@ -635,7 +688,8 @@ mod test {
 
     #[test]
     fn fd_write_gathers_iovecs_into_the_log() {
-        let mut c = ctx();
+        // 32 bytes of text plus the overhead of the two lines written below.
+        let mut c = WasiCtx::new(&[], &[], 32 + 2 * crate::log::LINE_OVERHEAD_BYTES);
         let mut mem = vec![0u8; 128];
         mem[64..70].copy_from_slice(b"hello ");
         mem[80..86].copy_from_slice(b"world\n");
@@ -648,10 +702,45 @@ mod test {
         mem[0..8].copy_from_slice(&[120, 0, 0, 0, 100, 0, 0, 0]);
         assert_eq!(c.fd_write(&mut mem, 1, 0, 1, 32), Ok(errno::FAULT));
         assert_eq!(c.log.written(), 12);
-        // 12 + 12 + 12 > 32: the cap stops the workload.
+        // 12 + 12 + 12 > 32 (plus two lines): the cap stops the workload.
         mem[0..8].copy_from_slice(&[64, 0, 0, 0, 12, 0, 0, 0]);
         assert_eq!(c.fd_write(&mut mem, 2, 0, 1, 32), Ok(0));
         assert_eq!(c.fd_write(&mut mem, 2, 0, 1, 32), Err(Stop::LogFull));
+    }
+
+    /// The iovec bomb of issue 10: 1024 iovecs, each over the same 1 MiB of guest
+    /// memory, ask for a 1 GiB copy. The node copies at most [`MAX_IO_BYTES`] and reports
+    /// a short write (the program sends the rest in later calls), so the log takes
+    /// 1 MiB, not a refused 1 GiB.
+    #[test]
+    fn iovec_bomb_is_a_short_write_of_at_most_max_io_bytes() {
+        let mut c = WasiCtx::new(&[], &[], 4 << 20);
+        let mut mem = vec![b'x'; 2 << 20];
+        for i in 0..MAX_IOVS {
+            write_u32(&mut mem, 8 * i, 1 << 20).unwrap();
+            write_u32(&mut mem, 8 * i + 4, 1 << 20).unwrap();
+        }
+        assert_eq!(c.fd_write(&mut mem, 1, 0, MAX_IOVS, 16384), Ok(errno::SUCCESS));
+        assert_eq!(read_u32(&mem, 16384), Ok(MAX_IO_BYTES as u32));
+        assert_eq!(c.log.written(), MAX_IO_BYTES);
+        // Short writes keep the order of the bytes: the first iovecs' bytes go first.
+        mem[100..103].copy_from_slice(b"ab\n");
+        mem[0..16].copy_from_slice(&[100, 0, 0, 0, 2, 0, 0, 0, 102, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(gather(&mem, 0, 2), Ok(b"ab\n".to_vec()));
+        // Iovecs are all checked before anything is copied, even past the cap.
+        write_u32(&mut mem, 8 * 5, (2 << 20) - 1).unwrap();
+        write_u32(&mut mem, 8 * 5 + 4, 2).unwrap();
+        assert_eq!(gather(&mem, 0, 6), Err(errno::FAULT));
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_refused_before_they_are_copied() {
+        let mem = vec![b'a'; 64 << 10];
+        assert_eq!(path_arg(&mem, 0, MAX_PATH_BYTES + 1), Err(errno::NAMETOOLONG));
+        assert_eq!(path_arg(&mem, 0, MAX_PATH_BYTES).map(|p| p.len()), Ok(MAX_PATH_BYTES as usize));
+        assert_eq!(path_arg(&mem, 1, 64 << 10), Err(errno::FAULT));
+        assert_eq!(try_zeroed(usize::MAX), Err(errno::NOMEM));
+        assert_eq!(try_zeroed(3), Ok(vec![0; 3]));
     }
 
     #[test]

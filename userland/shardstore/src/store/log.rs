@@ -28,6 +28,10 @@ impl<D: BlockDevice> ShardStore<D> {
             let location = self.index.get(&entry.key).copied();
             let live = location.filter(|location| entry.kind == RecordKind::Put && location.seq == entry.seq);
             if let Some(location) = live {
+                // A copy (and maybe a pad) must not take the log past its record limit.
+                if self.log.len() + 2 > self.records_max {
+                    break;
+                }
                 match self.read_record(entry.offset_sectors, entry.seq, entry.record_sectors) {
                     Ok(bytes) => {
                         if self.room_sectors(entry.record_sectors) > self.free_sectors() {
@@ -153,14 +157,18 @@ impl<D: BlockDevice> ShardStore<D> {
         2 * self.record_sectors_max
     }
 
-    /// Compacts until an append of `record_sectors` leaves `reserve_sectors` free.
+    /// Compacts until an append of `record_sectors` leaves `reserve_sectors` free and
+    /// the append (with a pad) leaves `reserve_records` below the record limit.
     ///
     /// One lap of compaction is not always enough: copying live records to the tail can
     /// wrap it and leave a pad, which only the next lap frees. So this goes on as long as
     /// free space keeps growing, and gives up with `NoSpace` after a whole lap (plus one
     /// batch) without a gain.
-    pub(super) fn make_room(&mut self, record_sectors: u64, reserve_sectors: u64) -> Result<(), Error> {
-        let fits = |store: &Self| store.room_sectors(record_sectors) + reserve_sectors <= store.free_sectors();
+    pub(super) fn make_room(&mut self, record_sectors: u64, reserve_sectors: u64, reserve_records: usize) -> Result<(), Error> {
+        let fits = |store: &Self| {
+            store.room_sectors(record_sectors) + reserve_sectors <= store.free_sectors()
+                && store.log.len() + 2 + reserve_records <= store.records_max
+        };
         let mut best_free_sectors = self.free_sectors();
         let mut handled_without_gain = 0usize;
         while !fits(self) {

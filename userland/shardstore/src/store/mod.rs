@@ -39,8 +39,24 @@ pub type Key = [u8; 32];
 /// The largest shard any store accepts.
 pub const SHARD_SIZE_MAX_BYTES: usize = 16 << 20;
 
+/// Most records a store keeps between head and tail, so most log entries (about 100
+/// bytes of RAM each) and index entries (about 110 bytes each per live shard) one disk
+/// costs: 2^19 records is at most about 110 MiB of heap, which a node with a few GiB
+/// of RAM can afford for a few disks. Every record is at least one block, and a forged
+/// superblock can make blocks one sector, so without a bound a crafted disk of tiny
+/// records would make mount allocate a fifth of the disk's size at every boot. A store
+/// never writes more (puts and deletes answer `NoSpace`, compaction copies no further),
+/// so mount refuses only disks no store wrote (`MountError::TooManyRecords`). An honest
+/// store reaches it only with 2^19 live shards (2 GiB of 4 KiB shards); the booted
+/// 100k-shard mount bench stays well below.
+pub const RECORDS_MAX: usize = 1 << 19;
+
 /// Records compaction handles per checkpoint when a write needs space.
 const COMPACT_BATCH_RECORDS: usize = 16;
+
+/// Records kept back from puts below the record limit, so deletes (and the copies
+/// compaction makes before it drops records) can always be written.
+const PUT_RESERVE_RECORDS: usize = 4 * COMPACT_BATCH_RECORDS;
 
 /// Where a live shard is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +163,8 @@ pub struct ShardStore<D: BlockDevice> {
     corrupt_dropped_count: u64,
     /// A record write at the tail failed: the device may still make it durable.
     tail_unclean: bool,
+    /// Most records between head and tail ([`RECORDS_MAX`] unless lowered).
+    records_max: usize,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for ShardStore<D> {
@@ -292,6 +310,7 @@ impl<D: BlockDevice> ShardStore<D> {
             report: MountReport { checkpoint_generation, ..MountReport::default() },
             corrupt_dropped_count: 0,
             tail_unclean: false,
+            records_max: RECORDS_MAX,
         }
     }
 
@@ -303,7 +322,14 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 
     /// Like [`mount`](Self::mount), but a refused device is handed back with the error.
-    pub fn try_mount(mut dev: D) -> Result<Self, (MountError, D)> {
+    pub fn try_mount(dev: D) -> Result<Self, (MountError, D)> {
+        Self::try_mount_with_records_max(dev, RECORDS_MAX)
+    }
+
+    /// [`try_mount`](Self::try_mount) keeping at most `records_max` records (at most
+    /// [`RECORDS_MAX`]): a log with more is refused with
+    /// [`MountError::TooManyRecords`], and the mounted store writes no more.
+    pub fn try_mount_with_records_max(mut dev: D, records_max: usize) -> Result<Self, (MountError, D)> {
         let superblock = match Self::read_superblock(&mut dev) {
             Ok(superblock) => superblock,
             Err(error) => return Err((error, dev)),
@@ -318,10 +344,22 @@ impl<D: BlockDevice> ShardStore<D> {
             prev_checksum: checkpoint.head_prev_checksum,
         };
         let mut store = Self::empty(dev, superblock, head, checkpoint.generation);
+        store.records_max = records_max.min(RECORDS_MAX);
         match store.replay() {
             Ok(()) => Ok(store),
             Err(error) => Err((error, store.dev)),
         }
+    }
+
+    /// Lowers the most records this store keeps (and writes) to `records_max`; it can
+    /// never be raised above [`RECORDS_MAX`]. For tests of the bound and small nodes.
+    pub fn limit_records(&mut self, records_max: usize) {
+        self.records_max = records_max.min(RECORDS_MAX);
+    }
+
+    /// Records between head and tail now (each costs RAM; see [`RECORDS_MAX`]).
+    pub fn record_count(&self) -> usize {
+        self.log.len()
     }
 
     fn absolute_sector(&self, offset_sectors: u64) -> u64 {
@@ -394,7 +432,7 @@ impl<D: BlockDevice> ShardStore<D> {
                 Err(error) => return Err(error),
             }
         }
-        self.make_room(record_sectors, self.put_reserve_sectors())?;
+        self.make_room(record_sectors, self.put_reserve_sectors(), PUT_RESERVE_RECORDS)?;
         let root = merkle_root(bytes);
         let entry = self.append(RecordKind::Put, key, root, bytes)?;
         self.set_live(entry.key, entry.location(entry_len_bytes(bytes), root));
@@ -420,7 +458,7 @@ impl<D: BlockDevice> ShardStore<D> {
         if !self.index.contains_key(key) {
             return Err(Error::NotFound);
         }
-        self.make_room(self.block_sectors, self.delete_reserve_sectors())?;
+        self.make_room(self.block_sectors, self.delete_reserve_sectors(), 0)?;
         self.append(RecordKind::Delete, *key, [0; 32], &[])?;
         self.set_dead(key);
         self.check_invariants();

@@ -66,6 +66,7 @@ impl<D: BlockDevice> ShardStore<D> {
                 break;
             }
             if let Some(header) = self.chain_header_at(self.tail.offset_sectors)? {
+                self.room_for_records(1)?;
                 let entry = self.push_entry(&header);
                 if let Some((entry, header)) = pending.replace((entry, header)) {
                     self.apply(&entry, &header);
@@ -73,6 +74,7 @@ impl<D: BlockDevice> ShardStore<D> {
                 continue;
             }
             let Some((lost_sectors, next)) = self.resync()? else { break };
+            self.room_for_records(2)?;
             if let Some((entry, header)) = pending.take() {
                 self.apply(&entry, &header);
             }
@@ -92,6 +94,14 @@ impl<D: BlockDevice> ShardStore<D> {
         }
         self.report.records_replayed = self.log.len() as u64;
         self.check_invariants();
+        Ok(())
+    }
+
+    /// Refuses the disk before replay keeps more than `records_max` records in RAM.
+    fn room_for_records(&self, more: usize) -> Result<(), MountError> {
+        if self.log.len() + more > self.records_max {
+            return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
+        }
         Ok(())
     }
 

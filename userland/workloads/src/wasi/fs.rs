@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::area::{check_name, FileArea, FileAreaError, MAX_FILES};
-use super::{errno, range, scatter, write_bytes, write_u32, done, iovecs, gather, Kind, WasiCtx, WasiResult};
+use super::{errno, range, scatter, write_bytes, write_u32, done, iovecs, gather, path_arg, Kind, WasiCtx, WasiResult};
 use super::{FDFLAGS_APPEND, FDFLAGS_DSYNC, FDFLAGS_NONBLOCK, FDFLAGS_RSYNC, FDFLAGS_SYNC};
 use super::{FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE, FILETYPE_SOCKET_STREAM};
 
@@ -61,6 +61,10 @@ const OFLAGS_DIRECTORY: u32 = 2;
 const OFLAGS_EXCL: u32 = 4;
 const OFLAGS_TRUNC: u32 = 8;
 const FDFLAGS_ALL: u32 = (FDFLAGS_APPEND | FDFLAGS_DSYNC | FDFLAGS_NONBLOCK | FDFLAGS_RSYNC | FDFLAGS_SYNC) as u32;
+
+/// Largest file size: WASI offsets are signed 64-bit (`fd_seek` takes an `i64`), so
+/// a larger size could not be addressed; asking for one is `EFBIG`, as on wasmtime.
+pub const MAX_FILE_BYTES: u64 = i64::MAX as u64;
 
 const DIRENT_HEADER_BYTES: usize = 24;
 const FILESTAT_BYTES: usize = 64;
@@ -155,16 +159,18 @@ impl Files {
     }
 
     /// Committed bytes of files not open, plus the bytes of every open file.
+    /// Sizes come from the area (the kernel's record on disk): they are summed
+    /// saturating, so a forged huge size reads as "over quota", never wraps.
     fn usage_bytes(&mut self) -> Result<u64, u32> {
-        let open: u64 = self.nodes.iter().flatten().map(|n| n.data.len() as u64).sum();
+        let open: u64 = self.nodes.iter().flatten().fold(0u64, |sum, n| sum.saturating_add(n.data.len() as u64));
         let mut closed = 0u64;
-        let committed = self.committed.as_ref().expect("usage after committed()");
+        let committed = self.committed.as_ref().ok_or(errno::IO)?;
         for (name, size) in committed {
             if self.live(name).is_none() {
-                closed += size;
+                closed = closed.saturating_add(*size);
             }
         }
-        Ok(open + closed)
+        Ok(open.saturating_add(closed))
     }
 
     /// Size of `name` (its open contents if open), `None` if there is no such file.
@@ -235,17 +241,31 @@ impl Files {
     }
 
     /// Sets the length of node `i`, zero-filling growth, within the quota.
+    ///
+    /// `len` comes from the program: above [`MAX_FILE_BYTES`] it is `EFBIG`; the quota
+    /// is compared without a sum that could wrap (`ENOSPC`); and growth is reserved
+    /// fallibly (`ENOMEM` when the node's heap cannot hold it), so no guest value wraps
+    /// past the quota or panics the node.
     fn resize(&mut self, i: usize, len: u64) -> Result<(), u32> {
         let old = self.node(i).data.len() as u64;
         if len > old {
             self.committed()?;
             let usage = self.usage_bytes()?;
-            if usage - old + len > self.quota_bytes {
+            if len > MAX_FILE_BYTES {
+                return Err(errno::FBIG);
+            }
+            // usage counts this node's `old` bytes, so usage >= old (saturated: over).
+            let others = usage.saturating_sub(old);
+            let room = self.quota_bytes.checked_sub(others);
+            if room.is_none_or(|room| len > room) {
                 return Err(errno::NOSPC);
             }
         }
         let len = usize::try_from(len).map_err(|_| errno::FBIG)?;
         let n = self.node(i);
+        if let Some(grow) = len.checked_sub(n.data.len()) {
+            n.data.try_reserve_exact(grow).map_err(|_| errno::NOMEM)?;
+        }
         n.data.resize(len, 0);
         n.dirty = true;
         Ok(())
@@ -329,7 +349,7 @@ impl WasiCtx {
         }
         let n = scatter(mem, ranges, &data[start..]);
         if at.is_none() {
-            f.pos += n as u64;
+            f.pos = f.pos.saturating_add(n as u64);
         }
         Ok(n)
     }
@@ -440,7 +460,7 @@ impl WasiCtx {
     ) -> WasiResult {
         let r = (|| {
             self.dir(dirfd)?;
-            let path = mem[range(mem, path, path_len)?].to_vec();
+            let path = path_arg(mem, path, path_len)?;
             range(mem, out, 4)?;
             if oflags & !(OFLAGS_CREAT | OFLAGS_DIRECTORY | OFLAGS_EXCL | OFLAGS_TRUNC) != 0 || fdflags & !FDFLAGS_ALL != 0 {
                 return Err(errno::INVAL);
@@ -542,7 +562,7 @@ impl WasiCtx {
     pub fn path_filestat_get(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32, out: u32) -> WasiResult {
         let r = (|| {
             self.dir(dirfd)?;
-            let path = mem[range(mem, path, path_len)?].to_vec();
+            let path = path_arg(mem, path, path_len)?;
             range(mem, out, FILESTAT_BYTES as u32)?;
             let stat = if path == b"." {
                 filestat(DIR_INO, FILETYPE_DIRECTORY, 1, 0)
@@ -559,7 +579,7 @@ impl WasiCtx {
     pub fn path_unlink_file(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32) -> WasiResult {
         let r = (|| {
             self.dir(dirfd)?;
-            let path = mem[range(mem, path, path_len)?].to_vec();
+            let path = path_arg(mem, path, path_len)?;
             let name = check_name(&path)?;
             self.files()?.unlink(name)
         })();
@@ -865,6 +885,161 @@ mod test {
         assert_eq!(ok(t.c.path_unlink_file(&mut t.mem, 3, NAME, len)), Err(errno::IO));
         area.0.lock().unwrap().fail = None;
         assert_eq!(area.get("tmp"), Some(vec![]));
+    }
+
+    /// Issue 10 item 3: `usage - old + len` with a guest `len` near `u64::MAX` wrapped
+    /// below the quota and `resize` panicked. Now no sum wraps: `EFBIG` above
+    /// [`MAX_FILE_BYTES`], `ENOSPC` over the quota.
+    #[test]
+    fn quota_sum_overflow_is_fbig_not_a_wrap() {
+        let (mut t, area) = with_area(1000);
+        let a = t.open("a", CREAT, RW).unwrap();
+        assert_eq!(t.write(a, &[1; 600]), Ok(600));
+        t.close(a).unwrap();
+        let b = t.open("b", CREAT, RW).unwrap();
+        assert_eq!(t.write(b, &[2; 10]), Ok(10));
+        // others (600) + len wraps to 499 <= quota without checked arithmetic.
+        assert_eq!(ok(t.c.fd_filestat_set_size(b, u64::MAX - 100)), Err(errno::FBIG));
+        assert_eq!(ok(t.c.fd_filestat_set_size(b, u64::MAX)), Err(errno::FBIG));
+        // The same through fd_pwrite's offset, and fd_seek + fd_write.
+        t.iov(b"xy");
+        assert_eq!(ok(t.c.fd_pwrite(&mut t.mem, b, IOV, 1, u64::MAX - 300, OUT)), Err(errno::FBIG));
+        assert_eq!(ok(t.c.fd_pwrite(&mut t.mem, b, IOV, 1, u64::MAX - 1, OUT)), Err(errno::FBIG));
+        assert_eq!(ok(t.c.fd_pwrite(&mut t.mem, b, IOV, 1, 1 << 40, OUT)), Err(errno::NOSPC));
+        ok(t.c.fd_seek(&mut t.mem, b, i64::MAX, 0, OUT)).unwrap();
+        assert_eq!(t.write(b, b"z"), Err(errno::FBIG));
+        ok(t.c.fd_seek(&mut t.mem, b, i64::MAX - 1, 0, OUT)).unwrap();
+        assert_eq!(t.write(b, b"z"), Err(errno::NOSPC));
+        // Nothing changed: size 10, quota still usable up to 1000.
+        ok(t.c.fd_filestat_get(&mut t.mem, b, OUT)).unwrap();
+        assert_eq!(u64::from_le_bytes(t.mem[OUT as usize + 32..OUT as usize + 40].try_into().unwrap()), 10);
+        ok(t.c.fd_filestat_set_size(b, 400)).unwrap();
+        assert_eq!(ok(t.c.fd_filestat_set_size(b, 401)), Err(errno::NOSPC));
+        t.close(b).unwrap();
+        assert_eq!(area.get("b").map(|v| v.len()), Some(400));
+    }
+
+    /// Growth the heap cannot hold is `ENOMEM` for the program, not an abort of the node.
+    #[test]
+    fn growth_past_the_heap_is_enomem() {
+        let (mut t, _) = with_area(u64::MAX);
+        let f = t.open("f", CREAT, RW).unwrap();
+        assert_eq!(ok(t.c.fd_filestat_set_size(f, 1 << 62)), Err(errno::NOMEM));
+        assert_eq!(ok(t.c.fd_filestat_set_size(f, u64::MAX)), Err(errno::FBIG));
+        ok(t.c.fd_filestat_set_size(f, 3)).unwrap();
+        assert_eq!(t.read(f, 10).unwrap(), [0, 0, 0]);
+    }
+
+    /// The iovec bomb on a file: 1024 iovecs of 128 KiB is a 128 MiB request; it is a
+    /// short write of [`super::super::MAX_IO_BYTES`] that fits the 64 MiB quota.
+    #[test]
+    fn iovec_bomb_on_a_file_is_a_short_write() {
+        let (mut t, area) = with_area(64 << 20);
+        let f = t.open("f", CREAT, RW).unwrap();
+        super::super::net::test::bomb_iovecs(&mut t.mem, 1024, DATA, 128 << 10);
+        ok(t.c.fd_pwrite(&mut t.mem, f, IOV, 1024, 0, OUT)).unwrap();
+        assert_eq!(t.out_u32(), super::super::MAX_IO_BYTES as u32);
+        ok(t.c.fd_write(&mut t.mem, f, IOV, 1024, OUT)).unwrap();
+        assert_eq!(t.out_u32(), super::super::MAX_IO_BYTES as u32);
+        t.close(f).unwrap();
+        assert_eq!(area.get("f").map(|v| v.len()), Some(super::super::MAX_IO_BYTES));
+    }
+
+    /// A forged committed size (the kernel's record of a file on disk) near `u64::MAX`
+    /// saturates the usage sum: growth is refused, nothing wraps.
+    #[test]
+    fn forged_committed_sizes_saturate() {
+        struct Forged;
+        impl FileArea for Forged {
+            fn read(&mut self, _: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
+                Ok(Some(Vec::new()))
+            }
+            fn write(&mut self, _: &str, _: &[u8]) -> Result<(), FileAreaError> {
+                Ok(())
+            }
+            fn remove(&mut self, _: &str) -> Result<bool, FileAreaError> {
+                Ok(true)
+            }
+            fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
+                Ok(vec![("a".into(), u64::MAX), ("b".into(), u64::MAX - 5), ("c".into(), 0)])
+            }
+        }
+        let mut t = T::new();
+        t.c.attach_files(Box::new(Forged), 1 << 20);
+        let c = t.open("c", 0, RW).unwrap();
+        assert_eq!(t.write(c, b"x"), Err(errno::NOSPC));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_cases(64)))]
+        /// Random sizes, offsets and seeks against a small quota: no panic, only the
+        /// errnos wasmtime's WASI gives for these, and the quota always holds.
+        #[test]
+        fn sizes_offsets_and_seeks_never_wrap(ops in proptest::collection::vec((0u8..4, proptest::prelude::any::<u64>(), 0u32..64), 1..24)) {
+            const QUOTA: u64 = 4096;
+            let (mut t, _) = with_area(QUOTA);
+            let f = t.open("f", CREAT, RW).unwrap();
+            let g = t.open("g", CREAT, RW).unwrap();
+            let mut model = [0u64; 2];
+            for (op, n, len) in ops {
+                let (fd, other) = if n & 1 == 0 { (f, 1) } else { (g, 0) };
+                let me = 1 - other;
+                // Sizes near the edges where sums wrap or offsets stop: the top of u64,
+                // around i64::MAX, small ones, and any.
+                let n = match (n >> 1) & 3 {
+                    0 => u64::MAX - (n >> 3) % 8192,
+                    1 => (i64::MAX as u64 - 4096).wrapping_add((n >> 3) % 8192),
+                    2 => (n >> 3) % 8192,
+                    _ => n,
+                };
+                match op {
+                    0 => match ok(t.c.fd_filestat_set_size(fd, n)) {
+                        Ok(()) => model[me] = n,
+                        Err(e) => {
+                            proptest::prop_assert!(e == errno::NOSPC || e == errno::FBIG, "set_size {n}: {e}");
+                            proptest::prop_assert!(n.checked_add(model[other]).is_none_or(|s| s > QUOTA));
+                        }
+                    },
+                    1 => {
+                        t.iov_len(len);
+                        match ok(t.c.fd_pwrite(&mut t.mem, fd, IOV, 1, n, OUT)) {
+                            Ok(()) => {
+                                proptest::prop_assert_eq!(t.out_u32(), len);
+                                if len > 0 {
+                                    model[me] = model[me].max(n + u64::from(len));
+                                }
+                            }
+                            Err(e) => proptest::prop_assert!(e == errno::NOSPC || e == errno::FBIG, "pwrite {n}: {e}"),
+                        }
+                    }
+                    2 => match ok(t.c.fd_seek(&mut t.mem, fd, n as i64, u32::from(len as u8 % 3), OUT)) {
+                        Ok(()) => {
+                            let pos = u64::from_le_bytes(t.mem[OUT as usize..OUT as usize + 8].try_into().unwrap());
+                            proptest::prop_assert!(pos <= i64::MAX as u64);
+                            if (len as u8).is_multiple_of(3) {
+                                proptest::prop_assert_eq!(pos, n);
+                            }
+                        }
+                        Err(e) => proptest::prop_assert_eq!(e, errno::INVAL),
+                    },
+                    _ => {
+                        t.iov_len(len);
+                        match ok(t.c.fd_write(&mut t.mem, fd, IOV, 1, OUT)) {
+                            Ok(()) => proptest::prop_assert_eq!(t.out_u32(), len),
+                            Err(e) => proptest::prop_assert!(e == errno::NOSPC || e == errno::FBIG, "write: {e}"),
+                        }
+                        ok(t.c.fd_filestat_get(&mut t.mem, fd, OUT)).unwrap();
+                        model[me] = u64::from_le_bytes(t.mem[OUT as usize + 32..OUT as usize + 40].try_into().unwrap());
+                    }
+                }
+                for (i, fd) in [f, g].into_iter().enumerate() {
+                    ok(t.c.fd_filestat_get(&mut t.mem, fd, OUT)).unwrap();
+                    let size = u64::from_le_bytes(t.mem[OUT as usize + 32..OUT as usize + 40].try_into().unwrap());
+                    proptest::prop_assert_eq!(size, model[i]);
+                }
+                proptest::prop_assert!(model[0] + model[1] <= QUOTA);
+            }
+        }
     }
 
     /// Parses a readdir buffer into (next cookie, ino, type, name).

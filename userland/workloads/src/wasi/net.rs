@@ -160,7 +160,7 @@ impl WasiCtx {
             return Ok(0);
         }
         let sockets = self.sockets.as_mut().ok_or(errno::BADF)?;
-        let mut buf = alloc::vec![0u8; want];
+        let mut buf = super::try_zeroed(want)?;
         loop {
             match sockets.recv(conn, &mut buf).map_err(sock_err)? {
                 Some(n) => return Ok(scatter(mem, ranges, &buf[..n.min(want)])),
@@ -437,7 +437,7 @@ impl Sockets for MemSockets {
 }
 
 #[cfg(test)]
-mod test {
+pub(crate) mod test {
     use super::super::testmem::{ok, Shared, T, DATA, IOV, OUT, SIZE};
     use super::super::{read_u32, MemFileArea, MAX_OPEN_FDS, FILETYPE_SOCKET_STREAM};
     use super::*;
@@ -606,6 +606,29 @@ mod test {
         // Closing a listener just forgets the fd.
         t.close(4).unwrap();
         assert_eq!(accept(&mut t, 4, 0), Err(errno::BADF));
+    }
+
+    /// An iovec bomb on a socket: 1024 iovecs over the same 128 KiB ask for 128 MiB;
+    /// the node copies and sends at most [`super::super::MAX_IO_BYTES`] and says so.
+    #[test]
+    fn iovec_bomb_on_sock_send_is_a_short_send() {
+        let (mut t, s) = with_sockets(false, &[7]);
+        let conn = s.with(|m| m.connect(7, b"", false));
+        let c = accept(&mut t, 3, 0).unwrap();
+        bomb_iovecs(&mut t.mem, 1024, DATA, 128 << 10);
+        assert_eq!(t.c.sock_send(&mut t.mem, c, IOV, 1024, 0, OUT), Ok(errno::SUCCESS));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(super::super::MAX_IO_BYTES as u32));
+        s.with(|m| assert_eq!(m.conns[&conn].output.len(), super::super::MAX_IO_BYTES));
+        assert_eq!(t.c.fd_write(&mut t.mem, c, IOV, 1024, OUT), Ok(errno::SUCCESS));
+        assert_eq!(read_u32(&t.mem, OUT), Ok(super::super::MAX_IO_BYTES as u32));
+    }
+
+    /// Writes `count` iovecs at IOV, each `len` bytes at `ptr`.
+    pub(crate) fn bomb_iovecs(mem: &mut [u8], count: u32, ptr: u32, len: u32) {
+        for i in 0..count {
+            write_u32(mem, IOV + 8 * i, ptr).unwrap();
+            write_u32(mem, IOV + 8 * i + 4, len).unwrap();
+        }
     }
 
     #[test]

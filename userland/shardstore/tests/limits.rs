@@ -1,0 +1,103 @@
+//! The RAM a store keeps is bounded by its record limit (`RECORDS_MAX`): a disk whose
+//! log holds more records is refused at mount with a typed error and left untouched,
+//! and a store never writes more records than it would mount.
+
+mod common;
+
+use blockdev::mem::MemDisk;
+use blockdev::SECTOR_SIZE;
+use common::{fresh, shard};
+use shardstore::layout::{RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS};
+use shardstore::layout::Checkpoint;
+use shardstore::{Error, MountError, ShardStore, RECORDS_MAX};
+
+/// Issue 10 item 8: a crafted disk of the smallest records (one-sector deletes, a
+/// forged superblock with one-sector blocks) just past `RECORDS_MAX`. Mount kept about
+/// 100 bytes of RAM per record with no bound; now it refuses the disk, typed, and
+/// hands it back unwritten. (The disk is 256 MiB of headers with valid checksums, as
+/// anyone who reads the superblock can compute them.)
+#[test]
+fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
+    let records = RECORDS_MAX as u64 + 1;
+    let log_sectors = records + 64;
+    let sector_count = LOG_START_SECTORS + log_sectors;
+    let superblock = Superblock {
+        node_id: [1; 32],
+        disk_id: [2; 16],
+        format_salt: [3; 16],
+        sector_count,
+        log_start_sectors: LOG_START_SECTORS,
+        log_sectors,
+        block_sectors: 1,
+    };
+    let key = superblock.checksum_key();
+    let mut image = vec![0u8; sector_count as usize * SECTOR_SIZE];
+    image[..SECTOR_SIZE].copy_from_slice(&superblock.encode());
+    let checkpoint = Checkpoint { generation: 1, head_offset_sectors: 0, head_seq: 1, head_prev_checksum: [0; 32] };
+    let at = CHECKPOINT_SECTORS[1] as usize * SECTOR_SIZE;
+    image[at..at + SECTOR_SIZE].copy_from_slice(&checkpoint.encode(&key));
+    let mut prev_checksum = [0u8; 32];
+    for i in 0..records {
+        let mut header = RecordHeader {
+            kind: RecordKind::Delete,
+            payload_len_bytes: 0,
+            seq: 1 + i,
+            record_sectors: 1,
+            key: [9; 32],
+            merkle_root: [0; 32],
+            prev_checksum,
+            record_checksum: [0; 32],
+        };
+        header.record_checksum = header.compute_record_checksum(&key, &[]);
+        prev_checksum = header.record_checksum;
+        let at = (LOG_START_SECTORS + i) as usize * SECTOR_SIZE;
+        image[at..at + 176].copy_from_slice(&header.encode(&key));
+    }
+    let disk = MemDisk::from_image(image).unwrap();
+    let (error, disk) = ShardStore::try_mount(disk).expect_err("a disk past RECORDS_MAX was mounted");
+    assert_eq!(error, MountError::TooManyRecords { records_max: RECORDS_MAX as u64 });
+    assert!(error.to_string().contains("more than 524288 records"), "{error}");
+    assert_eq!(disk.stats().write_count, 0);
+    // One record fewer is an honest store's worst case: it mounts.
+    let mut image = disk.durable_image().to_vec();
+    let last = (LOG_START_SECTORS + records - 1) as usize * SECTOR_SIZE;
+    image[last..last + SECTOR_SIZE].fill(0);
+    let store = ShardStore::mount(MemDisk::from_image(image).unwrap()).unwrap();
+    assert_eq!(store.record_count(), RECORDS_MAX);
+}
+
+/// A lowered limit is enforced on both sides: the store stops taking puts before the
+/// limit (deletes still work, then puts again after compaction), so what it wrote
+/// always mounts with the same limit; a stricter limit refuses the same disk.
+#[test]
+fn a_store_never_writes_more_records_than_it_would_mount() {
+    const LIMIT: usize = 150;
+    let mut store = fresh(4096);
+    store.limit_records(LIMIT);
+    let mut keys = Vec::new();
+    let refused = loop {
+        let (key, bytes) = shard(keys.len() as u64, 40);
+        match store.put(key, &bytes) {
+            Ok(()) => keys.push(key),
+            Err(error) => break error,
+        }
+        assert!(keys.len() <= LIMIT, "puts went past the record limit");
+    };
+    assert_eq!(refused, Error::NoSpace);
+    assert!(store.record_count() <= LIMIT && store.record_count() + 64 >= LIMIT - 2, "{}", store.record_count());
+    // Deletes still go in (the reserve), compaction then makes room for puts again.
+    for key in &keys[..40] {
+        store.delete(key).unwrap();
+        assert!(store.record_count() <= LIMIT);
+    }
+    let (key, bytes) = shard(10_000, 40);
+    store.put(key, &bytes).unwrap();
+    assert!(store.record_count() <= LIMIT);
+    let disk = store.into_device();
+    let store = ShardStore::try_mount_with_records_max(disk, LIMIT).map_err(|(e, _)| e).unwrap();
+    assert_eq!(store.list().len(), keys.len() - 40 + 1);
+    let count = store.record_count();
+    let disk = store.into_device();
+    let (error, _) = ShardStore::try_mount_with_records_max(disk, count - 1).err().unwrap();
+    assert_eq!(error, MountError::TooManyRecords { records_max: count as u64 - 1 });
+}
