@@ -85,7 +85,7 @@ impl Usage {
 
 /// Minimum number of distinct owners a full node serves: each owner's share of every
 /// resource is `total / OWNERS_TO_FILL`.
-pub const OWNERS_TO_FILL: u64 = 4;
+pub const OWNERS_TO_FILL: u64 = 3;
 
 /// Bytes of kernel heap a running workload costs besides its linear memory: its fiber's
 /// stack (1 MiB) and wasm engine state (instance, tables, code), rounded up.
@@ -218,7 +218,7 @@ mod test {
     use alloc::vec;
 
     fn policy() -> Policy {
-        Policy { total: Usage::new(64, 1 << 30, 256 << 20, 384 << 10), reserved_ports: vec![7070, 7443], ports_per_owner: 8 }
+        Policy { total: Usage::new(48, 768 << 20, 192 << 20, 288 << 10), reserved_ports: vec![7070, 7443], ports_per_owner: 8 }
     }
 
     fn key(n: u32) -> [u8; 32] {
@@ -251,7 +251,7 @@ mod test {
         let p = policy();
         let mut node = Node { held: vec![] };
         let one = Usage::new(1, 1 << 20, 0, 100);
-        // 64 / 4 = 16 workloads, exactly.
+        // 48 / 3 = 16 workloads, exactly.
         for _ in 0..16 {
             node.try_deploy(&p, key(1), one, &[]).unwrap();
         }
@@ -261,7 +261,7 @@ mod test {
         );
         // Someone else still gets in.
         node.try_deploy(&p, key(2), one, &[]).unwrap();
-        // Memory share exact: 256 MiB of 1 GiB, counted with what the owner holds.
+        // Memory share exact: 256 MiB of 768 MiB, counted with what the owner holds.
         let mut node = Node { held: vec![] };
         node.try_deploy(&p, key(1), Usage::new(1, (256 << 20) - 1, 0, 0), &[]).unwrap();
         node.try_deploy(&p, key(1), Usage::new(1, 1, 0, 0), &[]).unwrap();
@@ -272,7 +272,7 @@ mod test {
     }
 
     #[test]
-    fn many_keys_fill_the_node_only_to_its_totals_and_only_with_four_owners_or_more() {
+    fn many_keys_fill_the_node_only_to_its_totals_and_only_with_three_owners_or_more() {
         let p = policy();
         let mut node = Node { held: vec![] };
         let big = Usage::new(1, 64 << 20, 16 << 20, 24 << 10);
@@ -293,14 +293,14 @@ mod test {
         for r in Resource::ALL {
             assert!(t.get(r) <= p.total.get(r), "{r:?}");
         }
-        // Memory binds first: 1 GiB / 64 MiB = 16 workloads, 4 per owner (256 MiB).
-        assert_eq!(t.get(Resource::MemoryBytes), 1 << 30);
-        assert_eq!(node.held.len(), 16);
-        assert_eq!(owners_admitted.len(), 4);
+        // Memory binds first: 768 MiB / 64 MiB = 12 workloads, 4 per owner (256 MiB).
+        assert_eq!(t.get(Resource::MemoryBytes), 768 << 20);
+        assert_eq!(node.held.len(), 12);
+        assert_eq!(owners_admitted.len(), 3);
         assert!(refused > 0);
         // Full: a fresh key is refused with the node total, not a share.
         let e = node.try_deploy(&p, key(5000), Usage::new(1, 1, 0, 0), &[]).unwrap_err();
-        assert_eq!(e, AdmissionError::NodeFull { resource: Resource::MemoryBytes, used: 1 << 30, asked: 1, total: 1 << 30 });
+        assert_eq!(e, AdmissionError::NodeFull { resource: Resource::MemoryBytes, used: 768 << 20, asked: 1, total: 768 << 20 });
         assert!(e.to_string().contains("the node is full"));
     }
 
