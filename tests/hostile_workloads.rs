@@ -17,8 +17,11 @@
 //! - **Many fresh keys** deploy one large workload each until the node is full (the
 //!   refusal names the node total, which equals what the test saw granted).
 //! - Then the attackers remove their workloads; an **honest user** deploys `hello`,
-//!   reads its logs with exact output, removes it, and the kernel heap in use is back
-//!   near its level when the workload service started.
+//!   reads its logs with exact output and removes it, three times; the kernel heap in use
+//!   does not grow from round to round (within 1 MiB: closing control sockets), and at
+//!   the end it is within 8 MiB of its level when the workload service started (the
+//!   rest is the overlay's sessions with the ~15 keys and the network's buffers) and
+//!   below an eighth of the peak seen.
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -304,10 +307,29 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
     assert!(serial.contains("[hostile] redbell done"), "the escape line is not on the console, cleaned\n{serial}");
     assert!(!serial.contains("\x1b[31m") && !serial.contains("title"), "escapes reached the console");
     assert!(serial.contains("[hostile] iovec bomb: one short write of 1 MiB"), "{serial}");
-    let dropped = serial.lines().find(|l| l.contains("lines dropped (console rate limit)"));
-    let dropped = dropped.unwrap_or_else(|| panic!("no drop count on the console\n{serial}"));
-    println!("hostile-workloads: console: {dropped}");
-    assert!(serial.lines().filter(|l| l.starts_with("[hostile]")).count() < 2000, "the console printed the bomb");
+    // Every line the workload wrote was either printed or counted as dropped, and most
+    // were dropped: the console took a bounded, rate-limited share.
+    let start_line = number_after(lines[0], "[gridos: lines 0..").expect("first kept line");
+    let written = start_line + kept as u64;
+    let console = |serial: &str| {
+        let mut printed = 0u64;
+        let mut dropped = 0u64;
+        for l in serial.lines().filter(|l| l.starts_with("[hostile] ")) {
+            match l.strip_suffix(" lines dropped (console rate limit)") {
+                Some(report) => dropped += number_after(report, "[hostile] ... ").expect("count"),
+                None => printed += 1,
+            }
+        }
+        (printed, dropped)
+    };
+    let mut seen = (0, 0);
+    let all = wait_until(Duration::from_secs(120), || {
+        seen = console(&node.serial());
+        seen.0 + seen.1 == written
+    });
+    assert!(all, "console: {} printed + {} dropped != {written} written\n{}", seen.0, seen.1, node.serial());
+    println!("hostile-workloads: {written} lines written: {} on the console, {} dropped with a count", seen.0, seen.1);
+    assert!(seen.1 > 0 && seen.0 < written / 20, "the console printed the bomb: {seen:?}");
 
     // 2. One greedy owner: parked echo servers of 16 MiB until the memory share refuses.
     let mut greedy_ids = Vec::new();
@@ -372,23 +394,33 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
         ok(key, &["rm", id, "--node", t]);
     }
     ok(&mallory, &["rm", &id, "--node", t]);
-    let hid = ok(&honest, &["deploy", "--node", t, "--name", "honest", "--arg", "exact", hello]);
-    let hid = hid.trim().to_string();
-    let logs = ok(&honest, &["logs", &hid, "--follow", "--node", t]);
-    let mut got: Vec<&str> = logs.lines().collect();
-    got.sort_unstable();
-    assert_eq!(
-        got,
-        [
-            "argc=2 argv[0]=honest argv[1]=exact",
-            "clock ok, random ok",
-            "env GREETING=(unset)",
-            "hello, world from wasm32-wasi",
-            "stderr: hello on stderr",
-        ],
-        "{logs}"
-    );
-    ok(&honest, &["rm", &hid, "--node", t]);
+    // Three rounds of deploy, logs, remove: exact output each time, and no heap kept
+    // per round (the heap in use after each remove, from the node's log).
+    let mut after_remove_kib = Vec::new();
+    for round in 0..3 {
+        let hid = ok(&honest, &["deploy", "--node", t, "--name", "honest", "--arg", "exact", hello]);
+        let hid = hid.trim().to_string();
+        let logs = ok(&honest, &["logs", &hid, "--follow", "--node", t]);
+        let mut got: Vec<&str> = logs.lines().collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                "argc=2 argv[0]=honest argv[1]=exact",
+                "clock ok, random ok",
+                "env GREETING=(unset)",
+                "hello, world from wasm32-wasi",
+                "stderr: hello on stderr",
+            ],
+            "round {round}: {logs}"
+        );
+        ok(&honest, &["rm", &hid, "--node", t]);
+        let serial = node.serial();
+        let line = serial.lines().rev().find(|l| l.contains(&format!("workload {hid}: removed"))).expect("remove line");
+        after_remove_kib.push(number_after(line, "kernel heap ").expect("heap"));
+    }
+    println!("hostile-workloads: kernel heap after each honest remove: {after_remove_kib:?} KiB");
+    assert!(after_remove_kib[2] <= after_remove_kib[0] + 1024, "the heap grows per deploy: {after_remove_kib:?}");
     // Every removed workload is dropped (running ones at their next slice).
     let removed = greedy_ids.len() + porter_ids.len() + fresh.len();
     let dropped_all = wait_until(Duration::from_secs(60), || {
@@ -400,7 +432,7 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
     let end_heap_kib = *heap_kib(&serial).last().expect("heap");
     let peak_heap_kib = heap_kib(&serial).into_iter().max().unwrap_or(0);
     println!("hostile-workloads: kernel heap in use: {start_heap_kib} KiB at start, {peak_heap_kib} KiB at most seen, {end_heap_kib} KiB at the end");
-    assert!(end_heap_kib <= start_heap_kib + 4096, "the heap did not come back: {start_heap_kib} KiB -> {end_heap_kib} KiB\n{serial}");
+    assert!(end_heap_kib <= start_heap_kib + 8192 && end_heap_kib * 8 < peak_heap_kib, "the heap did not come back: {start_heap_kib} KiB -> {end_heap_kib} KiB\n{serial}");
     drop(node.kill());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -89,7 +89,7 @@ impl core::fmt::Display for ServiceError {
             ServiceError::NotFound => f.write_str("no such workload"),
             ServiceError::Rejected(why) => write!(f, "rejected: {why}"),
             ServiceError::Storage(why) => write!(f, "storage: {why}"),
-            ServiceError::Admission(why) => write!(f, "refused: {why}"),
+            ServiceError::Admission(why) => write!(f, "{why}"),
         }
     }
 }

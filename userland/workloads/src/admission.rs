@@ -339,9 +339,7 @@ mod test {
 
     #[test]
     fn memory_charge_counts_logs_and_overhead_without_overflow() {
-        let mut l = crate::Limits::default();
-        l.memory_bytes = 16 << 20;
-        l.log_bytes = 64 << 10;
+        let mut l = crate::Limits { memory_bytes: 16 << 20, log_bytes: 64 << 10, ..Default::default() };
         assert_eq!(memory_charge_bytes(&l, 32 << 10), (16 << 20) + (128 << 10) + (32 << 10) + WORKLOAD_OVERHEAD_BYTES);
         l.memory_bytes = u64::MAX;
         assert_eq!(memory_charge_bytes(&l, 1), u64::MAX);
