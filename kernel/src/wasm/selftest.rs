@@ -323,10 +323,11 @@ pub async fn serve_case() {
         crate::kprintln!("workloads: listener on the control port refused: {e}");
         // Quotas: one owner has at most WORKLOADS_PER_OWNER_MAX workloads (the echo
         // server is the first), and a bounded share of the workload table. (Small
-        // memory caps, so the owner's memory share is not what binds first.)
+        // memory caps and no file area, so the owner's memory and storage shares are
+        // not what binds first.)
         let max = super::service::WORKLOADS_PER_OWNER_MAX;
         let mut last = id;
-        let tiny = Limits { memory_bytes: 1 << 20, log_bytes: 4 << 10, ..Limits::default() };
+        let tiny = Limits { memory_bytes: 1 << 20, log_bytes: 4 << 10, storage_bytes: 0, ..Limits::default() };
         for i in 1..max {
             let m = signer.manifest(&format!("quota{i:02}"), HELLO.0, tiny, &[]);
             last = super::service::deploy(&m, HELLO.0, HELLO.1).map_err(|e| format!("deploy {i} of {max}: {e}"))?;
