@@ -200,7 +200,7 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     assert!(!theirs.contains("remote-"), "another user's list shows alice's workloads: {theirs}");
     for cmd in ["status", "logs", "stop", "rm"] {
         let e = gridctl(&mallory, &[cmd, &spin_id, "--node", t]).err().unwrap_or_else(|| panic!("mallory could {cmd}"));
-        assert!(e.contains("unauthorized"), "{cmd}: {e}");
+        assert!(e.contains("not found"), "{cmd}: {e}");
     }
     // A valid module whose manifest mallory signed, sent on alice's signed request, is
     // refused: the manifest's owner must be the request's signer.

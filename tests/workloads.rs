@@ -144,8 +144,8 @@ fn workload_serves_tcp_over_the_overlay() {
     assert!(b.serial.contains(&format!("[echo-server] served 1 connections, {bytes} bytes")), "{}", b.report());
     assert!(b.serial.contains("workloads: second listener on port 8080 refused"), "{}", b.report());
     assert!(b.serial.contains("workloads: listener on the control port refused"), "{}", b.report());
-    assert!(b.serial.contains("workloads: deploy 17 of one owner refused: quota: the owner has 16 workloads"), "{}", b.report());
-    assert!(b.serial.contains("workloads: second 40 KiB manifest of one owner refused: quota: the owner's manifests"), "{}", b.report());
+    assert!(b.serial.contains("workloads: deploy 17 of one owner refused: the owner holds 16 workloads and asks 1: an owner's share is at most 16 (1/3 of the node)"), "{}", b.report());
+    assert!(b.serial.contains("workloads: second 50 KiB manifest of one owner refused: the owner holds"), "{}", b.report());
     for d in [&disk_a, &disk_b] {
         let _ = std::fs::remove_file(d);
     }

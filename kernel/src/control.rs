@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use control::guard::{self, Admission, Deadlines, Expired, RequestTimer};
 use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Session, WorkloadState, WorkloadSummary};
 use spin::Mutex;
+use workloads::admission::AdmissionError;
 use workloads::runtime::StopReason;
 
 use crate::arch::x86_64::time;
@@ -249,7 +250,10 @@ fn refusal(e: ServiceError) -> BackendError {
         ServiceError::Rejected(_) => ErrorCode::Rejected,
         ServiceError::Storage(why) if why.contains("NoSpace") || why.contains("TooLarge") => ErrorCode::NoSpace,
         ServiceError::Storage(_) => ErrorCode::Internal,
-        ServiceError::Quota(_) => ErrorCode::NoSpace,
+        ServiceError::Admission(
+            AdmissionError::ReservedPort(_) | AdmissionError::PortTaken(_) | AdmissionError::OwnerPorts { .. },
+        ) => ErrorCode::Rejected,
+        ServiceError::Admission(_) => ErrorCode::NoSpace,
     };
     match e {
         // The code already says "rejected"; the message is the reason alone.
@@ -271,13 +275,21 @@ impl Backend for KernelBackend {
         service::status(id).map(to_summary)
     }
 
+    /// At most `max_lines` and `wasm::console_log::LOG_READ_BYTES_MAX` bytes of text
+    /// per answer (copied from the kept log, nothing more). The node keeps only the last
+    /// `KEPT_LOG_BYTES_MAX` of a log: when lines asked for are gone, the answer starts
+    /// with one line saying how many (it is not counted in the line numbers).
     fn logs(&mut self, _owner: &[u8; 32], id: u64, from_line: u64, max_lines: usize) -> Result<LogChunk, BackendError> {
-        let from = usize::try_from(from_line).unwrap_or(usize::MAX);
-        let (mut lines, finished) = service::logs(id, from).map_err(refusal)?;
-        let complete = lines.len() <= max_lines;
-        lines.truncate(max_lines);
-        let next_line = from_line + lines.len() as u64;
-        Ok(LogChunk { lines, next_line, finished: finished && complete })
+        let (read, finished) = service::logs(id, from_line, max_lines.saturating_sub(1).max(1)).map_err(refusal)?;
+        let mut lines = read.lines;
+        if read.dropped_before > 0 {
+            lines.insert(0, format!(
+                "[gridos: lines {from_line}..{} are no longer kept: the node keeps the last {} KiB of a workload's log]",
+                read.start_line,
+                crate::wasm::console_log::KEPT_LOG_BYTES_MAX >> 10
+            ));
+        }
+        Ok(LogChunk { lines, next_line: read.next_line, finished: finished && !read.more })
     }
 
     fn stop(&mut self, _owner: &[u8; 32], id: u64) -> Result<(), BackendError> {
@@ -288,13 +300,21 @@ impl Backend for KernelBackend {
         service::remove(id).map_err(refusal)
     }
 
-    fn node_info(&mut self, _owner: &[u8; 32]) -> NodeInfo {
+    /// What a caller learns of the node: its identity and uptime, *their own* workload
+    /// count, and the storage *they* could still be granted in MiB steps (the smaller of
+    /// their fair share's room and the node's, capped by the store's free bytes). Other
+    /// owners' workloads are neither counted nor listed: keys are free, so a stranger
+    /// is anyone, and the node's tenants are not theirs to enumerate. That the node is
+    /// near full is visible (room shrinks), as a refused deploy would show anyway.
+    fn node_info(&mut self, owner: &[u8; 32]) -> NodeInfo {
+        let (workloads, room) = service::owner_view(owner);
+        let free = crate::storage::stat().free_bytes.min(room);
         NodeInfo {
             key: self.node_key,
             address: self.address,
             uptime_ms: time::since_boot_ns() / 1_000_000,
-            workloads: service::list().len() as u32,
-            storage_free_bytes: crate::storage::stat().free_bytes,
+            workloads,
+            storage_free_bytes: free & !((1 << 20) - 1),
         }
     }
 }

@@ -200,9 +200,12 @@ fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {
     };
     let heap_bytes = wanted.min(largest.saturating_sub(2 * MIB) & !(2 * MIB - 1));
     match mm::heap::init(heap_bytes) {
-        Some((base, size)) => log::info!(
-            "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x}, {} MiB free for frames",
-            report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB),
+        Some((base, size)) => {
+            wasm::admission::set_heap_bytes(size);
+            log::info!(
+                "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x}, {} MiB free for frames",
+                report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB)
+        }
         None => power::fatal("could not set up the kernel heap"),
     }
 }

@@ -24,11 +24,18 @@
 //!   the others carry on.
 //! - Per workload, optionally: a persistent `/data` file area ([`files`]) and listening
 //!   sockets on the overlay (`sockets`).
+//! - Output: the node keeps the last lines of each workload's log, byte-bounded
+//!   (`workloads::logstore::KeptLog`), and prints them through the bounded,
+//!   rate-limited [`console_log`] queue. A removed workload is dropped with everything
+//!   it held ([`Manager::remove`]).
 //!
-//! The node-wide service (deploy, status, logs, stop, remove, restart at boot, quotas)
-//! is in [`service`]; what survives a reboot, in [`persist`]. A restart at boot loads
-//! its code through the same path as a deploy, so cached native code is verified again.
+//! The node-wide service (deploy, status, logs, stop, remove, restart at boot) is in
+//! [`service`], its admission policy in [`admission`]; what survives a reboot, in
+//! [`persist`]. A restart at boot loads its code through the same path as a deploy, so
+//! cached native code is verified again.
 
+pub mod admission;
+pub mod console_log;
 pub mod fiber;
 pub mod files;
 pub mod persist;
@@ -178,8 +185,10 @@ struct Slot {
     name: String,
     limits: Limits,
     status: Status,
-    lines: Vec<String>,
-    printed: usize,
+    /// The last lines of its output, byte-bounded ([`console_log::kept_log_bytes`]).
+    kept: workloads::logstore::KeptLog,
+    /// Names this workload in the console queue (unique per boot).
+    console_source: u64,
     cpu_ns: u64,
     slice_start_ns: u64,
     started_ns: u64,
@@ -219,6 +228,8 @@ struct Workload {
     slot: Arc<Mutex<Slot>>,
     fiber: Box<fiber::Fiber>,
     backend: Backend,
+    /// Removed by its owner: dropped (stack, slot, kept log) once its fiber finished.
+    removed: bool,
 }
 
 /// What [`Manager::info`] reports.
@@ -247,10 +258,11 @@ pub struct Round {
 /// overlay's sockets did not change (a fallback: changes wake the scheduler at once).
 pub const BLOCKED_POLL_NS: u64 = 50_000_000;
 
-/// Deploys, schedules and reports on workloads.
+/// Deploys, schedules and reports on workloads. Indices are stable while a workload
+/// is kept; a removed workload's index is free again once it is dropped.
 #[derive(Default)]
 pub struct Manager {
-    workloads: Vec<Workload>,
+    workloads: Vec<Option<Workload>>,
 }
 
 /// A workload's code, ready for its engine.
@@ -334,8 +346,8 @@ impl Manager {
             name: name.clone(),
             limits: manifest.limits,
             status: Status::Ready,
-            lines: Vec::new(),
-            printed: 0,
+            kept: workloads::logstore::KeptLog::new(console_log::kept_log_bytes(&manifest.limits)),
+            console_source: console_log::new_source(),
             cpu_ns: 0,
             slice_start_ns: 0,
             started_ns: 0,
@@ -356,8 +368,53 @@ impl Manager {
         };
         let body_slot = Arc::clone(&slot);
         let fiber = fiber::Fiber::new(Box::new(move || run_workload(code, manifest, body_slot, extras, sockets)));
-        self.workloads.push(Workload { slot, fiber, backend });
-        Ok(self.workloads.len() - 1)
+        let workload = Workload { slot, fiber, backend, removed: false };
+        match self.workloads.iter().position(Option::is_none) {
+            Some(free) => {
+                self.workloads[free] = Some(workload);
+                Ok(free)
+            }
+            None => {
+                self.workloads.push(Some(workload));
+                Ok(self.workloads.len() - 1)
+            }
+        }
+    }
+
+    fn get(&self, id: usize) -> Option<&Workload> {
+        self.workloads.get(id).and_then(Option::as_ref)
+    }
+
+    /// Forgets workload `id`: at once if it never ran or has finished, else it is asked
+    /// to stop and dropped when its fiber finishes (a fiber is never dropped suspended:
+    /// its stack holds the engine's store). Everything it held goes back to the heap:
+    /// stack, store and linear memory, logs, sockets.
+    pub fn remove(&mut self, id: usize) {
+        let Some(entry) = self.workloads.get_mut(id) else { return };
+        let Some(w) = entry.as_mut() else { return };
+        let unstarted = w.slot.lock().status == Status::Ready;
+        if w.fiber.is_done() || unstarted {
+            *entry = None;
+        } else {
+            w.removed = true;
+            w.slot.lock().stop_requested = true;
+        }
+        self.trim();
+    }
+
+    /// Gives back the tail of free entries.
+    fn trim(&mut self) {
+        while matches!(self.workloads.last(), Some(None)) {
+            self.workloads.pop();
+        }
+        if self.workloads.is_empty() {
+            self.workloads = Vec::new();
+        }
+    }
+
+    /// Number of workloads kept (running, finished, or removed and still finishing).
+    pub fn kept(&self) -> usize {
+        self.workloads.iter().flatten().count()
     }
 
     /// Like [`Manager::deploy`], with the module taken from an OCI image layout tar.
@@ -369,7 +426,7 @@ impl Manager {
     }
 
     pub fn info(&self, id: usize) -> Option<Info> {
-        let w = self.workloads.get(id)?;
+        let w = self.get(id)?;
         let s = w.slot.lock();
         Some(Info {
             status: s.status.clone(),
@@ -382,30 +439,38 @@ impl Manager {
         })
     }
 
+    /// The first lines kept of `id`, at most [`console_log::LOG_READ_BYTES_MAX`] of
+    /// them (for self-tests; the control service reads with [`Manager::read_log`]).
     pub fn logs(&self, id: usize) -> Vec<String> {
-        self.workloads.get(id).map(|w| w.slot.lock().lines.clone()).unwrap_or_default()
+        self.read_log(id, 0, usize::MAX, console_log::LOG_READ_BYTES_MAX).map(|r| r.lines).unwrap_or_default()
     }
 
-    /// Drops the workload deployed last if it has not run yet (a deploy that could not
-    /// be completed); other ids stay valid.
+    /// Lines of `id` from `from_line` on, at most `max_lines` and `max_bytes` (copied
+    /// only that much), as [`workloads::logstore::KeptLog::read`].
+    pub fn read_log(&self, id: usize, from_line: u64, max_lines: usize, max_bytes: usize) -> Option<workloads::logstore::LogRead> {
+        self.get(id).map(|w| w.slot.lock().kept.read(from_line, max_lines, max_bytes))
+    }
+
+    /// Drops a workload that has not run yet (a deploy that could not be completed);
+    /// other ids stay valid.
     pub fn discard_unstarted(&mut self, id: usize) {
-        let last = self.workloads.len().checked_sub(1);
-        if last == Some(id) && self.workloads[id].slot.lock().status == Status::Ready {
-            self.workloads.pop();
+        if self.get(id).is_some_and(|w| w.slot.lock().status == Status::Ready) {
+            self.remove(id);
         }
     }
 
     /// Asks a workload to stop; it does at its next time-slice check.
     pub fn stop(&mut self, id: usize) {
-        if let Some(w) = self.workloads.get(id) {
+        if let Some(w) = self.get(id) {
             w.slot.lock().stop_requested = true;
         }
     }
 
     /// Runs every unfinished workload round-robin, one time slice each, until all are
-    /// done. Prints log lines as `[name] line` as they appear.
+    /// done, then prints what the console queue still holds.
     pub fn run(&mut self) {
         while self.run_round().unfinished > 0 {}
+        console_log::flush();
     }
 
     /// Gives every unfinished workload one time slice (at most one timer tick), prints
@@ -413,8 +478,12 @@ impl Manager {
     /// how many of those are parked in a blocking socket call.
     pub fn run_round(&mut self) -> Round {
         let mut round = Round::default();
-        for w in &mut self.workloads {
+        for entry in &mut self.workloads {
+            let Some(w) = entry.as_mut() else { continue };
             if w.fiber.is_done() {
+                if w.removed {
+                    *entry = None;
+                }
                 continue;
             }
             let now = time::since_boot_ns();
@@ -429,10 +498,6 @@ impl Manager {
             w.fiber.resume();
             let mut s = w.slot.lock();
             s.cpu_ns += time::since_boot_ns() - s.slice_start_ns;
-            while s.printed < s.lines.len() {
-                crate::kprintln!("[{}] {}", s.name, s.lines[s.printed]);
-                s.printed += 1;
-            }
             if let Status::Done(reason) = &s.status {
                 log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
             } else {
@@ -443,17 +508,36 @@ impl Manager {
                     round.next_wake_ns = Some(round.next_wake_ns.map_or(wake, |w| w.min(wake)));
                 }
             }
+            if w.removed && w.fiber.is_done() {
+                let name = core::mem::take(&mut s.name);
+                drop(s);
+                *entry = None;
+                log::info!("workload {name}: dropped after its removal; kernel heap {} KiB in use",
+                    crate::mm::heap::allocated_bytes() >> 10);
+            }
+        }
+        self.trim();
+        // Workload output reaches the console here, at the queue's rate.
+        if let Some(next) = console_log::drain(time::since_boot_ns()) {
+            round.next_wake_ns = Some(round.next_wake_ns.map_or(next, |w| w.min(next)));
         }
         round
     }
 }
 
+/// Moves the workload's complete lines (cleaned by its log) to the slot's kept log
+/// and the console queue, a bounded batch at a time so the copy in flight stays small.
 fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
-    for (stream, line) in state.wasi.log.take_lines() {
-        slot.lines.push(match stream {
-            workloads::log::Stream::Stdout => line,
-            workloads::log::Stream::Stderr => format!("stderr: {line}"),
-        });
+    loop {
+        let batch = state.wasi.log.take_lines_max(console_log::DRAIN_BATCH_BYTES);
+        if batch.is_empty() {
+            break;
+        }
+        for (stream, line) in batch {
+            let line = workloads::logstore::display_line(stream, &line);
+            console_log::push(slot.console_source, &slot.name, &line);
+            slot.kept.push(&line);
+        }
     }
 }
 

@@ -320,7 +320,8 @@ fn exit_with(name: &str, result: Result<(), String>) -> ! {
 async fn finished_log(id: u64, ms: u64) -> Result<Vec<String>, String> {
     let deadline = time::since_boot_ns() + ms * 1_000_000;
     loop {
-        let (lines, finished) = super::service::logs(id, 0).map_err(|e| format!("{e}"))?;
+        let (read, finished) = super::service::logs(id, 0, usize::MAX).map_err(|e| format!("{e}"))?;
+        let lines = read.lines;
         if finished {
             return Ok(lines);
         }
@@ -427,28 +428,31 @@ pub async fn serve_case() {
             .ok_or("a listener on the control port was accepted")?;
         crate::kprintln!("workloads: listener on the control port refused: {e}");
         // Quotas: one owner has at most WORKLOADS_PER_OWNER_MAX workloads (the echo
-        // server is the first), and a bounded share of the workload table.
+        // server is the first), and a bounded share of the workload table. (Small
+        // memory caps and no file area, so the owner's memory and storage shares are
+        // not what binds first.)
         let max = super::service::WORKLOADS_PER_OWNER_MAX;
         let mut last = id;
+        let tiny = Limits { memory_bytes: 1 << 20, log_bytes: 4 << 10, storage_bytes: 0, ..Limits::default() };
         for i in 1..max {
-            let m = signer.manifest(&format!("quota{i:02}"), HELLO.0, Limits::default(), &[]);
+            let m = signer.manifest(&format!("quota{i:02}"), HELLO.0, tiny, &[]);
             last = super::service::deploy(&m, HELLO.0, INTERP).map_err(|e| format!("deploy {i} of {max}: {e}"))?;
         }
-        let extra = signer.manifest("quota-extra", HELLO.0, Limits::default(), &[]);
+        let extra = signer.manifest("quota-extra", HELLO.0, tiny, &[]);
         let e = super::service::deploy(&extra, HELLO.0, INTERP).err().ok_or("a deploy past the per-owner quota was accepted")?;
         crate::kprintln!("workloads: deploy {} of one owner refused: {e}", max + 1);
         super::service::remove(last).map_err(|e| format!("remove: {e}"))?;
         super::service::deploy(&extra, HELLO.0, INTERP).map_err(|e| format!("deploy after a remove: {e}"))?;
         let big = Signer(key_pair_from_seed([0x43; 32]));
         let mut fat = Manifest::new("fat", *big.0.pk, HELLO.0);
-        fat.env.push(format!("PADDING={}", "x".repeat(40 << 10)));
+        fat.env.push(format!("PADDING={}", "x".repeat(50 << 10)));
         let fat_a = fat.sign(&big.0.sk).to_bytes();
         super::service::deploy(&fat_a, HELLO.0, INTERP).map_err(|e| format!("first large manifest: {e}"))?;
         fat.name = "fat2".into();
         let e = super::service::deploy(&fat.sign(&big.0.sk).to_bytes(), HELLO.0, INTERP)
             .err()
             .ok_or("manifests past the per-owner table share were accepted")?;
-        crate::kprintln!("workloads: second 40 KiB manifest of one owner refused: {e}");
+        crate::kprintln!("workloads: second 50 KiB manifest of one owner refused: {e}");
         crate::kprintln!("workloads: echo-server is workload {id}, listening on overlay tcp {ECHO_PORT}");
         let lines = finished_log(id, 170_000).await?;
         let status = super::service::status(id).and_then(|s| s.info).map(|i| i.status);

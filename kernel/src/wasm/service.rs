@@ -5,6 +5,11 @@
 //!
 //! Workload ids are the workload table's (never reused) when the node persists
 //! workloads, else counted from 0 in memory.
+//!
+//! Admission: every deploy, and every restart at boot, is checked against the node's
+//! totals and the owner's fair share ([`super::admission`], rule in
+//! `workloads::admission`) from what the node holds now. A removed workload is dropped
+//! from the manager (its index is reused), so deploy and remove in a loop hold nothing.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -13,11 +18,13 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use nodestate::workloads::Desired;
-use workloads::SignedManifest;
+use workloads::admission::{self as policy, AdmissionError, Ask, Holding};
+use workloads::logstore::LogRead;
+use workloads::{Limits, SignedManifest};
 
 use super::persist::{self, ShardKind};
 use super::files::StoredFiles;
-use super::{Extras, Info, Manager, Status};
+use super::{admission, console_log, Extras, Info, Manager, Status};
 use crate::executor::{self, Event};
 use crate::net::OVERLAY_SOCKETS_CHANGED;
 
@@ -29,6 +36,10 @@ struct Deployed {
     restart_on_boot: bool,
     /// Its index in the manager; `None` when it has not run since the node booted.
     index: Option<usize>,
+    /// What admission counts: its limits, ports and signed manifest's size.
+    limits: Limits,
+    listen: Vec<u16>,
+    manifest_bytes: usize,
 }
 
 struct NodeWorkloads {
@@ -45,11 +56,9 @@ static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);
 /// Signalled when there is new work for the scheduler.
 static WORK: Event = Event::new();
 
-/// Workloads one owner may have on the node (deployed and not removed).
-pub const WORKLOADS_PER_OWNER_MAX: usize = 16;
-/// Bytes of signed manifests one owner may keep in the workload table (a sixth of a
-/// table slot), so no single owner can fill the table for everybody.
-pub const MANIFEST_BYTES_PER_OWNER_MAX: usize = 80 << 10;
+/// Workloads one owner may have on the node (deployed and not removed): their share
+/// of [`admission::WORKLOADS_MAX`].
+pub const WORKLOADS_PER_OWNER_MAX: usize = (admission::WORKLOADS_MAX / policy::OWNERS_TO_FILL) as usize;
 
 /// A workload as the control service reports it.
 #[derive(Debug, Clone)]
@@ -70,8 +79,8 @@ pub enum ServiceError {
     Rejected(String),
     /// Storing the deployment failed.
     Storage(String),
-    /// The owner has used up their share of the node's workload table.
-    Quota(String),
+    /// The deploy does not fit the node or its owner's share (admission).
+    Admission(AdmissionError),
 }
 
 impl core::fmt::Display for ServiceError {
@@ -80,7 +89,7 @@ impl core::fmt::Display for ServiceError {
             ServiceError::NotFound => f.write_str("no such workload"),
             ServiceError::Rejected(why) => write!(f, "rejected: {why}"),
             ServiceError::Storage(why) => write!(f, "storage: {why}"),
-            ServiceError::Quota(why) => write!(f, "quota: {why}"),
+            ServiceError::Admission(why) => write!(f, "{why}"),
         }
     }
 }
@@ -101,8 +110,17 @@ pub fn start() {
             name: manifest.name.clone(),
             restart_on_boot: entry.restart_on_boot,
             index: None,
+            limits: manifest.limits,
+            listen: manifest.listen.clone(),
+            manifest_bytes: entry.signed_manifest.len(),
         };
-        if entry.restart_on_boot && entry.desired == Desired::Run {
+        // Restarts pass admission too (in table order), so a boot stays within this
+        // node's totals even if they shrank (less RAM, a smaller store).
+        let restart = entry.restart_on_boot && entry.desired == Desired::Run;
+        let admitted = restart && admit(&node, &manifest, entry.signed_manifest.len(), true)
+            .map_err(|e| log::error!("workload {} ({}): not restarted: {e}", entry.id, manifest.name))
+            .is_ok();
+        if admitted {
             let loaded = persist::get(entry.id, ShardKind::Module, &entry.module_key)
                 .and_then(|m| persist::get(entry.id, ShardKind::Bundle, &entry.bundle_key).map(|b| (m, b)));
             let extras = Extras { files: Some(Box::new(StoredFiles::for_id(entry.id))) };
@@ -118,8 +136,17 @@ pub fn start() {
     }
     let restarted = node.deployed.iter().filter(|d| d.index.is_some()).count();
     *NODE.lock() = Some(node);
-    log::info!("workloads: service up ({restarted} restarted, persistence {})",
-        if persist::available() { "on" } else { "off" });
+    let p = admission::policy();
+    log::info!(
+        "workloads: service up ({restarted} restarted, persistence {}); admission: {} workloads, {} MiB memory, {} MiB storage, {} KiB manifests, each owner 1/{} of each; kernel heap {} KiB in use",
+        if persist::available() { "on" } else { "off" },
+        p.total.get(policy::Resource::Workloads),
+        p.total.get(policy::Resource::MemoryBytes) >> 20,
+        p.total.get(policy::Resource::StorageBytes) >> 20,
+        p.total.get(policy::Resource::ManifestBytes) >> 10,
+        policy::OWNERS_TO_FILL,
+        crate::mm::heap::allocated_bytes() >> 10
+    );
     executor::spawn("workloads", schedule());
     WORK.signal();
 }
@@ -163,7 +190,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
-    check_quota(node, &manifest.owner, signed_manifest.len())?;
+    admit(node, &manifest, signed_manifest.len(), true).map_err(ServiceError::Admission)?;
     // The id the table will hand out (nothing else commits in between: the node lock
     // is held), so the file area can be named before the deploy is stored.
     let extras = match persist::available() {
@@ -190,32 +217,63 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         name: manifest.name,
         restart_on_boot: manifest.restart_on_boot,
         index: Some(index),
+        limits: manifest.limits,
+        listen: manifest.listen,
+        manifest_bytes: signed_manifest.len(),
     });
     drop(guard);
     WORK.signal();
     Ok(id)
 }
 
-/// Refuses a deploy that would take `owner` past [`WORKLOADS_PER_OWNER_MAX`] or
-/// [`MANIFEST_BYTES_PER_OWNER_MAX`].
-fn check_quota(node: &NodeWorkloads, owner: &[u8; 32], manifest_bytes: usize) -> Result<(), ServiceError> {
-    let theirs: Vec<u64> = node.deployed.iter().filter(|d| d.owner == *owner).map(|d| d.id).collect();
-    if theirs.len() >= WORKLOADS_PER_OWNER_MAX {
-        return Err(ServiceError::Quota(format!(
-            "the owner has {} workloads on this node (at most {WORKLOADS_PER_OWNER_MAX}); remove some first",
-            theirs.len()
-        )));
-    }
-    let stored: usize = persist::with_table(|t| {
-        t.entries.iter().filter(|e| theirs.contains(&e.id)).map(|e| e.signed_manifest.len()).sum()
+/// Whether `d` runs (or is about to): then it holds memory and its ports.
+fn running(node: &NodeWorkloads, d: &Deployed) -> bool {
+    d.index.and_then(|i| node.mgr.info(i)).is_some_and(|i| !matches!(i.status, Status::Done(_)))
+}
+
+/// What `d` holds now, as admission counts it.
+fn usage_of(node: &NodeWorkloads, d: &Deployed) -> policy::Usage {
+    let run = running(node, d);
+    let memory = if run { policy::memory_charge_bytes(&d.limits, console_log::kept_log_bytes(&d.limits) as u64) } else { 0 };
+    let storage = if persist::available() { d.limits.storage_bytes } else { 0 };
+    policy::Usage::new(1, memory, storage, d.manifest_bytes as u64)
+}
+
+/// Admission for `manifest` next to what the node holds (see [`super::admission`]).
+/// `manifest_bytes` is what it adds to the table; `run`: it is about to run.
+fn admit(node: &NodeWorkloads, manifest: &workloads::Manifest, manifest_bytes: usize, run: bool) -> Result<(), AdmissionError> {
+    let policy = admission::policy();
+    let usage: Vec<(policy::Usage, bool)> = node.deployed.iter().map(|d| (usage_of(node, d), running(node, d))).collect();
+    let held = node.deployed.iter().zip(&usage).map(|(d, (u, run))| Holding {
+        owner: d.owner,
+        usage: *u,
+        ports: if *run { &d.listen[..] } else { &[] },
     });
-    if stored + manifest_bytes > MANIFEST_BYTES_PER_OWNER_MAX {
-        return Err(ServiceError::Quota(format!(
-            "the owner's manifests would take {} bytes of the workload table (at most {MANIFEST_BYTES_PER_OWNER_MAX})",
-            stored + manifest_bytes
-        )));
-    }
-    Ok(())
+    let ask = admission::usage(manifest, manifest_bytes, run, persist::available());
+    policy::admit(&policy, held, &Ask { owner: manifest.owner, usage: ask, ports: &manifest.listen })
+}
+
+/// What `owner` may see of the node: their own workloads' count, and the storage they
+/// could still be granted (the smaller of their share's and the node's headroom).
+pub fn owner_view(owner: &[u8; 32]) -> (u32, u64) {
+    with_node(|node| {
+        let policy = admission::policy();
+        let (mut mine, mut all) = (policy::Usage::default(), policy::Usage::default());
+        let mut count = 0u32;
+        for d in &node.deployed {
+            let u = usage_of(node, d);
+            all.add(&u);
+            if d.owner == *owner {
+                mine.add(&u);
+                count += 1;
+            }
+        }
+        let r = policy::Resource::StorageBytes;
+        let node_room = policy.total.get(r).saturating_sub(all.get(r));
+        let share_room = policy.share(r).saturating_sub(mine.get(r));
+        (count, node_room.min(share_room))
+    })
+    .unwrap_or((0, 0))
 }
 
 /// Stores module and bundle shards, then the table entry naming them.
@@ -254,14 +312,17 @@ pub fn status(id: u64) -> Option<Summary> {
     with_node(|node| node.deployed.iter().find(|d| d.id == id).map(|d| summary(node, d))).flatten()
 }
 
-/// Log lines of `id` from line `from` on, and whether the workload has finished.
-pub fn logs(id: u64, from: usize) -> Result<(Vec<String>, bool), ServiceError> {
+/// Log lines of `id` from line `from_line` on (at most `max_lines` and
+/// [`console_log::LOG_READ_BYTES_MAX`] bytes of text), and whether the workload has
+/// finished.
+pub fn logs(id: u64, from_line: u64, max_lines: usize) -> Result<(LogRead, bool), ServiceError> {
     with_node(|node| {
         let d = node.deployed.iter().find(|d| d.id == id).ok_or(ServiceError::NotFound)?;
-        let Some(index) = d.index else { return Ok((Vec::new(), true)) };
-        let lines = node.mgr.logs(index);
+        let empty = LogRead { lines: Vec::new(), start_line: from_line, next_line: from_line, dropped_before: 0, more: false };
+        let Some(index) = d.index else { return Ok((empty, true)) };
+        let read = node.mgr.read_log(index, from_line, max_lines, console_log::LOG_READ_BYTES_MAX).unwrap_or(empty);
         let finished = matches!(node.mgr.info(index).map(|i| i.status), Some(Status::Done(_)) | None);
-        Ok((lines.get(from..).map(<[String]>::to_vec).unwrap_or_default(), finished))
+        Ok((read, finished))
     })
     .unwrap_or(Err(ServiceError::NotFound))
 }
@@ -295,6 +356,15 @@ pub fn remove(id: u64) -> Result<(), ServiceError> {
             persist::delete_unreferenced(entry.keys().collect::<Vec<_>>());
         }
     }
-    with_node(|node| node.deployed.retain(|d| d.id != id));
+    let kept = with_node(|node| {
+        if let Some(index) = node.deployed.iter().find(|d| d.id == id).and_then(|d| d.index) {
+            node.mgr.remove(index);
+        }
+        node.deployed.retain(|d| d.id != id);
+        node.mgr.kept()
+    });
+    WORK.signal();
+    log::info!("workload {id}: removed ({} kept by the manager); kernel heap {} KiB in use", kept.unwrap_or(0),
+        crate::mm::heap::allocated_bytes() >> 10);
     Ok(())
 }

@@ -175,9 +175,11 @@ pub struct NodeInfo {
     pub address: [u8; 16],
     /// Time since boot, milliseconds.
     pub uptime_ms: u64,
-    /// Workloads on the node (all owners).
+    /// The caller's workloads on the node (other owners' are not counted: a stranger
+    /// must not learn who else runs what).
     pub workloads: u32,
-    /// Free bytes in the node's store (0 without storage).
+    /// Store bytes the caller could still be granted, in whole MiB: the smaller of the
+    /// store's free bytes and the caller's fair-share room (0 without storage).
     pub storage_free_bytes: u64,
 }
 
@@ -214,9 +216,10 @@ pub enum Response {
         address: [u8; 16],
         /// Time since boot, milliseconds.
         uptime_ms: u64,
-        /// Workloads on the node (all owners).
+        /// The caller's workloads on the node (other owners' are not counted: a stranger
+    /// must not learn who else runs what).
         workloads: u32,
-        /// Free bytes in the node's store.
+        /// Store bytes the caller could still be granted (see [`NodeInfo`]).
         storage_free_bytes: u64,
     },
     /// The request failed.

@@ -127,15 +127,15 @@ pub fn serve(backend: &mut impl Backend, req: Authorized) -> Response {
     }
 }
 
-/// The workload `id` if `owner` owns it.
+/// The workload `id` if `owner` owns it. Someone else's workload gets exactly the
+/// answer a nonexistent id gets (`NotFound`, same text): keys are free, so telling
+/// "not yours" from "no such id" would let anyone count and enumerate the node's
+/// workloads by probing ids.
 fn owned(backend: &mut impl Backend, owner: &[u8; 32], id: u64) -> Result<WorkloadSummary, BackendError> {
-    let summary = backend
-        .status(owner, id)
-        .ok_or_else(|| BackendError::new(ErrorCode::NotFound, format!("no workload {id}")))?;
-    if summary.owner != *owner {
-        return Err(BackendError::new(ErrorCode::Unauthorized, format!("workload {id} belongs to another key")));
+    match backend.status(owner, id) {
+        Some(summary) if summary.owner == *owner => Ok(summary),
+        _ => Err(BackendError::new(ErrorCode::NotFound, format!("no workload {id}"))),
     }
-    Ok(summary)
 }
 
 fn logs_response(mut chunk: LogChunk) -> Response {
@@ -282,8 +282,17 @@ mod test {
         assert_eq!(mine.iter().map(|w| w.id).collect::<Vec<_>>(), [1]);
         let Response::Workloads(none) = serve(&mut b, ask(3, Request::List)) else { panic!() };
         assert!(none.is_empty());
-        for request in [Request::Status { id: 2 }, Request::Logs { id: 2, from_line: 0 }, Request::Stop { id: 2 }, Request::Remove { id: 2 }] {
-            assert_eq!(code(&serve(&mut b, ask(1, request.clone()))), Some(ErrorCode::Unauthorized), "{request:?}");
+        // Someone else's id answers exactly as an id that does not exist.
+        for (theirs, none) in [
+            (Request::Status { id: 2 }, Request::Status { id: 99 }),
+            (Request::Logs { id: 2, from_line: 0 }, Request::Logs { id: 99, from_line: 0 }),
+            (Request::Stop { id: 2 }, Request::Stop { id: 99 }),
+            (Request::Remove { id: 2 }, Request::Remove { id: 99 }),
+        ] {
+            let (a, b2) = (serve(&mut b, ask(1, theirs.clone())), serve(&mut b, ask(1, none)));
+            assert_eq!(code(&a), Some(ErrorCode::NotFound), "{theirs:?}");
+            let (Response::Error { message: ma, .. }, Response::Error { message: mb, .. }) = (&a, &b2) else { panic!() };
+            assert_eq!(ma.replace(" 2", " N"), mb.replace(" 99", " N"), "{theirs:?}");
         }
         assert!(b.calls.is_empty(), "the backend was called for a refused request: {:?}", b.calls);
         assert_eq!(code(&serve(&mut b, ask(1, Request::Status { id: 99 }))), Some(ErrorCode::NotFound));

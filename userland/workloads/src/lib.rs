@@ -27,6 +27,8 @@ extern crate std;
 
 pub mod artifact;
 pub mod log;
+pub mod logstore;
+pub mod admission;
 pub mod manifest;
 pub mod module;
 pub mod oci;
