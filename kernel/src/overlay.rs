@@ -182,6 +182,41 @@ fn sender(senders: &mut Vec<(IpEndpoint, UdpSocket)>, to: IpEndpoint, port: u16)
 const PROBE_INTERVAL_NS: u64 = 2_000_000_000;
 /// How often a discovery beacon goes to `ff02::1`.
 const BEACON_INTERVAL_NS: u64 = 5_000_000_000;
+/// How often the door's counters are logged, when they changed: often enough that an
+/// operator (and the booted flood test) sees a flood being absorbed, rare enough that a
+/// flood cannot fill the log.
+const GUARD_LOG_INTERVAL_NS: u64 = 5_000_000_000;
+
+/// The counters that show what the door refused or absorbed (handshake guard and
+/// discovery), in a fixed order for comparison and logging.
+fn guard_counters(s: &overlay::node::Stats, d: &overlay::discovery::DiscoveryStats) -> [u64; 11] {
+    [
+        s.handshakes_completed,
+        s.dropped_unauthenticated,
+        s.dropped_rate_limited,
+        s.cookie_replies_sent,
+        s.dropped_stale_inits,
+        s.half_open_dropped,
+        s.dropped_table_full,
+        d.refused_cheap,
+        d.rate_limited,
+        d.verified,
+        d.removed,
+    ]
+}
+
+/// Logs the door's counters, the peer table's size and the kernel heap in use (one line,
+/// `overlay: guard: ...`), so a flood's cost in state and memory is visible.
+fn log_guard(c: &[u64; 11], peers: usize, discovered: usize) {
+    let heap_kib = crate::mm::heap::allocated_bytes() / 1024;
+    log::info!(
+        "overlay: guard: {} handshakes completed, {} unauthenticated dropped, {} inits rate-limited, \
+         {} cookie replies, {} stale inits, {} half-open dropped, {} table full; beacons: {} refused unverified, \
+         {} rate-limited, {} verified, {} discovered removed; {peers} peers, {discovered} discovered, \
+         heap {heap_kib} KiB",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+    );
+}
 
 /// Handles a discovery beacon from `from`: `overlay::discovery::Discovery` checks it
 /// (link-local source bound to the signed sender, rate limit, then the signature) and
@@ -211,6 +246,8 @@ async fn run(
     let mut senders: Vec<(IpEndpoint, UdpSocket)> = Vec::new();
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
+    let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
+    let mut logged_guard = [0u64; 11];
     let mut discovered = Discovery::new(DiscoveryConfig::default(), now());
     let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
     loop {
@@ -294,8 +331,18 @@ async fn run(
                 }
             }
         }
-        *STATS.lock() = Some(node.stats());
+        let stats = node.stats();
+        if executor::now_ns() >= next_guard_log_ns {
+            next_guard_log_ns = executor::now_ns() + GUARD_LOG_INTERVAL_NS;
+            let counters = guard_counters(&stats, &discovered.stats());
+            if counters != logged_guard {
+                logged_guard = counters;
+                log_guard(&counters, node.peer_count(), discovered.len());
+            }
+        }
+        *STATS.lock() = Some(stats);
         let timer_ns = if discovery.is_some() { next_probe_ns.min(next_beacon_ns) } else { next_probe_ns };
+        let timer_ns = timer_ns.min(next_guard_log_ns);
         let next_at = overlay::time::earliest(node.poll_timeout(), discovered.poll_timeout());
         let deadline_ns = Some(next_at.map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
         executor::wait_then_yield(deadline_ns, |waker| {
