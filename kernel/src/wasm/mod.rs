@@ -70,7 +70,10 @@ pub struct Runner {
     pub linker: Linker<WorkloadState>,
 }
 
-/// The interpreter (wasmi) and its WASI linker.
+/// An interpreter (wasmi) engine and its WASI linker. Every workload gets its own:
+/// a wasmi engine keeps the code of every module it translated until the engine
+/// itself is dropped (its code map is append-only), so one shared engine would grow
+/// with every deploy and a deploy-remove loop would exhaust the heap.
 pub struct Interp {
     pub engine: wasmi::Engine,
     pub linker: wasmi::Linker<WorkloadState>,
@@ -79,7 +82,6 @@ pub struct Interp {
 pub struct Engines {
     /// `None` if the native engine could not be created (then only wasmi runs).
     pub native: Option<Runner>,
-    pub interp: Interp,
 }
 
 // SAFETY: workloads run on the boot CPU only (fibers switch there, never across CPUs),
@@ -136,7 +138,7 @@ pub fn engines() -> Result<&'static Engines, String> {
                 None
             }
         };
-        Ok(Engines { native, interp: interp()? })
+        Ok(Engines { native })
     });
     let e = e.as_ref().map_err(Clone::clone)?;
     idt::register(time::TIMER_VECTOR, tick);
@@ -268,7 +270,7 @@ pub struct Manager {
 /// A workload's code, ready for its engine.
 enum Code {
     Native(&'static Runner, Module),
-    Interp(&'static Interp, wasmi::Module),
+    Interp(Interp, wasmi::Module),
 }
 
 impl Code {
@@ -313,9 +315,10 @@ fn load_code(engines: &'static Engines, name: &str, manifest: &Manifest, wasm: &
             None => log::warn!("workload {name}: native code attested by {by}, but no native engine; using wasmi"),
         }
     }
-    let module = interp::load(&engines.interp.engine, wasm)?;
+    let fresh = interp()?;
+    let module = interp::load(&fresh.engine, wasm)?;
     log::info!("workload {name}: running on wasmi (validated and translated in {} us)", time::since_boot_us() - t0);
-    Ok(Code::Interp(&engines.interp, module))
+    Ok(Code::Interp(fresh, module))
 }
 
 impl Manager {
@@ -554,7 +557,7 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     }
     let (reason, mut state, instantiate_us, run_us) = match code {
         Code::Native(runner, module) => run_native(runner, &module, state, &slot),
-        Code::Interp(interp, module) => run_interp(interp, &module, state, &slot),
+        Code::Interp(interp, module) => run_interp(&interp, &module, state, &slot),
     };
     state.wasi.log.flush();
     let mut s = slot.lock();
@@ -606,7 +609,7 @@ fn run_native(runner: &'static Runner, module: &Module, state: WorkloadState, sl
 }
 
 /// Runs a module in wasmi: the first fuel chunk to end after a timer tick ends a slice.
-fn run_interp(interp: &'static Interp, module: &wasmi::Module, state: WorkloadState, slot: &Arc<Mutex<Slot>>)
+fn run_interp(interp: &Interp, module: &wasmi::Module, state: WorkloadState, slot: &Arc<Mutex<Slot>>)
     -> (StopReason, WorkloadState, u64, u64) {
     let mut store = interp::store(&interp.engine, state);
     let t0 = time::since_boot_us();
