@@ -155,26 +155,55 @@ fn ipv6_destination(packet: &[u8]) -> Option<Address> {
 /// The overlay node's counters, refreshed by the overlay task (for diagnostics).
 pub static STATS: spin::Mutex<Option<overlay::node::Stats>> = spin::Mutex::new(None);
 
-/// Most per-destination sender sockets kept (the oldest is closed beyond this).
+/// Most per-destination sender sockets kept (the least recently used is closed beyond
+/// this). Each holds about 51 KiB of buffers (16 KiB receive, 32 KiB send, packet
+/// metadata), so this bounds them at about 6.5 MiB.
 const SENDERS_MAX: usize = 128;
+/// A sender socket not used for this long is closed. Every endpoint the node ever
+/// answered gets one, and a client reaches the node from a fresh UDP port each time it
+/// starts (every `gridctl` call; an attacker can pick any port), so without this each
+/// call kept ~51 KiB until [`SENDERS_MAX`] were held: 150-200 KiB per honest
+/// deploy-logs-remove round. Longer than the overlay's keepalive interval (10 s) plus
+/// its handshake retry (5 s), so a live peer's socket is not closed and made again.
+const SENDER_IDLE_NS: u64 = 15_000_000_000;
+
+/// A sender socket for one destination, and when it last sent.
+struct Sender {
+    to: IpEndpoint,
+    socket: UdpSocket,
+    used_ns: u64,
+}
 
 /// The sender socket for `to`, made on first use.
-fn sender(senders: &mut Vec<(IpEndpoint, UdpSocket)>, to: IpEndpoint, port: u16) -> Option<&mut UdpSocket> {
-    if let Some(i) = senders.iter().position(|(e, _)| *e == to) {
-        return Some(&mut senders[i].1);
+fn sender(senders: &mut Vec<Sender>, to: IpEndpoint, port: u16, now_ns: u64) -> Option<&mut UdpSocket> {
+    if let Some(i) = senders.iter().position(|s| s.to == to) {
+        senders[i].used_ns = now_ns;
+        return Some(&mut senders[i].socket);
     }
     if senders.len() >= SENDERS_MAX {
-        senders.remove(0);
+        if let Some(lru) = senders.iter().enumerate().min_by_key(|(_, s)| s.used_ns).map(|(i, _)| i) {
+            senders.swap_remove(lru);
+        }
     }
     match UdpSocket::bind_sender(Network::Underlay, port) {
-        Ok(s) => {
-            senders.push((to, s));
-            senders.last_mut().map(|(_, s)| s)
+        Ok(socket) => {
+            senders.push(Sender { to, socket, used_ns: now_ns });
+            senders.last_mut().map(|s| &mut s.socket)
         }
         Err(e) => {
             log::warn!("overlay: no sender socket for {to}: {e:?}");
             None
         }
+    }
+}
+
+/// Closes the sender sockets idle for [`SENDER_IDLE_NS`] (call right after reading
+/// them: a datagram for the port may have landed in one). A datagram still queued in
+/// one after that long has a destination that does not answer ARP; it is dropped.
+fn close_idle_senders(senders: &mut Vec<Sender>, now_ns: u64) {
+    senders.retain(|s| now_ns.saturating_sub(s.used_ns) < SENDER_IDLE_NS);
+    if senders.capacity() > 2 * senders.len().max(4) {
+        senders.shrink_to_fit();
     }
 }
 
@@ -243,7 +272,7 @@ async fn run(
     discovery: Option<overlay::identity::Identity>,
 ) {
     let mut buf = vec![0u8; 2048];
-    let mut senders: Vec<(IpEndpoint, UdpSocket)> = Vec::new();
+    let mut senders: Vec<Sender> = Vec::new();
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
     let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
@@ -289,11 +318,12 @@ async fn run(
         while let Some((n, from)) = socket.try_recv_from(&mut buf) {
             receive(n, from, &buf, &mut node);
         }
-        for (_, sender) in senders.iter_mut() {
-            while let Some((n, from)) = sender.try_recv_from(&mut buf) {
+        for sender in senders.iter_mut() {
+            while let Some((n, from)) = sender.socket.try_recv_from(&mut buf) {
                 receive(n, from, &buf, &mut node);
             }
         }
+        close_idle_senders(&mut senders, executor::now_ns());
         let _ = OVERLAY_OUT.take();
         for packet in net::overlay_take_outgoing() {
             if let Some(dst) = ipv6_destination(&packet) {
@@ -311,7 +341,7 @@ async fn run(
         while let Some((to, datagram)) = node.poll_transmit() {
             let to = IpEndpoint::from(to);
             log::trace!("overlay: {} bytes to {to}", datagram.len());
-            let Some(out) = sender(&mut senders, to, port) else { continue };
+            let Some(out) = sender(&mut senders, to, port, executor::now_ns()) else { continue };
             if !out.try_send_to(&datagram, to) {
                 log::debug!("overlay: datagram to {to} dropped (send buffer full or unreachable)");
             }
@@ -349,9 +379,9 @@ async fn run(
             socket.register_recv_waker(waker);
             OVERLAY_OUT.register_waker(waker);
             let mut readable = socket.can_recv();
-            for (_, sender) in senders.iter_mut() {
-                sender.register_recv_waker(waker);
-                readable |= sender.can_recv();
+            for sender in senders.iter_mut() {
+                sender.socket.register_recv_waker(waker);
+                readable |= sender.socket.can_recv();
             }
             OVERLAY_OUT.is_pending() || readable
         })
