@@ -207,6 +207,7 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
     has("[hello-native] hello, world from wasm32-wasi");
     has("[checksum-native] checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155");
     has("workloads: attested hello and checksum ran on native x86_64");
+    has("workloads: attested files ran on native x86_64 with /data (runs, big file, listing, unlink, quota)");
     has("gridos test workloads: pass");
     for line in out.serial.lines().filter(|l| l.contains("workloads: spin used ") || l.starts_with("bench: ")) {
         println!("kernel: {line}");

@@ -207,6 +207,23 @@ fn scenarios() -> Result<(), String> {
         let ci = mgr.info(sum).ok_or("no checksum")?;
         expect(ci.backend == Backend::NativeX86_64, "an attested bundle did not run natively")?;
         crate::kprintln!("workloads: attested hello and checksum ran on {}", ci.backend.name());
+        // The file-area program from its attested code, on an in-memory /data: the same
+        // WASI file calls, quota and directory listing as on wasmi.
+        let mut mgr = Manager::new();
+        let files_limits = Limits { storage_bytes: 512 << 10, ..small };
+        let area = workloads::wasi::MemFileArea::new();
+        let extras = super::Extras { files: Some(alloc::boxed::Box::new(area)) };
+        let files = mgr.deploy_with(&signer.manifest("files-native", FILES.0, files_limits, &[]), FILES.0, FILES.1, extras)?;
+        mgr.run();
+        expect(done(&mgr, files)? == StopReason::Exited(0), "files-native did not exit 0")?;
+        for line in ["runs=1", "big file ok", "files: big runs tmp", "unlink ok"] {
+            expect(has_line(&mgr, files, line), "a files-native check failed")?;
+        }
+        expect(mgr.logs(files).iter().any(|l| l.starts_with("quota enforced")), "files-native: quota not enforced")?;
+        let fi = mgr.info(files).ok_or("no files-native")?;
+        expect(fi.backend == Backend::NativeX86_64, "the attested files bundle did not run natively")?;
+        crate::kprintln!("workloads: attested files ran on {} with /data (runs, big file, listing, unlink, quota)",
+            fi.backend.name());
     } else {
         crate::kprintln!("workloads: no trusted compiler key (gridos.compilers): native cases skipped");
     }
