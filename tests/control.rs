@@ -19,7 +19,7 @@ use gridctl::cli::{self, Cli};
 use gridctl::client::{Client, Options};
 use gridctl::key::UserKey;
 use gridctl::target::Target;
-use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+use gridos_qemu::RunningMachine;
 use workloads::artifact::{self, ArtifactError};
 use workloads::ed25519_compact::{KeyPair, Seed};
 
@@ -84,25 +84,10 @@ fn backend_of(status: &str) -> &str {
 }
 
 fn boot_node(disk: &Path, udp_port: u16, compilers: &[String]) -> (RunningMachine, String) {
-    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
-    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
-    let mut m = Machine::new(&kernel);
-    m.cmdline = format!("gridos.test=serve gridos.compilers={}", compilers.join(","));
-    m.disks = vec![disk.to_path_buf()];
-    m.timeout = Duration::from_secs(300);
-    m.extra_args = [
-        "-netdev".to_string(),
-        format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp_port}-:7443"),
-        "-device".to_string(),
-        "virtio-net-pci,netdev=n0".to_string(),
-    ]
-    .to_vec();
-    let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
-    assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
+    let (node, key) = gridos_tests::boot_serving_node(disk, udp_port, &format!("gridos.compilers={}", compilers.join(",")),
+        Duration::from_secs(300));
     let serial = node.serial();
     assert!(serial.contains(&format!("compilers: {} trusted", compilers.len())), "{serial}");
-    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
-    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
     (node, key)
 }
 

@@ -31,7 +31,7 @@ use clap::Parser;
 use gridctl::cli::{self, Cli};
 use gridctl::stack::Stack;
 use gridctl::target::Target;
-use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+use gridos_qemu::RunningMachine;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
@@ -151,25 +151,7 @@ fn gridctl(key: &Path, args: &[&str]) -> (Result<String, String>, Duration) {
 }
 
 fn boot_node(disk: &Path, udp_port: u16) -> (RunningMachine, String) {
-    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
-    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
-    let mut m = Machine::new(&kernel);
-    m.cmdline = "gridos.test=serve".into();
-    m.disks = vec![disk.to_path_buf()];
-    m.timeout = Duration::from_secs(240);
-    m.extra_args = [
-        "-netdev".to_string(),
-        format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp_port}-:7443"),
-        "-device".to_string(),
-        "virtio-net-pci,netdev=n0".to_string(),
-    ]
-    .to_vec();
-    let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
-    assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
-    let serial = node.serial();
-    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
-    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
-    (node, key)
+    gridos_tests::boot_serving_node(disk, udp_port, "", Duration::from_secs(240))
 }
 
 /// One identity per entry of `syns`, sending that many SYNs, never completed. Returns

@@ -1,4 +1,36 @@
-//! Integration tests live in tests/*.rs beside this file.
+//! Integration tests live in tests/*.rs beside this file; this library holds what
+//! several of them share.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+
+/// Boots a node that keeps serving (`gridos.test=serve`, plus `extra_cmdline`) with
+/// `disk` as its first disk and its overlay port reachable from the host at UDP
+/// `127.0.0.1:udp_port` (QEMU user networking), and waits until its control service
+/// is up. Returns the node and its overlay key (hex), as its boot log says.
+pub fn boot_serving_node(disk: &Path, udp_port: u16, extra_cmdline: &str, timeout: Duration) -> (RunningMachine, String) {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = format!("gridos.test=serve {extra_cmdline}").trim_end().to_string();
+    m.disks = vec![disk.to_path_buf()];
+    m.timeout = timeout;
+    m.extra_args = [
+        "-netdev".to_string(),
+        format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp_port}-:7443"),
+        "-device".to_string(),
+        "virtio-net-pci,netdev=n0".to_string(),
+    ]
+    .to_vec();
+    let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
+    let serial = node.serial();
+    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
+    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
+    (node, key)
+}
 
 /// Public key (hex) of the TEST-ONLY compiler key in tests/wasm/test-compiler.key, which
 /// attests tests/wasm/out/*.bundle. Booted tests pass `gridos.compilers=` this key so
