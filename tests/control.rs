@@ -11,35 +11,16 @@
 //! or whose code is not the attested code are refused with the artifact error's text.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use gridctl::cli::{self, Cli};
 use gridctl::client::{Client, Options};
 use gridctl::key::UserKey;
 use gridctl::target::Target;
 use gridos_qemu::RunningMachine;
+use gridos_tests::{free_udp_port, gridctl, wasm};
 use workloads::artifact::{self, ArtifactError};
 use workloads::ed25519_compact::{KeyPair, Seed};
-
-fn wasm(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out").join(name)
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-/// Runs one gridctl command line; returns its output or its error message.
-fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
-    let mut argv = vec!["gridctl", "--timeout", "60", "--key", key.to_str().expect("key path")];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
-    let mut out = Vec::new();
-    cli::run(cli, &mut out).map_err(|e| format!("{e}"))?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
 
 fn ok(key: &Path, args: &[&str]) -> String {
     gridctl(key, args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))

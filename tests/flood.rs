@@ -22,16 +22,15 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
-use gridctl::cli::{self, Cli};
 use gridctl::stack::Stack;
 use gridctl::target::Target;
 use gridos_qemu::netns::{require_root, Netns};
+use gridos_tests::{gridctl, wasm};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
 use overlay::endpoint::SourceAddress;
 use overlay::handshake::{self, Initiator};
@@ -48,10 +47,6 @@ const FLOOD_RATE: u64 = 2_000;
 /// The flood lasts at least this long, and as long as the honest deploy takes.
 const FLOOD_MIN: Duration = Duration::from_secs(15);
 
-fn wasm(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out").join(name)
-}
-
 /// Test randomness (unique, not secret): blake3 of the process, a counter and the time.
 fn random32() -> [u8; 32] {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -64,16 +59,6 @@ fn random32() -> [u8; 32] {
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-/// Runs one gridctl command line; returns its output or its error message.
-fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
-    let mut argv = vec!["gridctl", "--timeout", "60", "--key", key.to_str().expect("key path")];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
-    let mut out = Vec::new();
-    cli::run(cli, &mut out).map_err(|e| format!("{e}"))?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn ok(key: &Path, args: &[&str], node: &RunningMachine) -> String {

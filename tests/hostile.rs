@@ -27,11 +27,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use gridctl::cli::{self, Cli};
 use gridctl::stack::Stack;
 use gridctl::target::Target;
 use gridos_qemu::RunningMachine;
+use gridos_tests::free_udp_port;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
@@ -45,10 +44,6 @@ const PER_PEER: usize = control::guard::CONNECTIONS_PER_PEER_MAX_DEFAULT;
 const STALLED_UPLOAD_BYTES: usize = 8 << 20;
 /// Stalled closers made: four beyond the bound.
 const CLOSERS: usize = CLOSING_SOCKETS_MAX + 4;
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 /// A fresh overlay identity seed (test randomness: unique, not secret).
 fn seed() -> [u8; 32] {
@@ -139,15 +134,7 @@ fn open_with_hello_tx(stack: &mut Stack, target: &Target, tx_bytes: usize) -> Op
 /// Runs one gridctl command line; returns its output, or its error, and how long it took.
 fn gridctl(key: &Path, args: &[&str]) -> (Result<String, String>, Duration) {
     let t0 = Instant::now();
-    let mut argv = vec!["gridctl", "--timeout", "20", "--key", key.to_str().expect("key path")];
-    argv.extend_from_slice(args);
-    let result = (|| {
-        let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
-        let mut out = Vec::new();
-        cli::run(cli, &mut out).map_err(|e| format!("{e}"))?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    })();
-    (result, t0.elapsed())
+    (gridos_tests::run_gridctl(key, 20, &[], args), t0.elapsed())
 }
 
 fn boot_node(disk: &Path, udp_port: u16) -> (RunningMachine, String) {

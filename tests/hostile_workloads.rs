@@ -24,38 +24,13 @@
 //!   rest is the overlay's sessions with the ~15 keys and the network's buffers) and
 //!   below an eighth of the peak seen.
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use gridctl::cli::{self, Cli};
 use gridos_qemu::RunningMachine;
+use gridos_tests::{free_udp_port, gridctl, wasm};
 use workloads::admission::{memory_charge_bytes, OWNERS_TO_FILL};
 use workloads::Limits;
-
-fn wasm(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out").join(name)
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
-    gridctl_with(key, &[], args)
-}
-
-/// `gridctl` with global `flags` before the command.
-fn gridctl_with(key: &Path, flags: &[&str], args: &[&str]) -> Result<String, String> {
-    let mut argv = vec!["gridctl", "--timeout", "60", "--key", key.to_str().expect("key path")];
-    argv.extend_from_slice(flags);
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
-    let mut out = Vec::new();
-    cli::run(cli, &mut out).map_err(|e| format!("{e}"))?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
 
 fn ok(key: &Path, args: &[&str]) -> String {
     gridctl(key, args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
@@ -389,7 +364,7 @@ fn hostile_workloads_and_many_keys_leave_the_node_usable() {
     // peer, and the node's overlay keeps state per peer: not the workloads' memory).
     let mut after_remove_kib = Vec::new();
     let honest_ok = |args: &[&str]| {
-        gridctl_with(&honest, &["--user-overlay-key"], args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
+        gridos_tests::run_gridctl(&honest, 60, &["--user-overlay-key"], args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
     };
     for round in 0..3 {
         let hid = honest_ok(&["deploy", "--node", t, "--name", "honest", "--arg", "exact", hello]);

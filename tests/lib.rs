@@ -1,10 +1,41 @@
 //! Integration tests live in tests/*.rs beside this file; this library holds what
 //! several of them share.
 
-use std::path::Path;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser;
+use gridctl::cli::{self, Cli};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+
+/// A committed test program (or bundle) in tests/wasm/out.
+pub fn wasm(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wasm/out").join(name)
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Runs one gridctl command line in this process, as `key`, with `--timeout timeout_s`
+/// and the global `flags` before `args`; returns its output or its error message.
+pub fn run_gridctl(key: &Path, timeout_s: u32, flags: &[&str], args: &[&str]) -> Result<String, String> {
+    let timeout = timeout_s.to_string();
+    let mut argv = vec!["gridctl", "--timeout", &timeout, "--key", key.to_str().expect("key path")];
+    argv.extend_from_slice(flags);
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).map_err(|e| format!("{e}"))?;
+    let mut out = Vec::new();
+    cli::run(cli, &mut out).map_err(|e| format!("{e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`run_gridctl`] with a 60 s timeout and no global flags.
+pub fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
+    run_gridctl(key, 60, &[], args)
+}
 
 /// Boots a node that keeps serving (`gridos.test=serve`, plus `extra_cmdline`) with
 /// `disk` as its first disk and its overlay port reachable from the host at UDP

@@ -3,7 +3,6 @@
 //! first run and never overwritten. The key attests compiled code and is the service's
 //! overlay identity.
 
-use std::io::Write;
 use std::path::Path;
 
 use workloads::ed25519_compact::{KeyPair, Seed};
@@ -38,25 +37,15 @@ pub fn load_or_create(path: &Path) -> Result<(KeyPair, bool), KeyError> {
     }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| KeyError::Entropy(e.to_string()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| KeyError::Create(format!("{}: {e}", dir.display())))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = match options.open(path) {
-        Ok(f) => f,
+    let text = format!("# gridos compile service key (ed25519 seed); keep it secret\n{}\n", crate::hex(&seed));
+    match gridctl::key::write_new_secret(path, &text) {
+        Ok(()) => {}
         // Someone made it between our check and now: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return wasm_precompile::load_key(path).map(|k| (k, false)).map_err(KeyError::Load)
         }
         Err(e) => return Err(KeyError::Create(format!("{}: {e}", path.display()))),
-    };
-    let text = format!("# gridos compile service key (ed25519 seed); keep it secret\n{}\n", crate::hex(&seed));
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KeyError::Create(format!("{}: {e}", path.display())))?;
+    }
     Ok((KeyPair::from_seed(Seed::new(seed)), true))
 }
 

@@ -83,23 +83,30 @@ impl UserKey {
 
     /// Writes a new key file; refuses to replace an existing one.
     pub fn save_new(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = match options.open(path) {
-            Ok(f) => f,
+        match write_new_secret(path, &format!("{}\n", hex(&self.seed))) {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 bail!("{} already exists; not overwriting a key (remove it first if you mean to)", path.display())
             }
             Err(e) => bail!("cannot create {}: {e}", path.display()),
-        };
-        writeln!(file, "{}", hex(&self.seed)).context(|| format!("cannot write {}", path.display()))?;
-        file.sync_all().context(|| format!("cannot write {}", path.display()))
+        }
     }
+}
+
+/// Creates `path` (and its folder) readable by its owner only, writes `text` and syncs
+/// it; never replaces an existing file (the error's kind is then `AlreadyExists`).
+/// Shared by every tool that keeps a secret key on disk.
+pub fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// The key file to use: `explicit`, else `$GRIDCTL_KEY`, else `~/.config/gridos/key`.
