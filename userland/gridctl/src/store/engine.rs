@@ -59,6 +59,10 @@ pub struct Nodes {
     pub down: Vec<(NodeKey, String)>,
     /// Peers skipped (no key known, or beyond the limit).
     pub skipped: usize,
+    /// The nodes discovery started from.
+    pub seeds: Vec<NodeKey>,
+    /// Whether the seeds' peers were asked for too.
+    pub peers_asked: bool,
 }
 
 impl Nodes {
@@ -68,17 +72,21 @@ impl Nodes {
     }
 }
 
-/// Finds the nodes: asks each of `seeds` for the user's room and its peers, then every
-/// peer with a known key for the room. Nodes that answer are usable.
-pub fn discover(pool: &mut Pool, seeds: &[NodeKey]) -> Nodes {
-    let mut nodes = Nodes::default();
+/// Finds the nodes: asks each of `seeds` for the user's room and, with `with_peers`, its
+/// peers, then probes every peer with a known key for the room. Nodes that answer are
+/// usable. (A peer may be no node: another user's client the seed routes to. Probes give
+/// up on those quickly.)
+pub fn discover(pool: &mut Pool, seeds: &[NodeKey], with_peers: bool) -> Nodes {
+    let mut nodes = Nodes { seeds: seeds.to_vec(), peers_asked: with_peers, ..Nodes::default() };
     let mut known: Vec<NodeKey> = Vec::new();
     let mut jobs = Vec::new();
     for s in seeds.iter().take(NODES_MAX) {
         if !known.contains(s) {
             known.push(*s);
             jobs.push((*s, Op::Room));
-            jobs.push((*s, Op::Peers));
+            if with_peers {
+                jobs.push((*s, Op::Peers));
+            }
         }
     }
     let mut rooms: Vec<(NodeKey, std::result::Result<Room, String>)> = Vec::new();
@@ -108,7 +116,7 @@ pub fn discover(pool: &mut Pool, seeds: &[NodeKey]) -> Nodes {
         nodes.skipped += candidates.len() - room_limit;
         candidates.truncate(room_limit);
     }
-    let jobs: Vec<(NodeKey, Op)> = candidates.iter().map(|k| (*k, Op::Room)).collect();
+    let jobs: Vec<(NodeKey, Op)> = candidates.iter().map(|k| (*k, Op::Probe)).collect();
     for (node, result) in pool.run_all(jobs) {
         match result {
             Ok(Out::Room(room)) => rooms.push((node, Ok(room))),
@@ -265,6 +273,8 @@ pub struct PutInput<R: Read> {
     pub data_shards: Option<u8>,
     /// M asked for, if any.
     pub parity_shards: Option<u8>,
+    /// Segment size, if not the default.
+    pub segment_bytes: Option<u32>,
 }
 
 /// Puts `input` on `nodes`.
@@ -275,11 +285,15 @@ pub fn put<R: Read>(
     input: PutInput<R>,
     progress: &dyn Progress,
 ) -> Result<(PutReport, Manifest)> {
-    let PutInput { reader, name, size_hint, data_shards, parity_shards } = input;
+    let PutInput { reader, name, size_hint, data_shards, parity_shards, segment_bytes } = input;
     let mut notes = Vec::new();
     let choice = placement::choose_params(nodes.usable.len(), data_shards, parity_shards).map_err(Error)?;
     notes.extend(choice.note.clone());
-    let params = Params { data_shards: choice.data_shards, parity_shards: choice.parity_shards, ..Params::default() };
+    let params = Params {
+        data_shards: choice.data_shards,
+        parity_shards: choice.parity_shards,
+        segment_bytes: segment_bytes.unwrap_or(Params::default().segment_bytes),
+    };
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce).map_err(|e| Error(format!("no randomness from the operating system: {e}")))?;
     let putter = Putter::new(reader, &owner.seed, nonce, name.clone(), params).map_err(|e| Error(format!("{e}")))?;
@@ -315,6 +329,19 @@ pub fn put<R: Read>(
         notes,
     };
     Ok((report, done.manifest))
+}
+
+/// Fetches and opens the manifest `id` from `nodes`, and when none of them holds it and
+/// their peers were not asked yet, discovers the peers (updating `nodes`) and tries again.
+pub fn find_manifest(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32]) -> Result<Manifest> {
+    match fetch_manifest(pool, owner, nodes, id) {
+        Ok(m) => Ok(m),
+        Err(_) if !nodes.peers_asked => {
+            *nodes = discover(pool, &nodes.seeds.clone(), true);
+            fetch_manifest(pool, owner, nodes, id)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Fetches and opens the manifest `id` from `nodes` (all asked at once; the first copy
@@ -397,8 +424,8 @@ pub struct GetReport {
 }
 
 /// Gets file `id` into `path` (atomically: nothing is written unless it all decrypts).
-pub fn get(pool: &mut Pool, owner: &Owner, nodes: &Nodes, id: &[u8; 32], path: &Path, progress: &dyn Progress) -> Result<GetReport> {
-    let manifest = fetch_manifest(pool, owner, nodes, id)?;
+pub fn get(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], path: &Path, progress: &dyn Progress) -> Result<GetReport> {
+    let manifest = find_manifest(pool, owner, nodes, id)?;
     progress.start("fetching", manifest.size);
     let mut getter = Getter::new(manifest, &owner.seed);
     let mut source = GetSource { pool, progress, problems: Vec::new() };
@@ -539,8 +566,8 @@ pub struct RepairReport {
 
 /// Rebuilds every missing or corrupt shard of file `id` onto other nodes and stores the
 /// updated manifest (whose id is the new file id; the old manifest copies are deleted).
-pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &Nodes, id: &[u8; 32], progress: &dyn Progress) -> Result<(RepairReport, Manifest)> {
-    let mut manifest = fetch_manifest(pool, owner, nodes, id)?;
+pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], progress: &dyn Progress) -> Result<(RepairReport, Manifest)> {
+    let mut manifest = find_manifest(pool, owner, nodes, id)?;
     let health = check(pool, owner, &manifest, id);
     let mut notes = Vec::new();
     let mut repaired = Vec::new();
@@ -669,8 +696,8 @@ pub struct RmReport {
 
 /// Deletes every shard of file `id`, then its manifest copies (kept when some shards
 /// could not be deleted, so that `rm` can finish later).
-pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &Nodes, id: &[u8; 32]) -> Result<RmReport> {
-    let manifest = fetch_manifest(pool, owner, nodes, id)?;
+pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32]) -> Result<RmReport> {
+    let manifest = find_manifest(pool, owner, nodes, id)?;
     let jobs: Vec<(NodeKey, Op)> =
         manifest.segments.iter().flat_map(|s| &s.shards).map(|r| (r.node, Op::Delete(r.key))).collect();
     let mut report = RmReport { id: hex(id), deleted: 0, already_gone: 0, left: Vec::new(), manifest_copies_deleted: 0 };
@@ -688,7 +715,13 @@ pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &Nodes, id: &[u8; 32]) -> Resul
             report.left.join("; ")
         )));
     }
-    let jobs = nodes.keys().into_iter().filter(|n| !pool.is_down(n)).map(|n| (n, Op::Delete(*id))).collect();
+    let mut holders = nodes.keys();
+    for r in manifest.segments.iter().flat_map(|s| &s.shards) {
+        if !holders.contains(&r.node) {
+            holders.push(r.node);
+        }
+    }
+    let jobs = holders.into_iter().filter(|n| !pool.is_down(n)).map(|n| (n, Op::Delete(*id))).collect();
     report.manifest_copies_deleted = pool.run_all(jobs).into_iter().filter(|(_, r)| r.is_ok()).count() as u64;
     Ok(report)
 }

@@ -85,7 +85,7 @@ struct MemoryConn {
 }
 
 impl Connector for MemoryConnector {
-    fn connect(&self, key: &NodeKey) -> Result<Box<dyn NodeConn>, NodeError> {
+    fn connect(&self, key: &NodeKey, _probe: bool) -> Result<Box<dyn NodeConn>, NodeError> {
         let g = self.grid.lock().map_err(|_| NodeError::Unreachable("grid poisoned".into()))?;
         if !g.nodes.contains_key(key) || g.down.contains(key) {
             return Err(NodeError::Unreachable("no route".into()));

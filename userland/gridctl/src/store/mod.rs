@@ -63,6 +63,9 @@ pub enum StoreCommand {
         /// Name recorded in the manifest (default: the file's name).
         #[arg(long)]
         name: Option<String>,
+        /// Segment size in KiB (default 4096); for tests.
+        #[arg(long, hide = true)]
+        segment_kib: Option<u32>,
         #[command(flatten)]
         nodes: NodesArg,
     },
@@ -116,7 +119,7 @@ pub fn network(options: Options) -> impl Fn(&[Target], &UserKey) -> Arc<dyn Conn
 
 struct NoNetwork;
 impl Connector for NoNetwork {
-    fn connect(&self, _: &NodeKey) -> std::result::Result<Box<dyn nodes::NodeConn>, nodes::NodeError> {
+    fn connect(&self, _: &NodeKey, _: bool) -> std::result::Result<Box<dyn nodes::NodeConn>, nodes::NodeError> {
         Err(nodes::NodeError::Unreachable("TEMP".into()))
     }
 }
@@ -171,12 +174,14 @@ fn emit<T: Serialize>(out: &mut dyn Write, json: bool, value: &T, human: impl Fn
     r.context(|| "cannot write output".into())
 }
 
-/// Opens the pool and finds the nodes.
-fn reach(connector: ConnectorFactory, list: &[String], user: &UserKey) -> Result<(Pool, Nodes, Vec<String>)> {
+/// Opens the pool and finds the nodes: the seeds, and with `with_peers` every node they
+/// route to (put and repair need room on many nodes; get, verify and rm find the nodes in
+/// the manifest and ask the peers only when the seeds hold no copy of it).
+fn reach(connector: ConnectorFactory, list: &[String], user: &UserKey, with_peers: bool) -> Result<(Pool, Nodes, Vec<String>)> {
     let seeds = parse_seeds(list)?;
     let mut pool = Pool::new(connector(&seeds, user));
     let seed_keys: Vec<NodeKey> = seeds.iter().map(|t| t.key).collect();
-    let nodes = engine::discover(&mut pool, &seed_keys);
+    let nodes = engine::discover(&mut pool, &seed_keys, with_peers);
     let mut notes = Vec::new();
     for (node, why) in &nodes.down {
         if seed_keys.contains(node) {
@@ -199,11 +204,11 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
     let index_path = index::path_for(key_path);
     let me = owner(&user);
     match command {
-        StoreCommand::Put { file, data_shards, parity_shards, name, nodes } => {
+        StoreCommand::Put { file, data_shards, parity_shards, name, segment_kib, nodes } => {
             let reader = std::fs::File::open(&file).context(|| format!("cannot open {}", file.display()))?;
             let size = reader.metadata().map(|m| m.len()).unwrap_or(0);
             let name = name.unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            let (mut pool, found, mut notes) = reach(connector, &nodes.nodes, &user)?;
+            let (mut pool, found, mut notes) = reach(connector, &nodes.nodes, &user, true)?;
             let bar = Bar::new(nodes.json);
             let input = engine::PutInput {
                 reader: std::io::BufReader::with_capacity(1 << 20, reader),
@@ -211,6 +216,7 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
                 size_hint: size,
                 data_shards,
                 parity_shards,
+                segment_bytes: segment_kib.map(|k| k.saturating_mul(1024)),
             };
             let (mut report, manifest) = engine::put(&mut pool, &me, &found, input, &bar)?;
             notes.append(&mut report.notes);
@@ -248,9 +254,9 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
         }
         StoreCommand::Get { id, output, nodes } => {
             let id = index::resolve(&index_path, &id)?;
-            let (mut pool, found, notes) = reach(connector, &nodes.nodes, &user)?;
+            let (mut pool, mut found, notes) = reach(connector, &nodes.nodes, &user, false)?;
             let bar = Bar::new(nodes.json);
-            let mut report = engine::get(&mut pool, &me, &found, &id, &output, &bar)?;
+            let mut report = engine::get(&mut pool, &me, &mut found, &id, &output, &bar)?;
             let mut all = notes;
             all.append(&mut report.notes);
             report.notes = all;
@@ -271,8 +277,8 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
         }
         StoreCommand::Verify { id, nodes } => {
             let id = index::resolve(&index_path, &id)?;
-            let (mut pool, found, _notes) = reach(connector, &nodes.nodes, &user)?;
-            let manifest = engine::fetch_manifest(&mut pool, &me, &found, &id)?;
+            let (mut pool, mut found, _notes) = reach(connector, &nodes.nodes, &user, false)?;
+            let manifest = engine::find_manifest(&mut pool, &me, &mut found, &id)?;
             let report = engine::check(&mut pool, &me, &manifest, &id);
             emit(out, nodes.json, &report, |o| print_health(o, &report))?;
             if report.ok {
@@ -289,9 +295,9 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
         }
         StoreCommand::Repair { id, nodes } => {
             let given = index::resolve(&index_path, &id)?;
-            let (mut pool, found, mut notes) = reach(connector, &nodes.nodes, &user)?;
+            let (mut pool, mut found, mut notes) = reach(connector, &nodes.nodes, &user, true)?;
             let bar = Bar::new(nodes.json);
-            let (mut report, manifest) = engine::repair(&mut pool, &me, &found, &given, &bar)?;
+            let (mut report, manifest) = engine::repair(&mut pool, &me, &mut found, &given, &bar)?;
             notes.append(&mut report.notes);
             report.notes = notes;
             if let Some(previous) = &report.previous_id {
@@ -341,8 +347,8 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
         }
         StoreCommand::Rm { id, nodes } => {
             let id = index::resolve(&index_path, &id)?;
-            let (mut pool, found, _notes) = reach(connector, &nodes.nodes, &user)?;
-            let report = engine::rm(&mut pool, &me, &found, &id)?;
+            let (mut pool, mut found, _notes) = reach(connector, &nodes.nodes, &user, false)?;
+            let report = engine::rm(&mut pool, &me, &mut found, &id)?;
             index::remove(&index_path, &report.id)?;
             emit(out, nodes.json, &report, |o| {
                 writeln!(

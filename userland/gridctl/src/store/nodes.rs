@@ -114,8 +114,9 @@ pub trait NodeConn: Send {
 
 /// Makes connections to nodes by key.
 pub trait Connector: Send + Sync {
-    /// Opens a connection to node `key`.
-    fn connect(&self, key: &NodeKey) -> Result<Box<dyn NodeConn>, NodeError>;
+    /// Opens a connection to node `key`. A `probe` gives up sooner: the key may be no
+    /// node at all (another user's client that a node routes to, or one gone).
+    fn connect(&self, key: &NodeKey, probe: bool) -> Result<Box<dyn NodeConn>, NodeError>;
 }
 
 /// What to do on a node.
@@ -133,6 +134,8 @@ pub enum Op {
     List,
     /// The user's room.
     Room,
+    /// The user's room, from a key that may be no node (connects with less patience).
+    Probe,
     /// The node's peers.
     Peers,
 }
@@ -192,7 +195,7 @@ fn run_op(conn: &mut dyn NodeConn, op: Op) -> Result<Out, NodeError> {
             Ok(Out::Proofs(proofs))
         }
         Op::List => conn.list().map(Out::List),
-        Op::Room => conn.room().map(Out::Room),
+        Op::Room | Op::Probe => conn.room().map(Out::Room),
         Op::Peers => conn.peers().map(Out::Peers),
     }
 }
@@ -296,7 +299,7 @@ fn worker(
     for job in jobs {
         if conn.is_none() && dead.is_none() {
             let start = Instant::now();
-            match connector.connect(&node) {
+            match connector.connect(&node, matches!(job.op, Op::Probe)) {
                 Ok(c) => {
                     conn = Some(c);
                     if let Ok(mut l) = latency.lock() {

@@ -7,6 +7,7 @@
 //! `./gridos run --nodes N` needs: only node 0's port is forwarded to the host.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use control::{ErrorCode, Request, Response};
 
@@ -31,20 +32,26 @@ impl RemoteConnector {
     }
 }
 
+/// How long a probe waits for a node it only heard of (a node through the gateway
+/// answers in well under a second; another user's client never does).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Connector for RemoteConnector {
-    fn connect(&self, key: &NodeKey) -> Result<Box<dyn NodeConn>, NodeError> {
+    fn connect(&self, key: &NodeKey, probe: bool) -> Result<Box<dyn NodeConn>, NodeError> {
         if let Some(t) = self.seeds.iter().find(|t| t.key == *key) {
             return Client::connect(t, &self.user, self.options)
                 .map(|c| Box::new(RemoteConn(Some(c))) as Box<dyn NodeConn>)
                 .map_err(|e| NodeError::Unreachable(e.0));
         }
+        let options = if probe { Options { timeout: self.options.timeout.min(PROBE_TIMEOUT), ..self.options } } else { self.options };
         let first = self.gateway.load(Ordering::Relaxed);
         let mut last = NodeError::Unreachable("no --nodes to reach it through".into());
         for n in 0..self.seeds.len() {
             let i = (first + n) % self.seeds.len();
-            match Client::connect_via(&self.seeds[i], *key, &self.user, self.options) {
-                Ok(c) => {
+            match Client::connect_via(&self.seeds[i], *key, &self.user, options) {
+                Ok(mut c) => {
                     self.gateway.store(i, Ordering::Relaxed);
+                    c.set_timeout(self.options.timeout);
                     return Ok(Box::new(RemoteConn(Some(c))));
                 }
                 Err(e) => last = NodeError::Unreachable(e.0),

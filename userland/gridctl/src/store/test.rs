@@ -106,8 +106,8 @@ impl Drop for World {
 #[test]
 fn put_spreads_segments_on_distinct_nodes_and_get_returns_the_bytes() {
     let w = World::new("roundtrip", 5);
-    let src = w.file("a.bin", 9 << 20, 1);
-    let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2"]);
+    let src = w.file("a.bin", 9 << 16, 1);
+    let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2", "--segment-kib", "256"]);
     assert_eq!(put["data_shards"], 3);
     assert_eq!(put["segments"], 3);
     let id = put["id"].as_str().unwrap().to_string();
@@ -119,7 +119,7 @@ fn put_spreads_segments_on_distinct_nodes_and_get_returns_the_bytes() {
     drop(g);
     let out = w.dir.join("a.out");
     let got = w.json("alice", &["get", &id, "-o", out.to_str().unwrap()]);
-    assert_eq!(got["size"], 9 << 20);
+    assert_eq!(got["size"], 9 << 16);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
     // ls shows it; the name resolves.
     let ls = w.run("alice", &["ls"]).unwrap();
@@ -143,8 +143,8 @@ fn defaults_shrink_to_the_nodes_and_say_so() {
 #[test]
 fn lost_nodes_get_from_a_fresh_config_repair_verify_corrupt_and_strangers() {
     let w = World::new("life", 5);
-    let src = w.file("f.bin", 10 << 20, 3);
-    let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2"]);
+    let src = w.file("f.bin", 10 << 16, 3);
+    let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2", "--segment-kib", "256"]);
     let id = put["id"].as_str().unwrap().to_string();
     let alice = w.owner("alice");
 
