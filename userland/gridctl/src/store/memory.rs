@@ -26,6 +26,8 @@ pub struct MemoryGrid {
     pub down: BTreeSet<NodeKey>,
     /// Puts seen (for tests of placement).
     pub puts: u64,
+    /// A node that goes down at its first put after this many puts grid-wide.
+    pub dies_at_put: Option<(NodeKey, u64)>,
 }
 
 impl MemoryGrid {
@@ -113,6 +115,12 @@ impl NodeConn for MemoryConn {
         let owner = self.owner;
         self.with(|g, n| {
             g.puts += 1;
+            if let Some((victim, after)) = g.dies_at_put {
+                if victim == *n && g.puts > after {
+                    g.down.insert(*n);
+                    return Err(NodeError::Unreachable("connection lost".into()));
+                }
+            }
             let key = *blake3::hash(bytes).as_bytes();
             let node = g.nodes.get_mut(n).ok_or(NodeError::NotFound)?;
             node.shards.entry(owner).or_default().insert(key, bytes.to_vec());

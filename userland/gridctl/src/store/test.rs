@@ -246,3 +246,30 @@ fn a_wrong_key_is_refused_with_no_output() {
     assert!(e.contains("for your key"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_node_dying_during_put_gets_its_shards_moved_and_it_is_said() {
+    let w = World::new("dies", 6);
+    let src = w.file("d.bin", 6 << 16, 5);
+    w.grid.lock().unwrap().dies_at_put = Some(([3; 32], 0));
+    let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2", "--segment-kib", "128"]);
+    let notes = put["notes"].to_string();
+    assert!(notes.contains("placing it elsewhere"), "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+    // Only what node 3 took before it died is missing; every later shard went elsewhere.
+    let text = match w.run("alice", &["verify", &id, "--json", "--nodes", &w.seeds]) {
+        Ok(t) => t,
+        Err(e) => e.lines().nth(1).unwrap().to_string(),
+    };
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let dead = crate::hex(&[3; 32]);
+    let first_failed: u64 = notes.split("segment ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    for s in v["shards"].as_array().unwrap() {
+        let on_dead = s["node"] == dead.as_str();
+        assert_eq!(s["status"] == "ok", !on_dead, "{s}");
+        assert!(!on_dead || s["segment"].as_u64().unwrap() < first_failed, "{s}");
+    }
+    let out = w.dir.join("d.out");
+    w.json("alice", &["get", &id, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+}
