@@ -730,3 +730,71 @@ pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32]) -> R
 pub fn short_hex(key_hex: &str) -> &str {
     key_hex.get(..16).unwrap_or(key_hex)
 }
+
+/// Most candidate manifests `ls --remote` fetches and tries to open.
+pub const REMOTE_LS_CANDIDATES_MAX: usize = 512;
+/// Shards longer than this are not taken for manifests by `ls --remote` (a manifest
+/// lists ~100 bytes per shard: this is a file of thousands of segments).
+pub const REMOTE_LS_MANIFEST_BYTES_MAX: u64 = 1 << 20;
+
+/// A file found on the nodes by `ls --remote`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RemoteFile {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// K.
+    pub data_shards: u8,
+    /// M.
+    pub parity_shards: u8,
+    /// Nodes holding a copy of its manifest.
+    pub manifest_copies: usize,
+}
+
+/// Lists the user's shards on every usable node and opens those that are manifests: the
+/// user's files as the grid knows them (shards are namespaced by owner, so only the user's
+/// own shards are listed).
+pub fn remote_files(pool: &mut Pool, owner: &Owner, nodes: &Nodes) -> (Vec<RemoteFile>, Vec<String>) {
+    let mut notes = Vec::new();
+    let jobs = nodes.keys().into_iter().map(|n| (n, Op::List)).collect();
+    let mut holders: BTreeMap<[u8; 32], Vec<NodeKey>> = BTreeMap::new();
+    for (node, result) in pool.run_all(jobs) {
+        match result {
+            Ok(Out::List(metas)) => {
+                for m in metas.into_iter().filter(|m| m.len <= REMOTE_LS_MANIFEST_BYTES_MAX) {
+                    holders.entry(m.key).or_default().push(node);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => notes.push(format!("node {} did not list its shards: {e}", short(&node))),
+        }
+    }
+    if holders.len() > REMOTE_LS_CANDIDATES_MAX {
+        notes.push(format!("only the first {REMOTE_LS_CANDIDATES_MAX} of {} small shards were looked at", holders.len()));
+    }
+    // Manifests are stored on several nodes, data shards on one: try those first.
+    let mut candidates: Vec<([u8; 32], Vec<NodeKey>)> = holders.into_iter().collect();
+    candidates.sort_by_key(|(k, h)| (std::cmp::Reverse(h.len()), *k));
+    candidates.truncate(REMOTE_LS_CANDIDATES_MAX);
+    let jobs = candidates.iter().map(|(k, h)| (h[0], Op::Get(*k))).collect();
+    let mut files = Vec::new();
+    for ((key, h), (_, result)) in candidates.iter().zip(pool.run_all(jobs)) {
+        if let Ok(Out::Get(bytes)) = result {
+            if let Ok(m) = Manifest::open_checked(key, &bytes, &owner.seed) {
+                files.push(RemoteFile {
+                    id: hex(key),
+                    name: m.name,
+                    size: m.size,
+                    data_shards: m.params.data_shards,
+                    parity_shards: m.params.parity_shards,
+                    manifest_copies: h.len(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    (files, notes)
+}

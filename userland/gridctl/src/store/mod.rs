@@ -93,11 +93,18 @@ pub enum StoreCommand {
         #[command(flatten)]
         nodes: NodesArg,
     },
-    /// Your files put from this machine (the local index).
+    /// Your files put from this machine (the local index), or with --remote the files
+    /// whose manifests the nodes hold for your key.
     Ls {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Ask the nodes (give --nodes) instead of the local index.
+        #[arg(long, requires = "nodes")]
+        remote: bool,
+        /// Nodes to ask, with --remote (see `put`).
+        #[arg(long, env = "GRIDCTL_NODES", value_name = "KEY@HOST:PORT,...", value_delimiter = ',')]
+        nodes: Vec<String>,
     },
     /// Delete every shard of a file, then its manifest.
     Rm {
@@ -335,7 +342,28 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
                 Err(Error(format!("segments {:?} have fewer than K healthy shards and cannot be rebuilt", report.lost_segments)))
             }
         }
-        StoreCommand::Ls { json } => {
+        StoreCommand::Ls { json, remote: true, nodes } => {
+            let (mut pool, found, mut notes) = reach(connector, &nodes, &user, true)?;
+            let (files, mut more) = engine::remote_files(&mut pool, &me, &found);
+            notes.append(&mut more);
+            #[derive(Serialize)]
+            struct Listing<'a> {
+                files: &'a [engine::RemoteFile],
+                notes: &'a [String],
+            }
+            emit(out, json, &Listing { files: &files, notes: &notes }, |o| {
+                for n in &notes {
+                    writeln!(o, "note: {n}")?;
+                }
+                writeln!(o, "{:<64}  {:>12}  {:>5}  {:>6}  NAME", "ID", "BYTES", "K+M", "COPIES")?;
+                for f in &files {
+                    let km = format!("{}+{}", f.data_shards, f.parity_shards);
+                    writeln!(o, "{:<64}  {:>12}  {:>5}  {:>6}  {}", f.id, f.size, km, f.manifest_copies, f.name)?;
+                }
+                Ok(())
+            })
+        }
+        StoreCommand::Ls { json, .. } => {
             let entries = index::load(&index_path)?;
             emit(out, json, &entries, |o| {
                 writeln!(o, "{:<64}  {:>12}  {:>5}  NAME", "ID", "BYTES", "K+M")?;

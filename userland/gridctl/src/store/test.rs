@@ -124,6 +124,13 @@ fn put_spreads_segments_on_distinct_nodes_and_get_returns_the_bytes() {
     // ls shows it; the name resolves.
     let ls = w.run("alice", &["ls"]).unwrap();
     assert!(ls.contains(&id) && ls.contains("a.bin"), "{ls}");
+    // The nodes know it too (from a machine without the index), and only for alice.
+    let remote = w.json("alice", &["ls", "--remote"]);
+    assert_eq!(remote["files"][0]["id"].as_str(), Some(id.as_str()), "{remote}");
+    assert_eq!(remote["files"][0]["name"], "a.bin");
+    assert_eq!(remote["files"].as_array().unwrap().len(), 1, "{remote}");
+    let none = w.json("bob", &["ls", "--remote"]);
+    assert_eq!(none["files"].as_array().unwrap().len(), 0, "{none}");
     let out2 = w.dir.join("a2.out");
     w.json("alice", &["get", "a.bin", "-o", out2.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out2).unwrap(), std::fs::read(&src).unwrap());
