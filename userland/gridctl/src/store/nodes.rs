@@ -297,26 +297,40 @@ fn worker(
     let mut conn: Option<Box<dyn NodeConn>> = None;
     let mut dead: Option<String> = None;
     for job in jobs {
-        if conn.is_none() && dead.is_none() {
-            let start = Instant::now();
-            match connector.connect(&node, matches!(job.op, Op::Probe)) {
-                Ok(c) => {
-                    conn = Some(c);
-                    if let Ok(mut l) = latency.lock() {
-                        l.insert(node, start.elapsed());
+        let probe = matches!(job.op, Op::Probe);
+        // A connection that served a job before may have been closed by the node since
+        // (nodes close idle control connections): one fresh connection, one retry, before
+        // the node counts as down.
+        let mut result = Err(NodeError::Unreachable("no connection".into()));
+        for attempt in 0..2 {
+            let reused = conn.is_some();
+            if conn.is_none() && dead.is_none() {
+                let start = Instant::now();
+                match connector.connect(&node, probe) {
+                    Ok(c) => {
+                        conn = Some(c);
+                        if let Ok(mut l) = latency.lock() {
+                            l.entry(node).or_insert(start.elapsed());
+                        }
+                    }
+                    Err(e) => dead = Some(e.to_string()),
+                }
+            }
+            result = match (&mut conn, &dead) {
+                (Some(c), _) => run_op(c.as_mut(), job.op.clone()),
+                (None, Some(why)) => Err(NodeError::Unreachable(why.clone())),
+                (None, None) => Err(NodeError::Unreachable("no connection".into())),
+            };
+            match &result {
+                Err(NodeError::Unreachable(why)) => {
+                    conn = None;
+                    if !(reused && attempt == 0) {
+                        dead = Some(why.clone());
+                        break;
                     }
                 }
-                Err(e) => dead = Some(e.to_string()),
+                _ => break,
             }
-        }
-        let result = match (&mut conn, &dead) {
-            (Some(c), _) => run_op(c.as_mut(), job.op),
-            (None, Some(why)) => Err(NodeError::Unreachable(why.clone())),
-            (None, None) => Err(NodeError::Unreachable("no connection".into())),
-        };
-        if let Err(NodeError::Unreachable(why)) = &result {
-            conn = None;
-            dead = Some(why.clone());
         }
         if let Some(why) = &dead {
             if let Ok(mut d) = down.lock() {

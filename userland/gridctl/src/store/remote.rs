@@ -16,6 +16,17 @@ use crate::client::{Client, Options};
 use crate::key::UserKey;
 use crate::target::Target;
 
+/// Bytes per `ShardPut` piece. Smaller than `control::SHARD_PIECE_BYTES`: a node resets a
+/// request that arrives slower than its minimum rate (128 KiB/s after a 10 s base), and
+/// shards to several nodes share one slow path through the gateway (a few hundred KB/s
+/// under QEMU TCG), so each request is kept small enough to arrive in time.
+pub const PUT_PIECE_BYTES: usize = 256 << 10;
+/// Bytes asked per `ShardGet`.
+pub const GET_PIECE_BYTES: u64 = 512 << 10;
+/// Waits for a node that answers Busy (its buffer budget for uploads is taken).
+const BUSY_WAITS_MAX: usize = 20;
+const BUSY_WAIT: Duration = Duration::from_millis(500);
+
 /// Connects to nodes as the user.
 pub struct RemoteConnector {
     seeds: Vec<Target>,
@@ -84,22 +95,29 @@ impl NodeConn for RemoteConn {
         let key = *blake3::hash(bytes).as_bytes();
         let total_len = bytes.len() as u64;
         let mut offset = 0usize;
-        loop {
-            let end = (offset + control::SHARD_PIECE_BYTES).min(bytes.len());
+        let mut busy_waits = 0;
+        // Bounded: each round sends a piece or waits on a busy node (at most BUSY_WAITS_MAX).
+        for _ in 0..=(bytes.len() / PUT_PIECE_BYTES + BUSY_WAITS_MAX) {
+            let end = (offset + PUT_PIECE_BYTES).min(bytes.len());
             let data = bytes.get(offset..end).unwrap_or_default().to_vec();
             match self.call(&Request::ShardPut { key, total_len, offset: offset as u64, data })? {
                 Response::ShardPartial { received } if end < bytes.len() && received == end as u64 => offset = end,
                 Response::ShardStored { key, len, merkle_root } => return Ok(Meta { key, len, merkle_root }),
+                Response::Error { code: ErrorCode::Busy, .. } if offset == 0 && busy_waits < BUSY_WAITS_MAX => {
+                    busy_waits += 1;
+                    std::thread::sleep(BUSY_WAIT);
+                }
                 other => return Err(refused(other)),
             }
         }
+        Err(NodeError::Refused("the node stayed busy".into()))
     }
 
     fn get(&mut self, key: &ShardKey) -> Result<Vec<u8>, NodeError> {
         let mut out: Vec<u8> = Vec::new();
         // Bounded: each round adds a piece or fails; a shard is at most SHARD_BYTES_MAX.
-        for _ in 0..=(control::SHARD_BYTES_MAX as usize / control::SHARD_PIECE_BYTES + 1) {
-            let request = Request::ShardGet { key: *key, offset: out.len() as u64, len: control::SHARD_PIECE_BYTES as u64 };
+        for _ in 0..=(control::SHARD_BYTES_MAX / GET_PIECE_BYTES + 1) {
+            let request = Request::ShardGet { key: *key, offset: out.len() as u64, len: GET_PIECE_BYTES };
             match self.call(&request)? {
                 Response::ShardData { total_len, offset, data } if offset == out.len() as u64 && total_len <= control::SHARD_BYTES_MAX => {
                     if data.is_empty() && out.len() as u64 != total_len {
