@@ -1,0 +1,128 @@
+//! The std pipelines against in-memory nodes: round trips of several shapes, lost and corrupt
+//! shards reported, and every failure (more than M lost, wrong key) leaves no output file.
+
+use std::path::PathBuf;
+
+use files::stream::{GetError, Getter, MemoryNodes, Putter};
+use files::{FilesError, Manifest, Params};
+
+const SEED: [u8; 32] = [3; 32];
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gridos-files-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn entries(dir: &PathBuf) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn put(nodes: &mut MemoryNodes, bytes: &[u8], params: Params) -> (Manifest, Vec<u8>, [u8; 32]) {
+    let putter = Putter::new(bytes, &SEED, [5; 24], "f.bin".into(), params).expect("putter");
+    let done = putter.run(nodes).expect("put");
+    (done.manifest, done.sealed, done.file_id)
+}
+
+#[test]
+fn round_trips_of_several_shapes() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 1000 };
+    for len in [0usize, 1, 999, 1000, 1001, 3000, 7777] {
+        let mut nodes = MemoryNodes::new(5);
+        let bytes = data(len);
+        let (manifest, sealed, id) = put(&mut nodes, &bytes, params);
+        assert_eq!(manifest.size, len as u64);
+        assert_eq!(manifest.segments.len(), len.div_ceil(1000));
+        // A fresh machine: only the id, the sealed manifest (from a node) and the seed.
+        let opened = Manifest::open_checked(&id, &sealed, &SEED).expect("open");
+        let mut out = Vec::new();
+        let mut getter = Getter::new(opened, &SEED);
+        getter.write_to(&mut nodes, &mut out).expect("get");
+        assert_eq!(out, bytes, "len {len}");
+        assert_eq!(getter.report().missing_count + getter.report().corrupt_count, 0);
+    }
+}
+
+#[test]
+fn lost_and_corrupt_shards_are_reported_and_survived() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 4096 };
+    let mut nodes = MemoryNodes::new(6);
+    let bytes = data(40_000);
+    let (manifest, _, _) = put(&mut nodes, &bytes, params);
+    // One node down and one shard of segment 0 corrupted on another node: at most 2 bad per segment.
+    nodes.down.insert(1);
+    let victim = manifest.segments[0].shards[0].clone();
+    let node = usize::from(victim.node[0]);
+    if let Some(shard) = nodes.shards[node].get_mut(&victim.key) {
+        shard[17] ^= 4;
+    }
+    let dir = scratch("survive");
+    let out = dir.join("out.bin");
+    let mut getter = Getter::new(manifest.clone(), &SEED);
+    let report = getter.get_to_path(&mut nodes, &out).expect("get");
+    assert_eq!(std::fs::read(&out).expect("read"), bytes);
+    assert_eq!(report.corrupt, vec![(0, 0)]);
+    assert!(report.missing_count > 0);
+    assert!(report.missing.iter().all(|&(s, i)| manifest.segments[s as usize].shards[i].node == [1; 32]));
+    assert_eq!(entries(&dir), vec!["out.bin".to_string()], "no temporary left");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn more_than_m_lost_leaves_no_output() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 4096 };
+    let mut nodes = MemoryNodes::new(5);
+    let bytes = data(20_000);
+    let (manifest, _, _) = put(&mut nodes, &bytes, params);
+    nodes.down.extend([0, 2, 4]);
+    let dir = scratch("lost");
+    let out = dir.join("out.bin");
+    let err = Getter::new(manifest, &SEED).get_to_path(&mut nodes, &out).unwrap_err();
+    assert!(matches!(err, GetError::Files(FilesError::TooFewShards { segment: 0, usable: 2, needed: 3, .. })), "{err}");
+    assert!(entries(&dir).is_empty(), "no output, no temporary: {:?}", entries(&dir));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn wrong_key_leaves_no_output_and_keeps_an_existing_file() {
+    let params = Params { data_shards: 2, parity_shards: 1, segment_bytes: 4096 };
+    let mut nodes = MemoryNodes::new(3);
+    let (manifest, sealed, id) = put(&mut nodes, &data(10_000), params);
+    assert_eq!(Manifest::open_checked(&id, &sealed, &[4; 32]), Err(FilesError::ManifestSeal));
+    // Even holding the manifest, another seed derives another file key.
+    let dir = scratch("wrongkey");
+    let out = dir.join("out.bin");
+    std::fs::write(&out, b"previous").expect("write");
+    let err = Getter::new(manifest, &[4; 32]).get_to_path(&mut nodes, &out).unwrap_err();
+    assert!(matches!(err, GetError::Files(FilesError::WrongKey { segment: 0 })), "{err}");
+    assert_eq!(entries(&dir), vec!["out.bin".to_string()]);
+    assert_eq!(std::fs::read(&out).expect("read"), b"previous");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn too_few_nodes_is_a_sink_error() {
+    let params = Params { data_shards: 4, parity_shards: 2, segment_bytes: 4096 };
+    let mut nodes = MemoryNodes::new(5);
+    let bytes = data(100);
+    let putter = Putter::new(&bytes[..], &SEED, [5; 24], "f".into(), params).expect("putter");
+    assert!(putter.run(&mut nodes).is_err());
+}
