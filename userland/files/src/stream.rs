@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::string::String;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::vec::Vec;
 
 use crate::{
@@ -359,10 +360,13 @@ impl Getter {
     }
 }
 
-/// `dir/.name.gridos-part-PID` beside `path`.
+/// `dir/.NAME.gridos-part-PID-N` beside `path` (N counts gets in this process, so two gets
+/// to one path never share a temporary; the file is created with `create_new`).
 fn temp_path(path: &Path) -> PathBuf {
+    static GETS: AtomicU64 = AtomicU64::new(0);
+    let n = GETS.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.gridos-part-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.gridos-part-{}-{n}", std::process::id()))
 }
 
 /// Makes the rename durable where the platform allows (best effort: the data is synced).
