@@ -40,7 +40,8 @@ pub trait ShardSource {
     type Error: fmt::Debug;
     /// Fetches the shards `wanted` (indices into `segment.shards`) into `out[i]` (`out` has K + M
     /// slots); a shard it cannot fetch stays `None`. The bytes need not be checked: the caller
-    /// checks each against its manifest hash.
+    /// checks each against its manifest hash (so a source need never hold more than
+    /// `segment.shards[i].len` bytes of a shard: longer answers are corrupt anyway).
     fn get_shards(
         &mut self,
         segment: &SegmentEntry,

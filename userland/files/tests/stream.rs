@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use files::stream::{GetError, Getter, MemoryNodes, Putter};
 use files::{FilesError, Manifest, Params};
+use proptest::prelude::*;
 
 const SEED: [u8; 32] = [3; 32];
 
@@ -125,4 +126,39 @@ fn too_few_nodes_is_a_sink_error() {
     let bytes = data(100);
     let putter = Putter::new(&bytes[..], &SEED, [5; 24], "f".into(), params).expect("putter");
     assert!(putter.run(&mut nodes).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random sizes and parameters; a random set of up to M nodes down (placement rotates, so
+    /// each segment loses at most M shards) or M + 1 nodes down (some segment is then lost,
+    /// unless the file is empty): the bytes come back exactly, or the get fails with a typed error.
+    #[test]
+    fn put_get_with_random_losses(
+        len in 0usize..20_000,
+        k in 1u8..=5,
+        m in 1u8..=3,
+        segment_bytes in 64u32..5000,
+        down_seed in any::<u64>(),
+        too_many in any::<bool>(),
+    ) {
+        let params = Params { data_shards: k, parity_shards: m, segment_bytes };
+        let total = k + m;
+        let mut nodes = MemoryNodes::new(total);
+        let bytes = data(len);
+        let (manifest, _, _) = put(&mut nodes, &bytes, params);
+        let lose = if too_many { usize::from(m) + 1 } else { down_seed as usize % (usize::from(m) + 1) };
+        let first = (down_seed >> 8) as usize % usize::from(total);
+        nodes.down.extend((0..lose).map(|i| (first + i) % usize::from(total)));
+        let mut out = Vec::new();
+        let result = Getter::new(manifest, &SEED).write_to(&mut nodes, &mut out);
+        if lose <= usize::from(m) || len == 0 {
+            prop_assert!(result.is_ok(), "{:?}", result.err());
+            prop_assert_eq!(out, bytes);
+        } else {
+            let lost = matches!(result, Err(GetError::Files(FilesError::TooFewShards { .. })));
+            prop_assert!(lost);
+        }
+    }
 }
