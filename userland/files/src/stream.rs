@@ -2,12 +2,13 @@
 //!
 //! [`Putter`] reads a file segment by segment, seals and encodes each one and hands its K + M
 //! shards to a [`ShardSink`] (which places them on distinct nodes, possibly in parallel, and
-//! returns once they are durable); then it seals the manifest. [`Getter`] asks a
+//! returns once they are durable); then it seals the manifest ([`Putter::run_pipelined`]
+//! encodes on a second thread while the sink stores, with a bounded queue between). [`Getter`] asks a
 //! [`ShardSource`] for the data shards of each segment first and for parity shards only when
 //! some are missing or corrupt, decodes, decrypts and writes in order; [`Getter::get_to_path`]
 //! writes a temporary file beside the target and renames it into place only when every segment
-//! decrypted, so an error leaves no output. Both hold one segment at a time and report the most
-//! bytes they held at once (`peak_buffered_bytes`). The transport, node choice, retries and
+//! decrypted, so an error leaves no output. Both hold a fixed number of segments (one, or a
+//! few when pipelined) and report the most bytes they held at once (`peak_buffered_bytes`). The transport, node choice, retries and
 //! parallelism are the sink's and source's; storing the sealed manifest is the caller's.
 
 use std::collections::{BTreeSet, HashMap};
@@ -105,6 +106,8 @@ pub struct PutDone {
     pub sealed: Vec<u8>,
     /// `file_id(&sealed)`.
     pub file_id: [u8; 32],
+    /// The putter's [`Putter::peak_buffered_bytes`] over the whole put.
+    pub peak_buffered_bytes: u64,
 }
 
 /// Bytes the encoder holds at once for a segment of `plain_len`, besides the read buffer:
@@ -113,6 +116,29 @@ fn encode_held_bytes(params: &Params, plain_len: u32) -> u64 {
     let len = shard_len(params, plain_len);
     len * u64::from(params.data_shards) + len * params.total_shards() as u64
 }
+
+/// Reads up to `segment_bytes` into `buf`; returns the bytes read (short only at the end of
+/// the input, which sets `eof`).
+fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, segment_bytes: usize, eof: &mut bool) -> io::Result<usize> {
+    buf.resize(segment_bytes, 0);
+    let mut filled = 0;
+    while filled < segment_bytes {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => {
+                *eof = true;
+                break;
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(filled)
+}
+
+/// Most encoded segments [`Putter::run_pipelined`] lets wait for the sink.
+pub const PIPELINE_AHEAD_MAX: usize = 8;
 
 /// Streams a file into shards. Holds one segment: its memory does not grow with the file.
 pub struct Putter<R: Read> {
@@ -160,24 +186,8 @@ impl<R: Read> Putter<R> {
         self.peak_buffered_bytes
     }
 
-    /// Reads up to one segment into `buf`; returns the bytes read (short only at end of input).
     fn fill(&mut self) -> io::Result<usize> {
-        let segment_bytes = self.manifest.params.segment_bytes as usize;
-        self.buf.resize(segment_bytes, 0);
-        let mut filled = 0;
-        while filled < segment_bytes {
-            match self.reader.read(&mut self.buf[filled..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.buf.truncate(filled);
-        Ok(filled)
+        fill(&mut self.reader, &mut self.buf, self.manifest.params.segment_bytes as usize, &mut self.eof)
     }
 
     /// Reads, seals, encodes and stores the next segment; `Ok(None)` at the end of the input.
@@ -209,12 +219,116 @@ impl<R: Read> Putter<R> {
         if sealed.len() > MANIFEST_SEALED_BYTES_MAX {
             return Err(FilesError::ManifestTooLarge);
         }
-        Ok(PutDone { file_id: file_id(&sealed), manifest: self.manifest, sealed })
+        Ok(PutDone {
+            file_id: file_id(&sealed),
+            manifest: self.manifest,
+            sealed,
+            peak_buffered_bytes: self.peak_buffered_bytes,
+        })
     }
 
     /// Puts the whole input through `sink` and seals the manifest.
     pub fn run<S: ShardSink>(mut self, sink: &mut S) -> Result<PutDone, PutError<S::Error>> {
         while self.put_next(sink)?.is_some() {}
+        self.finish().map_err(PutError::Files)
+    }
+}
+
+/// Why the encoding thread of [`Putter::run_pipelined`] stopped.
+enum EncodeFail {
+    Io(io::Error),
+    Files(FilesError),
+}
+
+/// Bytes held by the pipelined put, and the most held at once.
+#[derive(Default)]
+struct Held {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Held {
+    fn add(&self, bytes: u64) {
+        let now = self.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+    fn sub(&self, bytes: u64) {
+        self.now.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+fn shards_bytes(segment: &EncodedSegment) -> u64 {
+    segment.shards.iter().map(|s| s.len() as u64).sum()
+}
+
+impl<R: Read + Send> Putter<R> {
+    /// Like [`Putter::run`], but reads, seals, encodes and hashes on a second thread while
+    /// `sink` stores the previous segment. At most `ahead` (capped at [`PIPELINE_AHEAD_MAX`])
+    /// encoded segments wait for the sink, so the pipeline holds the read buffer, one segment
+    /// being encoded, `ahead` waiting and one at the sink: bounded, whatever the file size.
+    /// The manifest is identical to [`Putter::run`]'s.
+    pub fn run_pipelined<S: ShardSink>(mut self, sink: &mut S, ahead: usize) -> Result<PutDone, PutError<S::Error>> {
+        if self.eof {
+            return self.finish().map_err(PutError::Files);
+        }
+        let ahead = ahead.min(PIPELINE_AHEAD_MAX);
+        let params = self.manifest.params;
+        let key = self.key.clone();
+        let first_index = self.manifest.segments.len() as u64;
+        let held = Held::default();
+        let (reader, buf, eof) = (&mut self.reader, &mut self.buf, &mut self.eof);
+        let manifest = &mut self.manifest;
+
+        let result = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(EncodedSegment, Vec<ShardRef>), EncodeFail>>(ahead);
+            let held = &held;
+            scope.spawn(move || {
+                held.add(params.segment_bytes as u64); // the read buffer, for the whole run
+                let mut index = first_index;
+                while !*eof {
+                    let filled = match fill(reader, buf, params.segment_bytes as usize, eof) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = tx.send(Err(EncodeFail::Io(e)));
+                            break;
+                        }
+                    };
+                    let transient = encode_held_bytes(&params, filled as u32);
+                    held.add(transient);
+                    let item = encode_segment(&key, &params, index, buf).map(|encoded| {
+                        let refs: Vec<ShardRef> = encoded.shards.iter().map(|s| shard_ref(s, [0; 32])).collect();
+                        (encoded, refs)
+                    });
+                    match &item {
+                        Ok((encoded, _)) => held.sub(transient - shards_bytes(encoded)),
+                        Err(_) => held.sub(transient),
+                    }
+                    let failed = item.is_err();
+                    if tx.send(item.map_err(EncodeFail::Files)).is_err() || failed {
+                        break; // the sink side stopped, or this is the last message
+                    }
+                    index += 1;
+                }
+                held.sub(params.segment_bytes as u64);
+            });
+            for item in rx.iter() {
+                let (encoded, mut refs) = match item {
+                    Ok(x) => x,
+                    Err(EncodeFail::Io(e)) => return Err(PutError::Io(e)),
+                    Err(EncodeFail::Files(e)) => return Err(PutError::Files(e)),
+                };
+                let stored = sink.put_segment(&encoded, &mut refs);
+                held.sub(shards_bytes(&encoded));
+                stored.map_err(PutError::Sink)?;
+                manifest.size += u64::from(encoded.plain_len);
+                manifest.segments.push(SegmentEntry { index: encoded.index, plain_len: encoded.plain_len, shards: refs });
+            }
+            Ok(())
+            // `rx` drops here, before the scope joins the encoder: a blocked send returns.
+        });
+        self.peak_buffered_bytes = self.peak_buffered_bytes.max(held.peak.load(Ordering::Relaxed));
+        result?;
         self.finish().map_err(PutError::Files)
     }
 }

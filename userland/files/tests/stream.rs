@@ -120,6 +120,66 @@ fn wrong_key_leaves_no_output_and_keeps_an_existing_file() {
 }
 
 #[test]
+fn pipelined_put_builds_the_same_manifest() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 1000 };
+    let bytes = data(25_500);
+    let (manifest, sealed, id) = put(&mut MemoryNodes::new(5), &bytes, params);
+    for ahead in [0, 1, 3, 100] {
+        let mut nodes = MemoryNodes::new(5);
+        let putter = Putter::new(&bytes[..], &SEED, [5; 24], "f.bin".into(), params).expect("putter");
+        let done = putter.run_pipelined(&mut nodes, ahead).expect("put");
+        assert_eq!((&done.manifest, &done.sealed, &done.file_id), (&manifest, &sealed, &id), "ahead {ahead}");
+        let mut out = Vec::new();
+        Getter::new(done.manifest, &SEED).write_to(&mut nodes, &mut out).expect("get");
+        assert_eq!(out, bytes);
+    }
+}
+
+/// A sink that fails at its third segment: the pipelined put stops with that error (and its
+/// encoding thread ends: the call returns).
+#[test]
+fn pipelined_put_stops_on_a_sink_error() {
+    struct FailThird(MemoryNodes, u32);
+    impl files::stream::ShardSink for FailThird {
+        type Error = String;
+        fn put_segment(&mut self, s: &files::EncodedSegment, r: &mut [files::ShardRef]) -> Result<(), String> {
+            self.1 += 1;
+            if self.1 == 3 {
+                return Err("node gone".into());
+            }
+            self.0.put_segment(s, r).map_err(|e| format!("{e:?}"))
+        }
+    }
+    let params = Params { data_shards: 2, parity_shards: 1, segment_bytes: 100 };
+    let bytes = data(100_000);
+    let putter = Putter::new(&bytes[..], &SEED, [5; 24], "f".into(), params).expect("putter");
+    let err = putter.run_pipelined(&mut FailThird(MemoryNodes::new(3), 0), 2).unwrap_err();
+    assert!(matches!(err, files::stream::PutError::Sink(ref m) if m == "node gone"), "{err}");
+}
+
+/// A reader that fails mid-file: the error comes back as Io.
+#[test]
+fn pipelined_put_reports_read_errors() {
+    struct Broken(usize);
+    impl std::io::Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0).min(300);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let params = Params { data_shards: 2, parity_shards: 1, segment_bytes: 1000 };
+    let putter = Putter::new(Broken(2500), &SEED, [5; 24], "f".into(), params).expect("putter");
+    let err = putter.run_pipelined(&mut MemoryNodes::new(3), 1).unwrap_err();
+    assert!(matches!(err, files::stream::PutError::Io(_)), "{err}");
+    let putter = Putter::new(Broken(2500), &SEED, [5; 24], "f".into(), params).expect("putter");
+    assert!(matches!(putter.run(&mut MemoryNodes::new(3)), Err(files::stream::PutError::Io(_))));
+}
+
+#[test]
 fn too_few_nodes_is_a_sink_error() {
     let params = Params { data_shards: 4, parity_shards: 2, segment_bytes: 4096 };
     let mut nodes = MemoryNodes::new(5);

@@ -153,11 +153,10 @@ fn several_hundred_mib_stream_with_bounded_memory() {
     }
     let mut nodes = DiskNodes { dirs };
 
-    // Put.
+    // Put, sequential, then pipelined (encoding overlaps storing, one segment may wait).
     let started = std::time::Instant::now();
     let base = reset_peak();
-    let putter = Putter::new(Generated::new(42, size), &seed, [1; 24], "big.bin".into(), params).expect("putter");
-    let mut putter = putter;
+    let mut putter = Putter::new(Generated::new(42, size), &seed, [1; 24], "big.bin".into(), params).expect("putter");
     while putter.put_next(&mut nodes).expect("put").is_some() {}
     let put_peak = putter.peak_buffered_bytes();
     let done = putter.finish().expect("finish");
@@ -169,6 +168,20 @@ fn several_hundred_mib_stream_with_bounded_memory() {
         put_peak >> 10,
         put_heap >> 10,
         done.sealed.len()
+    );
+    let started = std::time::Instant::now();
+    let base = reset_peak();
+    let putter = Putter::new(Generated::new(42, size), &seed, [1; 24], "big.bin".into(), params).expect("putter");
+    let again = putter.run_pipelined(&mut nodes, 1).expect("pipelined put");
+    let piped_heap = PEAK.load(Ordering::Relaxed) - base;
+    let piped_peak = again.peak_buffered_bytes;
+    assert_eq!(again.file_id, done.file_id, "same manifest either way");
+    drop(again);
+    eprintln!(
+        "pipelined put {mib} MiB in {:.1} s: peak_buffered_bytes {} KiB, heap peak {} KiB",
+        started.elapsed().as_secs_f64(),
+        piped_peak >> 10,
+        piped_heap >> 10
     );
 
     // Get on a "fresh machine": the manifest from its sealed bytes and the id.
@@ -194,9 +207,13 @@ fn several_hundred_mib_stream_with_bounded_memory() {
     // whatever the file size; the whole heap of each run stays within that plus 1 MiB
     // (manifest, buffers of the test's own transport).
     assert!(put_peak <= 4 * segment, "put peak {put_peak}");
+    // Pipelined, one waiting: read buffer, one encoding (sealed + shards), one waiting, one at
+    // the sink (shards are 1.5 segments at K=4, M=2): at most 7 segments.
+    assert!(piped_peak <= 7 * segment, "pipelined put peak {piped_peak}");
     assert!(get_peak <= 4 * segment, "get peak {get_peak}");
     let manifest_bytes = 200 * size / segment * 6; // ShardRef ~104 B, generous
     assert!((put_heap as u64) <= put_peak + manifest_bytes + (1 << 20), "put heap {put_heap} vs {put_peak}");
+    assert!((piped_heap as u64) <= piped_peak + manifest_bytes + (1 << 20), "pipelined heap {piped_heap} vs {piped_peak}");
     assert!((get_heap as u64) <= get_peak + (1 << 20), "get heap {get_heap} vs {get_peak}");
     assert!(size >= 64 * segment || mib < 300, "the default run is many segments");
 }
