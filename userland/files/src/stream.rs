@@ -362,6 +362,73 @@ impl GetReport {
     }
 }
 
+/// Fetches segment `index` of `manifest` from `source`: the K data shards first, then untried
+/// shards for each one missing or corrupt, until K are intact (the others are `None`) or none
+/// are left ([`FilesError::TooFewShards`]). Notes what was missing or corrupt in `report`.
+fn fetch_segment<S: ShardSource>(
+    manifest: &Manifest,
+    report: &mut GetReport,
+    source: &mut S,
+    index: u64,
+) -> Result<Vec<Option<Vec<u8>>>, GetError<S::Error>> {
+    let Some(seg) = manifest.segments.get(index as usize) else {
+        return Err(GetError::Files(FilesError::ManifestFormat("no such segment")));
+    };
+    let k = usize::from(manifest.params.data_shards);
+    let total = manifest.params.total_shards();
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+    let mut untried: BTreeSet<usize> = (0..total).collect();
+    let mut intact = 0usize;
+    let mut corrupt = Vec::new();
+    while intact < k && !untried.is_empty() {
+        let wanted: Vec<usize> = untried.iter().copied().take(k - intact).collect();
+        for i in &wanted {
+            untried.remove(i);
+        }
+        let mut fetched: Vec<Option<Vec<u8>>> = vec![None; total];
+        source.get_shards(seg, &wanted, &mut fetched).map_err(GetError::Source)?;
+        // Only what was asked for counts; everything is checked against the manifest.
+        let mut only_wanted: Vec<Option<Vec<u8>>> = vec![None; total];
+        for &i in &wanted {
+            only_wanted[i] = fetched[i].take();
+            if only_wanted[i].is_none() {
+                GetReport::note(&mut report.missing, &mut report.missing_count, index, i);
+            }
+        }
+        drop(fetched);
+        for i in crate::verify_shards(seg, &mut only_wanted) {
+            GetReport::note(&mut report.corrupt, &mut report.corrupt_count, index, i);
+            corrupt.push(i);
+        }
+        for &i in &wanted {
+            if only_wanted[i].is_some() {
+                intact += 1;
+            }
+            shards[i] = only_wanted[i].take();
+        }
+    }
+    if intact < k {
+        return Err(GetError::Files(FilesError::TooFewShards { segment: index, usable: intact, needed: k, corrupt }));
+    }
+    Ok(shards)
+}
+
+fn fetched_bytes(shards: &[Option<Vec<u8>>]) -> u64 {
+    shards.iter().flatten().map(|s| s.len() as u64).sum()
+}
+
+/// Bytes decoding a segment adds to its fetched shards: rebuilt data shards and the sealed
+/// segment (which becomes the plaintext), at most K shards each.
+fn decode_held_bytes(params: &Params, seg: &SegmentEntry) -> u64 {
+    2 * shard_len(params, seg.plain_len) * u64::from(params.data_shards)
+}
+
+/// Why the decoding thread of [`Getter::get_to_path_pipelined`] stopped.
+enum DecodeFail {
+    Io(io::Error),
+    Files(FilesError),
+}
+
 /// Streams a file back from its shards. Holds one segment at a time.
 pub struct Getter {
     manifest: Manifest,
@@ -396,42 +463,12 @@ impl Getter {
     /// Fetches and decodes segment `index`: the K data shards first, then untried shards for
     /// each one missing or corrupt, until K are intact or none are left.
     pub fn get_segment<S: ShardSource>(&mut self, source: &mut S, index: u64) -> Result<Vec<u8>, GetError<S::Error>> {
+        let mut shards = fetch_segment(&self.manifest, &mut self.report, source, index)?;
+        let params = self.manifest.params;
         let Some(seg) = self.manifest.segments.get(index as usize) else {
             return Err(GetError::Files(FilesError::ManifestFormat("no such segment")));
         };
-        let params = self.manifest.params;
-        let k = usize::from(params.data_shards);
-        let total = params.total_shards();
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        let mut untried: BTreeSet<usize> = (0..total).collect();
-        let mut intact = 0usize;
-        while intact < k && !untried.is_empty() {
-            let wanted: Vec<usize> = untried.iter().copied().take(k - intact).collect();
-            for i in &wanted {
-                untried.remove(i);
-            }
-            source.get_shards(seg, &wanted, &mut shards).map_err(GetError::Source)?;
-            for &i in &wanted {
-                if shards[i].is_none() {
-                    GetReport::note(&mut self.report.missing, &mut self.report.missing_count, index, i);
-                }
-            }
-            let mut only_wanted: Vec<Option<Vec<u8>>> = vec![None; total];
-            for &i in &wanted {
-                only_wanted[i] = shards[i].take();
-            }
-            for i in crate::verify_shards(seg, &mut only_wanted) {
-                GetReport::note(&mut self.report.corrupt, &mut self.report.corrupt_count, index, i);
-            }
-            for &i in &wanted {
-                if only_wanted[i].is_some() {
-                    intact += 1;
-                }
-                shards[i] = only_wanted[i].take();
-            }
-        }
-        let len = shard_len(&params, seg.plain_len);
-        let held = len * intact as u64 + len * k as u64 + u64::from(seg.plain_len);
+        let held = fetched_bytes(&shards) + decode_held_bytes(&params, seg);
         self.peak_buffered_bytes = self.peak_buffered_bytes.max(held);
         let decoded = decode_segment_report(&self.key, &params, seg, &mut shards).map_err(GetError::Files)?;
         Ok(decoded.plaintext)
@@ -465,6 +502,85 @@ impl Getter {
                 Err(e)
             }
         }
+    }
+
+    /// Like [`Getter::get_to_path`], but decodes, decrypts and writes on a second thread
+    /// while `source` fetches the next segments; at most `ahead` (capped at
+    /// [`PIPELINE_AHEAD_MAX`]) fetched segments wait for the decoder. Same output, same report.
+    pub fn get_to_path_pipelined<S: ShardSource>(
+        &mut self,
+        source: &mut S,
+        path: &Path,
+        ahead: usize,
+    ) -> Result<GetReport, GetError<S::Error>> {
+        let temp = temp_path(path);
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(GetError::Io)?;
+        let result =
+            self.write_pipelined(source, file, ahead).and_then(|()| fs::rename(&temp, path).map_err(GetError::Io));
+        match result {
+            Ok(()) => {
+                sync_parent(path);
+                Ok(self.report.clone())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_pipelined<S: ShardSource>(&mut self, source: &mut S, file: File, ahead: usize) -> Result<(), GetError<S::Error>> {
+        let ahead = ahead.min(PIPELINE_AHEAD_MAX);
+        let held = Held::default();
+        let (manifest, report, key) = (&self.manifest, &mut self.report, &self.key);
+        let segments = manifest.segments.len() as u64;
+        let result = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Option<Vec<u8>>>)>(ahead);
+            let held = &held;
+            let decoder = scope.spawn(move || -> Result<(u64, u64), DecodeFail> {
+                let mut out = io::BufWriter::with_capacity(1 << 16, file);
+                let (mut written_segments, mut written_bytes) = (0u64, 0u64);
+                for (index, mut shards) in rx.iter() {
+                    let Some(seg) = manifest.segments.get(index as usize) else { break };
+                    let fetched = fetched_bytes(&shards);
+                    let extra = decode_held_bytes(&manifest.params, seg);
+                    held.add(extra);
+                    let decoded = decode_segment_report(key, &manifest.params, seg, &mut shards);
+                    drop(shards);
+                    let written = match decoded {
+                        Ok(d) => out.write_all(&d.plaintext).map(|()| d.plaintext.len() as u64).map_err(DecodeFail::Io),
+                        Err(e) => Err(DecodeFail::Files(e)),
+                    };
+                    held.sub(fetched + extra);
+                    written_bytes += written?;
+                    written_segments += 1;
+                }
+                let file = out.into_inner().map_err(|e| DecodeFail::Io(e.into_error()))?;
+                file.sync_all().map_err(DecodeFail::Io)?;
+                Ok((written_segments, written_bytes))
+            });
+            for index in 0..segments {
+                // On a fetch error `tx` drops with this closure: the decoder ends, the scope joins it.
+                let shards = fetch_segment(manifest, report, source, index)?;
+                held.add(fetched_bytes(&shards));
+                if tx.send((index, shards)).is_err() {
+                    break; // the decoder stopped: its error comes from the join
+                }
+            }
+            drop(tx);
+            match decoder.join() {
+                Ok(Ok(counts)) if counts.0 == segments => Ok(counts),
+                Ok(Ok(_)) => Err(GetError::Files(FilesError::ManifestFormat("segment out of range"))),
+                Ok(Err(DecodeFail::Io(e))) => Err(GetError::Io(e)),
+                Ok(Err(DecodeFail::Files(e))) => Err(GetError::Files(e)),
+                Err(_) => Err(GetError::Io(io::Error::other("decoder thread panicked"))),
+            }
+        });
+        self.peak_buffered_bytes = self.peak_buffered_bytes.max(held.peak.load(Ordering::Relaxed));
+        let (written_segments, written_bytes) = result?;
+        self.report.segments += written_segments;
+        self.report.bytes += written_bytes;
+        Ok(())
     }
 
     fn write_synced<S: ShardSource>(&mut self, source: &mut S, file: File) -> Result<(), GetError<S::Error>> {

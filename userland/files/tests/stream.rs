@@ -179,6 +179,37 @@ fn pipelined_put_reports_read_errors() {
     assert!(matches!(putter.run(&mut MemoryNodes::new(3)), Err(files::stream::PutError::Io(_))));
 }
 
+/// The pipelined get writes the same bytes and report, and fails the same way, leaving nothing.
+#[test]
+fn pipelined_get_matches_and_fails_cleanly() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 1000 };
+    let bytes = data(30_500);
+    let mut nodes = MemoryNodes::new(5);
+    let (manifest, _, _) = put(&mut nodes, &bytes, params);
+    nodes.down.insert(2);
+    let dir = scratch("pipelined-get");
+    let out = dir.join("out.bin");
+    let sequential = Getter::new(manifest.clone(), &SEED).get_to_path(&mut nodes, &out).expect("get");
+    for ahead in [0, 1, 4] {
+        std::fs::remove_file(&out).expect("rm");
+        let report = Getter::new(manifest.clone(), &SEED).get_to_path_pipelined(&mut nodes, &out, ahead).expect("get");
+        assert_eq!(report, sequential, "ahead {ahead}");
+        assert_eq!(std::fs::read(&out).expect("read"), bytes);
+        assert_eq!(entries(&dir), vec!["out.bin".to_string()]);
+    }
+    std::fs::remove_file(&out).expect("rm");
+    // Wrong key: the decoder thread fails at segment 0; nothing is left.
+    let err = Getter::new(manifest.clone(), &[4; 32]).get_to_path_pipelined(&mut nodes, &out, 2).unwrap_err();
+    assert!(matches!(err, GetError::Files(FilesError::WrongKey { segment: 0 })), "{err}");
+    assert!(entries(&dir).is_empty());
+    // Three of five nodes down: the fetch side fails; nothing is left.
+    nodes.down.extend([0, 4]);
+    let err = Getter::new(manifest, &SEED).get_to_path_pipelined(&mut nodes, &out, 2).unwrap_err();
+    assert!(matches!(err, GetError::Files(FilesError::TooFewShards { segment: 0, usable: 2, needed: 3, .. })), "{err}");
+    assert!(entries(&dir).is_empty());
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
 #[test]
 fn too_few_nodes_is_a_sink_error() {
     let params = Params { data_shards: 4, parity_shards: 2, segment_bytes: 4096 };

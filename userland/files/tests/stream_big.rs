@@ -137,6 +137,12 @@ impl Write for Compare {
     }
 }
 
+fn getter_piped(manifest: &Manifest, seed: &[u8; 32], nodes: &mut DiskNodes, path: &std::path::Path) -> (files::stream::GetReport, u64) {
+    let mut getter = Getter::new(manifest.clone(), seed);
+    let report = getter.get_to_path_pipelined(nodes, path, 1).expect("pipelined get");
+    (report, getter.peak_buffered_bytes())
+}
+
 #[test]
 fn several_hundred_mib_stream_with_bounded_memory() {
     let mib: u64 = std::env::var("GRIDOS_FILES_BIG_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
@@ -186,6 +192,7 @@ fn several_hundred_mib_stream_with_bounded_memory() {
 
     // Get on a "fresh machine": the manifest from its sealed bytes and the id.
     let manifest = Manifest::open_checked(&done.file_id, &done.sealed, &seed).expect("open");
+    let done_manifest = manifest.clone();
     drop(done);
     let started = std::time::Instant::now();
     let base = reset_peak();
@@ -201,6 +208,24 @@ fn several_hundred_mib_stream_with_bounded_memory() {
         get_peak >> 10,
         get_heap >> 10
     );
+
+    // Pipelined get into a real file (atomic rename), then compared by streaming it back.
+    let started = std::time::Instant::now();
+    let out_path = root.join("out.bin");
+    let base = reset_peak();
+    let report = getter_piped(&done_manifest, &seed, &mut nodes, &out_path);
+    let piped_get_heap = PEAK.load(Ordering::Relaxed) - base;
+    let piped_get_peak = report.1;
+    assert_eq!(report.0.bytes, size);
+    let mut check = Compare { expected: Generated::new(42, size), written: 0 };
+    io::copy(&mut io::BufReader::with_capacity(4 << 20, fs::File::open(&out_path).expect("open")), &mut check).expect("compare");
+    assert_eq!(check.written, size);
+    eprintln!(
+        "pipelined get {mib} MiB to a file in {:.1} s: peak_buffered_bytes {} KiB, heap peak {} KiB",
+        started.elapsed().as_secs_f64(),
+        piped_get_peak >> 10,
+        piped_get_heap >> 10
+    );
     fs::remove_dir_all(&root).expect("cleanup");
 
     // The pipelines hold at most 4 segments' worth (read buffer, sealed segment, K + M shards),
@@ -211,6 +236,10 @@ fn several_hundred_mib_stream_with_bounded_memory() {
     // the sink (shards are 1.5 segments at K=4, M=2): at most 7 segments.
     assert!(piped_peak <= 7 * segment, "pipelined put peak {piped_peak}");
     assert!(get_peak <= 4 * segment, "get peak {get_peak}");
+    // Pipelined, one waiting: one segment's shards at the decoder (plus its rebuild and
+    // sealed copy), one waiting, one being fetched: at most 6 segments.
+    assert!(piped_get_peak <= 6 * segment, "pipelined get peak {piped_get_peak}");
+    assert!((piped_get_heap as u64) <= piped_get_peak + (1 << 20), "pipelined get heap {piped_get_heap} vs {piped_get_peak}");
     let manifest_bytes = 200 * size / segment * 6; // ShardRef ~104 B, generous
     assert!((put_heap as u64) <= put_peak + manifest_bytes + (1 << 20), "put heap {put_heap} vs {put_peak}");
     assert!((piped_heap as u64) <= piped_peak + manifest_bytes + (1 << 20), "pipelined heap {piped_heap} vs {piped_peak}");
