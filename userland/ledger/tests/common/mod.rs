@@ -71,7 +71,8 @@ impl Chain {
     /// validator's signature and applies it. Panics if a transaction is refused.
     pub fn block(&mut self, txs: Vec<SignedTx>, advance_ms: u64) -> BlockOutcome {
         let (outcome, refused) = self.try_block(txs, advance_ms);
-        assert!(refused.is_empty(), "refused: {refused:?}");
+        let errors: Vec<&TxError> = refused.iter().map(|(_, e)| e).collect();
+        assert!(refused.is_empty(), "refused: {errors:?}");
         outcome
     }
 
