@@ -571,12 +571,29 @@ impl State {
     fn rollback(&mut self, mark: usize) {
         while self.journal.len() > mark {
             let Some(undo) = self.journal.pop() else { break };
+            // Restored records are dirty again: a tree already updated from the undone
+            // values gets the old ones back at the next flush.
             match undo {
-                Undo::Meta(meta) => self.meta = meta,
-                Undo::Account(id, old) => restore(&mut self.accounts, id, old),
-                Undo::Farm(id, old) => restore(&mut self.farms, id, old),
-                Undo::Node(id, old) => restore(&mut self.nodes, id, old),
-                Undo::Contract(id, old) => restore(&mut self.contracts, id, old),
+                Undo::Meta(meta) => {
+                    self.meta = meta;
+                    self.dirty.insert(StateKey::Meta);
+                }
+                Undo::Account(id, old) => {
+                    restore(&mut self.accounts, id, old);
+                    self.dirty.insert(StateKey::Account(id));
+                }
+                Undo::Farm(id, old) => {
+                    restore(&mut self.farms, id, old);
+                    self.dirty.insert(StateKey::Farm(id));
+                }
+                Undo::Node(id, old) => {
+                    restore(&mut self.nodes, id, old);
+                    self.dirty.insert(StateKey::Node(id));
+                }
+                Undo::Contract(id, old) => {
+                    restore(&mut self.contracts, id, old);
+                    self.dirty.insert(StateKey::Contract(id));
+                }
                 Undo::Active(id, was) => {
                     if was {
                         self.active.insert(id);
