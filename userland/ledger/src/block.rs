@@ -308,3 +308,54 @@ impl LightBlock {
         LightBlock { header: block.header.clone(), commit, next_validators: block.next_validators.clone() }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn v(key: u8, power: u64) -> Validator {
+        Validator { key: [key; 32], power }
+    }
+
+    #[test]
+    fn validator_sets_are_checked_on_build_and_decode() {
+        let set = ValidatorSet::new(alloc::vec![v(3, 1), v(1, 2)]).expect("set");
+        assert_eq!(set.validators()[0].key, [1; 32], "sorted by key");
+        assert_eq!((set.total_power(), set.power_of(&[3; 32]), set.power_of(&[2; 32])), (3, Some(1), None));
+        assert_eq!(ValidatorSet::new(alloc::vec![]), Err(ConfigError::BadValidatorSet));
+        assert_eq!(ValidatorSet::new(alloc::vec![v(1, 0)]), Err(ConfigError::BadValidatorSet));
+        assert_eq!(ValidatorSet::new(alloc::vec![v(1, 1), v(1, 2)]), Err(ConfigError::BadValidatorSet));
+        assert_eq!(ValidatorSet::new(alloc::vec![v(1, u64::MAX / 4), v(2, 1)]), Err(ConfigError::BadValidatorSet));
+        let too_many: Vec<Validator> = (0..=VALIDATORS_MAX as u64)
+            .map(|i| {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&i.to_le_bytes());
+                Validator { key, power: 1 }
+            })
+            .collect();
+        assert_eq!(ValidatorSet::new(too_many), Err(ConfigError::BadValidatorSet));
+        // Decoding goes through the same checks.
+        let bytes = postcard::to_allocvec(&alloc::vec![v(1, 1), v(1, 1)]).expect("encode");
+        assert!(postcard::from_bytes::<ValidatorSet>(&bytes).is_err());
+        let bytes = postcard::to_allocvec(&set).expect("encode");
+        assert_eq!(postcard::from_bytes::<ValidatorSet>(&bytes), Ok(set));
+    }
+
+    #[test]
+    fn quorum_is_more_than_two_thirds() {
+        let set = ValidatorSet::new(alloc::vec![v(1, 1), v(2, 1), v(3, 1)]).expect("set");
+        assert!(!set.is_quorum(2));
+        assert!(set.is_quorum(3));
+        assert!(!set.is_quorum(4), "more than the total is no quorum");
+    }
+
+    #[test]
+    fn vote_message_layout() {
+        let m = vote_message(&[7; 32], 0x0102, 3, &[9; 32]);
+        assert_eq!(&m[..22], DOMAIN_VOTE);
+        assert_eq!(&m[22..54], &[7; 32]);
+        assert_eq!(&m[54..62], &0x0102u64.to_le_bytes());
+        assert_eq!(&m[62..66], &3u32.to_le_bytes());
+        assert_eq!(&m[66..], &[9; 32]);
+    }
+}

@@ -388,6 +388,24 @@ impl State {
         result
     }
 
+    /// Mempool re-check of a sequence (an account's pending transactions in nonce order,
+    /// or a whole pool after a block): each is checked after the ones before it that apply;
+    /// the state is left unchanged.
+    pub fn check_sequence(&mut self, txs: &[SignedTx]) -> Vec<Result<TxOutcome, TxError>> {
+        let start = self.journal.len();
+        let mut results = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let mark = self.journal.len();
+            let result = tx.check_stateless(&self.meta.chain_id).and_then(|()| self.apply_tx(tx));
+            if result.is_err() {
+                self.rollback(mark);
+            }
+            results.push(result);
+        }
+        self.rollback(start);
+        results
+    }
+
     /// Applies a block decided by consensus (see the module docs). On error the state is
     /// unchanged.
     pub fn apply_block(&mut self, block: &Block) -> Result<BlockOutcome, BlockError> {

@@ -73,7 +73,8 @@ fn blocks_that_do_not_fit_refused() {
     let (mut chain, alice, bob) = chain();
     let root = chain.state.root();
     let good = next_block(&mut chain, &alice, &bob, 10);
-    let cases: Vec<(fn(&mut Block), BlockError)> = vec![
+    type Mangle = fn(&mut Block);
+    let cases: Vec<(Mangle, BlockError)> = vec![
         (|b| b.header.chain_id = [1; 32], BlockError::WrongChain),
         (|b| b.header.height += 1, BlockError::WrongHeight { expected: 2, got: 3 }),
         (|b| b.header.parent_hash = [2; 32], BlockError::WrongParent),

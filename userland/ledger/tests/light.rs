@@ -290,8 +290,13 @@ fn light_client_keeps_a_bounded_window_of_headers() {
     assert!(light.header(0).is_none());
 }
 
+/// Cases per property: 256, or `GRIDOS_FUZZ_CASES` (see the README's "Fuzzing" section).
+fn cases() -> u32 {
+    std::env::var("GRIDOS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// Any byte flipped in a light block's encoding: it does not decode, or it is refused,
     /// or it is the same block (a flip in a field the hash covers changes the hash).

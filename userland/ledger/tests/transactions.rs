@@ -366,3 +366,31 @@ fn garbage_transactions_decode_as_errors() {
         assert!(SignedTx::decode(&bytes[..cut]).is_err());
     }
 }
+
+#[test]
+fn mempool_checks_a_sequence_without_changing_the_state() {
+    let mut w = world();
+    let (alice, bob) = (w.alice.clone(), w.bob.clone());
+    let root = w.chain.state.root();
+    let txs = vec![
+        w.chain.tx_nonce(&alice, 0, TxKind::Transfer { to: bob.public(), amount: 1 }),
+        w.chain.tx_nonce(&alice, 1, TxKind::Transfer { to: bob.public(), amount: 1 }),
+        w.chain.tx_nonce(&alice, 1, TxKind::Transfer { to: bob.public(), amount: 1 }),
+        w.chain.tx_nonce(&bob, 0, TxKind::Transfer { to: alice.public(), amount: 1_002 }),
+        w.chain.tx_nonce(&alice, 2, TxKind::Transfer { to: bob.public(), amount: 1 }),
+    ];
+    let results = w.chain.state.check_sequence(&txs);
+    assert_eq!(
+        results,
+        vec![
+            Ok(TxOutcome::Done),
+            Ok(TxOutcome::Done),
+            Err(TxError::BadNonce { expected: 2, got: 1 }),
+            Ok(TxOutcome::Done), // Bob can pay with what Alice sent before.
+            Ok(TxOutcome::Done),
+        ]
+    );
+    assert_eq!(w.chain.state.root(), root);
+    assert_eq!(w.chain.state.account(&alice.public()).nonce, 0);
+    assert_eq!(w.chain.state.account(&bob.public()).balance, 1_000);
+}
