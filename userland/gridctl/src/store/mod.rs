@@ -18,7 +18,7 @@ pub mod index;
 pub mod memory;
 pub mod nodes;
 pub mod placement;
-// pub mod remote;  (TEMP: awaits the shard service in control)
+pub mod remote;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,14 +120,8 @@ pub type ConnectorFactory<'a> = &'a dyn Fn(&[Target], &UserKey) -> Arc<dyn Conne
 
 /// The network connector.
 pub fn network(options: Options) -> impl Fn(&[Target], &UserKey) -> Arc<dyn Connector> {
-    let _ = options;
-    move |_seeds: &[Target], _user: &UserKey| -> Arc<dyn Connector> { Arc::new(NoNetwork) }
-}
-
-struct NoNetwork;
-impl Connector for NoNetwork {
-    fn connect(&self, _: &NodeKey, _: bool) -> std::result::Result<Box<dyn nodes::NodeConn>, nodes::NodeError> {
-        Err(nodes::NodeError::Unreachable("TEMP".into()))
+    move |seeds: &[Target], user: &UserKey| -> Arc<dyn Connector> {
+        Arc::new(remote::RemoteConnector::new(seeds.to_vec(), user.clone(), options))
     }
 }
 
