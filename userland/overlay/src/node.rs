@@ -47,7 +47,7 @@ use crate::guard::{CookieJar, SourceLimiter, TimestampMemory, TokenBucket, COOKI
 use crate::handshake::{self, Initiator};
 use crate::identity::{Identity, PublicKey};
 use crate::rng::Rng;
-use crate::routing::{self, Message as RouteMessage, Router, Target};
+use crate::routing::{self, Message as RouteMessage, Origin, Router, Target};
 use crate::session::Session;
 use crate::time::{earliest, Duration, Instant};
 use crate::wire::{self, DataRepr, DatagramType, Inner, TransportPacket};
@@ -367,7 +367,11 @@ impl<E: Endpoint> Node<E> {
             rng,
             peers: Vec::new(),
             next_peer_id: 1,
-            router: Router::new(address, config.routing, now),
+            router: {
+                let mut router = Router::new(address, config.routing, now);
+                router.set_verifier(verify_origin);
+                router
+            },
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             events: VecDeque::new(),
@@ -814,7 +818,8 @@ impl<E: Endpoint> Node<E> {
                 // Bounded by the datagram length: each TLV takes at least two bytes.
                 for message in tlvs {
                     let Ok(message) = message else { break };
-                    // Address binding: only the key's owner may claim to be the origin.
+                    // Address binding: a neighbour claims distance 0 only to its own address
+                    // (origins are checked by the router's verifier, `verify_origin`).
                     if let RouteMessage::Update { destination, metric: 0, .. } = message {
                         if destination != address {
                             continue;
@@ -1063,6 +1068,11 @@ impl<E: Endpoint> Node<E> {
     }
 
     fn pump_routing(&mut self, now: Instant) {
+        let seqno = self.router.own_seqno();
+        if self.router.own_origin_seqno() != Some(seqno) {
+            let origin = sign_origin(&self.identity, &self.address, seqno);
+            self.router.set_own_origin(seqno, origin);
+        }
         let mut outputs = Vec::new();
         while let Some(output) = self.router.poll_output() {
             outputs.push(output);
@@ -1127,4 +1137,24 @@ fn e2e_context<'a>(identity: &'a Identity, rng: &'a mut Rng, last_timestamp_us: 
         handshake_retry: c.handshake_retry,
         init_age_max: c.init_age_max,
     }
+}
+
+/// The bytes an originator signs for a route announcement: a context, its address, the seqno.
+pub fn route_signature_message(destination: &Address, seqno: u16) -> [u8; 23 + 16 + 2] {
+    let mut m = [0u8; 23 + 16 + 2];
+    m[..23].copy_from_slice(b"gridos-overlay v1 route");
+    m[23..39].copy_from_slice(&destination.0);
+    m[39..].copy_from_slice(&seqno.to_be_bytes());
+    m
+}
+
+/// Our proof for announcing our own address at `seqno`.
+pub fn sign_origin(identity: &Identity, address: &Address, seqno: u16) -> Origin {
+    Origin { key: identity.public_key().0, signature: identity.sign(&route_signature_message(address, seqno)) }
+}
+
+/// The node's route verifier: the key hashes to the destination and signed (destination, seqno).
+pub fn verify_origin(destination: &Address, seqno: u16, origin: &Origin) -> bool {
+    let key = PublicKey(origin.key);
+    destination.verify(&key) && key.verify(&route_signature_message(destination, seqno), &origin.signature)
 }
