@@ -445,6 +445,11 @@ impl Router {
         self.route(destination).map(|r| r.next_hop)
     }
 
+    /// The newest verified (seqno, origin) held for `destination` (what a relay passes on).
+    pub fn origin(&self, destination: &Address) -> Option<(u16, Origin)> {
+        self.dests.get(destination)?.verified
+    }
+
     /// The feasibility distance held for `destination`.
     pub fn feasibility_distance(&self, destination: &Address) -> Option<Distance> {
         self.dests.get(destination).and_then(|d| d.fd)
