@@ -20,9 +20,10 @@
 //! initiation is half-open until its first packet opens and is forgotten after
 //! `half_open_timeout`; each relaying neighbour may hold `half_open_per_neighbour_max` of
 //! them; signature checks draw from a per-neighbour bucket and a node-wide one, after the
-//! cheap checks (format, mac1, the sender's address matching its key, freshness); idle
-//! entries go after `idle_timeout`; queued packets are bounded per destination and
-//! node-wide. The caller (`node`) routes what `poll_routed` yields and delivers what
+//! cheap checks (format, mac1, the sender's address matching its key, freshness); entries
+//! that hear nothing go after `idle_timeout` (and a sender whose session went silent for
+//! `silent_rehandshake` starts a new handshake, so a peer that forgot us is found out);
+//! queued packets are bounded per destination and node-wide. The caller (`node`) routes what `poll_routed` yields and delivers what
 //! `handle` returns.
 
 use alloc::collections::VecDeque;
@@ -48,8 +49,12 @@ pub struct Config {
     pub half_open_per_neighbour_max: usize,
     /// A half-open entry is forgotten after this long.
     pub half_open_timeout: Duration,
-    /// An entry that sent and received nothing for this long is forgotten.
+    /// An entry that received nothing for this long (and has no handshake in flight) is
+    /// forgotten.
     pub idle_timeout: Duration,
+    /// Sending on a session that received nothing for this long starts a new handshake
+    /// (the peer may have forgotten it), while still sending on it.
+    pub silent_rehandshake: Duration,
     /// Packets queued for one destination while its handshake runs.
     pub queue_per_destination_max: usize,
     /// Packets queued for all destinations together.
@@ -78,7 +83,13 @@ impl Default for Config {
             max_sessions: 512,
             half_open_per_neighbour_max: 32,
             half_open_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(180),
+            // A client (every `gridctl` call is a new key) leaves an entry behind: forget it
+            // about when its link would go (`node::Config::dead_after`), not minutes later.
+            // Active sessions send far more often than this.
+            idle_timeout: Duration::from_secs(30),
+            // As WireGuard's keepalive + rekey timeouts: a peer that forgot the session is
+            // found out within seconds of sending into it.
+            silent_rehandshake: Duration::from_secs(15),
             queue_per_destination_max: 16,
             queued_packets_max: 512,
             handshake_attempts_max: 4,
@@ -149,6 +160,7 @@ struct Entry {
     half_open_via: Option<SourceAddress>,
     created_at: Instant,
     last_used_at: Instant,
+    last_received_at: Instant,
 }
 
 impl Entry {
@@ -164,6 +176,7 @@ impl Entry {
             half_open_via: None,
             created_at: now,
             last_used_at: now,
+            last_received_at: now,
         }
     }
 
@@ -323,7 +336,8 @@ impl E2e {
         if usable {
             if let Some(session) = entry.current.as_mut() {
                 let due = if session.initiator { cx.rekey_after } else { Duration::from_micros(cx.rekey_after.micros + cx.handshake_retry.micros) };
-                let wants_rekey = now.saturating_since(session.created_at) >= due && entry.initiator.is_none();
+                let silent = now.saturating_since(entry.last_received_at) >= self.config.silent_rehandshake;
+                let wants_rekey = (now.saturating_since(session.created_at) >= due || silent) && entry.initiator.is_none();
                 if let Ok(datagram) = session.seal(packet) {
                     self.stats.sealed += 1;
                     self.routed.push_back((destination, datagram));
@@ -459,6 +473,7 @@ impl E2e {
         entry.previous = entry.current.take();
         entry.current = Some(Session::new(&keys, local_index, remote_index, true, cx.now));
         entry.last_used_at = cx.now;
+        entry.last_received_at = cx.now;
         self.stats.handshakes_completed += 1;
         let had_queue = !entry.queue.is_empty();
         self.flush(i);
@@ -525,6 +540,7 @@ impl E2e {
         };
         self.stats.opened += 1;
         entry.last_used_at = cx.now;
+        entry.last_received_at = cx.now;
         entry.half_open_via = None;
         if slot == Slot::Pending {
             entry.previous = entry.current.take();
@@ -558,7 +574,7 @@ impl E2e {
                 }
             }
             let half_open_expired = entry.half_open_via.is_some() && now >= entry.created_at + c.half_open_timeout;
-            let idle = now >= entry.last_used_at + c.idle_timeout && entry.initiator.is_none();
+            let idle = now >= entry.last_received_at + c.idle_timeout && entry.initiator.is_none();
             let retry_due = entry.initiator.as_ref().is_some_and(|(_, sent_at)| now >= *sent_at + cx.handshake_retry);
             let retry = retry_due && entry.attempts < c.handshake_attempts_max && (!entry.queue.is_empty() || entry.current.is_some());
             let give_up = retry_due && !retry;
@@ -591,7 +607,7 @@ impl E2e {
             }
             match e.initiator {
                 Some((_, sent_at)) => at = earliest(at, Some(sent_at + handshake_retry)),
-                None => at = earliest(at, Some(e.last_used_at + c.idle_timeout)),
+                None => at = earliest(at, Some(e.last_received_at + c.idle_timeout)),
             }
         }
         at

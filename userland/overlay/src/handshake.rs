@@ -439,6 +439,31 @@ mod test {
     }
 
     #[test]
+    fn end_to_end_handshake_binds_the_address_and_is_not_a_link_handshake() {
+        let i = Identity::from_seed([1; 32]);
+        let r = Identity::from_seed([2; 32]);
+        let mallory = Identity::from_seed([9; 32]);
+        let r_address = Address::from_public_key(&r.public_key());
+        let (state, init) = Initiator::start_e2e(&i, r_address, [3; 32], 77, 1000);
+        let repr = check_e2e_init_mac(&r_address, &init).unwrap();
+        check_e2e_init_signature(&r_address, &repr).unwrap();
+        // Not valid as a link initiation to r, and a link initiation is not valid end to end.
+        assert_eq!(check_init_mac(&r.public_key(), &init).err(), Some(HandshakeError::Mac));
+        let (_, link_init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000, None);
+        assert_eq!(check_e2e_init_mac(&r_address, &link_init).err(), Some(HandshakeError::Mac));
+        // Only a key hashing to the address may answer.
+        let (forged, _) = respond(&mallory, &repr, [4; 32], 88).unwrap();
+        assert_eq!(state.finish(&i.public_key(), &forged).err(), Some(HandshakeError::UnexpectedKey));
+        let (resp, rkeys) = respond(&r, &repr, [4; 32], 88).unwrap();
+        let (ikeys, remote) = state.finish(&i.public_key(), &resp).unwrap();
+        assert_eq!((remote, ikeys.send, ikeys.recv), (88, rkeys.recv, rkeys.send));
+        // Another address's responder cannot check the signature as its own.
+        let m_address = Address::from_public_key(&mallory.public_key());
+        assert!(check_e2e_init_mac(&m_address, &init).is_err());
+        assert_eq!(check_e2e_init_signature(&m_address, &repr), Err(HandshakeError::Signature));
+    }
+
+    #[test]
     fn forged_or_misdirected_messages_are_refused() {
         let i = Identity::from_seed([1; 32]);
         let r = Identity::from_seed([2; 32]);

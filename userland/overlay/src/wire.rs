@@ -25,8 +25,12 @@
 //!                                              | origin key 32 | origin signature 64
 //!                   type 2 SeqnoRequest  body: address 16 | seqno u16 | hop_count u8
 //!                   unknown types are skipped by their length
-//! kind 2 data:      destination 16 | source 16 | hop_limit u8 | IPv6 packet
+//! kind 2 data:      destination 16 | source 16 | hop_limit u8 | end-to-end datagram
 //! ```
+//!
+//! The end-to-end datagram is an Init, Resp or Transport exactly as above, between the
+//! source and the destination (`e2e`); relays forward it unread. Its Transport plaintext is
+//! the IPv6 packet (empty: key confirmation).
 //!
 //! The checked constructors only guarantee that the buffer is long enough for every accessor,
 //! so accessors never panic; what the fields mean (signatures, indices) is checked by
@@ -381,11 +385,12 @@ pub enum Inner<'a> {
 pub struct DataRepr<'a> {
     /// Final destination.
     pub destination: Address,
-    /// Origin as claimed by the sender (authenticated hop by hop only).
+    /// Origin as claimed by the sender (checked at the destination against the end-to-end
+    /// session that opens the payload).
     pub source: Address,
     /// Hops left; a forwarder drops the packet when this would reach zero.
     pub hop_limit: u8,
-    /// The IPv6 packet.
+    /// The end-to-end datagram.
     pub payload: &'a [u8],
 }
 

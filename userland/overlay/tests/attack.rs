@@ -714,3 +714,39 @@ fn signed_announcements_stop_route_hijacks() {
     sim.nodes[0].handle_datagram(sim.now, 9, &link.seal(&plain).unwrap());
     assert_ne!(sim.nodes[0].router().next_hop(&victim), Some(honest.next_hop), "metric lies are not prevented by signatures (if this fails, the gap was closed: update the docs)");
 }
+
+/// Item 1, recovery: a peer that restarts forgets its end-to-end sessions while we still
+/// hold ours. Our packets into the dead session go unanswered; once it has been silent for
+/// `silent_rehandshake` our next send starts a new handshake, and traffic flows again.
+#[test]
+fn end_to_end_sessions_recover_after_the_peer_restarts() {
+    let mut sim = Sim::new(&[Config::default(), Config::default()]);
+    let (k0, k1) = (sim.key(0), sim.key(1));
+    sim.nodes[0].add_peer(Instant::ZERO, 1, k1).unwrap();
+    sim.nodes[1].add_peer(Instant::ZERO, 0, k0).unwrap();
+    sim.run_until(Instant::from_millis(200));
+    let (a0, a1) = (sim.nodes[0].address(), sim.nodes[1].address());
+    let send = |sim: &mut Sim, k: u64| {
+        let t = sim.now;
+        sim.nodes[0].send(t, a1, &wire::ipv6_packet(a0, a1, &k.to_be_bytes())).unwrap();
+    };
+    send(&mut sim, 0);
+    sim.run_until(Instant::from_millis(400));
+    assert_eq!(sim.delivered.len(), 1);
+    // Node 1 restarts (same identity, nothing else) and links again.
+    let restart = Instant::from_millis(1_000);
+    sim.run_until(restart);
+    sim.nodes[1] = Node::new(seed(1, 1), seed(3, 1), Config::default(), restart);
+    sim.nodes[1].add_peer(restart, 0, k0).unwrap();
+    sim.delivered.clear();
+    for k in 1..=40u64 {
+        sim.run_until(restart + Duration::from_millis(500 * k));
+        send(&mut sim, k);
+    }
+    sim.run_until(restart + Duration::from_secs(21));
+    let first = sim.delivered.iter().filter(|(i, _)| *i == 1).map(|(_, d)| u64::from_be_bytes(d.packet[40..48].try_into().unwrap())).min();
+    let first = first.expect("traffic never resumed after the restart");
+    let silent = Config::default().e2e.silent_rehandshake;
+    assert!(first * 500 <= silent.as_millis() + 2_000, "resumed only with packet {first}");
+    assert!(sim.delivered.iter().filter(|(i, _)| *i == 1).count() as u64 >= 40 - first, "traffic flows after it resumed");
+}
