@@ -228,7 +228,9 @@ fn bench_mount_100k_shards() {
     let mut store = ShardStore::format_with(range, [0; 32], [1; 16], options).expect("format");
     for i in 0..MOUNT_BENCH_SHARDS {
         let bytes = format!("shard {i} of the mount bench").into_bytes();
-        store.put(*blake3::hash(&bytes).as_bytes(), &bytes).expect("put");
+        // Sixteen owners, so mount rebuilds several namespaces (the node's among them).
+        let owner = [(i % 16) as u8; 32];
+        store.put(&owner, *blake3::hash(&bytes).as_bytes(), &bytes).expect("put");
     }
     let stat = store.stat();
     store.into_device().file.sync_all().expect("sync");

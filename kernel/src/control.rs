@@ -34,8 +34,10 @@ use crate::net::Network;
 use crate::wasm::service::{self, ServiceError, Summary};
 use crate::wasm::Status;
 
-/// A connection may buffer this much of a request without the big-request token.
-pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
+/// A connection may buffer this much of a request without the big-request token: a
+/// shard piece's frame (a piece of `control::SHARD_PIECE_BYTES` and its envelope), so
+/// shard uploads on several connections do not queue for the token.
+pub const SMALL_REQUEST_BYTES: usize = control::shard::SHARD_PIECE_FRAME_BYTES_MAX + control::FRAME_HEADER_BYTES;
 
 /// Connections being served, per peer and in all.
 static ADMISSION: Mutex<Admission> =
@@ -152,7 +154,21 @@ async fn send(stream: &mut TcpStream, deadlines: &Deadlines, frame: &[u8]) -> Re
     }
 }
 
-async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) -> Result<(), ConnectionEnd> {
+async fn connection(stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) -> Result<(), ConnectionEnd> {
+    let mut backend = KernelBackend { node_key, address };
+    let mut shards = control::Connection::new();
+    let result = serve_connection(stream, node_key, &mut backend, &mut shards).await;
+    // Whatever ended the connection, its shard buffers go back to the node-wide budget.
+    shards.close(&mut backend);
+    result
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    node_key: [u8; 32],
+    backend: &mut KernelBackend,
+    shards: &mut control::Connection,
+) -> Result<(), ConnectionEnd> {
     let deadlines = Deadlines::default();
     let mut timer = RequestTimer::new(now_ms(), deadlines);
     let mut entropy = [0u8; 40];
@@ -160,7 +176,6 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
     entropy[32..].copy_from_slice(&time::since_boot_ns().to_le_bytes());
     let mut session = Session::new(node_key, control::challenge(&entropy));
     send(&mut stream, &deadlines, &session.hello_frame()).await?;
-    let mut backend = KernelBackend { node_key, address };
     let mut buf = vec![0u8; 16 * 1024];
     let mut big: Option<BigRequest> = None;
     let expired = |stream: &mut TcpStream, why| {
@@ -195,7 +210,7 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
             Ok(requests) => {
                 let answered = !requests.is_empty();
                 for request in requests {
-                    let response = control::serve(&mut backend, request);
+                    let response = control::serve(backend, shards, request);
                     send(&mut stream, &deadlines, &session.response_frame(&response)).await?;
                 }
                 if answered {
@@ -316,5 +331,38 @@ impl Backend for KernelBackend {
             workloads,
             storage_free_bytes: free & !((1 << 20) - 1),
         }
+    }
+}
+
+/// Not wired to the store yet (waits for shardstore v2's owner namespaces): every shard
+/// operation is refused as an internal error, and nothing is buffered.
+impl control::ShardBackend for KernelBackend {
+    fn shard_room(&mut self, _owner: &[u8; 32]) -> control::StoreRoom {
+        control::StoreRoom::default()
+    }
+    fn shard_meta(&mut self, _owner: &[u8; 32], _key: &[u8; 32]) -> Option<control::ShardMeta> {
+        None
+    }
+    fn shard_put(&mut self, _owner: &[u8; 32], _key: &[u8; 32], _bytes: &[u8]) -> Result<control::ShardMeta, BackendError> {
+        Err(BackendError::new(ErrorCode::Internal, "the shard service is not wired to the store yet"))
+    }
+    fn shard_get(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
+        Err(control::shard::not_found(key))
+    }
+    fn shard_delete(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<(), BackendError> {
+        Err(control::shard::not_found(key))
+    }
+    fn shard_list(&mut self, _owner: &[u8; 32], _after: Option<&[u8; 32]>, _max: usize) -> Vec<control::ShardMeta> {
+        Vec::new()
+    }
+    fn shard_prove(&mut self, _owner: &[u8; 32], key: &[u8; 32], _challenge: u64) -> Result<control::ShardProof, BackendError> {
+        Err(control::shard::not_found(key))
+    }
+    fn buffer_reserve(&mut self, _bytes: u64) -> bool {
+        false
+    }
+    fn buffer_release(&mut self, _bytes: u64) {}
+    fn peers(&mut self) -> Vec<control::PeerInfo> {
+        Vec::new()
     }
 }

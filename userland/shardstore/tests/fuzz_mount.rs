@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::OWNER;
+
 use blockdev::mem::MemDisk;
 use blockdev::SECTOR_SIZE;
 use common::{fresh, shard};
@@ -29,25 +31,25 @@ fn cases() -> u32 {
 
 /// Exercises a mounted store; panics only on a broken promise.
 fn exercise(mut store: ShardStore<MemDisk>) {
-    for key in store.list() {
-        match store.get(&key) {
+    for key in store.list(&OWNER) {
+        match store.get(&OWNER, &key) {
             Ok(bytes) => assert_eq!(*blake3::hash(&bytes).as_bytes(), key, "bytes do not match their key"),
             Err(error) => assert!(matches!(error, Error::Corrupt | Error::Device(_)), "{error:?}"),
         }
-        let _ = store.prove(&key, 3);
+        let _ = store.prove(&OWNER, &key, 3);
     }
     let _ = store.stat();
     let _ = store.scrub();
     let (key, bytes) = shard(77, 600);
-    let _ = store.put(key, &bytes);
-    if let Some(first) = store.list().first().copied() {
-        let _ = store.delete(&first);
+    let _ = store.put(&OWNER, key, &bytes);
+    if let Some(first) = store.list(&OWNER).first().copied() {
+        let _ = store.delete(&OWNER, &first);
     }
     let _ = store.compact(50);
     let disk = store.into_device();
     if let Ok(mut store) = ShardStore::mount(disk) {
-        for key in store.list() {
-            if let Ok(bytes) = store.get(&key) {
+        for key in store.list(&OWNER) {
+            if let Ok(bytes) = store.get(&OWNER, &key) {
                 assert_eq!(*blake3::hash(&bytes).as_bytes(), key);
             }
         }
@@ -69,11 +71,11 @@ fn mount_and_exercise(image: Vec<u8>) {
             assert_eq!(Some(store.record_count()), full_records, "the limit changed what mount replays");
             for seed in 0..4 {
                 let (key, bytes) = shard(100 + seed, 300);
-                let _ = store.put(key, &bytes);
+                let _ = store.put(&OWNER, key, &bytes);
                 assert!(store.record_count() <= SMALL_RECORDS_MAX, "a put went past the record limit");
             }
-            if let Some(first) = store.list().first().copied() {
-                let _ = store.delete(&first);
+            if let Some(first) = store.list(&OWNER).first().copied() {
+                let _ = store.delete(&OWNER, &first);
             }
             let _ = store.compact(50);
             assert!(store.record_count() <= SMALL_RECORDS_MAX);
@@ -96,10 +98,10 @@ fn valid_image() -> Vec<u8> {
     let mut store = fresh(64);
     for seed in 0..30u64 {
         let (key, bytes) = shard(seed, 200 + (seed as usize * 397) % 1800);
-        let _ = store.put(key, &bytes);
+        let _ = store.put(&OWNER, key, &bytes);
         if seed % 3 == 2 {
-            let victim = store.list()[seed as usize % store.list().len()];
-            store.delete(&victim).unwrap();
+            let victim = store.list(&OWNER)[seed as usize % store.list(&OWNER).len()];
+            store.delete(&OWNER, &victim).unwrap();
         }
     }
     store.into_device().durable_image().to_vec()
@@ -205,10 +207,10 @@ proptest! {
         let mut store = ShardStore::mount(disk).unwrap();
         for seed in 0..6 {
             let (key, bytes) = shard(seed, 900);
-            let _ = store.put(key, &bytes);
+            let _ = store.put(&OWNER, key, &bytes);
         }
-        for key in store.list().iter().take(3) {
-            let _ = store.delete(key);
+        for key in store.list(&OWNER).iter().take(3) {
+            let _ = store.delete(&OWNER, key);
         }
         let _ = store.compact(100);
         exercise(store);
@@ -266,6 +268,7 @@ proptest! {
                 seq: head_seq.saturating_add(forged.seq_delta),
                 record_sectors,
                 key: shard_key,
+                owner: OWNER,
                 merkle_root: [0; 32],
                 prev_checksum: checksums[forged.link % checksums.len()],
                 record_checksum: [0; 32],

@@ -111,9 +111,9 @@ impl<D: BlockDevice> ShardStore<D> {
         match entry.kind {
             RecordKind::Put => {
                 let location = entry.location(header.payload_len_bytes, header.merkle_root);
-                self.set_live(entry.key, location);
+                self.set_live(entry.owner, entry.key, location);
             }
-            RecordKind::Delete => self.set_dead(&entry.key),
+            RecordKind::Delete => self.set_dead(&entry.owner, &entry.key),
             RecordKind::Pad => {}
         }
     }
@@ -176,6 +176,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: lost_sectors,
             kind: RecordKind::Pad,
             key: [0; 32],
+            owner: [0; 32],
             record_checksum: next.prev_checksum,
         };
         self.report.lost_records += 1;
@@ -190,6 +191,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: header.record_sectors,
             kind: header.kind,
             key: header.key,
+            owner: header.owner,
             record_checksum: header.record_checksum,
         };
         self.push_log_entry(entry);
