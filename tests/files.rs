@@ -32,7 +32,11 @@ use serde_json::Value;
 
 /// Seconds each gridctl wait may take (a dead node costs this much once per command).
 const TIMEOUT_S: &str = "30";
-const FILE_BYTES: usize = 32 << 20;
+/// The file: 32 MiB (the size); `GRIDOS_FILES_TEST_MIB` makes it smaller for a
+/// quick run of the same steps.
+fn file_bytes() -> usize {
+    std::env::var("GRIDOS_FILES_TEST_MIB").ok().and_then(|m| m.parse::<usize>().ok()).filter(|m| *m > 0).unwrap_or(32) << 20
+}
 
 struct Node {
     vm: Option<RunningMachine>,
@@ -90,7 +94,7 @@ fn store_json(key: &Path, args: &[&str], nodes: &[Node]) -> Value {
 }
 
 /// Each segment's (node, shard key) pairs from a verify report, checking every status.
-fn segments(report: &Value, status: &str) -> std::collections::BTreeMap<u64, Vec<(String, String)>> {
+fn by_segment(report: &Value, status: &str) -> std::collections::BTreeMap<u64, Vec<(String, String)>> {
     let mut map = std::collections::BTreeMap::<u64, Vec<(String, String)>>::new();
     for s in report["shards"].as_array().expect("shards") {
         assert_eq!(s["status"], status, "{s}");
@@ -163,16 +167,19 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
 
     // 1. Put.
     let src = dir.join("file.bin");
-    let src_hash = random_file(&src, FILE_BYTES, u64::from(pid));
+    let src_hash = random_file(&src, file_bytes(), u64::from(pid));
+    // 4 MiB segments, five shards each.
+    let segments = file_bytes().div_ceil(4 << 20);
+    let shards = 5 * segments;
     let start = Instant::now();
     let put = store_json(&user, &["put", src.to_str().expect("path"), "--data", "3", "--parity", "2", "--nodes", &gateway], &nodes);
     let put_s = start.elapsed().as_secs_f64();
-    eprintln!("files bench: put {} MiB (K=3 M=2, {} MiB of shards) in {put_s:.1} s: {:.2} MB/s", FILE_BYTES >> 20, FILE_BYTES * 5 / 3 >> 20, FILE_BYTES as f64 / 1e6 / put_s);
-    assert_eq!((put["data_shards"].as_u64(), put["parity_shards"].as_u64(), put["segments"].as_u64()), (Some(3), Some(2), Some(8)), "{put}");
+    eprintln!("files bench: put {} MiB (K=3 M=2, {} MiB of shards) in {put_s:.1} s: {:.2} MB/s", file_bytes() >> 20, file_bytes() * 5 / 3 >> 20, file_bytes() as f64 / 1e6 / put_s);
+    assert_eq!((put["data_shards"].as_u64(), put["parity_shards"].as_u64(), put["segments"].as_u64()), (Some(3), Some(2), Some(segments as u64)), "{put}");
     let id = put["id"].as_str().expect("id").to_string();
     let v = store_json(&user, &["verify", &id, "--nodes", &gateway], &nodes);
-    let placed = segments(&v, "ok");
-    assert_eq!(placed.len(), 8);
+    let placed = by_segment(&v, "ok");
+    assert_eq!(placed.len(), segments);
     for (s, shards) in &placed {
         assert_eq!(distinct_nodes(shards), 5, "segment {s}: {shards:?}");
     }
@@ -193,11 +200,11 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let got = store_json(&fresh, &["get", &id, "-o", out.to_str().expect("path"), "--nodes", &gateway], &nodes);
     eprintln!(
         "files bench: get {} MiB with two nodes dead in {:.1} s: {:.2} MB/s (includes waiting {TIMEOUT_S} s for the dead)",
-        FILE_BYTES >> 20,
+        file_bytes() >> 20,
         start.elapsed().as_secs_f64(),
-        FILE_BYTES as f64 / 1e6 / start.elapsed().as_secs_f64()
+        file_bytes() as f64 / 1e6 / start.elapsed().as_secs_f64()
     );
-    assert_eq!(got["size"].as_u64(), Some(FILE_BYTES as u64), "{got}");
+    assert_eq!(got["size"].as_u64(), Some(file_bytes() as u64), "{got}");
     assert_eq!(hash_file(&out), src_hash, "the file came back different");
     assert_eq!(std::fs::read_dir(dir.join("fresh")).expect("dir").count(), 1, "get left files in the config dir");
 
@@ -208,10 +215,10 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let rep = store_json(&user, &["repair", &id, "--nodes", &gateway], &nodes);
     let new_id = rep["id"].as_str().expect("id").to_string();
     assert_eq!(rep["previous_id"].as_str(), Some(id.as_str()), "{rep}");
-    assert_eq!(rep["repaired"].as_array().map(Vec::len), Some(16), "{rep}");
+    assert_eq!(rep["repaired"].as_array().map(Vec::len), Some(2 * segments), "{rep}");
     let v = store_json(&user, &["verify", &new_id, "--nodes", &gateway], &nodes);
-    let placed = segments(&v, "ok");
-    assert_eq!(placed.len(), 8);
+    let placed = by_segment(&v, "ok");
+    assert_eq!(placed.len(), segments);
     for (s, shards) in &placed {
         assert_eq!(distinct_nodes(shards), 5, "segment {s}: {shards:?}");
         for &dead in &victims {
@@ -245,17 +252,17 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     }
     let (text, result) = store(&user, &["verify", &new_id, "--nodes", &gateway, "--json"]);
     let err = result.expect_err("verify must fail on a corrupt shard");
-    assert!(err.contains("1 of 40 shards"), "{err}\n{text}");
+    assert!(err.contains(&format!("1 of {shards} shards")), "{err}\n{text}");
     let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
     let bad: Vec<&Value> = report["shards"].as_array().expect("shards").iter().filter(|s| s["status"] != "ok").collect();
     assert_eq!(bad.len(), 1, "{report}");
-    assert_eq!((bad[0]["status"].as_str(), bad[0]["node"].as_str(), bad[0]["key"].as_str()), (Some("corrupt"), Some(victim_node.as_str()), Some(victim_key.as_str())), "{report}");
+    assert_eq!((bad[0]["status"].as_str(), bad[0]["node"].as_str(), bad[0]["key"].as_str()), (Some("corrupt"), Some(&victim_node[..]), Some(&victim_key[..])), "{report}");
     let (human, _) = store(&user, &["verify", &new_id, "--nodes", &gateway]);
     assert!(human.contains("corrupt") && human.contains(&victim_node[..16]), "{human}");
     let out2 = dir.join("out2.bin");
     let start = Instant::now();
     let got = store_json(&user, &["get", &new_id, "-o", out2.to_str().expect("path"), "--nodes", &gateway], &nodes);
-    eprintln!("files bench: get {} MiB (one corrupt shard) in {:.1} s: {:.2} MB/s", FILE_BYTES >> 20, start.elapsed().as_secs_f64(), FILE_BYTES as f64 / 1e6 / start.elapsed().as_secs_f64());
+    eprintln!("files bench: get {} MiB (one corrupt shard) in {:.1} s: {:.2} MB/s", file_bytes() >> 20, start.elapsed().as_secs_f64(), file_bytes() as f64 / 1e6 / start.elapsed().as_secs_f64());
     assert_eq!(hash_file(&out2), src_hash, "{got}");
 
     // 5. A stranger: no file, no shard, no delete.
@@ -279,7 +286,7 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
 
     // 6. rm.
     let rm = store_json(&user, &["rm", &new_id, "--nodes", &gateway], &nodes);
-    assert_eq!(rm["deleted"].as_u64().unwrap_or(0) + rm["already_gone"].as_u64().unwrap_or(0), 40, "{rm}");
+    assert_eq!(rm["deleted"].as_u64().unwrap_or(0) + rm["already_gone"].as_u64().unwrap_or(0), shards as u64, "{rm}");
     let mut gone = owner.connect(&some_node, false).expect("connect");
     assert_eq!(gone.get(&some_key).err(), Some(NodeError::NotFound));
     drop(gone);

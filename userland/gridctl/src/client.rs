@@ -27,6 +27,41 @@ use crate::{address_string, bail, hex, Context, Error, Result};
 /// TCP buffers of the client's socket.
 const TCP_RX_BYTES: usize = 256 << 10;
 const TCP_TX_BYTES: usize = 512 << 10;
+/// Bits of the mark a one-off client identity carries (see [`is_one_off_client_key`]).
+const ONE_OFF_MARK_BITS: u32 = 12;
+
+/// True when `key` carries the mark of gridctl's one-off overlay identities: the first
+/// [`ONE_OFF_MARK_BITS`] bits of blake3("gridctl one-off" || key) are zero. A node's
+/// `Peers` answer lists every overlay peer it links to, gridctl's own past and present
+/// connections among them (one identity each, lingering on the node for 35 s after they
+/// end); `gridctl store` skips marked keys instead of probing each as a possible node.
+/// A node's key carries the mark by chance once in 4096; such a node is only left out of
+/// placement, and may still be named in `--nodes`.
+pub fn is_one_off_client_key(key: &[u8; 32]) -> bool {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gridctl one-off");
+    h.update(key);
+    let d = h.finalize();
+    let head = u32::from_be_bytes([d.as_bytes()[0], d.as_bytes()[1], d.as_bytes()[2], d.as_bytes()[3]]);
+    head >> (32 - ONE_OFF_MARK_BITS) == 0
+}
+
+/// A fresh random identity seed whose public key carries the one-off mark (about 4096
+/// tries, a few ms).
+fn one_off_identity_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    // Bounded: the mark is found in 4096 tries on average; 2^20 tries fail with
+    // probability e^-256.
+    for _ in 0..(1u32 << 20) {
+        getrandom::fill(&mut seed).context(|| "no randomness from the operating system".into())?;
+        let key = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)).pk;
+        if is_one_off_client_key(&key) {
+            return Ok(seed);
+        }
+    }
+    bail!("no marked one-off identity found (is the random source broken?)")
+}
+
 /// Held while a connection's overlay handshake is under way (see `Client::connect_via`).
 static LINK_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Longest single wait inside the loops (keeps them responsive).
@@ -85,13 +120,7 @@ impl Client {
             .map_err(|_| Error("bad bind address".into()))?;
         let socket = UdpSocket::bind(bind).map_err(|e| io_error("cannot open a UDP socket", e))?;
         let config = Config { accept_unknown_peers: false, ..Config::default() };
-        let seed = if options.user_overlay_identity {
-            user.seed()
-        } else {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).context(|| "no randomness from the operating system".into())?;
-            seed
-        };
+        let seed = if options.user_overlay_identity { user.seed() } else { one_off_identity_seed()? };
         let mut stack = Stack::new(seed, socket, config).map_err(|e| io_error("cannot start the overlay", e))?;
         let deadline = Instant::now() + options.timeout;
         {
@@ -598,5 +627,21 @@ impl Client {
             Response::Peers(peers) => Ok(peers),
             other => Err(node_error(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn one_off_identities_carry_the_mark_and_random_keys_rarely_do() {
+        for _ in 0..4 {
+            let seed = one_off_identity_seed().unwrap();
+            let key = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)).pk;
+            assert!(is_one_off_client_key(&key));
+        }
+        let marked = (0..20_000u32).filter(|i| is_one_off_client_key(blake3::hash(&i.to_le_bytes()).as_bytes())).count();
+        assert!(marked < 20, "{marked} of 20000 random keys marked (expected about 5)");
     }
 }

@@ -97,6 +97,8 @@ pub fn discover(pool: &mut Pool, seeds: &[NodeKey], with_peers: bool) -> Nodes {
             Ok(Out::Peers(peers)) => {
                 for p in peers {
                     match p.key {
+                        // gridctl's own connections (this one's and others'): not nodes.
+                        Some(k) if crate::client::is_one_off_client_key(&k) => {}
                         Some(k) if !known.contains(&k) && !candidates.contains(&k) => candidates.push(k),
                         Some(_) => {}
                         None => nodes.skipped += 1,

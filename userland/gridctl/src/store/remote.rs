@@ -16,13 +16,14 @@ use crate::client::{Client, Options};
 use crate::key::UserKey;
 use crate::target::Target;
 
-/// Bytes per `ShardPut` piece. Smaller than `control::SHARD_PIECE_BYTES`: a node resets a
-/// request that arrives slower than its minimum rate (128 KiB/s after a 10 s base), and
-/// shards to several nodes share one slow path through the gateway (a few hundred KB/s
-/// under QEMU TCG), so each request is kept small enough to arrive in time.
-pub const PUT_PIECE_BYTES: usize = 256 << 10;
+/// Bytes per `ShardPut` piece. Far below `control::SHARD_PIECE_BYTES`: a node resets a
+/// request that is not complete within 10 s plus its size at 128 KiB/s, and shards to
+/// several nodes share one slow path through the gateway (tens to hundreds of KB/s per
+/// connection under QEMU TCG on a busy host: 256 KiB pieces were seen reset), so each
+/// request is kept small enough to arrive in time on a slow path.
+pub const PUT_PIECE_BYTES: usize = 64 << 10;
 /// Bytes asked per `ShardGet`.
-pub const GET_PIECE_BYTES: u64 = 512 << 10;
+pub const GET_PIECE_BYTES: u64 = 128 << 10;
 /// Waits for a node that answers Busy (its buffer budget for uploads is taken).
 const BUSY_WAITS_MAX: usize = 20;
 const BUSY_WAIT: Duration = Duration::from_millis(500);
