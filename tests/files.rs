@@ -67,6 +67,8 @@ fn wait_linked(gateway: &Node, others: &[&Node]) {
         let vm = gateway.vm.as_ref().expect("gateway up");
         assert!(vm.wait_for(&needle, Duration::from_secs(60)), "node 0 never linked with {}\n{}", o.address, vm.serial());
     }
+    // The node's `Peers` answer is refreshed from its links every second.
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 /// Runs `gridctl --key KEY store ARGS...`; returns what it printed and its result.

@@ -209,7 +209,13 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
             let reader = std::fs::File::open(&file).context(|| format!("cannot open {}", file.display()))?;
             let size = reader.metadata().map(|m| m.len()).unwrap_or(0);
             let name = name.unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            let (mut pool, found, mut notes) = reach(connector, &nodes.nodes, &user, true)?;
+            let (mut pool, mut found, mut notes) = reach(connector, &nodes.nodes, &user, true)?;
+            let wanted = usize::from(data_shards.unwrap_or(0)) + usize::from(parity_shards.unwrap_or(0));
+            if (data_shards.is_some() || parity_shards.is_some()) && found.usable.len() < wanted {
+                // Nodes that linked a moment ago may not be in a node's peers yet.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                found = engine::discover(&mut pool, &found.seeds.clone(), true);
+            }
             let bar = Bar::new(nodes.json);
             let input = engine::PutInput {
                 reader: std::io::BufReader::with_capacity(1 << 20, reader),
