@@ -28,9 +28,10 @@
 //!   quota (`NoSpace`, "owner quota ..."); a put that would leave the store with less
 //!   free than the node's reserve is refused (`NoSpace`, "node reserve ...").
 //! - **Reads.** `ShardGet` answers at most [`SHARD_PIECE_BYTES`]. The store reads and
-//!   checks a shard whole, so a connection keeps the last shard it read (within the same
-//!   node-wide budget as uploads) for the next ranges of it; without room in the budget
-//!   the read is refused `Busy`.
+//!   checks a shard whole, so a connection keeps the shard it reads (within the same
+//!   node-wide budget as uploads) for the next ranges of it, until the read reaches the
+//!   shard's end or the connection asks anything but the next range; without room in the
+//!   budget the read is refused `Busy`.
 //! - **Lists** are in key order, [`SHARD_LIST_MAX`] per page; **peers** at most
 //!   [`PEERS_MAX`].
 
@@ -249,6 +250,12 @@ impl Connection {
         self.drop_put(backend);
         self.drop_read(backend);
         debug_assert_eq!(self.held_bytes(), 0);
+    }
+
+    /// Drops the shard kept for a read in pieces (`serve` calls it for every request
+    /// that is not a `ShardGet`, so a kept shard never outlives its read).
+    pub fn end_read(&mut self, backend: &mut impl ShardBackend) {
+        self.drop_read(backend);
     }
 
     fn drop_put(&mut self, backend: &mut impl ShardBackend) {
@@ -680,6 +687,10 @@ mod test {
         let Response::ShardData { total_len, offset, data } = get(&mut b, &mut c, ALICE, key, 1000, 5000) else { panic!() };
         assert_eq!((total_len, offset, &data[..]), (bytes.len() as u64, 1000, &bytes[1000..6000]));
         assert_eq!(c.held_bytes(), bytes.len() as u64, "kept for the next range");
+        // Anything but the next range ends the read (serve calls end_read).
+        c.end_read(&mut b);
+        assert_eq!((c.held_bytes(), b.budget.used_bytes()), (0, 0));
+        let _ = get(&mut b, &mut c, ALICE, key, 1000, 5000);
         // Past the end: refused; at the end: empty.
         assert_eq!(code(&get(&mut b, &mut c, ALICE, key, bytes.len() as u64 + 1, 1)), Some(ErrorCode::BadRequest));
         assert!(matches!(get(&mut b, &mut c, ALICE, key, bytes.len() as u64, 9), Response::ShardData { data, .. } if data.is_empty()));
