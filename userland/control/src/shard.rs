@@ -57,9 +57,8 @@ pub const SHARD_OVERHEAD_BYTES: u64 = 4096;
 /// plus the request's other fields, the signature and the encoding's lengths. A node
 /// lets a connection buffer this much without treating it as a large upload.
 pub const SHARD_PIECE_FRAME_BYTES_MAX: usize = SHARD_PIECE_BYTES + 1024;
-/// Node-wide bytes of shard uploads and reads buffered at once by default: three
-/// largest shards. A node with 512 MiB of RAM gives its heap about 250 MiB; the
-/// workloads need the rest.
+/// Most node-wide bytes of shard uploads and reads buffered at once: three largest
+/// shards (the kernel takes an eighth of its heap, within `SHARD_BYTES_MAX..=` this).
 pub const BUFFER_BYTES_MAX_DEFAULT: u64 = 48 << 20;
 /// The owner of the node's own data in its store (workload files and tables): never
 /// reachable through this service (equal to `shardstore::NODE_OWNER`).
