@@ -958,30 +958,53 @@ mod test {
     }
 
     proptest::proptest! {
-        /// Any sequence of pieces, from two signers on three connections, with closes in
-        /// between: nothing panics, the budget never goes past its bound, what the
-        /// connections hold is what the budget counts, and every stored shard's bytes
-        /// hash to its key.
+        /// Any mix of pieces, reads, deletes, stats and ends of reads, from two signers
+        /// on three connections, with closes in between: nothing panics, the budget never
+        /// goes past its bound, what the connections hold is what the budget counts,
+        /// every stored shard's bytes hash to its key, and a read returns the bytes of the
+        /// signer's own shard or nothing.
         #[test]
-        fn random_pieces_keep_the_books(
-            steps in proptest::collection::vec((0usize..3, proptest::prelude::any::<bool>(), 0u8..4, 0u64..5, 0usize..5, proptest::prelude::any::<bool>()), 0..40),
+        fn random_requests_keep_the_books(
+            steps in proptest::collection::vec(
+                (0usize..3, proptest::prelude::any::<bool>(), 0u8..4, 0u64..5, 0usize..5, 0u8..8),
+                0..60,
+            ),
         ) {
             let mut b = Mem::new();
             b.budget = BufferBudget::new(3 * 4096);
             let mut conns: Vec<Connection> = (0..3).map(|_| Connection::new()).collect();
             let shards: Vec<(Vec<u8>, [u8; 32])> = (0..4).map(|i| shard(3 * 1024 + i, i as u8)).collect();
-            for (ci, bob, si, piece, len_k, close) in steps {
+            for (ci, bob, si, piece, len_k, op) in steps {
                 let c = &mut conns[ci];
-                if close {
-                    c.close(&mut b);
-                    continue;
-                }
                 let (bytes, key) = &shards[si as usize];
                 let owner = if bob { BOB } else { ALICE };
                 let offset = piece * 1024;
-                let end = (offset as usize + len_k * 512).min(bytes.len());
-                let data = bytes.get(offset as usize..end).map(<[u8]>::to_vec).unwrap_or_default();
-                let _ = put(&mut b, c, owner, *key, bytes.len() as u64, offset, data);
+                match op {
+                    0 => c.close(&mut b),
+                    1 => {
+                        let held = b.shards.get(&(owner, *key)).cloned();
+                        match get(&mut b, c, owner, *key, offset, len_k as u64 * 700) {
+                            Response::ShardData { total_len, offset: at, data } => {
+                                let held = held.unwrap_or_default();
+                                proptest::prop_assert_eq!(total_len, held.len() as u64);
+                                proptest::prop_assert_eq!(&held[at as usize..at as usize + data.len()], &data[..]);
+                            }
+                            other => proptest::prop_assert!(code(&other).is_some()),
+                        }
+                    }
+                    2 => {
+                        let _ = delete(&mut b, c, owner, *key);
+                    }
+                    3 => {
+                        let _ = stat(&mut b, owner, *key);
+                        c.end_read(&mut b);
+                    }
+                    _ => {
+                        let end = (offset as usize + len_k * 512).min(bytes.len());
+                        let data = bytes.get(offset as usize..end).map(<[u8]>::to_vec).unwrap_or_default();
+                        let _ = put(&mut b, c, owner, *key, bytes.len() as u64, offset, data);
+                    }
+                }
                 let held: u64 = conns.iter().map(Connection::held_bytes).sum();
                 proptest::prop_assert_eq!(held, b.budget.used_bytes());
                 proptest::prop_assert!(b.budget.used_bytes() <= 3 * 4096);
