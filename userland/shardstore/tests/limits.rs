@@ -106,3 +106,31 @@ fn a_store_never_writes_more_records_than_it_would_mount() {
     let (error, _) = ShardStore::try_mount_with_records_max(disk, count - 1).err().unwrap();
     assert_eq!(error, MountError::TooManyRecords { records_max: count as u64 - 1 });
 }
+
+/// Found by `fuzz_mount` (mutated images): a log of `LIMIT + 1` records whose last one
+/// is torn mounts as `LIMIT` records without a limit, so it must mount under the limit
+/// too; mount used to refuse it before the torn tail was dropped.
+#[test]
+fn a_torn_record_past_the_limit_does_not_refuse_the_disk() {
+    const LIMIT: usize = 6;
+    let mut store = fresh(256);
+    let shards: Vec<_> = (0..=LIMIT as u64).map(|seed| shard(seed, 200)).collect();
+    for (key, bytes) in &shards {
+        store.put(&OWNER, *key, bytes).unwrap();
+    }
+    let mut disk = store.into_device();
+    let last = &shards[LIMIT].1;
+    let at = disk.durable_image().windows(64).position(|window| window == &last[..64]).unwrap();
+    disk.flip_bits(at as u64 + 10, 1, 0x40);
+    let full = ShardStore::mount(disk.clone()).unwrap();
+    assert!(full.mount_report().torn_tail_dropped);
+    assert_eq!(full.record_count(), LIMIT);
+    let store = ShardStore::try_mount_with_records_max(disk.clone(), LIMIT).map_err(|(e, _)| e).unwrap();
+    assert_eq!(store.record_count(), LIMIT);
+    assert_eq!(store.list(&OWNER).len(), LIMIT);
+    // One below, the disk is refused (typed, untouched).
+    let writes = disk.stats().write_count;
+    let (error, disk) = ShardStore::try_mount_with_records_max(disk, LIMIT - 1).err().unwrap();
+    assert_eq!(error, MountError::TooManyRecords { records_max: LIMIT as u64 - 1 });
+    assert_eq!(disk.stats().write_count, writes);
+}

@@ -92,14 +92,19 @@ impl<D: BlockDevice> ShardStore<D> {
                 self.apply(&entry, &header);
             }
         }
+        if self.log.len() > self.records_max {
+            return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
+        }
         self.report.records_replayed = self.log.len() as u64;
         self.check_invariants();
         Ok(())
     }
 
-    /// Refuses the disk before replay keeps more than `records_max` records in RAM.
+    /// Refuses the disk before replay keeps more than `records_max` records in RAM, plus
+    /// the last one, which may still be dropped as a torn tail (so the limit judges
+    /// the log mount would keep; `replay` checks it again after that drop).
     fn room_for_records(&self, more: usize) -> Result<(), MountError> {
-        if self.log.len() + more > self.records_max {
+        if self.log.len() + more > self.records_max + 1 {
             return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
         }
         Ok(())
