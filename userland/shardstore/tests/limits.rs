@@ -108,10 +108,12 @@ fn a_store_never_writes_more_records_than_it_would_mount() {
 }
 
 /// Found by `fuzz_mount` (mutated images): a log of `LIMIT + 1` records whose last one
-/// is torn mounts as `LIMIT` records without a limit, so it must mount under the limit
-/// too; mount used to refuse it before the torn tail was dropped.
+/// is torn mounts as `LIMIT` records without a limit, but the limit counts the last
+/// record before it is found torn (a store counts the record it writes against the
+/// limit too, so no store wrote this log): refused, typed and untouched, and the log
+/// in RAM never held more than `LIMIT` entries. Under a limit one higher it mounts.
 #[test]
-fn a_torn_record_past_the_limit_does_not_refuse_the_disk() {
+fn the_limit_counts_a_torn_last_record() {
     const LIMIT: usize = 6;
     let mut store = fresh(256);
     let shards: Vec<_> = (0..=LIMIT as u64).map(|seed| shard(seed, 200)).collect();
@@ -125,12 +127,11 @@ fn a_torn_record_past_the_limit_does_not_refuse_the_disk() {
     let full = ShardStore::mount(disk.clone()).unwrap();
     assert!(full.mount_report().torn_tail_dropped);
     assert_eq!(full.record_count(), LIMIT);
-    let store = ShardStore::try_mount_with_records_max(disk.clone(), LIMIT).map_err(|(e, _)| e).unwrap();
+    let writes = disk.stats().write_count;
+    let (error, disk) = ShardStore::try_mount_with_records_max(disk, LIMIT).err().unwrap();
+    assert_eq!(error, MountError::TooManyRecords { records_max: LIMIT as u64 });
+    assert_eq!(disk.stats().write_count, writes);
+    let store = ShardStore::try_mount_with_records_max(disk, LIMIT + 1).map_err(|(e, _)| e).unwrap();
     assert_eq!(store.record_count(), LIMIT);
     assert_eq!(store.list(&OWNER).len(), LIMIT);
-    // One below, the disk is refused (typed, untouched).
-    let writes = disk.stats().write_count;
-    let (error, disk) = ShardStore::try_mount_with_records_max(disk, LIMIT - 1).err().unwrap();
-    assert_eq!(error, MountError::TooManyRecords { records_max: LIMIT as u64 - 1 });
-    assert_eq!(disk.stats().write_count, writes);
 }

@@ -92,19 +92,17 @@ impl<D: BlockDevice> ShardStore<D> {
                 self.apply(&entry, &header);
             }
         }
-        if self.log.len() > self.records_max {
-            return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
-        }
         self.report.records_replayed = self.log.len() as u64;
         self.check_invariants();
         Ok(())
     }
 
-    /// Refuses the disk before replay keeps more than `records_max` records in RAM, plus
-    /// the last one, which may still be dropped as a torn tail (so the limit judges
-    /// the log mount would keep; `replay` checks it again after that drop).
+    /// Refuses the disk before replay keeps more than `records_max` records in RAM. The
+    /// last record counts even though it may turn out torn and be dropped: a store
+    /// counts the record it is writing against the same limit, so only a log no store
+    /// wrote is refused, and the log never holds more than `records_max` entries.
     fn room_for_records(&self, more: usize) -> Result<(), MountError> {
-        if self.log.len() + more > self.records_max + 1 {
+        if self.log.len() + more > self.records_max {
             return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
         }
         Ok(())
