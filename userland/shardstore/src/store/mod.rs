@@ -44,7 +44,9 @@ pub type Key = [u8; 32];
 pub type Owner = [u8; 32];
 
 /// The node's own data (workload files and tables). The store treats it like any other
-/// owner; the shard service never acts in this namespace (no request can name it).
+/// owner; the shard service must never act in this namespace. No signer can be it (the
+/// all-zero encoding is a small-order ed25519 point, which `ed25519-compact` never
+/// verifies), but a request that *names* an owner (a storage proof) must refuse it.
 pub const NODE_OWNER: Owner = [0u8; 32];
 
 /// What one owner holds in a store: live shards and their payload bytes.
