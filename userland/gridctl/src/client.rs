@@ -65,6 +65,15 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 impl Client {
     /// Joins the overlay as the user's key, links to the node and opens the control port.
     pub fn connect(target: &Target, user: &UserKey, options: Options) -> Result<Client> {
+        Client::connect_via(target, target.key, user, options)
+    }
+
+    /// Links to `gateway` only and opens the control port of the node whose overlay key is
+    /// `node_key`, which the overlay routes to through the gateway (the node itself when
+    /// `node_key == gateway.key`). This is how `gridctl store` reaches every node of
+    /// `./gridos run --nodes N` through the first node's forwarded port.
+    pub fn connect_via(gateway: &Target, node_key: [u8; 32], user: &UserKey, options: Options) -> Result<Client> {
+        let target = &Target { key: node_key, endpoint: gateway.endpoint };
         let bind: SocketAddr = if target.endpoint.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|_| Error("bad bind address".into()))?;
@@ -78,7 +87,7 @@ impl Client {
             seed
         };
         let mut stack = Stack::new(seed, socket, config).map_err(|e| io_error("cannot start the overlay", e))?;
-        match stack.add_peer(target.endpoint, target.key) {
+        match stack.add_peer(gateway.endpoint, gateway.key) {
             Ok(()) => {}
             Err(overlay::NodeError::OwnKey) => bail!("the node key is your own key"),
             Err(e) => bail!("cannot add the node as an overlay peer: {e:?}"),
@@ -92,13 +101,21 @@ impl Client {
                 } else {
                     "unknown overlay keys (gridos.overlay.accept_any=1; or use --user-overlay-key)".to_string()
                 };
+                if !stack.has_route(&overlay::Address(gateway.overlay_address())) || node_key == gateway.key {
+                    bail!(
+                        "no overlay link to node {}.. at {} within {} s: is the node up, is UDP port {} reachable, \
+                         and does the node accept {accepts}?",
+                        hex(&gateway.key[..8]),
+                        gateway.endpoint,
+                        options.timeout.as_secs(),
+                        gateway.endpoint.port(),
+                    );
+                }
                 bail!(
-                    "no overlay link to node {}.. at {} within {} s: is the node up, is UDP port {} reachable, \
-                     and does the node accept {accepts}?",
-                    hex(&target.key[..8]),
-                    target.endpoint,
+                    "node {}.. linked, but it has no overlay route to node {}.. within {} s (is that node up?)",
+                    hex(&gateway.key[..8]),
+                    hex(&node_key[..8]),
                     options.timeout.as_secs(),
-                    target.endpoint.port(),
                 );
             }
             stack.poll(POLL_SLICE).map_err(|e| io_error("overlay socket", e))?;
