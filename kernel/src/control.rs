@@ -2,6 +2,11 @@
 //! only, speaking the `control` crate's protocol (signed, sequenced requests; owner-only
 //! access) on top of the node's workload service ([`crate::wasm::service`]).
 //!
+//! The shard service (`Shard*`, `StoreInfo`, `Peers` requests) rides on the same
+//! connections: its rules are `control::shard`'s, its backend is [`crate::shards`]; each
+//! connection's shard state (one upload, one read) is closed with the connection, so its
+//! buffers go back to the node-wide budget however the connection ends.
+//!
 //! A connection gets a fresh random challenge. The limits come from `control::guard`
 //! (numbers and reasons there): at most `CONNECTIONS_MAX_DEFAULT` connections at once and
 //! `CONNECTIONS_PER_PEER_MAX_DEFAULT` per overlay address (more are reset at once); the
@@ -159,7 +164,14 @@ async fn connection(stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) ->
     let mut shards = control::Connection::new();
     let result = serve_connection(stream, node_key, &mut backend, &mut shards).await;
     // Whatever ended the connection, its shard buffers go back to the node-wide budget.
+    let held = shards.held_bytes();
     shards.close(&mut backend);
+    if held > 0 {
+        log::info!(
+            "control: a connection ended with {held} bytes of shard transfers buffered; {} bytes stay buffered node-wide",
+            crate::shards::buffered_bytes()
+        );
+    }
     result
 }
 
@@ -230,8 +242,9 @@ async fn serve_connection(
     }
 }
 
-/// The control protocol's view of the node's workload service.
-struct KernelBackend {
+/// The control protocol's view of the node's workload service (and, in
+/// [`crate::shards`], of its shard store).
+pub(crate) struct KernelBackend {
     node_key: [u8; 32],
     address: [u8; 16],
 }
@@ -334,35 +347,3 @@ impl Backend for KernelBackend {
     }
 }
 
-/// Not wired to the store yet (waits for shardstore v2's owner namespaces): every shard
-/// operation is refused as an internal error, and nothing is buffered.
-impl control::ShardBackend for KernelBackend {
-    fn shard_room(&mut self, _owner: &[u8; 32]) -> control::StoreRoom {
-        control::StoreRoom::default()
-    }
-    fn shard_meta(&mut self, _owner: &[u8; 32], _key: &[u8; 32]) -> Option<control::ShardMeta> {
-        None
-    }
-    fn shard_put(&mut self, _owner: &[u8; 32], _key: &[u8; 32], _bytes: &[u8]) -> Result<control::ShardMeta, BackendError> {
-        Err(BackendError::new(ErrorCode::Internal, "the shard service is not wired to the store yet"))
-    }
-    fn shard_get(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
-        Err(control::shard::not_found(key))
-    }
-    fn shard_delete(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<(), BackendError> {
-        Err(control::shard::not_found(key))
-    }
-    fn shard_list(&mut self, _owner: &[u8; 32], _after: Option<&[u8; 32]>, _max: usize) -> Vec<control::ShardMeta> {
-        Vec::new()
-    }
-    fn shard_prove(&mut self, _owner: &[u8; 32], key: &[u8; 32], _challenge: u64) -> Result<control::ShardProof, BackendError> {
-        Err(control::shard::not_found(key))
-    }
-    fn buffer_reserve(&mut self, _bytes: u64) -> bool {
-        false
-    }
-    fn buffer_release(&mut self, _bytes: u64) {}
-    fn peers(&mut self) -> Vec<control::PeerInfo> {
-        Vec::new()
-    }
-}

@@ -411,6 +411,11 @@ impl<E: Endpoint> Node<E> {
         self.peers.iter().find(|p| p.id == peer).map(|p| p.address)
     }
 
+    /// The key of a peer.
+    pub fn peer_key(&self, peer: PeerId) -> Option<PublicKey> {
+        self.peers.iter().find(|p| p.id == peer).map(|p| p.key)
+    }
+
     /// The peer slot holding `key`.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.peers.iter().find(|p| p.key == *key).map(|p| p.id)
