@@ -59,6 +59,10 @@ fn wrong_state_root_refused_and_state_restored() {
     let good = next_block(&mut chain, &alice, &bob, 10);
     let mut bad = good.clone();
     bad.header.state_root[0] ^= 1;
+    assert_eq!(chain.state.check_block(&good), Ok(good.header.state_root));
+    assert_unchanged(&chain, root, &alice, &bob);
+    assert!(matches!(chain.state.check_block(&bad), Err(BlockError::StateRootMismatch { .. })));
+    assert_unchanged(&chain, root, &alice, &bob);
     assert_eq!(
         chain.state.apply_block(&bad),
         Err(BlockError::StateRootMismatch { computed: good.header.state_root, claimed: bad.header.state_root })
