@@ -14,8 +14,9 @@
 //! The node is driven with `core::net::SocketAddr` endpoints (converted from and to
 //! smoltcp's `IpEndpoint` at the socket), because the node keys its per-source limits
 //! and cookies on the source IP address (`overlay::endpoint`). Every check on what
-//! arrives (handshake door, beacon door, inner source of delivered packets) is in the
-//! `overlay` crate, so the host stack in gridctl gets the same.
+//! arrives (handshake door, beacon door, signed route announcements, end-to-end sealing
+//! and the inner source of delivered packets) is in the `overlay` crate, so the host stack
+//! in gridctl gets the same: what this node relays for others it cannot read.
 
 use alloc::string::String;
 use alloc::vec;

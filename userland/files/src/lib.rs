@@ -30,7 +30,9 @@ pub mod stream;
 
 pub use error::FilesError;
 pub use key::FileKey;
-pub use manifest::{file_id, Manifest, SegmentEntry, ShardRef, MANIFEST_SEALED_BYTES_MAX, MANIFEST_VERSION};
+pub use manifest::{
+    file_id, Manifest, SegmentEntry, ShardRef, MANIFEST_SEALED_BYTES_MAX, MANIFEST_VERSION, NAME_BYTES_MAX,
+};
 pub use segment::{
     ciphertext_len, decode_segment, decode_segment_report, encode_segment, rebuild_shards, shard_len,
     shard_ref, verify_shards, DecodedSegment, EncodedSegment, TAG_BYTES,

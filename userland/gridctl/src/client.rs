@@ -200,6 +200,13 @@ impl Client {
         &self.target
     }
 
+    /// Changes the bound on each wait from now on (a connection opened with a short
+    /// timeout to probe a node keeps working with the usual one).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.options.timeout = timeout;
+        self.stack.sockets.get_mut::<tcp::Socket>(self.tcp).set_timeout(Some(smoltcp::time::Duration::from_secs(timeout.as_secs().max(1))));
+    }
+
     /// Sends `request` signed with the user's key and waits for its response.
     pub fn call(&mut self, request: &Request) -> Result<Response> {
         self.call_with(None, request, &mut |_, _| {})

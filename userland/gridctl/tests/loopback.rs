@@ -439,3 +439,39 @@ fn shards_put_get_list_prove_delete_over_the_overlay() {
     assert!(client.list_shards().unwrap().is_empty());
     client.close();
 }
+
+/// `gridctl store` over the real shard-service protocol against the loopback node: with
+/// one node the defaults shrink to K=1 M=1 and say so; put, get, verify, ls and rm; the
+/// node's one peer is no node of ours (a probe that gives up).
+#[test]
+fn store_put_get_verify_rm_over_the_overlay() {
+    let node = start_node();
+    let dir = temp_dir("store");
+    let key = dir.join("key");
+    gridctl(&key, &["key", "new"]).unwrap();
+    let file = dir.join("f.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let n = node_arg(&node.target);
+    let out = gridctl(&key, &["store", "put", file.to_str().unwrap(), "--segment-kib", "128", "--nodes", &n, "--json"]).unwrap();
+    let put: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((put["data_shards"].as_u64(), put["parity_shards"].as_u64(), put["segments"].as_u64()), (Some(1), Some(1), Some(3)), "{put}");
+    assert!(put["notes"].to_string().contains("only 1 node"), "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+    let copy = dir.join("copy.bin");
+    let got = gridctl(&key, &["store", "get", &id, "-o", copy.to_str().unwrap(), "--nodes", &n]).unwrap();
+    assert!(got.contains("wrote"), "{got}");
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    let verify = gridctl(&key, &["store", "verify", &id, "--nodes", &n]).unwrap();
+    assert!(verify.contains("6 shards: 6 ok, 0 missing, 0 corrupt"), "{verify}");
+    assert!(gridctl(&key, &["store", "ls"]).unwrap().contains(&id));
+    let stranger = dir.join("stranger");
+    gridctl(&stranger, &["key", "new"]).unwrap();
+    let e = gridctl(&stranger, &["store", "get", &id, "-o", dir.join("x").to_str().unwrap(), "--nodes", &n]).unwrap_err();
+    assert!(e.contains("for your key"), "{e}");
+    let rm = gridctl(&key, &["store", "rm", &id, "--nodes", &n]).unwrap();
+    // K=1: the parity shard is a copy of the data shard, the same key on the same node,
+    // so half of the deletes find it gone already.
+    assert!(rm.contains("3 shards deleted, 3 already gone"), "{rm}");
+    assert!(gridctl(&key, &["store", "get", &id, "-o", copy.to_str().unwrap(), "--nodes", &n]).is_err());
+}
