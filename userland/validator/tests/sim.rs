@@ -39,11 +39,15 @@ struct Net {
     silent: Vec<usize>,
     /// Pairs of nodes that cannot reach each other.
     cut: Vec<(usize, usize)>,
+    /// Pairs cut only until `heal_ms` after genesis (a partition that heals).
+    partition: Vec<(usize, usize)>,
+    heal_ms: u64,
 }
 
 impl Net {
-    fn linked(&self, a: usize, b: usize) -> bool {
-        !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+    fn linked_at(&self, a: usize, b: usize, now_ms: u64) -> bool {
+        let cut = |pairs: &[(usize, usize)]| pairs.contains(&(a, b)) || pairs.contains(&(b, a));
+        !cut(&self.cut) && !(now_ms < GENESIS_MS + self.heal_ms && cut(&self.partition))
     }
 }
 
@@ -93,7 +97,7 @@ impl Sim {
                         continue;
                     }
                     for to in 0..self.nodes.len() {
-                        if to == from || !self.net.linked(from, to) || self.rng.below(100) < self.net.loss_percent {
+                        if to == from || !self.net.linked_at(from, to, self.now_ms) || self.rng.below(100) < self.net.loss_percent {
                             continue;
                         }
                         let at = self.now_ms + 1 + self.rng.below(self.net.latency_ms_max);
@@ -104,7 +108,7 @@ impl Sim {
                     if self.net.silent.contains(&from) || self.rng.below(100) < self.net.loss_percent {
                         continue;
                     }
-                    let linked = |i: &usize| self.keys[*i].public() == address.0 && self.net.linked(from, *i);
+                    let linked = |i: &usize| self.keys[*i].public() == address.0 && self.net.linked_at(from, *i, self.now_ms);
                     let Some(to) = (0..self.keys.len()).find(linked) else { continue };
                     let at = self.now_ms + 1 + self.rng.below(self.net.latency_ms_max);
                     self.push(at, Event::Deliver { to, message });
@@ -137,7 +141,18 @@ impl Sim {
             if live_done {
                 return;
             }
-            let Some(((at, _), event)) = self.events.pop_first() else { break };
+            if !self.run_steps(1) {
+                break;
+            }
+        }
+        let rounds: Vec<Option<u32>> = self.nodes.iter().map(|n| n.round()).collect();
+        panic!("no liveness: heights {:?} rounds {rounds:?} at {} ms after {steps_max} events; reproduce with seed={}", self.heights(), self.now_ms - GENESIS_MS, self.seed);
+    }
+
+    /// Handles up to `steps` events; false when none is left.
+    fn run_steps(&mut self, steps: usize) -> bool {
+        for _ in 0..steps {
+            let Some(((at, _), event)) = self.events.pop_first() else { return false };
             self.now_ms = self.now_ms.max(at);
             match event {
                 Event::Deliver { to, message } => {
@@ -160,8 +175,7 @@ impl Sim {
                 }
             }
         }
-        let rounds: Vec<Option<u32>> = self.nodes.iter().map(|n| n.round()).collect();
-        panic!("no liveness: heights {:?} rounds {rounds:?} at {} ms after {steps_max} events; reproduce with seed={}", self.heights(), self.now_ms - GENESIS_MS, self.seed);
+        true
     }
 
     fn honest(&self) -> Vec<usize> {
@@ -238,14 +252,14 @@ fn seeds() -> u64 {
 #[test]
 fn four_validators_decide_the_same_blocks() {
     for seed in 1..=seeds() {
-        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut: vec![] }, 6);
+        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
     }
 }
 
 #[test]
 fn one_silent_validator_does_not_stop_the_chain() {
     for seed in 1..=seeds() {
-        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![seed as usize % 4], cut: vec![] }, 6);
+        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![seed as usize % 4], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
     }
 }
 
@@ -253,7 +267,7 @@ fn one_silent_validator_does_not_stop_the_chain() {
 fn lossy_network_still_decides() {
     let only: Option<u64> = std::env::var("GRIDOS_SIM_SEED").ok().and_then(|v| v.parse().ok());
     for seed in (1..=seeds()).filter(|s| only.is_none_or(|o| o == *s)) {
-        run(seed, Net { loss_percent: 10, latency_ms_max: 300, silent: vec![], cut: vec![] }, 4);
+        run(seed, Net { loss_percent: 10, latency_ms_max: 300, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 4);
     }
 }
 
@@ -266,7 +280,7 @@ fn equivocating_validator_cannot_fork_the_chain() {
         let mut node_keys = keys();
         node_keys.push(node_keys[3].clone());
         let cut = vec![(3, 4), (3, 2), (4, 0), (4, 1)];
-        let sim = run_with(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut }, 6, node_keys);
+        let sim = run_with(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut, partition: vec![], heal_ms: 0 }, 6, node_keys);
         let twins_decided = sim.nodes[3].decided().len() + sim.nodes[4].decided().len();
         assert!(twins_decided > 0, "the twins took part; seed={seed}");
     }
@@ -286,7 +300,7 @@ fn many_transactions_same_root_on_every_validator() {
         balances: senders.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: Keypair::from_seed([250; 32]).public(),
     };
-    let mut sim = Sim::new(7, Net { loss_percent: 5, latency_ms_max: 100, silent: vec![], cut: vec![] }, &genesis, keys());
+    let mut sim = Sim::new(7, Net { loss_percent: 5, latency_ms_max: 100, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, &genesis, keys());
     let chain_id = genesis.chain_id();
     for i in 0..count {
         let from = (i % 100) as usize;
@@ -320,4 +334,29 @@ fn blake3_like(i: u64) -> Box<[u8; 32]> {
     seed[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
     seed[8..16].copy_from_slice(&(i + 1).to_le_bytes());
     Box::new(seed)
+}
+
+/// A 2|2 partition for the first minute: nothing can be decided (no side has a quorum) and
+/// nothing conflicting is; once it heals the chain goes on.
+#[test]
+fn partition_stops_the_chain_until_it_heals() {
+    for seed in 1..=seeds() {
+        let alice = Keypair::from_seed([1; 32]);
+        let genesis = genesis(&alice);
+        let partition = vec![(0, 2), (0, 3), (1, 2), (1, 3)];
+        let net = Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut: vec![], partition, heal_ms: 60_000 };
+        let mut sim = Sim::new(seed, net, &genesis, keys());
+        sim.start();
+        // Runs through the partition: no decision.
+        while sim.now_ms < GENESIS_MS + 59_000 {
+            let Some(((at, _), _)) = sim.events.first_key_value() else { break };
+            if *at >= GENESIS_MS + 59_000 {
+                break;
+            }
+            sim.run_steps(1);
+        }
+        assert_eq!(sim.heights(), vec![0, 0, 0, 0], "decided without a quorum; seed={seed}");
+        sim.run_until(4, 200_000);
+        sim.check_safety();
+    }
 }
