@@ -2,6 +2,11 @@
 //! only, speaking the `control` crate's protocol (signed, sequenced requests; owner-only
 //! access) on top of the node's workload service ([`crate::wasm::service`]).
 //!
+//! The shard service (`Shard*`, `StoreInfo`, `Peers` requests) rides on the same
+//! connections: its rules are `control::shard`'s, its backend is [`crate::shards`]; each
+//! connection's shard state (one upload, one read) is closed with the connection, so its
+//! buffers go back to the node-wide budget however the connection ends.
+//!
 //! A connection gets a fresh random challenge. The limits come from `control::guard`
 //! (numbers and reasons there): at most `CONNECTIONS_MAX_DEFAULT` connections at once and
 //! `CONNECTIONS_PER_PEER_MAX_DEFAULT` per overlay address (more are reset at once); the
@@ -34,8 +39,10 @@ use crate::net::Network;
 use crate::wasm::service::{self, ServiceError, Summary};
 use crate::wasm::Status;
 
-/// A connection may buffer this much of a request without the big-request token.
-pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
+/// A connection may buffer this much of a request without the big-request token: a
+/// shard piece's frame (a piece of `control::SHARD_PIECE_BYTES` and its envelope), so
+/// shard uploads on several connections do not queue for the token.
+pub const SMALL_REQUEST_BYTES: usize = control::shard::SHARD_PIECE_FRAME_BYTES_MAX + control::FRAME_HEADER_BYTES;
 
 /// Connections being served, per peer and in all.
 static ADMISSION: Mutex<Admission> =
@@ -152,7 +159,28 @@ async fn send(stream: &mut TcpStream, deadlines: &Deadlines, frame: &[u8]) -> Re
     }
 }
 
-async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) -> Result<(), ConnectionEnd> {
+async fn connection(stream: TcpStream, node_key: [u8; 32], address: [u8; 16]) -> Result<(), ConnectionEnd> {
+    let mut backend = KernelBackend { node_key, address };
+    let mut shards = control::Connection::new();
+    let result = serve_connection(stream, node_key, &mut backend, &mut shards).await;
+    // Whatever ended the connection, its shard buffers go back to the node-wide budget.
+    let held = shards.held_bytes();
+    shards.close(&mut backend);
+    if held > 0 {
+        log::info!(
+            "control: a connection ended with {held} bytes of shard transfers buffered; {} bytes stay buffered node-wide",
+            crate::shards::buffered_bytes()
+        );
+    }
+    result
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    node_key: [u8; 32],
+    backend: &mut KernelBackend,
+    shards: &mut control::Connection,
+) -> Result<(), ConnectionEnd> {
     let deadlines = Deadlines::default();
     let mut timer = RequestTimer::new(now_ms(), deadlines);
     let mut entropy = [0u8; 40];
@@ -160,7 +188,6 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
     entropy[32..].copy_from_slice(&time::since_boot_ns().to_le_bytes());
     let mut session = Session::new(node_key, control::challenge(&entropy));
     send(&mut stream, &deadlines, &session.hello_frame()).await?;
-    let mut backend = KernelBackend { node_key, address };
     let mut buf = vec![0u8; 16 * 1024];
     let mut big: Option<BigRequest> = None;
     let expired = |stream: &mut TcpStream, why| {
@@ -195,7 +222,7 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
             Ok(requests) => {
                 let answered = !requests.is_empty();
                 for request in requests {
-                    let response = control::serve(&mut backend, request);
+                    let response = control::serve(backend, shards, request);
                     send(&mut stream, &deadlines, &session.response_frame(&response)).await?;
                 }
                 if answered {
@@ -215,8 +242,9 @@ async fn connection(mut stream: TcpStream, node_key: [u8; 32], address: [u8; 16]
     }
 }
 
-/// The control protocol's view of the node's workload service.
-struct KernelBackend {
+/// The control protocol's view of the node's workload service (and, in
+/// [`crate::shards`], of its shard store).
+pub(crate) struct KernelBackend {
     node_key: [u8; 32],
     address: [u8; 16],
 }
@@ -318,3 +346,4 @@ impl Backend for KernelBackend {
         }
     }
 }
+

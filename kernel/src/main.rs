@@ -26,6 +26,7 @@ mod overlay;
 mod power;
 mod selftest;
 mod services;
+mod shards;
 mod storage;
 mod syscalls;
 mod wasm;
@@ -155,6 +156,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         log::info!("identity: node key {} ({origin:?})", overlay::hex(&key));
     }
     storage::init(cmdline, node_key);
+    shards::init(cmdline);
     // The underlay answers nothing but the overlay unless asked to stay open.
     let underlay_open = match cmdline.get("gridos.underlay") {
         Some("open") => true,

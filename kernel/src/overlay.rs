@@ -14,8 +14,9 @@
 //! The node is driven with `core::net::SocketAddr` endpoints (converted from and to
 //! smoltcp's `IpEndpoint` at the socket), because the node keys its per-source limits
 //! and cookies on the source IP address (`overlay::endpoint`). Every check on what
-//! arrives (handshake door, beacon door, inner source of delivered packets) is in the
-//! `overlay` crate, so the host stack in gridctl gets the same.
+//! arrives (handshake door, beacon door, signed route announcements, end-to-end sealing
+//! and the inner source of delivered packets) is in the `overlay` crate, so the host stack
+//! in gridctl gets the same: what this node relays for others it cannot read.
 
 use alloc::string::String;
 use alloc::vec;
@@ -155,6 +156,49 @@ fn ipv6_destination(packet: &[u8]) -> Option<Address> {
 /// The overlay node's counters, refreshed by the overlay task (for diagnostics).
 pub static STATS: spin::Mutex<Option<overlay::node::Stats>> = spin::Mutex::new(None);
 
+/// An overlay node this node routes to, as the shard service's `Peers` lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct RoutedPeer {
+    pub address: [u8; 16],
+    /// Known for direct links (the handshake proved it); `None` for nodes reached
+    /// through another node.
+    pub key: Option<[u8; 32]>,
+    pub direct: bool,
+}
+
+/// Most entries of [`ROUTES`].
+pub const ROUTES_MAX: usize = 256;
+/// How often the overlay task refreshes [`ROUTES`].
+const ROUTES_REFRESH_NS: u64 = 1_000_000_000;
+
+/// The routing table's destinations, refreshed by the overlay task every second: direct
+/// links first (with their keys), then the destinations routed through them, at most
+/// [`ROUTES_MAX`]. Any overlay member with a route is listed (users' agents too: the
+/// node cannot tell them from nodes); a client checks by connecting.
+pub static ROUTES: spin::Mutex<Vec<RoutedPeer>> = spin::Mutex::new(Vec::new());
+
+fn routes_of(node: &Node<SocketAddr>) -> Vec<RoutedPeer> {
+    let router = node.router();
+    let mut out: Vec<RoutedPeer> = Vec::new();
+    for &(neighbour, _) in router.neighbours() {
+        let peer = overlay::node::PeerId(neighbour);
+        if let (Some(address), Some(key)) = (node.peer_address(peer), node.peer_key(peer)) {
+            if node.is_up(peer) && out.len() < ROUTES_MAX {
+                out.push(RoutedPeer { address: address.0, key: Some(key.0), direct: true });
+            }
+        }
+    }
+    for (address, _) in router.routes() {
+        if out.len() >= ROUTES_MAX {
+            break;
+        }
+        if !out.iter().any(|p| p.address == address.0) {
+            out.push(RoutedPeer { address: address.0, key: None, direct: false });
+        }
+    }
+    out
+}
+
 /// Most per-destination sender sockets kept (the least recently used is closed beyond
 /// this). Each holds about 51 KiB of buffers (16 KiB receive, 32 KiB send, packet
 /// metadata), so this bounds them at about 6.5 MiB.
@@ -276,6 +320,7 @@ async fn run(
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
     let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
+    let mut next_routes_ns = 0;
     let mut logged_guard = [0u64; 11];
     let mut discovered = Discovery::new(DiscoveryConfig::default(), now());
     let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
@@ -371,6 +416,10 @@ async fn run(
             }
         }
         *STATS.lock() = Some(stats);
+        if executor::now_ns() >= next_routes_ns {
+            next_routes_ns = executor::now_ns() + ROUTES_REFRESH_NS;
+            *ROUTES.lock() = routes_of(&node);
+        }
         let timer_ns = if discovery.is_some() { next_probe_ns.min(next_beacon_ns) } else { next_probe_ns };
         let timer_ns = timer_ns.min(next_guard_log_ns);
         let next_at = overlay::time::earliest(node.poll_timeout(), discovered.poll_timeout());

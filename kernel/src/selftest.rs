@@ -445,16 +445,16 @@ fn key_hex(key: &[u8; 32]) -> alloc::string::String {
 /// `put` returns (durable), until the store is full; the host pulls the plug meanwhile.
 /// Resumes after the shards an earlier run left.
 fn store_stream(seed: u64) -> Result<(), &'static str> {
-    use crate::storage;
+    use crate::storage::{self, NODE_OWNER};
     const SHARDS_MAX: u64 = 100_000;
     let mut index = 0;
-    while index < SHARDS_MAX && storage::info(blake3::hash(&stream_shard(seed, index)).as_bytes()).is_some() {
+    while index < SHARDS_MAX && storage::info(&NODE_OWNER, blake3::hash(&stream_shard(seed, index)).as_bytes()).is_some() {
         index += 1;
     }
     crate::kprintln!("store stream: seed {seed}, starting at shard {index}");
     while index < SHARDS_MAX {
         let bytes = stream_shard(seed, index);
-        match storage::put(&bytes) {
+        match storage::put(&NODE_OWNER, &bytes) {
             Ok(key) => crate::kprintln!("store acked {index} {}", key_hex(&key)),
             Err(storage::Error::NoSpace) => break,
             Err(e) => {
@@ -470,12 +470,12 @@ fn store_stream(seed: u64) -> Result<(), &'static str> {
 
 /// Checks stream shards `0..=expect` byte for byte, then writes and reads back one more.
 fn store_verify(seed: u64, expect: Option<u64>) -> Result<(), &'static str> {
-    use crate::storage;
+    use crate::storage::{self, NODE_OWNER};
     let expect = expect.ok_or("gridos.store_expect=N is missing")?;
     let started_us = time::since_boot_us();
     for index in 0..=expect {
         let bytes = stream_shard(seed, index);
-        match storage::get(blake3::hash(&bytes).as_bytes()) {
+        match storage::get(&NODE_OWNER, blake3::hash(&bytes).as_bytes()) {
             Ok(got) if got == bytes => {}
             Ok(_) => {
                 crate::kprintln!("store verify: shard {index} is corrupt");
@@ -489,8 +489,8 @@ fn store_verify(seed: u64, expect: Option<u64>) -> Result<(), &'static str> {
     }
     crate::kprintln!("store verify: {} shards intact ({} us)", expect + 1, time::since_boot_us() - started_us);
     let extra = stream_shard(!seed, time::since_boot_ns());
-    let key = storage::put(&extra).map_err(|_| "put after verify failed")?;
-    if storage::get(&key).map_err(|_| "get after verify failed")? != extra {
+    let key = storage::put(&NODE_OWNER, &extra).map_err(|_| "put after verify failed")?;
+    if storage::get(&NODE_OWNER, &key).map_err(|_| "get after verify failed")? != extra {
         return Err("the new shard reads back wrong");
     }
     crate::kprintln!("store verify: new shard {} written and read back", key_hex(&key));
@@ -499,39 +499,40 @@ fn store_verify(seed: u64, expect: Option<u64>) -> Result<(), &'static str> {
 
 /// put/get/list/info/prove/delete on a few shards of odd sizes, over whatever disks mounted.
 fn store_smoke(seed: u64) -> Result<(), &'static str> {
-    use crate::storage;
+    use crate::storage::{self, NODE_OWNER};
     const SIZES: &[usize] = &[1, 511, 512, 4095, 4096, 4097, 100_000, 1 << 20];
     let mut keys = Vec::new();
     for (i, &size) in SIZES.iter().enumerate() {
         let mut bytes = stream_shard(seed ^ 0x5a0c, i as u64 + time::since_boot_ns());
         bytes.resize(size, 0xa5);
-        let key = storage::put(&bytes).map_err(|e| {
+        let key = storage::put(&NODE_OWNER, &bytes).map_err(|e| {
             log::error!("store smoke: put of {size} bytes failed: {e}");
             "put failed"
         })?;
         keys.push((key, bytes));
     }
-    let listed = storage::list();
+    let listed = storage::list(&NODE_OWNER);
     for (i, (key, bytes)) in keys.iter().enumerate() {
-        if storage::get(key).map_err(|_| "get failed")? != *bytes {
+        if storage::get(&NODE_OWNER, key).map_err(|_| "get failed")? != *bytes {
             return Err("a shard reads back wrong");
         }
         if !listed.contains(key) {
             return Err("list misses a shard");
         }
-        let info = storage::info(key).ok_or("info misses a shard")?;
+        let info = storage::info(&NODE_OWNER, key).ok_or("info misses a shard")?;
         if info.len_bytes != bytes.len() as u64 {
             return Err("info has the wrong length");
         }
         let challenge = seed.wrapping_add(i as u64);
-        let proof = storage::prove(key, challenge).map_err(|_| "prove failed")?;
+        let proof = storage::prove(&NODE_OWNER, key, challenge).map_err(|_| "prove failed")?;
         if !shardstore::verify_proof(&info.merkle_root, info.len_bytes, challenge, &proof) {
             return Err("a storage proof does not verify");
         }
     }
+    store_smoke_owners(&keys)?;
     let (gone, _) = &keys[0];
-    storage::delete(gone).map_err(|_| "delete failed")?;
-    if storage::get(gone) != Err(storage::Error::NotFound) {
+    storage::delete(&NODE_OWNER, gone).map_err(|_| "delete failed")?;
+    if storage::get(&NODE_OWNER, gone) != Err(storage::Error::NotFound) {
         return Err("a deleted shard is still there");
     }
     let disks = storage::disks();
@@ -540,6 +541,53 @@ fn store_smoke(seed: u64) -> Result<(), &'static str> {
     }
     let stat = storage::stat();
     crate::kprintln!("store smoke: {} shards ok; {} shards on the serving disks", SIZES.len(), stat.shard_count);
+    Ok(())
+}
+
+/// Owner namespaces: another owner storing the node's bytes gets its own shard (its
+/// usage grows, the node's does not), deleting it leaves the node's copy, and
+/// `list_after` pages through the node's shards in key order.
+fn store_smoke_owners(keys: &[([u8; 32], Vec<u8>)]) -> Result<(), &'static str> {
+    use crate::storage::{self, NODE_OWNER};
+    let stranger = [0x5au8; 32];
+    let (key, bytes) = &keys[1];
+    let node_before = storage::owner_usage(&NODE_OWNER);
+    let stranger_before = storage::owner_usage(&stranger);
+    if storage::get(&stranger, key) != Err(storage::Error::NotFound) {
+        return Err("another owner reads the node's shard");
+    }
+    if storage::put(&stranger, bytes).map_err(|_| "put by another owner failed")? != *key {
+        return Err("put by another owner returned another key");
+    }
+    let stranger_after = storage::owner_usage(&stranger);
+    if stranger_after.shards != stranger_before.shards + 1
+        || stranger_after.bytes != stranger_before.bytes + bytes.len() as u64
+        || storage::owner_usage(&NODE_OWNER) != node_before
+    {
+        return Err("owner usage did not count the other owner's shard apart");
+    }
+    if storage::owner_count() < 2 {
+        return Err("owner count misses an owner");
+    }
+    storage::delete(&stranger, key).map_err(|_| "delete by another owner failed")?;
+    if storage::get(&NODE_OWNER, key).map_err(|_| "the node's copy went with the other owner's")? != *bytes {
+        return Err("the node's copy reads back wrong");
+    }
+    if storage::owner_usage(&stranger) != stranger_before {
+        return Err("owner usage did not drop after the delete");
+    }
+    let mut paged = Vec::new();
+    let mut after: Option<[u8; 32]> = None;
+    for _ in 0..100_000 {
+        let page = storage::list_after(&NODE_OWNER, after.as_ref(), 3);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        paged.extend(page.iter().map(|(key, _)| *key));
+    }
+    if paged != storage::list(&NODE_OWNER) {
+        return Err("list_after pages differ from list");
+    }
+    crate::kprintln!("store smoke: owners ok ({} owners, {} node shards paged 3 at a time)", storage::owner_count(), paged.len());
     Ok(())
 }
 
@@ -603,13 +651,13 @@ fn store_bench() -> Result<(), &'static str> {
     let mut store = ShardStore::format(dev, [0; 32], [0xbe; 16]).map_err(|_| "format failed")?;
     let put_ns = timed(&mut || {
         for (key, bytes) in &shards {
-            store.put(*key, bytes).map_err(|_| "put failed")?;
+            store.put(&shardstore::NODE_OWNER, *key, bytes).map_err(|_| "put failed")?;
         }
         Ok(())
     })?;
     let get_ns = timed(&mut || {
         for (key, bytes) in &shards {
-            if store.get(key).map_err(|_| "get failed")? != *bytes {
+            if store.get(&shardstore::NODE_OWNER, key).map_err(|_| "get failed")? != *bytes {
                 return Err("get returned other bytes");
             }
         }

@@ -28,15 +28,25 @@
 //!   serving from the others (the shards on the failed disk are unavailable).
 //!
 //! # API (for kernel services)
-//! Shards are immutable byte strings named by their blake3 hash ([`Key`]).
-//! - [`put`]`(bytes) -> Result<Key, Error>`: stores the shard on the healthy disk with
-//!   the most free space; durable (flushed) when it returns `Ok`.
-//! - [`get`]`(&key) -> Result<Vec<u8>, Error>`: the bytes, checked against the key.
-//! - [`delete`]`(&key)`, [`list`]`() -> Vec<Key>`, [`stat`]`() -> Stat` (sum over the
-//!   healthy disks), [`info`]`(&key) -> Option<ShardInfo>` (length, Merkle root),
-//!   [`prove`]`(&key, challenge) -> Result<StorageProof, Error>` (check it with
-//!   `shardstore::verify_proof`).
+//! Shards are immutable byte strings named by their blake3 hash ([`Key`]) within an
+//! owner's namespace ([`Owner`]): every call names the owner first, and the same bytes
+//! stored by two owners are two shards. The node's own data (workload files, tables)
+//! is [`NODE_OWNER`]'s; the shard service acts only in its signers' namespaces.
+//! - [`put`]`(owner, bytes) -> Result<Key, Error>`: stores the shard on the healthy
+//!   disk with the most free space; durable (flushed) when it returns `Ok`.
+//! - [`get`]`(owner, &key) -> Result<Vec<u8>, Error>`: the bytes, checked against the key.
+//! - [`delete`]`(owner, &key)`, [`list`]`(owner) -> Vec<Key>`,
+//!   [`list_after`]`(owner, after, max)` (a page of keys with their [`ShardInfo`]),
+//!   [`info`]`(owner, &key) -> Option<ShardInfo>` (length, Merkle root),
+//!   [`prove`]`(owner, &key, challenge) -> Result<StorageProof, Error>` (check it with
+//!   `shardstore::verify_proof`), [`owner_usage`]`(owner) -> OwnerUsage` (shards and
+//!   payload bytes), [`owner_count`]`()`.
+//! - [`stat`]`() -> Stat` (sum over the healthy disks, all owners).
 //! - [`disks`]`() -> Vec<DiskStatus>`: each data disk and what became of it.
+//!
+//! A disk written by an older gridos (shard-store format version 1, before owners)
+//! does not mount (`unsupported shard-store format version 1`) and is refused like a
+//! foreign disk, untouched; `gridos.format=NAME` reformats it (its shards are lost).
 //!
 //! Every call is synchronous (the CPU halts while a request is in flight) and takes
 //! the store's lock, then the disks' lock: never call it while holding `disks`' lock.
@@ -47,7 +57,7 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use blockdev::{check_request, BlockDevice, BlockError, SECTOR_SIZE};
-pub use shardstore::{Error, Key, ShardInfo, Stat, StorageProof};
+pub use shardstore::{Error, Key, Owner, OwnerUsage, ShardInfo, Stat, StorageProof, NODE_OWNER};
 use shardstore::{FormatOptions, MountError, MultiStore, ShardStore};
 
 use crate::arch::x86_64::time;
@@ -200,47 +210,56 @@ fn with_store<R>(f: impl FnOnce(&mut MultiStore<DiskRange>) -> Result<R, Error>)
     result
 }
 
-/// Stores `bytes`; returns its key (blake3) once the shard is durable.
-pub fn put(bytes: &[u8]) -> Result<Key, Error> {
+/// Stores `bytes` as `owner`'s shard; returns its key (blake3) once it is durable.
+pub fn put(owner: &Owner, bytes: &[u8]) -> Result<Key, Error> {
     let key = *blake3::hash(bytes).as_bytes();
-    with_store(|multi| multi.put(key, bytes)).map(|_disk| key)
+    with_store(|multi| multi.put(owner, key, bytes)).map(|_disk| key)
 }
 
-/// The shard's bytes (checked against its key).
-pub fn get(key: &Key) -> Result<Vec<u8>, Error> {
-    with_store(|multi| multi.get(key))
+/// `owner`'s shard's bytes (checked against its key).
+pub fn get(owner: &Owner, key: &Key) -> Result<Vec<u8>, Error> {
+    with_store(|multi| multi.get(owner, key))
 }
 
-/// Removes the shard from every disk holding it; durable when it returns `Ok`.
-pub fn delete(key: &Key) -> Result<(), Error> {
-    with_store(|multi| multi.delete(key))
+/// Removes `owner`'s shard from every disk holding it; durable when it returns `Ok`.
+pub fn delete(owner: &Owner, key: &Key) -> Result<(), Error> {
+    with_store(|multi| multi.delete(owner, key))
 }
 
-/// Keys of all shards on healthy disks, ascending.
-pub fn list() -> Vec<Key> {
-    with_store(|multi| Ok(multi.list())).unwrap_or_default()
+/// Keys of `owner`'s shards on healthy disks, ascending.
+pub fn list(owner: &Owner) -> Vec<Key> {
+    with_store(|multi| Ok(multi.list(owner))).unwrap_or_default()
 }
 
-/// Space and content figures, summed over healthy disks.
+/// Up to `max` of `owner`'s shards with keys above `after` (from the first when
+/// `None`), ascending, with their length and Merkle root: one page of a listing.
+pub fn list_after(owner: &Owner, after: Option<&Key>, max: usize) -> Vec<(Key, ShardInfo)> {
+    with_store(|multi| Ok(multi.list_after(owner, after, max))).unwrap_or_default()
+}
+
+/// Shards and payload bytes `owner` holds on the healthy disks.
+pub fn owner_usage(owner: &Owner) -> OwnerUsage {
+    with_store(|multi| Ok(multi.owner_usage(owner))).unwrap_or_default()
+}
+
+/// Owners holding at least one shard on the healthy disks.
+pub fn owner_count() -> usize {
+    with_store(|multi| Ok(multi.owner_count())).unwrap_or_default()
+}
+
+/// Space and content figures, summed over healthy disks (all owners).
 pub fn stat() -> Stat {
     with_store(|multi| Ok(multi.stat())).unwrap_or_default()
 }
 
-/// Length and Merkle root of a shard, from the first healthy disk that holds it.
-pub fn info(key: &Key) -> Option<ShardInfo> {
-    with_store(|multi| {
-        let failed = multi.failed_disks();
-        Ok((0..multi.disk_count())
-            .filter(|index| !failed.contains(index))
-            .find_map(|index| multi.store(index).and_then(|s| s.info(key))))
-    })
-    .ok()
-    .flatten()
+/// Length and Merkle root of `owner`'s shard, from the first healthy disk that holds it.
+pub fn info(owner: &Owner, key: &Key) -> Option<ShardInfo> {
+    with_store(|multi| Ok(multi.info(owner, key))).ok().flatten()
 }
 
-/// A storage proof over the shard for `challenge`.
-pub fn prove(key: &Key, challenge: u64) -> Result<StorageProof, Error> {
-    with_store(|multi| multi.prove(key, challenge))
+/// A storage proof over `owner`'s shard for `challenge`.
+pub fn prove(owner: &Owner, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+    with_store(|multi| multi.prove(owner, key, challenge))
 }
 
 /// Each data disk and what became of it.
@@ -396,9 +415,14 @@ fn attach(index: usize, range: DiskRange, forced: bool, node_id: [u8; 32]) -> (D
         match blank(index, &mut range) {
             Ok(true) => "blank",
             Ok(false) => {
-                let detail = alloc::format!(
-                    "{error}; the disk holds other data and is not touched; boot with gridos.format={name} to take it over"
-                );
+                let detail = match error {
+                    MountError::UnsupportedVersion(version) if version < shardstore::layout::FORMAT_VERSION => alloc::format!(
+                        "{error}: a store of an older gridos, not touched; boot with gridos.format={name} to reformat it (its shards are lost)"
+                    ),
+                    _ => alloc::format!(
+                        "{error}; the disk holds other data and is not touched; boot with gridos.format={name} to take it over"
+                    ),
+                };
                 return (DiskState::Refused, detail, None);
             }
             Err(e) => return (DiskState::Refused, alloc::format!("cannot read: {e}"), None),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! gridos-qemu run [--nodes N] [--memory MIB] [--cpus N] [--accel tcg|kvm|auto] [--disk IMG]... [--append ARGS]
-//!                [--no-compiler] [--compiler-port PORT]
+//!                [--no-compiler] [--compiler-port PORT] [--port PORT] [--disk-dir DIR] [--disk-mib MIB]
 //! gridos-qemu test NAME          boot with gridos.test=NAME; exit 0 on pass
 //! gridos-qemu bench-boot         boot-to-ready figures (median of several boots)
 //! ```
@@ -11,6 +11,10 @@
 //! (`gridos-compiler`, key cached in target/dev-compiler.key) on 127.0.0.1:7444 and tells
 //! the node to trust its key (`gridos.compilers=`), so `gridctl deploy --compiler ...` gets
 //! native code; without it every workload runs in the node's interpreter.
+//!
+//! `run --nodes N` boots N nodes on one virtual segment with a disk each (kept in
+//! target/gridos-run) and forwards node 0's overlay port to 127.0.0.1:7443; gridctl reaches
+//! the others through node 0 (`gridos_qemu::cluster`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gridos_qemu::cluster::{self, ClusterNet};
 use gridos_qemu::{ensure_qemu, kernel_elf, Accel, Machine, EXIT_FAILURE, EXIT_SUCCESS};
 
 #[derive(Parser)]
@@ -62,7 +67,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         machine: MachineArgs,
-        /// Number of nodes; more than one shares a virtual L2 segment (QEMU socket multicast).
+        /// Number of nodes; more than one shares a virtual L2 segment (QEMU socket multicast),
+        /// node 0 reachable from the host at 127.0.0.1:--port.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
         /// A single node gets a virtio-net NIC on QEMU user networking (DHCP) unless this is set.
@@ -75,6 +81,18 @@ enum Cmd {
         /// Host UDP port of the development compile service (on 127.0.0.1).
         #[arg(long, default_value_t = 7444)]
         compiler_port: u16,
+        /// Host UDP port (on 127.0.0.1) forwarded to the node's overlay port (node 0's
+        /// in a cluster).
+        #[arg(long, default_value_t = OVERLAY_PORT)]
+        port: u16,
+        /// With --nodes: where each node's disk is kept (created sparse when missing, kept
+        /// across runs so identities and shards survive a restart).
+        /// (default: target/gridos-run in the repository)
+        #[arg(long)]
+        disk_dir: Option<PathBuf>,
+        /// With --nodes: size of each new node disk in MiB.
+        #[arg(long, default_value_t = 512)]
+        disk_mib: u64,
     },
     /// Boot with gridos.test=NAME and report pass or fail.
     Test {
@@ -136,7 +154,7 @@ fn machine(args: &MachineArgs) -> Result<Machine, String> {
 
 fn run(command: Cmd) -> Result<ExitCode, String> {
     match command {
-        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port } => {
+        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port, port, disk_dir, disk_mib } => {
             let mut m = machine(&args)?;
             if nodes <= 1 {
                 // Dropped (and stopped) when QEMU ends.
@@ -152,7 +170,7 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
                                 c.key_file.display()
                             );
                             eprintln!(
-                                "gridos-qemu: native code: gridctl deploy --compiler {}@127.0.0.1:{compiler_port} --node KEY@127.0.0.1:{OVERLAY_PORT} FILE.wasm \
+                                "gridos-qemu: native code: gridctl deploy --compiler {}@127.0.0.1:{compiler_port} --node KEY@127.0.0.1:{port} FILE.wasm \
                                  (or export GRIDOS_COMPILER=...); without --compiler the node runs the module in its interpreter",
                                 c.key
                             );
@@ -167,15 +185,16 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
                     // `overlay: key` line).
                     m.extra_args.extend([
                         "-netdev".to_string(),
-                        format!("user,id=n0,hostfwd=udp:127.0.0.1:{OVERLAY_PORT}-:{OVERLAY_PORT}"),
+                        format!("user,id=n0,hostfwd=udp:127.0.0.1:{port}-:{OVERLAY_PORT}"),
                         "-device".to_string(),
                         "virtio-net-pci,netdev=n0".to_string(),
                     ]);
-                    eprintln!("gridos-qemu: the node's overlay port is 127.0.0.1:{OVERLAY_PORT} (gridctl --node KEY@127.0.0.1:{OVERLAY_PORT})");
+                    eprintln!("gridos-qemu: the node's overlay port is 127.0.0.1:{port} (gridctl --node KEY@127.0.0.1:{port})");
                 }
                 run_interactive(&m)
             } else {
-                run_cluster(&m, nodes)
+                let disk_dir = disk_dir.unwrap_or_else(|| gridos_qemu::workspace_root().join("target/gridos-run"));
+                run_cluster(&m, nodes, &disk_dir, disk_mib, port)
             }
         }
         Cmd::Test { name, machine: args } => {
@@ -279,19 +298,21 @@ fn run_interactive(m: &Machine) -> Result<ExitCode, String> {
     }
 }
 
-/// Several nodes on one virtual L2 segment; each line of output is prefixed by its node.
-fn run_cluster(base: &Machine, nodes: u32) -> Result<ExitCode, String> {
-    let port = 20000 + (std::process::id() % 20000);
+/// Several nodes on one virtual L2 segment (see `gridos_qemu::cluster`), each with a disk
+/// kept in `disk_dir` (so identities and shards survive a restart); node 0's overlay port
+/// is forwarded to 127.0.0.1:`host_port`. Each line of output is prefixed by its node.
+fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib: u64, host_port: u16) -> Result<ExitCode, String> {
+    if !base.disks.is_empty() {
+        return Err("--disk is for one node; a cluster keeps one disk per node in --disk-dir".into());
+    }
+    if nodes > 64 {
+        return Err(format!("{nodes} nodes is more than this runner starts (64)"));
+    }
+    let net = ClusterNet::for_this_process(host_port);
     let mut children = Vec::new();
     for i in 0..nodes {
-        let mut m = base.clone();
-        m.cmdline = format!("gridos.node={i} {}", m.cmdline);
-        m.extra_args.extend([
-            "-netdev".into(),
-            format!("socket,id=l2,mcast=230.0.0.1:{port}"),
-            "-device".into(),
-            format!("virtio-net-pci,netdev=l2,mac=52:54:00:00:00:{:02x}", i + 1),
-        ]);
+        let disk = cluster::node_disk(disk_dir, i, disk_mib)?;
+        let m = cluster::node_machine(base, i, &net, &disk);
         let mut child = m
             .command()
             .stdin(Stdio::null())
@@ -301,12 +322,25 @@ fn run_cluster(base: &Machine, nodes: u32) -> Result<ExitCode, String> {
         let stdout = child.stdout.take().ok_or("qemu stdout missing")?;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[node{i}] {}", line.trim_end_matches('\r'));
+                let line = line.trim_end_matches('\r');
+                println!("[node{i}] {line}");
+                if i == 0 {
+                    if let Some(key) = cluster::overlay_key(line) {
+                        eprintln!(
+                            "gridos-qemu: node 0 is {key}@127.0.0.1:{host_port}; gridctl reaches every node through it:\n  \
+                             gridctl store put FILE --nodes {key}@127.0.0.1:{host_port}"
+                        );
+                    }
+                }
             }
         });
         children.push(child);
     }
-    eprintln!("gridos-qemu: {nodes} nodes on L2 segment 230.0.0.1:{port}; Ctrl-C stops them");
+    eprintln!(
+        "gridos-qemu: {nodes} nodes on L2 segment 230.0.0.1:{} (disks in {}); node 0's overlay port is 127.0.0.1:{host_port}; Ctrl-C stops them",
+        net.mcast_port,
+        disk_dir.display()
+    );
     let deadline = Instant::now() + base.timeout;
     while Instant::now() < deadline {
         let mut running = 0;

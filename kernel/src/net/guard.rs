@@ -36,10 +36,16 @@ pub fn tune_listening(socket: &mut tcp::Socket<'_>) {
     socket.set_keep_alive(Some(LISTEN_KEEP_ALIVE));
 }
 
-/// Timeouts of a connection (accepted, or connecting).
+/// Timeouts and congestion control of a connection (accepted, or connecting).
+///
+/// Reno: without congestion control smoltcp sends the peer's whole window at once.
+/// Over the overlay every segment becomes a datagram queued on a sender socket of
+/// 32 KiB (`net::socket::UdpSocket::bind_sender`): a 128 KiB burst lost its tail there,
+/// and a 1 MiB shard read stalled in retransmission back-offs past its deadline.
 pub fn tune_connection(socket: &mut tcp::Socket<'_>) {
     socket.set_timeout(Some(CONNECTION_TIMEOUT));
     socket.set_keep_alive(Some(KEEP_ALIVE));
+    socket.set_congestion_control(tcp::CongestionControl::Reno);
 }
 
 /// A peer's address as the policy's key: IPv6 as is, IPv4 mapped (`::ffff:a.b.c.d`).

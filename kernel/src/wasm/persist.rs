@@ -147,12 +147,12 @@ pub fn wrap(id: u64, kind: ShardKind, bytes: &[u8]) -> Vec<u8> {
 
 /// Stores a workload shard; durable when it returns.
 pub fn put(id: u64, kind: ShardKind, bytes: &[u8]) -> Result<Key, String> {
-    storage::put(&wrap(id, kind, bytes)).map_err(|e| format!("storage: {e:?}"))
+    storage::put(&storage::NODE_OWNER, &wrap(id, kind, bytes)).map_err(|e| format!("storage: {e:?}"))
 }
 
 /// Reads a workload shard back, checking that it belongs to `id` and is a `kind`.
 pub fn get(id: u64, kind: ShardKind, key: &Key) -> Result<Vec<u8>, String> {
-    let mut bytes = storage::get(key).map_err(|e| format!("storage: {e:?}"))?;
+    let mut bytes = storage::get(&storage::NODE_OWNER, key).map_err(|e| format!("storage: {e:?}"))?;
     let header = wrap(id, kind, &[]);
     if bytes.get(..WRAP_HEADER_BYTES) != Some(&header[..]) {
         return Err(format!("shard {} is not workload {id}'s", crate::overlay::hex(&key[..8])));
@@ -165,7 +165,7 @@ pub fn get(id: u64, kind: ShardKind, key: &Key) -> Result<Vec<u8>, String> {
 pub fn delete_unreferenced(keys: impl IntoIterator<Item = Key>) {
     let unreferenced = with_table(|t| t.unreferenced(keys));
     for key in unreferenced {
-        if let Err(e) = storage::delete(&key) {
+        if let Err(e) = storage::delete(&storage::NODE_OWNER, &key) {
             log::warn!("workloads: shard {} left behind: {e:?}", crate::overlay::hex(&key[..8]));
         }
     }

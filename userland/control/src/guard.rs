@@ -30,9 +30,11 @@ use alloc::vec::Vec;
 pub type Peer = [u8; 16];
 
 /// Control connections served at once. Each can buffer [`crate::MAX_FRAME_BYTES`] only
-/// with the kernel's single big-request token, otherwise 1 MiB, plus 256 KiB of socket
+/// with the kernel's single big-request token, otherwise one shard piece's frame (just
+/// over 1 MiB, [`crate::shard::SHARD_PIECE_FRAME_BYTES_MAX`]), plus 256 KiB of socket
 /// buffers: eight cost about 10 MiB at worst, and leave room for honest users while a
-/// few keys misbehave.
+/// few keys misbehave. (Shard uploads and reads buffer more, within the node-wide
+/// budget of [`crate::shard`].)
 pub const CONNECTIONS_MAX_DEFAULT: usize = 8;
 /// Control connections per peer address. `gridctl` opens one per command; two lets a
 /// user run a `logs --follow` next to another command.
@@ -624,6 +626,45 @@ mod test {
         assert_eq!(t.deadline_ms(), 40_000 + 10_000);
         t.on_received(41_000, (4 << 20) + 3, None);
         assert_eq!(t.deadline_ms(), 40_000 + 10_000 + (3 << 20) as u64);
+    }
+
+    /// Streams `pieces` shard-piece frames back to back at `rate` bytes/s, as `gridctl`
+    /// does (each request whole and at once, the next one behind it), in 16 KiB reads,
+    /// with the node taking `serve_ms` to answer each; the first deadline missed, if any.
+    fn stream_pieces(pieces: usize, rate: u64, serve_ms: u64) -> Result<(), Expired> {
+        let frame = (crate::shard::SHARD_PIECE_FRAME_BYTES_MAX + crate::FRAME_HEADER_BYTES) as u64;
+        let read = 16 << 10;
+        let mut t = RequestTimer::new(0, Deadlines::default());
+        let mut now_ms = 200; // the hello's round trip
+        for _ in 0..pieces {
+            let mut got = 0u64;
+            while got < frame {
+                let n = read.min(frame - got);
+                now_ms += n * 1000 / rate;
+                t.check(now_ms)?;
+                got += n;
+                if got < frame {
+                    t.on_received(now_ms, got as usize, Some(frame as usize - crate::FRAME_HEADER_BYTES));
+                }
+            }
+            // Complete: the node answers (storing the last piece takes a while).
+            now_ms += serve_ms;
+            t.on_request_done(now_ms);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_largest_shard_streams_in_pieces_within_the_deadlines() {
+        let pieces = (crate::shard::SHARD_BYTES_MAX / crate::shard::SHARD_PIECE_BYTES as u64) as usize;
+        // At the minimum rate, and well above it, with a slow node.
+        assert_eq!(stream_pieces(pieces, MIN_RATE_BYTES_PER_S_DEFAULT, 5000), Ok(()));
+        assert_eq!(stream_pieces(pieces, 10 << 20, 5000), Ok(()));
+        // A piece frame needs no big-request token: it fits the connection's own buffer.
+        assert!(crate::shard::SHARD_PIECE_FRAME_BYTES_MAX < crate::MAX_FRAME_BYTES / 16);
+        // Below the minimum rate, the first piece already loses the connection.
+        let slow = stream_pieces(pieces, MIN_RATE_BYTES_PER_S_DEFAULT / 4, 0);
+        assert!(matches!(slow, Err(Expired::FirstRequest)), "{slow:?}");
     }
 
     #[test]

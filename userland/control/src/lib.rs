@@ -42,6 +42,12 @@
 //! workload's status and logs, stops it or removes it; `List` returns only the caller's
 //! workloads. `NodeInfo` is open to any signer.
 //!
+//! **Shards** ([`shard`]). The `Shard*` requests act in the signer's namespace of the
+//! node's shard store: another key's shard is `NotFound`. Shards upload in ordered pieces
+//! of at most [`SHARD_PIECE_BYTES`] on one connection and are acknowledged once durable;
+//! `ShardProve` (a Merkle storage proof) and `Peers` (the overlay nodes the node routes
+//! to) are open to any signer. Rules, quotas and bounds in [`shard`].
+//!
 //! # Layers
 //! - [`frame`]: length-prefixed frames and the bounded [`frame::FrameDecoder`];
 //! - [`message`]: the postcard types above;
@@ -49,6 +55,7 @@
 //!   client's [`ClientSession`];
 //! - [`serve`](mod@serve): the [`Backend`] trait the kernel implements, and [`serve()`],
 //!   which applies the authorization rules around it;
+//! - [`shard`]: the shard service's rules and per-connection state ([`Connection`]);
 //! - [`guard`]: the node's limits on connections (per peer and in all), the deadlines of
 //!   a connection and of each request, and which half-open and closing TCP sockets to
 //!   drop (sans-IO; the kernel applies it).
@@ -68,10 +75,16 @@ pub mod guard;
 pub mod message;
 pub mod serve;
 pub mod session;
+pub mod shard;
 
 pub use frame::{FrameDecoder, FrameError};
 pub use message::{
-    ErrorCode, NodeInfo, Payload, Request, Response, ServerHello, SignedRequest, WorkloadState, WorkloadSummary,
+    ErrorCode, NodeInfo, Payload, PeerInfo, Request, Response, ServerHello, ShardMeta, SignedRequest, WorkloadState,
+    WorkloadSummary,
+};
+pub use shard::{
+    BufferBudget, Connection, ShardBackend, ShardProof, StoreRoom, SHARD_BYTES_MAX, SHARD_LIST_MAX, SHARD_OVERHEAD_BYTES,
+    SHARD_PIECE_BYTES,
 };
 pub use serve::{serve, Backend, BackendError, Deployment, LogChunk};
 pub use session::{Authorized, ClientError, ClientSession, Session, SessionError};

@@ -78,6 +78,59 @@ pub enum Request {
     },
     /// The node's identity and resources.
     NodeInfo,
+    /// One piece of a shard upload ([`crate::shard`]): pieces come in order on one
+    /// connection, `offset` 0 first and each following the last; `data` is at most
+    /// [`crate::SHARD_PIECE_BYTES`]. Acts in the signer's namespace.
+    ShardPut {
+        /// blake3 of the whole shard.
+        key: [u8; 32],
+        /// The whole shard's length (at most [`crate::SHARD_BYTES_MAX`]).
+        total_len: u64,
+        /// Where `data` starts in the shard.
+        offset: u64,
+        /// The piece.
+        data: Vec<u8>,
+    },
+    /// Bytes `offset..offset + len` of one of the signer's shards (`len` capped to
+    /// [`crate::SHARD_PIECE_BYTES`] and to the shard's end).
+    ShardGet {
+        /// The shard.
+        key: [u8; 32],
+        /// First byte wanted.
+        offset: u64,
+        /// Bytes wanted.
+        len: u64,
+    },
+    /// Deletes one of the signer's shards.
+    ShardDelete {
+        /// The shard.
+        key: [u8; 32],
+    },
+    /// The signer's shards in key order, after `after` (from the first when `None`), at
+    /// most [`crate::SHARD_LIST_MAX`] per response.
+    ShardList {
+        /// The last key of the previous page.
+        after: Option<[u8; 32]>,
+    },
+    /// Length and Merkle root of one of the signer's shards.
+    ShardStat {
+        /// The shard.
+        key: [u8; 32],
+    },
+    /// A storage proof: the chunk `challenge` picks of `owner`'s shard `key`, with its
+    /// Merkle path (`shardstore::verify_proof` checks it). Open to any signer.
+    ShardProve {
+        /// Whose shard.
+        owner: [u8; 32],
+        /// The shard.
+        key: [u8; 32],
+        /// Picks the chunk (`challenge % chunk_count`).
+        challenge: u64,
+    },
+    /// The signer's store usage and quota, and the node's free room for shards.
+    StoreInfo,
+    /// The overlay nodes this node routes to.
+    Peers,
 }
 
 /// Why a request failed.
@@ -85,7 +138,7 @@ pub enum Request {
 pub enum ErrorCode {
     /// Bad signature, replayed sequence number, or not the workload's owner.
     Unauthorized,
-    /// No such workload.
+    /// No such workload or shard (or not the caller's).
     NotFound,
     /// The request is well-formed but refused (bad manifest, hash mismatch, bad bundle).
     Rejected,
@@ -229,6 +282,89 @@ pub enum Response {
         /// Human-readable detail.
         message: String,
     },
+    /// A shard piece was taken; the upload continues.
+    ShardPartial {
+        /// Bytes of the shard received so far.
+        received: u64,
+    },
+    /// The shard is durable in the store (or the signer held it already).
+    ShardStored {
+        /// Its key (blake3 of its bytes).
+        key: [u8; 32],
+        /// Its length.
+        len: u64,
+        /// Its Merkle root (`shardstore::merkle_root`).
+        merkle_root: [u8; 32],
+    },
+    /// Bytes of a shard.
+    ShardData {
+        /// The whole shard's length.
+        total_len: u64,
+        /// Where `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The shard is gone.
+    ShardDeleted,
+    /// A page of the signer's shards.
+    ShardList {
+        /// In key order.
+        shards: Vec<ShardMeta>,
+        /// More follow: ask again with `after` = the last key.
+        more: bool,
+    },
+    /// One shard.
+    ShardStat(ShardMeta),
+    /// A storage proof (`shardstore::StorageProof` with the shard's length and root).
+    ShardProof {
+        /// The shard's length.
+        len: u64,
+        /// The shard's Merkle root.
+        merkle_root: [u8; 32],
+        /// Index of the chunk proved.
+        chunk_index: u64,
+        /// The chunk's bytes.
+        chunk: Vec<u8>,
+        /// Sibling hashes from the chunk's leaf up to the root.
+        path: Vec<[u8; 32]>,
+    },
+    /// The signer's store usage and room.
+    StoreInfo {
+        /// Bytes the signer's shards take, as the quota counts them (each shard's length
+        /// plus [`crate::SHARD_OVERHEAD_BYTES`]).
+        used_bytes: u64,
+        /// The signer's shards.
+        shards: u64,
+        /// The signer's quota, bytes.
+        quota_bytes: u64,
+        /// Store bytes free for shards (the store's free bytes less the node's reserve).
+        node_free_bytes: u64,
+    },
+    /// The overlay nodes this node routes to.
+    Peers(Vec<PeerInfo>),
+}
+
+/// A shard as the service describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// blake3 of its bytes.
+    pub key: [u8; 32],
+    /// Its length.
+    pub len: u64,
+    /// Its Merkle root.
+    pub merkle_root: [u8; 32],
+}
+
+/// An overlay node the answering node routes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its overlay address.
+    pub address: [u8; 16],
+    /// Its overlay key, when the node knows it (its direct links).
+    pub key: Option<[u8; 32]>,
+    /// A direct link (not through another node).
+    pub direct: bool,
 }
 
 impl Response {

@@ -14,6 +14,7 @@ use workloads::manifest::{Manifest, SignedManifest};
 
 use crate::message::{ErrorCode, NodeInfo, Payload, Request, Response, WorkloadSummary};
 use crate::session::Authorized;
+use crate::shard::{self, Connection, ShardBackend};
 
 /// Most log lines in one `Logs` response.
 pub const LOG_LINES_PER_RESPONSE_MAX: usize = 1000;
@@ -66,7 +67,8 @@ pub struct LogChunk {
 
 /// What the kernel provides. `owner` is always the request's (checked) signer; `serve`
 /// has already applied the authorization rules, so ids passed in belong to `owner`.
-pub trait Backend {
+/// The shard service's part is [`ShardBackend`] (see [`crate::shard`]).
+pub trait Backend: ShardBackend {
     /// Stores and starts a workload; returns its id.
     fn deploy(&mut self, deployment: Deployment) -> Result<u64, BackendError>;
     /// Workloads of `owner` (`serve` filters again, so returning all is safe but wasteful).
@@ -87,10 +89,20 @@ fn refuse(e: BackendError) -> Response {
     Response::Error { code: e.code, message: e.message }
 }
 
-/// Answers one authorized request, applying the authorization rules (see the crate docs).
-pub fn serve(backend: &mut impl Backend, req: Authorized) -> Response {
+/// Answers one authorized request on a connection whose shard state is `conn`, applying
+/// the authorization rules (see the crate docs and [`crate::shard`]). Call
+/// [`Connection::close`] when the connection ends.
+pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized) -> Response {
     let owner = req.owner;
     match req.request {
+        Request::ShardPut { key, total_len, offset, data } => shard::put(backend, conn, owner, key, total_len, offset, data),
+        Request::ShardGet { key, offset, len } => shard::get(backend, conn, owner, key, offset, len),
+        Request::ShardDelete { key } => shard::delete(backend, conn, owner, key),
+        Request::ShardList { after } => shard::list(backend, owner, after),
+        Request::ShardStat { key } => shard::stat(backend, owner, key),
+        Request::ShardProve { owner: of, key, challenge } => shard::prove(backend, of, key, challenge),
+        Request::StoreInfo => shard::store_info(backend, owner),
+        Request::Peers => shard::peers(backend),
         Request::Deploy { signed_manifest, payload, bundle } => {
             match check_deploy(owner, signed_manifest, payload, bundle) {
                 Ok(d) => backend.deploy(d).map_or_else(refuse, |id| Response::Deployed { id }),
@@ -222,6 +234,41 @@ mod test {
         fn node_info(&mut self, _owner: &[u8; 32]) -> NodeInfo {
             NodeInfo { key: [9; 32], address: [0xfd; 16], uptime_ms: 5, workloads: self.workloads.len() as u32, storage_free_bytes: 0 }
         }
+    }
+
+    impl ShardBackend for Mock {
+        fn shard_room(&mut self, _owner: &[u8; 32]) -> shard::StoreRoom {
+            shard::StoreRoom::default()
+        }
+        fn shard_meta(&mut self, _owner: &[u8; 32], _key: &[u8; 32]) -> Option<crate::ShardMeta> {
+            None
+        }
+        fn shard_put(&mut self, _owner: &[u8; 32], _key: &[u8; 32], _bytes: &[u8]) -> Result<crate::ShardMeta, BackendError> {
+            Err(BackendError::new(ErrorCode::Internal, "mock"))
+        }
+        fn shard_get(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
+            Err(shard::not_found(key))
+        }
+        fn shard_delete(&mut self, _owner: &[u8; 32], key: &[u8; 32]) -> Result<(), BackendError> {
+            Err(shard::not_found(key))
+        }
+        fn shard_list(&mut self, _owner: &[u8; 32], _after: Option<&[u8; 32]>, _max: usize) -> Vec<crate::ShardMeta> {
+            Vec::new()
+        }
+        fn shard_prove(&mut self, _owner: &[u8; 32], key: &[u8; 32], _challenge: u64) -> Result<shard::ShardProof, BackendError> {
+            Err(shard::not_found(key))
+        }
+        fn buffer_reserve(&mut self, _bytes: u64) -> bool {
+            false
+        }
+        fn buffer_release(&mut self, _bytes: u64) {}
+        fn peers(&mut self) -> Vec<crate::PeerInfo> {
+            Vec::new()
+        }
+    }
+
+    fn serve(b: &mut Mock, req: Authorized) -> Response {
+        super::serve(b, &mut Connection::new(), req)
     }
 
     const MODULE: &[u8] = b"\0asm\x01\0\0\0";

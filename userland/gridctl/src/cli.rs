@@ -13,7 +13,7 @@ use crate::key::{key_path, UserKey};
 use crate::target::Target;
 use crate::{address_string, hex, Context, Error, Result};
 
-/// gridctl: keys and workloads on gridos nodes, over the encrypted overlay.
+/// gridctl: keys, workloads and files on gridos nodes, over the encrypted overlay.
 #[derive(Parser, Debug)]
 #[command(name = "gridctl", version)]
 pub struct Cli {
@@ -83,6 +83,9 @@ pub enum Command {
     },
     /// The node's key, address and resources.
     Info(NodeArg),
+    /// Files over many nodes: put, get, verify, repair, ls, rm.
+    #[command(subcommand)]
+    Store(crate::store::StoreCommand),
 }
 
 /// `gridctl key ...`
@@ -198,6 +201,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             Response::Removed => w(writeln!(out, "removed {id}")),
             other => Err(unexpected(other)),
         },
+        Command::Store(command) => crate::store::run(command, &path, &crate::store::network(options), out),
         Command::Info(node) => match call(&node, &path, options, &Request::NodeInfo)? {
             Response::NodeInfo { key, address, uptime_ms, workloads, storage_free_bytes } => w((|| {
                 writeln!(out, "key              {}", hex(&key))?;

@@ -4,11 +4,15 @@
 //! Every wait is bounded: the link must come up, the connection open and the hello arrive
 //! within the timeout, and a request fails when neither a byte is acknowledged nor a byte
 //! received for that long (so a slow but moving upload of a big deploy does not time out).
+//!
+//! The shard helpers ([`Client::put_shard`], [`Client::get_shard`], ...) speak the shard
+//! service (`control::shard`): uploads stream in pipelined pieces, reads come in pieces,
+//! and a refusal is a typed [`ShardError`] (`NotFound`, `NoSpace`, ...).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use control::{ClientSession, Request, Response};
+use control::{ClientSession, ErrorCode, PeerInfo, Request, Response, ShardMeta};
 use ed25519_compact::KeyPair;
 use overlay::node::Config;
 use smoltcp::iface::SocketHandle;
@@ -65,6 +69,15 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 impl Client {
     /// Joins the overlay as the user's key, links to the node and opens the control port.
     pub fn connect(target: &Target, user: &UserKey, options: Options) -> Result<Client> {
+        Client::connect_via(target, target.key, user, options)
+    }
+
+    /// Links to `gateway` only and opens the control port of the node whose overlay key is
+    /// `node_key`, which the overlay routes to through the gateway (the node itself when
+    /// `node_key == gateway.key`). This is how `gridctl store` reaches every node of
+    /// `./gridos run --nodes N` through the first node's forwarded port.
+    pub fn connect_via(gateway: &Target, node_key: [u8; 32], user: &UserKey, options: Options) -> Result<Client> {
+        let target = &Target { key: node_key, endpoint: gateway.endpoint };
         let bind: SocketAddr = if target.endpoint.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|_| Error("bad bind address".into()))?;
@@ -78,7 +91,7 @@ impl Client {
             seed
         };
         let mut stack = Stack::new(seed, socket, config).map_err(|e| io_error("cannot start the overlay", e))?;
-        match stack.add_peer(target.endpoint, target.key) {
+        match stack.add_peer(gateway.endpoint, gateway.key) {
             Ok(()) => {}
             Err(overlay::NodeError::OwnKey) => bail!("the node key is your own key"),
             Err(e) => bail!("cannot add the node as an overlay peer: {e:?}"),
@@ -92,13 +105,21 @@ impl Client {
                 } else {
                     "unknown overlay keys (gridos.overlay.accept_any=1; or use --user-overlay-key)".to_string()
                 };
+                if !stack.has_route(&overlay::Address(gateway.overlay_address())) || node_key == gateway.key {
+                    bail!(
+                        "no overlay link to node {}.. at {} within {} s: is the node up, is UDP port {} reachable, \
+                         and does the node accept {accepts}?",
+                        hex(&gateway.key[..8]),
+                        gateway.endpoint,
+                        options.timeout.as_secs(),
+                        gateway.endpoint.port(),
+                    );
+                }
                 bail!(
-                    "no overlay link to node {}.. at {} within {} s: is the node up, is UDP port {} reachable, \
-                     and does the node accept {accepts}?",
-                    hex(&target.key[..8]),
-                    target.endpoint,
+                    "node {}.. linked, but it has no overlay route to node {}.. within {} s (is that node up?)",
+                    hex(&gateway.key[..8]),
+                    hex(&node_key[..8]),
                     options.timeout.as_secs(),
-                    target.endpoint.port(),
                 );
             }
             stack.poll(POLL_SLICE).map_err(|e| io_error("overlay socket", e))?;
@@ -127,6 +148,11 @@ impl Client {
         let local_port = 49152 + u16::from_le_bytes(port_bytes) % 16384;
         let socket = self.stack.sockets.get_mut::<tcp::Socket>(self.tcp);
         socket.set_nagle_enabled(false);
+        // Without congestion control smoltcp sends the peer's whole window at once; over
+        // the overlay (one UDP datagram per segment) a burst of a few hundred datagrams
+        // overflows the receiver's queues, and the losses stall a large upload in
+        // retransmission back-offs.
+        socket.set_congestion_control(tcp::CongestionControl::Reno);
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(self.options.timeout.as_secs().max(1))));
         socket
             .connect(self.stack.iface.context(), remote, local_port)
@@ -172,6 +198,13 @@ impl Client {
     /// The node this client talks to.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Changes the bound on each wait from now on (a connection opened with a short
+    /// timeout to probe a node keeps working with the usual one).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.options.timeout = timeout;
+        self.stack.sockets.get_mut::<tcp::Socket>(self.tcp).set_timeout(Some(smoltcp::time::Duration::from_secs(timeout.as_secs().max(1))));
     }
 
     /// Sends `request` signed with the user's key and waits for its response.
@@ -262,6 +295,296 @@ impl Drop for Client {
         if !self.closed {
             self.stack.sockets.get_mut::<tcp::Socket>(self.tcp).abort();
             let _ = self.stack.poll(Duration::ZERO);
+        }
+    }
+}
+
+/// A shard request that failed: the node's refusal, or the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardError {
+    /// The node answered with an error.
+    Node {
+        /// Its code: `NotFound` (not the caller's, or absent), `NoSpace` (owner quota or
+        /// node reserve), `Busy`, `Rejected` (hash mismatch), `BadRequest`.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The node answered something other than what the request calls for.
+    Unexpected(String),
+    /// The connection failed (it is unusable afterwards).
+    Connection(Error),
+}
+
+impl ShardError {
+    /// The node's error code, if the node refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ShardError::Node { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The node said the shard is not there (for this key).
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(ErrorCode::NotFound)
+    }
+}
+
+impl std::fmt::Display for ShardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardError::Node { code, message } => write!(f, "{code}: {message}"),
+            ShardError::Unexpected(what) => write!(f, "unexpected answer from the node: {what}"),
+            ShardError::Connection(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ShardError {}
+
+impl From<ShardError> for Error {
+    fn from(e: ShardError) -> Error {
+        Error(e.to_string())
+    }
+}
+
+impl From<Error> for ShardError {
+    fn from(e: Error) -> ShardError {
+        ShardError::Connection(e)
+    }
+}
+
+/// Result of the shard helpers.
+pub type ShardResult<T> = std::result::Result<T, ShardError>;
+
+/// A storage proof as a node answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardProofReply {
+    /// The shard's length and Merkle root *as the node claims them*.
+    pub len: u64,
+    /// See `len`.
+    pub merkle_root: [u8; 32],
+    /// The chunk and its path.
+    pub proof: shardstore::StorageProof,
+}
+
+impl ShardProofReply {
+    /// Checks the proof for `challenge` against the length and root the verifier trusts
+    /// (from its manifest, not from the node).
+    pub fn verify(&self, merkle_root: &[u8; 32], len: u64, challenge: u64) -> bool {
+        shardstore::verify_proof(merkle_root, len, challenge, &self.proof)
+    }
+}
+
+/// The caller's usage of a node's shard store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// Bytes the caller's shards count against the quota.
+    pub used_bytes: u64,
+    /// The caller's shards.
+    pub shards: u64,
+    /// The caller's quota.
+    pub quota_bytes: u64,
+    /// Bytes the node still has for shards (its reserve set aside).
+    pub node_free_bytes: u64,
+}
+
+/// Pieces of a shard upload in flight at once: enough to keep the link busy while the
+/// node takes a piece, few enough that a refusal at the first piece wastes little.
+pub const PUT_WINDOW_PIECES: usize = 4;
+/// Pages of `list_shards` followed at most (a million shards).
+const LIST_PAGES_MAX: usize = 1024;
+
+fn node_error(response: Response) -> ShardError {
+    match response {
+        Response::Error { code, message } => ShardError::Node { code, message },
+        other => ShardError::Unexpected(format!("{other:?}").chars().take(200).collect()),
+    }
+}
+
+impl Client {
+    fn shard_call(&mut self, request: &Request) -> ShardResult<Response> {
+        self.call(request).map_err(ShardError::Connection)
+    }
+
+    /// Uploads `bytes` as one of the user's shards (key: its blake3) and returns it once
+    /// the node has it durably.
+    pub fn put_shard(&mut self, bytes: &[u8]) -> ShardResult<ShardMeta> {
+        self.put_shard_with(bytes, &mut |_, _| {})
+    }
+
+    /// As [`Client::put_shard`], with `progress(acknowledged_bytes, total_bytes)`.
+    ///
+    /// Pieces of [`control::SHARD_PIECE_BYTES`] go out pipelined, at most
+    /// [`PUT_WINDOW_PIECES`] unanswered. On a refusal (or a `ShardStored` before the last
+    /// piece: the node held the shard already) no further piece is sent, and the answers
+    /// to the pieces in flight are read before returning, so the connection stays usable.
+    pub fn put_shard_with(&mut self, bytes: &[u8], progress: &mut dyn FnMut(u64, u64)) -> ShardResult<ShardMeta> {
+        let total_len = bytes.len() as u64;
+        if total_len > control::SHARD_BYTES_MAX {
+            return Err(ShardError::Node {
+                code: ErrorCode::BadRequest,
+                message: format!("a shard of {total_len} bytes exceeds the {}-byte maximum", control::SHARD_BYTES_MAX),
+            });
+        }
+        let key = *blake3::hash(bytes).as_bytes();
+        let pieces = bytes.len().div_ceil(control::SHARD_PIECE_BYTES).max(1);
+        let mut framed = 0usize; // pieces signed and (being) sent
+        let mut answered = 0usize;
+        let mut sending: Option<(Vec<u8>, usize)> = None;
+        let mut outcome: Option<ShardResult<ShardMeta>> = None;
+        let mut last_progress = Instant::now();
+        loop {
+            let received = self.poll_once()?;
+            while let Some(response) = self.session.poll_response() {
+                answered += 1;
+                match response {
+                    Response::ShardPartial { received } => progress(received.min(total_len), total_len),
+                    Response::ShardStored { key: k, len, merkle_root } if k == key && len == total_len => {
+                        progress(total_len, total_len);
+                        outcome.get_or_insert(Ok(ShardMeta { key, len, merkle_root }));
+                    }
+                    other => {
+                        outcome.get_or_insert(Err(node_error(other)));
+                    }
+                }
+            }
+            if sending.is_none() && answered == framed && (outcome.is_some() || framed == pieces) {
+                return outcome.unwrap_or_else(|| Err(ShardError::Unexpected("no answer to the last piece".into())));
+            }
+            if sending.is_none() && outcome.is_none() && framed < pieces && framed - answered < PUT_WINDOW_PIECES {
+                let start = framed * control::SHARD_PIECE_BYTES;
+                let end = (start + control::SHARD_PIECE_BYTES).min(bytes.len());
+                let request = Request::ShardPut { key, total_len, offset: start as u64, data: bytes[start..end].to_vec() };
+                let frame = self
+                    .session
+                    .request_frame(&request)
+                    .map_err(|e| Error(format!("cannot send a shard piece: {e}")))?;
+                framed += 1;
+                sending = Some((frame, 0));
+            }
+            let socket = self.stack.sockets.get_mut::<tcp::Socket>(self.tcp);
+            let mut wrote = 0;
+            if let Some((frame, written)) = sending.as_mut() {
+                if socket.can_send() {
+                    wrote = socket.send_slice(&frame[*written..]).unwrap_or(0);
+                    *written += wrote;
+                }
+                if *written == frame.len() {
+                    sending = None;
+                }
+            }
+            if !socket.may_recv() && !socket.can_recv() {
+                return Err(Error("the node closed the control connection during a shard upload".into()).into());
+            }
+            if !socket.is_open() {
+                return Err(Error("the control connection to the node was lost".into()).into());
+            }
+            if received > 0 || wrote > 0 {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= self.options.timeout {
+                return Err(Error(format!("no progress with the node for {} s", self.options.timeout.as_secs())).into());
+            }
+        }
+    }
+
+    /// The user's shard `key`, whole (`range: None`) or bytes `range` of it, read in
+    /// pieces of [`control::SHARD_PIECE_BYTES`]. The bytes are checked against `key`
+    /// when the whole shard was asked for.
+    pub fn get_shard(&mut self, key: &[u8; 32], range: Option<std::ops::Range<u64>>) -> ShardResult<Vec<u8>> {
+        let (mut at, mut end) = range.clone().map_or((0, u64::MAX), |r| (r.start, r.end));
+        let mut out = Vec::new();
+        loop {
+            let want = end.saturating_sub(at).min(control::SHARD_PIECE_BYTES as u64);
+            let response = self.shard_call(&Request::ShardGet { key: *key, offset: at, len: want })?;
+            let Response::ShardData { total_len, offset, data } = response else { return Err(node_error(response)) };
+            if offset != at || data.len() as u64 > want || total_len > control::SHARD_BYTES_MAX {
+                return Err(ShardError::Unexpected(format!("{} bytes at {offset} for a read at {at}", data.len())));
+            }
+            end = end.min(total_len);
+            if out.is_empty() {
+                out.reserve(end.saturating_sub(at) as usize);
+            }
+            out.extend_from_slice(&data);
+            at += data.len() as u64;
+            if at >= end {
+                break;
+            }
+            if data.is_empty() {
+                return Err(ShardError::Unexpected(format!("no bytes at {at} of a {total_len}-byte shard")));
+            }
+        }
+        if range.is_none() && blake3::hash(&out).as_bytes() != key {
+            return Err(ShardError::Unexpected("the shard's bytes do not hash to its key".into()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the user's shard `key`.
+    pub fn delete_shard(&mut self, key: &[u8; 32]) -> ShardResult<()> {
+        match self.shard_call(&Request::ShardDelete { key: *key })? {
+            Response::ShardDeleted => Ok(()),
+            other => Err(node_error(other)),
+        }
+    }
+
+    /// All of the user's shards on the node, in key order (following the pages).
+    pub fn list_shards(&mut self) -> ShardResult<Vec<ShardMeta>> {
+        let mut all: Vec<ShardMeta> = Vec::new();
+        for _ in 0..LIST_PAGES_MAX {
+            let after = all.last().map(|s| s.key);
+            match self.shard_call(&Request::ShardList { after })? {
+                Response::ShardList { shards, more } => {
+                    if shards.iter().any(|s| after.is_some_and(|a| s.key <= a)) {
+                        return Err(ShardError::Unexpected("a list page out of order".into()));
+                    }
+                    let empty = shards.is_empty();
+                    all.extend(shards);
+                    if !more || empty {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(node_error(other)),
+            }
+        }
+        Err(ShardError::Unexpected(format!("more than {LIST_PAGES_MAX} pages of shards")))
+    }
+
+    /// Length and Merkle root of the user's shard `key`.
+    pub fn stat_shard(&mut self, key: &[u8; 32]) -> ShardResult<ShardMeta> {
+        match self.shard_call(&Request::ShardStat { key: *key })? {
+            Response::ShardStat(meta) if meta.key == *key => Ok(meta),
+            other => Err(node_error(other)),
+        }
+    }
+
+    /// A storage proof of `owner`'s shard `key` for `challenge` (check it with
+    /// [`ShardProofReply::verify`] against the root and length you trust).
+    pub fn prove_shard(&mut self, owner: &[u8; 32], key: &[u8; 32], challenge: u64) -> ShardResult<ShardProofReply> {
+        match self.shard_call(&Request::ShardProve { owner: *owner, key: *key, challenge })? {
+            Response::ShardProof { len, merkle_root, chunk_index, chunk, path } => {
+                Ok(ShardProofReply { len, merkle_root, proof: shardstore::StorageProof { chunk_index, chunk, path } })
+            }
+            other => Err(node_error(other)),
+        }
+    }
+
+    /// The user's usage and quota on the node, and its free room for shards.
+    pub fn store_info(&mut self) -> ShardResult<StoreInfo> {
+        match self.shard_call(&Request::StoreInfo)? {
+            Response::StoreInfo { used_bytes, shards, quota_bytes, node_free_bytes } => {
+                Ok(StoreInfo { used_bytes, shards, quota_bytes, node_free_bytes })
+            }
+            other => Err(node_error(other)),
+        }
+    }
+
+    /// The overlay nodes the node routes to.
+    pub fn peers(&mut self) -> ShardResult<Vec<PeerInfo>> {
+        match self.shard_call(&Request::Peers)? {
+            Response::Peers(peers) => Ok(peers),
+            other => Err(node_error(other)),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`deploy`]: building and signing a deployment;
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
+//! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
+//!   on distinct nodes, verified by storage proofs, repaired);
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -21,6 +23,7 @@ pub mod compiler;
 pub mod deploy;
 pub mod key;
 pub mod stack;
+pub mod store;
 pub mod target;
 
 /// A failure, worded for the user.

@@ -35,6 +35,12 @@ const QUEUE_PACKETS_MAX: usize = 1024;
 const DATAGRAM_BYTES_MAX: usize = 2048;
 /// Datagrams read per poll at most, so a flood cannot starve the rest of the loop.
 const DATAGRAMS_PER_POLL_MAX: usize = 512;
+/// Receive buffer asked of the UDP socket. The node sends a TCP window (its 128 KiB send
+/// buffer: about a hundred overlay datagrams) at once; Linux's default buffer (208 KiB
+/// of kernel accounting, about 90 such datagrams) drops the tail of every burst while a
+/// debug build decrypts, and each loss stalls a download in retransmission back-off.
+/// The system caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// Now, as the overlay sees it: Unix microseconds.
 pub fn wall_clock() -> Instant {
@@ -127,6 +133,8 @@ fn random_seed() -> io::Result<[u8; 32]> {
 impl Stack {
     /// A stack with the overlay identity `identity_seed` on `socket` (bound already).
     pub fn new(identity_seed: [u8; 32], socket: UdpSocket, config: Config) -> io::Result<Stack> {
+        // Best effort: a smaller buffer only makes large transfers slower.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, UDP_RECEIVE_BUFFER_BYTES);
         let now = wall_clock();
         let node = Node::new(identity_seed, random_seed()?, config, now);
         let mut device = QueueDevice::default();

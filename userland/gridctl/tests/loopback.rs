@@ -1,7 +1,8 @@
 //! End to end in one process: a "node" thread runs a second overlay node on a loopback UDP
 //! socket with a smoltcp TCP listener on the control port, `control::Session` and a mock
 //! `control::Backend`; gridctl's library connects through the overlay, deploys, lists,
-//! reads logs, stops and removes, and a second key is refused.
+//! reads logs, stops and removes, and a second key is refused; and the shard helpers put,
+//! get, list, prove and delete shards against an in-memory shard store.
 //!
 //! The server loop is also a sketch of what the kernel does with the `control` crate.
 
@@ -12,7 +13,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Parser;
-use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Request, Response, Session, WorkloadState, WorkloadSummary};
+use std::collections::BTreeMap;
+
+use control::shard::{not_found, ShardBackend, ShardProof, StoreRoom};
+use control::{
+    Backend, BackendError, BufferBudget, Deployment, ErrorCode, LogChunk, NodeInfo, PeerInfo, Request, Response, Session, ShardMeta,
+    WorkloadState, WorkloadSummary,
+};
 use gridctl::cli::{self, Cli};
 use gridctl::client::{Client, Options};
 use gridctl::key::UserKey;
@@ -25,9 +32,93 @@ const NODE_SEED: [u8; 32] = [0x4e; 32];
 /// Connections the mock node serves at once.
 const CONNECTIONS_MAX: usize = 4;
 
-#[derive(Default)]
 struct MockBackend {
     workloads: Vec<(WorkloadSummary, Vec<String>)>,
+    shards: BTreeMap<([u8; 32], [u8; 32]), Vec<u8>>,
+    budget: BufferBudget,
+}
+
+impl Default for MockBackend {
+    fn default() -> Self {
+        MockBackend { workloads: Vec::new(), shards: BTreeMap::new(), budget: BufferBudget::new(control::shard::BUFFER_BYTES_MAX_DEFAULT) }
+    }
+}
+
+/// The mock node's quota per owner.
+const QUOTA_BYTES: u64 = 8 << 20;
+
+fn meta(key: &[u8; 32], bytes: &[u8]) -> ShardMeta {
+    ShardMeta { key: *key, len: bytes.len() as u64, merkle_root: shardstore::merkle_root(bytes) }
+}
+
+/// A Merkle proof as `shardstore`'s module docs describe it (its builder is internal).
+fn build_proof(shard: &[u8], challenge: u64) -> (u64, Vec<u8>, Vec<[u8; 32]>) {
+    let size = shardstore::CHUNK_SIZE_BYTES;
+    let chunks: Vec<&[u8]> = if shard.is_empty() { vec![&[][..]] } else { shard.chunks(size).collect() };
+    let index = challenge % chunks.len() as u64;
+    let hash = |prefix: u8, parts: &[&[u8]]| {
+        let mut h = blake3::Hasher::new();
+        h.update(&[prefix]);
+        parts.iter().for_each(|p| {
+            h.update(p);
+        });
+        *h.finalize().as_bytes()
+    };
+    let mut level: Vec<[u8; 32]> = chunks.iter().map(|c| hash(0, &[c])).collect();
+    let (mut at, mut path) = (index as usize, Vec::new());
+    while level.len() > 1 {
+        let sibling = at ^ 1;
+        if sibling < level.len() {
+            path.push(level[sibling]);
+        }
+        level = level.chunks(2).map(|p| if p.len() == 2 { hash(1, &[&p[0], &p[1]]) } else { p[0] }).collect();
+        at /= 2;
+    }
+    (index, chunks[index as usize].to_vec(), path)
+}
+
+impl ShardBackend for MockBackend {
+    fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
+        let mine: Vec<&Vec<u8>> = self.shards.iter().filter(|((o, _), _)| o == owner).map(|(_, v)| v).collect();
+        StoreRoom {
+            bytes: mine.iter().map(|v| v.len() as u64).sum(),
+            shards: mine.len() as u64,
+            quota_bytes: QUOTA_BYTES,
+            free_bytes: 1 << 30,
+            reserve_bytes: 64 << 20,
+        }
+    }
+    fn shard_meta(&mut self, owner: &[u8; 32], key: &[u8; 32]) -> Option<ShardMeta> {
+        self.shards.get(&(*owner, *key)).map(|v| meta(key, v))
+    }
+    fn shard_put(&mut self, owner: &[u8; 32], key: &[u8; 32], bytes: &[u8]) -> Result<ShardMeta, BackendError> {
+        self.shards.insert((*owner, *key), bytes.to_vec());
+        Ok(meta(key, bytes))
+    }
+    fn shard_get(&mut self, owner: &[u8; 32], key: &[u8; 32]) -> Result<Vec<u8>, BackendError> {
+        self.shards.get(&(*owner, *key)).cloned().ok_or_else(|| not_found(key))
+    }
+    fn shard_delete(&mut self, owner: &[u8; 32], key: &[u8; 32]) -> Result<(), BackendError> {
+        self.shards.remove(&(*owner, *key)).map(|_| ()).ok_or_else(|| not_found(key))
+    }
+    fn shard_list(&mut self, owner: &[u8; 32], after: Option<&[u8; 32]>, max: usize) -> Vec<ShardMeta> {
+        let mine = self.shards.iter().filter(|((o, k), _)| o == owner && after.is_none_or(|a| k > a));
+        mine.take(max).map(|((_, k), v)| meta(k, v)).collect()
+    }
+    fn shard_prove(&mut self, owner: &[u8; 32], key: &[u8; 32], challenge: u64) -> Result<ShardProof, BackendError> {
+        let v = self.shards.get(&(*owner, *key)).ok_or_else(|| not_found(key))?;
+        let (chunk_index, chunk, path) = build_proof(v, challenge);
+        Ok(ShardProof { meta: meta(key, v), chunk_index, chunk, path })
+    }
+    fn buffer_reserve(&mut self, bytes: u64) -> bool {
+        self.budget.reserve(bytes)
+    }
+    fn buffer_release(&mut self, bytes: u64) {
+        self.budget.release(bytes)
+    }
+    fn peers(&mut self) -> Vec<PeerInfo> {
+        vec![PeerInfo { address: [0xfd; 16], key: Some([7; 32]), direct: true }]
+    }
 }
 
 impl Backend for MockBackend {
@@ -81,6 +172,7 @@ impl Backend for MockBackend {
 struct Conn {
     handle: SocketHandle,
     session: Option<Session>,
+    shard: control::Connection,
     out: Vec<u8>,
 }
 
@@ -98,6 +190,7 @@ fn serve_conn(stack: &mut Stack, conn: &mut Conn, backend: &mut MockBackend, nod
     let s = stack.sockets.get_mut::<tcp::Socket>(conn.handle);
     if s.state() == tcp::State::Closed {
         conn.session = None;
+        conn.shard.close(backend);
         conn.out.clear();
         s.listen(control::PORT).expect("listen");
         return;
@@ -119,7 +212,7 @@ fn serve_conn(stack: &mut Stack, conn: &mut Conn, backend: &mut MockBackend, nod
             match session.push(&buf[..n]) {
                 Ok(requests) => {
                     for r in requests {
-                        let response = control::serve(backend, r);
+                        let response = control::serve(backend, &mut conn.shard, r);
                         conn.out.extend(session.response_frame(&response));
                     }
                 }
@@ -165,7 +258,7 @@ fn start_node() -> Node {
         let node_key = stack.node().public_key().0;
         let mut backend = MockBackend::default();
         let mut conns: Vec<Conn> =
-            (0..CONNECTIONS_MAX).map(|_| Conn { handle: new_socket(&mut stack), session: None, out: Vec::new() }).collect();
+            (0..CONNECTIONS_MAX).map(|_| Conn { handle: new_socket(&mut stack), session: None, shard: control::Connection::new(), out: Vec::new() }).collect();
         while !stop2.load(Ordering::Relaxed) {
             stack.poll(Duration::from_millis(10)).unwrap();
             for c in &mut conns {
@@ -298,4 +391,87 @@ fn unreachable_node_and_bad_input_are_clear_errors() {
     let e = gridctl(&key, &["deploy", "--node", &node, not_a_program.to_str().unwrap()]).unwrap_err();
     assert!(e.contains("not a wasm module"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shards_put_get_list_prove_delete_over_the_overlay() {
+    let node = start_node();
+    let user = UserKey::from_seed([0x31; 32]).unwrap();
+    let mut client = Client::connect(&node.target, &user, Options::default()).unwrap();
+    // 3.5 MiB: four pieces, pipelined.
+    let bytes: Vec<u8> = (0..(7 << 19)).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut seen = Vec::new();
+    let stored = client.put_shard_with(&bytes, &mut |done, total| seen.push((done, total))).unwrap();
+    assert_eq!(stored.key, *blake3::hash(&bytes).as_bytes());
+    assert_eq!((stored.len, stored.merkle_root), (bytes.len() as u64, shardstore::merkle_root(&bytes)));
+    assert_eq!(seen.last(), Some(&(bytes.len() as u64, bytes.len() as u64)));
+    assert_eq!(client.get_shard(&stored.key, None).unwrap(), bytes);
+    assert_eq!(client.get_shard(&stored.key, Some(1_000_000..2_100_000)).unwrap(), bytes[1_000_000..2_100_000]);
+    assert_eq!(client.stat_shard(&stored.key).unwrap(), stored);
+    assert_eq!(client.list_shards().unwrap(), vec![stored]);
+    let proof = client.prove_shard(&user.public_key(), &stored.key, 12345).unwrap();
+    assert!(proof.verify(&stored.merkle_root, stored.len, 12345));
+    assert!(!proof.verify(&stored.merkle_root, stored.len, 12346) || shardstore::chunk_count(stored.len) == 1);
+    // Putting it again is acknowledged at once, and the connection stays in step.
+    assert_eq!(client.put_shard(&bytes).unwrap(), stored);
+    let info = client.store_info().unwrap();
+    assert_eq!((info.shards, info.quota_bytes), (1, QUOTA_BYTES));
+    // Over the quota: refused at the first piece; the connection still works afterwards.
+    let big = vec![5u8; 6 << 20];
+    let e = client.put_shard(&big).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSpace), "{e}");
+    assert!(e.to_string().contains("owner quota"), "{e}");
+    assert_eq!(client.stat_shard(&stored.key).unwrap(), stored);
+    assert_eq!(client.peers().unwrap().len(), 1);
+
+    // A stranger: not found, cannot delete, lists nothing; may ask for a proof.
+    let stranger = UserKey::from_seed([0x32; 32]).unwrap();
+    let mut other = Client::connect(&node.target, &stranger, Options::default()).unwrap();
+    assert!(other.get_shard(&stored.key, None).unwrap_err().is_not_found());
+    assert!(other.stat_shard(&stored.key).unwrap_err().is_not_found());
+    assert!(other.delete_shard(&stored.key).unwrap_err().is_not_found());
+    assert!(other.list_shards().unwrap().is_empty());
+    assert!(other.prove_shard(&user.public_key(), &stored.key, 1).unwrap().verify(&stored.merkle_root, stored.len, 1));
+    other.close();
+
+    client.delete_shard(&stored.key).unwrap();
+    assert!(client.get_shard(&stored.key, None).unwrap_err().is_not_found());
+    assert!(client.list_shards().unwrap().is_empty());
+    client.close();
+}
+
+/// `gridctl store` over the real shard-service protocol against the loopback node: with
+/// one node the defaults shrink to K=1 M=1 and say so; put, get, verify, ls and rm; the
+/// node's one peer is no node of ours (a probe that gives up).
+#[test]
+fn store_put_get_verify_rm_over_the_overlay() {
+    let node = start_node();
+    let dir = temp_dir("store");
+    let key = dir.join("key");
+    gridctl(&key, &["key", "new"]).unwrap();
+    let file = dir.join("f.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let n = node_arg(&node.target);
+    let out = gridctl(&key, &["store", "put", file.to_str().unwrap(), "--segment-kib", "128", "--nodes", &n, "--json"]).unwrap();
+    let put: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((put["data_shards"].as_u64(), put["parity_shards"].as_u64(), put["segments"].as_u64()), (Some(1), Some(1), Some(3)), "{put}");
+    assert!(put["notes"].to_string().contains("only 1 node"), "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+    let copy = dir.join("copy.bin");
+    let got = gridctl(&key, &["store", "get", &id, "-o", copy.to_str().unwrap(), "--nodes", &n]).unwrap();
+    assert!(got.contains("wrote"), "{got}");
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    let verify = gridctl(&key, &["store", "verify", &id, "--nodes", &n]).unwrap();
+    assert!(verify.contains("6 shards: 6 ok, 0 missing, 0 corrupt"), "{verify}");
+    assert!(gridctl(&key, &["store", "ls"]).unwrap().contains(&id));
+    let stranger = dir.join("stranger");
+    gridctl(&stranger, &["key", "new"]).unwrap();
+    let e = gridctl(&stranger, &["store", "get", &id, "-o", dir.join("x").to_str().unwrap(), "--nodes", &n]).unwrap_err();
+    assert!(e.contains("for your key"), "{e}");
+    let rm = gridctl(&key, &["store", "rm", &id, "--nodes", &n]).unwrap();
+    // K=1: the parity shard is a copy of the data shard, the same key on the same node,
+    // so half of the deletes find it gone already.
+    assert!(rm.contains("3 shards deleted, 3 already gone"), "{rm}");
+    assert!(gridctl(&key, &["store", "get", &id, "-o", copy.to_str().unwrap(), "--nodes", &n]).is_err());
 }

@@ -24,6 +24,13 @@
 //! so a replayed Init is refused once a newer one was accepted. Policy (which keys may
 //! initiate, rate limits, freshness against the clock) is the `node`'s business.
 //!
+//! End-to-end sessions (`e2e`) run the same handshake inside routed packets, where the
+//! initiator knows only the destination's overlay address, not its key: their initiation
+//! binds the responder's *address* instead (`mac1` keyed by the address under its own
+//! context, sig_I over "gridos-overlay v1 e2e init" | address | Init[..80]), and the
+//! initiator accepts a response only from a key that hashes to that address. The contexts
+//! differ, so a link initiation can never pass for an end-to-end one or the reverse.
+//!
 //! Under load a responder answers an Init that lacks a valid `mac2` with a cookie reply
 //! instead of checking its signature (WireGuard's cookie design, section 5.4.7 of its paper):
 //!
@@ -46,11 +53,13 @@ use ed25519_compact::x25519;
 
 use crate::guard::COOKIE_LEN;
 
+use crate::address::Address;
 use crate::identity::{Identity, PublicKey};
 use crate::session::SessionKeys;
 use crate::wire::{self, CookieReplyRepr, InitRepr, RespRepr, COOKIE_NONCE_LEN, MAC_LEN};
 
 const INIT_CONTEXT: &[u8] = b"gridos-overlay v1 init";
+const E2E_INIT_CONTEXT: &[u8] = b"gridos-overlay v1 e2e init";
 const RESP_CONTEXT: &[u8] = b"gridos-overlay v1 resp";
 
 /// Why a handshake message was refused. The node answers none of these.
@@ -72,8 +81,37 @@ pub enum HandshakeError {
     Cookie,
 }
 
+/// Whom an initiation is for: a key (links) or an overlay address (end-to-end sessions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Responder {
+    /// A peer whose key we know.
+    Key(PublicKey),
+    /// A destination known by its address only; the response must prove a key hashing to it.
+    Address(Address),
+}
+
+impl Responder {
+    fn mac1_key(&self) -> [u8; 32] {
+        match self {
+            Responder::Key(k) => blake3::derive_key("gridos-overlay v1 mac1", &k.0),
+            Responder::Address(a) => blake3::derive_key("gridos-overlay v1 e2e mac1", &a.0),
+        }
+    }
+
+    fn accepts(&self, key: &PublicKey) -> bool {
+        match self {
+            Responder::Key(k) => k == key,
+            Responder::Address(a) => a.verify(key),
+        }
+    }
+}
+
 fn mac1(receiver: &PublicKey, message: &[u8]) -> [u8; MAC_LEN] {
-    let key = blake3::derive_key("gridos-overlay v1 mac1", &receiver.0);
+    mac1_for(&Responder::Key(*receiver), message)
+}
+
+fn mac1_for(receiver: &Responder, message: &[u8]) -> [u8; MAC_LEN] {
+    let key = receiver.mac1_key();
     let full = blake3::keyed_hash(&key, message);
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
@@ -130,11 +168,21 @@ fn macs_equal(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn signed_init_message(responder: &PublicKey, init: &[u8; wire::INIT_LEN]) -> [u8; 22 + 32 + wire::INIT_SIGNED_LEN] {
-    let mut m = [0u8; 22 + 32 + wire::INIT_SIGNED_LEN];
-    m[..22].copy_from_slice(INIT_CONTEXT);
-    m[22..54].copy_from_slice(&responder.0);
-    m[54..].copy_from_slice(&init[..wire::INIT_SIGNED_LEN]);
+/// The bytes sig_I covers: a context naming the kind of handshake, the responder (key, or
+/// address padded with zeros), the initiation before its signature.
+fn signed_init_message(responder: &Responder, init: &[u8; wire::INIT_LEN]) -> [u8; 26 + 32 + wire::INIT_SIGNED_LEN] {
+    let mut m = [0u8; 26 + 32 + wire::INIT_SIGNED_LEN];
+    match responder {
+        Responder::Key(k) => {
+            m[..22].copy_from_slice(INIT_CONTEXT);
+            m[26..58].copy_from_slice(&k.0);
+        }
+        Responder::Address(a) => {
+            m[..26].copy_from_slice(E2E_INIT_CONTEXT);
+            m[26..42].copy_from_slice(&a.0);
+        }
+    }
+    m[58..].copy_from_slice(&init[..wire::INIT_SIGNED_LEN]);
     m
 }
 
@@ -146,7 +194,7 @@ fn signed_resp_message(init_hash: &[u8; 32], resp: &[u8; wire::RESP_LEN]) -> [u8
     m
 }
 
-const _: () = assert!(INIT_CONTEXT.len() == 22 && RESP_CONTEXT.len() == 22);
+const _: () = assert!(INIT_CONTEXT.len() == 22 && RESP_CONTEXT.len() == 22 && E2E_INIT_CONTEXT.len() == 26);
 
 fn session_keys(dh: &[u8; 32], init_hash: &[u8; 32], resp: &[u8; wire::RESP_LEN], initiator: bool) -> SessionKeys {
     let mut material = [0u8; 64 + wire::RESP_MACED_LEN];
@@ -180,8 +228,8 @@ fn dh(secret: &x25519::SecretKey, public: &[u8; 32]) -> Result<[u8; 32], Handsha
 
 /// An initiation in flight, waiting for its response.
 pub struct Initiator {
-    /// The key we expect to answer.
-    pub responder: PublicKey,
+    /// Whom we expect to answer.
+    pub responder: Responder,
     /// Our index, echoed in the response.
     pub sender_index: u32,
     ephemeral_secret: x25519::SecretKey,
@@ -200,6 +248,28 @@ impl Initiator {
         timestamp_us: u64,
         cookie: Option<&[u8; COOKIE_LEN]>,
     ) -> (Initiator, [u8; wire::INIT_LEN]) {
+        Initiator::start_for(identity, Responder::Key(responder), ephemeral_seed, sender_index, timestamp_us, cookie)
+    }
+
+    /// Builds an end-to-end initiation to whoever holds the key of `destination`.
+    pub fn start_e2e(
+        identity: &Identity,
+        destination: Address,
+        ephemeral_seed: [u8; 32],
+        sender_index: u32,
+        timestamp_us: u64,
+    ) -> (Initiator, [u8; wire::INIT_LEN]) {
+        Initiator::start_for(identity, Responder::Address(destination), ephemeral_seed, sender_index, timestamp_us, None)
+    }
+
+    fn start_for(
+        identity: &Identity,
+        responder: Responder,
+        ephemeral_seed: [u8; 32],
+        sender_index: u32,
+        timestamp_us: u64,
+        cookie: Option<&[u8; COOKIE_LEN]>,
+    ) -> (Initiator, [u8; wire::INIT_LEN]) {
         let (ephemeral_secret, ephemeral_public) = ephemeral(ephemeral_seed);
         let mut repr = InitRepr {
             sender_index,
@@ -213,7 +283,7 @@ impl Initiator {
         let unsigned = repr.emit();
         repr.signature = identity.sign(&signed_init_message(&responder, &unsigned));
         let unmaced = repr.emit();
-        repr.mac1 = mac1(&responder, &unmaced[..wire::INIT_MACED_LEN]);
+        repr.mac1 = mac1_for(&responder, &unmaced[..wire::INIT_MACED_LEN]);
         if let Some(cookie) = cookie {
             let covered = repr.emit();
             repr.mac2 = mac2(cookie, &covered[..wire::INIT_MAC2_OFFSET]);
@@ -232,7 +302,8 @@ impl Initiator {
         let mut cookie = [0u8; COOKIE_LEN];
         cookie.copy_from_slice(&repr.sealed[..COOKIE_LEN]);
         let tag = Tag::from_slice(&repr.sealed[COOKIE_LEN..]);
-        cookie_cipher(&self.responder)
+        let Responder::Key(responder) = self.responder else { return Err(HandshakeError::Cookie) };
+        cookie_cipher(&responder)
             .decrypt_in_place_detached(XNonce::from_slice(&repr.nonce), &self.mac1, &mut cookie, tag)
             .map_err(|_| HandshakeError::Cookie)?;
         Ok(cookie)
@@ -249,7 +320,7 @@ impl Initiator {
         if repr.receiver_index != self.sender_index {
             return Err(HandshakeError::UnknownIndex);
         }
-        if repr.static_key != self.responder {
+        if !self.responder.accepts(&repr.static_key) {
             return Err(HandshakeError::UnexpectedKey);
         }
         if !repr.static_key.verify(&signed_resp_message(&self.init_hash, &resp), &repr.signature) {
@@ -262,9 +333,18 @@ impl Initiator {
 
 /// Cheap first check of an initiation addressed to `own`: format and MAC1 (no signature yet).
 pub fn check_init_mac(own: &PublicKey, init_bytes: &[u8]) -> Result<InitRepr, HandshakeError> {
+    check_init_mac_for(&Responder::Key(*own), init_bytes)
+}
+
+/// Cheap first check of an end-to-end initiation addressed to our address `own`.
+pub fn check_e2e_init_mac(own: &Address, init_bytes: &[u8]) -> Result<InitRepr, HandshakeError> {
+    check_init_mac_for(&Responder::Address(*own), init_bytes)
+}
+
+fn check_init_mac_for(own: &Responder, init_bytes: &[u8]) -> Result<InitRepr, HandshakeError> {
     let repr = InitRepr::parse(init_bytes).map_err(|_| HandshakeError::Malformed)?;
     let maced = init_bytes.get(..wire::INIT_MACED_LEN).ok_or(HandshakeError::Malformed)?;
-    if !macs_equal(&repr.mac1, &mac1(own, maced)) {
+    if !macs_equal(&repr.mac1, &mac1_for(own, maced)) {
         return Err(HandshakeError::Mac);
     }
     Ok(repr)
@@ -272,6 +352,15 @@ pub fn check_init_mac(own: &PublicKey, init_bytes: &[u8]) -> Result<InitRepr, Ha
 
 /// Verifies the initiator's signature (expensive; call after policy and rate checks).
 pub fn check_init_signature(own: &PublicKey, repr: &InitRepr) -> Result<(), HandshakeError> {
+    check_init_signature_for(&Responder::Key(*own), repr)
+}
+
+/// Verifies an end-to-end initiator's signature over our address `own`.
+pub fn check_e2e_init_signature(own: &Address, repr: &InitRepr) -> Result<(), HandshakeError> {
+    check_init_signature_for(&Responder::Address(*own), repr)
+}
+
+fn check_init_signature_for(own: &Responder, repr: &InitRepr) -> Result<(), HandshakeError> {
     let bytes = repr.emit();
     if repr.static_key.verify(&signed_init_message(own, &bytes), &repr.signature) {
         Ok(())
@@ -347,6 +436,31 @@ mod test {
         assert_eq!(state.open_cookie(&cookie_reply(&mallory.public_key(), &repr, &[7; 16], [9; 24])), Err(HandshakeError::Cookie));
         let (other, _) = Initiator::start(&i, r.public_key(), [5; 32], 77, 1002, None);
         assert_eq!(other.open_cookie(&reply), Err(HandshakeError::Cookie));
+    }
+
+    #[test]
+    fn end_to_end_handshake_binds_the_address_and_is_not_a_link_handshake() {
+        let i = Identity::from_seed([1; 32]);
+        let r = Identity::from_seed([2; 32]);
+        let mallory = Identity::from_seed([9; 32]);
+        let r_address = Address::from_public_key(&r.public_key());
+        let (state, init) = Initiator::start_e2e(&i, r_address, [3; 32], 77, 1000);
+        let repr = check_e2e_init_mac(&r_address, &init).unwrap();
+        check_e2e_init_signature(&r_address, &repr).unwrap();
+        // Not valid as a link initiation to r, and a link initiation is not valid end to end.
+        assert_eq!(check_init_mac(&r.public_key(), &init).err(), Some(HandshakeError::Mac));
+        let (_, link_init) = Initiator::start(&i, r.public_key(), [3; 32], 77, 1000, None);
+        assert_eq!(check_e2e_init_mac(&r_address, &link_init).err(), Some(HandshakeError::Mac));
+        // Only a key hashing to the address may answer.
+        let (forged, _) = respond(&mallory, &repr, [4; 32], 88).unwrap();
+        assert_eq!(state.finish(&i.public_key(), &forged).err(), Some(HandshakeError::UnexpectedKey));
+        let (resp, rkeys) = respond(&r, &repr, [4; 32], 88).unwrap();
+        let (ikeys, remote) = state.finish(&i.public_key(), &resp).unwrap();
+        assert_eq!((remote, ikeys.send, ikeys.recv), (88, rkeys.recv, rkeys.send));
+        // Another address's responder cannot check the signature as its own.
+        let m_address = Address::from_public_key(&mallory.public_key());
+        assert!(check_e2e_init_mac(&m_address, &init).is_err());
+        assert_eq!(check_e2e_init_signature(&m_address, &repr), Err(HandshakeError::Signature));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - `handshake`: signed ephemeral-X25519 key agreement; `replay`: the sliding window;
 //!   `session`: ChaCha20-Poly1305 sealing with counter nonces;
 //! - `routing`: Babel-style loop-free distance vector, independent of crypto;
+//! - `e2e`: end-to-end sessions per destination, carried in routed packets through relays;
 //! - `node`: peers, timers, rekeying, routing over sessions, forwarding and delivery.
 //!
 //! Polling order after any input: `poll_transmit` until `None`, `poll_deliver` and
@@ -30,6 +31,7 @@ extern crate std;
 
 pub mod address;
 pub mod discovery;
+pub mod e2e;
 pub mod endpoint;
 pub mod filter;
 pub mod guard;

@@ -29,22 +29,25 @@
 //! have fixed capacities from `Config`; when full, new items are dropped and counted in
 //! `Stats`.
 //!
-//! Data is sealed hop by hop: intermediate nodes see overlay packets in the clear. A
-//! delivered packet's inner IPv6 header must agree with the overlay header (source and
-//! destination) and its source may not be our own address; the claimed origin of a relayed
-//! packet is still only as trustworthy as the path until end-to-end sealing (issue 11 item
-//! 1) authenticates it.
+//! Data is sealed twice: end to end between source and destination (`e2e`: a session per
+//! destination, made by a handshake carried in routed packets), and hop by hop on every
+//! link. A relay opens the link layer only to read the routed header (destination, source,
+//! hop limit) and forwards the end-to-end datagram it cannot read. A delivered packet opened
+//! under the end-to-end session with its sender, and its routed source and inner IPv6
+//! source both name that sender, its inner destination us; anything else is counted
+//! (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::address::Address;
+use crate::e2e::{self, E2e, Received};
 use crate::endpoint::{Endpoint, SourceAddress};
 use crate::guard::{CookieJar, SourceLimiter, TimestampMemory, TokenBucket, COOKIE_LEN, COOKIE_SECRET_LIFETIME};
 use crate::handshake::{self, Initiator};
 use crate::identity::{Identity, PublicKey};
 use crate::rng::Rng;
-use crate::routing::{self, Message as RouteMessage, Router, Target};
+use crate::routing::{self, Message as RouteMessage, Origin, Router, Target};
 use crate::session::Session;
 use crate::time::{earliest, Duration, Instant};
 use crate::wire::{self, DataRepr, DatagramType, Inner, TransportPacket};
@@ -110,6 +113,8 @@ pub struct Config {
     pub max_packet_len: usize,
     /// Routing tunables.
     pub routing: routing::Config,
+    /// End-to-end tunables and capacities.
+    pub e2e: e2e::Config,
 }
 
 impl Default for Config {
@@ -159,6 +164,7 @@ impl Default for Config {
             max_routing_payload: 1200,
             max_packet_len: 1400,
             routing: routing::Config::default(),
+            e2e: e2e::Config::default(),
         }
     }
 }
@@ -195,7 +201,7 @@ pub enum Event<E> {
 /// A packet addressed to us.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// Claimed origin (authenticated hop by hop only).
+    /// Origin: the peer of the end-to-end session the packet opened under.
     pub source: Address,
     /// Our address.
     pub destination: Address,
@@ -260,9 +266,11 @@ pub struct Stats {
     pub half_open_dropped: u64,
     /// Initiations refused because the peer table had no slot to give.
     pub dropped_table_full: u64,
-    /// Delivered packets whose inner IPv6 header disagrees with the authenticated overlay
-    /// header (source or destination), or that claim our own address as source.
+    /// Delivered packets whose inner IPv6 header disagrees with the end-to-end authenticated
+    /// sender or with our address.
     pub dropped_spoofed_source: u64,
+    /// End-to-end counters.
+    pub e2e: e2e::Stats,
 }
 
 struct Peer<E> {
@@ -330,6 +338,11 @@ pub struct Node<E> {
     load_window_count: u32,
     under_load_until: Instant,
     last_timestamp_us: u64,
+    e2e: E2e,
+    /// What this node forwarded for others, as it saw it after opening the link layer (off
+    /// unless `mirror_forwarded` turned it on: a diagnostic tap, as tcpdump on a relay).
+    mirror: Option<VecDeque<Vec<u8>>>,
+    mirror_capacity: usize,
     stats: Stats,
 }
 
@@ -354,7 +367,11 @@ impl<E: Endpoint> Node<E> {
             rng,
             peers: Vec::new(),
             next_peer_id: 1,
-            router: Router::new(address, config.routing, now),
+            router: {
+                let mut router = Router::new(address, config.routing, now);
+                router.set_verifier(verify_origin);
+                router
+            },
             transmits: VecDeque::new(),
             deliveries: VecDeque::new(),
             events: VecDeque::new(),
@@ -367,6 +384,9 @@ impl<E: Endpoint> Node<E> {
             load_window_count: 0,
             under_load_until: now,
             last_timestamp_us: 0,
+            e2e: E2e::new(address, config.e2e, now),
+            mirror: None,
+            mirror_capacity: 0,
             stats: Stats::default(),
         }
     }
@@ -383,7 +403,25 @@ impl<E: Endpoint> Node<E> {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats { e2e: self.e2e.stats(), ..self.stats }
+    }
+
+    /// The end-to-end layer (read-only).
+    pub fn e2e(&self) -> &E2e {
+        &self.e2e
+    }
+
+    /// Turns the forwarding mirror on (keeping at most `capacity` packets) or off (`0`):
+    /// `poll_mirrored` then yields every routed payload this node forwards for others, as
+    /// the relay sees it. For tests and diagnostics.
+    pub fn mirror_forwarded(&mut self, capacity: usize) {
+        self.mirror = (capacity > 0).then(|| VecDeque::with_capacity(capacity.min(1024)));
+        self.mirror_capacity = capacity;
+    }
+
+    /// The next mirrored payload (see `mirror_forwarded`).
+    pub fn poll_mirrored(&mut self) -> Option<Vec<u8>> {
+        self.mirror.as_mut()?.pop_front()
     }
 
     /// The routing state (read-only).
@@ -409,6 +447,11 @@ impl<E: Endpoint> Node<E> {
     /// The overlay address of a peer.
     pub fn peer_address(&self, peer: PeerId) -> Option<Address> {
         self.peers.iter().find(|p| p.id == peer).map(|p| p.address)
+    }
+
+    /// The key of a peer.
+    pub fn peer_key(&self, peer: PeerId) -> Option<PublicKey> {
+        self.peers.iter().find(|p| p.id == peer).map(|p| p.key)
     }
 
     /// The peer slot holding `key`.
@@ -780,7 +823,8 @@ impl<E: Endpoint> Node<E> {
                 // Bounded by the datagram length: each TLV takes at least two bytes.
                 for message in tlvs {
                     let Ok(message) = message else { break };
-                    // Address binding: only the key's owner may claim to be the origin.
+                    // Address binding: a neighbour claims distance 0 only to its own address
+                    // (origins are checked by the router's verifier, `verify_origin`).
                     if let RouteMessage::Update { destination, metric: 0, .. } = message {
                         if destination != address {
                             continue;
@@ -789,26 +833,29 @@ impl<E: Endpoint> Node<E> {
                     self.router.handle_message(now, id.0, message);
                 }
             }
-            Ok(Inner::Data(data)) => self.handle_data(now, data),
+            Ok(Inner::Data(data)) => {
+                let via = self.peers[i].address;
+                self.handle_data(now, via, data)
+            }
         }
         true
     }
 
-    /// Whether a packet for us may be delivered: its IPv6 header must name the same source
-    /// and destination as the overlay header (so the host stack sees the origin the overlay
-    /// authenticated), and nobody else may claim our own address.
-    fn deliverable(&self, data: &DataRepr<'_>) -> bool {
-        let Some(header) = data.payload.get(..wire::IPV6_HEADER_LEN) else { return false };
-        header[0] >> 4 == 6
-            && header[8..24] == data.source.0
-            && header[24..40] == data.destination.0
-            && data.source.is_overlay()
-            && data.source != self.address
+    /// Whether a packet opened under the end-to-end session with `peer` may be delivered:
+    /// its IPv6 header must name `peer` as source and us as destination, so the host stack
+    /// sees the origin the overlay authenticated.
+    fn deliverable(&self, peer: &Address, packet: &[u8]) -> bool {
+        let Some(header) = packet.get(..wire::IPV6_HEADER_LEN) else { return false };
+        header[0] >> 4 == 6 && header[8..24] == peer.0 && header[24..40] == self.address.0 && peer.is_overlay() && *peer != self.address
     }
 
-    fn handle_data(&mut self, now: Instant, data: DataRepr<'_>) {
+    fn handle_data(&mut self, now: Instant, via: Address, data: DataRepr<'_>) {
         if data.destination == self.address {
-            if !self.deliverable(&data) {
+            let mut cx = e2e_context(&self.identity, &mut self.rng, &mut self.last_timestamp_us, &self.config, now);
+            let received = self.e2e.handle(&mut cx, data.source, via, data.payload);
+            self.pump_e2e(now);
+            let Received::Packet { peer, packet } = received else { return };
+            if !self.deliverable(&peer, &packet) {
                 self.stats.dropped_spoofed_source += 1;
                 return;
             }
@@ -817,19 +864,34 @@ impl<E: Endpoint> Node<E> {
                 return;
             }
             self.stats.delivered += 1;
-            let delivery = Delivery { source: data.source, destination: data.destination, packet: data.payload.to_vec() };
-            self.deliveries.push_back(delivery);
+            self.deliveries.push_back(Delivery { source: peer, destination: self.address, packet });
             return;
         }
         if data.hop_limit <= 1 {
             self.stats.dropped_hop_limit += 1;
             return;
         }
+        if let Some(mirror) = self.mirror.as_mut() {
+            if mirror.len() < self.mirror_capacity {
+                mirror.push_back(data.payload.to_vec());
+            }
+        }
         let forwarded = DataRepr { hop_limit: data.hop_limit - 1, ..data };
         if self.send_data(now, &forwarded).is_ok() {
             self.stats.forwarded += 1;
         } else {
             self.stats.dropped_no_route_or_queue += 1;
+        }
+    }
+
+    /// Routes what the end-to-end layer has to send.
+    fn pump_e2e(&mut self, now: Instant) {
+        // Bounded: the layer queues a handful of datagrams per input or timer.
+        while let Some((destination, payload)) = self.e2e.poll_routed() {
+            let data = DataRepr { destination, source: self.address, hop_limit: self.config.hop_limit, payload: &payload };
+            if self.send_data(now, &data).is_err() {
+                self.stats.dropped_no_route_or_queue += 1;
+            }
         }
     }
 
@@ -849,7 +911,6 @@ impl<E: Endpoint> Node<E> {
         if packet.len() > self.config.max_packet_len {
             return Err(NodeError::PacketTooLarge);
         }
-        let data = DataRepr { destination, source: self.address, hop_limit: self.config.hop_limit, payload: packet };
         if destination == self.address {
             if self.deliveries.len() >= self.config.max_deliver_queue {
                 return Err(NodeError::QueueFull);
@@ -857,7 +918,13 @@ impl<E: Endpoint> Node<E> {
             self.deliveries.push_back(Delivery { source: self.address, destination, packet: packet.to_vec() });
             return Ok(());
         }
-        self.send_data(now, &data)
+        if self.router.next_hop(&destination).is_none() {
+            return Err(NodeError::NoRoute);
+        }
+        let mut cx = e2e_context(&self.identity, &mut self.rng, &mut self.last_timestamp_us, &self.config, now);
+        self.e2e.send(&mut cx, destination, packet);
+        self.pump_e2e(now);
+        Ok(())
     }
 
     fn seal_to(&mut self, now: Instant, i: usize, plaintext: &[u8]) -> Result<(), NodeError> {
@@ -905,6 +972,9 @@ impl<E: Endpoint> Node<E> {
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.router.handle_timeout(now);
+        let mut cx = e2e_context(&self.identity, &mut self.rng, &mut self.last_timestamp_us, &self.config, now);
+        self.e2e.handle_timeout(&mut cx);
+        self.pump_e2e(now);
         let ids: Vec<PeerId> = self.peers.iter().map(|p| p.id).collect();
         for id in ids {
             self.peer_timers(now, id);
@@ -977,7 +1047,7 @@ impl<E: Endpoint> Node<E> {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let c = &self.config;
-        let mut at = self.router.poll_timeout();
+        let mut at = earliest(self.router.poll_timeout(), self.e2e.poll_timeout(c.reject_after, c.handshake_retry));
         for peer in &self.peers {
             let reject = |s: &Option<Session>| s.as_ref().map(|s| s.created_at + c.reject_after);
             at = earliest(at, reject(&peer.previous));
@@ -1003,6 +1073,11 @@ impl<E: Endpoint> Node<E> {
     }
 
     fn pump_routing(&mut self, now: Instant) {
+        let seqno = self.router.own_seqno();
+        if self.router.own_origin_seqno() != Some(seqno) {
+            let origin = sign_origin(&self.identity, &self.address, seqno);
+            self.router.set_own_origin(seqno, origin);
+        }
         let mut outputs = Vec::new();
         while let Some(output) = self.router.poll_output() {
             outputs.push(output);
@@ -1053,4 +1128,38 @@ impl<E: Endpoint> Node<E> {
     pub fn poll_event(&mut self) -> Option<Event<E>> {
         self.events.pop_front()
     }
+}
+
+/// The end-to-end layer's view of the node for one call.
+fn e2e_context<'a>(identity: &'a Identity, rng: &'a mut Rng, last_timestamp_us: &'a mut u64, c: &Config, now: Instant) -> e2e::Context<'a> {
+    e2e::Context {
+        identity,
+        rng,
+        last_timestamp_us,
+        now,
+        reject_after: c.reject_after,
+        rekey_after: c.rekey_after,
+        handshake_retry: c.handshake_retry,
+        init_age_max: c.init_age_max,
+    }
+}
+
+/// The bytes an originator signs for a route announcement: a context, its address, the seqno.
+pub fn route_signature_message(destination: &Address, seqno: u16) -> [u8; 23 + 16 + 2] {
+    let mut m = [0u8; 23 + 16 + 2];
+    m[..23].copy_from_slice(b"gridos-overlay v1 route");
+    m[23..39].copy_from_slice(&destination.0);
+    m[39..].copy_from_slice(&seqno.to_be_bytes());
+    m
+}
+
+/// Our proof for announcing our own address at `seqno`.
+pub fn sign_origin(identity: &Identity, address: &Address, seqno: u16) -> Origin {
+    Origin { key: identity.public_key().0, signature: identity.sign(&route_signature_message(address, seqno)) }
+}
+
+/// The node's route verifier: the key hashes to the destination and signed (destination, seqno).
+pub fn verify_origin(destination: &Address, seqno: u16, origin: &Origin) -> bool {
+    let key = PublicKey(origin.key);
+    destination.verify(&key) && key.verify(&route_signature_message(destination, seqno), &origin.signature)
 }

@@ -27,13 +27,23 @@
 //! peer cannot fill the table), each neighbour's seqno requests draw from a token bucket,
 //! and requests for our own address raise our seqno at most `OWN_SEQNO_RAISES_PER_SEC`
 //! (after a burst of `OWN_SEQNO_RAISES_BURST`).
-//! Signed announcements (so a relay cannot claim a better route to someone else) are not
-//! here yet.
+//!
+//! Signed announcements (issue 11 item 4): every update carries its originator's `Origin`,
+//! a key and its signature over (destination, seqno), which relays store with the route and
+//! pass on unchanged. With a verifier installed (`set_verifier`; the node installs the
+//! ed25519 one, simulations may install their own) an update is taken only when the key
+//! hashes to the destination and the signature holds, so no relay can invent a newer seqno
+//! for someone else's address (the hijack "victim, newer seqno, metric 1") or announce an
+//! address whose key it does not hold. Verified (destination, seqno, origin) triples are
+//! remembered per destination, so periodic dumps cost a comparison, not a signature check;
+//! new checks draw from a per-neighbour budget. Our own origin is set by the caller
+//! (`set_own_origin`) whenever `own_seqno` changes. Not covered: the metric is not signed
+//! (it changes at every hop), so a relay may still understate its distance for a seqno the
+//! originator did sign, and attract traffic it can then only drop (data is sealed end to
+//! end, see `e2e`).
 //!
 //! What is left out: hellos/IHU and link-quality estimation (link liveness comes from the
-//! session layer), prefixes other than one /128 per node, router-ids distinct from addresses,
-//! and authentication of who originates a destination beyond the one check that only a
-//! neighbour whose proven address is the destination may announce it with metric 0.
+//! session layer), prefixes other than one /128 per node, router-ids distinct from addresses.
 
 use alloc::collections::btree_map::Entry;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -48,6 +58,24 @@ use crate::time::{Duration, Instant};
 const OWN_SEQNO_RAISES_PER_SEC: u32 = 1;
 /// Burst of raises: reconvergence after a partition may need several in a row.
 const OWN_SEQNO_RAISES_BURST: u32 = 16;
+
+/// An originator's proof that it announced (destination, seqno): its key (which must hash to
+/// the destination) and its signature. Opaque to the router, checked by its verifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The originator's ed25519 public key.
+    pub key: [u8; 32],
+    /// Its signature over the destination and seqno (see `node::route_signature_message`).
+    pub signature: [u8; 64],
+}
+
+impl Origin {
+    /// No proof (retractions carry none; unsigned routers send none).
+    pub const NONE: Origin = Origin { key: [0; 32], signature: [0; 64] };
+}
+
+/// Checks an origin for (destination, seqno); installed with `Router::set_verifier`.
+pub type Verifier = fn(&Address, u16, &Origin) -> bool;
 
 /// A neighbour as the caller names it (the node uses its peer slot).
 pub type NeighbourId = u32;
@@ -66,6 +94,8 @@ pub enum Message {
         seqno: u16,
         /// The sender's total metric, or `INFINITY`.
         metric: u16,
+        /// The originator's proof for (destination, seqno).
+        origin: Origin,
     },
     /// "Please send me a route to `destination` with seqno at least `seqno`".
     SeqnoRequest {
@@ -117,6 +147,10 @@ pub struct Config {
     pub max_queued_outputs: usize,
     /// Most destinations one neighbour may hold routes to.
     pub max_destinations_per_neighbour: usize,
+    /// New origin signatures checked per second for one neighbour's updates.
+    pub verifications_per_neighbour_per_sec: u32,
+    /// Burst allowance of that rate.
+    pub verifications_per_neighbour_burst: u32,
     /// Seqno requests handled per second from one neighbour.
     pub requests_per_neighbour_per_sec: u32,
     /// Burst allowance of that rate.
@@ -141,6 +175,10 @@ impl Default for Config {
             // once (a burst the size of its quota); in steady state a few per second. Each
             // request costs us at most one reply or one forward (duplicates are suppressed
             // per destination), so this bounds the work one neighbour can ask for.
+            // A new neighbour's first dump may carry a quota's worth of origins we have not
+            // seen yet; after that, checks are rare (new seqnos). 256/s is ~1% of a core.
+            verifications_per_neighbour_per_sec: 256,
+            verifications_per_neighbour_burst: 4096,
             requests_per_neighbour_per_sec: 256,
             requests_per_neighbour_burst: 4096,
         }
@@ -189,6 +227,7 @@ impl Distance {
 struct Route {
     neighbour: NeighbourId,
     advertised: Distance,
+    origin: Origin,
     expires_at: Instant,
 }
 
@@ -204,6 +243,8 @@ struct Dest {
     reachable_at: Instant,
     /// The last seqno request we originated or forwarded: seqno, when, to whom.
     requested: Option<(u16, Instant, NeighbourId)>,
+    /// The newest (seqno, origin) the verifier accepted (checked again only when it changes).
+    verified: Option<(u16, Origin)>,
 }
 
 /// The selected route to a destination, as others see it.
@@ -232,6 +273,12 @@ pub struct Stats {
     pub dropped_over_quota: u64,
     /// Seqno requests ignored by a neighbour's budget or our own seqno's pacing.
     pub dropped_requests: u64,
+    /// Updates whose origin did not verify (forged seqno, foreign address, bad signature).
+    pub dropped_bad_origin: u64,
+    /// Updates dropped because their neighbour's verification budget ran dry.
+    pub dropped_unverified: u64,
+    /// Origin signatures checked.
+    pub verified_origins: u64,
 }
 
 /// The routing state machine of one node.
@@ -253,6 +300,11 @@ pub struct Router {
     request_budgets: BTreeMap<NeighbourId, TokenBucket>,
     /// Budget of raises of our own seqno on request.
     own_seqno_raises: Option<TokenBucket>,
+    /// Origin verification budget per neighbour.
+    verify_budgets: BTreeMap<NeighbourId, TokenBucket>,
+    verifier: Option<Verifier>,
+    /// Our signed (seqno, origin), set by the caller.
+    own_origin: Option<(u16, Origin)>,
     stats: Stats,
 }
 
@@ -275,8 +327,32 @@ impl Router {
             route_counts: BTreeMap::new(),
             request_budgets: BTreeMap::new(),
             own_seqno_raises: None,
+            verify_budgets: BTreeMap::new(),
+            verifier: None,
+            own_origin: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Installs the origin check: from now on, updates whose origin it refuses are dropped.
+    /// Without one (simulations of the routing logic alone) origins are carried unchecked.
+    pub fn set_verifier(&mut self, verifier: Verifier) {
+        self.verifier = Some(verifier);
+    }
+
+    /// Our signed proof for `seqno` (call whenever `own_seqno` changes, before polling).
+    pub fn set_own_origin(&mut self, seqno: u16, origin: Origin) {
+        self.own_origin = Some((seqno, origin));
+    }
+
+    /// The seqno our current own origin was set for.
+    pub fn own_origin_seqno(&self) -> Option<u16> {
+        self.own_origin.map(|(s, _)| s)
+    }
+
+    fn own_update(&self) -> Message {
+        let origin = self.own_origin.filter(|(s, _)| *s == self.own_seqno).map_or(Origin::NONE, |(_, o)| o);
+        Message::Update { destination: self.own, seqno: self.own_seqno, metric: 0, origin }
     }
 
     /// Our own address.
@@ -317,6 +393,7 @@ impl Router {
         self.neighbours.push((neighbour, cost));
         self.route_counts.remove(&neighbour);
         self.request_budgets.remove(&neighbour);
+        self.verify_budgets.remove(&neighbour);
         self.dumps.retain(|(n, _)| *n != neighbour);
         self.dumps.push((neighbour, None));
         debug_assert!(self.neighbours.len() <= self.config.max_neighbours);
@@ -343,6 +420,7 @@ impl Router {
         self.queue.retain(|o| o.to != Target::One(neighbour));
         self.route_counts.remove(&neighbour);
         self.request_budgets.remove(&neighbour);
+        self.verify_budgets.remove(&neighbour);
         let affected: Vec<Address> = self
             .dests
             .iter()
@@ -365,6 +443,11 @@ impl Router {
     /// The next hop towards `destination`.
     pub fn next_hop(&self, destination: &Address) -> Option<NeighbourId> {
         self.route(destination).map(|r| r.next_hop)
+    }
+
+    /// The newest verified (seqno, origin) held for `destination` (what a relay passes on).
+    pub fn origin(&self, destination: &Address) -> Option<(u16, Origin)> {
+        self.dests.get(destination)?.verified
     }
 
     /// The feasibility distance held for `destination`.
@@ -398,14 +481,44 @@ impl Router {
         }
         self.stats.inputs += 1;
         match message {
-            Message::Update { destination, seqno, metric } => self.handle_update(now, from, destination, seqno, metric),
+            Message::Update { destination, seqno, metric, origin } => {
+                if metric == INFINITY || self.origin_ok(now, from, &destination, seqno, &origin) {
+                    self.handle_update(now, from, destination, seqno, metric, origin)
+                }
+            }
             Message::SeqnoRequest { destination, seqno, hop_count } => {
                 self.handle_request(now, from, destination, seqno, hop_count)
             }
         }
     }
 
-    fn handle_update(&mut self, now: Instant, from: NeighbourId, destination: Address, seqno: u16, metric: u16) {
+    /// Whether `origin` proves (destination, seqno): remembered, or checked within `from`'s budget.
+    fn origin_ok(&mut self, now: Instant, from: NeighbourId, destination: &Address, seqno: u16, origin: &Origin) -> bool {
+        let Some(verify) = self.verifier else { return true };
+        if self.dests.get(destination).and_then(|d| d.verified).is_some_and(|(s, o)| s == seqno && o == *origin) {
+            return true;
+        }
+        let (rate, burst) = (self.config.verifications_per_neighbour_per_sec, self.config.verifications_per_neighbour_burst);
+        let budget = self.verify_budgets.entry(from).or_insert_with(|| TokenBucket::full(burst, now));
+        if !budget.take(now, rate, burst) {
+            self.stats.dropped_unverified += 1;
+            return false;
+        }
+        self.stats.verified_origins += 1;
+        if !verify(destination, seqno, origin) {
+            self.stats.dropped_bad_origin += 1;
+            return false;
+        }
+        if let Some(dest) = self.dests.get_mut(destination) {
+            if dest.verified.is_none_or(|(s, _)| !seqno_newer(s, seqno)) {
+                dest.verified = Some((seqno, *origin));
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_update(&mut self, now: Instant, from: NeighbourId, destination: Address, seqno: u16, metric: u16, origin: Origin) {
         if destination == self.own {
             return;
         }
@@ -432,15 +545,23 @@ impl Router {
                 view: None,
                 reachable_at: now,
                 requested: None,
+                verified: None,
             }),
         };
+        if metric != INFINITY && self.verifier.is_some() && dest.verified.is_none_or(|(s, _)| !seqno_newer(s, seqno)) {
+            // First sight of this destination (checked in `origin_ok` before it existed).
+            dest.verified = Some((seqno, origin));
+        }
         match dest.routes.iter_mut().find(|r| r.neighbour == from) {
             Some(route) => {
                 route.advertised = advertised;
                 route.expires_at = expires_at;
+                if metric != INFINITY {
+                    route.origin = origin;
+                }
             }
             None if metric != INFINITY => {
-                dest.routes.push(Route { neighbour: from, advertised, expires_at });
+                dest.routes.push(Route { neighbour: from, advertised, origin, expires_at });
                 *self.route_counts.entry(from).or_insert(0) += 1;
             }
             None => {}
@@ -482,7 +603,7 @@ impl Router {
                 self.own_seqno = self.own_seqno.wrapping_add(1);
                 self.own_dirty = true;
             } else {
-                let reply = Message::Update { destination, seqno: self.own_seqno, metric: 0 };
+                let reply = self.own_update();
                 self.enqueue(Output { to: Target::One(from), message: reply });
             }
             return;
@@ -529,14 +650,17 @@ impl Router {
     /// The update we would send now for `destination` (a retraction when unreachable).
     fn update_for(&self, destination: Address) -> Option<Message> {
         if destination == self.own {
-            return Some(Message::Update { destination, seqno: self.own_seqno, metric: 0 });
+            return Some(self.own_update());
         }
         let dest = self.dests.get(&destination)?;
         match self.route(&destination) {
-            Some(view) => Some(Message::Update { destination, seqno: view.seqno, metric: view.metric }),
+            Some(view) => {
+                let origin = dest.routes.iter().find(|r| r.neighbour == view.next_hop).map_or(Origin::NONE, |r| r.origin);
+                Some(Message::Update { destination, seqno: view.seqno, metric: view.metric, origin })
+            }
             None => {
                 let seqno = dest.fd.map(|fd| fd.seqno).or_else(|| dest.routes.first().map(|r| r.advertised.seqno))?;
-                Some(Message::Update { destination, seqno, metric: INFINITY })
+                Some(Message::Update { destination, seqno, metric: INFINITY, origin: Origin::NONE })
             }
         }
     }
@@ -579,7 +703,7 @@ impl Router {
 
     /// Records that an update is being advertised: FDs only ever improve (Babel 3.7.3).
     fn note_advertised(&mut self, message: &Message) {
-        let Message::Update { destination, seqno, metric } = *message else { return };
+        let Message::Update { destination, seqno, metric, .. } = *message else { return };
         if metric == INFINITY || destination == self.own {
             return;
         }
@@ -606,8 +730,7 @@ impl Router {
         }
         if self.own_dirty {
             self.own_dirty = false;
-            let message = Message::Update { destination: self.own, seqno: self.own_seqno, metric: 0 };
-            return Some(Output { to: Target::All, message });
+            return Some(Output { to: Target::All, message: self.own_update() });
         }
         // Bounded: each iteration either returns or removes one dump cursor or dirty entry.
         while let Some(&(neighbour, cursor)) = self.dumps.last() {
@@ -625,8 +748,7 @@ impl Router {
                         last.1 = Some(address);
                     }
                     if address == self.own {
-                        let message = Message::Update { destination: address, seqno: self.own_seqno, metric: 0 };
-                        return Some(Output { to: Target::One(neighbour), message });
+                        return Some(Output { to: Target::One(neighbour), message: self.own_update() });
                     }
                     if let Some(message) = self.update_for(address) {
                         return Some(Output { to: Target::One(neighbour), message });
@@ -770,11 +892,11 @@ mod test {
         r.neighbour_up(7, 1).unwrap();
         assert_eq!(r.neighbour_up(7, 1), Err(RoutingError::DuplicateNeighbour));
         let out = drain(&mut r);
-        assert_eq!(out, [Output { to: Target::One(7), message: Message::Update { destination: addr(1), seqno: 0, metric: 0 } }]);
-        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 4 });
+        assert_eq!(out, [Output { to: Target::One(7), message: Message::Update { destination: addr(1), seqno: 0, metric: 0, origin: Origin::NONE } }]);
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 4, origin: Origin::NONE });
         assert_eq!(r.route(&addr(2)), Some(RouteView { next_hop: 7, seqno: 3, metric: 5 }));
         let out = drain(&mut r);
-        assert_eq!(out, [Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: 5 } }]);
+        assert_eq!(out, [Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: 5, origin: Origin::NONE } }]);
         assert_eq!(r.feasibility_distance(&addr(2)), Some(Distance { seqno: 3, metric: 5 }));
     }
 
@@ -784,15 +906,15 @@ mod test {
         let mut r = Router::new(addr(1), Config::default(), now);
         r.neighbour_up(7, 1).unwrap();
         r.neighbour_up(8, 1).unwrap();
-        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 1 });
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 3, metric: 1, origin: Origin::NONE });
         let _ = drain(&mut r); // FD becomes (3, 2)
-        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 3, metric: 5 });
+        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 3, metric: 5, origin: Origin::NONE });
         r.neighbour_down(now, 7);
         assert_eq!(r.route(&addr(2)), None, "(3,5) is not better than FD (3,2)");
         let out = drain(&mut r);
         assert!(out.contains(&Output { to: Target::One(8), message: Message::SeqnoRequest { destination: addr(2), seqno: 4, hop_count: 64 } }));
-        assert!(out.contains(&Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: INFINITY } }), "{out:?}");
-        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 4, metric: 5 });
+        assert!(out.contains(&Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: INFINITY, origin: Origin::NONE } }), "{out:?}");
+        r.handle_message(now, 8, Message::Update { destination: addr(2), seqno: 4, metric: 5, origin: Origin::NONE });
         assert_eq!(r.next_hop(&addr(2)), Some(8));
     }
 
@@ -804,7 +926,7 @@ mod test {
         let _ = drain(&mut r);
         r.handle_message(now, 7, Message::SeqnoRequest { destination: addr(1), seqno: 1, hop_count: 5 });
         assert_eq!(r.own_seqno(), 1);
-        assert_eq!(drain(&mut r), [Output { to: Target::All, message: Message::Update { destination: addr(1), seqno: 1, metric: 0 } }]);
+        assert_eq!(drain(&mut r), [Output { to: Target::All, message: Message::Update { destination: addr(1), seqno: 1, metric: 0, origin: Origin::NONE } }]);
     }
 
     #[test]
@@ -813,7 +935,7 @@ mod test {
         let config = Config::default();
         let mut r = Router::new(addr(1), config, now);
         r.neighbour_up(7, 1).unwrap();
-        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 0, metric: 1 });
+        r.handle_message(now, 7, Message::Update { destination: addr(2), seqno: 0, metric: 1, origin: Origin::NONE });
         for _ in 0..10 {
             now = r.poll_timeout().unwrap();
             r.handle_timeout(now);

@@ -22,10 +22,15 @@
 //! kind 0 keepalive: empty
 //! kind 1 routing:   TLVs, each type u8 | length u8 | body
 //!                   type 1 Update        body: address 16 | seqno u16 | metric u16
+//!                                              | origin key 32 | origin signature 64
 //!                   type 2 SeqnoRequest  body: address 16 | seqno u16 | hop_count u8
 //!                   unknown types are skipped by their length
-//! kind 2 data:      destination 16 | source 16 | hop_limit u8 | IPv6 packet
+//! kind 2 data:      destination 16 | source 16 | hop_limit u8 | end-to-end datagram
 //! ```
+//!
+//! The end-to-end datagram is an Init, Resp or Transport exactly as above, between the
+//! source and the destination (`e2e`); relays forward it unread. Its Transport plaintext is
+//! the IPv6 packet (empty: key confirmation).
 //!
 //! The checked constructors only guarantee that the buffer is long enough for every accessor,
 //! so accessors never panic; what the fields mean (signatures, indices) is checked by
@@ -35,7 +40,7 @@ use alloc::vec::Vec;
 
 use crate::address::Address;
 use crate::identity::{PublicKey, SIGNATURE_LEN};
-use crate::routing::Message as RouteMessage;
+use crate::routing::{Message as RouteMessage, Origin};
 
 /// Why a buffer is not a valid message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,7 +364,7 @@ pub const DATA_HEADER_LEN: usize = 33;
 
 const TLV_UPDATE: u8 = 1;
 const TLV_SEQNO_REQUEST: u8 = 2;
-const UPDATE_BODY_LEN: u8 = 20;
+const UPDATE_BODY_LEN: u8 = 116;
 const SEQNO_REQUEST_BODY_LEN: u8 = 19;
 /// Bytes one encoded Update TLV takes.
 pub const UPDATE_TLV_LEN: usize = 2 + UPDATE_BODY_LEN as usize;
@@ -380,11 +385,12 @@ pub enum Inner<'a> {
 pub struct DataRepr<'a> {
     /// Final destination.
     pub destination: Address,
-    /// Origin as claimed by the sender (authenticated hop by hop only).
+    /// Origin as claimed by the sender (checked at the destination against the end-to-end
+    /// session that opens the payload).
     pub source: Address,
     /// Hops left; a forwarder drops the packet when this would reach zero.
     pub hop_limit: u8,
-    /// The IPv6 packet.
+    /// The end-to-end datagram.
     pub payload: &'a [u8],
 }
 
@@ -470,6 +476,7 @@ impl Iterator for RoutingTlvs<'_> {
                         destination: Address(array(body, 0)),
                         seqno: u16::from_be_bytes(array(body, 16)),
                         metric: u16::from_be_bytes(array(body, 18)),
+                        origin: Origin { key: array(body, 20), signature: array(body, 52) },
                     }))
                 }
                 (TLV_SEQNO_REQUEST, SEQNO_REQUEST_BODY_LEN) => {
@@ -493,11 +500,13 @@ impl Iterator for RoutingTlvs<'_> {
 /// Appends one routing TLV to `out`.
 pub fn emit_route_message(message: &RouteMessage, out: &mut Vec<u8>) {
     match *message {
-        RouteMessage::Update { destination, seqno, metric } => {
+        RouteMessage::Update { destination, seqno, metric, origin } => {
             out.extend_from_slice(&[TLV_UPDATE, UPDATE_BODY_LEN]);
             out.extend_from_slice(&destination.0);
             out.extend_from_slice(&seqno.to_be_bytes());
             out.extend_from_slice(&metric.to_be_bytes());
+            out.extend_from_slice(&origin.key);
+            out.extend_from_slice(&origin.signature);
         }
         RouteMessage::SeqnoRequest { destination, seqno, hop_count } => {
             out.extend_from_slice(&[TLV_SEQNO_REQUEST, SEQNO_REQUEST_BODY_LEN]);
@@ -568,7 +577,7 @@ mod test {
     fn routing_tlvs_roundtrip_skip_unknown_and_stop_on_garbage() {
         let a = Address([0xfd; 16]);
         let msgs = [
-            RouteMessage::Update { destination: a, seqno: 3, metric: 0xffff },
+            RouteMessage::Update { destination: a, seqno: 3, metric: 0xffff, origin: Origin { key: [7; 32], signature: [8; 64] } },
             RouteMessage::SeqnoRequest { destination: a, seqno: 4, hop_count: 9 },
         ];
         let mut out = alloc::vec![KIND_ROUTING];

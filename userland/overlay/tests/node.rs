@@ -253,8 +253,11 @@ fn a_peer_can_only_originate_its_own_address() {
     let mut session = Session::new(&keys, 42, init.sender_index, false, now);
     let mut plain = vec![wire::KIND_ROUTING];
     let own = Address::from_public_key(&evil.public_key());
-    wire::emit_route_message(&Message::Update { destination: victim, seqno: 9, metric: 0 }, &mut plain);
-    wire::emit_route_message(&Message::Update { destination: own, seqno: 1, metric: 0 }, &mut plain);
+    // Metric 0 for another address, even with that address's valid origin, is refused.
+    let victim_origin = overlay::node::sign_origin(&Identity::from_seed([67; 32]), &victim, 9);
+    wire::emit_route_message(&Message::Update { destination: victim, seqno: 9, metric: 0, origin: victim_origin }, &mut plain);
+    let origin = overlay::node::sign_origin(&evil, &own, 1);
+    wire::emit_route_message(&Message::Update { destination: own, seqno: 1, metric: 0, origin }, &mut plain);
     let datagram = session.seal(&plain).unwrap();
     assert!(TransportPacket::new_checked(&datagram).is_ok());
     node.handle_datagram(now, 9, &datagram);

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use overlay::routing::{Config, Distance, Message, NeighbourId, Router, Target};
+use overlay::routing::{Config, Distance, Message, NeighbourId, Origin, Router, Target};
 use overlay::time::{Duration, Instant};
 use overlay::Address;
 use proptest::prelude::*;
@@ -48,6 +48,8 @@ struct Net {
     in_flight: VecDeque<(usize, usize, Message, Instant)>,
     now: Instant,
     sent_per_node: Vec<u64>,
+    /// Nodes that announce false routes (see `inject_lies`).
+    malicious: Vec<bool>,
 }
 
 impl Net {
@@ -62,6 +64,7 @@ impl Net {
             in_flight: VecDeque::new(),
             now: Instant::ZERO,
             sent_per_node: vec![0; n],
+            malicious: vec![false; n],
         }
     }
 
@@ -106,6 +109,11 @@ impl Net {
         for a in 0..self.routers.len() {
             if !self.alive[a] {
                 continue;
+            }
+            // As the node does before polling: sign our own address's current seqno.
+            let seqno = self.routers[a].own_seqno();
+            if self.routers[a].own_origin_seqno() != Some(seqno) {
+                self.routers[a].set_own_origin(seqno, sim_origin(&address_of(a), seqno));
             }
             while let Some(out) = self.routers[a].poll_output() {
                 let targets = match out.to {
@@ -464,6 +472,171 @@ fn simulate(n: usize, seed: u64) -> Result<(), String> {
         net.check_complete(&component)?;
     }
     Ok(())
+}
+
+/// The simulation's stand-in for ed25519 (the real check, `node::verify_origin`, is tested
+/// with real keys in `tests/attack.rs`; a thousand routers verifying real signatures would
+/// make this a minutes-long run): node `i`'s "key" is its address padded with zeros, and its
+/// "signature" of a seqno a keyed hash only the originator's own router code computes (the
+/// malicious routers below never call it for an address other than their own).
+fn sim_origin(address: &Address, seqno: u16) -> Origin {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(&address.0);
+    let mut signature = [0u8; 64];
+    let mut input = address.0.to_vec();
+    input.extend_from_slice(&seqno.to_be_bytes());
+    signature[..32].copy_from_slice(blake3::keyed_hash(&[0x5a; 32], &input).as_bytes());
+    Origin { key, signature }
+}
+
+fn sim_verify(destination: &Address, seqno: u16, origin: &Origin) -> bool {
+    *origin == sim_origin(destination, seqno)
+}
+
+impl Net {
+    /// Each malicious node sends each neighbour `per_node` false announcements at metric 1:
+    /// for random honest destinations, newer seqnos with no origin, with the origin it holds
+    /// for an older seqno, or with a made-up signature under the right key; and made-up
+    /// destinations with made-up origins. (Replaying the genuine origin of the current seqno
+    /// with an understated metric is the gap signatures leave open: not played here, see
+    /// `routing` and `tests/attack.rs`.)
+    fn inject_lies(&mut self, rng: &mut SplitMix, per_node: usize) {
+        let n = self.routers.len();
+        for m in (0..n).filter(|m| self.malicious[*m] && self.alive[*m]) {
+            for _ in 0..per_node {
+                let d = rng.below(n);
+                if self.malicious[d] {
+                    continue;
+                }
+                let destination = address_of(d);
+                let held = self.routers[m].origin(&destination);
+                let known = held.map_or(0, |(s, _)| s);
+                let newer = known.wrapping_add(1 + rng.below(100) as u16);
+                let mut made_up = sim_origin(&destination, known);
+                made_up.signature[rng.below(32)] ^= 1;
+                let (destination, seqno, origin) = match rng.below(4) {
+                    0 => (destination, newer, Origin::NONE),
+                    1 => (destination, newer, held.map_or(Origin::NONE, |(_, o)| o)),
+                    2 => (destination, newer, made_up),
+                    _ => {
+                        let fake = address_of(n + 1 + rng.below(1 << 20));
+                        let mut origin = sim_origin(&fake, 0);
+                        origin.signature[0] ^= 1;
+                        (fake, 0, origin)
+                    }
+                };
+                let message = Message::Update { destination, seqno, metric: 1, origin };
+                for b in self.neighbours(m) {
+                    self.in_flight.push_back((b, m, message, self.now));
+                }
+            }
+        }
+    }
+}
+
+/// 5% of the nodes announce false routes (`Net::inject_lies`) from the start, through
+/// convergence and a while after; they forward by their own (honest) tables. With origins
+/// verified: no honest router ever holds a seqno for an honest destination that its
+/// originator did not sign, nor any made-up destination, every sampled honest pair is
+/// reachable without loops, and the routers refused the forgeries (counted). Returns the
+/// share of sampled honest paths that cross a malicious node.
+fn simulate_malicious(n: usize, seed: u64, verified: bool) -> Result<f64, String> {
+    let started = std::time::Instant::now();
+    let mut rng = SplitMix(seed);
+    let config = Config { max_destinations: n + 16, max_neighbours: 64, max_queued_outputs: 4 * n + 64, ..Config::default() };
+    let mut net = Net::new(n, config);
+    if verified {
+        net.routers.iter_mut().for_each(|r| r.set_verifier(sim_verify));
+    }
+    random_graph(&mut net, &mut rng, n);
+    let mut count = 0;
+    while count < n / 20 {
+        let m = rng.below(n);
+        if !net.malicious[m] {
+            net.malicious[m] = true;
+            count += 1;
+        }
+    }
+    net.collect();
+    for _ in 0..300 {
+        net.inject_lies(&mut rng, 8);
+        net.round(&mut rng);
+    }
+    net.run_until_quiet(&mut rng, 20_000);
+    let honest: Vec<usize> = (0..n).filter(|a| !net.malicious[*a]).collect();
+    for &a in &honest {
+        for &d in &honest {
+            if a == d {
+                continue;
+            }
+            let target = address_of(d);
+            let own = net.routers[d].own_seqno();
+            let fd = net.routers[a].feasibility_distance(&target).map(|f| f.seqno);
+            let held = net.routers[a].route(&target).map(|r| r.seqno);
+            for seqno in [fd, held].into_iter().flatten() {
+                if overlay::routing::seqno_newer(seqno, own) {
+                    return Err(format!("node {a} holds seqno {seqno} for {d}, whose own seqno is {own}"));
+                }
+            }
+        }
+    }
+    for &a in &honest {
+        if let Some((dst, _)) = net.routers[a].routes().find(|(dst, _)| !net.index.contains_key(dst)) {
+            return Err(format!("node {a} routes to the made-up destination {dst}"));
+        }
+    }
+    let mut crossing = 0;
+    let mut walks = 0;
+    for _ in 0..64 {
+        let d = honest[rng.below(honest.len())];
+        for &s in &honest {
+            if s == d {
+                continue;
+            }
+            net.walk(s, d)?;
+            walks += 1;
+            let target = address_of(d);
+            let mut at = s;
+            while at != d {
+                at = net.routers[at].next_hop(&target).map_or(d, |x| x as usize);
+                if net.malicious[at] {
+                    crossing += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let refused: u64 = honest.iter().map(|a| net.routers[*a].stats().dropped_bad_origin).sum();
+    if verified && refused == 0 {
+        return Err("no forgery was refused: the attack did not run".into());
+    }
+    let share = crossing as f64 / walks as f64;
+    println!(
+        "sim n={n} seed={seed} malicious={count} verified={verified}: {walks} honest walks ok, {:.1}% cross a malicious node; {refused} forged announcements refused; {:?}",
+        100.0 * share,
+        started.elapsed()
+    );
+    Ok(share)
+}
+
+/// Issue 11: the 1,000-node simulation (400 in debug builds) with 5% malicious nodes.
+#[test]
+fn simulation_five_percent_malicious_nodes_announcing_false_routes() {
+    let default_nodes = if cfg!(debug_assertions) { 400 } else { 1000 };
+    let n = env_or("OVERLAY_SIM_NODES", default_nodes) as usize;
+    let seed = env_or("OVERLAY_SIM_SEED", 0x5eed_0005);
+    if let Err(e) = simulate_malicious(n, seed, true) {
+        panic!("{e}\nyou can reproduce this failure with OVERLAY_SIM_NODES={n} OVERLAY_SIM_SEED={seed}");
+    }
+}
+
+/// The same attack against routers that do not check origins breaks honest routing (so
+/// the test above tests something).
+#[test]
+fn without_origin_checks_the_same_attack_breaks_honest_routes() {
+    let result = simulate_malicious(200, 0x5eed_0005, false);
+    assert!(result.is_err(), "the attack did nothing to unverified routers: {result:?}");
+    println!("unverified routers: {}", result.err().unwrap_or_default());
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -14,7 +14,7 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"GSHRDCKP";
 /// Record magic, bytes 0..8 of a record's first sector.
 pub const RECORD_MAGIC: [u8; 8] = *b"GSHRDREC";
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Sector of the superblock.
 pub const SUPERBLOCK_SECTOR: u64 = 0;
 /// Sectors of the two checkpoint slots (generation `g` lives in slot `g % 2`). The
@@ -34,7 +34,7 @@ pub const LOG_SECTORS_MIN: u64 = 16;
 /// offsets never overflow.
 pub const LOG_SECTORS_MAX: u64 = 1 << 48;
 /// Bytes of a record header; the payload follows it directly.
-pub const RECORD_HEADER_SIZE_BYTES: usize = 176;
+pub const RECORD_HEADER_SIZE_BYTES: usize = 208;
 /// Chunk size of the storage-proof Merkle tree (a protocol constant).
 pub const CHUNK_SIZE_BYTES: usize = 4096;
 
@@ -45,6 +45,7 @@ const _: () = assert!(CHECKPOINT_SECTORS[0] >= 8 && CHECKPOINT_SECTORS[1] >= CHE
 const _: () = assert!(LOG_START_SECTORS >= CHECKPOINT_SECTORS[1] + 8);
 const _: () = assert!(LOG_START_SECTORS.is_multiple_of(8));
 const _: () = assert!(checkpoint_field::CHECKSUM.end <= SECTOR_SIZE);
+const _: () = assert!(record_field::HEADER_CHECKSUM.end == RECORD_HEADER_SIZE_BYTES);
 
 mod superblock_field {
     use core::ops::Range;
@@ -81,10 +82,11 @@ mod record_field {
     pub const SEQ: Range<usize> = 16..24;
     pub const RECORD_SECTORS: Range<usize> = 24..32;
     pub const KEY: Range<usize> = 32..64;
-    pub const MERKLE_ROOT: Range<usize> = 64..96;
-    pub const PREV_CHECKSUM: Range<usize> = 96..128;
-    pub const RECORD_CHECKSUM: Range<usize> = 128..160;
-    pub const HEADER_CHECKSUM: Range<usize> = 160..176;
+    pub const OWNER: Range<usize> = 64..96;
+    pub const MERKLE_ROOT: Range<usize> = 96..128;
+    pub const PREV_CHECKSUM: Range<usize> = 128..160;
+    pub const RECORD_CHECKSUM: Range<usize> = 160..192;
+    pub const HEADER_CHECKSUM: Range<usize> = 192..208;
 }
 
 fn u32_at(bytes: &[u8], range: core::ops::Range<usize>) -> u32 {
@@ -198,7 +200,7 @@ impl Superblock {
     /// The key of every keyed checksum on this disk (checkpoints, record headers and
     /// payloads): derived from the whole superblock, so it changes with each format.
     pub fn checksum_key(&self) -> [u8; 32] {
-        blake3::derive_key("gridos shardstore v1 checksum key", &self.encode())
+        blake3::derive_key("gridos shardstore v2 checksum key", &self.encode())
     }
 }
 
@@ -284,11 +286,13 @@ pub struct RecordHeader {
     pub record_sectors: u64,
     /// Shard key (zero for pads).
     pub key: [u8; 32],
+    /// The shard's owner: the namespace of `key` (zero for pads).
+    pub owner: [u8; 32],
     /// Merkle root of the shard's chunks (zero unless `Put`).
     pub merkle_root: [u8; 32],
     /// Record checksum of the previous record in the log (the hash chain).
     pub prev_checksum: [u8; 32],
-    /// Keyed blake3 over header bytes 0..128 followed by the payload.
+    /// Keyed blake3 over header bytes 0..160 (owner included) followed by the payload.
     pub record_checksum: [u8; 32],
 }
 
@@ -305,7 +309,8 @@ pub fn align_up(sectors: u64, block_sectors: u64) -> u64 {
 }
 
 impl RecordHeader {
-    /// The keyed record checksum over this header's first 128 bytes and `payload`.
+    /// The keyed record checksum over this header's first 160 bytes (everything before
+    /// the checksum, owner included) and `payload`.
     pub fn compute_record_checksum(&self, key: &[u8; 32], payload: &[u8]) -> [u8; 32] {
         let bytes = self.encode_unsealed();
         let mut hasher = blake3::Hasher::new_keyed(key);
@@ -323,6 +328,7 @@ impl RecordHeader {
         bytes[f::SEQ].copy_from_slice(&self.seq.to_le_bytes());
         bytes[f::RECORD_SECTORS].copy_from_slice(&self.record_sectors.to_le_bytes());
         bytes[f::KEY].copy_from_slice(&self.key);
+        bytes[f::OWNER].copy_from_slice(&self.owner);
         bytes[f::MERKLE_ROOT].copy_from_slice(&self.merkle_root);
         bytes[f::PREV_CHECKSUM].copy_from_slice(&self.prev_checksum);
         bytes[f::RECORD_CHECKSUM].copy_from_slice(&self.record_checksum);
@@ -358,6 +364,7 @@ impl RecordHeader {
             seq: u64_at(bytes, f::SEQ),
             record_sectors: u64_at(bytes, f::RECORD_SECTORS),
             key: array_at(bytes, f::KEY),
+            owner: array_at(bytes, f::OWNER),
             merkle_root: array_at(bytes, f::MERKLE_ROOT),
             prev_checksum: array_at(bytes, f::PREV_CHECKSUM),
             record_checksum: array_at(bytes, f::RECORD_CHECKSUM),
@@ -447,6 +454,7 @@ mod test {
             seq: 3,
             record_sectors: record_sectors_for(1000),
             key: [6; 32],
+            owner: [4; 32],
             merkle_root: [7; 32],
             prev_checksum: [8; 32],
             record_checksum: [0; 32],
@@ -470,7 +478,13 @@ mod test {
         assert_eq!(align_up(0, 8), 0);
         assert_eq!(RecordHeader::decode(&wrong_size.encode(&key), &key), None);
         assert_eq!(record_sectors_for(0), 1);
-        assert_eq!(record_sectors_for(336), 1);
-        assert_eq!(record_sectors_for(337), 2);
+        assert_eq!(record_sectors_for(304), 1);
+        assert_eq!(record_sectors_for(305), 2);
+        // The owner is covered by both checksums: another owner is another record.
+        let other_owner = RecordHeader { owner: [5; 32], ..header };
+        assert_ne!(other_owner.compute_record_checksum(&key, &[1u8; 1000]), header.record_checksum);
+        let mut moved = bytes;
+        moved[64..96].copy_from_slice(&[5; 32]);
+        assert_eq!(RecordHeader::decode(&moved, &key), None);
     }
 }

@@ -3,19 +3,29 @@
 //! Sans-IO and `#![no_std]` + `alloc`: the store reaches the disk only through
 //! [`blockdev::BlockDevice`] (virtio-blk in the kernel, `blockdev::mem::MemDisk` in
 //! tests); it reads no clock and runs nothing in the background. Shards are immutable
-//! byte strings addressed by their blake3 hash. What this crate leaves to others:
-//! redundancy (erasure coding across nodes), encryption, and deciding what to store.
+//! byte strings addressed by their blake3 hash within an owner's namespace: a shard is
+//! named by `(owner, key)`, so the same bytes stored by two owners are two shards, each
+//! deleted, listed and counted ([`OwnerUsage`]) on its own. An owner is 32 opaque bytes
+//! ([`Owner`]; the node's own data uses [`NODE_OWNER`]). What this crate leaves to
+//! others: redundancy (erasure coding across nodes), encryption, who may act as which
+//! owner, quotas, and deciding what to store.
 //!
 //! Modules: `layout` (on-disk encodings), `merkle` (storage proofs), `store` (one disk:
 //! format and shard operations; `store::replay` mounts, `store::log` appends and
 //! compacts), `multi` (several disks), `error`.
 //!
-//! # On-disk format, version 1
+//! # On-disk format, version 2
 //!
 //! All integers are little-endian. A sector is 512 bytes. "keyed" means
 //! `blake3::keyed_hash(K, ..)` with the disk's checksum key
-//! `K = blake3::derive_key("gridos shardstore v1 checksum key", superblock sector)`,
+//! `K = blake3::derive_key("gridos shardstore v2 checksum key", superblock sector)`,
 //! so records and checkpoints of another format (or another disk) never verify here.
+//!
+//! Version 2 added the owner to every record (version 1 records had none: every shard
+//! was the node's). Mount refuses a version 1 disk with `UnsupportedVersion(1)` and
+//! never writes it; the kernel then refuses the disk like any other foreign one, and
+//! booting with `gridos.format=NAME` reformats it as version 2 (its shards are lost:
+//! there is no in-place upgrade).
 //!
 //! ```text
 //! sectors 0..8    superblock in sector 0 (written by format only, never rewritten)
@@ -32,11 +42,11 @@
 //! ## Superblock (sector 0)
 //! ```text
 //! 0..8      magic "GRIDSHRD"
-//! 8..12     format version (1)
+//! 8..12     format version (2)
 //! 12..16    sector size in bytes (512)
 //! 16..48    node id
 //! 48..64    disk id
-//! 64..80    format salt: blake3(derive_key "gridos shardstore v1 format salt",
+//! 64..80    format salt: blake3(derive_key "gridos shardstore v2 format salt",
 //!           previous sectors 0..25 || node id || disk id || caller entropy)[..16];
 //!           new on every format of a used disk
 //! 80..88    device sector count at format
@@ -75,15 +85,18 @@
 //! 12..16    payload length in bytes (put: the shard length; delete, pad: 0)
 //! 16..24    sequence number (the previous record's plus one)
 //! 24..32    record length in sectors, header included, a whole number of blocks
-//!           (put: ceil((176 + payload) / 512) rounded up to blocks; delete: one
+//!           (put: ceil((208 + payload) / 512) rounded up to blocks; delete: one
 //!           block; pad: to the end of the log)
 //! 32..64    key: blake3 of the shard (zero for a pad)
-//! 64..96    Merkle root of the shard's 4 KiB chunks (put only; see `verify_proof`)
-//! 96..128   previous record's record checksum: a hash chain through the log
-//! 128..160  record checksum: keyed(bytes 0..128 || payload)
-//! 160..176  header checksum: keyed(bytes 0..160)[..16]
-//! 176..     payload, then zero up to the record's last sector
+//! 64..96    owner: the namespace of the key (put and delete; zero for a pad)
+//! 96..128   Merkle root of the shard's 4 KiB chunks (put only; see `verify_proof`)
+//! 128..160  previous record's record checksum: a hash chain through the log
+//! 160..192  record checksum: keyed(bytes 0..160 || payload)
+//! 192..208  header checksum: keyed(bytes 0..192)[..16]
+//! 208..     payload, then zero up to the record's last sector
 //! ```
+//! Both checksums cover the owner, so a record cannot move to another namespace
+//! without failing them. A delete removes the shard `(owner, key)` only.
 //! A pad fills the log from its offset to the end, and the next record starts at
 //! offset 0; only the pad's first block is written.
 //!
@@ -111,28 +124,32 @@
 //!   for the next sequence number; that record's shard is lost and counted in
 //!   `MountReport::lost_records`.
 //!
-//! The index (key to location) is rebuilt from the replayed records in order: a put
-//! sets the key, a delete removes it. Payloads are not read at mount (except the last
-//! record); every `get` checks the record checksum.
+//! The index (`(owner, key)` to location) and each owner's usage (live shards, payload
+//! bytes) are rebuilt from the replayed record headers in order: a put sets
+//! `(owner, key)`, a delete removes it. Payloads are not read at mount (except the last
+//! record); every `get` checks the record checksum and that the record's owner is the
+//! one asked for.
 //!
 //! # Space reclaim
 //! The log is circular: `compact` takes records from the head, drops dead ones
 //! (deletes, pads, puts that a later record superseded) and copies live puts to the
-//! tail, then flushes a checkpoint naming the new head; only then may the tail reuse
+//! tail with their owner, then flushes a checkpoint naming the new head; only then may the tail reuse
 //! that space. Until that checkpoint is durable, mount replays from the old head and
 //! finds the old and the new copy; the newer wins. Puts keep a reserve free so that
 //! deletes and compaction can always proceed; writes compact on demand.
 //!
 //! # Limits
-//! - Memory: the index and the list of records between head and tail stay in RAM
-//!   (roughly 100 bytes per record plus 110 per live shard), at most `RECORDS_MAX`
+//! - Memory: the index, the per-owner usage and the list of records between head and
+//!   tail stay in RAM (measured: 128 bytes per record, about 190 per live shard and 75
+//!   per owner; `tests/memory.rs`), at most `RECORDS_MAX`
 //!   (2^19) records: mount refuses a log with more (`MountError::TooManyRecords`), and
 //!   puts answer `NoSpace` before a store writes more.
 //! - Mount reads one header sector per record, the last record whole, and one
 //!   look-ahead window of up to the largest record (the resync probe).
 //! - Bit rot in the last record looks like a torn write and drops it; rot in a header
 //!   mid-log loses that record (its key is unknown, so a lost delete brings its shard
-//!   back). Redundancy across disks and nodes is what covers these.
+//!   back; its owner's usage no longer counts it). Redundancy across disks and nodes
+//!   is what covers these.
 //! - Live shards whose record rotted are dropped by compaction (they could not be
 //!   copied); `scrub` finds them earlier.
 #![no_std]
@@ -150,7 +167,10 @@ mod store;
 pub use error::{Error, FormatError, MountError};
 pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
 pub use multi::{MultiStore, Refused, DISKS_MAX};
-pub use store::{FormatOptions, Key, MountReport, ShardInfo, ShardStore, Stat, RECORDS_MAX, SHARD_SIZE_MAX_BYTES};
+pub use store::{
+    FormatOptions, Key, MountReport, Owner, OwnerUsage, ShardInfo, ShardStore, Stat, NODE_OWNER, RECORDS_MAX,
+    SHARD_SIZE_MAX_BYTES,
+};
 
 /// Chunk size of storage proofs (a protocol constant).
 pub use layout::CHUNK_SIZE_BYTES;

@@ -1,18 +1,19 @@
 //! Several disks as one store: placement by free space, and serving on when a disk dies.
 //!
-//! Each shard lives on one disk (redundancy across disks and nodes is the erasure-coding
+//! Shards are named by `(owner, key)` as on one disk. Each shard lives on one disk (redundancy across disks and nodes is the erasure-coding
 //! layer's job, above this). `put` picks the healthy disk with the most free space; a
 //! disk whose device returns an error is marked failed and skipped from then on, and
 //! the shards on the other disks stay readable. Reviving a failed disk means mounting
 //! it again and handing it to a new `MultiStore`.
 
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use blockdev::{BlockDevice, BlockError};
 
 use crate::error::{Error, MountError};
 use crate::merkle::StorageProof;
-use crate::store::{Key, ShardStore, Stat};
+use crate::store::{Key, Owner, OwnerUsage, ShardInfo, ShardStore, Stat};
 
 /// Upper bound on disks per node; keeps every loop here bounded.
 pub const DISKS_MAX: usize = 64;
@@ -61,12 +62,12 @@ impl<D: BlockDevice> MultiStore<D> {
         (MultiStore::new(stores), refused)
     }
 
-    /// Stores a shard on the healthy disk with the most free space that takes it (or
-    /// where it already is). Returns that disk's index.
-    pub fn put(&mut self, key: Key, bytes: &[u8]) -> Result<usize, Error> {
-        let holder = self.holders(&key).next();
+    /// Stores `owner`'s shard on the healthy disk with the most free space that takes it
+    /// (or where the owner already has it). Returns that disk's index.
+    pub fn put(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<usize, Error> {
+        let holder = self.holders(owner, &key).next();
         if let Some(index) = holder {
-            match self.disks[index].store.put(key, bytes) {
+            match self.disks[index].store.put(owner, key, bytes) {
                 Ok(()) => return Ok(index),
                 Err(Error::Device(error)) => self.fail(index, error),
                 Err(error) => return Err(error),
@@ -76,7 +77,7 @@ impl<D: BlockDevice> MultiStore<D> {
         candidates.sort_by_key(|&index| core::cmp::Reverse(self.disks[index].store.stat().free_bytes));
         let mut outcome = Err(Error::Device(BlockError::Failed));
         for index in candidates {
-            match self.disks[index].store.put(key, bytes) {
+            match self.disks[index].store.put(owner, key, bytes) {
                 Ok(()) => return Ok(index),
                 Err(Error::Device(error)) => {
                     self.fail(index, error);
@@ -89,12 +90,12 @@ impl<D: BlockDevice> MultiStore<D> {
         outcome
     }
 
-    /// The shard's bytes from whichever healthy disk holds a good copy.
-    pub fn get(&mut self, key: &Key) -> Result<Vec<u8>, Error> {
+    /// `owner`'s shard from whichever healthy disk holds a good copy.
+    pub fn get(&mut self, owner: &Owner, key: &Key) -> Result<Vec<u8>, Error> {
         let mut outcome = Err(Error::NotFound);
-        let holders: Vec<usize> = self.holders(key).collect();
+        let holders: Vec<usize> = self.holders(owner, key).collect();
         for index in holders {
-            match self.disks[index].store.get(key) {
+            match self.disks[index].store.get(owner, key) {
                 Ok(bytes) => return Ok(bytes),
                 Err(Error::Device(error)) => {
                     self.fail(index, error);
@@ -108,15 +109,15 @@ impl<D: BlockDevice> MultiStore<D> {
         outcome
     }
 
-    /// Deletes the shard from every healthy disk that holds it.
-    pub fn delete(&mut self, key: &Key) -> Result<(), Error> {
-        let holders: Vec<usize> = self.holders(key).collect();
+    /// Deletes `owner`'s shard from every healthy disk that holds it.
+    pub fn delete(&mut self, owner: &Owner, key: &Key) -> Result<(), Error> {
+        let holders: Vec<usize> = self.holders(owner, key).collect();
         if holders.is_empty() {
             return Err(Error::NotFound);
         }
         let mut outcome = Ok(());
         for index in holders {
-            match self.disks[index].store.delete(key) {
+            match self.disks[index].store.delete(owner, key) {
                 Ok(()) => {}
                 Err(Error::Device(error)) => {
                     self.fail(index, error);
@@ -128,12 +129,12 @@ impl<D: BlockDevice> MultiStore<D> {
         outcome
     }
 
-    /// A storage proof from a healthy disk holding the shard.
-    pub fn prove(&mut self, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+    /// A storage proof from a healthy disk holding `owner`'s shard.
+    pub fn prove(&mut self, owner: &Owner, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
         let mut outcome = Err(Error::NotFound);
-        let holders: Vec<usize> = self.holders(key).collect();
+        let holders: Vec<usize> = self.holders(owner, key).collect();
         for index in holders {
-            match self.disks[index].store.prove(key, challenge) {
+            match self.disks[index].store.prove(owner, key, challenge) {
                 Ok(proof) => return Ok(proof),
                 Err(Error::Device(error)) => {
                     self.fail(index, error);
@@ -145,12 +146,59 @@ impl<D: BlockDevice> MultiStore<D> {
         outcome
     }
 
-    /// Keys on all healthy disks, ascending, without duplicates.
-    pub fn list(&self) -> Vec<Key> {
-        let mut keys: Vec<Key> = self.healthy().flat_map(|index| self.disks[index].store.list()).collect();
+    /// Whether a healthy disk holds `owner`'s shard `key` (from the indexes).
+    pub fn contains(&self, owner: &Owner, key: &Key) -> bool {
+        self.holders(owner, key).next().is_some()
+    }
+
+    /// Length and Merkle root of `owner`'s shard, from the first healthy disk holding it.
+    pub fn info(&self, owner: &Owner, key: &Key) -> Option<ShardInfo> {
+        self.healthy().find_map(|index| self.disks[index].store.info(owner, key))
+    }
+
+    /// `owner`'s keys on all healthy disks, ascending, without duplicates.
+    pub fn list(&self, owner: &Owner) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.healthy().flat_map(|index| self.disks[index].store.list(owner)).collect();
         keys.sort_unstable();
         keys.dedup();
         keys
+    }
+
+    /// Up to `max` of `owner`'s shards with keys above `after`, ascending and without
+    /// duplicates, over all healthy disks (each disk contributes at most `max`).
+    pub fn list_after(&self, owner: &Owner, after: Option<&Key>, max: usize) -> Vec<(Key, ShardInfo)> {
+        let mut page: Vec<(Key, ShardInfo)> =
+            self.healthy().flat_map(|index| self.disks[index].store.list_after(owner, after, max)).collect();
+        page.sort_unstable_by_key(|(key, _)| *key);
+        page.dedup_by_key(|(key, _)| *key);
+        page.truncate(max);
+        page
+    }
+
+    /// `owner`'s shards and bytes summed over the healthy disks (a shard on two disks
+    /// counts twice, as in [`stat`](Self::stat)).
+    pub fn owner_usage(&self, owner: &Owner) -> OwnerUsage {
+        self.healthy().map(|index| self.disks[index].store.owner_usage(owner)).fold(
+            OwnerUsage::default(),
+            |sum, usage| OwnerUsage {
+                shards: sum.shards.saturating_add(usage.shards),
+                bytes: sum.bytes.saturating_add(usage.bytes),
+            },
+        )
+    }
+
+    /// Distinct owners holding a live shard on a healthy disk.
+    pub fn owner_count(&self) -> usize {
+        let mut healthy = self.healthy();
+        match (healthy.next(), healthy.next()) {
+            (None, _) => 0,
+            (Some(only), None) => self.disks[only].store.owner_count(),
+            _ => {
+                let owners: BTreeSet<&Owner> =
+                    self.healthy().flat_map(|index| self.disks[index].store.owners()).collect();
+                owners.len()
+            }
+        }
     }
 
     /// Sum of the healthy disks' figures (a shard on two disks counts twice).
@@ -193,8 +241,8 @@ impl<D: BlockDevice> MultiStore<D> {
         (0..self.disks.len()).filter(|&index| !self.disks[index].failed)
     }
 
-    fn holders<'a>(&'a self, key: &'a Key) -> impl Iterator<Item = usize> + 'a {
-        self.healthy().filter(move |&index| self.disks[index].store.contains(key))
+    fn holders<'a>(&'a self, owner: &'a Owner, key: &'a Key) -> impl Iterator<Item = usize> + 'a {
+        self.healthy().filter(move |&index| self.disks[index].store.contains(owner, key))
     }
 
     fn fail(&mut self, index: usize, _error: BlockError) {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::OWNER;
+
 use std::time::Instant;
 
 use common::{fresh, shard};
@@ -19,24 +21,24 @@ fn bench_put_get_mount_compact() {
 
     let started = Instant::now();
     for (key, bytes) in &shards {
-        store.put(*key, bytes).unwrap();
+        store.put(&OWNER, *key, bytes).unwrap();
     }
     let put_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
     for (key, bytes) in &shards {
-        assert_eq!(store.get(key).unwrap().len(), bytes.len());
+        assert_eq!(store.get(&OWNER, key).unwrap().len(), bytes.len());
     }
     let get_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
     for (index, (key, _)) in shards.iter().enumerate() {
-        store.prove(key, index as u64).unwrap();
+        store.prove(&OWNER, key, index as u64).unwrap();
     }
     let prove_s = started.elapsed().as_secs_f64();
 
     for (key, _) in shards.iter().step_by(2) {
-        store.delete(key).unwrap();
+        store.delete(&OWNER, key).unwrap();
     }
     let started = Instant::now();
     store.compact(usize::MAX).unwrap();

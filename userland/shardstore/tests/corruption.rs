@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::OWNER;
+
 use blockdev::mem::MemDisk;
 use common::{crash_and_remount, fresh, shard};
 use proptest::prelude::*;
@@ -21,7 +23,7 @@ fn store_with(count: u64, len_bytes: usize) -> (ShardStore<MemDisk>, Vec<(Key, V
     let mut store = fresh(512);
     let shards: Vec<_> = (0..count).map(|seed| shard(seed, len_bytes)).collect();
     for (key, bytes) in &shards {
-        store.put(*key, bytes).unwrap();
+        store.put(&OWNER, *key, bytes).unwrap();
     }
     (store, shards)
 }
@@ -33,22 +35,22 @@ fn flipped_payload_reads_corrupt_and_others_are_fine() {
     store.device_mut().flip_bits(offset + 700, 1, 0x08);
     for (index, (key, bytes)) in shards.iter().enumerate() {
         if index == 2 {
-            assert_eq!(store.get(key), Err(Error::Corrupt));
-            assert_eq!(store.prove(key, 0), Err(Error::Corrupt));
+            assert_eq!(store.get(&OWNER, key), Err(Error::Corrupt));
+            assert_eq!(store.prove(&OWNER, key, 0), Err(Error::Corrupt));
         } else {
-            assert_eq!(&store.get(key).unwrap(), bytes);
+            assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
         }
     }
     let mut store = crash_and_remount(store);
-    assert_eq!(store.get(&shards[2].0), Err(Error::Corrupt));
-    assert_eq!(store.scrub().unwrap(), vec![shards[2].0]);
+    assert_eq!(store.get(&OWNER, &shards[2].0), Err(Error::Corrupt));
+    assert_eq!(store.scrub().unwrap(), vec![(OWNER, shards[2].0)]);
     // Storing the shard again repairs it.
-    store.put(shards[2].0, &shards[2].1).unwrap();
-    assert_eq!(store.get(&shards[2].0).unwrap(), shards[2].1);
+    store.put(&OWNER, shards[2].0, &shards[2].1).unwrap();
+    assert_eq!(store.get(&OWNER, &shards[2].0).unwrap(), shards[2].1);
     assert!(store.scrub().unwrap().is_empty());
     let mut store = crash_and_remount(store);
     for (key, bytes) in &shards {
-        assert_eq!(&store.get(key).unwrap(), bytes);
+        assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
     }
 }
 
@@ -60,19 +62,19 @@ fn flipped_header_in_the_middle_loses_only_that_shard() {
     disk.flip_bits(offset - HEADER_SIZE_BYTES + 20, 1, 0x01); // the sequence number
     let mut store = ShardStore::mount(disk).unwrap();
     assert_eq!(store.mount_report().lost_records, 1);
-    assert_eq!(store.get(&shards[1].0), Err(Error::NotFound));
+    assert_eq!(store.get(&OWNER, &shards[1].0), Err(Error::NotFound));
     for (index, (key, bytes)) in shards.iter().enumerate() {
         if index != 1 {
-            assert_eq!(&store.get(key).unwrap(), bytes);
+            assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
         }
     }
     // New writes land after the last record, not over the ones behind the damage.
     let (key, bytes) = shard(99, 1500);
-    store.put(key, &bytes).unwrap();
+    store.put(&OWNER, key, &bytes).unwrap();
     let mut store = crash_and_remount(store);
-    assert_eq!(store.get(&key).unwrap(), bytes);
+    assert_eq!(store.get(&OWNER, &key).unwrap(), bytes);
     for (key, bytes) in shards.iter().skip(2) {
-        assert_eq!(&store.get(key).unwrap(), bytes);
+        assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
     }
 }
 
@@ -84,10 +86,10 @@ fn flipped_last_record_is_taken_for_a_torn_write() {
     disk.flip_bits(offset + 10, 1, 0x80);
     let mut store = ShardStore::mount(disk).unwrap();
     assert!(store.mount_report().torn_tail_dropped);
-    assert_eq!(store.get(&shards[2].0), Err(Error::NotFound));
-    assert_eq!(store.get(&shards[0].0).unwrap(), shards[0].1);
-    store.put(shards[2].0, &shards[2].1).unwrap();
-    assert_eq!(store.get(&shards[2].0).unwrap(), shards[2].1);
+    assert_eq!(store.get(&OWNER, &shards[2].0), Err(Error::NotFound));
+    assert_eq!(store.get(&OWNER, &shards[0].0).unwrap(), shards[0].1);
+    store.put(&OWNER, shards[2].0, &shards[2].1).unwrap();
+    assert_eq!(store.get(&OWNER, &shards[2].0).unwrap(), shards[2].1);
 }
 
 #[test]
@@ -97,10 +99,10 @@ fn compaction_drops_a_corrupt_live_shard_and_keeps_the_rest() {
     store.device_mut().flip_bits(offset, 4, 0xff);
     store.compact(100).unwrap();
     assert_eq!(store.corrupt_dropped_count(), 1);
-    assert_eq!(store.get(&shards[0].0), Err(Error::NotFound));
+    assert_eq!(store.get(&OWNER, &shards[0].0), Err(Error::NotFound));
     let mut store = crash_and_remount(store);
     for (key, bytes) in shards.iter().skip(1) {
-        assert_eq!(&store.get(key).unwrap(), bytes);
+        assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
     }
 }
 
@@ -117,7 +119,7 @@ proptest! {
         let mut store = fresh(128);
         let shards: Vec<_> = (0..8).map(|seed| shard(seed, 700 + seed as usize * 300)).collect();
         for (key, bytes) in &shards {
-            store.put(*key, bytes).unwrap();
+            store.put(&OWNER, *key, bytes).unwrap();
         }
         let mut disk = store.into_device();
         for (offset, len, mask) in &flips {
@@ -126,7 +128,7 @@ proptest! {
         let Ok(mut store) = ShardStore::mount(disk) else { return Ok(()) };
         let mut readable = Vec::new();
         for (key, bytes) in &shards {
-            match store.get(key) {
+            match store.get(&OWNER, key) {
                 Ok(read) => {
                     prop_assert_eq!(&read, bytes);
                     readable.push((*key, bytes.clone()));
@@ -136,7 +138,7 @@ proptest! {
         }
         for seed in 100..100 + extra {
             let (key, bytes) = shard(seed, 900);
-            match store.put(key, &bytes) {
+            match store.put(&OWNER, key, &bytes) {
                 Ok(()) | Err(Error::NoSpace) => {}
                 Err(error) => prop_assert!(false, "put failed: {:?}", error),
             }
@@ -144,7 +146,7 @@ proptest! {
         let mut store = ShardStore::mount(store.into_device()).unwrap();
         for (key, bytes) in &readable {
             // Compaction may have dropped a shard only if it was corrupt; these were not.
-            prop_assert_eq!(&store.get(key).unwrap(), bytes);
+            prop_assert_eq!(&store.get(&OWNER, key).unwrap(), bytes);
         }
     }
 }

@@ -4,10 +4,14 @@
 
 mod common;
 
+use common::OWNER;
+
 use blockdev::mem::MemDisk;
 use blockdev::SECTOR_SIZE;
 use common::{fresh, shard};
-use shardstore::layout::{RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS};
+use shardstore::layout::{
+    RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
+};
 use shardstore::layout::Checkpoint;
 use shardstore::{Error, MountError, ShardStore, RECORDS_MAX};
 
@@ -44,6 +48,7 @@ fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
             seq: 1 + i,
             record_sectors: 1,
             key: [9; 32],
+            owner: OWNER,
             merkle_root: [0; 32],
             prev_checksum,
             record_checksum: [0; 32],
@@ -51,7 +56,7 @@ fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
         header.record_checksum = header.compute_record_checksum(&key, &[]);
         prev_checksum = header.record_checksum;
         let at = (LOG_START_SECTORS + i) as usize * SECTOR_SIZE;
-        image[at..at + 176].copy_from_slice(&header.encode(&key));
+        image[at..at + RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&key));
     }
     let disk = MemDisk::from_image(image).unwrap();
     let (error, disk) = ShardStore::try_mount(disk).expect_err("a disk past RECORDS_MAX was mounted");
@@ -77,7 +82,7 @@ fn a_store_never_writes_more_records_than_it_would_mount() {
     let mut keys = Vec::new();
     let refused = loop {
         let (key, bytes) = shard(keys.len() as u64, 40);
-        match store.put(key, &bytes) {
+        match store.put(&OWNER, key, &bytes) {
             Ok(()) => keys.push(key),
             Err(error) => break error,
         }
@@ -87,17 +92,46 @@ fn a_store_never_writes_more_records_than_it_would_mount() {
     assert!(store.record_count() <= LIMIT && store.record_count() + 64 >= LIMIT - 2, "{}", store.record_count());
     // Deletes still go in (the reserve), compaction then makes room for puts again.
     for key in &keys[..40] {
-        store.delete(key).unwrap();
+        store.delete(&OWNER, key).unwrap();
         assert!(store.record_count() <= LIMIT);
     }
     let (key, bytes) = shard(10_000, 40);
-    store.put(key, &bytes).unwrap();
+    store.put(&OWNER, key, &bytes).unwrap();
     assert!(store.record_count() <= LIMIT);
     let disk = store.into_device();
     let store = ShardStore::try_mount_with_records_max(disk, LIMIT).map_err(|(e, _)| e).unwrap();
-    assert_eq!(store.list().len(), keys.len() - 40 + 1);
+    assert_eq!(store.list(&OWNER).len(), keys.len() - 40 + 1);
     let count = store.record_count();
     let disk = store.into_device();
     let (error, _) = ShardStore::try_mount_with_records_max(disk, count - 1).err().unwrap();
     assert_eq!(error, MountError::TooManyRecords { records_max: count as u64 - 1 });
+}
+
+/// Found by `fuzz_mount` (mutated images): a log of `LIMIT + 1` records whose last one
+/// is torn mounts as `LIMIT` records without a limit, but the limit counts the last
+/// record before it is found torn (a store counts the record it writes against the
+/// limit too, so no store wrote this log): refused, typed and untouched, and the log
+/// in RAM never held more than `LIMIT` entries. Under a limit one higher it mounts.
+#[test]
+fn the_limit_counts_a_torn_last_record() {
+    const LIMIT: usize = 6;
+    let mut store = fresh(256);
+    let shards: Vec<_> = (0..=LIMIT as u64).map(|seed| shard(seed, 200)).collect();
+    for (key, bytes) in &shards {
+        store.put(&OWNER, *key, bytes).unwrap();
+    }
+    let mut disk = store.into_device();
+    let last = &shards[LIMIT].1;
+    let at = disk.durable_image().windows(64).position(|window| window == &last[..64]).unwrap();
+    disk.flip_bits(at as u64 + 10, 1, 0x40);
+    let full = ShardStore::mount(disk.clone()).unwrap();
+    assert!(full.mount_report().torn_tail_dropped);
+    assert_eq!(full.record_count(), LIMIT);
+    let writes = disk.stats().write_count;
+    let (error, disk) = ShardStore::try_mount_with_records_max(disk, LIMIT).err().unwrap();
+    assert_eq!(error, MountError::TooManyRecords { records_max: LIMIT as u64 });
+    assert_eq!(disk.stats().write_count, writes);
+    let store = ShardStore::try_mount_with_records_max(disk, LIMIT + 1).map_err(|(e, _)| e).unwrap();
+    assert_eq!(store.record_count(), LIMIT);
+    assert_eq!(store.list(&OWNER).len(), LIMIT);
 }

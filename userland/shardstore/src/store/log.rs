@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use blockdev::{BlockDevice, SECTOR_SIZE};
 
-use super::{ChainPos, Key, Location, LogEntry, ShardStore, COMPACT_BATCH_RECORDS};
+use super::{ChainPos, Key, Location, LogEntry, Owner, ShardStore, COMPACT_BATCH_RECORDS};
 use crate::error::Error;
 use crate::layout::{Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
 
@@ -25,7 +25,7 @@ impl<D: BlockDevice> ShardStore<D> {
         let mut advanced = 0usize;
         while advanced < records_max.min(initial_len) {
             let entry = self.log[advanced];
-            let location = self.index.get(&entry.key).copied();
+            let location = self.index.get(&(entry.owner, entry.key)).copied();
             let live = location.filter(|location| entry.kind == RecordKind::Put && location.seq == entry.seq);
             if let Some(location) = live {
                 // A copy (and maybe a pad) must not take the log past its record limit.
@@ -33,16 +33,18 @@ impl<D: BlockDevice> ShardStore<D> {
                     break;
                 }
                 match self.read_record(entry.offset_sectors, entry.seq, entry.record_sectors) {
-                    Ok(bytes) => {
+                    Ok((owner, bytes)) if owner == entry.owner => {
                         if self.room_sectors(entry.record_sectors) > self.free_sectors() {
                             break;
                         }
-                        let copy = self.append(RecordKind::Put, entry.key, location.merkle_root, &bytes)?;
-                        self.set_live(copy.key, copy.location(location.payload_len_bytes, location.merkle_root));
+                        // The copy keeps its owner: it is the same shard in the same namespace.
+                        let copy = self.append(RecordKind::Put, owner, entry.key, location.merkle_root, &bytes)?;
+                        let location = copy.location(location.payload_len_bytes, location.merkle_root);
+                        self.set_live(copy.owner, copy.key, location);
                     }
-                    Err(Error::Corrupt) => {
+                    Ok(_) | Err(Error::Corrupt) => {
                         // Nothing good to copy: the shard is lost either way.
-                        self.set_dead(&entry.key);
+                        self.set_dead(&entry.owner, &entry.key);
                         self.corrupt_dropped_count += 1;
                     }
                     Err(error) => return Err(error),
@@ -117,18 +119,39 @@ impl<D: BlockDevice> ShardStore<D> {
         bytes
     }
 
-    /// Points the index at a put record, replacing what it said about the key.
-    pub(super) fn set_live(&mut self, key: Key, location: Location) {
-        if let Some(old) = self.index.insert(key, location) {
-            self.live_bytes -= u64::from(old.payload_len_bytes);
+    /// Points the index at a put record, replacing what it said about `owner`'s `key`,
+    /// and keeps the owner's usage and the live bytes in step.
+    pub(super) fn set_live(&mut self, owner: Owner, key: Key, location: Location) {
+        let added_bytes = u64::from(location.payload_len_bytes);
+        let old = self.index.insert((owner, key), location);
+        let usage = self.usage.entry(owner).or_default();
+        if let Some(old) = old {
+            let old_bytes = u64::from(old.payload_len_bytes);
+            usage.bytes -= old_bytes;
+            self.live_bytes -= old_bytes;
+        } else {
+            usage.shards += 1;
         }
-        self.live_bytes += u64::from(location.payload_len_bytes);
+        usage.bytes += added_bytes;
+        self.live_bytes += added_bytes;
     }
 
-    /// Removes a key from the index.
-    pub(super) fn set_dead(&mut self, key: &Key) {
-        if let Some(old) = self.index.remove(key) {
-            self.live_bytes -= u64::from(old.payload_len_bytes);
+    /// Removes `owner`'s `key` from the index (and the owner, once it holds nothing).
+    pub(super) fn set_dead(&mut self, owner: &Owner, key: &Key) {
+        let Some(old) = self.index.remove(&(*owner, *key)) else { return };
+        let old_bytes = u64::from(old.payload_len_bytes);
+        self.live_bytes -= old_bytes;
+        // Every index entry is counted in its owner's usage (`check_invariants`).
+        let emptied = match self.usage.get_mut(owner) {
+            Some(usage) => {
+                usage.shards -= 1;
+                usage.bytes -= old_bytes;
+                usage.shards == 0
+            }
+            None => false,
+        };
+        if emptied {
+            self.usage.remove(owner);
         }
     }
 
@@ -187,21 +210,29 @@ impl<D: BlockDevice> ShardStore<D> {
 
     /// Appends one record at the tail (after a pad if it would cross the end of the log),
     /// each written and flushed on its own. The tail moves only after the flush.
-    pub(super) fn append(&mut self, kind: RecordKind, key: Key, merkle_root: [u8; 32], payload: &[u8]) -> Result<LogEntry, Error> {
+    pub(super) fn append(
+        &mut self,
+        kind: RecordKind,
+        owner: Owner,
+        key: Key,
+        merkle_root: [u8; 32],
+        payload: &[u8],
+    ) -> Result<LogEntry, Error> {
         let record_sectors = self.record_sectors_of(payload.len());
         assert!(self.room_sectors(record_sectors) <= self.free_sectors());
         let log_sectors = self.superblock.log_sectors;
         if self.tail.offset_sectors + record_sectors > log_sectors {
             let pad_sectors = log_sectors - self.tail.offset_sectors;
-            self.write_record(RecordKind::Pad, [0; 32], [0; 32], &[], pad_sectors)?;
+            self.write_record(RecordKind::Pad, [0; 32], [0; 32], [0; 32], &[], pad_sectors)?;
         }
         assert!(self.tail.offset_sectors + record_sectors <= log_sectors);
-        self.write_record(kind, key, merkle_root, payload, record_sectors)
+        self.write_record(kind, owner, key, merkle_root, payload, record_sectors)
     }
 
     pub(super) fn write_record(
         &mut self,
         kind: RecordKind,
+        owner: Owner,
         key: Key,
         merkle_root: [u8; 32],
         payload: &[u8],
@@ -217,6 +248,7 @@ impl<D: BlockDevice> ShardStore<D> {
             seq: self.tail.seq,
             record_sectors,
             key,
+            owner,
             merkle_root,
             prev_checksum: self.tail.prev_checksum,
             record_checksum: [0; 32],
@@ -239,6 +271,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors,
             kind,
             key,
+            owner,
             record_checksum: header.record_checksum,
         };
         self.push_log_entry(entry);

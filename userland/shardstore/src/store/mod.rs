@@ -1,8 +1,9 @@
 //! The shard store on one disk: format, mount, put/get/delete, proofs; the log
 //! replay at mount lives in `replay`, appends and compaction in `log`.
 //!
-//! State in memory: the superblock, an index `key -> location` and the list of log
-//! records between the durable head and the tail (oldest first). The disk is only
+//! State in memory: the superblock, an index `(owner, key) -> location`, each owner's
+//! usage (shards and bytes, kept in step with the index) and the list of log records
+//! between the durable head and the tail (oldest first). The disk is only
 //! touched through [`BlockDevice`]; there is no clock and no background work:
 //! compaction runs when a write needs space or when the caller asks for it.
 //!
@@ -19,6 +20,7 @@ mod log;
 mod replay;
 
 use alloc::collections::{BTreeMap, VecDeque};
+use core::ops::Bound;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -36,13 +38,34 @@ use crate::merkle::{build_proof, merkle_root, StorageProof};
 /// A shard key: the blake3 hash of the shard's bytes.
 pub type Key = [u8; 32];
 
+/// Whose shard it is: shards are namespaced by owner, so the same bytes stored by two
+/// owners are two shards, each deleted, listed and counted on its own. The store
+/// attaches no meaning to it (the shard service uses the signer's public key).
+pub type Owner = [u8; 32];
+
+/// The node's own data (workload files and tables). The store treats it like any other
+/// owner; the shard service must never act in this namespace. No signer can be it (the
+/// all-zero encoding is a small-order ed25519 point, which `ed25519-compact` never
+/// verifies), but a request that *names* an owner (a storage proof) must refuse it.
+pub const NODE_OWNER: Owner = [0u8; 32];
+
+/// What one owner holds in a store: live shards and their payload bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnerUsage {
+    /// Live shards.
+    pub shards: u64,
+    /// Payload bytes of those shards (what the owner stored, not the log space).
+    pub bytes: u64,
+}
+
 /// The largest shard any store accepts.
 pub const SHARD_SIZE_MAX_BYTES: usize = 16 << 20;
 
-/// Most records a store keeps between head and tail, so most log entries (about 100
-/// bytes of RAM each) and index entries (about 110 bytes each per live shard) one disk
-/// costs: 2^19 records is at most about 110 MiB of heap, which a node with a few GiB
-/// of RAM can afford for a few disks. Every record is at least one block, and a forged
+/// Most records a store keeps between head and tail, so most log entries (128 bytes
+/// of RAM each) and index entries (about 190 bytes per live shard, plus about 75 per
+/// owner) one disk costs, as `tests/memory.rs` measures: 2^19 records, each a live
+/// shard of its own owner, is about 200 MiB of heap, which a node with a few GiB of
+/// RAM can afford for a few disks. Every record is at least one block, and a forged
 /// superblock can make blocks one sector, so without a bound a crafted disk of tiny
 /// records would make mount allocate a fifth of the disk's size at every boot. A store
 /// never writes more (puts and deletes answer `NoSpace`, compaction copies no further),
@@ -76,7 +99,14 @@ struct LogEntry {
     record_sectors: u64,
     kind: RecordKind,
     key: Key,
+    owner: Owner,
     record_checksum: [u8; 32],
+}
+
+impl Location {
+    fn info(&self) -> ShardInfo {
+        ShardInfo { len_bytes: u64::from(self.payload_len_bytes), merkle_root: self.merkle_root }
+    }
 }
 
 impl LogEntry {
@@ -150,7 +180,9 @@ pub struct ShardStore<D: BlockDevice> {
     dev: D,
     superblock: Superblock,
     checksum_key: [u8; 32],
-    index: BTreeMap<Key, Location>,
+    index: BTreeMap<(Owner, Key), Location>,
+    /// Per owner with at least one live shard: the sums over its index entries.
+    usage: BTreeMap<Owner, OwnerUsage>,
     log: VecDeque<LogEntry>,
     head: ChainPos,
     tail: ChainPos,
@@ -249,7 +281,7 @@ impl<D: BlockDevice> ShardStore<D> {
             .filter(|&log| log >= LOG_SECTORS_MIN * block_sectors)
             .ok_or(FormatError::DeviceTooSmall)?;
         let old_sectors = read_sectors(&mut dev, SUPERBLOCK_SECTOR, LOG_START_SECTORS + 1)?;
-        let mut hasher = blake3::Hasher::new_derive_key("gridos shardstore v1 format salt");
+        let mut hasher = blake3::Hasher::new_derive_key("gridos shardstore v2 format salt");
         hasher.update(&old_sectors);
         hasher.update(&node_id);
         hasher.update(&disk_id);
@@ -300,6 +332,7 @@ impl<D: BlockDevice> ShardStore<D> {
             superblock,
             checksum_key,
             index: BTreeMap::new(),
+            usage: BTreeMap::new(),
             log: VecDeque::new(),
             head,
             tail: head,
@@ -368,8 +401,8 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 
     /// Reads a whole record and checks it: header again (same place in the chain) and
-    /// the keyed checksum over header and payload.
-    fn read_record(&mut self, offset_sectors: u64, seq: u64, record_sectors: u64) -> Result<Vec<u8>, Error> {
+    /// the keyed checksum over header and payload. Returns the record's owner and payload.
+    fn read_record(&mut self, offset_sectors: u64, seq: u64, record_sectors: u64) -> Result<(Owner, Vec<u8>), Error> {
         let sector = self.absolute_sector(offset_sectors);
         let mut buf = read_sectors(&mut self.dev, sector, record_sectors)?;
         let header = RecordHeader::decode(&buf, &self.checksum_key).ok_or(Error::Corrupt)?;
@@ -386,7 +419,7 @@ impl<D: BlockDevice> ShardStore<D> {
         }
         buf.truncate(payload_end_bytes);
         buf.drain(..RECORD_HEADER_SIZE_BYTES);
-        Ok(buf)
+        Ok((header.owner, buf))
     }
 
     /// Sectors a record with `payload_len_bytes` of payload occupies on this disk.
@@ -406,14 +439,18 @@ impl<D: BlockDevice> ShardStore<D> {
             assert_eq!(first.seq, self.head.seq);
         }
         debug_assert_eq!(self.log.iter().map(|entry| entry.record_sectors).sum::<u64>(), self.used_sectors);
+        assert!(self.usage.len() <= self.index.len());
+        debug_assert_eq!(self.usage.values().map(|usage| usage.shards).sum::<u64>(), self.index.len() as u64);
+        debug_assert_eq!(self.usage.values().map(|usage| usage.bytes).sum::<u64>(), self.live_bytes);
     }
 }
 
-/// Shard operations.
+/// Shard operations. Every shard belongs to an owner: `(owner, key)` names it.
 impl<D: BlockDevice> ShardStore<D> {
-    /// Stores `bytes` under `key`, which must be `blake3(bytes)`. Returns once the record
-    /// is flushed. Storing a key that is already present (and readable) writes nothing.
-    pub fn put(&mut self, key: Key, bytes: &[u8]) -> Result<(), Error> {
+    /// Stores `bytes` as `owner`'s shard `key`, which must be `blake3(bytes)`. Returns
+    /// once the record is flushed. Storing a shard the owner already holds (readable)
+    /// writes nothing; another owner's copy of the same bytes does not count.
+    pub fn put(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<(), Error> {
         if bytes.len() > SHARD_SIZE_MAX_BYTES {
             return Err(Error::TooLarge);
         }
@@ -425,8 +462,8 @@ impl<D: BlockDevice> ShardStore<D> {
             return Err(Error::KeyMismatch);
         }
         self.clean_tail()?;
-        if self.index.contains_key(&key) {
-            match self.get(&key) {
+        if self.contains(owner, &key) {
+            match self.get(owner, &key) {
                 Ok(_) => return Ok(()),
                 Err(Error::Corrupt) => {} // Write a fresh copy; it supersedes the bad one.
                 Err(error) => return Err(error),
@@ -434,53 +471,87 @@ impl<D: BlockDevice> ShardStore<D> {
         }
         self.make_room(record_sectors, self.put_reserve_sectors(), PUT_RESERVE_RECORDS)?;
         let root = merkle_root(bytes);
-        let entry = self.append(RecordKind::Put, key, root, bytes)?;
-        self.set_live(entry.key, entry.location(entry_len_bytes(bytes), root));
+        let entry = self.append(RecordKind::Put, *owner, key, root, bytes)?;
+        assert_eq!((entry.owner, entry.key), (*owner, key));
+        self.set_live(entry.owner, entry.key, entry.location(entry_len_bytes(bytes), root));
         self.check_invariants();
         Ok(())
     }
 
-    /// The bytes of shard `key`, checked against the record checksum.
-    pub fn get(&mut self, key: &Key) -> Result<Vec<u8>, Error> {
-        let location = *self.index.get(key).ok_or(Error::NotFound)?;
-        let bytes = self.read_record(location.offset_sectors, location.seq, location.record_sectors)?;
+    /// The bytes of `owner`'s shard `key`, checked against the record checksum.
+    pub fn get(&mut self, owner: &Owner, key: &Key) -> Result<Vec<u8>, Error> {
+        let location = *self.index.get(&(*owner, *key)).ok_or(Error::NotFound)?;
+        let (record_owner, bytes) =
+            self.read_record(location.offset_sectors, location.seq, location.record_sectors)?;
         // The record checksum already covers the bytes; the key check also catches a
         // record that was written wrong (or forged by someone holding the disk's key).
-        if bytes.len() != location.payload_len_bytes as usize || *blake3::hash(&bytes).as_bytes() != *key {
+        if record_owner != *owner
+            || bytes.len() != location.payload_len_bytes as usize
+            || *blake3::hash(&bytes).as_bytes() != *key
+        {
             return Err(Error::Corrupt);
         }
         Ok(bytes)
     }
 
-    /// Removes shard `key`. Returns once the delete record is flushed.
-    pub fn delete(&mut self, key: &Key) -> Result<(), Error> {
+    /// Removes `owner`'s shard `key` (other owners' copies stay). Returns once the
+    /// delete record is flushed.
+    pub fn delete(&mut self, owner: &Owner, key: &Key) -> Result<(), Error> {
         self.clean_tail()?;
-        if !self.index.contains_key(key) {
+        if !self.contains(owner, key) {
             return Err(Error::NotFound);
         }
         self.make_room(self.block_sectors, self.delete_reserve_sectors(), 0)?;
-        self.append(RecordKind::Delete, *key, [0; 32], &[])?;
-        self.set_dead(key);
+        self.append(RecordKind::Delete, *owner, *key, [0; 32], &[])?;
+        self.set_dead(owner, key);
         self.check_invariants();
         Ok(())
     }
 
-    /// Whether shard `key` is in the index (without reading it).
-    pub fn contains(&self, key: &Key) -> bool {
-        self.index.contains_key(key)
+    /// Whether `owner` holds shard `key` (from the index, without reading it).
+    pub fn contains(&self, owner: &Owner, key: &Key) -> bool {
+        self.index.contains_key(&(*owner, *key))
     }
 
-    /// Keys of all live shards, in ascending order.
-    pub fn list(&self) -> Vec<Key> {
-        self.index.keys().copied().collect()
+    /// Keys of `owner`'s live shards, in ascending order.
+    pub fn list(&self, owner: &Owner) -> Vec<Key> {
+        self.owner_range(owner, None).map(|((_, key), _)| *key).collect()
     }
 
-    /// Length and Merkle root of shard `key`.
-    pub fn info(&self, key: &Key) -> Option<ShardInfo> {
-        self.index.get(key).map(|location| ShardInfo {
-            len_bytes: u64::from(location.payload_len_bytes),
-            merkle_root: location.merkle_root,
-        })
+    /// Up to `max` of `owner`'s shards with keys above `after` (from the first when
+    /// `None`), ascending: pass the last key of one page to get the next.
+    pub fn list_after(&self, owner: &Owner, after: Option<&Key>, max: usize) -> Vec<(Key, ShardInfo)> {
+        self.owner_range(owner, after).take(max).map(|((_, key), location)| (*key, location.info())).collect()
+    }
+
+    /// `owner`'s index entries with keys above `after` (all when `None`), ascending.
+    fn owner_range(&self, owner: &Owner, after: Option<&Key>) -> impl Iterator<Item = (&(Owner, Key), &Location)> {
+        let start = match after {
+            Some(key) => Bound::Excluded((*owner, *key)),
+            None => Bound::Included((*owner, [0u8; 32])),
+        };
+        // Excluded(x)..Included(x) (after the largest key) is an empty range, not a panic.
+        self.index.range((start, Bound::Included((*owner, [0xff; 32]))))
+    }
+
+    /// Length and Merkle root of `owner`'s shard `key`.
+    pub fn info(&self, owner: &Owner, key: &Key) -> Option<ShardInfo> {
+        self.index.get(&(*owner, *key)).map(Location::info)
+    }
+
+    /// Live shards and payload bytes `owner` holds here (zero for an unknown owner).
+    pub fn owner_usage(&self, owner: &Owner) -> OwnerUsage {
+        self.usage.get(owner).copied().unwrap_or_default()
+    }
+
+    /// Owners holding at least one live shard.
+    pub fn owner_count(&self) -> usize {
+        self.usage.len()
+    }
+
+    /// Owners holding at least one live shard, ascending.
+    pub fn owners(&self) -> impl Iterator<Item = &Owner> + '_ {
+        self.usage.keys()
     }
 
     /// Space and content figures.
@@ -495,10 +566,11 @@ impl<D: BlockDevice> ShardStore<D> {
         }
     }
 
-    /// A storage proof for `challenge` over shard `key` (reads and checks the whole shard).
-    pub fn prove(&mut self, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
-        let location = *self.index.get(key).ok_or(Error::NotFound)?;
-        let bytes = self.get(key)?;
+    /// A storage proof for `challenge` over `owner`'s shard `key` (reads and checks the
+    /// whole shard).
+    pub fn prove(&mut self, owner: &Owner, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
+        let location = *self.index.get(&(*owner, *key)).ok_or(Error::NotFound)?;
+        let bytes = self.get(owner, key)?;
         // The root came from disk: a proof against a wrong root would fail verification.
         if merkle_root(&bytes) != location.merkle_root {
             return Err(Error::Corrupt);
@@ -508,13 +580,15 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(proof)
     }
 
-    /// Reads every live shard and returns the keys whose records fail their checksum.
-    pub fn scrub(&mut self) -> Result<Vec<Key>, Error> {
+    /// Reads every live shard and returns the `(owner, key)` of those whose records
+    /// fail their checksum, ascending.
+    pub fn scrub(&mut self) -> Result<Vec<(Owner, Key)>, Error> {
         let mut corrupt = Vec::new();
-        for key in self.list() {
-            match self.get(&key) {
+        let names: Vec<(Owner, Key)> = self.index.keys().copied().collect();
+        for (owner, key) in names {
+            match self.get(&owner, &key) {
                 Ok(_) => {}
-                Err(Error::Corrupt) => corrupt.push(key),
+                Err(Error::Corrupt) => corrupt.push((owner, key)),
                 Err(error) => return Err(error),
             }
         }

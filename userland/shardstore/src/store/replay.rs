@@ -97,7 +97,10 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(())
     }
 
-    /// Refuses the disk before replay keeps more than `records_max` records in RAM.
+    /// Refuses the disk before replay keeps more than `records_max` records in RAM. The
+    /// last record counts even though it may turn out torn and be dropped: a store
+    /// counts the record it is writing against the same limit, so only a log no store
+    /// wrote is refused, and the log never holds more than `records_max` entries.
     fn room_for_records(&self, more: usize) -> Result<(), MountError> {
         if self.log.len() + more > self.records_max {
             return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });
@@ -111,9 +114,9 @@ impl<D: BlockDevice> ShardStore<D> {
         match entry.kind {
             RecordKind::Put => {
                 let location = entry.location(header.payload_len_bytes, header.merkle_root);
-                self.set_live(entry.key, location);
+                self.set_live(entry.owner, entry.key, location);
             }
-            RecordKind::Delete => self.set_dead(&entry.key),
+            RecordKind::Delete => self.set_dead(&entry.owner, &entry.key),
             RecordKind::Pad => {}
         }
     }
@@ -176,6 +179,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: lost_sectors,
             kind: RecordKind::Pad,
             key: [0; 32],
+            owner: [0; 32],
             record_checksum: next.prev_checksum,
         };
         self.report.lost_records += 1;
@@ -190,6 +194,7 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors: header.record_sectors,
             kind: header.kind,
             key: header.key,
+            owner: header.owner,
             record_checksum: header.record_checksum,
         };
         self.push_log_entry(entry);

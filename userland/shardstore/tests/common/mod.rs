@@ -6,6 +6,8 @@ use shardstore::{FormatOptions, Key, ShardStore};
 
 pub const NODE_ID: [u8; 32] = [0x11; 32];
 pub const DISK_ID: [u8; 16] = [0x22; 16];
+/// The owner of the tests' shards (not the node's zero owner, so nothing relies on it).
+pub const OWNER: [u8; 32] = [0x33; 32];
 
 /// A shard of `len_bytes` whose content depends on `seed`, and its key.
 pub fn shard(seed: u64, len_bytes: usize) -> (Key, Vec<u8>) {

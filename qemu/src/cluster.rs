@@ -1,0 +1,132 @@
+//! A cluster of nodes on one virtual L2 segment, as `gridos-qemu run --nodes N` and the
+//! multi-node booted tests (tests/files.rs) wire it.
+//!
+//! Every node has one virtio-net NIC on a QEMU socket-multicast segment (no root needed);
+//! the nodes find each other by the overlay's link-local discovery beacons. Node 0's NIC
+//! sits on a QEMU hub that also holds a user-networking (slirp) port, whose
+//! `hostfwd=udp:127.0.0.1:PORT-10.0.2.20:7443` makes node 0's overlay port reachable from
+//! the host. gridctl links to node 0 only and reaches every other node through it: the
+//! overlay routes (see `gridctl::client::Client::connect_via`).
+//!
+//! Addresses: node `i` takes the static IPv4 address `10.0.2.(20+i)/24` (slirp's subnet;
+//! only node 0's matters, as the forward's target) and MAC `52:54:00:00:00:(i+1)`.
+//! What this leaves to the caller: building the kernel, the disks' lifetime, and which
+//! nodes to boot or kill when.
+
+use std::path::{Path, PathBuf};
+
+use crate::Machine;
+
+/// The overlay's UDP port on every node.
+pub const OVERLAY_PORT: u16 = 7443;
+
+/// The wiring shared by a cluster's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterNet {
+    /// UDP port of the multicast group `230.0.0.1` that carries the segment's frames;
+    /// distinct per cluster so that concurrent clusters do not see each other.
+    pub mcast_port: u16,
+    /// Host UDP port on 127.0.0.1 forwarded to node 0's overlay port.
+    pub host_udp_port: u16,
+}
+
+impl ClusterNet {
+    /// A segment port derived from this process id (as the single-segment runner always
+    /// did), and `host_udp_port` for node 0.
+    pub fn for_this_process(host_udp_port: u16) -> ClusterNet {
+        ClusterNet { mcast_port: 20000 + (std::process::id() % 20000) as u16, host_udp_port }
+    }
+}
+
+/// Node `index`'s IPv4 address on the segment.
+pub fn node_ip4(index: u32) -> String {
+    format!("10.0.2.{}", 20 + index)
+}
+
+/// The QEMU machine of node `index`: `base` (kernel, memory, accelerator, command line,
+/// time limit) with `disk` as its only disk and its NIC on the segment; node 0 also gets
+/// the host's forward. `index` stays below 200 (addresses and MACs).
+pub fn node_machine(base: &Machine, index: u32, net: &ClusterNet, disk: &Path) -> Machine {
+    assert!(index < 200, "cluster node index {index} too large");
+    let mut m = base.clone();
+    m.cmdline = format!("gridos.node={index} gridos.ip4={}/24 {}", node_ip4(index), base.cmdline).trim_end().to_string();
+    m.disks = vec![disk.to_path_buf()];
+    let mac = format!("52:54:00:00:00:{:02x}", index + 1);
+    let segment = format!("socket,id=l2,mcast=230.0.0.1:{}", net.mcast_port);
+    if index == 0 {
+        m.extra_args.extend(
+            [
+                "-netdev".into(),
+                segment,
+                "-netdev".into(),
+                format!(
+                    "user,id=host,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{}-{}:{OVERLAY_PORT}",
+                    net.host_udp_port,
+                    node_ip4(0)
+                ),
+                // One hub joins the segment, the host's port and the NIC.
+                "-netdev".into(),
+                "hubport,id=hub-l2,hubid=0,netdev=l2".into(),
+                "-netdev".into(),
+                "hubport,id=hub-host,hubid=0,netdev=host".into(),
+                "-netdev".into(),
+                "hubport,id=hub-nic,hubid=0".into(),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=hub-nic,mac={mac}"),
+            ]
+            .into_iter()
+            .collect::<Vec<String>>(),
+        );
+    } else {
+        m.extra_args.extend(["-netdev".into(), segment, "-device".into(), format!("virtio-net-pci,netdev=l2,mac={mac}")]);
+    }
+    m
+}
+
+/// Creates (sparse) or keeps the disk of node `index` in `dir`; returns its path.
+/// A disk that exists keeps its node's identity and shards across runs.
+pub fn node_disk(dir: &Path, index: u32, size_mib: u64) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("node{index}.img"));
+    if !path.exists() {
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .map_err(|e| format!("cannot create disk {}: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// The overlay key a node printed at boot (`overlay: key HEX ...`), if it did.
+pub fn overlay_key(serial: &str) -> Option<String> {
+    let line = serial.lines().find(|l| l.contains("overlay: key "))?;
+    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1)?;
+    (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_string())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn node_zero_forwards_the_host_port_and_others_only_join_the_segment() {
+        let base = Machine::new(Path::new("/k"));
+        let net = ClusterNet { mcast_port: 23001, host_udp_port: 17443 };
+        let m0 = node_machine(&base, 0, &net, Path::new("/d0"));
+        let args0 = m0.extra_args.join(" ");
+        assert!(args0.contains("mcast=230.0.0.1:23001"), "{args0}");
+        assert!(args0.contains("hostfwd=udp:127.0.0.1:17443-10.0.2.20:7443"), "{args0}");
+        assert!(m0.cmdline.starts_with("gridos.node=0 gridos.ip4=10.0.2.20/24"), "{}", m0.cmdline);
+        let m3 = node_machine(&base, 3, &net, Path::new("/d3"));
+        let args3 = m3.extra_args.join(" ");
+        assert!(!args3.contains("hostfwd") && args3.contains("mac=52:54:00:00:00:04"), "{args3}");
+        assert_eq!(m3.disks, vec![PathBuf::from("/d3")]);
+    }
+
+    #[test]
+    fn overlay_key_is_read_from_the_boot_line_only_when_well_formed() {
+        let k = "ab".repeat(32);
+        assert_eq!(overlay_key(&format!("[ 0.1] INFO  overlay: key {k} address fd67::1 ...")), Some(k));
+        assert_eq!(overlay_key("overlay: key zz address"), None);
+        assert_eq!(overlay_key("nothing"), None);
+    }
+}
