@@ -22,7 +22,7 @@ fn commit(validator_count: usize, tx_count: u64) {
         balances: senders.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: Keypair::from_seed([250; 32]).public(),
     };
-    let net = Net { loss_percent: 0, latency_ms_max: 5, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 };
+    let net = Net { loss_percent: 0, latency_ms_max: 5, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 };
     let mut sim = Sim::new(1, net, &genesis, validators);
     let chain_id = genesis.chain_id();
     let txs: Vec<_> = (0..tx_count)

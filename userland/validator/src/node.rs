@@ -15,7 +15,7 @@ use malachitebft_core_consensus::{
     self as mc, Effect, Input, LivenessMsg, LocallyProposedValue, Params, Resumable, SignedConsensusMsg,
 };
 use malachitebft_core_types::{
-    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, ThresholdParams, Timeout,
+    self as mt, CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, ThresholdParams, Timeout,
     TimeoutKind, ValuePayload, VoteType,
 };
 
@@ -450,6 +450,14 @@ impl App {
     /// whole-value proposals as valid, so an invalid one is dropped here (the propose timeout
     /// then leads to a nil prevote).
     fn accept_proposal(&mut self, proposal: &SignedMessage<Ctx, Proposal>) -> bool {
+        // Cheap checks first: only the round's proposer's signed proposal is executed.
+        let message = &proposal.message;
+        let expected = mt::Context::select_proposer(&self.ctx, &self.validators, message.height, message.round);
+        if expected.address != message.proposer
+            || !LedgerContext::verify(&message.proposer.0, &self.ctx.proposal_bytes(message), &proposal.signature)
+        {
+            return false;
+        }
         let value = &proposal.message.value;
         let header = &value.block.header;
         // `header.proposer` built the block; a later round may re-propose it (proof of lock).

@@ -58,14 +58,14 @@ fn seeds() -> u64 {
 #[test]
 fn four_validators_decide_the_same_blocks() {
     for seed in 1..=seeds() {
-        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
+        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
     }
 }
 
 #[test]
 fn one_silent_validator_does_not_stop_the_chain() {
     for seed in 1..=seeds() {
-        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![seed as usize % 4], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
+        run(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![seed as usize % 4], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 6);
     }
 }
 
@@ -73,7 +73,7 @@ fn one_silent_validator_does_not_stop_the_chain() {
 fn lossy_network_still_decides() {
     let only: Option<u64> = std::env::var("GRIDOS_SIM_SEED").ok().and_then(|v| v.parse().ok());
     for seed in (1..=seeds()).filter(|s| only.is_none_or(|o| o == *s)) {
-        run(seed, Net { loss_percent: 10, latency_ms_max: 300, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 4);
+        run(seed, Net { loss_percent: 10, latency_ms_max: 300, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, 4);
     }
 }
 
@@ -86,7 +86,7 @@ fn equivocating_validator_cannot_fork_the_chain() {
         let mut node_keys = keys();
         node_keys.push(node_keys[3].clone());
         let cut = vec![(3, 4), (3, 2), (4, 0), (4, 1)];
-        let sim = run_with(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut, partition: vec![], heal_ms: 0 }, 6, node_keys);
+        let sim = run_with(seed, Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], corrupt: vec![], cut, partition: vec![], heal_ms: 0 }, 6, node_keys);
         let twins_decided = sim.nodes[3].decided().len() + sim.nodes[4].decided().len();
         assert!(twins_decided > 0, "the twins took part; seed={seed}");
     }
@@ -106,7 +106,7 @@ fn many_transactions_same_root_on_every_validator() {
         balances: senders.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: Keypair::from_seed([250; 32]).public(),
     };
-    let mut sim = Sim::new(7, Net { loss_percent: 5, latency_ms_max: 100, silent: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, &genesis, keys());
+    let mut sim = Sim::new(7, Net { loss_percent: 5, latency_ms_max: 100, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, &genesis, keys());
     let chain_id = genesis.chain_id();
     for i in 0..count {
         let from = (i % 100) as usize;
@@ -150,7 +150,7 @@ fn partition_stops_the_chain_until_it_heals() {
         let alice = Keypair::from_seed([1; 32]);
         let genesis = genesis(&alice);
         let partition = vec![(0, 2), (0, 3), (1, 2), (1, 3)];
-        let net = Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], cut: vec![], partition, heal_ms: 60_000 };
+        let net = Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], corrupt: vec![], cut: vec![], partition, heal_ms: 60_000 };
         let mut sim = Sim::new(seed, net, &genesis, keys());
         sim.start();
         // Runs through the partition: no decision.
@@ -164,5 +164,19 @@ fn partition_stops_the_chain_until_it_heals() {
         assert_eq!(sim.heights(), vec![0, 0, 0, 0], "decided without a quorum; seed={seed}");
         sim.run_until(4, 200_000);
         sim.check_safety();
+    }
+}
+
+/// Validator 1 proposes blocks with a forged state root, properly signed: the others refuse
+/// to vote for them (the ledger check), its rounds time out, and the chain goes on with the
+/// next proposers; every decided block applies.
+#[test]
+fn forged_proposals_are_refused_and_the_chain_goes_on() {
+    for seed in 1..=seeds() {
+        let net = Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], corrupt: vec![1], cut: vec![], partition: vec![], heal_ms: 0 };
+        let sim = run(seed, net, 6);
+        for (block, _) in sim.nodes[0].decided() {
+            assert_ne!(block.header.proposer, keys()[1].public(), "a forged proposal was decided; seed={seed}");
+        }
     }
 }

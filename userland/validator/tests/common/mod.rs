@@ -36,6 +36,9 @@ pub struct Net {
     pub latency_ms_max: u64,
     /// Validators that neither send nor receive.
     pub silent: Vec<usize>,
+    /// Validators whose proposals carry a forged state root (re-signed, so only the ledger
+    /// check can refuse them).
+    pub corrupt: Vec<usize>,
     /// Pairs of nodes that cannot reach each other.
     pub cut: Vec<(usize, usize)>,
     /// Pairs cut only until `heal_ms` after genesis (a partition that heals).
@@ -96,6 +99,7 @@ impl Sim {
                     if self.net.silent.contains(&from) {
                         continue;
                     }
+                    let message = if self.net.corrupt.contains(&from) { self.corrupt(from, message) } else { message };
                     for to in 0..self.nodes.len() {
                         if to == from || !self.net.linked_at(from, to, self.now_ms) || self.rng.below(100) < self.net.loss_percent {
                             continue;
@@ -125,6 +129,18 @@ impl Sim {
                 Output::CancelAllTimeouts => self.timeouts.retain(|(node, _), _| *node != from),
             }
         }
+    }
+
+    /// A forged copy of `from`'s proposal: another state root, signed again by `from`.
+    fn corrupt(&self, from: usize, message: Message) -> Message {
+        let Message::Proposal(signed) = message else { return message };
+        let mut proposal = signed.message.clone();
+        let mut block = (*proposal.value.block).clone();
+        block.header.state_root[0] ^= 1;
+        proposal.value = validator::context::BlockValue::new(block);
+        let ctx = validator::LedgerContext { chain_id: self.nodes[from].ledger().meta().chain_id };
+        let signature = validator::LedgerContext::sign(&self.keys[from], &ctx.proposal_bytes(&proposal));
+        Message::Proposal(malachitebft_core_types::SignedMessage::new(proposal, signature))
     }
 
     pub fn start(&mut self) {
