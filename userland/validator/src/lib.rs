@@ -8,6 +8,7 @@
 //!   applies decisions.
 //!
 //! - [`store`]: decided blocks on disk (redb); a validator restarts by replaying them.
+//! - [`wire`]: the encoding of consensus messages between validators (bounded, total).
 //!
 //! Not here yet (issue 13 part 2): the daemon (overlay transport, transaction submission,
 //! block and proof serving), state snapshots, a consensus write-ahead log (a validator that
@@ -16,6 +17,7 @@
 pub mod context;
 pub mod node;
 pub mod store;
+pub mod wire;
 
 pub use context::LedgerContext;
 pub use node::{Message, Node, Output, RestoreError, Timeouts};

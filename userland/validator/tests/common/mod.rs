@@ -175,6 +175,8 @@ impl Sim {
                     if self.net.silent.contains(&to) {
                         continue;
                     }
+                    // Every message crosses the wire encoding, as between processes.
+                    let Some(message) = Message::decode(&message.encode()) else { panic!("a message does not round-trip") };
                     let outputs = self.nodes[to].on_message(message, self.now_ms);
                     self.apply_outputs(to, outputs);
                 }
