@@ -96,6 +96,17 @@ impl Default for Timeouts {
     }
 }
 
+/// Why stored blocks could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The genesis is invalid.
+    Genesis(ledger::ConfigError),
+    /// The commit of the block at this height does not verify.
+    Commit(u64, ledger::LightError),
+    /// The block at this height does not apply.
+    Block(u64, ledger::BlockError),
+}
+
 /// The application side of the node: everything Malachite's effects need.
 struct App {
     key: Keypair,
@@ -161,6 +172,22 @@ impl Node {
             pending_nonce: BTreeMap::new(),
         };
         Ok(Node { consensus, app })
+    }
+
+    /// A validator restarted from its stored decided blocks: each commit is checked against
+    /// the validator set of its height, each block applied in order.
+    pub fn restore(key: Keypair, genesis: &Genesis, timeouts: Timeouts, blocks: Vec<(Block, Commit)>) -> Result<Node, RestoreError> {
+        let mut node = Node::new(key, genesis, timeouts).map_err(RestoreError::Genesis)?;
+        for (block, commit) in blocks {
+            let height = block.header.height;
+            commit
+                .verify(&node.app.ctx.chain_id, &block.header, &node.app.validators.ledger)
+                .map_err(|e| RestoreError::Commit(height, e))?;
+            node.app.ledger.apply_block(&block).map_err(|e| RestoreError::Block(height, e))?;
+            node.app.validators = ValidatorSet::new(&node.app.ledger.meta().validators);
+            node.app.decided.push((block, commit));
+        }
+        Ok(node)
     }
 
     /// The ledger state (after the last decided block).
