@@ -32,10 +32,14 @@
 //! Data is sealed twice: end to end between source and destination (`e2e`: a session per
 //! destination, made by a handshake carried in routed packets), and hop by hop on every
 //! link. A relay opens the link layer only to read the routed header (destination, source,
-//! hop limit) and forwards the end-to-end datagram it cannot read. A delivered packet opened
-//! under the end-to-end session with its sender, and its routed source and inner IPv6
-//! source both name that sender, its inner destination us; anything else is counted
-//! (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
+//! hop limit) and forwards the end-to-end datagram it cannot read. A packet is delivered
+//! only when it opened under the end-to-end session with its sender, its routed source and
+//! inner IPv6 source both name that sender and its inner destination is us; anything else
+//! is counted (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
+//!
+//! Route announcements are signed by their originators (`sign_origin`, checked by
+//! `verify_origin` as the router's verifier, with hash-chain metrics: see `routing`); the
+//! node signs its own address's announcement whenever its seqno changes, with a fresh chain.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -1075,7 +1079,7 @@ impl<E: Endpoint> Node<E> {
     fn pump_routing(&mut self, now: Instant) {
         let seqno = self.router.own_seqno();
         if self.router.own_origin_seqno() != Some(seqno) {
-            let origin = sign_origin(&self.identity, &self.address, seqno);
+            let origin = sign_origin(&self.identity, &self.address, seqno, self.rng.bytes32());
             self.router.set_own_origin(seqno, origin);
         }
         let mut outputs = Vec::new();
@@ -1144,22 +1148,28 @@ fn e2e_context<'a>(identity: &'a Identity, rng: &'a mut Rng, last_timestamp_us: 
     }
 }
 
-/// The bytes an originator signs for a route announcement: a context, its address, the seqno.
-pub fn route_signature_message(destination: &Address, seqno: u16) -> [u8; 23 + 16 + 2] {
-    let mut m = [0u8; 23 + 16 + 2];
+/// The bytes an originator signs for a route announcement: a context, its address, the
+/// seqno and the anchor of the seqno's metric hash chain.
+pub fn route_signature_message(destination: &Address, seqno: u16, anchor: &[u8; 32]) -> [u8; 23 + 16 + 2 + 32] {
+    let mut m = [0u8; 23 + 16 + 2 + 32];
     m[..23].copy_from_slice(b"gridos-overlay v1 route");
     m[23..39].copy_from_slice(&destination.0);
-    m[39..].copy_from_slice(&seqno.to_be_bytes());
+    m[39..41].copy_from_slice(&seqno.to_be_bytes());
+    m[41..].copy_from_slice(anchor);
     m
 }
 
-/// Our proof for announcing our own address at `seqno`.
-pub fn sign_origin(identity: &Identity, address: &Address, seqno: u16) -> Origin {
-    Origin { key: identity.public_key().0, signature: identity.sign(&route_signature_message(address, seqno)) }
+/// Our proof for announcing our own address at `seqno` (metric 0), with a fresh metric chain
+/// from `chain_seed` (secret randomness: whoever knows it can claim any metric).
+pub fn sign_origin(identity: &Identity, address: &Address, seqno: u16, chain_seed: [u8; 32]) -> Origin {
+    let anchor = routing::chain(&chain_seed, routing::METRIC_CHAIN_LEN);
+    let signature = identity.sign(&route_signature_message(address, seqno, &anchor));
+    Origin { key: identity.public_key().0, anchor, signature, element: chain_seed }
 }
 
-/// The node's route verifier: the key hashes to the destination and signed (destination, seqno).
+/// The node's route verifier: the key hashes to the destination and signed (destination,
+/// seqno, anchor). (The router checks the metric's chain element against the anchor.)
 pub fn verify_origin(destination: &Address, seqno: u16, origin: &Origin) -> bool {
     let key = PublicKey(origin.key);
-    destination.verify(&key) && key.verify(&route_signature_message(destination, seqno), &origin.signature)
+    destination.verify(&key) && key.verify(&route_signature_message(destination, seqno, &origin.anchor), &origin.signature)
 }

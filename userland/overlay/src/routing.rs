@@ -28,19 +28,23 @@
 //! and requests for our own address raise our seqno at most `OWN_SEQNO_RAISES_PER_SEC`
 //! (after a burst of `OWN_SEQNO_RAISES_BURST`).
 //!
-//! Signed announcements (issue 11 item 4): every update carries its originator's `Origin`,
-//! a key and its signature over (destination, seqno), which relays store with the route and
-//! pass on unchanged. With a verifier installed (`set_verifier`; the node installs the
-//! ed25519 one, simulations may install their own) an update is taken only when the key
-//! hashes to the destination and the signature holds, so no relay can invent a newer seqno
-//! for someone else's address (the hijack "victim, newer seqno, metric 1") or announce an
-//! address whose key it does not hold. Verified (destination, seqno, origin) triples are
-//! remembered per destination, so periodic dumps cost a comparison, not a signature check;
-//! new checks draw from a per-neighbour budget. Our own origin is set by the caller
-//! (`set_own_origin`) whenever `own_seqno` changes. Not covered: the metric is not signed
-//! (it changes at every hop), so a relay may still understate its distance for a seqno the
-//! originator did sign, and attract traffic it can then only drop (data is sealed end to
-//! end, see `e2e`).
+//! Signed announcements (issue 11 item 4): every update carries its originator's `Origin`:
+//! a key, the anchor of a hash chain, its signature over (destination, seqno, anchor), and
+//! the chain element for the update's metric. Relays store it with the route and pass it on
+//! with the element hashed once per unit of link cost (SEAD's hash-chain metrics: the
+//! originator picks a random element for metric 0, the anchor is `METRIC_CHAIN_LEN` hashes
+//! on). With a verifier installed (`set_verifier`; the node installs the ed25519 one,
+//! simulations may install their own) an update is taken only when the key hashes to the
+//! destination, the signature holds and the element hashes to the anchor in exactly
+//! `METRIC_CHAIN_LEN - metric` steps. So no relay can invent a newer seqno for someone
+//! else's address (the hijack "victim, newer seqno, metric 1"), announce an address whose
+//! key it does not hold, or claim a smaller metric than it was told (that needs a hash
+//! preimage). What is left to a liar: not adding its own link cost (repeating the metric
+//! it heard), a one-hop understatement per liar on a path, and dropping what it then
+//! attracts (data is sealed end to end, see `e2e`). Verified statements are remembered per
+//! destination with their lowest verified element, so periodic dumps cost a comparison or a
+//! hash, not a signature check; new signature checks draw from a per-neighbour budget. Our
+//! own origin is set by the caller (`set_own_origin`) whenever `own_seqno` changes.
 //!
 //! What is left out: hellos/IHU and link-quality estimation (link liveness comes from the
 //! session layer), prefixes other than one /128 per node, router-ids distinct from addresses.
@@ -59,23 +63,61 @@ const OWN_SEQNO_RAISES_PER_SEC: u32 = 1;
 /// Burst of raises: reconvergence after a partition may need several in a row.
 const OWN_SEQNO_RAISES_BURST: u32 = 16;
 
-/// An originator's proof that it announced (destination, seqno): its key (which must hash to
-/// the destination) and its signature. Opaque to the router, checked by its verifier.
+/// Steps of a metric hash chain: metrics up to `METRIC_CHAIN_LEN - 1` can be proven (with
+/// link costs of 1, hops; more than the overlay's hop limit).
+pub const METRIC_CHAIN_LEN: u16 = 64;
+
+/// One step of a metric hash chain.
+pub fn chain_step(element: &[u8; 32]) -> [u8; 32] {
+    *blake3::keyed_hash(b"gridos-overlay v1 metric chain..", element).as_bytes()
+}
+
+/// `steps` steps of a metric hash chain (at most `METRIC_CHAIN_LEN`).
+pub fn chain(element: &[u8; 32], steps: u16) -> [u8; 32] {
+    let mut e = *element;
+    // Bounded by the chain's length.
+    for _ in 0..steps.min(METRIC_CHAIN_LEN) {
+        e = chain_step(&e);
+    }
+    e
+}
+
+/// An originator's proof that it announced (destination, seqno), and a relay's proof that
+/// the metric is no smaller than it heard: the key (which must hash to the destination),
+/// the chain's anchor, the signature over (destination, seqno, anchor), and the chain
+/// element for the update's metric. Checked by the router's verifier and chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
     /// The originator's ed25519 public key.
     pub key: [u8; 32],
-    /// Its signature over the destination and seqno (see `node::route_signature_message`).
+    /// `chain(element at metric 0, METRIC_CHAIN_LEN)`, signed.
+    pub anchor: [u8; 32],
+    /// The signature over destination, seqno and anchor (see `node::route_signature_message`).
     pub signature: [u8; 64],
+    /// The chain element for the update's metric: `chain(element at 0, metric)`.
+    pub element: [u8; 32],
 }
 
 impl Origin {
     /// No proof (retractions carry none; unsigned routers send none).
-    pub const NONE: Origin = Origin { key: [0; 32], signature: [0; 64] };
+    pub const NONE: Origin = Origin { key: [0; 32], anchor: [0; 32], signature: [0; 64], element: [0; 32] };
+
+    /// Whether both carry the same signed statement (key, anchor, signature).
+    pub fn same_statement(&self, other: &Origin) -> bool {
+        self.key == other.key && self.anchor == other.anchor && self.signature == other.signature
+    }
 }
 
 /// Checks an origin for (destination, seqno); installed with `Router::set_verifier`.
 pub type Verifier = fn(&Address, u16, &Origin) -> bool;
+
+/// Where a unicast full dump to a neighbour is: our own route first, then every
+/// destination after the last one sent (in address order; `None`: from the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DumpCursor {
+    Own,
+    After(Option<Address>),
+}
 
 /// A neighbour as the caller names it (the node uses its peer slot).
 pub type NeighbourId = u32;
@@ -243,8 +285,10 @@ struct Dest {
     reachable_at: Instant,
     /// The last seqno request we originated or forwarded: seqno, when, to whom.
     requested: Option<(u16, Instant, NeighbourId)>,
-    /// The newest (seqno, origin) the verifier accepted (checked again only when it changes).
+    /// The newest (seqno, origin) the verifier accepted (checked again only when it changes),
+    /// its element being the lowest-metric one verified against the anchor (with its metric).
     verified: Option<(u16, Origin)>,
+    verified_metric: u16,
 }
 
 /// The selected route to a destination, as others see it.
@@ -279,6 +323,8 @@ pub struct Stats {
     pub dropped_unverified: u64,
     /// Origin signatures checked.
     pub verified_origins: u64,
+    /// Updates whose metric the hash chain does not prove (understated, or too long).
+    pub dropped_bad_metric: u64,
 }
 
 /// The routing state machine of one node.
@@ -291,8 +337,8 @@ pub struct Router {
     dirty: BTreeSet<Address>,
     own_dirty: bool,
     queue: VecDeque<Output>,
-    /// Pending unicast full dumps: neighbour, and the next destination to send (None = own first).
-    dumps: Vec<(NeighbourId, Option<Address>)>,
+    /// Pending unicast full dumps: neighbour, and where the dump is.
+    dumps: Vec<(NeighbourId, DumpCursor)>,
     next_periodic: Instant,
     /// Routes held per neighbour (for the quota).
     route_counts: BTreeMap<NeighbourId, usize>,
@@ -395,7 +441,7 @@ impl Router {
         self.request_budgets.remove(&neighbour);
         self.verify_budgets.remove(&neighbour);
         self.dumps.retain(|(n, _)| *n != neighbour);
-        self.dumps.push((neighbour, None));
+        self.dumps.push((neighbour, DumpCursor::Own));
         debug_assert!(self.neighbours.len() <= self.config.max_neighbours);
         Ok(())
     }
@@ -405,7 +451,7 @@ impl Router {
     pub fn resend_dump(&mut self, neighbour: NeighbourId) {
         if self.cost(neighbour).is_some() {
             self.dumps.retain(|(n, _)| *n != neighbour);
-            self.dumps.push((neighbour, None));
+            self.dumps.push((neighbour, DumpCursor::Own));
         }
     }
 
@@ -445,9 +491,10 @@ impl Router {
         self.route(destination).map(|r| r.next_hop)
     }
 
-    /// The newest verified (seqno, origin) held for `destination` (what a relay passes on).
-    pub fn origin(&self, destination: &Address) -> Option<(u16, Origin)> {
-        self.dests.get(destination)?.verified
+    /// The newest verified (seqno, origin) held for `destination`, with the lowest verified
+    /// metric (whose element the origin holds).
+    pub fn origin(&self, destination: &Address) -> Option<(u16, Origin, u16)> {
+        self.dests.get(destination)?.verified.map(|(s, o)| (s, o, self.dests.get(destination).map_or(INFINITY, |d| d.verified_metric)))
     }
 
     /// The feasibility distance held for `destination`.
@@ -482,7 +529,7 @@ impl Router {
         self.stats.inputs += 1;
         match message {
             Message::Update { destination, seqno, metric, origin } => {
-                if metric == INFINITY || self.origin_ok(now, from, &destination, seqno, &origin) {
+                if metric == INFINITY || self.origin_ok(now, from, &destination, seqno, metric, &origin) {
                     self.handle_update(now, from, destination, seqno, metric, origin)
                 }
             }
@@ -492,26 +539,45 @@ impl Router {
         }
     }
 
-    /// Whether `origin` proves (destination, seqno): remembered, or checked within `from`'s budget.
-    fn origin_ok(&mut self, now: Instant, from: NeighbourId, destination: &Address, seqno: u16, origin: &Origin) -> bool {
+    /// Whether `origin` proves (destination, seqno) and `metric`: the statement remembered,
+    /// or its signature checked within `from`'s budget; then the metric's chain element.
+    fn origin_ok(&mut self, now: Instant, from: NeighbourId, destination: &Address, seqno: u16, metric: u16, origin: &Origin) -> bool {
         let Some(verify) = self.verifier else { return true };
-        if self.dests.get(destination).and_then(|d| d.verified).is_some_and(|(s, o)| s == seqno && o == *origin) {
-            return true;
-        }
-        let (rate, burst) = (self.config.verifications_per_neighbour_per_sec, self.config.verifications_per_neighbour_burst);
-        let budget = self.verify_budgets.entry(from).or_insert_with(|| TokenBucket::full(burst, now));
-        if !budget.take(now, rate, burst) {
-            self.stats.dropped_unverified += 1;
+        if metric >= METRIC_CHAIN_LEN {
+            self.stats.dropped_bad_metric += 1;
             return false;
         }
-        self.stats.verified_origins += 1;
-        if !verify(destination, seqno, origin) {
-            self.stats.dropped_bad_origin += 1;
+        let held = self.dests.get(destination).and_then(|d| d.verified.map(|v| (v, d.verified_metric)));
+        let known = held.filter(|((s, o), _)| *s == seqno && o.same_statement(origin));
+        if known.is_none() {
+            let (rate, burst) = (self.config.verifications_per_neighbour_per_sec, self.config.verifications_per_neighbour_burst);
+            let budget = self.verify_budgets.entry(from).or_insert_with(|| TokenBucket::full(burst, now));
+            if !budget.take(now, rate, burst) {
+                self.stats.dropped_unverified += 1;
+                return false;
+            }
+            self.stats.verified_origins += 1;
+            if !verify(destination, seqno, origin) {
+                self.stats.dropped_bad_origin += 1;
+                return false;
+            }
+        }
+        // The element for `metric` must hash to a verified element of a smaller metric, or
+        // to the anchor: at most METRIC_CHAIN_LEN steps.
+        let proven = match known {
+            Some(((_, o), m0)) if metric >= m0 => chain(&o.element, metric - m0) == origin.element,
+            Some(((_, o), m0)) => chain(&origin.element, m0 - metric) == o.element,
+            None => chain(&origin.element, METRIC_CHAIN_LEN - metric) == origin.anchor,
+        };
+        if !proven {
+            self.stats.dropped_bad_metric += 1;
             return false;
         }
         if let Some(dest) = self.dests.get_mut(destination) {
-            if dest.verified.is_none_or(|(s, _)| !seqno_newer(s, seqno)) {
+            let newer = dest.verified.is_none_or(|(s, o)| seqno_newer(seqno, s) || (s == seqno && !o.same_statement(origin)));
+            if newer || (known.is_some() && metric < dest.verified_metric) {
                 dest.verified = Some((seqno, *origin));
+                dest.verified_metric = metric;
             }
         }
         true
@@ -546,11 +612,13 @@ impl Router {
                 reachable_at: now,
                 requested: None,
                 verified: None,
+                verified_metric: INFINITY,
             }),
         };
-        if metric != INFINITY && self.verifier.is_some() && dest.verified.is_none_or(|(s, _)| !seqno_newer(s, seqno)) {
+        if metric != INFINITY && self.verifier.is_some() && dest.verified.is_none() {
             // First sight of this destination (checked in `origin_ok` before it existed).
             dest.verified = Some((seqno, origin));
+            dest.verified_metric = metric;
         }
         match dest.routes.iter_mut().find(|r| r.neighbour == from) {
             Some(route) => {
@@ -655,7 +723,12 @@ impl Router {
         let dest = self.dests.get(&destination)?;
         match self.route(&destination) {
             Some(view) => {
-                let origin = dest.routes.iter().find(|r| r.neighbour == view.next_hop).map_or(Origin::NONE, |r| r.origin);
+                let route = dest.routes.iter().find(|r| r.neighbour == view.next_hop);
+                let origin = route.filter(|r| r.origin != Origin::NONE).map_or(Origin::NONE, |r| {
+                    // Our metric is what we heard plus the link's cost: hash that many times.
+                    let steps = view.metric.saturating_sub(r.advertised.metric);
+                    Origin { element: chain(&r.origin.element, steps), ..r.origin }
+                });
                 Some(Message::Update { destination, seqno: view.seqno, metric: view.metric, origin })
             }
             None => {
@@ -734,21 +807,25 @@ impl Router {
         }
         // Bounded: each iteration either returns or removes one dump cursor or dirty entry.
         while let Some(&(neighbour, cursor)) = self.dumps.last() {
-            let next = match cursor {
-                None => Some(self.own),
-                Some(after) => self
-                    .dests
-                    .range((core::ops::Bound::Excluded(after), core::ops::Bound::Unbounded))
-                    .find(|(a, d)| d.selected.is_some() && self.route(a).is_some())
-                    .map(|(a, _)| *a),
-            };
+            if cursor == DumpCursor::Own {
+                if let Some(last) = self.dumps.last_mut() {
+                    last.1 = DumpCursor::After(None);
+                }
+                return Some(Output { to: Target::One(neighbour), message: self.own_update() });
+            }
+            // Every destination in address order, from the first (not from our own address:
+            // that skipped every destination whose address sorts below ours).
+            let DumpCursor::After(after) = cursor else { continue };
+            let lower = after.map_or(core::ops::Bound::Unbounded, core::ops::Bound::Excluded);
+            let next = self
+                .dests
+                .range((lower, core::ops::Bound::Unbounded))
+                .find(|(a, d)| **a != self.own && d.selected.is_some() && self.route(a).is_some())
+                .map(|(a, _)| *a);
             match next {
                 Some(address) => {
                     if let Some(last) = self.dumps.last_mut() {
-                        last.1 = Some(address);
-                    }
-                    if address == self.own {
-                        return Some(Output { to: Target::One(neighbour), message: self.own_update() });
+                        last.1 = DumpCursor::After(Some(address));
                     }
                     if let Some(message) = self.update_for(address) {
                         return Some(Output { to: Target::One(neighbour), message });
@@ -898,6 +975,30 @@ mod test {
         let out = drain(&mut r);
         assert_eq!(out, [Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: 5, origin: Origin::NONE } }]);
         assert_eq!(r.feasibility_distance(&addr(2)), Some(Distance { seqno: 3, metric: 5 }));
+    }
+
+    #[test]
+    fn a_new_neighbours_dump_holds_destinations_on_both_sides_of_our_address() {
+        // Found booted (gridctl through a gateway node): the dump went on from our own
+        // address in address order, so a client never heard of nodes whose addresses sort
+        // below the gateway's until the periodic dump, 16 s later.
+        let now = Instant::ZERO;
+        let mut r = Router::new(addr(5), Config::default(), now);
+        r.neighbour_up(7, 1).unwrap();
+        for d in [2, 3, 9] {
+            r.handle_message(now, 7, Message::Update { destination: addr(d), seqno: 1, metric: 1, origin: Origin::NONE });
+        }
+        let _ = drain(&mut r);
+        r.neighbour_up(8, 1).unwrap();
+        let dumped: Vec<Address> = drain(&mut r)
+            .into_iter()
+            .filter(|o| o.to == Target::One(8))
+            .filter_map(|o| match o.message {
+                Message::Update { destination, .. } => Some(destination),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dumped, [addr(5), addr(2), addr(3), addr(9)]);
     }
 
     #[test]

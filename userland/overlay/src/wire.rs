@@ -22,7 +22,8 @@
 //! kind 0 keepalive: empty
 //! kind 1 routing:   TLVs, each type u8 | length u8 | body
 //!                   type 1 Update        body: address 16 | seqno u16 | metric u16
-//!                                              | origin key 32 | origin signature 64
+//!                                              | origin key 32 | chain anchor 32
+//!                                              | origin signature 64 | chain element 32
 //!                   type 2 SeqnoRequest  body: address 16 | seqno u16 | hop_count u8
 //!                   unknown types are skipped by their length
 //! kind 2 data:      destination 16 | source 16 | hop_limit u8 | end-to-end datagram
@@ -364,7 +365,7 @@ pub const DATA_HEADER_LEN: usize = 33;
 
 const TLV_UPDATE: u8 = 1;
 const TLV_SEQNO_REQUEST: u8 = 2;
-const UPDATE_BODY_LEN: u8 = 116;
+const UPDATE_BODY_LEN: u8 = 180;
 const SEQNO_REQUEST_BODY_LEN: u8 = 19;
 /// Bytes one encoded Update TLV takes.
 pub const UPDATE_TLV_LEN: usize = 2 + UPDATE_BODY_LEN as usize;
@@ -476,7 +477,7 @@ impl Iterator for RoutingTlvs<'_> {
                         destination: Address(array(body, 0)),
                         seqno: u16::from_be_bytes(array(body, 16)),
                         metric: u16::from_be_bytes(array(body, 18)),
-                        origin: Origin { key: array(body, 20), signature: array(body, 52) },
+                        origin: Origin { key: array(body, 20), anchor: array(body, 52), signature: array(body, 84), element: array(body, 148) },
                     }))
                 }
                 (TLV_SEQNO_REQUEST, SEQNO_REQUEST_BODY_LEN) => {
@@ -506,7 +507,9 @@ pub fn emit_route_message(message: &RouteMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&seqno.to_be_bytes());
             out.extend_from_slice(&metric.to_be_bytes());
             out.extend_from_slice(&origin.key);
+            out.extend_from_slice(&origin.anchor);
             out.extend_from_slice(&origin.signature);
+            out.extend_from_slice(&origin.element);
         }
         RouteMessage::SeqnoRequest { destination, seqno, hop_count } => {
             out.extend_from_slice(&[TLV_SEQNO_REQUEST, SEQNO_REQUEST_BODY_LEN]);
@@ -577,7 +580,7 @@ mod test {
     fn routing_tlvs_roundtrip_skip_unknown_and_stop_on_garbage() {
         let a = Address([0xfd; 16]);
         let msgs = [
-            RouteMessage::Update { destination: a, seqno: 3, metric: 0xffff, origin: Origin { key: [7; 32], signature: [8; 64] } },
+            RouteMessage::Update { destination: a, seqno: 3, metric: 0xffff, origin: Origin { key: [7; 32], anchor: [6; 32], signature: [8; 64], element: [5; 32] } },
             RouteMessage::SeqnoRequest { destination: a, seqno: 4, hop_count: 9 },
         ];
         let mut out = alloc::vec![KIND_ROUTING];

@@ -365,7 +365,7 @@ fn cookie_reply_round_trip_under_load() {
 fn evil_e2e(node: &mut Node<Endpoint32>, evil: &Identity, link: &mut Session, now: Instant) -> Session {
     let own = Address::from_public_key(&evil.public_key());
     let mut plain = vec![wire::KIND_ROUTING];
-    let origin = overlay::node::sign_origin(evil, &own, 1);
+    let origin = overlay::node::sign_origin(evil, &own, 1, [0x33; 32]);
     wire::emit_route_message(&overlay::routing::Message::Update { destination: own, seqno: 1, metric: 0, origin }, &mut plain);
     node.handle_datagram(now, 9, &link.seal(&plain).unwrap());
     while node.poll_transmit().is_some() {}
@@ -578,7 +578,8 @@ fn one_neighbour_cannot_fill_the_route_table_or_spin_our_seqno() {
             // Addresses of fresh keys, correctly signed: the quota, not the verifier, stops them.
             let key = Identity::from_seed(a);
             let destination = Address::from_public_key(&key.public_key());
-            let origin = overlay::node::sign_origin(&key, &destination, 1);
+            let mut origin = overlay::node::sign_origin(&key, &destination, 1, [0x33; 32]);
+            origin.element = overlay::routing::chain(&origin.element, 1); // metric 1
             wire::emit_route_message(&Message::Update { destination, seqno: 1, metric: 1, origin }, &mut plain);
         }
         let at = now + Duration::from_millis(batch);
@@ -653,10 +654,10 @@ fn end_to_end_initiation_flood_is_bounded_and_expires() {
 /// origin, with its own key, with the victim's key and a made-up signature, and with the
 /// victim's genuine origin of another seqno; then it retracts. None of it is taken (each
 /// refused origin is counted), the route keeps going through node 1, its seqno never moves
-/// past what the victim signed, and traffic to the victim still arrives. What signing does
-/// not stop (the metric is not signed) is shown last: the victim's genuine origin for its
-/// current seqno with an understated metric does attract the route (an open gap, see
-/// `routing`; the traffic it draws stays sealed end to end).
+/// past what the victim signed, and traffic to the victim still arrives. Last, the peer
+/// replays the genuine origin node 0 itself sent it (metric 3 and its chain element) with
+/// metric 1: the hash chain refuses it; repeating metric 3 (not adding its own hop, the
+/// one lie a chain cannot catch) is taken but is no better than the honest route.
 #[test]
 fn signed_announcements_stop_route_hijacks() {
     use overlay::routing::{Message, Origin, INFINITY};
@@ -674,13 +675,13 @@ fn signed_announcements_stop_route_hijacks() {
     assert_eq!(honest.metric, 3);
     let victim_id = Identity::from_seed(seed(1, 3));
     assert_eq!(Address::from_public_key(&victim_id.public_key()), victim);
-    let other_genuine = overlay::node::sign_origin(&victim_id, &victim, honest.seqno.wrapping_sub(1));
+    let other_genuine = overlay::node::sign_origin(&victim_id, &victim, honest.seqno.wrapping_sub(1), [0x33; 32]);
     let mut forged = other_genuine;
     forged.signature[0] ^= 1;
     let attempts = [
         (honest.seqno.wrapping_add(5), Origin::NONE),
-        (honest.seqno.wrapping_add(5), overlay::node::sign_origin(&evil, &victim, honest.seqno.wrapping_add(5))),
-        (honest.seqno.wrapping_add(5), Origin { key: victim_id.public_key().0, signature: forged.signature }),
+        (honest.seqno.wrapping_add(5), overlay::node::sign_origin(&evil, &victim, honest.seqno.wrapping_add(5), [0x33; 32])),
+        (honest.seqno.wrapping_add(5), Origin { key: victim_id.public_key().0, ..forged }),
         (honest.seqno.wrapping_add(1), other_genuine),
         (honest.seqno.wrapping_add(100), forged),
     ];
@@ -707,12 +708,33 @@ fn signed_announcements_stop_route_hijacks() {
     sim.nodes[0].send(sim.now, victim, &wire::ipv6_packet(a0, victim, b"still here")).unwrap();
     sim.run_until(Instant::from_millis(2_500));
     assert!(sim.delivered.iter().any(|(i, d)| *i == 3 && d.source == a0 && d.packet.ends_with(b"still here")));
-    // The open gap: the current genuine origin replayed with an understated metric.
-    let current = overlay::node::sign_origin(&victim_id, &victim, route.seqno);
-    let mut plain = vec![wire::KIND_ROUTING];
-    wire::emit_route_message(&Message::Update { destination: victim, seqno: route.seqno, metric: 1, origin: current }, &mut plain);
-    sim.nodes[0].handle_datagram(sim.now, 9, &link.seal(&plain).unwrap());
-    assert_ne!(sim.nodes[0].router().next_hop(&victim), Some(honest.next_hop), "metric lies are not prevented by signatures (if this fails, the gap was closed: update the docs)");
+    // What node 0 told the peer about the victim: metric 3 and the chain element for it.
+    let mut heard = None;
+    for (from, to, bytes) in &sim.tap {
+        if (*from, *to) != (0, 9) {
+            continue;
+        }
+        let Ok(packet) = wire::TransportPacket::new_checked(bytes) else { continue };
+        let Ok(plain) = link.open(&packet) else { continue };
+        if let Ok(wire::Inner::Routing(tlvs)) = wire::Inner::parse(&plain) {
+            for m in tlvs.flatten() {
+                if let Message::Update { destination, seqno, metric: 3, origin } = m {
+                    if destination == victim && seqno == route.seqno {
+                        heard = Some(origin);
+                    }
+                }
+            }
+        }
+    }
+    let heard = heard.expect("node 0 announced the victim to its peer");
+    let bad_metric = sim.nodes[0].router().stats().dropped_bad_metric;
+    for metric in [1u16, 2, 3] {
+        let mut plain = vec![wire::KIND_ROUTING];
+        wire::emit_route_message(&Message::Update { destination: victim, seqno: route.seqno, metric, origin: heard }, &mut plain);
+        sim.nodes[0].handle_datagram(sim.now, 9, &link.seal(&plain).unwrap());
+        assert_eq!(sim.nodes[0].router().next_hop(&victim), Some(honest.next_hop), "metric {metric} with a replayed chain element moved the route");
+    }
+    assert_eq!(sim.nodes[0].router().stats().dropped_bad_metric - bad_metric, 2, "metrics 1 and 2 need a hash preimage");
 }
 
 /// Item 1, recovery: a peer that restarts forgets its end-to-end sessions while we still

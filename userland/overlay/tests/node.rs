@@ -254,9 +254,9 @@ fn a_peer_can_only_originate_its_own_address() {
     let mut plain = vec![wire::KIND_ROUTING];
     let own = Address::from_public_key(&evil.public_key());
     // Metric 0 for another address, even with that address's valid origin, is refused.
-    let victim_origin = overlay::node::sign_origin(&Identity::from_seed([67; 32]), &victim, 9);
+    let victim_origin = overlay::node::sign_origin(&Identity::from_seed([67; 32]), &victim, 9, [0x33; 32]);
     wire::emit_route_message(&Message::Update { destination: victim, seqno: 9, metric: 0, origin: victim_origin }, &mut plain);
-    let origin = overlay::node::sign_origin(&evil, &own, 1);
+    let origin = overlay::node::sign_origin(&evil, &own, 1, [0x33; 32]);
     wire::emit_route_message(&Message::Update { destination: own, seqno: 1, metric: 0, origin }, &mut plain);
     let datagram = session.seal(&plain).unwrap();
     assert!(TransportPacket::new_checked(&datagram).is_ok());

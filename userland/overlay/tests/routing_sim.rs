@@ -115,7 +115,10 @@ impl Net {
             if self.routers[a].own_origin_seqno() != Some(seqno) {
                 self.routers[a].set_own_origin(seqno, sim_origin(&address_of(a), seqno));
             }
-            while let Some(out) = self.routers[a].poll_output() {
+            while let Some(mut out) = self.routers[a].poll_output() {
+                if self.malicious[a] {
+                    out.message = self.lie_in_output(a, out.message);
+                }
                 let targets = match out.to {
                     Target::One(n) => vec![n as usize],
                     Target::All => self.neighbours(a),
@@ -479,27 +482,47 @@ fn simulate(n: usize, seed: u64) -> Result<(), String> {
 /// make this a minutes-long run): node `i`'s "key" is its address padded with zeros, and its
 /// "signature" of a seqno a keyed hash only the originator's own router code computes (the
 /// malicious routers below never call it for an address other than their own).
+/// The metric chain is the real one (`routing::chain`): its seed, the element for metric 0,
+/// is known only to the originator's router code too.
 fn sim_origin(address: &Address, seqno: u16) -> Origin {
     let mut key = [0u8; 32];
     key[..16].copy_from_slice(&address.0);
+    let seed = *blake3::keyed_hash(&[0x3c; 32], &[&address.0[..], &seqno.to_be_bytes()].concat()).as_bytes();
+    let anchor = overlay::routing::chain(&seed, overlay::routing::METRIC_CHAIN_LEN);
+    Origin { key, anchor, signature: sim_signature(address, seqno, &anchor), element: seed }
+}
+
+fn sim_signature(address: &Address, seqno: u16, anchor: &[u8; 32]) -> [u8; 64] {
     let mut signature = [0u8; 64];
-    let mut input = address.0.to_vec();
-    input.extend_from_slice(&seqno.to_be_bytes());
-    signature[..32].copy_from_slice(blake3::keyed_hash(&[0x5a; 32], &input).as_bytes());
-    Origin { key, signature }
+    signature[..32].copy_from_slice(blake3::keyed_hash(&[0x5a; 32], &[&address.0[..], &seqno.to_be_bytes(), anchor].concat()).as_bytes());
+    signature
 }
 
 fn sim_verify(destination: &Address, seqno: u16, origin: &Origin) -> bool {
-    *origin == sim_origin(destination, seqno)
+    origin.key[..16] == destination.0 && origin.key[16..] == [0; 16] && origin.signature == sim_signature(destination, seqno, &origin.anchor)
 }
 
 impl Net {
+    /// A malicious node's updates claim the smallest metric it heard for the destination's
+    /// current seqno, with the chain element it heard for it (valid: the chain cannot tell).
+    fn lie_in_output(&self, a: usize, message: Message) -> Message {
+        let Message::Update { destination, seqno, metric, .. } = message else { return message };
+        if destination == address_of(a) || metric == overlay::routing::INFINITY {
+            return message;
+        }
+        match self.routers[a].origin(&destination) {
+            Some((s, origin, m0)) if s == seqno && m0 < metric => Message::Update { destination, seqno, metric: m0, origin },
+            _ => message,
+        }
+    }
+
     /// Each malicious node sends each neighbour `per_node` false announcements at metric 1:
     /// for random honest destinations, newer seqnos with no origin, with the origin it holds
-    /// for an older seqno, or with a made-up signature under the right key; and made-up
-    /// destinations with made-up origins. (Replaying the genuine origin of the current seqno
-    /// with an understated metric is the gap signatures leave open: not played here, see
-    /// `routing` and `tests/attack.rs`.)
+    /// for an older seqno, or with a made-up signature under the right key; the genuine
+    /// origin it holds for the current seqno with a smaller metric than its chain element
+    /// proves; and made-up destinations with made-up origins. (Besides, `lie_in_outputs`
+    /// makes every update a malicious node sends claim the smallest metric it heard: the
+    /// one lie a hash chain cannot catch.)
     fn inject_lies(&mut self, rng: &mut SplitMix, per_node: usize) {
         let n = self.routers.len();
         for m in (0..n).filter(|m| self.malicious[*m] && self.alive[*m]) {
@@ -510,22 +533,27 @@ impl Net {
                 }
                 let destination = address_of(d);
                 let held = self.routers[m].origin(&destination);
-                let known = held.map_or(0, |(s, _)| s);
+                let known = held.map_or(0, |(s, _, _)| s);
                 let newer = known.wrapping_add(1 + rng.below(100) as u16);
                 let mut made_up = sim_origin(&destination, known);
                 made_up.signature[rng.below(32)] ^= 1;
-                let (destination, seqno, origin) = match rng.below(4) {
-                    0 => (destination, newer, Origin::NONE),
-                    1 => (destination, newer, held.map_or(Origin::NONE, |(_, o)| o)),
-                    2 => (destination, newer, made_up),
+                let (destination, seqno, metric, origin) = match rng.below(5) {
+                    0 => (destination, newer, 1, Origin::NONE),
+                    1 => (destination, newer, 1, held.map_or(Origin::NONE, |(_, o, _)| o)),
+                    2 => (destination, newer, 1, made_up),
+                    3 => match held {
+                        // Understated: one less than the smallest metric its element proves.
+                        Some((s, o, m0)) if m0 > 0 && m0 < overlay::routing::INFINITY => (destination, s, m0 - 1, o),
+                        _ => continue,
+                    },
                     _ => {
                         let fake = address_of(n + 1 + rng.below(1 << 20));
                         let mut origin = sim_origin(&fake, 0);
                         origin.signature[0] ^= 1;
-                        (fake, 0, origin)
+                        (fake, 0, 1, origin)
                     }
                 };
-                let message = Message::Update { destination, seqno, metric: 1, origin };
+                let message = Message::Update { destination, seqno, metric, origin };
                 for b in self.neighbours(m) {
                     self.in_flight.push_back((b, m, message, self.now));
                 }
@@ -607,12 +635,13 @@ fn simulate_malicious(n: usize, seed: u64, verified: bool) -> Result<f64, String
         }
     }
     let refused: u64 = honest.iter().map(|a| net.routers[*a].stats().dropped_bad_origin).sum();
-    if verified && refused == 0 {
-        return Err("no forgery was refused: the attack did not run".into());
+    let understated: u64 = honest.iter().map(|a| net.routers[*a].stats().dropped_bad_metric).sum();
+    if verified && (refused == 0 || understated == 0) {
+        return Err(format!("forgeries refused: {refused} origins, {understated} metrics: the attack did not run"));
     }
     let share = crossing as f64 / walks as f64;
     println!(
-        "sim n={n} seed={seed} malicious={count} verified={verified}: {walks} honest walks ok, {:.1}% cross a malicious node; {refused} forged announcements refused; {:?}",
+        "sim n={n} seed={seed} malicious={count} verified={verified}: {walks} honest walks ok, {:.1}% cross a malicious node; {refused} forged origins and {understated} understated metrics refused; {:?}",
         100.0 * share,
         started.elapsed()
     );

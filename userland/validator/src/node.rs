@@ -15,7 +15,7 @@ use malachitebft_core_consensus::{
     self as mc, Effect, Input, LivenessMsg, LocallyProposedValue, Params, Resumable, SignedConsensusMsg,
 };
 use malachitebft_core_types::{
-    CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, ThresholdParams, Timeout,
+    self as mt, CertificateError, CommitCertificate, NilOrVal, Round, SignedMessage, ThresholdParams, Timeout,
     TimeoutKind, ValuePayload, VoteType,
 };
 
@@ -30,6 +30,8 @@ pub const QUEUE_CAPACITY: usize = 64;
 pub const FUTURE_HEIGHTS_MAX: u64 = 2;
 /// Proposals kept per future height (one per round of a few rounds).
 pub const FUTURE_PROPOSALS_PER_HEIGHT_MAX: usize = 8;
+/// How far ahead of this validator's clock a proposal's time may be.
+pub const CLOCK_DRIFT_MS_MAX: u64 = 10_000;
 /// Least time between two sync requests.
 pub const SYNC_REQUEST_INTERVAL_MS: u64 = 500;
 
@@ -94,6 +96,17 @@ impl Default for Timeouts {
     }
 }
 
+/// Why stored blocks could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The genesis is invalid.
+    Genesis(ledger::ConfigError),
+    /// The commit of the block at this height does not verify.
+    Commit(u64, ledger::LightError),
+    /// The block at this height does not apply.
+    Block(u64, ledger::BlockError),
+}
+
 /// The application side of the node: everything Malachite's effects need.
 struct App {
     key: Keypair,
@@ -115,6 +128,8 @@ struct App {
     /// Proposals for the next heights, checked and fed when their height starts.
     future: BTreeMap<u64, Vec<SignedMessage<LedgerContext, Proposal>>>,
     last_sync_request_ms: Option<u64>,
+    /// The nonce of each account's last transaction in the mempool.
+    pending_nonce: BTreeMap<[u8; 32], u64>,
 }
 
 /// One validator.
@@ -154,8 +169,25 @@ impl Node {
             decided: Vec::new(),
             future: BTreeMap::new(),
             last_sync_request_ms: None,
+            pending_nonce: BTreeMap::new(),
         };
         Ok(Node { consensus, app })
+    }
+
+    /// A validator restarted from its stored decided blocks: each commit is checked against
+    /// the validator set of its height, each block applied in order.
+    pub fn restore(key: Keypair, genesis: &Genesis, timeouts: Timeouts, blocks: Vec<(Block, Commit)>) -> Result<Node, RestoreError> {
+        let mut node = Node::new(key, genesis, timeouts).map_err(RestoreError::Genesis)?;
+        for (block, commit) in blocks {
+            let height = block.header.height;
+            commit
+                .verify(&node.app.ctx.chain_id, &block.header, &node.app.validators.ledger)
+                .map_err(|e| RestoreError::Commit(height, e))?;
+            node.app.ledger.apply_block(&block).map_err(|e| RestoreError::Block(height, e))?;
+            node.app.validators = ValidatorSet::new(&node.app.ledger.meta().validators);
+            node.app.decided.push((block, commit));
+        }
+        Ok(node)
     }
 
     /// The ledger state (after the last decided block).
@@ -181,21 +213,39 @@ impl Node {
         self.run(Input::StartHeight(height, set))
     }
 
-    /// Adds a transaction to the mempool if it applies after the ones already there.
+    /// Adds a transaction to the mempool. An account's first pending transaction must apply
+    /// to the state; the next ones must be signed and carry the following nonces (what they
+    /// do is checked when a block is built, which drops what does not apply).
     pub fn submit(&mut self, tx: SignedTx) -> Result<(), TxError> {
         if self.app.mempool.len() >= MEMPOOL_TXS_MAX {
             return Err(TxError::Invalid("mempool full"));
         }
-        let mut sequence = self.app.mempool.clone();
-        sequence.push(tx.clone());
-        match self.app.ledger.check_sequence(&sequence).pop() {
-            Some(Ok(_)) => {
-                self.app.mempool.push(tx);
-                Ok(())
+        let account = tx.tx.account;
+        match self.app.pending_nonce.get(&account) {
+            Some(last) => {
+                tx.check_stateless(&self.app.ctx.chain_id)?;
+                let expected = last.saturating_add(1);
+                if tx.tx.nonce != expected {
+                    return Err(TxError::BadNonce { expected, got: tx.tx.nonce });
+                }
             }
-            Some(Err(error)) => Err(error),
-            None => Err(TxError::Invalid("empty")),
+            None => {
+                self.app.ledger.check_tx(&tx)?;
+            }
         }
+        self.app.pending_nonce.insert(account, tx.tx.nonce);
+        self.app.mempool.push(tx);
+        Ok(())
+    }
+
+    /// Transactions waiting for a block.
+    pub fn mempool_len(&self) -> usize {
+        self.app.mempool.len()
+    }
+
+    /// The consensus round at the current height.
+    pub fn round(&self) -> Option<u32> {
+        self.consensus.round().as_u32()
     }
 
     /// The height being decided.
@@ -427,8 +477,21 @@ impl App {
     /// whole-value proposals as valid, so an invalid one is dropped here (the propose timeout
     /// then leads to a nil prevote).
     fn accept_proposal(&mut self, proposal: &SignedMessage<Ctx, Proposal>) -> bool {
+        // Cheap checks first: only the round's proposer's signed proposal is executed.
+        let message = &proposal.message;
+        let expected = mt::Context::select_proposer(&self.ctx, &self.validators, message.height, message.round);
+        if expected.address != message.proposer
+            || !LedgerContext::verify(&message.proposer.0, &self.ctx.proposal_bytes(message), &proposal.signature)
+        {
+            return false;
+        }
         let value = &proposal.message.value;
-        if value.block.header.height != proposal.message.height.0 || self.ledger.check_block(&value.block).is_err() {
+        let header = &value.block.header;
+        // `header.proposer` built the block; a later round may re-propose it (proof of lock).
+        if header.height != proposal.message.height.0
+            || header.time_ms > self.now_ms.saturating_add(CLOCK_DRIFT_MS_MAX)
+            || self.ledger.check_block(&value.block).is_err()
+        {
             return false;
         }
         self.proposals.insert(value.hash, value.clone());
@@ -508,6 +571,7 @@ impl App {
         let results = self.ledger.check_sequence(&self.mempool);
         let mut results = results.into_iter();
         self.mempool.retain(|_| matches!(results.next(), Some(Ok(_))));
+        self.pending_nonce = self.mempool.iter().map(|tx| (tx.tx.account, tx.tx.nonce)).collect();
         self.validators = ValidatorSet::new(&self.ledger.meta().validators);
         self.proposals.clear();
         self.decided.push((block, commit));
