@@ -1553,3 +1553,429 @@ mod test {
         assert_eq!(t.open(".", OFLAGS_TRUNC, RW), Err(errno::ISDIR));
     }
 }
+
+/// The directory tree and the calls added for issue 17, against wasmtime's answers.
+#[cfg(test)]
+mod tree_test {
+    use super::super::testmem::{ok, T, DATA, NAME, OUT, SIZE};
+    use super::super::{errno, MemFileArea, Stop, WasiCtx};
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const RW: u64 = RIGHT_FD_READ | RIGHT_FD_WRITE;
+    const NAME2: u32 = NAME + 1024;
+    const ROOT: u32 = 3;
+    const DOT: u32 = 4;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<MemFileArea>>);
+
+    impl FileArea for Shared {
+        fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
+            self.0.lock().unwrap().read(name)
+        }
+        fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().write(name, bytes)
+        }
+        fn remove(&mut self, name: &str) -> Result<bool, FileAreaError> {
+            self.0.lock().unwrap().remove(name)
+        }
+        fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
+            self.0.lock().unwrap().list()
+        }
+        fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().rename(moves)
+        }
+    }
+
+    impl Shared {
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<String> = self.0.lock().unwrap().list().unwrap().into_iter().map(|(n, _)| n).collect();
+            v.sort();
+            v
+        }
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.lock().unwrap().get(name).map(<[u8]>::to_vec)
+        }
+        fn fail(&self, e: Option<FileAreaError>) {
+            self.0.lock().unwrap().fail = e;
+        }
+    }
+
+    fn with_area(area: &Shared, quota: u64) -> T {
+        let mut t = T::new();
+        t.c.attach_files(Box::new(area.clone()), quota);
+        t
+    }
+
+    fn path2(t: &mut T, b: &str) -> u32 {
+        t.mem[NAME2 as usize..NAME2 as usize + b.len()].copy_from_slice(b.as_bytes());
+        b.len() as u32
+    }
+
+    fn mkdir(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_create_directory(&mut t.mem, fd, NAME, len))
+    }
+
+    fn rmdir(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_remove_directory(&mut t.mem, fd, NAME, len))
+    }
+
+    fn unlink(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_unlink_file(&mut t.mem, fd, NAME, len))
+    }
+
+    fn rename(t: &mut T, fd: u32, a: &str, nfd: u32, b: &str) -> Result<(), u32> {
+        let la = t.name(a.as_bytes());
+        let lb = path2(t, b);
+        ok(t.c.path_rename(&mut t.mem, fd, NAME, la, nfd, NAME2, lb))
+    }
+
+    fn open_at(t: &mut T, fd: u32, p: &str, oflags: u32, rights: u64) -> Result<u32, u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_open(&mut t.mem, fd, NAME, len, oflags, rights, 0, OUT))?;
+        Ok(t.out_u32())
+    }
+
+    fn filetype(t: &mut T, fd: u32, p: &str) -> Result<u8, u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_filestat_get(&mut t.mem, fd, NAME, len, OUT))?;
+        Ok(t.mem[OUT as usize + 16])
+    }
+
+    /// Entry names of directory fd `fd` from `cookie`, read `buf_len` bytes at a time
+    /// (each call resuming at the last whole entry's cookie), with their `d_next`.
+    fn readdir(t: &mut T, fd: u32, mut cookie: u64, buf_len: u32) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            ok(t.c.fd_readdir(&mut t.mem, fd, DATA, buf_len, cookie, OUT)).unwrap();
+            let used = t.out_u32() as usize;
+            let buf = t.mem[DATA as usize..DATA as usize + used].to_vec();
+            let mut at = 0;
+            let mut whole = 0;
+            while at + DIRENT_HEADER_BYTES <= buf.len() {
+                let next = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+                let len = u32::from_le_bytes(buf[at + 16..at + 20].try_into().unwrap()) as usize;
+                if at + DIRENT_HEADER_BYTES + len > buf.len() {
+                    break;
+                }
+                let name = String::from_utf8(buf[at + DIRENT_HEADER_BYTES..at + DIRENT_HEADER_BYTES + len].to_vec()).unwrap();
+                out.push((next, name));
+                cookie = next;
+                whole += 1;
+                at += DIRENT_HEADER_BYTES + len;
+            }
+            if used < buf_len as usize {
+                return out;
+            }
+            assert!(whole > 0, "buffer too small for one entry");
+        }
+        panic!("readdir did not end");
+    }
+
+    fn ls(t: &mut T, p: &str) -> Vec<String> {
+        let d = open_at(t, ROOT, p, OFLAGS_DIRECTORY, 0).unwrap();
+        let names = readdir(t, d, 0, 4096).into_iter().map(|(_, n)| n).collect();
+        t.close(d).unwrap();
+        names
+    }
+
+    fn write_file(t: &mut T, fd: u32, p: &str, bytes: &[u8]) {
+        let f = open_at(t, fd, p, OFLAGS_CREAT | OFLAGS_TRUNC, RW).unwrap();
+        assert_eq!(t.write(f, bytes), Ok(bytes.len() as u32));
+        t.close(f).unwrap();
+    }
+
+    fn read_file(t: &mut T, fd: u32, p: &str) -> Result<Vec<u8>, u32> {
+        let f = open_at(t, fd, p, 0, RIGHT_FD_READ)?;
+        let data = t.read(f, 4096);
+        t.close(f).unwrap();
+        data
+    }
+
+    #[test]
+    fn nested_directories_list_stat_and_remove() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        mkdir(&mut t, ROOT, "a/b").unwrap();
+        assert_eq!(mkdir(&mut t, ROOT, "a"), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "."), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "x/y"), Err(errno::NOENT));
+        mkdir(&mut t, ROOT, "a/c/").unwrap(); // a trailing slash is fine for mkdir
+        write_file(&mut t, ROOT, "a/b/f", b"deep");
+        assert_eq!(mkdir(&mut t, ROOT, "a/b/f"), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "a/b/f/g"), Err(errno::NOTDIR));
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f", "a/c/"]);
+        assert_eq!(area.get("a/b/f").as_deref(), Some(&b"deep"[..]));
+        assert_eq!(ls(&mut t, "."), [".", "..", "a"]);
+        assert_eq!(ls(&mut t, "a"), [".", "..", "b", "c"]);
+        assert_eq!(ls(&mut t, "a/b/"), [".", "..", "f"]);
+        assert_eq!(filetype(&mut t, ROOT, "a/b"), Ok(FILETYPE_DIRECTORY));
+        assert_eq!(filetype(&mut t, ROOT, "a/b/f"), Ok(FILETYPE_REGULAR_FILE));
+        assert_eq!(filetype(&mut t, ROOT, "a/b/f/"), Err(errno::NOTDIR));
+        assert_eq!(filetype(&mut t, ROOT, "a/nope"), Err(errno::NOENT));
+        assert_eq!(open_at(&mut t, ROOT, "a/b/f", OFLAGS_DIRECTORY, 0), Err(errno::NOTDIR));
+        assert_eq!(open_at(&mut t, ROOT, "a/b", OFLAGS_CREAT | OFLAGS_TRUNC, RW), Err(errno::ISDIR));
+        assert_eq!(open_at(&mut t, ROOT, "a/new/", OFLAGS_CREAT, RW), Err(errno::ISDIR));
+        // A directory fd is a base for relative paths.
+        let b = open_at(&mut t, ROOT, "a/b", OFLAGS_DIRECTORY, 0).unwrap();
+        assert_eq!(read_file(&mut t, b, "f"), Ok(b"deep".to_vec()));
+        assert_eq!(read_file(&mut t, b, "../b/./f"), Ok(b"deep".to_vec()));
+        ok(t.c.fd_filestat_get(&mut t.mem, b, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 16], FILETYPE_DIRECTORY);
+        // Removal: only empty directories, only files by unlink.
+        assert_eq!(rmdir(&mut t, ROOT, "a"), Err(errno::NOTEMPTY));
+        assert_eq!(rmdir(&mut t, ROOT, "a/b/f"), Err(errno::NOTDIR));
+        assert_eq!(rmdir(&mut t, ROOT, "a/zz"), Err(errno::NOENT));
+        assert_eq!(rmdir(&mut t, ROOT, "."), Err(errno::BUSY));
+        assert_eq!(unlink(&mut t, ROOT, "a/b"), Err(errno::ISDIR));
+        assert_eq!(unlink(&mut t, ROOT, "a/b/f/"), Err(errno::NOTDIR));
+        unlink(&mut t, b, "f").unwrap();
+        rmdir(&mut t, ROOT, "a/b").unwrap();
+        // The fd on the removed directory resolves nothing any more.
+        assert_eq!(open_at(&mut t, b, "g", OFLAGS_CREAT, RW), Err(errno::NOENT));
+        assert_eq!(ok(t.c.fd_readdir(&mut t.mem, b, DATA, 256, 0, OUT)), Err(errno::NOENT));
+        rmdir(&mut t, ROOT, "a/c").unwrap();
+        rmdir(&mut t, ROOT, "a").unwrap();
+        assert_eq!(area.names(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn paths_that_leave_the_area_are_refused() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        let a = open_at(&mut t, ROOT, "a", OFLAGS_DIRECTORY, 0).unwrap();
+        for (fd, p) in [(ROOT, ".."), (ROOT, "../data/x"), (ROOT, "a/../../x"), (a, "../../x"), (DOT, "./.."), (a, "../a/../..")] {
+            assert_eq!(open_at(&mut t, fd, p, OFLAGS_CREAT, RW), Err(errno::NOTCAPABLE), "{p}");
+            assert_eq!(mkdir(&mut t, fd, p), Err(errno::NOTCAPABLE), "{p}");
+            assert_eq!(rename(&mut t, ROOT, "a", fd, p), Err(errno::NOTCAPABLE), "{p}");
+        }
+        for p in ["/data/x", "/x", "//"] {
+            assert_eq!(open_at(&mut t, ROOT, p, OFLAGS_CREAT, RW), Err(errno::NOTCAPABLE), "{p}");
+        }
+        // `..` that stays inside is fine, from either preopen and from a.
+        write_file(&mut t, a, "../top", b"1");
+        assert_eq!(read_file(&mut t, DOT, "a/../top"), Ok(b"1".to_vec()));
+        assert_eq!(area.names(), ["a/", "top"]);
+        // Full paths are at most MAX_NAME_BYTES; a directory's one byte less.
+        let long = "d".repeat(MAX_DIR_PATH_BYTES);
+        mkdir(&mut t, ROOT, &long).unwrap();
+        assert_eq!(mkdir(&mut t, ROOT, &(long.clone() + "e")), Err(errno::NAMETOOLONG));
+        assert_eq!(open_at(&mut t, ROOT, &alloc::format!("a/{}", "f".repeat(63)), OFLAGS_CREAT, RW), Err(errno::NAMETOOLONG));
+        open_at(&mut t, ROOT, &alloc::format!("a/{}", "f".repeat(62)), OFLAGS_CREAT, RW).unwrap();
+    }
+
+    #[test]
+    fn rename_files_and_trees_atomically_with_open_fds_following() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        mkdir(&mut t, ROOT, "a/b").unwrap();
+        write_file(&mut t, ROOT, "a/b/f", b"one");
+        write_file(&mut t, ROOT, "g", b"two");
+        let writes = area.0.lock().unwrap().writes;
+        // File onto file replaces it; no data is rewritten (the area moves the name).
+        rename(&mut t, ROOT, "g", DOT, "a/g").unwrap();
+        rename(&mut t, ROOT, "a/g", ROOT, "a/b/f").unwrap();
+        assert_eq!(area.0.lock().unwrap().writes, writes);
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f"]);
+        assert_eq!(area.get("a/b/f").as_deref(), Some(&b"two"[..]));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "a/b/f"), Ok(()));
+        // Errors, each leaving the tree as it was.
+        mkdir(&mut t, ROOT, "e").unwrap();
+        assert_eq!(rename(&mut t, ROOT, "nope", ROOT, "x"), Err(errno::NOENT));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "e"), Err(errno::ISDIR));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "x/"), Err(errno::NOTDIR));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "a/b/f"), Err(errno::NOTDIR));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "a"), Err(errno::NOTEMPTY));
+        assert_eq!(rename(&mut t, ROOT, "a", ROOT, "a/b/c"), Err(errno::INVAL));
+        assert_eq!(rename(&mut t, ROOT, ".", ROOT, "z"), Err(errno::BUSY));
+        assert_eq!(rename(&mut t, ROOT, "a", ROOT, &"n".repeat(62)), Err(errno::NAMETOOLONG));
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f", "e/"]);
+        // A whole tree moves in one step, onto an empty directory; open fds follow.
+        let f = open_at(&mut t, ROOT, "a/b/f", 0, RW).unwrap();
+        let b = open_at(&mut t, ROOT, "a/b", OFLAGS_DIRECTORY, 0).unwrap();
+        rename(&mut t, ROOT, "a", ROOT, "e").unwrap();
+        assert_eq!(area.names(), ["e/", "e/b/", "e/b/f"]);
+        assert_eq!(t.write(f, b"TWO"), Ok(3));
+        t.close(f).unwrap();
+        assert_eq!(area.get("e/b/f").as_deref(), Some(&b"TWO"[..]));
+        assert_eq!(read_file(&mut t, b, "f"), Ok(b"TWO".to_vec()));
+        // The area failing mid-call changes nothing: both names stay as they were.
+        area.fail(Some(FileAreaError::Io));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "k"), Err(errno::IO));
+        area.fail(None);
+        assert_eq!(area.names(), ["e/", "e/b/", "e/b/f"]);
+        assert_eq!(ls(&mut t, "e/b"), [".", "..", "f"]);
+        // Replacing a file that is open unlinks it for that fd (its data is not committed).
+        write_file(&mut t, ROOT, "x", b"x");
+        let x = open_at(&mut t, ROOT, "x", 0, RW).unwrap();
+        rename(&mut t, ROOT, "e/b/f", ROOT, "x").unwrap();
+        assert_eq!(t.write(x, b"lost"), Ok(4));
+        t.close(x).unwrap();
+        assert_eq!(area.get("x").as_deref(), Some(&b"TWO"[..]));
+    }
+
+    #[test]
+    fn directories_count_against_the_name_limit_and_files_the_quota() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 100);
+        for i in 0..MAX_FILES {
+            mkdir(&mut t, ROOT, &alloc::format!("d{i}")).unwrap();
+        }
+        assert_eq!(mkdir(&mut t, ROOT, "more"), Err(errno::NOSPC));
+        assert_eq!(open_at(&mut t, ROOT, "d0/f", OFLAGS_CREAT, RW), Err(errno::NOSPC));
+        rmdir(&mut t, ROOT, "d1").unwrap();
+        let f = open_at(&mut t, ROOT, "d0/f", OFLAGS_CREAT, RW).unwrap();
+        // Quota reached mid-tree: a write past 100 bytes is refused, nothing changes.
+        assert_eq!(t.write(f, &[1; 100]), Ok(100));
+        assert_eq!(t.write(f, b"x"), Err(errno::NOSPC));
+        t.close(f).unwrap();
+        assert_eq!(area.get("d0/f").map(|d| d.len()), Some(100));
+    }
+
+    #[test]
+    fn readdir_cookies_resume_exactly_with_small_buffers() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "d").unwrap();
+        for i in 0..20 {
+            write_file(&mut t, ROOT, &alloc::format!("d/file{i:02}"), b"");
+        }
+        mkdir(&mut t, ROOT, "d/sub").unwrap();
+        let d = open_at(&mut t, ROOT, "d", OFLAGS_DIRECTORY, 0).unwrap();
+        let whole = readdir(&mut t, d, 0, 4096);
+        assert_eq!(whole.len(), 23);
+        assert_eq!(whole.iter().map(|(c, _)| *c).collect::<Vec<_>>(), (1..=23).collect::<Vec<u64>>());
+        for buf_len in [40, 64, 100] {
+            assert_eq!(readdir(&mut t, d, 0, buf_len), whole, "buffer {buf_len}");
+        }
+        // Resuming from any cookie gives the rest, the same on every call.
+        assert_eq!(readdir(&mut t, d, 10, 4096), whole[10..].to_vec());
+        assert_eq!(readdir(&mut t, d, 10, 4096), whole[10..].to_vec());
+        assert_eq!(readdir(&mut t, d, 23, 4096), Vec::new());
+        assert_eq!(readdir(&mut t, d, u64::MAX, 4096), Vec::new());
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_area_sees_the_tree() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, DOT, "run").unwrap();
+        write_file(&mut t, DOT, "run/out", b"first");
+        rename(&mut t, DOT, "run", DOT, "done").unwrap();
+        let mut t = with_area(&area, 1 << 20);
+        assert_eq!(ls(&mut t, "."), [".", "..", "done"]);
+        assert_eq!(read_file(&mut t, ROOT, "done/out"), Ok(b"first".to_vec()));
+        assert_eq!(mkdir(&mut t, DOT, "done"), Err(errno::EXIST));
+    }
+
+    #[test]
+    fn links_symlinks_and_readlink_answer_honestly() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        write_file(&mut t, ROOT, "f", b"x");
+        let (la, lb) = (t.name(b"f"), path2(&mut t, "l"));
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, la, ROOT, NAME2, lb)), Err(errno::PERM));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, la, ROOT, NAME2, lb)), Err(errno::PERM));
+        let lb = path2(&mut t, "f");
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, la, ROOT, NAME2, lb)), Err(errno::EXIST));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, la, ROOT, NAME2, lb)), Err(errno::EXIST));
+        // A symlink pointing outside cannot even be named: its path is checked first.
+        let (lo, lb) = (t.name(b"/etc/passwd"), path2(&mut t, "../escape"));
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, lo, ROOT, NAME2, lb)), Err(errno::NOTCAPABLE));
+        let (lm, lb) = (t.name(b"missing"), path2(&mut t, "l"));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, lm, ROOT, NAME2, lb)), Err(errno::NOENT));
+        let la = t.name(b"f");
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, la, DATA, 64, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, la, SIZE as u32 - 1, 64, OUT)), Err(errno::FAULT));
+        let lm = t.name(b"missing");
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, lm, DATA, 64, OUT)), Err(errno::NOENT));
+        assert_eq!(area.names(), ["f"]);
+    }
+
+    #[test]
+    fn times_advice_allocate() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let f = open_at(&mut t, ROOT, "f", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 1 | 4)), Ok(()));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 2 | 8)), Ok(()));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 1 | 2)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 4 | 8)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 16)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(99, 1)), Err(errno::BADF));
+        let l = t.name(b"f");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Ok(()));
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 3)), Err(errno::INVAL));
+        let l = t.name(b"g");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Err(errno::NOENT));
+        let l = t.name(b"..");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Err(errno::NOTCAPABLE));
+        for advice in 0..=5 {
+            assert_eq!(ok(t.c.fd_advise(f, advice)), Ok(()));
+        }
+        assert_eq!(ok(t.c.fd_advise(f, 6)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_advise(ROOT, 0)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_advise(1, 0)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_allocate(f)), Err(errno::NOTSUP));
+        assert_eq!(ok(t.c.fd_allocate(ROOT)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_allocate(42)), Err(errno::BADF));
+    }
+
+    #[test]
+    fn renumber_moves_an_fd_and_closes_the_target() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let a = open_at(&mut t, ROOT, "a", OFLAGS_CREAT, RW).unwrap();
+        let b = open_at(&mut t, ROOT, "b", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(t.write(b, b"bee"), Ok(3));
+        assert_eq!(t.write(a, b"ay"), Ok(2));
+        ok(t.c.fd_renumber(a, b)).unwrap();
+        assert_eq!(area.get("b").as_deref(), Some(&b"bee"[..])); // b was closed: committed
+        assert_eq!(t.write(a, b"x"), Err(errno::BADF));
+        assert_eq!(t.write(b, b"!"), Ok(1)); // b is a's file now
+        t.close(b).unwrap();
+        assert_eq!(area.get("a").as_deref(), Some(&b"ay!"[..]));
+        let c = open_at(&mut t, ROOT, "c", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(ok(t.c.fd_renumber(c, c)), Ok(()));
+        assert_eq!(ok(t.c.fd_renumber(c, 99)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_renumber(99, c)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_renumber(ROOT, c)), Err(errno::NOTSUP));
+        assert_eq!(ok(t.c.fd_renumber(c, DOT)), Err(errno::NOTSUP));
+        assert_eq!(t.write(c, b"still"), Ok(5));
+    }
+
+    #[test]
+    fn rights_only_narrow() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let f = open_at(&mut t, ROOT, "f", OFLAGS_CREAT, RW).unwrap();
+        ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ | RIGHT_FD_SEEK, 0)).unwrap();
+        ok(t.c.fd_fdstat_get(&mut t.mem, f, OUT)).unwrap();
+        assert_eq!(u64::from_le_bytes(t.mem[OUT as usize + 8..OUT as usize + 16].try_into().unwrap()), RIGHT_FD_READ | RIGHT_FD_SEEK);
+        assert_eq!(t.write(f, b"x"), Err(errno::BADF));
+        assert_eq!(t.read(f, 4), Ok(Vec::new()));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ | RIGHT_FD_WRITE, 0)), Err(errno::NOTCAPABLE));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ, 1)), Err(errno::NOTCAPABLE));
+        ok(t.c.fd_fdstat_set_rights(f, 0, 0)).unwrap();
+        assert_eq!(t.read(f, 4), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(99, 0, 0)), Err(errno::BADF));
+        ok(t.c.fd_fdstat_set_rights(1, RIGHT_FD_WRITE, 0)).unwrap();
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(1, RIGHT_FD_READ, 0)), Err(errno::NOTCAPABLE));
+    }
+
+    #[test]
+    fn proc_raise_stops_cleanly() {
+        let mut c = WasiCtx::new(&[], &[], 1024);
+        assert_eq!(c.proc_raise(0), Ok(errno::SUCCESS));
+        assert_eq!(c.proc_raise(31), Ok(errno::INVAL));
+        assert_eq!(c.proc_raise(u32::MAX), Ok(errno::INVAL));
+        assert_eq!(c.proc_raise(6), Err(Stop::Exit(128 + 6))); // SIGABRT
+    }
+}
