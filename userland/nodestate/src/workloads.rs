@@ -140,6 +140,35 @@ impl Entry {
         Ok(())
     }
 
+    /// Renames every `from` to its `to` (the file area's rename: a file, or every name
+    /// under a directory), replacing a `to` that exists; the shards stay, only names
+    /// move. All or nothing: if a `from` is missing or a `to` is out of bounds
+    /// (`TableError::BadFiles`), nothing changes. Returns the keys of replaced files
+    /// (the caller deletes those no longer referenced once this is durable).
+    pub fn rename_files(&mut self, moves: &[(String, String)]) -> Result<Vec<Key>, TableError> {
+        let mut taken = Vec::with_capacity(moves.len());
+        for (from, to) in moves {
+            let f = self.file(from).ok_or(TableError::BadFiles)?;
+            if to.is_empty() || to.len() > MAX_FILE_NAME_BYTES {
+                return Err(TableError::BadFiles);
+            }
+            taken.push((to.clone(), f.key, f.len_bytes));
+        }
+        let mut next = self.clone();
+        for (from, _) in moves {
+            next.remove_file(from);
+        }
+        let mut replaced = Vec::new();
+        for (to, key, len_bytes) in taken {
+            replaced.extend(next.set_file(&to, key, len_bytes));
+        }
+        if next.files.len() > MAX_FILES_PER_ENTRY {
+            return Err(TableError::BadFiles);
+        }
+        *self = next;
+        Ok(replaced)
+    }
+
     /// Removes `name`; returns its key.
     pub fn remove_file(&mut self, name: &str) -> Option<Key> {
         let i = self.files.iter().position(|f| f.name == name)?;
