@@ -34,7 +34,8 @@ pub const MAX_TABLE_BYTES: usize = 512 << 10;
 pub const MAX_ENTRIES: usize = 1024;
 /// Most files per entry: a workload's file area holds at most 64 files.
 pub const MAX_FILES_PER_ENTRY: usize = 64;
-/// Longest file name: the file area's limit (64 bytes, flat names).
+/// Longest file name: the file area's limit (64 bytes, the full path in the area;
+/// a directory is recorded as an empty file named `path/`).
 pub const MAX_FILE_NAME_BYTES: usize = 64;
 /// Largest file length recorded: a file area is at most 64 MiB today; 4 GiB leaves
 /// room to raise that and keeps the sum over 64 files far from overflow.
