@@ -286,6 +286,23 @@ mod test {
         assert!(declared.len() > 30, "{}", declared.len());
     }
 
+    /// The Grafana dashboard in the repository asks only for series the node renders.
+    #[test]
+    fn the_dashboard_names_only_rendered_series() {
+        let dashboard = include_str!("../../../ops/grafana/gridos-node.json");
+        let text = sample().render();
+        let mut checked = 0;
+        for (i, _) in dashboard.match_indices("gridos_") {
+            let name: String = dashboard[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name == "gridos_" {
+                continue;
+            }
+            assert!(text.contains(&alloc::format!("# TYPE {name} ")), "the dashboard names {name}, which the node does not render");
+            checked += 1;
+        }
+        assert!(checked >= 15, "{checked}");
+    }
+
     #[test]
     fn no_overlay_no_overlay_series() {
         let m = NodeMetrics { overlay: None, ..NodeMetrics::default() };
