@@ -3,7 +3,8 @@
 //!
 //! A write stores the file's bytes as a new (wrapped) shard, then commits the table
 //! entry naming it, then deletes the shard it replaced: durable when it returns, and a
-//! crash at any point leaves either the old or the new contents.
+//! crash at any point leaves either the old or the new contents. A rename moves the
+//! table entries (the shards stay) in one table commit, so it is atomic.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -77,5 +78,34 @@ impl FileArea for StoredFiles {
         Ok(persist::with_table(|t| {
             t.get(self.id).map(|e| e.files.iter().map(|f| (f.name.clone(), f.len_bytes)).collect()).unwrap_or_default()
         }))
+    }
+
+    fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+        let id = self.id;
+        let committed = persist::commit(|t| {
+            let e = t.get_mut(id)?;
+            // Check every source before changing anything: all moves or none.
+            let mut taken = Vec::new();
+            for (from, to) in moves {
+                let f = e.file(from)?.clone();
+                taken.push((to, f));
+            }
+            let mut replaced = Vec::new();
+            for (_, f) in &taken {
+                e.remove_file(&f.name);
+            }
+            for (to, f) in taken {
+                replaced.extend(e.set_file(to, f.key, f.len_bytes));
+            }
+            Some(replaced)
+        });
+        match committed {
+            Ok(Some(replaced)) => {
+                persist::delete_unreferenced(replaced);
+                Ok(())
+            }
+            Ok(None) => Err(FileAreaError::Io),
+            Err(e) => Err(io(id, "rename")(e)),
+        }
     }
 }

@@ -123,6 +123,10 @@ fn refuse(e: BackendError) -> Response {
 /// [`Connection::close`] when the connection ends.
 pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized) -> Response {
     let owner = req.owner;
+    if !matches!(req.request, Request::ShardGet { .. }) {
+        // A read in pieces is a run of `ShardGet`s: anything else ends it.
+        conn.end_read(backend);
+    }
     match req.request {
         Request::ShardPut { key, total_len, offset, data } => shard::put(backend, conn, owner, key, total_len, offset, data),
         Request::ShardGet { key, offset, len } => shard::get(backend, conn, owner, key, offset, len),

@@ -27,6 +27,8 @@ use crate::{address_string, bail, hex, Context, Error, Result};
 /// TCP buffers of the client's socket.
 const TCP_RX_BYTES: usize = 256 << 10;
 const TCP_TX_BYTES: usize = 512 << 10;
+/// Held while a connection's overlay handshake is under way (see `Client::connect_via`).
+static LINK_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Longest single wait inside the loops (keeps them responsive).
 const POLL_SLICE: Duration = Duration::from_millis(20);
 
@@ -91,13 +93,23 @@ impl Client {
             seed
         };
         let mut stack = Stack::new(seed, socket, config).map_err(|e| io_error("cannot start the overlay", e))?;
-        match stack.add_peer(gateway.endpoint, gateway.key) {
-            Ok(()) => {}
-            Err(overlay::NodeError::OwnKey) => bail!("the node key is your own key"),
-            Err(e) => bail!("cannot add the node as an overlay peer: {e:?}"),
+        let deadline = Instant::now() + options.timeout;
+        {
+            // One handshake at a time from this process: a node budgets handshakes per
+            // source address (half-open slots, init tokens), so the fresh identities of
+            // several parallel connections (`gridctl store`) would crowd each other out.
+            let _gate = LINK_GATE.lock().unwrap_or_else(|e| e.into_inner());
+            match stack.add_peer(gateway.endpoint, gateway.key) {
+                Ok(()) => {}
+                Err(overlay::NodeError::OwnKey) => bail!("the node key is your own key"),
+                Err(e) => bail!("cannot add the node as an overlay peer: {e:?}"),
+            }
+            let gateway_address = overlay::Address(gateway.overlay_address());
+            while !stack.has_route(&gateway_address) && Instant::now() < deadline {
+                stack.poll(POLL_SLICE).map_err(|e| io_error("overlay socket", e))?;
+            }
         }
         let node_address = overlay::Address(target.overlay_address());
-        let deadline = Instant::now() + options.timeout;
         while !stack.has_route(&node_address) {
             if Instant::now() >= deadline {
                 let accepts = if options.user_overlay_identity {

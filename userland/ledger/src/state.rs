@@ -520,6 +520,9 @@ impl State {
         if header.validators_hash != self.meta.validators.hash() {
             return Err(BlockError::WrongValidators);
         }
+        if self.meta.validators.power_of(&header.proposer).is_none() {
+            return Err(BlockError::UnknownProposer);
+        }
         Ok(())
     }
 

@@ -84,6 +84,7 @@ fn blocks_that_do_not_fit_refused() {
         (|b| b.header.parent_hash = [2; 32], BlockError::WrongParent),
         (|b| b.header.time_ms = 0, BlockError::TimeWentBack),
         (|b| b.header.validators_hash = [3; 32], BlockError::WrongValidators),
+        (|b| b.header.proposer = [6; 32], BlockError::UnknownProposer),
         (|b| b.header.txs_hash = [4; 32], BlockError::TxsRootMismatch),
         (|b| b.txs.clear(), BlockError::TxsRootMismatch),
         (|b| b.header.next_validators_hash = [5; 32], BlockError::WrongNextValidators),

@@ -111,6 +111,14 @@ impl Origin {
 /// Checks an origin for (destination, seqno); installed with `Router::set_verifier`.
 pub type Verifier = fn(&Address, u16, &Origin) -> bool;
 
+/// Where a unicast full dump to a neighbour is: our own route first, then every
+/// destination after the last one sent (in address order; `None`: from the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DumpCursor {
+    Own,
+    After(Option<Address>),
+}
+
 /// A neighbour as the caller names it (the node uses its peer slot).
 pub type NeighbourId = u32;
 
@@ -329,8 +337,8 @@ pub struct Router {
     dirty: BTreeSet<Address>,
     own_dirty: bool,
     queue: VecDeque<Output>,
-    /// Pending unicast full dumps: neighbour, and the next destination to send (None = own first).
-    dumps: Vec<(NeighbourId, Option<Address>)>,
+    /// Pending unicast full dumps: neighbour, and where the dump is.
+    dumps: Vec<(NeighbourId, DumpCursor)>,
     next_periodic: Instant,
     /// Routes held per neighbour (for the quota).
     route_counts: BTreeMap<NeighbourId, usize>,
@@ -433,7 +441,7 @@ impl Router {
         self.request_budgets.remove(&neighbour);
         self.verify_budgets.remove(&neighbour);
         self.dumps.retain(|(n, _)| *n != neighbour);
-        self.dumps.push((neighbour, None));
+        self.dumps.push((neighbour, DumpCursor::Own));
         debug_assert!(self.neighbours.len() <= self.config.max_neighbours);
         Ok(())
     }
@@ -443,7 +451,7 @@ impl Router {
     pub fn resend_dump(&mut self, neighbour: NeighbourId) {
         if self.cost(neighbour).is_some() {
             self.dumps.retain(|(n, _)| *n != neighbour);
-            self.dumps.push((neighbour, None));
+            self.dumps.push((neighbour, DumpCursor::Own));
         }
     }
 
@@ -799,21 +807,25 @@ impl Router {
         }
         // Bounded: each iteration either returns or removes one dump cursor or dirty entry.
         while let Some(&(neighbour, cursor)) = self.dumps.last() {
-            let next = match cursor {
-                None => Some(self.own),
-                Some(after) => self
-                    .dests
-                    .range((core::ops::Bound::Excluded(after), core::ops::Bound::Unbounded))
-                    .find(|(a, d)| d.selected.is_some() && self.route(a).is_some())
-                    .map(|(a, _)| *a),
-            };
+            if cursor == DumpCursor::Own {
+                if let Some(last) = self.dumps.last_mut() {
+                    last.1 = DumpCursor::After(None);
+                }
+                return Some(Output { to: Target::One(neighbour), message: self.own_update() });
+            }
+            // Every destination in address order, from the first (not from our own address:
+            // that skipped every destination whose address sorts below ours).
+            let DumpCursor::After(after) = cursor else { continue };
+            let lower = after.map_or(core::ops::Bound::Unbounded, core::ops::Bound::Excluded);
+            let next = self
+                .dests
+                .range((lower, core::ops::Bound::Unbounded))
+                .find(|(a, d)| **a != self.own && d.selected.is_some() && self.route(a).is_some())
+                .map(|(a, _)| *a);
             match next {
                 Some(address) => {
                     if let Some(last) = self.dumps.last_mut() {
-                        last.1 = Some(address);
-                    }
-                    if address == self.own {
-                        return Some(Output { to: Target::One(neighbour), message: self.own_update() });
+                        last.1 = DumpCursor::After(Some(address));
                     }
                     if let Some(message) = self.update_for(address) {
                         return Some(Output { to: Target::One(neighbour), message });
@@ -963,6 +975,30 @@ mod test {
         let out = drain(&mut r);
         assert_eq!(out, [Output { to: Target::All, message: Message::Update { destination: addr(2), seqno: 3, metric: 5, origin: Origin::NONE } }]);
         assert_eq!(r.feasibility_distance(&addr(2)), Some(Distance { seqno: 3, metric: 5 }));
+    }
+
+    #[test]
+    fn a_new_neighbours_dump_holds_destinations_on_both_sides_of_our_address() {
+        // Found booted (gridctl through a gateway node): the dump went on from our own
+        // address in address order, so a client never heard of nodes whose addresses sort
+        // below the gateway's until the periodic dump, 16 s later.
+        let now = Instant::ZERO;
+        let mut r = Router::new(addr(5), Config::default(), now);
+        r.neighbour_up(7, 1).unwrap();
+        for d in [2, 3, 9] {
+            r.handle_message(now, 7, Message::Update { destination: addr(d), seqno: 1, metric: 1, origin: Origin::NONE });
+        }
+        let _ = drain(&mut r);
+        r.neighbour_up(8, 1).unwrap();
+        let dumped: Vec<Address> = drain(&mut r)
+            .into_iter()
+            .filter(|o| o.to == Target::One(8))
+            .filter_map(|o| match o.message {
+                Message::Update { destination, .. } => Some(destination),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dumped, [addr(5), addr(2), addr(3), addr(9)]);
     }
 
     #[test]

@@ -32,8 +32,11 @@ pub const FUTURE_HEIGHTS_MAX: u64 = 2;
 pub const FUTURE_PROPOSALS_PER_HEIGHT_MAX: usize = 8;
 /// How far ahead of this validator's clock a proposal's time may be.
 pub const CLOCK_DRIFT_MS_MAX: u64 = 10_000;
-/// Least time between two sync requests.
+/// Least time between two sync requests (one is sent at once after each synced block while
+/// still behind).
 pub const SYNC_REQUEST_INTERVAL_MS: u64 = 500;
+/// Decided blocks sent for one sync request.
+pub const SYNC_BATCH_MAX: usize = 32;
 
 /// A consensus message between validators.
 #[derive(Clone, Debug)]
@@ -96,6 +99,17 @@ impl Default for Timeouts {
     }
 }
 
+/// Why stored blocks could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The genesis is invalid.
+    Genesis(ledger::ConfigError),
+    /// The commit of the block at this height does not verify.
+    Commit(u64, ledger::LightError),
+    /// The block at this height does not apply.
+    Block(u64, ledger::BlockError),
+}
+
 /// The application side of the node: everything Malachite's effects need.
 struct App {
     key: Keypair,
@@ -119,6 +133,10 @@ struct App {
     last_sync_request_ms: Option<u64>,
     /// The nonce of each account's last transaction in the mempool.
     pending_nonce: BTreeMap<[u8; 32], u64>,
+    /// The highest height seen in a peer's proposal or vote.
+    highest_seen: u64,
+    /// The height a sync request last asked for.
+    sync_requested: u64,
 }
 
 /// One validator.
@@ -159,8 +177,26 @@ impl Node {
             future: BTreeMap::new(),
             last_sync_request_ms: None,
             pending_nonce: BTreeMap::new(),
+            highest_seen: 0,
+            sync_requested: 0,
         };
         Ok(Node { consensus, app })
+    }
+
+    /// A validator restarted from its stored decided blocks: each commit is checked against
+    /// the validator set of its height, each block applied in order.
+    pub fn restore(key: Keypair, genesis: &Genesis, timeouts: Timeouts, blocks: Vec<(Block, Commit)>) -> Result<Node, RestoreError> {
+        let mut node = Node::new(key, genesis, timeouts).map_err(RestoreError::Genesis)?;
+        for (block, commit) in blocks {
+            let height = block.header.height;
+            commit
+                .verify(&node.app.ctx.chain_id, &block.header, &node.app.validators.ledger)
+                .map_err(|e| RestoreError::Commit(height, e))?;
+            node.app.ledger.apply_block(&block).map_err(|e| RestoreError::Block(height, e))?;
+            node.app.validators = ValidatorSet::new(&node.app.ledger.meta().validators);
+            node.app.decided.push((block, commit));
+        }
+        Ok(node)
     }
 
     /// The ledger state (after the last decided block).
@@ -233,6 +269,7 @@ impl Node {
         match message {
             Message::Proposal(proposal) => {
                 let height = proposal.message.height.0;
+                self.app.highest_seen = self.app.highest_seen.max(height);
                 if height > current {
                     self.app.keep_future(proposal);
                     self.app.sync_request(current);
@@ -244,6 +281,7 @@ impl Node {
                 self.run(Input::Proposal(proposal))
             }
             Message::Vote(vote) => {
+                self.app.highest_seen = self.app.highest_seen.max(vote.message.height.0);
                 if vote.message.height.0 > current {
                     self.app.sync_request(current);
                 }
@@ -253,12 +291,14 @@ impl Node {
             Message::Liveness(LivenessMsg::PolkaCertificate(cert)) => self.run(Input::PolkaCertificate(cert)),
             Message::Liveness(LivenessMsg::SkipRoundCertificate(cert)) => self.run(Input::RoundCertificate(cert)),
             Message::SyncRequest { height, from } => {
-                let index = usize::try_from(height.saturating_sub(1)).unwrap_or(usize::MAX);
-                if let Some((block, commit)) = self.app.decided.get(index) {
-                    let answer = Message::Decided { block: Box::new(block.clone()), commit: commit.clone() };
-                    return vec![Output::Send(from, answer)];
-                }
-                Vec::new()
+                let first = usize::try_from(height.saturating_sub(1)).unwrap_or(usize::MAX);
+                self.app
+                    .decided
+                    .iter()
+                    .skip(first)
+                    .take(SYNC_BATCH_MAX)
+                    .map(|(block, commit)| Output::Send(from, Message::Decided { block: Box::new(block.clone()), commit: commit.clone() }))
+                    .collect()
             }
             Message::Decided { block, commit } => {
                 if block.header.height != current {
@@ -269,7 +309,13 @@ impl Node {
                     return Vec::new();
                 }
                 let height = Height(self.height());
-                self.run(Input::StartHeight(height, self.app.validators.clone()))
+                let mut outputs = self.run(Input::StartHeight(height, self.app.validators.clone()));
+                if self.app.highest_seen > height.0 && self.app.last_synced_batch_done(height.0) {
+                    self.app.last_sync_request_ms = None;
+                    self.app.sync_request(height.0);
+                    outputs.append(&mut self.app.outputs);
+                }
+                outputs
             }
         }
     }
@@ -499,7 +545,14 @@ impl App {
             return;
         }
         self.last_sync_request_ms = Some(self.now_ms);
+        self.sync_requested = height;
         self.outputs.push(Output::Broadcast(Message::SyncRequest { height, from: self.address }));
+    }
+
+    /// Whether the blocks of the last sync request are all in (`next` is the height now
+    /// being decided): then the next batch is asked for at once.
+    fn last_synced_batch_done(&self, next: u64) -> bool {
+        next >= self.sync_requested.saturating_add(SYNC_BATCH_MAX as u64)
     }
 
     /// Builds this validator's proposal for `height` from the mempool.

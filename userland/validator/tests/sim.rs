@@ -180,3 +180,42 @@ fn forged_proposals_are_refused_and_the_chain_goes_on() {
         }
     }
 }
+
+/// The governance account removes validator 3 through a transaction: consensus carries the
+/// change in a block, the next blocks are signed by the new set only, and a light client
+/// follows the change through the decided blocks.
+#[test]
+fn validator_set_change_through_consensus() {
+    for seed in 1..=seeds() {
+        let alice = Keypair::from_seed([1; 32]);
+        let genesis = genesis(&alice);
+        let governance = Keypair::from_seed([250; 32]);
+        let net = Net { loss_percent: 0, latency_ms_max: 200, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 };
+        let mut sim = Sim::new(seed, net, &genesis, keys());
+        let new_set: Vec<Validator> = keys().iter().take(3).map(|k| Validator { key: k.public(), power: 10 }).collect();
+        let tx = Transaction { account: governance.public(), nonce: 0, kind: TxKind::SetValidators { validators: new_set } }
+            .sign(&genesis.chain_id(), &governance);
+        for node in &mut sim.nodes {
+            node.submit(tx.clone()).expect("submit");
+        }
+        sim.start();
+        // Validator 3 is out after the change: only the first three must go on.
+        let honest_three = |sim: &Sim, h: usize| (0..3).all(|i| sim.nodes[i].decided().len() >= h);
+        let mut steps = 0;
+        while !honest_three(&sim, 6) {
+            assert!(sim.run_steps(1), "no events left; seed={seed}");
+            steps += 1;
+            assert!(steps < 400_000, "no liveness after the change; seed={seed}");
+        }
+        let decided = sim.nodes[0].decided();
+        let change = decided.iter().position(|(b, _)| b.next_validators.is_some()).expect("a block carries the change");
+        for (block, commit) in &decided[change + 1..] {
+            assert!(commit.signatures.iter().all(|s| s.validator != keys()[3].public()), "old member signed height {}", block.header.height);
+        }
+        let mut light = LightClient::from_genesis(&genesis).expect("light");
+        for block in sim.nodes[0].light_blocks() {
+            light.accept(&block).unwrap_or_else(|e| panic!("light client refused: {e:?}; seed={seed}"));
+        }
+        assert_eq!(light.validators().total_power(), 30);
+    }
+}

@@ -287,7 +287,14 @@ pub fn put<R: Read>(
 ) -> Result<(PutReport, Manifest)> {
     let PutInput { reader, name, size_hint, data_shards, parity_shards, segment_bytes } = input;
     let mut notes = Vec::new();
-    let choice = placement::choose_params(nodes.usable.len(), data_shards, parity_shards).map_err(Error)?;
+    let choice = placement::choose_params(nodes.usable.len(), data_shards, parity_shards).map_err(|e| {
+        let down: Vec<String> = nodes.down.iter().map(|(n, why)| format!("{}: {why}", short(n))).collect();
+        if down.is_empty() {
+            Error(e)
+        } else {
+            Error(format!("{e} (peers that did not answer as nodes: {})", down.join("; ")))
+        }
+    })?;
     notes.extend(choice.note.clone());
     let params = Params {
         data_shards: choice.data_shards,

@@ -92,7 +92,7 @@ impl Sim {
         self.events.insert((at_ms, self.seq), event);
     }
 
-    fn outputs(&mut self, from: usize, outputs: Vec<Output>) {
+    pub fn apply_outputs(&mut self, from: usize, outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::Broadcast(message) => {
@@ -146,7 +146,7 @@ impl Sim {
     pub fn start(&mut self) {
         for i in 0..self.nodes.len() {
             let outputs = self.nodes[i].start(self.now_ms);
-            self.outputs(i, outputs);
+            self.apply_outputs(i, outputs);
         }
     }
 
@@ -175,8 +175,10 @@ impl Sim {
                     if self.net.silent.contains(&to) {
                         continue;
                     }
+                    // Every message crosses the wire encoding, as between processes.
+                    let Some(message) = Message::decode(&message.encode()) else { panic!("a message does not round-trip") };
                     let outputs = self.nodes[to].on_message(message, self.now_ms);
-                    self.outputs(to, outputs);
+                    self.apply_outputs(to, outputs);
                 }
                 Event::Timeout { node, timeout, generation } => {
                     if self.timeouts.get(&(node, timeout)) != Some(&generation) {
@@ -187,7 +189,7 @@ impl Sim {
                         continue;
                     }
                     let outputs = self.nodes[node].on_timeout(timeout, self.now_ms);
-                    self.outputs(node, outputs);
+                    self.apply_outputs(node, outputs);
                 }
             }
         }
