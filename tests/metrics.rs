@@ -101,11 +101,27 @@ fn metrics_are_served_on_the_overlay() {
     // A client that sends half a request and stalls is answered 408 within the deadline.
     assert_eq!(raw_status(&target, b"GET /metrics HTTP/1.1\r\n"), 408);
 
+    // The node-wide bound: four idle connections hold every slot; a fifth is reset at
+    // once without an answer. The idle ones are answered 408 after 5 s, which frees them.
+    let held: Vec<OverlayTcp> =
+        (0..4).map(|_| OverlayTcp::connect(&target, metrics::PORT, Duration::from_secs(30)).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    match OverlayTcp::connect(&target, metrics::PORT, Duration::from_secs(10)) {
+        Err(_) => {}
+        Ok(mut fifth) => {
+            let answer = fifth.exchange(b"GET /metrics HTTP/1.1\r\n\r\n", 1 << 20);
+            assert!(answer.as_ref().map_or(true, |a| a.is_empty()), "a fifth connection was served: {answer:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    drop(held);
+
     let (status, body) = http_get(&target, metrics::PORT, "/metrics", Duration::from_secs(30)).expect("metrics again");
     assert_eq!(status, 200);
     let again = String::from_utf8(body).expect("utf8");
     assert!(value(&again, "gridos_metrics_requests_refused_total").is_some_and(|v| v >= 6.0), "{again}");
     assert!(value(&again, "gridos_metrics_requests_total").is_some_and(|v| v >= 8.0), "{again}");
+    assert!(value(&again, "gridos_metrics_connections_refused_total").is_some_and(|v| v >= 1.0), "{again}");
 
     // Node status: the farmer's view and a stranger's.
     let status = ok(&alice, &["node", "status", &t]);

@@ -115,11 +115,6 @@ pub fn contains(addr: u64, len: u64) -> bool {
     addr >= HEAP_BASE.load(Ordering::Relaxed) && end <= HEAP_END.load(Ordering::Relaxed) && addr < end
 }
 
-/// Size of the heap in bytes (0 before [`init`]).
-pub fn size_bytes() -> u64 {
-    HEAP_END.load(Ordering::Relaxed) - HEAP_BASE.load(Ordering::Relaxed)
-}
-
 /// Bytes currently allocated from the heap.
 pub fn allocated_bytes() -> usize {
     TALC.lock().get_counters().allocated_bytes
