@@ -9,12 +9,59 @@
 //! (`gridos.farmer`) sees every workload, the disks, NICs and the kernel log; another
 //! key sees the public part and its own workloads, and no log. And `gridctl forward`:
 //! a local TCP port carried to the node's overlay echo service (`gridos.services=echo`).
+//!
+//! With the underlay left open (`gridos.underlay=open`), TCP 9100 on the node's underlay
+//! address (a QEMU host forward) gives no HTTP answer: `/metrics` is overlay-only. When
+//! `promtool` (Debian's `prometheus` package) is installed, it checks the exposition.
 
 use std::time::Duration;
 
 use gridctl::target::Target;
 use gridctl::tcp::{http_get, parse_response, OverlayTcp};
+use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
 use gridos_tests::{free_udp_port, gridctl, wasm};
+
+/// `gridos_tests::boot_serving_node`, plus a host TCP forward `127.0.0.1:tcp_port` to the
+/// node's underlay TCP 9100 and `127.0.0.1:echo_port` to its underlay TCP 7 (echo).
+fn boot_node(disk: &std::path::Path, udp_port: u16, (tcp_port, echo_port): (u16, u16), cmdline: &str) -> (RunningMachine, String) {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = format!("gridos.test=serve {cmdline}");
+    m.disks = vec![disk.to_path_buf()];
+    m.timeout = Duration::from_secs(300);
+    m.extra_args = vec![
+        "-netdev".to_string(),
+        format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp_port}-:7443,hostfwd=tcp:127.0.0.1:{tcp_port}-:9100,hostfwd=tcp:127.0.0.1:{echo_port}-:7"),
+        "-device".to_string(),
+        "virtio-net-pci,netdev=n0".to_string(),
+    ];
+    let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
+    let serial = node.serial();
+    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
+    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
+    (node, key)
+}
+
+/// Runs `promtool check metrics` on `text` if promtool is installed; `None` if it is not.
+fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let _ = child.stdin.take().map(|mut stdin| stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().ok()?;
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    })
+}
 
 fn ok(key: &std::path::Path, args: &[&str]) -> String {
     gridctl(key, args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
@@ -45,8 +92,17 @@ fn metrics_are_served_on_the_overlay() {
     let shown = ok(&alice, &["key", "show"]);
     let farmer = shown.lines().find_map(|l| l.strip_prefix("public key")).map(str::trim).expect("public key").to_string();
     let port = free_udp_port();
-    let (node, node_key) =
-        gridos_tests::boot_serving_node(&disk, port, &format!("gridos.farmer={farmer} gridos.farm=42 gridos.services=echo"), Duration::from_secs(300));
+    let (tcp_port, underlay_echo_port) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
+        let b = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
+        (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
+    };
+    let (node, node_key) = boot_node(
+        &disk,
+        port,
+        (tcp_port, underlay_echo_port),
+        &format!("gridos.farmer={farmer} gridos.farm=42 gridos.services=echo gridos.underlay=open"),
+    );
     assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
     assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
     let t = format!("{node_key}@127.0.0.1:{port}");
@@ -59,6 +115,10 @@ fn metrics_are_served_on_the_overlay() {
     assert!(logs.contains("hello, world"), "{logs}");
 
     let text = ok(&alice, &["node", "metrics", &t]);
+    match promtool_check(&text) {
+        Some(result) => result.unwrap_or_else(|e| panic!("promtool check metrics refused the exposition: {e}\n{text}")),
+        None => eprintln!("promtool not installed: the exposition is not checked by it"),
+    }
     let serial = node.serial();
     let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}\n{serial}");
     has("# TYPE gridos_uptime_seconds gauge");
@@ -122,6 +182,25 @@ fn metrics_are_served_on_the_overlay() {
     assert!(value(&again, "gridos_metrics_requests_refused_total").is_some_and(|v| v >= 6.0), "{again}");
     assert!(value(&again, "gridos_metrics_requests_total").is_some_and(|v| v >= 8.0), "{again}");
     assert!(value(&again, "gridos_metrics_connections_refused_total").is_some_and(|v| v >= 1.0), "{again}");
+
+    // The underlay (open in this boot) does not serve /metrics, though it carries TCP: its
+    // echo service (port 7) answers.
+    {
+        use std::io::{Read, Write};
+        let mut echo = std::net::TcpStream::connect(("127.0.0.1", underlay_echo_port)).expect("underlay echo");
+        echo.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        echo.write_all(b"ping").expect("write");
+        let mut four = [0u8; 4];
+        echo.read_exact(&mut four).expect("the underlay echo answers");
+        assert_eq!(&four, b"ping");
+        let mut answer = Vec::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", tcp_port)) {
+            conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+            let _ = conn.read_to_end(&mut answer);
+        }
+        assert!(answer.is_empty(), "the underlay answered: {:?}", String::from_utf8_lossy(&answer));
+    }
 
     // Node status: the farmer's view and a stranger's.
     let status = ok(&alice, &["node", "status", &t]);
