@@ -6,7 +6,7 @@
 //!
 //! Log lines are also kept in a byte ring of [`LOG_RING_BYTES`] (static: no allocation
 //! on the logging path, which handlers use), read by line number with [`recent_lines`]
-//! (the control protocol's `NodeLogs`). A line is cut at [`LOG_LINE_BYTES_MAX`] in the ring.
+//! (the control protocol's `NodeLogs`). A line is cut at `logring::LINE_BYTES_MAX` (1 KiB) in the ring.
 
 use core::fmt::{self, Write};
 use log::{Level, LevelFilter, Metadata, Record};
@@ -19,79 +19,17 @@ static SERIAL: Mutex<Option<SerialPort>> = Mutex::new(None);
 
 /// Bytes of recent log lines kept.
 pub const LOG_RING_BYTES: usize = 64 << 10;
-/// Longest line kept in the ring (the rest of it is cut).
-pub const LOG_LINE_BYTES_MAX: usize = 1024;
 
-/// The last [`LOG_RING_BYTES`] of log text and the number of lines ever written.
-struct Ring {
-    buf: [u8; LOG_RING_BYTES],
-    /// Bytes ever written (the next write goes to `written % LOG_RING_BYTES`).
-    written: u64,
-    lines: u64,
-    /// Bytes of the current line so far.
-    line_bytes: usize,
-}
-
-impl Ring {
-    fn push(&mut self, b: u8) {
-        self.buf[(self.written % LOG_RING_BYTES as u64) as usize] = b;
-        self.written += 1;
-    }
-}
-
-impl Write for Ring {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            if b == b'\n' {
-                self.push(b);
-                self.lines += 1;
-                self.line_bytes = 0;
-            } else if self.line_bytes < LOG_LINE_BYTES_MAX {
-                self.push(b);
-                self.line_bytes += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
-static RING: Mutex<Ring> = Mutex::new(Ring { buf: [0; LOG_RING_BYTES], written: 0, lines: 0, line_bytes: 0 });
+/// The last [`LOG_RING_BYTES`] of log lines.
+static RING: Mutex<logring::LineRing<LOG_RING_BYTES>> = Mutex::new(logring::LineRing::new());
 
 /// Kept log lines numbered `from_line` on, at most `max_lines`: (lines, number of the
 /// first line returned, number of the line after the last one returned). Lines older
 /// than the ring holds are gone: then the first line returned is later than asked.
 pub fn recent_lines(from_line: u64, max_lines: usize) -> (alloc::vec::Vec<alloc::string::String>, u64, u64) {
-    let mut copy = alloc::vec![0u8; LOG_RING_BYTES];
-    let (len, lines_total) = interrupts::without(|| {
-        let ring = RING.lock();
-        let len = ring.written.min(LOG_RING_BYTES as u64) as usize;
-        let start = ((ring.written - len as u64) % LOG_RING_BYTES as u64) as usize;
-        for (i, b) in copy.iter_mut().take(len).enumerate() {
-            *b = ring.buf[(start + i) % LOG_RING_BYTES];
-        }
-        (len, ring.lines)
-    });
-    let mut text = &copy[..len];
-    if lines_total > 0 && len == LOG_RING_BYTES {
-        // The oldest line is partly overwritten: skip it.
-        let cut = text.iter().position(|&b| b == b'\n').map_or(text.len(), |i| i + 1);
-        text = &text[cut..];
-    }
-    // Only complete lines (a line being written ends without its newline).
-    let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let kept: alloc::vec::Vec<&[u8]> = text[..end].split(|&b| b == b'\n').collect();
-    let kept = &kept[..kept.len().saturating_sub(1)]; // the split's empty tail
-    let first_kept = lines_total.saturating_sub(kept.len() as u64);
-    let first = from_line.max(first_kept);
-    let skip = (first - first_kept) as usize;
-    let out: alloc::vec::Vec<alloc::string::String> = kept
-        .iter()
-        .skip(skip)
-        .take(max_lines)
-        .map(|l| alloc::string::String::from_utf8_lossy(l).into_owned())
-        .collect();
-    let next = first + out.len() as u64;
-    (out, first, next)
+    // Read with interrupts off (handlers log); the copy is the ring's size at most.
+    let read = interrupts::without(|| RING.lock().read(from_line, max_lines));
+    (read.lines, read.first_line, read.next_line)
 }
 
 /// Initializes COM1 at 115200 8N1.
