@@ -6,7 +6,8 @@
 //! but may ask for proofs; a shard beyond `gridos.store.owner_quota_mib` is refused
 //! (`NoSpace`, "owner quota"), bytes that do not hash to their key are `Rejected`, and
 //! pieces out of order are `BadRequest`; the connection and the node keep serving after
-//! every refusal. A shard acknowledged is durable: the node is killed right after the
+//! every refusal; an upload abandoned halfway gives its buffer back when its connection
+//! goes. `Peers` lists the client's own link. A shard acknowledged is durable: the node is killed right after the
 //! acknowledgement (no clean shutdown) and the rebooted node returns it.
 
 use std::path::Path;
@@ -131,6 +132,22 @@ fn shards_put_get_prove_delete_and_refusals_on_a_booted_node() {
     let r = client.call(&Request::ShardPut { key: [1; 32], total_len: 3 << 20, offset: 1 << 20, data: vec![0; 10] }).expect("call");
     assert_eq!(code(&r), Some(ErrorCode::BadRequest), "{r:?}");
     assert_eq!(client.list_shards().expect("list"), vec![meta]);
+
+    // The overlay nodes the node routes to: at least this client's own link, with its key.
+    let peers = client.peers().expect("peers");
+    assert!(peers.iter().any(|p| p.direct && p.key.is_some()), "{peers:?}");
+
+    // An upload abandoned after its first piece: the node gives its buffer back when the
+    // connection goes (here, reset by the client).
+    let mut quitter = connect(&target, &mallory, &node);
+    let first = Request::ShardPut { key: [2; 32], total_len: 16 << 20, offset: 0, data: vec![0; 1 << 20] };
+    assert_eq!(quitter.call(&first).expect("first piece"), Response::ShardPartial { received: 1 << 20 });
+    drop(quitter);
+    assert!(
+        node.wait_for("16777216 bytes of shard transfers buffered; 0 bytes stay buffered node-wide", Duration::from_secs(60)),
+        "{}",
+        node.serial()
+    );
 
     client.delete_shard(&meta.key).expect("delete");
     assert!(client.get_shard(&meta.key, None).expect_err("deleted").is_not_found());

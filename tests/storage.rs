@@ -1,6 +1,7 @@
 //! The shard store on raw disks, booted: acked shards survive QEMU being killed
 //! mid-stream (at several points), a disk holding someone else's bytes is refused
-//! and left byte-identical unless `gridos.format=NAME`, a node with two disks serves
+//! and left byte-identical unless `gridos.format=NAME` (so is a store of the older
+//! format version 1), store-smoke's owner namespaces, a node with two disks serves
 //! on when one fails its writes or is garbage, and the mount time of a disk with
 //! 100k shards.
 
@@ -135,6 +136,7 @@ fn garbage_disk_is_refused_and_untouched_unless_format_is_asked() {
 
     let out = boot(&[&disk], "gridos.test=store-smoke gridos.format=vda");
     assert!(out.passed(), "store-smoke on a disk taken over with gridos.format=vda failed\n{}", out.report());
+    assert!(out.serial.contains("store smoke: owners ok"), "{}", out.report());
     assert!(storage_line(&out.serial, "vda").contains("storage vda: formatted (gridos.format)"), "{}", out.serial);
     assert_ne!(hash_file(&disk), before);
 
@@ -184,6 +186,42 @@ fn two_disks_mount_and_serve_on_when_one_fails_or_is_garbage() {
     assert_eq!(hash_file(&vdb), before, "the refused vdb was written");
     let _ = fs::remove_file(&vda);
     let _ = fs::remove_file(&vdb);
+}
+
+/// A store of shard-store format version 1 (before owners) is refused at boot with a
+/// clear line and left byte-identical; `gridos.format=vda` reformats it as version 2.
+#[test]
+fn version_1_store_is_refused_untouched_until_gridos_format() {
+    let disk = image("v1", 64 << 20);
+    let file = OpenOptions::new().read(true).write(true).open(&disk).expect("open image");
+    let sectors = file.metadata().expect("metadata").len() / SECTOR_SIZE as u64 - NODE_AREA_SECTORS;
+    let start_bytes = NODE_AREA_SECTORS * SECTOR_SIZE as u64;
+    let range = FileRange { file, start_bytes, sectors };
+    let mut store = ShardStore::format(range, [0; 32], [1; 16]).expect("format");
+    let bytes = b"a shard of the old format".to_vec();
+    store.put(&shardstore::NODE_OWNER, *blake3::hash(&bytes).as_bytes(), &bytes).expect("put");
+    let file = store.into_device().file;
+    // The superblock as version 1 wrote it: same layout, version 1, blake3 over 0..112.
+    let mut superblock = [0u8; SECTOR_SIZE];
+    file.read_exact_at(&mut superblock, start_bytes).expect("read superblock");
+    superblock[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let checksum = blake3::hash(&superblock[..112]);
+    superblock[112..144].copy_from_slice(checksum.as_bytes());
+    file.write_all_at(&superblock, start_bytes).expect("write superblock");
+    file.sync_all().expect("sync");
+    let before = hash_file(&disk);
+
+    let out = boot(&[&disk], "gridos.test=boot");
+    assert!(out.passed(), "boot with a version 1 store failed\n{}", out.report());
+    let line = storage_line(&out.serial, "vda");
+    assert!(line.contains("storage vda: refused (unsupported shard-store format version 1"), "{line}");
+    assert!(line.contains("gridos.format=vda to reformat it"), "{line}");
+    assert_eq!(hash_file(&disk), before, "a refused version 1 store was written");
+
+    let out = boot(&[&disk], "gridos.test=store-smoke gridos.format=vda");
+    assert!(out.passed(), "store-smoke after reformatting a version 1 store failed\n{}", out.report());
+    assert!(storage_line(&out.serial, "vda").contains("storage vda: formatted (gridos.format)"), "{}", out.serial);
+    let _ = fs::remove_file(&disk);
 }
 
 /// A run of sectors of an image file, as the kernel's `storage::DiskRange`.

@@ -91,13 +91,16 @@ pub struct NodeConfig {
     /// ed25519 public keys (64 lower-case hex digits) of the compilers whose attested
     /// native code the node runs (`gridos.compilers`); none: every module is interpreted.
     pub compilers: Vec<String>,
+    /// The farmer's ed25519 public key (64 lower-case hex digits, `gridos.farmer`): the
+    /// key that sees the node's full status and its kernel log over the control protocol.
+    pub farmer: Option<String>,
     /// Extra command-line words, passed as they are (e.g. `gridos.log=debug`).
     pub append: Vec<String>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { role: Role::Full, farm: None, net: Net::Dhcp, disks: Disks::All, peers: Vec::new(), compilers: Vec::new(), append: Vec::new() }
+        NodeConfig { role: Role::Full, farm: None, net: Net::Dhcp, disks: Disks::All, peers: Vec::new(), compilers: Vec::new(), farmer: None, append: Vec::new() }
     }
 }
 
@@ -140,8 +143,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The keys a config file may set.
-pub const FILE_KEYS: [&str; 12] =
-    ["farm", "role", "net", "ipv4", "gateway4", "ipv6", "gateway6", "disks", "peers", "append", "validators", "compilers"];
+pub const FILE_KEYS: [&str; 13] =
+    ["farm", "role", "net", "ipv4", "gateway4", "ipv6", "gateway6", "disks", "peers", "append", "validators", "compilers", "farmer"];
 /// Most compiler keys a node takes (the kernel's `config::COMPILERS_MAX`).
 pub const COMPILERS_MAX: usize = 16;
 
@@ -161,6 +164,8 @@ pub struct Overrides {
     pub peers: Option<String>,
     /// Comma-separated compiler public keys (64 hex digits each).
     pub compilers: Option<String>,
+    /// The farmer's public key (64 hex digits).
+    pub farmer: Option<String>,
     /// Extra words, added after the file's `append`.
     pub append: Vec<String>,
 }
@@ -209,6 +214,7 @@ impl NodeConfig {
             ("gateway4", &overrides.gateway4),
             ("ipv6", &overrides.ipv6),
             ("gateway6", &overrides.gateway6),
+            ("farmer", &overrides.farmer),
         ];
         for (key, value) in single {
             if let Some(v) = value {
@@ -286,6 +292,12 @@ impl NodeConfig {
             return Err(ConfigError::bad("compilers", &compilers.join(","), "more than 16 compiler keys"));
         }
         config.compilers = compilers;
+        if let Some(key) = raw.list("farmer").and_then(|l| l.first()) {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::bad("farmer", key, "the farmer key is an ed25519 public key, 64 hex digits"));
+            }
+            config.farmer = Some(key.to_ascii_lowercase());
+        }
         for word in raw.list("append").unwrap_or_default() {
             check_word(word)?;
         }
@@ -331,6 +343,9 @@ impl NodeConfig {
         }
         if !self.compilers.is_empty() {
             words.push(format!("gridos.compilers={}", self.compilers.join(",")));
+        }
+        if let Some(key) = &self.farmer {
+            words.push(format!("gridos.farmer={key}"));
         }
         words.extend(self.append.iter().cloned());
         words
@@ -586,6 +601,17 @@ append = "gridos.log=debug"
         let c = NodeConfig::from_file_text("").unwrap();
         assert_eq!(c.cmdline(), "gridos.role=full gridos.ip4=dhcp gridos.disks=all");
         assert_eq!(c.summary(), "role=full, farm=none, net=dhcp, disks=all, peers=none");
+    }
+
+    #[test]
+    fn the_farmer_key_becomes_gridos_farmer() {
+        let key = "ab".repeat(32);
+        let c = NodeConfig::from_file_text(&format!("farmer = \"{}\"", key.to_uppercase())).unwrap();
+        assert_eq!(c.farmer.as_deref(), Some(key.as_str()));
+        assert!(c.cmdline().ends_with(&format!("gridos.farmer={key}")), "{}", c.cmdline());
+        assert!(NodeConfig::from_file_text("farmer = \"abc\"").is_err());
+        let o = Overrides { farmer: Some("cd".repeat(32)), ..Overrides::default() };
+        assert_eq!(NodeConfig::load(None, &o).unwrap().farmer, Some("cd".repeat(32)));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! gridos-image bench [--runs N]                                           sizes and boot times per boot path
 //! ```
 //! Node flags: --farm N --role full|compute|storage --net dhcp|static --ipv4 A/P
-//! --gateway4 A --ipv6 X/P --gateway6 X --disks all|none|a,b --peers H:P,... --compilers KEY,... --append WORDS.
+//! --gateway4 A --ipv6 X/P --gateway6 X --disks all|none|a,b --peers H:P,... --compilers KEY,... --farmer KEY --append WORDS.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +121,10 @@ struct NodeArgs {
     /// code only when one of them attested it; without any, every module is interpreted.
     #[arg(long)]
     compilers: Option<String>,
+    /// The farmer's public key (64 hex digits): sees the node's full status and kernel log
+    /// (`gridctl node status`, `gridctl node logs`).
+    #[arg(long)]
+    farmer: Option<String>,
     /// Extra kernel command-line words (repeatable), e.g. gridos.log=debug.
     #[arg(long)]
     append: Vec<String>,
@@ -139,6 +143,7 @@ impl NodeArgs {
             disks: self.disks.clone(),
             peers: self.peers.clone(),
             compilers: self.compilers.clone(),
+            farmer: self.farmer.clone(),
             append: self.append.clone(),
         };
         let config = NodeConfig::load(self.config.as_deref(), &overrides)?;

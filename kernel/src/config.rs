@@ -12,6 +12,9 @@
 //! - `gridos.compilers=HEX64,...` the ed25519 public keys of the compilers whose attested
 //!   native code the node runs (default: none, so every module runs in the interpreter);
 //!   read with [`trusted_compilers`]
+//! - `gridos.farmer=HEX64` the ed25519 public key of the node's farmer: the control
+//!   protocol's `NodeStatus` shows that key everything and `NodeLogs` only to it (default:
+//!   none, so nobody reads the kernel log over the network); read with [`farmer`]
 //!
 //! Bad values never stop the boot: each is reported with a warning and replaced by
 //! its default. The host tool validates the same rules before writing an image.
@@ -38,6 +41,20 @@ static COMPILERS: spin::Once<heapless::Vec<[u8; 32], COMPILERS_MAX>> = spin::Onc
 /// native code is ever loaded.
 pub fn trusted_compilers() -> &'static [[u8; 32]] {
     COMPILERS.get().map_or(&[], |v| v.as_slice())
+}
+
+/// `gridos.farmer`, role and farm, set once by [`load`].
+static FARMER: spin::Once<Option<[u8; 32]>> = spin::Once::new();
+static ROLE_FARM: spin::Once<(Role, Option<u64>)> = spin::Once::new();
+
+/// The farmer's key (`gridos.farmer`), if the image names one.
+pub fn farmer() -> Option<[u8; 32]> {
+    FARMER.get().copied().flatten()
+}
+
+/// The node's role and farm id (defaults before [`load`]).
+pub fn role_and_farm() -> (Role, Option<u64>) {
+    ROLE_FARM.get().copied().unwrap_or((Role::Full, None))
 }
 
 /// What the node offers to the grid.
@@ -121,6 +138,18 @@ pub fn load<'a>(cmdline: &Cmdline<'a>) -> NodeConfig<'a> {
         log::warn!("config: ignoring {key}={value:?}: {why}; using the default");
     });
     log::info!("config: {config}");
+    ROLE_FARM.call_once(|| (config.role, config.farm));
+    let farmer = FARMER.call_once(|| {
+        let value = cmdline.get("gridos.farmer")?;
+        let key = parse_key(value);
+        if key.is_none() {
+            log::warn!("config: ignoring gridos.farmer={value:?}: not a 64-hex-digit key; no farmer");
+        }
+        key
+    });
+    if let Some(key) = farmer {
+        log::info!("farmer: {}", Hex(key));
+    }
     let compilers = COMPILERS.call_once(|| config.compilers.clone());
     log::info!("compilers: {} trusted", compilers.len());
     for key in compilers {

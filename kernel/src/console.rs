@@ -3,6 +3,10 @@
 //! Every line starts with the time since boot (`[    0.012345]`) and the level.
 //! Output is serialized by a spinlock taken with interrupts disabled, so handlers
 //! may log; the fault path uses [`force_unlock`] in case it interrupted a writer.
+//!
+//! Log lines are also kept in a byte ring of [`LOG_RING_BYTES`] (static: no allocation
+//! on the logging path, which handlers use), read by line number with [`recent_lines`]
+//! (the control protocol's `NodeLogs`). A line is cut at `logring::LINE_BYTES_MAX` (1 KiB) in the ring.
 
 use core::fmt::{self, Write};
 use log::{Level, LevelFilter, Metadata, Record};
@@ -12,6 +16,21 @@ use uart_16550::SerialPort;
 use crate::arch::x86_64::{interrupts, time};
 
 static SERIAL: Mutex<Option<SerialPort>> = Mutex::new(None);
+
+/// Bytes of recent log lines kept.
+pub const LOG_RING_BYTES: usize = 64 << 10;
+
+/// The last [`LOG_RING_BYTES`] of log lines.
+static RING: Mutex<logring::LineRing<LOG_RING_BYTES>> = Mutex::new(logring::LineRing::new());
+
+/// Kept log lines numbered `from_line` on, at most `max_lines`: (lines, number of the
+/// first line returned, number of the line after the last one returned). Lines older
+/// than the ring holds are gone: then the first line returned is later than asked.
+pub fn recent_lines(from_line: u64, max_lines: usize) -> (alloc::vec::Vec<alloc::string::String>, u64, u64) {
+    // Read with interrupts off (handlers log); the copy is the ring's size at most.
+    let read = interrupts::without(|| RING.lock().read(from_line, max_lines));
+    (read.lines, read.first_line, read.next_line)
+}
 
 /// Initializes COM1 at 115200 8N1.
 pub fn init() {
@@ -96,13 +115,11 @@ impl log::Log for Logger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        write_fmt(format_args!(
-            "[{:5}.{:06}] {} {}\n",
-            us / 1_000_000,
-            us % 1_000_000,
-            level,
-            record.args()
-        ));
+        let (s, frac) = (us / 1_000_000, us % 1_000_000);
+        write_fmt(format_args!("[{s:5}.{frac:06}] {level} {}\n", record.args()));
+        interrupts::without(|| {
+            let _ = RING.lock().write_fmt(format_args!("[{s:5}.{frac:06}] {level} {}\n", record.args()));
+        });
     }
 
     fn flush(&self) {}

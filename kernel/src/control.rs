@@ -23,7 +23,7 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use control::guard::{self, Admission, Deadlines, Expired, RequestTimer};
 use control::{Backend, BackendError, Deployment, ErrorCode, LogChunk, NodeInfo, Session, WorkloadState, WorkloadSummary};
@@ -53,6 +53,23 @@ static REFUSED_LOG: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog::new());
 /// Held by the one connection receiving a large request (a deploy): a 32 MiB frame
 /// takes several copies on its way to the store and the engine, so only one at a time.
 static BIG_REQUEST: AtomicBool = AtomicBool::new(false);
+
+/// Counters for `/metrics`: connections accepted and refused at admission, requests
+/// answered and those answered with an error.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static REQUESTS_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// The service's counters since boot.
+pub fn counters() -> metrics::node::ServiceMetrics {
+    metrics::node::ServiceMetrics {
+        connections: CONNECTIONS.load(Ordering::Relaxed),
+        connections_refused: CONNECTIONS_REFUSED.load(Ordering::Relaxed),
+        requests: REQUESTS.load(Ordering::Relaxed),
+        requests_refused: REQUESTS_REFUSED.load(Ordering::Relaxed),
+    }
+}
 
 fn now_ms() -> u64 {
     executor::now_ns() / 1_000_000
@@ -104,11 +121,13 @@ async fn listen(node_key: [u8; 32], address: [u8; 16]) {
                 let Some(remote) = stream.remote() else { continue };
                 let peer = peer_of(remote.addr);
                 if let Err(why) = ADMISSION.lock().admit(peer) {
+                    CONNECTIONS_REFUSED.fetch_add(1, Ordering::Relaxed);
                     REFUSED_LOG.lock().warn(now_ms(), format_args!("control: refused a connection from {}: {why}", remote.addr));
                     // A reset, so the refused socket does not wait in a close handshake.
                     stream.abort();
                     continue;
                 }
+                CONNECTIONS.fetch_add(1, Ordering::Relaxed);
                 executor::spawn("control-conn", async move {
                     match connection(stream, node_key, address).await {
                         Ok(()) => {}
@@ -223,6 +242,10 @@ async fn serve_connection(
                 let answered = !requests.is_empty();
                 for request in requests {
                     let response = control::serve(backend, shards, request);
+                    REQUESTS.fetch_add(1, Ordering::Relaxed);
+                    if matches!(response, control::Response::Error { .. }) {
+                        REQUESTS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                    }
                     send(&mut stream, &deadlines, &session.response_frame(&response)).await?;
                 }
                 if answered {
@@ -234,6 +257,8 @@ async fn serve_connection(
                 }
             }
             Err(e) => {
+                REQUESTS.fetch_add(1, Ordering::Relaxed);
+                REQUESTS_REFUSED.fetch_add(1, Ordering::Relaxed);
                 let _ = executor::timeout(deadlines.request_base_ms, stream.write_all(&session.response_frame(&e.response()))).await;
                 stream.shutdown();
                 return Err(ConnectionEnd::Protocol(e));
@@ -260,7 +285,7 @@ fn state_of(summary: &Summary) -> WorkloadState {
     }
 }
 
-fn to_summary(s: Summary) -> WorkloadSummary {
+pub(crate) fn to_summary(s: Summary) -> WorkloadSummary {
     WorkloadSummary {
         id: s.id,
         name: s.name.clone(),
@@ -344,6 +369,54 @@ impl Backend for KernelBackend {
             workloads,
             storage_free_bytes: free & !((1 << 20) - 1),
         }
+    }
+
+    fn is_farmer(&mut self, owner: &[u8; 32]) -> bool {
+        crate::config::farmer().is_some_and(|farmer| farmer == *owner)
+    }
+
+    /// The farmer's view; `control::serve` cuts it down for anyone else.
+    fn node_status(&mut self) -> control::NodeStatus {
+        let (role, farm) = crate::config::role_and_farm();
+        let counters = crate::net::nic_counters();
+        let nics = crate::net::nic_macs()
+            .into_iter()
+            .map(|(name, mac)| {
+                let c = counters.iter().find(|(n, ..)| *n == name).map(|(_, c, ..)| *c).unwrap_or_default();
+                control::NicInfo { name, mac, rx_frames: c.rx_frames, tx_frames: c.tx_frames }
+            })
+            .collect();
+        let disks = crate::storage::disks()
+            .into_iter()
+            .map(|d| control::DiskInfo {
+                name: d.name,
+                state: format!("{:?}", d.state).to_lowercase(),
+                capacity_bytes: d.stat.capacity_bytes,
+                free_bytes: d.stat.free_bytes,
+                shards: d.stat.shard_count,
+            })
+            .collect();
+        let mut peers = control::ShardBackend::peers(self);
+        peers.truncate(control::shard::PEERS_MAX);
+        control::NodeStatus {
+            key: self.node_key,
+            address: self.address,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: time::since_boot_ns() / 1_000_000,
+            role: role.as_str().to_string(),
+            farm,
+            farmer_view: false,
+            peers,
+            workloads: service::list().into_iter().map(to_summary).collect(),
+            disks,
+            nics,
+            heap_used_bytes: crate::mm::heap::allocated_bytes() as u64,
+            heap_size_bytes: crate::mm::heap::size_bytes(),
+        }
+    }
+
+    fn node_logs(&mut self, from_line: u64, max_lines: usize) -> (Vec<alloc::string::String>, u64, u64) {
+        crate::console::recent_lines(from_line, max_lines)
     }
 }
 

@@ -19,6 +19,7 @@ mod disks;
 mod drivers;
 mod entropy;
 mod executor;
+mod metrics;
 mod mm;
 mod identity;
 mod net;
@@ -180,6 +181,9 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
             networks.push(net::Network::Overlay);
             if cmdline.get("gridos.workloads") != Some("off") {
                 control::start(node_key, address.octets());
+            }
+            if cmdline.get("gridos.metrics") != Some("off") {
+                metrics::start(node_key);
             }
         }
     }

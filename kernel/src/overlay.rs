@@ -171,7 +171,8 @@ pub const ROUTES_MAX: usize = 256;
 /// How often the overlay task refreshes [`ROUTES`].
 const ROUTES_REFRESH_NS: u64 = 1_000_000_000;
 
-/// The routing table's destinations, refreshed by the overlay task every second: direct
+/// The routing table's destinations, refreshed by the overlay task every second and at
+/// every link up or down: direct
 /// links first (with their keys), then the destinations routed through them, at most
 /// [`ROUTES_MAX`]. Any overlay member with a route is listed (users' agents too: the
 /// node cannot tell them from nodes); a client checks by connecting.
@@ -395,6 +396,9 @@ async fn run(
             net::overlay_deliver(delivery.packet);
         }
         while let Some(event) = node.poll_event() {
+            // A link that comes or goes shows in `ROUTES` at once (a client asking for
+            // peers right after the links came up must see them all).
+            next_routes_ns = 0;
             match event {
                 Event::LinkUp { endpoint, address, .. } => log::info!(
                     "overlay: link up with {} via {}",

@@ -11,8 +11,11 @@
 //! - `gridos.store.reserve_mib=N` (default 64): store bytes kept free for the node's own
 //!   data (workload files and tables); a shard that would eat into it is refused.
 //!
-//! Buffers: shard uploads and reads in progress hold at most
-//! `control::shard::BUFFER_BYTES_MAX_DEFAULT` bytes over all connections ([`BUFFERS`]).
+//! Buffers: shard uploads and reads in progress hold at most an eighth of the kernel
+//! heap over all connections ([`BUFFERS`]), at least one largest shard
+//! (`control::SHARD_BYTES_MAX`) and at most `control::shard::BUFFER_BYTES_MAX_DEFAULT`
+//! (48 MiB): 31 MiB on a 512 MiB node. (The workloads' admission keeps the larger of an
+//! eighth of the heap and 32 MiB for the kernel; these buffers are part of that.)
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -32,8 +35,8 @@ pub const RESERVE_MIB_DEFAULT: u64 = 64;
 /// `gridos.store.owner_quota_mib` when given (else a third of the capacity).
 static OWNER_QUOTA_BYTES: AtomicU64 = AtomicU64::new(u64::MAX);
 static RESERVE_BYTES: AtomicU64 = AtomicU64::new(RESERVE_MIB_DEFAULT * MIB);
-/// Shard bytes buffered by all connections' uploads and reads.
-static BUFFERS: Mutex<BufferBudget> = Mutex::new(BufferBudget::new(BUFFER_BYTES_MAX_DEFAULT));
+/// Shard bytes buffered by all connections' uploads and reads (sized at [`init`]).
+static BUFFERS: Mutex<BufferBudget> = Mutex::new(BufferBudget::new(control::SHARD_BYTES_MAX));
 
 // The service's owners are the store's, and its largest shard fits the store.
 const _: () = assert!(matches!(RESERVED_OWNER, storage::NODE_OWNER));
@@ -47,13 +50,15 @@ pub fn init(cmdline: &Cmdline<'_>) {
     if let Some(mib) = cmdline.get_u64("gridos.store.reserve_mib") {
         RESERVE_BYTES.store(mib.saturating_mul(MIB), Ordering::Relaxed);
     }
+    let buffers = (crate::mm::heap::size_bytes() / 8).clamp(control::SHARD_BYTES_MAX, BUFFER_BYTES_MAX_DEFAULT);
+    *BUFFERS.lock() = BufferBudget::new(buffers);
     let capacity = storage::stat().capacity_bytes;
     log::info!(
         "shards: owner quota {} MiB{}, node reserve {} MiB, {} MiB of buffers for transfers",
         owner_quota_bytes(capacity) / MIB,
         if OWNER_QUOTA_BYTES.load(Ordering::Relaxed) == u64::MAX { " (a third of the store)" } else { "" },
         RESERVE_BYTES.load(Ordering::Relaxed) / MIB,
-        BUFFER_BYTES_MAX_DEFAULT / MIB,
+        buffers / MIB,
     );
 }
 

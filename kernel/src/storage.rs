@@ -415,9 +415,14 @@ fn attach(index: usize, range: DiskRange, forced: bool, node_id: [u8; 32]) -> (D
         match blank(index, &mut range) {
             Ok(true) => "blank",
             Ok(false) => {
-                let detail = alloc::format!(
-                    "{error}; the disk holds other data and is not touched; boot with gridos.format={name} to take it over"
-                );
+                let detail = match error {
+                    MountError::UnsupportedVersion(version) if version < shardstore::layout::FORMAT_VERSION => alloc::format!(
+                        "{error}: a store of an older gridos, not touched; boot with gridos.format={name} to reformat it (its shards are lost)"
+                    ),
+                    _ => alloc::format!(
+                        "{error}; the disk holds other data and is not touched; boot with gridos.format={name} to take it over"
+                    ),
+                };
                 return (DiskState::Refused, detail, None);
             }
             Err(e) => return (DiskState::Refused, alloc::format!("cannot read: {e}"), None),

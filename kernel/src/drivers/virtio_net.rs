@@ -43,6 +43,18 @@ pub struct VirtioNic {
     pub ingress_filter_port: Option<u16>,
     /// Frames the ingress filter dropped.
     pub rx_filtered: u64,
+    /// Frames (and their bytes, without the virtio header) handed to the stack and
+    /// queued to the device, for `/metrics`.
+    pub counters: NicCounters,
+}
+
+/// A NIC's traffic counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NicCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
 }
 
 impl VirtioNic {
@@ -69,6 +81,7 @@ impl VirtioNic {
             tx_errors: 0,
             ingress_filter_port: None,
             rx_filtered: 0,
+            counters: NicCounters::default(),
         })
     }
 
@@ -135,7 +148,11 @@ impl VirtioNic {
         // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`.
         match unsafe { self.device.transmit_begin(&buf[..header + len]) } {
             Ok(token) => match self.tx_in_flight.get_mut(usize::from(token)) {
-                Some(slot) => *slot = Some((buf, header + len)),
+                Some(slot) => {
+                    *slot = Some((buf, header + len));
+                    self.counters.tx_frames += 1;
+                    self.counters.tx_bytes += len as u64;
+                }
                 None => self.tx_errors += 1,
             },
             Err(_) => {
@@ -165,6 +182,11 @@ pub struct NicTxToken<'a> {
 
 impl RxToken for NicRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        // SAFETY: the NIC outlives the token ('a) and nothing else uses it during this
+        // update (the transmit token is consumed only inside `f`, below).
+        let counters = &mut unsafe { &mut *self.nic }.counters;
+        counters.rx_frames += 1;
+        counters.rx_bytes += self.len as u64;
         let result = f(&self.buffer[self.header..self.header + self.len]);
         // SAFETY: the NIC outlives the token ('a); the transmit token's use of it
         // (inside `f`) has ended, so this is the only access now.

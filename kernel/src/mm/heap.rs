@@ -104,6 +104,11 @@ pub fn init(size_bytes: u64) -> Option<(u64, u64)> {
     Some((base, size))
 }
 
+/// The heap's size (0 before [`init`]).
+pub fn size_bytes() -> u64 {
+    HEAP_END.load(Ordering::Relaxed).saturating_sub(HEAP_BASE.load(Ordering::Relaxed))
+}
+
 /// Whether `[addr, addr + len)` lies inside the heap.
 pub fn contains(addr: u64, len: u64) -> bool {
     let Some(end) = addr.checked_add(len) else { return false };

@@ -505,6 +505,17 @@ async fn net_task() {
     }
 }
 
+/// Each NIC's name and counters: (name, counters, tx errors, frames filtered).
+pub fn nic_counters() -> Vec<(String, crate::drivers::virtio_net::NicCounters, u64, u64)> {
+    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.counters, n.device.tx_errors, n.device.rx_filtered)).collect())
+        .unwrap_or_default()
+}
+
+/// Each NIC's name and MAC address.
+pub fn nic_macs() -> Vec<(String, [u8; 6])> {
+    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.mac())).collect()).unwrap_or_default()
+}
+
 /// Counters of every NIC and the overlay interface, for diagnostics.
 pub fn diagnostics() -> String {
     with_stack(|s| {

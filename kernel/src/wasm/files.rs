@@ -3,7 +3,8 @@
 //!
 //! A write stores the file's bytes as a new (wrapped) shard, then commits the table
 //! entry naming it, then deletes the shard it replaced: durable when it returns, and a
-//! crash at any point leaves either the old or the new contents.
+//! crash at any point leaves either the old or the new contents. A rename moves the
+//! table entries (the shards stay) in one table commit, so it is atomic.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -77,5 +78,19 @@ impl FileArea for StoredFiles {
         Ok(persist::with_table(|t| {
             t.get(self.id).map(|e| e.files.iter().map(|f| (f.name.clone(), f.len_bytes)).collect()).unwrap_or_default()
         }))
+    }
+
+    fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+        let id = self.id;
+        let committed = persist::commit(|t| t.get_mut(id).map(|e| e.rename_files(moves)));
+        match committed {
+            Ok(Some(Ok(replaced))) => {
+                persist::delete_unreferenced(replaced);
+                Ok(())
+            }
+            Ok(Some(Err(e))) => Err(io(id, "rename")(e)),
+            Ok(None) => Err(FileAreaError::Io),
+            Err(e) => Err(io(id, "rename")(e)),
+        }
     }
 }

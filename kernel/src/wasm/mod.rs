@@ -245,6 +245,10 @@ pub struct Info {
     pub finished_ns: u64,
     /// Time slices used up (epoch callbacks or wasmi ticks).
     pub slices: u64,
+    /// Bytes of log kept (charged to the workload).
+    pub log_bytes: u64,
+    /// Log lines written (the next line's number).
+    pub log_lines: u64,
 }
 
 /// What [`Manager::run_round`] found.
@@ -439,6 +443,8 @@ impl Manager {
             run_us: s.run_us,
             finished_ns: s.finished_ns,
             slices: s.slices,
+            log_bytes: s.kept.charged_bytes() as u64,
+            log_lines: s.kept.end_line(),
         })
     }
 

@@ -40,7 +40,10 @@
 //! **Authorization** ([`serve`]). Workloads belong to the key that deployed them (the
 //! signed manifest's owner, which must also be the request's signer). Only the owner sees a
 //! workload's status and logs, stops it or removes it; `List` returns only the caller's
-//! workloads. `NodeInfo` is open to any signer.
+//! workloads. `NodeInfo` is open to any signer. `NodeStatus` is too, but only the node's
+//! farmer (the key the image names, `Backend::is_farmer`) sees disks, NICs, heap and every
+//! workload; anyone else gets the public part and their own workloads. `NodeLogs` (recent
+//! kernel log lines) is the farmer's only (`Unauthorized` otherwise).
 //!
 //! **Shards** ([`shard`]). The `Shard*` requests act in the signer's namespace of the
 //! node's shard store: another key's shard is `NotFound`. Shards upload in ordered pieces
@@ -79,7 +82,7 @@ pub mod shard;
 
 pub use frame::{FrameDecoder, FrameError};
 pub use message::{
-    ErrorCode, NodeInfo, Payload, PeerInfo, Request, Response, ServerHello, ShardMeta, SignedRequest, WorkloadState,
+    DiskInfo, ErrorCode, NicInfo, NodeInfo, NodeStatus, Payload, PeerInfo, Request, Response, ServerHello, ShardMeta, SignedRequest, WorkloadState,
     WorkloadSummary,
 };
 pub use shard::{

@@ -131,6 +131,15 @@ pub enum Request {
     StoreInfo,
     /// The overlay nodes this node routes to.
     Peers,
+    /// The node's status: the public part for any signer (identity, address, version,
+    /// uptime, farm, peers, the signer's own workloads); disks, NICs and every workload
+    /// for the node's farmer (`gridos.farmer=KEY`).
+    NodeStatus,
+    /// Recent kernel log lines from line `from_line` on (the farmer only).
+    NodeLogs {
+        /// The first line wanted (0: the oldest kept).
+        from_line: u64,
+    },
 }
 
 /// Why a request failed.
@@ -343,6 +352,78 @@ pub enum Response {
     },
     /// The overlay nodes this node routes to.
     Peers(Vec<PeerInfo>),
+    /// Answer to `NodeStatus`.
+    NodeStatus(NodeStatus),
+    /// Answer to `NodeLogs`: lines `[first_line, next_line)`; lines before `first_line`
+    /// that were asked for are no longer kept.
+    NodeLogs {
+        /// The lines, without newlines.
+        lines: Vec<String>,
+        /// Number of the first line returned.
+        first_line: u64,
+        /// Where the next request should start.
+        next_line: u64,
+    },
+}
+
+/// A node's status (`Request::NodeStatus`). Fields marked *farmer* are empty for
+/// anyone else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeStatus {
+    /// The node's overlay key.
+    pub key: [u8; 32],
+    /// Its overlay address.
+    pub address: [u8; 16],
+    /// Its software version.
+    pub version: String,
+    /// Time since it booted.
+    pub uptime_ms: u64,
+    /// `full`, `compute` or `storage`.
+    pub role: String,
+    /// Its farm id, if the image sets one.
+    pub farm: Option<u64>,
+    /// Whether the caller is the node's farmer (and sees the farmer's fields).
+    pub farmer_view: bool,
+    /// Overlay nodes this node routes to (as `Peers`; open to anyone).
+    pub peers: Vec<PeerInfo>,
+    /// The caller's workloads; every workload for the farmer.
+    pub workloads: Vec<WorkloadSummary>,
+    /// *Farmer*: data disks.
+    pub disks: Vec<DiskInfo>,
+    /// *Farmer*: NICs.
+    pub nics: Vec<NicInfo>,
+    /// *Farmer*: bytes allocated from the kernel heap.
+    pub heap_used_bytes: u64,
+    /// *Farmer*: size of the kernel heap.
+    pub heap_size_bytes: u64,
+}
+
+/// A data disk in [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DiskInfo {
+    /// `vda`, `vdb`, ...
+    pub name: String,
+    /// `mounted`, `formatted`, `refused` or `failed`.
+    pub state: String,
+    /// Bytes of its shard store.
+    pub capacity_bytes: u64,
+    /// Bytes still free for records.
+    pub free_bytes: u64,
+    /// Live shards (all owners).
+    pub shards: u64,
+}
+
+/// A NIC in [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NicInfo {
+    /// The kernel's name for it.
+    pub name: String,
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Frames received since boot.
+    pub rx_frames: u64,
+    /// Frames sent since boot.
+    pub tx_frames: u64,
 }
 
 /// A shard as the service describes it.

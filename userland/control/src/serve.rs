@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use workloads::manifest::{Manifest, SignedManifest};
 
-use crate::message::{ErrorCode, NodeInfo, Payload, Request, Response, WorkloadSummary};
+use crate::message::{ErrorCode, NodeInfo, NodeStatus, Payload, Request, Response, WorkloadSummary};
 use crate::session::Authorized;
 use crate::shard::{self, Connection, ShardBackend};
 
@@ -83,6 +83,35 @@ pub trait Backend: ShardBackend {
     fn remove(&mut self, owner: &[u8; 32], id: u64) -> Result<(), BackendError>;
     /// The node's identity and resources.
     fn node_info(&mut self, owner: &[u8; 32]) -> NodeInfo;
+    /// Whether `owner` is the node's farmer (`gridos.farmer`). None by default.
+    fn is_farmer(&mut self, _owner: &[u8; 32]) -> bool {
+        false
+    }
+    /// The node's full status (the farmer's view); `serve` cuts it down for others.
+    fn node_status(&mut self) -> NodeStatus {
+        NodeStatus::default()
+    }
+    /// Kernel log lines from `from_line` on, at most `max_lines`: (lines, first line
+    /// number returned, next line number).
+    fn node_logs(&mut self, _from_line: u64, _max_lines: usize) -> (Vec<String>, u64, u64) {
+        (Vec::new(), 0, 0)
+    }
+}
+
+/// Answers `NodeStatus` for `owner`: everything for the farmer; for anyone else the
+/// public part and their own workloads only.
+fn node_status(backend: &mut impl Backend, owner: &[u8; 32]) -> Response {
+    let farmer = backend.is_farmer(owner);
+    let mut status = backend.node_status();
+    status.farmer_view = farmer;
+    if !farmer {
+        status.workloads.retain(|w| w.owner == *owner);
+        status.disks = Vec::new();
+        status.nics = Vec::new();
+        status.heap_used_bytes = 0;
+        status.heap_size_bytes = 0;
+    }
+    Response::NodeStatus(status)
 }
 
 fn refuse(e: BackendError) -> Response {
@@ -94,6 +123,10 @@ fn refuse(e: BackendError) -> Response {
 /// [`Connection::close`] when the connection ends.
 pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized) -> Response {
     let owner = req.owner;
+    if !matches!(req.request, Request::ShardGet { .. }) {
+        // A read in pieces is a run of `ShardGet`s: anything else ends it.
+        conn.end_read(backend);
+    }
     match req.request {
         Request::ShardPut { key, total_len, offset, data } => shard::put(backend, conn, owner, key, total_len, offset, data),
         Request::ShardGet { key, offset, len } => shard::get(backend, conn, owner, key, offset, len),
@@ -103,6 +136,18 @@ pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized)
         Request::ShardProve { owner: of, key, challenge } => shard::prove(backend, of, key, challenge),
         Request::StoreInfo => shard::store_info(backend, owner),
         Request::Peers => shard::peers(backend),
+        Request::NodeStatus => node_status(backend, &owner),
+        Request::NodeLogs { from_line } => {
+            if !backend.is_farmer(&owner) {
+                return Response::error(ErrorCode::Unauthorized, "the node's log is for its farmer only (gridos.farmer)");
+            }
+            let (mut lines, first_line, mut next_line) = backend.node_logs(from_line, LOG_LINES_PER_RESPONSE_MAX);
+            if lines.len() > LOG_LINES_PER_RESPONSE_MAX {
+                next_line = next_line.saturating_sub((lines.len() - LOG_LINES_PER_RESPONSE_MAX) as u64);
+                lines.truncate(LOG_LINES_PER_RESPONSE_MAX);
+            }
+            Response::NodeLogs { lines, first_line, next_line }
+        }
         Request::Deploy { signed_manifest, payload, bundle } => {
             match check_deploy(owner, signed_manifest, payload, bundle) {
                 Ok(d) => backend.deploy(d).map_or_else(refuse, |id| Response::Deployed { id }),
@@ -234,7 +279,27 @@ mod test {
         fn node_info(&mut self, _owner: &[u8; 32]) -> NodeInfo {
             NodeInfo { key: [9; 32], address: [0xfd; 16], uptime_ms: 5, workloads: self.workloads.len() as u32, storage_free_bytes: 0 }
         }
+        fn is_farmer(&mut self, owner: &[u8; 32]) -> bool {
+            *owner == *key_pair_from_seed([FARMER; 32]).pk
+        }
+        fn node_status(&mut self) -> NodeStatus {
+            NodeStatus {
+                version: "v".into(),
+                workloads: self.workloads.clone(),
+                disks: vec![crate::DiskInfo { name: "vda".into(), ..Default::default() }],
+                nics: vec![crate::NicInfo { name: "eth0".into(), ..Default::default() }],
+                heap_used_bytes: 1,
+                heap_size_bytes: 2,
+                ..NodeStatus::default()
+            }
+        }
+        fn node_logs(&mut self, from_line: u64, _max_lines: usize) -> (Vec<String>, u64, u64) {
+            let first = from_line.max(10);
+            ((first..5000).map(|i| i.to_string()).collect(), first, 5000)
+        }
     }
+
+    const FARMER: u8 = 7;
 
     impl ShardBackend for Mock {
         fn shard_room(&mut self, _owner: &[u8; 32]) -> shard::StoreRoom {
@@ -290,6 +355,35 @@ mod test {
             Response::Error { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    #[test]
+    fn node_status_shows_the_farmer_everything_and_others_their_own() {
+        let mut b = Mock::default();
+        assert_eq!(serve(&mut b, deploy_request(1, 1, Payload::Wasm(MODULE.to_vec()))), Response::Deployed { id: 1 });
+        assert_eq!(serve(&mut b, deploy_request(2, 2, Payload::Wasm(MODULE.to_vec()))), Response::Deployed { id: 2 });
+        let Response::NodeStatus(farmer) = serve(&mut b, ask(FARMER, Request::NodeStatus)) else { panic!("not a status") };
+        assert!(farmer.farmer_view);
+        assert_eq!((farmer.workloads.len(), farmer.disks.len(), farmer.nics.len(), farmer.heap_size_bytes), (2, 1, 1, 2));
+        let Response::NodeStatus(user) = serve(&mut b, ask(1, Request::NodeStatus)) else { panic!("not a status") };
+        assert!(!user.farmer_view);
+        assert_eq!(user.workloads.iter().map(|w| w.id).collect::<Vec<_>>(), [1]);
+        assert!(user.disks.is_empty() && user.nics.is_empty() && user.heap_size_bytes == 0);
+        assert_eq!(user.version, "v");
+        let Response::NodeStatus(stranger) = serve(&mut b, ask(3, Request::NodeStatus)) else { panic!("not a status") };
+        assert!(stranger.workloads.is_empty());
+    }
+
+    #[test]
+    fn node_logs_are_the_farmers_only_and_bounded() {
+        let mut b = Mock::default();
+        assert_eq!(code(&serve(&mut b, ask(1, Request::NodeLogs { from_line: 0 }))), Some(ErrorCode::Unauthorized));
+        let Response::NodeLogs { lines, first_line, next_line } = serve(&mut b, ask(FARMER, Request::NodeLogs { from_line: 0 })) else {
+            panic!("no logs")
+        };
+        assert_eq!(lines.len(), LOG_LINES_PER_RESPONSE_MAX);
+        assert_eq!((first_line, next_line), (10, 10 + LOG_LINES_PER_RESPONSE_MAX as u64));
+        assert_eq!(lines[0], "10");
     }
 
     #[test]

@@ -28,9 +28,10 @@
 //!   quota (`NoSpace`, "owner quota ..."); a put that would leave the store with less
 //!   free than the node's reserve is refused (`NoSpace`, "node reserve ...").
 //! - **Reads.** `ShardGet` answers at most [`SHARD_PIECE_BYTES`]. The store reads and
-//!   checks a shard whole, so a connection keeps the last shard it read (within the same
-//!   node-wide budget as uploads) for the next ranges of it; without room in the budget
-//!   the read is refused `Busy`.
+//!   checks a shard whole, so a connection keeps the shard it reads (within the same
+//!   node-wide budget as uploads) for the next ranges of it, until the read reaches the
+//!   shard's end or the connection asks anything but the next range; without room in the
+//!   budget the read is refused `Busy`.
 //! - **Lists** are in key order, [`SHARD_LIST_MAX`] per page; **peers** at most
 //!   [`PEERS_MAX`].
 
@@ -56,9 +57,8 @@ pub const SHARD_OVERHEAD_BYTES: u64 = 4096;
 /// plus the request's other fields, the signature and the encoding's lengths. A node
 /// lets a connection buffer this much without treating it as a large upload.
 pub const SHARD_PIECE_FRAME_BYTES_MAX: usize = SHARD_PIECE_BYTES + 1024;
-/// Node-wide bytes of shard uploads and reads buffered at once by default: three
-/// largest shards. A node with 512 MiB of RAM gives its heap about 250 MiB; the
-/// workloads need the rest.
+/// Most node-wide bytes of shard uploads and reads buffered at once: three largest
+/// shards (the kernel takes an eighth of its heap, within `SHARD_BYTES_MAX..=` this).
 pub const BUFFER_BYTES_MAX_DEFAULT: u64 = 48 << 20;
 /// The owner of the node's own data in its store (workload files and tables): never
 /// reachable through this service (equal to `shardstore::NODE_OWNER`).
@@ -249,6 +249,12 @@ impl Connection {
         self.drop_put(backend);
         self.drop_read(backend);
         debug_assert_eq!(self.held_bytes(), 0);
+    }
+
+    /// Drops the shard kept for a read in pieces (`serve` calls it for every request
+    /// that is not a `ShardGet`, so a kept shard never outlives its read).
+    pub fn end_read(&mut self, backend: &mut impl ShardBackend) {
+        self.drop_read(backend);
     }
 
     fn drop_put(&mut self, backend: &mut impl ShardBackend) {
@@ -680,6 +686,10 @@ mod test {
         let Response::ShardData { total_len, offset, data } = get(&mut b, &mut c, ALICE, key, 1000, 5000) else { panic!() };
         assert_eq!((total_len, offset, &data[..]), (bytes.len() as u64, 1000, &bytes[1000..6000]));
         assert_eq!(c.held_bytes(), bytes.len() as u64, "kept for the next range");
+        // Anything but the next range ends the read (serve calls end_read).
+        c.end_read(&mut b);
+        assert_eq!((c.held_bytes(), b.budget.used_bytes()), (0, 0));
+        let _ = get(&mut b, &mut c, ALICE, key, 1000, 5000);
         // Past the end: refused; at the end: empty.
         assert_eq!(code(&get(&mut b, &mut c, ALICE, key, bytes.len() as u64 + 1, 1)), Some(ErrorCode::BadRequest));
         assert!(matches!(get(&mut b, &mut c, ALICE, key, bytes.len() as u64, 9), Response::ShardData { data, .. } if data.is_empty()));
@@ -948,30 +958,53 @@ mod test {
     }
 
     proptest::proptest! {
-        /// Any sequence of pieces, from two signers on three connections, with closes in
-        /// between: nothing panics, the budget never goes past its bound, what the
-        /// connections hold is what the budget counts, and every stored shard's bytes
-        /// hash to its key.
+        /// Any mix of pieces, reads, deletes, stats and ends of reads, from two signers
+        /// on three connections, with closes in between: nothing panics, the budget never
+        /// goes past its bound, what the connections hold is what the budget counts,
+        /// every stored shard's bytes hash to its key, and a read returns the bytes of the
+        /// signer's own shard or nothing.
         #[test]
-        fn random_pieces_keep_the_books(
-            steps in proptest::collection::vec((0usize..3, proptest::prelude::any::<bool>(), 0u8..4, 0u64..5, 0usize..5, proptest::prelude::any::<bool>()), 0..40),
+        fn random_requests_keep_the_books(
+            steps in proptest::collection::vec(
+                (0usize..3, proptest::prelude::any::<bool>(), 0u8..4, 0u64..5, 0usize..5, 0u8..8),
+                0..60,
+            ),
         ) {
             let mut b = Mem::new();
             b.budget = BufferBudget::new(3 * 4096);
             let mut conns: Vec<Connection> = (0..3).map(|_| Connection::new()).collect();
             let shards: Vec<(Vec<u8>, [u8; 32])> = (0..4).map(|i| shard(3 * 1024 + i, i as u8)).collect();
-            for (ci, bob, si, piece, len_k, close) in steps {
+            for (ci, bob, si, piece, len_k, op) in steps {
                 let c = &mut conns[ci];
-                if close {
-                    c.close(&mut b);
-                    continue;
-                }
                 let (bytes, key) = &shards[si as usize];
                 let owner = if bob { BOB } else { ALICE };
                 let offset = piece * 1024;
-                let end = (offset as usize + len_k * 512).min(bytes.len());
-                let data = bytes.get(offset as usize..end).map(<[u8]>::to_vec).unwrap_or_default();
-                let _ = put(&mut b, c, owner, *key, bytes.len() as u64, offset, data);
+                match op {
+                    0 => c.close(&mut b),
+                    1 => {
+                        let held = b.shards.get(&(owner, *key)).cloned();
+                        match get(&mut b, c, owner, *key, offset, len_k as u64 * 700) {
+                            Response::ShardData { total_len, offset: at, data } => {
+                                let held = held.unwrap_or_default();
+                                proptest::prop_assert_eq!(total_len, held.len() as u64);
+                                proptest::prop_assert_eq!(&held[at as usize..at as usize + data.len()], &data[..]);
+                            }
+                            other => proptest::prop_assert!(code(&other).is_some()),
+                        }
+                    }
+                    2 => {
+                        let _ = delete(&mut b, c, owner, *key);
+                    }
+                    3 => {
+                        let _ = stat(&mut b, owner, *key);
+                        c.end_read(&mut b);
+                    }
+                    _ => {
+                        let end = (offset as usize + len_k * 512).min(bytes.len());
+                        let data = bytes.get(offset as usize..end).map(<[u8]>::to_vec).unwrap_or_default();
+                        let _ = put(&mut b, c, owner, *key, bytes.len() as u64, offset, data);
+                    }
+                }
                 let held: u64 = conns.iter().map(Connection::held_bytes).sum();
                 proptest::prop_assert_eq!(held, b.budget.used_bytes());
                 proptest::prop_assert!(b.budget.used_bytes() <= 3 * 4096);

@@ -86,6 +86,48 @@ pub enum Command {
     /// Files over many nodes: put, get, verify, repair, ls, rm.
     #[command(subcommand)]
     Store(crate::store::StoreCommand),
+    /// A node's operations view: metrics, status, kernel log.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Forward a local TCP port (on 127.0.0.1) to a port on a node's overlay address,
+    /// through gridctl's overlay stack (no root needed). Runs until interrupted.
+    Forward {
+        /// The local port to listen on.
+        local_port: u16,
+        /// NODE:PORT, NODE being KEY@HOST:UDPPORT (e.g. KEY@10.0.0.5:7443:8080).
+        destination: String,
+    },
+}
+
+/// `gridctl node ...`
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Print the node's Prometheus metrics (HTTP GET /metrics on its overlay address,
+    /// TCP 9100, through gridctl's overlay stack).
+    Metrics {
+        /// The node: KEY@HOST:PORT.
+        #[arg(env = "GRIDCTL_NODE", value_name = "NODE")]
+        node: String,
+    },
+    /// The node's identity, address, farm, version, uptime, peers and workloads (yours;
+    /// all of them, with disks and NICs, for the farmer's key named in the image).
+    Status {
+        /// The node: KEY@HOST:PORT.
+        #[arg(env = "GRIDCTL_NODE", value_name = "NODE")]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent kernel log lines (the farmer's key only).
+    Logs {
+        /// The node: KEY@HOST:PORT.
+        #[arg(env = "GRIDCTL_NODE", value_name = "NODE")]
+        node: String,
+        /// Keep printing new lines (until interrupted).
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 /// `gridctl key ...`
@@ -202,6 +244,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             other => Err(unexpected(other)),
         },
         Command::Store(command) => crate::store::run(command, &path, &crate::store::network(options), out),
+        Command::Node(command) => node_command(command, &path, options, out),
+        Command::Forward { local_port, destination } => {
+            let (target, port) = crate::forward::parse_destination(&destination)?;
+            let listener = std::net::TcpListener::bind(("127.0.0.1", local_port))
+                .context(|| format!("cannot listen on 127.0.0.1:{local_port}"))?;
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            crate::forward::run(listener, &target, port, options.timeout, &stop, out)
+        }
         Command::Info(node) => match call(&node, &path, options, &Request::NodeInfo)? {
             Response::NodeInfo { key, address, uptime_ms, workloads, storage_free_bytes } => w((|| {
                 writeln!(out, "key              {}", hex(&key))?;
@@ -213,6 +263,117 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             other => Err(unexpected(other)),
         },
     }
+}
+
+fn node_command(command: NodeCommand, key: &std::path::Path, options: Options, out: &mut dyn Write) -> Result<()> {
+    match command {
+        NodeCommand::Status { node, json } => {
+            let node = NodeArg { node };
+            match call(&node, key, options, &Request::NodeStatus)? {
+                Response::NodeStatus(status) if json => {
+                    let text = serde_json::to_string_pretty(&status_json(&status)).context(|| "cannot encode JSON".into())?;
+                    writeln!(out, "{text}").context(|| "cannot write output".into())
+                }
+                Response::NodeStatus(status) => print_node_status(&status, out).context(|| "cannot write output".into()),
+                other => Err(unexpected(other)),
+            }
+        }
+        NodeCommand::Logs { node, follow } => node_logs(&NodeArg { node }, key, options, follow, out),
+        NodeCommand::Metrics { node } => {
+            let target = Target::parse(&node)?;
+            let (status, body) = crate::tcp::http_get(&target, metrics::PORT, metrics::http::METRICS_PATH, options.timeout)?;
+            if status != 200 {
+                return Err(Error(format!("the node answered HTTP {status}: {}", String::from_utf8_lossy(&body).trim())));
+            }
+            out.write_all(&body).context(|| "cannot write output".into())
+        }
+    }
+}
+
+fn node_logs(node: &NodeArg, key: &std::path::Path, options: Options, follow: bool, out: &mut dyn Write) -> Result<()> {
+    let target = Target::parse(&node.node)?;
+    let user = UserKey::load(key)?;
+    let mut client = Client::connect(&target, &user, options)?;
+    let mut from_line = 0;
+    loop {
+        let (lines, first_line, next_line) = match client.call(&Request::NodeLogs { from_line })? {
+            Response::NodeLogs { lines, first_line, next_line } => (lines, first_line, next_line),
+            other => return Err(unexpected(other)),
+        };
+        if first_line > from_line && from_line > 0 {
+            writeln!(out, "[gridctl: lines {from_line}..{first_line} are no longer kept by the node]").context(|| "cannot write output".into())?;
+        }
+        for line in &lines {
+            writeln!(out, "{line}").context(|| "cannot write output".into())?;
+        }
+        out.flush().context(|| "cannot write output".into())?;
+        if lines.is_empty() {
+            if !follow {
+                break;
+            }
+            client.idle(Duration::from_secs(1))?;
+        }
+        from_line = next_line.max(from_line);
+    }
+    client.close();
+    Ok(())
+}
+
+fn print_node_status(s: &control::NodeStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "key              {}", hex(&s.key))?;
+    writeln!(out, "address          {}", address_string(&s.address))?;
+    writeln!(out, "version          {}", s.version)?;
+    writeln!(out, "uptime           {}", human_duration(s.uptime_ms))?;
+    writeln!(out, "role             {}", s.role)?;
+    writeln!(out, "farm             {}", s.farm.map_or("none".to_string(), |f| f.to_string()))?;
+    writeln!(out, "view             {}", if s.farmer_view { "farmer" } else { "public (your workloads only)" })?;
+    if s.farmer_view {
+        writeln!(out, "heap             {} used of {}", human_bytes(s.heap_used_bytes), human_bytes(s.heap_size_bytes))?;
+        for d in &s.disks {
+            writeln!(out, "disk {:<11} {} {} free of {}, {} shards", d.name, d.state, human_bytes(d.free_bytes), human_bytes(d.capacity_bytes), d.shards)?;
+        }
+        for n in &s.nics {
+            let mac: Vec<String> = n.mac.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(out, "nic {:<12} {} rx {} tx {} frames", n.name, mac.join(":"), n.rx_frames, n.tx_frames)?;
+        }
+    }
+    for p in &s.peers {
+        let key = p.key.map_or_else(|| "-".to_string(), |k| hex(&k));
+        writeln!(out, "peer             {} {} {}", address_string(&p.address), if p.direct { "direct" } else { "routed" }, key)?;
+    }
+    writeln!(out, "workloads        {}", s.workloads.len())?;
+    if !s.workloads.is_empty() {
+        print_list(&s.workloads, out)?;
+    }
+    Ok(())
+}
+
+fn status_json(s: &control::NodeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "key": hex(&s.key),
+        "address": address_string(&s.address),
+        "version": s.version,
+        "uptime_ms": s.uptime_ms,
+        "role": s.role,
+        "farm": s.farm,
+        "farmer_view": s.farmer_view,
+        "heap_used_bytes": s.heap_used_bytes,
+        "heap_size_bytes": s.heap_size_bytes,
+        "disks": s.disks.iter().map(|d| serde_json::json!({
+            "name": d.name, "state": d.state, "capacity_bytes": d.capacity_bytes, "free_bytes": d.free_bytes, "shards": d.shards,
+        })).collect::<Vec<_>>(),
+        "nics": s.nics.iter().map(|n| serde_json::json!({
+            "name": n.name, "mac": n.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+            "rx_frames": n.rx_frames, "tx_frames": n.tx_frames,
+        })).collect::<Vec<_>>(),
+        "peers": s.peers.iter().map(|p| serde_json::json!({
+            "address": address_string(&p.address), "key": p.key.map(|k| hex(&k)), "direct": p.direct,
+        })).collect::<Vec<_>>(),
+        "workloads": s.workloads.iter().map(|w| serde_json::json!({
+            "id": w.id, "name": w.name, "owner": hex(&w.owner), "state": w.state.to_string(), "backend": w.backend,
+            "cpu_ms": w.cpu_ms, "restart_on_boot": w.restart_on_boot,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn show_key(key: &UserKey, out: &mut dyn Write) -> Result<()> {

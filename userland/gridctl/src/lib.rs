@@ -21,10 +21,12 @@ pub mod cli;
 pub mod client;
 pub mod compiler;
 pub mod deploy;
+pub mod forward;
 pub mod key;
 pub mod stack;
 pub mod store;
 pub mod target;
+pub mod tcp;
 
 /// A failure, worded for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -68,9 +68,21 @@ pub fn verify(key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
 pub struct Keypair(ed25519_compact::KeyPair);
 
 impl Keypair {
-    /// The key pair of a 32-byte secret seed.
+    /// The key pair of a 32-byte secret seed; `None` for the all-zero seed, which
+    /// ed25519-compact refuses. Use this for seeds read from outside (key files).
+    pub fn try_from_seed(seed: [u8; 32]) -> Option<Keypair> {
+        ed25519_compact::KeyPair::try_from_seed(ed25519_compact::Seed::new(seed)).ok().map(Keypair)
+    }
+
+    /// The key pair of a 32-byte secret seed (tests and tools with known seeds).
+    ///
+    /// # Panics
+    /// On the all-zero seed; [`Keypair::try_from_seed`] does not.
     pub fn from_seed(seed: [u8; 32]) -> Keypair {
-        Keypair(ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)))
+        match Keypair::try_from_seed(seed) {
+            Some(key) => key,
+            None => panic!("the all-zero ed25519 seed is refused"),
+        }
     }
 
     /// The public key.

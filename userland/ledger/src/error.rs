@@ -75,6 +75,8 @@ pub enum BlockError {
     TimeWentBack,
     /// The header names another validator set than the state's current one.
     WrongValidators,
+    /// The header's proposer is not in the validator set that signs the block.
+    UnknownProposer,
     /// The header's next validator set is not what the block's transactions produce, or
     /// the block's `next_validators` does not match the header's hash.
     WrongNextValidators,

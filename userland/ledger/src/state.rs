@@ -433,6 +433,23 @@ impl State {
         }
     }
 
+    /// Whether `block` would apply (a proposal check before voting for it): the state root it
+    /// gives, or why not. The state is left unchanged.
+    pub fn check_block(&mut self, block: &Block) -> Result<[u8; 32], BlockError> {
+        debug_assert!(self.journal.is_empty());
+        self.check_header(&block.header)?;
+        if block.txs.len() > BLOCK_TXS_MAX || block.encode().len() > BLOCK_BYTES_MAX {
+            return Err(BlockError::TooLarge);
+        }
+        if txs_hash(&block.txs) != block.header.txs_hash {
+            return Err(BlockError::TxsRootMismatch);
+        }
+        let result = self.execute(block).map(|outcome| outcome.state_root);
+        self.rollback(0);
+        self.flush().map_err(|_| BlockError::Tree)?;
+        result
+    }
+
     /// The proposer's side: a block at `time_ms` with the transactions of `candidates` that
     /// apply in order (the others are returned with their errors), its roots filled in. The
     /// state is left unchanged; consensus decides, then [`State::apply_block`] applies.
@@ -502,6 +519,9 @@ impl State {
         }
         if header.validators_hash != self.meta.validators.hash() {
             return Err(BlockError::WrongValidators);
+        }
+        if self.meta.validators.power_of(&header.proposer).is_none() {
+            return Err(BlockError::UnknownProposer);
         }
         Ok(())
     }

@@ -59,6 +59,10 @@ fn wrong_state_root_refused_and_state_restored() {
     let good = next_block(&mut chain, &alice, &bob, 10);
     let mut bad = good.clone();
     bad.header.state_root[0] ^= 1;
+    assert_eq!(chain.state.check_block(&good), Ok(good.header.state_root));
+    assert_unchanged(&chain, root, &alice, &bob);
+    assert!(matches!(chain.state.check_block(&bad), Err(BlockError::StateRootMismatch { .. })));
+    assert_unchanged(&chain, root, &alice, &bob);
     assert_eq!(
         chain.state.apply_block(&bad),
         Err(BlockError::StateRootMismatch { computed: good.header.state_root, claimed: bad.header.state_root })
@@ -80,6 +84,7 @@ fn blocks_that_do_not_fit_refused() {
         (|b| b.header.parent_hash = [2; 32], BlockError::WrongParent),
         (|b| b.header.time_ms = 0, BlockError::TimeWentBack),
         (|b| b.header.validators_hash = [3; 32], BlockError::WrongValidators),
+        (|b| b.header.proposer = [6; 32], BlockError::UnknownProposer),
         (|b| b.header.txs_hash = [4; 32], BlockError::TxsRootMismatch),
         (|b| b.txs.clear(), BlockError::TxsRootMismatch),
         (|b| b.header.next_validators_hash = [5; 32], BlockError::WrongNextValidators),

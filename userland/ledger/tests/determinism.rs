@@ -129,7 +129,7 @@ fn run(ops: &[Op]) -> usize {
         let mut pending = BTreeMap::new();
         let candidates: Vec<SignedTx> = chunk.iter().map(|op| make_tx(&f, &mut store, &a, &mut pending, *op)).collect();
         time_ms += 5 * MINUTE_MS + (chunk[0].3 as u64 % 20) * MINUTE_MS;
-        let proposer = key(200).public();
+        let proposer = a.meta().validators.validators()[0].key;
         let (block_a, refused_a) = a.build_block(candidates.clone(), time_ms, proposer).expect("build a");
         let (block_b, refused_b) = b.build_block(candidates, time_ms, proposer).expect("build b");
         assert_eq!(block_a, block_b, "block {i}");

@@ -394,3 +394,9 @@ fn mempool_checks_a_sequence_without_changing_the_state() {
     assert_eq!(w.chain.state.account(&alice.public()).nonce, 0);
     assert_eq!(w.chain.state.account(&bob.public()).balance, 1_000);
 }
+
+#[test]
+fn all_zero_seed_is_refused_without_panicking() {
+    assert!(Keypair::try_from_seed([0; 32]).is_none());
+    assert_eq!(Keypair::try_from_seed([1; 32]).map(|k| k.public()), Some(key(1).public()));
+}

@@ -296,7 +296,7 @@ impl E2e {
 
     fn remove(&mut self, i: usize) {
         let entry = self.entries.swap_remove(i);
-        self.queued -= entry.queue.len();
+        self.queued = self.queued.saturating_sub(entry.queue.len());
         self.stats.dropped_queued += entry.queue.len() as u64;
         self.stats.entries_dropped += 1;
     }
@@ -366,7 +366,7 @@ impl E2e {
         let entry = &mut self.entries[i];
         let Some(session) = entry.current.as_mut() else { return };
         let address = entry.address;
-        self.queued -= entry.queue.len();
+        self.queued = self.queued.saturating_sub(entry.queue.len());
         // Bounded by the queue's capacity.
         while let Some(packet) = entry.queue.pop_front() {
             if let Ok(datagram) = session.seal(&packet) {

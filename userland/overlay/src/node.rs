@@ -32,10 +32,14 @@
 //! Data is sealed twice: end to end between source and destination (`e2e`: a session per
 //! destination, made by a handshake carried in routed packets), and hop by hop on every
 //! link. A relay opens the link layer only to read the routed header (destination, source,
-//! hop limit) and forwards the end-to-end datagram it cannot read. A delivered packet opened
-//! under the end-to-end session with its sender, and its routed source and inner IPv6
-//! source both name that sender, its inner destination us; anything else is counted
-//! (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
+//! hop limit) and forwards the end-to-end datagram it cannot read. A packet is delivered
+//! only when it opened under the end-to-end session with its sender, its routed source and
+//! inner IPv6 source both name that sender and its inner destination is us; anything else
+//! is counted (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
+//!
+//! Route announcements are signed by their originators (`sign_origin`, checked by
+//! `verify_origin` as the router's verifier, with hash-chain metrics: see `routing`); the
+//! node signs its own address's announcement whenever its seqno changes, with a fresh chain.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

@@ -5,7 +5,11 @@
 //! Some phases also have a transient glitch: one request fails, the device carries on,
 //! and the store must keep its promises across that error too.
 //!
-//! The model tracks, per key, what the store may show after a crash: `Present` (an
+//! Shards belong to three owners, and the same bytes are often stored by several of
+//! them: each `(owner, key)` is its own shard, and after every remount each owner's
+//! usage (rebuilt from record headers) must match the model.
+//!
+//! The model tracks, per `(owner, key)`, what the store may show after a crash: `Present` (an
 //! acknowledged put), `Absent` (an acknowledged delete, or never stored), or `Maybe`
 //! (the last operation on it failed: either outcome is allowed, but bytes, if any, must
 //! be the shard's). After each remount the model settles `Maybe` to what was observed.
@@ -13,6 +17,7 @@
 mod common;
 
 use common::OWNER;
+use shardstore::{Owner, NODE_OWNER};
 
 use std::collections::BTreeMap;
 
@@ -20,7 +25,13 @@ use blockdev::mem::MemDisk;
 use common::{fresh, fresh_with_blocks, shard};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use shardstore::{Error, Key, ShardStore};
+use shardstore::{Error, Key, OwnerUsage, ShardStore};
+
+/// The owners of the crash tests' shards: `Op::Put::owner` indexes this.
+const OWNERS: [Owner; 3] = [OWNER, [0x44; 32], NODE_OWNER];
+
+/// A shard's name in the model.
+type Name = (Owner, Key);
 
 /// Disk size of the crash tests: small, so that the log wraps and compaction runs often.
 const DISK_SECTORS: u64 = 96;
@@ -33,7 +44,7 @@ const CRASH_POINTS_MIN: u64 = 1000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { seed: u64, len_bytes: usize },
+    Put { seed: u64, len_bytes: usize, owner: usize },
     Delete { pick: usize },
     Reput { pick: usize },
     Compact { records: usize },
@@ -57,7 +68,7 @@ enum Expect {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0u64..40, 0usize..3000).prop_map(|(seed, len_bytes)| Op::Put { seed, len_bytes }),
+        5 => (0u64..40, 0usize..3000, 0..OWNERS.len()).prop_map(|(seed, len_bytes, owner)| Op::Put { seed, len_bytes, owner }),
         3 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Reput { pick }),
         1 => (1usize..8).prop_map(|records| Op::Compact { records }),
@@ -84,41 +95,42 @@ fn shard_for(seed: u64, len_bytes: usize) -> (Key, Vec<u8>) {
 
 /// Runs the ops until the device dies (returns true) or to the end (false). A failed
 /// request that leaves the device alive (a glitch) does not stop the run.
-fn run_ops(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, ops: &[Op]) -> bool {
+fn run_ops(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Name, Expect>, ops: &[Op]) -> bool {
     for op in ops {
         let outcome = match op {
-            Op::Put { seed, len_bytes } => {
+            Op::Put { seed, len_bytes, owner } => {
                 let (key, bytes) = shard_for(*seed, *len_bytes);
-                put(store, model, key, bytes)
+                put(store, model, (OWNERS[*owner], key), bytes)
             }
             Op::Reput { pick } => {
-                let known: Vec<(Key, Vec<u8>)> = model
+                let known: Vec<(Name, Vec<u8>)> = model
                     .iter()
-                    .filter_map(|(key, expect)| match expect {
-                        Expect::Present(bytes) | Expect::Maybe(bytes) => Some((*key, bytes.clone())),
+                    .filter_map(|(name, expect)| match expect {
+                        Expect::Present(bytes) | Expect::Maybe(bytes) => Some((*name, bytes.clone())),
                         Expect::Absent => None,
                     })
                     .collect();
                 if known.is_empty() {
                     continue;
                 }
-                let (key, bytes) = known[pick % known.len()].clone();
-                put(store, model, key, bytes)
+                let (name, bytes) = known[pick % known.len()].clone();
+                put(store, model, name, bytes)
             }
             Op::Delete { pick } => {
-                let present = store.list(&OWNER);
+                let present: Vec<Name> =
+                    OWNERS.iter().flat_map(|owner| store.list(owner).into_iter().map(|key| (*owner, key))).collect();
                 if present.is_empty() {
                     continue;
                 }
-                let key = present[pick % present.len()];
-                let before = model.get(&key).cloned().unwrap_or(Expect::Absent);
-                let result = store.delete(&OWNER, &key);
+                let name = present[pick % present.len()];
+                let before = model.get(&name).cloned().unwrap_or(Expect::Absent);
+                let result = store.delete(&name.0, &name.1);
                 match (&result, before) {
                     (Ok(()), _) => {
-                        model.insert(key, Expect::Absent);
+                        model.insert(name, Expect::Absent);
                     }
                     (Err(Error::Device(_)), Expect::Present(bytes) | Expect::Maybe(bytes)) => {
-                        model.insert(key, Expect::Maybe(bytes));
+                        model.insert(name, Expect::Maybe(bytes));
                     }
                     (Err(error), _) => assert!(matches!(error, Error::Device(_) | Error::NoSpace), "{error:?}"),
                 }
@@ -136,16 +148,16 @@ fn run_ops(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, o
     false
 }
 
-fn put(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, key: Key, bytes: Vec<u8>) -> Result<(), Error> {
-    let result = store.put(&OWNER, key, &bytes);
-    let before = model.get(&key).cloned().unwrap_or(Expect::Absent);
+fn put(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Name, Expect>, name: Name, bytes: Vec<u8>) -> Result<(), Error> {
+    let result = store.put(&name.0, name.1, &bytes);
+    let before = model.get(&name).cloned().unwrap_or(Expect::Absent);
     match (&result, before) {
         (Ok(()), _) => {
-            model.insert(key, Expect::Present(bytes));
+            model.insert(name, Expect::Present(bytes));
         }
         (Err(Error::Device(_)), Expect::Present(_)) => {}
         (Err(Error::Device(_)), _) => {
-            model.insert(key, Expect::Maybe(bytes));
+            model.insert(name, Expect::Maybe(bytes));
         }
         (Err(_), _) => {}
     }
@@ -153,12 +165,14 @@ fn put(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>, key: 
 }
 
 /// Remount checks; settles `Maybe` entries to what the store shows.
-fn check(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>) -> Result<(), TestCaseError> {
-    for key in store.list(&OWNER) {
-        prop_assert!(model.contains_key(&key), "a key that was never put appeared");
+fn check(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Name, Expect>) -> Result<(), TestCaseError> {
+    for owner in &OWNERS {
+        for key in store.list(owner) {
+            prop_assert!(model.contains_key(&(*owner, key)), "a shard that was never put appeared");
+        }
     }
-    for (key, expect) in model.iter_mut() {
-        let got = store.get(&OWNER, key);
+    for (name, expect) in model.iter_mut() {
+        let got = store.get(&name.0, &name.1);
         match expect.clone() {
             Expect::Present(bytes) => prop_assert_eq!(got, Ok(bytes), "acknowledged shard lost"),
             Expect::Absent => prop_assert_eq!(got, Err(Error::NotFound), "deleted shard came back"),
@@ -174,6 +188,20 @@ fn check(store: &mut ShardStore<MemDisk>, model: &mut BTreeMap<Key, Expect>) -> 
     }
     let live = model.values().filter(|expect| matches!(expect, Expect::Present(_))).count() as u64;
     prop_assert_eq!(store.stat().shard_count, live);
+    // Each owner's usage, rebuilt from record headers, is what the model holds.
+    let mut owners_holding = 0;
+    for owner in &OWNERS {
+        let mut expected = OwnerUsage::default();
+        for ((_, _), expect) in model.range((*owner, [0u8; 32])..=(*owner, [0xff; 32])) {
+            if let Expect::Present(bytes) = expect {
+                expected.shards += 1;
+                expected.bytes += bytes.len() as u64;
+            }
+        }
+        prop_assert_eq!(store.owner_usage(owner), expected, "owner usage differs from the model");
+        owners_holding += usize::from(expected.shards > 0);
+    }
+    prop_assert_eq!(store.owner_count(), owners_holding);
     Ok(())
 }
 
@@ -202,7 +230,9 @@ fn run_phases(phases: &[Phase], geometry: Geometry) -> Result<(ShardStore<MemDis
                 .ops
                 .iter()
                 .map(|op| match op {
-                    Op::Put { seed, len_bytes } => Op::Put { seed: *seed, len_bytes: len_bytes * geometry.len_scale },
+                    Op::Put { seed, len_bytes, owner } => {
+                        Op::Put { seed: *seed, len_bytes: len_bytes * geometry.len_scale, owner: *owner }
+                    }
                     other => other.clone(),
                 })
                 .collect(),
@@ -281,7 +311,10 @@ fn crash_at_random_points(geometry: Geometry, cases: u32, crash_points_min: u64)
 fn fixed_history(length: u64) -> Vec<Op> {
     (0..length)
         .flat_map(|index| {
-            let mut ops = vec![Op::Put { seed: index, len_bytes: 200 + (index as usize * 613) % 2800 }];
+            // Consecutive puts store the same bytes for two owners.
+            let seed = index / 2;
+            let len_bytes = 200 + (seed as usize * 613) % 2800;
+            let mut ops = vec![Op::Put { seed, len_bytes, owner: (index % 2) as usize }];
             if index % 2 == 1 {
                 ops.push(Op::Delete { pick: index as usize * 5 });
             }
@@ -370,7 +403,7 @@ fn crash_at_every_request_of_a_fixed_history() {
 /// header, so the records keep their sector counts and the state is reached again.)
 #[test]
 fn regression_second_compaction_lap_frees_the_wrap_pad() {
-    let put = |seed, len_bytes| Op::Put { seed, len_bytes };
+    let put = |seed, len_bytes| Op::Put { seed, len_bytes, owner: 0 };
     let phase = |ops, cut_after_requests, glitch| Phase { ops, cut_after_requests, landed_sectors: 0, keep_seed: 0, glitch };
     let phases = [
         phase(vec![put(3, 1841), put(0, 305), Op::Delete { pick: 5493600865914617082 }, put(0, 0)], 8, None),

@@ -106,3 +106,32 @@ fn a_store_never_writes_more_records_than_it_would_mount() {
     let (error, _) = ShardStore::try_mount_with_records_max(disk, count - 1).err().unwrap();
     assert_eq!(error, MountError::TooManyRecords { records_max: count as u64 - 1 });
 }
+
+/// Found by `fuzz_mount` (mutated images): a log of `LIMIT + 1` records whose last one
+/// is torn mounts as `LIMIT` records without a limit, but the limit counts the last
+/// record before it is found torn (a store counts the record it writes against the
+/// limit too, so no store wrote this log): refused, typed and untouched, and the log
+/// in RAM never held more than `LIMIT` entries. Under a limit one higher it mounts.
+#[test]
+fn the_limit_counts_a_torn_last_record() {
+    const LIMIT: usize = 6;
+    let mut store = fresh(256);
+    let shards: Vec<_> = (0..=LIMIT as u64).map(|seed| shard(seed, 200)).collect();
+    for (key, bytes) in &shards {
+        store.put(&OWNER, *key, bytes).unwrap();
+    }
+    let mut disk = store.into_device();
+    let last = &shards[LIMIT].1;
+    let at = disk.durable_image().windows(64).position(|window| window == &last[..64]).unwrap();
+    disk.flip_bits(at as u64 + 10, 1, 0x40);
+    let full = ShardStore::mount(disk.clone()).unwrap();
+    assert!(full.mount_report().torn_tail_dropped);
+    assert_eq!(full.record_count(), LIMIT);
+    let writes = disk.stats().write_count;
+    let (error, disk) = ShardStore::try_mount_with_records_max(disk, LIMIT).err().unwrap();
+    assert_eq!(error, MountError::TooManyRecords { records_max: LIMIT as u64 });
+    assert_eq!(disk.stats().write_count, writes);
+    let store = ShardStore::try_mount_with_records_max(disk, LIMIT + 1).map_err(|(e, _)| e).unwrap();
+    assert_eq!(store.record_count(), LIMIT);
+    assert_eq!(store.list(&OWNER).len(), LIMIT);
+}

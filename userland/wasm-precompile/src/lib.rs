@@ -195,6 +195,9 @@ impl FileArea for SharedFiles {
     fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
         self.area().list()
     }
+    fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+        self.area().rename(moves)
+    }
 }
 
 /// A [`MemSockets`] the caller keeps a handle on (to script connections and read

@@ -141,7 +141,7 @@ impl WorkloadState {
     }
 
     /// Gives the workload one preopened listener per port of `listen` (the manifest's
-    /// `listen`), after `/data`: fds 4, 5, ... with a file area, 3, 4, ... without.
+    /// `listen`), after `/data` and `.`: fds 5, 6, ... with a file area, 3, 4, ... without.
     /// Call before instantiating (in either order with [`Self::with_files`]).
     pub fn with_sockets(mut self, sockets: Box<dyn Sockets + Send>, listen: &[u16]) -> Self {
         self.wasi.attach_sockets(sockets, listen);
@@ -353,6 +353,65 @@ macro_rules! bind_wasi {
         })?;
         $l.func_wrap(m, "path_unlink_file", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
             $with_memory(&mut c, |mem, s| s.wasi.path_unlink_file(mem, fd as u32, p as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "path_create_directory", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_create_directory(mem, fd as u32, p as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "path_remove_directory", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_remove_directory(mem, fd as u32, p as u32, len as u32))
+        })?;
+        $l.func_wrap(m, "path_rename", |mut c: $C<'_>, fd: i32, p: i32, len: i32, nfd: i32, np: i32, nlen: i32| {
+            $with_memory(&mut c, |mem, s| {
+                s.wasi.path_rename(mem, fd as u32, p as u32, len as u32, nfd as u32, np as u32, nlen as u32)
+            })
+        })?;
+        $l.func_wrap(m, "path_symlink", |mut c: $C<'_>, p: i32, len: i32, fd: i32, np: i32, nlen: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_symlink(mem, p as u32, len as u32, fd as u32, np as u32, nlen as u32))
+        })?;
+        $l.func_wrap(
+            m,
+            "path_link",
+            |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, nfd: i32, np: i32, nlen: i32| {
+                $with_memory(&mut c, |mem, s| {
+                    s.wasi.path_link(mem, fd as u32, p as u32, len as u32, nfd as u32, np as u32, nlen as u32)
+                })
+            },
+        )?;
+        $l.func_wrap(m, "path_readlink", |mut c: $C<'_>, fd: i32, p: i32, len: i32, buf: i32, buf_len: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| {
+                s.wasi.path_readlink(mem, fd as u32, p as u32, len as u32, buf as u32, buf_len as u32, out as u32)
+            })
+        })?;
+        $l.func_wrap(
+            m,
+            "path_filestat_set_times",
+            |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, _atim: i64, _mtim: i64, fst: i32| {
+                $with_memory(&mut c, |mem, s| s.wasi.path_filestat_set_times(mem, fd as u32, p as u32, len as u32, fst as u32))
+            },
+        )?;
+        $l.func_wrap(m, "fd_filestat_set_times", |mut c: $C<'_>, fd: i32, _atim: i64, _mtim: i64, fst: i32| {
+            let r = c.data_mut().wasi.fd_filestat_set_times(fd as u32, fst as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_renumber", |mut c: $C<'_>, from: i32, to: i32| {
+            let r = c.data_mut().wasi.fd_renumber(from as u32, to as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_allocate", |mut c: $C<'_>, fd: i32, _off: i64, _len: i64| {
+            let r = c.data_mut().wasi.fd_allocate(fd as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_advise", |mut c: $C<'_>, fd: i32, _off: i64, _len: i64, advice: i32| {
+            let r = c.data_mut().wasi.fd_advise(fd as u32, advice as u32);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "fd_fdstat_set_rights", |mut c: $C<'_>, fd: i32, base: i64, inheriting: i64| {
+            let r = c.data_mut().wasi.fd_fdstat_set_rights(fd as u32, base as u64, inheriting as u64);
+            $finish(c.data_mut(), r)
+        })?;
+        $l.func_wrap(m, "proc_raise", |mut c: $C<'_>, sig: i32| {
+            let r = c.data_mut().wasi.proc_raise(sig as u32);
+            $finish(c.data_mut(), r)
         })?;
         $l.func_wrap(m, "sock_accept", |mut c: $C<'_>, fd: i32, flags: i32, out: i32| {
             $with_memory(&mut c, |mem, s| s.wasi.sock_accept(mem, fd as u32, flags as u32, out as u32))

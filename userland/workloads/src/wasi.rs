@@ -7,7 +7,7 @@
 //!
 //! Two optional services, both traits the kernel implements:
 //! - a persistent file area ([`FileArea`], [`fs`]): the preopened directory `/data`,
-//!   flat names only, quota-checked, whole files committed on close and sync;
+//!   a directory tree, quota-checked, whole files committed on close and sync;
 //! - listening TCP sockets ([`Sockets`], [`net`]): `sock_accept`, `sock_recv`,
 //!   `sock_send`, `sock_shutdown` on preopened listeners.
 //!
@@ -15,9 +15,10 @@
 //! [`HostServices::wait_until`].
 //!
 //! File descriptors: 0, 1, 2 are stdin, stdout, stderr; then the preopens in this
-//! order: `/data` (only with a file area), then one listener per port of
-//! [`WasiCtx::attach_sockets`], in the given order. So with a file area fd 3 is
-//! `/data` and the listeners are 4, 5, ...; without one, the listeners start at 3.
+//! order: `/data` and `.` (both the area's root, only with a file area), then one
+//! listener per port of [`WasiCtx::attach_sockets`], in the given order. So with a
+//! file area fd 3 is `/data`, fd 4 is `.` and the listeners are 5, 6, ...; without
+//! one, the listeners start at 3.
 //! `fd_prestat_get` answers `BADF` on a listener, which ends wasi-libc's preopen scan.
 //! Files, directories and connections a program opens take the lowest free numbers
 //! above those, at most [`MAX_OPEN_FDS`] at a time.
@@ -72,6 +73,7 @@ pub mod errno {
     pub const SUCCESS: u32 = 0;
     pub const AGAIN: u32 = 6;
     pub const BADF: u32 = 8;
+    pub const BUSY: u32 = 10;
     pub const CONNRESET: u32 = 15;
     pub const EXIST: u32 = 20;
     pub const FAULT: u32 = 21;
@@ -88,9 +90,11 @@ pub mod errno {
     pub const NOSYS: u32 = 52;
     pub const NOTCONN: u32 = 53;
     pub const NOTDIR: u32 = 54;
+    pub const NOTEMPTY: u32 = 55;
     pub const NOTSOCK: u32 = 57;
     pub const NOTSUP: u32 = 58;
     pub const OVERFLOW: u32 = 61;
+    pub const PERM: u32 = 63;
     pub const PIPE: u32 = 64;
     pub const SPIPE: u32 = 70;
     pub const NOTCAPABLE: u32 = 76;
@@ -139,6 +143,19 @@ pub const SUPPORTED: &[&str] = &[
     "path_open",
     "path_filestat_get",
     "path_unlink_file",
+    "path_create_directory",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_link",
+    "path_readlink",
+    "path_filestat_set_times",
+    "fd_renumber",
+    "fd_allocate",
+    "fd_advise",
+    "fd_fdstat_set_rights",
+    "fd_filestat_set_times",
+    "proc_raise",
     "sock_accept",
     "sock_recv",
     "sock_send",
@@ -157,8 +174,8 @@ enum Kind {
     Stdin,
     Stdout,
     Stderr,
-    /// `/data` (the preopen) or a directory fd opened from it with `path_open(".")`.
-    Dir,
+    /// A directory of the file area: a preopen (`/data`, `.`) or one a program opened.
+    Dir(fs::DirFd),
     File(fs::OpenFile),
     Listener(u16),
     Conn(ConnId),
@@ -170,6 +187,9 @@ struct Entry {
     fdflags: u16,
     /// Opened by the program (counts against [`MAX_OPEN_FDS`]), not a preopen or stdio.
     opened: bool,
+    /// Base and inheriting rights the program kept with `fd_fdstat_set_rights` (all
+    /// at first): only ever narrowed; `fd_fdstat_get` reports the fd's rights masked.
+    rights_mask: [u64; 2],
 }
 
 /// Per-workload WASI state.
@@ -207,6 +227,8 @@ const FILETYPE_DIRECTORY: u8 = 3;
 const FILETYPE_REGULAR_FILE: u8 = 4;
 const FILETYPE_SOCKET_STREAM: u8 = 6;
 const MAX_IOVS: u32 = 1024;
+/// The last WASI signal number (`SIGSYS`).
+const MAX_SIGNAL: u32 = 30;
 
 /// Most bytes one write-like call (`fd_write`, `fd_pwrite`, `sock_send`) copies out of
 /// guest memory. A longer request is a short write of this many bytes, which POSIX
@@ -372,7 +394,7 @@ fn nul_terminated(items: &[String]) -> Vec<Vec<u8>> {
 
 impl WasiCtx {
     pub fn new(args: &[String], env: &[String], log_cap: usize) -> Self {
-        let stdio = |kind| Some(Entry { kind, fdflags: 0, opened: false });
+        let stdio = |kind| Some(Entry { kind, fdflags: 0, opened: false, rights_mask: [u64::MAX; 2] });
         WasiCtx {
             args: nul_terminated(args),
             env: nul_terminated(env),
@@ -407,9 +429,11 @@ impl WasiCtx {
     fn place_preopens(&mut self) {
         assert!(self.fds.iter().all(|e| !matches!(e, Some(Entry { opened: true, .. }))), "preopens placed after the program opened fds");
         self.fds.truncate(3);
-        let pre = |kind| Some(Entry { kind, fdflags: 0, opened: false });
+        let pre = |kind| Some(Entry { kind, fdflags: 0, opened: false, rights_mask: [u64::MAX; 2] });
         if self.files.is_some() {
-            self.fds.push(pre(Kind::Dir));
+            for name in fs::PREOPEN_NAMES {
+                self.fds.push(pre(Kind::Dir(fs::DirFd::preopen(name))));
+            }
         }
         for &p in &self.listeners {
             self.fds.push(pre(Kind::Listener(p)));
@@ -425,7 +449,7 @@ impl WasiCtx {
         if self.fds.iter().flatten().filter(|e| e.opened).count() >= MAX_OPEN_FDS {
             return Err(errno::MFILE);
         }
-        let entry = Some(Entry { kind, fdflags, opened: true });
+        let entry = Some(Entry { kind, fdflags, opened: true, rights_mask: [u64::MAX; 2] });
         let fd = match self.fds.iter().position(Option::is_none) {
             Some(i) => {
                 self.fds[i] = entry;
@@ -546,7 +570,7 @@ impl WasiCtx {
                     range(mem, nread, 4)?;
                     self.conn_recv(fd, mem, &ranges)?
                 }
-                Kind::Dir => return Err(Fail::Errno(errno::ISDIR)),
+                Kind::Dir(_) => return Err(Fail::Errno(errno::ISDIR)),
                 _ => return Err(Fail::Errno(errno::BADF)),
             };
             Ok(write_u32(mem, nread, n as u32)?)
@@ -580,7 +604,7 @@ impl WasiCtx {
         let r = (|| {
             match self.entry(fd)?.kind {
                 Kind::File(_) => {}
-                Kind::Dir => return Err(errno::ISDIR),
+                Kind::Dir(_) => return Err(errno::ISDIR),
                 _ => return Err(errno::SPIPE),
             }
             range(mem, out, 8)?;
@@ -601,7 +625,7 @@ impl WasiCtx {
             let (filetype, base, inheriting) = match &entry.kind {
                 Kind::Stdin => (FILETYPE_CHARACTER_DEVICE, RIGHT_FD_READ, 0),
                 Kind::Stdout | Kind::Stderr => (FILETYPE_CHARACTER_DEVICE, RIGHT_FD_WRITE, 0),
-                Kind::Dir => (FILETYPE_DIRECTORY, fs::RIGHTS_DIR, fs::RIGHTS_DIR | fs::RIGHTS_FILE),
+                Kind::Dir(_) => (FILETYPE_DIRECTORY, fs::RIGHTS_DIR, fs::RIGHTS_DIR | fs::RIGHTS_FILE),
                 Kind::File(f) => (FILETYPE_REGULAR_FILE, f.rights(), 0),
                 Kind::Listener(_) => (FILETYPE_SOCKET_STREAM, net::RIGHTS_LISTENER, net::RIGHTS_CONN),
                 Kind::Conn(_) => (FILETYPE_SOCKET_STREAM, net::RIGHTS_CONN, 0),
@@ -609,8 +633,8 @@ impl WasiCtx {
             let mut stat = [0u8; 24];
             stat[0] = filetype;
             stat[2..4].copy_from_slice(&entry.fdflags.to_le_bytes());
-            stat[8..16].copy_from_slice(&base.to_le_bytes());
-            stat[16..24].copy_from_slice(&inheriting.to_le_bytes());
+            stat[8..16].copy_from_slice(&(base & entry.rights_mask[0]).to_le_bytes());
+            stat[16..24].copy_from_slice(&(inheriting & entry.rights_mask[1]).to_le_bytes());
             write_bytes(mem, out, &stat)
         })();
         done(r)
@@ -624,7 +648,7 @@ impl WasiCtx {
                 Kind::Stdin | Kind::Stdout | Kind::Stderr => return Err(errno::NOTSUP),
                 Kind::Listener(_) | Kind::Conn(_) => FDFLAGS_NONBLOCK,
                 Kind::File(_) => FDFLAGS_NONBLOCK | FDFLAGS_APPEND,
-                Kind::Dir => FDFLAGS_NONBLOCK,
+                Kind::Dir(_) => FDFLAGS_NONBLOCK,
             };
             let flags = u16::try_from(flags).map_err(|_| errno::INVAL)?;
             if flags & !allowed != 0 {
@@ -639,6 +663,76 @@ impl WasiCtx {
     pub fn proc_exit(&mut self, code: u32) -> WasiResult {
         self.log.flush();
         Err(Stop::Exit(code))
+    }
+
+    /// A signal ends the workload cleanly, as an exit with code 128 + signal (the
+    /// shell's convention; wasmtime traps instead). Signal 0 (`none`) does nothing;
+    /// numbers past `SIGSYS` (30) are `EINVAL`.
+    pub fn proc_raise(&mut self, signal: u32) -> WasiResult {
+        match signal {
+            0 => Ok(errno::SUCCESS),
+            1..=MAX_SIGNAL => {
+                self.log.flush();
+                Err(Stop::Exit(128 + signal))
+            }
+            _ => Ok(errno::INVAL),
+        }
+    }
+
+    /// Moves `from` onto `to`, closing what `to` held (a file is committed as by
+    /// `fd_close`). Both must be open (`BADF`); preopens cannot be renumbered nor
+    /// replaced (`NOTSUP`, as wasmtime's wasi-common), since wasi-libc keeps their
+    /// numbers.
+    pub fn fd_renumber(&mut self, from: u32, to: u32) -> WasiResult {
+        let r = (|| {
+            let is_preopen = |e: &Entry| !e.opened && matches!(e.kind, Kind::Dir(_) | Kind::Listener(_));
+            if is_preopen(self.entry(from)?) || is_preopen(self.entry(to)?) {
+                return Err(errno::NOTSUP);
+            }
+            if from == to {
+                return Ok(());
+            }
+            let Some(moved) = self.fds[from as usize].take() else { return Err(errno::BADF) };
+            let old = self.fds[to as usize].replace(moved);
+            match old.map(|e| e.kind) {
+                Some(Kind::File(f)) => self.file_close(f),
+                Some(Kind::Conn(c)) => {
+                    if let Some(s) = self.sockets.as_mut() {
+                        s.close(c);
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        })();
+        done(r)
+    }
+
+    /// Narrows the rights of `fd` (the spec: rights can only be dropped, asking for
+    /// one the fd lacks is `NOTCAPABLE`). A file fd that drops `FD_READ`/`FD_WRITE`
+    /// can no longer read/write; other dropped rights are reported by `fd_fdstat_get`.
+    pub fn fd_fdstat_set_rights(&mut self, fd: u32, base: u64, inheriting: u64) -> WasiResult {
+        let r = (|| {
+            let entry = self.entry(fd)?;
+            let (have_base, have_inheriting) = match &entry.kind {
+                Kind::Stdin => (RIGHT_FD_READ, 0),
+                Kind::Stdout | Kind::Stderr => (RIGHT_FD_WRITE, 0),
+                Kind::Dir(_) => (fs::RIGHTS_DIR, fs::RIGHTS_DIR | fs::RIGHTS_FILE),
+                Kind::File(f) => (f.rights(), 0),
+                Kind::Listener(_) => (net::RIGHTS_LISTENER, net::RIGHTS_CONN),
+                Kind::Conn(_) => (net::RIGHTS_CONN, 0),
+            };
+            let (have_base, have_inheriting) = (have_base & entry.rights_mask[0], have_inheriting & entry.rights_mask[1]);
+            if base & !have_base != 0 || inheriting & !have_inheriting != 0 {
+                return Err(errno::NOTCAPABLE);
+            }
+            entry.rights_mask = [base, inheriting];
+            if let Kind::File(f) = &mut entry.kind {
+                f.narrow(base);
+            }
+            Ok(())
+        })();
+        done(r)
     }
 }
 

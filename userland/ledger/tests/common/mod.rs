@@ -142,6 +142,9 @@ pub fn shard_bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The owner the test shards are stored under (any key: proofs do not depend on it).
+const OWNER: [u8; 32] = [0x33; 32];
+
 /// A node's shard store holding `shards`, as the node would answer challenges.
 pub struct NodeStore {
     store: ShardStore<MemDisk>,
@@ -151,15 +154,14 @@ impl NodeStore {
     pub fn new(shards: &[&[u8]]) -> NodeStore {
         let mut store = ShardStore::format(MemDisk::new(4096), [0x11; 32], [0x22; 16]).expect("format");
         for bytes in shards {
-            // shardstore v2 (owner namespaces) adds an owner as first argument here.
-            store.put(*blake3::hash(bytes).as_bytes(), bytes).expect("put");
+            store.put(&OWNER, *blake3::hash(bytes).as_bytes(), bytes).expect("put");
         }
         NodeStore { store }
     }
 
     /// The store's answer to `challenge` for the shard `key`.
     pub fn prove(&mut self, key: &[u8; 32], challenge: u64) -> ProofData {
-        self.store.prove(key, challenge).expect("prove").into()
+        self.store.prove(&OWNER, key, challenge).expect("prove").into()
     }
 }
 

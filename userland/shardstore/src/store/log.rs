@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use blockdev::{BlockDevice, SECTOR_SIZE};
 
-use super::{ChainPos, Key, Location, LogEntry, Owner, OwnerUsage, ShardStore, COMPACT_BATCH_RECORDS};
+use super::{ChainPos, Key, Location, LogEntry, Owner, ShardStore, COMPACT_BATCH_RECORDS};
 use crate::error::Error;
 use crate::layout::{Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
 
@@ -124,7 +124,7 @@ impl<D: BlockDevice> ShardStore<D> {
     pub(super) fn set_live(&mut self, owner: Owner, key: Key, location: Location) {
         let added_bytes = u64::from(location.payload_len_bytes);
         let old = self.index.insert((owner, key), location);
-        let usage = self.usage.entry(owner).or_insert(OwnerUsage::default());
+        let usage = self.usage.entry(owner).or_default();
         if let Some(old) = old {
             let old_bytes = u64::from(old.payload_len_bytes);
             usage.bytes -= old_bytes;

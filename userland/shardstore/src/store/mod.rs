@@ -44,7 +44,9 @@ pub type Key = [u8; 32];
 pub type Owner = [u8; 32];
 
 /// The node's own data (workload files and tables). The store treats it like any other
-/// owner; the shard service never acts in this namespace (no request can name it).
+/// owner; the shard service must never act in this namespace. No signer can be it (the
+/// all-zero encoding is a small-order ed25519 point, which `ed25519-compact` never
+/// verifies), but a request that *names* an owner (a storage proof) must refuse it.
 pub const NODE_OWNER: Owner = [0u8; 32];
 
 /// What one owner holds in a store: live shards and their payload bytes.
@@ -59,10 +61,11 @@ pub struct OwnerUsage {
 /// The largest shard any store accepts.
 pub const SHARD_SIZE_MAX_BYTES: usize = 16 << 20;
 
-/// Most records a store keeps between head and tail, so most log entries (about 130
-/// bytes of RAM each) and index entries (about 150 bytes each per live shard, plus
-/// about 60 per owner) one disk costs: 2^19 records is at most about 170 MiB of heap,
-/// which a node with a few GiB of RAM can afford for a few disks. Every record is at least one block, and a forged
+/// Most records a store keeps between head and tail, so most log entries (128 bytes
+/// of RAM each) and index entries (about 190 bytes per live shard, plus about 75 per
+/// owner) one disk costs, as `tests/memory.rs` measures: 2^19 records, each a live
+/// shard of its own owner, is about 200 MiB of heap, which a node with a few GiB of
+/// RAM can afford for a few disks. Every record is at least one block, and a forged
 /// superblock can make blocks one sector, so without a bound a crafted disk of tiny
 /// records would make mount allocate a fifth of the disk's size at every boot. A store
 /// never writes more (puts and deletes answer `NoSpace`, compaction copies no further),

@@ -97,7 +97,10 @@ impl<D: BlockDevice> ShardStore<D> {
         Ok(())
     }
 
-    /// Refuses the disk before replay keeps more than `records_max` records in RAM.
+    /// Refuses the disk before replay keeps more than `records_max` records in RAM. The
+    /// last record counts even though it may turn out torn and be dropped: a store
+    /// counts the record it is writing against the same limit, so only a log no store
+    /// wrote is refused, and the log never holds more than `records_max` entries.
     fn room_for_records(&self, more: usize) -> Result<(), MountError> {
         if self.log.len() + more > self.records_max {
             return Err(MountError::TooManyRecords { records_max: self.records_max as u64 });

@@ -1,4 +1,8 @@
-//! The persistent file area of one workload: a flat set of named byte strings.
+//! The persistent file area of one workload: a set of named byte strings.
+//!
+//! Names are paths relative to the area's root, components joined by `/`; a name
+//! ending in `/` with empty contents marks a directory (see [`super::fs`] for the
+//! tree rules the WASI layer keeps). The area itself only stores names.
 //!
 //! The kernel implements [`FileArea`] over the node's storage; [`MemFileArea`] keeps
 //! the files in memory for host tests and host runs. The WASI layer ([`super::fs`])
@@ -35,7 +39,8 @@ impl FileAreaError {
     }
 }
 
-/// Storage for the files of one workload. Names are flat (see [`check_name`]);
+/// Storage for the files of one workload. Names are area paths whose components
+/// passed [`check_name`] (see the module docs);
 /// the WASI layer enforces the quota and the file count before calling in.
 pub trait FileArea {
     /// The committed contents of `name`, `None` if there is no such file.
@@ -46,6 +51,10 @@ pub trait FileArea {
     fn remove(&mut self, name: &str) -> Result<bool, FileAreaError>;
     /// Every file as (name, size in bytes), in any order.
     fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError>;
+    /// Renames every `from` to its `to` (replacing a `to` that exists) in one
+    /// atomic, durable step: after a crash either all of the moves happened or none.
+    /// Every `from` exists; the `to` names are distinct.
+    fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError>;
 }
 
 /// Checks a file name: 1 to [`MAX_NAME_BYTES`] bytes, no `/`, not `.` or `..`, no
@@ -121,6 +130,25 @@ impl FileArea for MemFileArea {
 
     fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
         Ok(self.files.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect())
+    }
+
+    fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+        if let Some(e) = self.fail {
+            return Err(e);
+        }
+        if moves.iter().any(|(from, _)| !self.files.contains_key(from)) {
+            return Err(FileAreaError::Io);
+        }
+        // Take every source out first, so a move onto another move's source works.
+        let mut taken = Vec::new();
+        for (from, to) in moves {
+            let bytes = self.files.remove(from).ok_or(FileAreaError::Io)?;
+            taken.push((to.clone(), bytes));
+        }
+        for (to, bytes) in taken {
+            self.files.insert(to, bytes);
+        }
+        Ok(())
     }
 }
 

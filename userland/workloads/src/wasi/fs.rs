@@ -1,5 +1,19 @@
 //! The preopened directory `/data`: WASI file calls over a [`FileArea`].
 //!
+//! The area is a directory tree. A path is resolved against the directory of its fd
+//! (the preopens `/data` and `.` are both the area's root, so absolute paths under
+//! `/data` and relative paths both work, as with wasmtime's `--dir`): `.` and empty
+//! components are skipped, `..` goes up and is refused (`NOTCAPABLE`) where it would
+//! leave the area, an absolute path is `NOTCAPABLE`, every component before the last
+//! must be an existing directory (`NOENT`, `NOTDIR`). The area stores a file under its
+//! full path (`a/b/c`) and a directory as an empty marker `a/b/` whose parent exists,
+//! so a tree is a set of names; full paths are at most [`MAX_NAME_BYTES`] bytes.
+//! Rename moves a file or a whole directory in one atomic step of the area
+//! ([`FileArea::rename`]). Symlinks and hard links are not kept: `path_symlink` and
+//! `path_link` answer `PERM` (what POSIX gives on a file system without them) and
+//! `path_readlink` `INVAL` (no path is a symlink). Times are not kept either: the
+//! `*_set_times` calls check their arguments and succeed, stats show time 0.
+//!
 //! Open files live in memory as nodes shared by every fd open on the same name, so
 //! two fds see each other's writes. A node is committed whole through
 //! [`FileArea::write`] when its last fd closes and on `fd_sync`/`fd_datasync` (or
@@ -8,7 +22,8 @@
 //! unlinked while open keeps its data until its last close and is not committed.
 //!
 //! Limits: committed plus open bytes stay within the quota and the area holds at most
-//! [`MAX_FILES`] files (`ENOSPC` otherwise); names are checked by [`check_name`].
+//! [`MAX_FILES`] names, directories included (`ENOSPC` otherwise); each component is
+//! checked by [`check_name`].
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -16,13 +31,19 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::area::{check_name, FileArea, FileAreaError, MAX_FILES};
+use super::area::{check_name, FileArea, FileAreaError, MAX_FILES, MAX_NAME_BYTES};
 use super::{errno, range, scatter, write_bytes, write_u32, done, iovecs, gather, path_arg, Kind, WasiCtx, WasiResult};
 use super::{FDFLAGS_APPEND, FDFLAGS_DSYNC, FDFLAGS_NONBLOCK, FDFLAGS_RSYNC, FDFLAGS_SYNC};
 use super::{FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE, FILETYPE_SOCKET_STREAM};
 
 /// The name of the preopened directory.
 pub const PREOPEN_NAME: &str = "/data";
+/// The preopens of the area, in fd order from 3: both are its root (`.` makes
+/// wasi-libc resolve relative paths there, like wasmtime's `--dir`).
+pub const PREOPEN_NAMES: [&str; 2] = [PREOPEN_NAME, "."];
+/// Longest path of a directory: its marker (the path and a `/`) is a name of at most
+/// [`MAX_NAME_BYTES`].
+pub const MAX_DIR_PATH_BYTES: usize = MAX_NAME_BYTES - 1;
 
 const RIGHT_FD_DATASYNC: u64 = 1 << 0;
 const RIGHT_FD_READ: u64 = 1 << 1;
@@ -31,12 +52,24 @@ const RIGHT_FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
 const RIGHT_FD_SYNC: u64 = 1 << 4;
 const RIGHT_FD_TELL: u64 = 1 << 5;
 const RIGHT_FD_WRITE: u64 = 1 << 6;
+const RIGHT_FD_ADVISE: u64 = 1 << 7;
+const RIGHT_FD_ALLOCATE: u64 = 1 << 8;
+const RIGHT_PATH_CREATE_DIRECTORY: u64 = 1 << 9;
 const RIGHT_PATH_CREATE_FILE: u64 = 1 << 10;
+const RIGHT_PATH_LINK_SOURCE: u64 = 1 << 11;
+const RIGHT_PATH_LINK_TARGET: u64 = 1 << 12;
 const RIGHT_PATH_OPEN: u64 = 1 << 13;
 const RIGHT_FD_READDIR: u64 = 1 << 14;
+const RIGHT_PATH_READLINK: u64 = 1 << 15;
+const RIGHT_PATH_RENAME_SOURCE: u64 = 1 << 16;
+const RIGHT_PATH_RENAME_TARGET: u64 = 1 << 17;
 const RIGHT_PATH_FILESTAT_GET: u64 = 1 << 18;
+const RIGHT_PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
 const RIGHT_FD_FILESTAT_GET: u64 = 1 << 21;
 const RIGHT_FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+const RIGHT_FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+const RIGHT_PATH_SYMLINK: u64 = 1 << 24;
+const RIGHT_PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
 const RIGHT_PATH_UNLINK_FILE: u64 = 1 << 26;
 const RIGHT_POLL_FD_READWRITE: u64 = 1 << 27;
 
@@ -47,14 +80,30 @@ pub(super) const RIGHTS_DIR: u64 = RIGHT_PATH_CREATE_FILE
     | RIGHT_PATH_FILESTAT_GET
     | RIGHT_FD_FILESTAT_GET
     | RIGHT_PATH_UNLINK_FILE
+    | RIGHT_PATH_CREATE_DIRECTORY
+    | RIGHT_PATH_REMOVE_DIRECTORY
+    | RIGHT_PATH_RENAME_SOURCE
+    | RIGHT_PATH_RENAME_TARGET
+    | RIGHT_PATH_LINK_SOURCE
+    | RIGHT_PATH_LINK_TARGET
+    | RIGHT_PATH_SYMLINK
+    | RIGHT_PATH_READLINK
+    | RIGHT_PATH_FILESTAT_SET_TIMES
+    | RIGHT_FD_FILESTAT_SET_TIMES
     | RIGHT_FD_SYNC
     | RIGHT_FD_DATASYNC;
 /// Every right a file fd can have (read and write ones only as opened).
 pub(super) const RIGHTS_FILE: u64 = RIGHTS_FILE_READ | RIGHTS_FILE_WRITE | RIGHTS_FILE_ANY;
 const RIGHTS_FILE_READ: u64 = RIGHT_FD_READ;
 const RIGHTS_FILE_WRITE: u64 = RIGHT_FD_WRITE | RIGHT_FD_DATASYNC | RIGHT_FD_SYNC | RIGHT_FD_FILESTAT_SET_SIZE;
-const RIGHTS_FILE_ANY: u64 =
-    RIGHT_FD_SEEK | RIGHT_FD_TELL | RIGHT_FD_FILESTAT_GET | RIGHT_FD_FDSTAT_SET_FLAGS | RIGHT_POLL_FD_READWRITE;
+const RIGHTS_FILE_ANY: u64 = RIGHT_FD_SEEK
+    | RIGHT_FD_TELL
+    | RIGHT_FD_FILESTAT_GET
+    | RIGHT_FD_FDSTAT_SET_FLAGS
+    | RIGHT_POLL_FD_READWRITE
+    | RIGHT_FD_ADVISE
+    | RIGHT_FD_ALLOCATE
+    | RIGHT_FD_FILESTAT_SET_TIMES;
 
 const OFLAGS_CREAT: u32 = 1;
 const OFLAGS_DIRECTORY: u32 = 2;
@@ -80,7 +129,72 @@ pub(super) struct OpenFile {
     pos: u64,
 }
 
+/// A directory fd: its path in the area (`""` for the root) and, for a preopen, the
+/// name `fd_prestat_dir_name` gives.
+#[derive(Debug, Clone)]
+pub(super) struct DirFd {
+    path: String,
+    preopen: Option<&'static str>,
+}
+
+impl DirFd {
+    pub(super) fn preopen(name: &'static str) -> Self {
+        DirFd { path: String::new(), preopen: Some(name) }
+    }
+}
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Dir,
+    File(u64),
+}
+
+/// A path resolved in the area: its full name (`""` is the root) and whether it was
+/// written with a trailing `/` (then it must name a directory).
+struct Resolved {
+    path: String,
+    slash: bool,
+}
+
+/// The marker name of directory `path`.
+fn marker(path: &str) -> String {
+    let mut m = String::with_capacity(path.len() + 1);
+    m.push_str(path);
+    m.push('/');
+    m
+}
+
+/// `path` joined under `dir` (the root when `dir` is empty).
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        return name.into();
+    }
+    let mut p = String::with_capacity(dir.len() + 1 + name.len());
+    p.push_str(dir);
+    p.push('/');
+    p.push_str(name);
+    p
+}
+
+/// The child of `dir` that area name `name` is, as (child, is a directory), if it
+/// is a direct child.
+fn child_of<'a>(dir: &str, name: &'a str) -> Option<(&'a str, bool)> {
+    let rest = if dir.is_empty() { name } else { name.strip_prefix(dir)?.strip_prefix('/')? };
+    match rest.find('/') {
+        None if !rest.is_empty() => Some((rest, false)),
+        Some(i) if i + 1 == rest.len() && i > 0 => Some((&rest[..i], true)),
+        _ => None,
+    }
+}
+
 impl OpenFile {
+    /// Drops read or write access that `base` does not keep.
+    pub(super) fn narrow(&mut self, base: u64) {
+        self.read &= base & RIGHT_FD_READ != 0;
+        self.write &= base & RIGHT_FD_WRITE != 0;
+    }
+
     pub(super) fn rights(&self) -> u64 {
         let mut r = RIGHTS_FILE_ANY;
         if self.read {
@@ -180,17 +294,6 @@ impl Files {
             Some(i) => Some(self.node(i).data.len() as u64),
             None => committed,
         })
-    }
-
-    /// Every file as (name, size), sorted by name.
-    fn names(&mut self) -> Result<Vec<(String, u64)>, u32> {
-        let names: Vec<String> = self.committed()?.keys().cloned().collect();
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
-            let size = self.size_of(&n)?.unwrap_or(0);
-            out.push((n, size));
-        }
-        Ok(out)
     }
 
     /// Opens (and maybe creates or truncates) `name`; returns its node.
@@ -309,6 +412,153 @@ impl Files {
         }
         Ok(())
     }
+
+    /// What `path` names (`""` is the root directory).
+    fn ty(&mut self, path: &str) -> Result<Option<Ty>, u32> {
+        if path.is_empty() || self.committed()?.contains_key(&marker(path)) {
+            return Ok(Some(Ty::Dir));
+        }
+        Ok(self.size_of(path)?.map(Ty::File))
+    }
+
+    /// Resolves `path` against directory `base` (see the module docs).
+    fn resolve(&mut self, base: &str, path: &[u8]) -> Result<Resolved, u32> {
+        if path.is_empty() {
+            return Err(errno::NOENT);
+        }
+        if path[0] == b'/' {
+            return Err(errno::NOTCAPABLE);
+        }
+        // The fd's directory may have been removed or renamed away meanwhile.
+        if self.ty(base)? != Some(Ty::Dir) {
+            return Err(errno::NOENT);
+        }
+        let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+        for (i, comp) in comps.iter().enumerate() {
+            if *comp == b".." {
+                parts.pop().ok_or(errno::NOTCAPABLE)?;
+                continue;
+            }
+            parts.push(check_name(comp)?);
+            if i + 1 < comps.len() {
+                let dir = parts.join("/");
+                match self.ty(&dir)? {
+                    Some(Ty::Dir) => {}
+                    Some(Ty::File(_)) => return Err(errno::NOTDIR),
+                    None => return Err(errno::NOENT),
+                }
+            }
+        }
+        let path_out = parts.join("/");
+        if path_out.len() > MAX_NAME_BYTES {
+            return Err(errno::NAMETOOLONG);
+        }
+        Ok(Resolved { path: path_out, slash: path.ends_with(b"/") })
+    }
+
+    /// The entries of directory `dir` as (name, is a directory), sorted by name.
+    fn children(&mut self, dir: &str) -> Result<Vec<(String, bool)>, u32> {
+        let mut out: Vec<(String, bool)> =
+            self.committed()?.keys().filter_map(|n| child_of(dir, n)).map(|(c, d)| (c.into(), d)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), u32> {
+        if self.ty(path)?.is_some() {
+            return Err(errno::EXIST);
+        }
+        if path.len() > MAX_DIR_PATH_BYTES {
+            return Err(errno::NAMETOOLONG);
+        }
+        if self.committed()?.len() >= MAX_FILES {
+            return Err(errno::NOSPC);
+        }
+        let m = marker(path);
+        self.area.write(&m, &[]).map_err(area_err)?;
+        self.committed()?.insert(m, 0);
+        Ok(())
+    }
+
+    fn rmdir(&mut self, path: &str) -> Result<(), u32> {
+        match self.ty(path)? {
+            None => return Err(errno::NOENT),
+            Some(Ty::File(_)) => return Err(errno::NOTDIR),
+            Some(Ty::Dir) if path.is_empty() => return Err(errno::BUSY),
+            Some(Ty::Dir) => {}
+        }
+        if !self.children(path)?.is_empty() {
+            return Err(errno::NOTEMPTY);
+        }
+        let m = marker(path);
+        self.area.remove(&m).map_err(area_err)?;
+        self.committed()?.remove(&m);
+        Ok(())
+    }
+
+    /// Renames `from` to `to` (both resolved, distinct), a file or a whole directory,
+    /// in one atomic step of the area; open files follow their names.
+    fn rename(&mut self, from: &Resolved, to: &Resolved) -> Result<Vec<(String, String)>, u32> {
+        if from.path.is_empty() || to.path.is_empty() {
+            return Err(errno::BUSY);
+        }
+        let src = self.ty(&from.path)?.ok_or(errno::NOENT)?;
+        let dst = self.ty(&to.path)?;
+        if from.path == to.path {
+            return Ok(Vec::new());
+        }
+        let moves = match src {
+            Ty::File(_) => {
+                if from.slash || to.slash {
+                    return Err(errno::NOTDIR);
+                }
+                if dst == Some(Ty::Dir) {
+                    return Err(errno::ISDIR);
+                }
+                alloc::vec![(from.path.clone(), to.path.clone())]
+            }
+            Ty::Dir => {
+                match dst {
+                    Some(Ty::File(_)) => return Err(errno::NOTDIR),
+                    Some(Ty::Dir) if !self.children(&to.path)?.is_empty() => return Err(errno::NOTEMPTY),
+                    _ => {}
+                }
+                if to.path.starts_with(&marker(&from.path)) {
+                    return Err(errno::INVAL);
+                }
+                let prefix = marker(&from.path);
+                let mut moves = Vec::new();
+                for name in self.committed()?.keys().filter(|n| n.starts_with(&prefix)) {
+                    let mut new = marker(&to.path);
+                    new.push_str(&name[prefix.len()..]);
+                    if new.len() > MAX_NAME_BYTES {
+                        return Err(errno::NAMETOOLONG);
+                    }
+                    moves.push((name.clone(), new));
+                }
+                moves
+            }
+        };
+        self.area.rename(&moves).map_err(area_err)?;
+        // The area changed: mirror it (a replaced target's open node is unlinked).
+        for (old, new) in &moves {
+            if let Some(i) = self.live(new) {
+                self.node(i).unlinked = true;
+            }
+            let committed = self.committed()?;
+            let size = committed.remove(old).unwrap_or(0);
+            committed.insert(new.clone(), size);
+        }
+        for (old, new) in &moves {
+            for n in self.nodes.iter_mut().flatten() {
+                if !n.unlinked && n.name == *old {
+                    n.name = new.clone();
+                }
+            }
+        }
+        Ok(moves)
+    }
 }
 
 impl WasiCtx {
@@ -316,12 +566,19 @@ impl WasiCtx {
         self.files.as_mut().ok_or(errno::BADF)
     }
 
-    /// `fd` must be a directory fd.
-    fn dir(&mut self, fd: u32) -> Result<(), u32> {
-        match self.entry(fd)?.kind {
-            Kind::Dir => Ok(()),
+    /// The area path of directory fd `fd` (`NOTDIR` for another fd).
+    fn dir(&mut self, fd: u32) -> Result<String, u32> {
+        match &self.entry(fd)?.kind {
+            Kind::Dir(d) => Ok(d.path.clone()),
             _ => Err(errno::NOTDIR),
         }
+    }
+
+    /// Resolves `path` (in memory) against directory fd `dirfd`.
+    fn resolve_at(&mut self, mem: &[u8], dirfd: u32, path: u32, path_len: u32) -> Result<Resolved, u32> {
+        let base = self.dir(dirfd)?;
+        let path = path_arg(mem, path, path_len)?;
+        self.files()?.resolve(&base, &path)
     }
 
     fn file(&mut self, fd: u32) -> Result<(&mut OpenFile, u16, &mut Files), u32> {
@@ -329,7 +586,7 @@ impl WasiCtx {
         let flags = entry.fdflags;
         match (&mut entry.kind, self.files.as_mut()) {
             (Kind::File(f), Some(files)) => Ok((f, flags, files)),
-            (Kind::Dir, _) => Err(errno::ISDIR),
+            (Kind::Dir(_), _) => Err(errno::ISDIR),
             (Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::Listener(_) | Kind::Conn(_), _) => Err(errno::SPIPE),
             _ => Err(errno::BADF),
         }
@@ -417,15 +674,20 @@ impl WasiCtx {
         self.files()?.release(f.node)
     }
 
-    /// The preopened directory answers `/data`; every other fd `BADF`.
+    /// The name of preopen `fd` (`BADF` for any other fd).
+    fn preopen_name(&mut self, fd: u32) -> Result<&'static str, u32> {
+        match self.entry(fd)? {
+            super::Entry { kind: Kind::Dir(DirFd { preopen: Some(name), .. }), opened: false, .. } => Ok(name),
+            _ => Err(errno::BADF),
+        }
+    }
+
+    /// The preopened directories answer `/data` and `.`; every other fd `BADF`.
     pub fn fd_prestat_get(&mut self, mem: &mut [u8], fd: u32, out: u32) -> WasiResult {
         let r = (|| {
-            match self.entry(fd)? {
-                super::Entry { kind: Kind::Dir, opened: false, .. } => {}
-                _ => return Err(errno::BADF),
-            }
+            let name = self.preopen_name(fd)?;
             let mut prestat = [0u8; 8]; // tag 0 = directory
-            prestat[4..8].copy_from_slice(&(PREOPEN_NAME.len() as u32).to_le_bytes());
+            prestat[4..8].copy_from_slice(&(name.len() as u32).to_le_bytes());
             write_bytes(mem, out, &prestat)
         })();
         done(r)
@@ -433,19 +695,17 @@ impl WasiCtx {
 
     pub fn fd_prestat_dir_name(&mut self, mem: &mut [u8], fd: u32, path: u32, path_len: u32) -> WasiResult {
         let r = (|| {
-            match self.entry(fd)? {
-                super::Entry { kind: Kind::Dir, opened: false, .. } => {}
-                _ => return Err(errno::BADF),
-            }
-            if (path_len as usize) < PREOPEN_NAME.len() {
+            let name = self.preopen_name(fd)?;
+            if (path_len as usize) < name.len() {
                 return Err(errno::NAMETOOLONG);
             }
-            write_bytes(mem, path, PREOPEN_NAME.as_bytes())
+            write_bytes(mem, path, name.as_bytes())
         })();
         done(r)
     }
 
-    /// Opens `.` (the directory, for `fd_readdir`) or a file by name in it.
+    /// Opens a directory (for `fd_readdir` and as a base for paths) or a file,
+    /// maybe creating or truncating it.
     #[allow(clippy::too_many_arguments)]
     pub fn path_open(
         &mut self,
@@ -459,27 +719,32 @@ impl WasiCtx {
         out: u32,
     ) -> WasiResult {
         let r = (|| {
-            self.dir(dirfd)?;
+            let base = self.dir(dirfd)?;
             let path = path_arg(mem, path, path_len)?;
             range(mem, out, 4)?;
             if oflags & !(OFLAGS_CREAT | OFLAGS_DIRECTORY | OFLAGS_EXCL | OFLAGS_TRUNC) != 0 || fdflags & !FDFLAGS_ALL != 0 {
                 return Err(errno::INVAL);
             }
             let fdflags = fdflags as u16;
-            if path == b"." {
-                if oflags & (OFLAGS_CREAT | OFLAGS_EXCL) == OFLAGS_CREAT | OFLAGS_EXCL {
-                    return Err(errno::EXIST);
-                }
-                if oflags & OFLAGS_TRUNC != 0 {
-                    return Err(errno::ISDIR);
-                }
-                let fd = self.insert(Kind::Dir, fdflags & FDFLAGS_NONBLOCK)?;
-                return write_u32(mem, out, fd);
-            }
-            let name = check_name(&path)?;
             let files = self.files()?;
-            if oflags & OFLAGS_DIRECTORY != 0 {
-                return Err(if files.size_of(name)?.is_some() { errno::NOTDIR } else { errno::NOENT });
+            let r = files.resolve(&base, &path)?;
+            let (create, excl) = (oflags & OFLAGS_CREAT != 0, oflags & OFLAGS_EXCL != 0);
+            match files.ty(&r.path)? {
+                Some(Ty::Dir) => {
+                    if create && excl {
+                        return Err(errno::EXIST);
+                    }
+                    if oflags & OFLAGS_TRUNC != 0 || rights_base & RIGHT_FD_WRITE != 0 && oflags & OFLAGS_DIRECTORY == 0 {
+                        return Err(errno::ISDIR);
+                    }
+                    let fd = self.insert(Kind::Dir(DirFd { path: r.path, preopen: None }), fdflags & FDFLAGS_NONBLOCK)?;
+                    return write_u32(mem, out, fd);
+                }
+                Some(Ty::File(_)) if oflags & OFLAGS_DIRECTORY != 0 || r.slash => return Err(errno::NOTDIR),
+                None if r.slash || oflags & OFLAGS_DIRECTORY != 0 => {
+                    return Err(if create { errno::ISDIR } else { errno::NOENT });
+                }
+                _ => {}
             }
             let (read, write) = (rights_base & RIGHT_FD_READ != 0, rights_base & RIGHT_FD_WRITE != 0);
             if oflags & OFLAGS_TRUNC != 0 && !write {
@@ -489,7 +754,7 @@ impl WasiCtx {
             if self.fds.iter().flatten().filter(|e| e.opened).count() >= super::MAX_OPEN_FDS {
                 return Err(errno::MFILE);
             }
-            let node = self.files()?.open(name, oflags)?;
+            let node = self.files()?.open(&r.path, oflags)?;
             let fd = self.insert(Kind::File(OpenFile { node, read, write, pos: 0 }), fdflags)?;
             write_u32(mem, out, fd)
         })();
@@ -520,7 +785,7 @@ impl WasiCtx {
     /// to commit.
     pub fn fd_sync(&mut self, fd: u32) -> WasiResult {
         let r = (|| {
-            if matches!(self.entry(fd)?.kind, Kind::Dir) {
+            if matches!(self.entry(fd)?.kind, Kind::Dir(_)) {
                 return Ok(());
             }
             let (f, _, files) = self.file(fd).map_err(|e| if e == errno::SPIPE { errno::INVAL } else { e })?;
@@ -535,7 +800,7 @@ impl WasiCtx {
             let stat = match &self.entry(fd)?.kind {
                 Kind::Stdin | Kind::Stdout | Kind::Stderr => filestat(0, FILETYPE_CHARACTER_DEVICE, 1, 0),
                 Kind::Listener(_) | Kind::Conn(_) => filestat(0, FILETYPE_SOCKET_STREAM, 1, 0),
-                Kind::Dir => filestat(DIR_INO, FILETYPE_DIRECTORY, 1, 0),
+                Kind::Dir(d) => filestat(dir_ino(&d.path), FILETYPE_DIRECTORY, 1, 0),
                 Kind::File(f) => {
                     let node = f.node;
                     let n = self.files()?.node(node);
@@ -561,15 +826,13 @@ impl WasiCtx {
 
     pub fn path_filestat_get(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32, out: u32) -> WasiResult {
         let r = (|| {
-            self.dir(dirfd)?;
-            let path = path_arg(mem, path, path_len)?;
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
             range(mem, out, FILESTAT_BYTES as u32)?;
-            let stat = if path == b"." {
-                filestat(DIR_INO, FILETYPE_DIRECTORY, 1, 0)
-            } else {
-                let name = check_name(&path)?;
-                let size = self.files()?.size_of(name)?.ok_or(errno::NOENT)?;
-                filestat(ino(name), FILETYPE_REGULAR_FILE, 1, size)
+            let stat = match self.files()?.ty(&r.path)? {
+                Some(Ty::Dir) => filestat(dir_ino(&r.path), FILETYPE_DIRECTORY, 1, 0),
+                Some(Ty::File(_)) if r.slash => return Err(errno::NOTDIR),
+                Some(Ty::File(size)) => filestat(ino(&r.path), FILETYPE_REGULAR_FILE, 1, size),
+                None => return Err(errno::NOENT),
             };
             write_bytes(mem, out, &stat)
         })();
@@ -578,30 +841,44 @@ impl WasiCtx {
 
     pub fn path_unlink_file(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32) -> WasiResult {
         let r = (|| {
-            self.dir(dirfd)?;
-            let path = path_arg(mem, path, path_len)?;
-            let name = check_name(&path)?;
-            self.files()?.unlink(name)
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
+            let files = self.files()?;
+            match files.ty(&r.path)? {
+                Some(Ty::Dir) => Err(errno::ISDIR),
+                Some(Ty::File(_)) if r.slash => Err(errno::NOTDIR),
+                Some(Ty::File(_)) => files.unlink(&r.path),
+                None => Err(errno::NOENT),
+            }
         })();
         done(r)
     }
 
-    /// Directory entries `.`, `..`, then the files sorted by name; the cookie of an
-    /// entry is its index, and `d_next` the index of the one after it. The last entry
+    /// Directory entries `.`, `..`, then the directory's entries sorted by name; the
+    /// cookie of an entry is its index, and `d_next` the index of the one after it
+    /// (stable while the directory does not change, as on wasmtime). The last entry
     /// is cut at the end of the buffer (a full buffer tells the caller to ask again).
     pub fn fd_readdir(&mut self, mem: &mut [u8], fd: u32, buf: u32, buf_len: u32, cookie: u64, bufused: u32) -> WasiResult {
         let r = (|| {
-            self.dir(fd)?;
+            let dir = self.dir(fd)?;
             let buf = range(mem, buf, buf_len)?;
             range(mem, bufused, 4)?;
-            let files = self.files()?.names()?;
-            let dots = [(".", DIR_INO, FILETYPE_DIRECTORY), ("..", DIR_INO, FILETYPE_DIRECTORY)];
-            let entries = dots.into_iter().chain(files.iter().map(|(n, _)| (n.as_str(), ino(n), FILETYPE_REGULAR_FILE)));
-            let mut out = Vec::with_capacity(buf.len().min((2 + MAX_FILES) * (DIRENT_HEADER_BYTES + 64)));
+            let files = self.files()?;
+            if files.ty(&dir)? != Some(Ty::Dir) {
+                return Err(errno::NOENT);
+            }
+            let children = files.children(&dir)?;
+            let parent = dir.rsplit_once('/').map_or("", |(p, _)| p);
+            let dots = [(".".into(), dir_ino(&dir), FILETYPE_DIRECTORY), ("..".into(), dir_ino(parent), FILETYPE_DIRECTORY)];
+            let entries = dots.into_iter().chain(children.into_iter().map(|(n, is_dir)| {
+                let full = join(&dir, &n);
+                if is_dir { (n, dir_ino(&full), FILETYPE_DIRECTORY) } else { (n, ino(&full), FILETYPE_REGULAR_FILE) }
+            }));
+            let mut out = Vec::with_capacity(buf.len().min((2 + MAX_FILES) * (DIRENT_HEADER_BYTES + MAX_NAME_BYTES)));
             for (i, (name, ino, filetype)) in entries.enumerate().skip(usize::try_from(cookie).unwrap_or(usize::MAX)) {
                 if out.len() >= buf.len() {
                     break;
                 }
+                let name: String = name;
                 out.extend_from_slice(&(i as u64 + 1).to_le_bytes());
                 out.extend_from_slice(&ino.to_le_bytes());
                 out.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -614,6 +891,163 @@ impl WasiCtx {
         })();
         done(r)
     }
+
+    pub fn path_create_directory(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32) -> WasiResult {
+        let r = (|| {
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
+            self.files()?.mkdir(&r.path)
+        })();
+        done(r)
+    }
+
+    pub fn path_remove_directory(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32) -> WasiResult {
+        let r = (|| {
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
+            self.files()?.rmdir(&r.path)
+        })();
+        done(r)
+    }
+
+    /// Renames a file or directory, atomically (see [`FileArea::rename`]); directory
+    /// fds open inside a renamed directory follow it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn path_rename(&mut self, mem: &mut [u8], fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32) -> WasiResult {
+        let r = (|| {
+            let from = self.resolve_at(mem, fd, old, old_len)?;
+            let to = self.resolve_at(mem, new_fd, new, new_len)?;
+            let moves = self.files()?.rename(&from, &to)?;
+            if moves.len() > 1 || moves.first().is_some_and(|(o, _)| o.ends_with('/')) {
+                let (old_dir, new_dir) = (from.path.as_str(), to.path.as_str());
+                for e in self.fds.iter_mut().flatten() {
+                    if let Kind::Dir(d) = &mut e.kind {
+                        if d.path == old_dir {
+                            d.path = new_dir.into();
+                        } else if let Some(rest) = d.path.strip_prefix(old_dir).filter(|r| r.starts_with('/')) {
+                            d.path = join(new_dir, &rest[1..]);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        done(r)
+    }
+
+    /// Symlinks are not kept: `EXIST` if `new` exists, else `PERM`.
+    pub fn path_symlink(&mut self, mem: &mut [u8], old: u32, old_len: u32, dirfd: u32, new: u32, new_len: u32) -> WasiResult {
+        let r = (|| {
+            path_arg(mem, old, old_len)?;
+            let to = self.resolve_at(mem, dirfd, new, new_len)?;
+            if self.files()?.ty(&to.path)?.is_some() {
+                return Err(errno::EXIST);
+            }
+            Err(errno::PERM)
+        })();
+        done(r)
+    }
+
+    /// Hard links are not kept: `NOENT` for a missing source, `EXIST` for an existing
+    /// target, else `PERM` (as `link(2)` on a directory or a file system without links).
+    #[allow(clippy::too_many_arguments)]
+    pub fn path_link(&mut self, mem: &mut [u8], fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32) -> WasiResult {
+        let r = (|| {
+            let from = self.resolve_at(mem, fd, old, old_len)?;
+            let to = self.resolve_at(mem, new_fd, new, new_len)?;
+            let files = self.files()?;
+            if files.ty(&from.path)?.is_none() {
+                return Err(errno::NOENT);
+            }
+            if files.ty(&to.path)?.is_some() {
+                return Err(errno::EXIST);
+            }
+            Err(errno::PERM)
+        })();
+        done(r)
+    }
+
+    /// No path is a symlink: `INVAL` for one that exists (as `readlink(2)`), else `NOENT`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn path_readlink(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32, buf: u32, buf_len: u32, out: u32) -> WasiResult {
+        let r = (|| {
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
+            range(mem, buf, buf_len)?;
+            range(mem, out, 4)?;
+            match self.files()?.ty(&r.path)? {
+                Some(_) => Err(errno::INVAL),
+                None => Err(errno::NOENT),
+            }
+        })();
+        done(r)
+    }
+
+    /// Times are not kept: checks the fd and flags, then succeeds.
+    pub fn fd_filestat_set_times(&mut self, fd: u32, fst_flags: u32) -> WasiResult {
+        let r = (|| {
+            self.entry(fd)?;
+            check_fst_flags(fst_flags)
+        })();
+        done(r)
+    }
+
+    /// Times are not kept: checks the path and flags, then succeeds.
+    pub fn path_filestat_set_times(&mut self, mem: &mut [u8], dirfd: u32, path: u32, path_len: u32, fst_flags: u32) -> WasiResult {
+        let r = (|| {
+            let r = self.resolve_at(mem, dirfd, path, path_len)?;
+            check_fst_flags(fst_flags)?;
+            match self.files()?.ty(&r.path)? {
+                Some(Ty::File(_)) if r.slash => Err(errno::NOTDIR),
+                Some(_) => Ok(()),
+                None => Err(errno::NOENT),
+            }
+        })();
+        done(r)
+    }
+
+    /// Advice is accepted and ignored on a file (`INVAL` for an unknown advice,
+    /// `BADF` for an fd that is not a file, as wasmtime).
+    pub fn fd_advise(&mut self, fd: u32, advice: u32) -> WasiResult {
+        let r = (|| {
+            self.file(fd).map_err(|_| errno::BADF)?;
+            if advice > MAX_ADVICE {
+                return Err(errno::INVAL);
+            }
+            Ok(())
+        })();
+        done(r)
+    }
+
+    /// `NOTSUP` on a file (as wasmtime: preallocation is not offered), `BADF` on
+    /// anything else.
+    pub fn fd_allocate(&mut self, fd: u32) -> WasiResult {
+        let r = (|| {
+            self.file(fd).map_err(|_| errno::BADF)?;
+            Err(errno::NOTSUP)
+        })();
+        done(r)
+    }
+}
+
+/// The last WASI advice (`noreuse`).
+const MAX_ADVICE: u32 = 5;
+const FST_ATIM: u32 = 1;
+const FST_ATIM_NOW: u32 = 2;
+const FST_MTIM: u32 = 4;
+const FST_MTIM_NOW: u32 = 8;
+
+/// `INVAL` for unknown bits or a time both given and `NOW`.
+fn check_fst_flags(flags: u32) -> Result<(), u32> {
+    if flags & !(FST_ATIM | FST_ATIM_NOW | FST_MTIM | FST_MTIM_NOW) != 0
+        || flags & (FST_ATIM | FST_ATIM_NOW) == FST_ATIM | FST_ATIM_NOW
+        || flags & (FST_MTIM | FST_MTIM_NOW) == FST_MTIM | FST_MTIM_NOW
+    {
+        return Err(errno::INVAL);
+    }
+    Ok(())
+}
+
+/// Inode number of directory `path` (the root's is [`DIR_INO`]).
+fn dir_ino(path: &str) -> u64 {
+    if path.is_empty() { DIR_INO } else { ino(&marker(path)) }
 }
 
 #[cfg(test)]
@@ -644,6 +1078,9 @@ mod test {
         fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
             self.0.lock().unwrap().list()
         }
+        fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().rename(moves)
+        }
     }
 
     impl Shared {
@@ -672,7 +1109,12 @@ mod test {
         assert_eq!(ok(t.c.fd_prestat_dir_name(&mut t.mem, 3, NAME, 4)), Err(errno::NAMETOOLONG));
         assert_eq!(ok(t.c.fd_prestat_dir_name(&mut t.mem, 3, SIZE as u32 - 2, 5)), Err(errno::FAULT));
         assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 3, u32::MAX)), Err(errno::FAULT));
-        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)), Err(errno::BADF));
+        // fd 4 is the same root as `.`, so relative paths resolve (wasmtime's `--dir`).
+        ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)).unwrap();
+        assert_eq!(&t.mem[OUT as usize..OUT as usize + 8], &[0, 0, 0, 0, 1, 0, 0, 0]);
+        ok(t.c.fd_prestat_dir_name(&mut t.mem, 4, NAME, 1)).unwrap();
+        assert_eq!(t.mem[NAME as usize], b'.');
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 5, OUT)), Err(errno::BADF));
         assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 1, OUT)), Err(errno::BADF));
         // A directory the program opens is not a preopen.
         let d = t.open(".", OFLAGS_DIRECTORY, 0).unwrap();
@@ -686,7 +1128,7 @@ mod test {
         let (mut t, area) = with_area(1 << 20);
         assert_eq!(t.open("runs", 0, RW), Err(errno::NOENT));
         let fd = t.open("runs", CREAT, RW).unwrap();
-        assert_eq!(fd, 4);
+        assert_eq!(fd, 5);
         assert_eq!(area.get("runs"), Some(vec![])); // created at once
         assert_eq!(t.write(fd, b"hello "), Ok(6));
         assert_eq!(t.write(fd, b"world"), Ok(5));
@@ -725,7 +1167,8 @@ mod test {
             (&b".."[..], errno::NOTCAPABLE),
             (b"../x", errno::NOTCAPABLE),
             (b"a/b", errno::NOENT),
-            (b"/etc/passwd", errno::NOENT),
+            (b"a/../../x", errno::NOENT),
+            (b"/etc/passwd", errno::NOTCAPABLE),
             (b"", errno::NOENT),
             (&[b'n'; 65], errno::NAMETOOLONG),
             (b"a\nb", errno::INVAL),
@@ -963,6 +1406,9 @@ mod test {
             fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
                 Ok(vec![("a".into(), u64::MAX), ("b".into(), u64::MAX - 5), ("c".into(), 0)])
             }
+            fn rename(&mut self, _: &[(String, String)]) -> Result<(), FileAreaError> {
+                Ok(())
+            }
         }
         let mut t = T::new();
         t.c.attach_files(Box::new(Forged), 1 << 20);
@@ -1105,5 +1551,431 @@ mod test {
         t.close(d).unwrap();
         assert_eq!(t.open(".", CREAT | OFLAGS_EXCL, 0), Err(errno::EXIST));
         assert_eq!(t.open(".", OFLAGS_TRUNC, RW), Err(errno::ISDIR));
+    }
+}
+
+/// The directory tree and the calls added for issue 17, against wasmtime's answers.
+#[cfg(test)]
+mod tree_test {
+    use super::super::testmem::{ok, T, DATA, NAME, OUT, SIZE};
+    use super::super::{errno, MemFileArea, Stop, WasiCtx};
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const RW: u64 = RIGHT_FD_READ | RIGHT_FD_WRITE;
+    const NAME2: u32 = NAME + 1024;
+    const ROOT: u32 = 3;
+    const DOT: u32 = 4;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<MemFileArea>>);
+
+    impl FileArea for Shared {
+        fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
+            self.0.lock().unwrap().read(name)
+        }
+        fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().write(name, bytes)
+        }
+        fn remove(&mut self, name: &str) -> Result<bool, FileAreaError> {
+            self.0.lock().unwrap().remove(name)
+        }
+        fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
+            self.0.lock().unwrap().list()
+        }
+        fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
+            self.0.lock().unwrap().rename(moves)
+        }
+    }
+
+    impl Shared {
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<String> = self.0.lock().unwrap().list().unwrap().into_iter().map(|(n, _)| n).collect();
+            v.sort();
+            v
+        }
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.lock().unwrap().get(name).map(<[u8]>::to_vec)
+        }
+        fn fail(&self, e: Option<FileAreaError>) {
+            self.0.lock().unwrap().fail = e;
+        }
+    }
+
+    fn with_area(area: &Shared, quota: u64) -> T {
+        let mut t = T::new();
+        t.c.attach_files(Box::new(area.clone()), quota);
+        t
+    }
+
+    fn path2(t: &mut T, b: &str) -> u32 {
+        t.mem[NAME2 as usize..NAME2 as usize + b.len()].copy_from_slice(b.as_bytes());
+        b.len() as u32
+    }
+
+    fn mkdir(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_create_directory(&mut t.mem, fd, NAME, len))
+    }
+
+    fn rmdir(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_remove_directory(&mut t.mem, fd, NAME, len))
+    }
+
+    fn unlink(t: &mut T, fd: u32, p: &str) -> Result<(), u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_unlink_file(&mut t.mem, fd, NAME, len))
+    }
+
+    fn rename(t: &mut T, fd: u32, a: &str, nfd: u32, b: &str) -> Result<(), u32> {
+        let la = t.name(a.as_bytes());
+        let lb = path2(t, b);
+        ok(t.c.path_rename(&mut t.mem, fd, NAME, la, nfd, NAME2, lb))
+    }
+
+    fn open_at(t: &mut T, fd: u32, p: &str, oflags: u32, rights: u64) -> Result<u32, u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_open(&mut t.mem, fd, NAME, len, oflags, rights, 0, OUT))?;
+        Ok(t.out_u32())
+    }
+
+    fn filetype(t: &mut T, fd: u32, p: &str) -> Result<u8, u32> {
+        let len = t.name(p.as_bytes());
+        ok(t.c.path_filestat_get(&mut t.mem, fd, NAME, len, OUT))?;
+        Ok(t.mem[OUT as usize + 16])
+    }
+
+    /// Entry names of directory fd `fd` from `cookie`, read `buf_len` bytes at a time
+    /// (each call resuming at the last whole entry's cookie), with their `d_next`.
+    fn readdir(t: &mut T, fd: u32, mut cookie: u64, buf_len: u32) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            ok(t.c.fd_readdir(&mut t.mem, fd, DATA, buf_len, cookie, OUT)).unwrap();
+            let used = t.out_u32() as usize;
+            let buf = t.mem[DATA as usize..DATA as usize + used].to_vec();
+            let mut at = 0;
+            let mut whole = 0;
+            while at + DIRENT_HEADER_BYTES <= buf.len() {
+                let next = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+                let len = u32::from_le_bytes(buf[at + 16..at + 20].try_into().unwrap()) as usize;
+                if at + DIRENT_HEADER_BYTES + len > buf.len() {
+                    break;
+                }
+                let name = String::from_utf8(buf[at + DIRENT_HEADER_BYTES..at + DIRENT_HEADER_BYTES + len].to_vec()).unwrap();
+                out.push((next, name));
+                cookie = next;
+                whole += 1;
+                at += DIRENT_HEADER_BYTES + len;
+            }
+            if used < buf_len as usize {
+                return out;
+            }
+            assert!(whole > 0, "buffer too small for one entry");
+        }
+        panic!("readdir did not end");
+    }
+
+    fn ls(t: &mut T, p: &str) -> Vec<String> {
+        let d = open_at(t, ROOT, p, OFLAGS_DIRECTORY, 0).unwrap();
+        let names = readdir(t, d, 0, 4096).into_iter().map(|(_, n)| n).collect();
+        t.close(d).unwrap();
+        names
+    }
+
+    fn write_file(t: &mut T, fd: u32, p: &str, bytes: &[u8]) {
+        let f = open_at(t, fd, p, OFLAGS_CREAT | OFLAGS_TRUNC, RW).unwrap();
+        assert_eq!(t.write(f, bytes), Ok(bytes.len() as u32));
+        t.close(f).unwrap();
+    }
+
+    fn read_file(t: &mut T, fd: u32, p: &str) -> Result<Vec<u8>, u32> {
+        let f = open_at(t, fd, p, 0, RIGHT_FD_READ)?;
+        let data = t.read(f, 4096);
+        t.close(f).unwrap();
+        data
+    }
+
+    #[test]
+    fn nested_directories_list_stat_and_remove() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        mkdir(&mut t, ROOT, "a/b").unwrap();
+        assert_eq!(mkdir(&mut t, ROOT, "a"), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "."), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "x/y"), Err(errno::NOENT));
+        mkdir(&mut t, ROOT, "a/c/").unwrap(); // a trailing slash is fine for mkdir
+        write_file(&mut t, ROOT, "a/b/f", b"deep");
+        assert_eq!(mkdir(&mut t, ROOT, "a/b/f"), Err(errno::EXIST));
+        assert_eq!(mkdir(&mut t, ROOT, "a/b/f/g"), Err(errno::NOTDIR));
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f", "a/c/"]);
+        assert_eq!(area.get("a/b/f").as_deref(), Some(&b"deep"[..]));
+        assert_eq!(ls(&mut t, "."), [".", "..", "a"]);
+        assert_eq!(ls(&mut t, "a"), [".", "..", "b", "c"]);
+        assert_eq!(ls(&mut t, "a/b/"), [".", "..", "f"]);
+        assert_eq!(filetype(&mut t, ROOT, "a/b"), Ok(FILETYPE_DIRECTORY));
+        assert_eq!(filetype(&mut t, ROOT, "a/b/f"), Ok(FILETYPE_REGULAR_FILE));
+        assert_eq!(filetype(&mut t, ROOT, "a/b/f/"), Err(errno::NOTDIR));
+        assert_eq!(filetype(&mut t, ROOT, "a/nope"), Err(errno::NOENT));
+        assert_eq!(open_at(&mut t, ROOT, "a/b/f", OFLAGS_DIRECTORY, 0), Err(errno::NOTDIR));
+        assert_eq!(open_at(&mut t, ROOT, "a/b", OFLAGS_CREAT | OFLAGS_TRUNC, RW), Err(errno::ISDIR));
+        assert_eq!(open_at(&mut t, ROOT, "a/new/", OFLAGS_CREAT, RW), Err(errno::ISDIR));
+        // A directory fd is a base for relative paths.
+        let b = open_at(&mut t, ROOT, "a/b", OFLAGS_DIRECTORY, 0).unwrap();
+        assert_eq!(read_file(&mut t, b, "f"), Ok(b"deep".to_vec()));
+        assert_eq!(read_file(&mut t, b, "../b/./f"), Ok(b"deep".to_vec()));
+        ok(t.c.fd_filestat_get(&mut t.mem, b, OUT)).unwrap();
+        assert_eq!(t.mem[OUT as usize + 16], FILETYPE_DIRECTORY);
+        // Removal: only empty directories, only files by unlink.
+        assert_eq!(rmdir(&mut t, ROOT, "a"), Err(errno::NOTEMPTY));
+        assert_eq!(rmdir(&mut t, ROOT, "a/b/f"), Err(errno::NOTDIR));
+        assert_eq!(rmdir(&mut t, ROOT, "a/zz"), Err(errno::NOENT));
+        assert_eq!(rmdir(&mut t, ROOT, "."), Err(errno::BUSY));
+        assert_eq!(unlink(&mut t, ROOT, "a/b"), Err(errno::ISDIR));
+        assert_eq!(unlink(&mut t, ROOT, "a/b/f/"), Err(errno::NOTDIR));
+        unlink(&mut t, b, "f").unwrap();
+        rmdir(&mut t, ROOT, "a/b").unwrap();
+        // The fd on the removed directory resolves nothing any more.
+        assert_eq!(open_at(&mut t, b, "g", OFLAGS_CREAT, RW), Err(errno::NOENT));
+        assert_eq!(ok(t.c.fd_readdir(&mut t.mem, b, DATA, 256, 0, OUT)), Err(errno::NOENT));
+        rmdir(&mut t, ROOT, "a/c").unwrap();
+        rmdir(&mut t, ROOT, "a").unwrap();
+        assert_eq!(area.names(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn paths_that_leave_the_area_are_refused() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        let a = open_at(&mut t, ROOT, "a", OFLAGS_DIRECTORY, 0).unwrap();
+        for (fd, p) in [(ROOT, ".."), (ROOT, "../data/x"), (ROOT, "a/../../x"), (a, "../../x"), (DOT, "./.."), (a, "../a/../..")] {
+            assert_eq!(open_at(&mut t, fd, p, OFLAGS_CREAT, RW), Err(errno::NOTCAPABLE), "{p}");
+            assert_eq!(mkdir(&mut t, fd, p), Err(errno::NOTCAPABLE), "{p}");
+            assert_eq!(rename(&mut t, ROOT, "a", fd, p), Err(errno::NOTCAPABLE), "{p}");
+        }
+        for p in ["/data/x", "/x", "//"] {
+            assert_eq!(open_at(&mut t, ROOT, p, OFLAGS_CREAT, RW), Err(errno::NOTCAPABLE), "{p}");
+        }
+        // `..` that stays inside is fine, from either preopen and from a.
+        write_file(&mut t, a, "../top", b"1");
+        assert_eq!(read_file(&mut t, DOT, "a/../top"), Ok(b"1".to_vec()));
+        assert_eq!(area.names(), ["a/", "top"]);
+        // Full paths are at most MAX_NAME_BYTES; a directory's one byte less.
+        let long = "d".repeat(MAX_DIR_PATH_BYTES);
+        mkdir(&mut t, ROOT, &long).unwrap();
+        assert_eq!(mkdir(&mut t, ROOT, &(long.clone() + "e")), Err(errno::NAMETOOLONG));
+        assert_eq!(open_at(&mut t, ROOT, &alloc::format!("a/{}", "f".repeat(63)), OFLAGS_CREAT, RW), Err(errno::NAMETOOLONG));
+        open_at(&mut t, ROOT, &alloc::format!("a/{}", "f".repeat(62)), OFLAGS_CREAT, RW).unwrap();
+    }
+
+    #[test]
+    fn rename_files_and_trees_atomically_with_open_fds_following() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "a").unwrap();
+        mkdir(&mut t, ROOT, "a/b").unwrap();
+        write_file(&mut t, ROOT, "a/b/f", b"one");
+        write_file(&mut t, ROOT, "g", b"two");
+        let writes = area.0.lock().unwrap().writes;
+        // File onto file replaces it; no data is rewritten (the area moves the name).
+        rename(&mut t, ROOT, "g", DOT, "a/g").unwrap();
+        rename(&mut t, ROOT, "a/g", ROOT, "a/b/f").unwrap();
+        assert_eq!(area.0.lock().unwrap().writes, writes);
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f"]);
+        assert_eq!(area.get("a/b/f").as_deref(), Some(&b"two"[..]));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "a/b/f"), Ok(()));
+        // Errors, each leaving the tree as it was.
+        mkdir(&mut t, ROOT, "e").unwrap();
+        assert_eq!(rename(&mut t, ROOT, "nope", ROOT, "x"), Err(errno::NOENT));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "e"), Err(errno::ISDIR));
+        assert_eq!(rename(&mut t, ROOT, "a/b/f", ROOT, "x/"), Err(errno::NOTDIR));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "a/b/f"), Err(errno::NOTDIR));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "a"), Err(errno::NOTEMPTY));
+        assert_eq!(rename(&mut t, ROOT, "a", ROOT, "a/b/c"), Err(errno::INVAL));
+        assert_eq!(rename(&mut t, ROOT, ".", ROOT, "z"), Err(errno::BUSY));
+        assert_eq!(rename(&mut t, ROOT, "a", ROOT, &"n".repeat(62)), Err(errno::NAMETOOLONG));
+        assert_eq!(area.names(), ["a/", "a/b/", "a/b/f", "e/"]);
+        // A whole tree moves in one step, onto an empty directory; open fds follow.
+        let f = open_at(&mut t, ROOT, "a/b/f", 0, RW).unwrap();
+        let b = open_at(&mut t, ROOT, "a/b", OFLAGS_DIRECTORY, 0).unwrap();
+        rename(&mut t, ROOT, "a", ROOT, "e").unwrap();
+        assert_eq!(area.names(), ["e/", "e/b/", "e/b/f"]);
+        assert_eq!(t.write(f, b"TWO"), Ok(3));
+        t.close(f).unwrap();
+        assert_eq!(area.get("e/b/f").as_deref(), Some(&b"TWO"[..]));
+        assert_eq!(read_file(&mut t, b, "f"), Ok(b"TWO".to_vec()));
+        // The area failing mid-call changes nothing: both names stay as they were.
+        area.fail(Some(FileAreaError::Io));
+        assert_eq!(rename(&mut t, ROOT, "e", ROOT, "k"), Err(errno::IO));
+        area.fail(None);
+        assert_eq!(area.names(), ["e/", "e/b/", "e/b/f"]);
+        assert_eq!(ls(&mut t, "e/b"), [".", "..", "f"]);
+        // Replacing a file that is open unlinks it for that fd (its data is not committed).
+        write_file(&mut t, ROOT, "x", b"x");
+        let x = open_at(&mut t, ROOT, "x", 0, RW).unwrap();
+        rename(&mut t, ROOT, "e/b/f", ROOT, "x").unwrap();
+        assert_eq!(t.write(x, b"lost"), Ok(4));
+        t.close(x).unwrap();
+        assert_eq!(area.get("x").as_deref(), Some(&b"TWO"[..]));
+    }
+
+    #[test]
+    fn directories_count_against_the_name_limit_and_files_the_quota() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 100);
+        for i in 0..MAX_FILES {
+            mkdir(&mut t, ROOT, &alloc::format!("d{i}")).unwrap();
+        }
+        assert_eq!(mkdir(&mut t, ROOT, "more"), Err(errno::NOSPC));
+        assert_eq!(open_at(&mut t, ROOT, "d0/f", OFLAGS_CREAT, RW), Err(errno::NOSPC));
+        rmdir(&mut t, ROOT, "d1").unwrap();
+        let f = open_at(&mut t, ROOT, "d0/f", OFLAGS_CREAT, RW).unwrap();
+        // Quota reached mid-tree: a write past 100 bytes is refused, nothing changes.
+        assert_eq!(t.write(f, &[1; 100]), Ok(100));
+        assert_eq!(t.write(f, b"x"), Err(errno::NOSPC));
+        t.close(f).unwrap();
+        assert_eq!(area.get("d0/f").map(|d| d.len()), Some(100));
+    }
+
+    #[test]
+    fn readdir_cookies_resume_exactly_with_small_buffers() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, ROOT, "d").unwrap();
+        for i in 0..20 {
+            write_file(&mut t, ROOT, &alloc::format!("d/file{i:02}"), b"");
+        }
+        mkdir(&mut t, ROOT, "d/sub").unwrap();
+        let d = open_at(&mut t, ROOT, "d", OFLAGS_DIRECTORY, 0).unwrap();
+        let whole = readdir(&mut t, d, 0, 4096);
+        assert_eq!(whole.len(), 23);
+        assert_eq!(whole.iter().map(|(c, _)| *c).collect::<Vec<_>>(), (1..=23).collect::<Vec<u64>>());
+        for buf_len in [40, 64, 100] {
+            assert_eq!(readdir(&mut t, d, 0, buf_len), whole, "buffer {buf_len}");
+        }
+        // Resuming from any cookie gives the rest, the same on every call.
+        assert_eq!(readdir(&mut t, d, 10, 4096), whole[10..].to_vec());
+        assert_eq!(readdir(&mut t, d, 10, 4096), whole[10..].to_vec());
+        assert_eq!(readdir(&mut t, d, 23, 4096), Vec::new());
+        assert_eq!(readdir(&mut t, d, u64::MAX, 4096), Vec::new());
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_area_sees_the_tree() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        mkdir(&mut t, DOT, "run").unwrap();
+        write_file(&mut t, DOT, "run/out", b"first");
+        rename(&mut t, DOT, "run", DOT, "done").unwrap();
+        let mut t = with_area(&area, 1 << 20);
+        assert_eq!(ls(&mut t, "."), [".", "..", "done"]);
+        assert_eq!(read_file(&mut t, ROOT, "done/out"), Ok(b"first".to_vec()));
+        assert_eq!(mkdir(&mut t, DOT, "done"), Err(errno::EXIST));
+    }
+
+    #[test]
+    fn links_symlinks_and_readlink_answer_honestly() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        write_file(&mut t, ROOT, "f", b"x");
+        let (la, lb) = (t.name(b"f"), path2(&mut t, "l"));
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, la, ROOT, NAME2, lb)), Err(errno::PERM));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, la, ROOT, NAME2, lb)), Err(errno::PERM));
+        let lb = path2(&mut t, "f");
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, la, ROOT, NAME2, lb)), Err(errno::EXIST));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, la, ROOT, NAME2, lb)), Err(errno::EXIST));
+        // A symlink pointing outside cannot even be named: its path is checked first.
+        let (lo, lb) = (t.name(b"/etc/passwd"), path2(&mut t, "../escape"));
+        assert_eq!(ok(t.c.path_symlink(&mut t.mem, NAME, lo, ROOT, NAME2, lb)), Err(errno::NOTCAPABLE));
+        let (lm, lb) = (t.name(b"missing"), path2(&mut t, "l"));
+        assert_eq!(ok(t.c.path_link(&mut t.mem, ROOT, NAME, lm, ROOT, NAME2, lb)), Err(errno::NOENT));
+        let la = t.name(b"f");
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, la, DATA, 64, OUT)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, la, SIZE as u32 - 1, 64, OUT)), Err(errno::FAULT));
+        let lm = t.name(b"missing");
+        assert_eq!(ok(t.c.path_readlink(&mut t.mem, ROOT, NAME, lm, DATA, 64, OUT)), Err(errno::NOENT));
+        assert_eq!(area.names(), ["f"]);
+    }
+
+    #[test]
+    fn times_advice_allocate() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let f = open_at(&mut t, ROOT, "f", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 1 | 4)), Ok(()));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 2 | 8)), Ok(()));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 1 | 2)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 4 | 8)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(f, 16)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_filestat_set_times(99, 1)), Err(errno::BADF));
+        let l = t.name(b"f");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Ok(()));
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 3)), Err(errno::INVAL));
+        let l = t.name(b"g");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Err(errno::NOENT));
+        let l = t.name(b"..");
+        assert_eq!(ok(t.c.path_filestat_set_times(&mut t.mem, ROOT, NAME, l, 1)), Err(errno::NOTCAPABLE));
+        for advice in 0..=5 {
+            assert_eq!(ok(t.c.fd_advise(f, advice)), Ok(()));
+        }
+        assert_eq!(ok(t.c.fd_advise(f, 6)), Err(errno::INVAL));
+        assert_eq!(ok(t.c.fd_advise(ROOT, 0)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_advise(1, 0)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_allocate(f)), Err(errno::NOTSUP));
+        assert_eq!(ok(t.c.fd_allocate(ROOT)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_allocate(42)), Err(errno::BADF));
+    }
+
+    #[test]
+    fn renumber_moves_an_fd_and_closes_the_target() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let a = open_at(&mut t, ROOT, "a", OFLAGS_CREAT, RW).unwrap();
+        let b = open_at(&mut t, ROOT, "b", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(t.write(b, b"bee"), Ok(3));
+        assert_eq!(t.write(a, b"ay"), Ok(2));
+        ok(t.c.fd_renumber(a, b)).unwrap();
+        assert_eq!(area.get("b").as_deref(), Some(&b"bee"[..])); // b was closed: committed
+        assert_eq!(t.write(a, b"x"), Err(errno::BADF));
+        assert_eq!(t.write(b, b"!"), Ok(1)); // b is a's file now
+        t.close(b).unwrap();
+        assert_eq!(area.get("a").as_deref(), Some(&b"ay!"[..]));
+        let c = open_at(&mut t, ROOT, "c", OFLAGS_CREAT, RW).unwrap();
+        assert_eq!(ok(t.c.fd_renumber(c, c)), Ok(()));
+        assert_eq!(ok(t.c.fd_renumber(c, 99)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_renumber(99, c)), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_renumber(ROOT, c)), Err(errno::NOTSUP));
+        assert_eq!(ok(t.c.fd_renumber(c, DOT)), Err(errno::NOTSUP));
+        assert_eq!(t.write(c, b"still"), Ok(5));
+    }
+
+    #[test]
+    fn rights_only_narrow() {
+        let area = Shared::default();
+        let mut t = with_area(&area, 1 << 20);
+        let f = open_at(&mut t, ROOT, "f", OFLAGS_CREAT, RW).unwrap();
+        ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ | RIGHT_FD_SEEK, 0)).unwrap();
+        ok(t.c.fd_fdstat_get(&mut t.mem, f, OUT)).unwrap();
+        assert_eq!(u64::from_le_bytes(t.mem[OUT as usize + 8..OUT as usize + 16].try_into().unwrap()), RIGHT_FD_READ | RIGHT_FD_SEEK);
+        assert_eq!(t.write(f, b"x"), Err(errno::BADF));
+        assert_eq!(t.read(f, 4), Ok(Vec::new()));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ | RIGHT_FD_WRITE, 0)), Err(errno::NOTCAPABLE));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(f, RIGHT_FD_READ, 1)), Err(errno::NOTCAPABLE));
+        ok(t.c.fd_fdstat_set_rights(f, 0, 0)).unwrap();
+        assert_eq!(t.read(f, 4), Err(errno::BADF));
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(99, 0, 0)), Err(errno::BADF));
+        ok(t.c.fd_fdstat_set_rights(1, RIGHT_FD_WRITE, 0)).unwrap();
+        assert_eq!(ok(t.c.fd_fdstat_set_rights(1, RIGHT_FD_READ, 0)), Err(errno::NOTCAPABLE));
+    }
+
+    #[test]
+    fn proc_raise_stops_cleanly() {
+        let mut c = WasiCtx::new(&[], &[], 1024);
+        assert_eq!(c.proc_raise(0), Ok(errno::SUCCESS));
+        assert_eq!(c.proc_raise(31), Ok(errno::INVAL));
+        assert_eq!(c.proc_raise(u32::MAX), Ok(errno::INVAL));
+        assert_eq!(c.proc_raise(6), Err(Stop::Exit(128 + 6))); // SIGABRT
     }
 }

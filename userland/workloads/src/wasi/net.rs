@@ -467,9 +467,10 @@ pub(crate) mod test {
     #[test]
     fn listeners_follow_data_and_end_the_preopen_scan() {
         let (mut t, _) = with_sockets(true, &[80, 443]);
-        assert_eq!((t.c.listener_fd(80), t.c.listener_fd(443), t.c.listener_fd(22)), (Some(4), Some(5), None));
+        assert_eq!((t.c.listener_fd(80), t.c.listener_fd(443), t.c.listener_fd(22)), (Some(5), Some(6), None));
         ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)).unwrap();
-        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)), Err(errno::BADF));
+        ok(t.c.fd_prestat_get(&mut t.mem, 4, OUT)).unwrap(); // `.`
+        assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 5, OUT)), Err(errno::BADF));
         let (mut t, _) = with_sockets(false, &[80]);
         assert_eq!(t.c.listener_fd(80), Some(3));
         assert_eq!(ok(t.c.fd_prestat_get(&mut t.mem, 3, OUT)), Err(errno::BADF));
@@ -483,8 +484,8 @@ pub(crate) mod test {
     fn accept_recv_send_echo_and_eof() {
         let (mut t, s) = with_sockets(true, &[7]);
         let conn = s.with(|m| m.connect(7, b"ping", true));
-        let c = accept(&mut t, 4, 0).unwrap();
-        assert_eq!(c, 5);
+        let c = accept(&mut t, 5, 0).unwrap();
+        assert_eq!(c, 6);
         ok(t.c.fd_fdstat_get(&mut t.mem, c, OUT)).unwrap();
         assert_eq!(t.mem[OUT as usize], FILETYPE_SOCKET_STREAM);
         assert_eq!(recv(&mut t, c, 3), Ok(0));
@@ -563,12 +564,13 @@ pub(crate) mod test {
         s.with(|m| m.connect(7, b"data", false));
         assert_eq!(accept(&mut t, 1, 0), Err(errno::NOTSOCK));
         assert_eq!(accept(&mut t, 3, 0), Err(errno::NOTSOCK)); // /data
+        assert_eq!(accept(&mut t, 4, 0), Err(errno::NOTSOCK)); // .
         assert_eq!(accept(&mut t, 99, 0), Err(errno::BADF));
-        assert_eq!(accept(&mut t, 4, 2), Err(errno::INVAL));
-        assert_eq!(ok(t.c.sock_accept(&mut t.mem, 4, 0, SIZE as u32 - 1)), Err(errno::FAULT));
-        let c = accept(&mut t, 4, 0).unwrap(); // the fault above took nothing off the queue
+        assert_eq!(accept(&mut t, 5, 2), Err(errno::INVAL));
+        assert_eq!(ok(t.c.sock_accept(&mut t.mem, 5, 0, SIZE as u32 - 1)), Err(errno::FAULT));
+        let c = accept(&mut t, 5, 0).unwrap(); // the fault above took nothing off the queue
         assert_eq!(accept(&mut t, c, 0), Err(errno::INVAL));
-        assert_eq!(recv(&mut t, 4, 10), Ok(errno::NOTCONN));
+        assert_eq!(recv(&mut t, 5, 10), Ok(errno::NOTCONN));
         assert_eq!(recv(&mut t, 1, 10), Ok(errno::NOTSOCK));
         assert_eq!(recv(&mut t, 77, 10), Ok(errno::BADF));
         t.iov_len(10);
@@ -585,10 +587,10 @@ pub(crate) mod test {
         assert_eq!(read_u32(&t.mem, OUT), Ok(4));
         t.iov(b"x");
         assert_eq!(t.c.sock_send(&mut t.mem, c, IOV, 1, 1, OUT), Ok(errno::NOTSUP));
-        assert_eq!(t.c.sock_send(&mut t.mem, 4, IOV, 1, 0, OUT), Ok(errno::NOTCONN));
+        assert_eq!(t.c.sock_send(&mut t.mem, 5, IOV, 1, 0, OUT), Ok(errno::NOTCONN));
         assert_eq!(t.c.sock_shutdown(c, 0), Ok(errno::INVAL));
         assert_eq!(t.c.sock_shutdown(c, 4), Ok(errno::INVAL));
-        assert_eq!(t.c.sock_shutdown(4, 3), Ok(errno::NOTCONN));
+        assert_eq!(t.c.sock_shutdown(5, 3), Ok(errno::NOTCONN));
         assert_eq!(t.c.sock_shutdown(0, 3), Ok(errno::NOTSOCK));
         assert_eq!(t.c.fd_fdstat_set_flags(c, 1), Ok(errno::NOTSUP)); // APPEND
         assert_eq!(t.c.fd_fdstat_set_flags(c, 1 << 20), Ok(errno::INVAL));
@@ -598,14 +600,14 @@ pub(crate) mod test {
         // Accepting counts against the open-fd limit, checked before dequeuing.
         for _ in 1..MAX_OPEN_FDS {
             s.with(|m| m.connect(7, b"", false));
-            accept(&mut t, 4, 0).unwrap();
+            accept(&mut t, 5, 0).unwrap();
         }
         s.with(|m| m.connect(7, b"", false));
-        assert_eq!(accept(&mut t, 4, 0), Err(errno::MFILE));
+        assert_eq!(accept(&mut t, 5, 0), Err(errno::MFILE));
         assert_eq!(s.with(|m| m.backlog.len()), 1);
         // Closing a listener just forgets the fd.
-        t.close(4).unwrap();
-        assert_eq!(accept(&mut t, 4, 0), Err(errno::BADF));
+        t.close(5).unwrap();
+        assert_eq!(accept(&mut t, 5, 0), Err(errno::BADF));
     }
 
     /// An iovec bomb on a socket: 1024 iovecs over the same 128 KiB ask for 128 MiB;

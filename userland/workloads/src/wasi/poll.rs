@@ -167,7 +167,7 @@ impl WasiCtx {
         let Some(Some(entry)) = self.fds.get(fd as usize) else { return Ready::Error(errno::BADF) };
         let always = Ready::Yes { nbytes: 0, flags: 0 };
         let r = match entry.kind {
-            Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::Dir => Ok(always),
+            Kind::Stdin | Kind::Stdout | Kind::Stderr | Kind::Dir(_) => Ok(always),
             Kind::File(_) if write => Ok(always),
             Kind::File(_) => Ok(match self.file_unread(fd) {
                 Ok(n) => Ready::Yes { nbytes: n, flags: 0 },

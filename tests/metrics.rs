@@ -1,0 +1,268 @@
+//! The node's Prometheus `/metrics`, booted: from the host, over gridctl's overlay stack
+//! (QEMU user networking carries the overlay's UDP), GET `/metrics` on the node's overlay
+//! address; the series are there with conventional names and the values follow what
+//! happened (a deployed workload, control requests, overlay handshakes). Malformed,
+//! oversized and slow requests are refused (400, 431, a timeout) and the node keeps
+//! serving.
+//!
+//! The same boot checks `gridctl node status` and `gridctl node logs`: the farmer's key
+//! (`gridos.farmer`) sees every workload, the disks, NICs and the kernel log; another
+//! key sees the public part and its own workloads, and no log. And `gridctl forward`:
+//! a local TCP port carried to the node's overlay echo service (`gridos.services=echo`).
+//!
+//! With the underlay left open (`gridos.underlay=open`), TCP 9100 on the node's underlay
+//! address (a QEMU host forward) gives no HTTP answer: `/metrics` is overlay-only. When
+//! `promtool` (Debian's `prometheus` package) is installed, it checks the exposition.
+
+use std::time::Duration;
+
+use gridctl::target::Target;
+use gridctl::tcp::{http_get, parse_response, OverlayTcp};
+use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
+use gridos_tests::{free_udp_port, gridctl, wasm};
+
+/// `gridos_tests::boot_serving_node`, plus a host TCP forward `127.0.0.1:tcp_port` to the
+/// node's underlay TCP 9100 and `127.0.0.1:echo_port` to its underlay TCP 7 (echo).
+fn boot_node(disk: &std::path::Path, udp_port: u16, (tcp_port, echo_port): (u16, u16), cmdline: &str) -> (RunningMachine, String) {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = format!("gridos.test=serve {cmdline}");
+    m.disks = vec![disk.to_path_buf()];
+    m.timeout = Duration::from_secs(300);
+    m.extra_args = vec![
+        "-netdev".to_string(),
+        format!("user,id=n0,hostfwd=udp:127.0.0.1:{udp_port}-:7443,hostfwd=tcp:127.0.0.1:{tcp_port}-:9100,hostfwd=tcp:127.0.0.1:{echo_port}-:7"),
+        "-device".to_string(),
+        "virtio-net-pci,netdev=n0".to_string(),
+    ];
+    let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "{}", node.serial());
+    let serial = node.serial();
+    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
+    let key = line.split_whitespace().skip_while(|w| *w != "key").nth(1).expect("key").to_string();
+    (node, key)
+}
+
+/// Runs `promtool check metrics` on `text` if promtool is installed; `None` if it is not.
+fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let _ = child.stdin.take().map(|mut stdin| stdin.write_all(text.as_bytes()));
+    let out = child.wait_with_output().ok()?;
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    })
+}
+
+fn ok(key: &std::path::Path, args: &[&str]) -> String {
+    gridctl(key, args).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"))
+}
+
+/// The value of the sample line `series` (name with labels) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Sends raw bytes to the metrics port and returns the HTTP status answered.
+fn raw_status(target: &Target, bytes: &[u8]) -> u16 {
+    let mut conn = OverlayTcp::connect(target, metrics::PORT, Duration::from_secs(30)).expect("connect");
+    let answer = conn.exchange(bytes, 1 << 20).expect("exchange");
+    conn.close();
+    parse_response(&answer).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&answer))).0
+}
+
+#[test]
+fn metrics_are_served_on_the_overlay() {
+    let dir = gridos_qemu::workspace_root().join("target/test-disks").join(format!("metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let disk = dir.join("node.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(64 << 20)).expect("disk");
+    let (alice, bob) = (dir.join("alice.key"), dir.join("bob.key"));
+    ok(&alice, &["key", "new"]);
+    ok(&bob, &["key", "new"]);
+    let shown = ok(&alice, &["key", "show"]);
+    let farmer = shown.lines().find_map(|l| l.strip_prefix("public key")).map(str::trim).expect("public key").to_string();
+    let port = free_udp_port();
+    let (tcp_port, underlay_echo_port) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
+        let b = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
+        (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
+    };
+    let (node, node_key) = boot_node(
+        &disk,
+        port,
+        (tcp_port, underlay_echo_port),
+        &format!("gridos.farmer={farmer} gridos.farm=42 gridos.services=echo gridos.underlay=open"),
+    );
+    assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
+    assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
+    let t = format!("{node_key}@127.0.0.1:{port}");
+    let target = Target::parse(&t).expect("target");
+
+    let hello = wasm("hello.wasm");
+    let id = ok(&alice, &["deploy", "--node", &t, "--name", "metrics-hello", "--arg", "x", hello.to_str().expect("path")]);
+    let id = id.trim().to_string();
+    let logs = ok(&alice, &["logs", &id, "--follow", "--node", &t]);
+    assert!(logs.contains("hello, world"), "{logs}");
+
+    let text = ok(&alice, &["node", "metrics", &t]);
+    match promtool_check(&text) {
+        Some(result) => result.unwrap_or_else(|e| panic!("promtool check metrics refused the exposition: {e}\n{text}")),
+        None => eprintln!("promtool not installed: the exposition is not checked by it"),
+    }
+    let serial = node.serial();
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}\n{serial}");
+    has("# TYPE gridos_uptime_seconds gauge");
+    has("# TYPE gridos_control_requests_total counter");
+    has(&format!("gridos_build_info{{version=\"0.1.0\",node_key=\"{node_key}\"}} 1"));
+    assert!(value(&text, "gridos_uptime_seconds").is_some_and(|v| v > 0.0), "{text}");
+    assert!(value(&text, "gridos_heap_used_bytes").is_some_and(|v| v > 0.0), "{text}");
+    assert!(value(&text, "gridos_heap_size_bytes").is_some_and(|v| v > value(&text, "gridos_heap_used_bytes").unwrap_or(0.0)), "{text}");
+    // The workload, with its CPU and log figures.
+    let info = text.lines().find(|l| l.starts_with("gridos_workload_info{") && l.contains("name=\"metrics-hello\"")).unwrap_or_else(|| panic!("{text}"));
+    assert!(info.contains(&format!("workload_id=\"{id}\"")) && info.contains("state=\"exited\""), "{info}");
+    assert!(value(&text, &format!("gridos_workload_log_lines_total{{workload_id=\"{id}\",name=\"metrics-hello\"}}")).is_some_and(|v| v >= 4.0), "{text}");
+    assert!(value(&text, &format!("gridos_workload_log_bytes{{workload_id=\"{id}\",name=\"metrics-hello\"}}")).is_some_and(|v| v > 0.0), "{text}");
+    assert!(text.contains(&format!("gridos_workload_cpu_seconds_total{{workload_id=\"{id}\",name=\"metrics-hello\"}} ")), "{text}");
+    assert_eq!(value(&text, "gridos_workloads{state=\"exited\"}"), Some(1.0), "{text}");
+    // The store on vda, with the workload's module stored in it.
+    assert!(value(&text, "gridos_store_shards{disk=\"vda\"}").is_some_and(|v| v >= 1.0), "{text}");
+    assert!(value(&text, "gridos_store_capacity_bytes{disk=\"vda\"}").is_some_and(|v| v > 0.0), "{text}");
+    // Control: the deploy and the log reads were requests.
+    assert!(value(&text, "gridos_control_requests_total").is_some_and(|v| v >= 2.0), "{text}");
+    assert!(value(&text, "gridos_control_connections_total").is_some_and(|v| v >= 2.0), "{text}");
+    // The overlay: this test's stacks linked (each gridctl run is a handshake).
+    assert!(value(&text, "gridos_overlay_handshakes_completed_total").is_some_and(|v| v >= 3.0), "{text}");
+    assert!(text.contains("gridos_overlay_dropped_packets_total{reason=\"replay\"} "), "{text}");
+    // The NIC moved frames.
+    let nic_rx = text.lines().find(|l| l.starts_with("gridos_nic_receive_frames_total{")).unwrap_or_else(|| panic!("{text}"));
+    assert!(nic_rx.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v > 0), "{nic_rx}");
+
+    // Refusals: malformed, oversized, a wrong path and method; the service carries on.
+    assert_eq!(raw_status(&target, b"BLAH\r\n\r\n"), 400);
+    assert_eq!(raw_status(&target, b"GET /metrics HTTP/1.1\r\nContent-Length: 10\r\n\r\n"), 400);
+    let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    for _ in 0..200 {
+        huge.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    huge.extend_from_slice(b"\r\n");
+    assert_eq!(raw_status(&target, &huge), 431);
+    assert_eq!(raw_status(&target, b"GET /nope HTTP/1.1\r\n\r\n"), 404);
+    assert_eq!(raw_status(&target, b"DELETE /metrics HTTP/1.1\r\n\r\n"), 405);
+    // A client that sends half a request and stalls is answered 408 within the deadline.
+    assert_eq!(raw_status(&target, b"GET /metrics HTTP/1.1\r\n"), 408);
+
+    // The node-wide bound: four idle connections hold every slot; a fifth is reset at
+    // once without an answer. The idle ones are answered 408 after 5 s, which frees them.
+    let held: Vec<OverlayTcp> =
+        (0..4).map(|_| OverlayTcp::connect(&target, metrics::PORT, Duration::from_secs(30)).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    match OverlayTcp::connect(&target, metrics::PORT, Duration::from_secs(10)) {
+        Err(_) => {}
+        Ok(mut fifth) => {
+            let answer = fifth.exchange(b"GET /metrics HTTP/1.1\r\n\r\n", 1 << 20);
+            assert!(answer.as_ref().map_or(true, |a| a.is_empty()), "a fifth connection was served: {answer:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    drop(held);
+
+    let (status, body) = http_get(&target, metrics::PORT, "/metrics", Duration::from_secs(30)).expect("metrics again");
+    assert_eq!(status, 200);
+    let again = String::from_utf8(body).expect("utf8");
+    assert!(value(&again, "gridos_metrics_requests_refused_total").is_some_and(|v| v >= 6.0), "{again}");
+    assert!(value(&again, "gridos_metrics_requests_total").is_some_and(|v| v >= 8.0), "{again}");
+    assert!(value(&again, "gridos_metrics_connections_refused_total").is_some_and(|v| v >= 1.0), "{again}");
+
+    // The underlay (open in this boot) does not serve /metrics, though it carries TCP: its
+    // echo service (port 7) answers.
+    {
+        use std::io::{Read, Write};
+        let mut echo = std::net::TcpStream::connect(("127.0.0.1", underlay_echo_port)).expect("underlay echo");
+        echo.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        echo.write_all(b"ping").expect("write");
+        let mut four = [0u8; 4];
+        echo.read_exact(&mut four).expect("the underlay echo answers");
+        assert_eq!(&four, b"ping");
+        let mut answer = Vec::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", tcp_port)) {
+            conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+            let _ = conn.read_to_end(&mut answer);
+        }
+        assert!(answer.is_empty(), "the underlay answered: {:?}", String::from_utf8_lossy(&answer));
+    }
+
+    // Node status: the farmer's view and a stranger's.
+    let status = ok(&alice, &["node", "status", &t]);
+    for want in ["view             farmer", "farm             42", "disk vda", "metrics-hello", &format!("key              {node_key}")] {
+        assert!(status.contains(want), "missing {want:?} in\n{status}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(&bob, &["node", "status", &t, "--json"])).expect("json");
+    assert_eq!(json["key"], node_key.as_str(), "{json}");
+    assert_eq!(json["farmer_view"], false, "{json}");
+    assert_eq!(json["farm"], 42, "{json}");
+    assert!(json["workloads"].as_array().is_some_and(|w| w.is_empty()), "{json}");
+    assert!(json["disks"].as_array().is_some_and(|d| d.is_empty()), "{json}");
+    assert!(json["uptime_ms"].as_u64().is_some_and(|u| u > 0), "{json}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&alice, &["node", "status", &t, "--json"])).expect("json");
+    assert_eq!(json["farmer_view"], true, "{json}");
+    assert!(json["nics"].as_array().is_some_and(|n| n.len() == 1 && n[0]["rx_frames"].as_u64().unwrap_or(0) > 0), "{json}");
+    // The kernel log: the farmer's only.
+    let logs = ok(&alice, &["node", "logs", &t]);
+    assert!(logs.lines().any(|l| l.contains("gridos ready in")), "{logs}");
+    assert!(logs.lines().any(|l| l.contains("metrics: prometheus /metrics on overlay tcp port 9100")), "{logs}");
+    let refused = gridctl(&bob, &["node", "logs", &t]).expect_err("a stranger read the node's log");
+    assert!(refused.contains("unauthorized"), "{refused}");
+
+    // gridctl forward: a local port to the node's overlay TCP echo (port 7).
+    let (dest, echo_port) = gridctl::forward::parse_destination(&format!("{t}:7")).expect("destination");
+    assert_eq!(echo_port, 7);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let local = listener.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forwarder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            let result = gridctl::forward::run(listener, &dest, 7, Duration::from_secs(30), &stop, &mut log);
+            (result, String::from_utf8_lossy(&log).into_owned())
+        })
+    };
+    for round in 0..2u8 {
+        let mut conn = std::net::TcpStream::connect(local).expect("connect to the forwarded port");
+        conn.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 ^ round).collect();
+        let writer = {
+            let mut conn = conn.try_clone().expect("clone");
+            let data = data.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                conn.write_all(&data).expect("write");
+                conn.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            })
+        };
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut back).expect("read the echo");
+        writer.join().expect("writer");
+        assert!(back == data, "round {round}: {} bytes echoed of {}", back.len(), data.len());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (result, log) = forwarder.join().expect("forwarder");
+    result.unwrap_or_else(|e| panic!("forward: {e}"));
+    assert!(log.contains("forwarding 127.0.0.1:"), "{log}");
+
+    let serial = node.serial();
+    assert!(!serial.contains("PANIC"), "{serial}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

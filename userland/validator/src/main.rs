@@ -1,0 +1,169 @@
+//! `validator`: the ledger's validator daemon (development form).
+//!
+//! `validator init --dir D --addrs A1,A2,...` writes a development chain into `D`: one key
+//! per validator (`validator-I.key`), a funded development account (`dev-account.key`), the
+//! governance key, `genesis.bin` and `peers.txt` (index, key, address). `validator run --dir D
+//! --index I` runs validator I until it is killed; its blocks are in `D/validator-I.redb`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ledger::{Genesis, Keypair, Validator};
+use validator::daemon::{run, Config};
+use validator::Timeouts;
+
+#[derive(Parser)]
+#[command(about = "The ledger's validator daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a development chain: keys, genesis, peers.
+    Init {
+        /// Folder to write into (must not hold a chain yet).
+        #[arg(long)]
+        dir: PathBuf,
+        /// One listen address per validator, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        addrs: Vec<SocketAddr>,
+        /// Initial balance of the development account.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        balance: u64,
+    },
+    /// Runs validator `index` of the chain in `dir` until killed.
+    Run {
+        /// The chain's folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Which validator.
+        #[arg(long)]
+        index: usize,
+    },
+}
+
+/// Creates `path` readable by its owner only and writes `text`; never replaces a file.
+fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn random_seed() -> std::io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)?;
+    Ok(seed)
+}
+
+fn new_key(path: &Path) -> Result<Keypair, String> {
+    let seed = random_seed().map_err(|e| e.to_string())?;
+    let key = Keypair::try_from_seed(seed).ok_or("zero seed")?;
+    write_new_secret(path, &hex(&seed)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(key)
+}
+
+/// Reads a key file written by `init`.
+pub fn read_key(path: &Path) -> Result<Keypair, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let seed = unhex32(&text).ok_or_else(|| format!("{}: not a 64-digit hex seed", path.display()))?;
+    Keypair::try_from_seed(seed).ok_or_else(|| format!("{}: refused seed", path.display()))
+}
+
+fn init(dir: &Path, addrs: &[SocketAddr], balance: u64) -> Result<(), String> {
+    if addrs.is_empty() {
+        return Err("--addrs names no validator".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let keys: Vec<Keypair> = (0..addrs.len()).map(|i| new_key(&dir.join(format!("validator-{i}.key")))).collect::<Result<_, _>>()?;
+    let dev = new_key(&dir.join("dev-account.key"))?;
+    let governance = new_key(&dir.join("governance.key"))?;
+    let time_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as u64;
+    let genesis = Genesis {
+        chain_name: "gridos-dev".into(),
+        time_ms,
+        validators: keys.iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
+        balances: vec![(dev.public(), balance)],
+        governance: governance.public(),
+    };
+    genesis.check().map_err(|e| format!("genesis: {e}"))?;
+    let bytes = postcard::to_allocvec(&genesis).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("genesis.bin"), bytes).map_err(|e| e.to_string())?;
+    let peers: String = keys.iter().zip(addrs).enumerate().map(|(i, (k, a))| format!("{i} {} {a}\n", hex(&k.public()))).collect();
+    std::fs::write(dir.join("peers.txt"), peers).map_err(|e| e.to_string())?;
+    println!("chain {} with {} validator(s) in {}", hex(&genesis.chain_id()[..8]), addrs.len(), dir.display());
+    println!("development account {} holds {balance}", hex(&dev.public()));
+    Ok(())
+}
+
+fn load(dir: &Path, index: usize) -> Result<Config, String> {
+    let bytes = std::fs::read(dir.join("genesis.bin")).map_err(|e| format!("genesis.bin: {e}"))?;
+    let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| "genesis.bin does not decode".to_string())?;
+    let peers_text = std::fs::read_to_string(dir.join("peers.txt")).map_err(|e| format!("peers.txt: {e}"))?;
+    let mut peers = Vec::new();
+    let mut listen = None;
+    for line in peers_text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [i, key, addr] = fields.as_slice() else { return Err(format!("peers.txt: bad line {line:?}")) };
+        let i: usize = i.parse().map_err(|_| format!("peers.txt: bad index in {line:?}"))?;
+        let key = unhex32(key).ok_or_else(|| format!("peers.txt: bad key in {line:?}"))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("peers.txt: bad address in {line:?}"))?;
+        if i == index {
+            listen = Some(addr);
+        } else {
+            peers.push((key, addr));
+        }
+    }
+    let listen = listen.ok_or_else(|| format!("peers.txt has no validator {index}"))?;
+    Ok(Config {
+        key: read_key(&dir.join(format!("validator-{index}.key")))?,
+        genesis,
+        listen,
+        peers,
+        store: dir.join(format!("validator-{index}.redb")),
+        timeouts: Timeouts::default(),
+    })
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Init { dir, addrs, balance } => init(&dir, &addrs, balance),
+        Command::Run { dir, index } => load(&dir, index).and_then(|config| {
+            eprintln!("validator {index} listening on {}", config.listen);
+            run(config, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("validator: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
