@@ -300,13 +300,15 @@ mod test {
             let state = WorkloadState::new(&[], &[], &Limits::default(), Box::new(TestHost(0)));
             let mut st = store(&engine, state);
             let m = Module::new(&engine, &crate::module::module_importing(wasi::MODULE, name)[..]).unwrap();
-            let e = format!("{}", instantiate(&mut st, &l, &m).err().expect("a type mismatch"));
+            let Err(e) = instantiate(&mut st, &l, &m) else { panic!("{name}: instantiated with the wrong type") };
+            let e = format!("{e}");
             assert!(!e.contains("cannot find") && !e.contains("missing") && !e.contains("unknown"), "{name}: {e}");
         }
         let state = WorkloadState::new(&[], &[], &Limits::default(), Box::new(TestHost(0)));
         let mut st = store(&engine, state);
         let m = Module::new(&engine, &crate::module::module_importing(wasi::MODULE, "fd_nope")[..]).unwrap();
-        let e = format!("{}", instantiate(&mut st, &l, &m).err().expect("no such function"));
+        let Err(e) = instantiate(&mut st, &l, &m) else { panic!("fd_nope was bound") };
+        let e = format!("{e}");
         assert!(e.contains("cannot find"), "{e}");
     }
 
