@@ -1,7 +1,7 @@
 // Echo server on the workload's first listening socket (the manifest's first `listen`
 // port): accepts N connections one after another (N = argv[1], default 1), echoes
 // each until the peer ends its stream, then prints what it served. The listener is the
-// first fd >= 3 that fstat calls a socket (fd 4 when the workload has /data at fd 3).
+// first fd >= 3 that fstat calls a socket (fd 5 when the workload has /data and . at fds 3 and 4).
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -82,28 +82,13 @@ impl FileArea for StoredFiles {
 
     fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
         let id = self.id;
-        let committed = persist::commit(|t| {
-            let e = t.get_mut(id)?;
-            // Check every source before changing anything: all moves or none.
-            let mut taken = Vec::new();
-            for (from, to) in moves {
-                let f = e.file(from)?.clone();
-                taken.push((to, f));
-            }
-            let mut replaced = Vec::new();
-            for (_, f) in &taken {
-                e.remove_file(&f.name);
-            }
-            for (to, f) in taken {
-                replaced.extend(e.set_file(to, f.key, f.len_bytes));
-            }
-            Some(replaced)
-        });
+        let committed = persist::commit(|t| t.get_mut(id).map(|e| e.rename_files(moves)));
         match committed {
-            Ok(Some(replaced)) => {
+            Ok(Some(Ok(replaced))) => {
                 persist::delete_unreferenced(replaced);
                 Ok(())
             }
+            Ok(Some(Err(e))) => Err(io(id, "rename")(e)),
             Ok(None) => Err(FileAreaError::Io),
             Err(e) => Err(io(id, "rename")(e)),
         }

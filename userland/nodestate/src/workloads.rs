@@ -34,7 +34,8 @@ pub const MAX_TABLE_BYTES: usize = 512 << 10;
 pub const MAX_ENTRIES: usize = 1024;
 /// Most files per entry: a workload's file area holds at most 64 files.
 pub const MAX_FILES_PER_ENTRY: usize = 64;
-/// Longest file name: the file area's limit (64 bytes, flat names).
+/// Longest file name: the file area's limit (64 bytes, the full path in the area;
+/// a directory is recorded as an empty file named `path/`).
 pub const MAX_FILE_NAME_BYTES: usize = 64;
 /// Largest file length recorded: a file area is at most 64 MiB today; 4 GiB leaves
 /// room to raise that and keeps the sum over 64 files far from overflow.
@@ -138,6 +139,35 @@ impl Entry {
             }
         }
         Ok(())
+    }
+
+    /// Renames every `from` to its `to` (the file area's rename: a file, or every name
+    /// under a directory), replacing a `to` that exists; the shards stay, only names
+    /// move. All or nothing: if a `from` is missing or a `to` is out of bounds
+    /// (`TableError::BadFiles`), nothing changes. Returns the keys of replaced files
+    /// (the caller deletes those no longer referenced once this is durable).
+    pub fn rename_files(&mut self, moves: &[(String, String)]) -> Result<Vec<Key>, TableError> {
+        let mut taken = Vec::with_capacity(moves.len());
+        for (from, to) in moves {
+            let f = self.file(from).ok_or(TableError::BadFiles)?;
+            if to.is_empty() || to.len() > MAX_FILE_NAME_BYTES {
+                return Err(TableError::BadFiles);
+            }
+            taken.push((to.clone(), f.key, f.len_bytes));
+        }
+        let mut next = self.clone();
+        for (from, _) in moves {
+            next.remove_file(from);
+        }
+        let mut replaced = Vec::new();
+        for (to, key, len_bytes) in taken {
+            replaced.extend(next.set_file(&to, key, len_bytes));
+        }
+        if next.files.len() > MAX_FILES_PER_ENTRY {
+            return Err(TableError::BadFiles);
+        }
+        *self = next;
+        Ok(replaced)
     }
 
     /// Removes `name`; returns its key.

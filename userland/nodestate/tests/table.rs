@@ -63,6 +63,31 @@ fn files_replace_and_remove() {
     assert_eq!(e.remove_file("a"), None);
 }
 
+/// The file area's rename (issue 17): names move, shards stay, all or nothing.
+#[test]
+fn renames_move_names_atomically() {
+    let mut t = table();
+    let e = t.get_mut(0).unwrap();
+    e.set_file("d/", [8; 32], 0);
+    e.set_file("d/x", [6; 32], 5);
+    e.set_file("e/", [8; 32], 0);
+    let mv = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // A directory onto an empty one: the marker replaced (same shard), the child moved.
+    assert_eq!(e.rename_files(&[mv("d/", "e/"), mv("d/x", "e/x")]), Ok(vec![[8; 32]]));
+    assert_eq!(e.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["e/", "e/x", "runs"]);
+    assert_eq!(e.file("e/x").map(|f| (f.key, f.len_bytes)), Some(([6; 32], 5)));
+    // A file onto a file returns the replaced shard.
+    assert_eq!(e.rename_files(&[mv("e/x", "runs")]), Ok(vec![[9; 32]]));
+    assert_eq!(e.file("runs").map(|f| f.key), Some([6; 32]));
+    // A missing source or a bad target changes nothing.
+    let before = e.clone();
+    assert_eq!(e.rename_files(&[mv("e/", "f/"), mv("nope", "g")]), Err(TableError::BadFiles));
+    assert_eq!(e.rename_files(&[mv("runs", &"n".repeat(65))]), Err(TableError::BadFiles));
+    assert_eq!(e.rename_files(&[mv("runs", "")]), Err(TableError::BadFiles));
+    assert_eq!(*e, before);
+    assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t.clone()));
+}
+
 #[test]
 fn other_versions_and_trailing_bytes_are_refused() {
     let mut bytes = table().encode();

@@ -256,17 +256,18 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     }
 
     let mut timers: Vec<(Instant, Timeout)> = Vec::new();
+    let mut wake: Option<Instant> = None;
     let mut acks: Vec<([u8; 32], Sender<Response>)> = Vec::new();
     let outputs = node.start(now_ms());
-    let mut loop_state = Loop { peers: &peers, timers: &mut timers };
+    let mut loop_state = Loop { peers: &peers, timers: &mut timers, wake: &mut wake };
     loop_state.apply(outputs);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let wait = timers.iter().map(|(at, _)| at.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(100));
+        let wait = timers.iter().map(|(at, _)| *at).chain(wake).map(|at| at.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(100));
         match events.recv_timeout(wait.min(Duration::from_millis(100))) {
             Ok(Event::Message(message)) => {
                 let outputs = node.on_message(message, now_ms());
-                Loop { peers: &peers, timers: &mut timers }.apply(outputs);
+                Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
             }
             Ok(Event::Request(request, reply)) => answer(&mut node, request, reply, &mut acks),
             Err(_) => {}
@@ -276,7 +277,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         timers.retain(|(at, _)| *at > now);
         for timeout in due {
             let outputs = node.on_timeout(timeout, now_ms());
-            Loop { peers: &peers, timers: &mut timers }.apply(outputs);
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+        }
+        if wake.is_some_and(|at| at <= now) {
+            wake = None;
+            let outputs = node.on_wake(now_ms());
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
         }
         // Durable first, then acknowledged.
         while stored < node.decided().len() {
@@ -301,6 +307,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
 struct Loop<'a> {
     peers: &'a BTreeMap<Address, SyncSender<Vec<u8>>>,
     timers: &'a mut Vec<(Instant, Timeout)>,
+    wake: &'a mut Option<Instant>,
 }
 
 impl Loop<'_> {
@@ -324,6 +331,7 @@ impl Loop<'_> {
                 }
                 Output::CancelTimeout(timeout) => self.timers.retain(|(_, t)| *t != timeout),
                 Output::CancelAllTimeouts => self.timers.clear(),
+                Output::Wake(after_ms) => *self.wake = Some(Instant::now() + Duration::from_millis(after_ms)),
             }
         }
     }

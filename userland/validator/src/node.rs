@@ -76,6 +76,8 @@ pub enum Output {
     CancelTimeout(Timeout),
     /// Forget every timeout.
     CancelAllTimeouts,
+    /// Call [`Node::on_wake`] after `after_ms` (the commit wait).
+    Wake(u64),
 }
 
 /// Timeout lengths.
@@ -91,11 +93,15 @@ pub struct Timeouts {
     pub rebroadcast_ms: u64,
     /// Added per round.
     pub per_round_ms: u64,
+    /// Wait after a decision before the next height starts (Tendermint's commit timeout):
+    /// a chain without transactions then makes one empty block per interval, not as many
+    /// as consensus can.
+    pub commit_ms: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { propose_ms: 3_000, prevote_ms: 1_000, precommit_ms: 1_000, rebroadcast_ms: 5_000, per_round_ms: 500 }
+        Timeouts { propose_ms: 3_000, prevote_ms: 1_000, precommit_ms: 1_000, rebroadcast_ms: 5_000, per_round_ms: 500, commit_ms: 1_000 }
     }
 }
 
@@ -137,6 +143,8 @@ struct App {
     highest_seen: u64,
     /// The height a sync request last asked for.
     sync_requested: u64,
+    /// When the next height starts (after the commit wait).
+    start_at_ms: Option<u64>,
 }
 
 /// One validator.
@@ -179,6 +187,7 @@ impl Node {
             pending_nonce: BTreeMap::new(),
             highest_seen: 0,
             sync_requested: 0,
+            start_at_ms: None,
         };
         Ok(Node { consensus, app })
     }
@@ -309,6 +318,7 @@ impl Node {
                     return Vec::new();
                 }
                 let height = Height(self.height());
+                self.app.start_at_ms = None;
                 let mut outputs = self.run(Input::StartHeight(height, self.app.validators.clone()));
                 if self.app.highest_seen > height.0 && self.app.last_synced_batch_done(height.0) {
                     self.app.last_sync_request_ms = None;
@@ -317,6 +327,20 @@ impl Node {
                 }
                 outputs
             }
+        }
+    }
+
+    /// The wake-up asked for by [`Output::Wake`]: starts the next height once the commit
+    /// wait is over.
+    pub fn on_wake(&mut self, now_ms: u64) -> Vec<Output> {
+        self.app.now_ms = now_ms;
+        match self.app.start_at_ms {
+            Some(at) if at <= now_ms => {
+                self.app.start_at_ms = None;
+                let height = Height(self.height());
+                self.run(Input::StartHeight(height, self.app.validators.clone()))
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -346,7 +370,12 @@ impl Node {
             if let Some(certificate) = self.app.decision.take() {
                 if self.app.commit(certificate) {
                     let height = Height(self.app.ledger.meta().height + 1);
-                    next = Some(Input::StartHeight(height, self.app.validators.clone()));
+                    if self.app.timeouts.commit_ms == 0 {
+                        next = Some(Input::StartHeight(height, self.app.validators.clone()));
+                    } else {
+                        self.app.start_at_ms = Some(self.app.now_ms + self.app.timeouts.commit_ms);
+                        self.app.outputs.push(Output::Wake(self.app.timeouts.commit_ms));
+                    }
                 }
                 continue;
             }

@@ -67,7 +67,7 @@ impl Cluster {
             listen: self.addrs[i],
             peers: (0..4).filter(|j| *j != i).map(|j| (keys[j].public(), self.addrs[j])).collect(),
             store: self.dir.join(format!("validator-{i}.redb")),
-            timeouts: Timeouts { propose_ms: 1_000, prevote_ms: 500, precommit_ms: 500, rebroadcast_ms: 1_000, per_round_ms: 200 },
+            timeouts: Timeouts { propose_ms: 1_000, prevote_ms: 500, precommit_ms: 500, rebroadcast_ms: 1_000, per_round_ms: 200, commit_ms: 100 },
         };
         let stop = Arc::new(AtomicBool::new(false));
         self.stops[i] = stop.clone();

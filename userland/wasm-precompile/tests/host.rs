@@ -140,12 +140,17 @@ fn files_persist_across_runs_on_the_same_area() {
         let lines: Vec<&str> = r.lines.iter().map(|(_, l)| l.as_str()).collect();
         assert_eq!(r.reason, StopReason::Exited(0), "{lines:?}");
         assert_eq!(lines[..4], [format!("runs={run}").as_str(), "big file ok", "files: big runs tmp", "unlink ok"]);
-        assert!(lines[4].starts_with("quota enforced"), "{lines:?}");
+        // The directory tree (issue 17): relative and /data paths, rename, readdir, rmdir.
+        assert_eq!(lines[4..7], ["tree: leaf2,moved", "tree/moved: b", "tree ok (mkdir, rename, readdir, rmdir, relative paths)"]);
+        assert!(lines[7].starts_with("quota enforced"), "{lines:?}");
     }
     let area = files.0.lock().unwrap();
     assert_eq!(area.get("runs"), Some(&b"2\n"[..]));
     assert_eq!(area.get("big").map(<[u8]>::len), Some(100 * 1024));
     assert_eq!((area.get("tmp"), area.get("hog")), (None, None));
+    let mut names: Vec<String> = workloads::wasi::FileArea::list(&mut area.clone()).unwrap().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["big", "runs"]); // the tree left nothing behind
 }
 
 #[test]

@@ -141,7 +141,7 @@ impl WorkloadState {
     }
 
     /// Gives the workload one preopened listener per port of `listen` (the manifest's
-    /// `listen`), after `/data`: fds 4, 5, ... with a file area, 3, 4, ... without.
+    /// `listen`), after `/data` and `.`: fds 5, 6, ... with a file area, 3, 4, ... without.
     /// Call before instantiating (in either order with [`Self::with_files`]).
     pub fn with_sockets(mut self, sockets: Box<dyn Sockets + Send>, listen: &[u16]) -> Self {
         self.wasi.attach_sockets(sockets, listen);

@@ -7,7 +7,7 @@
 //!
 //! Two optional services, both traits the kernel implements:
 //! - a persistent file area ([`FileArea`], [`fs`]): the preopened directory `/data`,
-//!   flat names only, quota-checked, whole files committed on close and sync;
+//!   a directory tree, quota-checked, whole files committed on close and sync;
 //! - listening TCP sockets ([`Sockets`], [`net`]): `sock_accept`, `sock_recv`,
 //!   `sock_send`, `sock_shutdown` on preopened listeners.
 //!
@@ -15,9 +15,10 @@
 //! [`HostServices::wait_until`].
 //!
 //! File descriptors: 0, 1, 2 are stdin, stdout, stderr; then the preopens in this
-//! order: `/data` (only with a file area), then one listener per port of
-//! [`WasiCtx::attach_sockets`], in the given order. So with a file area fd 3 is
-//! `/data` and the listeners are 4, 5, ...; without one, the listeners start at 3.
+//! order: `/data` and `.` (both the area's root, only with a file area), then one
+//! listener per port of [`WasiCtx::attach_sockets`], in the given order. So with a
+//! file area fd 3 is `/data`, fd 4 is `.` and the listeners are 5, 6, ...; without
+//! one, the listeners start at 3.
 //! `fd_prestat_get` answers `BADF` on a listener, which ends wasi-libc's preopen scan.
 //! Files, directories and connections a program opens take the lowest free numbers
 //! above those, at most [`MAX_OPEN_FDS`] at a time.

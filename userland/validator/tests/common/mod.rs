@@ -26,6 +26,7 @@ impl Rng {
 }
 
 pub enum Event {
+    Wake { node: usize },
     Deliver { to: usize, message: Message },
     Timeout { node: usize, timeout: Timeout, generation: u64 },
 }
@@ -127,6 +128,7 @@ impl Sim {
                     self.timeouts.remove(&(from, timeout));
                 }
                 Output::CancelAllTimeouts => self.timeouts.retain(|(node, _), _| *node != from),
+                Output::Wake(after_ms) => self.push(self.now_ms + after_ms, Event::Wake { node: from }),
             }
         }
     }
@@ -171,6 +173,13 @@ impl Sim {
             let Some(((at, _), event)) = self.events.pop_first() else { return false };
             self.now_ms = self.now_ms.max(at);
             match event {
+                Event::Wake { node } => {
+                    if self.net.silent.contains(&node) {
+                        continue;
+                    }
+                    let outputs = self.nodes[node].on_wake(self.now_ms);
+                    self.apply_outputs(node, outputs);
+                }
                 Event::Deliver { to, message } => {
                     if self.net.silent.contains(&to) {
                         continue;

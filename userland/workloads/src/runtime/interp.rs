@@ -253,6 +253,89 @@ mod test {
         Ok(Run { reason, lines: store.data_mut().wasi.log.take_lines(), slices })
     }
 
+    /// A file area shared between runs (the context owns its box).
+    #[derive(Clone, Default)]
+    struct SharedArea(std::sync::Arc<std::sync::Mutex<crate::wasi::MemFileArea>>);
+
+    impl crate::wasi::FileArea for SharedArea {
+        fn read(&mut self, n: &str) -> Result<Option<Vec<u8>>, crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().read(n)
+        }
+        fn write(&mut self, n: &str, b: &[u8]) -> Result<(), crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().write(n, b)
+        }
+        fn remove(&mut self, n: &str) -> Result<bool, crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().remove(n)
+        }
+        fn list(&mut self) -> Result<Vec<(String, u64)>, crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().list()
+        }
+        fn rename(&mut self, moves: &[(String, String)]) -> Result<(), crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().rename(moves)
+        }
+    }
+
+    /// Every WASI preview 1 function is bound (issue 17): none is refused at load.
+    #[test]
+    fn every_preview1_function_is_bound() {
+        let mut all = [
+            "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
+            "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get", "fd_fdstat_set_flags",
+            "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
+            "fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite", "fd_read", "fd_readdir", "fd_renumber", "fd_seek",
+            "fd_sync", "fd_tell", "fd_write", "path_create_directory", "path_filestat_get", "path_filestat_set_times",
+            "path_link", "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
+            "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get", "sock_accept",
+            "sock_recv", "sock_send", "sock_shutdown",
+        ];
+        let mut supported = wasi::SUPPORTED.to_vec();
+        all.sort_unstable();
+        supported.sort_unstable();
+        assert_eq!(supported, all);
+        let engine = engine();
+        let l = linker(&engine).unwrap();
+        // A module importing each name as `() -> ()`: the linker has a definition for
+        // every one (the instantiation fails on the type, not on a missing name).
+        for name in all {
+            let state = WorkloadState::new(&[], &[], &Limits::default(), Box::new(TestHost(0)));
+            let mut st = store(&engine, state);
+            let m = Module::new(&engine, &crate::module::module_importing(wasi::MODULE, name)[..]).unwrap();
+            let e = format!("{}", instantiate(&mut st, &l, &m).err().expect("a type mismatch"));
+            assert!(!e.contains("cannot find") && !e.contains("missing") && !e.contains("unknown"), "{name}: {e}");
+        }
+        let state = WorkloadState::new(&[], &[], &Limits::default(), Box::new(TestHost(0)));
+        let mut st = store(&engine, state);
+        let m = Module::new(&engine, &crate::module::module_importing(wasi::MODULE, "fd_nope")[..]).unwrap();
+        let e = format!("{}", instantiate(&mut st, &l, &m).err().expect("no such function"));
+        assert!(e.contains("cannot find"), "{e}");
+    }
+
+    /// The C file program (tests/wasm/files.c) twice on one area under wasmi: the
+    /// directory tree with relative and /data paths, and nothing left behind.
+    #[test]
+    fn files_program_walks_a_directory_tree_twice_on_one_area() {
+        let area = SharedArea::default();
+        for run in 1..=2 {
+            let engine = engine();
+            let linker = linker(&engine).unwrap();
+            let module = load(&engine, &program("files")).unwrap();
+            let limits = Limits { storage_bytes: 512 << 10, ..Limits::default() };
+            let state = WorkloadState::new(&["files".to_string()], &[], &limits, Box::new(TestHost(0)))
+                .with_files(Box::new(area.clone()));
+            let mut st = store(&engine, state);
+            let reason = run_start(&mut st, &linker, &module, 1 << 20, |_| Ok(()));
+            st.data_mut().wasi.log.flush();
+            let lines = st.data_mut().wasi.log.take_lines();
+            let out: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+            assert_eq!(reason, StopReason::Exited(0), "{out:?}");
+            assert_eq!(out[0], format!("runs={run}"));
+            assert_eq!(out[4..7], ["tree: leaf2,moved", "tree/moved: b", "tree ok (mkdir, rename, readdir, rmdir, relative paths)"]);
+        }
+        let mut names: Vec<String> = crate::wasi::FileArea::list(&mut area.clone()).unwrap().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["big", "runs"]);
+    }
+
     fn stdout(r: &Run) -> Vec<&str> {
         r.lines.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str()).collect()
     }

@@ -39,7 +39,8 @@ impl FileAreaError {
     }
 }
 
-/// Storage for the files of one workload. Names are flat (see [`check_name`]);
+/// Storage for the files of one workload. Names are area paths whose components
+/// passed [`check_name`] (see the module docs);
 /// the WASI layer enforces the quota and the file count before calling in.
 pub trait FileArea {
     /// The committed contents of `name`, `None` if there is no such file.
