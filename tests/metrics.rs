@@ -108,6 +108,12 @@ fn metrics_are_served_on_the_overlay() {
     let t = format!("{node_key}@127.0.0.1:{port}");
     let target = Target::parse(&t).expect("target");
 
+    // Before any workload: none counted, and the figures to compare with later.
+    let before = ok(&alice, &["node", "metrics", &t]);
+    assert_eq!(value(&before, "gridos_workloads{state=\"exited\"}"), Some(0.0), "{before}");
+    let live_before = value(&before, "gridos_store_live_bytes{disk=\"vda\"}").unwrap_or_else(|| panic!("{before}"));
+    let requests_before = value(&before, "gridos_control_requests_total").unwrap_or_else(|| panic!("{before}"));
+
     let hello = wasm("hello.wasm");
     let id = ok(&alice, &["deploy", "--node", &t, "--name", "metrics-hello", "--arg", "x", hello.to_str().expect("path")]);
     let id = id.trim().to_string();
@@ -134,6 +140,9 @@ fn metrics_are_served_on_the_overlay() {
     assert!(value(&text, &format!("gridos_workload_log_bytes{{workload_id=\"{id}\",name=\"metrics-hello\"}}")).is_some_and(|v| v > 0.0), "{text}");
     assert!(text.contains(&format!("gridos_workload_cpu_seconds_total{{workload_id=\"{id}\",name=\"metrics-hello\"}} ")), "{text}");
     assert_eq!(value(&text, "gridos_workloads{state=\"exited\"}"), Some(1.0), "{text}");
+    // The values moved: the module is stored, the deploy and log reads were requests.
+    assert!(value(&text, "gridos_store_live_bytes{disk=\"vda\"}").is_some_and(|v| v > live_before), "{before}\n{text}");
+    assert!(value(&text, "gridos_control_requests_total").is_some_and(|v| v >= requests_before + 2.0), "{before}\n{text}");
     // The store on vda, with the workload's module stored in it.
     assert!(value(&text, "gridos_store_shards{disk=\"vda\"}").is_some_and(|v| v >= 1.0), "{text}");
     assert!(value(&text, "gridos_store_capacity_bytes{disk=\"vda\"}").is_some_and(|v| v > 0.0), "{text}");

@@ -8,6 +8,9 @@ use alloc::vec::Vec;
 
 use crate::text::{Kind, Writer};
 
+/// A family rendered from one field per labelled item: (name, help, the field).
+type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// One data disk of the shard store.
 #[derive(Debug, Clone, Default)]
 pub struct DiskMetrics {
@@ -127,7 +130,7 @@ impl NodeMetrics {
             let up = u64::from(d.state != "failed" && d.capacity_bytes > 0);
             w.sample("gridos_disk_up", &[("disk", &d.name), ("state", &d.state)], up);
         }
-        let gauges: [(&str, &str, fn(&DiskMetrics) -> u64); 5] = [
+        let gauges: [Field<DiskMetrics>; 5] = [
             ("gridos_store_capacity_bytes", "Bytes of the disk's shard store log.", |d| d.capacity_bytes),
             ("gridos_store_used_bytes", "Bytes of the store log in use (live and not yet reclaimed).", |d| d.used_bytes),
             ("gridos_store_free_bytes", "Bytes new shards may still use.", |d| d.free_bytes),
@@ -144,7 +147,7 @@ impl NodeMetrics {
     }
 
     fn render_nics(&self, w: &mut Writer) {
-        let counters: [(&str, &str, fn(&NicMetrics) -> u64); 6] = [
+        let counters: [Field<NicMetrics>; 6] = [
             ("gridos_nic_receive_frames_total", "Frames received.", |n| n.rx_frames),
             ("gridos_nic_transmit_frames_total", "Frames sent.", |n| n.tx_frames),
             ("gridos_nic_receive_bytes_total", "Bytes received (frames without the virtio header).", |n| n.rx_bytes),
@@ -175,11 +178,11 @@ impl NodeMetrics {
         for (x, id) in self.workloads.iter().zip(&ids) {
             w.sample_milli("gridos_workload_cpu_seconds_total", &[("workload_id", id), ("name", &x.name)], x.cpu_ms);
         }
-        let per: [(&str, Kind, &str, fn(&WorkloadMetrics) -> u64); 2] = [
-            ("gridos_workload_log_bytes", Kind::Gauge, "Bytes of the workload's log the node keeps.", |x| x.log_bytes),
-            ("gridos_workload_log_lines_total", Kind::Counter, "Log lines the workload wrote since it started.", |x| x.log_lines),
+        let per: [(Kind, Field<WorkloadMetrics>); 2] = [
+            (Kind::Gauge, ("gridos_workload_log_bytes", "Bytes of the workload's log the node keeps.", |x| x.log_bytes)),
+            (Kind::Counter, ("gridos_workload_log_lines_total", "Log lines the workload wrote since it started.", |x| x.log_lines)),
         ];
-        for (name, kind, help, value) in per {
+        for (kind, (name, help, value)) in per {
             w.family(name, kind, help);
             for (x, id) in self.workloads.iter().zip(&ids) {
                 w.sample(name, &[("workload_id", id), ("name", &x.name)], value(x));
