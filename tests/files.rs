@@ -159,6 +159,9 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let net = ClusterNet { mcast_port: 40000 + (pid % 20000) as u16, host_udp_port: free_udp_port() };
     let mut base = Machine::new(&kernel);
     base.cmdline = "gridos.test=serve".into();
+    if std::env::var_os("GRIDOS_FILES_TEST_DEBUG").is_some() {
+        base.cmdline.push_str(" gridos.log=debug");
+    }
     base.timeout = Duration::from_secs(1200);
 
     let mut nodes: Vec<Node> = (0..5).map(|i| boot(&base, i, &net, &dir)).collect();
@@ -177,6 +180,17 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let put = store_json(&user, &["put", src.to_str().expect("path"), "--data", "3", "--parity", "2", "--nodes", &gateway], &nodes);
     let put_s = start.elapsed().as_secs_f64();
     eprintln!("files bench: put {} MiB (K=3 M=2, {} MiB of shards) in {put_s:.1} s: {:.2} MB/s", file_bytes() >> 20, file_bytes() * 5 / 3 >> 20, file_bytes() as f64 / 1e6 / put_s);
+    // GRIDOS_FILES_TEST_DEBUG=1 prints put's answer (its notes name the nodes that failed)
+    // and each node's control, shard and overlay lines and debug log (it boots the nodes
+    // with `gridos.log=debug`: smoltcp's TCP notes and the overlay's `traffic` counters).
+    if std::env::var_os("GRIDOS_FILES_TEST_DEBUG").is_some() {
+        eprintln!("put: {put}");
+        for (i, n) in nodes.iter().enumerate() {
+            for line in serial(n).lines().filter(|l| l.contains("overlay: traffic") || l.contains("DEBUG") || l.contains("control:") || l.contains("overlay: guard") || l.contains("shard")) {
+                eprintln!("node {i}: {line}");
+            }
+        }
+    }
     assert_eq!((put["data_shards"].as_u64(), put["parity_shards"].as_u64(), put["segments"].as_u64()), (Some(3), Some(2), Some(segments as u64)), "{put}");
     let id = put["id"].as_str().expect("id").to_string();
     let v = store_json(&user, &["verify", &id, "--nodes", &gateway], &nodes);

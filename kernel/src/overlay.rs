@@ -323,6 +323,7 @@ async fn run(
     let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
     let mut next_routes_ns = 0;
     let mut logged_guard = [0u64; 11];
+    let mut logged_traffic = (0u64, 0u64, 0u64, 0u64);
     let mut discovered = Discovery::new(DiscoveryConfig::default(), now());
     let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
     loop {
@@ -417,6 +418,23 @@ async fn run(
             if counters != logged_guard {
                 logged_guard = counters;
                 log_guard(&counters, node.peer_count(), discovered.len());
+            }
+            // What the node forwarded, delivered and dropped (`gridos.log=debug`): the
+            // relayed-upload stall (README) shows here as a trickle of forwarded packets.
+            let traffic = (stats.forwarded, stats.delivered, stats.dropped_no_route_or_queue, stats.dropped_replays);
+            if traffic != logged_traffic {
+                logged_traffic = traffic;
+                log::debug!(
+                    "overlay: traffic: {} forwarded, {} delivered, {} dropped (no route or queue full), {} replays, \
+                     {} hop limit, {} spoofed; e2e {:?}",
+                    stats.forwarded,
+                    stats.delivered,
+                    stats.dropped_no_route_or_queue,
+                    stats.dropped_replays,
+                    stats.dropped_hop_limit,
+                    stats.dropped_spoofed_source,
+                    stats.e2e
+                );
             }
         }
         *STATS.lock() = Some(stats);
