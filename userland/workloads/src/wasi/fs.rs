@@ -1061,9 +1061,9 @@ mod test {
     const RW: u64 = RIGHT_FD_READ | RIGHT_FD_WRITE;
     const CREAT: u32 = OFLAGS_CREAT;
 
-    /// A file area the test can look into while the context owns it.
+    /// A file area the test can look into while the context owns it (also used by `tree_test`).
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemFileArea>>);
+    pub(super) struct Shared(pub(super) Arc<Mutex<MemFileArea>>);
 
     impl FileArea for Shared {
         fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
@@ -1084,7 +1084,7 @@ mod test {
     }
 
     impl Shared {
-        fn get(&self, name: &str) -> Option<Vec<u8>> {
+        pub(super) fn get(&self, name: &str) -> Option<Vec<u8>> {
             self.0.lock().unwrap().get(name).map(<[u8]>::to_vec)
         }
     }
@@ -1558,44 +1558,20 @@ mod test {
 #[cfg(test)]
 mod tree_test {
     use super::super::testmem::{ok, T, DATA, NAME, OUT, SIZE};
-    use super::super::{errno, MemFileArea, Stop, WasiCtx};
+    use super::super::{errno, Stop, WasiCtx};
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use super::test::Shared;
 
     const RW: u64 = RIGHT_FD_READ | RIGHT_FD_WRITE;
     const NAME2: u32 = NAME + 1024;
     const ROOT: u32 = 3;
     const DOT: u32 = 4;
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemFileArea>>);
-
-    impl FileArea for Shared {
-        fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError> {
-            self.0.lock().unwrap().read(name)
-        }
-        fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
-            self.0.lock().unwrap().write(name, bytes)
-        }
-        fn remove(&mut self, name: &str) -> Result<bool, FileAreaError> {
-            self.0.lock().unwrap().remove(name)
-        }
-        fn list(&mut self) -> Result<Vec<(String, u64)>, FileAreaError> {
-            self.0.lock().unwrap().list()
-        }
-        fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
-            self.0.lock().unwrap().rename(moves)
-        }
-    }
-
     impl Shared {
         fn names(&self) -> Vec<String> {
             let mut v: Vec<String> = self.0.lock().unwrap().list().unwrap().into_iter().map(|(n, _)| n).collect();
             v.sort();
             v
-        }
-        fn get(&self, name: &str) -> Option<Vec<u8>> {
-            self.0.lock().unwrap().get(name).map(<[u8]>::to_vec)
         }
         fn fail(&self, e: Option<FileAreaError>) {
             self.0.lock().unwrap().fail = e;
