@@ -9,10 +9,8 @@ use common::OWNER;
 use blockdev::mem::MemDisk;
 use blockdev::SECTOR_SIZE;
 use common::{fresh, shard};
-use shardstore::layout::{
-    RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
-};
-use shardstore::layout::Checkpoint;
+use common::{crafted_log_image, CraftedRecord};
+use shardstore::layout::{RecordKind, LOG_START_SECTORS};
 use shardstore::{Error, MountError, ShardStore, RECORDS_MAX};
 
 /// Issue 10 item 8: a crafted disk of the smallest records (one-sector deletes, a
@@ -23,41 +21,12 @@ use shardstore::{Error, MountError, ShardStore, RECORDS_MAX};
 #[test]
 fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
     let records = RECORDS_MAX as u64 + 1;
-    let log_sectors = records + 64;
-    let sector_count = LOG_START_SECTORS + log_sectors;
-    let superblock = Superblock {
-        node_id: [1; 32],
-        disk_id: [2; 16],
-        format_salt: [3; 16],
-        sector_count,
-        log_start_sectors: LOG_START_SECTORS,
-        log_sectors,
-        block_sectors: 1,
-    };
-    let key = superblock.checksum_key();
-    let mut image = vec![0u8; sector_count as usize * SECTOR_SIZE];
-    image[..SECTOR_SIZE].copy_from_slice(&superblock.encode());
-    let checkpoint = Checkpoint { generation: 1, head_offset_sectors: 0, head_seq: 1, head_prev_checksum: [0; 32] };
-    let at = CHECKPOINT_SECTORS[1] as usize * SECTOR_SIZE;
-    image[at..at + SECTOR_SIZE].copy_from_slice(&checkpoint.encode(&key));
-    let mut prev_checksum = [0u8; 32];
-    for i in 0..records {
-        let mut header = RecordHeader {
-            kind: RecordKind::Delete,
-            payload_len_bytes: 0,
-            seq: 1 + i,
-            record_sectors: 1,
-            key: [9; 32],
-            owner: OWNER,
-            merkle_root: [0; 32],
-            prev_checksum,
-            record_checksum: [0; 32],
-        };
-        header.record_checksum = header.compute_record_checksum(&key, &[]);
-        prev_checksum = header.record_checksum;
-        let at = (LOG_START_SECTORS + i) as usize * SECTOR_SIZE;
-        image[at..at + RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&key));
-    }
+    let image = crafted_log_image(records, |_| CraftedRecord {
+        kind: RecordKind::Delete,
+        owner: OWNER,
+        key: [9; 32],
+        merkle_root: [0; 32],
+    });
     let disk = MemDisk::from_image(image).unwrap();
     let (error, disk) = ShardStore::try_mount(disk).expect_err("a disk past RECORDS_MAX was mounted");
     assert_eq!(error, MountError::TooManyRecords { records_max: RECORDS_MAX as u64 });

@@ -3,13 +3,13 @@
 //! must hold for a log of many shards, each of its own owner (the worst case for the
 //! per-owner usage map).
 
+mod common;
+
 use std::alloc::System;
 
 use blockdev::mem::MemDisk;
-use blockdev::SECTOR_SIZE;
-use shardstore::layout::{
-    Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
-};
+use common::{crafted_log_image, CraftedRecord};
+use shardstore::layout::RecordKind;
 use shardstore::{merkle_root, ShardStore};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -25,47 +25,14 @@ const OWNER_BYTES_MAX: isize = 80;
 
 /// A log of `shards` one-sector puts of the empty shard, by `owners` owners in turn.
 fn image_of_owners(shards: u64, owners: u64) -> Vec<u8> {
-    let log_sectors = shards + 64;
-    let sector_count = LOG_START_SECTORS + log_sectors;
-    let superblock = Superblock {
-        node_id: [1; 32],
-        disk_id: [2; 16],
-        format_salt: [3; 16],
-        sector_count,
-        log_start_sectors: LOG_START_SECTORS,
-        log_sectors,
-        block_sectors: 1,
-    };
-    let key = superblock.checksum_key();
-    let mut image = vec![0u8; sector_count as usize * SECTOR_SIZE];
-    image[..SECTOR_SIZE].copy_from_slice(&superblock.encode());
-    let checkpoint = Checkpoint { generation: 1, head_offset_sectors: 0, head_seq: 1, head_prev_checksum: [0; 32] };
-    let at = CHECKPOINT_SECTORS[1] as usize * SECTOR_SIZE;
-    image[at..at + SECTOR_SIZE].copy_from_slice(&checkpoint.encode(&key));
-    let mut prev_checksum = [0u8; 32];
-    for index in 0..shards {
+    crafted_log_image(shards, |index| {
         let mut owner = [0u8; 32];
         owner[..8].copy_from_slice(&blake3::hash(&(index % owners).to_le_bytes()).as_bytes()[..8]);
         // One owner holds the empty shard once: its other shards are other (forged) keys.
-        let shard_key =
+        let key =
             if owners == shards { *blake3::hash(&[]).as_bytes() } else { *blake3::hash(&index.to_le_bytes()).as_bytes() };
-        let mut header = RecordHeader {
-            kind: RecordKind::Put,
-            payload_len_bytes: 0,
-            seq: 1 + index,
-            record_sectors: 1,
-            key: shard_key,
-            owner,
-            merkle_root: merkle_root(&[]),
-            prev_checksum,
-            record_checksum: [0; 32],
-        };
-        header.record_checksum = header.compute_record_checksum(&key, &[]);
-        prev_checksum = header.record_checksum;
-        let at = (LOG_START_SECTORS + index) as usize * SECTOR_SIZE;
-        image[at..at + RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&key));
-    }
-    image
+        CraftedRecord { kind: RecordKind::Put, owner, key, merkle_root: merkle_root(&[]) }
+    })
 }
 
 /// Heap bytes a store mounted from `image` keeps, per shard.

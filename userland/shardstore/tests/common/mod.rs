@@ -41,3 +41,58 @@ pub fn crash_and_remount(store: ShardStore<MemDisk>) -> ShardStore<MemDisk> {
     disk.crash();
     ShardStore::mount(disk).expect("remount")
 }
+
+/// What a crafted one-sector record says (see [`crafted_log_image`]).
+pub struct CraftedRecord {
+    pub kind: shardstore::layout::RecordKind,
+    pub owner: [u8; 32],
+    pub key: Key,
+    pub merkle_root: [u8; 32],
+}
+
+/// A disk image whose log holds `records` one-sector records with valid checksums and
+/// chain links (as anyone who reads the superblock can compute them), record `i` as
+/// `record(i)` says, plus 64 free sectors: the crafted disks of the memory and limit tests.
+pub fn crafted_log_image(records: u64, record: impl Fn(u64) -> CraftedRecord) -> Vec<u8> {
+    use blockdev::SECTOR_SIZE;
+    use shardstore::layout::{
+        Checkpoint, RecordHeader, Superblock, CHECKPOINT_SECTORS, LOG_START_SECTORS, RECORD_HEADER_SIZE_BYTES,
+    };
+    let log_sectors = records + 64;
+    let sector_count = LOG_START_SECTORS + log_sectors;
+    let superblock = Superblock {
+        node_id: [1; 32],
+        disk_id: [2; 16],
+        format_salt: [3; 16],
+        sector_count,
+        log_start_sectors: LOG_START_SECTORS,
+        log_sectors,
+        block_sectors: 1,
+    };
+    let key = superblock.checksum_key();
+    let mut image = vec![0u8; sector_count as usize * SECTOR_SIZE];
+    image[..SECTOR_SIZE].copy_from_slice(&superblock.encode());
+    let checkpoint = Checkpoint { generation: 1, head_offset_sectors: 0, head_seq: 1, head_prev_checksum: [0; 32] };
+    let at = CHECKPOINT_SECTORS[1] as usize * SECTOR_SIZE;
+    image[at..at + SECTOR_SIZE].copy_from_slice(&checkpoint.encode(&key));
+    let mut prev_checksum = [0u8; 32];
+    for index in 0..records {
+        let CraftedRecord { kind, owner, key: shard_key, merkle_root } = record(index);
+        let mut header = RecordHeader {
+            kind,
+            payload_len_bytes: 0,
+            seq: 1 + index,
+            record_sectors: 1,
+            key: shard_key,
+            owner,
+            merkle_root,
+            prev_checksum,
+            record_checksum: [0; 32],
+        };
+        header.record_checksum = header.compute_record_checksum(&key, &[]);
+        prev_checksum = header.record_checksum;
+        let at = (LOG_START_SECTORS + index) as usize * SECTOR_SIZE;
+        image[at..at + RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&key));
+    }
+    image
+}
