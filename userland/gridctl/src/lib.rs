@@ -4,8 +4,8 @@
 //!   workload-owner key, which signs every request (the overlay identity is a fresh one per
 //!   run unless `--user-overlay-key`);
 //! - [`target`]: `KEY@HOST:PORT` node addresses;
-//! - [`stack`]: the host network stack: an `overlay::Node` over a UDP socket plus a smoltcp
-//!   interface on the overlay address (what the kernel does in `kernel/src/overlay.rs`);
+//! - [`stack`]: the host network stack, now `hostnet::stack` (an `overlay::Node` over a UDP
+//!   socket plus a smoltcp interface on the overlay address), re-exported under its old path;
 //! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
 //! - [`deploy`]: building and signing a deployment;
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
@@ -23,7 +23,9 @@ pub mod compiler;
 pub mod deploy;
 pub mod forward;
 pub mod key;
-pub mod stack;
+/// The host overlay stack moved to the `hostnet` crate; this path stays for code written
+/// against `gridctl::stack`.
+pub use hostnet::stack;
 pub mod store;
 pub mod target;
 pub mod tcp;

@@ -23,7 +23,7 @@ use control::{
 use gridctl::cli::{self, Cli};
 use gridctl::client::{Client, Options};
 use gridctl::key::UserKey;
-use gridctl::stack::Stack;
+use hostnet::Stack;
 use gridctl::target::Target;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
