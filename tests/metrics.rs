@@ -105,6 +105,22 @@ fn metrics_are_served_on_the_overlay() {
     );
     assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
     assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
+    // The console's status screen: cleared, then the node's facts, then the log.
+    assert!(node.wait_for(" peers      ", Duration::from_secs(30)), "{}", node.serial());
+    let serial = node.serial();
+    let screen = &serial[serial.find("\x1b[2J\x1b[H").unwrap_or_else(|| panic!("no cleared screen\n{serial}"))..];
+    for want in [
+        &format!(" node key   {node_key}\n"),
+        " overlay    fd67:",
+        &format!(" farm       42, role full, farmer key {}\n", &farmer[..16]),
+        " disks      vda formatted: 62 MiB",
+        " nics       eth0 52:54:00:",
+        " peers      ",
+        "the log follows",
+    ] {
+        assert!(screen.contains(want), "the screen lacks {want:?}\n{screen}");
+    }
+    assert!(serial[..serial.find("\x1b[2J").unwrap_or(0)].contains("gridos ready in "), "{serial}");
     let t = format!("{node_key}@127.0.0.1:{port}");
     let target = Target::parse(&t).expect("target");
 
