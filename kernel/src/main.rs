@@ -25,6 +25,7 @@ mod identity;
 mod net;
 mod overlay;
 mod power;
+mod screen;
 mod selftest;
 mod services;
 mod shards;
@@ -106,6 +107,9 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     }
 
     log::info!("gridos ready in {} us", time::since_boot_us());
+    if cmdline.get("gridos.screen") != Some("off") {
+        screen::start();
+    }
 
     if let Some(name) = test {
         let seed = cmdline.get_u64("gridos.seed").unwrap_or(1);

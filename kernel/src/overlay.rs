@@ -141,6 +141,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         if config.accept_any { ", accepting any key" } else { "" },
         if config.discovery { ", link-local discovery on" } else { "" }
     );
+    IDENTITY.call_once(|| (node.public_key().0, address.octets(), config.port));
     let discovery = config.discovery.then(|| overlay::identity::Identity::from_seed(seed));
     executor::spawn("overlay", run(node, socket, config.port, config.peers, discovery));
     Some(address)
@@ -152,6 +153,9 @@ fn ipv6_destination(packet: &[u8]) -> Option<Address> {
     a.copy_from_slice(packet.get(24..40)?);
     (packet.first()? >> 4 == 6).then_some(Address(a))
 }
+
+/// The node's overlay key, address and UDP port, once the overlay has started.
+pub static IDENTITY: spin::Once<([u8; 32], [u8; 16], u16)> = spin::Once::new();
 
 /// The overlay node's counters, refreshed by the overlay task (for diagnostics).
 pub static STATS: spin::Mutex<Option<overlay::node::Stats>> = spin::Mutex::new(None);

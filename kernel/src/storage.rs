@@ -77,6 +77,17 @@ const READ_AHEAD_BYTES: usize = 128 << 10;
 /// Reads up to this size are served from the read-ahead window.
 const READ_AHEAD_SMALL_BYTES: usize = 4 << 10;
 
+/// Requests a [`DiskRange`] sent to its disk (what `/metrics` shows per disk).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskIo {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Requests (reads, writes, flushes) the disk failed.
+    pub errors: u64,
+}
+
 /// A run of sectors of one disk, reached by the disk's name through `disks`' table.
 pub struct DiskRange {
     name: String,
@@ -84,12 +95,13 @@ pub struct DiskRange {
     sector_count: u64,
     /// While mounting: a window of sectors read ahead (first sector, bytes).
     read_ahead: Option<(u64, Vec<u8>)>,
+    io: DiskIo,
 }
 
 impl DiskRange {
     /// Sectors `start_sector..start_sector + sector_count` of disk `name`.
     pub fn new(name: &str, start_sector: u64, sector_count: u64) -> DiskRange {
-        DiskRange { name: String::from(name), start_sector, sector_count, read_ahead: None }
+        DiskRange { name: String::from(name), start_sector, sector_count, read_ahead: None, io: DiskIo::default() }
     }
 
     /// Turns read-ahead for small reads on or off. Mount reads one header sector per
@@ -102,7 +114,16 @@ impl DiskRange {
 
     fn read_raw(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let at = self.start_sector + sector;
-        disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed));
+        self.io.reads += 1;
+        self.io.read_bytes += buf.len() as u64;
+        self.io.errors += u64::from(result.is_err());
+        result
+    }
+
+    /// The requests sent to the disk so far.
+    pub fn io(&self) -> DiskIo {
+        self.io
     }
 
     /// Serves a small read from the read-ahead window, refilling it on a miss.
@@ -151,11 +172,17 @@ impl BlockDevice for DiskRange {
             self.read_ahead = Some((0, Vec::new()));
         }
         let at = self.start_sector + sector;
-        disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed));
+        self.io.writes += 1;
+        self.io.written_bytes += buf.len() as u64;
+        self.io.errors += u64::from(result.is_err());
+        result
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
-        disks::with_disk_named(&self.name, |disk| disk.flush()).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.flush()).unwrap_or(Err(BlockError::Failed));
+        self.io.errors += u64::from(result.is_err());
+        result
     }
 }
 
@@ -179,6 +206,8 @@ pub struct DiskStatus {
     pub state: DiskState,
     /// Its store's figures (zero unless mounted or formatted).
     pub stat: Stat,
+    /// Requests its store sent to it (zero unless mounted or formatted).
+    pub io: DiskIo,
 }
 
 struct Store {
@@ -271,12 +300,13 @@ pub fn disks() -> Vec<DiskStatus> {
     for (name, state) in &store.boot_states {
         let index = (0..store.multi.disk_count())
             .find(|&i| store.multi.store(i).is_some_and(|s| s.device().name() == name.as_str()));
+        let io = index.and_then(|i| store.multi.store(i)).map(|s| s.device().io()).unwrap_or_default();
         let (state, stat) = match index {
             Some(i) if failed.contains(&i) => (DiskState::Failed, Stat::default()),
             Some(i) => (*state, store.multi.store(i).map(|s| s.stat()).unwrap_or_default()),
             None => (*state, Stat::default()),
         };
-        out.push(DiskStatus { name: name.clone(), state, stat });
+        out.push(DiskStatus { name: name.clone(), state, stat, io });
     }
     out
 }

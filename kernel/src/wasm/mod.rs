@@ -172,6 +172,11 @@ impl HostServices for KernelHost {
     fn random(&mut self, buf: &mut [u8]) {
         crate::entropy::fill(buf);
     }
+    fn memory_granted(&mut self, bytes: u64) {
+        let mut s = self.slot.lock();
+        s.memory_bytes = bytes;
+        s.memory_peak_bytes = s.memory_peak_bytes.max(bytes);
+    }
 }
 
 /// Where a workload is in its life.
@@ -204,6 +209,11 @@ struct Slot {
     blocked: bool,
     /// While parked in a timed wait without sockets: when to look again.
     wake_at_ns: Option<u64>,
+    /// Bytes of linear memory the workload holds now (0 once it has finished and its
+    /// store is dropped), as the memory limiter granted them.
+    memory_bytes: u64,
+    /// The most it held.
+    memory_peak_bytes: u64,
 }
 
 /// The limit `slot` has passed at `now`, if any (or the owner's stop).
@@ -249,6 +259,10 @@ pub struct Info {
     pub log_bytes: u64,
     /// Log lines written (the next line's number).
     pub log_lines: u64,
+    /// Linear memory held now (0 once finished), the most it held, and its cap.
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub memory_limit_bytes: u64,
 }
 
 /// What [`Manager::run_round`] found.
@@ -365,6 +379,8 @@ impl Manager {
             stop_requested: false,
             blocked: false,
             wake_at_ns: None,
+            memory_bytes: 0,
+            memory_peak_bytes: 0,
         }));
         let sockets = if manifest.listen.is_empty() {
             None
@@ -445,6 +461,9 @@ impl Manager {
             slices: s.slices,
             log_bytes: s.kept.charged_bytes() as u64,
             log_lines: s.kept.end_line(),
+            memory_bytes: s.memory_bytes,
+            memory_peak_bytes: s.memory_peak_bytes,
+            memory_limit_bytes: s.limits.memory_bytes,
         })
     }
 
@@ -571,6 +590,8 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     s.instantiate_us = instantiate_us;
     s.run_us = run_us;
     s.finished_ns = time::since_boot_ns();
+    // The store (with the linear memory) was dropped when the engine returned.
+    s.memory_bytes = 0;
     s.status = Status::Done(reason);
 }
 

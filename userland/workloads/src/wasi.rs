@@ -67,6 +67,12 @@ pub trait HostServices {
         let _ = monotonic_deadline_ns;
         Err(Interrupt::Stopped)
     }
+    /// The memory limiter let the workload's linear memory grow to `bytes` (its first
+    /// allocation included), so the host can report what the workload holds. The
+    /// default ignores it.
+    fn memory_granted(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 /// WASI errno values used here.
