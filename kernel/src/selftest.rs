@@ -434,10 +434,10 @@ fn disks_bench() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Async completion: writes and reads back 16 MiB of `vda` through
-/// `AsyncBlockDevice` while another task keeps running, then exits QEMU.
+/// Async completion: writes and reads back the first 16 MiB of every disk (virtio,
+/// NVMe, SATA) through `AsyncBlockDevice` while another task keeps running, then
+/// exits QEMU.
 async fn disk_async(seed: u64) {
-    use blockdev::{AsyncBlockDevice, BlockDevice, SECTOR_SIZE};
     use core::sync::atomic::{AtomicU64, Ordering};
     static OTHER_TASK_TURNS: AtomicU64 = AtomicU64::new(0);
     crate::executor::spawn("disk-async-ticker", async {
@@ -446,12 +446,35 @@ async fn disk_async(seed: u64) {
             crate::executor::sleep_ms(1).await;
         }
     });
-    let result: Result<(), &'static str> = async {
-        let mut disk = crate::disks::take(0).ok_or("no disk")?;
+    let mut result: Result<(), &'static str> = if crate::disks::count() == 0 { Err("no disk") } else { Ok(()) };
+    for index in 0..crate::disks::count() {
+        if result.is_err() {
+            break;
+        }
+        result = disk_async_one(index, seed, &OTHER_TASK_TURNS).await;
+    }
+    match result {
+        Ok(()) => {
+            crate::kprintln!("gridos test disk-async: pass");
+            power::exit_qemu(power::EXIT_SUCCESS_VALUE)
+        }
+        Err(reason) => {
+            crate::kprintln!("gridos test disk-async: FAIL: {reason}");
+            power::exit_qemu(power::EXIT_FAILURE_VALUE)
+        }
+    }
+}
+
+/// `disk-async` on disk `index`: the first 16 MiB written and read back.
+async fn disk_async_one(index: usize, seed: u64, other_task_turns: &core::sync::atomic::AtomicU64) -> Result<(), &'static str> {
+    use blockdev::{AsyncBlockDevice, BlockDevice, SECTOR_SIZE};
+    use core::sync::atomic::Ordering;
+    {
+        let mut disk = crate::disks::take(index).ok_or("no disk")?;
         let total = disk.size_bytes().min(16 << 20);
         let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
         let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
-        let turns_before = OTHER_TASK_TURNS.load(Ordering::Relaxed);
+        let turns_before = other_task_turns.load(Ordering::Relaxed);
         let mut offset = 0;
         let outcome = async {
             while offset < total {
@@ -467,25 +490,15 @@ async fn disk_async(seed: u64) {
             BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
         }
         .await;
-        let turns = OTHER_TASK_TURNS.load(Ordering::Relaxed) - turns_before;
-        log::info!("disk-async: {} MiB written and read back asynchronously; the other task ran {turns} times meanwhile", total >> 20);
-        crate::disks::restore(0, disk);
+        let turns = other_task_turns.load(Ordering::Relaxed) - turns_before;
+        log::info!("disk-async: {} MiB written and read back asynchronously on {}; the other task ran {turns} times meanwhile",
+            total >> 20, disk.name);
+        crate::disks::restore(index, disk);
         outcome?;
         if turns == 0 {
             return Err("no other task ran while the disk worked");
         }
         Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            crate::kprintln!("gridos test disk-async: pass");
-            power::exit_qemu(power::EXIT_SUCCESS_VALUE)
-        }
-        Err(reason) => {
-            crate::kprintln!("gridos test disk-async: FAIL: {reason}");
-            power::exit_qemu(power::EXIT_FAILURE_VALUE)
-        }
     }
 }
 

@@ -19,7 +19,7 @@ use core::task::{Context, Poll};
 use blockdev::{check_request, AsyncBlockDevice, BlockDevice, BlockError, SECTOR_SIZE};
 
 use crate::arch::x86_64::{interrupts, time};
-use crate::executor::Event;
+use crate::executor::{self, Event};
 
 /// How long one command may take before the disk is declared dead (TCG is slow;
 /// a real disk answers in milliseconds).
@@ -154,7 +154,8 @@ impl<C: Controller> BlockDevice for Queued<C> {
 }
 
 /// One asynchronous read or write: its chunks go through the bounce buffer one
-/// after another; the controller's interrupt wakes the task. Dropped unfinished,
+/// after another; the controller's interrupt wakes the task, or the executor's
+/// timer at the chunk's deadline. Dropped unfinished,
 /// it waits for the chunk in flight (the buffer is the controller's, so this only
 /// keeps the next request from meeting a busy device).
 struct Request<'a, C: Controller> {
@@ -165,7 +166,8 @@ struct Request<'a, C: Controller> {
     write: Option<&'a [u8]>,
     /// Bytes done; the chunk in flight starts here.
     done_bytes: usize,
-    deadline_ns: u64,
+    /// Wakes the task at the chunk in flight's deadline (a hung device never signals).
+    deadline: Option<executor::Sleep>,
 }
 
 impl<C: Controller> Request<'_, C> {
@@ -179,7 +181,7 @@ impl<C: Controller> Request<'_, C> {
             self.disk.controller.bounce()[..chunk_bytes].copy_from_slice(&src[self.done_bytes..self.done_bytes + chunk_bytes]);
         }
         let at = self.sector + (self.done_bytes / SECTOR_SIZE) as u64;
-        self.deadline_ns = time::since_boot_ns() + COMMAND_TIMEOUT_NS;
+        self.deadline = Some(executor::sleep_until(executor::now_ns().saturating_add(COMMAND_TIMEOUT_NS)));
         self.disk.start(self.op, at, (chunk_bytes / SECTOR_SIZE) as u32)
     }
 
@@ -217,10 +219,13 @@ impl<C: Controller> Future for Request<'_, C> {
                     }
                     this.finish_chunk();
                 }
-                // A hung device never signals; its deadline is checked when the task
-                // is polled again (any event or the executor's next pass).
-                None if time::since_boot_ns() > this.deadline_ns => return Poll::Ready(Err(this.disk.time_out(this.op))),
-                None => return Poll::Pending,
+                None => {
+                    let expired = this.deadline.as_mut().is_some_and(|sleep| Pin::new(sleep).poll(cx).is_ready());
+                    if expired {
+                        return Poll::Ready(Err(this.disk.time_out(this.op)));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         Poll::Ready(Err(BlockError::Failed))
@@ -242,11 +247,11 @@ impl<C: Controller> AsyncBlockDevice for Queued<C> {
 
     async fn read_async<'a>(&'a mut self, sector: u64, buf: &'a mut [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Read, sector, read: Some(buf), write: None, done_bytes: 0, deadline_ns: 0 }.await
+        Request { disk: self, op: Op::Read, sector, read: Some(buf), write: None, done_bytes: 0, deadline: None }.await
     }
 
     async fn write_async<'a>(&'a mut self, sector: u64, buf: &'a [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Write, sector, read: None, write: Some(buf), done_bytes: 0, deadline_ns: 0 }.await
+        Request { disk: self, op: Op::Write, sector, read: None, write: Some(buf), done_bytes: 0, deadline: None }.await
     }
 }
