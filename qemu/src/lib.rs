@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod linux;
 pub mod netns;
+pub mod switch;
 
 /// The line every boot prints once the node is up.
 pub const READY_MARKER: &str = "gridos ready in ";

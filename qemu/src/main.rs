@@ -308,11 +308,12 @@ fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib:
     if nodes > 64 {
         return Err(format!("{nodes} nodes is more than this runner starts (64)"));
     }
-    let net = ClusterNet::for_this_process(host_port);
+    let switch = gridos_qemu::switch::Switch::start()?;
+    let net = ClusterNet { switch_port: switch.port(), host_udp_port: host_port };
     let mut children = Vec::new();
     for i in 0..nodes {
         let disk = cluster::node_disk(disk_dir, i, disk_mib)?;
-        let m = cluster::node_machine(base, i, &net, &disk);
+        let m = cluster::node_machine(base, i, &net, &disk)?;
         let mut child = m
             .command()
             .stdin(Stdio::null())
@@ -337,8 +338,8 @@ fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib:
         children.push(child);
     }
     eprintln!(
-        "gridos-qemu: {nodes} nodes on L2 segment 230.0.0.1:{} (disks in {}); node 0's overlay port is 127.0.0.1:{host_port}; Ctrl-C stops them",
-        net.mcast_port,
+        "gridos-qemu: {nodes} nodes on one L2 segment (a switch on udp 127.0.0.1:{}; disks in {}); node 0's overlay port is 127.0.0.1:{host_port}; Ctrl-C stops them",
+        net.switch_port,
         disk_dir.display()
     );
     let deadline = Instant::now() + base.timeout;
