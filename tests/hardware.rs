@@ -98,10 +98,12 @@ fn nvme_sata_virtio_store_survives_kill_and_failing_disks_go_out_of_service() {
     assert!(line(serial, "inventory: 1 CPUs, ").contains(", 3 disks (192 MiB), 1 NICs, 1 unknown PCI functions"), "{serial}");
     assert!(serial.contains("storage: 3 of 3 data disks serving"), "{serial}");
 
-    // Boot 2: every acked shard is back, the disks chosen by the names farmers use.
+    // Boot 2: every acked shard is back, the disks chosen by the names farmers use
+    // (and a name no disk has is reported).
     let out = boot(&vda, &nvme, &sata, &format!(
-        "gridos.test=store-verify gridos.seed={seed} gridos.store_expect={highest} gridos.disks=vda,nvme0,/dev/sda"
+        "gridos.test=store-verify gridos.seed={seed} gridos.store_expect={highest} gridos.disks=vda,nvme0,/dev/sda,sdz"
     ));
+    assert!(out.serial.contains("storage: gridos.disks names \"sdz\", which no disk here has; the disks are: vda (serial gridos-disk0), nvme0n1 (serial gridos-nvme0), sda (serial gridos-sata0)"), "{}", out.serial);
     assert!(out.passed(), "verify after kill failed\n{}", out.report());
     assert!(out.serial.contains(&format!("store verify: {} shards intact", highest + 1)), "{}", out.report());
     for name in ["vda", "nvme0n1", "sda"] {

@@ -354,6 +354,7 @@ pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
         boot_states.push((name, state));
         stores.extend(store);
     }
+    warn_unmatched(config.disks);
     let serving = stores.len();
     let failed_logged = alloc::vec![false; serving];
     let store = Store { multi: MultiStore::new(stores), boot_states, failed_logged };
@@ -384,6 +385,31 @@ fn selected(disks: Disks<'_>, disk: &disks::Disk) -> bool {
         Disks::All => true,
         Disks::None => false,
         Disks::List(list) => list.split(',').any(|word| disk.is_named(word)),
+    }
+}
+
+/// Warns about each `gridos.disks` word that names no disk of this machine (a typo,
+/// a partition, a disk that is gone), listing the names the disks have.
+fn warn_unmatched(disks: Disks<'_>) {
+    let Disks::List(list) = disks else { return };
+    for word in list.split(',') {
+        let mut names = String::new();
+        let mut matched = false;
+        for index in 0..disks::count() {
+            disks::with_disk(index, |d| {
+                matched |= d.is_named(word);
+                if !names.is_empty() {
+                    names.push_str(", ");
+                }
+                names.push_str(&d.name);
+                if !d.serial.is_empty() {
+                    names.push_str(&alloc::format!(" (serial {})", d.serial));
+                }
+            });
+        }
+        if !matched {
+            log::warn!("storage: gridos.disks names {word:?}, which no disk here has; the disks are: {names}");
+        }
     }
 }
 

@@ -68,6 +68,8 @@ pub enum AhciError {
     NoLba48,
     /// Logical sectors of this many bytes.
     SectorSize(u32),
+    /// The HBA has 32-bit DMA only and the buffers landed above 4 GiB.
+    DmaAbove4GiB,
 }
 
 impl core::fmt::Display for AhciError {
@@ -78,6 +80,7 @@ impl core::fmt::Display for AhciError {
             AhciError::Identify => f.write_str("IDENTIFY DEVICE failed"),
             AhciError::NoLba48 => f.write_str("no 48-bit LBA"),
             AhciError::SectorSize(b) => write!(f, "{b}-byte logical sectors (only 512 are supported)"),
+            AhciError::DmaAbove4GiB => f.write_str("32-bit DMA only, and its buffers are above 4 GiB"),
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct AhciPort {
     event: &'static Event,
     pub delivery: Delivery,
     busy: bool,
+    /// CAP.S64A: the HBA reaches memory above 4 GiB.
+    dma_64bit: bool,
 }
 
 /// A port found on an HBA: a disk ready to use, or why not.
@@ -178,7 +183,7 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
             found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
             continue;
         }
-        let mut disk = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false };
+        let mut disk = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: cap & (1 << 31) != 0 };
         match disk.bring_up() {
             Ok(identity) => found.push(Found::Disk(disk, identity)),
             Err(e) => found.push(Found::Unusable { port, why: alloc::format!("{e}") }),
@@ -207,6 +212,9 @@ impl AhciPort {
         }
         self.dma = frames::alloc_contiguous(1, PAGE_BYTES).ok_or(AhciError::OutOfMemory)?;
         self.bounce = frames::alloc_contiguous(BOUNCE_PAGES, PAGE_BYTES).ok_or(AhciError::OutOfMemory)?;
+        if !self.dma_64bit && (self.dma + PAGE_BYTES > 1 << 32 || self.bounce + BOUNCE_PAGES * PAGE_BYTES > 1 << 32) {
+            return Err(AhciError::DmaAbove4GiB);
+        }
         write32(self.reg(PX_CLB), self.dma as u32);
         write32(self.reg(PX_CLB) + 4, (self.dma >> 32) as u32);
         write32(self.reg(PX_FB), (self.dma + 1024) as u32);
