@@ -150,6 +150,31 @@ pub enum BootSource {
     Firmware,
 }
 
+/// QEMU arguments that attach `image` (a raw file, or a `blkdebug:RULES:FILE` path)
+/// as an NVMe controller whose namespace 1 is the image, with serial `serial`.
+/// The kernel names it `nvmeNn1` (N counts NVMe controllers in PCI order).
+pub fn nvme_disk_args(id: &str, image: &Path, serial: &str) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id={id},cache=writeback", image.display()),
+        "-device".into(),
+        format!("nvme,drive={id},serial={serial}"),
+    ]
+}
+
+/// QEMU arguments that add an AHCI HBA `id` with `disks` (image, serial) as SATA
+/// disks on its ports 0, 1, ... The kernel names them `sda`, `sdb`, ...
+pub fn ahci_disk_args(id: &str, disks: &[(&Path, &str)]) -> Vec<String> {
+    let mut args = vec!["-device".to_string(), format!("ahci,id={id}")];
+    for (port, (image, serial)) in disks.iter().enumerate() {
+        args.push("-drive".into());
+        args.push(format!("file={},format=raw,if=none,id={id}-d{port},cache=writeback", image.display()));
+        args.push("-device".into());
+        args.push(format!("ide-hd,drive={id}-d{port},bus={id}.{port},serial={serial}"));
+    }
+    args
+}
+
 /// One QEMU virtual machine.
 #[derive(Debug, Clone)]
 pub struct Machine {

@@ -101,7 +101,8 @@ enum Cmd {
         machine: MachineArgs,
     },
     /// Print TCP throughput node->host and host->node over virtio-net (user networking)
-    /// and virtio-blk sequential MB/s measured inside the kernel.
+    /// and virtio-blk sequential MB/s measured inside the kernel, then virtio-blk, NVMe
+    /// and SATA (AHCI) sequential and 4 KiB random MB/s side by side in one QEMU.
     BenchIo {
         /// MiB moved in each TCP direction.
         #[arg(long, default_value_t = 64)]
@@ -463,6 +464,33 @@ fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
     match out.serial.lines().find(|l| l.starts_with("bench disk:")) {
         Some(line) => println!("  virtio-blk (in kernel): {}", line.trim_start_matches("bench disk: ")),
         None => return Err(format!("disk bench failed\n{}", out.report())),
+    }
+
+    // virtio-blk, NVMe and SATA (AHCI) side by side in one QEMU, raw.
+    let images: Vec<_> = ["vd", "nvme", "sata"]
+        .iter()
+        .map(|kind| std::env::temp_dir().join(format!("gridos-bench-{kind}-{}.img", std::process::id())))
+        .collect();
+    for image in &images {
+        std::fs::File::create(image).and_then(|f| f.set_len(64 << 20)).map_err(|e| e.to_string())?;
+    }
+    let mut d = machine(args)?;
+    d.cmdline = format!("gridos.test=disks-bench gridos.disks=none gridos.overlay=off {}", d.cmdline);
+    d.disks = vec![images[0].clone()];
+    d.extra_args.extend(gridos_qemu::nvme_disk_args("bench-nvme", &images[1], "bench-nvme0"));
+    d.extra_args.extend(gridos_qemu::ahci_disk_args("bench-ahci", &[(&images[2], "bench-sata0")]));
+    d.timeout = Duration::from_secs(600);
+    let out = d.run();
+    for image in &images {
+        let _ = std::fs::remove_file(image);
+    }
+    let out = out?;
+    let lines: Vec<&str> = out.serial.lines().filter(|l| l.starts_with("bench disk ")).collect();
+    if lines.len() != 3 {
+        return Err(format!("disk-kinds bench failed\n{}", out.report()));
+    }
+    for line in lines {
+        println!("  {}", line.trim_start_matches("bench disk "));
     }
     Ok(ExitCode::SUCCESS)
 }
