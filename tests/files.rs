@@ -148,7 +148,6 @@ fn find_in_image(path: &Path, needle: &[u8]) -> Option<usize> {
 }
 
 #[test]
-#[ignore = "needs the kernel's shard service backend (h-shardsvc); run with --ignored"]
 fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
     let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
