@@ -175,18 +175,26 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
         }
         let base = abar + 0x100 + u64::from(port) * 0x80;
         let ssts = read32(base + PX_SSTS);
-        if ssts & 0xf != 3 {
-            continue; // nothing attached
-        }
         let signature = read32(base + PX_SIG);
-        if signature != SIG_ATA {
-            found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
+        if ssts & 0xf != 3 || signature != SIG_ATA {
+            // Not ours to drive: stop its engines, so the firmware's command list and
+            // FIS area (memory the kernel may reuse) are no longer DMA targets.
+            let idle = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: false };
+            let stopped = idle.stop();
+            if ssts & 0xf == 3 {
+                found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
+            } else if !stopped {
+                log::warn!("ahci {address} port {port}: empty port did not stop its engines");
+            }
             continue;
         }
         let mut disk = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: cap & (1 << 31) != 0 };
         match disk.bring_up() {
             Ok(identity) => found.push(Found::Disk(disk, identity)),
-            Err(e) => found.push(Found::Unusable { port, why: alloc::format!("{e}") }),
+            Err(e) => {
+                disk.shut_down();
+                found.push(Found::Unusable { port, why: alloc::format!("{e}") });
+            }
         }
     }
     found

@@ -158,8 +158,15 @@ impl Nvme {
             next_cid: 0,
             pending: None,
         };
-        let identity = nvme.bring_up()?;
-        Ok((nvme, identity))
+        match nvme.bring_up() {
+            Ok(identity) => Ok((nvme, identity)),
+            Err(e) => {
+                // Not used: it must not touch memory the kernel may hand out later
+                // (the queues and buffers above stay allocated all the same).
+                nvme.shut_down();
+                Err(e)
+            }
+        }
     }
 
     fn read32(&self, offset: u64) -> u32 {
