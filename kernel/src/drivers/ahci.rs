@@ -4,7 +4,7 @@
 //! [`Controller`] of the shared request engine (`blockq`).
 //!
 //! Each port owns one DMA page (command list, received-FIS area, command table
-//! with one PRD entry) and a 128 KiB bounce buffer. The HBA raises MSI when it
+//! with one PRD entry) and a 512 KiB bounce buffer. The HBA raises MSI when it
 //! has one (`msi`); every port of an HBA shares its event. FLUSH CACHE EXT is sent
 //! for every `flush`: the shard store acknowledges a write only after it. ATAPI
 //! devices, port multipliers, and disks without 48-bit LBA or with logical sectors
@@ -23,7 +23,9 @@ use crate::executor::Event;
 use crate::mm::{frames, paging};
 
 const PAGE_BYTES: u64 = 4096;
-const BOUNCE_PAGES: u64 = 32;
+const BOUNCE_PAGES: u64 = 128;
+// One PRD entry moves at most 4 MiB, and a command at most 65536 sectors.
+const _: () = assert!(BOUNCE_PAGES * PAGE_BYTES <= 4 << 20 && BOUNCE_PAGES * PAGE_BYTES / 512 <= 65536);
 /// Bytes of the HBA's register block (generic registers and 32 ports).
 const ABAR_BYTES: u64 = 0x1100;
 
