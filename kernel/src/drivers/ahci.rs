@@ -150,6 +150,23 @@ fn spin_until(timeout_ns: u64, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// BIOS/OS handoff (10.6.3): when the HBA supports it (CAP2.BOH), ask the firmware
+/// to let go (BOHC.OOS) and wait for it (BOS clear; up to 2 s more while BB says the
+/// firmware is busy). A firmware that does not answer is reported and the HBA used anyway.
+fn take_from_firmware(abar: u64, address: PciAddress) {
+    const HBA_CAP2: u64 = 0x24;
+    const HBA_BOHC: u64 = 0x28;
+    if read32(abar + HBA_CAP2) & 1 == 0 {
+        return;
+    }
+    write32(abar + HBA_BOHC, read32(abar + HBA_BOHC) | (1 << 1));
+    let released = spin_until(25_000_000, || read32(abar + HBA_BOHC) & 1 == 0)
+        || (read32(abar + HBA_BOHC) & (1 << 4) != 0 && spin_until(2_000_000_000, || read32(abar + HBA_BOHC) & 1 == 0));
+    if !released {
+        log::warn!("ahci {address}: the firmware did not hand the HBA over (BOHC {:#x}); using it anyway", read32(abar + HBA_BOHC));
+    }
+}
+
 /// Brings up the HBA at `device` and every port with an ATA disk behind it.
 pub fn probe(device: &PciDevice) -> Vec<Found> {
     let mut found = Vec::new();
@@ -163,6 +180,7 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
         return found;
     }
     address.enable_dma();
+    take_from_firmware(abar, address);
     // AHCI mode on (GHC.AE), then interrupts on (GHC.IE).
     write32(abar + HBA_GHC, read32(abar + HBA_GHC) | (1 << 31));
     let (event, delivery) = msi::attach(address);
