@@ -8,12 +8,14 @@
 //!
 //! # Disks
 //! - The first disk (`vda`, or the first NVMe or SATA disk without virtio) starts
-//!   with the node area (`identity::NODE_AREA_SECTORS`, 1 MiB): its store lives in the sectors after it. Other disks are used whole.
+//!   with the node area (`identity::NODE_AREA_SECTORS`, 1 MiB): its store lives in
+//!   the sectors after it. Other disks are used whole.
 //! - At boot ([`init`]) every disk selected by `gridos.disks` (default all; none on
 //!   `gridos.role=compute`; names as `disks` gives them: `vda`, `nvme0n1` or its
-//!   controller `nvme0`, `sda`, a `/dev/` prefix, or a serial number) is mounted. A disk whose first 64 KiB of the store region
-//!   are all zeros (and, on `vda`, whose node area holds zeros or a gridos node
-//!   record) is formatted. Any other disk (another file system, garbage, a damaged
+//!   controller `nvme0`, `sda`, a `/dev/` prefix, or a serial number; a word that
+//!   names no disk is reported) is mounted. A disk whose first 64 KiB of the store
+//!   region are all zeros (and, on the first disk, whose node area holds zeros or a
+//!   gridos node record) is formatted. Any other disk (another file system, garbage, a damaged
 //!   store) is refused with a log line and never written, unless the command line
 //!   says `gridos.format=NAME` (a comma-separated list of names is accepted too; the
 //!   same word makes `identity` take over `vda`'s node area). The word only formats a

@@ -476,4 +476,15 @@ mod test {
         assert!(args.iter().any(|a| a.starts_with("virtio-blk-pci,drive=disk0")));
         assert_eq!(m.timeout, Duration::from_secs(60));
     }
+
+    #[test]
+    fn nvme_and_ahci_disks_get_their_own_drives_and_ports() {
+        let nvme = nvme_disk_args("n0", Path::new("/n.img"), "SN1");
+        assert_eq!(nvme, ["-drive", "file=/n.img,format=raw,if=none,id=n0,cache=writeback", "-device", "nvme,drive=n0,serial=SN1"]);
+        let ahci = ahci_disk_args("a", &[(Path::new("/s0.img"), "S0"), (Path::new("/s1.img"), "S1")]);
+        assert_eq!(ahci[..2], ["-device", "ahci,id=a"]);
+        assert!(ahci.contains(&"ide-hd,drive=a-d0,bus=a.0,serial=S0".to_string()), "{ahci:?}");
+        assert!(ahci.contains(&"ide-hd,drive=a-d1,bus=a.1,serial=S1".to_string()), "{ahci:?}");
+        assert!(ahci.contains(&"file=/s1.img,format=raw,if=none,id=a-d1,cache=writeback".to_string()), "{ahci:?}");
+    }
 }

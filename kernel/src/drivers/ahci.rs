@@ -4,7 +4,7 @@
 //! [`Controller`] of the shared request engine (`blockq`).
 //!
 //! Each port owns one DMA page (command list, received-FIS area, command table
-//! with one PRD entry) and a 128 KiB bounce buffer. The HBA raises MSI when it
+//! with one PRD entry) and a 512 KiB bounce buffer. The HBA raises MSI when it
 //! has one (`msi`); every port of an HBA shares its event. FLUSH CACHE EXT is sent
 //! for every `flush`: the shard store acknowledges a write only after it. ATAPI
 //! devices, port multipliers, and disks without 48-bit LBA or with logical sectors
@@ -23,7 +23,9 @@ use crate::executor::Event;
 use crate::mm::{frames, paging};
 
 const PAGE_BYTES: u64 = 4096;
-const BOUNCE_PAGES: u64 = 32;
+const BOUNCE_PAGES: u64 = 128;
+// One PRD entry moves at most 4 MiB, and a command at most 65536 sectors.
+const _: () = assert!(BOUNCE_PAGES * PAGE_BYTES <= 4 << 20 && BOUNCE_PAGES * PAGE_BYTES / 512 <= 65536);
 /// Bytes of the HBA's register block (generic registers and 32 ports).
 const ABAR_BYTES: u64 = 0x1100;
 
@@ -148,6 +150,23 @@ fn spin_until(timeout_ns: u64, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// BIOS/OS handoff (10.6.3): when the HBA supports it (CAP2.BOH), ask the firmware
+/// to let go (BOHC.OOS) and wait for it (BOS clear; up to 2 s more while BB says the
+/// firmware is busy). A firmware that does not answer is reported and the HBA used anyway.
+fn take_from_firmware(abar: u64, address: PciAddress) {
+    const HBA_CAP2: u64 = 0x24;
+    const HBA_BOHC: u64 = 0x28;
+    if read32(abar + HBA_CAP2) & 1 == 0 {
+        return;
+    }
+    write32(abar + HBA_BOHC, read32(abar + HBA_BOHC) | (1 << 1));
+    let released = spin_until(25_000_000, || read32(abar + HBA_BOHC) & 1 == 0)
+        || (read32(abar + HBA_BOHC) & (1 << 4) != 0 && spin_until(2_000_000_000, || read32(abar + HBA_BOHC) & 1 == 0));
+    if !released {
+        log::warn!("ahci {address}: the firmware did not hand the HBA over (BOHC {:#x}); using it anyway", read32(abar + HBA_BOHC));
+    }
+}
+
 /// Brings up the HBA at `device` and every port with an ATA disk behind it.
 pub fn probe(device: &PciDevice) -> Vec<Found> {
     let mut found = Vec::new();
@@ -161,6 +180,7 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
         return found;
     }
     address.enable_dma();
+    take_from_firmware(abar, address);
     // AHCI mode on (GHC.AE), then interrupts on (GHC.IE).
     write32(abar + HBA_GHC, read32(abar + HBA_GHC) | (1 << 31));
     let (event, delivery) = msi::attach(address);
@@ -175,18 +195,26 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
         }
         let base = abar + 0x100 + u64::from(port) * 0x80;
         let ssts = read32(base + PX_SSTS);
-        if ssts & 0xf != 3 {
-            continue; // nothing attached
-        }
         let signature = read32(base + PX_SIG);
-        if signature != SIG_ATA {
-            found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
+        if ssts & 0xf != 3 || signature != SIG_ATA {
+            // Not ours to drive: stop its engines, so the firmware's command list and
+            // FIS area (memory the kernel may reuse) are no longer DMA targets.
+            let idle = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: false };
+            let stopped = idle.stop();
+            if ssts & 0xf == 3 {
+                found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
+            } else if !stopped {
+                log::warn!("ahci {address} port {port}: empty port did not stop its engines");
+            }
             continue;
         }
         let mut disk = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: cap & (1 << 31) != 0 };
         match disk.bring_up() {
             Ok(identity) => found.push(Found::Disk(disk, identity)),
-            Err(e) => found.push(Found::Unusable { port, why: alloc::format!("{e}") }),
+            Err(e) => {
+                disk.shut_down();
+                found.push(Found::Unusable { port, why: alloc::format!("{e}") });
+            }
         }
     }
     found

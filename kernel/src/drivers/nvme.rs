@@ -5,7 +5,7 @@
 //!
 //! One command is in flight at a time (the engine's contract): submission queue
 //! overflow cannot happen and the completion queue is read in order. Data moves
-//! through a bounce buffer of at most 128 KiB (and at most the controller's MDTS)
+//! through a bounce buffer of at most 512 KiB (and at most the controller's MDTS)
 //! described by PRP1 and a PRP list filled once at start-up (4.3). Completions
 //! raise MSI-X entry 0 (`msi`). Flush (6.8) is sent for every `flush`: the shard
 //! store acknowledges a write only after it. Namespaces other than 1, and
@@ -25,8 +25,9 @@ use crate::mm::{frames, paging};
 const PAGE_BYTES: u64 = 4096;
 /// Entries in each queue (one command is in flight at a time).
 const QUEUE_ENTRIES: u16 = 16;
-/// Largest bounce buffer, in pages.
-const BOUNCE_PAGES_MAX: u64 = 32;
+/// Largest bounce buffer, in pages (the PRP list is one page: at most 512 entries).
+const BOUNCE_PAGES_MAX: u64 = 128;
+const _: () = assert!(BOUNCE_PAGES_MAX > 2 && BOUNCE_PAGES_MAX <= 512);
 /// Bytes of the register window mapped (registers and the first doorbells).
 const REGISTER_WINDOW_BYTES: u64 = 0x2000;
 
@@ -158,8 +159,15 @@ impl Nvme {
             next_cid: 0,
             pending: None,
         };
-        let identity = nvme.bring_up()?;
-        Ok((nvme, identity))
+        match nvme.bring_up() {
+            Ok(identity) => Ok((nvme, identity)),
+            Err(e) => {
+                // Not used: it must not touch memory the kernel may hand out later
+                // (the queues and buffers above stay allocated all the same).
+                nvme.shut_down();
+                Err(e)
+            }
+        }
     }
 
     fn read32(&self, offset: u64) -> u32 {
@@ -262,7 +270,7 @@ impl Nvme {
 
         // The PRP list: every bounce page after the first, in order (4.3).
         for i in 1..BOUNCE_PAGES_MAX {
-            // SAFETY: `prp_list` is a page of ours; entry i - 1 is within it (i < 32 < 512).
+            // SAFETY: `prp_list` is a page of ours; entry i - 1 is within it (i < BOUNCE_PAGES_MAX <= 512).
             unsafe { core::ptr::write_volatile((self.prp_list as usize as *mut u64).add((i - 1) as usize), self.bounce + i * PAGE_BYTES) };
         }
         let vs = self.read32(REG_VS);
