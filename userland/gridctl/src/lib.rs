@@ -8,6 +8,8 @@
 //!   socket plus a smoltcp interface on the overlay address), re-exported under its old path;
 //! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
 //! - [`deploy`]: building and signing a deployment;
+//! - [`files`]: a workload's file area (`gridctl files`), seeding it at deploy, and raw
+//!   output (`logs --raw`);
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod compiler;
 pub mod deploy;
+pub mod files;
 pub mod forward;
 pub mod key;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
