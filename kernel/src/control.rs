@@ -316,10 +316,6 @@ fn refusal(e: ServiceError) -> BackendError {
     }
 }
 
-/// The workload file area over the control protocol is not wired in the kernel yet: the
-/// trait's defaults refuse each request as unsupported.
-impl control::files::FileBackend for KernelBackend {}
-
 impl Backend for KernelBackend {
     fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
         service::deploy(&d.signed_manifest, &d.module, &d.bundle).map_err(refusal)

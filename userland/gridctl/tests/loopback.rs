@@ -189,9 +189,6 @@ impl ShardBackend for MockBackend {
     }
 }
 
-/// The workload file area is not exercised here: the trait's defaults refuse it.
-impl control::files::FileBackend for MockBackend {}
-
 impl Backend for MockBackend {
     fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
         let id = self.workloads.len() as u64 + 1;
