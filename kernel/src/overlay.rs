@@ -121,7 +121,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         return None;
     }
     // Room for several TCP windows of overlay traffic (128 KiB each, ~100 datagrams).
-    let socket = match UdpSocket::bind_with_receive_queue(Network::Underlay, config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
+    let socket = match UdpSocket::bind_first(config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
         Ok(s) => s,
         Err(e) => {
             log::error!("overlay: cannot bind udp port {}: {e:?}", config.port);
