@@ -7,12 +7,15 @@
 //! keep are left to the layers above.
 //!
 //! # Disks
-//! - `vda` (the first disk) starts with the node area (`identity::NODE_AREA_SECTORS`,
-//!   1 MiB): its store lives in the sectors after it. Other disks are used whole.
+//! - The first disk (`vda`, or the first NVMe or SATA disk without virtio) starts
+//!   with the node area (`identity::NODE_AREA_SECTORS`, 1 MiB): its store lives in
+//!   the sectors after it. Other disks are used whole.
 //! - At boot ([`init`]) every disk selected by `gridos.disks` (default all; none on
-//!   `gridos.role=compute`) is mounted. A disk whose first 64 KiB of the store region
-//!   are all zeros (and, on `vda`, whose node area holds zeros or a gridos node
-//!   record) is formatted. Any other disk (another file system, garbage, a damaged
+//!   `gridos.role=compute`; names as `disks` gives them: `vda`, `nvme0n1` or its
+//!   controller `nvme0`, `sda`, a `/dev/` prefix, or a serial number; a word that
+//!   names no disk is reported) is mounted. A disk whose first 64 KiB of the store
+//!   region are all zeros (and, on the first disk, whose node area holds zeros or a
+//!   gridos node record) is formatted. Any other disk (another file system, garbage, a damaged
 //!   store) is refused with a log line and never written, unless the command line
 //!   says `gridos.format=NAME` (a comma-separated list of names is accepted too; the
 //!   same word makes `identity` take over `vda`'s node area). The word only formats a
@@ -344,12 +347,12 @@ pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
     let mut stores = Vec::new();
     let mut boot_states = Vec::new();
     for index in 0..disks::count() {
-        let Some((name, serial, sectors)) =
-            disks::with_disk(index, |d| (d.name.clone(), d.serial.clone(), d.sector_count()))
+        let Some((name, sectors, chosen)) =
+            disks::with_disk(index, |d| (d.name.clone(), d.sector_count(), selected(config.disks, d)))
         else {
             continue;
         };
-        if !selected(config.disks, &name, &serial) {
+        if !chosen {
             log::info!("storage {name}: not used (gridos.disks)");
             continue;
         }
@@ -383,6 +386,7 @@ pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
         boot_states.push((name, state));
         stores.extend(store);
     }
+    warn_unmatched(config.disks);
     let serving = stores.len();
     let failed_logged = alloc::vec![false; serving];
     let store = Store { multi: MultiStore::new(stores), boot_states, failed_logged };
@@ -406,11 +410,38 @@ fn state_word(state: DiskState) -> &'static str {
     }
 }
 
-fn selected(disks: Disks<'_>, name: &str, serial: &str) -> bool {
+/// Whether `gridos.disks` selects `disk`: by its name (`nvme0n1`, `sda`, `vdb`, also
+/// as `/dev/sda`), its NVMe controller's name (`nvme0`) or its serial number.
+fn selected(disks: Disks<'_>, disk: &disks::Disk) -> bool {
     match disks {
         Disks::All => true,
         Disks::None => false,
-        Disks::List(list) => list.split(',').any(|n| n == name || (!serial.is_empty() && n == serial)),
+        Disks::List(list) => list.split(',').any(|word| disk.is_named(word)),
+    }
+}
+
+/// Warns about each `gridos.disks` word that names no disk of this machine (a typo,
+/// a partition, a disk that is gone), listing the names the disks have.
+fn warn_unmatched(disks: Disks<'_>) {
+    let Disks::List(list) = disks else { return };
+    for word in list.split(',') {
+        let mut names = String::new();
+        let mut matched = false;
+        for index in 0..disks::count() {
+            disks::with_disk(index, |d| {
+                matched |= d.is_named(word);
+                if !names.is_empty() {
+                    names.push_str(", ");
+                }
+                names.push_str(&d.name);
+                if !d.serial.is_empty() {
+                    names.push_str(&alloc::format!(" (serial {})", d.serial));
+                }
+            });
+        }
+        if !matched {
+            log::warn!("storage: gridos.disks names {word:?}, which no disk here has; the disks are: {names}");
+        }
     }
 }
 

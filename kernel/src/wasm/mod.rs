@@ -194,6 +194,10 @@ struct Slot {
     status: Status,
     /// The last lines of its output, byte-bounded ([`console_log::kept_log_bytes`]).
     kept: workloads::logstore::KeptLog,
+    /// Every byte it wrote to stdout and stderr, as written (`logs --raw`): at most its
+    /// log cap in all, since its log refuses writes past the cap, and charged for in
+    /// admission (`workloads::admission::memory_charge_bytes`).
+    raw: [Vec<u8>; 2],
     /// Names this workload in the console queue (unique per boot).
     console_source: u64,
     cpu_ns: u64,
@@ -230,10 +234,12 @@ fn limit_reached(s: &Slot, now: u64) -> Option<StopReason> {
     }
 }
 
-/// What a workload gets besides its module: its file area, if the node keeps one.
+/// What a workload gets besides its module: its file area, if the node keeps one, and
+/// what its standard input reads (empty by default).
 #[derive(Default)]
 pub struct Extras {
     pub files: Option<Box<dyn FileArea + Send>>,
+    pub stdin: Vec<u8>,
 }
 
 struct Workload {
@@ -368,6 +374,7 @@ impl Manager {
             limits: manifest.limits,
             status: Status::Ready,
             kept: workloads::logstore::KeptLog::new(console_log::kept_log_bytes(&manifest.limits)),
+            raw: [Vec::new(), Vec::new()],
             console_source: console_log::new_source(),
             cpu_ns: 0,
             slice_start_ns: 0,
@@ -479,6 +486,17 @@ impl Manager {
         self.get(id).map(|w| w.slot.lock().kept.read(from_line, max_lines, max_bytes))
     }
 
+    /// Raw bytes `offset..` of `id`'s stdout or stderr (at most `max_bytes`), the
+    /// stream's length so far, and whether the run has ended.
+    pub fn read_raw(&self, id: usize, stream: workloads::log::Stream, offset: u64, max_bytes: usize) -> Option<(Vec<u8>, u64, bool)> {
+        let w = self.get(id)?;
+        let s = w.slot.lock();
+        let bytes = &s.raw[raw_index(stream)];
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let to = from.saturating_add(max_bytes).min(bytes.len());
+        Some((bytes[from..to].to_vec(), bytes.len() as u64, matches!(s.status, Status::Done(_))))
+    }
+
     /// Drops a workload that has not run yet (a deploy that could not be completed);
     /// other ids stay valid.
     pub fn discard_unstarted(&mut self, id: usize) {
@@ -556,6 +574,17 @@ impl Manager {
 /// Moves the workload's complete lines (cleaned by its log) to the slot's kept log
 /// and the console queue, a bounded batch at a time so the copy in flight stays small.
 fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
+    for stream in [workloads::log::Stream::Stdout, workloads::log::Stream::Stderr] {
+        let raw = state.wasi.log.take_raw(stream);
+        let kept = &mut slot.raw[raw_index(stream)];
+        if kept.is_empty() {
+            *kept = raw;
+        } else if kept.try_reserve(raw.len()).is_ok() {
+            kept.extend_from_slice(&raw);
+        } else {
+            log::warn!("workload {}: no heap for {} bytes of raw output; they are missing from logs --raw", slot.name, raw.len());
+        }
+    }
     loop {
         let batch = state.wasi.log.take_lines_max(console_log::DRAIN_BATCH_BYTES);
         if batch.is_empty() {
@@ -569,6 +598,13 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
     }
 }
 
+fn raw_index(stream: workloads::log::Stream) -> usize {
+    match stream {
+        workloads::log::Stream::Stdout => 0,
+        workloads::log::Stream::Stderr => 1,
+    }
+}
+
 /// The body of a workload's fiber.
 fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
     sockets: Option<sockets::WorkloadSockets>) {
@@ -577,6 +613,7 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     if let Some(files) = extras.files {
         state = state.with_files(files);
     }
+    state.wasi.set_stdin(extras.stdin);
     if let Some(sockets) = sockets {
         state = state.with_sockets(Box::new(sockets), &manifest.listen);
     }

@@ -5,7 +5,7 @@
 //! `up` (root: it creates a network interface) makes a TUN interface (default `gridos0`,
 //! MTU 1280, the overlay's) with the user's overlay address as `fd67::/16`, so the host
 //! routes the whole overlay prefix through it, and runs the daemon: the host overlay stack
-//! ([`crate::stack::Stack`] in packet mode) linked to the nodes named, carrying IPv6
+//! ([`hostnet::Stack`] in packet mode) linked to the nodes named, carrying IPv6
 //! packets between the interface and the overlay, sealed end to end. Packets from the
 //! interface whose source is not the user's address are dropped (the overlay would refuse
 //! them). The nodes are configured peers: when one restarts, the link goes down on silence
@@ -19,7 +19,7 @@
 //! the kernel removes a TUN interface, its address and its route when its last descriptor
 //! closes.
 //!
-//! Bounds: the stack's packet queues ([`crate::stack`]); at most
+//! Bounds: the stack's packet queues (`hostnet::stack`); at most
 //! [`TUN_READS_PER_ROUND_MAX`] packets read from the interface per round, so the
 //! underlay is served in between.
 
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use overlay::node::Config;
 
 use crate::key::UserKey;
-use crate::stack::{PacketError, Stack, MTU_BYTES};
+use hostnet::stack::{PacketError, Stack, MTU_BYTES};
 use crate::target::Target;
 use crate::{bail, hex, Context, Error, Result};
 

@@ -7,7 +7,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use gridctl::stack::{PacketError, Stack};
+use hostnet::stack::{PacketError, Stack};
 use overlay::node::Config;
 
 fn stack(seed: u8) -> Stack {
