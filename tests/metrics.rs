@@ -111,7 +111,7 @@ fn metrics_are_served_on_the_overlay() {
     assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
     assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
     // The console's status screen: cleared, then the node's facts, then the log.
-    assert!(node.wait_for(" peers      ", Duration::from_secs(30)), "{}", node.serial());
+    assert!(node.wait_for("the log follows (this screen is redrawn when it changes)", Duration::from_secs(30)), "{}", node.serial());
     let serial = node.serial();
     let screen = &serial[serial.find("\x1b[2J\x1b[H").unwrap_or_else(|| panic!("no cleared screen\n{serial}"))..];
     for want in [
