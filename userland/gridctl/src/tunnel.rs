@@ -336,3 +336,46 @@ pub fn daemon_args(key: &Path, timeout_secs: u64, place: &Place, nodes: &[String
     args.extend(nodes.iter().cloned());
     args
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn place(name: &str) -> Place {
+        Place { name: name.to_string(), run_dir: PathBuf::from("/run/gridctl") }
+    }
+
+    /// The name becomes an interface name and part of file paths: nothing else gets in.
+    #[test]
+    fn interface_names_are_checked() {
+        for good in ["gridos0", "g", "grid-os_1", "abcdefghijklmno"] {
+            assert!(place(good).check().is_ok(), "{good}");
+        }
+        for bad in ["", "../etc", "a/b", "gridos 0", "abcdefghijklmnop", "grid\0"] {
+            assert!(place(bad).check().is_err(), "{bad:?}");
+        }
+        assert_eq!(place("gridos0").pid_file(), PathBuf::from("/run/gridctl/overlay-gridos0.pid"));
+    }
+
+    #[test]
+    fn the_daemon_gets_the_same_choices() {
+        let args = daemon_args(Path::new("/k"), 30, &place("g0"), &["KEY@h:1".to_string()], 7000);
+        let line = args.join(" ");
+        assert_eq!(line, "--key /k --timeout 30 overlay up --foreground --name g0 --run-dir /run/gridctl --port 7000 KEY@h:1");
+    }
+
+    /// Traffic the host sends on every interface (link-local, multicast) is not reported as
+    /// refused; missing routes and overlay refusals are, once per look.
+    #[test]
+    fn refusals_are_summed_per_look() {
+        let mut r = Refusals::default();
+        r.count(PacketError::ForeignSource);
+        r.count(PacketError::Overlay(overlay::NodeError::NotOverlayAddress));
+        assert_eq!(r.report(), None);
+        r.count(PacketError::Overlay(overlay::NodeError::NoRoute));
+        r.count(PacketError::Overlay(overlay::NodeError::NoRoute));
+        r.count(PacketError::Overlay(overlay::NodeError::PacketTooLarge));
+        assert_eq!(r.report().as_deref(), Some("dropped 2 packets with no route yet, 1 refused by the overlay"));
+        assert_eq!(r.report(), None);
+    }
+}

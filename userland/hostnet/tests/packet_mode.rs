@@ -69,3 +69,39 @@ fn packets_cross_between_two_stacks_and_foreign_ones_stay_out() {
     assert_eq!(got.as_deref(), Some(&sent[..]), "the packet did not arrive whole");
     assert!(a.take_packet().is_none());
 }
+
+/// A flood towards a host whose TUN side does not read: the packets waiting for it stay
+/// within the stack's queue bound, and the rest are dropped and counted, not buffered.
+#[test]
+fn packets_waiting_for_the_host_are_bounded() {
+    let mut a = stack(3);
+    let mut b = stack(4);
+    let b_key = overlay::Identity::from_seed([4; 32]).public_key().0;
+    a.add_peer(b.local_addr().expect("addr"), b_key).expect("peer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.has_route(&b.address()) && Instant::now() < deadline {
+        a.poll(Duration::from_millis(5)).expect("poll a");
+        b.poll(Duration::from_millis(5)).expect("poll b");
+    }
+    assert!(a.has_route(&b.address()), "no link");
+    let flood = 3000;
+    let mut sent = 0;
+    for i in 0..flood {
+        let p = packet(a.address().0, b.address().0, format!("packet {i}").as_bytes());
+        sent += usize::from(a.send_packet(&p).is_ok());
+        if i % 64 == 0 {
+            a.poll(Duration::ZERO).expect("poll a");
+            b.poll(Duration::ZERO).expect("poll b");
+        }
+    }
+    for _ in 0..200 {
+        a.poll(Duration::ZERO).expect("poll a");
+        b.poll(Duration::from_millis(2)).expect("poll b");
+    }
+    let mut waiting = 0;
+    while b.take_packet().is_some() {
+        waiting += 1;
+    }
+    assert!(waiting > 0 && waiting <= 1024, "{waiting} packets waited for the host");
+    assert!(b.dropped_packets > 0, "{sent} sent, {waiting} kept, none counted as dropped");
+}
