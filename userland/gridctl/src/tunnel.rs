@@ -82,12 +82,20 @@ fn need_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The pid in `place`'s pid file if that process is alive.
+/// The pid in `place`'s pid file if that process is alive and is an overlay daemon (a
+/// stale file's pid may have been reused by another program, which `down` must not kill).
 fn running_pid(place: &Place) -> Option<i32> {
     let text = std::fs::read_to_string(place.pid_file()).ok()?;
     let pid = text.trim().parse::<i32>().ok()?;
     let alive = rustix::process::Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
-    alive.then_some(pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = ["overlay", "up", "--foreground"].iter().all(|w| words.contains(&w.as_bytes()))
+        && match words.iter().position(|w| *w == b"--name") {
+            Some(i) => words.get(i + 1) == Some(&place.name.as_bytes()),
+            None => place.name == DEFAULT_NAME,
+        };
+    (alive && ours).then_some(pid)
 }
 
 /// `gridctl overlay up` in the background: starts `gridctl ... overlay up --foreground`
