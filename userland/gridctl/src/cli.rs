@@ -113,6 +113,44 @@ pub enum Command {
         /// NODE:PORT, NODE being KEY@HOST:UDPPORT (e.g. KEY@10.0.0.5:7443:8080).
         destination: String,
     },
+    /// Join the overlay from this host (root): a TUN interface with your overlay address,
+    /// fd67::/16 routed through it, so ping, curl, ssh, nc and Prometheus reach overlay
+    /// addresses.
+    #[command(subcommand)]
+    Overlay(OverlayCommand),
+}
+
+/// `gridctl overlay ...`
+#[derive(Subcommand, Debug)]
+pub enum OverlayCommand {
+    /// Create the interface and link to the nodes named (in the background unless
+    /// --foreground); prints the address and the peers it links through.
+    Up {
+        /// Nodes to link through: KEY@HOST:PORT (default: $GRIDCTL_NODES, comma-separated).
+        #[arg(value_name = "NODE")]
+        nodes: Vec<String>,
+        /// The interface's name.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_NAME)]
+        name: String,
+        /// Where the daemon's pid and log files go.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_RUN_DIR, value_name = "DIR")]
+        run_dir: PathBuf,
+        /// Local UDP port of the overlay (0: any).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Run the daemon in this process (until killed) instead of in the background.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop the daemon; the interface and its route go with it.
+    Down {
+        /// The interface's name.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_NAME)]
+        name: String,
+        /// Where the daemon's pid file is.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_RUN_DIR, value_name = "DIR")]
+        run_dir: PathBuf,
+    },
 }
 
 /// `gridctl node ...`
@@ -293,6 +331,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let stop = std::sync::atomic::AtomicBool::new(false);
             crate::forward::run(listener, &target, port, options.timeout, &stop, out)
         }
+        Command::Overlay(command) => overlay_command(command, &path, options, out),
         Command::Info(node) => match call(&node, &path, options, &Request::NodeInfo)? {
             Response::NodeInfo { key, address, uptime_ms, workloads, storage_free_bytes } => w((|| {
                 writeln!(out, "key              {}", hex(&key))?;
@@ -303,6 +342,32 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             })()),
             other => Err(unexpected(other)),
         },
+    }
+}
+
+fn overlay_command(command: OverlayCommand, key: &std::path::Path, options: Options, out: &mut dyn Write) -> Result<()> {
+    match command {
+        OverlayCommand::Up { nodes, name, run_dir, port, foreground } => {
+            let place = crate::tunnel::Place { name, run_dir };
+            let nodes = if nodes.is_empty() {
+                std::env::var("GRIDCTL_NODES").unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect()
+            } else {
+                nodes
+            };
+            let targets = nodes.iter().map(|n| Target::parse(n)).collect::<Result<Vec<_>>>()?;
+            let user = UserKey::load(key)?;
+            if foreground {
+                crate::tunnel::run_foreground(&place, &user, &targets, port, out)
+            } else {
+                if targets.is_empty() {
+                    return Err(Error("name at least one node to link through (KEY@HOST:PORT, or GRIDCTL_NODES)".into()));
+                }
+                let key = std::path::absolute(key).unwrap_or_else(|_| key.to_path_buf());
+                let args = crate::tunnel::daemon_args(&key, options.timeout.as_secs(), &place, &nodes, port);
+                crate::tunnel::up_detached(&place, &args, options.timeout, out)
+            }
+        }
+        OverlayCommand::Down { name, run_dir } => crate::tunnel::down(&crate::tunnel::Place { name, run_dir }, out),
     }
 }
 

@@ -14,6 +14,7 @@
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
 //!   on distinct nodes, verified by storage proofs, repaired);
+//! - [`tunnel`]: `gridctl overlay up|down`, the host on the overlay through a TUN interface;
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -32,6 +33,7 @@ pub use hostnet::stack;
 pub mod store;
 pub mod target;
 pub mod tcp;
+pub mod tunnel;
 
 /// A failure, worded for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
