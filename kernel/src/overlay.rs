@@ -486,8 +486,7 @@ async fn run(
                 logged_guard = counters;
                 log_guard(&counters, node.peer_count(), discovered.len());
             }
-            // What the node forwarded, delivered and dropped (`gridos.log=debug`): the
-            // relayed-upload stall (README) shows here as a trickle of forwarded packets.
+            // What the node forwarded, delivered and dropped (`gridos.log=debug`).
             let traffic = (stats.forwarded, stats.delivered, stats.dropped_no_route_or_queue, stats.dropped_replays);
             if traffic != logged_traffic {
                 logged_traffic = traffic;
