@@ -12,6 +12,8 @@
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
 //!   on distinct nodes, verified by storage proofs, repaired);
+//! - [`ledger`]: `gridctl ledger`, the ledger through validators on the overlay, every
+//!   answer checked by the light client;
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -23,6 +25,7 @@ pub mod compiler;
 pub mod deploy;
 pub mod forward;
 pub mod key;
+pub mod ledger;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
 /// against `gridctl::stack`.
 pub use hostnet::stack;

@@ -4,8 +4,9 @@
 //! block store. A submitted transaction is acknowledged only once a block holding it is
 //! decided and durable in the store.
 //!
-//! Transport is plain TCP on loopback for now; the target is the overlay (a shared
-//! host overlay crate with gridctl), which replaces [`run`]'s sockets, not the loop.
+//! Clients also reach the daemon on the overlay ([`crate::service`], when
+//! [`Config::overlay`] is set): the same requests (`ledger::rpc`) through the same loop.
+//! Validators still talk to each other over plain TCP (their `peers.txt` addresses).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -17,19 +18,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ledger::{Genesis, Keypair, LightBlock, SignedTx, StateKey, StateProof};
+use ledger::{Genesis, Keypair, LightBlock};
 use malachitebft_core_types::Timeout;
-use serde::{Deserialize, Serialize};
 
 use crate::context::Address;
 use crate::node::{Message, Node, Output, Timeouts};
 use crate::store::BlockStore;
 use crate::wire::MESSAGE_BYTES_MAX;
 
-/// Frame kinds.
-const FRAME_CONSENSUS: u8 = 0;
-const FRAME_REQUEST: u8 = 1;
-const FRAME_RESPONSE: u8 = 2;
+use ledger::rpc::{self, FRAME_CONSENSUS, FRAME_REQUEST, FRAME_RESPONSE};
 /// Frames queued per peer before new ones are dropped (consensus rebroadcasts).
 pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
 /// Client connections served at once.
@@ -37,43 +34,7 @@ pub const CLIENTS_MAX: usize = 64;
 /// Transactions waiting for their block's acknowledgement.
 pub const PENDING_ACKS_MAX: usize = 10_000;
 
-/// A client's request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Request {
-    /// Submit a transaction; answered once it is in a durable decided block.
-    Submit(SignedTx),
-    /// The last decided height and state root.
-    Status,
-    /// The decided block at a height, as a light client needs it.
-    LightBlock(u64),
-    /// A state record with its proof against the last decided block's root.
-    Prove(StateKey),
-}
-
-/// The daemon's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Response {
-    /// The transaction is in the durable block at this height.
-    Committed(u64),
-    /// The transaction was refused (why).
-    Refused(String),
-    /// Last decided height and root.
-    Status {
-        /// Height.
-        height: u64,
-        /// State root.
-        state_root: [u8; 32],
-    },
-    /// The block at the asked height, if decided.
-    LightBlock(Option<Box<LightBlock>>),
-    /// The proof at `height`.
-    Proof {
-        /// Height of the root it is against.
-        height: u64,
-        /// The record and proof.
-        proof: StateProof,
-    },
-}
+pub use ledger::rpc::{Request, Response};
 
 /// A validator's configuration.
 pub struct Config {
@@ -89,6 +50,8 @@ pub struct Config {
     pub store: PathBuf,
     /// Consensus timeouts.
     pub timeouts: Timeouts,
+    /// The client service on the overlay, if any.
+    pub overlay: Option<crate::service::OverlayConfig>,
 }
 
 /// Why the daemon stopped.
@@ -108,7 +71,9 @@ impl std::fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-enum Event {
+/// What the loop handles: a consensus message from a peer, or a client's request with the
+/// channel its answer goes back on.
+pub(crate) enum Event {
     Message(Message),
     Request(Request, Sender<Response>),
 }
@@ -247,6 +212,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             }
         });
     }
+    if let Some(overlay) = config.overlay.clone() {
+        crate::service::spawn(overlay, events_tx.clone(), stop.clone()).map_err(io)?;
+    }
     let mut peers: BTreeMap<Address, SyncSender<Vec<u8>>> = BTreeMap::new();
     for (key, addr) in &config.peers {
         let (tx, rx) = mpsc::sync_channel(PEER_QUEUE_FRAMES_MAX);
@@ -363,6 +331,17 @@ fn answer(node: &mut Node, request: Request, reply: Sender<Response>, acks: &mut
             Ok(proof) => Response::Proof { height: node.ledger().meta().height, proof },
             Err(error) => Response::Refused(format!("{error:?}")),
         },
+        Request::LightBlocks { from, count } => {
+            let first = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
+            let count = count.min(rpc::LIGHT_BLOCKS_PER_RESPONSE_MAX) as usize;
+            Response::LightBlocks(node.decided().iter().skip(first).take(count).map(|(b, c)| LightBlock::of(b, c.clone())).collect())
+        }
+        Request::NodeKeys { after } => {
+            let mut keys: Vec<[u8; 32]> = node.ledger().node_keys(after.as_ref()).take(rpc::NODE_KEYS_PER_RESPONSE_MAX + 1).copied().collect();
+            let more = keys.len() > rpc::NODE_KEYS_PER_RESPONSE_MAX;
+            keys.truncate(rpc::NODE_KEYS_PER_RESPONSE_MAX);
+            Response::NodeKeys { keys, more }
+        }
     };
     let _ = reply.send(response);
 }

@@ -9,15 +9,16 @@
 //!
 //! - [`store`]: decided blocks on disk (redb); a validator restarts by replaying them.
 //! - [`wire`]: the encoding of consensus messages between validators (bounded, total).
-//! - [`daemon`]: the I/O loop (TCP on loopback for now, timers, store, client requests).
+//! - [`daemon`]: the I/O loop (TCP between validators, timers, store, client requests).
+//! - [`service`]: the client service on the overlay (`hostnet`), feeding the daemon's loop.
 //!
-//! Not here yet (issue 13 part 2): the daemon (overlay transport, transaction submission,
-//! block and proof serving), state snapshots, a consensus write-ahead log (a validator that
-//! restarts mid-height may sign again at that height), and the genesis `init` command.
+//! Not here yet: state snapshots (a restart replays every block), fees, and validators
+//! peering over the overlay (they use plain TCP between them).
 
 pub mod context;
 pub mod daemon;
 pub mod node;
+pub mod service;
 pub mod store;
 pub mod wire;
 
