@@ -177,6 +177,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let blocks = store.load().map_err(|e| DaemonError::Io(e.to_string()))?;
     let mut node = Node::restore(config.key.clone(), &config.genesis, config.timeouts, blocks).map_err(DaemonError::Restore)?;
     let mut stored = node.decided().len();
+    let own = Address(config.key.public());
+    let store_error = |e: crate::store::StoreError| DaemonError::Io(e.to_string());
+    node.restore_signed(crate::wal::recorded_proposals(&store, stored as u64 + 1).map_err(store_error)?);
 
     // A restarted validator may wait for its old listener to close.
     let mut bound = TcpListener::bind(config.listen);
@@ -227,15 +230,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let mut wake: Option<Instant> = None;
     let mut acks: Vec<([u8; 32], Sender<Response>)> = Vec::new();
     let outputs = node.start(now_ms());
-    let mut loop_state = Loop { peers: &peers, timers: &mut timers, wake: &mut wake };
-    loop_state.apply(outputs);
+    let mut loop_state = Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own };
+    loop_state.apply(outputs).map_err(store_error)?;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = timers.iter().map(|(at, _)| *at).chain(wake).map(|at| at.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(100));
         match events.recv_timeout(wait.min(Duration::from_millis(100))) {
             Ok(Event::Message(message)) => {
                 let outputs = node.on_message(message, now_ms());
-                Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+                Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
             }
             Ok(Event::Request(request, reply)) => answer(&mut node, request, reply, &mut acks),
             Err(_) => {}
@@ -245,18 +248,19 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         timers.retain(|(at, _)| *at > now);
         for timeout in due {
             let outputs = node.on_timeout(timeout, now_ms());
-            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
         }
         if wake.is_some_and(|at| at <= now) {
             wake = None;
             let outputs = node.on_wake(now_ms());
-            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
         }
         // Durable first, then acknowledged.
         while stored < node.decided().len() {
             let (block, commit) = &node.decided()[stored];
             store.append(block, commit).map_err(|e| DaemonError::Io(e.to_string()))?;
             stored += 1;
+            store.prune_signed_below(block.header.height + 1).map_err(store_error)?;
             let height = block.header.height;
             let ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx.id()).collect();
             acks.retain(|(id, reply)| {
@@ -274,13 +278,17 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
 
 struct Loop<'a> {
     peers: &'a BTreeMap<Address, SyncSender<Vec<u8>>>,
+    store: &'a BlockStore,
+    own: Address,
     timers: &'a mut Vec<(Instant, Timeout)>,
     wake: &'a mut Option<Instant>,
 }
 
 impl Loop<'_> {
-    fn apply(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
+    /// Carries out `outputs`; the validator's own proposals and votes only once recorded
+    /// ([`crate::wal::guard`]).
+    fn apply(&mut self, outputs: Vec<Output>) -> Result<(), crate::store::StoreError> {
+        for output in crate::wal::guard(self.store, &self.own, outputs)? {
             match output {
                 Output::Broadcast(message) => {
                     let bytes = message.encode();
@@ -302,6 +310,7 @@ impl Loop<'_> {
                 Output::Wake(after_ms) => *self.wake = Some(Instant::now() + Duration::from_millis(after_ms)),
             }
         }
+        Ok(())
     }
 }
 

@@ -8,6 +8,8 @@
 //!   applies decisions.
 //!
 //! - [`store`]: decided blocks on disk (redb); a validator restarts by replaying them.
+//! - [`wal`]: the signing record: own proposals and votes durable before they are sent, and
+//!   never a second, different one for the same height, round and kind after a restart.
 //! - [`wire`]: the encoding of consensus messages between validators (bounded, total).
 //! - [`daemon`]: the I/O loop (TCP between validators, timers, store, client requests).
 //! - [`service`]: the client service on the overlay (`hostnet`), feeding the daemon's loop.
@@ -20,6 +22,7 @@ pub mod daemon;
 pub mod node;
 pub mod service;
 pub mod store;
+pub mod wal;
 pub mod wire;
 
 pub use context::LedgerContext;
