@@ -12,6 +12,7 @@ use common::{genesis, keys, GENESIS_MS};
 use ledger::Keypair;
 use validator::node::{Message, Output};
 use validator::wal::{self, guard};
+use validator::store::SignedSlot;
 use validator::{BlockStore, Node, Timeouts};
 
 fn temp_path(name: &str) -> std::path::PathBuf {
@@ -28,7 +29,7 @@ fn proposer() -> Keypair {
 }
 
 /// The validator's own signed messages among `outputs`, by slot, as encoded.
-fn signed(outputs: &[Output], own: &validator::context::Address) -> Vec<((u64, i64, u8), Vec<u8>)> {
+fn signed(outputs: &[Output], own: &validator::context::Address) -> Vec<(SignedSlot, Vec<u8>)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -39,8 +40,8 @@ fn signed(outputs: &[Output], own: &validator::context::Address) -> Vec<((u64, i
 }
 
 /// Asserts that no slot carries two different messages among everything sent.
-fn assert_no_equivocation(sent: &[((u64, i64, u8), Vec<u8>)]) {
-    let mut by_slot: BTreeMap<(u64, i64, u8), &Vec<u8>> = BTreeMap::new();
+fn assert_no_equivocation(sent: &[(SignedSlot, Vec<u8>)]) {
+    let mut by_slot: BTreeMap<SignedSlot, &Vec<u8>> = BTreeMap::new();
     for (slot, bytes) in sent {
         if let Some(earlier) = by_slot.insert(*slot, bytes) {
             assert_eq!(earlier, bytes, "two different messages signed for slot {slot:?}");
@@ -48,7 +49,7 @@ fn assert_no_equivocation(sent: &[((u64, i64, u8), Vec<u8>)]) {
     }
 }
 
-fn proposal_hash(sent: &[((u64, i64, u8), Vec<u8>)]) -> [u8; 32] {
+fn proposal_hash(sent: &[(SignedSlot, Vec<u8>)]) -> [u8; 32] {
     let (_, bytes) = sent.iter().find(|(slot, _)| slot.2 == wal::KIND_PROPOSAL).expect("a proposal");
     match Message::decode(bytes) {
         Some(Message::Proposal(p)) => p.message.value.hash.0,
