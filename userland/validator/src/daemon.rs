@@ -4,9 +4,10 @@
 //! block store. A submitted transaction is acknowledged only once a block holding it is
 //! decided and durable in the store.
 //!
-//! Clients also reach the daemon on the overlay ([`crate::service`], when
-//! [`Config::overlay`] is set): the same requests (`ledger::rpc`) through the same loop.
-//! Validators still talk to each other over plain TCP (their `peers.txt` addresses).
+//! With [`Config::overlay`] set, the daemon is also on the overlay ([`crate::service`]):
+//! clients send the same requests (`ledger::rpc`) there, and the validators it names
+//! (`OverlayConfig::consensus`) exchange consensus frames with it over overlay TCP instead
+//! of plain TCP; the plain TCP listener stays for local clients and TCP-only peers.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -215,11 +216,21 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
             }
         });
     }
-    if let Some(overlay) = config.overlay.clone() {
-        crate::service::spawn(overlay, events_tx.clone(), stop.clone()).map_err(io)?;
-    }
     let mut peers: BTreeMap<Address, SyncSender<Vec<u8>>> = BTreeMap::new();
+    if let Some(overlay) = config.overlay.clone() {
+        // Validators named with an overlay key get their consensus frames over the overlay.
+        let mut consensus = Vec::new();
+        for (key, overlay_key) in &overlay.consensus {
+            let (tx, rx) = mpsc::sync_channel(PEER_QUEUE_FRAMES_MAX);
+            peers.insert(Address(*key), tx);
+            consensus.push(crate::service::ConsensusPeer { overlay_key: *overlay_key, frames: rx });
+        }
+        crate::service::spawn(overlay, consensus, events_tx.clone(), stop.clone()).map_err(io)?;
+    }
     for (key, addr) in &config.peers {
+        if peers.contains_key(&Address(*key)) {
+            continue;
+        }
         let (tx, rx) = mpsc::sync_channel(PEER_QUEUE_FRAMES_MAX);
         let (addr, stop) = (*addr, stop.clone());
         thread::spawn(move || peer_writer(addr, rx, stop));

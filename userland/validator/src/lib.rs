@@ -12,10 +12,10 @@
 //!   never a second, different one for the same height, round and kind after a restart.
 //! - [`wire`]: the encoding of consensus messages between validators (bounded, total).
 //! - [`daemon`]: the I/O loop (TCP between validators, timers, store, client requests).
-//! - [`service`]: the client service on the overlay (`hostnet`), feeding the daemon's loop.
+//! - [`service`]: the daemon on the overlay (`hostnet`): clients' requests and consensus
+//!   frames between validators, feeding the daemon's loop.
 //!
-//! Not here yet: state snapshots (a restart replays every block), fees, and validators
-//! peering over the overlay (they use plain TCP between them).
+//! Not here yet: state snapshots (a restart replays every block) and fees.
 
 pub mod context;
 pub mod daemon;

@@ -4,8 +4,9 @@
 //! chain into `D`: one key per validator (`validator-I.key`), a funded development account
 //! (`dev-account.key`), the governance key, `genesis.bin` and `peers.txt` (index, key,
 //! address). With `--overlay-addrs` (one UDP address each) every validator also gets an
-//! overlay identity (`validator-I.overlay-key`, a key of its own) and serves clients on the
-//! overlay; `validators.txt` lists them as `OVERLAYKEY@UDPADDR`, the form gridctl takes.
+//! overlay identity (`validator-I.overlay-key`, a key of its own), serves clients on the
+//! overlay and talks consensus with the other validators over it; `validators.txt` lists
+//! them as `OVERLAYKEY@UDPADDR`, the form gridctl takes.
 //! `validator run --dir D --index I` runs validator I until it is killed; its blocks are in
 //! `D/validator-I.redb`.
 
@@ -149,12 +150,17 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
     let peers_text = std::fs::read_to_string(dir.join("peers.txt")).map_err(|e| format!("peers.txt: {e}"))?;
     let mut peers = Vec::new();
     let mut listen = None;
+    let mut validator_keys = Vec::new();
     for line in peers_text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [i, key, addr] = fields.as_slice() else { return Err(format!("peers.txt: bad line {line:?}")) };
         let i: usize = i.parse().map_err(|_| format!("peers.txt: bad index in {line:?}"))?;
         let key = unhex32(key).ok_or_else(|| format!("peers.txt: bad key in {line:?}"))?;
         let addr: SocketAddr = addr.parse().map_err(|_| format!("peers.txt: bad address in {line:?}"))?;
+        if i != validator_keys.len() {
+            return Err(format!("peers.txt: validators out of order at {line:?}"));
+        }
+        validator_keys.push(key);
         if i == index {
             listen = Some(addr);
         } else {
@@ -162,7 +168,7 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
         }
     }
     let listen = listen.ok_or_else(|| format!("peers.txt has no validator {index}"))?;
-    let overlay = load_overlay(dir, index)?;
+    let overlay = load_overlay(dir, index, &validator_keys)?;
     Ok(Config {
         key: read_key(&dir.join(format!("validator-{index}.key")))?,
         genesis,
@@ -177,7 +183,7 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
 /// The overlay side of validator `index`, if the chain has one (`validators.txt`): its
 /// identity from `validator-I.overlay-key`, its UDP address, and the other validators as
 /// overlay peers.
-fn load_overlay(dir: &Path, index: usize) -> Result<Option<OverlayConfig>, String> {
+fn load_overlay(dir: &Path, index: usize, validator_keys: &[[u8; 32]]) -> Result<Option<OverlayConfig>, String> {
     let text = match std::fs::read_to_string(dir.join("validators.txt")) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -191,11 +197,16 @@ fn load_overlay(dir: &Path, index: usize) -> Result<Option<OverlayConfig>, Strin
         targets.push((key, addr));
     }
     let Some(&(_, listen)) = targets.get(index) else { return Err(format!("validators.txt has no validator {index}")) };
+    if targets.len() != validator_keys.len() {
+        return Err("validators.txt and peers.txt name different numbers of validators".into());
+    }
     let path = dir.join(format!("validator-{index}.overlay-key"));
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let identity_seed = unhex32(&text).ok_or_else(|| format!("{}: not a 64-digit hex seed", path.display()))?;
     let peers = targets.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, t)| *t).collect();
-    Ok(Some(OverlayConfig { listen, identity_seed, peers }))
+    // Validator I of peers.txt is line I of validators.txt: consensus goes over the overlay.
+    let consensus = validator_keys.iter().zip(&targets).enumerate().filter(|(i, _)| *i != index).map(|(_, (v, t))| (*v, t.0)).collect();
+    Ok(Some(OverlayConfig { listen, identity_seed, peers, consensus }))
 }
 
 fn main() -> ExitCode {
