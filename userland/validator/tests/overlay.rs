@@ -3,7 +3,9 @@
 //! transfer, balance, account, farm create, nodes, contracts`, with `--json`): every read
 //! verified by gridctl's light client. Then a transport that tampers with the validator's
 //! answers (a record under a valid proof, a light block's commit) between gridctl's
-//! ledger client and the real validator: gridctl refuses both.
+//! ledger client and the real validator: gridctl refuses both. Last, the service's bounds
+//! against one hostile overlay identity: connections per overlay address, a frame header
+//! announcing more than a request may hold, and consensus frames from a non-validator.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -151,4 +153,64 @@ fn gridctl_ledger_over_the_overlay_verifies_every_read() {
     // The same connection without tampering reads the right balance.
     let mut ledger = Ledger::new(genesis, Tamper { inner: connect(), record: false, commit: false }, None).expect("ledger");
     assert_eq!(ledger.account(&[7; 32]).expect("account").1.balance, 25);
+
+    hostile_connections(&target);
+}
+
+/// One overlay identity opens more connections than a peer may hold, and sends frames the
+/// service must refuse; the validator keeps serving others.
+fn hostile_connections(target: &gridctl::target::Target) {
+    use smoltcp::socket::tcp;
+    use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
+    use std::time::Instant;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let mut stack = hostnet::Stack::new([42; 32], socket, overlay::Config::default()).expect("stack");
+    stack.add_peer(target.endpoint, target.key).expect("peer");
+    let address = overlay::Address(target.overlay_address());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stack.has_route(&address) {
+        assert!(Instant::now() < deadline, "no overlay link to the validator");
+        stack.poll(Duration::from_millis(10)).expect("poll");
+    }
+    let remote = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::from_octets(address.0)), ledger::rpc::PORT);
+    let open = |stack: &mut hostnet::Stack, port: u16| {
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 8192]));
+        s.connect(stack.iface.context(), remote, port).expect("connect");
+        stack.sockets.add(s)
+    };
+    let run = |stack: &mut hostnet::Stack, ms: u64| {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            stack.poll(Duration::from_millis(10)).expect("poll");
+        }
+    };
+    let per_peer = validator::service::SLOTS_PER_PEER_MAX;
+    let handles: Vec<_> = (0..per_peer as u16 + 2).map(|i| open(&mut stack, 50_000 + i)).collect();
+    run(&mut stack, 3_000);
+    let alive = handles.iter().filter(|h| stack.sockets.get::<tcp::Socket>(**h).may_send()).count();
+    assert_eq!(alive, per_peer, "connections from one overlay address are bounded");
+    for h in &handles {
+        stack.sockets.get_mut::<tcp::Socket>(*h).abort();
+    }
+    run(&mut stack, 1_000);
+
+    // A header announcing a frame larger than any request: reset at once.
+    let huge = open(&mut stack, 50_100);
+    run(&mut stack, 1_000);
+    let mut head = u32::MAX.to_le_bytes().to_vec();
+    head.push(ledger::rpc::FRAME_REQUEST);
+    stack.sockets.get_mut::<tcp::Socket>(huge).send_slice(&head).expect("send");
+    // A consensus frame from an address that is no validator: reset too.
+    let forged = open(&mut stack, 50_101);
+    run(&mut stack, 1_000);
+    let frame = ledger::rpc::frame(ledger::rpc::FRAME_CONSENSUS, &[0; 16]);
+    stack.sockets.get_mut::<tcp::Socket>(forged).send_slice(&frame).expect("send");
+    run(&mut stack, 2_000);
+    for (what, h) in [("an oversized frame", huge), ("a consensus frame from a stranger", forged)] {
+        assert!(!stack.sockets.get::<tcp::Socket>(h).is_open(), "{what} closes the connection");
+    }
+    // Meanwhile an honest client is served.
+    let mut honest = OverlayTransport::connect(target, Duration::from_secs(20)).expect("overlay");
+    assert!(matches!(honest.call(&Request::Status), Ok(Response::Status { .. })));
 }
