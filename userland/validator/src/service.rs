@@ -14,7 +14,8 @@
 //! taken only on connections from those validators' overlay addresses (the overlay
 //! authenticates a packet's source address), and go to the loop as `Event::Message`.
 //!
-//! Bounds: [`SLOTS_MAX`] connections at once, [`SLOTS_PER_PEER_MAX`] per overlay address;
+//! Bounds: [`SLOTS_MAX`] connections at once (one per validator kept free of clients),
+//! [`SLOTS_PER_PEER_MAX`] per overlay address;
 //! a request frame of at most `ledger::rpc::REQUEST_BYTES_MAX` (refused from its header);
 //! one request in flight per connection; [`IDLE`] without a request, [`ANSWER_WAIT`] for
 //! an answer, and [`IDLE`] for the client to take an answer, then the connection is reset.
@@ -217,6 +218,11 @@ fn step(stack: &mut Stack, slot: &mut Slot, peers: &[[u8; 16]], validators: &[[u
             _ => return false,
         };
         if peers.iter().filter(|p| **p == address).count() >= SLOTS_PER_PEER_MAX {
+            return false;
+        }
+        // Clients never take the slots the validators need for consensus.
+        let clients = peers.iter().filter(|p| !validators.contains(p)).count();
+        if !validators.contains(&address) && clients >= SLOTS_MAX.saturating_sub(validators.len()) {
             return false;
         }
         slot.peer = Some(address);
