@@ -105,6 +105,15 @@ pub enum Command {
     /// A node's operations view: metrics, status, kernel log.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The grid's ledger through its validators on the overlay; every read is verified
+    /// by the light client against the chain trusted with `gridctl ledger trust`.
+    Ledger {
+        /// The ledger folder (default: $GRIDCTL_LEDGER_DIR, else ~/.config/gridos/ledger).
+        #[arg(long, value_name = "DIR")]
+        ledger_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: crate::ledger::LedgerCommand,
+    },
     /// Forward a local TCP port (on 127.0.0.1) to a port on a node's overlay address,
     /// through gridctl's overlay stack (no root needed). Runs until interrupted.
     Forward {
@@ -324,6 +333,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         },
         Command::Store(command) => crate::store::run(command, &path, &crate::store::network(options), out),
         Command::Node(command) => node_command(command, &path, options, out),
+        Command::Ledger { ledger_dir, command } => {
+            crate::ledger::run(command, &crate::ledger::ledger_dir(ledger_dir.as_deref())?, &path, options.timeout, out)
+        }
         Command::Forward { local_port, destination } => {
             let (target, port) = crate::forward::parse_destination(&destination)?;
             let listener = std::net::TcpListener::bind(("127.0.0.1", local_port))

@@ -15,6 +15,8 @@
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
 //!   on distinct nodes, verified by storage proofs, repaired);
 //! - [`tunnel`]: `gridctl overlay up|down`, the host on the overlay through a TUN interface;
+//! - [`ledger`]: `gridctl ledger`, the ledger through validators on the overlay, every
+//!   answer checked by the light client;
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -27,6 +29,7 @@ pub mod deploy;
 pub mod files;
 pub mod forward;
 pub mod key;
+pub mod ledger;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
 /// against `gridctl::stack`.
 pub use hostnet::stack;
