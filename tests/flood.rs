@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gridctl::stack::Stack;
+use hostnet::Stack;
 use gridctl::target::Target;
 use gridos_qemu::netns::{require_root, Netns};
 use gridos_tests::{gridctl, wasm};

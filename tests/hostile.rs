@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gridctl::stack::Stack;
+use hostnet::Stack;
 use gridctl::target::Target;
 use gridos_qemu::RunningMachine;
 use gridos_tests::free_udp_port;

@@ -105,6 +105,22 @@ fn metrics_are_served_on_the_overlay() {
     );
     assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
     assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
+    // The console's status screen: cleared, then the node's facts, then the log.
+    assert!(node.wait_for(" peers      ", Duration::from_secs(30)), "{}", node.serial());
+    let serial = node.serial();
+    let screen = &serial[serial.find("\x1b[2J\x1b[H").unwrap_or_else(|| panic!("no cleared screen\n{serial}"))..];
+    for want in [
+        &format!(" node key   {node_key}\n"),
+        " overlay    fd67:",
+        &format!(" farm       42, role full, farmer key {}\n", &farmer[..16]),
+        " disks      vda formatted: 62 MiB",
+        " nics       eth0 52:54:00:",
+        " peers      ",
+        "the log follows",
+    ] {
+        assert!(screen.contains(want), "the screen lacks {want:?}\n{screen}");
+    }
+    assert!(serial[..serial.find("\x1b[2J").unwrap_or(0)].contains("gridos ready in "), "{serial}");
     let t = format!("{node_key}@127.0.0.1:{port}");
     let target = Target::parse(&t).expect("target");
 
@@ -113,14 +129,43 @@ fn metrics_are_served_on_the_overlay() {
     assert_eq!(value(&before, "gridos_workloads{state=\"exited\"}"), Some(0.0), "{before}");
     let live_before = value(&before, "gridos_store_live_bytes{disk=\"vda\"}").unwrap_or_else(|| panic!("{before}"));
     let requests_before = value(&before, "gridos_control_requests_total").unwrap_or_else(|| panic!("{before}"));
+    let writes_before = value(&before, "gridos_disk_written_bytes_total{disk=\"vda\"}").unwrap_or_else(|| panic!("{before}"));
+    let busy_before = value(&before, "gridos_cpu_seconds_total{mode=\"busy\"}").unwrap_or_else(|| panic!("{before}"));
+    assert!(value(&before, "gridos_cpu_seconds_total{mode=\"idle\"}").is_some_and(|v| v > 0.0), "{before}");
 
     let hello = wasm("hello.wasm");
     let id = ok(&alice, &["deploy", "--node", &t, "--name", "metrics-hello", "--arg", "x", hello.to_str().expect("path")]);
     let id = id.trim().to_string();
     let logs = ok(&alice, &["logs", &id, "--follow", "--node", &t]);
     assert!(logs.contains("hello, world"), "{logs}");
-
-    let text = ok(&alice, &["node", "metrics", &t]);
+    // A workload that keeps running (parked on its overlay listener): it holds memory.
+    let echo = wasm("echo_server.wasm");
+    let echo_id = ok(&alice, &["deploy", "--node", &t, "--name", "metrics-echo", "--listen", "8080", "--memory-mb", "4",
+        "--arg", "3", echo.to_str().expect("path")]);
+    let echo_id = echo_id.trim().to_string();
+    let echo_memory = format!("gridos_workload_memory_bytes{{workload_id=\"{echo_id}\",name=\"metrics-echo\"}}");
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        text = ok(&alice, &["node", "metrics", &t]);
+        if value(&text, &echo_memory).is_some_and(|v| v > 0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its linear memory (at least the module's one page, at most its 4 MiB cap), running.
+    let held = value(&text, &echo_memory).unwrap_or_else(|| panic!("{text}"));
+    assert!(held >= 65536.0 && held <= f64::from(4u32 << 20), "{echo_memory} = {held}\n{text}");
+    assert_eq!(value(&text, &format!("gridos_workload_memory_limit_bytes{{workload_id=\"{echo_id}\",name=\"metrics-echo\"}}")),
+        Some(f64::from(4u32 << 20)), "{text}");
+    assert_eq!(value(&text, "gridos_workloads{state=\"running\"}"), Some(1.0), "{text}");
+    // hello has exited: its memory is given back, its peak stays.
+    assert_eq!(value(&text, &format!("gridos_workload_memory_bytes{{workload_id=\"{id}\",name=\"metrics-hello\"}}")), Some(0.0), "{text}");
+    assert!(value(&text, &format!("gridos_workload_memory_peak_bytes{{workload_id=\"{id}\",name=\"metrics-hello\"}}")).is_some_and(|v| v >= 65536.0), "{text}");
+    // The deploys wrote to the disk, and the node did work.
+    assert!(value(&text, "gridos_disk_written_bytes_total{disk=\"vda\"}").is_some_and(|v| v > writes_before), "{before}\n{text}");
+    assert!(value(&text, "gridos_disk_writes_total{disk=\"vda\"}").is_some_and(|v| v > 0.0), "{text}");
+    assert!(value(&text, "gridos_cpu_seconds_total{mode=\"busy\"}").is_some_and(|v| v > busy_before), "{before}\n{text}");
     match promtool_check(&text) {
         Some(result) => result.unwrap_or_else(|e| panic!("promtool check metrics refused the exposition: {e}\n{text}")),
         None => eprintln!("promtool not installed: the exposition is not checked by it"),

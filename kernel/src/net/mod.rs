@@ -516,6 +516,12 @@ pub fn nic_macs() -> Vec<(String, [u8; 6])> {
     with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.mac())).collect()).unwrap_or_default()
 }
 
+/// Each NIC's name, MAC address and IP addresses (link-local, DHCP or static, SLAAC).
+pub fn nic_addresses() -> Vec<(String, [u8; 6], Vec<IpCidr>)> {
+    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.mac(), n.iface.ip_addrs().to_vec())).collect())
+        .unwrap_or_default()
+}
+
 /// Counters of every NIC and the overlay interface, for diagnostics.
 pub fn diagnostics() -> String {
     with_stack(|s| {

@@ -1,4 +1,4 @@
-//! The service loop: one overlay stack (`gridctl::stack::Stack`) on a UDP socket, a fixed
+//! The service loop: one overlay stack (`hostnet::Stack`) on a UDP socket, a fixed
 //! number of TCP connection slots listening on [`COMPILE_PORT`], and one compile thread fed
 //! by a bounded queue.
 //!
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use control::compile::{self, CompileRequest, CompileResponse, COMPILE_PORT};
 use control::FrameDecoder;
-use gridctl::stack::Stack;
+use hostnet::Stack;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use workloads::ed25519_compact::KeyPair;

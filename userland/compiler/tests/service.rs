@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use compiler::service::{self, Options, Running};
 use control::compile::{self, CompileRequest, CompileResponse, COMPILE_PORT};
-use gridctl::stack::Stack;
+use hostnet::Stack;
 use gridctl::target::Target;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;

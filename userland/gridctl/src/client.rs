@@ -20,7 +20,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 
 use crate::key::UserKey;
-use crate::stack::Stack;
+use hostnet::Stack;
 use crate::target::Target;
 use crate::{address_string, bail, hex, Context, Error, Result};
 

@@ -17,7 +17,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 use workloads::artifact;
 
-use crate::stack::Stack;
+use hostnet::Stack;
 use crate::target::Target;
 use crate::{bail, hex, parse_hex, Context, Error, Result};
 

@@ -17,7 +17,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 
-use crate::stack::Stack;
+use hostnet::Stack;
 use crate::target::Target;
 use crate::{bail, hex, Context, Error, Result};
 

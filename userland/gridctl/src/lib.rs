@@ -4,10 +4,12 @@
 //!   workload-owner key, which signs every request (the overlay identity is a fresh one per
 //!   run unless `--user-overlay-key`);
 //! - [`target`]: `KEY@HOST:PORT` node addresses;
-//! - [`stack`]: the host network stack: an `overlay::Node` over a UDP socket plus a smoltcp
-//!   interface on the overlay address (what the kernel does in `kernel/src/overlay.rs`);
+//! - [`stack`]: the host network stack, now `hostnet::stack` (an `overlay::Node` over a UDP
+//!   socket plus a smoltcp interface on the overlay address), re-exported under its old path;
 //! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
 //! - [`deploy`]: building and signing a deployment;
+//! - [`files`]: a workload's file area (`gridctl files`), seeding it at deploy, and raw
+//!   output (`logs --raw`);
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
@@ -21,9 +23,12 @@ pub mod cli;
 pub mod client;
 pub mod compiler;
 pub mod deploy;
+pub mod files;
 pub mod forward;
 pub mod key;
-pub mod stack;
+/// The host overlay stack moved to the `hostnet` crate; this path stays for code written
+/// against `gridctl::stack`.
+pub use hostnet::stack;
 pub mod store;
 pub mod target;
 pub mod tcp;

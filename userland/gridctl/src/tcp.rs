@@ -1,5 +1,5 @@
 //! A plain TCP connection to a port on a node's overlay address, over gridctl's host
-//! overlay stack ([`crate::stack`]): what `gridctl node metrics` uses to GET `/metrics`
+//! overlay stack (`hostnet::Stack`): what `gridctl node metrics` uses to GET `/metrics`
 //! (any HTTP-speaking service on the overlay can be reached the same way).
 //!
 //! Every wait is bounded by the timeout: the link, the connect, and silence while
@@ -13,7 +13,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 
-use crate::stack::Stack;
+use hostnet::Stack;
 use crate::target::Target;
 use crate::{address_string, bail, hex, Context, Error, Result};
 
