@@ -426,6 +426,7 @@ fn area_refusal(e: workloads::wasi::FileAreaError) -> BackendError {
     match e {
         workloads::wasi::FileAreaError::NoSpace => BackendError::new(ErrorCode::NoSpace, "the node's storage is full"),
         workloads::wasi::FileAreaError::Io => BackendError::new(ErrorCode::Internal, "the node's storage failed"),
+        workloads::wasi::FileAreaError::Unsupported => BackendError::new(ErrorCode::Rejected, "the area does not keep that"),
     }
 }
 

@@ -611,7 +611,12 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     let host = KernelHost { slot: Arc::clone(&slot), has_sockets: sockets.is_some() };
     let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(host));
     if let Some(files) = extras.files {
-        state = state.with_files(files);
+        // File times come from the node's realtime clock, as clock_time_get's.
+        let clock = Box::new(|| {
+            let (s, ns) = time::unix_time();
+            s.saturating_mul(1_000_000_000).saturating_add(u64::from(ns))
+        });
+        state = state.with_files_at(files, manifest.guest_data_dir(), clock);
     }
     state.wasi.set_stdin(extras.stdin);
     if let Some(sockets) = sockets {

@@ -237,6 +237,10 @@ pub struct DeployArgs {
     /// Start the workload again after the node reboots.
     #[arg(long)]
     pub restart: bool,
+    /// Where the program sees its file area instead of `/data` (an absolute path, as
+    /// wasmtime's `--dir HOST::GUEST`); `.` is the area either way.
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<String>,
     /// Get native code for the module from this compile service (`gridos-compiler`; KEY is
     /// its public key) and attach its attested bundle. The node runs that code only if it
     /// trusts KEY (gridos.compilers). Without --compiler or --bundle the node runs the
@@ -276,6 +280,7 @@ impl DeployArgs {
             storage_kb: self.storage_kb,
             listen: self.listen.clone(),
             restart: self.restart,
+            data_dir: self.data_dir.clone(),
         }
     }
 }

@@ -146,6 +146,23 @@ pub struct Manifest {
     /// TCP ports on the node's overlay address the workload serves; each is a
     /// preopened listening socket (see [`crate::wasi`] for the fd numbers).
     pub listen: Vec<u16>,
+    /// Where the program sees its file area, instead of `/data` (wasmtime's
+    /// `--dir HOST::GUEST`); `.` is the area either way. An absolute path without `.`
+    /// or `..` components, at most [`MAX_DATA_DIR_BYTES`]. Encoded after the other
+    /// fields only when set ([`Extensions`]), so manifests without it keep their bytes
+    /// and signatures.
+    #[serde(skip)]
+    pub data_dir: Option<String>,
+}
+
+/// Longest `data_dir`.
+pub const MAX_DATA_DIR_BYTES: usize = 255;
+
+/// Optional manifest fields added after version 1, postcard-encoded after the
+/// manifest's own bytes (and signed with them) when any is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Extensions {
+    data_dir: Option<String>,
 }
 
 /// A manifest as postcard bytes plus the owner's signature over them.
@@ -175,6 +192,8 @@ pub enum ManifestError {
     /// The listening ports are not distinct nonzero ports.
     BadListen(&'static str),
     BadName,
+    /// `data_dir` is not an absolute path without `.` and `..` ([`check_data_dir`]).
+    BadDataDir(&'static str),
 }
 
 impl fmt::Display for ManifestError {
@@ -191,6 +210,7 @@ impl fmt::Display for ManifestError {
             }
             ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
+            ManifestError::BadDataDir(why) => write!(f, "bad data_dir: {why}"),
         }
     }
 }
@@ -207,12 +227,41 @@ impl Manifest {
             env: Vec::new(),
             restart_on_boot: false,
             listen: Vec::new(),
+            data_dir: None,
         }
+    }
+
+    /// The manifest's bytes: its fields, then [`Extensions`] when one is set.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = postcard::to_allocvec(self).unwrap_or_default();
+        if self.data_dir.is_some() {
+            let ext = Extensions { data_dir: self.data_dir.clone() };
+            bytes.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
+        }
+        bytes
+    }
+
+    /// Decodes what [`Manifest::encode`] wrote (nothing may follow).
+    fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let (mut m, rest) = postcard::take_from_bytes::<Manifest>(bytes).map_err(|_| ManifestError::Malformed)?;
+        if !rest.is_empty() {
+            let (ext, rest) = postcard::take_from_bytes::<Extensions>(rest).map_err(|_| ManifestError::Malformed)?;
+            if !rest.is_empty() {
+                return Err(ManifestError::Malformed);
+            }
+            m.data_dir = ext.data_dir;
+        }
+        Ok(m)
+    }
+
+    /// Where the program sees its file area: `data_dir`, else `/data`.
+    pub fn guest_data_dir(&self) -> &str {
+        self.data_dir.as_deref().unwrap_or(crate::wasi::fs::PREOPEN_NAME)
     }
 
     /// Signs with the owner's secret key (the key's public half must be `owner`).
     pub fn sign(&self, key: &ed25519_compact::SecretKey) -> SignedManifest {
-        let manifest = postcard::to_allocvec(self).unwrap_or_default();
+        let manifest = self.encode();
         let signature = key.sign(signed_message(&manifest), None);
         SignedManifest { manifest, signature: signature.to_vec() }
     }
@@ -255,8 +304,34 @@ impl Manifest {
         if self.listen.iter().enumerate().any(|(i, p)| self.listen[..i].contains(p)) {
             return Err(ManifestError::BadListen("duplicate port"));
         }
+        if let Some(dir) = &self.data_dir {
+            check_data_dir(dir)?;
+        }
         Ok(())
     }
+}
+
+/// A `data_dir`: absolute, at most [`MAX_DATA_DIR_BYTES`], printable, no `.` or `..`
+/// component and no empty one past the root (`/` alone is allowed: the area is then
+/// the whole guest tree, as `--dir host::/`).
+pub fn check_data_dir(dir: &str) -> Result<(), ManifestError> {
+    let bad = |why| Err(ManifestError::BadDataDir(why));
+    if !dir.starts_with('/') {
+        return bad("not absolute");
+    }
+    if dir.len() > MAX_DATA_DIR_BYTES {
+        return bad("too long");
+    }
+    if dir.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return bad("control characters");
+    }
+    if dir == "/" {
+        return Ok(());
+    }
+    if dir[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return bad("empty, . or .. component");
+    }
+    Ok(())
 }
 
 fn signed_message(manifest: &[u8]) -> Vec<u8> {
@@ -283,7 +358,7 @@ impl SignedManifest {
         if self.manifest.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge);
         }
-        let manifest: Manifest = postcard::from_bytes(&self.manifest).map_err(|_| ManifestError::Malformed)?;
+        let manifest = Manifest::decode(&self.manifest)?;
         let key = ed25519_compact::PublicKey::from_slice(&manifest.owner).map_err(|_| ManifestError::BadOwnerKey)?;
         let signature =
             ed25519_compact::Signature::from_slice(&self.signature).map_err(|_| ManifestError::BadSignature)?;
@@ -428,6 +503,31 @@ mod test {
         m.limits.cpu_ms = 1;
         m.limits.wall_ms = u64::MAX;
         assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::WallMs, .. })));
+    }
+
+    #[test]
+    fn data_dir_maps_the_area_and_is_validated() {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("w", *kp.pk, b"module");
+        // Unset: the bytes are those of a manifest before the option existed.
+        let plain = m.sign(&kp.sk);
+        assert_eq!(plain.manifest, postcard::to_allocvec(&m).unwrap());
+        assert_eq!(plain.verify().unwrap().guest_data_dir(), "/data");
+        for ok in ["/work", "/", "/a/b-c/d.e"] {
+            m.data_dir = Some(ok.into());
+            let v = m.sign(&kp.sk).verify().unwrap();
+            assert_eq!(v.data_dir.as_deref(), Some(ok));
+            assert_eq!(v.guest_data_dir(), ok);
+        }
+        for bad in ["work", "", "/a/../b", "/a/./b", "/..", "/a//b", "/a/", "/a\nb", &alloc::format!("/{}", "x".repeat(255))] {
+            m.data_dir = Some(bad.into());
+            assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadDataDir(_))), "{bad}");
+        }
+        // Trailing bytes that are not the extension are refused.
+        m.data_dir = None;
+        let mut s = m.sign(&kp.sk);
+        s.manifest.push(7);
+        assert!(matches!(s.verify(), Err(ManifestError::Malformed | ManifestError::BadSignature)));
     }
 
     #[test]
