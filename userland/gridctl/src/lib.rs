@@ -10,6 +10,7 @@
 //! - [`deploy`]: building and signing a deployment;
 //! - [`files`]: a workload's file area (`gridctl files`), seeding it at deploy, and raw
 //!   output (`logs --raw`);
+//! - [`registry`]: pulling a wasm module from an OCI registry (`deploy REGISTRY/NAME:TAG`);
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
@@ -26,6 +27,7 @@ pub mod deploy;
 pub mod files;
 pub mod forward;
 pub mod key;
+pub mod registry;
 pub mod stack;
 pub mod store;
 pub mod target;

@@ -146,7 +146,14 @@ pub struct Manifest {
     /// TCP ports on the node's overlay address the workload serves; each is a
     /// preopened listening socket (see [`crate::wasi`] for the fd numbers).
     pub listen: Vec<u16>,
+    /// The OCI image the module was pulled from, `REGISTRY/REPOSITORY@sha256:HEX` (the
+    /// digest of the image manifest, or of the index the tag named), so the signed
+    /// manifest says which image the owner deployed; `None` for a module from a file.
+    pub image: Option<String>,
 }
+
+/// Longest [`Manifest::image`] reference.
+pub const MAX_IMAGE_REF_BYTES: usize = 512;
 
 /// A manifest as postcard bytes plus the owner's signature over them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +182,8 @@ pub enum ManifestError {
     /// The listening ports are not distinct nonzero ports.
     BadListen(&'static str),
     BadName,
+    /// The image reference is not `REGISTRY/REPOSITORY@sha256:` and 64 hex digits.
+    BadImage,
 }
 
 impl fmt::Display for ManifestError {
@@ -191,6 +200,7 @@ impl fmt::Display for ManifestError {
             }
             ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
+            ManifestError::BadImage => write!(f, "image must be REGISTRY/REPOSITORY@sha256:<64 hex digits>, at most {MAX_IMAGE_REF_BYTES} printable ASCII bytes"),
         }
     }
 }
@@ -207,6 +217,7 @@ impl Manifest {
             env: Vec::new(),
             restart_on_boot: false,
             listen: Vec::new(),
+            image: None,
         }
     }
 
@@ -254,6 +265,17 @@ impl Manifest {
         }
         if self.listen.iter().enumerate().any(|(i, p)| self.listen[..i].contains(p)) {
             return Err(ManifestError::BadListen("duplicate port"));
+        }
+        if let Some(image) = &self.image {
+            let digest = image.rsplit_once("@sha256:").map(|(name, hex)| (name, hex));
+            let ok = image.len() <= MAX_IMAGE_REF_BYTES
+                && image.bytes().all(|b| b.is_ascii_graphic())
+                && digest.is_some_and(|(name, hex)| {
+                    name.contains('/') && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                });
+            if !ok {
+                return Err(ManifestError::BadImage);
+            }
         }
         Ok(())
     }
@@ -391,6 +413,27 @@ mod test {
         assert!(m.sign(&kp.sk).verify().is_ok());
         m.name = "bad name".into();
         assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
+    }
+
+    #[test]
+    fn the_image_reference_names_a_sha256_digest() {
+        use alloc::format;
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        let hex = "0123456789abcdef".repeat(4);
+        m.image = Some(format!("localhost:5000/tools/convert@sha256:{hex}"));
+        assert_eq!(m.sign(&kp.sk).verify().map(|v| v.image), Ok(m.image.clone()));
+        for bad in [
+            format!("convert@sha256:{hex}"),
+            "r/convert:latest".into(),
+            format!("r/convert@sha256:{}", &hex[1..]),
+            format!("r/convert@sha256:{}", hex.to_uppercase()),
+            format!("r/con vert@sha256:{hex}"),
+            format!("{}/c@sha256:{hex}", "r".repeat(MAX_IMAGE_REF_BYTES)),
+        ] {
+            m.image = Some(bad.clone());
+            assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadImage), "{bad}");
+        }
     }
 
     /// Every maximum: the value at the maximum is accepted, one above is refused at
