@@ -213,7 +213,8 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         node.next_memory_id += 1;
         node.next_memory_id - 1
     };
-    log::info!("workload {id} ({}): deployed by {}", manifest.name, crate::overlay::hex(&manifest.owner[..8]));
+    log::info!("workload {id} ({}): deployed by {}{}", manifest.name, crate::overlay::hex(&manifest.owner[..8]),
+        manifest.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default());
     node.deployed.push(Deployed {
         id,
         owner: manifest.owner,
@@ -289,10 +290,23 @@ pub fn owner_view(owner: &[u8; 32]) -> (u32, u64) {
 
 /// Stores module and bundle shards, then the table entry naming them.
 fn store_deployment(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool) -> Result<u64, String> {
+    store_deployment_as(signed_manifest, module, bundle, restart_on_boot, Desired::Run)
+}
+
+/// [`store_deployment`] with what the owner asked for (`Stopped`: a held deploy, not
+/// started at boot until started), in the same table commit.
+fn store_deployment_as(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool, desired: Desired)
+    -> Result<u64, String> {
     let id = persist::with_table(|t| t.next_id);
     let module_key = persist::put(id, ShardKind::Module, module)?;
     let bundle_key = persist::put(id, ShardKind::Bundle, bundle)?;
-    let added = persist::commit(|t| t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot));
+    let added = persist::commit(|t| {
+        let added = t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot);
+        if let Some(e) = t.get_mut(added) {
+            e.desired = desired;
+        }
+        added
+    });
     match added {
         Ok(added) if added == id => Ok(id),
         Ok(added) => Err(format!("workload table handed out id {added}, expected {id}")),
@@ -396,15 +410,11 @@ pub fn deploy_held(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Resu
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
     admit(node, &manifest, signed_manifest.len(), false).map_err(ServiceError::Admission)?;
-    let id = store_deployment(signed_manifest, module, bundle, manifest.restart_on_boot).map_err(ServiceError::Storage)?;
     // Not started at boot until its owner starts it.
-    persist::commit(|t| {
-        if let Some(e) = t.get_mut(id) {
-            e.desired = Desired::Stopped;
-        }
-    })
-    .map_err(ServiceError::Storage)?;
-    log::info!("workload {id} ({}): stored, held until started, by {}", manifest.name, crate::overlay::hex(&manifest.owner[..8]));
+    let id = store_deployment_as(signed_manifest, module, bundle, manifest.restart_on_boot, Desired::Stopped)
+        .map_err(ServiceError::Storage)?;
+    log::info!("workload {id} ({}): stored, held until started, by {}{}", manifest.name, crate::overlay::hex(&manifest.owner[..8]),
+        manifest.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default());
     node.deployed.push(Deployed {
         id,
         owner: manifest.owner,

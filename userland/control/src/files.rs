@@ -29,6 +29,8 @@
 //! - **Runs.** `DeployHeld` stores a workload without starting it; `Start` runs a
 //!   workload that is not running, optionally with one file of its area as standard
 //!   input (read whole when the run starts; it is an area file, so within the quota).
+//!   A restart at boot (`--restart`) runs with empty stdin: the node records only that
+//!   the owner asked it to run.
 //! - **Raw output** ([`RAW_LOG_PIECE_BYTES`] per answer): the node keeps every byte a
 //!   run wrote to stdout and stderr, as written; a log's cap bounds them (a workload that
 //!   writes past it is stopped), and the node charges them to the workload's memory.

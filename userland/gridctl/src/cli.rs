@@ -263,7 +263,9 @@ pub struct DeployArgs {
     /// by the run from the start.
     #[arg(long, value_name = "FILE")]
     pub stdin: Option<PathBuf>,
-    /// The program: a .wasm module or an OCI image layout tar.
+    /// The program: a .wasm module, an OCI image layout tar, or an image in a registry,
+    /// REGISTRY/NAME:TAG or REGISTRY/NAME@sha256:DIGEST (pulled here, every digest
+    /// checked; the signed manifest names the image's digest).
     pub file: PathBuf,
 }
 
@@ -528,9 +530,22 @@ fn call(node: &NodeArg, key: &std::path::Path, options: Options, request: &Reque
 /// Builds, uploads and starts a deployment; returns the workload id.
 pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64> {
     let target = Target::parse(&args.node.node)?;
-    let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
-    let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
-    let manifest = deploy::manifest(&args.spec(), &deploy::default_name(&args.file), user.public_key(), &program.wasm)?;
+    let arg = args.file.to_string_lossy().to_string();
+    let (program, image, default_name) = if crate::registry::is_reference(&arg) {
+        let pulled = crate::registry::pull(&arg, options.timeout.max(Duration::from_secs(60)))?;
+        let name = arg.rsplit('/').next().and_then(|n| n.split([':', '@']).next()).unwrap_or("workload");
+        let program = deploy::Program { payload: control::Payload::Wasm(pulled.module.clone()), wasm: pulled.module };
+        (program, Some(pulled.image), deploy::default_name(std::path::Path::new(name)))
+    } else {
+        let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
+        let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
+        (program, None, deploy::default_name(&args.file))
+    };
+    let mut manifest = deploy::manifest(&args.spec(), &default_name, user.public_key(), &program.wasm)?;
+    if image.is_some() {
+        manifest.image = image;
+        manifest.validate().map_err(|e| Error(format!("the manifest would be refused: {e}")))?;
+    }
     let bundle = match (&args.bundle, &args.compiler) {
         (Some(p), _) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
         (None, Some(c)) if !c.trim().is_empty() => {

@@ -10,6 +10,7 @@
 //! - [`deploy`]: building and signing a deployment;
 //! - [`files`]: a workload's file area (`gridctl files`), seeding it at deploy, and raw
 //!   output (`logs --raw`);
+//! - [`registry`]: pulling a wasm module from an OCI registry (`deploy REGISTRY/NAME:TAG`);
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
@@ -30,6 +31,7 @@ pub mod files;
 pub mod forward;
 pub mod key;
 pub mod ledger;
+pub mod registry;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
 /// against `gridctl::stack`.
 pub use hostnet::stack;

@@ -153,6 +153,12 @@ pub struct Manifest {
     /// and signatures.
     #[serde(skip)]
     pub data_dir: Option<String>,
+    /// The OCI image the module was pulled from, `REGISTRY/REPOSITORY@sha256:HEX` (the
+    /// digest of the image manifest, or of the index the tag named), so the signed
+    /// manifest says which image the owner deployed; `None` for a module from a file.
+    /// Encoded in [`Extensions`], like `data_dir`.
+    #[serde(skip)]
+    pub image: Option<String>,
 }
 
 /// Longest `data_dir`.
@@ -163,7 +169,11 @@ pub const MAX_DATA_DIR_BYTES: usize = 255;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Extensions {
     data_dir: Option<String>,
+    image: Option<String>,
 }
+
+/// Longest [`Manifest::image`] reference.
+pub const MAX_IMAGE_REF_BYTES: usize = 512;
 
 /// A manifest as postcard bytes plus the owner's signature over them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +204,8 @@ pub enum ManifestError {
     BadName,
     /// `data_dir` is not an absolute path without `.` and `..` ([`check_data_dir`]).
     BadDataDir(&'static str),
+    /// The image reference is not `REGISTRY/REPOSITORY@sha256:` and 64 hex digits.
+    BadImage,
 }
 
 impl fmt::Display for ManifestError {
@@ -211,6 +223,7 @@ impl fmt::Display for ManifestError {
             ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
             ManifestError::BadDataDir(why) => write!(f, "bad data_dir: {why}"),
+            ManifestError::BadImage => write!(f, "image must be REGISTRY/REPOSITORY@sha256:<64 hex digits>, at most {MAX_IMAGE_REF_BYTES} printable ASCII bytes"),
         }
     }
 }
@@ -228,14 +241,15 @@ impl Manifest {
             restart_on_boot: false,
             listen: Vec::new(),
             data_dir: None,
+            image: None,
         }
     }
 
     /// The manifest's bytes: its fields, then [`Extensions`] when one is set.
     fn encode(&self) -> Vec<u8> {
         let mut bytes = postcard::to_allocvec(self).unwrap_or_default();
-        if self.data_dir.is_some() {
-            let ext = Extensions { data_dir: self.data_dir.clone() };
+        if self.data_dir.is_some() || self.image.is_some() {
+            let ext = Extensions { data_dir: self.data_dir.clone(), image: self.image.clone() };
             bytes.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
         }
         bytes
@@ -250,6 +264,7 @@ impl Manifest {
                 return Err(ManifestError::Malformed);
             }
             m.data_dir = ext.data_dir;
+            m.image = ext.image;
         }
         Ok(m)
     }
@@ -306,6 +321,17 @@ impl Manifest {
         }
         if let Some(dir) = &self.data_dir {
             check_data_dir(dir)?;
+        }
+        if let Some(image) = &self.image {
+            let digest = image.rsplit_once("@sha256:").map(|(name, hex)| (name, hex));
+            let ok = image.len() <= MAX_IMAGE_REF_BYTES
+                && image.bytes().all(|b| b.is_ascii_graphic())
+                && digest.is_some_and(|(name, hex)| {
+                    name.contains('/') && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                });
+            if !ok {
+                return Err(ManifestError::BadImage);
+            }
         }
         Ok(())
     }
@@ -466,6 +492,27 @@ mod test {
         assert!(m.sign(&kp.sk).verify().is_ok());
         m.name = "bad name".into();
         assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
+    }
+
+    #[test]
+    fn the_image_reference_names_a_sha256_digest() {
+        use alloc::format;
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        let hex = "0123456789abcdef".repeat(4);
+        m.image = Some(format!("localhost:5000/tools/convert@sha256:{hex}"));
+        assert_eq!(m.sign(&kp.sk).verify().map(|v| v.image), Ok(m.image.clone()));
+        for bad in [
+            format!("convert@sha256:{hex}"),
+            "r/convert:latest".into(),
+            format!("r/convert@sha256:{}", &hex[1..]),
+            format!("r/convert@sha256:{}", hex.to_uppercase()),
+            format!("r/con vert@sha256:{hex}"),
+            format!("{}/c@sha256:{hex}", "r".repeat(MAX_IMAGE_REF_BYTES)),
+        ] {
+            m.image = Some(bad.clone());
+            assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadImage), "{bad}");
+        }
     }
 
     /// Every maximum: the value at the maximum is accepted, one above is refused at
