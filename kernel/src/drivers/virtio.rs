@@ -6,10 +6,12 @@
 //! line a virtio function can raise is routed to one vector. The handler reads each
 //! device's ISR status register (virtio 1.2, 4.1.4.5: reading it acknowledges the
 //! interrupt and deasserts the line) and signals that device's [`Event`], which
-//! wakes the task waiting on it.
+//! wakes the task waiting on it. Other functions without MSI that share the lines
+//! (the 82540EM NIC, `e1000.rs`) register here too with [`attach_intel_intx`]: for
+//! them the handler reads the Interrupt Cause Read register, which acknowledges.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
@@ -85,11 +87,21 @@ impl ConfigurationAccess for PortCam {
     }
 }
 
+/// How the handler acknowledges a source.
+const KIND_VIRTIO_ISR: u8 = 0;
+const KIND_INTEL_ICR: u8 = 1;
+
 struct IrqSource {
+    /// The register the handler reads (ISR status byte or ICR), 0 when unused.
     isr_address: AtomicU64,
+    kind: AtomicU8,
+    /// Intel NICs: the causes the handler read (reading ICR clears them), for the driver.
+    causes: AtomicU32,
 }
 
-static SOURCES: [IrqSource; MAX_DEVICES] = [const { IrqSource { isr_address: AtomicU64::new(0) } }; MAX_DEVICES];
+static SOURCES: [IrqSource; MAX_DEVICES] = [const {
+    IrqSource { isr_address: AtomicU64::new(0), kind: AtomicU8::new(KIND_VIRTIO_ISR), causes: AtomicU32::new(0) }
+}; MAX_DEVICES];
 static EVENTS: [Event; MAX_DEVICES] = [const { Event::new() }; MAX_DEVICES];
 static DEVICE_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Interrupts taken on the virtio vector (for diagnostics).
@@ -100,6 +112,16 @@ fn on_interrupt(_vector: u8) {
     for (source, event) in SOURCES.iter().zip(EVENTS.iter()).take(count) {
         let addr = source.isr_address.load(Ordering::Relaxed);
         if addr == 0 {
+            continue;
+        }
+        if source.kind.load(Ordering::Relaxed) == KIND_INTEL_ICR {
+            // SAFETY: `addr` is the ICR of an Intel NIC whose register window the driver
+            // mapped before registering it (`attach_intel_intx`); reading it acknowledges.
+            let causes = unsafe { core::ptr::read_volatile(addr as usize as *const u32) };
+            if causes != 0 {
+                source.causes.fetch_or(causes, Ordering::Relaxed);
+                event.signal();
+            }
             continue;
         }
         // SAFETY: `addr` is the mapped ISR status byte of a virtio function (found in
@@ -155,12 +177,41 @@ pub struct Found {
     pub event: &'static Event,
 }
 
+static ROUTED_PCI_GSIS: AtomicBool = AtomicBool::new(false);
+
+/// Routes `address`'s INTx line to [`VIRTIO_VECTOR`]: PCI INTx arrive at GSIs 16-23
+/// on I/O APIC systems (Q35), or at the ISA IRQ the firmware wrote into the
+/// interrupt-line register (i440FX).
+fn route_line(address: PciAddress) {
+    let line = (address.read_config(0x3c) & 0xff) as u8;
+    if !ROUTED_PCI_GSIS.load(Ordering::Relaxed) {
+        let routed = (16..24).all(|gsi| apic::route_gsi(gsi, VIRTIO_VECTOR, true, true));
+        ROUTED_PCI_GSIS.store(routed, Ordering::Relaxed);
+    }
+    if matches!(line, 3 | 5..=7 | 9..=12 | 14 | 15) {
+        apic::route_isa_irq_level(line, VIRTIO_VECTOR);
+    }
+}
+
+/// Shares the INTx vector with an Intel NIC that has no MSI: the handler reads its
+/// Interrupt Cause Read register at `icr_address` (already mapped), keeps the
+/// causes in the returned cell and signals the returned event. `None` when all
+/// sources are taken. Call after [`probe`] (which installs the handler).
+pub fn attach_intel_intx(address: PciAddress, icr_address: u64) -> Option<(&'static Event, &'static AtomicU32)> {
+    let index = DEVICE_COUNT.load(Ordering::Relaxed);
+    let source = SOURCES.get(index)?;
+    source.kind.store(KIND_INTEL_ICR, Ordering::Relaxed);
+    source.isr_address.store(icr_address, Ordering::Relaxed);
+    DEVICE_COUNT.store(index + 1, Ordering::Release);
+    route_line(address);
+    Some((&EVENTS[index], &source.causes))
+}
+
 /// Sets up the PCI transport and interrupt routing of every virtio function.
 pub fn probe(devices: &[PciDevice]) -> alloc::vec::Vec<Found> {
     let mut found = alloc::vec::Vec::new();
     let mut root = PciRoot::new(PortCam);
     idt::register(VIRTIO_VECTOR, on_interrupt);
-    let mut routed_pci_gsis = false;
     for d in devices.iter().filter(|d| d.vendor_id == 0x1af4) {
         let index = DEVICE_COUNT.load(Ordering::Relaxed);
         if index >= MAX_DEVICES {
@@ -189,15 +240,7 @@ pub fn probe(devices: &[PciDevice]) -> alloc::vec::Vec<Found> {
         log::debug!("virtio {}: ISR status at {isr:#x}, interrupt line {}", d.address, d.address.read_config(0x3c) & 0xff);
         SOURCES[index].isr_address.store(isr, Ordering::Relaxed);
         DEVICE_COUNT.store(index + 1, Ordering::Release);
-        // Route the line: PCI INTx arrive at GSIs 16-23 on I/O APIC systems (Q35), or at
-        // the ISA IRQ the firmware wrote into the interrupt-line register (i440FX).
-        let line = (d.address.read_config(0x3c) & 0xff) as u8;
-        if !routed_pci_gsis {
-            routed_pci_gsis = (16..24).all(|gsi| apic::route_gsi(gsi, VIRTIO_VECTOR, true, true));
-        }
-        if matches!(line, 3 | 5..=7 | 9..=12 | 14 | 15) {
-            apic::route_isa_irq_level(line, VIRTIO_VECTOR);
-        }
+        route_line(d.address);
         let device_type = transport.device_type();
         found.push(Found { transport, device_type, address: d.address, event: &EVENTS[index] });
     }

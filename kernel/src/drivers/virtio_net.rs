@@ -48,14 +48,7 @@ pub struct VirtioNic {
     pub counters: NicCounters,
 }
 
-/// A NIC's traffic counters.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NicCounters {
-    pub rx_frames: u64,
-    pub rx_bytes: u64,
-    pub tx_frames: u64,
-    pub tx_bytes: u64,
-}
+pub use super::nic::NicCounters;
 
 impl VirtioNic {
     pub fn new(found: Found) -> Result<VirtioNic, virtio_drivers::Error> {
