@@ -17,16 +17,18 @@ use std::time::{Duration, Instant};
 use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome, RunningMachine};
 
-/// A NIC model: QEMU device, the name the node gives it, the link it reports.
+/// A NIC model: QEMU device, the name the node gives it, the link it reports, how
+/// its interrupts arrive.
 struct Model {
     device: &'static str,
     name: &'static str,
     link: &'static str,
+    interrupts: &'static str,
 }
 
-const VIRTIO: Model = Model { device: "virtio-net-pci", name: "virtio-net", link: "not reported" };
-const E1000: Model = Model { device: "e1000", name: "Intel 82540EM (e1000)", link: "up" };
-const E1000E: Model = Model { device: "e1000e", name: "Intel 82574L (e1000e)", link: "up" };
+const VIRTIO: Model = Model { device: "virtio-net-pci", name: "virtio-net", link: "not reported", interrupts: "MSI-X" };
+const E1000: Model = Model { device: "e1000", name: "Intel 82540EM (e1000)", link: "up", interrupts: "INTx (shared)" };
+const E1000E: Model = Model { device: "e1000e", name: "Intel 82574L (e1000e)", link: "up", interrupts: "MSI-X" };
 
 fn machine(cmdline: &str) -> Machine {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
@@ -119,6 +121,8 @@ fn user_networking_checks(model: &Model, bulk_bytes: u64) -> f64 {
     wait_or_fail(&vm, "services: echo");
     let inventory = format!("inventory: nic eth0 {}, mac 52:54:00:12:34:56, link {}", model.name, model.link);
     assert!(vm.serial().contains(&inventory), "missing {inventory:?}\n{}", vm.serial());
+    let interrupts = format!("{}, interrupts {}", model.name, model.interrupts);
+    assert!(vm.serial().contains(&interrupts), "missing {interrupts:?}\n{}", vm.serial());
 
     echo_messages(port, 100);
     let mb_per_s = echo_bulk(port, bulk_bytes);

@@ -143,9 +143,15 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         match found.device_type {
             DeviceType::Block => disks.push(found),
             DeviceType::Network => {
-                let address = found.address;
+                let (address, source) = (found.address, found.source);
                 match drivers::virtio_net::VirtioNic::new(found) {
-                    Ok(nic) => nics.push((address, drivers::nic::NicDevice::Virtio(nic))),
+                    Ok(mut nic) => {
+                        if let Some(event) = drivers::virtio::move_to_msix(address, source) {
+                            nic.event = event;
+                            log::info!("nic at {address}: virtio-net, interrupts MSI-X");
+                        }
+                        nics.push((address, drivers::nic::NicDevice::Virtio(nic)))
+                    }
                     Err(e) => log::warn!("nic at {address}: virtio-net init failed: {e}"),
                 }
             }
