@@ -4,7 +4,8 @@
 //! One boot per NIC model on QEMU user networking: DHCP, the inventory line (model,
 //! MAC, link), TCP echo of exact bytes, a link flap over QMP (`set_link`) that the
 //! node logs and survives, and a bulk echo whose MB/s is printed side by side (the
-//! bench). Then, as root, an e1000 node and an e1000e node on one bridge: the host
+//! bench). A node whose e1000 hangs (a test-mode fault) takes it out of service
+//! and serves on through virtio-net. Then, as root, an e1000 node and an e1000e node on one bridge: the host
 //! pings both over IPv4 and IPv6, echoes exact bytes over TCP, and the e1000 node
 //! reaches the e1000e node over the encrypted overlay (link-local discovery).
 
@@ -153,6 +154,30 @@ fn dhcp_tcp_echo_link_flap_and_bench_on_virtio_e1000_and_e1000e() {
     let virtio = figures[0].1;
     let line: Vec<String> = figures.iter().map(|(name, mbs)| format!("{name} {mbs:.2} MB/s ({:.2}x virtio)", mbs / virtio)).collect();
     eprintln!("nic bench: TCP echo of {} MiB through QEMU user networking, each way: {}", BULK >> 20, line.join(", "));
+}
+
+#[test]
+fn an_e1000_whose_transmit_hangs_is_taken_out_of_service_while_virtio_serves() {
+    // eth0 virtio-net (DHCP, the echo), eth1 e1000 whose transmit completions the
+    // driver is told to ignore (test-mode fault): its first frames (IPv6 router
+    // solicitation) never complete.
+    let port = free_tcp_port();
+    let mut m = machine("gridos.test=serve gridos.services=echo gridos.underlay=open gridos.fault=e1000-tx-hang");
+    m.extra_args = [
+        "-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7"), "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", "user,id=n1", "-device", "e1000,netdev=n1",
+    ].map(String::from).to_vec();
+    let vm = m.spawn().unwrap_or_else(|e| panic!("{e}"));
+    wait_or_fail(&vm, "inventory: nic eth1 Intel 82540EM (e1000), mac 52:54:00:12:34:57, link up");
+    wait_or_fail(&vm, "net eth0: dhcp lease 10.0.2.15/24");
+    wait_or_fail(&vm, "net eth1 (Intel 82540EM (e1000)): transmit hang (no progress in 5 s); taken out of service, the node runs on");
+    echo_messages(port, 50);
+    let serial = vm.serial();
+    for bad in ["PANIC", "FATAL EXCEPTION", "gridos fatal"] {
+        assert!(!serial.contains(bad), "node reported {bad}\n--- serial ---\n{serial}");
+    }
+    assert_eq!(serial.matches("taken out of service").count(), 1, "{serial}");
+    drop(vm.kill());
 }
 
 /// Boots once to create the node's identity on its disk; returns its overlay address.

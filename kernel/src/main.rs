@@ -165,6 +165,9 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
             other => log::info!("virtio {}: {other:?} device, no driver", found.address),
         }
     }
+    if power::test_mode() && cmdline.get("gridos.fault") == Some("e1000-tx-hang") {
+        drivers::e1000::inject_tx_hang();
+    }
     for d in devices {
         let Some(model) = drivers::e1000::Model::of(d) else { continue };
         match drivers::e1000::E1000Nic::new(d, model) {

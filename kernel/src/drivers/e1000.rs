@@ -27,7 +27,7 @@
 
 use alloc::vec;
 use core::marker::PhantomData;
-use core::sync::atomic::{fence, AtomicU32, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -127,6 +127,17 @@ const TX_CMD_EOP: u8 = 1 << 0;
 const TX_CMD_IFCS: u8 = 1 << 1;
 const TX_CMD_RS: u8 = 1 << 3;
 const TX_STATUS_DD: u8 = 1 << 0;
+
+/// Test-only fault (`gridos.fault=e1000-tx-hang`, honoured only with `gridos.test`):
+/// transmit completions are ignored, as if the device had stopped sending, so the
+/// hang handling runs under QEMU (whose NICs never hang).
+static FAULT_TX_HANG: AtomicBool = AtomicBool::new(false);
+
+/// Turns the transmit-hang fault on for every NIC of this driver (tests only).
+pub fn inject_tx_hang() {
+    log::warn!("e1000: fault injected: transmit completions are ignored (test mode)");
+    FAULT_TX_HANG.store(true, Ordering::Relaxed);
+}
 
 /// The models this driver knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -584,7 +595,7 @@ impl E1000Nic {
     /// Takes back the slots of frames the device has sent.
     fn reclaim_tx(&mut self, now_ns: u64) {
         let mut progressed = false;
-        while self.tx_clean != self.tx_tail {
+        while self.tx_clean != self.tx_tail && !FAULT_TX_HANG.load(Ordering::Relaxed) {
             // SAFETY: descriptor `tx_clean` of our transmit ring page; the device writes
             // only its status byte, which is read volatile.
             let status = unsafe { core::ptr::read_volatile(&raw const (*self.tx_descriptor(self.tx_clean)).status) };

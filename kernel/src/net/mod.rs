@@ -113,7 +113,15 @@ struct Nic {
 /// All interfaces and sockets.
 pub struct Stack {
     nics: Vec<Nic>,
+    /// The underlay's sockets, polled through eth0 (whose addresses the underlay
+    /// services and clients use; DHCP and static configuration apply to it).
     sockets: SocketSet<'static>,
+    /// Always empty: the set other NICs are polled with. smoltcp dispatches every
+    /// socket of the set it is given on the interface being polled, so a shared set
+    /// sent eth0's TCP segments out of eth1 too and broke eth0's connections. The
+    /// other NICs answer ARP, neighbour discovery and ping and take SLAAC addresses;
+    /// carrying sockets on them needs per-interface socket sets (multi-homing).
+    no_sockets: SocketSet<'static>,
     overlay: Option<OverlayIface>,
     /// Sockets closed by their owners, removed once the close handshake is over (or
     /// aborted by the closing policy, see [`guard`]).
@@ -224,6 +232,7 @@ pub fn init(nics: Vec<NicDevice>, config: &NetConfig, ingress_filter_port: Optio
     *STACK.lock() = Some(Stack {
         nics: up,
         sockets,
+        no_sockets: SocketSet::new(Vec::new()),
         overlay: None,
         closing: Vec::new(),
         backlogs: Vec::new(),
@@ -242,7 +251,9 @@ impl Stack {
         let mut next: Option<Instant> = None;
         let now_ns = executor::now_ns();
         let mut needs_timer = false;
-        for nic in &mut self.nics {
+        for (index, nic) in self.nics.iter_mut().enumerate() {
+            // Sockets live on eth0 (see `Stack::no_sockets`); other NICs poll an empty set.
+            let sockets = if index == 0 { &mut self.sockets } else { &mut self.no_sockets };
             let _ = nic.device.event().take();
             match nic.device.service(now_ns) {
                 None => {}
@@ -256,16 +267,16 @@ impl Stack {
                 }
             }
             needs_timer |= nic.device.polled() || nic.device.link() != crate::inventory::Link::NotReported;
-            let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, &mut self.sockets, timestamp));
+            let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, sockets, timestamp));
             if let Some(h) = nic.dhcp {
-                handle_dhcp(nic, h, &mut self.sockets);
+                handle_dhcp(nic, h, sockets);
             }
             if nic.iface.ip_addrs().len() != nic.addresses_seen {
                 nic.addresses_seen = nic.iface.ip_addrs().len();
                 let list: Vec<String> = nic.iface.ip_addrs().iter().map(|c| format!("{c}")).collect();
                 log::info!("net {}: addresses {}", nic.name, list.join(" "));
             }
-            if let Some(at) = nic.iface.poll_at(timestamp, &self.sockets) {
+            if let Some(at) = nic.iface.poll_at(timestamp, sockets) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
