@@ -2,12 +2,13 @@
 //! (QEMU `e1000` = 82540EM, `e1000e` = 82574L) beside virtio-net.
 //!
 //! One boot per NIC model on QEMU user networking: DHCP, the inventory line (model,
-//! MAC, link), TCP echo of exact bytes, a link flap over QMP (`set_link`) that the
-//! node logs and survives, and a bulk echo whose MB/s is printed side by side (the
-//! bench). A node whose e1000 hangs (a test-mode fault) takes it out of service
-//! and serves on through virtio-net. Then, as root, an e1000 node and an e1000e node on one bridge: the host
-//! pings both over IPv4 and IPv6, echoes exact bytes over TCP, and the e1000 node
-//! reaches the e1000e node over the encrypted overlay (link-local discovery).
+//! MAC, link) and how interrupts arrive, TCP echo of exact bytes, a link flap over
+//! QMP (`set_link`) that the node logs and survives, and a bulk echo whose MB/s is
+//! printed side by side (the bench). A node whose e1000 hangs (a test-mode fault)
+//! takes it out of service and serves on through virtio-net. Then, as root, an
+//! e1000 node and an e1000e node on one bridge: the host sends both junk frames,
+//! pings both over IPv4 and IPv6 and echoes exact bytes over TCP, and the e1000
+//! node reaches the e1000e node over the encrypted overlay (link-local discovery).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -221,6 +222,28 @@ for n in range(50):
 print('echoed')
 "#;
 
+/// Sends junk frames (random ethertypes and bytes, runts, truncated and lying IP
+/// headers, broadcast junk) at the MAC in argv[1] from a raw socket on the bridge.
+const GARBAGE: &str = r#"
+import os, random, socket, struct, sys
+mac = bytes.fromhex(sys.argv[1].replace(':', ''))
+random.seed(int(sys.argv[2]))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('br0', 0))
+src = bytes.fromhex('02aabbccddee')
+def send(f):
+    try: s.send(f)
+    except OSError: pass
+for i in range(2000):
+    t = random.choice([0x0800, 0x86dd, 0x0806, 0x8100, random.randrange(65536)])
+    dst = mac if i % 5 else b'\xff' * 6
+    send(dst + src + struct.pack('!H', t) + os.urandom(random.randrange(0, 1500)))
+    if i % 10 == 0:
+        send(mac + src)
+        send(mac + src + b'\x08\x00' + bytes([0x4f, 0, 0xff, 0xff]) + os.urandom(30))
+print('sent')
+"#;
+
 #[test]
 fn e1000_and_e1000e_nodes_ping_tcp_and_overlay_on_one_bridge() {
     require_root();
@@ -248,7 +271,15 @@ fn e1000_and_e1000e_nodes_ping_tcp_and_overlay_on_one_bridge() {
     let node_a = ma.spawn().unwrap_or_else(|e| panic!("{e}"));
     wait_or_fail(&node_a, "gridos ready in ");
     assert!(node_a.serial().contains("inventory: nic eth0 Intel 82540EM (e1000), mac 52:54:00:00:05:0a, link up"), "{}", node_a.serial());
-    for (node, v4, v6, ll) in [(&node_a, "10.51.0.11", "fd51::11", "fe80::5054:ff:fe00:50a%br0"), (&node_b, "10.51.0.12", "fd51::12", "fe80::5054:ff:fe00:50b%br0")] {
+    let nodes = [
+        (&node_a, "10.51.0.11", "fd51::11", "fe80::5054:ff:fe00:50a%br0", "52:54:00:00:05:0a"),
+        (&node_b, "10.51.0.12", "fd51::12", "fe80::5054:ff:fe00:50b%br0", "52:54:00:00:05:0b"),
+    ];
+    for (node, v4, v6, ll, mac) in nodes {
+        for seed in 0..2 {
+            let out = ns.exec(&["python3", "-c", GARBAGE, mac, &seed.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.status.success(), "garbage sender failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         assert!(ping(&ns, &[v4]), "no IPv4 echo reply from {v4}\n{}", node.serial());
         assert!(ping(&ns, &["-6", v6]), "no IPv6 echo reply from {v6}\n{}", node.serial());
         assert!(ping(&ns, &["-6", ll]), "no link-local echo reply from {ll}\n{}", node.serial());

@@ -2,6 +2,16 @@
 //! and the Intel e1000 family (`e1000`). Each is a smoltcp `Device`; [`on_device!`]
 //! runs code on the inner device, so the stack stays generic over the kind. Health
 //! (link, failures) is reported through [`NicDevice::service`].
+//!
+//! Further Intel NICs would fit as more variants, each its own driver module with
+//! the same shape (rings in frame-allocator DMA memory, `service` for health):
+//! igb (82576/I350/I210; QEMU `-device igb`) keeps e1000e's register names but has
+//! per-queue rings (RDBAL(n)...), advanced descriptors (SRRCTL), queue enables
+//! (RXDCTL/TXDCTL.ENABLE) and EICR/EIMS-style MSI-X; ixgbe (82599/X5x0) has its own
+//! register map, SFP+/PHY link handling and wants one queue pair and MSI-X vector
+//! per CPU with RSS and offloads to reach 10 Gb/s; i40e (X710) is driven through a
+//! firmware admin queue (link, MAC, VSIs) and HMC queue contexts, a much larger
+//! driver. Past three or four kinds this enum becomes a trait object.
 
 use super::e1000::{E1000Nic, NicNews};
 use super::virtio_net::VirtioNic;
