@@ -495,6 +495,8 @@ impl E1000Nic {
         self.write32(REG_TIPG, TIPG_COPPER);
         self.write32(REG_TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD_FULL_DUPLEX);
         // Broadcast and all multicast (IPv6 neighbour discovery), CRC stripped, 2 KiB buffers.
+        // (QEMU's e1000 holds received frames for 1 s after an RCTL write, so its
+        // first DHCP answer arrives about a second after boot.)
         self.write32(REG_RCTL, RCTL_EN | RCTL_BAM | RCTL_MPE | RCTL_SECRC);
         let mut mask = INT_LSC | INT_RXSEQ | INT_RXDMT0 | INT_RXO | INT_RXT0;
         if matches!(self.interrupts, Interrupts::Message(Delivery::MsiX)) {

@@ -110,6 +110,7 @@ static DEVICE_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
 fn on_interrupt(_vector: u8) {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     let count = DEVICE_COUNT.load(Ordering::Acquire).min(MAX_DEVICES);
     for (source, event) in SOURCES.iter().zip(EVENTS.iter()).take(count) {
         let addr = source.isr_address.load(Ordering::Relaxed);
@@ -132,7 +133,6 @@ fn on_interrupt(_vector: u8) {
         if status != 0 {
             event.signal();
         }
-        INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
