@@ -14,7 +14,7 @@
 //! 5. another user's key can neither read nor delete the file or its shards;
 //! 6. rm deletes every shard.
 //!
-//! Needs no root (QEMU socket multicast and user networking). Prints put/get MB/s.
+//! Needs no root (a user-space switch for the segment, QEMU user networking). Prints put/get MB/s.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ struct Node {
 
 fn boot(base: &Machine, index: u32, net: &ClusterNet, dir: &Path) -> Node {
     let disk = cluster::node_disk(dir, index, 128).unwrap_or_else(|e| panic!("{e}"));
-    let vm = cluster::node_machine(base, index, net, &disk).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let vm = cluster::node_machine(base, index, net, &disk).and_then(|m| m.spawn()).unwrap_or_else(|e| panic!("{e}"));
     assert!(vm.wait_for("control: workload control on overlay tcp port 7070", Duration::from_secs(120)), "node {index}\n{}", vm.serial());
     let serial = vm.serial();
     let key = cluster::overlay_key(&serial).unwrap_or_else(|| panic!("no key\n{serial}"));
@@ -148,7 +148,6 @@ fn find_in_image(path: &Path, needle: &[u8]) -> Option<usize> {
 }
 
 #[test]
-#[ignore = "needs the kernel's shard service backend (h-shardsvc); run with --ignored"]
 fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
     let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
@@ -156,7 +155,8 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let dir = gridos_qemu::workspace_root().join("target/test-disks").join(format!("files-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let net = ClusterNet { mcast_port: 40000 + (pid % 20000) as u16, host_udp_port: free_udp_port() };
+    let switch = gridos_qemu::switch::Switch::start().unwrap_or_else(|e| panic!("{e}"));
+    let net = ClusterNet { switch_port: switch.port(), host_udp_port: free_udp_port() };
     let mut base = Machine::new(&kernel);
     base.cmdline = "gridos.test=serve".into();
     if std::env::var_os("GRIDOS_FILES_TEST_DEBUG").is_some() {

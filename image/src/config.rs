@@ -440,11 +440,33 @@ fn check_disk_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= DISK_NAME_MAX_BYTES
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::bad("disks", name, "a disk name is 1-64 characters of A-Z a-z 0-9 . _ - : /"))
+    if !ok {
+        return Err(ConfigError::bad("disks", name, "a disk name is 1-64 characters of A-Z a-z 0-9 . _ - : /"));
     }
+    if let Some(disk) = partition_of(name.strip_prefix("/dev/").unwrap_or(name)) {
+        let why = format!("a partition: gridos uses whole disks (the node names them vda, nvme0n1, sda, ...); name the disk ({disk})");
+        return Err(ConfigError::bad("disks", name, &why));
+    }
+    Ok(())
+}
+
+/// The disk of a Linux partition name (`sda1` -> `sda`, `vdb2` -> `vdb`,
+/// `nvme0n1p3` -> `nvme0n1`), or `None` for a disk name or anything else.
+fn partition_of(name: &str) -> Option<&str> {
+    let digits_at = name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits_at == name.len() {
+        return None;
+    }
+    let base = &name[..digits_at];
+    if let Some(disk) = base.strip_suffix('p') {
+        // nvme<N>n<M>p<K>
+        let rest = disk.strip_prefix("nvme")?;
+        let (controller, namespace) = rest.split_once('n')?;
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        return (numeric(controller) && numeric(namespace)).then_some(disk);
+    }
+    let letters = base.strip_prefix("sd").or_else(|| base.strip_prefix("vd"))?;
+    (!letters.is_empty() && letters.len() <= 3 && letters.bytes().all(|b| b.is_ascii_lowercase())).then_some(base)
 }
 
 fn check_peer(key: &str, peer: &str) -> Result<(), ConfigError> {
@@ -594,6 +616,17 @@ append = "gridos.log=debug"
             "role=compute, farm=42, net=ip4=192.168.1.20/24 gw4=192.168.1.1 ip6=2001:db8::20/64, disks=nvme0,sdb, \
              peers=validator1.example.org:7000,203.0.113.5:7000,[2001:db8::5]:7000"
         );
+    }
+
+    #[test]
+    fn disk_names_are_whole_disks_as_the_node_names_them() {
+        for ok in ["nvme0n1", "nvme0", "sda", "sdab", "vdb", "/dev/nvme1n1", "/dev/sdb", "S3Z9NX0M123456", "gridos-disk0"] {
+            assert!(check_disk_name(ok).is_ok(), "{ok}");
+        }
+        for (partition, disk) in [("sda1", "sda"), ("/dev/sdb2", "sdb"), ("vda3", "vda"), ("nvme0n1p1", "nvme0n1")] {
+            let e = check_disk_name(partition).unwrap_err().to_string();
+            assert!(e.contains("a partition") && e.contains(&format!("name the disk ({disk})")), "{e}");
+        }
     }
 
     #[test]

@@ -82,6 +82,15 @@ pub fn now_ns() -> u64 {
     time::since_boot_ns()
 }
 
+/// Nanoseconds the CPU spent halted with nothing runnable (interrupt handlers that
+/// ran meanwhile included).
+static IDLE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Time the CPU has spent idle since boot; the rest of [`now_ns`] it was busy.
+pub fn idle_ns() -> u64 {
+    IDLE_NS.load(Ordering::Relaxed)
+}
+
 fn fire_due_timers() {
     let now = now_ns();
     let due: Vec<Waker> = interrupts::without(|| {
@@ -131,7 +140,9 @@ pub fn run() -> ! {
         if RUNNABLE.load(Ordering::Acquire) || next_timer_due() {
             interrupts::enable();
         } else {
+            let halted_ns = now_ns();
             interrupts::enable_and_wait();
+            IDLE_NS.fetch_add(now_ns().saturating_sub(halted_ns), Ordering::Relaxed);
         }
     }
 }

@@ -22,9 +22,11 @@ mod executor;
 mod metrics;
 mod mm;
 mod identity;
+mod inventory;
 mod net;
 mod overlay;
 mod power;
+mod screen;
 mod selftest;
 mod services;
 mod shards;
@@ -80,13 +82,19 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         if features.invariant_tsc { " (invariant)" } else { "" });
     log::debug!("cpu features: {features:?}");
 
-    init_memory(&boot, &cmdline);
+    let memory_bytes = init_memory(&boot, &cmdline);
 
-    match acpi::init(&boot) {
-        Ok(m) => log::info!("acpi: revision {}, {} CPUs enabled, {} I/O APICs, {} source overrides",
-            m.acpi_revision, m.cpus_enabled, m.io_apics, m.source_overrides),
-        Err(e) => log::warn!("acpi: tables not usable ({e:?}); running on the boot CPU with no I/O APIC"),
-    }
+    let cpu_count = match acpi::init(&boot) {
+        Ok(m) => {
+            log::info!("acpi: revision {}, {} CPUs enabled, {} I/O APICs, {} source overrides",
+                m.acpi_revision, m.cpus_enabled, m.io_apics, m.source_overrides);
+            m.cpus_enabled.max(1)
+        }
+        Err(e) => {
+            log::warn!("acpi: tables not usable ({e:?}); running on the boot CPU with no I/O APIC");
+            1
+        }
+    };
     let apic_id = apic::init_local();
     let apic_hz = time::start_tick();
     interrupts::enable();
@@ -98,7 +106,8 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         log::info!("pci {} {:04x}:{:04x} class {:02x}.{:02x} {} {}", d.address, d.vendor_id, d.device_id,
             d.class, d.subclass, d.class_name(), d.device_name());
     }
-    init_devices(&devices, &cmdline);
+    let machine = Machine { cpu_model: cpu::brand(&mut brand), cpu_count, memory_bytes };
+    init_devices(&devices, &cmdline, &machine);
 
     let hello_status = hello::main();
     if hello_status != 0 {
@@ -106,6 +115,9 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     }
 
     log::info!("gridos ready in {} us", time::since_boot_us());
+    if cmdline.get("gridos.screen") != Some("off") {
+        screen::start();
+    }
 
     if let Some(name) = test {
         let seed = cmdline.get_u64("gridos.seed").unwrap_or(1);
@@ -114,8 +126,16 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     executor::run()
 }
 
-/// Starts the virtio drivers: disks, then NICs and the network stack and services.
-fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
+/// What boot learned of the machine before the devices, for the inventory.
+struct Machine<'a> {
+    cpu_model: &'a str,
+    cpu_count: u32,
+    memory_bytes: u64,
+}
+
+/// Starts the drivers: disks (virtio, NVMe, AHCI), then NICs, the inventory, the
+/// network stack and services.
+fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, machine: &Machine<'_>) {
     use virtio_drivers::transport::DeviceType;
     let mut disks = alloc::vec::Vec::new();
     let mut nics = alloc::vec::Vec::new();
@@ -140,7 +160,18 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
         }
     }
     entropy::init();
-    disks::init(disks);
+    disks::init(disks, devices);
+    let nic_info = nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| inventory::NicInfo {
+            name: alloc::format!("eth{i}"),
+            model: "virtio-net",
+            mac: nic.mac(),
+            link: inventory::Link::NotReported,
+        })
+        .collect();
+    inventory::collect(machine.cpu_model, machine.cpu_count, machine.memory_bytes, devices, nic_info);
     let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
     // The identity (in the first disk's node area) before the stores, so that disks
     // formatted now carry the node's key.
@@ -194,7 +225,8 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>) {
     }
 }
 
-fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {
+/// Sets up frames, paging and the heap; returns the usable RAM in bytes.
+fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) -> u64 {
     let report = mm::frames::init(boot);
     if let Err(e) = mm::paging::init(report.highest_address) {
         log::error!("paging: could not map all RAM: {e:?}");
@@ -210,7 +242,8 @@ fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) {
             wasm::admission::set_heap_bytes(size);
             log::info!(
                 "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x}, {} MiB free for frames",
-                report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB)
+                report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB);
+            report.usable_bytes
         }
         None => power::fatal("could not set up the kernel heap"),
     }

@@ -178,6 +178,11 @@ fn gather(node_key: [u8; 32]) -> NodeMetrics {
             free_bytes: d.stat.free_bytes,
             live_bytes: d.stat.live_bytes,
             shards: d.stat.shard_count,
+            reads: d.io.reads,
+            writes: d.io.writes,
+            read_bytes: d.io.read_bytes,
+            written_bytes: d.io.written_bytes,
+            errors: d.io.errors,
         })
         .collect();
     let nics = crate::net::nic_counters()
@@ -196,6 +201,8 @@ fn gather(node_key: [u8; 32]) -> NodeMetrics {
         .into_iter()
         .map(|s| {
             let (log_bytes, log_lines) = s.info.as_ref().map_or((0, 0), |i| (i.log_bytes, i.log_lines));
+            let (memory_bytes, memory_peak_bytes, memory_limit_bytes) =
+                s.info.as_ref().map_or((0, 0, 0), |i| (i.memory_bytes, i.memory_peak_bytes, i.memory_limit_bytes));
             let summary = crate::control::to_summary(s);
             WorkloadMetrics {
                 id: summary.id,
@@ -205,6 +212,9 @@ fn gather(node_key: [u8; 32]) -> NodeMetrics {
                 cpu_ms: summary.cpu_ms,
                 log_bytes,
                 log_lines,
+                memory_bytes,
+                memory_peak_bytes,
+                memory_limit_bytes,
             }
         })
         .collect();
@@ -213,6 +223,7 @@ fn gather(node_key: [u8; 32]) -> NodeMetrics {
         node_key: crate::overlay::hex(&node_key),
         uptime_ms: executor::now_ns() / 1_000_000,
         cpus: 1,
+        cpu_idle_ms: executor::idle_ns() / 1_000_000,
         heap_size_bytes: crate::mm::heap::size_bytes(),
         heap_used_bytes: crate::mm::heap::allocated_bytes() as u64,
         frames_free_bytes: crate::mm::frames::free_bytes(),

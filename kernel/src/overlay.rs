@@ -34,7 +34,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 
 use crate::cmdline::Cmdline;
 use crate::executor;
-use crate::net::socket::UdpSocket;
+use crate::net::socket::{SendOutcome, UdpSocket};
 use crate::net::{self, Network, OVERLAY_OUT};
 
 /// Datagrams (and bytes) the overlay's UDP socket holds until the overlay task reads them.
@@ -121,7 +121,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         return None;
     }
     // Room for several TCP windows of overlay traffic (128 KiB each, ~100 datagrams).
-    let socket = match UdpSocket::bind_with_receive_queue(Network::Underlay, config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
+    let socket = match UdpSocket::bind_first(config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
         Ok(s) => s,
         Err(e) => {
             log::error!("overlay: cannot bind udp port {}: {e:?}", config.port);
@@ -141,6 +141,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         if config.accept_any { ", accepting any key" } else { "" },
         if config.discovery { ", link-local discovery on" } else { "" }
     );
+    IDENTITY.call_once(|| (node.public_key().0, address.octets(), config.port));
     let discovery = config.discovery.then(|| overlay::identity::Identity::from_seed(seed));
     executor::spawn("overlay", run(node, socket, config.port, config.peers, discovery));
     Some(address)
@@ -152,6 +153,9 @@ fn ipv6_destination(packet: &[u8]) -> Option<Address> {
     a.copy_from_slice(packet.get(24..40)?);
     (packet.first()? >> 4 == 6).then_some(Address(a))
 }
+
+/// The node's overlay key, address and UDP port, once the overlay has started.
+pub static IDENTITY: spin::Once<([u8; 32], [u8; 16], u16)> = spin::Once::new();
 
 /// The overlay node's counters, refreshed by the overlay task (for diagnostics).
 pub static STATS: spin::Mutex<Option<overlay::node::Stats>> = spin::Mutex::new(None);
@@ -242,6 +246,70 @@ fn sender(senders: &mut Vec<Sender>, to: IpEndpoint, port: u16, now_ns: u64) -> 
     }
 }
 
+/// Most datagrams waiting in the [`Outbox`], node-wide (about 700 KiB at full size):
+/// a few TCP windows of relayed traffic. Beyond it the newest is dropped, as a full
+/// link queue would, and TCP above backs off.
+const OUTBOX_DATAGRAMS_MAX: usize = 512;
+
+/// Datagrams the overlay produced that their sender socket had no room for yet.
+///
+/// A relay receives a burst (a TCP window of someone else's traffic) in one read of its
+/// large receive queue and forwards it at once; a sender socket's send buffer holds a
+/// few dozen datagrams, and dropping the rest cost each relayed connection losses and
+/// retransmission timeouts (relayed transfers ran ten times slower than direct ones).
+/// The outbox keeps them, in order per destination, until the stack has sent some.
+#[derive(Default)]
+struct Outbox {
+    queue: alloc::collections::VecDeque<(IpEndpoint, Vec<u8>)>,
+    /// Destinations whose send buffer was full at the last flush.
+    blocked: Vec<IpEndpoint>,
+    dropped: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, to: IpEndpoint, datagram: Vec<u8>) {
+        if self.queue.len() >= OUTBOX_DATAGRAMS_MAX {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                log::debug!("overlay: outbox full: {} datagrams dropped so far", self.dropped);
+            }
+            return;
+        }
+        self.queue.push_back((to, datagram));
+    }
+
+    /// Hands queued datagrams to their sender sockets, in order per destination; keeps
+    /// those whose socket is full.
+    fn flush(&mut self, senders: &mut Vec<Sender>, port: u16, now_ns: u64) {
+        self.blocked.clear();
+        let blocked = &mut self.blocked;
+        self.queue.retain(|(to, datagram)| {
+            if blocked.contains(to) {
+                return true;
+            }
+            let Some(out) = sender(senders, *to, port, now_ns) else { return false };
+            match out.send_or_full(datagram, *to) {
+                SendOutcome::Queued => false,
+                SendOutcome::Full => {
+                    blocked.push(*to);
+                    true
+                }
+                SendOutcome::Unreachable => {
+                    log::debug!("overlay: datagram to {to} dropped (unreachable)");
+                    false
+                }
+            }
+        });
+        if self.queue.capacity() > 2 * self.queue.len().max(16) {
+            self.queue.shrink_to_fit();
+        }
+    }
+
+    fn is_blocked_on(&self, to: IpEndpoint) -> bool {
+        self.blocked.contains(&to)
+    }
+}
+
 /// Closes the sender sockets idle for [`SENDER_IDLE_NS`] (call right after reading
 /// them: a datagram for the port may have landed in one). A datagram still queued in
 /// one after that long has a destination that does not answer ARP; it is dropped.
@@ -318,6 +386,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut senders: Vec<Sender> = Vec::new();
+    let mut outbox = Outbox::default();
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
     let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
@@ -388,11 +457,9 @@ async fn run(
         while let Some((to, datagram)) = node.poll_transmit() {
             let to = IpEndpoint::from(to);
             log::trace!("overlay: {} bytes to {to}", datagram.len());
-            let Some(out) = sender(&mut senders, to, port, executor::now_ns()) else { continue };
-            if !out.try_send_to(&datagram, to) {
-                log::debug!("overlay: datagram to {to} dropped (send buffer full or unreachable)");
-            }
+            outbox.push(to, datagram);
         }
+        outbox.flush(&mut senders, port, executor::now_ns());
         while let Some(delivery) = node.poll_deliver() {
             net::overlay_deliver(delivery.packet);
         }
@@ -449,12 +516,16 @@ async fn run(
         executor::wait_then_yield(deadline_ns, |waker| {
             socket.register_recv_waker(waker);
             OVERLAY_OUT.register_waker(waker);
-            let mut readable = socket.can_recv();
+            let mut ready = socket.can_recv();
             for sender in senders.iter_mut() {
                 sender.socket.register_recv_waker(waker);
-                readable |= sender.socket.can_recv();
+                ready |= sender.socket.can_recv();
+                if outbox.is_blocked_on(sender.to) {
+                    sender.socket.register_send_waker(waker);
+                    ready |= sender.socket.can_send();
+                }
             }
-            OVERLAY_OUT.is_pending() || readable
+            OVERLAY_OUT.is_pending() || ready
         })
         .await;
     }

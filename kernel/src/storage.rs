@@ -7,12 +7,15 @@
 //! keep are left to the layers above.
 //!
 //! # Disks
-//! - `vda` (the first disk) starts with the node area (`identity::NODE_AREA_SECTORS`,
-//!   1 MiB): its store lives in the sectors after it. Other disks are used whole.
+//! - The first disk (`vda`, or the first NVMe or SATA disk without virtio) starts
+//!   with the node area (`identity::NODE_AREA_SECTORS`, 1 MiB): its store lives in
+//!   the sectors after it. Other disks are used whole.
 //! - At boot ([`init`]) every disk selected by `gridos.disks` (default all; none on
-//!   `gridos.role=compute`) is mounted. A disk whose first 64 KiB of the store region
-//!   are all zeros (and, on `vda`, whose node area holds zeros or a gridos node
-//!   record) is formatted. Any other disk (another file system, garbage, a damaged
+//!   `gridos.role=compute`; names as `disks` gives them: `vda`, `nvme0n1` or its
+//!   controller `nvme0`, `sda`, a `/dev/` prefix, or a serial number; a word that
+//!   names no disk is reported) is mounted. A disk whose first 64 KiB of the store
+//!   region are all zeros (and, on the first disk, whose node area holds zeros or a
+//!   gridos node record) is formatted. Any other disk (another file system, garbage, a damaged
 //!   store) is refused with a log line and never written, unless the command line
 //!   says `gridos.format=NAME` (a comma-separated list of names is accepted too; the
 //!   same word makes `identity` take over `vda`'s node area). The word only formats a
@@ -77,6 +80,17 @@ const READ_AHEAD_BYTES: usize = 128 << 10;
 /// Reads up to this size are served from the read-ahead window.
 const READ_AHEAD_SMALL_BYTES: usize = 4 << 10;
 
+/// Requests a [`DiskRange`] sent to its disk (what `/metrics` shows per disk).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskIo {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Requests (reads, writes, flushes) the disk failed.
+    pub errors: u64,
+}
+
 /// A run of sectors of one disk, reached by the disk's name through `disks`' table.
 pub struct DiskRange {
     name: String,
@@ -84,12 +98,13 @@ pub struct DiskRange {
     sector_count: u64,
     /// While mounting: a window of sectors read ahead (first sector, bytes).
     read_ahead: Option<(u64, Vec<u8>)>,
+    io: DiskIo,
 }
 
 impl DiskRange {
     /// Sectors `start_sector..start_sector + sector_count` of disk `name`.
     pub fn new(name: &str, start_sector: u64, sector_count: u64) -> DiskRange {
-        DiskRange { name: String::from(name), start_sector, sector_count, read_ahead: None }
+        DiskRange { name: String::from(name), start_sector, sector_count, read_ahead: None, io: DiskIo::default() }
     }
 
     /// Turns read-ahead for small reads on or off. Mount reads one header sector per
@@ -102,7 +117,16 @@ impl DiskRange {
 
     fn read_raw(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let at = self.start_sector + sector;
-        disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.read(at, buf)).unwrap_or(Err(BlockError::Failed));
+        self.io.reads += 1;
+        self.io.read_bytes += buf.len() as u64;
+        self.io.errors += u64::from(result.is_err());
+        result
+    }
+
+    /// The requests sent to the disk so far.
+    pub fn io(&self) -> DiskIo {
+        self.io
     }
 
     /// Serves a small read from the read-ahead window, refilling it on a miss.
@@ -151,11 +175,17 @@ impl BlockDevice for DiskRange {
             self.read_ahead = Some((0, Vec::new()));
         }
         let at = self.start_sector + sector;
-        disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.write(at, buf)).unwrap_or(Err(BlockError::Failed));
+        self.io.writes += 1;
+        self.io.written_bytes += buf.len() as u64;
+        self.io.errors += u64::from(result.is_err());
+        result
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
-        disks::with_disk_named(&self.name, |disk| disk.flush()).unwrap_or(Err(BlockError::Failed))
+        let result = disks::with_disk_named(&self.name, |disk| disk.flush()).unwrap_or(Err(BlockError::Failed));
+        self.io.errors += u64::from(result.is_err());
+        result
     }
 }
 
@@ -179,6 +209,8 @@ pub struct DiskStatus {
     pub state: DiskState,
     /// Its store's figures (zero unless mounted or formatted).
     pub stat: Stat,
+    /// Requests its store sent to it (zero unless mounted or formatted).
+    pub io: DiskIo,
 }
 
 struct Store {
@@ -271,12 +303,13 @@ pub fn disks() -> Vec<DiskStatus> {
     for (name, state) in &store.boot_states {
         let index = (0..store.multi.disk_count())
             .find(|&i| store.multi.store(i).is_some_and(|s| s.device().name() == name.as_str()));
+        let io = index.and_then(|i| store.multi.store(i)).map(|s| s.device().io()).unwrap_or_default();
         let (state, stat) = match index {
             Some(i) if failed.contains(&i) => (DiskState::Failed, Stat::default()),
             Some(i) => (*state, store.multi.store(i).map(|s| s.stat()).unwrap_or_default()),
             None => (*state, Stat::default()),
         };
-        out.push(DiskStatus { name: name.clone(), state, stat });
+        out.push(DiskStatus { name: name.clone(), state, stat, io });
     }
     out
 }
@@ -314,12 +347,12 @@ pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
     let mut stores = Vec::new();
     let mut boot_states = Vec::new();
     for index in 0..disks::count() {
-        let Some((name, serial, sectors)) =
-            disks::with_disk(index, |d| (d.name.clone(), d.serial.clone(), d.sector_count()))
+        let Some((name, sectors, chosen)) =
+            disks::with_disk(index, |d| (d.name.clone(), d.sector_count(), selected(config.disks, d)))
         else {
             continue;
         };
-        if !selected(config.disks, &name, &serial) {
+        if !chosen {
             log::info!("storage {name}: not used (gridos.disks)");
             continue;
         }
@@ -353,6 +386,7 @@ pub fn init(cmdline: &Cmdline<'_>, node_id: Option<[u8; 32]>) {
         boot_states.push((name, state));
         stores.extend(store);
     }
+    warn_unmatched(config.disks);
     let serving = stores.len();
     let failed_logged = alloc::vec![false; serving];
     let store = Store { multi: MultiStore::new(stores), boot_states, failed_logged };
@@ -376,11 +410,38 @@ fn state_word(state: DiskState) -> &'static str {
     }
 }
 
-fn selected(disks: Disks<'_>, name: &str, serial: &str) -> bool {
+/// Whether `gridos.disks` selects `disk`: by its name (`nvme0n1`, `sda`, `vdb`, also
+/// as `/dev/sda`), its NVMe controller's name (`nvme0`) or its serial number.
+fn selected(disks: Disks<'_>, disk: &disks::Disk) -> bool {
     match disks {
         Disks::All => true,
         Disks::None => false,
-        Disks::List(list) => list.split(',').any(|n| n == name || (!serial.is_empty() && n == serial)),
+        Disks::List(list) => list.split(',').any(|word| disk.is_named(word)),
+    }
+}
+
+/// Warns about each `gridos.disks` word that names no disk of this machine (a typo,
+/// a partition, a disk that is gone), listing the names the disks have.
+fn warn_unmatched(disks: Disks<'_>) {
+    let Disks::List(list) = disks else { return };
+    for word in list.split(',') {
+        let mut names = String::new();
+        let mut matched = false;
+        for index in 0..disks::count() {
+            disks::with_disk(index, |d| {
+                matched |= d.is_named(word);
+                if !names.is_empty() {
+                    names.push_str(", ");
+                }
+                names.push_str(&d.name);
+                if !d.serial.is_empty() {
+                    names.push_str(&alloc::format!(" (serial {})", d.serial));
+                }
+            });
+        }
+        if !matched {
+            log::warn!("storage: gridos.disks names {word:?}, which no disk here has; the disks are: {names}");
+        }
     }
 }
 

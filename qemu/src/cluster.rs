@@ -1,9 +1,10 @@
 //! A cluster of nodes on one virtual L2 segment, as `gridos-qemu run --nodes N` and the
 //! multi-node booted tests (tests/files.rs) wire it.
 //!
-//! Every node has one virtio-net NIC on a QEMU socket-multicast segment (no root needed);
-//! the nodes find each other by the overlay's link-local discovery beacons. Node 0's NIC
-//! sits on a QEMU hub that also holds a user-networking (slirp) port, whose
+//! Every node has one virtio-net NIC on a segment carried by a user-space learning switch
+//! (`crate::switch`; no root needed); the nodes find each other by the overlay's link-local
+//! discovery beacons. Node 0's QEMU also puts a user-networking (slirp) port on the
+//! switch (through a hub and a second tunnel), whose
 //! `hostfwd=udp:127.0.0.1:PORT-10.0.2.20:7443` makes node 0's overlay port reachable from
 //! the host. gridctl links to node 0 only and reaches every other node through it: the
 //! overlay routes (see `gridctl::client::Client::connect_via`).
@@ -23,19 +24,14 @@ pub const OVERLAY_PORT: u16 = 7443;
 /// The wiring shared by a cluster's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterNet {
-    /// UDP port of the multicast group `230.0.0.1` that carries the segment's frames;
-    /// distinct per cluster so that concurrent clusters do not see each other.
-    pub mcast_port: u16,
+    /// UDP port on 127.0.0.1 of the switch that carries the segment's frames
+    /// (`crate::switch::Switch::port`); one switch per cluster.
+    pub switch_port: u16,
     /// Host UDP port on 127.0.0.1 forwarded to node 0's overlay port.
     pub host_udp_port: u16,
 }
 
 impl ClusterNet {
-    /// A segment port derived from this process id (as the single-segment runner always
-    /// did), and `host_udp_port` for node 0.
-    pub fn for_this_process(host_udp_port: u16) -> ClusterNet {
-        ClusterNet { mcast_port: 20000 + (std::process::id() % 20000) as u16, host_udp_port }
-    }
 }
 
 /// Node `index`'s IPv4 address on the segment.
@@ -46,41 +42,42 @@ pub fn node_ip4(index: u32) -> String {
 /// The QEMU machine of node `index`: `base` (kernel, memory, accelerator, command line,
 /// time limit) with `disk` as its only disk and its NIC on the segment; node 0 also gets
 /// the host's forward. `index` stays below 200 (addresses and MACs).
-pub fn node_machine(base: &Machine, index: u32, net: &ClusterNet, disk: &Path) -> Machine {
-    assert!(index < 200, "cluster node index {index} too large");
+pub fn node_machine(base: &Machine, index: u32, net: &ClusterNet, disk: &Path) -> Result<Machine, String> {
+    if index >= 200 {
+        return Err(format!("cluster node index {index} too large"));
+    }
     let mut m = base.clone();
     m.cmdline = format!("gridos.node={index} gridos.ip4={}/24 {}", node_ip4(index), base.cmdline).trim_end().to_string();
     m.disks = vec![disk.to_path_buf()];
     let mac = format!("52:54:00:00:00:{:02x}", index + 1);
-    let segment = format!("socket,id=l2,mcast=230.0.0.1:{}", net.mcast_port);
+    let local = crate::switch::free_local_udp_port()?;
+    let segment = format!("socket,id=l2,udp=127.0.0.1:{},localaddr=127.0.0.1:{local}", net.switch_port);
+    m.extra_args.extend(["-netdev".into(), segment, "-device".into(), format!("virtio-net-pci,netdev=l2,mac={mac}")]);
     if index == 0 {
+        // The host's user-network port is a switch port of its own (a hub joins it to
+        // a second tunnel), not a hub beside node 0's NIC: on a hub it received, and
+        // user networking tried to route, every frame node 0 relays to the others.
+        let uplink = crate::switch::free_local_udp_port()?;
         m.extra_args.extend(
             [
                 "-netdev".into(),
-                segment,
+                format!("socket,id=uplink,udp=127.0.0.1:{},localaddr=127.0.0.1:{uplink}", net.switch_port),
                 "-netdev".into(),
                 format!(
                     "user,id=host,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{}-{}:{OVERLAY_PORT}",
                     net.host_udp_port,
                     node_ip4(0)
                 ),
-                // One hub joins the segment, the host's port and the NIC.
                 "-netdev".into(),
-                "hubport,id=hub-l2,hubid=0,netdev=l2".into(),
+                "hubport,id=hub-uplink,hubid=0,netdev=uplink".into(),
                 "-netdev".into(),
                 "hubport,id=hub-host,hubid=0,netdev=host".into(),
-                "-netdev".into(),
-                "hubport,id=hub-nic,hubid=0".into(),
-                "-device".into(),
-                format!("virtio-net-pci,netdev=hub-nic,mac={mac}"),
             ]
             .into_iter()
             .collect::<Vec<String>>(),
         );
-    } else {
-        m.extra_args.extend(["-netdev".into(), segment, "-device".into(), format!("virtio-net-pci,netdev=l2,mac={mac}")]);
     }
-    m
+    Ok(m)
 }
 
 /// Creates (sparse) or keeps the disk of node `index` in `dir`; returns its path.
@@ -110,13 +107,13 @@ mod test {
     #[test]
     fn node_zero_forwards_the_host_port_and_others_only_join_the_segment() {
         let base = Machine::new(Path::new("/k"));
-        let net = ClusterNet { mcast_port: 23001, host_udp_port: 17443 };
-        let m0 = node_machine(&base, 0, &net, Path::new("/d0"));
+        let net = ClusterNet { switch_port: 23001, host_udp_port: 17443 };
+        let m0 = node_machine(&base, 0, &net, Path::new("/d0")).expect("node 0");
         let args0 = m0.extra_args.join(" ");
-        assert!(args0.contains("mcast=230.0.0.1:23001"), "{args0}");
+        assert!(args0.contains("udp=127.0.0.1:23001,localaddr=127.0.0.1:"), "{args0}");
         assert!(args0.contains("hostfwd=udp:127.0.0.1:17443-10.0.2.20:7443"), "{args0}");
         assert!(m0.cmdline.starts_with("gridos.node=0 gridos.ip4=10.0.2.20/24"), "{}", m0.cmdline);
-        let m3 = node_machine(&base, 3, &net, Path::new("/d3"));
+        let m3 = node_machine(&base, 3, &net, Path::new("/d3")).expect("node 3");
         let args3 = m3.extra_args.join(" ");
         assert!(!args3.contains("hostfwd") && args3.contains("mac=52:54:00:00:00:04"), "{args3}");
         assert_eq!(m3.disks, vec![PathBuf::from("/d3")]);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod linux;
 pub mod netns;
+pub mod switch;
 
 /// The line every boot prints once the node is up.
 pub const READY_MARKER: &str = "gridos ready in ";
@@ -147,6 +148,31 @@ pub enum BootSource {
     /// Nothing attached by the runner: the firmware boots from what `extra_args`
     /// attach (a USB stick, a disk, the network) or load (`-bios`).
     Firmware,
+}
+
+/// QEMU arguments that attach `image` (a raw file, or a `blkdebug:RULES:FILE` path)
+/// as an NVMe controller whose namespace 1 is the image, with serial `serial`.
+/// The kernel names it `nvmeNn1` (N counts NVMe controllers in PCI order).
+pub fn nvme_disk_args(id: &str, image: &Path, serial: &str) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id={id},cache=writeback", image.display()),
+        "-device".into(),
+        format!("nvme,drive={id},serial={serial}"),
+    ]
+}
+
+/// QEMU arguments that add an AHCI HBA `id` with `disks` (image, serial) as SATA
+/// disks on its ports 0, 1, ... The kernel names them `sda`, `sdb`, ...
+pub fn ahci_disk_args(id: &str, disks: &[(&Path, &str)]) -> Vec<String> {
+    let mut args = vec!["-device".to_string(), format!("ahci,id={id}")];
+    for (port, (image, serial)) in disks.iter().enumerate() {
+        args.push("-drive".into());
+        args.push(format!("file={},format=raw,if=none,id={id}-d{port},cache=writeback", image.display()));
+        args.push("-device".into());
+        args.push(format!("ide-hd,drive={id}-d{port},bus={id}.{port},serial={serial}"));
+    }
+    args
 }
 
 /// One QEMU virtual machine.
@@ -449,5 +475,16 @@ mod test {
         assert!(args.windows(2).any(|w| w[0] == "-append" && w[1] == "gridos.test=boot"));
         assert!(args.iter().any(|a| a.starts_with("virtio-blk-pci,drive=disk0")));
         assert_eq!(m.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn nvme_and_ahci_disks_get_their_own_drives_and_ports() {
+        let nvme = nvme_disk_args("n0", Path::new("/n.img"), "SN1");
+        assert_eq!(nvme, ["-drive", "file=/n.img,format=raw,if=none,id=n0,cache=writeback", "-device", "nvme,drive=n0,serial=SN1"]);
+        let ahci = ahci_disk_args("a", &[(Path::new("/s0.img"), "S0"), (Path::new("/s1.img"), "S1")]);
+        assert_eq!(ahci[..2], ["-device", "ahci,id=a"]);
+        assert!(ahci.contains(&"ide-hd,drive=a-d0,bus=a.0,serial=S0".to_string()), "{ahci:?}");
+        assert!(ahci.contains(&"ide-hd,drive=a-d1,bus=a.1,serial=S1".to_string()), "{ahci:?}");
+        assert!(ahci.contains(&"file=/s1.img,format=raw,if=none,id=a-d1,cache=writeback".to_string()), "{ahci:?}");
     }
 }

@@ -112,7 +112,8 @@ enum Cmd {
         machine: MachineArgs,
     },
     /// Print TCP throughput node->host and host->node over virtio-net (user networking)
-    /// and virtio-blk sequential MB/s measured inside the kernel.
+    /// and virtio-blk sequential MB/s measured inside the kernel, then virtio-blk, NVMe
+    /// and SATA (AHCI) sequential and 4 KiB random MB/s side by side in one QEMU.
     BenchIo {
         /// MiB moved in each TCP direction.
         #[arg(long, default_value_t = 64)]
@@ -397,11 +398,12 @@ fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib:
     if nodes > 64 {
         return Err(format!("{nodes} nodes is more than this runner starts (64)"));
     }
-    let net = ClusterNet::for_this_process(host_port);
+    let switch = gridos_qemu::switch::Switch::start()?;
+    let net = ClusterNet { switch_port: switch.port(), host_udp_port: host_port };
     let mut children = Vec::new();
     for i in 0..nodes {
         let disk = cluster::node_disk(disk_dir, i, disk_mib)?;
-        let m = cluster::node_machine(base, i, &net, &disk);
+        let m = cluster::node_machine(base, i, &net, &disk)?;
         let mut child = m
             .command()
             .stdin(Stdio::null())
@@ -426,8 +428,8 @@ fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib:
         children.push(child);
     }
     eprintln!(
-        "gridos-qemu: {nodes} nodes on L2 segment 230.0.0.1:{} (disks in {}); node 0's overlay port is 127.0.0.1:{host_port}; Ctrl-C stops them",
-        net.mcast_port,
+        "gridos-qemu: {nodes} nodes on one L2 segment (a switch on udp 127.0.0.1:{}; disks in {}); node 0's overlay port is 127.0.0.1:{host_port}; Ctrl-C stops them",
+        net.switch_port,
         disk_dir.display()
     );
     let deadline = Instant::now() + base.timeout;
@@ -551,6 +553,33 @@ fn bench_io(args: &MachineArgs, mib: u64) -> Result<ExitCode, String> {
     match out.serial.lines().find(|l| l.starts_with("bench disk:")) {
         Some(line) => println!("  virtio-blk (in kernel): {}", line.trim_start_matches("bench disk: ")),
         None => return Err(format!("disk bench failed\n{}", out.report())),
+    }
+
+    // virtio-blk, NVMe and SATA (AHCI) side by side in one QEMU, raw.
+    let images: Vec<_> = ["vd", "nvme", "sata"]
+        .iter()
+        .map(|kind| std::env::temp_dir().join(format!("gridos-bench-{kind}-{}.img", std::process::id())))
+        .collect();
+    for image in &images {
+        std::fs::File::create(image).and_then(|f| f.set_len(64 << 20)).map_err(|e| e.to_string())?;
+    }
+    let mut d = machine(args)?;
+    d.cmdline = format!("gridos.test=disks-bench gridos.disks=none gridos.overlay=off {}", d.cmdline);
+    d.disks = vec![images[0].clone()];
+    d.extra_args.extend(gridos_qemu::nvme_disk_args("bench-nvme", &images[1], "bench-nvme0"));
+    d.extra_args.extend(gridos_qemu::ahci_disk_args("bench-ahci", &[(&images[2], "bench-sata0")]));
+    d.timeout = Duration::from_secs(600);
+    let out = d.run();
+    for image in &images {
+        let _ = std::fs::remove_file(image);
+    }
+    let out = out?;
+    let lines: Vec<&str> = out.serial.lines().filter(|l| l.starts_with("bench disk ")).collect();
+    if lines.len() != 3 {
+        return Err(format!("disk-kinds bench failed\n{}", out.report()));
+    }
+    for line in lines {
+        println!("  {}", line.trim_start_matches("bench disk "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,9 @@
 //! Device drivers. One PCI probe loop finds devices; drivers register from it.
 
+pub mod ahci;
+pub mod blockq;
+pub mod msi;
+pub mod nvme;
 pub mod pci;
 pub mod virtio;
 pub mod virtio_blk;

@@ -65,7 +65,6 @@ pub struct PciDevice {
     pub device_id: u16,
     pub class: u8,
     pub subclass: u8,
-    #[allow(dead_code)] // the programming interface; no driver needs it yet
     pub prog_if: u8,
     pub header_type: u8,
 }
@@ -107,9 +106,68 @@ impl PciDevice {
             (0x8086, 0x2922) => "Intel ICH9 AHCI",
             (0x8086, 0x2930) => "Intel ICH9 SMBus",
             (0x8086, 0x100e) => "Intel e1000",
+            (0x8086, 0x10d3) => "Intel e1000e (82574L)",
+            (0x1b36, 0x0010) => "QEMU NVMe",
+            (0x1b36, 0x000d) => "QEMU xHCI",
             (0x1234, 0x1111) => "QEMU VGA",
             _ => "",
         }
+    }
+}
+
+impl PciAddress {
+    /// The base address of memory BAR `bar` (0..=5), 64-bit BARs included; `None`
+    /// for an I/O BAR, an unassigned one or a bad index.
+    pub fn memory_bar(&self, bar: u8) -> Option<u64> {
+        if bar > 5 {
+            return None;
+        }
+        let low = self.read_config(0x10 + bar * 4);
+        if low & 1 != 0 {
+            return None;
+        }
+        let mut base = u64::from(low & !0xf);
+        if (low >> 1) & 3 == 2 {
+            if bar == 5 {
+                return None;
+            }
+            base |= u64::from(self.read_config(0x10 + (bar + 1) * 4)) << 32;
+        }
+        (base != 0).then_some(base)
+    }
+
+    /// Turns memory decoding and bus mastering on, and INTx off (the drivers that
+    /// call this take MSI or MSI-X, or poll).
+    pub fn enable_dma(&self) {
+        let command = self.read_config(0x04) & 0xffff;
+        self.write_config(0x04, command | 0b110 | (1 << 10));
+    }
+
+    /// Turns bus mastering off: the function can no longer read or write memory
+    /// (a device taken out of service).
+    pub fn disable_dma(&self) {
+        let command = self.read_config(0x04) & 0xffff;
+        self.write_config(0x04, command & !0b100);
+    }
+
+    /// The configuration-space offset of the first capability with `id`, if any
+    /// (PCI 3.0, 6.7; at most 48 links are followed).
+    pub fn capability(&self, id: u8) -> Option<u8> {
+        if (self.read_config(0x04) >> 16) & (1 << 4) == 0 {
+            return None;
+        }
+        let mut cap = (self.read_config(0x34) & 0xfc) as u8;
+        for _ in 0..48 {
+            if cap == 0 {
+                return None;
+            }
+            let header = self.read_config(cap);
+            if header as u8 == id {
+                return Some(cap);
+            }
+            cap = (header >> 8) as u8 & 0xfc;
+        }
+        None
     }
 }
 

@@ -25,7 +25,6 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub struct VirtioDisk {
     device: VirtIOBlk<KernelHal, PciTransport>,
     event: &'static Event,
-    pub name: String,
     pub serial: String,
     sectors: u64,
     read_only: bool,
@@ -33,7 +32,7 @@ pub struct VirtioDisk {
 
 impl VirtioDisk {
     /// Initializes the disk behind `found`.
-    pub fn new(found: Found, name: String) -> Result<VirtioDisk, virtio_drivers::Error> {
+    pub fn new(found: Found) -> Result<VirtioDisk, virtio_drivers::Error> {
         let mut device = VirtIOBlk::<KernelHal, _>::new(found.transport)?;
         device.enable_interrupts();
         let mut id = [0u8; 20];
@@ -43,7 +42,7 @@ impl VirtioDisk {
         };
         let sectors = device.capacity();
         let read_only = device.readonly();
-        Ok(VirtioDisk { device, event: found.event, name, serial, sectors, read_only })
+        Ok(VirtioDisk { device, event: found.event, serial, sectors, read_only })
     }
 
     /// Whether the disk is read-only.

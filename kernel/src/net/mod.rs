@@ -121,6 +121,9 @@ pub struct Stack {
     backlogs: Vec<guard::Backlog>,
     next_backlog_id: u64,
     guard_log: guard::GuardLog,
+    /// An unbound placeholder holding the underlay set's first slot for the overlay's
+    /// receiving socket (see [`socket::UdpSocket::bind_first`]).
+    first_slot: Option<SocketHandle>,
 }
 
 /// Most consecutive polls of one interface per wake-up.
@@ -160,6 +163,10 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Address {
 /// the NICs let in only what the overlay needs (see `overlay::filter`).
 pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Option<u16>) {
     let mut sockets = SocketSet::new(Vec::new());
+    // smoltcp hands an incoming datagram to the first socket (in slot order) bound to
+    // its port; the overlay's receiving socket must be that one (see
+    // `socket::UdpSocket::bind_first`), so the first slot is held for it from the start.
+    let first_slot = Some(sockets.add(socket::placeholder_udp()));
     let mut up = Vec::new();
     for (i, mut device) in nics.into_iter().enumerate() {
         let name = format!("eth{i}");
@@ -223,6 +230,7 @@ pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Optio
         backlogs: Vec::new(),
         next_backlog_id: 0,
         guard_log: guard::GuardLog::new(),
+        first_slot,
     });
     executor::spawn("net", net_task());
 }
@@ -514,6 +522,12 @@ pub fn nic_counters() -> Vec<(String, crate::drivers::virtio_net::NicCounters, u
 /// Each NIC's name and MAC address.
 pub fn nic_macs() -> Vec<(String, [u8; 6])> {
     with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.mac())).collect()).unwrap_or_default()
+}
+
+/// Each NIC's name, MAC address and IP addresses (link-local, DHCP or static, SLAAC).
+pub fn nic_addresses() -> Vec<(String, [u8; 6], Vec<IpCidr>)> {
+    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.mac(), n.iface.ip_addrs().to_vec())).collect())
+        .unwrap_or_default()
 }
 
 /// Counters of every NIC and the overlay interface, for diagnostics.

@@ -19,6 +19,12 @@ use super::{guard, with_stack, Network, KICK};
 const TCP_BUFFER_BYTES: usize = 128 * 1024;
 const UDP_PACKETS: usize = 64;
 const UDP_BUFFER_BYTES: usize = 64 * 1024;
+/// Datagrams a sender socket queues: as many as its bytes hold of full-size overlay
+/// datagrams (about 1.4 KiB), so that a free slot mostly means room.
+const SENDER_PACKETS: usize = 48;
+/// Bytes a sender socket queues: a relayed burst beyond them waits in the overlay's
+/// outbox (kernel/src/overlay.rs) until the stack has sent some.
+const SENDER_BYTES: usize = 64 * 1024;
 const LISTEN_BACKLOG: usize = 4;
 
 /// Why a socket operation failed.
@@ -341,6 +347,21 @@ impl Drop for TcpStream {
     }
 }
 
+/// What became of a datagram handed to [`UdpSocket::send_or_full`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Queued,
+    /// The send buffer is full: try again once the stack has sent.
+    Full,
+    /// No route or address to send it to: retrying would not help.
+    Unreachable,
+}
+
+/// An unbound UDP socket with no buffers: it never receives (see `net::init`).
+pub(crate) fn placeholder_udp() -> udp::Socket<'static> {
+    udp::Socket::new(udp::PacketBuffer::new(Vec::new(), Vec::new()), udp::PacketBuffer::new(Vec::new(), Vec::new()))
+}
+
 /// A UDP socket.
 pub struct UdpSocket {
     network: Network,
@@ -367,6 +388,27 @@ impl UdpSocket {
         })?
     }
 
+    /// Like [`UdpSocket::bind_with_receive_queue`] on the underlay, in the socket set's
+    /// first slot (held since `net::init`), so that this socket, not a sender socket
+    /// bound to the same port ([`UdpSocket::bind_sender`]), receives the port's
+    /// datagrams: smoltcp gives a datagram to the first matching socket in slot order,
+    /// and a sender made later in a lower freed slot used to take every incoming
+    /// datagram into its small queue and drop bursts (relayed transfers then crawled
+    /// through retransmission timeouts). Falls back to any slot if the first is taken.
+    pub fn bind_first(port: u16, packets: usize, bytes: usize) -> Result<UdpSocket, NetError> {
+        let reserved = with_stack(|s| s.first_slot.take()).flatten();
+        if let Some(handle) = reserved {
+            with_set(Network::Underlay, |set| {
+                set.remove(handle);
+            })?;
+        }
+        let socket = Self::bind_with_receive_queue(Network::Underlay, port, packets, bytes)?;
+        if reserved.is_some_and(|h| h != socket.handle) {
+            log::warn!("net: the overlay socket did not get the first slot; bursts may be dropped");
+        }
+        Ok(socket)
+    }
+
     /// A socket on `port` for sending: datagrams arriving on the port go to the
     /// first socket in the set that is bound to it, which may be this one (smoltcp
     /// reuses freed slots), so its owner must read it too. One per destination keeps a destination whose neighbour
@@ -375,7 +417,7 @@ impl UdpSocket {
     pub fn bind_sender(network: Network, port: u16) -> Result<UdpSocket, NetError> {
         with_set(network, |set| {
             let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 16 * 1024]);
-            let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0; 32 * 1024]);
+            let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; SENDER_PACKETS], vec![0; SENDER_BYTES]);
             let mut socket = udp::Socket::new(rx, tx);
             socket.bind(port).map_err(|_| NetError::AddressInUse)?;
             Ok(UdpSocket { network, handle: set.add(socket) })
@@ -401,6 +443,30 @@ impl UdpSocket {
             .unwrap_or(false);
         KICK.signal();
         sent
+    }
+
+    /// Queues one datagram without blocking, telling a full send buffer (worth retrying
+    /// once the stack has sent some) from a destination that cannot be reached.
+    pub fn send_or_full(&mut self, data: &[u8], to: IpEndpoint) -> SendOutcome {
+        let outcome = with_set(self.network, |set| match set.get_mut::<udp::Socket>(self.handle).send_slice(data, to) {
+            Ok(()) => SendOutcome::Queued,
+            Err(udp::SendError::BufferFull) => SendOutcome::Full,
+            Err(udp::SendError::Unaddressable) => SendOutcome::Unreachable,
+        })
+        .unwrap_or(SendOutcome::Unreachable);
+        KICK.signal();
+        outcome
+    }
+
+    /// Whether the send buffer has a free datagram slot (its bytes may still be short:
+    /// sender sockets size their slots to their bytes, see [`UdpSocket::bind_sender`]).
+    pub fn can_send(&mut self) -> bool {
+        with_set(self.network, |set| set.get::<udp::Socket>(self.handle).can_send()).unwrap_or(false)
+    }
+
+    /// Wakes `waker` when the send buffer has room again.
+    pub fn register_send_waker(&mut self, waker: &core::task::Waker) {
+        let _ = with_set(self.network, |set| set.get_mut::<udp::Socket>(self.handle).register_send_waker(waker));
     }
 
     /// Whether a datagram is waiting.

@@ -172,6 +172,11 @@ impl HostServices for KernelHost {
     fn random(&mut self, buf: &mut [u8]) {
         crate::entropy::fill(buf);
     }
+    fn memory_granted(&mut self, bytes: u64) {
+        let mut s = self.slot.lock();
+        s.memory_bytes = bytes;
+        s.memory_peak_bytes = s.memory_peak_bytes.max(bytes);
+    }
 }
 
 /// Where a workload is in its life.
@@ -189,6 +194,10 @@ struct Slot {
     status: Status,
     /// The last lines of its output, byte-bounded ([`console_log::kept_log_bytes`]).
     kept: workloads::logstore::KeptLog,
+    /// Every byte it wrote to stdout and stderr, as written (`logs --raw`): at most its
+    /// log cap in all, since its log refuses writes past the cap, and charged for in
+    /// admission (`workloads::admission::memory_charge_bytes`).
+    raw: [Vec<u8>; 2],
     /// Names this workload in the console queue (unique per boot).
     console_source: u64,
     cpu_ns: u64,
@@ -204,6 +213,11 @@ struct Slot {
     blocked: bool,
     /// While parked in a timed wait without sockets: when to look again.
     wake_at_ns: Option<u64>,
+    /// Bytes of linear memory the workload holds now (0 once it has finished and its
+    /// store is dropped), as the memory limiter granted them.
+    memory_bytes: u64,
+    /// The most it held.
+    memory_peak_bytes: u64,
 }
 
 /// The limit `slot` has passed at `now`, if any (or the owner's stop).
@@ -220,10 +234,12 @@ fn limit_reached(s: &Slot, now: u64) -> Option<StopReason> {
     }
 }
 
-/// What a workload gets besides its module: its file area, if the node keeps one.
+/// What a workload gets besides its module: its file area, if the node keeps one, and
+/// what its standard input reads (empty by default).
 #[derive(Default)]
 pub struct Extras {
     pub files: Option<Box<dyn FileArea + Send>>,
+    pub stdin: Vec<u8>,
 }
 
 struct Workload {
@@ -249,6 +265,10 @@ pub struct Info {
     pub log_bytes: u64,
     /// Log lines written (the next line's number).
     pub log_lines: u64,
+    /// Linear memory held now (0 once finished), the most it held, and its cap.
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub memory_limit_bytes: u64,
 }
 
 /// What [`Manager::run_round`] found.
@@ -354,6 +374,7 @@ impl Manager {
             limits: manifest.limits,
             status: Status::Ready,
             kept: workloads::logstore::KeptLog::new(console_log::kept_log_bytes(&manifest.limits)),
+            raw: [Vec::new(), Vec::new()],
             console_source: console_log::new_source(),
             cpu_ns: 0,
             slice_start_ns: 0,
@@ -365,6 +386,8 @@ impl Manager {
             stop_requested: false,
             blocked: false,
             wake_at_ns: None,
+            memory_bytes: 0,
+            memory_peak_bytes: 0,
         }));
         let sockets = if manifest.listen.is_empty() {
             None
@@ -445,6 +468,9 @@ impl Manager {
             slices: s.slices,
             log_bytes: s.kept.charged_bytes() as u64,
             log_lines: s.kept.end_line(),
+            memory_bytes: s.memory_bytes,
+            memory_peak_bytes: s.memory_peak_bytes,
+            memory_limit_bytes: s.limits.memory_bytes,
         })
     }
 
@@ -458,6 +484,17 @@ impl Manager {
     /// only that much), as [`workloads::logstore::KeptLog::read`].
     pub fn read_log(&self, id: usize, from_line: u64, max_lines: usize, max_bytes: usize) -> Option<workloads::logstore::LogRead> {
         self.get(id).map(|w| w.slot.lock().kept.read(from_line, max_lines, max_bytes))
+    }
+
+    /// Raw bytes `offset..` of `id`'s stdout or stderr (at most `max_bytes`), the
+    /// stream's length so far, and whether the run has ended.
+    pub fn read_raw(&self, id: usize, stream: workloads::log::Stream, offset: u64, max_bytes: usize) -> Option<(Vec<u8>, u64, bool)> {
+        let w = self.get(id)?;
+        let s = w.slot.lock();
+        let bytes = &s.raw[raw_index(stream)];
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let to = from.saturating_add(max_bytes).min(bytes.len());
+        Some((bytes[from..to].to_vec(), bytes.len() as u64, matches!(s.status, Status::Done(_))))
     }
 
     /// Drops a workload that has not run yet (a deploy that could not be completed);
@@ -537,6 +574,17 @@ impl Manager {
 /// Moves the workload's complete lines (cleaned by its log) to the slot's kept log
 /// and the console queue, a bounded batch at a time so the copy in flight stays small.
 fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
+    for stream in [workloads::log::Stream::Stdout, workloads::log::Stream::Stderr] {
+        let raw = state.wasi.log.take_raw(stream);
+        let kept = &mut slot.raw[raw_index(stream)];
+        if kept.is_empty() {
+            *kept = raw;
+        } else if kept.try_reserve(raw.len()).is_ok() {
+            kept.extend_from_slice(&raw);
+        } else {
+            log::warn!("workload {}: no heap for {} bytes of raw output; they are missing from logs --raw", slot.name, raw.len());
+        }
+    }
     loop {
         let batch = state.wasi.log.take_lines_max(console_log::DRAIN_BATCH_BYTES);
         if batch.is_empty() {
@@ -550,6 +598,13 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
     }
 }
 
+fn raw_index(stream: workloads::log::Stream) -> usize {
+    match stream {
+        workloads::log::Stream::Stdout => 0,
+        workloads::log::Stream::Stderr => 1,
+    }
+}
+
 /// The body of a workload's fiber.
 fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
     sockets: Option<sockets::WorkloadSockets>) {
@@ -558,6 +613,7 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     if let Some(files) = extras.files {
         state = state.with_files(files);
     }
+    state.wasi.set_stdin(extras.stdin);
     if let Some(sockets) = sockets {
         state = state.with_sockets(Box::new(sockets), &manifest.listen);
     }
@@ -571,6 +627,8 @@ fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: 
     s.instantiate_us = instantiate_us;
     s.run_us = run_us;
     s.finished_ns = time::since_boot_ns();
+    // The store (with the linear memory) was dropped when the engine returned.
+    s.memory_bytes = 0;
     s.status = Status::Done(reason);
 }
 

@@ -215,7 +215,7 @@ fn scenarios() -> Result<(), String> {
         let mut mgr = Manager::new();
         let files_limits = Limits { storage_bytes: 512 << 10, ..small };
         let area = workloads::wasi::MemFileArea::new();
-        let extras = super::Extras { files: Some(alloc::boxed::Box::new(area)) };
+        let extras = super::Extras { files: Some(alloc::boxed::Box::new(area)), ..Default::default() };
         let files = mgr.deploy_with(&signer.manifest("files-native", FILES.0, files_limits, &[]), FILES.0, FILES.1, extras)?;
         mgr.run();
         expect(done(&mgr, files)? == StopReason::Exited(0), "files-native did not exit 0")?;

@@ -51,6 +51,14 @@
 //! `ShardProve` (a Merkle storage proof) and `Peers` (the overlay nodes the node routes
 //! to) are open to any signer. Rules, quotas and bounds in [`shard`].
 //!
+//! **Files and raw output** ([`files`]). `FileList`/`FileGet`/`FilePut`/`FileRemove`
+//! act on the file area (`/data`) of one of the signer's workloads (someone else's id is
+//! `NotFound`, as above), within its quota, in pieces of at most
+//! [`files::FILE_PIECE_BYTES`]; a file is acknowledged once committed. `DeployHeld`
+//! stores a workload without starting it, so its area can be seeded; `Start` runs it
+//! (optionally with one of its files as stdin). `LogsRaw` returns a run's stdout or
+//! stderr byte for byte. Rules and bounds in [`files`].
+//!
 //! # Layers
 //! - [`frame`]: length-prefixed frames and the bounded [`frame::FrameDecoder`];
 //! - [`message`]: the postcard types above;
@@ -62,6 +70,8 @@
 //! - [`guard`]: the node's limits on connections (per peer and in all), the deadlines of
 //!   a connection and of each request, and which half-open and closing TCP sockets to
 //!   drop (sans-IO; the kernel applies it).
+//! - [`files`]: data in and out of a workload: its file area through the protocol
+//!   (`File*`), held deploys and `Start` (with a file as stdin), raw output (`LogsRaw`);
 //! - [`compile`]: the compile service's protocol (overlay TCP 7071, same framing), by which
 //!   `gridctl` gets native code attested by a compiler the node trusts.
 #![no_std]
@@ -73,6 +83,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod compile;
+pub mod files;
 pub mod frame;
 pub mod guard;
 pub mod message;
@@ -81,8 +92,9 @@ pub mod session;
 pub mod shard;
 
 pub use frame::{FrameDecoder, FrameError};
+pub use files::{AreaView, FileBackend, RawChunk};
 pub use message::{
-    DiskInfo, ErrorCode, NicInfo, NodeInfo, NodeStatus, Payload, PeerInfo, Request, Response, ServerHello, ShardMeta, SignedRequest, WorkloadState,
+    DiskInfo, ErrorCode, FileInfo, NicInfo, OutputStream, NodeInfo, NodeStatus, Payload, PeerInfo, Request, Response, ServerHello, ShardMeta, SignedRequest, WorkloadState,
     WorkloadSummary,
 };
 pub use shard::{

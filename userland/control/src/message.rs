@@ -140,6 +140,92 @@ pub enum Request {
         /// The first line wanted (0: the oldest kept).
         from_line: u64,
     },
+    /// Like `Deploy`, but the workload is stored without starting, so its file area can
+    /// be seeded first (`FilePut`); `Start` runs it ([`crate::files`]).
+    DeployHeld {
+        /// As in `Deploy`.
+        signed_manifest: Vec<u8>,
+        /// As in `Deploy`.
+        payload: Payload,
+        /// As in `Deploy`.
+        bundle: Vec<u8>,
+    },
+    /// Starts a workload that is not running (held, stopped or finished): a new run, with
+    /// its output kept afresh.
+    Start {
+        /// Workload id.
+        id: u64,
+        /// A file of its area the run reads as standard input (`None`: empty stdin).
+        stdin: Option<String>,
+    },
+    /// The files of a workload's area (`/data`), with its quota.
+    FileList {
+        /// Workload id.
+        id: u64,
+    },
+    /// Bytes `offset..offset + len` of a file of a workload's area (`len` capped to
+    /// [`crate::files::FILE_PIECE_BYTES`] and to the file's end).
+    FileGet {
+        /// Workload id.
+        id: u64,
+        /// Path in the area (`dir/name`).
+        name: String,
+        /// First byte wanted.
+        offset: u64,
+        /// Bytes wanted.
+        len: u64,
+    },
+    /// One piece of a file written into a workload's area, replacing the file: pieces
+    /// come in order on one connection, `offset` 0 first; `data` is at most
+    /// [`crate::files::FILE_PIECE_BYTES`]. The file is committed (durable) at its last
+    /// piece.
+    FilePut {
+        /// Workload id.
+        id: u64,
+        /// Path in the area (`dir/name`); missing parent directories are made.
+        name: String,
+        /// The whole file's length.
+        total_len: u64,
+        /// Where `data` starts in the file.
+        offset: u64,
+        /// The piece.
+        data: Vec<u8>,
+    },
+    /// Removes a file (or an empty directory) of a workload's area.
+    FileRemove {
+        /// Workload id.
+        id: u64,
+        /// Path in the area.
+        name: String,
+    },
+    /// A workload's stdout or stderr as the raw bytes it wrote, from byte `offset` on
+    /// (at most [`crate::files::RAW_LOG_PIECE_BYTES`] per answer).
+    LogsRaw {
+        /// Workload id.
+        id: u64,
+        /// Which stream.
+        stream: OutputStream,
+        /// First byte wanted.
+        offset: u64,
+    },
+}
+
+/// A workload's output stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputStream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+/// A file of a workload's area.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Path in the area; a directory ends in `/`.
+    pub name: String,
+    /// Length in bytes.
+    pub len: u64,
 }
 
 /// Why a request failed.
@@ -363,6 +449,48 @@ pub enum Response {
         first_line: u64,
         /// Where the next request should start.
         next_line: u64,
+    },
+    /// The workload started (`Start`).
+    Started,
+    /// Answer to `FileList`.
+    Files {
+        /// Every file and directory of the area, in name order.
+        files: Vec<FileInfo>,
+        /// The area's quota (the manifest's `storage_bytes`).
+        quota_bytes: u64,
+    },
+    /// Bytes of a file (`FileGet`).
+    FileData {
+        /// The whole file's length.
+        total_len: u64,
+        /// Where `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A file piece was taken; the upload continues.
+    FilePartial {
+        /// Bytes of the file received so far.
+        received: u64,
+    },
+    /// The file is committed in the area (durable).
+    FileStored {
+        /// Its length.
+        len: u64,
+    },
+    /// The file is gone.
+    FileRemoved,
+    /// Raw output bytes (`LogsRaw`).
+    LogsRaw {
+        /// Where `data` starts in the stream.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Bytes of the stream the node holds so far (ask again from `offset +
+        /// data.len()` while it is below this).
+        end: u64,
+        /// The run ended: `end` will not grow.
+        finished: bool,
     },
 }
 

@@ -14,6 +14,7 @@ use workloads::manifest::{Manifest, SignedManifest};
 
 use crate::message::{ErrorCode, NodeInfo, NodeStatus, Payload, Request, Response, WorkloadSummary};
 use crate::session::Authorized;
+use crate::files::{self, FileBackend};
 use crate::shard::{self, Connection, ShardBackend};
 
 /// Most log lines in one `Logs` response.
@@ -68,7 +69,7 @@ pub struct LogChunk {
 /// What the kernel provides. `owner` is always the request's (checked) signer; `serve`
 /// has already applied the authorization rules, so ids passed in belong to `owner`.
 /// The shard service's part is [`ShardBackend`] (see [`crate::shard`]).
-pub trait Backend: ShardBackend {
+pub trait Backend: ShardBackend + FileBackend {
     /// Stores and starts a workload; returns its id.
     fn deploy(&mut self, deployment: Deployment) -> Result<u64, BackendError>;
     /// Workloads of `owner` (`serve` filters again, so returning all is safe but wasteful).
@@ -127,6 +128,10 @@ pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized)
         // A read in pieces is a run of `ShardGet`s: anything else ends it.
         conn.end_read(backend);
     }
+    if !matches!(req.request, Request::FileGet { .. }) {
+        // The same for a file read in `FileGet`s.
+        conn.drop_file_read(backend);
+    }
     match req.request {
         Request::ShardPut { key, total_len, offset, data } => shard::put(backend, conn, owner, key, total_len, offset, data),
         Request::ShardGet { key, offset, len } => shard::get(backend, conn, owner, key, offset, len),
@@ -181,6 +186,42 @@ pub fn serve(backend: &mut impl Backend, conn: &mut Connection, req: Authorized)
             Err(e) => refuse(e),
         },
         Request::NodeInfo => backend.node_info(&owner).into(),
+        Request::DeployHeld { signed_manifest, payload, bundle } => {
+            match check_deploy(owner, signed_manifest, payload, bundle) {
+                Ok(d) => backend.deploy_held(d).map_or_else(refuse, |id| Response::Deployed { id }),
+                Err(e) => refuse(e),
+            }
+        }
+        other => serve_owned(backend, conn, owner, other),
+    }
+}
+
+/// The requests about one of the signer's workloads that [`crate::files`] handles,
+/// after the ownership check.
+fn serve_owned(backend: &mut impl Backend, conn: &mut Connection, owner: [u8; 32], request: Request) -> Response {
+    let id = match &request {
+        Request::Start { id, .. }
+        | Request::FileList { id }
+        | Request::FileGet { id, .. }
+        | Request::FilePut { id, .. }
+        | Request::FileRemove { id, .. }
+        | Request::LogsRaw { id, .. } => *id,
+        _ => return Response::error(ErrorCode::BadRequest, "unexpected request"),
+    };
+    if let Err(e) = owned(backend, &owner, id) {
+        if matches!(request, Request::FilePut { .. }) {
+            conn.drop_file_put(backend);
+        }
+        return refuse(e);
+    }
+    match request {
+        Request::Start { id, stdin } => files::start(backend, id, stdin),
+        Request::FileList { id } => files::list(backend, id),
+        Request::FileGet { id, name, offset, len } => files::get(backend, conn, id, name, offset, len),
+        Request::FilePut { id, name, total_len, offset, data } => files::put(backend, conn, id, name, total_len, offset, data),
+        Request::FileRemove { id, name } => files::remove(backend, conn, id, name),
+        Request::LogsRaw { id, stream, offset } => files::raw_log(backend, id, stream, offset),
+        _ => Response::error(ErrorCode::BadRequest, "unexpected request"),
     }
 }
 
@@ -238,6 +279,62 @@ mod test {
         workloads: Vec<WorkloadSummary>,
         deployed: Vec<Deployment>,
         calls: Vec<String>,
+        /// File areas by workload id, their quota, and the ids that run.
+        areas: alloc::collections::BTreeMap<u64, alloc::collections::BTreeMap<String, Vec<u8>>>,
+        quota_bytes: u64,
+        running: Vec<u64>,
+        /// Held deploys, starts (id, stdin), raw stdout.
+        held: Vec<u64>,
+        started: Vec<(u64, Vec<u8>)>,
+        stdout: Vec<u8>,
+        /// The node-wide buffer budget (0: none, every reserve fails).
+        budget_bytes: u64,
+        budget_used: u64,
+    }
+
+    impl FileBackend for Mock {
+        fn area(&mut self, id: u64) -> Result<files::AreaView, BackendError> {
+            let files = self.areas.get(&id).ok_or_else(|| BackendError::new(ErrorCode::Rejected, "no area"))?;
+            Ok(files::AreaView {
+                files: files.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect(),
+                quota_bytes: self.quota_bytes,
+                running: self.running.contains(&id),
+            })
+        }
+        fn file_read(&mut self, id: u64, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+            self.calls.push(format!("read {id} {name}"));
+            Ok(self.areas.get(&id).and_then(|a| a.get(name)).cloned())
+        }
+        fn file_write(&mut self, id: u64, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+            self.calls.push(format!("write {id} {name}"));
+            self.areas.entry(id).or_default().insert(name.into(), bytes.to_vec());
+            Ok(())
+        }
+        fn file_remove(&mut self, id: u64, name: &str) -> Result<bool, BackendError> {
+            self.calls.push(format!("remove {id} {name}"));
+            Ok(self.areas.get_mut(&id).and_then(|a| a.remove(name)).is_some())
+        }
+        fn deploy_held(&mut self, d: Deployment) -> Result<u64, BackendError> {
+            let id = self.deploy(d)?;
+            self.workloads.last_mut().map(|w| w.state = WorkloadState::Ready);
+            self.areas.insert(id, Default::default());
+            self.held.push(id);
+            Ok(id)
+        }
+        fn start(&mut self, id: u64, stdin: Vec<u8>) -> Result<(), BackendError> {
+            self.started.push((id, stdin));
+            Ok(())
+        }
+        fn raw_log(&mut self, _id: u64, stream: crate::OutputStream, offset: u64, max: usize) -> Result<files::RawChunk, BackendError> {
+            let bytes = match stream {
+                crate::OutputStream::Stdout => &self.stdout[..],
+                crate::OutputStream::Stderr => &[][..],
+            };
+            let from = (offset as usize).min(bytes.len());
+            // Deliberately returns more than asked: serve must cut.
+            let _ = max;
+            Ok(files::RawChunk { data: bytes[from..].to_vec(), end: bytes.len() as u64, finished: true })
+        }
     }
 
     impl Backend for Mock {
@@ -323,10 +420,17 @@ mod test {
         fn shard_prove(&mut self, _owner: &[u8; 32], key: &[u8; 32], _challenge: u64) -> Result<shard::ShardProof, BackendError> {
             Err(shard::not_found(key))
         }
-        fn buffer_reserve(&mut self, _bytes: u64) -> bool {
-            false
+        fn buffer_reserve(&mut self, bytes: u64) -> bool {
+            if self.budget_used + bytes > self.budget_bytes {
+                return false;
+            }
+            self.budget_used += bytes;
+            true
         }
-        fn buffer_release(&mut self, _bytes: u64) {}
+        fn buffer_release(&mut self, bytes: u64) {
+            assert!(bytes <= self.budget_used, "released more than reserved");
+            self.budget_used -= bytes;
+        }
         fn peers(&mut self) -> Vec<crate::PeerInfo> {
             Vec::new()
         }
@@ -442,6 +546,186 @@ mod test {
         assert_eq!(serve(&mut b, ask(2, Request::Remove { id: 2 })), Response::Removed);
         assert_eq!(b.calls, ["stop 2", "remove 2"]);
         assert!(matches!(serve(&mut b, ask(3, Request::NodeInfo)), Response::NodeInfo { workloads: 1, .. }));
+    }
+
+    fn held(b: &mut Mock, owner: u8) -> u64 {
+        let Authorized { owner: signer, seq, request: Request::Deploy { signed_manifest, payload, bundle } } =
+            deploy_request(owner, owner, Payload::Wasm(MODULE.to_vec()))
+        else {
+            panic!("not a deploy")
+        };
+        let r = super::serve(b, &mut Connection::new(), Authorized { owner: signer, seq, request: Request::DeployHeld { signed_manifest, payload, bundle } });
+        let Response::Deployed { id } = r else { panic!("{r:?}") };
+        id
+    }
+
+    fn put(owner: u8, id: u64, name: &str, total_len: u64, offset: u64, data: Vec<u8>) -> Authorized {
+        ask(owner, Request::FilePut { id, name: name.into(), total_len, offset, data })
+    }
+
+    #[test]
+    fn files_stream_in_bounded_pieces_into_the_owners_area_and_back() {
+        let mut b = Mock { quota_bytes: 8 << 20, budget_bytes: 16 << 20, ..Mock::default() };
+        let id = held(&mut b, 1);
+        assert_eq!(b.held, [id]);
+        let piece = files::FILE_PIECE_BYTES;
+        let file: Vec<u8> = (0..piece * 2 + 10).map(|i| (i * 7 % 251) as u8).collect();
+        let total = file.len() as u64;
+        let mut conn = Connection::new();
+        // A piece above the bound is refused whole.
+        let big = super::serve(&mut b, &mut conn, put(1, id, "in/data.bin", total, 0, vec![0; piece + 1]));
+        assert_eq!(code(&big), Some(ErrorCode::BadRequest));
+        for (i, chunk) in file.chunks(piece).enumerate() {
+            let r = super::serve(&mut b, &mut conn, put(1, id, "in/data.bin", total, (i * piece) as u64, chunk.to_vec()));
+            let done = (i + 1) * piece >= file.len();
+            if done {
+                assert_eq!(r, Response::FileStored { len: total });
+            } else {
+                assert_eq!(r, Response::FilePartial { received: ((i + 1) * piece) as u64 });
+                // Buffered within the node-wide budget until the last piece.
+                assert_eq!(b.budget_used, total);
+                assert!(!b.calls.iter().any(|c| c.starts_with("write")), "committed before the last piece");
+            }
+        }
+        assert_eq!(b.budget_used, 0);
+        // The parent directory was made, then the file committed.
+        assert_eq!(b.calls, [format!("write {id} in/"), format!("write {id} in/data.bin")]);
+        let Response::Files { files, quota_bytes } = super::serve(&mut b, &mut conn, ask(1, Request::FileList { id })) else { panic!() };
+        assert_eq!(quota_bytes, 8 << 20);
+        assert_eq!(files.iter().map(|f| (f.name.as_str(), f.len)).collect::<Vec<_>>(), [("in/", 0), ("in/data.bin", total)]);
+        // Read back in pieces of at most FILE_PIECE_BYTES, however much is asked.
+        let mut back = Vec::new();
+        while (back.len() as u64) < total {
+            let r = super::serve(&mut b, &mut conn, ask(1, Request::FileGet { id, name: "in/data.bin".into(), offset: back.len() as u64, len: u64::MAX }));
+            let Response::FileData { total_len, offset, data } = r else { panic!("{r:?}") };
+            assert_eq!((total_len, offset), (total, back.len() as u64));
+            assert!(!data.is_empty() && data.len() <= piece);
+            back.extend(data);
+        }
+        assert_eq!(back, file);
+        // Read whole once (cached for the pieces), and the budget is back.
+        assert_eq!(b.calls.iter().filter(|c| c.starts_with("read")).count(), 1);
+        assert_eq!((b.budget_used, conn.held_bytes()), (0, 0));
+        // Start with the file as stdin.
+        assert_eq!(super::serve(&mut b, &mut conn, ask(1, Request::Start { id, stdin: Some("in/data.bin".into()) })), Response::Started);
+        assert_eq!(b.started, [(id, file.clone())]);
+        let missing = super::serve(&mut b, &mut conn, ask(1, Request::Start { id, stdin: Some("nope".into()) }));
+        assert_eq!(code(&missing), Some(ErrorCode::NotFound));
+        // Remove: a non-empty directory stays, the file goes, then the directory.
+        assert_eq!(code(&super::serve(&mut b, &mut conn, ask(1, Request::FileRemove { id, name: "in".into() }))), Some(ErrorCode::Rejected));
+        assert_eq!(super::serve(&mut b, &mut conn, ask(1, Request::FileRemove { id, name: "in/data.bin".into() })), Response::FileRemoved);
+        assert_eq!(super::serve(&mut b, &mut conn, ask(1, Request::FileRemove { id, name: "in".into() })), Response::FileRemoved);
+        assert_eq!(code(&super::serve(&mut b, &mut conn, ask(1, Request::FileRemove { id, name: "in".into() }))), Some(ErrorCode::NotFound));
+        assert!(b.areas[&id].is_empty());
+    }
+
+    #[test]
+    fn files_of_someone_elses_workload_are_not_found_as_a_missing_id() {
+        let mut b = Mock { quota_bytes: 1 << 20, budget_bytes: 1 << 20, ..Mock::default() };
+        let theirs = held(&mut b, 2);
+        b.areas.get_mut(&theirs).unwrap().insert("secret".into(), b"x".to_vec());
+        b.calls.clear();
+        let none = 99;
+        for (mine, missing) in [
+            (Request::FileList { id: theirs }, Request::FileList { id: none }),
+            (Request::FileGet { id: theirs, name: "secret".into(), offset: 0, len: 1 }, Request::FileGet { id: none, name: "secret".into(), offset: 0, len: 1 }),
+            (Request::FilePut { id: theirs, name: "x".into(), total_len: 1, offset: 0, data: vec![1] }, Request::FilePut { id: none, name: "x".into(), total_len: 1, offset: 0, data: vec![1] }),
+            (Request::FileRemove { id: theirs, name: "secret".into() }, Request::FileRemove { id: none, name: "secret".into() }),
+            (Request::Start { id: theirs, stdin: None }, Request::Start { id: none, stdin: None }),
+            (Request::LogsRaw { id: theirs, stream: crate::OutputStream::Stdout, offset: 0 }, Request::LogsRaw { id: none, stream: crate::OutputStream::Stdout, offset: 0 }),
+        ] {
+            let (a, m) = (serve(&mut b, ask(1, mine.clone())), serve(&mut b, ask(1, missing)));
+            assert_eq!(code(&a), Some(ErrorCode::NotFound), "{mine:?}");
+            let (Response::Error { message: ma, .. }, Response::Error { message: mm, .. }) = (&a, &m) else { panic!() };
+            assert_eq!(ma.replace(&format!(" {theirs}"), " N"), mm.replace(" 99", " N"), "{mine:?}");
+        }
+        assert!(b.calls.is_empty() && b.started.is_empty(), "the backend was called: {:?}", b.calls);
+        assert_eq!(b.areas[&theirs].len(), 1);
+    }
+
+    #[test]
+    fn file_puts_are_bounded_by_quota_count_order_budget_and_running() {
+        let mut b = Mock { quota_bytes: 100, budget_bytes: 1 << 20, ..Mock::default() };
+        let id = held(&mut b, 1);
+        let mut conn = Connection::new();
+        let mut serve = |b: &mut Mock, r| super::serve(b, &mut conn, r);
+        // Quota: 101 bytes do not fit in 100; 60 + 60 do not either; replacing does.
+        assert_eq!(code(&serve(&mut b, put(1, id, "a", 101, 0, vec![0; 101]))), Some(ErrorCode::NoSpace));
+        assert_eq!(serve(&mut b, put(1, id, "a", 60, 0, vec![0; 60])), Response::FileStored { len: 60 });
+        assert_eq!(code(&serve(&mut b, put(1, id, "b", 60, 0, vec![0; 60]))), Some(ErrorCode::NoSpace));
+        assert_eq!(serve(&mut b, put(1, id, "a", 90, 0, vec![1; 90])), Response::FileStored { len: 90 });
+        // Bad paths.
+        for bad in ["", "/abs", "dir/", "a/../b", "..", "a//b", "a\nb", &"x".repeat(files::AREA_PATH_BYTES_MAX + 1)] {
+            assert_eq!(code(&serve(&mut b, put(1, id, bad, 1, 0, vec![0]))), Some(ErrorCode::BadRequest), "{bad:?}");
+        }
+        // Out of order: the upload is dropped and its budget given back.
+        assert_eq!(serve(&mut b, put(1, id, "c", 4, 0, vec![0; 2])), Response::FilePartial { received: 2 });
+        assert_eq!(b.budget_used, 4);
+        assert_eq!(code(&serve(&mut b, put(1, id, "c", 4, 3, vec![0]))), Some(ErrorCode::BadRequest));
+        assert_eq!(b.budget_used, 0);
+        assert_eq!(code(&serve(&mut b, put(1, id, "c", 4, 2, vec![0; 2]))), Some(ErrorCode::BadRequest));
+        // The node-wide budget: without room, Busy.
+        b.budget_bytes = 3;
+        assert_eq!(code(&serve(&mut b, put(1, id, "c", 4, 0, vec![0; 1]))), Some(ErrorCode::Busy));
+        b.budget_bytes = 1 << 20;
+        // Entry count: the area holds at most AREA_FILES_MAX entries.
+        b.quota_bytes = u64::MAX;
+        for i in 0..files::AREA_FILES_MAX - 1 {
+            assert_eq!(serve(&mut b, put(1, id, &format!("f{i}"), 0, 0, vec![])), Response::FileStored { len: 0 }, "{i}");
+        }
+        assert_eq!(code(&serve(&mut b, put(1, id, "one-too-many", 0, 0, vec![]))), Some(ErrorCode::NoSpace));
+        // A file above FILE_BYTES_MAX never fits.
+        assert_eq!(code(&serve(&mut b, put(1, id, "a", files::FILE_BYTES_MAX + 1, 0, vec![]))), Some(ErrorCode::NoSpace));
+        // While the program runs, puts and removes wait; reads do not.
+        b.running.push(id);
+        assert_eq!(code(&serve(&mut b, put(1, id, "a", 1, 0, vec![2]))), Some(ErrorCode::Busy));
+        assert_eq!(code(&serve(&mut b, ask(1, Request::FileRemove { id, name: "a".into() }))), Some(ErrorCode::Busy));
+        assert!(matches!(serve(&mut b, ask(1, Request::FileGet { id, name: "a".into(), offset: 0, len: 10 })), Response::FileData { total_len: 90, .. }));
+        // A piece begun before the program started is refused at the commit.
+        b.running.clear();
+        assert_eq!(serve(&mut b, put(1, id, "a", 2, 0, vec![3])), Response::FilePartial { received: 1 });
+        b.running.push(id);
+        assert_eq!(code(&serve(&mut b, put(1, id, "a", 2, 1, vec![3]))), Some(ErrorCode::Busy));
+        assert_eq!(b.areas[&id]["a"], [1; 90]);
+        assert_eq!(b.budget_used, 0);
+        drop(serve);
+        conn.close(&mut b);
+        assert_eq!(b.budget_used, 0);
+    }
+
+    #[test]
+    fn a_connection_closed_mid_transfer_gives_its_budget_back() {
+        let mut b = Mock { quota_bytes: 1 << 20, budget_bytes: 1 << 20, ..Mock::default() };
+        let id = held(&mut b, 1);
+        b.areas.get_mut(&id).unwrap().insert("big".into(), vec![5; 3000]);
+        let mut conn = Connection::new();
+        assert_eq!(super::serve(&mut b, &mut conn, put(1, id, "up", 100, 0, vec![0; 10])), Response::FilePartial { received: 10 });
+        let r = super::serve(&mut b, &mut conn, ask(1, Request::FileGet { id, name: "big".into(), offset: 0, len: 1000 }));
+        assert!(matches!(r, Response::FileData { ref data, .. } if data.len() == 1000));
+        assert_eq!(conn.held_bytes(), 3100);
+        assert_eq!(b.budget_used, 3100);
+        conn.close(&mut b);
+        assert_eq!((conn.held_bytes(), b.budget_used), (0, 0));
+    }
+
+    #[test]
+    fn raw_output_is_returned_byte_for_byte_in_bounded_pieces() {
+        let mut b = Mock::default();
+        let id = held(&mut b, 1);
+        b.stdout = (0..files::RAW_LOG_PIECE_BYTES + 5).map(|i| (i % 256) as u8).collect();
+        let mut got = Vec::new();
+        loop {
+            let r = serve(&mut b, ask(1, Request::LogsRaw { id, stream: crate::OutputStream::Stdout, offset: got.len() as u64 }));
+            let Response::LogsRaw { offset, data, end, finished } = r else { panic!("{r:?}") };
+            assert_eq!(offset, got.len() as u64);
+            assert!(data.len() <= files::RAW_LOG_PIECE_BYTES);
+            assert_eq!(end, b.stdout.len() as u64);
+            got.extend(data);
+            if finished {
+                break;
+            }
+        }
+        assert_eq!(got, b.stdout);
     }
 
     #[test]

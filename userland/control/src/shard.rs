@@ -226,6 +226,10 @@ struct CachedShard {
 pub struct Connection {
     put: Option<PendingPut>,
     read: Option<CachedShard>,
+    /// The file upload in progress ([`crate::files`]).
+    pub(crate) file_put: Option<crate::files::PendingFile>,
+    /// The last file read, kept for its next ranges ([`crate::files`]).
+    pub(crate) file_read: Option<crate::files::CachedFile>,
 }
 
 impl Connection {
@@ -236,7 +240,10 @@ impl Connection {
 
     /// Budget bytes this connection holds.
     pub fn held_bytes(&self) -> u64 {
-        self.put.as_ref().map_or(0, |p| p.reserved) + self.read.as_ref().map_or(0, |r| r.reserved)
+        self.put.as_ref().map_or(0, |p| p.reserved)
+            + self.read.as_ref().map_or(0, |r| r.reserved)
+            + self.file_put.as_ref().map_or(0, |p| p.reserved())
+            + self.file_read.as_ref().map_or(0, |r| r.reserved())
     }
 
     /// Bytes of the upload in progress received so far.
@@ -248,7 +255,23 @@ impl Connection {
     pub fn close(&mut self, backend: &mut impl ShardBackend) {
         self.drop_put(backend);
         self.drop_read(backend);
+        self.drop_file_put(backend);
+        self.drop_file_read(backend);
         debug_assert_eq!(self.held_bytes(), 0);
+    }
+
+    /// Drops the file upload in progress, if any.
+    pub(crate) fn drop_file_put(&mut self, backend: &mut impl ShardBackend) {
+        if let Some(p) = self.file_put.take() {
+            backend.buffer_release(p.reserved());
+        }
+    }
+
+    /// Drops the file kept for a read in pieces, if any.
+    pub(crate) fn drop_file_read(&mut self, backend: &mut impl ShardBackend) {
+        if let Some(r) = self.file_read.take() {
+            backend.buffer_release(r.reserved());
+        }
     }
 
     /// Drops the shard kept for a read in pieces (`serve` calls it for every request

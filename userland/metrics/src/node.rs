@@ -23,6 +23,13 @@ pub struct DiskMetrics {
     /// Payload bytes of live shards.
     pub live_bytes: u64,
     pub shards: u64,
+    /// Requests the store sent to the disk.
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Requests the disk failed.
+    pub errors: u64,
 }
 
 /// One NIC's counters (what the driver counts).
@@ -52,6 +59,12 @@ pub struct WorkloadMetrics {
     pub log_bytes: u64,
     /// Log lines written since it started.
     pub log_lines: u64,
+    /// Linear memory it holds now (0 once it has finished).
+    pub memory_bytes: u64,
+    /// The most linear memory it held.
+    pub memory_peak_bytes: u64,
+    /// Its memory cap (from its manifest).
+    pub memory_limit_bytes: u64,
 }
 
 /// The overlay's counters.
@@ -88,6 +101,8 @@ pub struct NodeMetrics {
     pub node_key: String,
     pub uptime_ms: u64,
     pub cpus: u64,
+    /// Time the CPU was halted with nothing to run, since boot.
+    pub cpu_idle_ms: u64,
     pub heap_size_bytes: u64,
     pub heap_used_bytes: u64,
     pub frames_free_bytes: u64,
@@ -110,6 +125,9 @@ impl NodeMetrics {
         w.family("gridos_uptime_seconds", Kind::Gauge, "Time since the node booted.");
         w.sample_milli("gridos_uptime_seconds", &[], self.uptime_ms);
         w.single("gridos_cpus", Kind::Gauge, "CPUs the node runs on.", self.cpus);
+        w.family("gridos_cpu_seconds_total", Kind::Counter, "CPU time since boot, by mode (idle: halted with nothing to run).");
+        w.sample_milli("gridos_cpu_seconds_total", &[("mode", "busy")], self.uptime_ms.saturating_sub(self.cpu_idle_ms));
+        w.sample_milli("gridos_cpu_seconds_total", &[("mode", "idle")], self.cpu_idle_ms.min(self.uptime_ms));
         w.single("gridos_heap_size_bytes", Kind::Gauge, "Size of the kernel heap.", self.heap_size_bytes);
         w.single("gridos_heap_used_bytes", Kind::Gauge, "Bytes allocated from the kernel heap.", self.heap_used_bytes);
         w.single("gridos_heap_free_bytes", Kind::Gauge, "Bytes of the kernel heap not allocated.",
@@ -144,6 +162,19 @@ impl NodeMetrics {
             }
         }
         w.single("gridos_store_owners", Kind::Gauge, "Owners holding shards on the node.", self.store_owners);
+        let counters: [Field<DiskMetrics>; 5] = [
+            ("gridos_disk_reads_total", "Read requests the shard store sent to the disk.", |d| d.reads),
+            ("gridos_disk_writes_total", "Write requests the shard store sent to the disk.", |d| d.writes),
+            ("gridos_disk_read_bytes_total", "Bytes the shard store read from the disk.", |d| d.read_bytes),
+            ("gridos_disk_written_bytes_total", "Bytes the shard store wrote to the disk.", |d| d.written_bytes),
+            ("gridos_disk_errors_total", "Requests the disk failed.", |d| d.errors),
+        ];
+        for (name, help, value) in counters {
+            w.family(name, Kind::Counter, help);
+            for d in &self.disks {
+                w.sample(name, &[("disk", &d.name)], value(d));
+            }
+        }
     }
 
     fn render_nics(&self, w: &mut Writer) {
@@ -178,7 +209,10 @@ impl NodeMetrics {
         for (x, id) in self.workloads.iter().zip(&ids) {
             w.sample_milli("gridos_workload_cpu_seconds_total", &[("workload_id", id), ("name", &x.name)], x.cpu_ms);
         }
-        let per: [(Kind, Field<WorkloadMetrics>); 2] = [
+        let per: [(Kind, Field<WorkloadMetrics>); 5] = [
+            (Kind::Gauge, ("gridos_workload_memory_bytes", "Linear memory the workload holds (0 once it has finished).", |x| x.memory_bytes)),
+            (Kind::Gauge, ("gridos_workload_memory_peak_bytes", "The most linear memory the workload held.", |x| x.memory_peak_bytes)),
+            (Kind::Gauge, ("gridos_workload_memory_limit_bytes", "The workload's memory cap.", |x| x.memory_limit_bytes)),
             (Kind::Gauge, ("gridos_workload_log_bytes", "Bytes of the workload's log the node keeps.", |x| x.log_bytes)),
             (Kind::Counter, ("gridos_workload_log_lines_total", "Log lines the workload wrote since it started.", |x| x.log_lines)),
         ];
@@ -229,13 +263,14 @@ mod test {
             node_key: "ab".into(),
             uptime_ms: 61_500,
             cpus: 1,
+            cpu_idle_ms: 60_000,
             heap_size_bytes: 1000,
             heap_used_bytes: 400,
             frames_free_bytes: 5,
-            disks: vec![DiskMetrics { name: "vda".into(), state: "mounted".into(), capacity_bytes: 100, used_bytes: 10, free_bytes: 90, live_bytes: 8, shards: 2 }],
+            disks: vec![DiskMetrics { name: "vda".into(), state: "mounted".into(), capacity_bytes: 100, used_bytes: 10, free_bytes: 90, live_bytes: 8, shards: 2, writes: 3, written_bytes: 1536, ..DiskMetrics::default() }],
             store_owners: 1,
             nics: vec![NicMetrics { name: "eth0".into(), rx_frames: 3, tx_frames: 4, ..NicMetrics::default() }],
-            workloads: vec![WorkloadMetrics { id: 7, name: "hello \"x\"".into(), owner: "00ff".into(), state: "exited".into(), cpu_ms: 1234, log_bytes: 99, log_lines: 5 }],
+            workloads: vec![WorkloadMetrics { id: 7, name: "hello \"x\"".into(), owner: "00ff".into(), state: "exited".into(), cpu_ms: 1234, log_bytes: 99, log_lines: 5, memory_bytes: 131072, memory_peak_bytes: 131072, memory_limit_bytes: 1 << 20 }],
             overlay: Some(OverlayMetrics { peers_direct: 2, routes: 3, dropped: vec![("replay", 4)], ..OverlayMetrics::default() }),
             control: ServiceMetrics { connections: 1, requests: 9, requests_refused: 2, ..ServiceMetrics::default() },
             metrics: ServiceMetrics::default(),
@@ -254,6 +289,12 @@ mod test {
             "gridos_workloads{state=\"exited\"} 1",
             "gridos_workload_cpu_seconds_total{workload_id=\"7\",name=\"hello \\\"x\\\"\"} 1.234",
             "gridos_workload_log_bytes{workload_id=\"7\",name=\"hello \\\"x\\\"\"} 99",
+            "gridos_workload_memory_bytes{workload_id=\"7\",name=\"hello \\\"x\\\"\"} 131072",
+            "gridos_workload_memory_limit_bytes{workload_id=\"7\",name=\"hello \\\"x\\\"\"} 1048576",
+            "gridos_cpu_seconds_total{mode=\"busy\"} 1.500",
+            "gridos_cpu_seconds_total{mode=\"idle\"} 60.000",
+            "gridos_disk_written_bytes_total{disk=\"vda\"} 1536",
+            "gridos_disk_reads_total{disk=\"vda\"} 0",
             "gridos_overlay_peers 2",
             "gridos_overlay_dropped_packets_total{reason=\"replay\"} 4",
             "gridos_control_requests_total 9",

@@ -93,12 +93,14 @@ pub const WORKLOAD_OVERHEAD_BYTES: u64 = 2 << 20;
 
 /// What a running workload may take from the kernel heap, by its manifest: its
 /// linear-memory cap, its log twice (the workload's log holds at most about twice its
-/// cap, `crate::log`), the node's kept copy (`kept_log_bytes`, the kernel's bound) and
+/// cap, `crate::log`), the raw bytes of its output the node keeps for `logs --raw` (at
+/// most the cap once: raw bytes are part of what the log charged), the node's kept
+/// copy of its lines (`kept_log_bytes`, the kernel's bound) and
 /// [`WORKLOAD_OVERHEAD_BYTES`].
 pub fn memory_charge_bytes(limits: &crate::Limits, kept_log_bytes: u64) -> u64 {
     limits
         .memory_bytes
-        .saturating_add(limits.log_bytes.saturating_mul(2))
+        .saturating_add(limits.log_bytes.saturating_mul(3))
         .saturating_add(kept_log_bytes)
         .saturating_add(WORKLOAD_OVERHEAD_BYTES)
 }
@@ -340,7 +342,7 @@ mod test {
     #[test]
     fn memory_charge_counts_logs_and_overhead_without_overflow() {
         let mut l = crate::Limits { memory_bytes: 16 << 20, log_bytes: 64 << 10, ..Default::default() };
-        assert_eq!(memory_charge_bytes(&l, 32 << 10), (16 << 20) + (128 << 10) + (32 << 10) + WORKLOAD_OVERHEAD_BYTES);
+        assert_eq!(memory_charge_bytes(&l, 32 << 10), (16 << 20) + (192 << 10) + (32 << 10) + WORKLOAD_OVERHEAD_BYTES);
         l.memory_bytes = u64::MAX;
         assert_eq!(memory_charge_bytes(&l, 1), u64::MAX);
     }

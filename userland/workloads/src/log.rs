@@ -14,6 +14,10 @@
 //! 8-bit forms) and control characters are removed from each line; tabs stay; bytes
 //! that are not UTF-8 become `?`. A line is never longer than its raw bytes.
 //!
+//! Raw bytes: every byte accepted is also kept as written, per stream, until taken
+//! ([`Log::take_raw`]), for owners who want the output byte for byte (`logs --raw`).
+//! What is held stays within the cap too: raw bytes are a part of what was charged.
+//!
 //! What it leaves to the kernel: when to take lines ([`Log::take_lines_max`] gives a
 //! byte bound per call), where they go (console, a per-workload store for `logs`),
 //! and rate limiting the console.
@@ -106,6 +110,8 @@ pub struct Log {
     partial: [Vec<u8>; 2],
     /// Whether the current line of each stream has been charged its overhead.
     open: [bool; 2],
+    /// Raw bytes per stream (stdout, stderr) not yet taken ([`Log::take_raw`]).
+    raw: [Vec<u8>; 2],
 }
 
 /// The log cap was reached: the write that would pass it is refused.
@@ -121,7 +127,7 @@ fn index(stream: Stream) -> usize {
 
 impl Log {
     pub fn new(cap: usize) -> Self {
-        Log { cap, written: 0, charged: 0, lines: Lines::default(), partial: [Vec::new(), Vec::new()], open: [false; 2] }
+        Log { cap, written: 0, charged: 0, lines: Lines::default(), partial: [Vec::new(), Vec::new()], open: [false; 2], raw: [Vec::new(), Vec::new()] }
     }
 
     /// Total raw bytes accepted so far.
@@ -145,7 +151,13 @@ impl Log {
 
     /// Heap bytes the log holds now (pending lines and partial lines).
     pub fn heap_bytes(&self) -> usize {
-        self.lines.heap_bytes() + self.partial.iter().map(Vec::capacity).sum::<usize>()
+        self.lines.heap_bytes() + self.partial.iter().chain(&self.raw).map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Takes the raw bytes written to `stream` since the last call, as written (no
+    /// cleaning, no line splitting).
+    pub fn take_raw(&mut self, stream: Stream) -> Vec<u8> {
+        core::mem::take(&mut self.raw[index(stream)])
     }
 
     /// What writing `bytes` to `stream` costs against the cap, simulated on the current
@@ -185,6 +197,8 @@ impl Log {
         self.lines.text.try_reserve(bytes.len()).map_err(|_| LogFull)?;
         self.lines.meta.try_reserve(lines).map_err(|_| LogFull)?;
         self.partial[index(stream)].try_reserve(partial_room).map_err(|_| LogFull)?;
+        self.raw[index(stream)].try_reserve(bytes.len()).map_err(|_| LogFull)?;
+        self.raw[index(stream)].extend_from_slice(bytes);
         self.charged = total;
         self.written += bytes.len();
         let idx = index(stream);
@@ -313,6 +327,25 @@ mod test {
     use alloc::vec;
 
     #[test]
+    fn raw_bytes_are_kept_per_stream_as_written_within_the_cap() {
+        let mut log = Log::new(64 + 4 * LINE_OVERHEAD_BYTES);
+        let binary = [0u8, 0x1b, b'[', b'2', b'J', 0xff, b'\n', 7];
+        log.write(Stream::Stdout, &binary).unwrap();
+        log.write(Stream::Stderr, b"e\x1b]0;t\x07").unwrap();
+        log.write(Stream::Stdout, b"!").unwrap();
+        assert_eq!(log.take_raw(Stream::Stdout), [&binary[..], b"!"].concat());
+        assert_eq!(log.take_raw(Stream::Stderr), b"e\x1b]0;t\x07");
+        assert!(log.take_raw(Stream::Stdout).is_empty());
+        // A refused write keeps nothing, raw or not.
+        assert_eq!(log.write(Stream::Stdout, &[1; 100]), Err(LogFull));
+        assert!(log.take_raw(Stream::Stdout).is_empty());
+        // The lines are cleaned as before.
+        log.flush();
+        let lines: Vec<String> = log.take_lines().into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines, ["?", "!", "e"]);
+    }
+
+    #[test]
     fn splits_lines_per_stream_and_enforces_the_cap() {
         let o = LINE_OVERHEAD_BYTES;
         let mut log = Log::new(20 + 3 * o);
@@ -368,11 +401,13 @@ mod test {
         let chunk = vec![b'\n'; 64 << 10];
         while log.write(Stream::Stderr, &chunk).is_ok() {}
         while log.write(Stream::Stderr, b"\n").is_ok() {}
-        assert!(log.heap_bytes() <= 2 * cap);
+        // Lines (about twice the cap) and the raw bytes (at most the cap).
+        assert!(log.heap_bytes() <= 3 * cap);
         let lines = log.pending().len();
         assert_eq!(log.take_lines_max(0).len(), 1);
         assert_eq!(log.take_lines_max(usize::MAX).len(), lines - 1);
         assert_eq!(log.pending().heap_bytes(), 0);
+        assert!(log.take_raw(Stream::Stderr).len() <= cap);
         assert!(log.heap_bytes() <= 2 * MAX_LINE_BYTES);
     }
 

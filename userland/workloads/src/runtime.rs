@@ -179,6 +179,7 @@ impl WorkloadState {
             return false;
         }
         self.memory_peak = self.memory_peak.max(desired);
+        self.host.memory_granted(desired);
         true
     }
 

@@ -3,7 +3,8 @@
 //! Each function works on the workload's linear memory as a byte slice and on a
 //! [`WasiCtx`]; clocks and entropy come from a [`HostServices`] implementation, so
 //! everything here runs (and is tested) on the host. Output to fd 1 and 2 goes to
-//! the workload's capped [`Log`]; stdin is empty.
+//! the workload's capped [`Log`]; stdin is empty unless the node gives the run an
+//! input ([`WasiCtx::set_stdin`], held in memory, read once).
 //!
 //! Two optional services, both traits the kernel implements:
 //! - a persistent file area ([`FileArea`], [`fs`]): the preopened directory `/data`,
@@ -65,6 +66,12 @@ pub trait HostServices {
     fn wait_until(&mut self, monotonic_deadline_ns: Option<u64>) -> Result<(), Interrupt> {
         let _ = monotonic_deadline_ns;
         Err(Interrupt::Stopped)
+    }
+    /// The memory limiter let the workload's linear memory grow to `bytes` (its first
+    /// allocation included), so the host can report what the workload holds. The
+    /// default ignores it.
+    fn memory_granted(&mut self, bytes: u64) {
+        let _ = bytes;
     }
 }
 
@@ -201,6 +208,9 @@ pub struct WasiCtx {
     files: Option<fs::Files>,
     sockets: Option<Box<dyn Sockets + Send>>,
     listeners: Vec<u16>,
+    /// What fd 0 reads, and how much of it was read.
+    stdin: Vec<u8>,
+    stdin_pos: usize,
 }
 
 impl fmt::Debug for WasiCtx {
@@ -403,7 +413,16 @@ impl WasiCtx {
             files: None,
             sockets: None,
             listeners: Vec::new(),
+            stdin: Vec::new(),
+            stdin_pos: 0,
         }
+    }
+
+    /// Gives the program `bytes` as its standard input (fd 0 reads them, then end of
+    /// file). Call before the program runs.
+    pub fn set_stdin(&mut self, bytes: Vec<u8>) {
+        self.stdin = bytes;
+        self.stdin_pos = 0;
     }
 
     /// Gives the program the file area `area` as `/data`, capped at `quota_bytes`
@@ -555,11 +574,23 @@ impl WasiCtx {
         finish(r)
     }
 
-    /// stdin is empty: reads return 0 bytes.
+    /// stdin reads what [`Self::set_stdin`] gave, then 0 bytes (end of file).
     pub fn fd_read(&mut self, mem: &mut [u8], fd: u32, iovs: u32, iovs_len: u32, nread: u32) -> WasiResult {
         let r = (|| {
             let n = match self.entry(fd)?.kind {
-                Kind::Stdin => 0,
+                Kind::Stdin => {
+                    let ranges = iovecs(mem, iovs, iovs_len)?;
+                    range(mem, nread, 4)?;
+                    let rest = self.stdin.get(self.stdin_pos..).unwrap_or_default();
+                    let n = scatter(mem, &ranges, rest);
+                    self.stdin_pos += n;
+                    if self.stdin_pos >= self.stdin.len() && !self.stdin.is_empty() {
+                        // Read through: give the memory back.
+                        self.stdin = Vec::new();
+                        self.stdin_pos = 0;
+                    }
+                    n
+                }
                 Kind::File(_) => {
                     let ranges = iovecs(mem, iovs, iovs_len)?;
                     range(mem, nread, 4)?;
@@ -778,6 +809,34 @@ mod test {
         // Out-of-bounds buffers fault instead of panicking.
         assert_eq!(c.args_get(&mut mem, 250, 0), Ok(errno::FAULT));
         assert_eq!(c.args_get(&mut mem, 0, u32::MAX - 2), Ok(errno::FAULT));
+    }
+
+    #[test]
+    fn stdin_reads_what_the_node_gave_then_end_of_file() {
+        let mut c = WasiCtx::new(&[], &[], 1024);
+        let mut mem = vec![0u8; 128];
+        // Empty stdin: end of file at once.
+        mem[0..8].copy_from_slice(&[64, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 1, 32), Ok(0));
+        assert_eq!(read_u32(&mem, 32), Ok(0));
+        let input: Vec<u8> = (0..8u8).map(|b| b.wrapping_mul(37)).collect();
+        c.set_stdin(input.clone());
+        // Two iovecs of 5 and 2 bytes, then the last byte, then end of file.
+        mem[8..16].copy_from_slice(&[96, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 2, 32), Ok(0));
+        assert_eq!(read_u32(&mem, 32), Ok(7));
+        assert_eq!((&mem[64..69], &mem[96..98]), (&input[..5], &input[5..7]));
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 1, 32), Ok(0));
+        assert_eq!((read_u32(&mem, 32), mem[64]), (Ok(1), input[7]));
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 1, 32), Ok(0));
+        assert_eq!(read_u32(&mem, 32), Ok(0));
+        // A bad iovec faults and consumes nothing.
+        c.set_stdin(b"x".to_vec());
+        mem[0..8].copy_from_slice(&[120, 0, 0, 0, 100, 0, 0, 0]);
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 1, 32), Ok(errno::FAULT));
+        mem[0..8].copy_from_slice(&[64, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(c.fd_read(&mut mem, 0, 0, 1, 32), Ok(0));
+        assert_eq!((read_u32(&mem, 32), mem[64]), (Ok(1), b'x'));
     }
 
     #[test]

@@ -392,6 +392,42 @@ mod test {
         assert!(!stdout(&r).contains(&"membomb: 32 MiB"), "{:?}", r.lines);
     }
 
+    /// The host hears of every growth the limiter allows (its first allocation too),
+    /// never of a refused one: what it reports is what the workload holds.
+    #[test]
+    fn the_host_hears_each_granted_memory_size() {
+        struct Grants(std::sync::Arc<std::sync::Mutex<Vec<u64>>>, TestHost);
+        impl HostServices for Grants {
+            fn realtime_ns(&mut self) -> u64 {
+                self.1.realtime_ns()
+            }
+            fn monotonic_ns(&mut self) -> u64 {
+                self.1.monotonic_ns()
+            }
+            fn random(&mut self, buf: &mut [u8]) {
+                self.1.random(buf)
+            }
+            fn memory_granted(&mut self, bytes: u64) {
+                self.0.lock().unwrap().push(bytes);
+            }
+        }
+        let grants = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let engine = engine();
+        let linker = linker(&engine).unwrap();
+        let module = load(&engine, &program("membomb")).unwrap();
+        let limits = Limits { memory_bytes: 32 << 20, ..Limits::default() };
+        let state = WorkloadState::new(&["membomb".to_string()], &[], &limits, Box::new(Grants(grants.clone(), TestHost(0))));
+        let mut store = store(&engine, state);
+        let reason = run_start(&mut store, &linker, &module, 1 << 20, |_| Ok(()));
+        assert!(matches!(reason, StopReason::MemoryLimit { .. }), "{reason:?}");
+        let grants = grants.lock().unwrap().clone();
+        assert!(grants.len() >= 3, "{grants:?}");
+        assert!(grants.windows(2).all(|w| w[0] < w[1]), "{grants:?}");
+        assert!(grants.iter().all(|g| *g <= 32 << 20), "{grants:?}");
+        assert!(grants.last().is_some_and(|g| *g >= 24 << 20), "{grants:?}");
+        assert_eq!(store.data().memory_peak, *grants.last().unwrap());
+    }
+
     #[test]
     fn log_cap_ends_a_chatty_workload() {
         let limits = Limits { log_bytes: 40, ..Limits::default() };
