@@ -154,10 +154,15 @@ impl Entry {
     }
 
     /// Sets `name` to the shard `key` of `len_bytes`; returns the key it replaced. An
-    /// existing name keeps its metadata, and its hard links (same nonzero inode number)
-    /// get the same contents; a new name gets [`FileMeta::for_name`].
+    /// existing file keeps its metadata, and its hard links (same nonzero inode number)
+    /// get the same contents; a new name gets [`FileMeta::for_name`], and so does a
+    /// symlink (contents put from outside replace the link with a regular file; its
+    /// other hard links stay symlinks).
     pub fn set_file(&mut self, name: &str, key: Key, len_bytes: u64) -> Option<Key> {
-        let meta = self.file(name).map_or_else(|| FileMeta::for_name(name), |f| f.meta);
+        let meta = match self.file(name) {
+            Some(f) if f.meta.kind != FileKind::Symlink => f.meta,
+            _ => FileMeta::for_name(name),
+        };
         self.put(name, key, len_bytes, meta)
     }
 

@@ -316,6 +316,9 @@ fn hard_links_share_contents_and_metadata() {
     let link = FileMeta { kind: FileKind::Symlink, ino: 11, ..FileMeta::default() };
     assert_eq!(e.try_set_file_meta("l", [6; 32], 3, link), Ok(None));
     assert_eq!(e.try_set_file_meta("l", [6; 32], 3, FileMeta { kind: FileKind::Regular, ..link }), Err(TableError::BadFiles));
+    // Contents put from outside onto a symlink make it a regular file.
+    assert_eq!(e.set_file("l", [5; 32], 1), Some([6; 32]));
+    assert_eq!(e.file("l").map(|f| f.meta), Some(FileMeta::default()));
     assert_eq!(WorkloadTable::decode(&t.encode()), Ok(t.clone()));
 }
 

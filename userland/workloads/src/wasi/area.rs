@@ -62,7 +62,8 @@ pub trait FileArea {
     /// The committed contents of `name`, `None` if there is no such file.
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, FileAreaError>;
     /// Replaces the contents of `name` (creating it); durable once it returns `Ok`.
-    /// An existing name keeps its metadata, and its hard links change with it.
+    /// An existing file keeps its metadata, and its hard links change with it; a
+    /// symlink becomes a regular file (the workload table's `set_file`).
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError>;
     /// Removes `name`; `false` if there was no such file. Durable once it returns `Ok`.
     /// Other hard links of the file stay.
@@ -179,7 +180,8 @@ impl FileArea for MemFileArea {
 
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FileAreaError> {
         self.check()?;
-        let meta = self.meta(name).unwrap_or_else(|| FileMeta::for_name(name));
+        // As the workload table: a file keeps its metadata, a symlink becomes a file.
+        let meta = self.meta(name).filter(|m| m.kind != FileKind::Symlink).unwrap_or_else(|| FileMeta::for_name(name));
         self.put(name, bytes, meta);
         self.writes += 1;
         Ok(())

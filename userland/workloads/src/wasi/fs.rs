@@ -9,7 +9,9 @@
 //! directory (`NOENT`, `NOTDIR`). Nothing can reach outside the area: an absolute
 //! path, a `..` above the root and a symlink whose target is absolute or climbs out
 //! are all `PERM` (wasmtime's "a path led outside of the filesystem"), and more than
-//! [`MAX_SYMLINK_EXPANSIONS`] symlinks in one resolution is `LOOP`. A symlink's
+//! [`MAX_SYMLINK_EXPANSIONS`] symlinks in one resolution is `LOOP` (and expansions
+//! that would leave more than [`MAX_PENDING_COMPONENTS`] components to walk are
+//! `NAMETOOLONG`, so one call's work and memory stay small). A symlink's
 //! target is any path when it is created (as on wasmtime); it is checked each time it
 //! is followed.
 //!
@@ -258,6 +260,9 @@ struct Stat {
 /// `ELOOP`, so a cycle of links ends. With paths of at most [`MAX_PATH_BYTES`] this
 /// also bounds the work and memory of one resolution (40 targets of 4 KiB).
 pub const MAX_SYMLINK_EXPANSIONS: u32 = 40;
+/// Most components waiting to be walked in one resolution (a path of 4096 bytes has
+/// at most 2048): symlinks that expand past this are `NAMETOOLONG`.
+pub const MAX_PENDING_COMPONENTS: usize = 2048;
 /// The first inode number handed out (below: the root and legacy numbers).
 const FIRST_INO: u64 = 16;
 
@@ -636,47 +641,58 @@ impl Files {
             return Err(errno::NOENT);
         }
         let slash = path.ends_with(b"/");
-        let mut parts: Vec<String> = base.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+        // The path walked so far, kept as one string (components pushed and popped).
+        let mut cur = String::from(base);
         // Components still to walk, the next one last.
         let mut pending: Vec<Vec<u8>> = components(path).rev().map(<[u8]>::to_vec).collect();
         let mut expansions = 0u32;
         while let Some(comp) = pending.pop() {
             if comp == b".." {
-                parts.pop().ok_or(errno::PERM)?;
+                if cur.is_empty() {
+                    return Err(errno::PERM);
+                }
+                cur.truncate(cur.rfind('/').unwrap_or(0));
                 continue;
             }
             let name = check_name(&comp)?;
             let last = pending.is_empty();
-            let mut full = parts.join("/");
-            if !full.is_empty() {
-                full.push('/');
+            let parent_len = cur.len();
+            if !cur.is_empty() {
+                cur.push('/');
             }
-            full.push_str(name);
-            if full.len() > MAX_PATH_BYTES as usize {
+            cur.push_str(name);
+            if cur.len() > MAX_PATH_BYTES as usize {
                 return Err(errno::NAMETOOLONG);
             }
-            match self.ty(&full)? {
+            match self.ty(&cur)? {
                 Some(Ty::Symlink(_)) if !last || follow || slash => {
                     expansions += 1;
                     if expansions > MAX_SYMLINK_EXPANSIONS {
                         return Err(errno::LOOP);
                     }
-                    let target = self.target(&full)?;
+                    let target = self.target(&cur)?;
+                    cur.truncate(parent_len);
                     if target.is_empty() {
                         return Err(errno::NOENT);
                     }
                     if target[0] == b'/' {
                         return Err(errno::PERM);
                     }
+                    // Bound the components waiting to be walked, so 40 expansions of
+                    // 4 KiB targets cannot make one call walk (and hold) 80,000.
+                    let added = components(&target).count();
+                    if pending.len() + added > MAX_PENDING_COMPONENTS {
+                        return Err(errno::NAMETOOLONG);
+                    }
                     pending.extend(components(&target).rev().map(<[u8]>::to_vec));
                 }
-                Some(Ty::Dir) => parts.push(name.into()),
+                Some(Ty::Dir) => {}
                 Some(Ty::File(_) | Ty::Symlink(_)) if !last => return Err(errno::NOTDIR),
                 None if !last => return Err(errno::NOENT),
-                _ => parts.push(name.into()),
+                _ => {}
             }
         }
-        Ok(Resolved { path: parts.join("/"), slash })
+        Ok(Resolved { path: cur, slash })
     }
 
     /// The filestat of `path` (resolved; a symlink is described, not followed).
@@ -2538,6 +2554,14 @@ mod tree_test {
             assert_eq!(ok(t.c.path_symlink(&mut t.mem, far, dots.len() as u32, ROOT, NAME2, lb)), want);
         }
         assert_eq!(read_file(&mut t, ROOT, "dots"), Ok(b"e".to_vec()));
+        // A symlink to 1000 copies of itself (2 KiB): the third expansion would leave
+        // 3000 components to walk; it is refused before anything that large is held.
+        let many = alloc::vec!["m"; 1000].join("/");
+        let lb = path2(&mut t, "m");
+        t.mem[far as usize..far as usize + many.len()].copy_from_slice(many.as_bytes());
+        ok(t.c.path_symlink(&mut t.mem, far, many.len() as u32, ROOT, NAME2, lb)).unwrap();
+        assert_eq!(read_file(&mut t, ROOT, "m"), Err(errno::NAMETOOLONG));
+        assert_eq!(stat(&mut t, "m", false).map(|s| s.0), Ok(FILETYPE_SYMBOLIC_LINK));
     }
 
     /// Hard links share data, metadata and quota, and survive a second run.
