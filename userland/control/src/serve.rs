@@ -317,7 +317,9 @@ mod test {
         }
         fn deploy_held(&mut self, d: Deployment) -> Result<u64, BackendError> {
             let id = self.deploy(d)?;
-            self.workloads.last_mut().map(|w| w.state = WorkloadState::Ready);
+            if let Some(w) = self.workloads.last_mut() {
+                w.state = WorkloadState::Ready;
+            }
             self.areas.insert(id, Default::default());
             self.held.push(id);
             Ok(id)
@@ -689,7 +691,6 @@ mod test {
         assert_eq!(code(&serve(&mut b, put(1, id, "a", 2, 1, vec![3]))), Some(ErrorCode::Busy));
         assert_eq!(b.areas[&id]["a"], [1; 90]);
         assert_eq!(b.budget_used, 0);
-        drop(serve);
         conn.close(&mut b);
         assert_eq!(b.budget_used, 0);
     }
