@@ -89,6 +89,12 @@ impl AreaView {
         if len > FILE_BYTES_MAX {
             return Err(BackendError::new(ErrorCode::NoSpace, format!("a file of {len} bytes exceeds the {FILE_BYTES_MAX}-byte maximum")));
         }
+        if self.len_of(&format!("{name}/")).is_some() {
+            return Err(BackendError::new(ErrorCode::Rejected, format!("{name:?} is a directory")));
+        }
+        if let Some((i, _)) = name.match_indices('/').find(|(i, _)| self.len_of(&name[..*i]).is_some()) {
+            return Err(BackendError::new(ErrorCode::Rejected, format!("{:?} is a file, not a directory", &name[..i])));
+        }
         let replaced = self.len_of(name).unwrap_or(0);
         let used = self.used_bytes();
         if used.saturating_sub(replaced).saturating_add(len) > self.quota_bytes {
@@ -321,9 +327,6 @@ fn finish_put(backend: &mut impl FileBackend, p: &PendingFile) -> Result<(), Bac
     area.check_put(&p.name, p.total_len)?;
     for dir in missing_parents(&area, &p.name) {
         backend.file_write(p.id, &dir, &[])?;
-    }
-    if area.len_of(&format!("{}/", p.name)).is_some() {
-        return Err(BackendError::new(ErrorCode::Rejected, format!("{:?} is a directory", p.name)));
     }
     backend.file_write(p.id, &p.name, &p.data)
 }

@@ -317,7 +317,9 @@ mod test {
         }
         fn deploy_held(&mut self, d: Deployment) -> Result<u64, BackendError> {
             let id = self.deploy(d)?;
-            self.workloads.last_mut().map(|w| w.state = WorkloadState::Ready);
+            if let Some(w) = self.workloads.last_mut() {
+                w.state = WorkloadState::Ready;
+            }
             self.areas.insert(id, Default::default());
             self.held.push(id);
             Ok(id)
@@ -655,6 +657,11 @@ mod test {
         assert_eq!(serve(&mut b, put(1, id, "a", 60, 0, vec![0; 60])), Response::FileStored { len: 60 });
         assert_eq!(code(&serve(&mut b, put(1, id, "b", 60, 0, vec![0; 60]))), Some(ErrorCode::NoSpace));
         assert_eq!(serve(&mut b, put(1, id, "a", 90, 0, vec![1; 90])), Response::FileStored { len: 90 });
+        // A file where a directory would be, and a directory where a file would be.
+        assert_eq!(code(&serve(&mut b, put(1, id, "a/x", 1, 0, vec![0]))), Some(ErrorCode::Rejected));
+        b.areas.get_mut(&id).unwrap().insert("d/".into(), vec![]);
+        assert_eq!(code(&serve(&mut b, put(1, id, "d", 1, 0, vec![0]))), Some(ErrorCode::Rejected));
+        b.areas.get_mut(&id).unwrap().remove("d/");
         // Bad paths.
         for bad in ["", "/abs", "dir/", "a/../b", "..", "a//b", "a\nb", &"x".repeat(files::AREA_PATH_BYTES_MAX + 1)] {
             assert_eq!(code(&serve(&mut b, put(1, id, bad, 1, 0, vec![0]))), Some(ErrorCode::BadRequest), "{bad:?}");
@@ -689,7 +696,6 @@ mod test {
         assert_eq!(code(&serve(&mut b, put(1, id, "a", 2, 1, vec![3]))), Some(ErrorCode::Busy));
         assert_eq!(b.areas[&id]["a"], [1; 90]);
         assert_eq!(b.budget_used, 0);
-        drop(serve);
         conn.close(&mut b);
         assert_eq!(b.budget_used, 0);
     }

@@ -41,6 +41,8 @@ pub struct NodeArg {
 }
 
 /// Subcommands.
+// Parsed once per run: the size of the deploy variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Make or show your key.

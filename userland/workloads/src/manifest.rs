@@ -323,7 +323,7 @@ impl Manifest {
             check_data_dir(dir)?;
         }
         if let Some(image) = &self.image {
-            let digest = image.rsplit_once("@sha256:").map(|(name, hex)| (name, hex));
+            let digest = image.rsplit_once("@sha256:");
             let ok = image.len() <= MAX_IMAGE_REF_BYTES
                 && image.bytes().all(|b| b.is_ascii_graphic())
                 && digest.is_some_and(|(name, hex)| {
