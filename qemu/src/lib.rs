@@ -221,7 +221,12 @@ impl Machine {
             }
             None => Command::new("qemu-system-x86_64"),
         };
-        cmd.args(["-machine", "q35", "-cpu", "max", "-accel", self.accel.qemu_arg()]);
+        // Several vCPUs under TCG run on host threads of their own (MTTCG).
+        let accel = match (self.accel, self.cpus) {
+            (Accel::Tcg | Accel::Auto, 2..) => "tcg,thread=multi",
+            (accel, _) => accel.qemu_arg(),
+        };
+        cmd.args(["-machine", "q35", "-cpu", "max", "-accel", accel]);
         cmd.args(["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
         cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-nodefaults", "-no-reboot"]);
         cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);

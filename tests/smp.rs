@@ -1,0 +1,45 @@
+//! SMP on the booted kernel: every CPU the MADT lists comes online with its own
+//! stacks, descriptor tables and APIC timer, runs work, and takes TLB shootdowns
+//! (`gridos.test=smp`, kernel/src/selftest.rs); `gridos.smp=off` keeps one CPU.
+
+use std::time::Duration;
+
+use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
+
+fn boot(cpus: u32, cmdline: &str) -> Outcome {
+    ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(&kernel);
+    m.cmdline = cmdline.into();
+    m.cpus = cpus;
+    m.timeout = Duration::from_secs(120);
+    m.run().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn has(out: &Outcome, needle: &str) {
+    assert!(out.serial.contains(needle), "serial output lacks {needle:?}\n{}", out.report());
+}
+
+#[test]
+fn four_cpus_come_online_tick_run_jobs_and_take_shootdowns() {
+    let out = boot(4, "gridos.test=smp");
+    assert!(out.passed(), "boot did not pass\n{}", out.report());
+    has(&out, "4 CPUs enabled");
+    for cpu in 1..4 {
+        has(&out, &format!("smp: cpu {cpu} online (local APIC id {cpu})"));
+        has(&out, &format!("smp: cpu {cpu} ran its job"));
+    }
+    has(&out, "smp: 4 of 4 CPUs online");
+    has(&out, "inventory: 4 CPUs");
+    has(&out, "smp: 3 application processors took ticks, ran jobs and took TLB shootdowns");
+    has(&out, "gridos test smp: pass");
+}
+
+#[test]
+fn smp_off_keeps_one_cpu() {
+    let out = boot(2, "gridos.test=smp gridos.smp=off");
+    assert!(out.passed(), "boot did not pass\n{}", out.report());
+    has(&out, "smp: off (gridos.smp=off): 1 of 2 CPUs online");
+    assert!(!out.serial.contains("smp: cpu 1 online"), "an AP came up with gridos.smp=off\n{}", out.report());
+    has(&out, "gridos test smp: pass");
+}
