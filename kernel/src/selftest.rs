@@ -334,7 +334,10 @@ fn smp_check() -> Result<(), &'static str> {
         }
     }
     crate::kprintln!("smp: {} application processors took ticks, ran jobs and took TLB shootdowns", online - 1);
-    Ok(())
+    crate::wasm::spread_case().map_err(|e| {
+        log::error!("smp: workloads: {e}");
+        "workloads did not spread over the CPUs"
+    })
 }
 
 /// The 8-byte word at byte `offset` of the disk test pattern (the host tests

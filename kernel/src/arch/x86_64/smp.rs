@@ -27,7 +27,7 @@
 //! Switched off with `gridos.smp=off`; with one CPU in the MADT nothing here runs.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -196,6 +196,10 @@ pub struct PerCpu {
     /// 0 empty, 1 posted, 2 running, 3 done.
     mailbox_state: AtomicU32,
     shootdowns_seen: AtomicU64,
+    /// wasmtime's two TLS slots while a fiber runs on this CPU (`wasm/platform.rs`).
+    pub wasm_tls: [AtomicPtr<u8>; 2],
+    /// The fiber running on this CPU (null on the CPU's own stack; `wasm/fiber.rs`).
+    pub fiber: AtomicPtr<u8>,
 }
 
 impl PerCpu {
@@ -217,6 +221,8 @@ impl PerCpu {
             mailbox_result: AtomicU64::new(0),
             mailbox_state: AtomicU32::new(MAILBOX_EMPTY),
             shootdowns_seen: AtomicU64::new(0),
+            wasm_tls: [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())],
+            fiber: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 }
@@ -461,6 +467,10 @@ fn run_mailbox(percpu: &PerCpu) {
     percpu.jobs_done.fetch_add(1, Ordering::Relaxed);
     percpu.mailbox_result.store(result, Ordering::Release);
     percpu.mailbox_state.store(MAILBOX_DONE, Ordering::Release);
+    // The poster (the boot CPU) may be halted in `wait_result`.
+    if let Some(bsp) = cpu(0) {
+        apic::send_ipi(bsp.apic_id, WAKE_VECTOR);
+    }
 }
 
 /// Why a job could not be posted.
@@ -498,6 +508,32 @@ pub fn poll_result(index: usize) -> Option<u64> {
     let result = percpu.mailbox_result.load(Ordering::Acquire);
     percpu.mailbox_state.store(MAILBOX_EMPTY, Ordering::Release);
     Some(result)
+}
+
+/// Waits until the job on AP `index` finished and returns its result, halting
+/// between interrupts (the AP wakes the boot CPU when done) when interrupts are on.
+/// `None` if no job is posted there.
+pub fn wait_result(index: usize) -> Option<u64> {
+    let percpu = cpu(index)?;
+    loop {
+        if let Some(result) = poll_result(index) {
+            return Some(result);
+        }
+        if percpu.mailbox_state.load(Ordering::Acquire) == MAILBOX_EMPTY {
+            return None;
+        }
+        if interrupts::are_enabled() {
+            interrupts::disable();
+            if percpu.mailbox_state.load(Ordering::Acquire) == MAILBOX_DONE {
+                interrupts::enable();
+                continue;
+            }
+            // `sti; hlt`: the AP's wake-up IPI after the check is not lost.
+            interrupts::enable_and_wait();
+        } else {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 fn on_ap_tick(_vector: u8) {
