@@ -111,12 +111,15 @@ fn scenarios() -> Result<(), String> {
     let signer = Signer(key_pair_from_seed([0x42; 32]));
     let small = Limits { memory_bytes: 8 << 20, cpu_ms: 20_000, wall_ms: 120_000, log_bytes: 16 << 10, storage_bytes: 0 };
 
-    // 1. Hello world and the checksum, next to an endless loop with a CPU limit, on wasmi.
+    // 1. Hello world and the checksum, next to an endless loop with a CPU limit, on wasmi,
+    // sharing one CPU (the time slicing under test; with several CPUs they would not share).
     let mut mgr = Manager::new();
     let hello = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &["first-arg"]), HELLO.0, INTERP)?;
     let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 500, ..small }, &[]), SPIN.0, INTERP)?;
     let sum = mgr.deploy(&signer.manifest("checksum", CHECKSUM.0, small, &[]), CHECKSUM.0, INTERP)?;
+    super::set_slices_on_aps(false);
     mgr.run();
+    super::set_slices_on_aps(true);
     check_hello_and_checksum(&mgr, hello, sum)?;
     let spin_reason = done(&mgr, spin)?;
     expect(matches!(spin_reason, StopReason::CpuLimit { .. }), "spin was not stopped at its CPU limit")?;
