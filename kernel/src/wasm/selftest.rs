@@ -115,7 +115,7 @@ fn scenarios() -> Result<(), String> {
     // sharing one CPU (the time slicing under test; with several CPUs they would not share).
     let mut mgr = Manager::new();
     let hello = mgr.deploy(&signer.manifest("hello", HELLO.0, small, &["first-arg"]), HELLO.0, INTERP)?;
-    let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 500, ..small }, &[]), SPIN.0, INTERP)?;
+    let spin = mgr.deploy(&signer.manifest("spin", SPIN.0, Limits { cpu_ms: 1000, ..small }, &[]), SPIN.0, INTERP)?;
     let sum = mgr.deploy(&signer.manifest("checksum", CHECKSUM.0, small, &[]), CHECKSUM.0, INTERP)?;
     super::set_slices_on_aps(false);
     mgr.run();
