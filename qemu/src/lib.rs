@@ -480,6 +480,11 @@ mod test {
         assert!(args.windows(2).any(|w| w[0] == "-append" && w[1] == "gridos.test=boot"));
         assert!(args.iter().any(|a| a.starts_with("virtio-blk-pci,drive=disk0")));
         assert_eq!(m.timeout, Duration::from_secs(60));
+        // Several vCPUs under TCG: multi-threaded TCG.
+        m.cpus = 4;
+        let args: Vec<String> = m.command().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.windows(2).any(|w| w[0] == "-accel" && w[1] == "tcg,thread=multi"));
+        assert!(args.windows(2).any(|w| w[0] == "-smp" && w[1] == "4"));
     }
 
     #[test]
