@@ -193,7 +193,7 @@ pub struct PerCpu {
     mailbox_job: AtomicUsize,
     mailbox_arg: AtomicU64,
     mailbox_result: AtomicU64,
-    /// 0 empty, 1 posted, 2 running, 3 done.
+    /// 0 empty, 4 being filled, 1 posted, 2 running, 3 done.
     mailbox_state: AtomicU32,
     shootdowns_seen: AtomicU64,
     /// wasmtime's two TLS slots while a fiber runs on this CPU (`wasm/platform.rs`).
@@ -231,6 +231,8 @@ const MAILBOX_EMPTY: u32 = 0;
 const MAILBOX_POSTED: u32 = 1;
 const MAILBOX_RUNNING: u32 = 2;
 const MAILBOX_DONE: u32 = 3;
+/// Claimed by a poster that is still writing the job.
+const MAILBOX_FILLING: u32 = 4;
 
 static mut BSP_PERCPU: PerCpu = PerCpu::new(0, 0);
 
@@ -488,9 +490,10 @@ pub fn run_on(index: usize, job: fn(u64) -> u64, arg: u64) -> Result<(), RunErro
         return Err(RunError::NoSuchCpu);
     }
     let percpu = cpu(index).ok_or(RunError::NoSuchCpu)?;
+    // Claim the mailbox first, so two posters can never fill it at once.
     percpu
         .mailbox_state
-        .compare_exchange(MAILBOX_EMPTY, MAILBOX_EMPTY, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(MAILBOX_EMPTY, MAILBOX_FILLING, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| RunError::Busy)?;
     percpu.mailbox_job.store(job as usize, Ordering::Release);
     percpu.mailbox_arg.store(arg, Ordering::Release);
