@@ -68,6 +68,8 @@ fn sees_every_cpu_and_virtio_devices() {
     let out = m.run().unwrap_or_else(|e| panic!("{e}"));
     assert_passed(&out);
     assert_contains(&out, "2 CPUs enabled");
+    assert_contains(&out, "smp: cpu 1 online (local APIC id 1)");
+    assert_contains(&out, "smp: 2 of 2 CPUs online");
     assert_contains(&out, "class 02.00 network virtio-net");
 }
 

@@ -1,5 +1,5 @@
-//! ACPI: locate the tables from the RSDP and read the MADT (CPUs, I/O APICs,
-//! interrupt source overrides).
+//! ACPI: locate the tables from the RSDP and read the MADT (CPUs, which it hands to
+//! `arch::x86_64::smp`, I/O APICs, interrupt source overrides).
 
 use core::ptr::NonNull;
 
@@ -72,11 +72,15 @@ pub fn init(boot: &BootInfo) -> Result<MachineInfo, AcpiInitError> {
                 if flags & 1 != 0 || flags & 2 != 0 {
                     info.cpus_enabled += 1;
                 }
+                if flags & 1 != 0 {
+                    crate::arch::x86_64::smp::add_madt_cpu(u32::from(e.apic_id));
+                }
             }
             MadtEntry::LocalX2Apic(e) => {
                 let flags = e.flags;
                 if flags & 1 != 0 {
                     info.cpus_enabled += 1;
+                    crate::arch::x86_64::smp::add_madt_cpu(e.x2apic_id);
                 }
             }
             MadtEntry::IoApic(e) => {

@@ -34,7 +34,7 @@ mod storage;
 mod syscalls;
 mod wasm;
 
-use arch::x86_64::{apic, cpu, gdt, idt, interrupts, time};
+use arch::x86_64::{apic, cpu, gdt, idt, interrupts, smp, time};
 use bootinfo::{BootInfo, Protocol};
 use cmdline::Cmdline;
 
@@ -96,9 +96,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         }
     };
     let apic_id = apic::init_local();
+    smp::init_bsp(apic_id);
     let apic_hz = time::start_tick();
     interrupts::enable();
     log::info!("apic: local APIC id {apic_id}, timer {} kHz, tick {} Hz", apic_hz / 1000, time::TICK_HZ);
+    start_cpus(&boot, &cmdline, cpu_count);
 
     let devices = drivers::pci::enumerate();
     log::info!("pci: {} functions", devices.len());
@@ -124,6 +126,24 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         selftest::run(name, &selftest::BootFacts { hello_status, seed, store_expect: cmdline.get_u64("gridos.store_expect") });
     }
     executor::run()
+}
+
+/// Starts the application processors (unless `gridos.smp=off`) and reports them.
+fn start_cpus(boot: &BootInfo, cmdline: &Cmdline<'_>, cpus_in_madt: u32) {
+    let enabled = match cmdline.get("gridos.smp") {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            log::warn!("gridos.smp={other:?} is not on or off; SMP stays on");
+            true
+        }
+    };
+    match smp::start_aps(boot, enabled) {
+        Ok(online) => log::info!("smp: {online} of {cpus_in_madt} CPUs online"),
+        Err(smp::SmpError::OneCpu) => log::info!("smp: 1 CPU online"),
+        Err(smp::SmpError::Disabled) => log::info!("smp: off (gridos.smp=off): 1 of {cpus_in_madt} CPUs online"),
+        Err(e) => log::warn!("smp: application processors not started ({e:?}): 1 of {cpus_in_madt} CPUs online"),
+    }
 }
 
 /// What boot learned of the machine before the devices, for the inventory.

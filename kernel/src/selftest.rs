@@ -13,7 +13,7 @@ use crate::power;
 
 /// Names accepted by `gridos.test=`.
 pub const CASES: &[&str] = &[
-    "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "hello", "disk-write", "disk-verify", "disk-bench",
+    "boot", "heap", "pagefault", "panic", "breakpoint", "timer", "smp", "hello", "disk-write", "disk-verify", "disk-bench",
     "disks-bench", "disk-async", "serve", "echo-client", "workloads", "store-stream", "store-verify", "store-bench", "store-smoke",
     "workload-deploy", "workload-restart", "workload-serve", "wx-code", "wx-write-code", "wx-exec-heap",
 ];
@@ -54,6 +54,7 @@ pub fn run(name: &str, facts: &BootFacts) {
         "panic" => panic!("deliberate panic from the panic self-test"),
         "breakpoint" => breakpoint(),
         "timer" => timer(),
+        "smp" => smp_check(),
         "disk-write" => disk_write(facts.seed),
         "disk-verify" => disk_verify(facts.seed),
         "disk-bench" => disk_bench(),
@@ -274,6 +275,69 @@ fn timer() -> Result<(), &'static str> {
         return Err("the timer interrupt is not ticking at its rate");
     }
     Ok(())
+}
+
+/// Every CPU is online, takes its own timer ticks, runs a job posted to it, and
+/// drops its TLB entries when a page's permissions change (shootdown).
+fn smp_check() -> Result<(), &'static str> {
+    use crate::arch::x86_64::smp;
+    let online = smp::online() as usize;
+    crate::kprintln!("smp: {online} CPUs online");
+    // Each AP's own timer: wait (bounded) until every AP has ticked.
+    let deadline = time::since_boot_ns() + 2_000_000_000;
+    while (1..online).any(|i| smp::cpu(i).is_none_or(|c| c.ticks.load(core::sync::atomic::Ordering::Relaxed) == 0)) {
+        if time::since_boot_ns() > deadline {
+            return Err("an application processor takes no timer ticks");
+        }
+        time::sleep_us(10_000);
+    }
+    // A job on every AP at once: each sums a different range.
+    fn job(arg: u64) -> u64 {
+        (0..1_000_000u64).fold(arg, |acc, x| acc.wrapping_mul(31).wrapping_add(x ^ arg))
+    }
+    for i in 1..online {
+        smp::run_on(i, job, i as u64).map_err(|_| "could not post a job to an AP")?;
+    }
+    let deadline = time::since_boot_ns() + 20_000_000_000;
+    let mut pending: Vec<usize> = (1..online).collect();
+    while !pending.is_empty() {
+        if time::since_boot_ns() > deadline {
+            return Err("an application processor did not finish its job");
+        }
+        let mut still = Vec::new();
+        for i in pending {
+            match smp::poll_result(i) {
+                Some(r) if r == job(i as u64) => crate::kprintln!("smp: cpu {i} ran its job"),
+                Some(_) => return Err("an application processor computed a wrong result"),
+                None => still.push(i),
+            }
+        }
+        pending = still;
+        time::sleep_us(1000);
+    }
+    // TLB shootdown: a heap page made code and data again reaches every other CPU.
+    let before: Vec<u64> = (0..online).map(|i| smp::cpu(i).map_or(0, |c| c.shootdowns_seen())).collect();
+    let layout = core::alloc::Layout::from_size_align(4096, 4096).map_err(|_| "layout")?;
+    // SAFETY: a fresh, page-aligned, page-sized block that nothing else uses; freed below.
+    let page = unsafe { alloc::alloc::alloc(layout) };
+    if page.is_null() {
+        return Err("no page for the shootdown check");
+    }
+    let flipped = crate::mm::paging::make_code(page as u64, 4096).and_then(|()| crate::mm::paging::make_data(page as u64, 4096));
+    // SAFETY: allocated above with this layout; its pages are data again.
+    unsafe { alloc::alloc::dealloc(page, layout) };
+    flipped.map_err(|_| "could not flip a heap page's permissions")?;
+    for i in 1..online {
+        let seen = smp::cpu(i).map_or(0, |c| c.shootdowns_seen());
+        if seen < before[i] + 2 {
+            return Err("an application processor missed a TLB shootdown");
+        }
+    }
+    crate::kprintln!("smp: {} application processors took ticks, ran jobs and took TLB shootdowns", online - 1);
+    crate::wasm::spread_case().map_err(|e| {
+        log::error!("smp: workloads: {e}");
+        "workloads did not spread over the CPUs"
+    })
 }
 
 /// The 8-byte word at byte `offset` of the disk test pattern (the host tests

@@ -221,7 +221,12 @@ impl Machine {
             }
             None => Command::new("qemu-system-x86_64"),
         };
-        cmd.args(["-machine", "q35", "-cpu", "max", "-accel", self.accel.qemu_arg()]);
+        // Several vCPUs under TCG run on host threads of their own (MTTCG).
+        let accel = match (self.accel, self.cpus) {
+            (Accel::Tcg | Accel::Auto, 2..) => "tcg,thread=multi",
+            (accel, _) => accel.qemu_arg(),
+        };
+        cmd.args(["-machine", "q35", "-cpu", "max", "-accel", accel]);
         cmd.args(["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
         cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-nodefaults", "-no-reboot"]);
         cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
@@ -475,6 +480,11 @@ mod test {
         assert!(args.windows(2).any(|w| w[0] == "-append" && w[1] == "gridos.test=boot"));
         assert!(args.iter().any(|a| a.starts_with("virtio-blk-pci,drive=disk0")));
         assert_eq!(m.timeout, Duration::from_secs(60));
+        // Several vCPUs under TCG: multi-threaded TCG.
+        m.cpus = 4;
+        let args: Vec<String> = m.command().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.windows(2).any(|w| w[0] == "-accel" && w[1] == "tcg,thread=multi"));
+        assert!(args.windows(2).any(|w| w[0] == "-smp" && w[1] == "4"));
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //!
 //! NX needs EFER.NXE, which the entry stub sets only when CPUID reports NX; without
 //! it NX bits are reserved, so none are set and only the write protection holds.
-//! The kernel runs on one CPU: a protection change is made visible with `invlpg` on
-//! that CPU alone (more CPUs would need a TLB shootdown here).
+//! A protection change is made visible with `invlpg` on the CPU that made it and,
+//! once application processors are online, a TLB shootdown IPI to every other CPU
+//! (`arch::x86_64::smp::flush_tlb_others`), sent while the paging lock is held and
+//! only when some page's flags really changed.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
@@ -184,14 +186,16 @@ fn split_2mib(addr: u64) -> Result<(), MapError> {
     Ok(())
 }
 
-/// Sets the flags of the 4 KiB page at `addr` (already split) and flushes it.
-fn set_4kib(addr: u64, flags: Flags) -> Result<(), MapError> {
+/// Sets the flags of the 4 KiB page at `addr` (already split) and flushes it from
+/// this CPU's TLB. Returns whether the flags changed (then other CPUs need a flush).
+fn set_4kib(addr: u64, flags: Flags) -> Result<bool, MapError> {
     let Some((entry, PAGE_4KIB)) = leaf(addr) else { return Err(MapError::NotHeapRam) };
     if entry.flags() != flags {
         entry.set_flags(flags);
         x86_64::instructions::tlb::flush(VirtAddr::new(addr));
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Section bounds of the kernel image, from the linker script.
@@ -252,7 +256,9 @@ pub fn init(highest_ram_address: u64) -> Result<(), MapError> {
     let mut addr = 0;
     while addr < image_2mib_end {
         match image_page_flags(&image, addr) {
-            Some(flags) => set_4kib(addr, flags)?,
+            Some(flags) => {
+                set_4kib(addr, flags)?;
+            }
             None => {
                 if let Some((entry, PAGE_4KIB)) = leaf(addr) {
                     entry.set_unused();
@@ -341,12 +347,22 @@ pub fn make_code(addr: u64, len: u64) -> Result<(), MapError> {
     let (start, end) = ram_pages(addr, len)?;
     let _guard = LOCK.lock();
     let mut page = start;
-    while page < end {
-        split_2mib(page)?;
-        set_4kib(page, Flags::PRESENT)?;
+    let mut changed = false;
+    let result = loop {
+        if page >= end {
+            break Ok(());
+        }
+        // A split keeps translations and permissions, so only flag changes count.
+        if let Err(e) = split_2mib(page).and_then(|()| set_4kib(page, Flags::PRESENT).map(|c| changed |= c)) {
+            break Err(e);
+        }
         page += PAGE_4KIB;
+    };
+    if changed {
+        // Another CPU may still hold a writable translation of these pages.
+        crate::arch::x86_64::smp::flush_tlb_others();
     }
-    Ok(())
+    result
 }
 
 /// Makes the whole pages of `[addr, addr + len)` writable and NX again (a no-op for
@@ -358,21 +374,30 @@ pub fn make_data(addr: u64, len: u64) -> Result<(), MapError> {
     let (start, end) = ram_pages(addr, len)?;
     let _guard = LOCK.lock();
     let mut page = start;
-    while page < end {
+    let mut changed = false;
+    let result = loop {
+        if page >= end {
+            break Ok(());
+        }
         match leaf(page) {
             Some((entry, PAGE_4KIB)) => {
                 if entry.flags() != data_flags() {
                     entry.set_flags(data_flags());
                     x86_64::instructions::tlb::flush(VirtAddr::new(page));
+                    changed = true;
                 }
                 page += PAGE_4KIB;
             }
             // A 2 MiB page outside the kernel image is data by policy.
             Some((_, PAGE_2MIB)) => page = (page + 1).next_multiple_of(PAGE_2MIB),
-            _ => return Err(MapError::NotHeapRam),
+            _ => break Err(MapError::NotHeapRam),
         }
+    };
+    if changed {
+        // An AP that ran this code must not keep executing it once it is data again.
+        crate::arch::x86_64::smp::flush_tlb_others();
     }
-    Ok(())
+    result
 }
 
 /// The protection of the page that maps `addr`, or `None` if it is unmapped (or the

@@ -4,15 +4,17 @@
 //! unix backend (libc, rustix, std) because `cfg(unix)` holds for this target.
 //!
 //! The switch saves the callee-saved registers, MXCSR and the x87 control word on the
-//! old stack and swaps stack pointers; the caller swaps wasmtime's TLS slots. The boot
-//! CPU is the only CPU running fibers.
+//! old stack and swaps stack pointers; the caller swaps wasmtime's TLS slots. A fiber
+//! runs on one CPU at a time (the scheduler hands each slice to one CPU and waits for
+//! it), and may run its next slice on another: the running fiber and the TLS slots
+//! are per CPU.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::arch::global_asm;
 use core::sync::atomic::Ordering;
 
-use super::platform::TLS;
+use super::platform::tls;
 
 global_asm!(
     r#"
@@ -71,8 +73,11 @@ pub struct Fiber {
     return_sp: usize,
 }
 
-/// The fiber running now (null on the scheduler's own stack).
-static mut CURRENT: *mut Fiber = core::ptr::null_mut();
+/// The fiber running now on this CPU (null on the CPU's own stack).
+fn current() -> &'static core::sync::atomic::AtomicPtr<u8> {
+    static EARLY: core::sync::atomic::AtomicPtr<u8> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    crate::arch::x86_64::smp::this_cpu().map_or(&EARLY, |c| &c.fiber)
+}
 
 extern "C" fn fiber_main(fiber: *mut Fiber) -> ! {
     // SAFETY: `resume` passed a pointer to a live, boxed fiber that it is running.
@@ -118,22 +123,23 @@ impl Fiber {
     /// Runs the fiber until it suspends or finishes. Must be called from the scheduler.
     pub fn resume(&mut self) {
         assert!(!self.done, "resuming a finished fiber");
-        // SAFETY: single CPU; CURRENT is only touched here and in `suspend`.
-        unsafe {
-            assert!(CURRENT.is_null(), "nested fiber resume");
-            CURRENT = self as *mut Fiber;
-        }
-        let saved = [TLS[0].load(Ordering::Relaxed), TLS[1].load(Ordering::Relaxed)];
-        TLS[0].store(self.tls[0], Ordering::Relaxed);
-        TLS[1].store(self.tls[1], Ordering::Relaxed);
+        // This CPU's record: only this CPU touches it, here and in `suspend`.
+        let current = current();
+        assert!(current.load(Ordering::Relaxed).is_null(), "nested fiber resume");
+        current.store(self as *mut Fiber as *mut u8, Ordering::Relaxed);
+        let tls = tls();
+        let saved = [tls[0].load(Ordering::Relaxed), tls[1].load(Ordering::Relaxed)];
+        tls[0].store(self.tls[0], Ordering::Relaxed);
+        tls[1].store(self.tls[1], Ordering::Relaxed);
         // SAFETY: `self.sp` is a context saved by the switch (or the initial frame) on
         // this fiber's own stack, which lives as long as `self`.
         unsafe { gridos_fiber_switch(&mut self.return_sp, self.sp) };
-        self.tls = [TLS[0].load(Ordering::Relaxed), TLS[1].load(Ordering::Relaxed)];
-        TLS[0].store(saved[0], Ordering::Relaxed);
-        TLS[1].store(saved[1], Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { CURRENT = core::ptr::null_mut() };
+        // The fiber suspended on the CPU it was resumed on (it never migrates within
+        // a slice), so `current` and `tls` are still this CPU's.
+        self.tls = [tls[0].load(Ordering::Relaxed), tls[1].load(Ordering::Relaxed)];
+        tls[0].store(saved[0], Ordering::Relaxed);
+        tls[1].store(saved[1], Ordering::Relaxed);
+        current.store(core::ptr::null_mut(), Ordering::Relaxed);
         if self.done {
             // Back on the scheduler's stack for good: the fiber's stack is free.
             self.stack = Vec::new();
@@ -143,10 +149,10 @@ impl Fiber {
 
 /// Switches from the current fiber back to the scheduler; returns when resumed.
 pub fn suspend() {
-    // SAFETY: CURRENT points at the running fiber (checked), whose `resume` frame waits
-    // at `return_sp` on the scheduler's stack.
+    // SAFETY: this CPU's current fiber is the running fiber (checked non-null), whose
+    // `resume` frame waits at `return_sp` on this CPU's scheduler stack.
     unsafe {
-        let f = CURRENT;
+        let f = current().load(Ordering::Relaxed) as *mut Fiber;
         assert!(!f.is_null(), "suspend outside a fiber");
         gridos_fiber_switch(&mut (*f).sp, (*f).return_sp);
     }

@@ -44,7 +44,7 @@ mod selftest;
 pub mod service;
 mod sockets;
 
-pub use selftest::{deploy_case, restart_case, run as selftest, serve_case};
+pub use selftest::{deploy_case, restart_case, run as selftest, serve_case, spread_case};
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -62,7 +62,7 @@ use workloads::wasi::FileArea;
 use workloads::wasi::HostServices;
 use workloads::{Limits, Manifest, SignedManifest};
 
-use crate::arch::x86_64::{idt, time};
+use crate::arch::x86_64::{idt, smp, time};
 
 /// The native engine (wasmtime) and its WASI linker.
 pub struct Runner {
@@ -84,8 +84,10 @@ pub struct Engines {
     pub native: Option<Runner>,
 }
 
-// SAFETY: workloads run on the boot CPU only (fibers switch there, never across CPUs),
-// and the tick handler touches only the native engine's atomic epoch counter. wasmi's
+// SAFETY: a workload's fiber runs on one CPU at a time (`Manager::run_round` hands a
+// slice to one CPU and waits for it; fibers may change CPU between slices, with their
+// wasmtime TLS), and the boot CPU's tick handler touches only the native engine's
+// atomic epoch counter, which ends slices on every CPU. wasmtime's Engine is Sync. wasmi's
 // engine guards its own shared state (type registry, stack pool) with its locks, none
 // of which is held while a host function runs (where a fiber may switch), and the
 // linkers are not changed after creation.
@@ -218,6 +220,8 @@ struct Slot {
     memory_bytes: u64,
     /// The most it held.
     memory_peak_bytes: u64,
+    /// The CPUs that ran its slices (bit i = CPU index i, as in `smp::PerCpu::index`).
+    cpus_mask: u64,
 }
 
 /// The limit `slot` has passed at `now`, if any (or the owner's stop).
@@ -269,6 +273,8 @@ pub struct Info {
     pub memory_bytes: u64,
     pub memory_peak_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// The CPUs that ran its slices (bit i = CPU index i).
+    pub cpus_mask: u64,
 }
 
 /// What [`Manager::run_round`] found.
@@ -388,6 +394,7 @@ impl Manager {
             wake_at_ns: None,
             memory_bytes: 0,
             memory_peak_bytes: 0,
+            cpus_mask: 0,
         }));
         let sockets = if manifest.listen.is_empty() {
             None
@@ -471,6 +478,7 @@ impl Manager {
             memory_bytes: s.memory_bytes,
             memory_peak_bytes: s.memory_peak_bytes,
             memory_limit_bytes: s.limits.memory_bytes,
+            cpus_mask: s.cpus_mask,
         })
     }
 
@@ -524,7 +532,10 @@ impl Manager {
     /// how many of those are parked in a blocking socket call.
     pub fn run_round(&mut self) -> Round {
         let mut round = Round::default();
-        for entry in &mut self.workloads {
+        // The unfinished workloads, in batches of one per CPU: the application
+        // processors take one slice each, the boot CPU the last, then it waits for them.
+        let mut runnable: Vec<usize> = Vec::new();
+        for (i, entry) in self.workloads.iter_mut().enumerate() {
             let Some(w) = entry.as_mut() else { continue };
             if w.fiber.is_done() {
                 if w.removed {
@@ -532,34 +543,76 @@ impl Manager {
                 }
                 continue;
             }
-            let now = time::since_boot_ns();
-            {
+            runnable.push(i);
+        }
+        // Each workload has a home CPU (its table index modulo the CPUs taking
+        // slices), so it keeps running there; a batch holds at most one per CPU.
+        let cpus = slice_cpus();
+        let mut homes: Vec<Vec<usize>> = alloc::vec![Vec::new(); cpus];
+        for &i in &runnable {
+            homes[i % cpus].push(i);
+        }
+        let batches = homes.iter().map(Vec::len).max().unwrap_or(0);
+        for b in 0..batches {
+            // Application processors' slices first, the boot CPU's (home 0) last.
+            let batch: Vec<(usize, usize)> =
+                (1..cpus).chain(core::iter::once(0)).filter_map(|c| homes[c].get(b).map(|&i| (c, i))).collect();
+            // Per workload of the batch: the CPU that ran its slice and when it ended.
+            let mut ran: Vec<(usize, u64)> = Vec::with_capacity(batch.len());
+            for &(home, i) in &batch {
+                let Some(w) = self.workloads[i].as_mut() else {
+                    ran.push((0, 0));
+                    continue;
+                };
+                let now = time::since_boot_ns();
+                {
+                    let mut s = w.slot.lock();
+                    if s.status == Status::Ready {
+                        s.status = Status::Running;
+                        s.started_ns = now;
+                    }
+                    s.slice_start_ns = now;
+                }
+                let fiber = &mut *w.fiber as *mut fiber::Fiber as u64;
+                if home != 0 && smp::run_on(home, resume_fiber_job, fiber).is_ok() {
+                    ran.push((home, 0));
+                } else {
+                    w.fiber.resume();
+                    ran.push((0, time::since_boot_ns()));
+                }
+            }
+            // The boot CPU waits for the slices it handed out (each ends at the next
+            // timer tick, as its own did), so no fiber is touched by two CPUs at once.
+            for (cpu, end_ns) in ran.iter_mut().filter(|(cpu, _)| *cpu != 0) {
+                *end_ns = smp::wait_result(*cpu).unwrap_or_else(time::since_boot_ns);
+            }
+            for (&(_, i), &(cpu, end_ns)) in batch.iter().zip(&ran) {
+                let entry = &mut self.workloads[i];
+                let Some(w) = entry.as_mut() else { continue };
                 let mut s = w.slot.lock();
-                if s.status == Status::Ready {
-                    s.status = Status::Running;
-                    s.started_ns = now;
+                let now = s.slice_start_ns;
+                s.cpu_ns += end_ns.saturating_sub(s.slice_start_ns);
+                s.cpus_mask |= 1u64 << (cpu % 64);
+                if let Status::Done(reason) = &s.status {
+                    log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
+                    if smp::online() > 1 {
+                        log::info!("workload {}: ran on cpus {}", s.name, CpuList(s.cpus_mask));
+                    }
+                } else {
+                    round.unfinished += 1;
+                    if s.blocked {
+                        round.blocked += 1;
+                        let wake = s.wake_at_ns.unwrap_or(now + BLOCKED_POLL_NS);
+                        round.next_wake_ns = Some(round.next_wake_ns.map_or(wake, |w| w.min(wake)));
+                    }
                 }
-                s.slice_start_ns = now;
-            }
-            w.fiber.resume();
-            let mut s = w.slot.lock();
-            s.cpu_ns += time::since_boot_ns() - s.slice_start_ns;
-            if let Status::Done(reason) = &s.status {
-                log::info!("workload {}: {reason} (cpu {} ms)", s.name, s.cpu_ns / 1_000_000);
-            } else {
-                round.unfinished += 1;
-                if s.blocked {
-                    round.blocked += 1;
-                    let wake = s.wake_at_ns.unwrap_or(now + BLOCKED_POLL_NS);
-                    round.next_wake_ns = Some(round.next_wake_ns.map_or(wake, |w| w.min(wake)));
+                if w.removed && w.fiber.is_done() {
+                    let name = core::mem::take(&mut s.name);
+                    drop(s);
+                    *entry = None;
+                    log::info!("workload {name}: dropped after its removal; kernel heap {} KiB in use",
+                        crate::mm::heap::allocated_bytes() >> 10);
                 }
-            }
-            if w.removed && w.fiber.is_done() {
-                let name = core::mem::take(&mut s.name);
-                drop(s);
-                *entry = None;
-                log::info!("workload {name}: dropped after its removal; kernel heap {} KiB in use",
-                    crate::mm::heap::allocated_bytes() >> 10);
             }
         }
         self.trim();
@@ -569,6 +622,50 @@ impl Manager {
         }
         round
     }
+}
+
+/// CPU indices of a mask, as "0,2,3".
+pub struct CpuList(pub u64);
+
+impl core::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        for cpu in (0..64).filter(|c| self.0 & (1u64 << c) != 0) {
+            write!(f, "{}{cpu}", if first { "" } else { "," })?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Whether workload slices go to the application processors (off: the boot CPU runs
+/// them all, as with one CPU; the SMP self-test compares the two).
+static SLICES_ON_APS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Hands workload slices to the application processors (`true`, the default) or
+/// keeps them on the boot CPU.
+pub fn set_slices_on_aps(on: bool) {
+    SLICES_ON_APS.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// CPUs that take workload slices in one batch: every online CPU, or the boot CPU.
+fn slice_cpus() -> usize {
+    if SLICES_ON_APS.load(core::sync::atomic::Ordering::Relaxed) {
+        (smp::online() as usize).clamp(1, smp::MAX_CPUS)
+    } else {
+        1
+    }
+}
+
+/// Runs one slice of the fiber at `fiber` on an application processor; returns when
+/// the slice ended (ns since boot).
+fn resume_fiber_job(fiber: u64) -> u64 {
+    // SAFETY: `run_round` posts the address of a live, boxed fiber of its manager and
+    // waits (holding the manager mutably) until this job is done, so the fiber is
+    // neither freed nor touched by another CPU meanwhile.
+    let fiber = unsafe { &mut *(fiber as *mut fiber::Fiber) };
+    fiber.resume();
+    time::since_boot_ns()
 }
 
 /// Moves the workload's complete lines (cleaned by its log) to the slot's kept log

@@ -1,9 +1,10 @@
 //! wasmtime's "custom" platform on gridos: the hooks a no_std wasmtime needs from its
 //! embedder (see ../shared/DESIGN.md, wasmtime notes).
 //!
-//! - `wasmtime_tls_get`/`wasmtime_tls_set`: two pointer slots. gridos runs wasm on the
-//!   boot CPU only, so they are globals; [`super::fiber`] saves and restores them on
-//!   every switch, which makes them per-fiber (per-workload) as wasmtime requires.
+//! - `wasmtime_tls_get`/`wasmtime_tls_set`: two pointer slots per CPU (in the CPU's
+//!   `smp::PerCpu`); [`super::fiber`] saves and restores them on every switch, which
+//!   makes them per-fiber (per-workload) as wasmtime requires, on whichever CPU the
+//!   fiber's slice runs.
 //! - Code memory (W^X, see mm/paging.rs): wasmtime copies a module's code image into
 //!   a heap block aligned to [`KernelCodeMemory::required_alignment`] (4 KiB); the
 //!   heap sizes page-aligned blocks to whole pages, so the code's pages hold nothing
@@ -19,12 +20,17 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use wasmtime::CustomCodeMemory;
 
-/// The two TLS slots wasmtime uses (current activation state, and a second one).
-pub static TLS: [AtomicPtr<u8>; 2] = [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())];
+/// The two TLS slots wasmtime uses before per-CPU records exist (early boot).
+static EARLY_TLS: [AtomicPtr<u8>; 2] = [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())];
+
+/// This CPU's two wasmtime TLS slots (current activation state, and a second one).
+pub fn tls() -> &'static [AtomicPtr<u8>; 2] {
+    crate::arch::x86_64::smp::this_cpu().map_or(&EARLY_TLS, |c| &c.wasm_tls)
+}
 
 #[no_mangle]
 extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
-    match TLS.get(slot) {
+    match tls().get(slot) {
         Some(s) => s.load(Ordering::Relaxed),
         None => core::ptr::null_mut(),
     }
@@ -32,7 +38,7 @@ extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
 
 #[no_mangle]
 extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
-    if let Some(s) = TLS.get(slot) {
+    if let Some(s) = tls().get(slot) {
         s.store(ptr, Ordering::Relaxed);
     }
 }

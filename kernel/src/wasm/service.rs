@@ -48,8 +48,10 @@ struct NodeWorkloads {
     next_memory_id: u64,
 }
 
-// SAFETY: workloads (and their fibers) are only touched from executor tasks on the
-// boot CPU, never from interrupt handlers or other CPUs.
+// SAFETY: workloads are only touched from executor tasks on the boot CPU, under
+// `NODE`'s lock, never from interrupt handlers. Their fibers' slices may run on
+// application processors, but only inside `Manager::run_round`, which holds the
+// manager mutably (through that lock) and waits until each slice has ended.
 unsafe impl Send for NodeWorkloads {}
 
 static NODE: Mutex<Option<NodeWorkloads>> = Mutex::new(None);

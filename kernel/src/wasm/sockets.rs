@@ -42,7 +42,10 @@ pub struct WorkloadSockets {
     slot: Arc<Mutex<Slot>>,
 }
 
-// SAFETY: used only on the boot CPU, from the workload's fiber and the executor.
+// SAFETY: its sockets are plain ids (listener id, smoltcp handle) into the network
+// stack behind `net::STACK`'s mutex, and the slot is an `Arc<Mutex<_>>`; it is used by
+// one CPU at a time: the workload's fiber (on the CPU running its slice, while the
+// boot CPU waits in `Manager::run_round`) or the executor on the boot CPU.
 unsafe impl Send for WorkloadSockets {}
 
 impl WorkloadSockets {

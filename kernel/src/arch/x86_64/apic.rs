@@ -11,6 +11,9 @@ const IA32_APIC_BASE: u32 = 0x1b;
 const LAPIC_ID: usize = 0x20;
 const LAPIC_EOI: usize = 0xb0;
 const LAPIC_SVR: usize = 0xf0;
+const LAPIC_ICR_LOW: usize = 0x300;
+const LAPIC_ICR_HIGH: usize = 0x310;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const LAPIC_LVT_TIMER: usize = 0x320;
 const LAPIC_TIMER_INITIAL: usize = 0x380;
 const LAPIC_TIMER_CURRENT: usize = 0x390;
@@ -69,6 +72,49 @@ pub fn init_local() -> u32 {
     lapic_write(LAPIC_SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
     lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
     lapic_id()
+}
+
+/// Enables the local APIC of an application processor (the PICs are already off),
+/// with its timer masked.
+pub fn init_local_ap() {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU with an APIC; every CPU's local
+    // APIC sits at the same address (the one the BSP mapped), only the enable bit is set.
+    unsafe {
+        let base_msr = cpu::rdmsr(IA32_APIC_BASE);
+        cpu::wrmsr(IA32_APIC_BASE, base_msr | (1 << 11));
+    }
+    lapic_write(LAPIC_SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+}
+
+/// Writes the interrupt command register (destination first: the low write sends)
+/// and waits (bounded) for the local APIC to accept it.
+fn send_icr(apic_id: u32, low: u32) {
+    super::interrupts::without(|| {
+        lapic_write(LAPIC_ICR_HIGH, apic_id << 24);
+        lapic_write(LAPIC_ICR_LOW, low);
+        for _ in 0..1_000_000 {
+            if lapic_read(LAPIC_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    });
+}
+
+/// Sends INIT (level assert) to the CPU with local APIC id `apic_id`.
+pub fn send_init(apic_id: u32) {
+    send_icr(apic_id, 0x4500);
+}
+
+/// Sends a STARTUP IPI: the CPU starts in real mode at `vector << 12`.
+pub fn send_startup(apic_id: u32, vector: u8) {
+    send_icr(apic_id, 0x4600 | u32::from(vector));
+}
+
+/// Sends a fixed interrupt on `vector` to the CPU with local APIC id `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_icr(apic_id, 0x4000 | u32::from(vector));
 }
 
 /// This CPU's local APIC id.
@@ -184,6 +230,7 @@ pub fn add_source_override(o: SourceOverride) {
 
 /// Routes global system interrupt `gsi` to `vector` on the boot CPU, unmasked.
 pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) -> bool {
+    debug_assert!(super::smp::on_boot_cpu(), "device interrupts go to the boot CPU");
     let apics = IO_APICS.lock();
     let Some(apic) = apics.list.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.redirection_entries) else {
         return false;

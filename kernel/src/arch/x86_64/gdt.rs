@@ -39,6 +39,33 @@ pub fn ist_stack_range(slot: u8) -> (u64, u64) {
     (base, base + IST_STACK_SIZE_BYTES as u64)
 }
 
+/// Builds and loads a GDT and TSS of its own for an application processor, with IST
+/// stacks from the heap (leaked: CPUs are never taken offline).
+pub fn init_ap() {
+    let mut tss = TaskStateSegment::new();
+    for slot in 0..IST_STACK_COUNT {
+        let stack = alloc::boxed::Box::leak(alloc::vec![0u8; IST_STACK_SIZE_BYTES].into_boxed_slice());
+        let top = (stack.as_ptr() as u64 + IST_STACK_SIZE_BYTES as u64) & !0xf;
+        tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+    }
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, which is leaked ('static); the
+    // same layout as the BSP's, so the IDT's code selector is valid here too.
+    unsafe {
+        CS::set_reg(code);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        load_tss(tss_sel);
+    }
+}
+
 /// Builds and loads the GDT and TSS. Call once, on the boot CPU.
 pub fn init() {
     let tss = TSS.call_once(|| {

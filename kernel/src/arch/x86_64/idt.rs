@@ -190,6 +190,18 @@ pub fn init() {
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
 }
 
+/// Loads the IDT [`init`] built on this CPU (application processors share it; each
+/// has its own TSS, so the IST slots name its own stacks).
+pub fn load() {
+    let pointer = x86_64::structures::DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: x86_64::VirtAddr::new(core::ptr::addr_of!(IDT) as u64),
+    };
+    // SAFETY: the BSP filled the IDT in `init` before starting any other CPU, and it
+    // is not written again.
+    unsafe { x86_64::instructions::tables::lidt(&pointer) };
+}
+
 /// Registers `handler` for `vector` (32..=254). Handlers run with interrupts
 /// disabled on an IST stack and must not allocate or block.
 pub fn register(vector: u8, handler: fn(u8)) {
@@ -217,8 +229,10 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         0..=31 => fatal_exception(frame),
         SPURIOUS_VECTOR => {}
         _ => {
-            LAST_IRQ_RIP.store(frame.rip, Ordering::Relaxed);
-            LAST_IRQ_RBP.store(frame.rbp, Ordering::Relaxed);
+            if !super::smp::is_smp_vector(vector) {
+                LAST_IRQ_RIP.store(frame.rip, Ordering::Relaxed);
+                LAST_IRQ_RBP.store(frame.rbp, Ordering::Relaxed);
+            }
             let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
             if handler != 0 {
                 // SAFETY: only `register` stores non-zero values, and it stores `fn(u8)`s.

@@ -7,5 +7,6 @@ pub mod idt;
 pub mod interrupts;
 pub mod multiboot1;
 pub mod rt;
+pub mod smp;
 pub mod start;
 pub mod time;
