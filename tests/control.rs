@@ -230,6 +230,9 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     println!("control: two concurrent deploys of a {} KiB module (upload over the overlay, interpreter) in {:.1} s",
         big.len() >> 10, t0.elapsed().as_secs_f64());
 
+    data_in_and_out(&alice, &mallory, &dir, t, &node);
+    let registry_ids = images_from_a_registry(&alice, &dir, t, &node);
+
     assert_eq!(ok(&alice, &["stop", &spin_id, "--node", t]).trim(), format!("stopped {spin_id}"));
     let mut stopped = String::new();
     for _ in 0..50 {
@@ -243,11 +246,144 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     assert_eq!(ok(&alice, &["rm", &id, "--node", t]).trim(), format!("removed {id}"));
     let list = ok(&alice, &["list", "--node", t]);
     assert!(!list.contains("remote-hello") && list.contains("remote-spin"), "{list}");
-    // The node is still serving after all that.
-    assert!(ok(&alice, &["info", "--node", t]).contains("workloads        3"), "{}", node.serial());
+    // The node is still serving after all that (with the data workload of `data_in_and_out`
+    // and the images of `images_from_a_registry`).
+    let expected = format!("workloads        {}", 4 + registry_ids);
+    assert!(ok(&alice, &["info", "--node", t]).contains(&expected), "{}", node.serial());
     drop(node.kill());
     drop(service);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs one gridctl command line; returns its output as bytes (binary output).
+fn ok_bytes(key: &Path, args: &[&str]) -> Vec<u8> {
+    let mut argv = vec!["gridctl", "--timeout", "60", "--key", key.to_str().expect("key path")];
+    argv.extend_from_slice(args);
+    let cli = <gridctl::cli::Cli as clap::Parser>::try_parse_from(&argv).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    gridctl::cli::run(cli, &mut out).unwrap_or_else(|e| panic!("gridctl {args:?} failed: {e}"));
+    out
+}
+
+/// Issue 17, data in and out: a batch tool (tests/wasm/transform.c) deployed with an
+/// input file in its area (`--file`) and a binary stdin (`--stdin`) writes a binary
+/// result to `/data/result.bin` and to stdout; `gridctl files get` and `gridctl logs
+/// --raw` return it byte for byte. `files ls/put/rm` work on the area once the run has
+/// ended, and a stranger gets `not found` for all of them.
+fn data_in_and_out(alice: &Path, mallory: &Path, dir: &Path, t: &str, node: &RunningMachine) {
+    let input: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let key: Vec<u8> = vec![0x00, 0x1b, b'[', b'2', b'J', b'\n', 0xff, 0x9b, 0x07, 0x80];
+    let mut expected: Vec<u8> = input.iter().enumerate().map(|(i, b)| b ^ key[i % key.len()]).collect();
+    expected.extend(0..=255u8);
+    let (input_path, key_path) = (dir.join("input.bin"), dir.join("key.bin"));
+    std::fs::write(&input_path, &input).expect("input");
+    std::fs::write(&key_path, &key).expect("key");
+    let id = ok(alice, &[
+        "deploy", "--node", t, "--name", "transform", "--storage-kb", "256", "--log-kb", "256",
+        "--file", input_path.to_str().unwrap(), "--stdin", key_path.to_str().unwrap(), wasm("transform.wasm").to_str().unwrap(),
+    ]);
+    let id = id.trim().to_string();
+    let status = finished_status(alice, &id, t);
+    assert!(status.contains("exited(0)"), "{status}\n{}", ok(alice, &["logs", &id, "--node", t]));
+    let result = dir.join("result.bin");
+    ok(alice, &["files", "--node", t, &id, "get", "result.bin", "--output", result.to_str().unwrap()]);
+    assert!(std::fs::read(&result).expect("result") == expected, "files get: the result differs\n{}", node.serial());
+    let raw = ok_bytes(alice, &["logs", "--raw", "--node", t, &id]);
+    assert!(raw == expected, "logs --raw: {} bytes, differ from the {} expected", raw.len(), expected.len());
+    let stderr = ok_bytes(alice, &["logs", "--raw", "--stderr", "--node", t, &id]);
+    assert_eq!(String::from_utf8_lossy(&stderr), "transformed 40000 bytes with a 10-byte key\n");
+    let ls = ok(alice, &["files", "--node", t, &id, "ls"]);
+    for name in [" .stdin", " input.bin", " result.bin"] {
+        assert!(ls.contains(name), "{name} missing: {ls}");
+    }
+    assert_eq!(ok(alice, &["files", "--node", t, &id, "put", key_path.to_str().unwrap(), "cfg/key"]).trim(), "put cfg/key (10 bytes)");
+    assert!(ok_bytes(alice, &["files", "--node", t, &id, "get", "cfg/key"]) == key);
+    assert_eq!(ok(alice, &["files", "--node", t, &id, "rm", "cfg/key"]).trim(), "removed cfg/key");
+    for args in [vec!["files", "--node", t, &id, "ls"], vec!["files", "--node", t, &id, "get", "result.bin"], vec!["logs", "--raw", "--node", t, &id]] {
+        let e = gridctl(mallory, &args).err().unwrap_or_else(|| panic!("mallory could {args:?}"));
+        assert!(e.contains(&format!("not found: no workload {id}")), "{args:?}: {e}");
+    }
+}
+
+/// A local registry (Debian's `docker-registry`) on a free port, storing in `dir`;
+/// killed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    root: std::path::PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Result<Registry, String> {
+    gridos_qemu::ensure_command("docker-registry", "docker-registry")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("{e}"))?.port();
+    let root = dir.join("registry");
+    std::fs::create_dir_all(&root).map_err(|e| format!("{e}"))?;
+    let config = dir.join("registry.yml");
+    std::fs::write(&config, format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        root.display()
+    )).map_err(|e| format!("{e}"))?;
+    let child = std::process::Command::new("docker-registry").arg("serve").arg(&config)
+        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null())
+        .spawn().map_err(|e| format!("docker-registry: {e}"))?;
+    let registry = Registry { child, port, root };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(registry);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("docker-registry did not listen on 127.0.0.1:{port}"))
+}
+
+/// Issue 17, images from registries: hello.wasm pushed to a local registry (the
+/// `wasm-to-oci` layout) is deployed by tag and by digest (gridctl pulls it, checks every
+/// digest, and sends the node the module with a signed manifest naming the image's
+/// digest, which the node logs); after a byte of the stored layer is changed in the
+/// registry, the deploy is refused. Returns the number of workloads it left deployed.
+fn images_from_a_registry(alice: &Path, dir: &Path, t: &str, node: &RunningMachine) -> usize {
+    let registry = match start_registry(dir) {
+        Ok(r) => r,
+        Err(why) => {
+            println!("control: SKIPPED the registry part: {why}");
+            return 0;
+        }
+    };
+    let hello = std::fs::read(wasm("hello.wasm")).expect("hello.wasm");
+    let tag = format!("127.0.0.1:{}/grid/hello:v1", registry.port);
+    let digest = gridctl::registry::push_wasm(&tag, &hello, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let by_digest = format!("127.0.0.1:{}/grid/hello@{digest}", registry.port);
+    let mut ids = Vec::new();
+    for (reference, arg) in [(&tag, "by-tag"), (&by_digest, "by-digest")] {
+        let id = ok(alice, &["deploy", "--node", t, "--arg", arg, reference]);
+        let id = id.trim().to_string();
+        let logs = ok(alice, &["logs", &id, "--follow", "--node", t]);
+        assert_hello_log(&logs, "hello", arg, &node.serial());
+        ids.push(id);
+    }
+    let image = format!("image 127.0.0.1:{}/grid/hello@{digest}", registry.port);
+    assert_eq!(node.serial().matches(&image).count(), 2, "the node did not log the image digest twice\n{}", node.serial());
+    // Change one byte of the stored layer: the registry serves it, gridctl refuses it.
+    let layer = format!("sha256:{}", workloads::oci::sha256_hex(&hello));
+    let hex = &layer["sha256:".len()..];
+    let blob = registry.root.join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data");
+    let mut bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&blob, &bytes).expect("tamper");
+    for reference in [&tag, &by_digest] {
+        let e = gridctl(alice, &["deploy", "--node", t, reference]).err().unwrap_or_else(|| panic!("a tampered layer was deployed"));
+        assert!(e.contains(&layer) && (e.contains("igest") || e.contains("does not match")), "{e}");
+    }
+    println!("control: deployed {tag} and {by_digest} from a local registry; a tampered layer was refused");
+    ids.len()
 }
 
 fn rand_seed() -> [u8; 32] {

@@ -77,6 +77,29 @@ pub fn test_compiler_pubkey() -> [u8; 32] {
     key
 }
 
+/// The `gridctl` executable (debug profile, built once per process), for tests that run it
+/// in a network namespace (`ip netns exec`), where the in-process [`gridctl`] cannot go.
+pub fn gridctl_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = gridos_qemu::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "-p", "gridctl", "--bin", "gridctl"])
+            .status()
+            .map_err(|e| format!("could not run cargo to build gridctl: {e}"))?;
+        if !status.success() {
+            return Err(format!("gridctl build failed ({status})"));
+        }
+        let target_dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let bin = target_dir.join("debug/gridctl");
+        if bin.is_file() { Ok(bin) } else { Err(format!("gridctl build succeeded but {} is missing", bin.display())) }
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod test {
     #[test]
@@ -88,3 +111,4 @@ mod test {
         assert_eq!(*key.pk, super::test_compiler_pubkey());
     }
 }
+

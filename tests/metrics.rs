@@ -13,6 +13,11 @@
 //! With the underlay left open (`gridos.underlay=open`), TCP 9100 on the node's underlay
 //! address (a QEMU host forward) gives no HTTP answer: `/metrics` is overlay-only. When
 //! `promtool` (Debian's `prometheus` package) is installed, it checks the exposition.
+//!
+//! A second boot, in a network namespace (root), covers `gridctl overlay up`: through its
+//! TUN interface `ping -6`, `curl`, `nc` and a real Prometheus server reach the node's
+//! overlay address; the underlay address does not serve `/metrics`; the daemon relinks
+//! after the node restarts; `overlay down` removes the interface.
 
 use std::time::Duration;
 
@@ -106,7 +111,7 @@ fn metrics_are_served_on_the_overlay() {
     assert!(node.serial().contains(&format!("farmer: {farmer}")), "{}", node.serial());
     assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(30)), "{}", node.serial());
     // The console's status screen: cleared, then the node's facts, then the log.
-    assert!(node.wait_for(" peers      ", Duration::from_secs(30)), "{}", node.serial());
+    assert!(node.wait_for("the log follows (this screen is redrawn when it changes)", Duration::from_secs(30)), "{}", node.serial());
     let serial = node.serial();
     let screen = &serial[serial.find("\x1b[2J\x1b[H").unwrap_or_else(|| panic!("no cleared screen\n{serial}"))..];
     for want in [
@@ -317,6 +322,201 @@ fn metrics_are_served_on_the_overlay() {
 
     let serial = node.serial();
     assert!(!serial.contains("PANIC"), "{serial}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes the TUN daemon (`gridctl overlay down`, or a kill of the pid in its file) and
+/// the test's other background processes when the test ends, passed or not.
+struct Cleanup {
+    ns: String,
+    down: Vec<String>,
+    pid_file: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.pid_file.exists() {
+            let _ = std::process::Command::new("ip").args(["netns", "exec", &self.ns]).args(&self.down).output();
+            if let Some(pid) = std::fs::read_to_string(&self.pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).output();
+            }
+        }
+    }
+}
+
+/// `gridctl overlay up` in a network namespace: the host's own tools reach the node's overlay
+/// address through the TUN interface: `ping -6`, `curl` of `/metrics`, `nc` to a workload's
+/// echo server, and a real Prometheus server scraping `/metrics` (its HTTP API returns the
+/// node's series); `/metrics` does not answer on the underlay address. Then the node
+/// restarts (same disk, same identity) and the daemon relinks by itself; `overlay down`
+/// removes the interface.
+#[test]
+fn overlay_up_carries_host_tools_to_the_node() {
+    use gridos_qemu::netns::{require_root, Netns};
+    require_root();
+    let dir = gridos_qemu::workspace_root().join("target/test-disks").join(format!("tun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let disk = dir.join("node.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(64 << 20)).expect("disk");
+    let key = dir.join("user.key");
+    ok(&key, &["key", "new"]);
+    let gridctl_bin = gridos_tests::gridctl_binary();
+    let ns = Netns::create(&format!("gridos-{}-tun", std::process::id()), &["10.41.0.1/24"]).unwrap_or_else(|e| panic!("{e}"));
+    ns.add_tap("tapt").unwrap_or_else(|e| panic!("{e}"));
+    let boot = || {
+        ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Machine::new(&kernel_elf().unwrap_or_else(|e| panic!("{e}")));
+        m.cmdline = "gridos.test=serve gridos.ip4=10.41.0.10/24 gridos.overlay.discovery=off".to_string();
+        m.disks = vec![disk.clone()];
+        m.timeout = Duration::from_secs(400);
+        m.netns = Some(ns.name.clone());
+        m.extra_args = Netns::nic_args("tapt", "52:54:00:00:41:0a");
+        let node = m.spawn().unwrap_or_else(|e| panic!("{e}"));
+        assert!(node.wait_for("metrics: prometheus /metrics on overlay tcp port 9100", Duration::from_secs(120)), "{}", node.serial());
+        node
+    };
+    let node = boot();
+    let serial = node.serial();
+    let line = serial.lines().find(|l| l.contains("overlay: key ")).unwrap_or_else(|| panic!("{serial}"));
+    let mut words = line.split_whitespace().skip_while(|w| *w != "key");
+    let node_key = words.nth(1).expect("key").to_string();
+    let address = words.nth(1).expect("address").to_string();
+    let target = format!("{node_key}@10.41.0.10:7443");
+    let run_dir = dir.join("run");
+    let bin = gridctl_bin.to_str().expect("path");
+    let key_arg = key.to_str().expect("path");
+    let run_arg = run_dir.to_str().expect("path");
+    let mut cleanup = Cleanup {
+        ns: ns.name.clone(),
+        down: [bin, "--key", key_arg, "overlay", "down", "--run-dir", run_arg].map(String::from).to_vec(),
+        pid_file: run_dir.join("overlay-gridos0.pid"),
+        children: Vec::new(),
+    };
+    // Runs a command in the namespace: (success, stdout + stderr).
+    let sh = |args: &[&str]| {
+        let out = ns.exec(args).unwrap_or_else(|e| panic!("{e}"));
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+
+    // Up: the daemon starts in the background, links to the node and says so.
+    let (up_ok, up) = sh(&[bin, "--key", key_arg, "--timeout", "60", "overlay", "up", &target, "--run-dir", run_arg]);
+    assert!(up_ok, "overlay up failed: {up}\n{}", node.serial());
+    let user_address = ok(&key, &["key", "show"]).lines().find_map(|l| l.strip_prefix("overlay address")).map(str::trim).expect("address").to_string();
+    assert!(up.contains(&format!("overlay up: interface gridos0, address {user_address}, route fd67::/16")), "{up}");
+    assert!(up.contains(&format!("linked through {node_key} at 10.41.0.10:7443 (overlay {address})")), "{up}");
+    let (_, link) = sh(&["ip", "-6", "addr", "show", "dev", "gridos0"]);
+    assert!(link.contains(&format!("{user_address}/16")), "{link}");
+    let (_, routes) = sh(&["ip", "-6", "route", "show", "dev", "gridos0"]);
+    assert!(routes.contains("fd67::/16"), "{routes}");
+
+    // ping -6 and curl reach the node's overlay address.
+    let (ping_ok, ping) = sh(&["ping", "-6", "-c", "3", "-W", "10", &address]);
+    assert!(ping_ok && ping.contains("3 received"), "{ping}\n{}", node.serial());
+    let url = format!("http://[{address}]:9100/metrics");
+    let (curl_ok, page) = sh(&["curl", "-sS", "-g", "--max-time", "60", &url]);
+    assert!(curl_ok, "curl {url}: {page}");
+    assert!(page.contains(&format!("gridos_build_info{{version=\"0.1.0\",node_key=\"{node_key}\"}} 1")), "{page}");
+    if let Some(result) = promtool_check(&page) {
+        result.unwrap_or_else(|e| panic!("promtool check metrics refused the page read through the TUN: {e}"));
+    }
+
+    // A workload's echo server on the overlay, reached with nc.
+    let echo = wasm("echo_server.wasm");
+    let (deploy_ok, id) = sh(&[bin, "--key", key_arg, "--timeout", "60", "deploy", "--node", &target, "--name", "tun-echo", "--listen", "8080",
+        "--arg", "1", echo.to_str().expect("path")]);
+    assert!(deploy_ok, "deploy: {id}");
+    let id = id.trim().to_string();
+    gridos_qemu::ensure_command("nc", "netcat-openbsd").unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    for _ in 0..20 {
+        let (_, out) = sh(&["sh", "-c", &format!("printf 'hello through the tun\\n' | nc -N -w 20 {address} 8080")]);
+        answer = out;
+        if answer.contains("hello through the tun") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(answer.contains("hello through the tun"), "nc got {answer:?}\n{}", node.serial());
+
+    // A real Prometheus scrapes /metrics through the TUN; its API returns the node's series.
+    match gridos_qemu::ensure_command("prometheus", "prometheus") {
+        Err(why) => eprintln!("SKIPPED the Prometheus part: {why}"),
+        Ok(()) => {
+            let config = dir.join("prometheus.yml");
+            std::fs::write(&config, format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: gridos\n    static_configs:\n      - targets: ['[{address}]:9100']\n"
+            )).expect("config");
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "prometheus"])
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+                .arg("--web.listen-address=127.0.0.1:9090")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
+                .spawn()
+                .expect("start prometheus");
+            cleanup.children.push(child);
+            let query = |q: &str| sh(&["curl", "-sS", "-g", "--max-time", "10", &format!("http://127.0.0.1:9090/api/v1/query?query={q}")]).1;
+            let mut seen = String::new();
+            for _ in 0..120 {
+                seen = query("gridos_build_info");
+                if seen.contains(&node_key) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            assert!(seen.contains("\"status\":\"success\"") && seen.contains(&node_key),
+                "Prometheus did not get the node's series: {seen}\n{}", std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
+            let memory = query(&format!("gridos_workload_memory_bytes{{workload_id=\"{id}\"}}"));
+            assert!(memory.contains("tun-echo"), "{memory}");
+            let up_series = query("up");
+            assert!(up_series.contains(&format!("\"instance\":\"[{address}]:9100\"")) && up_series.contains("\"1\"]"), "{up_series}");
+            println!("overlay-up: Prometheus scraped [{address}]:9100 through the TUN: {seen}");
+        }
+    }
+
+    // The underlay address does not serve /metrics (the node's underlay is closed but for
+    // the overlay's UDP port, which carried all of the above).
+    let (under_ok, under) = sh(&["curl", "-sS", "--max-time", "5", "http://10.41.0.10:9100/metrics"]);
+    assert!(!under_ok && !under.contains("gridos_"), "the underlay answered: {under}");
+
+    // The node restarts (same disk: same identity): the daemon relinks by itself.
+    drop(node);
+    let node = boot();
+    let log_path = run_dir.join("overlay-gridos0.log");
+    let mut relinked = false;
+    for _ in 0..120 {
+        let (ping_ok, _) = sh(&["ping", "-6", "-c", "1", "-W", "2", &address]);
+        if ping_ok {
+            relinked = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(relinked, "no ping after the node restarted\ndaemon log:\n{log}\n{}", node.serial());
+    let (curl_ok, page) = sh(&["curl", "-sS", "-g", "--max-time", "60", &url]);
+    assert!(curl_ok && page.contains("gridos_uptime_seconds"), "after the restart: {page}");
+    // It said the link went down and came back.
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains(&format!("link to {node_key} down; retrying")), "{log}");
+    assert_eq!(log.matches(&format!("linked through {node_key} at 10.41.0.10:7443")).count(), 2, "{log}");
+    println!("overlay-up: daemon log:\n{log}");
+
+    // Down: the daemon stops, the interface and its route are gone.
+    let (down_ok, down) = sh(&cleanup.down.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(down_ok && down.contains("overlay down: interface gridos0 removed"), "{down}");
+    let (still, _) = sh(&["ip", "link", "show", "gridos0"]);
+    assert!(!still, "gridos0 is still there after overlay down");
+    let (none_ok, none) = sh(&["ping", "-6", "-c", "1", "-W", "2", &address]);
+    assert!(!none_ok, "the node still answers after overlay down: {none}");
+    drop(cleanup);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

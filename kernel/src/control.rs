@@ -307,6 +307,7 @@ fn refusal(e: ServiceError) -> BackendError {
             AdmissionError::ReservedPort(_) | AdmissionError::PortTaken(_) | AdmissionError::OwnerPorts { .. },
         ) => ErrorCode::Rejected,
         ServiceError::Admission(_) => ErrorCode::NoSpace,
+        ServiceError::Running => ErrorCode::Busy,
     };
     match e {
         // The code already says "rejected"; the message is the reason alone.
@@ -314,10 +315,6 @@ fn refusal(e: ServiceError) -> BackendError {
         e => BackendError::new(code, format!("{e}")),
     }
 }
-
-/// The workload file area over the control protocol is not wired in the kernel yet: the
-/// trait's defaults refuse each request as unsupported.
-impl control::files::FileBackend for KernelBackend {}
 
 impl Backend for KernelBackend {
     fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
@@ -424,3 +421,51 @@ impl Backend for KernelBackend {
     }
 }
 
+
+fn area_refusal(e: workloads::wasi::FileAreaError) -> BackendError {
+    match e {
+        workloads::wasi::FileAreaError::NoSpace => BackendError::new(ErrorCode::NoSpace, "the node's storage is full"),
+        workloads::wasi::FileAreaError::Io => BackendError::new(ErrorCode::Internal, "the node's storage failed"),
+        workloads::wasi::FileAreaError::Unsupported => BackendError::new(ErrorCode::Rejected, "the area does not keep that"),
+    }
+}
+
+/// Files of a workload's area, held deploys, starts and raw output (`control::files`
+/// has the rules; the area is the one its program sees, `crate::wasm::files`).
+impl control::FileBackend for KernelBackend {
+    fn area(&mut self, id: u64) -> Result<control::AreaView, BackendError> {
+        service::area(id).map_err(refusal)
+    }
+
+    fn file_read(&mut self, id: u64, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        use workloads::wasi::FileArea;
+        crate::wasm::files::StoredFiles::for_id(id).read(name).map_err(area_refusal)
+    }
+
+    fn file_write(&mut self, id: u64, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        use workloads::wasi::FileArea;
+        crate::wasm::files::StoredFiles::for_id(id).write(name, bytes).map_err(area_refusal)
+    }
+
+    fn file_remove(&mut self, id: u64, name: &str) -> Result<bool, BackendError> {
+        use workloads::wasi::FileArea;
+        crate::wasm::files::StoredFiles::for_id(id).remove(name).map_err(area_refusal)
+    }
+
+    fn deploy_held(&mut self, d: Deployment) -> Result<u64, BackendError> {
+        service::deploy_held(&d.signed_manifest, &d.module, &d.bundle).map_err(refusal)
+    }
+
+    fn start(&mut self, id: u64, stdin: Vec<u8>) -> Result<(), BackendError> {
+        service::start_run(id, stdin).map_err(refusal)
+    }
+
+    fn raw_log(&mut self, id: u64, stream: control::OutputStream, offset: u64, max_bytes: usize) -> Result<control::RawChunk, BackendError> {
+        let stream = match stream {
+            control::OutputStream::Stdout => workloads::log::Stream::Stdout,
+            control::OutputStream::Stderr => workloads::log::Stream::Stderr,
+        };
+        let (data, end, finished) = service::raw_log(id, stream, offset, max_bytes).map_err(refusal)?;
+        Ok(control::RawChunk { data, end, finished })
+    }
+}

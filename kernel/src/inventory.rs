@@ -30,12 +30,21 @@ pub struct DiskInfo {
 
 /// Whether a NIC's link is up, as the device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // Up and Down come with NICs that report their link (e1000, issue 15)
 pub enum Link {
     Up,
     Down,
     /// The device does not report its link (virtio-net without the status feature).
     NotReported,
+}
+
+impl Link {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Up => "up",
+            Link::Down => "down",
+            Link::NotReported => "not reported",
+        }
+    }
 }
 
 /// A NIC as the inventory knows it.
@@ -74,7 +83,16 @@ pub fn get() -> Option<Inventory> {
 
 /// Whether some driver of this kernel claims `d` (or it is the chipset's own bridge).
 fn claimed(d: &PciDevice) -> bool {
-    d.vendor_id == 0x1af4 || disks::is_nvme(d) || disks::is_ahci(d) || d.class == 0x06
+    d.vendor_id == 0x1af4 || disks::is_nvme(d) || disks::is_ahci(d) || crate::drivers::e1000::Model::of(d).is_some() || d.class == 0x06
+}
+
+/// Records NIC `name`'s new link state (the network stack logs the change).
+pub fn set_link(name: &str, link: Link) {
+    if let Some(inventory) = INVENTORY.lock().as_mut() {
+        if let Some(nic) = inventory.nics.iter_mut().find(|n| n.name == name) {
+            nic.link = link;
+        }
+    }
 }
 
 /// Takes the inventory from what boot found (disks from `disks`' table), prints it
@@ -113,12 +131,7 @@ fn print(inv: &Inventory) {
         log::info!("inventory: disk {} {}, model {:?}, serial {:?}, {} MiB", d.name, d.kind, d.model, d.serial, d.size_bytes >> 20);
     }
     for n in &inv.nics {
-        let link = match n.link {
-            Link::Up => "up",
-            Link::Down => "down",
-            Link::NotReported => "not reported",
-        };
-        log::info!("inventory: nic {} {}, mac {}, link {link}", n.name, n.model, mac_text(&n.mac));
+        log::info!("inventory: nic {} {}, mac {}, link {}", n.name, n.model, mac_text(&n.mac), n.link.as_str());
     }
     for u in &inv.unknown {
         let d = &u.device;

@@ -163,9 +163,15 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         match found.device_type {
             DeviceType::Block => disks.push(found),
             DeviceType::Network => {
-                let address = found.address;
+                let (address, source) = (found.address, found.source);
                 match drivers::virtio_net::VirtioNic::new(found) {
-                    Ok(nic) => nics.push(nic),
+                    Ok(mut nic) => {
+                        if let Some(event) = drivers::virtio::move_to_msix(address, source) {
+                            nic.event = event;
+                            log::info!("nic at {address}: virtio-net, interrupts MSI-X");
+                        }
+                        nics.push((address, drivers::nic::NicDevice::Virtio(nic)))
+                    }
                     Err(e) => log::warn!("nic at {address}: virtio-net init failed: {e}"),
                 }
             }
@@ -179,6 +185,22 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
             other => log::info!("virtio {}: {other:?} device, no driver", found.address),
         }
     }
+    if power::test_mode() && cmdline.get("gridos.fault") == Some("e1000-tx-hang") {
+        drivers::e1000::inject_tx_hang();
+    }
+    for d in devices {
+        let Some(model) = drivers::e1000::Model::of(d) else { continue };
+        match drivers::e1000::E1000Nic::new(d, model) {
+            Ok(nic) => {
+                log::info!("nic at {}: {}, interrupts {}, link {}", d.address, model.name(), nic.interrupts, nic.link().as_str());
+                nics.push((d.address, drivers::nic::NicDevice::Intel(nic)));
+            }
+            Err(e) => log::warn!("nic at {}: {} not usable: {e}; left alone", d.address, model.name()),
+        }
+    }
+    // eth0, eth1... in PCI order, whatever the kind.
+    nics.sort_by_key(|(a, _)| (a.bus, a.device, a.function));
+    let nics: alloc::vec::Vec<_> = nics.into_iter().map(|(_, nic)| nic).collect();
     entropy::init();
     disks::init(disks, devices);
     let nic_info = nics
@@ -186,9 +208,9 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         .enumerate()
         .map(|(i, nic)| inventory::NicInfo {
             name: alloc::format!("eth{i}"),
-            model: "virtio-net",
+            model: nic.model(),
             mac: nic.mac(),
-            link: inventory::Link::NotReported,
+            link: nic.link(),
         })
         .collect();
     inventory::collect(machine.cpu_model, machine.cpu_count, machine.memory_bytes, devices, nic_info);

@@ -121,7 +121,7 @@ pub fn start(seed: [u8; 32], origin: &str, config: OverlayConfig) -> Option<Ipv6
         return None;
     }
     // Room for several TCP windows of overlay traffic (128 KiB each, ~100 datagrams).
-    let socket = match UdpSocket::bind_with_receive_queue(Network::Underlay, config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
+    let socket = match UdpSocket::bind_first(config.port, RECEIVE_QUEUE_DATAGRAMS, RECEIVE_QUEUE_BYTES) {
         Ok(s) => s,
         Err(e) => {
             log::error!("overlay: cannot bind udp port {}: {e:?}", config.port);
@@ -486,8 +486,7 @@ async fn run(
                 logged_guard = counters;
                 log_guard(&counters, node.peer_count(), discovered.len());
             }
-            // What the node forwarded, delivered and dropped (`gridos.log=debug`): the
-            // relayed-upload stall (README) shows here as a trickle of forwarded packets.
+            // What the node forwarded, delivered and dropped (`gridos.log=debug`).
             let traffic = (stats.forwarded, stats.delivered, stats.dropped_no_route_or_queue, stats.dropped_replays);
             if traffic != logged_traffic {
                 logged_traffic = traffic;

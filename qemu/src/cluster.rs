@@ -3,8 +3,8 @@
 //!
 //! Every node has one virtio-net NIC on a segment carried by a user-space learning switch
 //! (`crate::switch`; no root needed); the nodes find each other by the overlay's link-local
-//! discovery beacons. Node 0's NIC
-//! sits on a QEMU hub that also holds a user-networking (slirp) port, whose
+//! discovery beacons. Node 0's QEMU also puts a user-networking (slirp) port on the
+//! switch (through a hub and a second tunnel), whose
 //! `hostfwd=udp:127.0.0.1:PORT-10.0.2.20:7443` makes node 0's overlay port reachable from
 //! the host. gridctl links to node 0 only and reaches every other node through it: the
 //! overlay routes (see `gridctl::client::Client::connect_via`).
@@ -52,32 +52,30 @@ pub fn node_machine(base: &Machine, index: u32, net: &ClusterNet, disk: &Path) -
     let mac = format!("52:54:00:00:00:{:02x}", index + 1);
     let local = crate::switch::free_local_udp_port()?;
     let segment = format!("socket,id=l2,udp=127.0.0.1:{},localaddr=127.0.0.1:{local}", net.switch_port);
+    m.extra_args.extend(["-netdev".into(), segment, "-device".into(), format!("virtio-net-pci,netdev=l2,mac={mac}")]);
     if index == 0 {
+        // The host's user-network port is a switch port of its own (a hub joins it to
+        // a second tunnel), not a hub beside node 0's NIC: on a hub it received, and
+        // user networking tried to route, every frame node 0 relays to the others.
+        let uplink = crate::switch::free_local_udp_port()?;
         m.extra_args.extend(
             [
                 "-netdev".into(),
-                segment,
+                format!("socket,id=uplink,udp=127.0.0.1:{},localaddr=127.0.0.1:{uplink}", net.switch_port),
                 "-netdev".into(),
                 format!(
                     "user,id=host,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{}-{}:{OVERLAY_PORT}",
                     net.host_udp_port,
                     node_ip4(0)
                 ),
-                // One hub joins the segment, the host's port and the NIC.
                 "-netdev".into(),
-                "hubport,id=hub-l2,hubid=0,netdev=l2".into(),
+                "hubport,id=hub-uplink,hubid=0,netdev=uplink".into(),
                 "-netdev".into(),
                 "hubport,id=hub-host,hubid=0,netdev=host".into(),
-                "-netdev".into(),
-                "hubport,id=hub-nic,hubid=0".into(),
-                "-device".into(),
-                format!("virtio-net-pci,netdev=hub-nic,mac={mac}"),
             ]
             .into_iter()
             .collect::<Vec<String>>(),
         );
-    } else {
-        m.extra_args.extend(["-netdev".into(), segment, "-device".into(), format!("virtio-net-pci,netdev=l2,mac={mac}")]);
     }
     Ok(m)
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! gridos-qemu run [--nodes N] [--memory MIB] [--cpus N] [--accel tcg|kvm|auto] [--disk IMG]... [--append ARGS]
 //!                [--no-compiler] [--compiler-port PORT] [--port PORT] [--disk-dir DIR] [--disk-mib MIB]
+//!                [--validators N] [--validator-port PORT]
 //! gridos-qemu test NAME          boot with gridos.test=NAME; exit 0 on pass
 //! gridos-qemu bench-boot         boot-to-ready figures (median of several boots)
 //! ```
@@ -12,6 +13,8 @@
 //! the node to trust its key (`gridos.compilers=`), so `gridctl deploy --compiler ...` gets
 //! native code; without it every workload runs in the node's interpreter.
 //!
+//! `run --validators N` also starts N development ledger validators on the host (see
+//! `DevValidators`) and prints how gridctl reaches them.
 //! `run --nodes N` boots N nodes on one virtual segment with a disk each (kept in
 //! target/gridos-run) and forwards node 0's overlay port to 127.0.0.1:7443; gridctl reaches
 //! the others through node 0 (`gridos_qemu::cluster`).
@@ -93,6 +96,14 @@ enum Cmd {
         /// With --nodes: size of each new node disk in MiB.
         #[arg(long, default_value_t = 512)]
         disk_mib: u64,
+        /// Also start this many development ledger validators on the host (`validator`
+        /// processes; chain in target/gridos-run/ledger-N, made by `validator init`).
+        #[arg(long, default_value_t = 0)]
+        validators: u32,
+        /// First host UDP port of the validators' overlay (validator I: this + I, on
+        /// 127.0.0.1; their consensus TCP ports follow after them).
+        #[arg(long, default_value_t = 7450)]
+        validator_port: u16,
     },
     /// Boot with gridos.test=NAME and report pass or fail.
     Test {
@@ -155,8 +166,10 @@ fn machine(args: &MachineArgs) -> Result<Machine, String> {
 
 fn run(command: Cmd) -> Result<ExitCode, String> {
     match command {
-        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port, port, disk_dir, disk_mib } => {
+        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port, port, disk_dir, disk_mib, validators, validator_port } => {
             let mut m = machine(&args)?;
+            // Stopped when dropped, after QEMU ends.
+            let _validators = if validators > 0 { Some(DevValidators::start(validators, validator_port)?) } else { None };
             if nodes <= 1 {
                 // Dropped (and stopped) when QEMU ends.
                 let mut _compiler = None;
@@ -271,6 +284,82 @@ impl Drop for DevCompiler {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Development ledger validators: `validator` child processes on the host's loopback, their
+/// chain made once by `validator init` and kept in target/gridos-run/ledger-N (so blocks
+/// survive a restart), stopped when dropped.
+struct DevValidators {
+    children: Vec<std::process::Child>,
+}
+
+impl DevValidators {
+    fn start(count: u32, first_port: u16) -> Result<DevValidators, String> {
+        if count > 16 {
+            return Err(format!("{count} validators is more than this runner starts (16)"));
+        }
+        let root = gridos_qemu::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "-q", "-p", "validator", "--bin", "validator"])
+            .status()
+            .map_err(|e| format!("could not run cargo to build the validator: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the validator failed ({status})"));
+        }
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let bin = target.join("release/validator");
+        let dir = target.join(format!("gridos-run/ledger-{count}"));
+        let port = |i: u32| first_port.checked_add(u16::try_from(i).unwrap_or(u16::MAX)).ok_or("--validator-port too high");
+        if !dir.join("validators.txt").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            let overlay: Vec<String> = (0..count).map(|i| port(i).map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
+            let tcp: Vec<String> = (0..count).map(|i| port(count + i).map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
+            let status = std::process::Command::new(&bin)
+                .arg("init")
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--addrs", &tcp.join(","), "--overlay-addrs", &overlay.join(",")])
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run validator init: {e}"))?;
+            if !status.success() {
+                return Err(format!("validator init failed ({status})"));
+            }
+        }
+        let mut validators = DevValidators { children: Vec::new() };
+        for i in 0..count {
+            let log = std::fs::File::create(dir.join(format!("validator-{i}.log"))).map_err(|e| format!("validator log: {e}"))?;
+            let child = std::process::Command::new(&bin)
+                .arg("run")
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--index", &i.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start validator {i}: {e}"))?;
+            validators.children.push(child);
+        }
+        let d = dir.display();
+        eprintln!(
+            "gridos-qemu: {count} development validator(s) on 127.0.0.1:{first_port}.. (overlay UDP; chain and logs in {d}). With gridctl:\n  \
+             gridctl ledger trust --genesis {d}/genesis.bin --validators {d}/validators.txt\n  \
+             gridctl --key {d}/dev-account.key ledger status            # also: balance, transfer KEY AMOUNT, farm create NAME, nodes, contracts"
+        );
+        Ok(validators)
+    }
+}
+
+impl Drop for DevValidators {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -59,11 +59,17 @@ impl Netns {
 
     /// QEMU arguments for a virtio-net NIC on `tap` with `mac`.
     pub fn nic_args(tap: &str, mac: &str) -> Vec<String> {
+        Netns::nic_args_model(tap, mac, "virtio-net-pci")
+    }
+
+    /// QEMU arguments for a NIC of QEMU model `device` (`virtio-net-pci`, `e1000`,
+    /// `e1000e`) on `tap` with `mac`; the netdev's id is the tap's name.
+    pub fn nic_args_model(tap: &str, mac: &str, device: &str) -> Vec<String> {
         vec![
             "-netdev".into(),
             format!("tap,id={tap},ifname={tap},script=no,downscript=no"),
             "-device".into(),
-            format!("virtio-net-pci,netdev={tap},mac={mac}"),
+            format!("{device},netdev={tap},mac={mac}"),
         ]
     }
 

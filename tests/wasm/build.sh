@@ -22,7 +22,7 @@ if [[ "${1:-}" != "--bundles" ]]; then
   else
     cc=(clang --target=wasm32-wasi)
   fi
-  for prog in hello checksum spin membomb fib files echo_server sleep; do
+  for prog in hello checksum spin membomb fib files echo_server sleep transform; do
     "${cc[@]}" -O2 -Wall -Werror -Wl,--strip-all -o "out/$prog.wasm" "$prog.c"
   done
 fi

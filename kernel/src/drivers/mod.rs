@@ -2,7 +2,9 @@
 
 pub mod ahci;
 pub mod blockq;
+pub mod e1000;
 pub mod msi;
+pub mod nic;
 pub mod nvme;
 pub mod pci;
 pub mod virtio;

@@ -1,11 +1,12 @@
-//! Message-signalled interrupts for the storage controllers (NVMe, AHCI): one
+//! Message-signalled interrupts for the storage controllers (NVMe, AHCI), the
+//! e1000e NIC and virtio-net (after its queues are set up, `virtio::move_to_msix`): one
 //! vector per PCI function, delivered to the boot CPU's local APIC, signalling that
 //! function's [`Event`].
 //!
 //! MSI-X (PCI 3.0, 6.8.2) is used when the function offers it (NVMe does: table
 //! entry 0 carries the vector), plain MSI (6.8.1) otherwise (ICH9 AHCI). A function
 //! with neither gets no vector; its driver still completes requests, woken by the
-//! timer tick instead. virtio keeps its shared INTx line (`virtio.rs`).
+//! timer tick instead. Other virtio devices keep the shared INTx line (`virtio.rs`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

@@ -42,7 +42,15 @@ impl VirtioDisk {
         };
         let sectors = device.capacity();
         let read_only = device.readonly();
-        Ok(VirtioDisk { device, event: found.event, serial, sectors, read_only })
+        // Its queue is set up: completions move to MSI-X where the function offers it.
+        let event = match super::virtio::move_to_msix(found.address, found.source) {
+            Some(event) => {
+                log::debug!("virtio-blk {}: interrupts MSI-X", found.address);
+                event
+            }
+            None => found.event,
+        };
+        Ok(VirtioDisk { device, event, serial, sectors, read_only })
     }
 
     /// Whether the disk is read-only.

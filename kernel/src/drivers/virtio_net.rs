@@ -4,8 +4,9 @@
 //! Transmission does not wait for the device: frames are queued, and their buffers
 //! are reclaimed from the used ring later, so a burst of segments costs one pass
 //! through the queue rather than one device round trip per frame. The device's
-//! interrupt signals the NIC's [`Event`] so the network task polls only when there
-//! is work.
+//! interrupt (MSI-X entry 0 where offered, see `virtio::move_to_msix`, else the
+//! shared INTx line) signals the NIC's [`Event`] so the network task polls only
+//! when there is work.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -48,14 +49,7 @@ pub struct VirtioNic {
     pub counters: NicCounters,
 }
 
-/// A NIC's traffic counters.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NicCounters {
-    pub rx_frames: u64,
-    pub rx_bytes: u64,
-    pub tx_frames: u64,
-    pub tx_bytes: u64,
-}
+pub use super::nic::NicCounters;
 
 impl VirtioNic {
     pub fn new(found: Found) -> Result<VirtioNic, virtio_drivers::Error> {

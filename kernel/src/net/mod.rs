@@ -26,7 +26,8 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 use spin::Mutex;
 
 use crate::cmdline::Cmdline;
-use crate::drivers::virtio_net::VirtioNic;
+use crate::drivers::e1000::NicNews;
+use crate::drivers::nic::{on_device, NicDevice};
 use crate::executor::{self, Event};
 
 /// How a NIC gets its IPv4 address.
@@ -104,7 +105,7 @@ struct OverlayIface {
 struct Nic {
     name: String,
     iface: Interface,
-    device: VirtioNic,
+    device: NicDevice,
     dhcp: Option<SocketHandle>,
     addresses_seen: usize,
 }
@@ -112,7 +113,15 @@ struct Nic {
 /// All interfaces and sockets.
 pub struct Stack {
     nics: Vec<Nic>,
+    /// The underlay's sockets, polled through eth0 (whose addresses the underlay
+    /// services and clients use; DHCP and static configuration apply to it).
     sockets: SocketSet<'static>,
+    /// Always empty: the set other NICs are polled with. smoltcp dispatches every
+    /// socket of the set it is given on the interface being polled, so a shared set
+    /// sent eth0's TCP segments out of eth1 too and broke eth0's connections. The
+    /// other NICs answer ARP, neighbour discovery and ping and take SLAAC addresses;
+    /// carrying sockets on them needs per-interface socket sets (multi-homing).
+    no_sockets: SocketSet<'static>,
     overlay: Option<OverlayIface>,
     /// Sockets closed by their owners, removed once the close handshake is over (or
     /// aborted by the closing policy, see [`guard`]).
@@ -121,7 +130,15 @@ pub struct Stack {
     backlogs: Vec<guard::Backlog>,
     next_backlog_id: u64,
     guard_log: guard::GuardLog,
+    /// An unbound placeholder holding the underlay set's first slot for the overlay's
+    /// receiving socket (see [`socket::UdpSocket::bind_first`]).
+    first_slot: Option<SocketHandle>,
 }
+
+/// How often a NIC without interrupts is polled.
+const POLLED_NIC_NS: u64 = 10_000_000;
+/// How often link and transmit health are checked on NICs that report them.
+const HEALTH_CHECK_NS: u64 = 1_000_000_000;
 
 /// Most consecutive polls of one interface per wake-up.
 const POLL_ROUNDS_MAX: usize = 64;
@@ -158,17 +175,21 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Address {
 
 /// Brings up every NIC and starts the network task. With `ingress_filter_port`,
 /// the NICs let in only what the overlay needs (see `overlay::filter`).
-pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Option<u16>) {
+pub fn init(nics: Vec<NicDevice>, config: &NetConfig, ingress_filter_port: Option<u16>) {
     let mut sockets = SocketSet::new(Vec::new());
+    // smoltcp hands an incoming datagram to the first socket (in slot order) bound to
+    // its port; the overlay's receiving socket must be that one (see
+    // `socket::UdpSocket::bind_first`), so the first slot is held for it from the start.
+    let first_slot = Some(sockets.add(socket::placeholder_udp()));
     let mut up = Vec::new();
     for (i, mut device) in nics.into_iter().enumerate() {
         let name = format!("eth{i}");
-        device.ingress_filter_port = ingress_filter_port;
+        device.set_ingress_filter(ingress_filter_port);
         let mac = device.mac();
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         iface_config.random_seed = crate::entropy::u64();
         iface_config.slaac = true;
-        let mut iface = Interface::new(iface_config, &mut device, now());
+        let mut iface = on_device!(&mut device, d => Interface::new(iface_config, d, now()));
         let ll = link_local(mac);
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
@@ -203,8 +224,8 @@ pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Optio
         }
         let m = mac;
         log::info!(
-            "net {name}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, ipv6 {}, ipv4 {v4}",
-            m[0], m[1], m[2], m[3], m[4], m[5],
+            "net {name}: {}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, ipv6 {}, ipv4 {v4}",
+            device.model(), m[0], m[1], m[2], m[3], m[4], m[5],
             iface.ip_addrs().iter().filter(|c| matches!(c.address(), IpAddress::Ipv6(_)))
                 .map(|c| format!("{c}")).collect::<Vec<_>>().join(" ")
         );
@@ -218,11 +239,13 @@ pub fn init(nics: Vec<VirtioNic>, config: &NetConfig, ingress_filter_port: Optio
     *STACK.lock() = Some(Stack {
         nics: up,
         sockets,
+        no_sockets: SocketSet::new(Vec::new()),
         overlay: None,
         closing: Vec::new(),
         backlogs: Vec::new(),
         next_backlog_id: 0,
         guard_log: guard::GuardLog::new(),
+        first_slot,
     });
     executor::spawn("net", net_task());
 }
@@ -234,18 +257,34 @@ impl Stack {
         log::trace!("net poll at {timestamp}, virtio interrupts so far {}",
             crate::drivers::virtio::INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed));
         let mut next: Option<Instant> = None;
-        for nic in &mut self.nics {
-            let _ = nic.device.event.take();
-            let _ = poll_rounds(&mut nic.iface, &mut nic.device, &mut self.sockets, timestamp);
+        let now_ns = executor::now_ns();
+        let mut needs_timer = false;
+        for (index, nic) in self.nics.iter_mut().enumerate() {
+            // Sockets live on eth0 (see `Stack::no_sockets`); other NICs poll an empty set.
+            let sockets = if index == 0 { &mut self.sockets } else { &mut self.no_sockets };
+            let _ = nic.device.event().take();
+            match nic.device.service(now_ns) {
+                None => {}
+                Some(NicNews::Link(link)) => {
+                    log::info!("net {}: link {}", nic.name, link.as_str());
+                    crate::inventory::set_link(&nic.name, link);
+                }
+                Some(NicNews::OutOfService(why)) => {
+                    log::error!("net {} ({}): {why}; taken out of service, the node runs on", nic.name, nic.device.model());
+                    crate::inventory::set_link(&nic.name, crate::inventory::Link::Down);
+                }
+            }
+            needs_timer |= nic.device.polled() || nic.device.link() != crate::inventory::Link::NotReported;
+            let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, sockets, timestamp));
             if let Some(h) = nic.dhcp {
-                handle_dhcp(nic, h, &mut self.sockets);
+                handle_dhcp(nic, h, sockets);
             }
             if nic.iface.ip_addrs().len() != nic.addresses_seen {
                 nic.addresses_seen = nic.iface.ip_addrs().len();
                 let list: Vec<String> = nic.iface.ip_addrs().iter().map(|c| format!("{c}")).collect();
                 log::info!("net {}: addresses {}", nic.name, list.join(" "));
             }
-            if let Some(at) = nic.iface.poll_at(timestamp, &self.sockets) {
+            if let Some(at) = nic.iface.poll_at(timestamp, sockets) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
@@ -261,6 +300,12 @@ impl Stack {
             }
         }
         let mut next_ns = next.map(|at| at.total_micros().max(0) as u64 * 1000);
+        if needs_timer {
+            // NICs without interrupts are polled, and link and transmit health are
+            // checked on every NIC that reports them, at least this often.
+            let at_ns = now_ns + if self.nics.iter().any(|n| n.device.polled()) { POLLED_NIC_NS } else { HEALTH_CHECK_NS };
+            next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
+        }
         if let Some(at_ms) = self.guard(timestamp) {
             let at_ns = at_ms.saturating_mul(1_000_000);
             next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
@@ -408,13 +453,13 @@ pub fn arp_probe(target: Ipv4Address) {
                 target_protocol_addr: target,
             };
             let eth = EthernetRepr { src_addr: mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
-            if let Some(token) = nic.device.transmit(now()) {
+            on_device!(&mut nic.device, d => if let Some(token) = d.transmit(now()) {
                 token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
                     let mut frame = EthernetFrame::new_unchecked(buf);
                     eth.emit(&mut frame);
                     arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
                 });
-            }
+            });
         }
     });
 }
@@ -489,7 +534,7 @@ fn handle_dhcp(nic: &mut Nic, handle: SocketHandle, sockets: &mut SocketSet<'sta
 /// Polls the stack whenever a NIC interrupts, a socket kicks, or smoltcp's timer is due.
 async fn net_task() {
     let events: Vec<&'static Event> =
-        with_stack(|s| s.nics.iter().map(|n| n.device.event).collect()).unwrap_or_default();
+        with_stack(|s| s.nics.iter().map(|n| n.device.event()).collect()).unwrap_or_default();
     loop {
         let next_ns = with_stack(|s| s.poll()).flatten();
         executor::wait_then_yield(next_ns, |waker| {
@@ -506,8 +551,8 @@ async fn net_task() {
 }
 
 /// Each NIC's name and counters: (name, counters, tx errors, frames filtered).
-pub fn nic_counters() -> Vec<(String, crate::drivers::virtio_net::NicCounters, u64, u64)> {
-    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.counters, n.device.tx_errors, n.device.rx_filtered)).collect())
+pub fn nic_counters() -> Vec<(String, crate::drivers::nic::NicCounters, u64, u64)> {
+    with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.counters(), n.device.tx_errors(), n.device.rx_filtered())).collect())
         .unwrap_or_default()
 }
 
@@ -527,7 +572,8 @@ pub fn diagnostics() -> String {
     with_stack(|s| {
         let mut out = String::new();
         for nic in &s.nics {
-            out.push_str(&format!("{}: tx_errors {} rx_filtered {}; ", nic.name, nic.device.tx_errors, nic.device.rx_filtered));
+            out.push_str(&format!("{}: {} tx_errors {} rx_filtered {}{}; ", nic.name, nic.device.model(),
+                nic.device.tx_errors(), nic.device.rx_filtered(), nic.device.diagnostics()));
         }
         if let Some(o) = &s.overlay {
             out.push_str(&format!("overlay iface: {}; ", o.device.queue_lengths()));

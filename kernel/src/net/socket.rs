@@ -357,6 +357,11 @@ pub enum SendOutcome {
     Unreachable,
 }
 
+/// An unbound UDP socket with no buffers: it never receives (see `net::init`).
+pub(crate) fn placeholder_udp() -> udp::Socket<'static> {
+    udp::Socket::new(udp::PacketBuffer::new(Vec::new(), Vec::new()), udp::PacketBuffer::new(Vec::new(), Vec::new()))
+}
+
 /// A UDP socket.
 pub struct UdpSocket {
     network: Network,
@@ -381,6 +386,27 @@ impl UdpSocket {
             socket.bind(port).map_err(|_| NetError::AddressInUse)?;
             Ok(UdpSocket { network, handle: set.add(socket) })
         })?
+    }
+
+    /// Like [`UdpSocket::bind_with_receive_queue`] on the underlay, in the socket set's
+    /// first slot (held since `net::init`), so that this socket, not a sender socket
+    /// bound to the same port ([`UdpSocket::bind_sender`]), receives the port's
+    /// datagrams: smoltcp gives a datagram to the first matching socket in slot order,
+    /// and a sender made later in a lower freed slot used to take every incoming
+    /// datagram into its small queue and drop bursts (relayed transfers then crawled
+    /// through retransmission timeouts). Falls back to any slot if the first is taken.
+    pub fn bind_first(port: u16, packets: usize, bytes: usize) -> Result<UdpSocket, NetError> {
+        let reserved = with_stack(|s| s.first_slot.take()).flatten();
+        if let Some(handle) = reserved {
+            with_set(Network::Underlay, |set| {
+                set.remove(handle);
+            })?;
+        }
+        let socket = Self::bind_with_receive_queue(Network::Underlay, port, packets, bytes)?;
+        if reserved.is_some_and(|h| h != socket.handle) {
+            log::warn!("net: the overlay socket did not get the first slot; bursts may be dropped");
+        }
+        Ok(socket)
     }
 
     /// A socket on `port` for sending: datagrams arriving on the port go to the

@@ -196,6 +196,10 @@ struct Slot {
     status: Status,
     /// The last lines of its output, byte-bounded ([`console_log::kept_log_bytes`]).
     kept: workloads::logstore::KeptLog,
+    /// Every byte it wrote to stdout and stderr, as written (`logs --raw`): at most its
+    /// log cap in all, since its log refuses writes past the cap, and charged for in
+    /// admission (`workloads::admission::memory_charge_bytes`).
+    raw: [Vec<u8>; 2],
     /// Names this workload in the console queue (unique per boot).
     console_source: u64,
     cpu_ns: u64,
@@ -234,10 +238,12 @@ fn limit_reached(s: &Slot, now: u64) -> Option<StopReason> {
     }
 }
 
-/// What a workload gets besides its module: its file area, if the node keeps one.
+/// What a workload gets besides its module: its file area, if the node keeps one, and
+/// what its standard input reads (empty by default).
 #[derive(Default)]
 pub struct Extras {
     pub files: Option<Box<dyn FileArea + Send>>,
+    pub stdin: Vec<u8>,
 }
 
 struct Workload {
@@ -374,6 +380,7 @@ impl Manager {
             limits: manifest.limits,
             status: Status::Ready,
             kept: workloads::logstore::KeptLog::new(console_log::kept_log_bytes(&manifest.limits)),
+            raw: [Vec::new(), Vec::new()],
             console_source: console_log::new_source(),
             cpu_ns: 0,
             slice_start_ns: 0,
@@ -485,6 +492,17 @@ impl Manager {
     /// only that much), as [`workloads::logstore::KeptLog::read`].
     pub fn read_log(&self, id: usize, from_line: u64, max_lines: usize, max_bytes: usize) -> Option<workloads::logstore::LogRead> {
         self.get(id).map(|w| w.slot.lock().kept.read(from_line, max_lines, max_bytes))
+    }
+
+    /// Raw bytes `offset..` of `id`'s stdout or stderr (at most `max_bytes`), the
+    /// stream's length so far, and whether the run has ended.
+    pub fn read_raw(&self, id: usize, stream: workloads::log::Stream, offset: u64, max_bytes: usize) -> Option<(Vec<u8>, u64, bool)> {
+        let w = self.get(id)?;
+        let s = w.slot.lock();
+        let bytes = &s.raw[raw_index(stream)];
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let to = from.saturating_add(max_bytes).min(bytes.len());
+        Some((bytes[from..to].to_vec(), bytes.len() as u64, matches!(s.status, Status::Done(_))))
     }
 
     /// Drops a workload that has not run yet (a deploy that could not be completed);
@@ -653,6 +671,17 @@ fn resume_fiber_job(fiber: u64) -> u64 {
 /// Moves the workload's complete lines (cleaned by its log) to the slot's kept log
 /// and the console queue, a bounded batch at a time so the copy in flight stays small.
 fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
+    for stream in [workloads::log::Stream::Stdout, workloads::log::Stream::Stderr] {
+        let raw = state.wasi.log.take_raw(stream);
+        let kept = &mut slot.raw[raw_index(stream)];
+        if kept.is_empty() {
+            *kept = raw;
+        } else if kept.try_reserve(raw.len()).is_ok() {
+            kept.extend_from_slice(&raw);
+        } else {
+            log::warn!("workload {}: no heap for {} bytes of raw output; they are missing from logs --raw", slot.name, raw.len());
+        }
+    }
     loop {
         let batch = state.wasi.log.take_lines_max(console_log::DRAIN_BATCH_BYTES);
         if batch.is_empty() {
@@ -666,14 +695,27 @@ fn drain_log(state: &mut WorkloadState, slot: &mut Slot) {
     }
 }
 
+fn raw_index(stream: workloads::log::Stream) -> usize {
+    match stream {
+        workloads::log::Stream::Stdout => 0,
+        workloads::log::Stream::Stderr => 1,
+    }
+}
+
 /// The body of a workload's fiber.
 fn run_workload(code: Code, manifest: Manifest, slot: Arc<Mutex<Slot>>, extras: Extras,
     sockets: Option<sockets::WorkloadSockets>) {
     let host = KernelHost { slot: Arc::clone(&slot), has_sockets: sockets.is_some() };
     let mut state = WorkloadState::new(&manifest.args, &manifest.env, &manifest.limits, Box::new(host));
     if let Some(files) = extras.files {
-        state = state.with_files(files);
+        // File times come from the node's realtime clock, as clock_time_get's.
+        let clock = Box::new(|| {
+            let (s, ns) = time::unix_time();
+            s.saturating_mul(1_000_000_000).saturating_add(u64::from(ns))
+        });
+        state = state.with_files_at(files, manifest.guest_data_dir(), clock);
     }
+    state.wasi.set_stdin(extras.stdin);
     if let Some(sockets) = sockets {
         state = state.with_sockets(Box::new(sockets), &manifest.listen);
     }

@@ -123,14 +123,44 @@ pub fn with_table<R>(f: impl FnOnce(&WorkloadTable) -> R) -> R {
     }
 }
 
+/// Why a table commit failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// The node keeps no workload table (no node area or no shard store).
+    NotPersisting,
+    /// The changed table does not fit in its slot: the node-wide bound on everything
+    /// the table holds (workloads, their file names); a file area sees `ENOSPC`.
+    TableFull,
+    /// The disk failed.
+    Device(String),
+}
+
+impl core::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CommitError::NotPersisting => f.write_str("the node does not persist workloads"),
+            CommitError::TableFull => f.write_str("workload table: full (the change does not fit in its slot)"),
+            CommitError::Device(e) => write!(f, "workload table: {e}"),
+        }
+    }
+}
+
 /// Applies `change` to a copy of the table and stores it; the table changes (here and
 /// on disk) only when it is durable. Returns what `change` returned.
 pub fn commit<R>(change: impl FnOnce(&mut WorkloadTable) -> R) -> Result<R, String> {
+    commit_typed(change).map_err(|e| format!("{e}"))
+}
+
+/// [`commit`] with a typed error.
+pub fn commit_typed<R>(change: impl FnOnce(&mut WorkloadTable) -> R) -> Result<R, CommitError> {
     let mut guard = PERSIST.lock();
-    let p = guard.as_mut().ok_or("the node does not persist workloads")?;
+    let p = guard.as_mut().ok_or(CommitError::NotPersisting)?;
     let mut table = p.table.clone();
     let result = change(&mut table);
-    p.slots.store(&mut p.dev, &table.encode()).map_err(|e| format!("workload table: {e}"))?;
+    p.slots.store(&mut p.dev, &table.encode()).map_err(|e| match e {
+        nodestate::record::RecordError::TooLarge { .. } => CommitError::TableFull,
+        e => CommitError::Device(format!("{e}")),
+    })?;
     p.table = table;
     Ok(result)
 }

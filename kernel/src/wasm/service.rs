@@ -83,6 +83,8 @@ pub enum ServiceError {
     Storage(String),
     /// The deploy does not fit the node or its owner's share (admission).
     Admission(AdmissionError),
+    /// The workload is running (a start or an area change must wait for its end).
+    Running,
 }
 
 impl core::fmt::Display for ServiceError {
@@ -92,6 +94,7 @@ impl core::fmt::Display for ServiceError {
             ServiceError::Rejected(why) => write!(f, "rejected: {why}"),
             ServiceError::Storage(why) => write!(f, "storage: {why}"),
             ServiceError::Admission(why) => write!(f, "{why}"),
+            ServiceError::Running => f.write_str("the workload is running"),
         }
     }
 }
@@ -125,7 +128,7 @@ pub fn start() {
         if admitted {
             let loaded = persist::get(entry.id, ShardKind::Module, &entry.module_key)
                 .and_then(|m| persist::get(entry.id, ShardKind::Bundle, &entry.bundle_key).map(|b| (m, b)));
-            let extras = Extras { files: Some(Box::new(StoredFiles::for_id(entry.id))) };
+            let extras = Extras { files: Some(Box::new(StoredFiles::for_id(entry.id))), ..Extras::default() };
             match loaded.and_then(|(module, bundle)| node.mgr.deploy_with(&entry.signed_manifest, &module, &bundle, extras)) {
                 Ok(index) => {
                     log::info!("workload {} ({}): restarted at boot", entry.id, manifest.name);
@@ -196,7 +199,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
     // The id the table will hand out (nothing else commits in between: the node lock
     // is held), so the file area can be named before the deploy is stored.
     let extras = match persist::available() {
-        true => Extras { files: Some(Box::new(StoredFiles::for_id(persist::with_table(|t| t.next_id)))) },
+        true => Extras { files: Some(Box::new(StoredFiles::for_id(persist::with_table(|t| t.next_id)))), ..Extras::default() },
         false => Extras::default(),
     };
     let index = node.mgr.deploy_with(signed_manifest, module, bundle, extras).map_err(ServiceError::Rejected)?;
@@ -212,7 +215,8 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         node.next_memory_id += 1;
         node.next_memory_id - 1
     };
-    log::info!("workload {id} ({}): deployed by {}", manifest.name, crate::overlay::hex(&manifest.owner[..8]));
+    log::info!("workload {id} ({}): deployed by {}{}", manifest.name, crate::overlay::hex(&manifest.owner[..8]),
+        manifest.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default());
     node.deployed.push(Deployed {
         id,
         owner: manifest.owner,
@@ -244,9 +248,17 @@ fn usage_of(node: &NodeWorkloads, d: &Deployed) -> policy::Usage {
 /// Admission for `manifest` next to what the node holds (see [`super::admission`]).
 /// `manifest_bytes` is what it adds to the table; `run`: it is about to run.
 fn admit(node: &NodeWorkloads, manifest: &workloads::Manifest, manifest_bytes: usize, run: bool) -> Result<(), AdmissionError> {
+    admit_except(node, manifest, manifest_bytes, run, None)
+}
+
+/// [`admit`], not counting the deployed workload `except` (the one asking, when it is
+/// deployed already and about to run again).
+fn admit_except(node: &NodeWorkloads, manifest: &workloads::Manifest, manifest_bytes: usize, run: bool, except: Option<u64>)
+    -> Result<(), AdmissionError> {
     let policy = admission::policy();
-    let usage: Vec<(policy::Usage, bool)> = node.deployed.iter().map(|d| (usage_of(node, d), running(node, d))).collect();
-    let held = node.deployed.iter().zip(&usage).map(|(d, (u, run))| Holding {
+    let others: Vec<&Deployed> = node.deployed.iter().filter(|d| Some(d.id) != except).collect();
+    let usage: Vec<(policy::Usage, bool)> = others.iter().map(|d| (usage_of(node, d), running(node, d))).collect();
+    let held = others.iter().zip(&usage).map(|(d, (u, run))| Holding {
         owner: d.owner,
         usage: *u,
         ports: if *run { &d.listen[..] } else { &[] },
@@ -280,10 +292,23 @@ pub fn owner_view(owner: &[u8; 32]) -> (u32, u64) {
 
 /// Stores module and bundle shards, then the table entry naming them.
 fn store_deployment(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool) -> Result<u64, String> {
+    store_deployment_as(signed_manifest, module, bundle, restart_on_boot, Desired::Run)
+}
+
+/// [`store_deployment`] with what the owner asked for (`Stopped`: a held deploy, not
+/// started at boot until started), in the same table commit.
+fn store_deployment_as(signed_manifest: &[u8], module: &[u8], bundle: &[u8], restart_on_boot: bool, desired: Desired)
+    -> Result<u64, String> {
     let id = persist::with_table(|t| t.next_id);
     let module_key = persist::put(id, ShardKind::Module, module)?;
     let bundle_key = persist::put(id, ShardKind::Bundle, bundle)?;
-    let added = persist::commit(|t| t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot));
+    let added = persist::commit(|t| {
+        let added = t.add(signed_manifest.into(), module_key, bundle_key, restart_on_boot);
+        if let Some(e) = t.get_mut(added) {
+            e.desired = desired;
+        }
+        added
+    });
     match added {
         Ok(added) if added == id => Ok(id),
         Ok(added) => Err(format!("workload table handed out id {added}, expected {id}")),
@@ -369,4 +394,102 @@ pub fn remove(id: u64) -> Result<(), ServiceError> {
     log::info!("workload {id}: removed ({} kept by the manager); kernel heap {} KiB in use", kept.unwrap_or(0),
         crate::mm::heap::allocated_bytes() >> 10);
     Ok(())
+}
+
+/// Verifies and stores a workload without starting it (its owner seeds its file area,
+/// then starts it, [`start_run`]); needs the node's storage. Admission counts it as deployed, not
+/// running; [`start_run`] checks the rest.
+pub fn deploy_held(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u64, ServiceError> {
+    let manifest = SignedManifest::from_bytes(signed_manifest)
+        .and_then(|s| s.verify())
+        .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
+    if !persist::available() {
+        return Err(ServiceError::Rejected("a held deploy needs the node's storage, and this node keeps none".into()));
+    }
+    let imports = workloads::module::check_structure(module).map_err(ServiceError::Rejected)?;
+    workloads::module::check_imports(&imports).map_err(ServiceError::Rejected)?;
+    manifest.check_module(module).map_err(|e| ServiceError::Rejected(format!("{e}")))?;
+    let mut guard = NODE.lock();
+    let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
+    admit(node, &manifest, signed_manifest.len(), false).map_err(ServiceError::Admission)?;
+    // Not started at boot until its owner starts it.
+    let id = store_deployment_as(signed_manifest, module, bundle, manifest.restart_on_boot, Desired::Stopped)
+        .map_err(ServiceError::Storage)?;
+    log::info!("workload {id} ({}): stored, held until started, by {}{}", manifest.name, crate::overlay::hex(&manifest.owner[..8]),
+        manifest.image.as_deref().map(|i| format!(", image {i}")).unwrap_or_default());
+    node.deployed.push(Deployed {
+        id,
+        owner: manifest.owner,
+        name: manifest.name,
+        restart_on_boot: manifest.restart_on_boot,
+        index: None,
+        limits: manifest.limits,
+        listen: manifest.listen,
+        manifest_bytes: signed_manifest.len(),
+    });
+    Ok(id)
+}
+
+/// Starts `id`, which must not be running (held, stopped, finished, or not run since
+/// boot): a new run from its stored module and bundle, with `stdin` as its standard
+/// input; the previous run's output is dropped. Admission is checked as for a deploy.
+pub fn start_run(id: u64, stdin: Vec<u8>) -> Result<(), ServiceError> {
+    let entry = persist::with_table(|t| t.get(id).cloned()).ok_or_else(|| {
+        ServiceError::Rejected("only a workload the node stored can be started again (this node keeps no storage)".into())
+    })?;
+    let manifest = SignedManifest::from_bytes(&entry.signed_manifest)
+        .and_then(|s| s.verify())
+        .map_err(|e| ServiceError::Rejected(format!("stored manifest: {e}")))?;
+    let mut guard = NODE.lock();
+    let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
+    let d = node.deployed.iter().find(|d| d.id == id).ok_or(ServiceError::NotFound)?;
+    if running(node, d) {
+        return Err(ServiceError::Running);
+    }
+    let old = d.index;
+    admit_except(node, &manifest, entry.signed_manifest.len(), true, Some(id)).map_err(ServiceError::Admission)?;
+    let module = persist::get(id, ShardKind::Module, &entry.module_key).map_err(ServiceError::Storage)?;
+    let bundle = persist::get(id, ShardKind::Bundle, &entry.bundle_key).map_err(ServiceError::Storage)?;
+    persist::commit(|t| {
+        if let Some(e) = t.get_mut(id) {
+            e.desired = Desired::Run;
+        }
+    })
+    .map_err(ServiceError::Storage)?;
+    if let Some(old) = old {
+        node.mgr.remove(old);
+    }
+    let extras = Extras { files: Some(Box::new(StoredFiles::for_id(id))), stdin };
+    let index = node.mgr.deploy_with(&entry.signed_manifest, &module, &bundle, extras).map_err(ServiceError::Rejected)?;
+    if let Some(d) = node.deployed.iter_mut().find(|d| d.id == id) {
+        d.index = Some(index);
+    }
+    log::info!("workload {id} ({}): started", manifest.name);
+    drop(guard);
+    WORK.signal();
+    Ok(())
+}
+
+/// The file area of `id` as its owner sees it through the control service.
+pub fn area(id: u64) -> Result<control::AreaView, ServiceError> {
+    let (quota_bytes, running) = with_node(|node| {
+        node.deployed.iter().find(|d| d.id == id).map(|d| (d.limits.storage_bytes, running(node, d)))
+    })
+    .flatten()
+    .ok_or(ServiceError::NotFound)?;
+    let files = persist::with_table(|t| t.get(id).map(|e| e.files.iter().map(|f| (f.name.clone(), f.len_bytes)).collect::<Vec<_>>()));
+    match files {
+        Some(files) if quota_bytes > 0 => Ok(control::AreaView { files, quota_bytes, running }),
+        _ => Err(ServiceError::Rejected(format!("workload {id} has no file area (its storage_bytes is 0, or the node keeps no storage)"))),
+    }
+}
+
+/// Raw bytes of `id`'s output stream from `offset` (at most `max_bytes`), its length
+/// so far, and whether the run ended (a workload not run since boot: nothing, ended).
+pub fn raw_log(id: u64, stream: workloads::log::Stream, offset: u64, max_bytes: usize) -> Result<(Vec<u8>, u64, bool), ServiceError> {
+    with_node(|node| {
+        let d = node.deployed.iter().find(|d| d.id == id).ok_or(ServiceError::NotFound)?;
+        Ok(d.index.and_then(|i| node.mgr.read_raw(i, stream, offset, max_bytes)).unwrap_or((Vec::new(), 0, true)))
+    })
+    .unwrap_or(Err(ServiceError::NotFound))
 }

@@ -29,6 +29,8 @@
 //! - **Runs.** `DeployHeld` stores a workload without starting it; `Start` runs a
 //!   workload that is not running, optionally with one file of its area as standard
 //!   input (read whole when the run starts; it is an area file, so within the quota).
+//!   A restart at boot (`--restart`) runs with empty stdin: the node records only that
+//!   the owner asked it to run.
 //! - **Raw output** ([`RAW_LOG_PIECE_BYTES`] per answer): the node keeps every byte a
 //!   run wrote to stdout and stderr, as written; a log's cap bounds them (a workload that
 //!   writes past it is stopped), and the node charges them to the workload's memory.
@@ -48,10 +50,14 @@ pub const FILE_PIECE_BYTES: usize = SHARD_PIECE_BYTES;
 pub const FILE_BYTES_MAX: u64 = SHARD_BYTES_MAX;
 /// Most raw output bytes in one `LogsRaw` answer.
 pub const RAW_LOG_PIECE_BYTES: usize = 1 << 20;
-/// Longest path in an area (the node's workload table keeps names of at most this).
-pub const AREA_PATH_BYTES_MAX: usize = 64;
-/// Most entries (files and directories) of an area.
-pub const AREA_FILES_MAX: usize = 64;
+/// Longest path in an area: the file area's (`workloads::wasi::MAX_PATH_BYTES`, each
+/// component at most `workloads::wasi::MAX_NAME_BYTES`, which `check_name` checks).
+pub const AREA_PATH_BYTES_MAX: usize = workloads::wasi::MAX_PATH_BYTES as usize;
+/// Most entries (files, directories, symlinks, hard links) of an area: the file area's
+/// (`workloads::wasi::MAX_FILES`, the workload table's bound). The table also bounds
+/// the bytes of all names of an area (`workloads::wasi::MAX_AREA_NAME_BYTES`); a put
+/// past that is refused by the node's area (`NoSpace`).
+pub const AREA_FILES_MAX: usize = workloads::wasi::MAX_FILES;
 
 const _: () = assert!(FILE_PIECE_BYTES as u64 <= FILE_BYTES_MAX);
 const _: () = assert!(RAW_LOG_PIECE_BYTES + 1024 < crate::MAX_FRAME_BYTES);

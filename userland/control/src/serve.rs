@@ -256,7 +256,8 @@ fn check_deploy(owner: [u8; 32], signed_manifest: Vec<u8>, payload: Payload, bun
         return Err(BackendError::new(ErrorCode::Unauthorized, "the manifest's owner is not the request's signer"));
     }
     let (module, oci_manifest_digest) = match payload {
-        Payload::Wasm(module) => (module, None),
+        // A module pulled from a registry: the signed manifest names the image's digest.
+        Payload::Wasm(module) => (module, manifest.image.as_ref().and_then(|i| i.rsplit_once('@')).map(|(_, d)| d.into())),
         Payload::OciTar(tar) => {
             let image = workloads::oci::wasm_from_layout(&tar).map_err(|e| rejected("OCI image", &e))?;
             (image.module, Some(image.manifest_digest))

@@ -11,7 +11,7 @@ use crate::client::{Client, Options};
 use crate::deploy::{self, Spec};
 use crate::key::{key_path, UserKey};
 use crate::target::Target;
-use crate::{address_string, hex, Context, Error, Result};
+use crate::{address_string, bail, hex, Context, Error, Result};
 
 /// gridctl: keys, workloads and files on gridos nodes, over the encrypted overlay.
 #[derive(Parser, Debug)]
@@ -66,6 +66,22 @@ pub enum Command {
         /// Keep printing new lines until the workload ends.
         #[arg(long, short)]
         follow: bool,
+        /// The output byte for byte as the program wrote it (stdout; with --stderr,
+        /// stderr), not cleaned into lines: `gridctl logs ID --raw > out`.
+        #[arg(long)]
+        raw: bool,
+        /// With --raw: stderr instead of stdout.
+        #[arg(long, requires = "raw")]
+        stderr: bool,
+    },
+    /// A workload's file area (`/data`): ls, get, put, rm.
+    Files {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Workload id.
+        id: u64,
+        #[command(subcommand)]
+        command: crate::files::FilesCommand,
     },
     /// Stop a workload.
     Stop {
@@ -89,6 +105,15 @@ pub enum Command {
     /// A node's operations view: metrics, status, kernel log.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The grid's ledger through its validators on the overlay; every read is verified
+    /// by the light client against the chain trusted with `gridctl ledger trust`.
+    Ledger {
+        /// The ledger folder (default: $GRIDCTL_LEDGER_DIR, else ~/.config/gridos/ledger).
+        #[arg(long, value_name = "DIR")]
+        ledger_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: crate::ledger::LedgerCommand,
+    },
     /// Forward a local TCP port (on 127.0.0.1) to a port on a node's overlay address,
     /// through gridctl's overlay stack (no root needed). Runs until interrupted.
     Forward {
@@ -96,6 +121,44 @@ pub enum Command {
         local_port: u16,
         /// NODE:PORT, NODE being KEY@HOST:UDPPORT (e.g. KEY@10.0.0.5:7443:8080).
         destination: String,
+    },
+    /// Join the overlay from this host (root): a TUN interface with your overlay address,
+    /// fd67::/16 routed through it, so ping, curl, ssh, nc and Prometheus reach overlay
+    /// addresses.
+    #[command(subcommand)]
+    Overlay(OverlayCommand),
+}
+
+/// `gridctl overlay ...`
+#[derive(Subcommand, Debug)]
+pub enum OverlayCommand {
+    /// Create the interface and link to the nodes named (in the background unless
+    /// --foreground); prints the address and the peers it links through.
+    Up {
+        /// Nodes to link through: KEY@HOST:PORT (default: $GRIDCTL_NODES, comma-separated).
+        #[arg(value_name = "NODE")]
+        nodes: Vec<String>,
+        /// The interface's name.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_NAME)]
+        name: String,
+        /// Where the daemon's pid and log files go.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_RUN_DIR, value_name = "DIR")]
+        run_dir: PathBuf,
+        /// Local UDP port of the overlay (0: any).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Run the daemon in this process (until killed) instead of in the background.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop the daemon; the interface and its route go with it.
+    Down {
+        /// The interface's name.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_NAME)]
+        name: String,
+        /// Where the daemon's pid file is.
+        #[arg(long, default_value = crate::tunnel::DEFAULT_RUN_DIR, value_name = "DIR")]
+        run_dir: PathBuf,
     },
 }
 
@@ -174,6 +237,10 @@ pub struct DeployArgs {
     /// Start the workload again after the node reboots.
     #[arg(long)]
     pub restart: bool,
+    /// Where the program sees its file area instead of `/data` (an absolute path, as
+    /// wasmtime's `--dir HOST::GUEST`); `.` is the area either way.
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<String>,
     /// Get native code for the module from this compile service (`gridos-compiler`; KEY is
     /// its public key) and attach its attested bundle. The node runs that code only if it
     /// trusts KEY (gridos.compilers). Without --compiler or --bundle the node runs the
@@ -184,7 +251,21 @@ pub struct DeployArgs {
     /// and refuses the deploy if it does not check out.
     #[arg(long, value_name = "FILE")]
     pub bundle: Option<PathBuf>,
-    /// The program: a .wasm module or an OCI image layout tar.
+    /// Put a local file into the workload's area (`/data`) before it starts, as NAME
+    /// (default: the file's name); repeat for more. Needs a file area (--storage-kb).
+    #[arg(long = "file", value_name = "PATH[:NAME]")]
+    pub files: Vec<String>,
+    /// Put every file under a local directory into the area before it starts (at the
+    /// area's root, or under NAME), keeping the tree.
+    #[arg(long = "dir", value_name = "DIR[:NAME]")]
+    pub dirs: Vec<String>,
+    /// The program's standard input: this file, put in the area as `.stdin` and read
+    /// by the run from the start.
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+    /// The program: a .wasm module, an OCI image layout tar, or an image in a registry,
+    /// REGISTRY/NAME:TAG or REGISTRY/NAME@sha256:DIGEST (pulled here, every digest
+    /// checked; the signed manifest names the image's digest).
     pub file: PathBuf,
 }
 
@@ -201,6 +282,7 @@ impl DeployArgs {
             storage_kb: self.storage_kb,
             listen: self.listen.clone(),
             restart: self.restart,
+            data_dir: self.data_dir.clone(),
         }
     }
 }
@@ -234,7 +316,20 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             Response::Status(s) => w(print_status(&s, out)),
             other => Err(unexpected(other)),
         },
-        Command::Logs { node, id, follow } => logs(&node, &path, options, id, follow, out),
+        Command::Logs { node, id, follow, raw: false, .. } => logs(&node, &path, options, id, follow, out),
+        Command::Logs { node, id, follow, raw: true, stderr } => {
+            let stream = if stderr { control::OutputStream::Stderr } else { control::OutputStream::Stdout };
+            let mut client = Client::connect(&Target::parse(&node.node)?, &UserKey::load(&path)?, options)?;
+            crate::files::raw_logs(&mut client, id, stream, follow, out)?;
+            client.close();
+            Ok(())
+        }
+        Command::Files { node, id, command } => {
+            let mut client = Client::connect(&Target::parse(&node.node)?, &UserKey::load(&path)?, options)?;
+            crate::files::run(&mut client, id, command, out)?;
+            client.close();
+            Ok(())
+        }
         Command::Stop { node, id } => match call(&node, &path, options, &Request::Stop { id })? {
             Response::Stopped => w(writeln!(out, "stopped {id}")),
             other => Err(unexpected(other)),
@@ -245,6 +340,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         },
         Command::Store(command) => crate::store::run(command, &path, &crate::store::network(options), out),
         Command::Node(command) => node_command(command, &path, options, out),
+        Command::Ledger { ledger_dir, command } => {
+            crate::ledger::run(command, &crate::ledger::ledger_dir(ledger_dir.as_deref())?, &path, options.timeout, out)
+        }
         Command::Forward { local_port, destination } => {
             let (target, port) = crate::forward::parse_destination(&destination)?;
             let listener = std::net::TcpListener::bind(("127.0.0.1", local_port))
@@ -252,6 +350,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let stop = std::sync::atomic::AtomicBool::new(false);
             crate::forward::run(listener, &target, port, options.timeout, &stop, out)
         }
+        Command::Overlay(command) => overlay_command(command, &path, options, out),
         Command::Info(node) => match call(&node, &path, options, &Request::NodeInfo)? {
             Response::NodeInfo { key, address, uptime_ms, workloads, storage_free_bytes } => w((|| {
                 writeln!(out, "key              {}", hex(&key))?;
@@ -262,6 +361,32 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             })()),
             other => Err(unexpected(other)),
         },
+    }
+}
+
+fn overlay_command(command: OverlayCommand, key: &std::path::Path, options: Options, out: &mut dyn Write) -> Result<()> {
+    match command {
+        OverlayCommand::Up { nodes, name, run_dir, port, foreground } => {
+            let place = crate::tunnel::Place { name, run_dir };
+            let nodes = if nodes.is_empty() {
+                std::env::var("GRIDCTL_NODES").unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect()
+            } else {
+                nodes
+            };
+            let targets = nodes.iter().map(|n| Target::parse(n)).collect::<Result<Vec<_>>>()?;
+            let user = UserKey::load(key)?;
+            if foreground {
+                crate::tunnel::run_foreground(&place, &user, &targets, port, out)
+            } else {
+                if targets.is_empty() {
+                    return Err(Error("name at least one node to link through (KEY@HOST:PORT, or GRIDCTL_NODES)".into()));
+                }
+                let key = std::path::absolute(key).unwrap_or_else(|_| key.to_path_buf());
+                let args = crate::tunnel::daemon_args(&key, options.timeout.as_secs(), &place, &nodes, port);
+                crate::tunnel::up_detached(&place, &args, options.timeout, out)
+            }
+        }
+        OverlayCommand::Down { name, run_dir } => crate::tunnel::down(&crate::tunnel::Place { name, run_dir }, out),
     }
 }
 
@@ -405,9 +530,22 @@ fn call(node: &NodeArg, key: &std::path::Path, options: Options, request: &Reque
 /// Builds, uploads and starts a deployment; returns the workload id.
 pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64> {
     let target = Target::parse(&args.node.node)?;
-    let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
-    let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
-    let manifest = deploy::manifest(&args.spec(), &deploy::default_name(&args.file), user.public_key(), &program.wasm)?;
+    let arg = args.file.to_string_lossy().to_string();
+    let (program, image, default_name) = if crate::registry::is_reference(&arg) {
+        let pulled = crate::registry::pull(&arg, options.timeout.max(Duration::from_secs(60)))?;
+        let name = arg.rsplit('/').next().and_then(|n| n.split([':', '@']).next()).unwrap_or("workload");
+        let program = deploy::Program { payload: control::Payload::Wasm(pulled.module.clone()), wasm: pulled.module };
+        (program, Some(pulled.image), deploy::default_name(std::path::Path::new(name)))
+    } else {
+        let bytes = std::fs::read(&args.file).context(|| format!("cannot read {}", args.file.display()))?;
+        let program = deploy::program_from_bytes(bytes).map_err(|e| Error(format!("{}: {e}", args.file.display())))?;
+        (program, None, deploy::default_name(&args.file))
+    };
+    let mut manifest = deploy::manifest(&args.spec(), &default_name, user.public_key(), &program.wasm)?;
+    if image.is_some() {
+        manifest.image = image;
+        manifest.validate().map_err(|e| Error(format!("the manifest would be refused: {e}")))?;
+    }
     let bundle = match (&args.bundle, &args.compiler) {
         (Some(p), _) => std::fs::read(p).context(|| format!("cannot read {}", p.display()))?,
         (None, Some(c)) if !c.trim().is_empty() => {
@@ -417,7 +555,15 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
         // No native code: the node runs the module in its interpreter.
         (None, _) => Vec::new(),
     };
-    let request = deploy::request(user, &manifest, program, bundle);
+    let seeds = seeds(args)?;
+    if !seeds.is_empty() && manifest.limits.storage_bytes == 0 {
+        bail!("--file, --dir and --stdin need a file area: give --storage-kb more than 0");
+    }
+    let mut request = deploy::request(user, &manifest, program, bundle);
+    if !seeds.is_empty() {
+        let Request::Deploy { signed_manifest, payload, bundle } = request else { bail!("internal: not a deploy request") };
+        request = Request::DeployHeld { signed_manifest, payload, bundle };
+    }
     let mut client = Client::connect(&target, user, options)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -433,11 +579,44 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
         }
     });
     bar.finish_and_clear();
-    client.close();
-    match response? {
-        Response::Deployed { id } => Ok(id),
-        other => Err(unexpected(other)),
+    let id = match response? {
+        Response::Deployed { id } => id,
+        other => return Err(unexpected(other)),
+    };
+    if !seeds.is_empty() {
+        for (name, from) in &seeds {
+            let bytes = crate::files::read_local(from)?;
+            crate::files::put(&mut client, id, name, &bytes).map_err(|e| Error(format!("workload {id} (held): {}: {e}", from.display())))?;
+        }
+        let stdin = args.stdin.as_ref().map(|_| crate::files::STDIN_NAME.to_string());
+        match client.call(&Request::Start { id, stdin })? {
+            Response::Started => {}
+            other => return Err(Error(format!("workload {id} (held, its files in place) did not start: {}", unexpected(other)))),
+        }
     }
+    client.close();
+    Ok(id)
+}
+
+/// The files to put into the area before the run: `--dir`s, `--file`s, then `--stdin`
+/// (as [`crate::files::STDIN_NAME`]), as (path in the area, local file).
+fn seeds(args: &DeployArgs) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for d in &args.dirs {
+        let (dir, under) = match d.rsplit_once(':') {
+            Some((dir, under)) if !dir.is_empty() && !under.is_empty() => (dir, Some(under)),
+            _ => (d.as_str(), None),
+        };
+        out.extend(crate::files::dir_seeds(std::path::Path::new(dir), under)?.into_iter().map(|s| (s.name, s.from)));
+    }
+    for f in &args.files {
+        let s = crate::files::parse_file_seed(f)?;
+        out.push((s.name, s.from));
+    }
+    if let Some(stdin) = &args.stdin {
+        out.push((crate::files::STDIN_NAME.to_string(), stdin.clone()));
+    }
+    Ok(out)
 }
 
 fn logs(node: &NodeArg, key: &std::path::Path, options: Options, id: u64, follow: bool, out: &mut dyn Write) -> Result<()> {

@@ -37,6 +37,8 @@ pub struct Spec {
     pub listen: Vec<u16>,
     /// Start again after a node reboot.
     pub restart: bool,
+    /// Where the program sees its file area instead of `/data` (absolute).
+    pub data_dir: Option<String>,
 }
 
 /// A program read from a file.
@@ -98,6 +100,7 @@ pub fn manifest(spec: &Spec, default_name: &str, owner: [u8; 32], wasm: &[u8]) -
     m.limits.cpu_ms = spec.cpu_ms.unwrap_or(defaults.cpu_ms);
     m.limits.wall_ms = spec.wall_ms.unwrap_or(defaults.wall_ms);
     m.restart_on_boot = spec.restart;
+    m.data_dir = spec.data_dir.clone();
     if let Err(e) = m.validate() {
         bail!("the manifest would be refused: {e}");
     }
@@ -137,6 +140,7 @@ mod test {
             log_kb: Some(8),
             cpu_ms: Some(5),
             restart: true,
+            data_dir: Some("/work".into()),
             ..Spec::default()
         };
         let m = manifest(&spec, "hello", user.public_key(), b"\0asm").unwrap();
@@ -147,11 +151,14 @@ mod test {
         assert!(m.restart_on_boot);
         let signed = m.sign(&user.keypair().sk);
         assert_eq!(signed.verify().unwrap().owner, user.public_key());
+        assert_eq!(signed.verify().unwrap().guest_data_dir(), "/work");
         for bad in [
             Spec { env: vec!["NOEQUALS".into()], ..Spec::default() },
             Spec { memory_mb: Some(0), ..Spec::default() },
             Spec { memory_mb: Some(u64::MAX), ..Spec::default() },
             Spec { name: Some("bad name".into()), ..Spec::default() },
+            Spec { data_dir: Some("relative".into()), ..Spec::default() },
+            Spec { data_dir: Some("/a/../b".into()), ..Spec::default() },
         ] {
             assert!(manifest(&bad, "x", user.public_key(), b"\0asm").is_err(), "{bad:?}");
         }

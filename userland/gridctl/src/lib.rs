@@ -8,10 +8,16 @@
 //!   socket plus a smoltcp interface on the overlay address), re-exported under its old path;
 //! - [`client`]: a TCP connection to a node's control port running `control::ClientSession`;
 //! - [`deploy`]: building and signing a deployment;
+//! - [`files`]: a workload's file area (`gridctl files`), seeding it at deploy, and raw
+//!   output (`logs --raw`);
+//! - [`registry`]: pulling a wasm module from an OCI registry (`deploy REGISTRY/NAME:TAG`);
 //! - [`compiler`]: asking a compile service for native code attested by its key (gridctl
 //!   never compiles code itself: a node runs only code from compilers it trusts);
 //! - [`store`]: `gridctl store`, files over many nodes (encrypted, erasure-coded, placed
 //!   on distinct nodes, verified by storage proofs, repaired);
+//! - [`tunnel`]: `gridctl overlay up|down`, the host on the overlay through a TUN interface;
+//! - [`ledger`]: `gridctl ledger`, the ledger through validators on the overlay, every
+//!   answer checked by the light client;
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -21,14 +27,18 @@ pub mod cli;
 pub mod client;
 pub mod compiler;
 pub mod deploy;
+pub mod files;
 pub mod forward;
 pub mod key;
+pub mod ledger;
+pub mod registry;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
 /// against `gridctl::stack`.
 pub use hostnet::stack;
 pub mod store;
 pub mod target;
 pub mod tcp;
+pub mod tunnel;
 
 /// A failure, worded for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,12 @@ impl OverlayTcp {
     /// Sends `request` (all of it, or as much as the peer takes before it closes), then
     /// reads until the peer closes, at most `limit_bytes`; returns what was read.
     pub fn exchange(&mut self, request: &[u8], limit_bytes: usize) -> Result<Vec<u8>> {
+        self.exchange_until(request, limit_bytes, &mut |_| false)
+    }
+
+    /// As [`OverlayTcp::exchange`], but also returns (leaving the connection open) as soon
+    /// as `whole(received)` says the answer is complete, once the request is sent.
+    pub fn exchange_until(&mut self, request: &[u8], limit_bytes: usize, whole: &mut dyn FnMut(&[u8]) -> bool) -> Result<Vec<u8>> {
         let mut sent = 0;
         let mut received = Vec::new();
         let mut last_progress = Instant::now();
@@ -108,6 +114,9 @@ impl OverlayTcp {
                         }
                     }
                 }
+            }
+            if sent == request.len() && !received.is_empty() && whole(&received) {
+                return Ok(received);
             }
             if !s.may_recv() && !s.can_recv() && s.state() != tcp::State::SynSent {
                 s.close();

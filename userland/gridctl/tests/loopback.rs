@@ -36,11 +36,79 @@ struct MockBackend {
     workloads: Vec<(WorkloadSummary, Vec<String>)>,
     shards: BTreeMap<([u8; 32], [u8; 32]), Vec<u8>>,
     budget: BufferBudget,
+    /// File areas and raw stdout by workload id.
+    areas: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
+    stdout: BTreeMap<u64, Vec<u8>>,
 }
 
 impl Default for MockBackend {
     fn default() -> Self {
-        MockBackend { workloads: Vec::new(), shards: BTreeMap::new(), budget: BufferBudget::new(control::shard::BUFFER_BYTES_MAX_DEFAULT) }
+        MockBackend {
+            workloads: Vec::new(),
+            shards: BTreeMap::new(),
+            budget: BufferBudget::new(control::shard::BUFFER_BYTES_MAX_DEFAULT),
+            areas: BTreeMap::new(),
+            stdout: BTreeMap::new(),
+        }
+    }
+}
+
+/// The mock's area quota.
+const AREA_QUOTA_BYTES: u64 = 16 << 20;
+
+/// What the mock's "program" makes of its input: stdin, then the area's `input.bin`
+/// reversed, then every byte value once (binary output).
+fn mock_program(stdin: &[u8], input: &[u8]) -> Vec<u8> {
+    let mut out = stdin.to_vec();
+    out.extend(input.iter().rev());
+    out.extend(0..=255u8);
+    out
+}
+
+impl control::FileBackend for MockBackend {
+    fn area(&mut self, id: u64) -> Result<control::AreaView, BackendError> {
+        let files = self.areas.get(&id).ok_or_else(|| BackendError::new(ErrorCode::Rejected, "no file area"))?;
+        let running = self.workloads.iter().any(|(w, _)| w.id == id && w.state == WorkloadState::Running);
+        Ok(control::AreaView { files: files.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect(), quota_bytes: AREA_QUOTA_BYTES, running })
+    }
+    fn file_read(&mut self, id: u64, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.areas.get(&id).and_then(|a| a.get(name)).cloned())
+    }
+    fn file_write(&mut self, id: u64, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        self.areas.entry(id).or_default().insert(name.into(), bytes.to_vec());
+        Ok(())
+    }
+    fn file_remove(&mut self, id: u64, name: &str) -> Result<bool, BackendError> {
+        Ok(self.areas.get_mut(&id).and_then(|a| a.remove(name)).is_some())
+    }
+    fn deploy_held(&mut self, d: Deployment) -> Result<u64, BackendError> {
+        let id = self.deploy(d)?;
+        if let Some((w, _)) = self.workloads.iter_mut().find(|(w, _)| w.id == id) {
+            w.state = WorkloadState::Ready;
+        }
+        self.areas.insert(id, BTreeMap::new());
+        Ok(id)
+    }
+    fn start(&mut self, id: u64, stdin: Vec<u8>) -> Result<(), BackendError> {
+        let input = self.areas.get(&id).and_then(|a| a.get("input.bin")).cloned().unwrap_or_default();
+        let result = mock_program(&stdin, &input);
+        self.areas.entry(id).or_default().insert("out/".into(), Vec::new());
+        self.areas.entry(id).or_default().insert("out/result.bin".into(), result.clone());
+        self.stdout.insert(id, result);
+        if let Some((w, _)) = self.workloads.iter_mut().find(|(w, _)| w.id == id) {
+            w.state = WorkloadState::Exited(0);
+        }
+        Ok(())
+    }
+    fn raw_log(&mut self, id: u64, stream: control::OutputStream, offset: u64, max_bytes: usize) -> Result<control::RawChunk, BackendError> {
+        let empty = Vec::new();
+        let bytes = match stream {
+            control::OutputStream::Stdout => self.stdout.get(&id).unwrap_or(&empty),
+            control::OutputStream::Stderr => &empty,
+        };
+        let from = (offset as usize).min(bytes.len());
+        let to = from.saturating_add(max_bytes).min(bytes.len());
+        Ok(control::RawChunk { data: bytes[from..to].to_vec(), end: bytes.len() as u64, finished: true })
     }
 }
 
@@ -120,9 +188,6 @@ impl ShardBackend for MockBackend {
         vec![PeerInfo { address: [0xfd; 16], key: Some([7; 32]), direct: true }]
     }
 }
-
-/// The workload file area is not exercised here: the trait's defaults refuse it.
-impl control::files::FileBackend for MockBackend {}
 
 impl Backend for MockBackend {
     fn deploy(&mut self, d: Deployment) -> Result<u64, BackendError> {
@@ -295,6 +360,69 @@ fn gridctl(key: &Path, args: &[&str]) -> Result<String, String> {
     let mut out = Vec::new();
     cli::run(cli, &mut out).map_err(|e| e.0)?;
     Ok(String::from_utf8(out).unwrap())
+}
+
+/// Runs `gridctl ARGS` in-process; returns its output as bytes.
+fn gridctl_bytes(key: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    let mut argv = vec!["gridctl", "--timeout", "10", "--key", key.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    cli::run(cli, &mut out).map_err(|e| e.0)?;
+    Ok(out)
+}
+
+#[test]
+fn deploy_with_files_and_stdin_then_files_and_raw_logs_over_the_overlay() {
+    let node = start_node();
+    let dir = temp_dir("files");
+    let key = dir.join("key");
+    UserKey::from_seed([0x11; 32]).unwrap().save_new(&key).unwrap();
+    let node_arg = node_arg(&node.target);
+    let wasm = repo_file("tests/wasm/out/hello.wasm");
+    // An input of several pieces, binary stdin, and a directory tree.
+    let input: Vec<u8> = (0..control::files::FILE_PIECE_BYTES * 2 + 333).map(|i| (i * 31 % 256) as u8).collect();
+    std::fs::write(dir.join("input.bin"), &input).unwrap();
+    let stdin: Vec<u8> = vec![0, 0x1b, b'[', b'2', b'J', 0xff, b'\n', 0x9b];
+    std::fs::write(dir.join("stdin.bin"), &stdin).unwrap();
+    std::fs::create_dir_all(dir.join("tree/sub")).unwrap();
+    std::fs::write(dir.join("tree/sub/a.txt"), b"a").unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let id = gridctl(&key, &["deploy", "--node", &node_arg, "--storage-kb", "4096", "--file", &p("input.bin"), "--file",
+        &format!("{}:cfg/x.conf", p("stdin.bin")), "--dir", &format!("{}:seed", p("tree")), "--stdin", &p("stdin.bin"),
+        wasm.to_str().unwrap()])
+    .unwrap();
+    let id = id.trim();
+    let expected = mock_program(&stdin, &input);
+    // The result file and raw stdout are byte-identical to what the program made.
+    let out = dir.join("result.bin");
+    gridctl(&key, &["files", "--node", &node_arg, id, "get", "out/result.bin", "--output", out.to_str().unwrap()]).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+    assert_eq!(gridctl_bytes(&key, &["files", "--node", &node_arg, id, "get", "out/result.bin"]).unwrap(), expected);
+    assert_eq!(gridctl_bytes(&key, &["logs", "--raw", "--node", &node_arg, id]).unwrap(), expected);
+    assert!(gridctl_bytes(&key, &["logs", "--raw", "--stderr", "--node", &node_arg, id]).unwrap().is_empty());
+    let ls = gridctl(&key, &["files", "--node", &node_arg, id, "ls"]).unwrap();
+    for name in [".stdin", "cfg/", "cfg/x.conf", "input.bin", "seed/", "seed/sub/", "seed/sub/a.txt", "out/result.bin"] {
+        assert!(ls.lines().any(|l| l.ends_with(&format!(" {name}"))), "{name} missing: {ls}");
+    }
+    // put, then rm.
+    assert_eq!(gridctl(&key, &["files", "--node", &node_arg, id, "put", &p("stdin.bin"), "again.bin"]).unwrap().trim(), "put again.bin (8 bytes)");
+    assert_eq!(gridctl_bytes(&key, &["files", "--node", &node_arg, id, "get", "again.bin"]).unwrap(), stdin);
+    assert_eq!(gridctl(&key, &["files", "--node", &node_arg, id, "rm", "again.bin"]).unwrap().trim(), "removed again.bin");
+    let e = gridctl(&key, &["files", "--node", &node_arg, id, "get", "again.bin"]).unwrap_err();
+    assert!(e.contains("not found"), "{e}");
+    // A stranger gets what a missing id gets.
+    let other_key = dir.join("other");
+    UserKey::from_seed([0x22; 32]).unwrap().save_new(&other_key).unwrap();
+    for args in [vec!["files", "--node", &node_arg, id, "ls"], vec!["files", "--node", &node_arg, id, "get", "input.bin"],
+        vec!["logs", "--raw", "--node", &node_arg, id]] {
+        let e = gridctl(&other_key, &args).unwrap_err();
+        assert!(e.contains(&format!("not found: no workload {id}")), "{args:?}: {e}");
+    }
+    // Seeding needs an area.
+    let e = gridctl(&key, &["deploy", "--node", &node_arg, "--storage-kb", "0", "--stdin", &p("stdin.bin"), wasm.to_str().unwrap()]).unwrap_err();
+    assert!(e.contains("--storage-kb"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -122,6 +122,20 @@ pub struct Stack {
     buf: Vec<u8>,
     /// Overlay packets dropped (no route, queue full) — for diagnostics.
     pub dropped_packets: u64,
+    /// In packet mode ([`Stack::deliver_packets_to_host`]): packets delivered to us, for
+    /// the host's TUN interface, instead of smoltcp's.
+    host_packets: Option<VecDeque<Vec<u8>>>,
+}
+
+/// Why [`Stack::send_packet`] did not send a packet from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketError {
+    /// Not an IPv6 packet, or shorter than its header.
+    NotIpv6,
+    /// Its source is not our overlay address (the overlay would not carry it).
+    ForeignSource,
+    /// The overlay refused it (no route yet, not an overlay destination, too large...).
+    Overlay(overlay::NodeError),
 }
 
 fn random_seed() -> io::Result<[u8; 32]> {
@@ -153,6 +167,7 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             buf: vec![0; DATAGRAM_BYTES_MAX],
             dropped_packets: 0,
+            host_packets: None,
         })
     }
 
@@ -188,8 +203,9 @@ impl Stack {
             self.node.handle_timeout(now);
         }
         while let Some(delivery) = self.node.poll_deliver() {
-            if self.device.incoming.len() < QUEUE_PACKETS_MAX {
-                self.device.incoming.push_back(delivery.packet);
+            let queue = self.host_packets.as_mut().unwrap_or(&mut self.device.incoming);
+            if queue.len() < QUEUE_PACKETS_MAX {
+                queue.push_back(delivery.packet);
             } else {
                 self.dropped_packets += 1;
             }
@@ -228,7 +244,7 @@ impl Stack {
     }
 
     /// How long nothing needs doing, capped by `max_wait`.
-    fn idle_for(&mut self, max_wait: Duration) -> Duration {
+    pub fn idle_for(&mut self, max_wait: Duration) -> Duration {
         let now = wall_clock();
         let mut wait = max_wait;
         if let Some(t) = self.node.poll_timeout() {
@@ -268,6 +284,51 @@ impl Stack {
             result?;
         }
         self.pump()
+    }
+
+    /// Packet mode, for a host TUN interface (`gridctl overlay up`): from now on packets
+    /// the overlay delivers to us wait in a queue (at most [`QUEUE_PACKETS_MAX`]; more are
+    /// dropped and counted) for [`Stack::take_packet`] instead of going to smoltcp.
+    pub fn deliver_packets_to_host(&mut self) {
+        self.host_packets.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The next packet delivered to us (packet mode).
+    pub fn take_packet(&mut self) -> Option<Vec<u8>> {
+        self.host_packets.as_mut()?.pop_front()
+    }
+
+    /// Sends an IPv6 packet from the host (packet mode) into the overlay, sealed to its
+    /// destination. Its source must be our overlay address.
+    pub fn send_packet(&mut self, packet: &[u8]) -> Result<(), PacketError> {
+        if packet.len() < 40 || packet[0] >> 4 != 6 {
+            return Err(PacketError::NotIpv6);
+        }
+        if packet[8..24] != self.node.address().0 {
+            return Err(PacketError::ForeignSource);
+        }
+        let destination = ipv6_destination(packet).ok_or(PacketError::NotIpv6)?;
+        let sent = self.node.send(wall_clock(), destination, packet).map_err(PacketError::Overlay);
+        // Best effort: a datagram the socket refuses is lost as on a link.
+        let _ = self.flush();
+        sent
+    }
+
+    /// The underlay socket (to wait on it together with other descriptors).
+    pub fn underlay_socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Peers linked directly now: (overlay address, key).
+    pub fn linked_peers(&self) -> Vec<(Address, [u8; 32])> {
+        let mut out = Vec::new();
+        for &(neighbour, _) in self.node.router().neighbours() {
+            let peer = overlay::node::PeerId(neighbour);
+            if let (true, Some(address), Some(key)) = (self.node.is_up(peer), self.node.peer_address(peer), self.node.peer_key(peer)) {
+                out.push((address, key.0));
+            }
+        }
+        out
     }
 
     /// Reads and handles one datagram if one comes (0 or 1).

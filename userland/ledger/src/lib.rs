@@ -9,6 +9,7 @@
 //! - [`block`]: headers, blocks, commits (block hash + height + round + precommit
 //!   signatures), validator sets, the genesis.
 //! - [`light`]: the light client (quorum checks, validator-set changes, verified reads).
+//! - [`rpc`]: the validators' client protocol (requests, responses, frames).
 //!
 //! What it leaves to others: consensus (Malachite in the validator daemon), networking,
 //! persistence, clocks (block times come from headers) and key storage. All input from the
@@ -28,6 +29,7 @@ pub mod block;
 pub mod crypto;
 pub mod error;
 pub mod light;
+pub mod rpc;
 pub mod smt;
 pub mod state;
 pub mod tx;

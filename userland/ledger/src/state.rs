@@ -363,6 +363,16 @@ impl State {
         self.nodes.get(key)
     }
 
+    /// Registered node keys after `after`, in key order (for listings; each record is
+    /// proven on its own).
+    pub fn node_keys(&self, after: Option<&PublicKey>) -> impl Iterator<Item = &PublicKey> {
+        let start = match after {
+            Some(key) => core::ops::Bound::Excluded(*key),
+            None => core::ops::Bound::Unbounded,
+        };
+        self.nodes.range((start, core::ops::Bound::Unbounded)).map(|(key, _)| key)
+    }
+
     /// A contract.
     pub fn contract(&self, id: ContractId) -> Option<&Contract> {
         self.contracts.get(&id)

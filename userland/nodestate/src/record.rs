@@ -14,7 +14,8 @@
 //! Generation `g` is written to slot `g % 2`, so an update never touches the slot
 //! holding the current value: a write that is torn or lost by a crash fails its
 //! checksum (or keeps its old, lower generation) and the other slot wins. [`SlotPair::store`]
-//! returns only after the write and a flush succeeded.
+//! returns only after the write and a flush succeeded; after a failed one it blanks the
+//! slot it wrote (write and flush), so the failed value cannot land later.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -200,8 +201,15 @@ impl SlotPair {
         let sum = checksum(&bytes[0..32], payload);
         bytes[32..64].copy_from_slice(&sum);
         bytes[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
-        dev.write(self.slot_sector(generation % 2), &bytes)?;
-        dev.flush()?;
+        let slot = self.slot_sector(generation % 2);
+        if let Err(e) = dev.write(slot, &bytes).and_then(|()| dev.flush()) {
+            // The failed write may still be in the device's cache and land at a later
+            // power cut, after the retry's write was lost: a value the caller was told
+            // failed would come back. Blank the slot durably (best effort) so only the
+            // retry can make it valid again.
+            let _ = dev.write(slot, &[0u8; SECTOR_SIZE]).and_then(|()| dev.flush());
+            return Err(e.into());
+        }
         self.generation = generation;
         Ok(())
     }

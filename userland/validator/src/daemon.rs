@@ -4,8 +4,10 @@
 //! block store. A submitted transaction is acknowledged only once a block holding it is
 //! decided and durable in the store.
 //!
-//! Transport is plain TCP on loopback for now; the target is the overlay (a shared
-//! host overlay crate with gridctl), which replaces [`run`]'s sockets, not the loop.
+//! With [`Config::overlay`] set, the daemon is also on the overlay ([`crate::service`]):
+//! clients send the same requests (`ledger::rpc`) there, and the validators it names
+//! (`OverlayConfig::consensus`) exchange consensus frames with it over overlay TCP instead
+//! of plain TCP; the plain TCP listener stays for local clients and TCP-only peers.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -17,19 +19,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ledger::{Genesis, Keypair, LightBlock, SignedTx, StateKey, StateProof};
+use ledger::{Genesis, Keypair, LightBlock};
 use malachitebft_core_types::Timeout;
-use serde::{Deserialize, Serialize};
 
 use crate::context::Address;
 use crate::node::{Message, Node, Output, Timeouts};
 use crate::store::BlockStore;
 use crate::wire::MESSAGE_BYTES_MAX;
 
-/// Frame kinds.
-const FRAME_CONSENSUS: u8 = 0;
-const FRAME_REQUEST: u8 = 1;
-const FRAME_RESPONSE: u8 = 2;
+use ledger::rpc::{self, FRAME_CONSENSUS, FRAME_REQUEST, FRAME_RESPONSE};
 /// Frames queued per peer before new ones are dropped (consensus rebroadcasts).
 pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
 /// Client connections served at once.
@@ -37,43 +35,7 @@ pub const CLIENTS_MAX: usize = 64;
 /// Transactions waiting for their block's acknowledgement.
 pub const PENDING_ACKS_MAX: usize = 10_000;
 
-/// A client's request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Request {
-    /// Submit a transaction; answered once it is in a durable decided block.
-    Submit(SignedTx),
-    /// The last decided height and state root.
-    Status,
-    /// The decided block at a height, as a light client needs it.
-    LightBlock(u64),
-    /// A state record with its proof against the last decided block's root.
-    Prove(StateKey),
-}
-
-/// The daemon's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Response {
-    /// The transaction is in the durable block at this height.
-    Committed(u64),
-    /// The transaction was refused (why).
-    Refused(String),
-    /// Last decided height and root.
-    Status {
-        /// Height.
-        height: u64,
-        /// State root.
-        state_root: [u8; 32],
-    },
-    /// The block at the asked height, if decided.
-    LightBlock(Option<Box<LightBlock>>),
-    /// The proof at `height`.
-    Proof {
-        /// Height of the root it is against.
-        height: u64,
-        /// The record and proof.
-        proof: StateProof,
-    },
-}
+pub use ledger::rpc::{Request, Response};
 
 /// A validator's configuration.
 pub struct Config {
@@ -89,6 +51,8 @@ pub struct Config {
     pub store: PathBuf,
     /// Consensus timeouts.
     pub timeouts: Timeouts,
+    /// The client service on the overlay, if any.
+    pub overlay: Option<crate::service::OverlayConfig>,
 }
 
 /// Why the daemon stopped.
@@ -108,7 +72,9 @@ impl std::fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-enum Event {
+/// What the loop handles: a consensus message from a peer, or a client's request with the
+/// channel its answer goes back on.
+pub(crate) enum Event {
     Message(Message),
     Request(Request, Sender<Response>),
 }
@@ -212,6 +178,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let blocks = store.load().map_err(|e| DaemonError::Io(e.to_string()))?;
     let mut node = Node::restore(config.key.clone(), &config.genesis, config.timeouts, blocks).map_err(DaemonError::Restore)?;
     let mut stored = node.decided().len();
+    let own = Address(config.key.public());
+    let store_error = |e: crate::store::StoreError| DaemonError::Io(e.to_string());
+    node.restore_signed(crate::wal::recorded_proposals(&store, stored as u64 + 1).map_err(store_error)?);
 
     // A restarted validator may wait for its old listener to close.
     let mut bound = TcpListener::bind(config.listen);
@@ -248,7 +217,20 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         });
     }
     let mut peers: BTreeMap<Address, SyncSender<Vec<u8>>> = BTreeMap::new();
+    if let Some(overlay) = config.overlay.clone() {
+        // Validators named with an overlay key get their consensus frames over the overlay.
+        let mut consensus = Vec::new();
+        for (key, overlay_key) in &overlay.consensus {
+            let (tx, rx) = mpsc::sync_channel(PEER_QUEUE_FRAMES_MAX);
+            peers.insert(Address(*key), tx);
+            consensus.push(crate::service::ConsensusPeer { overlay_key: *overlay_key, frames: rx });
+        }
+        crate::service::spawn(overlay, consensus, events_tx.clone(), stop.clone()).map_err(io)?;
+    }
     for (key, addr) in &config.peers {
+        if peers.contains_key(&Address(*key)) {
+            continue;
+        }
         let (tx, rx) = mpsc::sync_channel(PEER_QUEUE_FRAMES_MAX);
         let (addr, stop) = (*addr, stop.clone());
         thread::spawn(move || peer_writer(addr, rx, stop));
@@ -259,15 +241,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let mut wake: Option<Instant> = None;
     let mut acks: Vec<([u8; 32], Sender<Response>)> = Vec::new();
     let outputs = node.start(now_ms());
-    let mut loop_state = Loop { peers: &peers, timers: &mut timers, wake: &mut wake };
-    loop_state.apply(outputs);
+    let mut loop_state = Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own };
+    loop_state.apply(outputs).map_err(store_error)?;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = timers.iter().map(|(at, _)| *at).chain(wake).map(|at| at.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(100));
         match events.recv_timeout(wait.min(Duration::from_millis(100))) {
             Ok(Event::Message(message)) => {
                 let outputs = node.on_message(message, now_ms());
-                Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+                Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
             }
             Ok(Event::Request(request, reply)) => answer(&mut node, request, reply, &mut acks),
             Err(_) => {}
@@ -277,18 +259,19 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
         timers.retain(|(at, _)| *at > now);
         for timeout in due {
             let outputs = node.on_timeout(timeout, now_ms());
-            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
         }
         if wake.is_some_and(|at| at <= now) {
             wake = None;
             let outputs = node.on_wake(now_ms());
-            Loop { peers: &peers, timers: &mut timers, wake: &mut wake }.apply(outputs);
+            Loop { peers: &peers, timers: &mut timers, wake: &mut wake, store: &store, own }.apply(outputs).map_err(store_error)?;
         }
         // Durable first, then acknowledged.
         while stored < node.decided().len() {
             let (block, commit) = &node.decided()[stored];
             store.append(block, commit).map_err(|e| DaemonError::Io(e.to_string()))?;
             stored += 1;
+            store.prune_signed_below(block.header.height + 1).map_err(store_error)?;
             let height = block.header.height;
             let ids: Vec<[u8; 32]> = block.txs.iter().map(|tx| tx.id()).collect();
             acks.retain(|(id, reply)| {
@@ -306,13 +289,17 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
 
 struct Loop<'a> {
     peers: &'a BTreeMap<Address, SyncSender<Vec<u8>>>,
+    store: &'a BlockStore,
+    own: Address,
     timers: &'a mut Vec<(Instant, Timeout)>,
     wake: &'a mut Option<Instant>,
 }
 
 impl Loop<'_> {
-    fn apply(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
+    /// Carries out `outputs`; the validator's own proposals and votes only once recorded
+    /// ([`crate::wal::guard`]).
+    fn apply(&mut self, outputs: Vec<Output>) -> Result<(), crate::store::StoreError> {
+        for output in crate::wal::guard(self.store, &self.own, outputs)? {
             match output {
                 Output::Broadcast(message) => {
                     let bytes = message.encode();
@@ -334,6 +321,7 @@ impl Loop<'_> {
                 Output::Wake(after_ms) => *self.wake = Some(Instant::now() + Duration::from_millis(after_ms)),
             }
         }
+        Ok(())
     }
 }
 
@@ -363,6 +351,17 @@ fn answer(node: &mut Node, request: Request, reply: Sender<Response>, acks: &mut
             Ok(proof) => Response::Proof { height: node.ledger().meta().height, proof },
             Err(error) => Response::Refused(format!("{error:?}")),
         },
+        Request::LightBlocks { from, count } => {
+            let first = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
+            let count = count.min(rpc::LIGHT_BLOCKS_PER_RESPONSE_MAX) as usize;
+            Response::LightBlocks(node.decided().iter().skip(first).take(count).map(|(b, c)| LightBlock::of(b, c.clone())).collect())
+        }
+        Request::NodeKeys { after } => {
+            let mut keys: Vec<[u8; 32]> = node.ledger().node_keys(after.as_ref()).take(rpc::NODE_KEYS_PER_RESPONSE_MAX + 1).copied().collect();
+            let more = keys.len() > rpc::NODE_KEYS_PER_RESPONSE_MAX;
+            keys.truncate(rpc::NODE_KEYS_PER_RESPONSE_MAX);
+            Response::NodeKeys { keys, more }
+        }
     };
     let _ = reply.send(response);
 }

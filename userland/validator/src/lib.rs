@@ -8,17 +8,21 @@
 //!   applies decisions.
 //!
 //! - [`store`]: decided blocks on disk (redb); a validator restarts by replaying them.
+//! - [`wal`]: the signing record: own proposals and votes durable before they are sent, and
+//!   never a second, different one for the same height, round and kind after a restart.
 //! - [`wire`]: the encoding of consensus messages between validators (bounded, total).
-//! - [`daemon`]: the I/O loop (TCP on loopback for now, timers, store, client requests).
+//! - [`daemon`]: the I/O loop (TCP between validators, timers, store, client requests).
+//! - [`service`]: the daemon on the overlay (`hostnet`): clients' requests and consensus
+//!   frames between validators, feeding the daemon's loop.
 //!
-//! Not here yet (issue 13 part 2): the daemon (overlay transport, transaction submission,
-//! block and proof serving), state snapshots, a consensus write-ahead log (a validator that
-//! restarts mid-height may sign again at that height), and the genesis `init` command.
+//! Not here yet: state snapshots (a restart replays every block) and fees.
 
 pub mod context;
 pub mod daemon;
 pub mod node;
+pub mod service;
 pub mod store;
+pub mod wal;
 pub mod wire;
 
 pub use context::LedgerContext;

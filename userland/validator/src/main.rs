@@ -1,9 +1,14 @@
 //! `validator`: the ledger's validator daemon (development form).
 //!
-//! `validator init --dir D --addrs A1,A2,...` writes a development chain into `D`: one key
-//! per validator (`validator-I.key`), a funded development account (`dev-account.key`), the
-//! governance key, `genesis.bin` and `peers.txt` (index, key, address). `validator run --dir D
-//! --index I` runs validator I until it is killed; its blocks are in `D/validator-I.redb`.
+//! `validator init --dir D --addrs A1,A2,... [--overlay-addrs U1,U2,...]` writes a development
+//! chain into `D`: one key per validator (`validator-I.key`), a funded development account
+//! (`dev-account.key`), the governance key, `genesis.bin` and `peers.txt` (index, key,
+//! address). With `--overlay-addrs` (one UDP address each) every validator also gets an
+//! overlay identity (`validator-I.overlay-key`, a key of its own), serves clients on the
+//! overlay and talks consensus with the other validators over it; `validators.txt` lists
+//! them as `OVERLAYKEY@UDPADDR`, the form gridctl takes.
+//! `validator run --dir D --index I` runs validator I until it is killed; its blocks are in
+//! `D/validator-I.redb`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use ledger::{Genesis, Keypair, Validator};
 use validator::daemon::{run, Config};
+use validator::service::OverlayConfig;
 use validator::Timeouts;
 
 #[derive(Parser)]
@@ -34,6 +40,10 @@ enum Command {
         /// One listen address per validator, comma-separated.
         #[arg(long, value_delimiter = ',')]
         addrs: Vec<SocketAddr>,
+        /// One overlay UDP address per validator, comma-separated (optional): validators
+        /// then serve clients on the overlay.
+        #[arg(long, value_delimiter = ',')]
+        overlay_addrs: Vec<SocketAddr>,
         /// Initial balance of the development account.
         #[arg(long, default_value_t = 1_000_000_000)]
         balance: u64,
@@ -96,9 +106,12 @@ pub fn read_key(path: &Path) -> Result<Keypair, String> {
     Keypair::try_from_seed(seed).ok_or_else(|| format!("{}: refused seed", path.display()))
 }
 
-fn init(dir: &Path, addrs: &[SocketAddr], balance: u64) -> Result<(), String> {
+fn init(dir: &Path, addrs: &[SocketAddr], overlay_addrs: &[SocketAddr], balance: u64) -> Result<(), String> {
     if addrs.is_empty() {
         return Err("--addrs names no validator".into());
+    }
+    if !overlay_addrs.is_empty() && overlay_addrs.len() != addrs.len() {
+        return Err("--overlay-addrs must name one address per validator".into());
     }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let keys: Vec<Keypair> = (0..addrs.len()).map(|i| new_key(&dir.join(format!("validator-{i}.key")))).collect::<Result<_, _>>()?;
@@ -117,6 +130,15 @@ fn init(dir: &Path, addrs: &[SocketAddr], balance: u64) -> Result<(), String> {
     std::fs::write(dir.join("genesis.bin"), bytes).map_err(|e| e.to_string())?;
     let peers: String = keys.iter().zip(addrs).enumerate().map(|(i, (k, a))| format!("{i} {} {a}\n", hex(&k.public()))).collect();
     std::fs::write(dir.join("peers.txt"), peers).map_err(|e| e.to_string())?;
+    let mut targets = String::new();
+    for (i, addr) in overlay_addrs.iter().enumerate() {
+        let overlay = new_key(&dir.join(format!("validator-{i}.overlay-key")))?;
+        targets.push_str(&format!("{}@{addr}\n", hex(&overlay.public())));
+    }
+    if !overlay_addrs.is_empty() {
+        std::fs::write(dir.join("validators.txt"), &targets).map_err(|e| e.to_string())?;
+        print!("validators on the overlay (validators.txt):\n{targets}");
+    }
     println!("chain {} with {} validator(s) in {}", hex(&genesis.chain_id()[..8]), addrs.len(), dir.display());
     println!("development account {} holds {balance}", hex(&dev.public()));
     Ok(())
@@ -128,12 +150,17 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
     let peers_text = std::fs::read_to_string(dir.join("peers.txt")).map_err(|e| format!("peers.txt: {e}"))?;
     let mut peers = Vec::new();
     let mut listen = None;
+    let mut validator_keys = Vec::new();
     for line in peers_text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [i, key, addr] = fields.as_slice() else { return Err(format!("peers.txt: bad line {line:?}")) };
         let i: usize = i.parse().map_err(|_| format!("peers.txt: bad index in {line:?}"))?;
         let key = unhex32(key).ok_or_else(|| format!("peers.txt: bad key in {line:?}"))?;
         let addr: SocketAddr = addr.parse().map_err(|_| format!("peers.txt: bad address in {line:?}"))?;
+        if i != validator_keys.len() {
+            return Err(format!("peers.txt: validators out of order at {line:?}"));
+        }
+        validator_keys.push(key);
         if i == index {
             listen = Some(addr);
         } else {
@@ -141,6 +168,7 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
         }
     }
     let listen = listen.ok_or_else(|| format!("peers.txt has no validator {index}"))?;
+    let overlay = load_overlay(dir, index, &validator_keys)?;
     Ok(Config {
         key: read_key(&dir.join(format!("validator-{index}.key")))?,
         genesis,
@@ -148,12 +176,42 @@ fn load(dir: &Path, index: usize) -> Result<Config, String> {
         peers,
         store: dir.join(format!("validator-{index}.redb")),
         timeouts: Timeouts::default(),
+        overlay,
     })
+}
+
+/// The overlay side of validator `index`, if the chain has one (`validators.txt`): its
+/// identity from `validator-I.overlay-key`, its UDP address, and the other validators as
+/// overlay peers.
+fn load_overlay(dir: &Path, index: usize, validator_keys: &[[u8; 32]]) -> Result<Option<OverlayConfig>, String> {
+    let text = match std::fs::read_to_string(dir.join("validators.txt")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("validators.txt: {e}")),
+    };
+    let mut targets = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, addr) = line.trim().split_once('@').ok_or_else(|| format!("validators.txt: bad line {line:?}"))?;
+        let key = unhex32(key).ok_or_else(|| format!("validators.txt: bad key in {line:?}"))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("validators.txt: bad address in {line:?}"))?;
+        targets.push((key, addr));
+    }
+    let Some(&(_, listen)) = targets.get(index) else { return Err(format!("validators.txt has no validator {index}")) };
+    if targets.len() != validator_keys.len() {
+        return Err("validators.txt and peers.txt name different numbers of validators".into());
+    }
+    let path = dir.join(format!("validator-{index}.overlay-key"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let identity_seed = unhex32(&text).ok_or_else(|| format!("{}: not a 64-digit hex seed", path.display()))?;
+    let peers = targets.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, t)| *t).collect();
+    // Validator I of peers.txt is line I of validators.txt: consensus goes over the overlay.
+    let consensus = validator_keys.iter().zip(&targets).enumerate().filter(|(i, _)| *i != index).map(|(_, (v, t))| (*v, t.0)).collect();
+    Ok(Some(OverlayConfig { listen, identity_seed, peers, consensus }))
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Init { dir, addrs, balance } => init(&dir, &addrs, balance),
+        Command::Init { dir, addrs, overlay_addrs, balance } => init(&dir, &addrs, &overlay_addrs, balance),
         Command::Run { dir, index } => load(&dir, index).and_then(|config| {
             eprintln!("validator {index} listening on {}", config.listen);
             run(config, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())

@@ -5,8 +5,8 @@
 //! [`Node::submit`] (transactions); each returns the [`Output`]s the caller must carry out
 //! (broadcast a message, schedule or cancel a timeout) and decisions are read with
 //! [`Node::decided`]. Time is passed in (`now_ms`); nothing here reads a clock, a socket or a
-//! disk. Persistence (a write-ahead log, blocks and state) and networking belong to the
-//! daemon around it (not written yet).
+//! disk. Persistence (blocks, the signing record of [`crate::wal`]) and networking belong
+//! to the daemon around it.
 
 use std::collections::BTreeMap;
 
@@ -145,6 +145,9 @@ struct App {
     sync_requested: u64,
     /// When the next height starts (after the commit wait).
     start_at_ms: Option<u64>,
+    /// Blocks this validator proposed before a restart, by (height, round): proposed again
+    /// as they were (see [`crate::wal`]).
+    reproposals: BTreeMap<(u64, u32), BlockValue>,
 }
 
 /// One validator.
@@ -188,6 +191,7 @@ impl Node {
             highest_seen: 0,
             sync_requested: 0,
             start_at_ms: None,
+            reproposals: BTreeMap::new(),
         };
         Ok(Node { consensus, app })
     }
@@ -206,6 +210,21 @@ impl Node {
             node.app.decided.push((block, commit));
         }
         Ok(node)
+    }
+
+    /// Gives back the proposals this validator signed before a restart (from its signing
+    /// record): when it proposes at one of those heights and rounds again, it proposes the
+    /// same block, so its new proposal is the recorded one.
+    pub fn restore_signed(&mut self, proposals: Vec<Message>) {
+        for message in proposals {
+            let Message::Proposal(p) = message else { continue };
+            let round = p.message.round.as_u32();
+            if p.message.proposer == self.app.address && p.message.height.0 > self.app.ledger.meta().height {
+                if let Some(round) = round {
+                    self.app.reproposals.insert((p.message.height.0, round), p.message.value.clone());
+                }
+            }
+        }
     }
 
     /// The ledger state (after the last decided block).
@@ -384,7 +403,7 @@ impl Node {
                 continue;
             }
             if let Some((height, round)) = self.app.propose.take() {
-                if let Some(value) = self.app.build(height) {
+                if let Some(value) = self.app.build(height, round) {
                     next = Some(Input::Propose(LocallyProposedValue { height, round, value }));
                 }
             }
@@ -585,9 +604,16 @@ impl App {
     }
 
     /// Builds this validator's proposal for `height` from the mempool.
-    fn build(&mut self, height: Height) -> Option<BlockValue> {
+    fn build(&mut self, height: Height, round: Round) -> Option<BlockValue> {
         if height.0 != self.ledger.meta().height + 1 {
             return None;
+        }
+        let recorded = round.as_u32().and_then(|r| self.reproposals.get(&(height.0, r)).cloned());
+        if let Some(value) = recorded {
+            if self.ledger.check_block(&value.block).is_ok() {
+                self.proposals.insert(value.hash, value.clone());
+                return Some(value);
+            }
         }
         let time_ms = self.now_ms.max(self.ledger.meta().time_ms);
         let candidates = self.mempool.clone();
@@ -629,6 +655,8 @@ impl App {
         self.pending_nonce = self.mempool.iter().map(|tx| (tx.tx.account, tx.tx.nonce)).collect();
         self.validators = ValidatorSet::new(&self.ledger.meta().validators);
         self.proposals.clear();
+        let decided_height = block.header.height;
+        self.reproposals.retain(|(height, _), _| *height > decided_height);
         self.decided.push((block, commit));
         true
     }

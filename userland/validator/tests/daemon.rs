@@ -68,6 +68,7 @@ impl Cluster {
             peers: (0..4).filter(|j| *j != i).map(|j| (keys[j].public(), self.addrs[j])).collect(),
             store: self.dir.join(format!("validator-{i}.redb")),
             timeouts: Timeouts { propose_ms: 1_000, prevote_ms: 500, precommit_ms: 500, rebroadcast_ms: 1_000, per_round_ms: 200, commit_ms: 100 },
+            overlay: None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         self.stops[i] = stop.clone();

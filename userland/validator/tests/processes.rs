@@ -1,6 +1,8 @@
-//! Four `validator` processes on loopback, set up by `validator init`: transfers are
-//! acknowledged once durable; one validator is killed with SIGKILL mid-run, restarts from its
-//! store and catches up; nothing acknowledged is lost.
+//! Four `validator` processes on loopback, set up by `validator init --overlay-addrs`, so
+//! they talk consensus over the overlay: transfers are acknowledged once durable; one
+//! validator is killed with SIGKILL mid-run, restarts from its store and catches up over the
+//! overlay; nothing acknowledged is lost, and gridctl's light client reads it from the
+//! restarted validator over the overlay, verified.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -85,7 +87,15 @@ fn four_processes_and_a_sigkill() {
     let _ = std::fs::remove_dir_all(&dir);
     let addrs: Vec<SocketAddr> = (0..4).map(|_| TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")).collect();
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    let status = Command::new(BIN).args(["init", "--dir"]).arg(&dir).args(["--addrs", &list.join(",")]).status().expect("init");
+    let overlay: Vec<String> =
+        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("port").to_string()).collect();
+    let status = Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(&dir)
+        .args(["--addrs", &list.join(","), "--overlay-addrs", &overlay.join(",")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("init");
     assert!(status.success());
     let mut cluster = Cluster { dir: dir.clone(), addrs, children: (0..4).map(|_| None).collect() };
     for i in 0..4 {
@@ -127,4 +137,11 @@ fn four_processes_and_a_sigkill() {
         }
         other => panic!("prove: {other:?}"),
     }
+    // The same, verified by gridctl's light client, from the restarted validator on the overlay.
+    let target = gridctl::ledger::read_validators(&dir.join("validators.txt")).expect("validators").remove(2);
+    let transport = gridctl::ledger::OverlayTransport::connect(&target, TIMEOUT).expect("overlay");
+    let mut light = gridctl::ledger::Ledger::new(genesis.clone(), transport, None).expect("ledger");
+    let (height, account) = light.account(&[7; 32]).expect("verified read");
+    assert!(height >= last);
+    assert_eq!(account.balance, 35);
 }

@@ -283,7 +283,10 @@ pub fn run_with(
     let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
     let mut state = WorkloadState::new(&args, &env, limits, Box::new(StdHost::with_wall_limit(limits.wall_ms)));
     if let Some(files) = services.files {
-        state = state.with_files(files);
+        let clock = Box::new(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        });
+        state = state.with_files_at(files, workloads::wasi::fs::PREOPEN_NAME, clock);
     }
     if let Some((sockets, ports)) = services.sockets {
         state = state.with_sockets(sockets, &ports);

@@ -146,7 +146,34 @@ pub struct Manifest {
     /// TCP ports on the node's overlay address the workload serves; each is a
     /// preopened listening socket (see [`crate::wasi`] for the fd numbers).
     pub listen: Vec<u16>,
+    /// Where the program sees its file area, instead of `/data` (wasmtime's
+    /// `--dir HOST::GUEST`); `.` is the area either way. An absolute path without `.`
+    /// or `..` components, at most [`MAX_DATA_DIR_BYTES`]. Encoded after the other
+    /// fields only when set ([`Extensions`]), so manifests without it keep their bytes
+    /// and signatures.
+    #[serde(skip)]
+    pub data_dir: Option<String>,
+    /// The OCI image the module was pulled from, `REGISTRY/REPOSITORY@sha256:HEX` (the
+    /// digest of the image manifest, or of the index the tag named), so the signed
+    /// manifest says which image the owner deployed; `None` for a module from a file.
+    /// Encoded in [`Extensions`], like `data_dir`.
+    #[serde(skip)]
+    pub image: Option<String>,
 }
+
+/// Longest `data_dir`.
+pub const MAX_DATA_DIR_BYTES: usize = 255;
+
+/// Optional manifest fields added after version 1, postcard-encoded after the
+/// manifest's own bytes (and signed with them) when any is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Extensions {
+    data_dir: Option<String>,
+    image: Option<String>,
+}
+
+/// Longest [`Manifest::image`] reference.
+pub const MAX_IMAGE_REF_BYTES: usize = 512;
 
 /// A manifest as postcard bytes plus the owner's signature over them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +202,10 @@ pub enum ManifestError {
     /// The listening ports are not distinct nonzero ports.
     BadListen(&'static str),
     BadName,
+    /// `data_dir` is not an absolute path without `.` and `..` ([`check_data_dir`]).
+    BadDataDir(&'static str),
+    /// The image reference is not `REGISTRY/REPOSITORY@sha256:` and 64 hex digits.
+    BadImage,
 }
 
 impl fmt::Display for ManifestError {
@@ -191,6 +222,8 @@ impl fmt::Display for ManifestError {
             }
             ManifestError::BadListen(why) => write!(f, "bad listening ports: {why}"),
             ManifestError::BadName => f.write_str("workload name must be 1-64 printable ASCII characters"),
+            ManifestError::BadDataDir(why) => write!(f, "bad data_dir: {why}"),
+            ManifestError::BadImage => write!(f, "image must be REGISTRY/REPOSITORY@sha256:<64 hex digits>, at most {MAX_IMAGE_REF_BYTES} printable ASCII bytes"),
         }
     }
 }
@@ -207,12 +240,43 @@ impl Manifest {
             env: Vec::new(),
             restart_on_boot: false,
             listen: Vec::new(),
+            data_dir: None,
+            image: None,
         }
+    }
+
+    /// The manifest's bytes: its fields, then [`Extensions`] when one is set.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = postcard::to_allocvec(self).unwrap_or_default();
+        if self.data_dir.is_some() || self.image.is_some() {
+            let ext = Extensions { data_dir: self.data_dir.clone(), image: self.image.clone() };
+            bytes.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
+        }
+        bytes
+    }
+
+    /// Decodes what [`Manifest::encode`] wrote (nothing may follow).
+    fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let (mut m, rest) = postcard::take_from_bytes::<Manifest>(bytes).map_err(|_| ManifestError::Malformed)?;
+        if !rest.is_empty() {
+            let (ext, rest) = postcard::take_from_bytes::<Extensions>(rest).map_err(|_| ManifestError::Malformed)?;
+            if !rest.is_empty() {
+                return Err(ManifestError::Malformed);
+            }
+            m.data_dir = ext.data_dir;
+            m.image = ext.image;
+        }
+        Ok(m)
+    }
+
+    /// Where the program sees its file area: `data_dir`, else `/data`.
+    pub fn guest_data_dir(&self) -> &str {
+        self.data_dir.as_deref().unwrap_or(crate::wasi::fs::PREOPEN_NAME)
     }
 
     /// Signs with the owner's secret key (the key's public half must be `owner`).
     pub fn sign(&self, key: &ed25519_compact::SecretKey) -> SignedManifest {
-        let manifest = postcard::to_allocvec(self).unwrap_or_default();
+        let manifest = self.encode();
         let signature = key.sign(signed_message(&manifest), None);
         SignedManifest { manifest, signature: signature.to_vec() }
     }
@@ -255,8 +319,45 @@ impl Manifest {
         if self.listen.iter().enumerate().any(|(i, p)| self.listen[..i].contains(p)) {
             return Err(ManifestError::BadListen("duplicate port"));
         }
+        if let Some(dir) = &self.data_dir {
+            check_data_dir(dir)?;
+        }
+        if let Some(image) = &self.image {
+            let digest = image.rsplit_once("@sha256:").map(|(name, hex)| (name, hex));
+            let ok = image.len() <= MAX_IMAGE_REF_BYTES
+                && image.bytes().all(|b| b.is_ascii_graphic())
+                && digest.is_some_and(|(name, hex)| {
+                    name.contains('/') && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                });
+            if !ok {
+                return Err(ManifestError::BadImage);
+            }
+        }
         Ok(())
     }
+}
+
+/// A `data_dir`: absolute, at most [`MAX_DATA_DIR_BYTES`], printable, no `.` or `..`
+/// component and no empty one past the root (`/` alone is allowed: the area is then
+/// the whole guest tree, as `--dir host::/`).
+pub fn check_data_dir(dir: &str) -> Result<(), ManifestError> {
+    let bad = |why| Err(ManifestError::BadDataDir(why));
+    if !dir.starts_with('/') {
+        return bad("not absolute");
+    }
+    if dir.len() > MAX_DATA_DIR_BYTES {
+        return bad("too long");
+    }
+    if dir.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return bad("control characters");
+    }
+    if dir == "/" {
+        return Ok(());
+    }
+    if dir[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return bad("empty, . or .. component");
+    }
+    Ok(())
 }
 
 fn signed_message(manifest: &[u8]) -> Vec<u8> {
@@ -283,7 +384,7 @@ impl SignedManifest {
         if self.manifest.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge);
         }
-        let manifest: Manifest = postcard::from_bytes(&self.manifest).map_err(|_| ManifestError::Malformed)?;
+        let manifest = Manifest::decode(&self.manifest)?;
         let key = ed25519_compact::PublicKey::from_slice(&manifest.owner).map_err(|_| ManifestError::BadOwnerKey)?;
         let signature =
             ed25519_compact::Signature::from_slice(&self.signature).map_err(|_| ManifestError::BadSignature)?;
@@ -393,6 +494,27 @@ mod test {
         assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadName));
     }
 
+    #[test]
+    fn the_image_reference_names_a_sha256_digest() {
+        use alloc::format;
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        let hex = "0123456789abcdef".repeat(4);
+        m.image = Some(format!("localhost:5000/tools/convert@sha256:{hex}"));
+        assert_eq!(m.sign(&kp.sk).verify().map(|v| v.image), Ok(m.image.clone()));
+        for bad in [
+            format!("convert@sha256:{hex}"),
+            "r/convert:latest".into(),
+            format!("r/convert@sha256:{}", &hex[1..]),
+            format!("r/convert@sha256:{}", hex.to_uppercase()),
+            format!("r/con vert@sha256:{hex}"),
+            format!("{}/c@sha256:{hex}", "r".repeat(MAX_IMAGE_REF_BYTES)),
+        ] {
+            m.image = Some(bad.clone());
+            assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadImage), "{bad}");
+        }
+    }
+
     /// Every maximum: the value at the maximum is accepted, one above is refused at
     /// verify time with the typed error naming the limit.
     #[test]
@@ -428,6 +550,31 @@ mod test {
         m.limits.cpu_ms = 1;
         m.limits.wall_ms = u64::MAX;
         assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::AboveMaximum { limit: Limit::WallMs, .. })));
+    }
+
+    #[test]
+    fn data_dir_maps_the_area_and_is_validated() {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("w", *kp.pk, b"module");
+        // Unset: the bytes are those of a manifest before the option existed.
+        let plain = m.sign(&kp.sk);
+        assert_eq!(plain.manifest, postcard::to_allocvec(&m).unwrap());
+        assert_eq!(plain.verify().unwrap().guest_data_dir(), "/data");
+        for ok in ["/work", "/", "/a/b-c/d.e"] {
+            m.data_dir = Some(ok.into());
+            let v = m.sign(&kp.sk).verify().unwrap();
+            assert_eq!(v.data_dir.as_deref(), Some(ok));
+            assert_eq!(v.guest_data_dir(), ok);
+        }
+        for bad in ["work", "", "/a/../b", "/a/./b", "/..", "/a//b", "/a/", "/a\nb", &alloc::format!("/{}", "x".repeat(255))] {
+            m.data_dir = Some(bad.into());
+            assert!(matches!(m.sign(&kp.sk).verify(), Err(ManifestError::BadDataDir(_))), "{bad}");
+        }
+        // Trailing bytes that are not the extension are refused.
+        m.data_dir = None;
+        let mut s = m.sign(&kp.sk);
+        s.manifest.push(7);
+        assert!(matches!(s.verify(), Err(ManifestError::Malformed | ManifestError::BadSignature)));
     }
 
     #[test]

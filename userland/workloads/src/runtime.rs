@@ -140,6 +140,17 @@ impl WorkloadState {
         self
     }
 
+    /// [`Self::with_files`] preopened as `guest_dir` (the manifest's `data_dir`, or
+    /// `/data`) with `clock` (the node's realtime, nanoseconds since the Unix epoch)
+    /// for file times.
+    pub fn with_files_at(mut self, area: Box<dyn FileArea + Send>, guest_dir: &str, clock: crate::wasi::fs::FileClock) -> Self {
+        if self.storage_cap > 0 {
+            self.wasi.attach_files_at(area, self.storage_cap, guest_dir);
+            self.wasi.set_file_clock(clock);
+        }
+        self
+    }
+
     /// Gives the workload one preopened listener per port of `listen` (the manifest's
     /// `listen`), after `/data` and `.`: fds 5, 6, ... with a file area, 3, 4, ... without.
     /// Call before instantiating (in either order with [`Self::with_files`]).
@@ -343,14 +354,14 @@ macro_rules! bind_wasi {
         $l.func_wrap(
             m,
             "path_open",
-            |mut c: $C<'_>, fd: i32, _dirflags: i32, p: i32, len: i32, oflags: i32, base: i64, _inh: i64, fdflags: i32, out: i32| {
+            |mut c: $C<'_>, fd: i32, dirflags: i32, p: i32, len: i32, oflags: i32, base: i64, _inh: i64, fdflags: i32, out: i32| {
                 $with_memory(&mut c, |mem, s| {
-                    s.wasi.path_open(mem, fd as u32, p as u32, len as u32, oflags as u32, base as u64, fdflags as u32, out as u32)
+                    s.wasi.path_open(mem, fd as u32, dirflags as u32, p as u32, len as u32, oflags as u32, base as u64, fdflags as u32, out as u32)
                 })
             },
         )?;
-        $l.func_wrap(m, "path_filestat_get", |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, out: i32| {
-            $with_memory(&mut c, |mem, s| s.wasi.path_filestat_get(mem, fd as u32, p as u32, len as u32, out as u32))
+        $l.func_wrap(m, "path_filestat_get", |mut c: $C<'_>, fd: i32, flags: i32, p: i32, len: i32, out: i32| {
+            $with_memory(&mut c, |mem, s| s.wasi.path_filestat_get(mem, fd as u32, flags as u32, p as u32, len as u32, out as u32))
         })?;
         $l.func_wrap(m, "path_unlink_file", |mut c: $C<'_>, fd: i32, p: i32, len: i32| {
             $with_memory(&mut c, |mem, s| s.wasi.path_unlink_file(mem, fd as u32, p as u32, len as u32))
@@ -372,9 +383,9 @@ macro_rules! bind_wasi {
         $l.func_wrap(
             m,
             "path_link",
-            |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, nfd: i32, np: i32, nlen: i32| {
+            |mut c: $C<'_>, fd: i32, flags: i32, p: i32, len: i32, nfd: i32, np: i32, nlen: i32| {
                 $with_memory(&mut c, |mem, s| {
-                    s.wasi.path_link(mem, fd as u32, p as u32, len as u32, nfd as u32, np as u32, nlen as u32)
+                    s.wasi.path_link(mem, fd as u32, flags as u32, p as u32, len as u32, nfd as u32, np as u32, nlen as u32)
                 })
             },
         )?;
@@ -386,12 +397,14 @@ macro_rules! bind_wasi {
         $l.func_wrap(
             m,
             "path_filestat_set_times",
-            |mut c: $C<'_>, fd: i32, _flags: i32, p: i32, len: i32, _atim: i64, _mtim: i64, fst: i32| {
-                $with_memory(&mut c, |mem, s| s.wasi.path_filestat_set_times(mem, fd as u32, p as u32, len as u32, fst as u32))
+            |mut c: $C<'_>, fd: i32, flags: i32, p: i32, len: i32, atim: i64, mtim: i64, fst: i32| {
+                $with_memory(&mut c, |mem, s| {
+                    s.wasi.path_filestat_set_times(mem, fd as u32, flags as u32, p as u32, len as u32, atim as u64, mtim as u64, fst as u32)
+                })
             },
         )?;
-        $l.func_wrap(m, "fd_filestat_set_times", |mut c: $C<'_>, fd: i32, _atim: i64, _mtim: i64, fst: i32| {
-            let r = c.data_mut().wasi.fd_filestat_set_times(fd as u32, fst as u32);
+        $l.func_wrap(m, "fd_filestat_set_times", |mut c: $C<'_>, fd: i32, atim: i64, mtim: i64, fst: i32| {
+            let r = c.data_mut().wasi.fd_filestat_set_times(fd as u32, atim as u64, mtim as u64, fst as u32);
             $finish(c.data_mut(), r)
         })?;
         $l.func_wrap(m, "fd_renumber", |mut c: $C<'_>, from: i32, to: i32| {

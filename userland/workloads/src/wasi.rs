@@ -41,7 +41,7 @@ use core::ops::Range;
 
 use crate::log::{Log, Stream};
 
-pub use area::{check_name, FileArea, FileAreaError, MemFileArea, MAX_FILES, MAX_NAME_BYTES};
+pub use area::{check_name, FileArea, FileAreaError, FileKind, FileMeta, MemFileArea, MAX_AREA_NAME_BYTES, MAX_FILES, MAX_NAME_BYTES};
 pub use net::{ConnId, ConnReadiness, Interrupt, MemConn, MemEvent, MemSockets, Shutdown, SockError, Sockets};
 pub use poll::MAX_SUBSCRIPTIONS;
 
@@ -105,6 +105,7 @@ pub mod errno {
     pub const PIPE: u32 = 64;
     pub const SPIPE: u32 = 70;
     pub const NOTCAPABLE: u32 = 76;
+    pub const LOOP: u32 = 32;
 }
 
 /// Why a WASI call ends the workload.
@@ -206,6 +207,8 @@ pub struct WasiCtx {
     pub log: Log,
     fds: Vec<Option<Entry>>,
     files: Option<fs::Files>,
+    /// The name of the area's first preopen (`/data` unless the manifest maps it).
+    preopen_dir: String,
     sockets: Option<Box<dyn Sockets + Send>>,
     listeners: Vec<u16>,
     /// What fd 0 reads, and how much of it was read.
@@ -236,6 +239,7 @@ const FILETYPE_CHARACTER_DEVICE: u8 = 2;
 const FILETYPE_DIRECTORY: u8 = 3;
 const FILETYPE_REGULAR_FILE: u8 = 4;
 const FILETYPE_SOCKET_STREAM: u8 = 6;
+const FILETYPE_SYMBOLIC_LINK: u8 = 7;
 const MAX_IOVS: u32 = 1024;
 /// The last WASI signal number (`SIGSYS`).
 const MAX_SIGNAL: u32 = 30;
@@ -248,8 +252,8 @@ const MAX_SIGNAL: u32 = 30;
 /// (wasmtime's WASI hosts bound their copies the same way).
 pub const MAX_IO_BYTES: usize = 1 << 20;
 
-/// Longest path a call accepts (POSIX `PATH_MAX`). Names in `/data` are at most
-/// [`MAX_NAME_BYTES`]; this only bounds the copy made before the name is checked.
+/// Longest path a call accepts (POSIX `PATH_MAX`), and the longest full path in the
+/// file area (each component at most [`MAX_NAME_BYTES`]).
 pub const MAX_PATH_BYTES: u32 = 4096;
 
 /// A zeroed buffer of `len` bytes, or `ENOMEM` when the node's heap cannot give it:
@@ -411,6 +415,7 @@ impl WasiCtx {
             log: Log::new(log_cap),
             fds: alloc::vec![stdio(Kind::Stdin), stdio(Kind::Stdout), stdio(Kind::Stderr)],
             files: None,
+            preopen_dir: fs::PREOPEN_NAME.into(),
             sockets: None,
             listeners: Vec::new(),
             stdin: Vec::new(),
@@ -428,8 +433,24 @@ impl WasiCtx {
     /// Gives the program the file area `area` as `/data`, capped at `quota_bytes`
     /// (committed plus open bytes). Call before the program runs.
     pub fn attach_files(&mut self, area: Box<dyn FileArea + Send>, quota_bytes: u64) {
+        self.attach_files_at(area, quota_bytes, fs::PREOPEN_NAME);
+    }
+
+    /// [`WasiCtx::attach_files`] with the area preopened as `guest_dir` instead of
+    /// `/data` (the manifest's `data_dir`, checked by [`crate::manifest`]); `.` is the
+    /// area too.
+    pub fn attach_files_at(&mut self, area: Box<dyn FileArea + Send>, quota_bytes: u64, guest_dir: &str) {
         self.files = Some(fs::Files::new(area, quota_bytes));
+        self.preopen_dir = guest_dir.into();
         self.place_preopens();
+    }
+
+    /// The node's realtime clock for file times (mtim on writes, the `NOW` flags of
+    /// `*_set_times`); without one those times are 0. Call after attaching files.
+    pub fn set_file_clock(&mut self, clock: fs::FileClock) {
+        if let Some(files) = self.files.as_mut() {
+            files.set_clock(clock);
+        }
     }
 
     /// Gives the program one preopened listening socket per port of `listeners` (see
@@ -450,9 +471,11 @@ impl WasiCtx {
         self.fds.truncate(3);
         let pre = |kind| Some(Entry { kind, fdflags: 0, opened: false, rights_mask: [u64::MAX; 2] });
         if self.files.is_some() {
-            for name in fs::PREOPEN_NAMES {
+            let dir = core::mem::take(&mut self.preopen_dir);
+            for name in [dir.as_str(), "."] {
                 self.fds.push(pre(Kind::Dir(fs::DirFd::preopen(name))));
             }
+            self.preopen_dir = dir;
         }
         for &p in &self.listeners {
             self.fds.push(pre(Kind::Listener(p)));
@@ -1002,7 +1025,7 @@ mod testmem {
 
         pub fn open_with(&mut self, name: &str, oflags: u32, rights: u64, fdflags: u32) -> Result<u32, u32> {
             let len = self.name(name.as_bytes());
-            ok(self.c.path_open(&mut self.mem, 3, NAME, len, oflags, rights, fdflags, OUT))?;
+            ok(self.c.path_open(&mut self.mem, 3, 1, NAME, len, oflags, rights, fdflags, OUT))?;
             Ok(self.out_u32())
         }
 

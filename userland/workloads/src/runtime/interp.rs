@@ -273,6 +273,18 @@ mod test {
         fn rename(&mut self, moves: &[(String, String)]) -> Result<(), crate::wasi::FileAreaError> {
             self.0.lock().unwrap().rename(moves)
         }
+        fn list_meta(&mut self) -> Result<Vec<(String, u64, crate::wasi::FileMeta)>, crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().list_meta()
+        }
+        fn write_meta(&mut self, n: &str, b: &[u8], m: &crate::wasi::FileMeta) -> Result<(), crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().write_meta(n, b, m)
+        }
+        fn set_meta(&mut self, n: &str, m: &crate::wasi::FileMeta) -> Result<(), crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().set_meta(n, m)
+        }
+        fn link(&mut self, a: &str, b: &str, m: &crate::wasi::FileMeta) -> Result<(), crate::wasi::FileAreaError> {
+            self.0.lock().unwrap().link(a, b, m)
+        }
     }
 
     /// Every WASI preview 1 function is bound (issue 17): none is refused at load.
@@ -323,7 +335,7 @@ mod test {
             let module = load(&engine, &program("files")).unwrap();
             let limits = Limits { storage_bytes: 512 << 10, ..Limits::default() };
             let state = WorkloadState::new(&["files".to_string()], &[], &limits, Box::new(TestHost(0)))
-                .with_files(Box::new(area.clone()));
+                .with_files_at(Box::new(area.clone()), "/data", Box::new(|| TestHost(0).realtime_ns()));
             let mut st = store(&engine, state);
             let reason = run_start(&mut st, &linker, &module, 1 << 20, |_| Ok(()));
             st.data_mut().wasi.log.flush();
@@ -332,10 +344,15 @@ mod test {
             assert_eq!(reason, StopReason::Exited(0), "{out:?}");
             assert_eq!(out[0], format!("runs={run}"));
             assert_eq!(out[4..7], ["tree: leaf2,moved", "tree/moved: b", "tree ok (mkdir, rename, readdir, rmdir, relative paths)"]);
+            // The symlink the first run left is found by the second (issue 17).
+            let previous = if run == 1 { "no link from a previous run" } else { "previous run left last -> runs (resolves)" };
+            assert_eq!(out[7], previous);
+            assert_eq!(out[8], "links ok (symlink, readlink, lstat, escapes refused, hard link, times)");
+            assert!(out[9].starts_with("quota enforced"), "{out:?}");
         }
         let mut names: Vec<String> = crate::wasi::FileArea::list(&mut area.clone()).unwrap().into_iter().map(|(n, _)| n).collect();
         names.sort();
-        assert_eq!(names, ["big", "runs"]);
+        assert_eq!(names, ["big", "last", "runs"]);
     }
 
     fn stdout(r: &Run) -> Vec<&str> {
