@@ -71,6 +71,44 @@ fn wait_linked(gateway: &Node, others: &[&Node]) {
     std::thread::sleep(Duration::from_secs(2));
 }
 
+/// Seconds the user's machine spends on each client stage of `store put` and `get` for
+/// the file at `path` (K=3 M=2, default segments), measured here on the same bytes with
+/// the functions gridctl's pipeline runs: sealing (XChaCha20-Poly1305), Reed-Solomon
+/// encoding, and for get rebuilding a segment from K shards with one data shard lost,
+/// then opening it. The rest of a put's or get's time is the network and the nodes.
+struct ClientStages {
+    seal_s: f64,
+    split_s: f64,
+    open_s: f64,
+}
+
+fn client_stages(path: &Path) -> ClientStages {
+    let params = files::Params { data_shards: 3, parity_shards: 2, ..files::Params::default() };
+    let key = files::FileKey::derive(&[7u8; 32], &[9u8; 24]);
+    let bytes = std::fs::read(path).expect("read the file");
+    let (mut seal_s, mut split_s, mut open_s) = (0.0, 0.0, 0.0);
+    for (index, plain) in bytes.chunks(params.segment_bytes as usize).enumerate() {
+        let t = Instant::now();
+        let sealed = files::seal_segment(&key, &params, index as u64, plain).expect("seal");
+        seal_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let encoded = files::split_segment(&params, index as u64, plain.len() as u32, &sealed).expect("split");
+        split_s += t.elapsed().as_secs_f64();
+        let entry = files::SegmentEntry {
+            index: index as u64,
+            plain_len: plain.len() as u32,
+            shards: encoded.shards.iter().map(|s| files::shard_ref(s, [0u8; 32])).collect(),
+        };
+        let mut shards: Vec<Option<Vec<u8>>> = encoded.shards.into_iter().map(Some).collect();
+        shards[0] = None;
+        let t = Instant::now();
+        let opened = files::decode_segment(&key, &params, &entry, &mut shards).expect("decode");
+        open_s += t.elapsed().as_secs_f64();
+        assert_eq!(opened, plain, "segment {index} did not round-trip");
+    }
+    ClientStages { seal_s, split_s, open_s }
+}
+
 /// Runs `gridctl --key KEY store ARGS...`; returns what it printed and its result.
 fn store(key: &Path, args: &[&str]) -> (String, Result<(), String>) {
     let mut argv = vec!["gridctl", "--timeout", TIMEOUT_S, "--key", key.to_str().expect("path"), "store"];
@@ -180,6 +218,16 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let put = store_json(&user, &["put", src.to_str().expect("path"), "--data", "3", "--parity", "2", "--nodes", &gateway], &nodes);
     let put_s = start.elapsed().as_secs_f64();
     eprintln!("files bench: put {} MiB (K=3 M=2, {} MiB of shards) in {put_s:.1} s: {:.2} MB/s", file_bytes() >> 20, file_bytes() * 5 / 3 >> 20, file_bytes() as f64 / 1e6 / put_s);
+    let stages = client_stages(&src);
+    eprintln!(
+        "files bench: put stages: encrypt {:.2} s ({:.0}%), erasure encode {:.2} s ({:.0}%), network and node store {:.1} s ({:.0}%)",
+        stages.seal_s,
+        100.0 * stages.seal_s / put_s,
+        stages.split_s,
+        100.0 * stages.split_s / put_s,
+        (put_s - stages.seal_s - stages.split_s).max(0.0),
+        100.0 * (put_s - stages.seal_s - stages.split_s).max(0.0) / put_s
+    );
     // GRIDOS_FILES_TEST_DEBUG=1 prints put's answer (its notes name the nodes that failed)
     // and each node's control, shard and overlay lines and debug log (it boots the nodes
     // with `gridos.log=debug`: smoltcp's TCP notes and the overlay's `traffic` counters).
@@ -278,7 +326,15 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let out2 = dir.join("out2.bin");
     let start = Instant::now();
     let got = store_json(&user, &["get", &new_id, "-o", out2.to_str().expect("path"), "--nodes", &gateway], &nodes);
-    eprintln!("files bench: get {} MiB (one corrupt shard) in {:.1} s: {:.2} MB/s", file_bytes() >> 20, start.elapsed().as_secs_f64(), file_bytes() as f64 / 1e6 / start.elapsed().as_secs_f64());
+    let get_s = start.elapsed().as_secs_f64();
+    eprintln!("files bench: get {} MiB (one corrupt shard) in {get_s:.1} s: {:.2} MB/s", file_bytes() >> 20, file_bytes() as f64 / 1e6 / get_s);
+    eprintln!(
+        "files bench: get stages: erasure decode and decrypt {:.2} s ({:.0}%), network, node reads and checks {:.1} s ({:.0}%)",
+        stages.open_s,
+        100.0 * stages.open_s / get_s,
+        (get_s - stages.open_s).max(0.0),
+        100.0 * (get_s - stages.open_s).max(0.0) / get_s
+    );
     assert_eq!(hash_file(&out2), src_hash, "{got}");
 
     // 5. A stranger: no file, no shard, no delete.

@@ -34,8 +34,8 @@ pub use manifest::{
     file_id, Manifest, SegmentEntry, ShardRef, MANIFEST_SEALED_BYTES_MAX, MANIFEST_VERSION, NAME_BYTES_MAX,
 };
 pub use segment::{
-    ciphertext_len, decode_segment, decode_segment_report, encode_segment, rebuild_shards, shard_len,
-    shard_ref, verify_shards, DecodedSegment, EncodedSegment, TAG_BYTES,
+    ciphertext_len, decode_segment, decode_segment_report, encode_segment, rebuild_shards, seal_segment, shard_len,
+    shard_ref, split_segment, verify_shards, DecodedSegment, EncodedSegment, TAG_BYTES,
 };
 /// Storage proofs as the nodes build them (checked against [`ShardRef::merkle_root`]).
 pub use shardstore::{merkle_root, verify_proof, StorageProof};

@@ -91,7 +91,14 @@ pub fn encode_segment(
     index: u64,
     plaintext: &[u8],
 ) -> Result<EncodedSegment, FilesError> {
-    let rs = codec(params)?;
+    let sealed = seal_segment(key, params, index, plaintext)?;
+    split_segment(params, index, plaintext.len() as u32, &sealed)
+}
+
+/// The first stage of [`encode_segment`]: segment `index` sealed with the file's AEAD
+/// (ciphertext and tag) and padded with zeros to K shards' worth of bytes.
+pub fn seal_segment(key: &FileKey, params: &Params, index: u64, plaintext: &[u8]) -> Result<Vec<u8>, FilesError> {
+    params.validate()?;
     if plaintext.len() as u64 > u64::from(params.segment_bytes) {
         return Err(FilesError::SegmentTooLarge { len_bytes: plaintext.len() as u64, max_bytes: params.segment_bytes });
     }
@@ -107,10 +114,19 @@ pub fn encode_segment(
         .map_err(|_| FilesError::BadParams)?; // only for buffers beyond 256 GiB
     sealed.extend_from_slice(&tag);
     sealed.resize(k * len, 0);
+    Ok(sealed)
+}
 
+/// The second stage of [`encode_segment`]: the padded sealed bytes of a segment of
+/// `plain_len` plaintext bytes split into K data shards plus M Reed-Solomon parity shards.
+pub fn split_segment(params: &Params, index: u64, plain_len: u32, sealed: &[u8]) -> Result<EncodedSegment, FilesError> {
+    let rs = codec(params)?;
+    let len = shard_len(params, plain_len) as usize;
+    if sealed.len() != usize::from(params.data_shards) * len {
+        return Err(FilesError::BadParams);
+    }
     let mut shards: Vec<Vec<u8>> = Vec::with_capacity(params.total_shards());
     shards.extend(sealed.chunks(len).map(<[u8]>::to_vec));
-    drop(sealed);
     shards.resize(params.total_shards(), vec![0u8; len]);
     rs.encode(&mut shards).map_err(|_| FilesError::Erasure)?;
     debug_assert!(shards.iter().all(|s| s.len() == len));

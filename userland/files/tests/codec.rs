@@ -284,3 +284,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn seal_then_split_is_encode_and_a_wrong_length_is_refused() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 1 << 16 };
+    let key = FileKey::derive(&[5; 32], &[6; 24]);
+    let plain = pattern(50_001, 3);
+    let sealed = files::seal_segment(&key, &params, 4, &plain).expect("seal");
+    let split = files::split_segment(&params, 4, plain.len() as u32, &sealed).expect("split");
+    let whole = files::encode_segment(&key, &params, 4, &plain).expect("encode");
+    assert_eq!(split.shards, whole.shards);
+    assert!(files::split_segment(&params, 4, plain.len() as u32, &sealed[1..]).is_err());
+    let entry = SegmentEntry { index: 4, plain_len: plain.len() as u32, shards: split.shards.iter().map(|s| files::shard_ref(s, [0; 32])).collect() };
+    let mut shards = with_missing(&split.shards, 0b1);
+    assert_eq!(files::decode_segment(&key, &params, &entry, &mut shards).expect("decode"), plain);
+}
