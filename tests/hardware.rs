@@ -10,12 +10,11 @@
 //! the three kinds side by side in one QEMU.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gridos_qemu::{ahci_disk_args, ensure_qemu, kernel_elf, nvme_disk_args, Machine, Outcome};
+use gridos_tests::Qmp;
 
 fn image(name: &str, bytes: u64) -> PathBuf {
     let dir = gridos_qemu::workspace_root().join("target/test-disks");
@@ -170,49 +169,6 @@ fn nvme_sata_virtio_store_survives_kill_and_failing_disks_go_out_of_service() {
     }
 }
 
-/// A QMP connection to a QEMU started with `-qmp unix:PATH,server=on,wait=off`.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Qmp {
-    /// Connects (retrying while QEMU starts) and leaves capabilities negotiation done.
-    fn connect(path: &Path) -> Qmp {
-        let started = Instant::now();
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if started.elapsed() > Duration::from_secs(20) => panic!("QMP at {}: {e}", path.display()),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        let writer = stream.try_clone().expect("clone");
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
-        let mut greeting = String::new();
-        qmp.reader.read_line(&mut greeting).expect("QMP greeting");
-        assert!(greeting.contains("QMP"), "{greeting}");
-        qmp.command(r#"{"execute":"qmp_capabilities"}"#);
-        qmp
-    }
-
-    /// Sends `json` and waits for its reply (skipping events); panics on an error reply.
-    fn command(&mut self, json: &str) -> String {
-        writeln!(self.writer, "{json}").expect("QMP write");
-        for _ in 0..100 {
-            let mut reply = String::new();
-            self.reader.read_line(&mut reply).expect("QMP reply");
-            if reply.contains("\"error\"") {
-                panic!("QMP {json}: {reply}");
-            }
-            if reply.contains("\"return\"") {
-                return reply;
-            }
-        }
-        panic!("QMP {json}: no reply");
-    }
-}
 
 #[test]
 #[ignore = "bench: raw MB/s of virtio-blk, NVMe and SATA side by side (seconds under TCG); run with --ignored"]

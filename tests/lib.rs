@@ -3,7 +3,9 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gridctl::cli::{self, Cli};
@@ -112,3 +114,46 @@ mod test {
     }
 }
 
+/// A QMP connection to a QEMU started with `-qmp unix:PATH,server=on,wait=off`.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (retrying while QEMU starts) and leaves capabilities negotiation done.
+    pub fn connect(path: &Path) -> Qmp {
+        let started = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() > Duration::from_secs(20) => panic!("QMP at {}: {e}", path.display()),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
+        let mut greeting = String::new();
+        qmp.reader.read_line(&mut greeting).expect("QMP greeting");
+        assert!(greeting.contains("QMP"), "{greeting}");
+        qmp.command(r#"{"execute":"qmp_capabilities"}"#);
+        qmp
+    }
+
+    /// Sends `json` and waits for its reply (skipping events); panics on an error reply.
+    pub fn command(&mut self, json: &str) -> String {
+        writeln!(self.writer, "{json}").expect("QMP write");
+        for _ in 0..100 {
+            let mut reply = String::new();
+            self.reader.read_line(&mut reply).expect("QMP reply");
+            if reply.contains("\"error\"") {
+                panic!("QMP {json}: {reply}");
+            }
+            if reply.contains("\"return\"") {
+                return reply;
+            }
+        }
+        panic!("QMP {json}: no reply");
+    }
+}

@@ -10,14 +10,14 @@
 //! pings both over IPv4 and IPv6 and echoes exact bytes over TCP, and the e1000
 //! node reaches the e1000e node over the encrypted overlay (link-local discovery).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gridos_qemu::netns::{require_root, Netns};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome, RunningMachine};
+use gridos_tests::Qmp;
 
 /// A NIC model: QEMU device, the name the node gives it, the link it reports, how
 /// its interrupts arrive.
@@ -308,45 +308,3 @@ fn e1000_and_e1000e_nodes_ping_tcp_and_overlay_on_one_bridge() {
     }
 }
 
-/// A QMP connection to a QEMU started with `-qmp unix:PATH,server=on,wait=off`.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Qmp {
-    fn connect(path: &Path) -> Qmp {
-        let started = Instant::now();
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if started.elapsed() > Duration::from_secs(20) => panic!("QMP at {}: {e}", path.display()),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        let writer = stream.try_clone().expect("clone");
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
-        let mut greeting = String::new();
-        qmp.reader.read_line(&mut greeting).expect("QMP greeting");
-        assert!(greeting.contains("QMP"), "{greeting}");
-        qmp.command(r#"{"execute":"qmp_capabilities"}"#);
-        qmp
-    }
-
-    /// Sends `json` and waits for its reply (skipping events); panics on an error reply.
-    fn command(&mut self, json: &str) -> String {
-        writeln!(self.writer, "{json}").expect("QMP write");
-        for _ in 0..100 {
-            let mut reply = String::new();
-            self.reader.read_line(&mut reply).expect("QMP reply");
-            if reply.contains("\"error\"") {
-                panic!("QMP {json}: {reply}");
-            }
-            if reply.contains("\"return\"") {
-                return reply;
-            }
-        }
-        panic!("QMP {json}: no reply");
-    }
-}
