@@ -231,6 +231,7 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
         big.len() >> 10, t0.elapsed().as_secs_f64());
 
     data_in_and_out(&alice, &mallory, &dir, t, &node);
+    rust_std_directory_tree(&alice, t, &node);
     let registry_ids = images_from_a_registry(&alice, &dir, t, &node);
 
     assert_eq!(ok(&alice, &["stop", &spin_id, "--node", t]).trim(), format!("stopped {spin_id}"));
@@ -253,6 +254,35 @@ fn gridctl_deploys_and_controls_workloads_over_the_overlay() {
     drop(node.kill());
     drop(service);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 17: a Rust program built with the standard library (tests/wasm/dirtree.rs,
+/// wasm32-wasi) runs unmodified: it creates a tree under `/data` and through relative
+/// paths, renames a directory with its contents, walks the tree and reads back both files;
+/// `gridctl files get` returns a file from the renamed directory. Removed afterwards.
+fn rust_std_directory_tree(alice: &Path, t: &str, node: &RunningMachine) {
+    let id = ok(alice, &["deploy", "--node", t, "--name", "dirtree", "--storage-kb", "256", wasm("dirtree.wasm").to_str().unwrap()]);
+    let id = id.trim().to_string();
+    let status = finished_status(alice, &id, t);
+    let logs = ok(alice, &["logs", &id, "--node", t]);
+    assert!(status.contains("exited(0)"), "{status}\n{logs}\n{}", node.serial());
+    let lines: Vec<&str> = logs.lines().filter_map(|l| l.split_once("dirtree: ").map(|(_, rest)| rest)).collect();
+    let expected = [
+        "run 0",
+        "dir c",
+        "  file notes.txt",
+        "dir moved",
+        "  dir b",
+        "    file leaf.txt",
+        "leaf leaf of run 0",
+        "notes written relative in run 0",
+    ];
+    assert_eq!(&lines[..expected.len()], &expected[..], "{logs}");
+    let leaf = ok_bytes(alice, &["files", "--node", t, &id, "get", "tree/moved/b/leaf.txt"]);
+    assert_eq!(leaf, b"leaf of run 0\n");
+    assert!(ok(alice, &["files", "--node", t, &id, "ls"]).contains("runs"));
+    assert_eq!(ok(alice, &["rm", &id, "--node", t]).trim(), format!("removed {id}"));
+    println!("control: a Rust std program walked, created and renamed a directory tree under /data and relative paths");
 }
 
 /// Runs one gridctl command line; returns its output as bytes (binary output).

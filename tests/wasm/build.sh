@@ -9,7 +9,8 @@
 # bytes); rerun it after changing the engine settings in
 # userland/workloads/src/runtime.rs or artifact::NATIVE_ENGINE.
 #
-# Packages for the C step: clang lld wasi-libc libclang-rt-14-dev-wasm32.
+# Packages for the C step: clang lld wasi-libc libclang-rt-14-dev-wasm32; for the Rust
+# program: rustc libstd-rust-dev-wasm32 (Debian's, used as /usr/bin/rustc).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -25,6 +26,9 @@ if [[ "${1:-}" != "--bundles" ]]; then
   for prog in hello checksum spin membomb fib files echo_server sleep transform; do
     "${cc[@]}" -O2 -Wall -Werror -Wl,--strip-all -o "out/$prog.wasm" "$prog.c"
   done
+  # A Rust program with the standard library: Debian's rustc with its wasm32-wasi std
+  # (packages rustc libstd-rust-dev-wasm32; rustup's toolchain here has no wasm target).
+  /usr/bin/rustc --edition 2021 -O --target wasm32-wasi -C strip=symbols -o out/dirtree.wasm dirtree.rs
 fi
 # Compile and attest with the host tool (std wasmtime + cranelift, settings from runtime.rs).
 cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p wasm-precompile -- \
