@@ -198,6 +198,18 @@ impl FileArea for SharedFiles {
     fn rename(&mut self, moves: &[(String, String)]) -> Result<(), FileAreaError> {
         self.area().rename(moves)
     }
+    fn list_meta(&mut self) -> Result<Vec<(String, u64, workloads::wasi::FileMeta)>, FileAreaError> {
+        self.area().list_meta()
+    }
+    fn write_meta(&mut self, name: &str, bytes: &[u8], meta: &workloads::wasi::FileMeta) -> Result<(), FileAreaError> {
+        self.area().write_meta(name, bytes, meta)
+    }
+    fn set_meta(&mut self, name: &str, meta: &workloads::wasi::FileMeta) -> Result<(), FileAreaError> {
+        self.area().set_meta(name, meta)
+    }
+    fn link(&mut self, from: &str, to: &str, meta: &workloads::wasi::FileMeta) -> Result<(), FileAreaError> {
+        self.area().link(from, to, meta)
+    }
 }
 
 /// A [`MemSockets`] the caller keeps a handle on (to script connections and read
