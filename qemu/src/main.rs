@@ -70,7 +70,7 @@ enum Cmd {
     Run {
         #[command(flatten)]
         machine: MachineArgs,
-        /// Number of nodes; more than one shares a virtual L2 segment (QEMU socket multicast),
+        /// Number of nodes; more than one shares a virtual L2 segment (a learning switch in this process),
         /// node 0 reachable from the host at 127.0.0.1:--port.
         #[arg(long, default_value_t = 1)]
         nodes: u32,

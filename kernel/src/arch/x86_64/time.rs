@@ -22,9 +22,17 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 static RTC_UNIX_AT_CALIBRATION_S: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_RTC_READ: AtomicU64 = AtomicU64::new(0);
 
-/// Measures the TSC rate over `window_ms` of PIT channel 2 (one-shot, gate on port 0x61).
-/// Returns `None` if the PIT output never rises (no PIT).
-fn measure_tsc_hz(window_ms: u64) -> Option<u64> {
+/// One measurement of the TSC rate over `window_ms` of PIT channel 2 (one-shot, gate on
+/// port 0x61): the rate, and whether it can be trusted. Returns `None` if the PIT output
+/// never rises (no PIT).
+///
+/// Under an emulator on a busy host the virtual CPU can be descheduled for a long time
+/// while the PIT keeps counting host time; the wait loop then sees the output rise late
+/// and the TSC count covers far more than the window (a node once measured its TSC 40
+/// times too fast and its clock crawled). So each read of the gate is bracketed by two
+/// TSC reads: a measurement is trusted only if the start of the window and the rise of
+/// the output were each seen within a small fraction of the window.
+fn measure_tsc_hz(window_ms: u64) -> Option<(u64, bool)> {
     let latch = PIT_HZ * window_ms / 1000;
     assert!(latch > 0 && latch <= 0xffff);
     // SAFETY: PIT channel 2 and the port-0x61 gate are fixed legacy hardware used only here.
@@ -36,30 +44,52 @@ fn measure_tsc_hz(window_ms: u64) -> Option<u64> {
         gate.write((g & !0x02) | 0x01);
         command.write(0xb0); // channel 2, lobyte/hibyte, mode 0, binary
         channel2.write((latch & 0xff) as u8);
-        channel2.write((latch >> 8) as u8);
+        let before_start = cpu::rdtsc();
+        channel2.write((latch >> 8) as u8); // counting starts here
         let start = cpu::rdtsc();
+        let mut last_clear = start;
         let mut spins: u64 = 0;
-        while gate.read() & 0x20 == 0 {
+        loop {
+            let set = gate.read() & 0x20 != 0;
+            let now = cpu::rdtsc();
+            if set {
+                let total = now.saturating_sub(start).max(1);
+                // Uncertainty at each end, as a share of the window: 1/64 (1.6%) at most.
+                let start_slack = start.saturating_sub(before_start);
+                let end_slack = now.saturating_sub(last_clear);
+                let trusted = start_slack.saturating_mul(64) < total && end_slack.saturating_mul(64) < total;
+                return Some((total * 1000 / window_ms, trusted));
+            }
+            last_clear = now;
             spins += 1;
             if spins > 500_000_000 {
                 return None;
             }
         }
-        let end = cpu::rdtsc();
-        Some((end - start) * 1000 / window_ms)
     }
 }
 
 /// Calibrates the TSC and reads the RTC. Returns the TSC rate in Hz.
 pub fn init() -> u64 {
-    // Take the lowest of a few runs: emulators delay the loop, never speed it up.
-    let mut best: Option<u64> = None;
-    for _ in 0..3 {
-        if let Some(hz) = measure_tsc_hz(10) {
-            best = Some(best.map_or(hz, |b: u64| b.min(hz)));
+    // The lowest trusted measurement (emulators delay the loop, never speed it up); up to
+    // 40 tries of 10 ms for three trusted ones, else the lowest of all.
+    let (mut trusted, mut any): (Option<u64>, Option<u64>) = (None, None);
+    let mut trusted_runs = 0;
+    for _ in 0..40 {
+        let Some((hz, ok)) = measure_tsc_hz(10) else { break };
+        any = Some(any.map_or(hz, |b: u64| b.min(hz)));
+        if ok {
+            trusted = Some(trusted.map_or(hz, |b: u64| b.min(hz)));
+            trusted_runs += 1;
+            if trusted_runs == 3 {
+                break;
+            }
         }
     }
-    let hz = match best {
+    if trusted.is_none() && any.is_some() {
+        log::warn!("TSC calibration: no undisturbed PIT window in 40 tries; the clock may run slow");
+    }
+    let hz = match trusted.or(any) {
         Some(hz) if hz > 1_000_000 => hz,
         _ => {
             log::warn!("PIT calibration failed; assuming a 2 GHz TSC");
