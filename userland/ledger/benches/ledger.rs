@@ -18,6 +18,7 @@ fn light_client(validator_count: usize, blocks: usize) {
         validators: validators.iter().map(|k| Validator { key: k.public(), power: 1 }).collect(),
         balances: vec![],
         governance: key(250).public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let (mut state, _) = State::genesis(&genesis).expect("genesis");
     let chain_id = genesis.chain_id();
@@ -54,6 +55,7 @@ fn state_proofs(account_count: usize) {
         validators: vec![Validator { key: key(200).public(), power: 1 }],
         balances: accounts.iter().map(|a| (*a, 1_000)).collect(),
         governance: key(250).public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let build = Instant::now();
     let (state, _) = State::genesis(&genesis).expect("genesis");
@@ -83,6 +85,7 @@ fn transactions(account_count: usize, block_txs: usize, blocks: usize) {
         validators: vec![Validator { key: key(200).public(), power: 1 }],
         balances: keys.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: key(250).public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let chain_id = genesis.chain_id();
     let (mut proposer, _) = State::genesis(&genesis).expect("genesis");

@@ -99,6 +99,9 @@ pub struct Genesis {
     pub balances: Vec<(PublicKey, Amount)>,
     /// The account allowed to change the validator set.
     pub governance: PublicKey,
+    /// Length of a billing period in ms ([`crate::PERIOD_MS`], an hour, on a real chain;
+    /// shorter on test chains). At least [`crate::PERIOD_MS_MIN`].
+    pub period_ms: u64,
 }
 
 impl Genesis {
@@ -111,6 +114,9 @@ impl Genesis {
     pub fn check(&self) -> Result<ValidatorSet, ConfigError> {
         if self.chain_name.len() > NAME_BYTES_MAX {
             return Err(ConfigError::Invalid("chain_name"));
+        }
+        if self.period_ms < crate::PERIOD_MS_MIN {
+            return Err(ConfigError::Invalid("period_ms"));
         }
         let mut keys: Vec<&PublicKey> = self.balances.iter().map(|(k, _)| k).collect();
         keys.sort();

@@ -49,6 +49,8 @@ pub type ContractId = u64;
 
 /// Length of a billing period: one hour.
 pub const PERIOD_MS: u64 = 3_600_000;
+/// Shortest billing period a genesis may set (test chains).
+pub const PERIOD_MS_MIN: u64 = 1_000;
 /// Periods settled at most by one block (a chain stalled longer settles only the last ones).
 pub const SETTLE_PERIODS_MAX: u64 = 24 * 7;
 /// Largest encoded signed transaction.

@@ -13,11 +13,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::block::LightBlock;
+use crate::block::{Genesis, LightBlock};
 use crate::crypto::PublicKey;
 use crate::smt::{StateKey, StateProof};
 use crate::tx::SignedTx;
-use crate::{BLOCK_BYTES_MAX, TX_BYTES_MAX};
+use crate::{ContractId, BLOCK_BYTES_MAX, TX_BYTES_MAX};
 
 /// Overlay TCP port of a validator's client service.
 pub const PORT: u16 = 7072;
@@ -35,6 +35,8 @@ pub const RESPONSE_BYTES_MAX: usize = BLOCK_BYTES_MAX;
 pub const LIGHT_BLOCKS_PER_RESPONSE_MAX: u64 = 64;
 /// Node keys in one [`Response::NodeKeys`] at most.
 pub const NODE_KEYS_PER_RESPONSE_MAX: usize = 256;
+/// Contract ids in one [`Response::ContractIds`] at most.
+pub const CONTRACT_IDS_PER_RESPONSE_MAX: usize = 256;
 /// Bytes of a frame's head: length and kind.
 pub const FRAME_HEAD_BYTES: usize = 5;
 
@@ -60,6 +62,17 @@ pub enum Request {
     NodeKeys {
         /// Start after this key.
         after: Option<PublicKey>,
+    },
+    /// The chain's genesis (a node configured with only the chain id checks that it
+    /// hashes to it).
+    Genesis,
+    /// Ids of the active contracts on `node` after `after`, in order (a listing, not a
+    /// proof: each contract is then read with [`Request::Prove`]).
+    NodeContracts {
+        /// The node.
+        node: PublicKey,
+        /// Start after this id.
+        after: Option<ContractId>,
     },
 }
 
@@ -92,6 +105,15 @@ pub enum Response {
     NodeKeys {
         /// The keys.
         keys: Vec<PublicKey>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// The genesis.
+    Genesis(Box<Genesis>),
+    /// Contract ids in order; `more` when the listing goes on.
+    ContractIds {
+        /// The ids.
+        ids: Vec<ContractId>,
         /// Whether more follow.
         more: bool,
     },

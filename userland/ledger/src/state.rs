@@ -33,7 +33,7 @@ use crate::crypto::{self, PublicKey, DOMAIN_CHALLENGE};
 use crate::error::{BlockError, ConfigError, ProofError, TxError};
 use crate::smt::{StateKey, StateProof, StateTree};
 use crate::tx::{Amount, Capacity, Resources, ShardPlacement, SignedTx, Usage};
-use crate::{ContractId, FarmId, BLOCK_BYTES_MAX, BLOCK_TXS_MAX, PERIOD_MS, SETTLE_PERIODS_MAX};
+use crate::{ContractId, FarmId, BLOCK_BYTES_MAX, BLOCK_TXS_MAX, SETTLE_PERIODS_MAX};
 
 /// An account: balance and next nonce.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,8 +164,10 @@ pub struct Meta {
     pub time_ms: u64,
     /// Its parent's hash (the state cannot hold its own block's hash, which covers the root).
     pub parent_hash: [u8; 32],
-    /// The current period (`time_ms / PERIOD_MS`).
+    /// The current period (`time_ms / period_ms`).
     pub period: u64,
+    /// Length of a period in ms (from the genesis).
+    pub period_ms: u64,
     /// Seed of this period's storage challenges.
     pub period_seed: [u8; 32],
     /// The next farm id.
@@ -286,13 +288,14 @@ impl State {
     pub fn genesis(genesis: &Genesis) -> Result<(State, Header), ConfigError> {
         let validators = genesis.check()?;
         let chain_id = genesis.chain_id();
-        let period = genesis.time_ms / PERIOD_MS;
+        let period = genesis.time_ms / genesis.period_ms;
         let meta = Meta {
             chain_id,
             height: 0,
             time_ms: genesis.time_ms,
             parent_hash: [0; 32],
             period,
+            period_ms: genesis.period_ms,
             period_seed: chain_id,
             next_farm_id: 0,
             next_contract_id: 0,
@@ -381,6 +384,19 @@ impl State {
     /// Ids of the active contracts.
     pub fn active_contracts(&self) -> impl Iterator<Item = &ContractId> {
         self.active.iter()
+    }
+
+    /// Ids of the active contracts that reserve resources on `node` or place shards on
+    /// it, after `after`, in order (a scan of the active contracts: a listing for nodes,
+    /// each record then read with its proof).
+    pub fn node_contracts<'a>(&'a self, node: &'a PublicKey, after: Option<ContractId>) -> impl Iterator<Item = ContractId> + 'a {
+        let start = after.map_or(core::ops::Bound::Unbounded, core::ops::Bound::Excluded);
+        self.active.range((start, core::ops::Bound::Unbounded)).copied().filter(move |id| {
+            self.contracts.get(id).is_some_and(|c| match &c.terms {
+                ContractTerms::Workload { node: n, .. } => n == node,
+                ContractTerms::Storage { shards } => shards.iter().any(|s| s.placement.node == *node),
+            })
+        })
     }
 
     /// A record (or its absence) with the proof against [`State::root`].
@@ -560,7 +576,7 @@ impl State {
 
     /// Height, time and period of the new block; settles the periods that ended.
     fn start_block(&mut self, header: &Header) -> Vec<BillingEvent> {
-        let period = header.time_ms / PERIOD_MS;
+        let period = header.time_ms / self.meta.period_ms.max(1);
         let mut events = Vec::new();
         if period > self.meta.period {
             let first = self.meta.period.max(period.saturating_sub(SETTLE_PERIODS_MAX));

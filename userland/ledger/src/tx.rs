@@ -113,7 +113,8 @@ pub enum TxKind {
         /// Display name (at most [`NAME_BYTES_MAX`] bytes).
         name: String,
     },
-    /// Register a node in one of the signer's farms.
+    /// Register a node in a farm: signed by the farm's owner, or by the node itself (a
+    /// node registers itself at first boot under the farm its image names).
     RegisterNode {
         /// The node's key (it signs its uptime reports, proofs and usage reports).
         node: PublicKey,

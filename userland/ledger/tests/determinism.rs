@@ -41,6 +41,7 @@ fn fixture() -> Fixture {
         validators: validator_sets[0].clone(),
         balances: accounts.iter().take(4).map(|k| (k.public(), 1_000_000)).collect(),
         governance: governance.public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let shards: Vec<Vec<u8>> = (0..3).map(|i| shard_bytes(i, 3_000 + 5_000 * i as usize)).collect();
     Fixture { genesis, accounts, nodes, governance, validator_sets, shards }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{key, placement, shard_bytes, Chain, NodeStore};
+use common::{key, placement, shard_bytes, Chain, NodeStore, GENESIS_MS};
 use ledger::state::{storage_challenge, ContractStatus, ContractTerms};
 use ledger::{
     BlockError, Capacity, Keypair, Resources, SignedTx, TxError, TxKind, TxOutcome, Usage, Validator,
@@ -161,6 +161,19 @@ fn unknown_farm_and_foreign_farm_refused() {
 }
 
 #[test]
+fn a_node_registers_itself_under_a_farm_but_not_another_node() {
+    let mut w = world();
+    let newcomer = key(13);
+    let farm = w.farm;
+    let kind = TxKind::RegisterNode { node: newcomer.public(), farm, capacity: capacity() };
+    assert_eq!(w.chain.run(&newcomer, kind), Ok(TxOutcome::Done));
+    assert_eq!(w.chain.state.node(&newcomer.public()).map(|n| n.farm), Some(farm));
+    // A node cannot register another key.
+    let tx = w.chain.tx(&newcomer, TxKind::RegisterNode { node: key(14).public(), farm, capacity: capacity() });
+    refused(&mut w, tx, TxError::NotAuthorized);
+}
+
+#[test]
 fn workload_contract_create_usage_cancel() {
     let mut w = world();
     let (alice, node, bob) = (w.alice.clone(), w.node.clone(), w.bob.clone());
@@ -171,6 +184,12 @@ fn workload_contract_create_usage_cancel() {
         other => panic!("{other:?}"),
     };
     assert_eq!(w.chain.state.node(&node.public()).map(|n| n.reserved), Some(resources));
+    // The node's listing names it; another node's does not; paging goes past it.
+    let node_key = node.public();
+    assert_eq!(w.chain.state.node_contracts(&node_key, None).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(w.chain.state.node_contracts(&node_key, Some(id)).count(), 0);
+    let node2_key = w.node2.public();
+    assert_eq!(w.chain.state.node_contracts(&node2_key, None).count(), 0);
     // More than the node has left.
     let too_big = Resources { cores: 7, ..resources };
     let tx = w.chain.tx(&alice, TxKind::CreateWorkloadContract { node: node.public(), resources: too_big, price_per_hour: 1 });
@@ -399,4 +418,15 @@ fn mempool_checks_a_sequence_without_changing_the_state() {
 fn all_zero_seed_is_refused_without_panicking() {
     assert!(Keypair::try_from_seed([0; 32]).is_none());
     assert_eq!(Keypair::try_from_seed([1; 32]).map(|k| k.public()), Some(key(1).public()));
+}
+
+#[test]
+fn a_genesis_sets_the_period_length() {
+    let mut genesis = Chain::new(1, &[]).genesis;
+    genesis.period_ms = 10_000;
+    let (state, _) = ledger::State::genesis(&genesis).expect("genesis");
+    assert_eq!(state.meta().period_ms, 10_000);
+    assert_eq!(state.meta().period, GENESIS_MS / 10_000);
+    genesis.period_ms = ledger::PERIOD_MS_MIN - 1;
+    assert!(ledger::State::genesis(&genesis).is_err(), "a period under a second is refused");
 }

@@ -21,6 +21,7 @@ fn commit(validator_count: usize, tx_count: u64) {
         validators: validators.iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
         balances: senders.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: Keypair::from_seed([250; 32]).public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let net = Net { loss_percent: 0, latency_ms_max: 5, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 };
     let mut sim = Sim::new(1, net, &genesis, validators);

@@ -362,6 +362,13 @@ fn answer(node: &mut Node, request: Request, reply: Sender<Response>, acks: &mut
             keys.truncate(rpc::NODE_KEYS_PER_RESPONSE_MAX);
             Response::NodeKeys { keys, more }
         }
+        Request::Genesis => Response::Genesis(Box::new(node.genesis().clone())),
+        Request::NodeContracts { node: of, after } => {
+            let mut ids: Vec<u64> = node.ledger().node_contracts(&of, after).take(rpc::CONTRACT_IDS_PER_RESPONSE_MAX + 1).collect();
+            let more = ids.len() > rpc::CONTRACT_IDS_PER_RESPONSE_MAX;
+            ids.truncate(rpc::CONTRACT_IDS_PER_RESPONSE_MAX);
+            Response::ContractIds { ids, more }
+        }
     };
     let _ = reply.send(response);
 }

@@ -47,6 +47,10 @@ enum Command {
         /// Initial balance of the development account.
         #[arg(long, default_value_t = 1_000_000_000)]
         balance: u64,
+        /// Length of a billing period in seconds (an hour on a real chain; test chains
+        /// use a few seconds so that uptime, proofs and billing run within a test).
+        #[arg(long, default_value_t = ledger::PERIOD_MS / 1000)]
+        period_secs: u64,
     },
     /// Runs validator `index` of the chain in `dir` until killed.
     Run {
@@ -106,7 +110,7 @@ pub fn read_key(path: &Path) -> Result<Keypair, String> {
     Keypair::try_from_seed(seed).ok_or_else(|| format!("{}: refused seed", path.display()))
 }
 
-fn init(dir: &Path, addrs: &[SocketAddr], overlay_addrs: &[SocketAddr], balance: u64) -> Result<(), String> {
+fn init(dir: &Path, addrs: &[SocketAddr], overlay_addrs: &[SocketAddr], balance: u64, period_secs: u64) -> Result<(), String> {
     if addrs.is_empty() {
         return Err("--addrs names no validator".into());
     }
@@ -124,6 +128,7 @@ fn init(dir: &Path, addrs: &[SocketAddr], overlay_addrs: &[SocketAddr], balance:
         validators: keys.iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
         balances: vec![(dev.public(), balance)],
         governance: governance.public(),
+        period_ms: period_secs.saturating_mul(1000),
     };
     genesis.check().map_err(|e| format!("genesis: {e}"))?;
     let bytes = postcard::to_allocvec(&genesis).map_err(|e| e.to_string())?;
@@ -211,7 +216,7 @@ fn load_overlay(dir: &Path, index: usize, validator_keys: &[[u8; 32]]) -> Result
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Init { dir, addrs, overlay_addrs, balance } => init(&dir, &addrs, &overlay_addrs, balance),
+        Command::Init { dir, addrs, overlay_addrs, balance, period_secs } => init(&dir, &addrs, &overlay_addrs, balance, period_secs),
         Command::Run { dir, index } => load(&dir, index).and_then(|config| {
             eprintln!("validator {index} listening on {}", config.listen);
             run(config, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())

@@ -154,6 +154,7 @@ struct App {
 pub struct Node {
     consensus: mc::State<LedgerContext>,
     app: App,
+    genesis: Genesis,
 }
 
 impl Node {
@@ -193,7 +194,7 @@ impl Node {
             start_at_ms: None,
             reproposals: BTreeMap::new(),
         };
-        Ok(Node { consensus, app })
+        Ok(Node { consensus, app, genesis: genesis.clone() })
     }
 
     /// A validator restarted from its stored decided blocks: each commit is checked against
@@ -225,6 +226,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The chain's genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
     }
 
     /// The ledger state (after the last decided block).

@@ -105,6 +105,7 @@ fn many_transactions_same_root_on_every_validator() {
         validators: keys().iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
         balances: senders.iter().map(|k| (k.public(), 1_000_000)).collect(),
         governance: Keypair::from_seed([250; 32]).public(),
+        period_ms: ledger::PERIOD_MS,
     };
     let mut sim = Sim::new(7, Net { loss_percent: 5, latency_ms_max: 100, silent: vec![], corrupt: vec![], cut: vec![], partition: vec![], heal_ms: 0 }, &genesis, keys());
     let chain_id = genesis.chain_id();

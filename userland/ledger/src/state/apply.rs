@@ -58,7 +58,9 @@ impl State {
 
     fn register_node(&mut self, signer: PublicKey, node: PublicKey, farm: FarmId, capacity: &Capacity) -> Result<TxOutcome, TxError> {
         let record = self.farms.get(&farm).ok_or(TxError::UnknownFarm(farm))?;
-        if record.owner != signer {
+        // The farm's owner, or the node itself at its first boot (it names the farm its
+        // farmer configured; whatever it earns is paid to that farm's owner).
+        if record.owner != signer && node != signer {
             return Err(TxError::NotAuthorized);
         }
         if self.nodes.contains_key(&node) {

@@ -43,6 +43,7 @@ impl Chain {
             validators: validators.iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
             balances: balances.to_vec(),
             governance: governance.public(),
+            period_ms: ledger::PERIOD_MS,
         };
         let (state, genesis_header) = State::genesis(&genesis).expect("genesis");
         Chain {

@@ -78,6 +78,7 @@ pub fn genesis(alice: &Keypair) -> Genesis {
         validators: keys().iter().map(|k| Validator { key: k.public(), power: 10 }).collect(),
         balances: vec![(alice.public(), 1_000_000)],
         governance: Keypair::from_seed([250; 32]).public(),
+        period_ms: ledger::PERIOD_MS,
     }
 }
 
