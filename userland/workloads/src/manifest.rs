@@ -159,6 +159,12 @@ pub struct Manifest {
     /// Encoded in [`Extensions`], like `data_dir`.
     #[serde(skip)]
     pub image: Option<String>,
+    /// The ledger's workload contract this deployment runs under (issue 14): a node on a
+    /// ledger runs the workload only while that contract, for this node and owned by
+    /// `owner`, is active. Encoded after [`Extensions`] ([`ContractExtension`]) only when
+    /// set, so older manifests keep their bytes.
+    #[serde(skip)]
+    pub contract: Option<u64>,
 }
 
 /// Longest `data_dir`.
@@ -170,6 +176,13 @@ pub const MAX_DATA_DIR_BYTES: usize = 255;
 struct Extensions {
     data_dir: Option<String>,
     image: Option<String>,
+}
+
+/// The second group of optional fields, after [`Extensions`] (which is then written too,
+/// even when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ContractExtension {
+    contract: Option<u64>,
 }
 
 /// Longest [`Manifest::image`] reference.
@@ -242,14 +255,20 @@ impl Manifest {
             listen: Vec::new(),
             data_dir: None,
             image: None,
+            contract: None,
         }
     }
 
-    /// The manifest's bytes: its fields, then [`Extensions`] when one is set.
+    /// The manifest's bytes: its fields, then [`Extensions`] when one of the later fields
+    /// is set, then [`ContractExtension`] when the contract is.
     fn encode(&self) -> Vec<u8> {
         let mut bytes = postcard::to_allocvec(self).unwrap_or_default();
-        if self.data_dir.is_some() || self.image.is_some() {
+        if self.data_dir.is_some() || self.image.is_some() || self.contract.is_some() {
             let ext = Extensions { data_dir: self.data_dir.clone(), image: self.image.clone() };
+            bytes.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
+        }
+        if self.contract.is_some() {
+            let ext = ContractExtension { contract: self.contract };
             bytes.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
         }
         bytes
@@ -259,12 +278,17 @@ impl Manifest {
     fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let (mut m, rest) = postcard::take_from_bytes::<Manifest>(bytes).map_err(|_| ManifestError::Malformed)?;
         if !rest.is_empty() {
-            let (ext, rest) = postcard::take_from_bytes::<Extensions>(rest).map_err(|_| ManifestError::Malformed)?;
+            let (ext, mut rest) = postcard::take_from_bytes::<Extensions>(rest).map_err(|_| ManifestError::Malformed)?;
+            m.data_dir = ext.data_dir;
+            m.image = ext.image;
+            if !rest.is_empty() {
+                let (ext, after) = postcard::take_from_bytes::<ContractExtension>(rest).map_err(|_| ManifestError::Malformed)?;
+                m.contract = ext.contract;
+                rest = after;
+            }
             if !rest.is_empty() {
                 return Err(ManifestError::Malformed);
             }
-            m.data_dir = ext.data_dir;
-            m.image = ext.image;
         }
         Ok(m)
     }
@@ -513,6 +537,27 @@ mod test {
             m.image = Some(bad.clone());
             assert_eq!(m.sign(&kp.sk).verify(), Err(ManifestError::BadImage), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_contract_round_trips_and_older_manifests_keep_their_bytes() {
+        let kp = key_pair_from_seed([7; 32]);
+        let mut m = Manifest::new("x", *kp.pk, b"m");
+        let plain = m.sign(&kp.sk);
+        m.data_dir = Some("/srv".into());
+        let with_dir = m.sign(&kp.sk);
+        m.contract = Some(42);
+        let with_contract = m.sign(&kp.sk);
+        assert_eq!(with_contract.verify().map(|v| (v.contract, v.data_dir)), Ok((Some(42), Some("/srv".into()))));
+        // Without a contract the bytes are what they were before the field existed.
+        assert_eq!(with_dir.manifest, with_contract.manifest[..with_dir.manifest.len()]);
+        m.data_dir = None;
+        assert_eq!(m.sign(&kp.sk).verify().map(|v| v.contract), Ok(Some(42)));
+        assert_eq!(plain.verify().map(|v| v.contract), Ok(None));
+        // Trailing garbage after the contract is refused.
+        let mut bytes = m.encode();
+        bytes.push(0);
+        assert_eq!(Manifest::decode(&bytes), Err(ManifestError::Malformed));
     }
 
     /// Every maximum: the value at the maximum is accepted, one above is refused at
