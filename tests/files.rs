@@ -67,8 +67,40 @@ fn wait_linked(gateway: &Node, others: &[&Node]) {
         let vm = gateway.vm.as_ref().expect("gateway up");
         assert!(vm.wait_for(&needle, Duration::from_secs(60)), "node 0 never linked with {}\n{}", o.address, vm.serial());
     }
-    // The node's `Peers` answer is refreshed from its links every second.
-    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// Waits until the gateway's `Peers` answer (what `store put` discovers nodes from) lists
+/// every other node with its key; panics with the last answer after a minute.
+fn wait_listed(gateway: &Node, target: &str, user: &Path, others: &[&Node]) {
+    let options = gridctl::client::Options { timeout: Duration::from_secs(30), user_overlay_identity: false };
+    let target = Target::parse(target).expect("gateway");
+    let key = UserKey::load(user).expect("key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let answer = match gridctl::client::Client::connect(&target, &key, options) {
+            Ok(mut c) => c.peers().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(peers) => {
+                let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                let listed = |k: &str| peers.iter().any(|p| p.key.map(hex).as_deref() == Some(k));
+                if others.iter().all(|o| listed(&o.key)) {
+                    return;
+                }
+                last = format!("{peers:?}");
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let marked: Vec<&str> = others
+        .iter()
+        .filter(|o| gridctl::parse_hex::<32>(&o.key).is_some_and(|k| gridctl::client::is_one_off_client_key(&k)))
+        .map(|o| o.key.as_str())
+        .collect();
+    panic!("node 0's peers never listed every other node: {last}\n(node keys carrying gridctl's one-off mark: {marked:?})\n{}", serial(gateway));
 }
 
 /// Seconds the user's machine spends on each client stage of `store put` and `get` for
@@ -207,6 +239,7 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let gateway = format!("{}@127.0.0.1:{}", nodes[0].key, net.host_udp_port);
     let user = dir.join("user/key");
     UserKey::generate().expect("key").save_new(&user).expect("save key");
+    wait_listed(&nodes[0], &gateway, &user, &nodes[1..].iter().collect::<Vec<_>>());
 
     // 1. Put.
     let src = dir.join("file.bin");
@@ -275,6 +308,7 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     // 3. Two fresh nodes join; repair; verify.
     let joined: Vec<Node> = (5..7).map(|i| boot(&base, i, &net, &dir)).collect();
     wait_linked(&nodes[0], &joined.iter().collect::<Vec<_>>());
+    wait_listed(&nodes[0], &gateway, &user, &joined.iter().collect::<Vec<_>>());
     nodes.extend(joined);
     let rep = store_json(&user, &["repair", &id, "--nodes", &gateway], &nodes);
     let new_id = rep["id"].as_str().expect("id").to_string();
