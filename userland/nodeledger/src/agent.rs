@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    TX_ATTEMPTS_PER_PERIOD, WANTS_MAX, WHY_BYTES_MAX,
+    TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WANTS_MAX, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -96,6 +96,10 @@ pub struct Agent {
     /// Period of the latest accepted header.
     period: u64,
     next_follow_ms: u64,
+    /// The last follow answer was short: reads and listings may go out.
+    caught_up: bool,
+    /// The latest `now_ms` seen.
+    now_ms: u64,
     meta: Option<Meta>,
     nonce: Option<u64>,
     /// The node's record as last read (outer `None`: never read).
@@ -151,6 +155,8 @@ impl Agent {
             period_ms: ledger::PERIOD_MS,
             period: 0,
             next_follow_ms: 0,
+            caught_up: false,
+            now_ms: 0,
             meta: None,
             nonce: None,
             node: None,
@@ -180,6 +186,7 @@ impl Agent {
     /// The next request for validator `v` (index into the configured list); one in flight
     /// per validator. `None`: nothing for it now (see [`Agent::poll_timeout`]).
     pub fn poll_request(&mut self, validator: usize, now_ms: u64) -> Option<Request> {
+        self.now_ms = self.now_ms.max(now_ms);
         let peer = self.peers.get(validator)?;
         if peer.task.is_some() || now_ms < peer.resume_ms {
             return None;
@@ -204,6 +211,10 @@ impl Agent {
         if follow_ok && !following && now_ms >= self.next_follow_ms {
             let count = LIGHT_BLOCKS_PER_RESPONSE_MAX;
             return Some((Task::Follow { count }, Request::LightBlocks { from, count }));
+        }
+        if !self.caught_up {
+            // Reads are answered at the validators' latest height: catch up first.
+            return None;
         }
         if let Some(pending) = &mut self.pending {
             if pending.state == PendingState::Ready {
@@ -231,11 +242,19 @@ impl Agent {
 
     /// When [`Agent::poll_request`] may have something new without an answer arriving
     /// (absolute ms); the caller also polls every validator after each answer.
+    /// Never a time already past (so a caller that sleeps until it cannot spin).
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut at = self.next_follow_ms;
-        for peer in &self.peers {
-            if peer.task.is_none() && peer.resume_ms > 0 {
-                at = at.min(peer.resume_ms.max(self.next_follow_ms.min(peer.resume_ms)));
+        let now = self.now_ms;
+        let following = self.peers.iter().any(|p| matches!(p.task, Some(Task::Follow { .. })));
+        let mut at = now.saturating_add(FOLLOW_INTERVAL_MS);
+        if !following && self.next_follow_ms > now {
+            at = at.min(self.next_follow_ms);
+        }
+        for peer in self.peers.iter().filter(|p| p.task.is_none()) {
+            for t in [peer.resume_ms, peer.follow_after_ms] {
+                if t > now {
+                    at = at.min(t);
+                }
             }
         }
         Some(at)
@@ -252,14 +271,15 @@ impl Agent {
         }
     }
 
-    /// A submission's fate is unknown: the account's nonce decides whether it landed.
+    /// A submission's fate is unknown: the account's nonce decides whether it landed, read
+    /// [`UNSURE_BLOCKS`] blocks later (a transaction still in a mempool lands by then).
     fn unsure(&mut self) {
         if let Some(pending) = &mut self.pending {
             pending.state = PendingState::Unsure;
         }
         self.nonce = None;
-        let latest = self.latest_height();
-        self.want(StateKey::Account(self.config.node), latest);
+        let after = self.latest_height().saturating_add(UNSURE_BLOCKS);
+        self.want(StateKey::Account(self.config.node), after);
     }
 
     fn want(&mut self, key: StateKey, height: u64) {
@@ -366,6 +386,7 @@ impl Agent {
 
     /// Validator `v`'s answer to its request. Anything wrong is counted, never a panic.
     pub fn on_response(&mut self, validator: usize, response: Response, now_ms: u64, local: &mut dyn Local) {
+        self.now_ms = self.now_ms.max(now_ms);
         let Some(peer) = self.peers.get_mut(validator) else { return };
         let Some(task) = peer.task.take() else {
             self.counters.bad_responses += 1;
@@ -428,7 +449,9 @@ impl Agent {
         }
         if blocks.len() as u64 == count {
             self.next_follow_ms = now_ms;
+            self.caught_up = false;
         } else {
+            self.caught_up = true;
             self.next_follow_ms = now_ms.saturating_add(FOLLOW_INTERVAL_MS);
             if blocks.is_empty() {
                 // Perhaps behind the others: let another validator answer the next one.
@@ -500,6 +523,7 @@ impl Agent {
         if height > latest {
             // It is ahead of us: follow first, then ask again.
             self.next_follow_ms = now_ms;
+            self.caught_up = false;
             return;
         }
         let Some(&min) = self.wants.get(&key) else { return };

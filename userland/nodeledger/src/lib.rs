@@ -74,6 +74,8 @@ pub const DISTRUST_MS_MIN: u64 = 5_000;
 pub const DISTRUST_MS_MAX: u64 = 300_000;
 /// Submissions of one transaction purpose per period at most (a refusal is retried once).
 pub const TX_ATTEMPTS_PER_PERIOD: u8 = 2;
+/// Blocks to wait before reading the account after a submission's connection was lost.
+pub const UNSURE_BLOCKS: u64 = 2;
 /// Longest refusal text kept in an event.
 pub const WHY_BYTES_MAX: usize = 200;
 
