@@ -141,6 +141,10 @@ pub struct Net {
     pub served: Vec<u64>,
     /// Outcomes of test-side transactions by tx id.
     pub outcomes: BTreeMap<[u8; 32], Result<TxOutcome, String>>,
+    /// Time spent in the agent's calls (its CPU, `Local` included).
+    pub agent_time: std::time::Duration,
+    /// Time between blocks.
+    pub block_ms: u64,
 }
 
 impl Net {
@@ -157,6 +161,8 @@ impl Net {
             waiting: Vec::new(),
             served: vec![0; n],
             outcomes: BTreeMap::new(),
+            agent_time: std::time::Duration::ZERO,
+            block_ms: BLOCK_MS,
         }
     }
 
@@ -203,7 +209,9 @@ impl Net {
                     Some(why) => Response::Refused(why.clone()),
                     None => Response::Committed(height),
                 };
+                let t = std::time::Instant::now();
                 agent.on_response(w.validator, response, self.now_ms, local);
+                self.agent_time += t.elapsed();
             }
         }
     }
@@ -309,9 +317,16 @@ impl Net {
                     continue;
                 }
                 for _ in 0..64 {
-                    let Some(request) = agent.poll_request(v, self.now_ms) else { break };
+                    let t = std::time::Instant::now();
+                    let polled = agent.poll_request(v, self.now_ms);
+                    self.agent_time += t.elapsed();
+                    let Some(request) = polled else { break };
                     match self.serve(v, request) {
-                        Some(response) => agent.on_response(v, response, self.now_ms, local),
+                        Some(response) => {
+                            let t = std::time::Instant::now();
+                            agent.on_response(v, response, self.now_ms, local);
+                            self.agent_time += t.elapsed();
+                        }
                         None => break,
                     }
                 }
@@ -319,7 +334,7 @@ impl Net {
             if self.now_ms >= self.next_block_ms {
                 let txs = std::mem::take(&mut self.mempool);
                 self.make_block_with(txs, Some((&mut *agent, &mut *local)));
-                self.next_block_ms += BLOCK_MS;
+                self.next_block_ms += self.block_ms;
             }
             self.now_ms += STEP_MS;
         }
