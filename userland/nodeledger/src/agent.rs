@@ -393,7 +393,16 @@ impl Agent {
             return;
         };
         match (task, response) {
-            (Task::Submit, Response::Committed(height)) => self.committed(height, now_ms),
+            (Task::Submit, Response::Committed(height)) => {
+                // We submit only when caught up: a block far beyond ours is a lie that
+                // would hold every re-read back forever.
+                if height > self.latest_height().saturating_add(LIGHT_BLOCKS_PER_RESPONSE_MAX) {
+                    self.distrust(validator, Distrust::OutOfBounds, now_ms);
+                    self.unsure();
+                } else {
+                    self.committed(height, now_ms);
+                }
+            }
             (Task::Submit, Response::Refused(why)) => self.refused(why),
             (Task::Submit, _) => {
                 self.bad(validator, now_ms);
@@ -558,14 +567,17 @@ impl Agent {
         if pending.state != PendingState::Unsure {
             return;
         }
-        if nonce == pending.tx.tx.nonce {
+        match nonce.cmp(&pending.tx.tx.nonce) {
             // It did not land: the same transaction again.
-            pending.state = PendingState::Ready;
-        } else {
+            core::cmp::Ordering::Equal => pending.state = PendingState::Ready,
             // The nonce moved (only this node signs for its account): it landed.
-            let purpose = pending.purpose;
-            self.pending = None;
-            self.landed(purpose, height);
+            core::cmp::Ordering::Greater => {
+                let purpose = pending.purpose;
+                self.pending = None;
+                self.landed(purpose, height);
+            }
+            // Signed with a nonce the account never reached: decide again.
+            core::cmp::Ordering::Less => self.pending = None,
         }
     }
 

@@ -405,3 +405,16 @@ fn asked_contracts_and_events_are_bounded() {
     assert_eq!(agent.workload_contract(5), ContractView::Unknown);
     assert!(agent.status().registered, "the flood did not stop the work");
 }
+
+#[test]
+fn a_false_commit_is_distrusted_and_the_transaction_resent_elsewhere() {
+    let mut w = world_with(vec![Behaviour::FalseCommit, Behaviour::Honest, Behaviour::Honest]);
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = new_agent(&w);
+    w.net.run_to(&mut agent, &mut local, w.p0 + 2, 5_000);
+    let events = agent.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::ValidatorDistrusted { validator: 0, why: Distrust::OutOfBounds, .. })));
+    let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
+    assert_eq!(uptime.into_iter().collect::<Vec<_>>(), vec![(w.p0, 1), (w.p0 + 1, 1), (w.p0 + 2, 1)]);
+    assert!(agent.status().registered);
+}

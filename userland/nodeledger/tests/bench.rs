@@ -60,7 +60,6 @@ fn bench_figures() {
     let blocks = net.chain.light_blocks.clone();
 
     // Baseline: the light client alone.
-    let before = live_bytes();
     let t = Instant::now();
     let mut light = LightClient::from_genesis(&net.chain.genesis).expect("genesis");
     for block in &blocks {

@@ -42,6 +42,8 @@ pub enum Behaviour {
     WrongGenesis,
     /// Answers every request with something of the wrong kind or out of bounds.
     Garbage,
+    /// Says every submission committed at a height far ahead, and drops it.
+    FalseCommit,
 }
 
 pub struct Chain {
@@ -228,6 +230,9 @@ impl Net {
                 Request::Prove(_) => Response::LightBlocks(Vec::new()),
                 _ => Response::Status { height: u64::MAX, state_root: [0; 32] },
             });
+        }
+        if let (Behaviour::FalseCommit, Request::Submit(_)) = (behaviour, &request) {
+            return Some(Response::Committed(u64::MAX));
         }
         Some(match request {
             Request::Genesis => {
