@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WANTS_MAX, WHY_BYTES_MAX,
+    LISTED_PER_VALIDATOR_MAX, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -37,6 +37,8 @@ struct Peer {
     follow_after_ms: u64,
     /// Lies so far (the back-off doubles with each).
     lies: u32,
+    /// Ids it listed that are still to be read ([`LISTED_PER_VALIDATOR_MAX`] at most).
+    listed_held: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +86,8 @@ struct Pass {
     /// Our latest height when the pass started.
     height: u64,
     after: Option<ContractId>,
-    found: BTreeSet<ContractId>,
+    /// Ids listed, and which validator listed each.
+    found: BTreeMap<ContractId, usize>,
 }
 
 /// The node's ledger agent (see the crate docs).
@@ -114,6 +117,10 @@ pub struct Agent {
     asked: BTreeSet<ContractId>,
     listed_height: Option<u64>,
     pass: Option<Pass>,
+    /// New ids from listings, with who listed them at which height (checked when read).
+    listed: BTreeMap<ContractId, (usize, u64)>,
+    /// Listed ids read as absent: (lister, read height), read again later.
+    suspects: BTreeMap<ContractId, (usize, u64)>,
     pending: Option<Pending>,
     attempts: BTreeMap<TxPurpose, u8>,
     events: VecDeque<Event>,
@@ -168,6 +175,8 @@ impl Agent {
             asked: BTreeSet::new(),
             listed_height: None,
             pass: None,
+            listed: BTreeMap::new(),
+            suspects: BTreeMap::new(),
             pending: None,
             attempts: BTreeMap::new(),
             events: VecDeque::new(),
@@ -222,7 +231,14 @@ impl Agent {
                 return Some((Task::Submit, Request::Submit(pending.tx.clone())));
             }
         }
-        let read = self.wants.keys().find(|k| !self.peers.iter().any(|p| p.task == Some(Task::Read(**k)))).copied();
+        // Only what a validator at our height can answer (a read wanted at a later height
+        // waits until we follow there).
+        let latest = light.latest().height;
+        let read = self
+            .wants
+            .iter()
+            .find(|(k, min)| **min <= latest && !self.peers.iter().any(|p| p.task == Some(Task::Read(**k))))
+            .map(|(k, _)| *k);
         if let Some(key) = read {
             return Some((Task::Read(key), Request::Prove(key)));
         }
@@ -230,7 +246,7 @@ impl Agent {
         if !listing {
             let latest = light.latest().height;
             if self.pass.is_none() && self.listed_height.is_none_or(|h| h < latest) {
-                self.pass = Some(Pass { height: latest, after: None, found: BTreeSet::new() });
+                self.pass = Some(Pass { height: latest, after: None, found: BTreeMap::new() });
             }
             if let Some(pass) = &self.pass {
                 let after = pass.after;
@@ -285,10 +301,22 @@ impl Agent {
     fn want(&mut self, key: StateKey, height: u64) {
         if let Some(min) = self.wants.get_mut(&key) {
             *min = (*min).max(height);
-        } else if self.wants.len() < WANTS_MAX {
+        } else if self.wants.len() < self.wants_max() {
             self.wants.insert(key, height);
         } else {
             self.counters.dropped += 1;
+        }
+    }
+
+    /// Pending reads at most: the node's records, the followed and asked contracts, and
+    /// each validator's listed ids (so no read from these sources is ever dropped).
+    fn wants_max(&self) -> usize {
+        8 + CONTRACTS_FOLLOWED_MAX + OTHER_VIEWS_MAX + LISTED_PER_VALIDATOR_MAX * self.peers.len()
+    }
+
+    fn release_listed(&mut self, lister: usize) {
+        if let Some(peer) = self.peers.get_mut(lister) {
+            peer.listed_held = peer.listed_held.saturating_sub(1);
         }
     }
 
@@ -501,7 +529,7 @@ impl Agent {
                 full = true;
                 break;
             }
-            pass.found.insert(*id);
+            pass.found.insert(*id, validator);
         }
         if more && !full {
             pass.after = ids.last().copied();
@@ -512,12 +540,21 @@ impl Agent {
             self.counters.dropped += 1;
         }
         self.listed_height = Some(pass.height);
-        for id in &pass.found {
-            if !self.contracts.contains_key(id) && !self.ended.contains(id) {
-                self.want(StateKey::Contract(*id), pass.height);
+        for (id, lister) in &pass.found {
+            let known = self.contracts.contains_key(id) || self.ended.contains(id);
+            if known || self.listed.contains_key(id) || self.suspects.contains_key(id) {
+                continue;
             }
+            let Some(peer) = self.peers.get_mut(*lister) else { continue };
+            if peer.listed_held >= LISTED_PER_VALIDATOR_MAX {
+                self.counters.dropped += 1;
+                continue;
+            }
+            peer.listed_held += 1;
+            self.listed.insert(*id, (*lister, pass.height));
+            self.want(StateKey::Contract(*id), pass.height);
         }
-        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains(id)).copied().collect();
+        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains_key(id)).copied().collect();
         for id in gone {
             self.want(StateKey::Contract(id), pass.height);
         }
@@ -548,7 +585,7 @@ impl Agent {
             }),
             StateKey::Account(account) => light.account(height, &account, proof).map(|a| self.on_account(a.nonce, height)),
             StateKey::Node(node) => light.node(height, &node, proof).map(|record| self.on_node(record)),
-            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, local)),
+            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, height, now_ms, local)),
             StateKey::Farm(_) => Ok(()),
         };
         match result {
@@ -596,6 +633,45 @@ impl Agent {
         self.node = Some(record);
     }
 
+    /// A contract's terms never change: one listed as this node's that is another node's
+    /// was made up by its lister. One that is absent may be newer than our height: it is
+    /// read again [`SUSPECT_BLOCKS`] later, and made up if still absent.
+    fn check_listing(&mut self, id: ContractId, record: Option<&Contract>, height: u64, now_ms: u64) {
+        let listed = self.listed.remove(&id);
+        let suspect = self.suspects.remove(&id);
+        let me = self.config.node;
+        // Each id is in at most one of `listed` and `suspects` (a listing skips both).
+        let lister = match (record, suspect.or(listed)) {
+            (_, None) => None,
+            (Some(c), Some((v, _))) => {
+                self.release_listed(v);
+                let mine = match &c.terms {
+                    ContractTerms::Workload { node, .. } => *node == me,
+                    ContractTerms::Storage { shards } => shards.iter().any(|s| s.placement.node == me),
+                };
+                (!mine).then_some(v)
+            }
+            (None, Some((v, since))) if suspect.is_some() => {
+                if height >= since.saturating_add(SUSPECT_BLOCKS) {
+                    self.release_listed(v);
+                    Some(v)
+                } else {
+                    self.suspects.insert(id, (v, since));
+                    None
+                }
+            }
+            (None, Some((v, _))) => {
+                // Perhaps newer than our height: read again later (it keeps its slot).
+                self.suspects.insert(id, (v, height));
+                self.want(StateKey::Contract(id), height.saturating_add(SUSPECT_BLOCKS));
+                None
+            }
+        };
+        if let Some(v) = lister {
+            self.distrust(v, Distrust::BadListing, now_ms);
+        }
+    }
+
     fn remember_other(&mut self, id: ContractId, view: ContractView) {
         self.others.retain(|(c, _)| *c != id);
         if self.others.len() >= OTHER_VIEWS_MAX {
@@ -604,8 +680,9 @@ impl Agent {
         self.others.push_back((id, view));
     }
 
-    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, local: &mut dyn Local) {
+    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, height: u64, now_ms: u64, local: &mut dyn Local) {
         let asked = self.asked.remove(&id);
+        self.check_listing(id, record.as_ref(), height, now_ms);
         let Some(contract) = record else {
             self.contracts.remove(&id);
             if asked {

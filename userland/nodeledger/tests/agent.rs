@@ -418,3 +418,19 @@ fn a_false_commit_is_distrusted_and_the_transaction_resent_elsewhere() {
     assert_eq!(uptime.into_iter().collect::<Vec<_>>(), vec![(w.p0, 1), (w.p0 + 1, 1), (w.p0 + 2, 1)]);
     assert!(agent.status().registered);
 }
+
+#[test]
+fn a_listing_flood_is_bounded_and_changes_nothing() {
+    let mut w = world_with(vec![Behaviour::ListingFlood, Behaviour::Honest]);
+    let (mut agent, mut local, id, _) = with_storage(&mut w, 1, 10);
+    w.net.run_to(&mut agent, &mut local, w.p0 + 3, 5_000);
+    let status = agent.status();
+    assert!(status.dropped > 0, "{status:?}");
+    let events = agent.take_events();
+    assert_eq!(status.contracts_followed, 1, "made-up ids read as absent are not followed");
+    assert_eq!(status.last_uptime_period, Some(w.p0 + 3));
+    assert_eq!(stored_shards(&w.net, id)[0].last_proven_period, Some(w.p0 + 3));
+    assert_eq!(agent.workload_contract(1_000), ContractView::Unknown);
+    assert!(events.iter().any(|e| matches!(e, Event::ValidatorDistrusted { validator: 0, why: Distrust::BadListing, .. })));
+    assert!(w.net.served[0] < w.net.served[1], "left for the other: {:?}", w.net.served);
+}

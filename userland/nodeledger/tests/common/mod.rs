@@ -44,6 +44,8 @@ pub enum Behaviour {
     Garbage,
     /// Says every submission committed at a height far ahead, and drops it.
     FalseCommit,
+    /// Lists endless made-up contract ids for the node.
+    ListingFlood,
 }
 
 pub struct Chain {
@@ -233,6 +235,11 @@ impl Net {
         }
         if let (Behaviour::FalseCommit, Request::Submit(_)) = (behaviour, &request) {
             return Some(Response::Committed(u64::MAX));
+        }
+        if let (Behaviour::ListingFlood, Request::NodeContracts { after, .. }) = (behaviour, &request) {
+            let first = after.map_or(1_000, |a| a + 1);
+            let ids = (first..first + CONTRACT_IDS_PER_RESPONSE_MAX as u64).collect();
+            return Some(Response::ContractIds { ids, more: true });
         }
         Some(match request {
             Request::Genesis => {
