@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    LISTED_PER_VALIDATOR_MAX, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
+    GOOD_ANSWERS_PER_LIE_FORGIVEN, LISTED_PER_VALIDATOR_MAX, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -39,6 +39,8 @@ struct Peer {
     lies: u32,
     /// Ids it listed that are still to be read ([`LISTED_PER_VALIDATOR_MAX`] at most).
     listed_held: usize,
+    /// Verified answers since its last lie (every [`GOOD_ANSWERS_PER_LIE_FORGIVEN`] forgive one).
+    good: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,11 +400,22 @@ impl Agent {
         self.counters.lies += 1;
         let Some(peer) = self.peers.get_mut(validator) else { return };
         peer.lies = peer.lies.saturating_add(1);
+        peer.good = 0;
         let shift = peer.lies.saturating_sub(1).min(16);
         let backoff = DISTRUST_MS_MIN.saturating_mul(1u64 << shift).min(DISTRUST_MS_MAX);
         peer.resume_ms = now_ms.saturating_add(backoff);
         let until_ms = peer.resume_ms;
         self.event(Event::ValidatorDistrusted { validator, why, until_ms });
+    }
+
+    /// A verified answer (blocks or a proof): sporadic faults do not add up forever.
+    fn good(&mut self, validator: usize) {
+        let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.good = peer.good.saturating_add(1);
+        if peer.good >= GOOD_ANSWERS_PER_LIE_FORGIVEN && peer.lies > 0 {
+            peer.lies -= 1;
+            peer.good = 0;
+        }
     }
 
     fn bad(&mut self, validator: usize, now_ms: u64) {
@@ -482,6 +495,7 @@ impl Agent {
                 return self.distrust(validator, Distrust::BadBlock(error), now_ms);
             }
             self.counters.blocks_followed += 1;
+            self.good(validator);
             self.on_header(block.header.height, block.header.time_ms);
         }
         if blocks.len() as u64 == count {
@@ -590,6 +604,7 @@ impl Agent {
         };
         match result {
             Ok(()) => {
+                self.good(validator);
                 if self.wants.get(&key).is_some_and(|m| *m <= height) {
                     self.wants.remove(&key);
                 }

@@ -74,6 +74,8 @@ pub const BUSY_BACKOFF_MS: u64 = 1_000;
 pub const DISTRUST_MS_MIN: u64 = 5_000;
 /// Longest back-off of a validator that lied.
 pub const DISTRUST_MS_MAX: u64 = 300_000;
+/// Verified answers (blocks, proofs) that make a validator's back-off one step shorter.
+pub const GOOD_ANSWERS_PER_LIE_FORGIVEN: u32 = 32;
 /// Submissions of one transaction purpose per period at most (a refusal is retried once).
 pub const TX_ATTEMPTS_PER_PERIOD: u8 = 2;
 /// Blocks to wait before reading the account after a submission's connection was lost.

@@ -434,3 +434,35 @@ fn a_listing_flood_is_bounded_and_changes_nothing() {
     assert!(events.iter().any(|e| matches!(e, Event::ValidatorDistrusted { validator: 0, why: Distrust::BadListing, .. })));
     assert!(w.net.served[0] < w.net.served[1], "left for the other: {:?}", w.net.served);
 }
+
+/// Random bytes flipped in the answers' encodings (validators lying at random): never a
+/// panic, never a forged block or record acted on; with a few percent of bad answers the
+/// work still gets done through what verifies.
+#[test]
+fn mutated_answers_are_refused_and_the_work_goes_on() {
+    for seed in 1..=8u64 {
+        let per_mille = if seed % 2 == 0 { 300 } else { 50 };
+        let mut w = world();
+        let (mut agent, mut local, storage, _) = with_storage(&mut w, 2, 20);
+        let resources = Resources { cores: 1, memory_bytes: 1 << 20, disk_bytes: 0 };
+        let kind = TxKind::CreateWorkloadContract { node: w.node.public(), resources, price_per_hour: 1 };
+        let workload = created(w.net.run_now(&w.alice, kind));
+        local.usage.insert(workload, Usage::default());
+        w.net.mutate = Some((seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, per_mille));
+        w.net.run_to(&mut agent, &mut local, w.p0 + 3, 8_000);
+        let status = agent.status();
+        assert!(w.net.mutated > 0, "seed {seed}: {}", w.net.mutated);
+        assert!(status.height <= w.net.chain.state.meta().height);
+        assert!(local.ended.is_empty(), "seed {seed}: nothing ended: {:?}", local.ended);
+        assert!(matches!(agent.workload_contract(workload), ContractView::Active { .. } | ContractView::Unknown));
+        let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
+        assert!(uptime.values().all(|n| *n == 1), "seed {seed}: {uptime:?}");
+        assert!(status.lies + status.bad_responses > 0);
+        if per_mille > 100 {
+            continue;
+        }
+        assert_eq!(agent.workload_contract(workload), ContractView::Active { owner: w.alice.public(), resources });
+        assert_eq!(status.last_uptime_period, Some(w.p0 + 3), "seed {seed}: {status:?}");
+        assert_eq!(stored_shards(&w.net, storage)[1].last_proven_period, Some(w.p0 + 3), "seed {seed}");
+    }
+}

@@ -149,6 +149,10 @@ pub struct Net {
     pub agent_time: std::time::Duration,
     /// Time between blocks.
     pub block_ms: u64,
+    /// Fuzzing: (rng state, per-mille of answers whose encoding gets bytes flipped).
+    pub mutate: Option<(u64, u64)>,
+    /// Answers mutated (and still decodable).
+    pub mutated: u64,
 }
 
 impl Net {
@@ -167,6 +171,8 @@ impl Net {
             outcomes: BTreeMap::new(),
             agent_time: std::time::Duration::ZERO,
             block_ms: BLOCK_MS,
+            mutate: None,
+            mutated: 0,
         }
     }
 
@@ -333,7 +339,7 @@ impl Net {
                     let polled = agent.poll_request(v, self.now_ms);
                     self.agent_time += t.elapsed();
                     let Some(request) = polled else { break };
-                    match self.serve(v, request) {
+                    match self.serve(v, request).map(|r| self.maybe_mutate(r)) {
                         Some(response) => {
                             let t = std::time::Instant::now();
                             agent.on_response(v, response, self.now_ms, local);
@@ -350,6 +356,33 @@ impl Net {
             }
             self.now_ms += STEP_MS;
         }
+    }
+
+    /// With [`Net::mutate`] set, flips a few bytes of some answers' encodings (what still
+    /// decodes is delivered; the rest becomes a refusal).
+    fn maybe_mutate(&mut self, response: Response) -> Response {
+        let Some((state, per_mille)) = &mut self.mutate else { return response };
+        let mut next = || {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state
+        };
+        if next() % 1000 >= *per_mille {
+            return response;
+        }
+        let mut bytes = postcard::to_allocvec(&response).expect("encode");
+        let flips = 1 + next() % 3;
+        for _ in 0..flips {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << (next() % 8);
+        }
+        if next() % 8 == 0 {
+            let keep = (next() % bytes.len() as u64) as usize;
+            bytes.truncate(keep);
+        }
+        self.mutated += 1;
+        postcard::from_bytes(&bytes).unwrap_or(Response::Refused("undecodable".into()))
     }
 
     /// Runs to the start of period `period` plus `offset_ms`.
