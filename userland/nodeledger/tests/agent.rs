@@ -266,10 +266,17 @@ fn a_restart_mid_period_duplicates_and_loses_nothing() {
     let workload = created(w.net.run_now(&w.alice, kind));
     local.usage.insert(workload, Usage { cpu_ms: 1, ..Usage::default() });
     w.net.run_to(&mut first, &mut local, p0 + 2, 4_321);
+    // Down with a transaction in flight; the new agent starts from the genesis and the
+    // same chain (a reboot takes longer than a block: the transaction has landed).
+    loop {
+        let until = w.net.now_ms + STEP_MS;
+        w.net.run(&mut first, &mut local, until);
+        if w.net.waiting_validator().is_some() {
+            break;
+        }
+    }
     drop(first);
-    // A reboot takes a while; the new agent starts from the genesis and the same chain.
-    let resume = w.net.now_ms + 700;
-    w.net.now_ms = resume;
+    w.net.reboot(1_500);
     let mut second = new_agent(&w);
     w.net.run_to(&mut second, &mut local, p0 + 5, 5_000);
     let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
@@ -465,4 +472,17 @@ fn mutated_answers_are_refused_and_the_work_goes_on() {
         assert_eq!(status.last_uptime_period, Some(w.p0 + 3), "seed {seed}: {status:?}");
         assert_eq!(stored_shards(&w.net, storage)[1].last_proven_period, Some(w.p0 + 3), "seed {seed}");
     }
+}
+
+#[test]
+fn one_request_in_flight_per_validator_and_timeouts_ahead() {
+    let w = world();
+    let mut agent = new_agent(&w);
+    let now = w.net.now_ms;
+    assert_eq!(agent.poll_request(0, now), Some(ledger::rpc::Request::Genesis));
+    assert_eq!(agent.poll_request(0, now), None, "one in flight");
+    assert_eq!(agent.poll_request(1, now), None, "one genesis request at a time");
+    assert!(agent.poll_timeout().is_some_and(|t| t > now));
+    agent.on_disconnect(0, now);
+    assert_eq!(agent.poll_request(1, now), Some(ledger::rpc::Request::Genesis), "another takes over");
 }

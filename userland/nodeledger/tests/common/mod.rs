@@ -390,6 +390,20 @@ impl Net {
         self.run(agent, local, period * PERIOD_MS + offset_ms);
     }
 
+    /// The node goes down for `downtime_ms` (its connections close; the chain goes on).
+    pub fn reboot(&mut self, downtime_ms: u64) {
+        self.waiting.clear();
+        let until = self.now_ms + downtime_ms;
+        while self.now_ms < until {
+            if self.now_ms >= self.next_block_ms {
+                let txs = std::mem::take(&mut self.mempool);
+                self.make_block_with(txs, None);
+                self.next_block_ms += self.block_ms;
+            }
+            self.now_ms += STEP_MS;
+        }
+    }
+
     /// The validator holding a submission that waits for a block, if any.
     pub fn waiting_validator(&self) -> Option<usize> {
         self.waiting.first().map(|w| w.validator)
