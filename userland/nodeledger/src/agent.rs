@@ -105,6 +105,8 @@ pub struct Agent {
     caught_up: bool,
     /// The latest `now_ms` seen.
     now_ms: u64,
+    /// The last period a [`Event::Height`] was emitted for.
+    announced_period: Option<u64>,
     meta: Option<Meta>,
     nonce: Option<u64>,
     /// The node's record as last read (outer `None`: never read).
@@ -166,6 +168,7 @@ impl Agent {
             next_follow_ms: 0,
             caught_up: false,
             now_ms: 0,
+            announced_period: None,
             meta: None,
             nonce: None,
             node: None,
@@ -503,6 +506,12 @@ impl Agent {
             self.caught_up = false;
         } else {
             self.caught_up = true;
+            // One line per period, once caught up (not one per period crossed catching up).
+            if self.announced_period < Some(self.period) {
+                self.announced_period = Some(self.period);
+                let height = self.latest_height();
+                self.event(Event::Height { height, period: self.period });
+            }
             self.next_follow_ms = now_ms.saturating_add(FOLLOW_INTERVAL_MS);
             if blocks.is_empty() {
                 // Perhaps behind the others: let another validator answer the next one.
@@ -521,7 +530,6 @@ impl Agent {
         }
         self.period = period;
         self.attempts.clear();
-        self.event(Event::Height { height, period });
         self.want(StateKey::Meta, height);
         self.want(StateKey::Node(self.config.node), height);
         let ids: Vec<ContractId> = self.contracts.keys().copied().collect();

@@ -235,7 +235,8 @@ pub enum Event {
         /// Billing period of the chain.
         period_ms: u64,
     },
-    /// The first header of a new period (at most once per period).
+    /// The chain's height once caught up in a new period (at most once per period; the
+    /// first one after the genesis too).
     Height {
         /// Height.
         height: u64,

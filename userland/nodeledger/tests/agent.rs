@@ -66,7 +66,7 @@ fn registers_under_its_farm_and_reports_uptime_once_per_period() {
     assert_eq!(count(&events, |e| matches!(e, Event::Registered { .. }).then_some(())), 1);
     assert_eq!(count(&events, |e| matches!(e, Event::UptimeReported { .. }).then_some(())), 5);
     let heights: Vec<u64> = events.iter().filter_map(|e| if let Event::Height { period, .. } = e { Some(*period) } else { None }).collect();
-    assert_eq!(heights, vec![p0 + 1, p0 + 2, p0 + 3, p0 + 4], "one height line per period");
+    assert_eq!(heights, vec![p0, p0 + 1, p0 + 2, p0 + 3, p0 + 4], "one height line per period");
     let status = agent.status();
     assert!(status.registered);
     assert_eq!((status.farm, status.last_uptime_period, status.lies, status.bad_responses), (Some(w.farm), Some(p0 + 4), 0, 0));
@@ -485,4 +485,25 @@ fn one_request_in_flight_per_validator_and_timeouts_ahead() {
     assert!(agent.poll_timeout().is_some_and(|t| t > now));
     agent.on_disconnect(0, now);
     assert_eq!(agent.poll_request(1, now), Some(ledger::rpc::Request::Genesis), "another takes over");
+}
+
+#[test]
+fn a_node_joining_a_long_chain_catches_up_quietly_then_works() {
+    let mut w = world();
+    // 20 periods of blocks before the node first boots.
+    for _ in 0..400 {
+        w.net.now_ms += BLOCK_MS;
+        w.net.chain.block(Vec::new(), w.net.now_ms);
+    }
+    w.net.next_block_ms = w.net.now_ms + BLOCK_MS;
+    let p = w.net.chain.period();
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = new_agent(&w);
+    w.net.run_to(&mut agent, &mut local, p + 1, 5_000);
+    let events = agent.take_events();
+    let heights: Vec<u64> = events.iter().filter_map(|e| if let Event::Height { period, .. } = e { Some(*period) } else { None }).collect();
+    assert_eq!(heights, vec![p, p + 1], "no line per period crossed while catching up");
+    assert_eq!(agent.status().last_uptime_period, Some(p + 1));
+    let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
+    assert_eq!(uptime.into_iter().collect::<Vec<_>>(), vec![(p, 1), (p + 1, 1)]);
 }
