@@ -901,6 +901,11 @@ impl Agent {
         let followed = self.contracts.get(&id)?.clone();
         match &followed.terms {
             Terms::Storage { shards } => {
+                // Billed from the period after its creation: no challenge before (its
+                // shards may still be on their way to the node).
+                if followed.created_period >= period {
+                    return None;
+                }
                 let seed = seed?;
                 for shard in shards.iter().filter(|s| s.last_proven_period != Some(period)) {
                     let purpose = TxPurpose::Proof { contract: id, shard: shard.index, period };

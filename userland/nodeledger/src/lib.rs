@@ -20,7 +20,9 @@
 //! - **Reports uptime** once per period (a report is applied in the period its block is in:
 //!   nothing is ever back-dated; a period with no reachable validator is simply missed).
 //! - **Answers storage challenges** each period for every shard that an active storage
-//!   contract places on this node (challenge from the period seed of a proven `Meta` read).
+//!   contract places on this node (challenge from the period seed of a proven `Meta` read),
+//!   from the period after the contract's creation (the first one billed; its shards may
+//!   still be arriving in the period it was made).
 //! - **Reports usage** per workload contract for each ended period.
 //! - **Follows contracts**: its node's active contracts (a listing, each record then proven),
 //!   re-listed at each new height; a workload contract that ended is handed to
