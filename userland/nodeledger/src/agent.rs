@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    GOOD_ANSWERS_PER_LIE_FORGIVEN, LISTED_PER_VALIDATOR_MAX, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
+    GOOD_ANSWERS_PER_LIE_FORGIVEN, LISTED_PER_VALIDATOR_MAX, PERIOD_END_MARGIN_MS_MAX, REFUSAL_GRACE_MS, STALE_BLOCKS, STALE_SUBMIT_BACKOFF_MS, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -25,7 +25,7 @@ enum Task {
     Follow { count: u64 },
     Read(StateKey),
     List { after: Option<ContractId> },
-    Submit,
+    Submit { nonce: u64 },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,23 +41,43 @@ struct Peer {
     listed_held: usize,
     /// Verified answers since its last lie (every [`GOOD_ANSWERS_PER_LIE_FORGIVEN`] forgive one).
     good: u32,
+    /// It gets no copy of a transaction before this time (it held one no block carried).
+    submit_after_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PendingState {
-    /// Ready to submit.
-    Ready,
-    /// Submitted to this validator.
-    InFlight(usize),
-    /// The connection was lost while in flight: the account's nonce decides (read again).
-    Unsure,
-}
-
+/// The one transaction in flight. A copy goes to every validator (each proposes from its
+/// own mempool, so the next block carries it whoever proposes; every validator answers
+/// `Committed` for a block that carries it, and drops its copy).
 #[derive(Debug, Clone)]
 struct Pending {
     tx: SignedTx,
     purpose: TxPurpose,
-    state: PendingState,
+    /// No copy is in flight and none was refused: the account's nonce decides whether it
+    /// landed (read again).
+    unsure: bool,
+    /// Validators given a copy (once each until resubmitted).
+    offered: BTreeSet<usize>,
+    /// Validators whose answer is awaited.
+    in_flight: BTreeSet<usize>,
+    /// The first refusal: why, and when (the whole transaction counts as refused when no
+    /// copy is left in flight and every validator answered, or [`REFUSAL_GRACE_MS`] later).
+    refusal: Option<(String, u64)>,
+    /// Our height when it was (re)submitted.
+    height: u64,
+}
+
+impl Pending {
+    fn new(tx: SignedTx, purpose: TxPurpose, height: u64) -> Pending {
+        Pending { tx, purpose, unsure: false, offered: BTreeSet::new(), in_flight: BTreeSet::new(), refusal: None, height }
+    }
+
+    fn resubmit(&mut self, height: u64) {
+        self.height = height;
+        self.unsure = false;
+        self.offered.clear();
+        self.in_flight.clear();
+        self.refusal = None;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +221,7 @@ impl Agent {
     /// per validator. `None`: nothing for it now (see [`Agent::poll_timeout`]).
     pub fn poll_request(&mut self, validator: usize, now_ms: u64) -> Option<Request> {
         self.now_ms = self.now_ms.max(now_ms);
+        self.refusal_due(now_ms);
         let peer = self.peers.get(validator)?;
         if peer.task.is_some() || now_ms < peer.resume_ms {
             return None;
@@ -230,10 +251,17 @@ impl Agent {
             // Reads are answered at the validators' latest height: catch up first.
             return None;
         }
+        // Copies to all validators but one, so one is always free to follow the chain.
+        let copies_max = self.peers.len().saturating_sub(1).max(1);
+        // Validators that held a copy no block carried come last (all of them: no order).
+        let shunned = self.peers.get(validator).is_some_and(|p| now_ms < p.submit_after_ms)
+            && self.peers.iter().any(|p| now_ms >= p.submit_after_ms);
         if let Some(pending) = &mut self.pending {
-            if pending.state == PendingState::Ready {
-                pending.state = PendingState::InFlight(validator);
-                return Some((Task::Submit, Request::Submit(pending.tx.clone())));
+            let room = pending.in_flight.len() < copies_max && !shunned;
+            if room && !pending.unsure && pending.refusal.is_none() && pending.offered.insert(validator) {
+                pending.in_flight.insert(validator);
+                let nonce = pending.tx.tx.nonce;
+                return Some((Task::Submit { nonce }, Request::Submit(pending.tx.clone())));
             }
         }
         // Only what a validator at our height can answer (a read wanted at a later height
@@ -271,6 +299,12 @@ impl Agent {
         if !following && self.next_follow_ms > now {
             at = at.min(self.next_follow_ms);
         }
+        if let Some((_, refused_ms)) = self.pending.as_ref().and_then(|p| p.refusal.as_ref()) {
+            let due = refused_ms.saturating_add(REFUSAL_GRACE_MS);
+            if due > now {
+                at = at.min(due);
+            }
+        }
         for peer in self.peers.iter().filter(|p| p.task.is_none()) {
             for t in [peer.resume_ms, peer.follow_after_ms] {
                 if t > now {
@@ -286,9 +320,54 @@ impl Agent {
         let Some(peer) = self.peers.get_mut(validator) else { return };
         let task = peer.task.take();
         match task {
-            Some(Task::Submit) => self.unsure(),
+            Some(Task::Submit { nonce }) => self.copy_done(validator, nonce),
             Some(Task::List { .. }) => self.pass = None,
             _ => {}
+        }
+    }
+
+    /// Validator `v`'s copy of the transaction with `nonce` is no longer in flight (lost,
+    /// refused or a bad answer). With none left: refused if one was, else unsure.
+    fn copy_done(&mut self, validator: usize, nonce: u64) {
+        let Some(pending) = &mut self.pending else { return };
+        if pending.tx.tx.nonce != nonce || !pending.in_flight.remove(&validator) || !pending.in_flight.is_empty() {
+            return;
+        }
+        match pending.refusal.clone() {
+            Some((why, _)) if pending.offered.len() >= self.peers.len() => self.refused(why),
+            Some(_) => {}
+            None => self.unsure(),
+        }
+    }
+
+    /// A transaction no block carried for [`STALE_BLOCKS`] (dropped from the mempools, e.g. a
+    /// proof whose period ended): its copies are given up on (their late answers are still
+    /// taken) and the account's nonce decides.
+    fn check_stale(&mut self, now_ms: u64) {
+        let latest = self.latest_height();
+        let Some(pending) = &mut self.pending else { return };
+        if pending.unsure || latest < pending.height.saturating_add(STALE_BLOCKS) {
+            return;
+        }
+        for v in &pending.in_flight {
+            if let Some(peer) = self.peers.get_mut(*v) {
+                peer.submit_after_ms = now_ms.saturating_add(STALE_SUBMIT_BACKOFF_MS);
+            }
+        }
+        pending.in_flight.clear();
+        pending.refusal = None;
+        self.counters.dropped += 1;
+        self.unsure();
+    }
+
+    /// A refused transaction whose other copies did not land within the grace time.
+    fn refusal_due(&mut self, now_ms: u64) {
+        let Some(pending) = &self.pending else { return };
+        if let Some((why, at)) = &pending.refusal {
+            if pending.in_flight.is_empty() && now_ms >= at.saturating_add(REFUSAL_GRACE_MS) {
+                let why = why.clone();
+                self.refused(why);
+            }
         }
     }
 
@@ -296,7 +375,7 @@ impl Agent {
     /// [`UNSURE_BLOCKS`] blocks later (a transaction still in a mempool lands by then).
     fn unsure(&mut self) {
         if let Some(pending) = &mut self.pending {
-            pending.state = PendingState::Unsure;
+            pending.unsure = true;
         }
         self.nonce = None;
         let after = self.latest_height().saturating_add(UNSURE_BLOCKS);
@@ -437,20 +516,28 @@ impl Agent {
             return;
         };
         match (task, response) {
-            (Task::Submit, Response::Committed(height)) => {
+            (Task::Submit { nonce }, Response::Committed(height)) => {
                 // We submit only when caught up: a block far beyond ours is a lie that
                 // would hold every re-read back forever.
                 if height > self.latest_height().saturating_add(LIGHT_BLOCKS_PER_RESPONSE_MAX) {
                     self.distrust(validator, Distrust::OutOfBounds, now_ms);
-                    self.unsure();
-                } else {
+                    self.copy_done(validator, nonce);
+                } else if self.pending.as_ref().is_some_and(|p| p.tx.tx.nonce == nonce) {
                     self.committed(height, now_ms);
                 }
+                // (Otherwise another copy's answer came first: nothing to do.)
             }
-            (Task::Submit, Response::Refused(why)) => self.refused(why),
-            (Task::Submit, _) => {
+            (Task::Submit { nonce }, Response::Refused(why)) => {
+                if let Some(pending) = &mut self.pending {
+                    if pending.tx.tx.nonce == nonce && pending.refusal.is_none() {
+                        pending.refusal = Some((why, now_ms));
+                    }
+                }
+                self.copy_done(validator, nonce);
+            }
+            (Task::Submit { nonce }, _) => {
                 self.bad(validator, now_ms);
-                self.unsure();
+                self.copy_done(validator, nonce);
             }
             (Task::Genesis, Response::Genesis(genesis)) => self.on_genesis(validator, &genesis, now_ms),
             (Task::Follow { count }, Response::LightBlocks(blocks)) => self.on_blocks(validator, count, &blocks, now_ms),
@@ -501,6 +588,7 @@ impl Agent {
             self.good(validator);
             self.on_header(block.header.height, block.header.time_ms);
         }
+        self.check_stale(now_ms);
         if blocks.len() as u64 == count {
             self.next_follow_ms = now_ms;
             self.caught_up = false;
@@ -624,12 +712,12 @@ impl Agent {
     fn on_account(&mut self, nonce: u64, height: u64) {
         self.nonce = Some(nonce);
         let Some(pending) = &mut self.pending else { return };
-        if pending.state != PendingState::Unsure {
+        if !pending.unsure {
             return;
         }
         match nonce.cmp(&pending.tx.tx.nonce) {
             // It did not land: the same transaction again.
-            core::cmp::Ordering::Equal => pending.state = PendingState::Ready,
+            core::cmp::Ordering::Equal => pending.resubmit(height),
             // The nonce moved (only this node signs for its account): it landed.
             core::cmp::Ordering::Greater => {
                 let purpose = pending.purpose;
@@ -762,6 +850,7 @@ impl Agent {
     }
 
     fn committed(&mut self, height: u64, now_ms: u64) {
+        // (Also a copy given up on as stale: the nonce is the pending one's.)
         let Some(pending) = self.pending.take() else { return };
         self.nonce = pending.tx.tx.nonce.checked_add(1);
         if height > self.latest_height() {
@@ -848,7 +937,8 @@ impl Agent {
                 self.counters.dropped += 1;
                 return;
             }
-            self.pending = Some(Pending { tx: signed, purpose, state: PendingState::Ready });
+            let height = self.latest_height();
+            self.pending = Some(Pending::new(signed, purpose, height));
         }
     }
 
@@ -904,6 +994,13 @@ impl Agent {
                 // Billed from the period after its creation: no challenge before (its
                 // shards may still be on their way to the node).
                 if followed.created_period >= period {
+                    return None;
+                }
+                // Not in the period's last moments: a proof carried by a block of the next
+                // period answers the wrong challenge (and no validator would answer it).
+                let margin_ms = (self.period_ms / 10).min(PERIOD_END_MARGIN_MS_MAX);
+                let end_ms = period.saturating_add(1).saturating_mul(self.period_ms);
+                if self.now_ms.saturating_add(margin_ms) >= end_ms {
                     return None;
                 }
                 let seed = seed?;

@@ -29,7 +29,11 @@
 //!   [`Local::contract_ended`]; the permits ([`Agent::workload_contract`],
 //!   [`Agent::storage_quota`]) come from these records.
 //!
-//! Transactions: one in flight; the nonce comes from a proven read of the node's account.
+//! Transactions: one in flight, a copy to every validator but one (each proposes from its
+//! own mempool, so the next block carries it whoever proposes; the one left follows the
+//! chain); the nonce comes from a proven read of the node's account. A copy's lost
+//! connection or refusal waits for the others; with none left, or none carried for
+//! [`STALE_BLOCKS`], the account's nonce says whether it landed (resent if not).
 //! After a transaction commits, the records it changed are read again (at or above its
 //! height) before the agent decides anything that depends on them, so a restarted agent
 //! and a running one decide the same from the same chain: nothing is sent twice for a
@@ -80,6 +84,17 @@ pub const DISTRUST_MS_MAX: u64 = 300_000;
 pub const GOOD_ANSWERS_PER_LIE_FORGIVEN: u32 = 32;
 /// Submissions of one transaction purpose per period at most (a refusal is retried once).
 pub const TX_ATTEMPTS_PER_PERIOD: u8 = 2;
+/// How long a refused transaction waits for its other copies to land before it counts as
+/// refused (a validator behind the others refuses what the chain accepts).
+pub const REFUSAL_GRACE_MS: u64 = 3_000;
+/// Blocks after which a submitted transaction no block carried is given up on (the
+/// account's nonce then says whether it landed).
+pub const STALE_BLOCKS: u64 = 8;
+/// A validator that held a copy no block carried gets copies only after the others, for
+/// this long (it may be censoring; a transaction that went invalid is rare).
+pub const STALE_SUBMIT_BACKOFF_MS: u64 = 60_000;
+/// No proof is sent in the last tenth of a period, and at most this long before its end.
+pub const PERIOD_END_MARGIN_MS_MAX: u64 = 30_000;
 /// Blocks to wait before reading the account after a submission's connection was lost.
 pub const UNSURE_BLOCKS: u64 = 2;
 /// Blocks after which a listed contract read as absent is read again (still absent: the

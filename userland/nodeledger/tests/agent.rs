@@ -310,24 +310,24 @@ fn a_lost_submission_is_resubmitted_only_if_the_nonce_did_not_move() {
     let mut local = FakeLocal::new(w.node.clone());
     let mut agent = new_agent(&w);
     // The registration is in the mempool when its validator's connection drops: it lands.
-    let submitter = loop {
+    loop {
         let until = w.net.now_ms + STEP_MS;
         w.net.run(&mut agent, &mut local, until);
-        if let Some(v) = w.net.waiting_validator() {
-            break v;
+        if w.net.waiting_validator().is_some() {
+            break;
         }
-    };
-    w.net.disconnect(&mut agent, submitter, false);
+    }
+    w.net.disconnect_all(&mut agent, false);
     w.net.run_to(&mut agent, &mut local, w.p0, 6_000);
     // The first uptime report is lost with its connection (never reaches a block): resent.
-    let submitter = loop {
+    loop {
         let until = w.net.now_ms + STEP_MS;
         w.net.run(&mut agent, &mut local, until);
-        if let Some(v) = w.net.waiting_validator() {
-            break v;
+        if w.net.waiting_validator().is_some() {
+            break;
         }
-    };
-    w.net.disconnect(&mut agent, submitter, true);
+    }
+    w.net.disconnect_all(&mut agent, true);
     w.net.run_to(&mut agent, &mut local, w.p0 + 2, 5_000);
     let registers = w.net.chain.count_by_period(&w.node.public(), |k| matches!(k, TxKind::RegisterNode { .. }));
     assert_eq!(registers.values().sum::<usize>(), 1);
@@ -508,4 +508,38 @@ fn a_node_joining_a_long_chain_catches_up_quietly_then_works() {
     assert_eq!(agent.status().last_uptime_period, Some(p + 1));
     let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
     assert_eq!(uptime.into_iter().collect::<Vec<_>>(), vec![(p, 1), (p + 1, 1)]);
+}
+
+/// Each validator proposes from its own mempool, in turn: a copy to each lets the next
+/// block carry the transaction whoever proposes, so a node proves many shards per period
+/// (here 12 shards and its uptime in 20 blocks, one transaction in flight).
+#[test]
+fn a_transaction_lands_in_the_next_block_whoever_proposes() {
+    let mut w = world();
+    let (mut agent, mut local, id, _) = with_storage(&mut w, 12, 1_200);
+    let p0 = w.p0;
+    w.net.run_to(&mut agent, &mut local, p0 + 4, 1_000);
+    let proofs = w.net.chain.count_by_period(&w.node.public(), is_proof);
+    for p in p0 + 1..=p0 + 3 {
+        assert_eq!(proofs.get(&p), Some(&12), "period {p}: {proofs:?}");
+    }
+    assert_eq!(charged_to(&w.net.chain.billing, id), 3 * 1_200);
+    assert_eq!(w.net.submit_timeouts, 0);
+}
+
+/// Validators that take submissions and never propose them hold the agent's copies until
+/// its connection gives up (70 s): it gives up on them after a few blocks, resends through
+/// the validator it kept free, and gives them copies only after the others for a while.
+#[test]
+fn copies_no_block_carries_are_given_up_and_resent() {
+    let b = Behaviour::Blackhole;
+    let mut w = world_with(vec![b, b, b, Behaviour::Honest]);
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = new_agent(&w);
+    w.net.run_to(&mut agent, &mut local, w.p0 + 3, 5_000);
+    let uptime = w.net.chain.count_by_period(&w.node.public(), is_uptime);
+    assert_eq!(uptime.into_iter().collect::<Vec<_>>(), vec![(w.p0, 1), (w.p0 + 1, 1), (w.p0 + 2, 1), (w.p0 + 3, 1)]);
+    let node = w.net.chain.state.node(&w.node.public()).expect("registered");
+    assert_eq!(node.periods_marked, 0);
+    assert!(agent.status().dropped > 0, "stale copies counted");
 }

@@ -153,5 +153,5 @@ fn bench_figures() {
         blocks_run as f64 / proofs.max(1) as f64
     );
     println!("  agent heap following {} contracts: {agent_heap_contracts} B", status.contracts_followed);
-    assert!(proofs > 0 && status.contracts_followed == CONTRACTS);
+    assert!(proofs > 0 && status.contracts_followed == CONTRACTS, "{status:?} timeouts {}", net.submit_timeouts);
 }

@@ -46,6 +46,8 @@ pub enum Behaviour {
     FalseCommit,
     /// Lists endless made-up contract ids for the node.
     ListingFlood,
+    /// Takes submissions and never proposes them (nor answers).
+    Blackhole,
 }
 
 pub struct Chain {
@@ -101,8 +103,13 @@ impl Chain {
     /// A block of `txs` at `time_ms`, signed by every validator; returns what was refused
     /// and the receipts' outcomes by tx id.
     pub fn block(&mut self, txs: Vec<SignedTx>, time_ms: u64) -> (Vec<(SignedTx, ledger::TxError)>, Vec<TxOutcome>) {
+        self.block_by(txs, time_ms, 0)
+    }
+
+    /// Like [`Chain::block`], proposed by validator `proposer`.
+    pub fn block_by(&mut self, txs: Vec<SignedTx>, time_ms: u64, proposer: usize) -> (Vec<(SignedTx, ledger::TxError)>, Vec<TxOutcome>) {
         self.time_ms = time_ms.max(self.time_ms);
-        let proposer = self.validators[0].public();
+        let proposer = self.validators[proposer % self.validators.len()].public();
         let (block, refused) = self.state.build_block(txs, self.time_ms, proposer).expect("build");
         let outcome = self.state.apply_block(&block).expect("apply own block");
         let commit = self.commit(&block, self.validators.len());
@@ -127,11 +134,16 @@ impl Chain {
     }
 }
 
-/// A validator request waiting for the next block.
+/// A submission waiting for a block that carries it.
 struct Waiting {
     validator: usize,
     tx_id: [u8; 32],
+    since_ms: u64,
 }
+
+/// The node gives up on a submission's answer after this long (the kernel's
+/// `SUBMIT_ANSWER_MS`) and closes the connection.
+pub const SUBMIT_ANSWER_MS: u64 = 70_000;
 
 /// The chain, its validators' behaviours and a clock.
 pub struct Net {
@@ -139,8 +151,11 @@ pub struct Net {
     pub behaviours: Vec<Behaviour>,
     pub now_ms: u64,
     pub next_block_ms: u64,
-    mempool: Vec<SignedTx>,
+    /// Each validator's own mempool (a block carries its proposer's).
+    mempools: Vec<Vec<SignedTx>>,
     waiting: Vec<Waiting>,
+    /// Submissions given up (connection closed by the node).
+    pub submit_timeouts: u64,
     /// Requests each validator was sent.
     pub served: Vec<u64>,
     /// Outcomes of test-side transactions by tx id.
@@ -165,8 +180,9 @@ impl Net {
             behaviours,
             now_ms: now,
             next_block_ms: now + BLOCK_MS,
-            mempool: Vec::new(),
+            mempools: vec![Vec::new(); n],
             waiting: Vec::new(),
+            submit_timeouts: 0,
             served: vec![0; n],
             outcomes: BTreeMap::new(),
             agent_time: std::time::Duration::ZERO,
@@ -181,46 +197,58 @@ impl Net {
         Net::new(chain, vec![Behaviour::Honest; n])
     }
 
-    /// `kind` signed by `key` with its next nonce (counting what is in the mempool).
+    /// `kind` signed by `key` with its next nonce.
     pub fn tx(&self, key: &Keypair, kind: TxKind) -> SignedTx {
-        let pending = self.mempool.iter().filter(|t| t.tx.account == key.public()).count() as u64;
-        let nonce = self.chain.state.account(&key.public()).nonce + pending;
+        let nonce = self.chain.state.account(&key.public()).nonce;
         Transaction { account: key.public(), nonce, kind }.sign(&self.chain.chain_id, key)
     }
 
-    /// Runs a test-side transaction in a block of its own now; returns its outcome.
+    /// Runs a test-side transaction in the next block, now; returns its outcome.
     pub fn run_now(&mut self, key: &Keypair, kind: TxKind) -> Result<TxOutcome, String> {
         let tx = self.tx(key, kind);
-        let mut txs = std::mem::take(&mut self.mempool);
-        txs.push(tx.clone());
-        self.make_block_with(txs, None);
+        self.make_block_with(vec![tx.clone()], None);
         self.outcomes.get(&tx.id()).cloned().unwrap_or(Err("lost".into()))
     }
 
-    fn make_block_with(&mut self, txs: Vec<SignedTx>, agent: Option<(&mut Agent, &mut dyn Local)>) {
+    /// The next block: its proposer's mempool (validators take turns) and `extra`.
+    fn make_block_with(&mut self, extra: Vec<SignedTx>, agent: Option<(&mut Agent, &mut dyn Local)>) {
+        let n = self.mempools.len();
+        let proposer = (self.chain.state.meta().height as usize + 1) % n;
+        let mut txs = std::mem::take(&mut self.mempools[proposer]);
+        txs.extend(extra);
         let ids: Vec<[u8; 32]> = txs.iter().map(|t| t.id()).collect();
         let time = self.now_ms.max(self.chain.time_ms);
-        let (refused, outcomes) = self.chain.block(txs, time);
+        let (refused, outcomes) = self.chain.block_by(txs, time, proposer);
         let height = self.chain.state.meta().height;
+        // Every validator drops what the block carried and what no longer applies.
+        for mempool in &mut self.mempools {
+            mempool.retain(|t| !ids.contains(&t.id()));
+            let state = &mut self.chain.state;
+            let results = state.check_sequence(mempool);
+            let mut results = results.into_iter();
+            mempool.retain(|_| matches!(results.next(), Some(Ok(_))));
+        }
         let mut refused_ids = BTreeMap::new();
         for (tx, error) in refused {
             refused_ids.insert(tx.id(), format!("{error:?}"));
         }
         let mut done = outcomes.into_iter();
-        for id in ids {
+        for id in ids.clone() {
             match refused_ids.get(&id) {
                 Some(why) => self.outcomes.insert(id, Err(why.clone())),
                 None => self.outcomes.insert(id, Ok(done.next().expect("receipt"))),
             };
         }
+        // A validator answers a submission once a block carries it (whoever proposed);
+        // one dropped from its mempool is never answered (the node times out).
+        let carried: Vec<[u8; 32]> = ids.iter().filter(|id| !refused_ids.contains_key(*id)).copied().collect();
         if let Some((agent, local)) = agent {
-            for w in std::mem::take(&mut self.waiting) {
-                let response = match refused_ids.get(&w.tx_id) {
-                    Some(why) => Response::Refused(why.clone()),
-                    None => Response::Committed(height),
-                };
+            let (done, waiting): (Vec<Waiting>, Vec<Waiting>) =
+                std::mem::take(&mut self.waiting).into_iter().partition(|w| carried.contains(&w.tx_id));
+            self.waiting = waiting;
+            for w in done {
                 let t = std::time::Instant::now();
-                agent.on_response(w.validator, response, self.now_ms, local);
+                agent.on_response(w.validator, Response::Committed(height), self.now_ms, local);
                 self.agent_time += t.elapsed();
             }
         }
@@ -281,17 +309,23 @@ impl Net {
                 ids.truncate(CONTRACT_IDS_PER_RESPONSE_MAX);
                 Response::ContractIds { ids, more }
             }
-            Request::Submit(tx) => match self.chain.state.check_tx(&tx) {
-                Err(error) => Response::Refused(format!("{error:?}")),
-                Ok(_) => {
-                    // A mempool keeps one copy of a transaction.
-                    self.waiting.push(Waiting { validator: v, tx_id: tx.id() });
-                    if !self.mempool.contains(&tx) {
-                        self.mempool.push(tx);
-                    }
-                    return None;
+            Request::Submit(tx) => {
+                // The validator's mempool: an account's first pending transaction must apply.
+                let mempool = &self.mempools[v];
+                if mempool.iter().any(|t| t.tx.account == tx.tx.account && t.id() != tx.id()) {
+                    return Some(Response::Refused("BadNonce (pending)".into()));
                 }
-            },
+                match self.chain.state.check_tx(&tx) {
+                    Err(error) => Response::Refused(format!("{error:?}")),
+                    Ok(_) => {
+                        self.waiting.push(Waiting { validator: v, tx_id: tx.id(), since_ms: self.now_ms });
+                        if behaviour != Behaviour::Blackhole && !self.mempools[v].contains(&tx) {
+                            self.mempools[v].push(tx);
+                        }
+                        return None;
+                    }
+                }
+            }
             Request::Status => Response::Status { height: state.meta().height, state_root: state.root() },
             Request::LightBlock(_) | Request::NodeKeys { .. } => Response::Refused("not served here".into()),
         })
@@ -350,9 +384,16 @@ impl Net {
                 }
             }
             if self.now_ms >= self.next_block_ms {
-                let txs = std::mem::take(&mut self.mempool);
-                self.make_block_with(txs, Some((&mut *agent, &mut *local)));
+                self.make_block_with(Vec::new(), Some((&mut *agent, &mut *local)));
                 self.next_block_ms += self.block_ms;
+            }
+            let now = self.now_ms;
+            let (late, waiting): (Vec<Waiting>, Vec<Waiting>) =
+                std::mem::take(&mut self.waiting).into_iter().partition(|w| now >= w.since_ms + SUBMIT_ANSWER_MS);
+            self.waiting = waiting;
+            for w in late {
+                self.submit_timeouts += 1;
+                agent.on_disconnect(w.validator, now);
             }
             self.now_ms += STEP_MS;
         }
@@ -396,8 +437,7 @@ impl Net {
         let until = self.now_ms + downtime_ms;
         while self.now_ms < until {
             if self.now_ms >= self.next_block_ms {
-                let txs = std::mem::take(&mut self.mempool);
-                self.make_block_with(txs, None);
+                self.make_block_with(Vec::new(), None);
                 self.next_block_ms += self.block_ms;
             }
             self.now_ms += STEP_MS;
@@ -409,15 +449,18 @@ impl Net {
         self.waiting.first().map(|w| w.validator)
     }
 
-    /// Validator `v`'s connection closes while it holds a submission; with `lose`, the
+    /// Every validator holding a submission loses its connection; with `lose`, the
     /// transaction never reaches a block.
-    pub fn disconnect(&mut self, agent: &mut Agent, v: usize, lose: bool) {
-        let lost: Vec<[u8; 32]> = self.waiting.iter().filter(|w| w.validator == v).map(|w| w.tx_id).collect();
-        self.waiting.retain(|w| w.validator != v);
+    pub fn disconnect_all(&mut self, agent: &mut Agent, lose: bool) {
+        let waiting = std::mem::take(&mut self.waiting);
         if lose {
-            self.mempool.retain(|t| !lost.contains(&t.id()));
+            for mempool in &mut self.mempools {
+                mempool.retain(|t| !waiting.iter().any(|w| w.tx_id == t.id()));
+            }
         }
-        agent.on_disconnect(v, self.now_ms);
+        for w in waiting {
+            agent.on_disconnect(w.validator, self.now_ms);
+        }
     }
 }
 
