@@ -258,7 +258,8 @@ impl Agent {
             && self.peers.iter().any(|p| now_ms >= p.submit_after_ms);
         if let Some(pending) = &mut self.pending {
             let room = pending.in_flight.len() < copies_max && !shunned;
-            if room && !pending.unsure && pending.refusal.is_none() && pending.offered.insert(validator) {
+            // (Also after a refusal: a validator behind the others refuses what they take.)
+            if room && !pending.unsure && pending.offered.insert(validator) {
                 pending.in_flight.insert(validator);
                 let nonce = pending.tx.tx.nonce;
                 return Some((Task::Submit { nonce }, Request::Submit(pending.tx.clone())));

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ledger::state::{BillingEvent, MarkReason};
 use ledger::{Keypair, LightError, Resources, TxKind, Usage};
-use nodeledger::{Agent, ContractView, Distrust, Event};
+use nodeledger::{Agent, ContractView, Distrust, Event, TxPurpose};
 
 struct World {
     net: Net,
@@ -542,4 +542,18 @@ fn copies_no_block_carries_are_given_up_and_resent() {
     let node = w.net.chain.state.node(&w.node.public()).expect("registered");
     assert_eq!(node.periods_marked, 0);
     assert!(agent.status().dropped > 0, "stale copies counted");
+}
+
+#[test]
+fn a_refused_transaction_is_tried_twice_per_period() {
+    let mut w = world();
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = Agent::new(config(&w.net, &w.node, Some(99), capacity()));
+    w.net.run_to(&mut agent, &mut local, w.p0 + 2, 5_000);
+    let events = agent.take_events();
+    let refused: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::TxRefused { purpose: TxPurpose::Register, .. })).collect();
+    assert_eq!(refused.len(), 6, "two per period: {events:?}");
+    assert!(matches!(refused[0], Event::TxRefused { why, .. } if why.contains("UnknownFarm")));
+    assert!(!agent.status().registered);
+    assert_eq!(w.net.chain.state.account(&w.node.public()).nonce, 0);
 }
