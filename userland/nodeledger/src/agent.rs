@@ -25,7 +25,8 @@ enum Task {
     Follow { count: u64 },
     Read(StateKey),
     List { after: Option<ContractId> },
-    Submit { nonce: u64 },
+    /// A copy of the pending transaction (its id).
+    Submit { id: [u8; 32] },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,6 +52,8 @@ struct Peer {
 #[derive(Debug, Clone)]
 struct Pending {
     tx: SignedTx,
+    /// Its id (answers are matched by it).
+    id: [u8; 32],
     purpose: TxPurpose,
     /// No copy is in flight and none was refused: the account's nonce decides whether it
     /// landed (read again).
@@ -68,7 +71,8 @@ struct Pending {
 
 impl Pending {
     fn new(tx: SignedTx, purpose: TxPurpose, height: u64) -> Pending {
-        Pending { tx, purpose, unsure: false, offered: BTreeSet::new(), in_flight: BTreeSet::new(), refusal: None, height }
+        let id = tx.id();
+        Pending { tx, id, purpose, unsure: false, offered: BTreeSet::new(), in_flight: BTreeSet::new(), refusal: None, height }
     }
 
     fn resubmit(&mut self, height: u64) {
@@ -261,8 +265,7 @@ impl Agent {
             // (Also after a refusal: a validator behind the others refuses what they take.)
             if room && !pending.unsure && pending.offered.insert(validator) {
                 pending.in_flight.insert(validator);
-                let nonce = pending.tx.tx.nonce;
-                return Some((Task::Submit { nonce }, Request::Submit(pending.tx.clone())));
+                return Some((Task::Submit { id: pending.id }, Request::Submit(pending.tx.clone())));
             }
         }
         // Only what a validator at our height can answer (a read wanted at a later height
@@ -321,17 +324,17 @@ impl Agent {
         let Some(peer) = self.peers.get_mut(validator) else { return };
         let task = peer.task.take();
         match task {
-            Some(Task::Submit { nonce }) => self.copy_done(validator, nonce),
+            Some(Task::Submit { id }) => self.copy_done(validator, id),
             Some(Task::List { .. }) => self.pass = None,
             _ => {}
         }
     }
 
-    /// Validator `v`'s copy of the transaction with `nonce` is no longer in flight (lost,
-    /// refused or a bad answer). With none left: refused if one was, else unsure.
-    fn copy_done(&mut self, validator: usize, nonce: u64) {
+    /// Validator `v`'s copy of the transaction `id` is no longer in flight (lost, refused or
+    /// a bad answer). With none left: refused if one was, else unsure.
+    fn copy_done(&mut self, validator: usize, id: [u8; 32]) {
         let Some(pending) = &mut self.pending else { return };
-        if pending.tx.tx.nonce != nonce || !pending.in_flight.remove(&validator) || !pending.in_flight.is_empty() {
+        if pending.id != id || !pending.in_flight.remove(&validator) || !pending.in_flight.is_empty() {
             return;
         }
         match pending.refusal.clone() {
@@ -517,28 +520,28 @@ impl Agent {
             return;
         };
         match (task, response) {
-            (Task::Submit { nonce }, Response::Committed(height)) => {
+            (Task::Submit { id }, Response::Committed(height)) => {
                 // We submit only when caught up: a block far beyond ours is a lie that
                 // would hold every re-read back forever.
                 if height > self.latest_height().saturating_add(LIGHT_BLOCKS_PER_RESPONSE_MAX) {
                     self.distrust(validator, Distrust::OutOfBounds, now_ms);
-                    self.copy_done(validator, nonce);
-                } else if self.pending.as_ref().is_some_and(|p| p.tx.tx.nonce == nonce) {
+                    self.copy_done(validator, id);
+                } else if self.pending.as_ref().is_some_and(|p| p.id == id) {
                     self.committed(height, now_ms);
                 }
                 // (Otherwise another copy's answer came first: nothing to do.)
             }
-            (Task::Submit { nonce }, Response::Refused(why)) => {
+            (Task::Submit { id }, Response::Refused(why)) => {
                 if let Some(pending) = &mut self.pending {
-                    if pending.tx.tx.nonce == nonce && pending.refusal.is_none() {
+                    if pending.id == id && pending.refusal.is_none() {
                         pending.refusal = Some((why, now_ms));
                     }
                 }
-                self.copy_done(validator, nonce);
+                self.copy_done(validator, id);
             }
-            (Task::Submit { nonce }, _) => {
+            (Task::Submit { id }, _) => {
                 self.bad(validator, now_ms);
-                self.copy_done(validator, nonce);
+                self.copy_done(validator, id);
             }
             (Task::Genesis, Response::Genesis(genesis)) => self.on_genesis(validator, &genesis, now_ms),
             (Task::Follow { count }, Response::LightBlocks(blocks)) => self.on_blocks(validator, count, &blocks, now_ms),
@@ -851,7 +854,7 @@ impl Agent {
     }
 
     fn committed(&mut self, height: u64, now_ms: u64) {
-        // (Also a copy given up on as stale: the nonce is the pending one's.)
+        // (Also a copy given up on as stale: it is the pending transaction.)
         let Some(pending) = self.pending.take() else { return };
         self.nonce = pending.tx.tx.nonce.checked_add(1);
         if height > self.latest_height() {
