@@ -992,12 +992,14 @@ impl Agent {
     }
 
     fn contract_tx(&mut self, id: ContractId, period: u64, seed: Option<[u8; 32]>, local: &mut dyn Local) -> Option<(TxPurpose, TxKind)> {
-        let followed = self.contracts.get(&id)?.clone();
+        let followed = self.contracts.get(&id)?;
+        let (owner, created_period) = (followed.owner, followed.created_period);
         match &followed.terms {
             Terms::Storage { shards } => {
+                let followed = (owner, created_period);
                 // Billed from the period after its creation: no challenge before (its
                 // shards may still be on their way to the node).
-                if followed.created_period >= period {
+                if followed.1 >= period {
                     return None;
                 }
                 // Not in the period's last moments: a proof carried by a block of the next
@@ -1008,13 +1010,17 @@ impl Agent {
                     return None;
                 }
                 let seed = seed?;
-                for shard in shards.iter().filter(|s| s.last_proven_period != Some(period)) {
-                    let purpose = TxPurpose::Proof { contract: id, shard: shard.index, period };
-                    if !self.may_try(&purpose) {
-                        continue;
-                    }
-                    let challenge = storage_challenge(&seed, id, shard.index);
-                    let proof = match local.prove_shard(&followed.owner, &shard.key, challenge) {
+                // The shards still to prove this period (no copy of the whole list).
+                let todo: Vec<(u32, [u8; 32])> = shards
+                    .iter()
+                    .filter(|s| s.last_proven_period != Some(period))
+                    .filter(|s| self.may_try(&TxPurpose::Proof { contract: id, shard: s.index, period }))
+                    .map(|s| (s.index, s.key))
+                    .collect();
+                for (index, key) in todo {
+                    let purpose = TxPurpose::Proof { contract: id, shard: index, period };
+                    let challenge = storage_challenge(&seed, id, index);
+                    let proof = match local.prove_shard(&followed.0, &key, challenge) {
                         Ok(proof) if proof.chunk.len() <= PROOF_CHUNK_BYTES_MAX && proof.path.len() <= PROOF_PATH_MAX => proof,
                         Ok(_) => {
                             self.proof_failed(purpose, String::from("proof out of bounds"));
@@ -1025,13 +1031,13 @@ impl Agent {
                             continue;
                         }
                     };
-                    return Some((purpose, TxKind::StorageProof { contract: id, shard: shard.index, proof }));
+                    return Some((purpose, TxKind::StorageProof { contract: id, shard: index, proof }));
                 }
                 None
             }
             Terms::Workload { last_usage_period, .. } => {
                 let ended = period.checked_sub(1)?;
-                if followed.created_period > ended || last_usage_period.is_some_and(|last| last >= ended) {
+                if created_period > ended || last_usage_period.is_some_and(|last| last >= ended) {
                     return None;
                 }
                 let purpose = TxPurpose::Usage { contract: id, period: ended };
