@@ -44,6 +44,8 @@ struct Peer {
     good: u32,
     /// It gets no copy of a transaction before this time (it held one no block carried).
     submit_after_ms: u64,
+    /// Its request in flight is a copy given up on (see [`Agent::stale_request`]).
+    stale: bool,
 }
 
 /// The one transaction in flight. A copy goes to every validator (each proposes from its
@@ -319,9 +321,18 @@ impl Agent {
         Some(at)
     }
 
+    /// Whether validator `v`'s request in flight is a submission the agent gave up on (no
+    /// block carried it for [`STALE_BLOCKS`]): the caller may close that connection (and
+    /// call [`Agent::on_disconnect`]) rather than wait for its answer timeout, so the
+    /// validator can serve other requests.
+    pub fn stale_request(&self, validator: usize) -> bool {
+        self.peers.get(validator).is_some_and(|p| p.stale && matches!(p.task, Some(Task::Submit { .. })))
+    }
+
     /// Validator `v`'s connection closed: its request is lost; others take over.
     pub fn on_disconnect(&mut self, validator: usize, _now_ms: u64) {
         let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.stale = false;
         let task = peer.task.take();
         match task {
             Some(Task::Submit { id }) => self.copy_done(validator, id),
@@ -356,6 +367,7 @@ impl Agent {
         for v in &pending.in_flight {
             if let Some(peer) = self.peers.get_mut(*v) {
                 peer.submit_after_ms = now_ms.saturating_add(STALE_SUBMIT_BACKOFF_MS);
+                peer.stale = true;
             }
         }
         pending.in_flight.clear();
@@ -515,6 +527,7 @@ impl Agent {
     pub fn on_response(&mut self, validator: usize, response: Response, now_ms: u64, local: &mut dyn Local) {
         self.now_ms = self.now_ms.max(now_ms);
         let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.stale = false;
         let Some(task) = peer.task.take() else {
             self.counters.bad_responses += 1;
             return;

@@ -542,6 +542,15 @@ fn copies_no_block_carries_are_given_up_and_resent() {
     let node = w.net.chain.state.node(&w.node.public()).expect("registered");
     assert_eq!(node.periods_marked, 0);
     assert!(agent.status().dropped > 0, "stale copies counted");
+    assert_eq!(w.net.submit_timeouts, 0, "held for 70 s: not yet");
+    // A caller that closes the connections the agent gave up on frees those validators.
+    let mut w = world_with(vec![b, b, b, Behaviour::Honest]);
+    w.net.close_stale = true;
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = new_agent(&w);
+    w.net.run_to(&mut agent, &mut local, w.p0 + 3, 5_000);
+    assert!(w.net.submit_timeouts >= 3, "closed: {}", w.net.submit_timeouts);
+    assert_eq!(agent.status().last_uptime_period, Some(w.p0 + 3));
 }
 
 #[test]

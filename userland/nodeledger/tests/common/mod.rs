@@ -168,6 +168,8 @@ pub struct Net {
     pub mutate: Option<(u64, u64)>,
     /// Answers mutated (and still decodable).
     pub mutated: u64,
+    /// Close connections whose submission the agent gave up on (`Agent::stale_request`).
+    pub close_stale: bool,
 }
 
 impl Net {
@@ -189,6 +191,7 @@ impl Net {
             block_ms: BLOCK_MS,
             mutate: None,
             mutated: 0,
+            close_stale: false,
         }
     }
 
@@ -388,8 +391,11 @@ impl Net {
                 self.next_block_ms += self.block_ms;
             }
             let now = self.now_ms;
-            let (late, waiting): (Vec<Waiting>, Vec<Waiting>) =
-                std::mem::take(&mut self.waiting).into_iter().partition(|w| now >= w.since_ms + SUBMIT_ANSWER_MS);
+            // The node closes a connection whose submission the agent gave up on, or that
+            // waited too long.
+            let (late, waiting): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition(|w| now >= w.since_ms + SUBMIT_ANSWER_MS || (self.close_stale && agent.stale_request(w.validator)));
             self.waiting = waiting;
             for w in late {
                 self.submit_timeouts += 1;
