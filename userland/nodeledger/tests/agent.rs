@@ -566,3 +566,26 @@ fn a_refused_transaction_is_tried_twice_per_period() {
     assert!(!agent.status().registered);
     assert_eq!(w.net.chain.state.account(&w.node.public()).nonce, 0);
 }
+
+/// More active contracts on the node than it follows, and events nobody drains: both
+/// stay at their bounds, counted.
+#[test]
+fn followed_contracts_and_undrained_events_are_bounded() {
+    let mut w = world();
+    let mut local = FakeLocal::new(w.node.clone());
+    let mut agent = new_agent(&w);
+    w.net.run_to(&mut agent, &mut local, w.p0, 3_000);
+    let count = nodeledger::CONTRACTS_FOLLOWED_MAX + 20;
+    for _ in 0..count {
+        let kind = TxKind::CreateWorkloadContract { node: w.node.public(), resources: Resources::default(), price_per_hour: 0 };
+        let id = created(w.net.run_now(&w.alice, kind));
+        local.usage.insert(id, Usage::default());
+    }
+    w.net.run_to(&mut agent, &mut local, w.p0 + 30, 0);
+    let status = agent.status();
+    assert_eq!(status.contracts_followed, nodeledger::CONTRACTS_FOLLOWED_MAX);
+    assert!(status.dropped > 0);
+    assert_eq!(status.last_uptime_period, Some(w.p0 + 29), "{status:?}");
+    let events = agent.take_events();
+    assert_eq!(events.len(), nodeledger::EVENTS_MAX, "kept at the bound");
+}
