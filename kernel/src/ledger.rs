@@ -261,8 +261,11 @@ async fn validator_task(index: usize, remote: IpEndpoint) {
                 e => log::info!("ledger: validator {index}: connection reset: {e}"),
             }
         }
-        let now = unix_ms();
-        with_agent(|a| a.on_disconnect(index, now));
+        // (Closed for idling: nothing was in flight, the validator did nothing wrong.)
+        if backoff_ms > 0 {
+            let now = unix_ms();
+            with_agent(|a| a.on_disconnect(index, now));
+        }
         wake_all();
         if backoff_ms > 0 {
             executor::sleep_ms(backoff_ms).await;
@@ -413,8 +416,40 @@ fn on_response(index: usize, response: Response) {
     wake_all();
 }
 
+/// `C cores, memory M MiB, disks D MiB` of a capacity (disks summed).
+fn capacity_text(c: &ledger::Capacity) -> String {
+    format!("cores {}, memory {} MiB, disks {} MiB", c.cores, c.memory_bytes >> 20, c.disk_bytes() >> 20)
+}
+
+/// The agent's event as its log line (the prefixes tests and operators read).
 fn log_event(event: &nodeledger::Event) {
-    log::info!("ledger: {event:?}");
+    use nodeledger::Event as E;
+    let node = SIGNER.get().map(|k| hex(&k.public()[..8])).unwrap_or_default();
+    match event {
+        E::ChainAccepted { period_ms } => log::info!("ledger: genesis accepted (billing period {period_ms} ms)"),
+        E::Height { height, period } => log::info!("ledger: height {height} period {period}"),
+        E::Registered { farm, capacity } => {
+            log::info!("ledger: registered node {node} in farm {farm} ({})", capacity_text(capacity))
+        }
+        E::CapacityUpdated { farm, capacity } => {
+            log::info!("ledger: capacity updated for node {node} in farm {farm} ({})", capacity_text(capacity))
+        }
+        E::AlreadyRegistered { farm } => log::info!("ledger: node already registered in farm {farm}"),
+        E::NoFarm => log::warn!("ledger: node {node} is not registered and no farm is configured (gridos.farm): not registering"),
+        E::UptimeReported { period } => log::info!("ledger: uptime reported for period {period}"),
+        E::ProofOk { contract, shard, period } => log::info!("ledger: proof ok contract {contract} shard {shard} period {period}"),
+        E::ProofFailed { contract, shard, period, why } => {
+            log::warn!("ledger: proof FAILED contract {contract} shard {shard} period {period}: {why}")
+        }
+        E::UsageReported { contract, period } => log::info!("ledger: usage reported contract {contract} period {period}"),
+        E::ContractEnded { contract } => log::info!("ledger: workload contract {contract} ended"),
+        E::StorageContractEnded { contract } => log::info!("ledger: storage contract {contract} ended: its shard quota is gone"),
+        E::TxRefused { purpose, why } => log::warn!("ledger: transaction refused ({purpose:?}): {why}"),
+        E::ValidatorDistrusted { validator, why, until_ms } => log::warn!(
+            "ledger: validator {validator} distrusted for {} s: {why:?}",
+            until_ms.saturating_sub(unix_ms()) / 1000
+        ),
+    }
 }
 
 /// Stops every workload that runs under one of `contracts` (ended on the ledger).
@@ -496,18 +531,13 @@ fn usage(contract: ContractId, period: u64) -> Option<ledger::Usage> {
     Some(usage)
 }
 
-/// Watches the agent: logs height and period changes, stops workloads whose contract
-/// ended (also those deployed before a reboot, which the agent's listing of active
-/// contracts no longer names), and asks the agent to read contracts it does not know.
+/// Watches the agent: stops workloads whose contract ended (also those deployed before a
+/// reboot, which the agent's listing of active contracts no longer names), and asks the
+/// agent to read contracts it does not know.
 async fn housekeeping() {
-    let mut logged_period: Option<u64> = None;
     loop {
         executor::sleep_ms(HOUSEKEEPING_MS).await;
         let Some(status) = with_agent(|a| a.status()) else { continue };
-        if status.height > 0 && logged_period != Some(status.period) {
-            logged_period = Some(status.period);
-            log::info!("ledger: height {} period {}", status.height, status.period);
-        }
         if status.height == 0 {
             continue;
         }
@@ -619,7 +649,7 @@ pub fn metrics() -> Option<metrics::node::LedgerMetrics> {
 /// One line for the console screen.
 pub fn screen_line() -> String {
     let Some(chain) = CHAIN.get() else {
-        return String::from("development mode (no ledger): deploys and shard puts need no contract");
+        return String::from("development mode (no ledger): no contracts needed");
     };
     let farm = chain.farm.map_or_else(|| String::from("none"), |f| format!("{f}"));
     let connected = CONNECTED.load(Ordering::Relaxed);
