@@ -73,7 +73,7 @@ impl OverlayConfig {
     }
 }
 
-fn parse_peer(word: &str) -> Option<(PublicKey, IpEndpoint)> {
+pub(crate) fn parse_peer(word: &str) -> Option<(PublicKey, IpEndpoint)> {
     let (key_hex, endpoint) = word.split_once('@')?;
     if key_hex.len() != 64 {
         return None;
