@@ -31,6 +31,7 @@ mod selftest;
 mod services;
 mod shards;
 mod storage;
+mod storebench;
 mod syscalls;
 mod wasm;
 
