@@ -32,6 +32,7 @@ mod selftest;
 mod services;
 mod shards;
 mod storage;
+mod storebench;
 mod syscalls;
 mod wasm;
 
