@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WANTS_MAX, WHY_BYTES_MAX,
+    GOOD_ANSWERS_PER_LIE_FORGIVEN, LISTED_PER_VALIDATOR_MAX, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -37,6 +37,10 @@ struct Peer {
     follow_after_ms: u64,
     /// Lies so far (the back-off doubles with each).
     lies: u32,
+    /// Ids it listed that are still to be read ([`LISTED_PER_VALIDATOR_MAX`] at most).
+    listed_held: usize,
+    /// Verified answers since its last lie (every [`GOOD_ANSWERS_PER_LIE_FORGIVEN`] forgive one).
+    good: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +88,8 @@ struct Pass {
     /// Our latest height when the pass started.
     height: u64,
     after: Option<ContractId>,
-    found: BTreeSet<ContractId>,
+    /// Ids listed, and which validator listed each.
+    found: BTreeMap<ContractId, usize>,
 }
 
 /// The node's ledger agent (see the crate docs).
@@ -100,6 +105,8 @@ pub struct Agent {
     caught_up: bool,
     /// The latest `now_ms` seen.
     now_ms: u64,
+    /// The last period a [`Event::Height`] was emitted for.
+    announced_period: Option<u64>,
     meta: Option<Meta>,
     nonce: Option<u64>,
     /// The node's record as last read (outer `None`: never read).
@@ -114,6 +121,10 @@ pub struct Agent {
     asked: BTreeSet<ContractId>,
     listed_height: Option<u64>,
     pass: Option<Pass>,
+    /// New ids from listings, with who listed them at which height (checked when read).
+    listed: BTreeMap<ContractId, (usize, u64)>,
+    /// Listed ids read as absent: (lister, read height), read again later.
+    suspects: BTreeMap<ContractId, (usize, u64)>,
     pending: Option<Pending>,
     attempts: BTreeMap<TxPurpose, u8>,
     events: VecDeque<Event>,
@@ -157,6 +168,7 @@ impl Agent {
             next_follow_ms: 0,
             caught_up: false,
             now_ms: 0,
+            announced_period: None,
             meta: None,
             nonce: None,
             node: None,
@@ -168,6 +180,8 @@ impl Agent {
             asked: BTreeSet::new(),
             listed_height: None,
             pass: None,
+            listed: BTreeMap::new(),
+            suspects: BTreeMap::new(),
             pending: None,
             attempts: BTreeMap::new(),
             events: VecDeque::new(),
@@ -222,7 +236,14 @@ impl Agent {
                 return Some((Task::Submit, Request::Submit(pending.tx.clone())));
             }
         }
-        let read = self.wants.keys().find(|k| !self.peers.iter().any(|p| p.task == Some(Task::Read(**k)))).copied();
+        // Only what a validator at our height can answer (a read wanted at a later height
+        // waits until we follow there).
+        let latest = light.latest().height;
+        let read = self
+            .wants
+            .iter()
+            .find(|(k, min)| **min <= latest && !self.peers.iter().any(|p| p.task == Some(Task::Read(**k))))
+            .map(|(k, _)| *k);
         if let Some(key) = read {
             return Some((Task::Read(key), Request::Prove(key)));
         }
@@ -230,7 +251,7 @@ impl Agent {
         if !listing {
             let latest = light.latest().height;
             if self.pass.is_none() && self.listed_height.is_none_or(|h| h < latest) {
-                self.pass = Some(Pass { height: latest, after: None, found: BTreeSet::new() });
+                self.pass = Some(Pass { height: latest, after: None, found: BTreeMap::new() });
             }
             if let Some(pass) = &self.pass {
                 let after = pass.after;
@@ -285,10 +306,22 @@ impl Agent {
     fn want(&mut self, key: StateKey, height: u64) {
         if let Some(min) = self.wants.get_mut(&key) {
             *min = (*min).max(height);
-        } else if self.wants.len() < WANTS_MAX {
+        } else if self.wants.len() < self.wants_max() {
             self.wants.insert(key, height);
         } else {
             self.counters.dropped += 1;
+        }
+    }
+
+    /// Pending reads at most: the node's records, the followed and asked contracts, and
+    /// each validator's listed ids (so no read from these sources is ever dropped).
+    fn wants_max(&self) -> usize {
+        8 + CONTRACTS_FOLLOWED_MAX + OTHER_VIEWS_MAX + LISTED_PER_VALIDATOR_MAX * self.peers.len()
+    }
+
+    fn release_listed(&mut self, lister: usize) {
+        if let Some(peer) = self.peers.get_mut(lister) {
+            peer.listed_held = peer.listed_held.saturating_sub(1);
         }
     }
 
@@ -370,11 +403,22 @@ impl Agent {
         self.counters.lies += 1;
         let Some(peer) = self.peers.get_mut(validator) else { return };
         peer.lies = peer.lies.saturating_add(1);
+        peer.good = 0;
         let shift = peer.lies.saturating_sub(1).min(16);
         let backoff = DISTRUST_MS_MIN.saturating_mul(1u64 << shift).min(DISTRUST_MS_MAX);
         peer.resume_ms = now_ms.saturating_add(backoff);
         let until_ms = peer.resume_ms;
         self.event(Event::ValidatorDistrusted { validator, why, until_ms });
+    }
+
+    /// A verified answer (blocks or a proof): sporadic faults do not add up forever.
+    fn good(&mut self, validator: usize) {
+        let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.good = peer.good.saturating_add(1);
+        if peer.good >= GOOD_ANSWERS_PER_LIE_FORGIVEN && peer.lies > 0 {
+            peer.lies -= 1;
+            peer.good = 0;
+        }
     }
 
     fn bad(&mut self, validator: usize, now_ms: u64) {
@@ -393,7 +437,16 @@ impl Agent {
             return;
         };
         match (task, response) {
-            (Task::Submit, Response::Committed(height)) => self.committed(height, now_ms),
+            (Task::Submit, Response::Committed(height)) => {
+                // We submit only when caught up: a block far beyond ours is a lie that
+                // would hold every re-read back forever.
+                if height > self.latest_height().saturating_add(LIGHT_BLOCKS_PER_RESPONSE_MAX) {
+                    self.distrust(validator, Distrust::OutOfBounds, now_ms);
+                    self.unsure();
+                } else {
+                    self.committed(height, now_ms);
+                }
+            }
             (Task::Submit, Response::Refused(why)) => self.refused(why),
             (Task::Submit, _) => {
                 self.bad(validator, now_ms);
@@ -445,6 +498,7 @@ impl Agent {
                 return self.distrust(validator, Distrust::BadBlock(error), now_ms);
             }
             self.counters.blocks_followed += 1;
+            self.good(validator);
             self.on_header(block.header.height, block.header.time_ms);
         }
         if blocks.len() as u64 == count {
@@ -452,6 +506,12 @@ impl Agent {
             self.caught_up = false;
         } else {
             self.caught_up = true;
+            // One line per period, once caught up (not one per period crossed catching up).
+            if self.announced_period < Some(self.period) {
+                self.announced_period = Some(self.period);
+                let height = self.latest_height();
+                self.event(Event::Height { height, period: self.period });
+            }
             self.next_follow_ms = now_ms.saturating_add(FOLLOW_INTERVAL_MS);
             if blocks.is_empty() {
                 // Perhaps behind the others: let another validator answer the next one.
@@ -470,7 +530,6 @@ impl Agent {
         }
         self.period = period;
         self.attempts.clear();
-        self.event(Event::Height { height, period });
         self.want(StateKey::Meta, height);
         self.want(StateKey::Node(self.config.node), height);
         let ids: Vec<ContractId> = self.contracts.keys().copied().collect();
@@ -492,7 +551,7 @@ impl Agent {
                 full = true;
                 break;
             }
-            pass.found.insert(*id);
+            pass.found.insert(*id, validator);
         }
         if more && !full {
             pass.after = ids.last().copied();
@@ -503,12 +562,21 @@ impl Agent {
             self.counters.dropped += 1;
         }
         self.listed_height = Some(pass.height);
-        for id in &pass.found {
-            if !self.contracts.contains_key(id) && !self.ended.contains(id) {
-                self.want(StateKey::Contract(*id), pass.height);
+        for (id, lister) in &pass.found {
+            let known = self.contracts.contains_key(id) || self.ended.contains(id);
+            if known || self.listed.contains_key(id) || self.suspects.contains_key(id) {
+                continue;
             }
+            let Some(peer) = self.peers.get_mut(*lister) else { continue };
+            if peer.listed_held >= LISTED_PER_VALIDATOR_MAX {
+                self.counters.dropped += 1;
+                continue;
+            }
+            peer.listed_held += 1;
+            self.listed.insert(*id, (*lister, pass.height));
+            self.want(StateKey::Contract(*id), pass.height);
         }
-        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains(id)).copied().collect();
+        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains_key(id)).copied().collect();
         for id in gone {
             self.want(StateKey::Contract(id), pass.height);
         }
@@ -539,11 +607,12 @@ impl Agent {
             }),
             StateKey::Account(account) => light.account(height, &account, proof).map(|a| self.on_account(a.nonce, height)),
             StateKey::Node(node) => light.node(height, &node, proof).map(|record| self.on_node(record)),
-            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, local)),
+            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, height, now_ms, local)),
             StateKey::Farm(_) => Ok(()),
         };
         match result {
             Ok(()) => {
+                self.good(validator);
                 if self.wants.get(&key).is_some_and(|m| *m <= height) {
                     self.wants.remove(&key);
                 }
@@ -558,14 +627,17 @@ impl Agent {
         if pending.state != PendingState::Unsure {
             return;
         }
-        if nonce == pending.tx.tx.nonce {
+        match nonce.cmp(&pending.tx.tx.nonce) {
             // It did not land: the same transaction again.
-            pending.state = PendingState::Ready;
-        } else {
+            core::cmp::Ordering::Equal => pending.state = PendingState::Ready,
             // The nonce moved (only this node signs for its account): it landed.
-            let purpose = pending.purpose;
-            self.pending = None;
-            self.landed(purpose, height);
+            core::cmp::Ordering::Greater => {
+                let purpose = pending.purpose;
+                self.pending = None;
+                self.landed(purpose, height);
+            }
+            // Signed with a nonce the account never reached: decide again.
+            core::cmp::Ordering::Less => self.pending = None,
         }
     }
 
@@ -584,6 +656,45 @@ impl Agent {
         self.node = Some(record);
     }
 
+    /// A contract's terms never change: one listed as this node's that is another node's
+    /// was made up by its lister. One that is absent may be newer than our height: it is
+    /// read again [`SUSPECT_BLOCKS`] later, and made up if still absent.
+    fn check_listing(&mut self, id: ContractId, record: Option<&Contract>, height: u64, now_ms: u64) {
+        let listed = self.listed.remove(&id);
+        let suspect = self.suspects.remove(&id);
+        let me = self.config.node;
+        // Each id is in at most one of `listed` and `suspects` (a listing skips both).
+        let lister = match (record, suspect.or(listed)) {
+            (_, None) => None,
+            (Some(c), Some((v, _))) => {
+                self.release_listed(v);
+                let mine = match &c.terms {
+                    ContractTerms::Workload { node, .. } => *node == me,
+                    ContractTerms::Storage { shards } => shards.iter().any(|s| s.placement.node == me),
+                };
+                (!mine).then_some(v)
+            }
+            (None, Some((v, since))) if suspect.is_some() => {
+                if height >= since.saturating_add(SUSPECT_BLOCKS) {
+                    self.release_listed(v);
+                    Some(v)
+                } else {
+                    self.suspects.insert(id, (v, since));
+                    None
+                }
+            }
+            (None, Some((v, _))) => {
+                // Perhaps newer than our height: read again later (it keeps its slot).
+                self.suspects.insert(id, (v, height));
+                self.want(StateKey::Contract(id), height.saturating_add(SUSPECT_BLOCKS));
+                None
+            }
+        };
+        if let Some(v) = lister {
+            self.distrust(v, Distrust::BadListing, now_ms);
+        }
+    }
+
     fn remember_other(&mut self, id: ContractId, view: ContractView) {
         self.others.retain(|(c, _)| *c != id);
         if self.others.len() >= OTHER_VIEWS_MAX {
@@ -592,8 +703,9 @@ impl Agent {
         self.others.push_back((id, view));
     }
 
-    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, local: &mut dyn Local) {
+    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, height: u64, now_ms: u64, local: &mut dyn Local) {
         let asked = self.asked.remove(&id);
+        self.check_listing(id, record.as_ref(), height, now_ms);
         let Some(contract) = record else {
             self.contracts.remove(&id);
             if asked {
@@ -789,6 +901,11 @@ impl Agent {
         let followed = self.contracts.get(&id)?.clone();
         match &followed.terms {
             Terms::Storage { shards } => {
+                // Billed from the period after its creation: no challenge before (its
+                // shards may still be on their way to the node).
+                if followed.created_period >= period {
+                    return None;
+                }
                 let seed = seed?;
                 for shard in shards.iter().filter(|s| s.last_proven_period != Some(period)) {
                     let purpose = TxPurpose::Proof { contract: id, shard: shard.index, period };

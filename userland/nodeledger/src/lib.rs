@@ -20,7 +20,9 @@
 //! - **Reports uptime** once per period (a report is applied in the period its block is in:
 //!   nothing is ever back-dated; a period with no reachable validator is simply missed).
 //! - **Answers storage challenges** each period for every shard that an active storage
-//!   contract places on this node (challenge from the period seed of a proven `Meta` read).
+//!   contract places on this node (challenge from the period seed of a proven `Meta` read),
+//!   from the period after the contract's creation (the first one billed; its shards may
+//!   still be arriving in the period it was made).
 //! - **Reports usage** per workload contract for each ended period.
 //! - **Follows contracts**: its node's active contracts (a listing, each record then proven),
 //!   re-listed at each new height; a workload contract that ended is handed to
@@ -35,8 +37,10 @@
 //!
 //! Bounds: at most [`CONTRACTS_FOLLOWED_MAX`] contracts followed (each at most
 //! [`ledger::SHARDS_PER_CONTRACT_MAX`] shards), [`OTHER_VIEWS_MAX`] answers about other
-//! contracts, [`ENDED_KEPT`] ended ids, [`EVENTS_MAX`] undrained events, [`WANTS_MAX`]
-//! pending reads; what does not fit is counted ([`Status::dropped`]).
+//! contracts, [`ENDED_KEPT`] ended ids, [`EVENTS_MAX`] undrained events,
+//! [`LISTED_PER_VALIDATOR_MAX`] unread listed ids per validator (so a validator that lists
+//! made-up contracts cannot crowd out the real ones another lists); pending reads are
+//! bounded by the sum of these. What does not fit is counted ([`Status::dropped`]).
 //!
 //! What it leaves to others: connections, framing (`ledger::rpc` frames), timeouts of a
 //! silent connection (the caller closes it and calls [`Agent::on_disconnect`]), printing.
@@ -62,8 +66,8 @@ pub const OTHER_VIEWS_MAX: usize = 64;
 pub const ENDED_KEPT: usize = 256;
 /// Events kept until [`Agent::take_events`] (the oldest are dropped beyond).
 pub const EVENTS_MAX: usize = 256;
-/// Pending proven reads at most.
-pub const WANTS_MAX: usize = CONTRACTS_FOLLOWED_MAX + OTHER_VIEWS_MAX + 8;
+/// Listed contract ids not yet read (or absent and to be read again) per validator.
+pub const LISTED_PER_VALIDATOR_MAX: usize = CONTRACTS_FOLLOWED_MAX;
 /// Wait between two "any new blocks?" requests when caught up.
 pub const FOLLOW_INTERVAL_MS: u64 = 1_000;
 /// Back-off of a validator that refused a read or was behind.
@@ -72,10 +76,15 @@ pub const BUSY_BACKOFF_MS: u64 = 1_000;
 pub const DISTRUST_MS_MIN: u64 = 5_000;
 /// Longest back-off of a validator that lied.
 pub const DISTRUST_MS_MAX: u64 = 300_000;
+/// Verified answers (blocks, proofs) that make a validator's back-off one step shorter.
+pub const GOOD_ANSWERS_PER_LIE_FORGIVEN: u32 = 32;
 /// Submissions of one transaction purpose per period at most (a refusal is retried once).
 pub const TX_ATTEMPTS_PER_PERIOD: u8 = 2;
 /// Blocks to wait before reading the account after a submission's connection was lost.
 pub const UNSURE_BLOCKS: u64 = 2;
+/// Blocks after which a listed contract read as absent is read again (still absent: the
+/// validator that listed it made it up).
+pub const SUSPECT_BLOCKS: u64 = 16;
 /// Longest refusal text kept in an event.
 pub const WHY_BYTES_MAX: usize = 200;
 
@@ -213,8 +222,11 @@ pub enum Distrust {
     BadProof(ReadError),
     /// It answered about another record than asked.
     WrongRecord,
-    /// More items than the protocol allows, or a listing out of order.
+    /// More items than the protocol allows, a listing out of order, or a commit height
+    /// far beyond the chain.
     OutOfBounds,
+    /// It listed a contract as this node's that a proven read shows is not.
+    BadListing,
 }
 
 /// What happened, for the caller's log lines (see PLAN: `ledger: ...`).
@@ -225,7 +237,8 @@ pub enum Event {
         /// Billing period of the chain.
         period_ms: u64,
     },
-    /// The first header of a new period (at most once per period).
+    /// The chain's height once caught up in a new period (at most once per period; the
+    /// first one after the genesis too).
     Height {
         /// Height.
         height: u64,

@@ -42,6 +42,10 @@ pub enum Behaviour {
     WrongGenesis,
     /// Answers every request with something of the wrong kind or out of bounds.
     Garbage,
+    /// Says every submission committed at a height far ahead, and drops it.
+    FalseCommit,
+    /// Lists endless made-up contract ids for the node.
+    ListingFlood,
 }
 
 pub struct Chain {
@@ -141,6 +145,14 @@ pub struct Net {
     pub served: Vec<u64>,
     /// Outcomes of test-side transactions by tx id.
     pub outcomes: BTreeMap<[u8; 32], Result<TxOutcome, String>>,
+    /// Time spent in the agent's calls (its CPU, `Local` included).
+    pub agent_time: std::time::Duration,
+    /// Time between blocks.
+    pub block_ms: u64,
+    /// Fuzzing: (rng state, per-mille of answers whose encoding gets bytes flipped).
+    pub mutate: Option<(u64, u64)>,
+    /// Answers mutated (and still decodable).
+    pub mutated: u64,
 }
 
 impl Net {
@@ -157,6 +169,10 @@ impl Net {
             waiting: Vec::new(),
             served: vec![0; n],
             outcomes: BTreeMap::new(),
+            agent_time: std::time::Duration::ZERO,
+            block_ms: BLOCK_MS,
+            mutate: None,
+            mutated: 0,
         }
     }
 
@@ -203,7 +219,9 @@ impl Net {
                     Some(why) => Response::Refused(why.clone()),
                     None => Response::Committed(height),
                 };
+                let t = std::time::Instant::now();
                 agent.on_response(w.validator, response, self.now_ms, local);
+                self.agent_time += t.elapsed();
             }
         }
     }
@@ -220,6 +238,14 @@ impl Net {
                 Request::Prove(_) => Response::LightBlocks(Vec::new()),
                 _ => Response::Status { height: u64::MAX, state_root: [0; 32] },
             });
+        }
+        if let (Behaviour::FalseCommit, Request::Submit(_)) = (behaviour, &request) {
+            return Some(Response::Committed(u64::MAX));
+        }
+        if let (Behaviour::ListingFlood, Request::NodeContracts { after, .. }) = (behaviour, &request) {
+            let first = after.map_or(1_000, |a| a + 1);
+            let ids = (first..first + CONTRACT_IDS_PER_RESPONSE_MAX as u64).collect();
+            return Some(Response::ContractIds { ids, more: true });
         }
         Some(match request {
             Request::Genesis => {
@@ -309,9 +335,16 @@ impl Net {
                     continue;
                 }
                 for _ in 0..64 {
-                    let Some(request) = agent.poll_request(v, self.now_ms) else { break };
-                    match self.serve(v, request) {
-                        Some(response) => agent.on_response(v, response, self.now_ms, local),
+                    let t = std::time::Instant::now();
+                    let polled = agent.poll_request(v, self.now_ms);
+                    self.agent_time += t.elapsed();
+                    let Some(request) = polled else { break };
+                    match self.serve(v, request).map(|r| self.maybe_mutate(r)) {
+                        Some(response) => {
+                            let t = std::time::Instant::now();
+                            agent.on_response(v, response, self.now_ms, local);
+                            self.agent_time += t.elapsed();
+                        }
                         None => break,
                     }
                 }
@@ -319,15 +352,56 @@ impl Net {
             if self.now_ms >= self.next_block_ms {
                 let txs = std::mem::take(&mut self.mempool);
                 self.make_block_with(txs, Some((&mut *agent, &mut *local)));
-                self.next_block_ms += BLOCK_MS;
+                self.next_block_ms += self.block_ms;
             }
             self.now_ms += STEP_MS;
         }
     }
 
+    /// With [`Net::mutate`] set, flips a few bytes of some answers' encodings (what still
+    /// decodes is delivered; the rest becomes a refusal).
+    fn maybe_mutate(&mut self, response: Response) -> Response {
+        let Some((state, per_mille)) = &mut self.mutate else { return response };
+        let mut next = || {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state
+        };
+        if next() % 1000 >= *per_mille {
+            return response;
+        }
+        let mut bytes = postcard::to_allocvec(&response).expect("encode");
+        let flips = 1 + next() % 3;
+        for _ in 0..flips {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << (next() % 8);
+        }
+        if next() % 8 == 0 {
+            let keep = (next() % bytes.len() as u64) as usize;
+            bytes.truncate(keep);
+        }
+        self.mutated += 1;
+        postcard::from_bytes(&bytes).unwrap_or(Response::Refused("undecodable".into()))
+    }
+
     /// Runs to the start of period `period` plus `offset_ms`.
     pub fn run_to(&mut self, agent: &mut Agent, local: &mut dyn Local, period: u64, offset_ms: u64) {
         self.run(agent, local, period * PERIOD_MS + offset_ms);
+    }
+
+    /// The node goes down for `downtime_ms` (its connections close; the chain goes on).
+    pub fn reboot(&mut self, downtime_ms: u64) {
+        self.waiting.clear();
+        let until = self.now_ms + downtime_ms;
+        while self.now_ms < until {
+            if self.now_ms >= self.next_block_ms {
+                let txs = std::mem::take(&mut self.mempool);
+                self.make_block_with(txs, None);
+                self.next_block_ms += self.block_ms;
+            }
+            self.now_ms += STEP_MS;
+        }
     }
 
     /// The validator holding a submission that waits for a block, if any.
