@@ -23,6 +23,7 @@ mod metrics;
 mod mm;
 mod identity;
 mod inventory;
+mod ledger;
 mod net;
 mod overlay;
 mod power;
@@ -31,6 +32,7 @@ mod selftest;
 mod services;
 mod shards;
 mod storage;
+mod storebench;
 mod syscalls;
 mod wasm;
 
@@ -214,7 +216,14 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         })
         .collect();
     inventory::collect(machine.cpu_model, machine.cpu_count, machine.memory_bytes, devices, nic_info);
-    let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let mut overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let ledger_config = ledger::from_cmdline(cmdline);
+    // The validators are static overlay peers.
+    for peer in ledger::overlay_peers(ledger_config.as_ref()) {
+        if !overlay_config.peers.iter().any(|(k, _)| *k == peer.0) {
+            overlay_config.peers.push(peer);
+        }
+    }
     // The identity (in the first disk's node area) before the stores, so that disks
     // formatted now carry the node's key.
     let identity = match overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format"))) {
@@ -260,6 +269,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
             }
         }
     }
+    ledger::start(ledger_config, identity.map(|(seed, _)| seed).zip(node_key));
     log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });
     services::start(cmdline, &networks);
     if cmdline.get("gridos.workloads") != Some("off") {

@@ -94,10 +94,17 @@ impl ShardBackend for KernelBackend {
     fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
         let stat = storage::stat();
         let usage = storage::owner_usage(owner);
+        // On a ledger the quota is the bytes the owner's active storage contracts place
+        // here; `StoreRoom` charges each shard its overhead too, which the contracts do
+        // not count, so that is added for the stored shards and the one being put.
+        let quota_bytes = match crate::ledger::storage_quota(owner) {
+            Some(contracted) => contracted.saturating_add(usage.shards.saturating_add(1).saturating_mul(control::SHARD_OVERHEAD_BYTES)),
+            None => owner_quota_bytes(stat.capacity_bytes),
+        };
         StoreRoom {
             bytes: usage.bytes,
             shards: usage.shards,
-            quota_bytes: owner_quota_bytes(stat.capacity_bytes),
+            quota_bytes,
             free_bytes: stat.free_bytes,
             reserve_bytes: RESERVE_BYTES.load(Ordering::Relaxed),
         }
