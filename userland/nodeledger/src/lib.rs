@@ -13,8 +13,9 @@
 //!   (quorum-signed commits, validator-set changes). Every record it acts on (its account,
 //!   its node record, the chain's `Meta`, contracts) is a proven read against a header it
 //!   accepted. A validator that lies (a block that does not verify, a proof that does not,
-//!   a wrong genesis, a malformed answer) is counted and left alone for a while (exponential
-//!   back-off); the others take over.
+//!   a wrong genesis, contracts it made up, an impossible commit height) is counted and left
+//!   alone for a while (doubling back-off, shortened again by verified answers); the others
+//!   take over. A malformed or unexpected answer is counted and costs a short pause.
 //! - **Registers** the node under the configured farm (self-signed `RegisterNode`), updates
 //!   its capacity when the measured one differs, or does nothing when the record matches.
 //! - **Reports uptime** once per period (a report is applied in the period its block is in:
@@ -22,7 +23,8 @@
 //! - **Answers storage challenges** each period for every shard that an active storage
 //!   contract places on this node (challenge from the period seed of a proven `Meta` read),
 //!   from the period after the contract's creation (the first one billed; its shards may
-//!   still be arriving in the period it was made).
+//!   still be arriving in the period it was made), and not in a period's last tenth (a
+//!   proof carried into the next period would answer the wrong challenge).
 //! - **Reports usage** per workload contract for each ended period.
 //! - **Follows contracts**: its node's active contracts (a listing, each record then proven),
 //!   re-listed at each new height; a workload contract that ended is handed to
@@ -47,7 +49,8 @@
 //! bounded by the sum of these. What does not fit is counted ([`Status::dropped`]).
 //!
 //! What it leaves to others: connections, framing (`ledger::rpc` frames), timeouts of a
-//! silent connection (the caller closes it and calls [`Agent::on_disconnect`]), printing.
+//! silent connection (the caller closes it and calls [`Agent::on_disconnect`]; it may also
+//! close one whose submission the agent gave up on, [`Agent::stale_request`]), printing.
 
 #![no_std]
 #![warn(missing_docs)]
