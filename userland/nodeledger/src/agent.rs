@@ -478,6 +478,7 @@ impl Agent {
             lies: self.counters.lies,
             dropped: self.counters.dropped,
             blocks_followed: self.counters.blocks_followed,
+            validators_distrusted: self.peers.iter().filter(|p| p.lies > 0 && p.resume_ms > self.now_ms).count(),
         }
     }
 

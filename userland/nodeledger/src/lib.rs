@@ -197,6 +197,8 @@ pub struct Status {
     pub dropped: u64,
     /// Blocks accepted by the light client.
     pub blocks_followed: u64,
+    /// Validators left alone for a lie right now.
+    pub validators_distrusted: usize,
 }
 
 /// What a transaction was for.

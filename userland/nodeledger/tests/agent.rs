@@ -351,6 +351,7 @@ fn a_block_signed_by_one_validator_only_is_refused() {
     let status = agent.status();
     assert!(w.net.chain.state.meta().height - status.height <= 2, "follows within a second");
     assert!(status.lies >= 1 && status.registered);
+    assert!(status.validators_distrusted <= 1);
     assert_eq!(status.last_uptime_period, Some(w.p0 + 2));
     // Alone with liars, it accepts nothing.
     let mut w = world_with(vec![Behaviour::OneSigner, Behaviour::ForgedBlock]);
