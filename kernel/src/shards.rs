@@ -115,11 +115,8 @@ impl ShardBackend for KernelBackend {
     }
 
     fn shard_put(&mut self, owner: &[u8; 32], key: &[u8; 32], bytes: &[u8]) -> Result<ShardMeta, BackendError> {
-        let stored = storage::put(owner, bytes).map_err(|e| refusal(key, e))?;
-        if stored != *key {
-            // `control` checked the hash; the store hashed the same bytes.
-            return Err(BackendError::new(ErrorCode::Internal, "the store named the shard by another key"));
-        }
+        // `control` checked blake3(bytes) == key: the store does not hash them again.
+        storage::put_checked(owner, key, bytes).map_err(|e| refusal(key, e))?;
         let info = storage::info(owner, key).ok_or_else(|| BackendError::new(ErrorCode::Internal, "the stored shard is not listed"))?;
         Ok(meta(key, info))
     }

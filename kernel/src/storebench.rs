@@ -92,6 +92,7 @@ fn ms_per_mib(ns: u64) -> f64 {
 }
 
 /// Runs the bench on the first mounted store (reformatted) and puts the stores back.
+/// The figures of each kind are the best of [`ROUNDS`] rounds.
 pub fn run() -> Result<(), &'static str> {
     let mut stores = storage::take_all();
     if stores.is_empty() {
@@ -113,6 +114,50 @@ pub fn run() -> Result<(), &'static str> {
     }
 }
 
+/// One round's times, in ns for all the shards.
+#[derive(Clone, Copy)]
+struct Figures {
+    hash_ns: u64,
+    copy_ns: u64,
+    zero_ns: u64,
+    raw_write_ns: u64,
+    raw_write_flush_ns: u64,
+    raw_read_ns: u64,
+    put_ns: u64,
+    put_device_ns: u64,
+    put_requests: u64,
+    get_ns: u64,
+    get_device_ns: u64,
+    get_requests: u64,
+}
+
+impl Figures {
+    /// Each figure's best (lowest) of the two: the host's other load only slows a run down.
+    fn best(self, other: Figures) -> Figures {
+        let (put, get) = (
+            if other.put_ns < self.put_ns { other } else { self },
+            if other.get_ns < self.get_ns { other } else { self },
+        );
+        Figures {
+            hash_ns: self.hash_ns.min(other.hash_ns),
+            copy_ns: self.copy_ns.min(other.copy_ns),
+            zero_ns: self.zero_ns.min(other.zero_ns),
+            raw_write_ns: self.raw_write_ns.min(other.raw_write_ns),
+            raw_write_flush_ns: self.raw_write_flush_ns.min(other.raw_write_flush_ns),
+            raw_read_ns: self.raw_read_ns.min(other.raw_read_ns),
+            put_ns: put.put_ns,
+            put_device_ns: put.put_device_ns,
+            put_requests: put.put_requests,
+            get_ns: get.get_ns,
+            get_device_ns: get.get_device_ns,
+            get_requests: get.get_requests,
+        }
+    }
+}
+
+/// Rounds of the whole bench; each figure is its best round (host noise only adds time).
+const ROUNDS: usize = 3;
+
 fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
     if dev.sector_count() < (SHARDS + 8) * (SHARD_BYTES / SECTOR_SIZE) as u64 {
         return Err("disk too small for the bench");
@@ -124,20 +169,29 @@ fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
             (*blake3::hash(&bytes).as_bytes(), bytes)
         })
         .collect();
-    let total_bytes = SHARDS * SHARD_BYTES as u64;
-    let mbps = |ns: u64| total_bytes as f64 / 1e6 / (ns.max(1) as f64 / 1e9);
-    let sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
+    let mut best: Option<Figures> = None;
+    for _ in 0..ROUNDS {
+        let (figures, back) = round(dev, &shards)?;
+        dev = back;
+        best = Some(best.map_or(figures, |best| best.best(figures)));
+    }
+    let f = best.ok_or("no round ran")?;
+    print(dev.name(), &f);
+    Ok(dev)
+}
 
+fn round(mut dev: DiskRange, shards: &[(shardstore::Key, Vec<u8>)]) -> Result<(Figures, DiskRange), &'static str> {
+    let sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
     // Same-boot unit costs.
     let hash_ns = timed(&mut || {
-        for (_, bytes) in &shards {
+        for (_, bytes) in shards {
             core::hint::black_box(blake3::hash(bytes));
         }
         Ok(())
     })?;
     let mut scratch = alloc::vec![0u8; SHARD_BYTES];
     let copy_ns = timed(&mut || {
-        for (_, bytes) in &shards {
+        for (_, bytes) in shards {
             scratch.copy_from_slice(bytes);
             core::hint::black_box(&mut scratch);
         }
@@ -173,7 +227,7 @@ fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
     let mut store = ShardStore::format(dev, [0; 32], [0xbe; 16]).map_err(|_| "format failed")?;
     store.device_mut().take();
     let put_ns = timed(&mut || {
-        for (key, bytes) in &shards {
+        for (key, bytes) in shards {
             store.put(&shardstore::NODE_OWNER, *key, bytes).map_err(|_| "put failed")?;
         }
         Ok(())
@@ -181,43 +235,61 @@ fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
     let (put_device_ns, put_requests) = store.device_mut().take();
     let mut got = Vec::with_capacity(shards.len());
     let get_ns = timed(&mut || {
-        for (key, _) in &shards {
+        for (key, _) in shards {
             got.push(store.get(&shardstore::NODE_OWNER, key).map_err(|_| "get failed")?);
         }
         Ok(())
     })?;
     let (get_device_ns, get_requests) = store.device_mut().take();
     // Checked after the clock stopped: the comparison is the bench's, not the store's.
-    if got.iter().zip(&shards).any(|(got, (_, bytes))| got != bytes) {
+    if got.iter().zip(shards).any(|(got, (_, bytes))| got != bytes) {
         return Err("get returned other bytes");
     }
     drop(got);
+    let figures = Figures {
+        hash_ns,
+        copy_ns,
+        zero_ns,
+        raw_write_ns,
+        raw_write_flush_ns,
+        raw_read_ns,
+        put_ns,
+        put_device_ns,
+        put_requests,
+        get_ns,
+        get_device_ns,
+        get_requests,
+    };
+    Ok((figures, store.into_device().inner))
+}
 
-    let put_base_ns = hash_ns + raw_write_flush_ns;
-    let get_base_ns = hash_ns + raw_read_ns;
+fn print(disk: &str, f: &Figures) {
+    let total_bytes = SHARDS * SHARD_BYTES as u64;
+    let mbps = |ns: u64| total_bytes as f64 / 1e6 / (ns.max(1) as f64 / 1e9);
+    let put_base_ns = f.hash_ns + f.raw_write_flush_ns;
+    let get_base_ns = f.hash_ns + f.raw_read_ns;
     crate::kprintln!(
-        "bench store: {SHARDS} x 1 MiB shards on {}, blake3 {} ({:.1} MB/s); raw write {:.1} MB/s flushed per MiB ({:.1} MB/s flushed once), raw read {:.1} MB/s; copy {:.0} MB/s, zeroed alloc {:.0} MB/s",
-        store.device().inner.name(),
+        "bench store: {SHARDS} x 1 MiB shards on {disk}, best of {ROUNDS} rounds; blake3 {} {:.1} MB/s; raw write {:.1} MB/s flushed per MiB ({:.1} MB/s flushed once), raw read {:.1} MB/s; copy {:.0} MB/s, zeroed alloc {:.0} MB/s",
         blake3_simd(),
-        mbps(hash_ns),
-        mbps(raw_write_flush_ns),
-        mbps(raw_write_ns),
-        mbps(raw_read_ns),
-        mbps(copy_ns),
-        mbps(zero_ns),
+        mbps(f.hash_ns),
+        mbps(f.raw_write_flush_ns),
+        mbps(f.raw_write_ns),
+        mbps(f.raw_read_ns),
+        mbps(f.copy_ns),
+        mbps(f.zero_ns),
     );
     crate::kprintln!(
         "bench store: put {:.1} MB/s = {:.2}x of one hash pass + raw write ({:.1} MB/s); get {:.1} MB/s = {:.2}x of one hash pass + raw read ({:.1} MB/s)",
-        mbps(put_ns),
-        put_base_ns as f64 / put_ns as f64,
+        mbps(f.put_ns),
+        put_base_ns as f64 / f.put_ns.max(1) as f64,
         mbps(put_base_ns),
-        mbps(get_ns),
-        get_base_ns as f64 / get_ns as f64,
+        mbps(f.get_ns),
+        get_base_ns as f64 / f.get_ns.max(1) as f64,
         mbps(get_base_ns),
     );
-    let hash_ms = ms_per_mib(hash_ns);
+    let hash_ms = ms_per_mib(f.hash_ns);
     for (op, ns, device_ns, requests) in
-        [("put", put_ns, put_device_ns, put_requests), ("get", get_ns, get_device_ns, get_requests)]
+        [("put", f.put_ns, f.put_device_ns, f.put_requests), ("get", f.get_ns, f.get_device_ns, f.get_requests)]
     {
         let cpu_ns = ns.saturating_sub(device_ns);
         crate::kprintln!(
@@ -228,9 +300,8 @@ fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
             ms_per_mib(cpu_ns),
             ms_per_mib(cpu_ns) / hash_ms,
             hash_ms,
-            ms_per_mib(copy_ns),
-            ms_per_mib(zero_ns),
+            ms_per_mib(f.copy_ns),
+            ms_per_mib(f.zero_ns),
         );
     }
-    Ok(store.into_device().inner)
 }
