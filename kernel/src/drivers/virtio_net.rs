@@ -133,13 +133,6 @@ impl VirtioNic {
 
     /// Queues one frame built by `f` into a buffer of `len` bytes.
     fn send_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        let start_ns = crate::executor::now_ns();
-        let result = self.send_with_inner(len, f);
-        timing::add(timing::Stage::NicTransmit, crate::executor::now_ns().saturating_sub(start_ns), 1);
-        result
-    }
-
-    fn send_with_inner<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         self.reclaim_tx();
         let mut buf = self.tx_free.pop().unwrap_or_default();
         let header = self.device.fill_buffer_header(&mut [0u8; 16]).unwrap_or(12);
@@ -152,8 +145,11 @@ impl VirtioNic {
             self.tx_free.push(buf);
             return result;
         }
+        let start_ns = crate::executor::now_ns();
         // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`.
-        match unsafe { self.device.transmit_begin(&buf[..header + len]) } {
+        let queued = unsafe { self.device.transmit_begin(&buf[..header + len]) };
+        timing::add(timing::Stage::NicTransmit, crate::executor::now_ns().saturating_sub(start_ns), 1);
+        match queued {
             Ok(token) => match self.tx_in_flight.get_mut(usize::from(token)) {
                 Some(slot) => {
                     *slot = Some((buf, header + len));

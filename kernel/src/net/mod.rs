@@ -289,7 +289,7 @@ impl Stack {
         }
         if kicked || interrupted || now_ns >= self.underlay_next_ns {
             self.underlay_next_ns = self.poll_underlay(timestamp, now_ns).unwrap_or(u64::MAX);
-            timing::add(timing::Stage::SmoltcpUnderlay, executor::now_ns().saturating_sub(now_ns), 0);
+            timing::add(timing::Stage::SmoltcpUnderlay, executor::now_ns().saturating_sub(now_ns), 1);
         }
         let mut next_ns = Some(self.underlay_next_ns).filter(|at| *at != u64::MAX);
         let mut earliest = |at_ns: u64| next_ns = Some(next_ns.map_or(at_ns, |n: u64| n.min(at_ns)));

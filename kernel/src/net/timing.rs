@@ -37,8 +37,8 @@ pub enum Stage {
     /// virtio-net: taking a received frame and giving its buffer back (part of the
     /// underlay poll's time).
     NicReceive,
-    /// virtio-net: queueing a frame to send and notifying the device, without building
-    /// it (part of the underlay poll's time).
+    /// virtio-net: queueing a built frame and notifying the device (part of the underlay
+    /// poll's time).
     NicTransmit,
 }
 
@@ -69,10 +69,10 @@ impl Stage {
             Stage::Deliver => "overlay device deliver",
             Stage::OverlayTaskOther => "overlay task other",
             Stage::SmoltcpOverlay => "smoltcp overlay iface",
-            Stage::SmoltcpUnderlay => "smoltcp underlay+nic",
+            Stage::SmoltcpUnderlay => "smoltcp underlay+nic (NIC polls)",
             Stage::NetTaskOther => "net task other",
             Stage::NicReceive => "  of which virtio receive",
-            Stage::NicTransmit => "  of which virtio transmit",
+            Stage::NicTransmit => "  of which virtio queue+notify",
         }
     }
 }
@@ -184,6 +184,7 @@ pub fn report(before: &Snapshot, bytes: u64) -> String {
         let per_round = matches!(stage, Stage::OverlayTaskOther | Stage::SmoltcpOverlay | Stage::SmoltcpUnderlay | Stage::NetTaskOther);
         let (n, unit) = match stage {
             Stage::OverlayTaskOther => (overlay_rounds, "round"),
+            Stage::SmoltcpUnderlay => (count, "poll"),
             _ if per_round => (net_rounds, "round"),
             _ => (count, "packet"),
         };
