@@ -828,6 +828,14 @@ impl<E: Endpoint> Node<E> {
             let id = peer.id.0;
             self.router.resend_dump(id);
         }
+        if plain.first() == Some(&wire::KIND_DIRECT) {
+            // The packet is the rest of the plaintext: delivered without another copy.
+            let mut packet = plain;
+            packet.remove(0);
+            let peer = self.peers[i].address;
+            self.deliver(peer, packet);
+            return true;
+        }
         match Inner::parse(&plain) {
             Ok(Inner::Keepalive) | Err(_) => {}
             Ok(Inner::Routing(tlvs)) => {
@@ -849,10 +857,8 @@ impl<E: Endpoint> Node<E> {
                 let via = self.peers[i].address;
                 self.handle_data(now, via, data)
             }
-            Ok(Inner::Direct(packet)) => {
-                let peer = self.peers[i].address;
-                self.deliver(peer, packet.to_vec());
-            }
+            // Handled above.
+            Ok(Inner::Direct(_)) => {}
         }
         true
     }
