@@ -504,7 +504,7 @@ fn direct_packets_from_a_linked_peer_carry_only_its_own_address() {
     let now = Instant::from_millis(1);
     let mut link = evil_link(&mut node, &evil, now);
     let (own, me) = (Address::from_public_key(&evil.public_key()), node.address());
-    let mut send = |node: &mut Node<Endpoint32>, datagram: &[u8]| {
+    let send = |node: &mut Node<Endpoint32>, datagram: &[u8]| {
         node.handle_datagram(now, 9, datagram);
         while node.poll_transmit().is_some() {}
         node.poll_deliver()
