@@ -34,9 +34,15 @@ pub enum Stage {
     SmoltcpUnderlay,
     /// The rest of one network task round (TCP guard, deadlines).
     NetTaskOther,
+    /// virtio-net: taking a received frame and giving its buffer back (part of the
+    /// underlay poll's time).
+    NicReceive,
+    /// virtio-net: queueing a built frame and notifying the device (part of the underlay
+    /// poll's time).
+    NicTransmit,
 }
 
-const STAGES: usize = 10;
+const STAGES: usize = 12;
 const ALL: [Stage; STAGES] = [
     Stage::OverlaySend,
     Stage::OverlayReceive,
@@ -48,6 +54,8 @@ const ALL: [Stage; STAGES] = [
     Stage::SmoltcpOverlay,
     Stage::SmoltcpUnderlay,
     Stage::NetTaskOther,
+    Stage::NicReceive,
+    Stage::NicTransmit,
 ];
 
 impl Stage {
@@ -61,8 +69,10 @@ impl Stage {
             Stage::Deliver => "overlay device deliver",
             Stage::OverlayTaskOther => "overlay task other",
             Stage::SmoltcpOverlay => "smoltcp overlay iface",
-            Stage::SmoltcpUnderlay => "smoltcp underlay+nic",
+            Stage::SmoltcpUnderlay => "smoltcp underlay+nic (NIC polls)",
             Stage::NetTaskOther => "net task other",
+            Stage::NicReceive => "  of which virtio receive",
+            Stage::NicTransmit => "  of which virtio queue+notify",
         }
     }
 }
@@ -78,6 +88,13 @@ static COUNTERS: [Counter; STAGES] = [ZERO; STAGES];
 /// Overlay task rounds and network task rounds (wake-ups).
 static OVERLAY_ROUNDS: AtomicU64 = AtomicU64::new(0);
 static NET_ROUNDS: AtomicU64 = AtomicU64::new(0);
+/// smoltcp `Interface::poll` calls, all interfaces.
+static IFACE_POLLS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one smoltcp `Interface::poll` call.
+pub fn iface_poll() {
+    IFACE_POLLS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Adds `ns` to `stage`, counting `items` (packets or datagrams; 0 for a round).
 pub fn add(stage: Stage, ns: u64, items: u64) {
@@ -103,8 +120,11 @@ pub struct Snapshot {
     count: [u64; STAGES],
     overlay_rounds: u64,
     net_rounds: u64,
+    iface_polls: u64,
     at_ns: u64,
     idle_ns: u64,
+    /// Frames the NICs received and sent.
+    frames: (u64, u64),
 }
 
 /// Reads every counter.
@@ -114,8 +134,10 @@ pub fn snapshot() -> Snapshot {
         count: [0; STAGES],
         overlay_rounds: OVERLAY_ROUNDS.load(Ordering::Relaxed),
         net_rounds: NET_ROUNDS.load(Ordering::Relaxed),
+        iface_polls: IFACE_POLLS.load(Ordering::Relaxed),
         at_ns: executor::now_ns(),
         idle_ns: executor::idle_ns(),
+        frames: super::nic_counters().iter().fold((0, 0), |(rx, tx), (_, c, _, _)| (rx + c.rx_frames, tx + c.tx_frames)),
     };
     for (i, c) in COUNTERS.iter().enumerate() {
         s.ns[i] = c.ns.load(Ordering::Relaxed);
@@ -145,17 +167,24 @@ pub fn report(before: &Snapshot, bytes: u64) -> String {
     let overlay_rounds = now.overlay_rounds.saturating_sub(before.overlay_rounds);
     let net_rounds = now.net_rounds.saturating_sub(before.net_rounds);
     out.push_str(&format!(
-        "breakdown: {} ms for {bytes} bytes each way; {overlay_rounds} overlay task rounds, {net_rounds} net task rounds\n",
-        tenths(wall_ns, 1_000_000)
+        "breakdown: {} ms for {bytes} bytes each way; {overlay_rounds} overlay task rounds, {net_rounds} net task rounds ({} smoltcp polls), \
+         {} frames received and {} sent by the NICs\n",
+        tenths(wall_ns, 1_000_000),
+        now.iface_polls.saturating_sub(before.iface_polls),
+        now.frames.0.saturating_sub(before.frames.0),
+        now.frames.1.saturating_sub(before.frames.1),
     ));
     for stage in ALL {
         let i = stage as usize;
         let ns = now.ns[i].saturating_sub(before.ns[i]);
         let count = now.count[i].saturating_sub(before.count[i]);
-        accounted_ns += ns;
+        if !matches!(stage, Stage::NicReceive | Stage::NicTransmit) {
+            accounted_ns += ns;
+        }
         let per_round = matches!(stage, Stage::OverlayTaskOther | Stage::SmoltcpOverlay | Stage::SmoltcpUnderlay | Stage::NetTaskOther);
         let (n, unit) = match stage {
             Stage::OverlayTaskOther => (overlay_rounds, "round"),
+            Stage::SmoltcpUnderlay => (count, "poll"),
             _ if per_round => (net_rounds, "round"),
             _ => (count, "packet"),
         };
