@@ -229,9 +229,13 @@ pub struct WasmTiming {
     pub run_us: u64,
 }
 
+/// Runs of each program in [`wasm_bench`] (the fastest counts: TCG on a shared host is noisy).
+pub const RUNS: usize = 3;
+
 /// Boots the Linux guest in a copy of `like` (same QEMU, accelerator, CPU model, memory)
-/// and runs each program once with the static runner from its bundle, verified against
-/// `trusted` (the compiler key, 64 hex digits). Returns the runner's timings per program.
+/// and runs each program [`RUNS`] times with the static runner from its bundle, verified
+/// against `trusted` (the compiler key, 64 hex digits). Returns the fastest run's timings
+/// per program.
 pub fn wasm_bench(like: &Machine, programs: &[WasmProgram<'_>], trusted: &str) -> Result<Vec<WasmTiming>, String> {
     let guest = prepare()?;
     let runner = wasm_runner()?;
@@ -245,9 +249,11 @@ pub fn wasm_bench(like: &Machine, programs: &[WasmProgram<'_>], trusted: &str) -
         if !args.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ') {
             return Err(format!("{}: arguments must be plain words", p.label));
         }
-        script.push_str(&format!(
-            "/bin/busybox echo wasm-bench-begin {i}\n/w/run bench --trust {trusted} /w/{i}.wasm {args}\n/bin/busybox echo wasm-bench-end {i} status $?\n"
-        ));
+        script.push_str(&format!("/bin/busybox echo wasm-bench-begin {i}\ns=0\n"));
+        for _ in 0..RUNS {
+            script.push_str(&format!("/w/run bench --trust {trusted} /w/{i}.wasm {args} || s=$?\n"));
+        }
+        script.push_str(&format!("/bin/busybox echo wasm-bench-end {i} status $s\n"));
     }
     script.push_str("/bin/busybox echo wasm-bench-done\n/bin/busybox poweroff -f\n");
     let file_refs: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
@@ -281,14 +287,19 @@ fn parse_timing(serial: &str, index: usize, label: &str) -> Result<WasmTiming, S
     if status.as_deref() != Some("0") {
         return Err(format!("{label}: the runner in the guest failed (status {status:?}):\n{}", section.join("\n")));
     }
-    let bench = section
-        .iter()
-        .find_map(|l| l.strip_prefix("host bench: instantiate "))
-        .ok_or_else(|| format!("{label}: no bench line from the guest:\n{}", section.join("\n")))?;
-    let number = |s: &str| s.trim().trim_end_matches("us").trim().parse::<u64>().map_err(|e| format!("{label}: {bench:?}: {e}"));
-    let (inst, run) = bench.split_once(", run ").ok_or_else(|| format!("{label}: bench line {bench:?}"))?;
-    let lines = section.iter().filter(|l| !l.starts_with("host")).map(|l| l.to_string()).collect();
-    Ok(WasmTiming { label: label.to_string(), lines, instantiate_us: number(inst)?, run_us: number(run)? })
+    let number = |s: &str| s.trim().trim_end_matches("us").trim().parse::<u64>().map_err(|e| format!("{label}: {s:?}: {e}"));
+    let mut best: Option<(u64, u64)> = None;
+    for bench in section.iter().filter_map(|l| l.strip_prefix("host bench: instantiate ")) {
+        let (inst, run) = bench.split_once(", run ").ok_or_else(|| format!("{label}: bench line {bench:?}"))?;
+        let (inst, run) = (number(inst)?, number(run)?);
+        if best.is_none_or(|(_, b)| run < b) {
+            best = Some((inst, run));
+        }
+    }
+    let (instantiate_us, run_us) = best.ok_or_else(|| format!("{label}: no bench line from the guest:\n{}", section.join("\n")))?;
+    let mut lines: Vec<String> = section.iter().filter(|l| !l.starts_with("host")).map(|l| l.to_string()).collect();
+    lines.dedup();
+    Ok(WasmTiming { label: label.to_string(), lines, instantiate_us, run_us })
 }
 
 #[cfg(test)]
@@ -298,10 +309,11 @@ mod test {
     #[test]
     fn guest_timings_are_parsed_per_program() {
         let serial = "boot noise\nwasm-bench-begin 0\r\nfib(30) = 832040\r\nhost: exited 0 (attested bundle)\r\n\
-                      host bench: instantiate 120 us, run 45000 us\r\nwasm-bench-end 0 status 0\r\n\
+                      host bench: instantiate 120 us, run 45000 us\r\nfib(30) = 832040\r\n\
+                      host bench: instantiate 100 us, run 44000 us\r\nwasm-bench-end 0 status 0\r\n\
                       wasm-bench-begin 1\nboom\nwasm-bench-end 1 status 1\n";
         let t = parse_timing(serial, 0, "fib").unwrap();
-        assert_eq!((t.instantiate_us, t.run_us), (120, 45000));
+        assert_eq!((t.instantiate_us, t.run_us), (100, 44000));
         assert_eq!(t.lines, ["fib(30) = 832040"]);
         assert!(parse_timing(serial, 1, "x").unwrap_err().contains("status Some(\"1\")"));
         assert!(parse_timing(serial, 2, "y").is_err());
