@@ -130,7 +130,14 @@ fn metrics_are_served_on_the_overlay() {
     let target = Target::parse(&t).expect("target");
 
     // Before any workload: none counted, and the figures to compare with later.
-    let before = ok(&alice, &["node", "metrics", &t]);
+    // Right after boot the node may not have halted yet (under a loaded TCG host its first
+    // second can be all work): ask until it has been idle at all.
+    let mut before = ok(&alice, &["node", "metrics", &t]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !value(&before, "gridos_cpu_seconds_total{mode=\"idle\"}").is_some_and(|v| v > 0.0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        before = ok(&alice, &["node", "metrics", &t]);
+    }
     assert_eq!(value(&before, "gridos_workloads{state=\"exited\"}"), Some(0.0), "{before}");
     let live_before = value(&before, "gridos_store_live_bytes{disk=\"vda\"}").unwrap_or_else(|| panic!("{before}"));
     let requests_before = value(&before, "gridos_control_requests_total").unwrap_or_else(|| panic!("{before}"));
