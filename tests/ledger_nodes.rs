@@ -430,11 +430,40 @@ fn three_nodes_on_a_four_validator_ledger() {
     }
     let wiped_at = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.period;
     let failed = format!("ledger: proof FAILED contract {storage_contract} shard 2 period");
-    assert!(nodes[2].wait(&failed, PERIOD_SECS * 4), "node 2 never failed a proof\n{}", nodes[2].serial());
-    let failed_period = nodes[2].serial().lines().filter(|l| l.contains(&failed)).find_map(|l| number_after(l, "period")).expect("period");
-    assert!(failed_period >= wiped_at);
+    // (A proof may have failed before the shard was put, in the period the contract was made.)
+    let failed_since = |from: u64| -> Option<u64> {
+        nodes[2].serial().lines().filter(|l| l.contains(&failed)).filter_map(|l| number_after(l, "period")).find(|p| *p >= from)
+    };
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 4);
+    let failed_period = loop {
+        if let Some(p) = failed_since(wiped_at) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "node 2 never failed a proof after the wipe\n{}", nodes[2].serial());
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // Its failing periods are settled: marked, and not paid for its shard.
+    wait_period(&mut l, &chain_dir, &genesis, failed_period + 1);
+    let (paid_a, _) = check_books(&mut l);
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 3);
+    while failed_since(failed_period + 1).is_none() {
+        assert!(Instant::now() < deadline, "node 2 proved after the wipe?\n{}", nodes[2].serial());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    wait_period(&mut l, &chain_dir, &genesis, failed_period + 2);
+    let (paid_b, _) = check_books(&mut l);
+    assert_eq!(paid_b - paid_a, STORAGE_PRICE / 3 * 2, "period {}: only the two good shards are paid", failed_period + 1);
+    let wiped = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[2].key_bytes())).expect("node 2");
+    assert!(wiped.periods_marked >= 2 && wiped.proofs_missed >= 2, "{wiped:?}");
+    assert!(matches!(wiped.last_mark, Some((_, MarkReason::FailedProof))), "{wiped:?}");
 
-    // 5. Node 1 restarts mid-period (after its uptime report for the period landed).
+    // 5. Node 1 restarts early in a period, right after its uptime report for it landed.
+    let reported = uptime_periods(&nodes[1].serial()).len();
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 3);
+    while uptime_periods(&nodes[1].serial()).len() == reported {
+        assert!(Instant::now() < deadline, "node 1 reports no uptime\n{}", nodes[1].serial());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let before_restart = nodes[1].serial();
     let restart_period = *uptime_periods(&before_restart).last().expect("uptime");
     if let Some(vm) = nodes[1].vm.take() {
@@ -444,27 +473,17 @@ fn three_nodes_on_a_four_validator_ledger() {
     let restarted = boot(&base, 1, &net, &dir);
     assert_eq!(restarted.key, nodes[1].key, "the node keeps its identity");
     nodes[1] = restarted;
-
-    // The wiped node's failing period is settled: marked, and not paid for its shard.
-    wait_period(&mut l, &chain_dir, &genesis, failed_period + 1);
-    let (paid_a, _) = check_books(&mut l);
-    assert!(nodes[2].wait(&format!("{failed} {}", failed_period + 1), PERIOD_SECS * 3), "{}", nodes[2].serial());
-    wait_period(&mut l, &chain_dir, &genesis, failed_period + 2);
-    let (paid_b, _) = check_books(&mut l);
-    assert_eq!(paid_b - paid_a, STORAGE_PRICE / 3 * 2, "period {}: only the two good shards are paid", failed_period + 1);
-    let wiped = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[2].key_bytes())).expect("node 2");
-    assert!(wiped.periods_marked >= 2 && wiped.proofs_missed >= 2, "{wiped:?}");
-    assert!(matches!(wiped.last_mark, Some((_, MarkReason::FailedProof))), "{wiped:?}");
-
-    // The restarted node: nothing sent twice, nothing missed.
     assert!(nodes[1].wait("ledger: uptime reported for period", PERIOD_SECS * 3), "{}", nodes[1].serial());
     let after = uptime_periods(&nodes[1].serial());
     assert!(!after.contains(&restart_period), "uptime for period {restart_period} sent again after the restart: {after:?}");
+    wait_period(&mut l, &chain_dir, &genesis, restart_period + 2);
     let proven_before: Vec<u64> = proofs_ok(&before_restart).into_iter().map(|(_, _, p)| p).collect();
     let proven_after: Vec<u64> = proofs_ok(&nodes[1].serial()).into_iter().map(|(_, _, p)| p).collect();
     assert!(!proven_after.iter().any(|p| proven_before.contains(p)), "proofs sent twice: {proven_before:?} then {proven_after:?}");
+    assert!(proven_after.contains(&(restart_period + 1)), "no proof after the restart: {proven_after:?}\n{}", nodes[1].serial());
     let node1 = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[1].key_bytes())).expect("node 1");
     assert_eq!((node1.periods_marked, node1.proofs_missed), (0, 0), "the restart lost nothing: {node1:?}");
+    check_books(&mut l);
 
     // 6. The workload contract ends: node 0 stops the workload.
     with_ledger(&mut l, &chain_dir, &genesis, |l| l.submit(&dev, TxKind::CancelWorkloadContract { contract: workload_contract }));

@@ -361,42 +361,34 @@ impl Drop for Reserved {
     }
 }
 
-/// Reads one response frame: its length is checked against [`RESPONSE_BYTES_MAX`] and
-/// the node-wide budget as soon as its head is in, before its bytes are buffered.
+/// Reads one response frame (`ledger::rpc::ResponseReader`: its length is checked
+/// against [`RESPONSE_BYTES_MAX`] as soon as its head is in, before its bytes are
+/// buffered), holding its size from the node-wide budget while it is read.
 async fn read_response(stream: &mut TcpStream) -> Result<Response, End> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut reader = rpc::ResponseReader::new(RESPONSE_BYTES_MAX);
     let mut chunk = [0u8; 4096];
     let mut reserved: Option<Reserved> = None;
     loop {
-        // The whole frame is `need` bytes once the head is known.
-        let need = match rpc::split_frame(&buf, RESPONSE_BYTES_MAX) {
-            Err(_) => return Err(End::Frame("length out of bounds")),
-            Ok(Some((kind, payload, used))) => {
-                if used != buf.len() {
-                    return Err(End::Frame("bytes after the answer"));
-                }
-                if kind != rpc::FRAME_RESPONSE {
-                    return Err(End::Frame("not a response"));
-                }
-                return postcard::from_bytes::<Response>(payload).map_err(|_| End::Frame("does not decode"));
-            }
-            Ok(None) => buf.get(..4).map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize + 4),
-        };
-        if let (Some(need), None) = (need, &reserved) {
-            let bytes = need as u64;
-            if !BUFFERS.lock().reserve(bytes) {
+        let frame_bytes = reader.frame_bytes().map_err(|_| End::Frame("length out of bounds"))?;
+        if let (Some(bytes), None) = (frame_bytes, &reserved) {
+            if !BUFFERS.lock().reserve(bytes as u64) {
                 return Err(End::Buffers);
             }
-            reserved = Some(Reserved(bytes));
-            buf.reserve_exact(need.saturating_sub(buf.len()));
+            reserved = Some(Reserved(bytes as u64));
         }
-        // Never read past the frame (a validator answers one request with one frame).
-        let want = need.map_or(4 - buf.len(), |n| n - buf.len()).min(chunk.len());
+        // Never read past the frame (a validator answers a request with one frame).
+        let want = reader.want().map_err(|_| End::Frame("length out of bounds"))?.min(chunk.len());
         let n = stream.read(&mut chunk[..want]).await.map_err(End::Net)?;
         if n == 0 {
             return Err(End::Net(NetError::Closed));
         }
-        buf.extend_from_slice(&chunk[..n]);
+        match reader.push(&chunk[..n]) {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            Err(rpc::FrameError::Length(_)) => return Err(End::Frame("length out of bounds")),
+            Err(rpc::FrameError::Kind(_)) => return Err(End::Frame("not a response")),
+            Err(rpc::FrameError::Decode) => return Err(End::Frame("does not decode")),
+        }
     }
 }
 
