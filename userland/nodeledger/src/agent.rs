@@ -15,7 +15,7 @@ use ledger::{
 use crate::{
     Config, ContractView, Distrust, Event, Local, Mode, Status, TxPurpose, BUSY_BACKOFF_MS, CONTRACTS_FOLLOWED_MAX,
     DISTRUST_MS_MAX, DISTRUST_MS_MIN, ENDED_KEPT, EVENTS_MAX, FOLLOW_INTERVAL_MS, OTHER_VIEWS_MAX,
-    TX_ATTEMPTS_PER_PERIOD, WANTS_MAX, WHY_BYTES_MAX,
+    GOOD_ANSWERS_PER_LIE_FORGIVEN, LISTED_PER_VALIDATOR_MAX, PERIOD_END_MARGIN_MS_MAX, REFUSAL_GRACE_MS, STALE_BLOCKS, STALE_SUBMIT_BACKOFF_MS, SUSPECT_BLOCKS, TX_ATTEMPTS_PER_PERIOD, UNSURE_BLOCKS, WHY_BYTES_MAX,
 };
 
 /// What a validator was asked.
@@ -25,7 +25,8 @@ enum Task {
     Follow { count: u64 },
     Read(StateKey),
     List { after: Option<ContractId> },
-    Submit,
+    /// A copy of the pending transaction (its id).
+    Submit { id: [u8; 32] },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,23 +38,52 @@ struct Peer {
     follow_after_ms: u64,
     /// Lies so far (the back-off doubles with each).
     lies: u32,
+    /// Ids it listed that are still to be read ([`LISTED_PER_VALIDATOR_MAX`] at most).
+    listed_held: usize,
+    /// Verified answers since its last lie (every [`GOOD_ANSWERS_PER_LIE_FORGIVEN`] forgive one).
+    good: u32,
+    /// It gets no copy of a transaction before this time (it held one no block carried).
+    submit_after_ms: u64,
+    /// Its request in flight is a copy given up on (see [`Agent::stale_request`]).
+    stale: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PendingState {
-    /// Ready to submit.
-    Ready,
-    /// Submitted to this validator.
-    InFlight(usize),
-    /// The connection was lost while in flight: the account's nonce decides (read again).
-    Unsure,
-}
-
+/// The one transaction in flight. A copy goes to every validator (each proposes from its
+/// own mempool, so the next block carries it whoever proposes; every validator answers
+/// `Committed` for a block that carries it, and drops its copy).
 #[derive(Debug, Clone)]
 struct Pending {
     tx: SignedTx,
+    /// Its id (answers are matched by it).
+    id: [u8; 32],
     purpose: TxPurpose,
-    state: PendingState,
+    /// No copy is in flight and none was refused: the account's nonce decides whether it
+    /// landed (read again).
+    unsure: bool,
+    /// Validators given a copy (once each until resubmitted).
+    offered: BTreeSet<usize>,
+    /// Validators whose answer is awaited.
+    in_flight: BTreeSet<usize>,
+    /// The first refusal: why, and when (the whole transaction counts as refused when no
+    /// copy is left in flight and every validator answered, or [`REFUSAL_GRACE_MS`] later).
+    refusal: Option<(String, u64)>,
+    /// Our height when it was (re)submitted.
+    height: u64,
+}
+
+impl Pending {
+    fn new(tx: SignedTx, purpose: TxPurpose, height: u64) -> Pending {
+        let id = tx.id();
+        Pending { tx, id, purpose, unsure: false, offered: BTreeSet::new(), in_flight: BTreeSet::new(), refusal: None, height }
+    }
+
+    fn resubmit(&mut self, height: u64) {
+        self.height = height;
+        self.unsure = false;
+        self.offered.clear();
+        self.in_flight.clear();
+        self.refusal = None;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +114,8 @@ struct Pass {
     /// Our latest height when the pass started.
     height: u64,
     after: Option<ContractId>,
-    found: BTreeSet<ContractId>,
+    /// Ids listed, and which validator listed each.
+    found: BTreeMap<ContractId, usize>,
 }
 
 /// The node's ledger agent (see the crate docs).
@@ -96,6 +127,12 @@ pub struct Agent {
     /// Period of the latest accepted header.
     period: u64,
     next_follow_ms: u64,
+    /// The last follow answer was short: reads and listings may go out.
+    caught_up: bool,
+    /// The latest `now_ms` seen.
+    now_ms: u64,
+    /// The last period a [`Event::Height`] was emitted for.
+    announced_period: Option<u64>,
     meta: Option<Meta>,
     nonce: Option<u64>,
     /// The node's record as last read (outer `None`: never read).
@@ -110,6 +147,10 @@ pub struct Agent {
     asked: BTreeSet<ContractId>,
     listed_height: Option<u64>,
     pass: Option<Pass>,
+    /// New ids from listings, with who listed them at which height (checked when read).
+    listed: BTreeMap<ContractId, (usize, u64)>,
+    /// Listed ids read as absent: (lister, read height), read again later.
+    suspects: BTreeMap<ContractId, (usize, u64)>,
     pending: Option<Pending>,
     attempts: BTreeMap<TxPurpose, u8>,
     events: VecDeque<Event>,
@@ -151,6 +192,9 @@ impl Agent {
             period_ms: ledger::PERIOD_MS,
             period: 0,
             next_follow_ms: 0,
+            caught_up: false,
+            now_ms: 0,
+            announced_period: None,
             meta: None,
             nonce: None,
             node: None,
@@ -162,6 +206,8 @@ impl Agent {
             asked: BTreeSet::new(),
             listed_height: None,
             pass: None,
+            listed: BTreeMap::new(),
+            suspects: BTreeMap::new(),
             pending: None,
             attempts: BTreeMap::new(),
             events: VecDeque::new(),
@@ -180,6 +226,8 @@ impl Agent {
     /// The next request for validator `v` (index into the configured list); one in flight
     /// per validator. `None`: nothing for it now (see [`Agent::poll_timeout`]).
     pub fn poll_request(&mut self, validator: usize, now_ms: u64) -> Option<Request> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.refusal_due(now_ms);
         let peer = self.peers.get(validator)?;
         if peer.task.is_some() || now_ms < peer.resume_ms {
             return None;
@@ -205,13 +253,31 @@ impl Agent {
             let count = LIGHT_BLOCKS_PER_RESPONSE_MAX;
             return Some((Task::Follow { count }, Request::LightBlocks { from, count }));
         }
+        if !self.caught_up {
+            // Reads are answered at the validators' latest height: catch up first.
+            return None;
+        }
+        // Copies to all validators but one, so one is always free to follow the chain.
+        let copies_max = self.peers.len().saturating_sub(1).max(1);
+        // Validators that held a copy no block carried come last (all of them: no order).
+        let shunned = self.peers.get(validator).is_some_and(|p| now_ms < p.submit_after_ms)
+            && self.peers.iter().any(|p| now_ms >= p.submit_after_ms);
         if let Some(pending) = &mut self.pending {
-            if pending.state == PendingState::Ready {
-                pending.state = PendingState::InFlight(validator);
-                return Some((Task::Submit, Request::Submit(pending.tx.clone())));
+            let room = pending.in_flight.len() < copies_max && !shunned;
+            // (Also after a refusal: a validator behind the others refuses what they take.)
+            if room && !pending.unsure && pending.offered.insert(validator) {
+                pending.in_flight.insert(validator);
+                return Some((Task::Submit { id: pending.id }, Request::Submit(pending.tx.clone())));
             }
         }
-        let read = self.wants.keys().find(|k| !self.peers.iter().any(|p| p.task == Some(Task::Read(**k)))).copied();
+        // Only what a validator at our height can answer (a read wanted at a later height
+        // waits until we follow there).
+        let latest = light.latest().height;
+        let read = self
+            .wants
+            .iter()
+            .find(|(k, min)| **min <= latest && !self.peers.iter().any(|p| p.task == Some(Task::Read(**k))))
+            .map(|(k, _)| *k);
         if let Some(key) = read {
             return Some((Task::Read(key), Request::Prove(key)));
         }
@@ -219,7 +285,7 @@ impl Agent {
         if !listing {
             let latest = light.latest().height;
             if self.pass.is_none() && self.listed_height.is_none_or(|h| h < latest) {
-                self.pass = Some(Pass { height: latest, after: None, found: BTreeSet::new() });
+                self.pass = Some(Pass { height: latest, after: None, found: BTreeMap::new() });
             }
             if let Some(pass) = &self.pass {
                 let after = pass.after;
@@ -231,44 +297,126 @@ impl Agent {
 
     /// When [`Agent::poll_request`] may have something new without an answer arriving
     /// (absolute ms); the caller also polls every validator after each answer.
+    /// Never a time already past (so a caller that sleeps until it cannot spin).
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut at = self.next_follow_ms;
-        for peer in &self.peers {
-            if peer.task.is_none() && peer.resume_ms > 0 {
-                at = at.min(peer.resume_ms.max(self.next_follow_ms.min(peer.resume_ms)));
+        let now = self.now_ms;
+        let following = self.peers.iter().any(|p| matches!(p.task, Some(Task::Follow { .. })));
+        let mut at = now.saturating_add(FOLLOW_INTERVAL_MS);
+        if !following && self.next_follow_ms > now {
+            at = at.min(self.next_follow_ms);
+        }
+        if let Some((_, refused_ms)) = self.pending.as_ref().and_then(|p| p.refusal.as_ref()) {
+            let due = refused_ms.saturating_add(REFUSAL_GRACE_MS);
+            if due > now {
+                at = at.min(due);
+            }
+        }
+        for peer in self.peers.iter().filter(|p| p.task.is_none()) {
+            for t in [peer.resume_ms, peer.follow_after_ms] {
+                if t > now {
+                    at = at.min(t);
+                }
             }
         }
         Some(at)
     }
 
+    /// Whether validator `v`'s request in flight is a submission the agent gave up on (no
+    /// block carried it for [`STALE_BLOCKS`]): the caller may close that connection (and
+    /// call [`Agent::on_disconnect`]) rather than wait for its answer timeout, so the
+    /// validator can serve other requests.
+    pub fn stale_request(&self, validator: usize) -> bool {
+        self.peers.get(validator).is_some_and(|p| p.stale && matches!(p.task, Some(Task::Submit { .. })))
+    }
+
     /// Validator `v`'s connection closed: its request is lost; others take over.
     pub fn on_disconnect(&mut self, validator: usize, _now_ms: u64) {
         let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.stale = false;
         let task = peer.task.take();
         match task {
-            Some(Task::Submit) => self.unsure(),
+            Some(Task::Submit { id }) => self.copy_done(validator, id),
             Some(Task::List { .. }) => self.pass = None,
             _ => {}
         }
     }
 
-    /// A submission's fate is unknown: the account's nonce decides whether it landed.
+    /// Validator `v`'s copy of the transaction `id` is no longer in flight (lost, refused or
+    /// a bad answer). With none left: refused if one was, else unsure.
+    fn copy_done(&mut self, validator: usize, id: [u8; 32]) {
+        let Some(pending) = &mut self.pending else { return };
+        if pending.id != id || !pending.in_flight.remove(&validator) || !pending.in_flight.is_empty() {
+            return;
+        }
+        match pending.refusal.clone() {
+            Some((why, _)) if pending.offered.len() >= self.peers.len() => self.refused(why),
+            Some(_) => {}
+            None => self.unsure(),
+        }
+    }
+
+    /// A transaction no block carried for [`STALE_BLOCKS`] (dropped from the mempools, e.g. a
+    /// proof whose period ended): its copies are given up on (their late answers are still
+    /// taken) and the account's nonce decides.
+    fn check_stale(&mut self, now_ms: u64) {
+        let latest = self.latest_height();
+        let Some(pending) = &mut self.pending else { return };
+        if pending.unsure || latest < pending.height.saturating_add(STALE_BLOCKS) {
+            return;
+        }
+        for v in &pending.in_flight {
+            if let Some(peer) = self.peers.get_mut(*v) {
+                peer.submit_after_ms = now_ms.saturating_add(STALE_SUBMIT_BACKOFF_MS);
+                peer.stale = true;
+            }
+        }
+        pending.in_flight.clear();
+        pending.refusal = None;
+        self.counters.dropped += 1;
+        self.unsure();
+    }
+
+    /// A refused transaction whose other copies did not land within the grace time.
+    fn refusal_due(&mut self, now_ms: u64) {
+        let Some(pending) = &self.pending else { return };
+        if let Some((why, at)) = &pending.refusal {
+            if pending.in_flight.is_empty() && now_ms >= at.saturating_add(REFUSAL_GRACE_MS) {
+                let why = why.clone();
+                self.refused(why);
+            }
+        }
+    }
+
+    /// A submission's fate is unknown: the account's nonce decides whether it landed, read
+    /// [`UNSURE_BLOCKS`] blocks later (a transaction still in a mempool lands by then).
     fn unsure(&mut self) {
         if let Some(pending) = &mut self.pending {
-            pending.state = PendingState::Unsure;
+            pending.unsure = true;
         }
         self.nonce = None;
-        let latest = self.latest_height();
-        self.want(StateKey::Account(self.config.node), latest);
+        let after = self.latest_height().saturating_add(UNSURE_BLOCKS);
+        self.want(StateKey::Account(self.config.node), after);
     }
 
     fn want(&mut self, key: StateKey, height: u64) {
         if let Some(min) = self.wants.get_mut(&key) {
             *min = (*min).max(height);
-        } else if self.wants.len() < WANTS_MAX {
+        } else if self.wants.len() < self.wants_max() {
             self.wants.insert(key, height);
         } else {
             self.counters.dropped += 1;
+        }
+    }
+
+    /// Pending reads at most: the node's records, the followed and asked contracts, and
+    /// each validator's listed ids (so no read from these sources is ever dropped).
+    fn wants_max(&self) -> usize {
+        8 + CONTRACTS_FOLLOWED_MAX + OTHER_VIEWS_MAX + LISTED_PER_VALIDATOR_MAX * self.peers.len()
+    }
+
+    fn release_listed(&mut self, lister: usize) {
+        if let Some(peer) = self.peers.get_mut(lister) {
+            peer.listed_held = peer.listed_held.saturating_sub(1);
         }
     }
 
@@ -330,6 +478,7 @@ impl Agent {
             lies: self.counters.lies,
             dropped: self.counters.dropped,
             blocks_followed: self.counters.blocks_followed,
+            validators_distrusted: self.peers.iter().filter(|p| p.lies > 0 && p.resume_ms > self.now_ms).count(),
         }
     }
 
@@ -350,11 +499,22 @@ impl Agent {
         self.counters.lies += 1;
         let Some(peer) = self.peers.get_mut(validator) else { return };
         peer.lies = peer.lies.saturating_add(1);
+        peer.good = 0;
         let shift = peer.lies.saturating_sub(1).min(16);
         let backoff = DISTRUST_MS_MIN.saturating_mul(1u64 << shift).min(DISTRUST_MS_MAX);
         peer.resume_ms = now_ms.saturating_add(backoff);
         let until_ms = peer.resume_ms;
         self.event(Event::ValidatorDistrusted { validator, why, until_ms });
+    }
+
+    /// A verified answer (blocks or a proof): sporadic faults do not add up forever.
+    fn good(&mut self, validator: usize) {
+        let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.good = peer.good.saturating_add(1);
+        if peer.good >= GOOD_ANSWERS_PER_LIE_FORGIVEN && peer.lies > 0 {
+            peer.lies -= 1;
+            peer.good = 0;
+        }
     }
 
     fn bad(&mut self, validator: usize, now_ms: u64) {
@@ -366,17 +526,36 @@ impl Agent {
 
     /// Validator `v`'s answer to its request. Anything wrong is counted, never a panic.
     pub fn on_response(&mut self, validator: usize, response: Response, now_ms: u64, local: &mut dyn Local) {
+        self.now_ms = self.now_ms.max(now_ms);
         let Some(peer) = self.peers.get_mut(validator) else { return };
+        peer.stale = false;
         let Some(task) = peer.task.take() else {
             self.counters.bad_responses += 1;
             return;
         };
         match (task, response) {
-            (Task::Submit, Response::Committed(height)) => self.committed(height, now_ms),
-            (Task::Submit, Response::Refused(why)) => self.refused(why),
-            (Task::Submit, _) => {
+            (Task::Submit { id }, Response::Committed(height)) => {
+                // We submit only when caught up: a block far beyond ours is a lie that
+                // would hold every re-read back forever.
+                if height > self.latest_height().saturating_add(LIGHT_BLOCKS_PER_RESPONSE_MAX) {
+                    self.distrust(validator, Distrust::OutOfBounds, now_ms);
+                    self.copy_done(validator, id);
+                } else if self.pending.as_ref().is_some_and(|p| p.id == id) {
+                    self.committed(height, now_ms);
+                }
+                // (Otherwise another copy's answer came first: nothing to do.)
+            }
+            (Task::Submit { id }, Response::Refused(why)) => {
+                if let Some(pending) = &mut self.pending {
+                    if pending.id == id && pending.refusal.is_none() {
+                        pending.refusal = Some((why, now_ms));
+                    }
+                }
+                self.copy_done(validator, id);
+            }
+            (Task::Submit { id }, _) => {
                 self.bad(validator, now_ms);
-                self.unsure();
+                self.copy_done(validator, id);
             }
             (Task::Genesis, Response::Genesis(genesis)) => self.on_genesis(validator, &genesis, now_ms),
             (Task::Follow { count }, Response::LightBlocks(blocks)) => self.on_blocks(validator, count, &blocks, now_ms),
@@ -424,11 +603,21 @@ impl Agent {
                 return self.distrust(validator, Distrust::BadBlock(error), now_ms);
             }
             self.counters.blocks_followed += 1;
+            self.good(validator);
             self.on_header(block.header.height, block.header.time_ms);
         }
+        self.check_stale(now_ms);
         if blocks.len() as u64 == count {
             self.next_follow_ms = now_ms;
+            self.caught_up = false;
         } else {
+            self.caught_up = true;
+            // One line per period, once caught up (not one per period crossed catching up).
+            if self.announced_period < Some(self.period) {
+                self.announced_period = Some(self.period);
+                let height = self.latest_height();
+                self.event(Event::Height { height, period: self.period });
+            }
             self.next_follow_ms = now_ms.saturating_add(FOLLOW_INTERVAL_MS);
             if blocks.is_empty() {
                 // Perhaps behind the others: let another validator answer the next one.
@@ -447,7 +636,6 @@ impl Agent {
         }
         self.period = period;
         self.attempts.clear();
-        self.event(Event::Height { height, period });
         self.want(StateKey::Meta, height);
         self.want(StateKey::Node(self.config.node), height);
         let ids: Vec<ContractId> = self.contracts.keys().copied().collect();
@@ -469,7 +657,7 @@ impl Agent {
                 full = true;
                 break;
             }
-            pass.found.insert(*id);
+            pass.found.insert(*id, validator);
         }
         if more && !full {
             pass.after = ids.last().copied();
@@ -480,12 +668,21 @@ impl Agent {
             self.counters.dropped += 1;
         }
         self.listed_height = Some(pass.height);
-        for id in &pass.found {
-            if !self.contracts.contains_key(id) && !self.ended.contains(id) {
-                self.want(StateKey::Contract(*id), pass.height);
+        for (id, lister) in &pass.found {
+            let known = self.contracts.contains_key(id) || self.ended.contains(id);
+            if known || self.listed.contains_key(id) || self.suspects.contains_key(id) {
+                continue;
             }
+            let Some(peer) = self.peers.get_mut(*lister) else { continue };
+            if peer.listed_held >= LISTED_PER_VALIDATOR_MAX {
+                self.counters.dropped += 1;
+                continue;
+            }
+            peer.listed_held += 1;
+            self.listed.insert(*id, (*lister, pass.height));
+            self.want(StateKey::Contract(*id), pass.height);
         }
-        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains(id)).copied().collect();
+        let gone: Vec<ContractId> = self.contracts.keys().filter(|id| !pass.found.contains_key(id)).copied().collect();
         for id in gone {
             self.want(StateKey::Contract(id), pass.height);
         }
@@ -500,6 +697,7 @@ impl Agent {
         if height > latest {
             // It is ahead of us: follow first, then ask again.
             self.next_follow_ms = now_ms;
+            self.caught_up = false;
             return;
         }
         let Some(&min) = self.wants.get(&key) else { return };
@@ -515,11 +713,12 @@ impl Agent {
             }),
             StateKey::Account(account) => light.account(height, &account, proof).map(|a| self.on_account(a.nonce, height)),
             StateKey::Node(node) => light.node(height, &node, proof).map(|record| self.on_node(record)),
-            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, local)),
+            StateKey::Contract(id) => light.contract(height, id, proof).map(|c| self.on_contract(id, c, height, now_ms, local)),
             StateKey::Farm(_) => Ok(()),
         };
         match result {
             Ok(()) => {
+                self.good(validator);
                 if self.wants.get(&key).is_some_and(|m| *m <= height) {
                     self.wants.remove(&key);
                 }
@@ -531,17 +730,20 @@ impl Agent {
     fn on_account(&mut self, nonce: u64, height: u64) {
         self.nonce = Some(nonce);
         let Some(pending) = &mut self.pending else { return };
-        if pending.state != PendingState::Unsure {
+        if !pending.unsure {
             return;
         }
-        if nonce == pending.tx.tx.nonce {
+        match nonce.cmp(&pending.tx.tx.nonce) {
             // It did not land: the same transaction again.
-            pending.state = PendingState::Ready;
-        } else {
+            core::cmp::Ordering::Equal => pending.resubmit(height),
             // The nonce moved (only this node signs for its account): it landed.
-            let purpose = pending.purpose;
-            self.pending = None;
-            self.landed(purpose, height);
+            core::cmp::Ordering::Greater => {
+                let purpose = pending.purpose;
+                self.pending = None;
+                self.landed(purpose, height);
+            }
+            // Signed with a nonce the account never reached: decide again.
+            core::cmp::Ordering::Less => self.pending = None,
         }
     }
 
@@ -560,6 +762,45 @@ impl Agent {
         self.node = Some(record);
     }
 
+    /// A contract's terms never change: one listed as this node's that is another node's
+    /// was made up by its lister. One that is absent may be newer than our height: it is
+    /// read again [`SUSPECT_BLOCKS`] later, and made up if still absent.
+    fn check_listing(&mut self, id: ContractId, record: Option<&Contract>, height: u64, now_ms: u64) {
+        let listed = self.listed.remove(&id);
+        let suspect = self.suspects.remove(&id);
+        let me = self.config.node;
+        // Each id is in at most one of `listed` and `suspects` (a listing skips both).
+        let lister = match (record, suspect.or(listed)) {
+            (_, None) => None,
+            (Some(c), Some((v, _))) => {
+                self.release_listed(v);
+                let mine = match &c.terms {
+                    ContractTerms::Workload { node, .. } => *node == me,
+                    ContractTerms::Storage { shards } => shards.iter().any(|s| s.placement.node == me),
+                };
+                (!mine).then_some(v)
+            }
+            (None, Some((v, since))) if suspect.is_some() => {
+                if height >= since.saturating_add(SUSPECT_BLOCKS) {
+                    self.release_listed(v);
+                    Some(v)
+                } else {
+                    self.suspects.insert(id, (v, since));
+                    None
+                }
+            }
+            (None, Some((v, _))) => {
+                // Perhaps newer than our height: read again later (it keeps its slot).
+                self.suspects.insert(id, (v, height));
+                self.want(StateKey::Contract(id), height.saturating_add(SUSPECT_BLOCKS));
+                None
+            }
+        };
+        if let Some(v) = lister {
+            self.distrust(v, Distrust::BadListing, now_ms);
+        }
+    }
+
     fn remember_other(&mut self, id: ContractId, view: ContractView) {
         self.others.retain(|(c, _)| *c != id);
         if self.others.len() >= OTHER_VIEWS_MAX {
@@ -568,8 +809,9 @@ impl Agent {
         self.others.push_back((id, view));
     }
 
-    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, local: &mut dyn Local) {
+    fn on_contract(&mut self, id: ContractId, record: Option<Contract>, height: u64, now_ms: u64, local: &mut dyn Local) {
         let asked = self.asked.remove(&id);
+        self.check_listing(id, record.as_ref(), height, now_ms);
         let Some(contract) = record else {
             self.contracts.remove(&id);
             if asked {
@@ -626,6 +868,7 @@ impl Agent {
     }
 
     fn committed(&mut self, height: u64, now_ms: u64) {
+        // (Also a copy given up on as stale: it is the pending transaction.)
         let Some(pending) = self.pending.take() else { return };
         self.nonce = pending.tx.tx.nonce.checked_add(1);
         if height > self.latest_height() {
@@ -712,7 +955,8 @@ impl Agent {
                 self.counters.dropped += 1;
                 return;
             }
-            self.pending = Some(Pending { tx: signed, purpose, state: PendingState::Ready });
+            let height = self.latest_height();
+            self.pending = Some(Pending::new(signed, purpose, height));
         }
     }
 
@@ -762,17 +1006,35 @@ impl Agent {
     }
 
     fn contract_tx(&mut self, id: ContractId, period: u64, seed: Option<[u8; 32]>, local: &mut dyn Local) -> Option<(TxPurpose, TxKind)> {
-        let followed = self.contracts.get(&id)?.clone();
+        let followed = self.contracts.get(&id)?;
+        let (owner, created_period) = (followed.owner, followed.created_period);
         match &followed.terms {
             Terms::Storage { shards } => {
+                let followed = (owner, created_period);
+                // Billed from the period after its creation: no challenge before (its
+                // shards may still be on their way to the node).
+                if followed.1 >= period {
+                    return None;
+                }
+                // Not in the period's last moments: a proof carried by a block of the next
+                // period answers the wrong challenge (and no validator would answer it).
+                let margin_ms = (self.period_ms / 10).min(PERIOD_END_MARGIN_MS_MAX);
+                let end_ms = period.saturating_add(1).saturating_mul(self.period_ms);
+                if self.now_ms.saturating_add(margin_ms) >= end_ms {
+                    return None;
+                }
                 let seed = seed?;
-                for shard in shards.iter().filter(|s| s.last_proven_period != Some(period)) {
-                    let purpose = TxPurpose::Proof { contract: id, shard: shard.index, period };
-                    if !self.may_try(&purpose) {
-                        continue;
-                    }
-                    let challenge = storage_challenge(&seed, id, shard.index);
-                    let proof = match local.prove_shard(&followed.owner, &shard.key, challenge) {
+                // The shards still to prove this period (no copy of the whole list).
+                let todo: Vec<(u32, [u8; 32])> = shards
+                    .iter()
+                    .filter(|s| s.last_proven_period != Some(period))
+                    .filter(|s| self.may_try(&TxPurpose::Proof { contract: id, shard: s.index, period }))
+                    .map(|s| (s.index, s.key))
+                    .collect();
+                for (index, key) in todo {
+                    let purpose = TxPurpose::Proof { contract: id, shard: index, period };
+                    let challenge = storage_challenge(&seed, id, index);
+                    let proof = match local.prove_shard(&followed.0, &key, challenge) {
                         Ok(proof) if proof.chunk.len() <= PROOF_CHUNK_BYTES_MAX && proof.path.len() <= PROOF_PATH_MAX => proof,
                         Ok(_) => {
                             self.proof_failed(purpose, String::from("proof out of bounds"));
@@ -783,13 +1045,13 @@ impl Agent {
                             continue;
                         }
                     };
-                    return Some((purpose, TxKind::StorageProof { contract: id, shard: shard.index, proof }));
+                    return Some((purpose, TxKind::StorageProof { contract: id, shard: index, proof }));
                 }
                 None
             }
             Terms::Workload { last_usage_period, .. } => {
                 let ended = period.checked_sub(1)?;
-                if followed.created_period > ended || last_usage_period.is_some_and(|last| last >= ended) {
+                if created_period > ended || last_usage_period.is_some_and(|last| last >= ended) {
                     return None;
                 }
                 let purpose = TxPurpose::Usage { contract: id, period: ended };

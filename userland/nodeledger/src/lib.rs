@@ -13,21 +13,29 @@
 //!   (quorum-signed commits, validator-set changes). Every record it acts on (its account,
 //!   its node record, the chain's `Meta`, contracts) is a proven read against a header it
 //!   accepted. A validator that lies (a block that does not verify, a proof that does not,
-//!   a wrong genesis, a malformed answer) is counted and left alone for a while (exponential
-//!   back-off); the others take over.
+//!   a wrong genesis, contracts it made up, an impossible commit height) is counted and left
+//!   alone for a while (doubling back-off, shortened again by verified answers); the others
+//!   take over. A malformed or unexpected answer is counted and costs a short pause.
 //! - **Registers** the node under the configured farm (self-signed `RegisterNode`), updates
 //!   its capacity when the measured one differs, or does nothing when the record matches.
 //! - **Reports uptime** once per period (a report is applied in the period its block is in:
 //!   nothing is ever back-dated; a period with no reachable validator is simply missed).
 //! - **Answers storage challenges** each period for every shard that an active storage
-//!   contract places on this node (challenge from the period seed of a proven `Meta` read).
+//!   contract places on this node (challenge from the period seed of a proven `Meta` read),
+//!   from the period after the contract's creation (the first one billed; its shards may
+//!   still be arriving in the period it was made), and not in a period's last tenth (a
+//!   proof carried into the next period would answer the wrong challenge).
 //! - **Reports usage** per workload contract for each ended period.
 //! - **Follows contracts**: its node's active contracts (a listing, each record then proven),
 //!   re-listed at each new height; a workload contract that ended is handed to
 //!   [`Local::contract_ended`]; the permits ([`Agent::workload_contract`],
 //!   [`Agent::storage_quota`]) come from these records.
 //!
-//! Transactions: one in flight; the nonce comes from a proven read of the node's account.
+//! Transactions: one in flight, a copy to every validator but one (each proposes from its
+//! own mempool, so the next block carries it whoever proposes; the one left follows the
+//! chain); the nonce comes from a proven read of the node's account. A copy's lost
+//! connection or refusal waits for the others; with none left, or none carried for
+//! [`STALE_BLOCKS`], the account's nonce says whether it landed (resent if not).
 //! After a transaction commits, the records it changed are read again (at or above its
 //! height) before the agent decides anything that depends on them, so a restarted agent
 //! and a running one decide the same from the same chain: nothing is sent twice for a
@@ -35,11 +43,14 @@
 //!
 //! Bounds: at most [`CONTRACTS_FOLLOWED_MAX`] contracts followed (each at most
 //! [`ledger::SHARDS_PER_CONTRACT_MAX`] shards), [`OTHER_VIEWS_MAX`] answers about other
-//! contracts, [`ENDED_KEPT`] ended ids, [`EVENTS_MAX`] undrained events, [`WANTS_MAX`]
-//! pending reads; what does not fit is counted ([`Status::dropped`]).
+//! contracts, [`ENDED_KEPT`] ended ids, [`EVENTS_MAX`] undrained events,
+//! [`LISTED_PER_VALIDATOR_MAX`] unread listed ids per validator (so a validator that lists
+//! made-up contracts cannot crowd out the real ones another lists); pending reads are
+//! bounded by the sum of these. What does not fit is counted ([`Status::dropped`]).
 //!
 //! What it leaves to others: connections, framing (`ledger::rpc` frames), timeouts of a
-//! silent connection (the caller closes it and calls [`Agent::on_disconnect`]), printing.
+//! silent connection (the caller closes it and calls [`Agent::on_disconnect`]; it may also
+//! close one whose submission the agent gave up on, [`Agent::stale_request`]), printing.
 
 #![no_std]
 #![warn(missing_docs)]
@@ -62,8 +73,8 @@ pub const OTHER_VIEWS_MAX: usize = 64;
 pub const ENDED_KEPT: usize = 256;
 /// Events kept until [`Agent::take_events`] (the oldest are dropped beyond).
 pub const EVENTS_MAX: usize = 256;
-/// Pending proven reads at most.
-pub const WANTS_MAX: usize = CONTRACTS_FOLLOWED_MAX + OTHER_VIEWS_MAX + 8;
+/// Listed contract ids not yet read (or absent and to be read again) per validator.
+pub const LISTED_PER_VALIDATOR_MAX: usize = CONTRACTS_FOLLOWED_MAX;
 /// Wait between two "any new blocks?" requests when caught up.
 pub const FOLLOW_INTERVAL_MS: u64 = 1_000;
 /// Back-off of a validator that refused a read or was behind.
@@ -72,8 +83,26 @@ pub const BUSY_BACKOFF_MS: u64 = 1_000;
 pub const DISTRUST_MS_MIN: u64 = 5_000;
 /// Longest back-off of a validator that lied.
 pub const DISTRUST_MS_MAX: u64 = 300_000;
+/// Verified answers (blocks, proofs) that make a validator's back-off one step shorter.
+pub const GOOD_ANSWERS_PER_LIE_FORGIVEN: u32 = 32;
 /// Submissions of one transaction purpose per period at most (a refusal is retried once).
 pub const TX_ATTEMPTS_PER_PERIOD: u8 = 2;
+/// How long a refused transaction waits for its other copies to land before it counts as
+/// refused (a validator behind the others refuses what the chain accepts).
+pub const REFUSAL_GRACE_MS: u64 = 3_000;
+/// Blocks after which a submitted transaction no block carried is given up on (the
+/// account's nonce then says whether it landed).
+pub const STALE_BLOCKS: u64 = 8;
+/// A validator that held a copy no block carried gets copies only after the others, for
+/// this long (it may be censoring; a transaction that went invalid is rare).
+pub const STALE_SUBMIT_BACKOFF_MS: u64 = 60_000;
+/// No proof is sent in the last tenth of a period, and at most this long before its end.
+pub const PERIOD_END_MARGIN_MS_MAX: u64 = 30_000;
+/// Blocks to wait before reading the account after a submission's connection was lost.
+pub const UNSURE_BLOCKS: u64 = 2;
+/// Blocks after which a listed contract read as absent is read again (still absent: the
+/// validator that listed it made it up).
+pub const SUSPECT_BLOCKS: u64 = 16;
 /// Longest refusal text kept in an event.
 pub const WHY_BYTES_MAX: usize = 200;
 
@@ -168,6 +197,8 @@ pub struct Status {
     pub dropped: u64,
     /// Blocks accepted by the light client.
     pub blocks_followed: u64,
+    /// Validators left alone for a lie right now.
+    pub validators_distrusted: usize,
 }
 
 /// What a transaction was for.
@@ -211,8 +242,11 @@ pub enum Distrust {
     BadProof(ReadError),
     /// It answered about another record than asked.
     WrongRecord,
-    /// More items than the protocol allows, or a listing out of order.
+    /// More items than the protocol allows, a listing out of order, or a commit height
+    /// far beyond the chain.
     OutOfBounds,
+    /// It listed a contract as this node's that a proven read shows is not.
+    BadListing,
 }
 
 /// What happened, for the caller's log lines (see PLAN: `ledger: ...`).
@@ -223,7 +257,8 @@ pub enum Event {
         /// Billing period of the chain.
         period_ms: u64,
     },
-    /// The first header of a new period (at most once per period).
+    /// The chain's height once caught up in a new period (at most once per period; the
+    /// first one after the genesis too).
     Height {
         /// Height.
         height: u64,
