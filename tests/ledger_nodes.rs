@@ -5,8 +5,8 @@
 //! node 0's user-network port), booted with `gridos.ledger=CHAINID
 //! gridos.ledger.validators=...` and `gridos.farm=F`. One boot, many checks:
 //!
-//! 1. every node registers itself in farm F with the capacity its inventory measured, and
-//!    its uptime reports land on the ledger;
+//! 1. every node registers itself in farm F with the capacity its inventory measured (and
+//!    is listed by `gridctl nodes`), and its uptime reports land on the ledger;
 //! 2. the user (the chain's funded development account) is refused a shard put and a
 //!    deploy without a contract (`no contract:`), then creates a storage contract placing
 //!    one shard on each node and a workload contract on node 0 (signed transactions,
@@ -440,6 +440,26 @@ fn three_nodes_on_a_four_validator_ledger() {
             record.capacity.memory_bytes >> 20
         );
         assert!(serial.contains(&line), "node {i}: {line}\n{serial}");
+    }
+    // The nodes appear in `gridctl nodes` (gridctl's verified reads of the ledger).
+    let ledger_dir = dir.join("gridctl-ledger");
+    let ledger_flags = ["--ledger-dir", ledger_dir.to_str().expect("path")];
+    let genesis_path = chain_dir.join("genesis.bin");
+    let validators_path = chain_dir.join("validators.txt");
+    gridos_tests::run_gridctl(
+        &chain_dir.join("dev-account.key"),
+        60,
+        &ledger_flags,
+        &["ledger", "trust", "--genesis", genesis_path.to_str().expect("path"), "--validators", validators_path.to_str().expect("path")],
+    )
+    .expect("gridctl ledger trust");
+    let listed = gridos_tests::run_gridctl(&chain_dir.join("dev-account.key"), 60, &ledger_flags, &["nodes", "--json"]).expect("gridctl nodes");
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap_or_else(|e| panic!("{e}: {listed}"));
+    for (i, n) in nodes.iter().enumerate() {
+        let entry = listed["nodes"].as_array().and_then(|a| a.iter().find(|e| e["key"] == n.key.as_str()));
+        let entry = entry.unwrap_or_else(|| panic!("node {i} is not in gridctl nodes: {listed}"));
+        assert_eq!(entry["farm"].as_u64(), Some(farm), "{entry}");
+        assert_eq!(entry["capacity"]["disks_bytes"][0].as_u64(), Some(128 << 20), "{entry}");
     }
     for (i, n) in nodes.iter().enumerate() {
         assert!(n.wait("ledger: uptime reported for period", 120), "node {i} reported no uptime\n{}", n.serial());
