@@ -5,8 +5,8 @@
 //! node 0's user-network port), booted with `gridos.ledger=CHAINID
 //! gridos.ledger.validators=...` and `gridos.farm=F`. One boot, many checks:
 //!
-//! 1. every node registers itself in farm F with the capacity its inventory measured, and
-//!    its uptime reports land on the ledger;
+//! 1. every node registers itself in farm F with the capacity its inventory measured (and
+//!    is listed by `gridctl nodes`), and its uptime reports land on the ledger;
 //! 2. the user (the chain's funded development account) is refused a shard put and a
 //!    deploy without a contract (`no contract:`), then creates a storage contract placing
 //!    one shard on each node and a workload contract on node 0 (signed transactions,
@@ -21,9 +21,9 @@
 //!    proof sent twice for a period and none missing (it is never marked);
 //! 6. the workload contract is cancelled: node 0 stops the workload.
 //!
-//! A block signed by one validator only is refused by the agent's light client: that is
-//! covered by `userland/nodeledger`'s host tests (the node runs the same code); this test
-//! does not forge blocks.
+//! And throughout: a lying validator endpoint listed first on every node serves forged
+//! next blocks signed by one validator only; every node refuses them (`ledger: validator 0
+//! distrusted ... NoQuorum`) and follows the real chain.
 //!
 //! Needs no root. Several minutes under TCG (mostly waiting for 20 s billing periods).
 
@@ -117,6 +117,106 @@ fn start_validators(dir: &Path) -> Validators {
         })
         .collect();
     Validators { children }
+}
+
+/// A lying validator endpoint: on the overlay (its own identity, UDP `socket`), it serves
+/// the real genesis, answers every `LightBlocks` with a forged next block (another state
+/// root) whose commit only validator 0 signed (one of four: no quorum), and refuses the
+/// rest. The parent of the forged block is read from a real validator (`real`). Counts
+/// the forged blocks it served in `served`; stops when `run` is cleared.
+fn fake_validator(
+    socket: UdpSocket,
+    genesis: ledger::Genesis,
+    signer: Keypair,
+    real: Target,
+    run: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> [u8; 32] {
+    use ledger::rpc::{self, Request, Response};
+    use smoltcp::socket::tcp;
+    use std::sync::atomic::Ordering;
+    let seed: [u8; 32] = random_bytes(32, u64::from(std::process::id()) ^ 0x5eed).try_into().expect("32");
+    let config = overlay::Config { accept_unknown_peers: true, ..overlay::Config::default() };
+    let mut stack = hostnet::stack::Stack::new(seed, socket, config).expect("fake validator stack");
+    let key = ::overlay::identity::Identity::from_seed(seed).public_key().0;
+    std::thread::spawn(move || {
+        let listen = |stack: &mut hostnet::stack::Stack| {
+            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 64 << 10]), tcp::SocketBuffer::new(vec![0; 64 << 10]));
+            let _ = s.listen(rpc::PORT);
+            stack.sockets.add(s)
+        };
+        let mut slots: Vec<(smoltcp::iface::SocketHandle, Vec<u8>)> = (0..8).map(|_| (listen(&mut stack), Vec::new())).collect();
+        let mut parent_source: Option<OverlayTransport> = None;
+        let chain_id = genesis.chain_id();
+        while run.load(Ordering::Relaxed) {
+            let _ = stack.poll(Duration::from_millis(5));
+            for (handle, input) in &mut slots {
+                let s = stack.sockets.get_mut::<tcp::Socket>(*handle);
+                if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait | tcp::State::CloseWait) {
+                    s.abort();
+                    let _ = s.listen(rpc::PORT);
+                    input.clear();
+                    continue;
+                }
+                let mut buf = [0u8; 16 << 10];
+                while s.can_recv() && input.len() < rpc::REQUEST_BYTES_MAX {
+                    match s.recv_slice(&mut buf) {
+                        Ok(n) if n > 0 => input.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                let request = match rpc::take_request(input) {
+                    Ok(Some((request, used))) => {
+                        input.drain(..used);
+                        request
+                    }
+                    Ok(None) => continue,
+                    Err(_) => {
+                        s.abort();
+                        input.clear();
+                        continue;
+                    }
+                };
+                let response = match request {
+                    Request::Genesis => Response::Genesis(Box::new(genesis.clone())),
+                    Request::LightBlocks { from, .. } if from > 0 => {
+                        if parent_source.is_none() {
+                            parent_source = OverlayTransport::connect(&real, Duration::from_secs(10)).ok();
+                        }
+                        let parent = parent_source.as_mut().and_then(|t| {
+                            gridctl::ledger::Transport::call(t, &Request::LightBlock(from - 1)).ok()
+                        });
+                        match parent {
+                            Some(Response::LightBlock(Some(parent))) => {
+                                let header = ledger::Header {
+                                    chain_id,
+                                    height: from,
+                                    time_ms: parent.header.time_ms + 1_000,
+                                    parent_hash: parent.header.hash(),
+                                    txs_hash: ledger::block::txs_hash(&[]),
+                                    state_root: [0x66; 32],
+                                    validators_hash: parent.header.next_validators_hash,
+                                    next_validators_hash: parent.header.next_validators_hash,
+                                    proposer: signer.public(),
+                                };
+                                let mut commit = ledger::Commit::new(&header, 0);
+                                commit.sign(&chain_id, &signer);
+                                served.fetch_add(1, Ordering::Relaxed);
+                                Response::LightBlocks(vec![ledger::LightBlock { header, commit, next_validators: None }])
+                            }
+                            _ => {
+                                parent_source = None;
+                                Response::Refused("busy".into())
+                            }
+                        }
+                    }
+                    _ => Response::Refused("this validator serves the genesis and forged blocks only".into()),
+                };
+                let _ = s.send_slice(&rpc::response_frame(&response));
+            }
+        }
+    });
+    key
 }
 
 fn read_seed_key(path: &Path) -> Keypair {
@@ -270,28 +370,57 @@ fn three_nodes_on_a_four_validator_ledger() {
     with_ledger(&mut l, &chain_dir, &genesis, |l| l.submit(&farmer, TxKind::CreateFarm { name: "test farm".into() }));
     assert!(with_ledger(&mut l, &chain_dir, &genesis, |l| l.farm(farm)).is_some_and(|f| f.owner == farmer.public()));
 
-    // The nodes reach the validators at the host's address on the segment.
-    let validators: Vec<String> = std::fs::read_to_string(chain_dir.join("validators.txt"))
-        .expect("validators.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().replace("127.0.0.1:", "10.0.2.2:"))
-        .collect();
+    // The nodes reach the validators at the host's address on the segment. A lying
+    // validator endpoint comes first in their list (the agent asks the first idle one for
+    // the next blocks): its blocks carry validator 0's signature only.
+    let fake_run = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let forged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fake_socket = UdpSocket::bind("127.0.0.1:0").expect("fake validator port");
+    let fake_port = fake_socket.local_addr().expect("port").port();
+    let real = gridctl::ledger::read_validators(&chain_dir.join("validators.txt")).expect("validators").remove(1);
+    let fake_key = fake_validator(fake_socket, genesis.clone(), read_seed_key(&chain_dir.join("validator-0.key")), real, fake_run.clone(), forged.clone());
+    let mut validators: Vec<String> = vec![format!("{}@10.0.2.2:{fake_port}", hex(&fake_key))];
+    validators.extend(
+        std::fs::read_to_string(chain_dir.join("validators.txt"))
+            .expect("validators.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().replace("127.0.0.1:", "10.0.2.2:")),
+    );
     let switch = gridos_qemu::switch::Switch::start().unwrap_or_else(|e| panic!("{e}"));
     let net = ClusterNet { switch_port: switch.port(), host_udp_port: free_udp_port() };
+    // The switch floods a broadcast only to ports it has heard from, and forgets a port
+    // silent for 30 s: the host's user-network port (node 0's slirp, the nodes' way to
+    // 10.0.2.2) speaks only when the host sends through it. A datagram to node 0's
+    // forwarded port every 2 s (which node 0's overlay drops as junk) keeps it known, so
+    // the nodes' ARP requests for 10.0.2.2 reach it.
+    let keepalive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let (run, port) = (keepalive.clone(), net.host_udp_port);
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("keepalive socket");
+            while run.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = socket.send_to(b"\0", ("127.0.0.1", port));
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+    }
     let mut base = Machine::new(&kernel);
     base.cmdline = format!(
         "gridos.test=serve gridos.screen=off gridos.farm={farm} gridos.ledger={} gridos.ledger.validators={}",
         hex(&chain_id),
         validators.join(",")
     );
+    if std::env::var_os("GRIDOS_LEDGER_TEST_DEBUG").is_some() {
+        base.cmdline.push_str(" gridos.log=debug");
+    }
     base.timeout = Duration::from_secs(1500);
     let mut nodes: Vec<Node> = (0..NODES).map(|i| boot(&base, i, &net, &dir)).collect();
     let gateway = Target::parse(&format!("{}@127.0.0.1:{}", nodes[0].key, net.host_udp_port)).expect("gateway");
 
     // 1. Registration with the measured capacity, and uptime.
     for (i, n) in nodes.iter().enumerate() {
-        let needle = format!("ledger: chain {} via {VALIDATORS} validators, farm {farm}", hex(&chain_id[..8]));
+        let needle = format!("ledger: chain {} via {} validators, farm {farm}", hex(&chain_id[..8]), VALIDATORS + 1);
         assert!(n.serial().contains(&needle), "node {i}: {needle}\n{}", n.serial());
         let registered = format!("ledger: registered node {} in farm {farm}", &n.key[..16]);
         assert!(n.wait(&registered, 180), "node {i} never registered\n{}", dump(&nodes));
@@ -311,6 +440,26 @@ fn three_nodes_on_a_four_validator_ledger() {
             record.capacity.memory_bytes >> 20
         );
         assert!(serial.contains(&line), "node {i}: {line}\n{serial}");
+    }
+    // The nodes appear in `gridctl nodes` (gridctl's verified reads of the ledger).
+    let ledger_dir = dir.join("gridctl-ledger");
+    let ledger_flags = ["--ledger-dir", ledger_dir.to_str().expect("path")];
+    let genesis_path = chain_dir.join("genesis.bin");
+    let validators_path = chain_dir.join("validators.txt");
+    gridos_tests::run_gridctl(
+        &chain_dir.join("dev-account.key"),
+        60,
+        &ledger_flags,
+        &["ledger", "trust", "--genesis", genesis_path.to_str().expect("path"), "--validators", validators_path.to_str().expect("path")],
+    )
+    .expect("gridctl ledger trust");
+    let listed = gridos_tests::run_gridctl(&chain_dir.join("dev-account.key"), 60, &ledger_flags, &["nodes", "--json"]).expect("gridctl nodes");
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap_or_else(|e| panic!("{e}: {listed}"));
+    for (i, n) in nodes.iter().enumerate() {
+        let entry = listed["nodes"].as_array().and_then(|a| a.iter().find(|e| e["key"] == n.key.as_str()));
+        let entry = entry.unwrap_or_else(|| panic!("node {i} is not in gridctl nodes: {listed}"));
+        assert_eq!(entry["farm"].as_u64(), Some(farm), "{entry}");
+        assert_eq!(entry["capacity"]["disks_bytes"][0].as_u64(), Some(128 << 20), "{entry}");
     }
     for (i, n) in nodes.iter().enumerate() {
         assert!(n.wait("ledger: uptime reported for period", 120), "node {i} reported no uptime\n{}", n.serial());
@@ -343,6 +492,10 @@ fn three_nodes_on_a_four_validator_ledger() {
     let answer = deploy(&manifest).map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string());
     assert!(answer.contains("no contract:"), "{answer}");
 
+    // Contracts are billed from the period after their creation: made at the start of a
+    // period, their shards are up well before the first billed period's challenges.
+    let now_period = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.period;
+    wait_period(&mut l, &chain_dir, &genesis, now_period + 1);
     let storage_contract = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.next_contract_id;
     let placements: Vec<ShardPlacement> = nodes
         .iter()
@@ -358,6 +511,7 @@ fn three_nodes_on_a_four_validator_ledger() {
         l.submit(&dev, TxKind::CreateStorageContract { shards: placements.clone(), price_per_hour: STORAGE_PRICE })
     });
     let workload_contract = storage_contract + 1;
+    let contract_made = Instant::now();
     let resources = Resources { cores: 1, memory_bytes: 8 << 20, disk_bytes: 1 << 20 };
     with_ledger(&mut l, &chain_dir, &genesis, |l| {
         l.submit(&dev, TxKind::CreateWorkloadContract { node: nodes[0].key_bytes(), resources, price_per_hour: WORKLOAD_PRICE })
@@ -391,6 +545,10 @@ fn three_nodes_on_a_four_validator_ledger() {
     manifest.contract = Some(workload_contract);
     let answer = deploy(&manifest).map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string());
     assert!(answer.contains("Deployed"), "{answer}\n{}", nodes[0].serial());
+    eprintln!(
+        "ledger bench: workload contract created to workload deployed under it: {:.1} s (submit, block, the node's read, a refused try)",
+        contract_made.elapsed().as_secs_f64()
+    );
 
     // 3. Proofs over several periods; the farm earns exactly what the user pays.
     let first_billed = created_period + 1;
@@ -399,7 +557,7 @@ fn three_nodes_on_a_four_validator_ledger() {
         let proven: Vec<u64> = proofs_ok(&n.serial()).into_iter().filter(|(c, s, _)| *c == storage_contract && *s == i as u64).map(|(_, _, p)| p).collect();
         assert!(proven.contains(&first_billed) && proven.contains(&(first_billed + 1)), "node {i} proofs {proven:?}\n{}", n.serial());
         let record = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&n.key_bytes())).expect("node");
-        assert!(record.proofs_ok >= 2 && record.proofs_missed == 0 && record.periods_marked == 0, "node {i}: {record:?}");
+        assert!(record.proofs_ok >= 2 && record.proofs_missed == 0 && record.periods_marked == 0, "node {i}: {record:?}\n{}", n.serial());
     }
     assert!(nodes[0].serial().contains(&format!("ledger: usage reported contract {workload_contract} period")), "{}", nodes[0].serial());
     let check_books = |l: &mut Ledger<OverlayTransport>| -> (u64, u64) {
@@ -414,6 +572,32 @@ fn three_nodes_on_a_four_validator_ledger() {
         (storage.paid, workload.paid)
     };
     let (storage_paid, workload_paid) = check_books(&mut l);
+    // Every node refused the one-signature blocks of the lying endpoint (and followed the
+    // real chain past them).
+    assert!(forged.load(std::sync::atomic::Ordering::Relaxed) > 0, "the lying endpoint was never asked for blocks");
+    for (i, n) in nodes.iter().enumerate() {
+        let serial = n.serial();
+        let refused = serial.lines().find(|l| l.contains("ledger: validator 0 distrusted") && l.contains("NoQuorum"));
+        assert!(refused.is_some(), "node {i} did not refuse the forged block\n{serial}");
+        for honest in 1..=VALIDATORS {
+            assert!(!serial.contains(&format!("ledger: validator {honest} distrusted")), "node {i} distrusted an honest validator\n{serial}");
+        }
+    }
+    eprintln!("ledger test: {} forged one-signature blocks served, all refused", forged.load(std::sync::atomic::Ordering::Relaxed));
+    // The node's /metrics carries the ledger series.
+    let gateway_text = format!("{}@127.0.0.1:{}", nodes[0].key, net.host_udp_port);
+    let text = gridos_tests::gridctl(&user_key_path, &["node", "metrics", &gateway_text]).expect("metrics");
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok());
+    assert!(value("gridos_ledger_height ").is_some_and(|h| h > 0.0), "{text}");
+    assert!(value("gridos_ledger_last_uptime_period ").is_some_and(|p| p >= first_billed as f64), "{text}");
+    assert!(value("gridos_ledger_proofs_total{result=\"ok\"} ").is_some_and(|n| n >= 2.0), "{text}");
+    assert_eq!(value("gridos_ledger_validators_connected ").map(|n| n >= 1.0), Some(true), "{text}");
+    eprintln!(
+        "ledger bench: node 0 heap in use {} KiB with the ledger client following {} blocks",
+        value("gridos_heap_used_bytes ").unwrap_or(0.0) as u64 >> 10,
+        value("gridos_ledger_height ").unwrap_or(0.0) as u64
+    );
+    eprintln!("ledger test: periods {first_billed}.. billed: storage contract paid {storage_paid}, workload contract paid {workload_paid}, all to farm {farm}");
     assert!(storage_paid >= 2 * STORAGE_PRICE && storage_paid % STORAGE_PRICE == 0, "{storage_paid}");
     assert!(workload_paid >= 2 * WORKLOAD_PRICE && workload_paid % WORKLOAD_PRICE == 0, "{workload_paid}");
 
@@ -430,11 +614,41 @@ fn three_nodes_on_a_four_validator_ledger() {
     }
     let wiped_at = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.period;
     let failed = format!("ledger: proof FAILED contract {storage_contract} shard 2 period");
-    assert!(nodes[2].wait(&failed, PERIOD_SECS * 4), "node 2 never failed a proof\n{}", nodes[2].serial());
-    let failed_period = nodes[2].serial().lines().filter(|l| l.contains(&failed)).find_map(|l| number_after(l, "period")).expect("period");
-    assert!(failed_period >= wiped_at);
+    // (A proof may have failed before the shard was put, in the period the contract was made.)
+    let failed_since = |from: u64| -> Option<u64> {
+        nodes[2].serial().lines().filter(|l| l.contains(&failed)).filter_map(|l| number_after(l, "period")).find(|p| *p >= from)
+    };
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 4);
+    let failed_period = loop {
+        if let Some(p) = failed_since(wiped_at) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "node 2 never failed a proof after the wipe\n{}", nodes[2].serial());
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // Its failing periods are settled: marked, and not paid for its shard.
+    wait_period(&mut l, &chain_dir, &genesis, failed_period + 1);
+    let (paid_a, _) = check_books(&mut l);
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 3);
+    while failed_since(failed_period + 1).is_none() {
+        assert!(Instant::now() < deadline, "node 2 proved after the wipe?\n{}", nodes[2].serial());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    wait_period(&mut l, &chain_dir, &genesis, failed_period + 2);
+    let (paid_b, _) = check_books(&mut l);
+    eprintln!("ledger test: node 2 wiped in period {wiped_at}, proofs failed from period {failed_period}; storage paid {paid_a} then {paid_b}");
+    assert_eq!(paid_b - paid_a, STORAGE_PRICE / 3 * 2, "period {}: only the two good shards are paid", failed_period + 1);
+    let wiped = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[2].key_bytes())).expect("node 2");
+    assert!(wiped.periods_marked >= 2 && wiped.proofs_missed >= 2, "{wiped:?}");
+    assert!(matches!(wiped.last_mark, Some((_, MarkReason::FailedProof))), "{wiped:?}");
 
-    // 5. Node 1 restarts mid-period (after its uptime report for the period landed).
+    // 5. Node 1 restarts early in a period, right after its uptime report for it landed.
+    let reported = uptime_periods(&nodes[1].serial()).len();
+    let deadline = Instant::now() + Duration::from_secs(PERIOD_SECS * 3);
+    while uptime_periods(&nodes[1].serial()).len() == reported {
+        assert!(Instant::now() < deadline, "node 1 reports no uptime\n{}", nodes[1].serial());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let before_restart = nodes[1].serial();
     let restart_period = *uptime_periods(&before_restart).last().expect("uptime");
     if let Some(vm) = nodes[1].vm.take() {
@@ -444,27 +658,18 @@ fn three_nodes_on_a_four_validator_ledger() {
     let restarted = boot(&base, 1, &net, &dir);
     assert_eq!(restarted.key, nodes[1].key, "the node keeps its identity");
     nodes[1] = restarted;
-
-    // The wiped node's failing period is settled: marked, and not paid for its shard.
-    wait_period(&mut l, &chain_dir, &genesis, failed_period + 1);
-    let (paid_a, _) = check_books(&mut l);
-    assert!(nodes[2].wait(&format!("{failed} {}", failed_period + 1), PERIOD_SECS * 3), "{}", nodes[2].serial());
-    wait_period(&mut l, &chain_dir, &genesis, failed_period + 2);
-    let (paid_b, _) = check_books(&mut l);
-    assert_eq!(paid_b - paid_a, STORAGE_PRICE / 3 * 2, "period {}: only the two good shards are paid", failed_period + 1);
-    let wiped = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[2].key_bytes())).expect("node 2");
-    assert!(wiped.periods_marked >= 2 && wiped.proofs_missed >= 2, "{wiped:?}");
-    assert!(matches!(wiped.last_mark, Some((_, MarkReason::FailedProof))), "{wiped:?}");
-
-    // The restarted node: nothing sent twice, nothing missed.
     assert!(nodes[1].wait("ledger: uptime reported for period", PERIOD_SECS * 3), "{}", nodes[1].serial());
     let after = uptime_periods(&nodes[1].serial());
     assert!(!after.contains(&restart_period), "uptime for period {restart_period} sent again after the restart: {after:?}");
+    wait_period(&mut l, &chain_dir, &genesis, restart_period + 2);
     let proven_before: Vec<u64> = proofs_ok(&before_restart).into_iter().map(|(_, _, p)| p).collect();
     let proven_after: Vec<u64> = proofs_ok(&nodes[1].serial()).into_iter().map(|(_, _, p)| p).collect();
     assert!(!proven_after.iter().any(|p| proven_before.contains(p)), "proofs sent twice: {proven_before:?} then {proven_after:?}");
+    assert!(proven_after.contains(&(restart_period + 1)), "no proof after the restart: {proven_after:?}\n{}", nodes[1].serial());
     let node1 = with_ledger(&mut l, &chain_dir, &genesis, |l| l.node(&nodes[1].key_bytes())).expect("node 1");
+    eprintln!("ledger test: node 1 restarted in period {restart_period}; uptime after: {after:?}; proofs before {proven_before:?}, after {proven_after:?}; record {node1:?}");
     assert_eq!((node1.periods_marked, node1.proofs_missed), (0, 0), "the restart lost nothing: {node1:?}");
+    check_books(&mut l);
 
     // 6. The workload contract ends: node 0 stops the workload.
     with_ledger(&mut l, &chain_dir, &genesis, |l| l.submit(&dev, TxKind::CancelWorkloadContract { contract: workload_contract }));
@@ -479,5 +684,7 @@ fn three_nodes_on_a_four_validator_ledger() {
             assert!(!out.serial.contains("PANIC"), "{}", out.serial);
         }
     }
+    keepalive.store(false, std::sync::atomic::Ordering::Relaxed);
+    fake_run.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,6 +70,8 @@ pub const CONTRACT_WAIT_MS: u64 = 10_000;
 pub const USAGE_BASELINES_MAX: usize = 256;
 /// Longest an idle connection task sleeps before asking the agent again.
 const POLL_MS_MAX: u64 = 1_000;
+/// How often a task waiting for an answer asks the agent whether it gave up on it.
+const STALE_CHECK_MS: u64 = 1_000;
 /// How often the housekeeping task looks at the agent (log lines, ended contracts).
 const HOUSEKEEPING_MS: u64 = 2_000;
 
@@ -245,6 +247,8 @@ async fn validator_task(index: usize, remote: IpEndpoint) {
                 None
             }
         };
+        // Closed for idling, nothing was in flight and the validator did nothing wrong.
+        let mut idle = false;
         if let Some(stream) = connected {
             CONNECTS.fetch_add(1, Ordering::Relaxed);
             CONNECTED.fetch_add(1, Ordering::Relaxed);
@@ -254,15 +258,21 @@ async fn validator_task(index: usize, remote: IpEndpoint) {
                 backoff_ms = BACKOFF_MS_MIN;
             }
             match end {
-                End::Idle => backoff_ms = 0,
+                End::Idle => {
+                    idle = true;
+                    backoff_ms = 0;
+                }
                 End::Net(NetError::Closed) | End::Net(NetError::ConnectionReset) => {
                     log::debug!("ledger: validator {index}: connection ended")
+                }
+                End::Stale => {
+                    log::debug!("ledger: validator {index}: stale submission given up; reconnecting");
+                    backoff_ms = 0;
                 }
                 e => log::info!("ledger: validator {index}: connection reset: {e}"),
             }
         }
-        // (Closed for idling: nothing was in flight, the validator did nothing wrong.)
-        if backoff_ms > 0 {
+        if !idle {
             let now = unix_ms();
             with_agent(|a| a.on_disconnect(index, now));
         }
@@ -285,6 +295,8 @@ enum End {
     Frame(&'static str),
     /// The node-wide response buffer bound was reached.
     Buffers,
+    /// The agent gave up on the submission in flight (no block carried it).
+    Stale,
 }
 
 impl core::fmt::Display for End {
@@ -295,6 +307,7 @@ impl core::fmt::Display for End {
             End::Timeout => f.write_str("no answer in time"),
             End::Frame(why) => write!(f, "refused frame: {why}"),
             End::Buffers => write!(f, "the node's {} MiB of ledger response buffers are in use", BUFFERS_BYTES_MAX >> 20),
+            End::Stale => f.write_str("the submission in flight is stale (no block carried it)"),
         }
     }
 }
@@ -327,12 +340,19 @@ async fn serve_validator(index: usize, mut stream: TcpStream) -> (bool, End) {
         };
         let answer_ms = if matches!(request, Request::Submit(_)) { SUBMIT_ANSWER_MS } else { ANSWER_MS };
         let frame = rpc::request_frame(&request);
-        let exchange = async {
-            stream.write_all(&frame).await.map_err(End::Net)?;
-            read_response(&mut stream).await
+        let outcome = {
+            let exchange = core::pin::pin!(async {
+                stream.write_all(&frame).await.map_err(End::Net)?;
+                read_response(&mut stream).await
+            });
+            wait_answer(index, answer_ms, exchange).await
         };
-        let response = match executor::timeout(answer_ms, exchange).await {
+        let response = match outcome {
             Some(Ok(response)) => response,
+            Some(Err(End::Stale)) => {
+                stream.abort();
+                return (answered, End::Stale);
+            }
             Some(Err(end)) => {
                 if matches!(end, End::Frame(_) | End::Buffers) {
                     REFUSED_FRAMES.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +372,29 @@ async fn serve_validator(index: usize, mut stream: TcpStream) -> (bool, End) {
     }
 }
 
+/// Waits for `exchange` at most `answer_ms`, giving up early (with [`End::Stale`]) when
+/// the agent says the submission in flight on validator `index` is stale (no block
+/// carried it), so the connection is freed for other requests.
+async fn wait_answer(
+    index: usize,
+    answer_ms: u64,
+    mut exchange: core::pin::Pin<&mut impl core::future::Future<Output = Result<Response, End>>>,
+) -> Option<Result<Response, End>> {
+    let deadline_ms = boot_ms().saturating_add(answer_ms);
+    loop {
+        let slice_ms = deadline_ms.saturating_sub(boot_ms()).min(STALE_CHECK_MS);
+        if let Some(result) = executor::timeout(slice_ms, exchange.as_mut()).await {
+            return Some(result);
+        }
+        if boot_ms() >= deadline_ms {
+            return None;
+        }
+        if with_agent(|a| a.stale_request(index)).unwrap_or(false) {
+            return Some(Err(End::Stale));
+        }
+    }
+}
+
 /// Node-wide buffer bytes held by one response being read; given back on drop.
 struct Reserved(u64);
 
@@ -361,42 +404,34 @@ impl Drop for Reserved {
     }
 }
 
-/// Reads one response frame: its length is checked against [`RESPONSE_BYTES_MAX`] and
-/// the node-wide budget as soon as its head is in, before its bytes are buffered.
+/// Reads one response frame (`ledger::rpc::ResponseReader`: its length is checked
+/// against [`RESPONSE_BYTES_MAX`] as soon as its head is in, before its bytes are
+/// buffered), holding its size from the node-wide budget while it is read.
 async fn read_response(stream: &mut TcpStream) -> Result<Response, End> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut reader = rpc::ResponseReader::new(RESPONSE_BYTES_MAX);
     let mut chunk = [0u8; 4096];
     let mut reserved: Option<Reserved> = None;
     loop {
-        // The whole frame is `need` bytes once the head is known.
-        let need = match rpc::split_frame(&buf, RESPONSE_BYTES_MAX) {
-            Err(_) => return Err(End::Frame("length out of bounds")),
-            Ok(Some((kind, payload, used))) => {
-                if used != buf.len() {
-                    return Err(End::Frame("bytes after the answer"));
-                }
-                if kind != rpc::FRAME_RESPONSE {
-                    return Err(End::Frame("not a response"));
-                }
-                return postcard::from_bytes::<Response>(payload).map_err(|_| End::Frame("does not decode"));
-            }
-            Ok(None) => buf.get(..4).map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize + 4),
-        };
-        if let (Some(need), None) = (need, &reserved) {
-            let bytes = need as u64;
-            if !BUFFERS.lock().reserve(bytes) {
+        let frame_bytes = reader.frame_bytes().map_err(|_| End::Frame("length out of bounds"))?;
+        if let (Some(bytes), None) = (frame_bytes, &reserved) {
+            if !BUFFERS.lock().reserve(bytes as u64) {
                 return Err(End::Buffers);
             }
-            reserved = Some(Reserved(bytes));
-            buf.reserve_exact(need.saturating_sub(buf.len()));
+            reserved = Some(Reserved(bytes as u64));
         }
-        // Never read past the frame (a validator answers one request with one frame).
-        let want = need.map_or(4 - buf.len(), |n| n - buf.len()).min(chunk.len());
+        // Never read past the frame (a validator answers a request with one frame).
+        let want = reader.want().map_err(|_| End::Frame("length out of bounds"))?.min(chunk.len());
         let n = stream.read(&mut chunk[..want]).await.map_err(End::Net)?;
         if n == 0 {
             return Err(End::Net(NetError::Closed));
         }
-        buf.extend_from_slice(&chunk[..n]);
+        match reader.push(&chunk[..n]) {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            Err(rpc::FrameError::Length(_)) => return Err(End::Frame("length out of bounds")),
+            Err(rpc::FrameError::Kind(_)) => return Err(End::Frame("not a response")),
+            Err(rpc::FrameError::Decode) => return Err(End::Frame("does not decode")),
+        }
     }
 }
 
@@ -642,6 +677,7 @@ pub fn metrics() -> Option<metrics::node::LedgerMetrics> {
         proofs_ok: status.as_ref().map_or(0, |s| s.proofs_ok),
         proofs_failed: status.as_ref().map_or(0, |s| s.proofs_failed),
         validators_connected: CONNECTED.load(Ordering::Relaxed) as u64,
+        validators_distrusted: status.as_ref().map_or(0, |s| s.validators_distrusted as u64),
         refused_frames: REFUSED_FRAMES.load(Ordering::Relaxed),
     })
 }

@@ -188,6 +188,75 @@ pub fn take_response(buf: &[u8]) -> Result<Option<(Response, usize)>, FrameError
     take(buf, FRAME_RESPONSE, RESPONSE_BYTES_MAX)
 }
 
+/// One response frame read from a byte stream in pieces, bounded: the frame's length is
+/// checked against `payload_bytes_max` as soon as its 4-byte head is in (before any of
+/// its payload is buffered), [`ResponseReader::want`] never asks for bytes past the frame
+/// (a validator answers a request with exactly one frame), and anything else (a zero or
+/// oversized length, another kind, a payload that does not decode) is an error.
+#[derive(Debug, Default)]
+pub struct ResponseReader {
+    buf: Vec<u8>,
+    payload_bytes_max: usize,
+}
+
+impl ResponseReader {
+    /// A reader of frames whose payload is at most `payload_bytes_max` bytes.
+    pub fn new(payload_bytes_max: usize) -> ResponseReader {
+        ResponseReader { buf: Vec::new(), payload_bytes_max: payload_bytes_max.min(RESPONSE_BYTES_MAX) }
+    }
+
+    /// The whole frame's size in bytes, once its head is in.
+    pub fn frame_bytes(&self) -> Result<Option<usize>, FrameError> {
+        let Some(head) = self.buf.get(..4) else { return Ok(None) };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len == 0 || len > self.payload_bytes_max + 1 {
+            return Err(FrameError::Length(len));
+        }
+        Ok(Some(4 + len))
+    }
+
+    /// How many bytes to read next at most (0 once the frame is whole).
+    pub fn want(&self) -> Result<usize, FrameError> {
+        Ok(match self.frame_bytes()? {
+            None => 4 - self.buf.len(),
+            Some(total) => total - self.buf.len(),
+        })
+    }
+
+    /// Takes `bytes` (the head, then at most [`ResponseReader::want`]); the response once
+    /// the frame is whole.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Option<Response>, FrameError> {
+        if self.buf.len() < 4 {
+            let n = (4 - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if let Some(total) = self.frame_bytes()? {
+                // Room for the whole frame at once, now that its (checked) size is known.
+                self.buf.reserve_exact(total - self.buf.len());
+            }
+        }
+        let want = self.want()?;
+        if bytes.len() > want {
+            return Err(FrameError::Length(self.buf.len() + bytes.len()));
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.want()? > 0 {
+            return Ok(None);
+        }
+        let taken = take_response(&self.buf);
+        self.buf = Vec::new();
+        match taken? {
+            Some((response, _)) => Ok(Some(response)),
+            None => Err(FrameError::Decode),
+        }
+    }
+
+    /// Bytes buffered now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 fn take<T: serde::de::DeserializeOwned>(buf: &[u8], want: u8, max: usize) -> Result<Option<(T, usize)>, FrameError> {
     let Some((kind, payload, used)) = split_frame(buf, max)? else { return Ok(None) };
     if kind != want {
@@ -200,6 +269,41 @@ fn take<T: serde::de::DeserializeOwned>(buf: &[u8], want: u8, max: usize) -> Res
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn response_reader_is_bounded_and_takes_one_frame_in_any_pieces() {
+        let response = Response::ContractIds { ids: alloc::vec![1, 2, 3], more: true };
+        let bytes = response_frame(&response);
+        // Byte by byte, never asked for more than the frame.
+        let mut r = ResponseReader::new(1024);
+        for (i, b) in bytes.iter().enumerate() {
+            assert!(r.want().expect("want") >= 1);
+            let got = r.push(&[*b]).expect("push");
+            assert_eq!(got.is_some(), i + 1 == bytes.len());
+            if let Some(got) = got {
+                assert_eq!(got, response);
+            }
+        }
+        // An oversized length is refused from the head alone, before any payload is kept.
+        let mut r = ResponseReader::new(1024);
+        assert_eq!(r.push(&2000u32.to_le_bytes()), Err(FrameError::Length(2000)));
+        let mut r = ResponseReader::new(1024);
+        assert_eq!(r.push(&u32::MAX.to_le_bytes()[..3]), Ok(None));
+        assert!(r.push(&[0xff]).is_err());
+        assert!(r.buffered_bytes() <= 4);
+        // A zero length, another kind, bytes past the frame, garbage: refused.
+        assert_eq!(ResponseReader::new(1024).push(&[0, 0, 0, 0]), Err(FrameError::Length(0)));
+        let request = request_frame(&Request::Status);
+        assert_eq!(ResponseReader::new(1024).push(&request), Err(FrameError::Kind(FRAME_REQUEST)));
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        assert!(ResponseReader::new(1024).push(&two).is_err());
+        assert_eq!(ResponseReader::new(1024).push(&frame(FRAME_RESPONSE, &[0xff; 8])), Err(FrameError::Decode));
+        // The bound cannot be raised past the protocol's.
+        let r = ResponseReader::new(usize::MAX);
+        let mut huge = ResponseReader { buf: ((RESPONSE_BYTES_MAX + 2) as u32).to_le_bytes().to_vec(), ..r };
+        assert!(huge.frame_bytes().is_err() && huge.push(&[0]).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_refuse_bad_heads() {

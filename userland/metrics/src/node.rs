@@ -107,6 +107,8 @@ pub struct LedgerMetrics {
     pub proofs_failed: u64,
     /// Validator connections up now.
     pub validators_connected: u64,
+    /// Validators left alone now for a lie (a forged block, a bad proof, a wrong genesis).
+    pub validators_distrusted: u64,
     /// Validator connections dropped for a refused frame (size, kind, encoding, buffers).
     pub refused_frames: u64,
 }
@@ -255,6 +257,7 @@ impl NodeMetrics {
         w.sample("gridos_ledger_proofs_total", &[("result", "ok")], l.proofs_ok);
         w.sample("gridos_ledger_proofs_total", &[("result", "failed")], l.proofs_failed);
         w.single("gridos_ledger_validators_connected", Kind::Gauge, "Validator connections up.", l.validators_connected);
+        w.single("gridos_ledger_validators_distrusted", Kind::Gauge, "Validators left alone now for a lie (forged block, bad proof).", l.validators_distrusted);
         w.single("gridos_ledger_refused_frames_total", Kind::Counter, "Validator connections dropped for a refused frame.", l.refused_frames);
     }
 
