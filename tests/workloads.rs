@@ -4,8 +4,10 @@
 //! from native code attested by the test compiler key, which the node is told to trust
 //! (`gridos.compilers`); bad signatures, truncated modules, unknown imports and bundles
 //! that do not verify are rejected. The benchmark prints fib(25) on wasmi against
-//! native in the same boot, and fib(30) native against wasmtime + cranelift 48 on the
-//! host.
+//! native in the same boot, fib(30) native against wasmtime + cranelift 48 on the
+//! host, and fib(30), checksum(1 MiB) and checksum(32 MiB) (memory-heavy) native in the
+//! kernel against the same attested bundles run by wasmtime 48 (the static host runner)
+//! in a Linux guest booted in the same QEMU configuration: ratios, not asserted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,13 +17,13 @@ use gridos_qemu::{ensure_qemu, kernel_elf, Machine, Outcome};
 use workloads::artifact::{self, ArtifactError, Backend};
 use workloads::manifest::Limits;
 
-fn boot_workloads() -> Outcome {
+fn workloads_machine() -> Machine {
     ensure_qemu().unwrap_or_else(|e| panic!("{e}"));
     let kernel = kernel_elf().unwrap_or_else(|e| panic!("{e}"));
     let mut m = Machine::new(&kernel);
     m.cmdline = format!("gridos.test=workloads gridos.compilers={}", gridos_tests::TEST_COMPILER_PUBKEY);
     m.timeout = Duration::from_secs(240);
-    m.run().unwrap_or_else(|e| panic!("{e}"))
+    m
 }
 
 /// A blank 64 MiB disk image for one test.
@@ -171,7 +173,8 @@ fn number_after(serial: &str, prefix: &str, unit: &str) -> Option<u64> {
 
 #[test]
 fn workloads_run_under_limits_on_the_booted_kernel() {
-    let out = boot_workloads();
+    let machine = workloads_machine();
+    let out = machine.run().unwrap_or_else(|e| panic!("{e}"));
     let has = |needle: &str| assert!(out.serial.contains(needle), "serial output lacks {needle:?}\n{}", out.report());
     assert!(out.passed(), "workloads self-test failed\n{}", out.report());
     // C hello world and the checksum print to their workload logs (on wasmi).
@@ -253,4 +256,48 @@ fn workloads_run_under_limits_on_the_booted_kernel() {
         "bench: fib(30) native: booted kernel (QEMU TCG) {kernel_us} us, host wasmtime+cranelift {best} us, ratio {:.1}x",
         kernel_us as f64 / best.max(1) as f64
     );
+    compare_with_linux_guest(&machine, &out);
+}
+
+/// The same attested bundles, run by wasmtime 48 (the static host runner) in a Linux
+/// guest booted in the same QEMU machine: the comparison that measures gridos rather
+/// than TCG. Prints kernel/guest run-time ratios; asserts only the guest's results.
+fn compare_with_linux_guest(machine: &Machine, out: &Outcome) {
+    let dir = wasm_dir();
+    let (fib, checksum) = (dir.join("fib.wasm"), dir.join("checksum.wasm"));
+    let programs = [
+        ("fib(30)", &fib, &["30"][..], "fib(30) = 832040"),
+        ("checksum(1 MiB)", &checksum, &[][..], "checksum of 1048576 bytes: fnv1a64=c828023b1075ab48 sum=133591155"),
+        ("checksum(32 MiB)", &checksum, &["33554432"][..], "checksum of 33554432 bytes: "),
+    ];
+    let list: Vec<gridos_qemu::linux::WasmProgram<'_>> = programs
+        .iter()
+        .map(|(label, wasm, args, _)| gridos_qemu::linux::WasmProgram { label, wasm, args })
+        .collect();
+    let timings = gridos_qemu::linux::wasm_bench(machine, &list, gridos_tests::TEST_COMPILER_PUBKEY)
+        .unwrap_or_else(|e| panic!("the Linux comparison guest: {e}"));
+    println!(
+        "bench: wasm native in the same QEMU ({:?}): gridos kernel vs Linux guest (Debian cloud kernel, wasmtime 48 static runner), fastest of {} runs each",
+        machine.accel,
+        gridos_qemu::linux::RUNS
+    );
+    for ((label, _, _, want), t) in programs.iter().zip(&timings) {
+        assert!(t.lines.iter().any(|l| l.starts_with(want)), "{label} in the Linux guest printed {:?}", t.lines);
+        let prefix = format!("bench: {label} in kernel on native x86_64: run ");
+        let kernel_us = out
+            .serial
+            .lines()
+            .filter_map(|l| l.split(prefix.as_str()).nth(1)?.split("us").next()?.trim().parse::<u64>().ok())
+            .min()
+            .unwrap_or_else(|| panic!("no {prefix:?} line\n{}", out.report()));
+        println!(
+            "bench:   {label:<18} kernel {kernel_us:>9} us   Linux guest {:>9} us (instantiate {:>6} us)   kernel/Linux {:.2}x",
+            t.run_us,
+            t.instantiate_us,
+            kernel_us as f64 / t.run_us.max(1) as f64
+        );
+    }
+    // The memory-heavy program computed the same result in both.
+    let guest_line = timings[2].lines.iter().find(|l| l.starts_with("checksum of 33554432")).cloned().unwrap_or_default();
+    assert!(out.serial.contains(&guest_line), "the kernel and the guest disagree on checksum(32 MiB): {guest_line}");
 }

@@ -120,32 +120,6 @@ fn meta(key: &[u8; 32], bytes: &[u8]) -> ShardMeta {
     ShardMeta { key: *key, len: bytes.len() as u64, merkle_root: shardstore::merkle_root(bytes) }
 }
 
-/// A Merkle proof as `shardstore`'s module docs describe it (its builder is internal).
-fn build_proof(shard: &[u8], challenge: u64) -> (u64, Vec<u8>, Vec<[u8; 32]>) {
-    let size = shardstore::CHUNK_SIZE_BYTES;
-    let chunks: Vec<&[u8]> = if shard.is_empty() { vec![&[][..]] } else { shard.chunks(size).collect() };
-    let index = challenge % chunks.len() as u64;
-    let hash = |prefix: u8, parts: &[&[u8]]| {
-        let mut h = blake3::Hasher::new();
-        h.update(&[prefix]);
-        parts.iter().for_each(|p| {
-            h.update(p);
-        });
-        *h.finalize().as_bytes()
-    };
-    let mut level: Vec<[u8; 32]> = chunks.iter().map(|c| hash(0, &[c])).collect();
-    let (mut at, mut path) = (index as usize, Vec::new());
-    while level.len() > 1 {
-        let sibling = at ^ 1;
-        if sibling < level.len() {
-            path.push(level[sibling]);
-        }
-        level = level.chunks(2).map(|p| if p.len() == 2 { hash(1, &[&p[0], &p[1]]) } else { p[0] }).collect();
-        at /= 2;
-    }
-    (index, chunks[index as usize].to_vec(), path)
-}
-
 impl ShardBackend for MockBackend {
     fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
         let mine: Vec<&Vec<u8>> = self.shards.iter().filter(|((o, _), _)| o == owner).map(|(_, v)| v).collect();
@@ -176,7 +150,7 @@ impl ShardBackend for MockBackend {
     }
     fn shard_prove(&mut self, owner: &[u8; 32], key: &[u8; 32], challenge: u64) -> Result<ShardProof, BackendError> {
         let v = self.shards.get(&(*owner, *key)).ok_or_else(|| not_found(key))?;
-        let (chunk_index, chunk, path) = build_proof(v, challenge);
+        let shardstore::StorageProof { chunk_index, chunk, path } = shardstore::build_proof(v, challenge);
         Ok(ShardProof { meta: meta(key, v), chunk_index, chunk, path })
     }
     fn buffer_reserve(&mut self, bytes: u64) -> bool {

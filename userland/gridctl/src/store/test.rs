@@ -391,7 +391,7 @@ mod on_a_ledger {
             let mut c = chain.lock().unwrap();
             let seed = c.state.meta().period_seed;
             let challenge = ledger::state::storage_challenge(&seed, cid, index);
-            let proof = super::super::memory::build_proof(&bytes, challenge).into();
+            let proof = shardstore::build_proof(&bytes, challenge).into();
             c.run(&prover, TxKind::StorageProof { contract: cid, shard: index, proof }).unwrap();
         }
         let v = w.json("alice", &["verify", &id]);
