@@ -3,7 +3,7 @@
 //! ```text
 //! gridos-qemu run [--nodes N] [--memory MIB] [--cpus N] [--accel tcg|kvm|auto] [--disk IMG]... [--append ARGS]
 //!                [--no-compiler] [--compiler-port PORT] [--port PORT] [--disk-dir DIR] [--disk-mib MIB]
-//!                [--validators N] [--validator-port PORT]
+//!                [--validators N] [--validator-port PORT] [--period-secs S]
 //! gridos-qemu test NAME          boot with gridos.test=NAME; exit 0 on pass
 //! gridos-qemu bench-boot         boot-to-ready figures (median of several boots)
 //! ```
@@ -14,7 +14,9 @@
 //! native code; without it every workload runs in the node's interpreter.
 //!
 //! `run --validators N` also starts N development ledger validators on the host (see
-//! `DevValidators`) and prints how gridctl reaches them.
+//! `DevValidators`), makes the development account's farm, boots the nodes on that ledger
+//! (`gridos.ledger=CHAINID gridos.ledger.validators=... gridos.farm=F`: they register
+//! themselves under the farm) and prints how gridctl reaches them.
 //! `run --nodes N` boots N nodes on one virtual segment with a disk each (kept in
 //! target/gridos-run) and forwards node 0's overlay port to 127.0.0.1:7443; gridctl reaches
 //! the others through node 0 (`gridos_qemu::cluster`).
@@ -104,6 +106,11 @@ enum Cmd {
         /// 127.0.0.1; their consensus TCP ports follow after them).
         #[arg(long, default_value_t = 7450)]
         validator_port: u16,
+        /// With --validators: the chain's billing period in seconds (an hour by default;
+        /// a few seconds to watch uptime reports, proofs and billing). A chain with another
+        /// period is kept in its own folder.
+        #[arg(long, requires = "validators")]
+        period_secs: Option<u64>,
     },
     /// Boot with gridos.test=NAME and report pass or fail.
     Test {
@@ -170,10 +177,15 @@ fn machine(args: &MachineArgs) -> Result<Machine, String> {
 
 fn run(command: Cmd) -> Result<ExitCode, String> {
     match command {
-        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port, port, disk_dir, disk_mib, validators, validator_port } => {
+        Cmd::Run { machine: args, nodes, no_net, no_compiler, compiler_port, port, disk_dir, disk_mib, validators, validator_port, period_secs } => {
             let mut m = machine(&args)?;
             // Stopped when dropped, after QEMU ends.
-            let _validators = if validators > 0 { Some(DevValidators::start(validators, validator_port)?) } else { None };
+            let _validators = if validators > 0 { Some(DevValidators::start(validators, validator_port, period_secs)?) } else { None };
+            if let Some(v) = _validators.as_ref().filter(|_| !no_net || nodes > 1) {
+                // The nodes reach the host's loopback at user networking's 10.0.2.2.
+                m.cmdline = format!("{} {}", v.node_words(NODE_HOST_GATEWAY), m.cmdline);
+                eprintln!("gridos-qemu: nodes boot on the ledger: {}", v.node_words(NODE_HOST_GATEWAY));
+            }
             if nodes <= 1 {
                 // Dropped (and stopped) when QEMU ends.
                 let mut _compiler = None;
@@ -296,10 +308,27 @@ impl Drop for DevCompiler {
 /// survive a restart), stopped when dropped.
 struct DevValidators {
     children: Vec<std::process::Child>,
+    /// The chain id (hex).
+    chain: String,
+    /// The development account's farm.
+    farm: u64,
+    /// validators.txt: `OVERLAYKEY@127.0.0.1:PORT` per validator.
+    targets: Vec<(String, u16)>,
 }
 
+/// The host's loopback as QEMU user networking (slirp) shows it to a node.
+const NODE_HOST_GATEWAY: &str = "10.0.2.2";
+
 impl DevValidators {
-    fn start(count: u32, first_port: u16) -> Result<DevValidators, String> {
+    /// The kernel command line words that put a node on this ledger, the validators seen
+    /// at `host` (see PLAN/issue 14: `gridos.ledger`, `gridos.ledger.validators`,
+    /// `gridos.farm`).
+    fn node_words(&self, host: &str) -> String {
+        let validators: Vec<String> = self.targets.iter().map(|(key, port)| format!("{key}@{host}:{port}")).collect();
+        format!("gridos.ledger={} gridos.ledger.validators={} gridos.farm={}", self.chain, validators.join(","), self.farm)
+    }
+
+    fn start(count: u32, first_port: u16, period_secs: Option<u64>) -> Result<DevValidators, String> {
         if count > 16 {
             return Err(format!("{count} validators is more than this runner starts (16)"));
         }
@@ -315,7 +344,10 @@ impl DevValidators {
         }
         let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
         let bin = target.join("release/validator");
-        let dir = target.join(format!("gridos-run/ledger-{count}"));
+        let dir = match period_secs {
+            None => target.join(format!("gridos-run/ledger-{count}")),
+            Some(secs) => target.join(format!("gridos-run/ledger-{count}-p{secs}")),
+        };
         let port = |i: u32| first_port.checked_add(u16::try_from(i).unwrap_or(u16::MAX)).ok_or("--validator-port too high");
         if !dir.join("validators.txt").exists() {
             let _ = std::fs::remove_dir_all(&dir);
@@ -326,6 +358,7 @@ impl DevValidators {
                 .arg("--dir")
                 .arg(&dir)
                 .args(["--addrs", &tcp.join(","), "--overlay-addrs", &overlay.join(",")])
+                .args(period_secs.map(|s| vec!["--period-secs".to_string(), s.to_string()]).unwrap_or_default())
                 .stdout(Stdio::null())
                 .status()
                 .map_err(|e| format!("cannot run validator init: {e}"))?;
@@ -333,7 +366,7 @@ impl DevValidators {
                 return Err(format!("validator init failed ({status})"));
             }
         }
-        let mut validators = DevValidators { children: Vec::new() };
+        let mut validators = DevValidators { children: Vec::new(), chain: String::new(), farm: 0, targets: Vec::new() };
         for i in 0..count {
             let log = std::fs::File::create(dir.join(format!("validator-{i}.log"))).map_err(|e| format!("validator log: {e}"))?;
             let child = std::process::Command::new(&bin)
@@ -348,11 +381,40 @@ impl DevValidators {
                 .map_err(|e| format!("cannot start validator {i}: {e}"))?;
             validators.children.push(child);
         }
+        let text = std::fs::read_to_string(dir.join("validators.txt")).map_err(|e| format!("validators.txt: {e}"))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (key, addr) = line.trim().split_once('@').ok_or_else(|| format!("validators.txt: bad line {line:?}"))?;
+            let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| format!("validators.txt: bad address in {line:?}"))?;
+            validators.targets.push((key.to_string(), port));
+        }
+        // The development account's farm (made once, once the validators decide blocks).
+        let farm = std::process::Command::new(&bin)
+            .arg("dev-farm")
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run validator dev-farm: {e}"))?;
+        let stdout = String::from_utf8_lossy(&farm.stdout);
+        for line in stdout.lines() {
+            if let Some(f) = line.strip_prefix("farm ") {
+                validators.farm = f.trim().parse().map_err(|_| format!("validator dev-farm said {line:?}"))?;
+            } else if let Some(c) = line.strip_prefix("chain ") {
+                validators.chain = c.trim().to_string();
+            }
+        }
+        if !farm.status.success() || validators.chain.len() != 64 {
+            return Err(format!("validator dev-farm failed ({}): {}", farm.status, String::from_utf8_lossy(&farm.stderr).trim()));
+        }
         let d = dir.display();
         eprintln!(
-            "gridos-qemu: {count} development validator(s) on 127.0.0.1:{first_port}.. (overlay UDP; chain and logs in {d}). With gridctl:\n  \
+            "gridos-qemu: {count} development validator(s) on 127.0.0.1:{first_port}.. (overlay UDP; chain {}, farm {}; chain and logs in {d}). With gridctl:\n  \
              gridctl ledger trust --genesis {d}/genesis.bin --validators {d}/validators.txt\n  \
-             gridctl --key {d}/dev-account.key ledger status            # also: balance, transfer KEY AMOUNT, farm create NAME, nodes, contracts"
+             gridctl --key {d}/dev-account.key nodes                     # the nodes registered, their free capacity\n  \
+             gridctl --key {d}/dev-account.key ledger status            # also: balance, transfer KEY AMOUNT, farm create NAME, contracts, cancel ID\n  \
+             gridctl --key {d}/dev-account.key deploy --node KEY@127.0.0.1:PORT FILE.wasm   # creates and pays its workload contract first",
+            &validators.chain[..16],
+            validators.farm
         );
         Ok(validators)
     }
@@ -666,4 +728,28 @@ while true; do /bin/busybox sleep 1000; done";
     let result = tcp_both_ways(source, discard, mib);
     drop(vm.kill());
     result
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn nodes_boot_on_the_ledger_with_the_validators_seen_from_the_guest() {
+        let v = DevValidators {
+            children: Vec::new(),
+            chain: "ab".repeat(32),
+            farm: 3,
+            targets: vec![("11".repeat(32), 7450), ("22".repeat(32), 7451)],
+        };
+        assert_eq!(
+            v.node_words(NODE_HOST_GATEWAY),
+            format!(
+                "gridos.ledger={} gridos.ledger.validators={}@10.0.2.2:7450,{}@10.0.2.2:7451 gridos.farm=3",
+                "ab".repeat(32),
+                "11".repeat(32),
+                "22".repeat(32)
+            )
+        );
+    }
 }

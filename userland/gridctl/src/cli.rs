@@ -643,12 +643,34 @@ pub fn deploy_on<T: crate::ledger::Transport>(
         None if args.contract.is_some() => bail!("--contract needs a ledger (`gridctl ledger trust`)"),
         None => None,
     };
-    let mut request = deploy::request(user, &manifest, program, bundle);
+    let id = upload(args, user, options, &target, &manifest, program, bundle, &seeds).map_err(|e| match &contract {
+        Some(c) if c.created_in.is_some() => Error(format!(
+            "{e}\n(workload contract {} is on the ledger and billed each period until cancelled: `gridctl ledger cancel {}`; or deploy again with --contract {})",
+            c.id, c.id, c.id
+        )),
+        _ => e,
+    })?;
+    Ok(Deployed { id, contract })
+}
+
+/// Sends the signed deployment and, for held ones, its files, then starts it.
+#[allow(clippy::too_many_arguments)]
+fn upload(
+    args: &DeployArgs,
+    user: &UserKey,
+    options: Options,
+    target: &Target,
+    manifest: &workloads::manifest::Manifest,
+    program: deploy::Program,
+    bundle: Vec<u8>,
+    seeds: &[(String, PathBuf)],
+) -> Result<u64> {
+    let mut request = deploy::request(user, manifest, program, bundle);
     if !seeds.is_empty() {
         let Request::Deploy { signed_manifest, payload, bundle } = request else { bail!("internal: not a deploy request") };
         request = Request::DeployHeld { signed_manifest, payload, bundle };
     }
-    let mut client = Client::connect(&target, user, options)?;
+    let mut client = Client::connect(target, user, options)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
@@ -668,7 +690,7 @@ pub fn deploy_on<T: crate::ledger::Transport>(
         other => return Err(unexpected(other)),
     };
     if !seeds.is_empty() {
-        for (name, from) in &seeds {
+        for (name, from) in seeds {
             let bytes = crate::files::read_local(from)?;
             crate::files::put(&mut client, id, name, &bytes).map_err(|e| Error(format!("workload {id} (held): {}: {e}", from.display())))?;
         }
@@ -679,7 +701,7 @@ pub fn deploy_on<T: crate::ledger::Transport>(
         }
     }
     client.close();
-    Ok(Deployed { id, contract })
+    Ok(id)
 }
 
 /// The files to put into the area before the run: `--dir`s, `--file`s, then `--stdin`

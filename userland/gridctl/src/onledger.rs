@@ -239,6 +239,51 @@ mod test {
         deploy_contract(&mut w.ledger, &w.user, &w.node, resources(16), None, 5).unwrap();
     }
 
+    /// Passes requests to the local chain and lies in one way.
+    struct Liar {
+        inner: LocalTransport,
+        reorder_listing: bool,
+        fake_commit: bool,
+    }
+
+    impl Transport for Liar {
+        fn call(&mut self, request: &ledger::rpc::Request) -> crate::Result<ledger::rpc::Response> {
+            use ledger::rpc::{Request, Response};
+            if self.fake_commit && matches!(request, Request::Submit(_)) {
+                // "Committed" without the transaction in any block.
+                return Ok(Response::Committed(1));
+            }
+            let mut response = self.inner.call(request)?;
+            if let Response::ContractIds { ids, .. } = &mut response {
+                if self.reorder_listing {
+                    ids.reverse();
+                }
+            }
+            Ok(response)
+        }
+    }
+
+    #[test]
+    fn a_validator_lying_about_listings_or_commits_is_refused() {
+        let w = world(1000);
+        let mut honest = Ledger::new(w.chain.lock().unwrap().genesis.clone(), LocalTransport(Arc::clone(&w.chain)), None).unwrap();
+        for _ in 0..2 {
+            deploy_contract(&mut honest, &w.user, &w.node, resources(8), None, 1).unwrap();
+        }
+        assert_eq!(honest.node_contracts(&w.node).unwrap(), vec![0, 1]);
+        let genesis = w.chain.lock().unwrap().genesis.clone();
+        let liar = Liar { inner: LocalTransport(Arc::clone(&w.chain)), reorder_listing: true, fake_commit: false };
+        let mut l = Ledger::new(genesis.clone(), liar, None).unwrap();
+        let e = l.node_contracts(&w.node).unwrap_err().0;
+        assert!(e.contains("out of order"), "{e}");
+        let liar = Liar { inner: LocalTransport(Arc::clone(&w.chain)), reorder_listing: false, fake_commit: true };
+        let mut l = Ledger::new(genesis, liar, None).unwrap();
+        let e = deploy_contract(&mut l, &w.user, &w.node, resources(8), None, 1).unwrap_err().0;
+        assert!(e.contains("proven account nonce"), "{e}");
+        // Nothing but the two honest contracts exists.
+        assert_eq!(w.chain.lock().unwrap().state.meta().next_contract_id, 2);
+    }
+
     #[test]
     fn nodes_lists_capacity_reserved_free_uptime_and_proofs() {
         let mut w = world(1000);

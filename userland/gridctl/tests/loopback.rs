@@ -641,6 +641,16 @@ fn deploy_on_a_ledger_pays_a_contract_and_names_it_in_the_manifest() {
     assert!(e.0.starts_with("no tokens"), "{e}");
     let out = gridctl(&key, &["list", "--node", &node_arg]).unwrap();
     assert_eq!(out.lines().count(), 3, "{out}");
+    // The contract is made but the node cannot be reached: the error says how to reuse or
+    // cancel it.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = format!("{}@{}", gridctl::hex(&node.target.key), closed.local_addr().unwrap());
+    drop(closed);
+    let argv = ["gridctl", "--key", key.to_str().unwrap(), "deploy", "--node", &dead, wasm.to_str().unwrap()];
+    let cli::Command::Deploy(dead_args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not a deploy") };
+    let quick = Options { timeout: Duration::from_secs(2), user_overlay_identity: false };
+    let e = cli::deploy_on(&dead_args, &user, quick, Some(&mut ledger)).unwrap_err();
+    assert!(e.0.contains("gridctl ledger cancel") && e.0.contains("--contract"), "{e}");
     // Without a ledger trusted, `nodes` says so and --contract is refused.
     let empty = temp_dir("ledger-none");
     let e = gridctl(&key, &["--ledger-dir", empty.to_str().unwrap(), "nodes"]).unwrap_err();

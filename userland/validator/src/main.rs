@@ -9,6 +9,8 @@
 //! them as `OVERLAYKEY@UDPADDR`, the form gridctl takes.
 //! `validator run --dir D --index I` runs validator I until it is killed; its blocks are in
 //! `D/validator-I.redb`.
+//! `validator dev-farm --dir D` makes (once) a farm of the development account for
+//! development nodes and prints its id and the chain id (`gridos run --validators`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,7 +20,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ledger::{Genesis, Keypair, Validator};
+use ledger::rpc::{Request, Response};
+use ledger::{Genesis, Keypair, StateKey, Transaction, TxKind, Validator};
 use validator::daemon::{run, Config};
 use validator::service::OverlayConfig;
 use validator::Timeouts;
@@ -51,6 +54,16 @@ enum Command {
         /// use a few seconds so that uptime, proofs and billing run within a test).
         #[arg(long, default_value_t = ledger::PERIOD_MS / 1000)]
         period_secs: u64,
+    },
+    /// Makes the development account's farm once (kept in dev-farm.txt) and prints
+    /// `farm F` and `chain CHAINID`: what development nodes boot with.
+    DevFarm {
+        /// The chain's folder (from `init`; its validators running).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The farm's name.
+        #[arg(long, default_value = "dev")]
+        name: String,
     },
     /// Runs validator `index` of the chain in `dir` until killed.
     Run {
@@ -214,9 +227,103 @@ fn load_overlay(dir: &Path, index: usize, validator_keys: &[[u8; 32]]) -> Result
     Ok(Some(OverlayConfig { listen, identity_seed, peers, consensus }))
 }
 
+/// A light client following the chain through validator `addr`'s plain TCP listener.
+struct Follow {
+    addr: SocketAddr,
+    light: ledger::LightClient,
+}
+
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Follow {
+    fn call(&self, request: &Request) -> Result<Response, String> {
+        match validator::daemon::call(self.addr, request, CALL_TIMEOUT) {
+            Ok(Response::Refused(why)) => Err(format!("refused: {why}")),
+            Ok(response) => Ok(response),
+            Err(e) => Err(format!("{}: {e}", self.addr)),
+        }
+    }
+
+    /// Follows to the validator's height; every block checked by the light client.
+    fn follow(&mut self) -> Result<(), String> {
+        let Response::Status { height, .. } = self.call(&Request::Status)? else { return Err("unexpected answer to Status".into()) };
+        while self.light.latest().height < height {
+            let from = self.light.latest().height + 1;
+            let Response::LightBlocks(blocks) = self.call(&Request::LightBlocks { from, count: ledger::rpc::LIGHT_BLOCKS_PER_RESPONSE_MAX })? else {
+                return Err("unexpected answer to LightBlocks".into());
+            };
+            if blocks.is_empty() {
+                return Err(format!("no block {from}"));
+            }
+            for block in &blocks {
+                self.light.accept(block).map_err(|e| format!("block {} refused: {e:?}", block.header.height))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A record proven against a header the light client accepted.
+    fn prove(&mut self, key: StateKey) -> Result<(u64, ledger::StateProof), String> {
+        let Response::Proof { height, proof } = self.call(&Request::Prove(key))? else { return Err("unexpected answer to Prove".into()) };
+        if height > self.light.latest().height {
+            self.follow()?;
+        }
+        Ok((height, proof))
+    }
+}
+
+/// `dev-farm`: the development account's farm for nodes booted by `gridos run
+/// --validators`: made once (`CreateFarm` from `dev-account.key`, waiting until decided),
+/// its id kept in `dev-farm.txt`. Prints `farm F` and `chain CHAINID`. Every read is
+/// checked by a light client from the genesis.
+fn dev_farm(dir: &Path, name: &str) -> Result<(), String> {
+    let bytes = std::fs::read(dir.join("genesis.bin")).map_err(|e| format!("genesis.bin: {e}"))?;
+    let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| "genesis.bin does not decode".to_string())?;
+    let chain_id = genesis.chain_id();
+    let kept = dir.join("dev-farm.txt");
+    if let Some(id) = std::fs::read_to_string(&kept).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+        println!("farm {id}\nchain {}", hex(&chain_id));
+        return Ok(());
+    }
+    let dev = read_key(&dir.join("dev-account.key"))?;
+    let peers_text = std::fs::read_to_string(dir.join("peers.txt")).map_err(|e| format!("peers.txt: {e}"))?;
+    let addrs: Vec<SocketAddr> = peers_text.lines().filter_map(|l| l.split_whitespace().nth(2)).filter_map(|a| a.parse().ok()).collect();
+    let light = ledger::LightClient::from_genesis(&genesis).map_err(|e| format!("genesis: {e:?}"))?;
+    // The validators may be starting: try each for up to a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut follow = loop {
+        if let Some(addr) = addrs.iter().copied().find(|a| validator::daemon::call(*a, &Request::Status, CALL_TIMEOUT).is_ok()) {
+            break Follow { addr, light };
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no validator of {} answers", dir.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    follow.follow()?;
+    let (height, proof) = follow.prove(StateKey::Account(dev.public()))?;
+    let account = follow.light.account(height, &dev.public(), &proof).map_err(|e| format!("account proof: {e:?}"))?;
+    let tx = Transaction { account: dev.public(), nonce: account.nonce, kind: TxKind::CreateFarm { name: name.into() } }.sign(&chain_id, &dev);
+    let Response::Committed(at) = follow.call(&Request::Submit(tx))? else { return Err("unexpected answer to Submit".into()) };
+    follow.follow()?;
+    let (height, proof) = follow.prove(StateKey::Meta)?;
+    let meta = follow.light.meta(height, &proof).map_err(|e| format!("meta proof: {e:?}"))?;
+    for id in (meta.next_farm_id.saturating_sub(64)..meta.next_farm_id).rev() {
+        let (height, proof) = follow.prove(StateKey::Farm(id))?;
+        let farm = follow.light.farm(height, id, &proof).map_err(|e| format!("farm proof: {e:?}"))?;
+        if farm.is_some_and(|f| f.owner == dev.public() && f.name == name) {
+            std::fs::write(&kept, format!("{id}\n")).map_err(|e| format!("{}: {e}", kept.display()))?;
+            println!("farm {id}\nchain {}", hex(&chain_id));
+            return Ok(());
+        }
+    }
+    Err(format!("the farm is not in the proven state after block {at}"))
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Init { dir, addrs, overlay_addrs, balance, period_secs } => init(&dir, &addrs, &overlay_addrs, balance, period_secs),
+        Command::DevFarm { dir, name } => dev_farm(&dir, &name),
         Command::Run { dir, index } => load(&dir, index).and_then(|config| {
             eprintln!("validator {index} listening on {}", config.listen);
             run(config, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())

@@ -154,7 +154,73 @@ fn gridctl_ledger_over_the_overlay_verifies_every_read() {
     let mut ledger = Ledger::new(genesis, Tamper { inner: connect(), record: false, commit: false }, None).expect("ledger");
     assert_eq!(ledger.account(&[7; 32]).expect("account").1.balance, 25);
 
+    nodes_and_contracts(&dir, &dev, &ledger_dir, &target);
     hostile_connections(&target);
+}
+
+/// Runs a top-level gridctl command on the ledger folder.
+fn gridctl_on(key: &Path, ledger_dir: &Path, args: &[&str]) -> Result<String, String> {
+    let mut argv = vec!["gridctl", "--timeout", "20", "--key", key.to_str().expect("path"), "--ledger-dir", ledger_dir.to_str().expect("path")];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    cli::run(cli, &mut out).map_err(|e| e.0)?;
+    Ok(String::from_utf8(out).expect("utf-8"))
+}
+
+/// `validator dev-farm` (what `./gridos run --validators` boots nodes under), a node that
+/// registers itself in that farm, `gridctl nodes`, and contracts made the way `deploy` and
+/// `store put` make them, cancelled with `gridctl ledger cancel`: all over the overlay.
+fn nodes_and_contracts(dir: &Path, dev: &Path, ledger_dir: &Path, target: &gridctl::target::Target) {
+    let farm_of = || {
+        let out = Command::new(BIN).args(["dev-farm", "--dir"]).arg(dir).output().expect("dev-farm");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let first = farm_of();
+    let genesis: ledger::Genesis = postcard::from_bytes(&std::fs::read(dir.join("genesis.bin")).expect("genesis")).expect("decode");
+    assert!(first.contains(&format!("chain {}", gridctl::hex(&genesis.chain_id()))), "{first}");
+    assert_eq!(farm_of(), first, "dev-farm makes its farm once");
+    let farm: u64 = first.lines().find_map(|l| l.strip_prefix("farm ")).and_then(|f| f.trim().parse().ok()).expect("farm id");
+
+    // A node registers itself under the farm (as a booting node does).
+    let node = ledger::Keypair::from_seed([0x5a; 32]);
+    let transport = OverlayTransport::connect(target, Duration::from_secs(20)).expect("overlay");
+    let mut ledger = Ledger::new(genesis, transport, None).expect("ledger");
+    let capacity = ledger::Capacity { cores: 2, memory_bytes: 512 << 20, disks_bytes: vec![1 << 30], nics: 1 };
+    ledger.submit(&node, ledger::TxKind::RegisterNode { node: node.public(), farm, capacity }).expect("register");
+    let nodes = json(&gridctl_on(dev, ledger_dir, &["nodes", "--json"]).expect("nodes"));
+    let listed = &nodes["nodes"][0];
+    assert_eq!(listed["key"], gridctl::hex(&node.public()), "{nodes}");
+    assert_eq!(listed["farm"], farm);
+    assert_eq!(listed["free"]["memory_bytes"], 512u64 << 20);
+
+    // A workload contract as `deploy` makes it: on the node, committed, reserved.
+    let user = gridctl::key::UserKey::load(dev).expect("key");
+    let key = gridctl::ledger::ledger_key(&user).expect("ledger key");
+    let resources = ledger::Resources { cores: 0, memory_bytes: 64 << 20, disk_bytes: 1 << 20 };
+    let made = gridctl::onledger::deploy_contract(&mut ledger, &key, &node.public(), resources, None, 10).expect("contract");
+    let nodes = json(&gridctl_on(dev, ledger_dir, &["nodes", "--json"]).expect("nodes"));
+    assert_eq!(nodes["nodes"][0]["free"]["memory_bytes"], 448u64 << 20, "{nodes}");
+    let too_big = ledger::Resources { memory_bytes: 1 << 30, ..resources };
+    let e = gridctl::onledger::deploy_contract(&mut ledger, &key, &node.public(), too_big, None, 10).expect_err("capacity");
+    assert!(e.0.starts_with("capacity exceeded"), "{e}");
+    // A storage contract as `store put` makes it; an unregistered node is refused first.
+    let placement = ledger::ShardPlacement { node: node.public(), key: [1; 32], merkle_root: [2; 32], len_bytes: 4096 };
+    let (storage, _) = ledger.create_storage_contract(&key, vec![placement.clone()], 1).expect("storage contract");
+    let stranger = ledger::ShardPlacement { node: [9; 32], ..placement };
+    let e = ledger.create_storage_contract(&key, vec![stranger], 1).expect_err("unknown node");
+    assert!(e.0.starts_with("unknown node"), "{e}");
+    let mine = json(&gridctl(dev, ledger_dir, &["contracts", "--owner", "me", "--json"]).expect("contracts"));
+    let ids: Vec<u64> = mine["contracts"].as_array().expect("list").iter().filter_map(|c| c["id"].as_u64()).collect();
+    assert!(ids.contains(&made.id) && ids.contains(&storage), "{mine}");
+    for id in [made.id, storage] {
+        let out = gridctl(dev, ledger_dir, &["cancel", &id.to_string()]).expect("cancel");
+        assert!(out.contains("cancelled"), "{out}");
+    }
+    assert!(gridctl(dev, ledger_dir, &["cancel", &storage.to_string()]).is_err(), "a second cancel is refused");
+    let nodes = json(&gridctl_on(dev, ledger_dir, &["nodes", "--json"]).expect("nodes"));
+    assert_eq!(nodes["nodes"][0]["free"]["memory_bytes"], 512u64 << 20, "{nodes}");
 }
 
 /// One overlay identity opens more connections than a peer may hold, and sends frames the

@@ -377,6 +377,12 @@ fn ledger_nodes(ledger: &mut dyn StoreLedger, nodes: &Nodes, notes: &mut Vec<Str
     if !off.is_empty() {
         notes.push(format!("{} node(s) that answered are not registered on the ledger and take no shards", off.len()));
     }
+    if on.is_empty() && !off.is_empty() {
+        return Err(Error(format!(
+            "none of the {} nodes that answered is registered on the ledger (`gridctl nodes` lists the registered ones; --no-ledger for nodes in development mode)",
+            off.len()
+        )));
+    }
     let (free, full): (Vec<(NodeKey, Room)>, Vec<(NodeKey, Room)>) = on.into_iter().partition(|(k, _)| registered.get(k).is_some_and(|f| *f > 0));
     out.usable = free;
     out.usable.extend(full);

@@ -413,6 +413,19 @@ mod on_a_ledger {
     }
 
     #[test]
+    fn nodes_not_on_the_ledger_take_nothing() {
+        let mut w = World::new("ledger-unregistered", 3);
+        let alice = alice_in(&w);
+        let chain = LocalChain::new(&[(alice.public(), 1000)], ledger::PERIOD_MS).unwrap().shared();
+        w.grid.lock().unwrap().ledger = Some(Arc::clone(&chain));
+        w.chain = Some(chain);
+        let src = w.file("u.bin", 5000, 7);
+        let e = w.run("alice", &["put", src.to_str().unwrap(), "--nodes", &w.seeds]).unwrap_err();
+        assert!(e.contains("none of the 4 nodes that answered is registered on the ledger"), "{e}");
+        assert_eq!(w.grid.lock().unwrap().shard_count(&alice.public()), 0);
+    }
+
+    #[test]
     fn without_tokens_nothing_goes_up_and_repair_pays_for_new_placements() {
         let (w, _alice) = world("ledger-repair");
         let chain = w.chain.clone().unwrap();
