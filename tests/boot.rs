@@ -73,9 +73,38 @@ fn sees_every_cpu_and_virtio_devices() {
     assert_contains(&out, "class 02.00 network virtio-net");
 }
 
+/// The number (KiB) after `label` in `line`, e.g. "kernel image 5872 KiB".
+fn kib_after(line: &str, label: &str) -> u64 {
+    line.split(label).nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} figure in {line:?}"))
+}
+
 #[test]
 fn heap_self_test_allocates_and_frees_100k_objects() {
     let out = boot("heap");
+    // The idle footprint printed after the ready line adds up.
+    let idle = out.serial.lines().find_map(|l| l.split("INFO  memory: idle: ").nth(1))
+        .unwrap_or_else(|| panic!("no idle memory line\n{}", out.report()));
+    println!("idle footprint: {idle}");
+    let ram = kib_after(idle, " KiB of ");
+    let in_use = kib_after(idle, "in use ");
+    let kernel = kib_after(idle, "kernel image ");
+    let heap_used = kib_after(idle, "heap ");
+    let heap_held = kib_after(idle, "KiB in use of ");
+    let ceiling = kib_after(idle, "grows up to ");
+    let tables = kib_after(idle, "page tables ");
+    let dma = kib_after(idle, "device buffers ");
+    let free = kib_after(idle, "free frames ");
+    let unmanaged = kib_after(idle, "unmanaged ");
+    assert!(heap_used < heap_held && heap_held <= ceiling && ceiling < ram, "{idle}");
+    assert_eq!(in_use, kernel + heap_used + tables + dma, "{idle}");
+    let sum = kernel + heap_held + tables + dma + free + unmanaged;
+    assert!(sum <= ram && ram - sum <= 8, "the parts ({sum} KiB) do not add up to RAM: {idle}");
+    // The heap does not take half of RAM up front: it starts small and grows.
+    assert!(heap_held <= 64 << 10, "the heap holds {heap_held} KiB at boot: {idle}");
+    assert!(ceiling >= ram * 3 / 4, "workloads cannot have most of RAM: {idle}");
+    assert!(in_use < 32 << 10, "an idle node uses {in_use} KiB: {idle}");
+    assert_contains(&out, "heap: grew from ");
     assert_passed(&out);
     assert_contains(&out, "heap: 100000 objects allocated and checked");
     assert_contains(&out, "gridos test heap: pass");

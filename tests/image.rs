@@ -61,17 +61,33 @@ fn ensure_tools() {
     deps::ensure(&[deps::ISO, deps::PXE, deps::GRUB_NETDIR, deps::QEMU], install).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The test ISO, built once per test process.
-fn test_iso() -> &'static Path {
-    static ISO: OnceLock<PathBuf> = OnceLock::new();
+/// The test ISO (lean layout) and its sizes, built once per test process.
+fn test_iso_sizes() -> &'static (PathBuf, iso::IsoSizes) {
+    static ISO: OnceLock<(PathBuf, iso::IsoSizes)> = OnceLock::new();
     ISO.get_or_init(|| {
         ensure_tools();
         let kernel = kernels::normal().unwrap_or_else(|e| panic!("{e}"));
         let out = scratch().join("gridos-test.iso");
-        let spec = iso::IsoSpec { kernel, config: iso_config(), menu_timeout_s: 0 };
-        iso::build(&spec, &out).unwrap_or_else(|e| panic!("{e}"));
-        out
+        let spec = iso::IsoSpec { kernel, config: iso_config(), menu_timeout_s: 0, layout: iso::IsoLayout::Lean };
+        let sizes = iso::build(&spec, &out).unwrap_or_else(|e| panic!("{e}"));
+        (out, sizes)
     })
+}
+
+fn test_iso() -> &'static Path {
+    &test_iso_sizes().0
+}
+
+/// The farmer's ISO stays under 10 MB: GRUB carries only the modules the boot needs
+/// and the kernel goes in compressed (the sizes are deterministic, not timed).
+#[test]
+fn iso_is_under_10_mb_with_a_compressed_kernel() {
+    let (_, sizes) = test_iso_sizes();
+    eprintln!("ISO {} KiB: kernel {} KiB stored ({} KiB stripped), GRUB part {} KiB",
+        sizes.iso / 1024, sizes.kernel_stored / 1024, sizes.kernel_stripped / 1024, sizes.grub() / 1024);
+    assert!(sizes.iso < 10_000_000, "ISO is {} bytes", sizes.iso);
+    assert!(sizes.kernel_stored < sizes.kernel_stripped, "kernel not compressed: {sizes:?}");
+    assert!(sizes.grub() < 5_000_000, "GRUB part is {} bytes: more than the boot needs", sizes.grub());
 }
 
 /// The test PXE bundle, built once per test process.

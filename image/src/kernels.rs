@@ -64,6 +64,12 @@ pub fn write_stripped(elf: &Path, out: &Path) -> Result<(), ImageError> {
     objcopy(&["--strip-debug"], elf, out)
 }
 
+/// Copies the kernel ELF to `out` without any symbols or debug information (for the
+/// lean ISO: nothing on the node reads its own symbol table).
+pub fn write_stripped_all(elf: &Path, out: &Path) -> Result<(), ImageError> {
+    objcopy(&["--strip-all"], elf, out)
+}
+
 fn objcopy(args: &[&str], input: &Path, out: &Path) -> Result<(), ImageError> {
     let output = Command::new("objcopy")
         .args(args)

@@ -5,7 +5,7 @@
 //! gridos-image pxe  --out DIR        [--config node.toml] [node flags] [--base-url URL] [--grub-netdir]
 //! gridos-image config                [--config node.toml] [node flags]   print the words and the summary
 //! gridos-image deps [--install-deps]                                      check the host tools
-//! gridos-image bench [--runs N]                                           sizes and boot times per boot path
+//! gridos-image bench [--runs N]                                           sizes (lean vs previous layout) and boot times per boot path
 //! ```
 //! Node flags: --farm N --role full|compute|storage --net dhcp|static --ipv4 A/P
 //! --gateway4 A --ipv6 X/P --gateway6 X --disks all|none|a,b --peers H:P,... --compilers KEY,... --farmer KEY --append WORDS.
@@ -169,9 +169,14 @@ fn run(cli: Cli) -> Result<(), ImageError> {
         Cmd::Iso { out, node, menu_timeout, install_deps } => {
             let config = node.load()?;
             deps::ensure(&[deps::ISO], install_deps).map_err(ImageError::Deps)?;
-            let spec = iso::IsoSpec { kernel: kernels::normal()?, config, menu_timeout_s: menu_timeout };
-            let bytes = iso::build(&spec, &out)?;
-            println!("wrote {} ({:.1} MiB)", out.display(), bytes as f64 / (1 << 20) as f64);
+            let spec = iso::IsoSpec {
+                kernel: kernels::normal()?,
+                config,
+                menu_timeout_s: menu_timeout,
+                layout: iso::IsoLayout::Lean,
+            };
+            let sizes = iso::build(&spec, &out)?;
+            println!("wrote {} ({:.1} MiB)", out.display(), sizes.iso as f64 / (1 << 20) as f64);
             println!("config: {}", spec.config.summary());
             println!("kernel command line: {}", spec.config.cmdline());
             println!("write it to a USB stick with: sudo dd if={} of=/dev/sdX bs=4M conv=fsync status=progress", out.display());
@@ -224,7 +229,15 @@ fn bench(runs: u32, dir: &std::path::Path) -> Result<(), ImageError> {
     let config = NodeConfig::load(None, &overrides)?;
     let kernel = kernels::normal()?;
     let iso_path = dir.join("gridos.iso");
-    let iso_bytes = iso::build(&iso::IsoSpec { kernel: kernel.clone(), config: config.clone(), menu_timeout_s: 0 }, &iso_path)?;
+    let lean = iso::build(
+        &iso::IsoSpec { kernel: kernel.clone(), config: config.clone(), menu_timeout_s: 0, layout: iso::IsoLayout::Lean },
+        &iso_path,
+    )?;
+    let full_path = dir.join("gridos-full.iso");
+    let full = iso::build(
+        &iso::IsoSpec { kernel: kernel.clone(), config: config.clone(), menu_timeout_s: 0, layout: iso::IsoLayout::Full },
+        &full_path,
+    )?;
     let pxe_dir = dir.join("pxe");
     let spec = pxe::PxeSpec {
         multiboot1_kernel: kernels::multiboot1()?,
@@ -235,17 +248,31 @@ fn bench(runs: u32, dir: &std::path::Path) -> Result<(), ImageError> {
     };
     let bundle = pxe::build(&spec, &pxe_dir)?;
     let kernel_bytes = std::fs::metadata(&kernel).map(|m| m.len()).unwrap_or(0);
-    println!("sizes:");
-    println!("  kernel ELF (64-bit, with debug info) {:>8} KiB", kernel_bytes / 1024);
-    println!("  ISO (BIOS+UEFI hybrid)               {:>8} KiB", iso_bytes / 1024);
-    println!("  PXE kernel.elf (ELF32, stripped)     {:>8} KiB", bundle.kernel_bytes / 1024);
+    let kib = |b: u64| b / 1024;
+    let ratio = |now: u64, before: u64| if before == 0 { 0.0 } else { now as f64 / before as f64 };
+    println!("sizes in KiB, previous layout (every GRUB module, locales, font; kernel without debug info) vs lean:");
+    println!("  {:<44} {:>8} {:>8} {:>6}", "", "previous", "lean", "ratio");
+    for (what, before, now) in [
+        ("ISO (BIOS+UEFI hybrid)", full.iso, lean.iso),
+        ("kernel stripped (debug info / all symbols)", full.kernel_stripped, lean.kernel_stripped),
+        ("kernel as stored in the ISO (lean: gzip)", full.kernel_stored, lean.kernel_stored),
+        ("GRUB and ISO structures (ISO - kernel)", full.grub(), lean.grub()),
+    ] {
+        println!("  {what:<44} {:>8} {:>8} {:>5.2}x", kib(before), kib(now), ratio(now, before));
+    }
+    println!("  {:<44} {:>8}", "kernel ELF (64-bit, with debug info)", kib(kernel_bytes));
+    println!("  {:<44} {:>8}", "PXE kernel.elf (ELF32, stripped)", kib(bundle.kernel_bytes));
     let (accel, why) = gridos_qemu::Accel::Auto.resolve(&kernel);
     println!("boot to ready line, {runs} run(s) per path, median; accelerator: {why}");
-    for path in BootPath::ALL {
+    let mut paths: Vec<(BootPath, &std::path::Path, &str)> =
+        BootPath::ALL.iter().map(|&p| (p, iso_path.as_path(), "")).collect();
+    paths.insert(1, (BootPath::CdromBios, full_path.as_path(), " [previous layout]"));
+    paths.insert(4, (BootPath::CdromUefi, full_path.as_path(), " [previous layout]"));
+    for (path, iso_file, tag) in paths {
         let mut walls = Vec::new();
         let mut kernel_us = Vec::new();
         for _ in 0..runs {
-            let mut m = boot::machine(path, &iso_path, &pxe_dir, Duration::from_secs(120)).map_err(ImageError::Deps)?;
+            let mut m = boot::machine(path, iso_file, &pxe_dir, Duration::from_secs(120)).map_err(ImageError::Deps)?;
             m.accel = accel;
             let out = m.run().map_err(|e| ImageError::Tool { program: "qemu".into(), detail: e })?;
             match (out.ready_wall, out.ready_us()) {
@@ -253,19 +280,20 @@ fn bench(runs: u32, dir: &std::path::Path) -> Result<(), ImageError> {
                     walls.push(wall);
                     kernel_us.push(us);
                 }
-                _ => println!("  {}: did not reach the ready line\n{}", path.name(), out.report()),
+                _ => println!("  {}{tag}: did not reach the ready line\n{}", path.name(), out.report()),
             }
         }
         walls.sort();
         kernel_us.sort_unstable();
         if let (Some(wall), Some(us)) = (walls.get(walls.len() / 2), kernel_us.get(kernel_us.len() / 2)) {
             println!(
-                "  {:<40} QEMU start -> ready {:>7.2} s  (kernel entry -> ready {:>6.1} ms)",
-                path.name(),
+                "  {:<58} QEMU start -> ready {:>7.2} s  (kernel entry -> ready {:>6.1} ms)",
+                format!("{}{tag}", path.name()),
                 wall.as_secs_f64(),
                 *us as f64 / 1000.0
             );
         }
     }
+    let _ = std::fs::remove_file(&full_path);
     Ok(())
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod mm;
 mod identity;
 mod inventory;
+mod ledger;
 mod net;
 mod overlay;
 mod power;
@@ -137,6 +138,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     }
 
     log::info!("gridos ready in {} us", time::since_boot_us());
+    log::info!("memory: idle: {}", mm::footprint(memory_bytes));
     if cmdline.get("gridos.screen") != Some("off") {
         screen::start();
     }
@@ -234,7 +236,14 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         })
         .collect();
     inventory::collect(machine.cpu_model, machine.cpu_count, machine.memory_bytes, devices, nic_info);
-    let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let mut overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let ledger_config = ledger::from_cmdline(cmdline);
+    // The validators are static overlay peers.
+    for peer in ledger::overlay_peers(ledger_config.as_ref()) {
+        if !overlay_config.peers.iter().any(|(k, _)| *k == peer.0) {
+            overlay_config.peers.push(peer);
+        }
+    }
     // The identity (in the first disk's node area) before the stores, so that disks
     // formatted now carry the node's key.
     let identity = match overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format"))) {
@@ -280,6 +289,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
             }
         }
     }
+    ledger::start(ledger_config, identity.map(|(seed, _)| seed).zip(node_key));
     log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });
     services::start(cmdline, &networks);
     if cmdline.get("gridos.workloads") != Some("off") {
@@ -293,18 +303,15 @@ fn init_memory(boot: &BootInfo, cmdline: &Cmdline<'_>) -> u64 {
     if let Err(e) = mm::paging::init(report.highest_address) {
         log::error!("paging: could not map all RAM: {e:?}");
     }
-    let largest = mm::frames::largest_contiguous_bytes();
-    let wanted = match cmdline.get_u64("gridos.heap_mb") {
-        Some(mb) => mb * MIB,
-        None => (mm::frames::free_bytes() / 2).max(16 * MIB),
-    };
-    let heap_bytes = wanted.min(largest.saturating_sub(2 * MIB) & !(2 * MIB - 1));
-    match mm::heap::init(heap_bytes) {
+    let ceiling = cmdline.get_u64("gridos.heap_mb").map(|mb| mb.saturating_mul(MIB));
+    match mm::heap::init(report.usable_bytes, ceiling) {
         Some((base, size)) => {
-            wasm::admission::set_heap_bytes(size);
+            wasm::admission::set_heap_bytes(mm::heap::ceiling_bytes());
             log::info!(
-                "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x}, {} MiB free for frames",
-                report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::frames::free_bytes() / MIB);
+                "memory: {} MiB usable RAM (highest address {:#x}), heap {} MiB at {:#x} growing on demand up to {} MiB, \
+                 {} MiB free for frames ({} MiB kept from the heap for DMA and page tables)",
+                report.usable_bytes / MIB, report.highest_address, size / MIB, base, mm::heap::ceiling_bytes() / MIB,
+                mm::frames::free_bytes() / MIB, mm::heap::reserve_bytes() / MIB);
             report.usable_bytes
         }
         None => power::fatal("could not set up the kernel heap"),

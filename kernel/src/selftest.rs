@@ -111,6 +111,31 @@ fn heap() -> Result<(), &'static str> {
         return Err("16 MiB block contents changed");
     }
     drop(big);
+    // A block larger than the heap's first block: the heap grows on demand.
+    let size_before = crate::mm::heap::size_bytes();
+    let (grew_before, _) = crate::mm::heap::growths();
+    let large = alloc::vec![0x5au8; 128 << 20];
+    if large.iter().step_by(4096).any(|&b| b != 0x5a) || large.last() != Some(&0x5a) {
+        return Err("128 MiB block contents changed");
+    }
+    let (grew_after, blocks) = crate::mm::heap::growths();
+    let size_after = crate::mm::heap::size_bytes();
+    if grew_after == grew_before || size_after < size_before + (128 << 20) || size_after > crate::mm::heap::ceiling_bytes() {
+        return Err("the heap did not grow within its ceiling for a 128 MiB block");
+    }
+    drop(large);
+    log::info!("heap: grew from {} KiB to {} KiB for a 128 MiB block ({} growths, {blocks} blocks, ceiling {} KiB)",
+        size_before >> 10, size_after >> 10, grew_after - grew_before, crate::mm::heap::ceiling_bytes() >> 10);
+    // Larger than any free block now: the heap grows again (extending its last block
+    // when the frames after it are free, which joins them with its free tail).
+    let huge = alloc::vec![0xa5u8; 256 << 20];
+    if huge.iter().step_by(4096).any(|&b| b != 0xa5) || huge.last() != Some(&0xa5) {
+        return Err("256 MiB block contents changed");
+    }
+    drop(huge);
+    let (grew, blocks) = crate::mm::heap::growths();
+    log::info!("heap: then {} KiB for a 256 MiB block ({} growths, {blocks} blocks)", crate::mm::heap::size_bytes() >> 10,
+        grew - grew_before);
     drop(objects);
     let after = crate::mm::heap::allocated_bytes();
     log::info!(

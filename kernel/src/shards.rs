@@ -12,10 +12,10 @@
 //!   data (workload files and tables); a shard that would eat into it is refused.
 //!
 //! Buffers: shard uploads and reads in progress hold at most an eighth of the kernel
-//! heap over all connections ([`BUFFERS`]), at least one largest shard
+//! heap's ceiling over all connections ([`BUFFERS`]), at least one largest shard
 //! (`control::SHARD_BYTES_MAX`) and at most `control::shard::BUFFER_BYTES_MAX_DEFAULT`
-//! (48 MiB): 31 MiB on a 512 MiB node. (The workloads' admission keeps the larger of an
-//! eighth of the heap and 32 MiB for the kernel; these buffers are part of that.)
+//! (48 MiB): 48 MiB on a 512 MiB node. (The workloads' admission keeps the larger of an
+//! eighth of the ceiling and 32 MiB for the kernel; these buffers are part of that.)
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -50,7 +50,7 @@ pub fn init(cmdline: &Cmdline<'_>) {
     if let Some(mib) = cmdline.get_u64("gridos.store.reserve_mib") {
         RESERVE_BYTES.store(mib.saturating_mul(MIB), Ordering::Relaxed);
     }
-    let buffers = (crate::mm::heap::size_bytes() / 8).clamp(control::SHARD_BYTES_MAX, BUFFER_BYTES_MAX_DEFAULT);
+    let buffers = (crate::mm::heap::ceiling_bytes() / 8).clamp(control::SHARD_BYTES_MAX, BUFFER_BYTES_MAX_DEFAULT);
     *BUFFERS.lock() = BufferBudget::new(buffers);
     let capacity = storage::stat().capacity_bytes;
     log::info!(
@@ -94,10 +94,17 @@ impl ShardBackend for KernelBackend {
     fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
         let stat = storage::stat();
         let usage = storage::owner_usage(owner);
+        // On a ledger the quota is the bytes the owner's active storage contracts place
+        // here; `StoreRoom` charges each shard its overhead too, which the contracts do
+        // not count, so that is added for the stored shards and the one being put.
+        let quota_bytes = match crate::ledger::storage_quota(owner) {
+            Some(contracted) => contracted.saturating_add(usage.shards.saturating_add(1).saturating_mul(control::SHARD_OVERHEAD_BYTES)),
+            None => owner_quota_bytes(stat.capacity_bytes),
+        };
         StoreRoom {
             bytes: usage.bytes,
             shards: usage.shards,
-            quota_bytes: owner_quota_bytes(stat.capacity_bytes),
+            quota_bytes,
             free_bytes: stat.free_bytes,
             reserve_bytes: RESERVE_BYTES.load(Ordering::Relaxed),
         }

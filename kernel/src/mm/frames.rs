@@ -22,10 +22,18 @@ struct Frames {
     free_list_head: u64,
     free_list_len: u64,
     total_usable_bytes: u64,
+    /// Bytes the allocator managed right after `init` (all ranges).
+    managed_bytes: u64,
 }
 
 static FRAMES: Mutex<Frames> =
-    Mutex::new(Frames { ranges: heapless::Vec::new(), free_list_head: 0, free_list_len: 0, total_usable_bytes: 0 });
+    Mutex::new(Frames {
+        ranges: heapless::Vec::new(),
+        free_list_head: 0,
+        free_list_len: 0,
+        total_usable_bytes: 0,
+        managed_bytes: 0,
+    });
 
 /// Memory figures for the boot report.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +69,20 @@ pub fn init(boot: &BootInfo) -> MemoryReport {
             }
         }
     }
+    frames.managed_bytes = frames.ranges.iter().map(|r| r.end - r.start).sum();
     MemoryReport { usable_bytes: frames.total_usable_bytes, highest_address }
+}
+
+/// Bytes the allocator managed after `init`: usable RAM minus the first MiB and the
+/// kernel image (and ranges it had no room for).
+pub fn managed_bytes() -> u64 {
+    FRAMES.lock().managed_bytes
+}
+
+/// The kernel image's bytes (`__kernel_start..__kernel_end`: code, data, bss).
+pub fn kernel_image_bytes() -> u64 {
+    let (start, end) = kernel_image_range();
+    end - start
 }
 
 /// Allocates `count` physically contiguous frames aligned to `align_bytes` (a power

@@ -134,10 +134,20 @@ fn leaf(addr: u64) -> Option<(&'static mut PageTableEntry, u64)> {
     None
 }
 
+/// Page-table frames taken from the frame allocator since boot (tables are never freed).
+static TABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of page tables taken from the frame allocator (the boot stub's first tables
+/// are in the kernel image's .bss and not counted here).
+pub fn table_bytes() -> u64 {
+    TABLE_FRAMES.load(Ordering::Relaxed) * FRAME_SIZE_BYTES
+}
+
 /// Returns the next-level table behind `entry`, allocating it if absent.
 fn next_table(entry: &mut PageTableEntry) -> Result<&'static mut PageTable, MapError> {
     if !entry.flags().contains(Flags::PRESENT) {
         let frame = frames::alloc_frame().ok_or(MapError::OutOfFrames)?;
+        TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
         entry.set_addr(PhysAddr::new(frame), Flags::PRESENT | Flags::WRITABLE);
     }
     if entry.flags().contains(Flags::HUGE_PAGE) {
@@ -175,6 +185,7 @@ fn split_2mib(addr: u64) -> Result<(), MapError> {
     // Bit 7 is HUGE in a directory entry but PAT in a page entry: drop it.
     let flags = entry.flags() - Flags::HUGE_PAGE;
     let pt_phys = frames::alloc_frame().ok_or(MapError::OutOfFrames)?;
+    TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
     let pt = table(PhysAddr::new(pt_phys));
     for (i, e) in pt.iter_mut().enumerate() {
         e.set_addr(PhysAddr::new(base + i as u64 * PAGE_4KIB), flags);

@@ -14,6 +14,7 @@
 pub mod guard;
 pub mod overlay_device;
 pub mod socket;
+pub mod timing;
 
 use alloc::format;
 use alloc::string::String;
@@ -259,6 +260,7 @@ impl Stack {
         let mut next: Option<Instant> = None;
         let now_ns = executor::now_ns();
         let mut needs_timer = false;
+        let underlay_start_ns = now_ns;
         for (index, nic) in self.nics.iter_mut().enumerate() {
             // Sockets live on eth0 (see `Stack::no_sockets`); other NICs poll an empty set.
             let sockets = if index == 0 { &mut self.sockets } else { &mut self.no_sockets };
@@ -288,8 +290,12 @@ impl Stack {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        let overlay_start_ns = executor::now_ns();
+        timing::add(timing::Stage::SmoltcpUnderlay, overlay_start_ns.saturating_sub(underlay_start_ns), 0);
         if let Some(o) = self.overlay.as_mut() {
-            if poll_rounds(&mut o.iface, &mut o.device, &mut o.sockets, timestamp) {
+            let changed = poll_rounds(&mut o.iface, &mut o.device, &mut o.sockets, timestamp);
+            timing::add(timing::Stage::SmoltcpOverlay, executor::now_ns().saturating_sub(overlay_start_ns), 0);
+            if changed {
                 OVERLAY_SOCKETS_CHANGED.signal();
             }
             if o.device.has_outgoing() {
@@ -306,7 +312,10 @@ impl Stack {
             let at_ns = now_ns + if self.nics.iter().any(|n| n.device.polled()) { POLLED_NIC_NS } else { HEALTH_CHECK_NS };
             next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
         }
-        if let Some(at_ms) = self.guard(timestamp) {
+        let guard_start_ns = executor::now_ns();
+        let guard_next = self.guard(timestamp);
+        timing::add(timing::Stage::NetTaskOther, executor::now_ns().saturating_sub(guard_start_ns), 0);
+        if let Some(at_ms) = guard_next {
             let at_ns = at_ms.saturating_mul(1_000_000);
             next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
         }
@@ -536,6 +545,7 @@ async fn net_task() {
     let events: Vec<&'static Event> =
         with_stack(|s| s.nics.iter().map(|n| n.device.event()).collect()).unwrap_or_default();
     loop {
+        timing::net_round();
         let next_ns = with_stack(|s| s.poll()).flatten();
         executor::wait_then_yield(next_ns, |waker| {
             let mut ready = false;

@@ -6,9 +6,10 @@
 //! and asks it before every deploy and every restart at boot.
 //!
 //! Totals:
-//! - memory: the heap minus a reserve for the kernel itself (network buffers, the one
-//!   large control request at a time, the store's caches): the larger of an eighth of
-//!   the heap and [`KERNEL_RESERVE_MIN_BYTES`]. Workloads' charges are caps (most use
+//! - memory: the heap's ceiling (what it may grow to: all RAM but the kernel image and
+//!   the frames kept for DMA and page tables, `mm::heap`) minus a reserve for the
+//!   kernel itself (network buffers, the one large control request at a time, the
+//!   store's caches): the larger of an eighth of the ceiling and [`KERNEL_RESERVE_MIN_BYTES`]. Workloads' charges are caps (most use
 //!   far less), so the reserve is for the kernel's own peaks, not a workload's. A running workload is charged
 //!   `workloads::admission::memory_charge_bytes` (memory cap, logs, stack, engine);
 //! - storage: half the store's log region (the rest holds modules, bundles, owners'
@@ -38,7 +39,7 @@ const _: () = assert!(MANIFEST_BYTES_MAX < nodestate::workloads::MAX_TABLE_BYTES
 
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// Records the heap's size (called once at boot, when the heap is set up).
+/// Records the heap's ceiling (called once at boot, when the heap is set up).
 pub fn set_heap_bytes(bytes: u64) {
     HEAP_BYTES.store(bytes, Ordering::Relaxed);
 }

@@ -240,7 +240,8 @@ fn scenarios() -> Result<(), String> {
     }
 
     // 7. Bench: fib(25) and the 1 MiB checksum on wasmi and natively in this boot;
-    // fib(30) natively (the booted test compares it with the host).
+    // fib(30) and a 32 MiB checksum natively (the booted test compares them with the
+    // same bundles run by wasmtime in a Linux guest in the same QEMU).
     let big = Limits { cpu_ms: 120_000, ..small };
     let interp_us = fib_run(&signer, big, 25, INTERP, Backend::Wasmi)?;
     let want = expected_checksum(1 << 20);
@@ -252,6 +253,11 @@ fn scenarios() -> Result<(), String> {
         crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 {native_us} us ({}.{}x)",
             tenths / 10, tenths % 10);
         fib_run(&signer, big, 30, FIB.1, Backend::NativeX86_64)?;
+        // Memory-heavy: 32 MiB of linear memory grown, written and read once (the
+        // booted test runs the same bundle in a Linux guest for comparison).
+        let heavy = Limits { memory_bytes: 48 << 20, ..big };
+        bench_run(&signer, heavy, "checksum(32 MiB)", CHECKSUM, &["33554432"], &expected_checksum(32 << 20),
+            Backend::NativeX86_64)?;
     } else {
         crate::kprintln!("bench: fib(25) in kernel: wasmi {interp_us} us, native x86_64 not available");
     }
