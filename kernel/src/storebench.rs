@@ -1,9 +1,11 @@
 //! `gridos.test=store-bench`: the shard store's put and get against what they are built
 //! on, measured in the same boot, and where their time goes.
 //!
-//! Baselines (same boot, same 64 x 1 MiB shards, same region of the first store's disk,
-//! which the bench reformats): one blake3 pass over the bytes, raw sequential writes
-//! (one flush per MiB, as the store flushes each record) and raw reads. The figures are
+//! Baselines (same boot, same 64 x 1 MiB shards, same disk: the first store's, which
+//! the bench reformats; raw requests go behind the store's tail): one blake3 pass over
+//! the bytes, raw writes (one flush per MiB, as the store flushes each record) and raw
+//! reads, each timed shard by shard in turn with the store's put and get of the same
+//! shard, so the host's changing load weighs on both sides alike. The figures are
 //! ratios against `one hash pass + raw device time`: a store that hashes each byte once
 //! and adds nothing else reaches 1.0x. The breakdown splits put and get into the device
 //! time (measured around every request the store sends) and the CPU time outside it,
@@ -86,13 +88,12 @@ pub fn blake3_simd() -> &'static str {
     }
 }
 
-/// Milliseconds per MiB for `ns` spent on all the shards.
+/// Milliseconds per MiB for `ns` spent on all the shards of all rounds.
 fn ms_per_mib(ns: u64) -> f64 {
-    ns as f64 / 1e6 / SHARDS as f64
+    ns as f64 / 1e6 / (SHARDS * ROUNDS) as f64
 }
 
 /// Runs the bench on the first mounted store (reformatted) and puts the stores back.
-/// The figures of each kind are the best of [`ROUNDS`] rounds.
 pub fn run() -> Result<(), &'static str> {
     let mut stores = storage::take_all();
     if stores.is_empty() {
@@ -114,8 +115,8 @@ pub fn run() -> Result<(), &'static str> {
     }
 }
 
-/// One round's times, in ns for all the shards.
-#[derive(Clone, Copy)]
+/// Times in ns, summed over all the shards of all rounds.
+#[derive(Clone, Copy, Default)]
 struct Figures {
     hash_ns: u64,
     copy_ns: u64,
@@ -131,36 +132,17 @@ struct Figures {
     get_requests: u64,
 }
 
-impl Figures {
-    /// Each figure's best (lowest) of the two: the host's other load only slows a run down.
-    fn best(self, other: Figures) -> Figures {
-        let (put, get) = (
-            if other.put_ns < self.put_ns { other } else { self },
-            if other.get_ns < self.get_ns { other } else { self },
-        );
-        Figures {
-            hash_ns: self.hash_ns.min(other.hash_ns),
-            copy_ns: self.copy_ns.min(other.copy_ns),
-            zero_ns: self.zero_ns.min(other.zero_ns),
-            raw_write_ns: self.raw_write_ns.min(other.raw_write_ns),
-            raw_write_flush_ns: self.raw_write_flush_ns.min(other.raw_write_flush_ns),
-            raw_read_ns: self.raw_read_ns.min(other.raw_read_ns),
-            put_ns: put.put_ns,
-            put_device_ns: put.put_device_ns,
-            put_requests: put.put_requests,
-            get_ns: get.get_ns,
-            get_device_ns: get.get_device_ns,
-            get_requests: get.get_requests,
-        }
-    }
-}
-
-/// Rounds of the whole bench; each figure is its best round (host noise only adds time).
-const ROUNDS: usize = 3;
+/// Rounds of the whole bench. Within a round every step is done shard by shard in
+/// turn (hash, copy, raw write, put, raw read, get of shard 0, then of shard 1, ...),
+/// so the host's changing load slows baselines and store alike.
+const ROUNDS: u64 = 2;
 
 fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
-    if dev.sector_count() < (SHARDS + 8) * (SHARD_BYTES / SECTOR_SIZE) as u64 {
-        return Err("disk too small for the bench");
+    let shard_sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
+    // The store's log starts at the front; the raw baseline writes well behind its tail.
+    let raw_start_sectors = (SHARDS + 16) * shard_sectors;
+    if dev.sector_count() < raw_start_sectors + SHARDS * shard_sectors {
+        return Err("disk too small for the bench (it needs about 2 x 80 MiB)");
     }
     let shards: Vec<(shardstore::Key, Vec<u8>)> = (0..SHARDS)
         .map(|i| {
@@ -169,107 +151,76 @@ fn bench(mut dev: DiskRange) -> Result<DiskRange, &'static str> {
             (*blake3::hash(&bytes).as_bytes(), bytes)
         })
         .collect();
-    let mut best: Option<Figures> = None;
+    // Raw writes flushed once at the end (for comparison only; not interleaved).
+    let raw_write_ns = timed(&mut || {
+        for (i, (_, bytes)) in shards.iter().enumerate() {
+            dev.write(raw_start_sectors + i as u64 * shard_sectors, bytes).map_err(|_| "raw write failed")?;
+        }
+        dev.flush().map_err(|_| "flush failed")
+    })?;
+    let mut f = Figures { raw_write_ns: raw_write_ns * ROUNDS, ..Figures::default() };
     for _ in 0..ROUNDS {
-        let (figures, back) = round(dev, &shards)?;
-        dev = back;
-        best = Some(best.map_or(figures, |best| best.best(figures)));
+        dev = round(dev, &shards, raw_start_sectors, &mut f)?;
     }
-    let f = best.ok_or("no round ran")?;
     print(dev.name(), &f);
     Ok(dev)
 }
 
-fn round(mut dev: DiskRange, shards: &[(shardstore::Key, Vec<u8>)]) -> Result<(Figures, DiskRange), &'static str> {
-    let sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
-    // Same-boot unit costs.
-    let hash_ns = timed(&mut || {
-        for (_, bytes) in shards {
-            core::hint::black_box(blake3::hash(bytes));
-        }
-        Ok(())
-    })?;
-    let mut scratch = alloc::vec![0u8; SHARD_BYTES];
-    let copy_ns = timed(&mut || {
-        for (_, bytes) in shards {
-            scratch.copy_from_slice(bytes);
-            core::hint::black_box(&mut scratch);
-        }
-        Ok(())
-    })?;
-    let zero_ns = timed(&mut || {
-        for _ in 0..SHARDS {
-            core::hint::black_box(alloc::vec![0u8; SHARD_BYTES]);
-        }
-        Ok(())
-    })?;
-    let raw_write_ns = timed(&mut || {
-        for (i, (_, bytes)) in shards.iter().enumerate() {
-            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
-        }
-        dev.flush().map_err(|_| "flush failed")
-    })?;
-    let raw_write_flush_ns = timed(&mut || {
-        for (i, (_, bytes)) in shards.iter().enumerate() {
-            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
-            dev.flush().map_err(|_| "flush failed")?;
-        }
-        Ok(())
-    })?;
-    let raw_read_ns = timed(&mut || {
-        for i in 0..SHARDS {
-            dev.read(i * sectors, &mut scratch).map_err(|_| "raw read failed")?;
-        }
-        Ok(())
-    })?;
+fn add_time<R>(total_ns: &mut u64, f: impl FnOnce() -> R) -> R {
+    let start = time::since_boot_ns();
+    let result = f();
+    *total_ns += time::since_boot_ns() - start;
+    result
+}
 
+fn round(
+    dev: DiskRange,
+    shards: &[(shardstore::Key, Vec<u8>)],
+    raw_start_sectors: u64,
+    f: &mut Figures,
+) -> Result<DiskRange, &'static str> {
+    let shard_sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
     let dev = Timed { inner: dev, ns: 0, requests: 0 };
     let mut store = ShardStore::format(dev, [0; 32], [0xbe; 16]).map_err(|_| "format failed")?;
     store.device_mut().take();
-    let put_ns = timed(&mut || {
-        for (key, bytes) in shards {
-            store.put(&shardstore::NODE_OWNER, *key, bytes).map_err(|_| "put failed")?;
+    let mut scratch = alloc::vec![0u8; SHARD_BYTES];
+    for (i, (key, bytes)) in shards.iter().enumerate() {
+        let raw_sector = raw_start_sectors + i as u64 * shard_sectors;
+        add_time(&mut f.hash_ns, || core::hint::black_box(blake3::hash(bytes)));
+        add_time(&mut f.copy_ns, || {
+            scratch.copy_from_slice(bytes);
+            core::hint::black_box(&mut scratch);
+        });
+        add_time(&mut f.zero_ns, || core::hint::black_box(alloc::vec![0u8; SHARD_BYTES]));
+        let raw = &mut store.device_mut().inner;
+        add_time(&mut f.raw_write_flush_ns, || raw.write(raw_sector, bytes).and_then(|()| raw.flush()))
+            .map_err(|_| "raw write failed")?;
+        store.device_mut().take();
+        add_time(&mut f.put_ns, || store.put(&shardstore::NODE_OWNER, *key, bytes)).map_err(|_| "put failed")?;
+        let (device_ns, requests) = store.device_mut().take();
+        f.put_device_ns += device_ns;
+        f.put_requests += requests;
+        let raw = &mut store.device_mut().inner;
+        add_time(&mut f.raw_read_ns, || raw.read(raw_sector, &mut scratch)).map_err(|_| "raw read failed")?;
+        let got = add_time(&mut f.get_ns, || store.get(&shardstore::NODE_OWNER, key)).map_err(|_| "get failed")?;
+        let (device_ns, requests) = store.device_mut().take();
+        f.get_device_ns += device_ns;
+        f.get_requests += requests;
+        // Checked after the clock stopped: the comparison is the bench's, not the store's.
+        if got != *bytes {
+            return Err("get returned other bytes");
         }
-        Ok(())
-    })?;
-    let (put_device_ns, put_requests) = store.device_mut().take();
-    let mut got = Vec::with_capacity(shards.len());
-    let get_ns = timed(&mut || {
-        for (key, _) in shards {
-            got.push(store.get(&shardstore::NODE_OWNER, key).map_err(|_| "get failed")?);
-        }
-        Ok(())
-    })?;
-    let (get_device_ns, get_requests) = store.device_mut().take();
-    // Checked after the clock stopped: the comparison is the bench's, not the store's.
-    if got.iter().zip(shards).any(|(got, (_, bytes))| got != bytes) {
-        return Err("get returned other bytes");
     }
-    drop(got);
-    let figures = Figures {
-        hash_ns,
-        copy_ns,
-        zero_ns,
-        raw_write_ns,
-        raw_write_flush_ns,
-        raw_read_ns,
-        put_ns,
-        put_device_ns,
-        put_requests,
-        get_ns,
-        get_device_ns,
-        get_requests,
-    };
-    Ok((figures, store.into_device().inner))
+    Ok(store.into_device().inner)
 }
 
 fn print(disk: &str, f: &Figures) {
-    let total_bytes = SHARDS * SHARD_BYTES as u64;
+    let total_bytes = SHARDS * ROUNDS * SHARD_BYTES as u64;
     let mbps = |ns: u64| total_bytes as f64 / 1e6 / (ns.max(1) as f64 / 1e9);
     let put_base_ns = f.hash_ns + f.raw_write_flush_ns;
     let get_base_ns = f.hash_ns + f.raw_read_ns;
     crate::kprintln!(
-        "bench store: {SHARDS} x 1 MiB shards on {disk}, best of {ROUNDS} rounds; blake3 {} {:.1} MB/s; raw write {:.1} MB/s flushed per MiB ({:.1} MB/s flushed once), raw read {:.1} MB/s; copy {:.0} MB/s, zeroed alloc {:.0} MB/s",
+        "bench store: {SHARDS} x 1 MiB shards on {disk}, {ROUNDS} rounds, each step shard by shard in turn; blake3 {} {:.1} MB/s; raw write {:.1} MB/s flushed per MiB ({:.1} MB/s flushed once), raw read {:.1} MB/s; copy {:.0} MB/s, zeroed alloc {:.0} MB/s",
         blake3_simd(),
         mbps(f.hash_ns),
         mbps(f.raw_write_flush_ns),
@@ -296,7 +247,7 @@ fn print(disk: &str, f: &Figures) {
             "bench store: {op} per MiB {:.2} ms = device {:.2} ms ({:.1} requests) + cpu {:.2} ms = {:.2} hash passes ({:.2} ms each); a copy costs {:.2} ms, a zeroed alloc {:.2} ms",
             ms_per_mib(ns),
             ms_per_mib(device_ns),
-            requests as f64 / SHARDS as f64,
+            requests as f64 / (SHARDS * ROUNDS) as f64,
             ms_per_mib(cpu_ns),
             ms_per_mib(cpu_ns) / hash_ms,
             hash_ms,

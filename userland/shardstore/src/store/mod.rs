@@ -8,8 +8,10 @@
 //! compaction runs when a write needs space or when the caller asks for it.
 //!
 //! Durability rules (see the crate docs for why they make crashes safe):
-//! - every record is one `write` followed by one `flush`, and the tail advances in
-//!   memory only after both succeed, so one flush epoch holds at most one record;
+//! - every record is written (one `write`, or three for a large payload: header
+//!   sector, whole payload sectors, last partial sector) and then flushed once, and
+//!   the tail advances in memory only after all succeed, so one flush epoch holds at
+//!   most one record;
 //! - the head advances only after the checkpoint naming it is flushed, so log space is
 //!   reused only once no replay can need it;
 //! - on a device error nothing advances: the next write goes to the same place, and
