@@ -42,6 +42,19 @@ fn identity(node: &NodeSpec) -> (String, String) {
     (key, address)
 }
 
+/// Prints the breakdown lines (`net::timing`) a node logged after its first `skip`, under
+/// `title`; returns how many it logged in all.
+fn print_breakdown(title: &str, serial: &str, skip: usize) -> usize {
+    let lines: Vec<&str> = serial.lines().filter_map(|l| l.find("breakdown: ").map(|i| &l[i + "breakdown: ".len()..])).collect();
+    if lines.len() > skip {
+        eprintln!("{title}");
+        for l in &lines[skip..] {
+            eprintln!("  {l}");
+        }
+    }
+    lines.len()
+}
+
 fn peers(list: &[(&str, &NodeSpec)]) -> String {
     list.iter().map(|(key, n)| format!("{key}@{}:7443", n.ip)).collect::<Vec<_>>().join(",")
 }
@@ -193,6 +206,8 @@ fn nodes_on_one_segment_find_each_other_by_link_local_discovery() {
     let out = ma.run().unwrap_or_else(|e| panic!("{e}"));
     assert_echo(&out, bytes, &addr_b, &format!("--- B ---\n{}", node_b.serial()));
     assert!(out.serial.contains(&format!("overlay: discovered {addr_b} at fe80::")), "{}", out.report());
+    print_breakdown("overlay echo, client A:", &out.serial, 0);
+    let b_seen = print_breakdown("overlay echo, server B:", &node_b.serial(), 0);
 
     // Bench baseline: the same echo as plain TCP over the same link (B's link-local address).
     let b_link_local = "fe80::5054:ff:fe00:20b";
@@ -202,6 +217,8 @@ fn nodes_on_one_segment_find_each_other_by_link_local_discovery() {
     in_ns(&mut plain, &ns, &a);
     let base = plain.run().unwrap_or_else(|e| panic!("{e}"));
     assert_echo(&base, bytes, b_link_local, &format!("--- B ---\n{}", node_b.serial()));
+    print_breakdown("plain TCP echo, client A:", &base.serial, 0);
+    print_breakdown("plain TCP echo, server B:", &node_b.serial(), b_seen);
     let took_us = |o: &Outcome, target: &str| {
         let marker = format!("bytes echoed intact by [{target}]:7 in ");
         o.serial.lines().find_map(|l| l.split(&marker).nth(1)?.strip_suffix(" us")?.parse::<f64>().ok())

@@ -188,40 +188,61 @@ fn two_disks_mount_and_serve_on_when_one_fails_or_is_garbage() {
     let _ = fs::remove_file(&vdb);
 }
 
-/// A store of shard-store format version 1 (before owners) is refused at boot with a
-/// clear line and left byte-identical; `gridos.format=vda` reformats it as version 2.
-#[test]
-fn version_1_store_is_refused_untouched_until_gridos_format() {
-    let disk = image("v1", 64 << 20);
+/// A disk holding a store written today, with one shard, whose superblock then says
+/// `version` (same layout, blake3 over bytes 0..112): what an older gridos left. The
+/// first disk's store starts after the node area; other disks are used whole.
+fn old_store_image(name: &str, version: u32, first_disk: bool) -> PathBuf {
+    let disk = image(name, 64 << 20);
     let file = OpenOptions::new().read(true).write(true).open(&disk).expect("open image");
-    let sectors = file.metadata().expect("metadata").len() / SECTOR_SIZE as u64 - NODE_AREA_SECTORS;
-    let start_bytes = NODE_AREA_SECTORS * SECTOR_SIZE as u64;
+    let start_sectors = if first_disk { NODE_AREA_SECTORS } else { 0 };
+    let sectors = file.metadata().expect("metadata").len() / SECTOR_SIZE as u64 - start_sectors;
+    let start_bytes = start_sectors * SECTOR_SIZE as u64;
     let range = FileRange { file, start_bytes, sectors };
     let mut store = ShardStore::format(range, [0; 32], [1; 16]).expect("format");
     let bytes = b"a shard of the old format".to_vec();
     store.put(&shardstore::NODE_OWNER, *blake3::hash(&bytes).as_bytes(), &bytes).expect("put");
     let file = store.into_device().file;
-    // The superblock as version 1 wrote it: same layout, version 1, blake3 over 0..112.
     let mut superblock = [0u8; SECTOR_SIZE];
     file.read_exact_at(&mut superblock, start_bytes).expect("read superblock");
-    superblock[8..12].copy_from_slice(&1u32.to_le_bytes());
+    superblock[8..12].copy_from_slice(&version.to_le_bytes());
     let checksum = blake3::hash(&superblock[..112]);
     superblock[112..144].copy_from_slice(checksum.as_bytes());
     file.write_all_at(&superblock, start_bytes).expect("write superblock");
     file.sync_all().expect("sync");
-    let before = hash_file(&disk);
+    disk
+}
 
-    let out = boot(&[&disk], "gridos.test=boot");
-    assert!(out.passed(), "boot with a version 1 store failed\n{}", out.report());
-    let line = storage_line(&out.serial, "vda");
-    assert!(line.contains("storage vda: refused (unsupported shard-store format version 1"), "{line}");
-    assert!(line.contains("gridos.format=vda to reformat it"), "{line}");
-    assert_eq!(hash_file(&disk), before, "a refused version 1 store was written");
+/// Stores of shard-store format versions 1 (before owners) and 2 (before the one
+/// hashing pass: a separate Merkle tree, payloads hashed twice) are refused at boot
+/// with a clear line and left byte-identical; `gridos.format=vda,vdb` reformats them
+/// as the current version. One boot sees both.
+#[test]
+fn version_1_and_2_stores_are_refused_untouched_until_gridos_format() {
+    let v1 = old_store_image("v1", 1, true);
+    let v2 = old_store_image("v2", 2, false);
+    let before = (hash_file(&v1), hash_file(&v2));
 
-    let out = boot(&[&disk], "gridos.test=store-smoke gridos.format=vda");
-    assert!(out.passed(), "store-smoke after reformatting a version 1 store failed\n{}", out.report());
-    assert!(storage_line(&out.serial, "vda").contains("storage vda: formatted (gridos.format)"), "{}", out.serial);
-    let _ = fs::remove_file(&disk);
+    let out = boot(&[&v1, &v2], "gridos.test=boot");
+    assert!(out.passed(), "boot with version 1 and 2 stores failed\n{}", out.report());
+    for (name, version) in [("vda", 1), ("vdb", 2)] {
+        let line = storage_line(&out.serial, name);
+        let refused = format!("storage {name}: refused (unsupported shard-store format version {version}");
+        assert!(line.contains(&refused), "{line}");
+        assert!(line.contains(&format!("gridos.format={name} to reformat it")), "{line}");
+    }
+    assert_eq!((hash_file(&v1), hash_file(&v2)), before, "a refused old store was written");
+
+    // With the AVX state on (off by default under TCG): blake3 hashes with AVX2 while
+    // disk and timer interrupts save and restore the YMM registers with xsave.
+    let out = boot(&[&v1, &v2], "gridos.test=store-smoke gridos.format=vda,vdb gridos.avx=on");
+    assert!(out.passed(), "store-smoke after reformatting old stores failed\n{}", out.report());
+    assert!(out.serial.contains("cpu: Avx register state saved at interrupt entry; blake3 uses avx2"), "{}", out.serial);
+    for name in ["vda", "vdb"] {
+        let line = storage_line(&out.serial, name);
+        assert!(line.contains(&format!("storage {name}: formatted (gridos.format)")), "{}", out.serial);
+    }
+    let _ = fs::remove_file(&v1);
+    let _ = fs::remove_file(&v2);
 }
 
 /// A run of sectors of an image file, as the kernel's `storage::DiskRange`.

@@ -241,7 +241,10 @@ async fn serve_connection(
             Ok(requests) => {
                 let answered = !requests.is_empty();
                 for request in requests {
-                    let response = control::serve(backend, shards, request);
+                    let response = match ledger_gate(&request).await {
+                        Some(refusal) => refusal,
+                        None => control::serve(backend, shards, request),
+                    };
                     REQUESTS.fetch_add(1, Ordering::Relaxed);
                     if matches!(response, control::Response::Error { .. }) {
                         REQUESTS_REFUSED.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +267,29 @@ async fn serve_connection(
                 return Err(ConnectionEnd::Protocol(e));
             }
         }
+    }
+}
+
+/// What a node on a ledger asks before serving `request` (`crate::ledger`): a deploy
+/// naming a contract the node has not read yet waits for it (bounded); a shard upload
+/// from an owner without a storage contract placing shards here is refused at its
+/// first piece. `Some` is the refusal.
+async fn ledger_gate(request: &control::Authorized) -> Option<control::Response> {
+    if !crate::ledger::ledger_mode() {
+        return None;
+    }
+    match &request.request {
+        control::Request::Deploy { signed_manifest, .. } | control::Request::DeployHeld { signed_manifest, .. } => {
+            let contract = workloads::SignedManifest::from_bytes(signed_manifest).ok().and_then(|s| s.verify().ok()).and_then(|m| m.contract);
+            if let Some(id) = contract {
+                crate::ledger::await_contract(id).await;
+            }
+            None
+        }
+        control::Request::ShardPut { offset: 0, .. } if crate::ledger::storage_quota(&request.owner) == Some(0) => {
+            Some(control::Response::error(ErrorCode::Rejected, crate::ledger::NO_STORAGE_CONTRACT))
+        }
+        _ => None,
     }
 }
 

@@ -23,6 +23,7 @@ mod metrics;
 mod mm;
 mod identity;
 mod inventory;
+mod ledger;
 mod net;
 mod overlay;
 mod power;
@@ -31,6 +32,7 @@ mod selftest;
 mod services;
 mod shards;
 mod storage;
+mod storebench;
 mod syscalls;
 mod wasm;
 
@@ -66,6 +68,20 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     }
     gdt::init();
     idt::init();
+    // Before anything detects CPU features (blake3 caches its choice on first use).
+    // `gridos.avx=on|off`; by default on, except under QEMU's TCG, which emulates
+    // AVX2 slower than SSE4.1 (blake3 25-35 vs 41-43 MB/s in store-bench).
+    let avx = match cmdline.get("gridos.avx") {
+        Some("on") => true,
+        Some("off") => false,
+        other => {
+            if let Some(word) = other {
+                log::warn!("gridos.avx={word:?} is not on or off; using the default");
+            }
+            !cpu::is_qemu_tcg()
+        }
+    };
+    let vector_state = if avx { cpu::enable_extended_state() } else { cpu::VectorState::Sse };
     let tsc_hz = time::init();
 
     let protocol = match boot.protocol {
@@ -81,6 +97,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     log::info!("cpu: {}, TSC {}.{:03} MHz{}", cpu::brand(&mut brand), tsc_hz / 1_000_000, (tsc_hz / 1000) % 1000,
         if features.invariant_tsc { " (invariant)" } else { "" });
     log::debug!("cpu features: {features:?}");
+    log::info!(
+        "cpu: {vector_state:?} register state saved at interrupt entry{}; blake3 uses {}",
+        if !avx { " (AVX off: gridos.avx, or the default under QEMU TCG)" } else { "" },
+        storebench::blake3_simd()
+    );
 
     let memory_bytes = init_memory(&boot, &cmdline);
 
@@ -215,7 +236,14 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
         })
         .collect();
     inventory::collect(machine.cpu_model, machine.cpu_count, machine.memory_bytes, devices, nic_info);
-    let overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let mut overlay_config = overlay::OverlayConfig::from_cmdline(cmdline);
+    let ledger_config = ledger::from_cmdline(cmdline);
+    // The validators are static overlay peers.
+    for peer in ledger::overlay_peers(ledger_config.as_ref()) {
+        if !overlay_config.peers.iter().any(|(k, _)| *k == peer.0) {
+            overlay_config.peers.push(peer);
+        }
+    }
     // The identity (in the first disk's node area) before the stores, so that disks
     // formatted now carry the node's key.
     let identity = match overlay_config.enabled.then(|| identity::load_or_create(cmdline.get("gridos.format"))) {
@@ -261,6 +289,7 @@ fn init_devices(devices: &[drivers::pci::PciDevice], cmdline: &Cmdline<'_>, mach
             }
         }
     }
+    ledger::start(ledger_config, identity.map(|(seed, _)| seed).zip(node_key));
     log::info!("net: underlay {}", if underlay_open { "open" } else { "closed: only the overlay port answers" });
     services::start(cmdline, &networks);
     if cmdline.get("gridos.workloads") != Some("off") {

@@ -232,6 +232,7 @@ fn gather(node_key: [u8; 32]) -> NodeMetrics {
         nics,
         workloads,
         overlay: overlay(),
+        ledger: crate::ledger::metrics(),
         control: crate::control::counters(),
         metrics: ServiceMetrics {
             connections: CONNECTIONS.load(Ordering::Relaxed),

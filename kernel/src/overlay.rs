@@ -35,6 +35,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 use crate::cmdline::Cmdline;
 use crate::executor;
 use crate::net::socket::{SendOutcome, UdpSocket};
+use crate::net::timing::{self, Stage};
 use crate::net::{self, Network, OVERLAY_OUT};
 
 /// Datagrams (and bytes) the overlay's UDP socket holds until the overlay task reads them.
@@ -73,7 +74,7 @@ impl OverlayConfig {
     }
 }
 
-fn parse_peer(word: &str) -> Option<(PublicKey, IpEndpoint)> {
+pub(crate) fn parse_peer(word: &str) -> Option<(PublicKey, IpEndpoint)> {
     let (key_hex, endpoint) = word.split_once('@')?;
     if key_hex.len() != 64 {
         return None;
@@ -396,6 +397,15 @@ async fn run(
     let mut discovered = Discovery::new(DiscoveryConfig::default(), now());
     let all_nodes = IpEndpoint::new(IpAddress::Ipv6(Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), port);
     loop {
+        let round_start_ns = executor::now_ns();
+        // Time spent in the stages timed below (the rest of the round is "other").
+        let mut staged_ns = 0u64;
+        let mut stage = |stage: Stage, items: u64, start_ns: u64| {
+            let ns = executor::now_ns().saturating_sub(start_ns);
+            staged_ns += ns;
+            timing::add(stage, ns, items);
+        };
+        timing::overlay_round();
         let t = now();
         if let Some(identity) = &discovery {
             if executor::now_ns() >= next_beacon_ns {
@@ -421,29 +431,40 @@ async fn run(
                 }
             }
         }
-        let mut receive = |n: usize, from: IpEndpoint, buf: &[u8], node: &mut Node<SocketAddr>| {
+        let mut receive = |n: usize, from: IpEndpoint, buf: &[u8], node: &mut Node<SocketAddr>, stage: &mut dyn FnMut(Stage, u64, u64)| {
             let from = SocketAddr::from(from);
             if overlay::discovery::is_beacon(&buf[..n]) {
                 if discovery.is_some() {
                     on_beacon(node, &mut discovered, from, &buf[..n], t);
                 }
             } else {
+                let start_ns = executor::now_ns();
                 node.handle_datagram(t, from, &buf[..n]);
+                stage(Stage::OverlayReceive, 1, start_ns);
             }
         };
-        while let Some((n, from)) = socket.try_recv_from(&mut buf) {
-            receive(n, from, &buf, &mut node);
+        loop {
+            let start_ns = executor::now_ns();
+            let Some((n, from)) = socket.try_recv_from(&mut buf) else { break };
+            stage(Stage::UdpRead, 1, start_ns);
+            receive(n, from, &buf, &mut node, &mut stage);
         }
         for sender in senders.iter_mut() {
             while let Some((n, from)) = sender.socket.try_recv_from(&mut buf) {
-                receive(n, from, &buf, &mut node);
+                receive(n, from, &buf, &mut node, &mut stage);
             }
         }
         close_idle_senders(&mut senders, executor::now_ns());
         let _ = OVERLAY_OUT.take();
-        for packet in net::overlay_take_outgoing() {
+        let start_ns = executor::now_ns();
+        let outgoing = net::overlay_take_outgoing();
+        stage(Stage::TakeOutgoing, outgoing.len() as u64, start_ns);
+        for packet in outgoing {
             if let Some(dst) = ipv6_destination(&packet) {
-                if let Err(e) = node.send(t, dst, &packet) {
+                let start_ns = executor::now_ns();
+                let sent = node.send(t, dst, &packet);
+                stage(Stage::OverlaySend, 1, start_ns);
+                if let Err(e) = sent {
                     log::debug!("overlay: packet to {} dropped: {e:?}", Ipv6Address::from_octets(dst.0));
                 }
             }
@@ -454,15 +475,23 @@ async fn run(
         if discovered.poll_timeout().is_some_and(|at| at <= t) {
             discovered.handle_timeout(&mut node, t);
         }
+        let start_ns = executor::now_ns();
+        let mut datagrams = 0;
         while let Some((to, datagram)) = node.poll_transmit() {
             let to = IpEndpoint::from(to);
             log::trace!("overlay: {} bytes to {to}", datagram.len());
             outbox.push(to, datagram);
+            datagrams += 1;
         }
         outbox.flush(&mut senders, port, executor::now_ns());
+        stage(Stage::UdpWrite, datagrams, start_ns);
+        let start_ns = executor::now_ns();
+        let mut delivered = 0;
         while let Some(delivery) = node.poll_deliver() {
             net::overlay_deliver(delivery.packet);
+            delivered += 1;
         }
+        stage(Stage::Deliver, delivered, start_ns);
         while let Some(event) = node.poll_event() {
             // A link that comes or goes shows in `ROUTES` at once (a client asking for
             // peers right after the links came up must see them all).
@@ -512,6 +541,8 @@ async fn run(
         let timer_ns = timer_ns.min(next_guard_log_ns);
         let next_at = overlay::time::earliest(node.poll_timeout(), discovered.poll_timeout());
         let deadline_ns = Some(next_at.map_or(timer_ns, |at| to_boot_ns(at).min(timer_ns)));
+        let round_ns = executor::now_ns().saturating_sub(round_start_ns);
+        timing::add(Stage::OverlayTaskOther, round_ns.saturating_sub(staged_ns), 0);
         executor::wait_then_yield(deadline_ns, |waker| {
             socket.register_recv_waker(waker);
             OVERLAY_OUT.register_waker(waker);
@@ -528,4 +559,33 @@ async fn run(
         })
         .await;
     }
+}
+
+/// Sealing alone, for the echo bench's breakdown: microseconds to seal and to open one
+/// full-size overlay packet (the overlay MTU plus the routed header) with the session
+/// code the overlay uses, in this boot. One "line" of `net::timing::report`.
+pub fn seal_bench() -> String {
+    use overlay::session::{Session, SessionKeys};
+    use overlay::wire::TransportPacket;
+    const ROUNDS: usize = 200;
+    let t = Instant::ZERO;
+    let mut a = Session::new(&SessionKeys { send: [1; 32], recv: [2; 32] }, 1, 2, true, t);
+    let mut b = Session::new(&SessionKeys { send: [2; 32], recv: [1; 32] }, 2, 1, false, t);
+    let packet = vec![0x5au8; net::overlay_device::MTU_BYTES + overlay::wire::DATA_HEADER_LEN + 1];
+    let start_ns = executor::now_ns();
+    let sealed: Vec<Vec<u8>> = (0..ROUNDS).filter_map(|_| a.seal(&packet).ok()).collect();
+    let seal_ns = executor::now_ns().saturating_sub(start_ns);
+    let start_ns = executor::now_ns();
+    let opened = sealed.iter().filter(|d| TransportPacket::new_checked(d).is_ok_and(|p| b.open(&p).is_ok())).count();
+    let open_ns = executor::now_ns().saturating_sub(start_ns);
+    let per = |ns: u64| {
+        let tenths = ns * 10 / (ROUNDS as u64 * 1000);
+        alloc::format!("{}.{}", tenths / 10, tenths % 10)
+    };
+    alloc::format!(
+        "breakdown: sealing alone ({} bytes, {opened}/{ROUNDS} opened): seal {} us, open {} us per packet",
+        packet.len(),
+        per(seal_ns),
+        per(open_ns)
+    )
 }

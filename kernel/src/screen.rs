@@ -81,6 +81,7 @@ fn body() -> String {
     let farm = farm.map_or_else(|| String::from("none"), |f| format!("{f}"));
     let farmer = crate::config::farmer().map_or_else(|| String::from("none"), |k| crate::overlay::hex(&k[..8]));
     row("farm", &format!("{farm}, role {}, farmer key {farmer}", role.as_str()));
+    row("ledger", &crate::ledger::screen_line());
     let disks = crate::storage::disks();
     if disks.is_empty() {
         row("disks", "none");

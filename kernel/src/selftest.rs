@@ -61,7 +61,7 @@ pub fn run(name: &str, facts: &BootFacts) {
         "disks-bench" => disks_bench(),
         "store-stream" => store_stream(facts.seed),
         "store-verify" => store_verify(facts.seed, facts.store_expect),
-        "store-bench" => store_bench(),
+        "store-bench" => crate::storebench::run(),
         "store-smoke" => store_smoke(facts.seed),
         "workloads" => crate::wasm::selftest(),
         "hello" => {
@@ -373,7 +373,7 @@ pub fn disk_pattern_word(seed: u64, offset: u64) -> u64 {
 
 const DISK_CHUNK_BYTES: usize = 1 << 20;
 
-fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
+pub(crate) fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
     for (i, word) in buf.chunks_exact_mut(8).enumerate() {
         word.copy_from_slice(&disk_pattern_word(seed, offset + 8 * i as u64).to_le_bytes());
     }
@@ -781,93 +781,3 @@ fn store_smoke_owners(keys: &[([u8; 32], Vec<u8>)]) -> Result<(), &'static str> 
     Ok(())
 }
 
-/// Sequential put and get of 1 MiB shards next to raw sequential writes and reads of
-/// the same region of `vda`'s store (which it reformats). Prints figures only.
-fn store_bench() -> Result<(), &'static str> {
-    use crate::storage;
-    use blockdev::{BlockDevice, SECTOR_SIZE};
-    use shardstore::ShardStore;
-    const SHARD_BYTES: usize = 1 << 20;
-    const SHARDS: u64 = 64;
-    let mut stores = storage::take_all();
-    if stores.is_empty() {
-        return Err("no mounted store");
-    }
-    let mut dev = stores.remove(0).into_device();
-    if dev.sector_count() < (SHARDS + 8) * (SHARD_BYTES / SECTOR_SIZE) as u64 {
-        return Err("disk too small for the bench");
-    }
-    let shards: Vec<(shardstore::Key, Vec<u8>)> = (0..SHARDS)
-        .map(|i| {
-            let mut bytes = alloc::vec![0u8; SHARD_BYTES];
-            fill_pattern(0xbe4c ^ i, i * SHARD_BYTES as u64, &mut bytes);
-            (*blake3::hash(&bytes).as_bytes(), bytes)
-        })
-        .collect();
-    let total = SHARDS * SHARD_BYTES as u64;
-    let mbps = |ns: u64| total as f64 / 1e6 / (ns.max(1) as f64 / 1e9);
-    let sectors = (SHARD_BYTES / SECTOR_SIZE) as u64;
-    let timed = |f: &mut dyn FnMut() -> Result<(), &'static str>| -> Result<u64, &'static str> {
-        let start = time::since_boot_ns();
-        f()?;
-        Ok(time::since_boot_ns() - start)
-    };
-    let raw_write_ns = timed(&mut || {
-        for (i, (_, bytes)) in shards.iter().enumerate() {
-            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
-        }
-        dev.flush().map_err(|_| "flush failed")
-    })?;
-    let raw_write_flush_ns = timed(&mut || {
-        for (i, (_, bytes)) in shards.iter().enumerate() {
-            dev.write(i as u64 * sectors, bytes).map_err(|_| "raw write failed")?;
-            dev.flush().map_err(|_| "flush failed")?;
-        }
-        Ok(())
-    })?;
-    let mut back = alloc::vec![0u8; SHARD_BYTES];
-    let raw_read_ns = timed(&mut || {
-        for i in 0..SHARDS {
-            dev.read(i * sectors, &mut back).map_err(|_| "raw read failed")?;
-        }
-        Ok(())
-    })?;
-    let hash_ns = timed(&mut || {
-        for (_, bytes) in &shards {
-            core::hint::black_box(blake3::hash(bytes));
-        }
-        Ok(())
-    })?;
-    let mut store = ShardStore::format(dev, [0; 32], [0xbe; 16]).map_err(|_| "format failed")?;
-    let put_ns = timed(&mut || {
-        for (key, bytes) in &shards {
-            store.put(&shardstore::NODE_OWNER, *key, bytes).map_err(|_| "put failed")?;
-        }
-        Ok(())
-    })?;
-    let get_ns = timed(&mut || {
-        for (key, bytes) in &shards {
-            if store.get(&shardstore::NODE_OWNER, key).map_err(|_| "get failed")? != *bytes {
-                return Err("get returned other bytes");
-            }
-        }
-        Ok(())
-    })?;
-    crate::kprintln!(
-        "bench store: {} x 1 MiB shards on {}: put {:.1} MB/s = {:.1}% of raw write {:.1} MB/s (flush once) / {:.1}% of {:.1} MB/s (flush per MiB); get {:.1} MB/s = {:.1}% of raw read {:.1} MB/s; blake3 {:.1} MB/s",
-        SHARDS,
-        store.device().name(),
-        mbps(put_ns),
-        100.0 * raw_write_ns as f64 / put_ns.max(1) as f64,
-        mbps(raw_write_ns),
-        100.0 * raw_write_flush_ns as f64 / put_ns.max(1) as f64,
-        mbps(raw_write_flush_ns),
-        mbps(get_ns),
-        100.0 * raw_read_ns as f64 / get_ns.max(1) as f64,
-        mbps(raw_read_ns),
-        mbps(hash_ns),
-    );
-    stores.insert(0, store);
-    storage::install(stores);
-    Ok(())
-}

@@ -94,12 +94,19 @@ async fn serve_tcp(network: Network, port: u16, service: Service) {
 
 async fn echo(mut stream: TcpStream) -> Result<(), NetError> {
     let mut buf = vec![0u8; 32 * 1024];
+    let before = crate::net::timing::snapshot();
+    let mut total: u64 = 0;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             stream.shutdown();
+            // Where this node's time went while it echoed (see `net::timing`).
+            for line in crate::net::timing::report(&before, total).lines() {
+                log::info!("echo server: {line}");
+            }
             return Ok(());
         }
+        total += n as u64;
         stream.write_all(&buf[..n]).await?;
     }
 }
@@ -173,6 +180,7 @@ async fn echo_client_run(remote: IpEndpoint, total_bytes: usize) -> Result<(usiz
         }
     };
     log::info!("echo client: connected to {}", Endpoint(remote));
+    let before = crate::net::timing::snapshot();
     let start = executor::now_ns();
     let mut out = vec![0u8; CHUNK_BYTES];
     let mut back = vec![0u8; CHUNK_BYTES];
@@ -204,6 +212,11 @@ async fn echo_client_run(remote: IpEndpoint, total_bytes: usize) -> Result<(usiz
         }
     }
     let took_us = (executor::now_ns() - start) / 1000;
+    // Where the time went (this node's share of it; the echo server prints its own).
+    for line in crate::net::timing::report(&before, total_bytes as u64).lines() {
+        log::info!("{line}");
+    }
+    log::info!("{}", crate::overlay::seal_bench());
     // A clean close: send our FIN, then wait (briefly) for the peer's, so a server that
     // echoes until end of stream sees it before this node goes away.
     stream.shutdown();

@@ -94,10 +94,17 @@ impl ShardBackend for KernelBackend {
     fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
         let stat = storage::stat();
         let usage = storage::owner_usage(owner);
+        // On a ledger the quota is the bytes the owner's active storage contracts place
+        // here; `StoreRoom` charges each shard its overhead too, which the contracts do
+        // not count, so that is added for the stored shards and the one being put.
+        let quota_bytes = match crate::ledger::storage_quota(owner) {
+            Some(contracted) => contracted.saturating_add(usage.shards.saturating_add(1).saturating_mul(control::SHARD_OVERHEAD_BYTES)),
+            None => owner_quota_bytes(stat.capacity_bytes),
+        };
         StoreRoom {
             bytes: usage.bytes,
             shards: usage.shards,
-            quota_bytes: owner_quota_bytes(stat.capacity_bytes),
+            quota_bytes,
             free_bytes: stat.free_bytes,
             reserve_bytes: RESERVE_BYTES.load(Ordering::Relaxed),
         }
@@ -108,11 +115,8 @@ impl ShardBackend for KernelBackend {
     }
 
     fn shard_put(&mut self, owner: &[u8; 32], key: &[u8; 32], bytes: &[u8]) -> Result<ShardMeta, BackendError> {
-        let stored = storage::put(owner, bytes).map_err(|e| refusal(key, e))?;
-        if stored != *key {
-            // `control` checked the hash; the store hashed the same bytes.
-            return Err(BackendError::new(ErrorCode::Internal, "the store named the shard by another key"));
-        }
+        // `control` checked blake3(bytes) == key: the store does not hash them again.
+        storage::put_checked(owner, key, bytes).map_err(|e| refusal(key, e))?;
         let info = storage::info(owner, key).ok_or_else(|| BackendError::new(ErrorCode::Internal, "the stored shard is not listed"))?;
         Ok(meta(key, info))
     }

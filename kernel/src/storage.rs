@@ -36,7 +36,10 @@
 //! stored by two owners are two shards. The node's own data (workload files, tables)
 //! is [`NODE_OWNER`]'s; the shard service acts only in its signers' namespaces.
 //! - [`put`]`(owner, bytes) -> Result<Key, Error>`: stores the shard on the healthy
-//!   disk with the most free space; durable (flushed) when it returns `Ok`.
+//!   disk with the most free space; durable (flushed) when it returns `Ok`. The store
+//!   hashes each byte once (key, proof root and integrity are one blake3);
+//!   [`put_checked`]`(owner, &key, bytes)` skips even that when the caller has just
+//!   checked `blake3(bytes) == key` (the shard service).
 //! - [`get`]`(owner, &key) -> Result<Vec<u8>, Error>`: the bytes, checked against the key.
 //! - [`delete`]`(owner, &key)`, [`list`]`(owner) -> Vec<Key>`,
 //!   [`list_after`]`(owner, after, max)` (a page of keys with their [`ShardInfo`]),
@@ -47,9 +50,10 @@
 //! - [`stat`]`() -> Stat` (sum over the healthy disks, all owners).
 //! - [`disks`]`() -> Vec<DiskStatus>`: each data disk and what became of it.
 //!
-//! A disk written by an older gridos (shard-store format version 1, before owners)
-//! does not mount (`unsupported shard-store format version 1`) and is refused like a
-//! foreign disk, untouched; `gridos.format=NAME` reformats it (its shards are lost).
+//! A disk written by an older gridos (shard-store format version 1, before owners, or
+//! 2, before the single hashing pass) does not mount (`unsupported shard-store format
+//! version N`) and is refused like a foreign disk, untouched; `gridos.format=NAME`
+//! reformats it (its shards are lost).
 //!
 //! Every call is synchronous (the CPU halts while a request is in flight) and takes
 //! the store's lock, then the disks' lock: never call it while holding `disks`' lock.
@@ -242,10 +246,17 @@ fn with_store<R>(f: impl FnOnce(&mut MultiStore<DiskRange>) -> Result<R, Error>)
     result
 }
 
-/// Stores `bytes` as `owner`'s shard; returns its key (blake3) once it is durable.
+/// Stores `bytes` as `owner`'s shard; returns its key (blake3, which the store
+/// computes in its one hashing pass over the bytes) once it is durable.
 pub fn put(owner: &Owner, bytes: &[u8]) -> Result<Key, Error> {
-    let key = *blake3::hash(bytes).as_bytes();
-    with_store(|multi| multi.put(owner, key, bytes)).map(|_disk| key)
+    with_store(|multi| multi.put_bytes(owner, bytes)).map(|(key, _disk)| key)
+}
+
+/// Stores `bytes`, whose blake3 the caller has just checked to be `key` (the shard
+/// service checks every upload), as `owner`'s shard without hashing them again;
+/// durable when it returns `Ok`.
+pub fn put_checked(owner: &Owner, key: &Key, bytes: &[u8]) -> Result<(), Error> {
+    with_store(|multi| multi.put_prehashed(owner, *key, bytes)).map(|_disk| ())
 }
 
 /// `owner`'s shard's bytes (checked against its key).

@@ -64,6 +64,16 @@ impl NicDevice {
         }
     }
 
+    /// Whether a received frame may be waiting: an interrupt may also mean only that sent
+    /// frames completed, which the next transmit reclaims anyway. True unless the driver
+    /// can tell.
+    pub fn rx_pending(&self) -> bool {
+        match self {
+            NicDevice::Virtio(d) => d.rx_pending(),
+            NicDevice::Intel(_) => true,
+        }
+    }
+
     /// Signalled when the NIC interrupts.
     pub fn event(&self) -> &'static Event {
         on_device!(self, d => d.event)

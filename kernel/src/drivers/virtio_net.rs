@@ -19,6 +19,7 @@ use virtio_drivers::transport::pci::PciTransport;
 
 use super::virtio::{Found, KernelHal};
 use crate::executor::Event;
+use crate::net::timing;
 
 const QUEUE_SIZE: usize = 64;
 const BUFFER_BYTES: usize = 2048;
@@ -83,6 +84,11 @@ impl VirtioNic {
         self.device.mac_address()
     }
 
+    /// Whether the device has handed back a received frame not taken yet.
+    pub fn rx_pending(&self) -> bool {
+        self.device.poll_receive().is_some()
+    }
+
     /// Takes back the buffers of frames the device has sent.
     fn reclaim_tx(&mut self) {
         while let Some(token) = self.device.poll_transmit() {
@@ -139,8 +145,11 @@ impl VirtioNic {
             self.tx_free.push(buf);
             return result;
         }
+        let start_ns = crate::executor::now_ns();
         // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`.
-        match unsafe { self.device.transmit_begin(&buf[..header + len]) } {
+        let queued = unsafe { self.device.transmit_begin(&buf[..header + len]) };
+        timing::add(timing::Stage::NicTransmit, crate::executor::now_ns().saturating_sub(start_ns), 1);
+        match queued {
             Ok(token) => match self.tx_in_flight.get_mut(usize::from(token)) {
                 Some(slot) => {
                     *slot = Some((buf, header + len));
@@ -182,9 +191,11 @@ impl RxToken for NicRxToken<'_> {
         counters.rx_frames += 1;
         counters.rx_bytes += self.len as u64;
         let result = f(&self.buffer[self.header..self.header + self.len]);
+        let start_ns = crate::executor::now_ns();
         // SAFETY: the NIC outlives the token ('a); the transmit token's use of it
         // (inside `f`) has ended, so this is the only access now.
         unsafe { &mut *self.nic }.repost_rx(self.buffer);
+        timing::add(timing::Stage::NicReceive, crate::executor::now_ns().saturating_sub(start_ns), 0);
         result
     }
 }
@@ -202,24 +213,10 @@ impl Device for VirtioNic {
     type TxToken<'a> = NicTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        self.reclaim_tx();
-        if !self.device.can_send() {
-            return None;
-        }
-        let (mut buffer, mut header, mut len) = self.take_rx()?;
-        if let Some(port) = self.ingress_filter_port {
-            // Drop what the underlay must not answer, a bounded number per call.
-            let mut dropped = 0;
-            while !overlay::filter::underlay_accepts(&buffer[header..header + len], port) {
-                self.rx_filtered += 1;
-                self.repost_rx(buffer);
-                dropped += 1;
-                if dropped == QUEUE_SIZE {
-                    return None;
-                }
-                (buffer, header, len) = self.take_rx()?;
-            }
-        }
+        let start_ns = crate::executor::now_ns();
+        let received = self.receive_frame();
+        timing::add(timing::Stage::NicReceive, crate::executor::now_ns().saturating_sub(start_ns), received.is_some().into());
+        let (buffer, header, len) = received?;
         let nic: *mut VirtioNic = self;
         Some((
             NicRxToken { nic, buffer, header, len, _nic: PhantomData },
@@ -241,5 +238,30 @@ impl Device for VirtioNic {
         caps.max_transmission_unit = MTU_BYTES + 14;
         caps.max_burst_size = Some(QUEUE_SIZE / 2);
         caps
+    }
+}
+
+impl VirtioNic {
+    /// The next received frame the ingress filter lets through: (buffer, header, length).
+    fn receive_frame(&mut self) -> Option<(Vec<u8>, usize, usize)> {
+        self.reclaim_tx();
+        if !self.device.can_send() {
+            return None;
+        }
+        let (mut buffer, mut header, mut len) = self.take_rx()?;
+        if let Some(port) = self.ingress_filter_port {
+            // Drop what the underlay must not answer, a bounded number per call.
+            let mut dropped = 0;
+            while !overlay::filter::underlay_accepts(&buffer[header..header + len], port) {
+                self.rx_filtered += 1;
+                self.repost_rx(buffer);
+                dropped += 1;
+                if dropped == QUEUE_SIZE {
+                    return None;
+                }
+                (buffer, header, len) = self.take_rx()?;
+            }
+        }
+        Some((buffer, header, len))
     }
 }

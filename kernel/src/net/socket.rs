@@ -14,7 +14,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
-use super::{guard, with_stack, Network, KICK};
+use super::{guard, with_stack, Network};
 
 const TCP_BUFFER_BYTES: usize = 128 * 1024;
 const UDP_PACKETS: usize = 64;
@@ -183,7 +183,7 @@ impl TcpStream {
             Ok(set.add(socket))
         })
         .unwrap_or(Err(NetError::NoNetwork))?;
-        KICK.signal();
+        super::kick(network);
         let stream = TcpStream { network, handle };
         poll_fn(|cx| {
             with_set(network, |set| {
@@ -215,7 +215,7 @@ impl TcpStream {
     /// so the socket does not wait in a close handshake the peer may stall.
     pub fn abort(&mut self) {
         let _ = with_set(self.network, |set| set.get_mut::<tcp::Socket>(self.handle).abort());
-        KICK.signal();
+        super::kick(self.network);
     }
 
     /// Reads into `buf`; `Ok(0)` at end of stream.
@@ -241,7 +241,7 @@ impl TcpStream {
         })
         .await;
         // Reading opens the receive window: let the stack advertise it.
-        KICK.signal();
+        super::kick(self.network);
         result
     }
 
@@ -265,7 +265,7 @@ impl TcpStream {
             })
             .await?;
             data = &data[sent..];
-            KICK.signal();
+            super::kick(self.network);
         }
         Ok(())
     }
@@ -288,7 +288,7 @@ impl TcpStream {
             Ok(None)
         })?;
         if matches!(result, Ok(Some(n)) if n > 0) {
-            KICK.signal();
+            super::kick(self.network);
         }
         result
     }
@@ -322,7 +322,7 @@ impl TcpStream {
             socket.send_slice(data).map(Some).map_err(|_| NetError::Closed)
         })?;
         if matches!(result, Ok(Some(n)) if n > 0) {
-            KICK.signal();
+            super::kick(self.network);
         }
         result
     }
@@ -330,7 +330,7 @@ impl TcpStream {
     /// Closes the sending half (FIN); reads may continue.
     pub fn shutdown(&mut self) {
         let _ = with_set(self.network, |set| set.get_mut::<tcp::Socket>(self.handle).close());
-        KICK.signal();
+        super::kick(self.network);
     }
 }
 
@@ -343,7 +343,7 @@ impl Drop for TcpStream {
             }
             s.close_later(network, handle);
         });
-        KICK.signal();
+        super::kick(self.network);
     }
 }
 
@@ -441,7 +441,7 @@ impl UdpSocket {
     pub fn try_send_to(&mut self, data: &[u8], to: IpEndpoint) -> bool {
         let sent = with_set(self.network, |set| set.get_mut::<udp::Socket>(self.handle).send_slice(data, to).is_ok())
             .unwrap_or(false);
-        KICK.signal();
+        super::kick(self.network);
         sent
     }
 
@@ -454,7 +454,7 @@ impl UdpSocket {
             Err(udp::SendError::Unaddressable) => SendOutcome::Unreachable,
         })
         .unwrap_or(SendOutcome::Unreachable);
-        KICK.signal();
+        super::kick(self.network);
         outcome
     }
 
@@ -520,7 +520,7 @@ impl UdpSocket {
             .unwrap_or_else(|e| Poll::Ready(Err(e)))
         })
         .await;
-        KICK.signal();
+        super::kick(self.network);
         result
     }
 }

@@ -116,8 +116,8 @@ pub fn detect_host_feature(name: &str) -> Option<bool> {
     let ext1c = if __cpuid(0x8000_0000).eax >= 0x8000_0001 { __cpuid(0x8000_0001).ecx } else { 0 };
     let c1 = leaf1.ecx;
     let bit = |r: u32, b: u32| r & (1 << b) != 0;
-    // AVX state must be enabled by the OS (CR4.OSXSAVE and XCR0 SSE|AVX); gridos's boot
-    // stub does not enable XSAVE, so on gridos these answer false.
+    // AVX state must be enabled by the OS (CR4.OSXSAVE and XCR0 SSE|AVX): gridos turns
+    // it on at boot where the CPU has it (`cpu::enable_extended_state`).
     let avx_os = bit(c1, 27) && (xcr0() & 0b110) == 0b110;
     let avx512_os = avx_os && (xcr0() & 0xe0) == 0xe0;
     Some(match name {

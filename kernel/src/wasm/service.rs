@@ -40,6 +40,8 @@ struct Deployed {
     limits: Limits,
     listen: Vec<u16>,
     manifest_bytes: usize,
+    /// The ledger contract it runs under (`Manifest::contract`; issue 14).
+    contract: Option<u64>,
 }
 
 struct NodeWorkloads {
@@ -118,6 +120,7 @@ pub fn start() {
             limits: manifest.limits,
             listen: manifest.listen.clone(),
             manifest_bytes: entry.signed_manifest.len(),
+            contract: manifest.contract,
         };
         // Restarts pass admission too (in table order), so a boot stays within this
         // node's totals even if they shrank (less RAM, a smaller store).
@@ -193,6 +196,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
     let manifest = SignedManifest::from_bytes(signed_manifest)
         .and_then(|s| s.verify())
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
+    crate::ledger::check_deploy(&manifest).map_err(ServiceError::Rejected)?;
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
     admit(node, &manifest, signed_manifest.len(), true).map_err(ServiceError::Admission)?;
@@ -224,6 +228,7 @@ pub fn deploy(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Result<u6
         restart_on_boot: manifest.restart_on_boot,
         index: Some(index),
         limits: manifest.limits,
+        contract: manifest.contract,
         listen: manifest.listen,
         manifest_bytes: signed_manifest.len(),
     });
@@ -334,6 +339,48 @@ pub fn list() -> Vec<Summary> {
     with_node(|node| node.deployed.iter().map(|d| summary(node, d)).collect()).unwrap_or_default()
 }
 
+/// A workload deployed under a ledger contract, as the ledger client measures it.
+#[derive(Debug, Clone)]
+pub struct UnderContract {
+    pub id: u64,
+    pub name: String,
+    pub contract: u64,
+    /// Whether it runs (or is about to).
+    pub running: bool,
+    /// CPU time of its current run (since it last started).
+    pub cpu_ms: u64,
+    pub memory_peak_bytes: u64,
+    /// Bytes of its file area.
+    pub disk_bytes: u64,
+}
+
+/// Every workload that names a ledger contract (at most the node's workload table).
+pub fn under_contracts() -> Vec<UnderContract> {
+    let mut out: Vec<UnderContract> = with_node(|node| {
+        node.deployed
+            .iter()
+            .filter_map(|d| {
+                let contract = d.contract?;
+                let info = d.index.and_then(|i| node.mgr.info(i));
+                Some(UnderContract {
+                    id: d.id,
+                    name: d.name.clone(),
+                    contract,
+                    running: running(node, d),
+                    cpu_ms: info.as_ref().map_or(0, |i| i.cpu_ms),
+                    memory_peak_bytes: info.as_ref().map_or(0, |i| i.memory_peak_bytes),
+                    disk_bytes: 0,
+                })
+            })
+            .collect()
+    })
+    .unwrap_or_default();
+    for w in &mut out {
+        w.disk_bytes = persist::with_table(|t| t.get(w.id).map_or(0, |e| e.files.iter().map(|f| f.len_bytes).sum()));
+    }
+    out
+}
+
 /// One workload.
 pub fn status(id: u64) -> Option<Summary> {
     with_node(|node| node.deployed.iter().find(|d| d.id == id).map(|d| summary(node, d))).flatten()
@@ -403,6 +450,7 @@ pub fn deploy_held(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Resu
     let manifest = SignedManifest::from_bytes(signed_manifest)
         .and_then(|s| s.verify())
         .map_err(|e| ServiceError::Rejected(format!("{e}")))?;
+    crate::ledger::check_deploy(&manifest).map_err(ServiceError::Rejected)?;
     if !persist::available() {
         return Err(ServiceError::Rejected("a held deploy needs the node's storage, and this node keeps none".into()));
     }
@@ -424,6 +472,7 @@ pub fn deploy_held(signed_manifest: &[u8], module: &[u8], bundle: &[u8]) -> Resu
         restart_on_boot: manifest.restart_on_boot,
         index: None,
         limits: manifest.limits,
+        contract: manifest.contract,
         listen: manifest.listen,
         manifest_bytes: signed_manifest.len(),
     });
@@ -440,6 +489,7 @@ pub fn start_run(id: u64, stdin: Vec<u8>) -> Result<(), ServiceError> {
     let manifest = SignedManifest::from_bytes(&entry.signed_manifest)
         .and_then(|s| s.verify())
         .map_err(|e| ServiceError::Rejected(format!("stored manifest: {e}")))?;
+    crate::ledger::check_deploy(&manifest).map_err(ServiceError::Rejected)?;
     let mut guard = NODE.lock();
     let node = guard.as_mut().ok_or_else(|| ServiceError::Rejected("workload service not running".into()))?;
     let d = node.deployed.iter().find(|d| d.id == id).ok_or(ServiceError::NotFound)?;

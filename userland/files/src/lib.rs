@@ -31,7 +31,8 @@ pub mod stream;
 pub use error::FilesError;
 pub use key::FileKey;
 pub use manifest::{
-    file_id, Manifest, SegmentEntry, ShardRef, MANIFEST_SEALED_BYTES_MAX, MANIFEST_VERSION, NAME_BYTES_MAX,
+    file_id, Manifest, SegmentEntry, ShardRef, MANIFEST_CONTRACTS_MAX, MANIFEST_SEALED_BYTES_MAX, MANIFEST_VERSION,
+    NAME_BYTES_MAX,
 };
 pub use segment::{
     ciphertext_len, decode_segment, decode_segment_report, encode_segment, rebuild_shards, seal_segment, shard_len,

@@ -68,6 +68,20 @@ pub struct Manifest {
     pub file_nonce: [u8; 24],
     /// Every segment in order.
     pub segments: Vec<SegmentEntry>,
+    /// The ledger's storage contracts that pay nodes to keep this file's shards (issue 14;
+    /// empty without a ledger). Encoded after the other fields only when not empty, so a
+    /// manifest without contracts keeps the bytes it had before the field existed.
+    #[serde(skip)]
+    pub contracts: Vec<u64>,
+}
+
+/// Most contract ids a manifest may name.
+pub const MANIFEST_CONTRACTS_MAX: usize = 4096;
+
+/// The optional group after the manifest's fields (written only when a field of it is set).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Extensions {
+    contracts: Vec<u64>,
 }
 
 /// The file id: blake3 of the sealed manifest (= the manifest shard's key).
@@ -78,7 +92,7 @@ pub fn file_id(sealed_manifest: &[u8]) -> [u8; 32] {
 impl Manifest {
     /// An empty manifest for a new file (segments are pushed as they are stored).
     pub fn new(name: String, params: Params, file_nonce: [u8; 24]) -> Manifest {
-        Manifest { version: MANIFEST_VERSION, name, size: 0, params, file_nonce, segments: Vec::new() }
+        Manifest { version: MANIFEST_VERSION, name, size: 0, params, file_nonce, segments: Vec::new(), contracts: Vec::new() }
     }
 
     /// The key of this file's segments.
@@ -91,7 +105,7 @@ impl Manifest {
     pub fn seal(&self, owner_seed: &[u8; 32]) -> Vec<u8> {
         // postcard cannot fail on these types (fixed arrays, strings, sequences of known length);
         // if it ever did, the empty body seals a manifest that `open` refuses as malformed.
-        let body = postcard::to_allocvec(self).unwrap_or_default();
+        let body = self.encode();
         let synthetic = blake3::keyed_hash(&manifest_nonce_key(owner_seed), &body);
         let mut nonce = [0u8; NONCE_BYTES];
         nonce.copy_from_slice(&synthetic.as_bytes()[..NONCE_BYTES]);
@@ -129,12 +143,32 @@ impl Manifest {
         cipher
             .decrypt_in_place_detached(&nonce, MAGIC, &mut body, &tag)
             .map_err(|_| FilesError::ManifestSeal)?;
-        let (manifest, rest): (Manifest, &[u8]) =
-            postcard::take_from_bytes(&body).map_err(|_| FilesError::ManifestFormat("not a manifest"))?;
-        if !rest.is_empty() {
-            return Err(FilesError::ManifestFormat("trailing bytes"));
-        }
+        let manifest = Manifest::decode(&body)?;
         manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest's plaintext bytes: its fields, then [`Extensions`] when one is set.
+    fn encode(&self) -> Vec<u8> {
+        let mut body = postcard::to_allocvec(self).unwrap_or_default();
+        if !self.contracts.is_empty() {
+            let ext = Extensions { contracts: self.contracts.clone() };
+            body.extend_from_slice(&postcard::to_allocvec(&ext).unwrap_or_default());
+        }
+        body
+    }
+
+    fn decode(body: &[u8]) -> Result<Manifest, FilesError> {
+        let (mut manifest, rest): (Manifest, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|_| FilesError::ManifestFormat("not a manifest"))?;
+        if !rest.is_empty() {
+            let (ext, rest): (Extensions, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(|_| FilesError::ManifestFormat("trailing bytes"))?;
+            if !rest.is_empty() || ext.contracts.is_empty() {
+                return Err(FilesError::ManifestFormat("trailing bytes"));
+            }
+            manifest.contracts = ext.contracts;
+        }
         Ok(manifest)
     }
 
@@ -156,6 +190,9 @@ impl Manifest {
         self.params.validate().map_err(|_| FilesError::ManifestFormat("bad parameters"))?;
         if self.name.len() > NAME_BYTES_MAX {
             return Err(FilesError::ManifestFormat("name too long"));
+        }
+        if self.contracts.len() > MANIFEST_CONTRACTS_MAX {
+            return Err(FilesError::ManifestFormat("too many contracts"));
         }
         let segment_bytes = u64::from(self.params.segment_bytes);
         if self.segments.len() as u64 != self.size.div_ceil(segment_bytes) {

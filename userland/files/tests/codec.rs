@@ -299,3 +299,19 @@ fn seal_then_split_is_encode_and_a_wrong_length_is_refused() {
     let mut shards = with_missing(&split.shards, 0b1);
     assert_eq!(files::decode_segment(&key, &params, &entry, &mut shards).expect("decode"), plain);
 }
+
+#[test]
+fn contract_ids_round_trip_and_a_manifest_without_them_keeps_its_bytes() {
+    let params = Params { data_shards: 3, parity_shards: 2, segment_bytes: 1000 };
+    let mut manifest = sample_manifest(params, 2500);
+    let plain = manifest.seal(&SEED);
+    // Sealed as before the field existed: postcard of the fields alone.
+    let opened = Manifest::open(&plain, &SEED).expect("open");
+    assert!(opened.contracts.is_empty());
+    manifest.contracts = vec![7, 9, 300];
+    let sealed = manifest.seal(&SEED);
+    assert_ne!(file_id(&sealed), file_id(&plain));
+    assert_eq!(Manifest::open(&sealed, &SEED).expect("open").contracts, vec![7, 9, 300]);
+    manifest.contracts = vec![1; files::MANIFEST_CONTRACTS_MAX + 1];
+    assert!(Manifest::open(&manifest.seal(&SEED), &SEED).is_err());
+}

@@ -27,6 +27,14 @@ pub struct Cli {
     /// instead of a fresh one-off identity (needs gridos.overlay.accept_any=1 on the node).
     #[arg(long, global = true)]
     pub user_overlay_key: bool,
+    /// The ledger folder (default: $GRIDCTL_LEDGER_DIR, else ~/.config/gridos/ledger). When
+    /// it holds a trusted chain (`gridctl ledger trust`), `deploy` and `store` create and pay
+    /// their contracts on the ledger first.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub ledger_dir: Option<PathBuf>,
+    /// Use no ledger even if one is trusted (nodes in development mode).
+    #[arg(long, global = true)]
+    pub no_ledger: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -110,11 +118,15 @@ pub enum Command {
     /// The grid's ledger through its validators on the overlay; every read is verified
     /// by the light client against the chain trusted with `gridctl ledger trust`.
     Ledger {
-        /// The ledger folder (default: $GRIDCTL_LEDGER_DIR, else ~/.config/gridos/ledger).
-        #[arg(long, value_name = "DIR")]
-        ledger_dir: Option<PathBuf>,
         #[command(subcommand)]
         command: crate::ledger::LedgerCommand,
+    },
+    /// The nodes registered on the ledger, each record verified: farm, capacity, what
+    /// contracts reserve and what is free, last uptime period, storage proofs.
+    Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Forward a local TCP port (on 127.0.0.1) to a port on a node's overlay address,
     /// through gridctl's overlay stack (no root needed). Runs until interrupted.
@@ -265,6 +277,14 @@ pub struct DeployArgs {
     /// by the run from the start.
     #[arg(long, value_name = "FILE")]
     pub stdin: Option<PathBuf>,
+    /// With a ledger: run under this workload contract (yours, active, for this node)
+    /// instead of creating one.
+    #[arg(long, value_name = "ID")]
+    pub contract: Option<u64>,
+    /// With a ledger: the new contract's price per period (default
+    /// gridctl::onledger::WORKLOAD_PRICE_DEFAULT, 10).
+    #[arg(long, conflicts_with = "contract")]
+    pub price: Option<u64>,
     /// The program: a .wasm module, an OCI image layout tar, or an image in a registry,
     /// REGISTRY/NAME:TAG or REGISTRY/NAME@sha256:DIGEST (pulled here, every digest
     /// checked; the signed manifest names the image's digest).
@@ -304,8 +324,23 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Key(KeyCommand::Show) => show_key(&UserKey::load(&path)?, out),
         Command::Deploy(args) => {
             let user = UserKey::load(&path)?;
-            let id = deploy(&args, &user, options)?;
-            w(writeln!(out, "{id}"))
+            let ledger = crate::onledger::ledger_in_use(cli.ledger_dir.as_deref(), cli.no_ledger)?;
+            let deployed = match ledger {
+                Some(dir) => {
+                    let mut ledger = crate::ledger::connect(&dir, options.timeout)?;
+                    let deployed = deploy_on(&args, &user, options, Some(&mut ledger));
+                    ledger.transport.close();
+                    deployed?
+                }
+                None => deploy_on::<crate::ledger::OverlayTransport>(&args, &user, options, None)?,
+            };
+            if let Some(c) = &deployed.contract {
+                match c.created_in {
+                    Some(height) => eprintln!("gridctl: workload contract {} created in block {height} ({} per period)", c.id, c.price),
+                    None => eprintln!("gridctl: under workload contract {}", c.id),
+                }
+            }
+            w(writeln!(out, "{}", deployed.id))
         }
         Command::List(node) => {
             let workloads = match call(&node, &path, options, &Request::List)? {
@@ -340,10 +375,23 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             Response::Removed => w(writeln!(out, "removed {id}")),
             other => Err(unexpected(other)),
         },
-        Command::Store(command) => crate::store::run(command, &path, &crate::store::network(options), out),
+        Command::Store(command) => {
+            let ledger = crate::onledger::ledger_in_use(cli.ledger_dir.as_deref(), cli.no_ledger)?;
+            let factory = ledger.map(|dir| crate::store::contracts::network(dir, options.timeout));
+            crate::store::run(command, &path, &crate::store::network(options), factory.as_ref().map(|f| f as _), out)
+        }
         Command::Node(command) => node_command(command, &path, options, out),
-        Command::Ledger { ledger_dir, command } => {
-            crate::ledger::run(command, &crate::ledger::ledger_dir(ledger_dir.as_deref())?, &path, options.timeout, out)
+        Command::Ledger { command } => {
+            crate::ledger::run(command, &crate::ledger::ledger_dir(cli.ledger_dir.as_deref())?, &path, options.timeout, out)
+        }
+        Command::Nodes { json } => {
+            let Some(dir) = crate::onledger::ledger_in_use(cli.ledger_dir.as_deref(), cli.no_ledger)? else {
+                bail!("no ledger trusted: `gridctl nodes` lists the nodes registered on a ledger (run `gridctl ledger trust` first)");
+            };
+            let mut ledger = crate::ledger::connect(&dir, options.timeout)?;
+            let result = crate::onledger::nodes(&mut ledger, json, out);
+            ledger.transport.close();
+            result
         }
         Command::Forward { local_port, destination } => {
             let (target, port) = crate::forward::parse_destination(&destination)?;
@@ -529,8 +577,29 @@ fn call(node: &NodeArg, key: &std::path::Path, options: Options, request: &Reque
     Ok(response)
 }
 
-/// Builds, uploads and starts a deployment; returns the workload id.
+/// Builds, uploads and starts a deployment without a ledger; returns the workload id.
 pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64> {
+    deploy_on::<crate::ledger::OverlayTransport>(args, user, options, None).map(|d| d.id)
+}
+
+/// A deployment done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployed {
+    /// The workload id on the node.
+    pub id: u64,
+    /// The ledger contract it runs under (with a ledger).
+    pub contract: Option<crate::onledger::DeployContract>,
+}
+
+/// Builds, uploads and starts a deployment; with a `ledger`, first creates and pays its
+/// workload contract on the target node (or checks `--contract`), committed, and names it
+/// in the manifest.
+pub fn deploy_on<T: crate::ledger::Transport>(
+    args: &DeployArgs,
+    user: &UserKey,
+    options: Options,
+    ledger: Option<&mut crate::ledger::Ledger<T>>,
+) -> Result<Deployed> {
     let target = Target::parse(&args.node.node)?;
     let arg = args.file.to_string_lossy().to_string();
     let (program, image, default_name) = if crate::registry::is_reference(&arg) {
@@ -561,6 +630,19 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
     if !seeds.is_empty() && manifest.limits.storage_bytes == 0 {
         bail!("--file, --dir and --stdin need a file area: give --storage-kb more than 0");
     }
+    let contract = match ledger {
+        Some(ledger) => {
+            let key = crate::ledger::ledger_key(user)?;
+            let resources = crate::onledger::workload_resources(&manifest);
+            let price = args.price.unwrap_or(crate::onledger::WORKLOAD_PRICE_DEFAULT);
+            let contract = crate::onledger::deploy_contract(ledger, &key, &target.key, resources, args.contract, price)?;
+            manifest.contract = Some(contract.id);
+            manifest.validate().map_err(|e| Error(format!("the manifest would be refused: {e}")))?;
+            Some(contract)
+        }
+        None if args.contract.is_some() => bail!("--contract needs a ledger (`gridctl ledger trust`)"),
+        None => None,
+    };
     let mut request = deploy::request(user, &manifest, program, bundle);
     if !seeds.is_empty() {
         let Request::Deploy { signed_manifest, payload, bundle } = request else { bail!("internal: not a deploy request") };
@@ -597,7 +679,7 @@ pub fn deploy(args: &DeployArgs, user: &UserKey, options: Options) -> Result<u64
         }
     }
     client.close();
-    Ok(id)
+    Ok(Deployed { id, contract })
 }
 
 /// The files to put into the area before the run: `--dir`s, `--file`s, then `--stdin`

@@ -20,7 +20,10 @@ use std::time::Duration;
 use clap::Subcommand;
 use ledger::rpc::{self, Request, Response};
 use ledger::state::{Account, Contract, ContractStatus, ContractTerms, Farm, Meta, Node};
-use ledger::{Genesis, Header, Keypair, LightBlock, LightClient, PublicKey, StateKey, StateProof, Transaction, TxKind, ValidatorSet};
+use ledger::{
+    Amount, ContractId, Genesis, Header, Keypair, LightBlock, LightClient, PublicKey, Resources, ShardPlacement, StateKey, StateProof,
+    Transaction, TxKind, ValidatorSet,
+};
 use serde_json::json;
 
 use crate::key::UserKey;
@@ -103,6 +106,11 @@ pub enum LedgerCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Cancel one of your contracts (workload or storage); waits until it is decided.
+    Cancel {
+        /// The contract id.
+        id: u64,
     },
 }
 
@@ -370,12 +378,263 @@ impl<T: Transport> Ledger<T> {
     }
 }
 
+/// Contract ids looked at after a submission to find the one it created (the contracts
+/// created in the blocks between the two proven reads of the next id).
+pub const CREATED_SCAN_MAX: u64 = 256;
+/// Active contract ids read from one node's listing at most.
+pub const NODE_CONTRACTS_MAX: usize = 4096;
+
+/// Why a contract could not be created or used, found before anything is submitted (each
+/// from a verified read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractError {
+    /// The node is not registered on the ledger.
+    UnknownNode(PublicKey),
+    /// The owner's balance is below one period's price.
+    NoTokens {
+        /// One period's price.
+        needed: u64,
+        /// The verified balance.
+        available: u64,
+    },
+    /// The node has not this much free (capacity minus what active contracts reserve).
+    CapacityExceeded {
+        /// The node.
+        node: PublicKey,
+        /// What is asked.
+        asked: Resources,
+        /// What is free.
+        free: Resources,
+    },
+    /// `--contract ID` names no contract, or one that does not fit this deploy.
+    Unusable(u64, String),
+}
+
+impl std::fmt::Display for ContractError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContractError::UnknownNode(node) => write!(
+                f,
+                "unknown node: {} is not registered on the ledger (a node registers itself at boot under gridos.farm=N; `gridctl nodes` lists the registered ones)",
+                hex(node)
+            ),
+            ContractError::NoTokens { needed, available } => write!(
+                f,
+                "no tokens: the contract costs {needed} per period and your balance is {available} (get tokens with `gridctl ledger transfer` from a funded account)"
+            ),
+            ContractError::CapacityExceeded { node, asked, free } => write!(
+                f,
+                "capacity exceeded on node {}..: asked {} cores, {} MiB memory, {} KiB disk; free {} cores, {} MiB memory, {} KiB disk",
+                hex(&node[..8]),
+                asked.cores,
+                asked.memory_bytes >> 20,
+                asked.disk_bytes >> 10,
+                free.cores,
+                free.memory_bytes >> 20,
+                free.disk_bytes >> 10
+            ),
+            ContractError::Unusable(id, why) => write!(f, "contract {id} cannot be used: {why}"),
+        }
+    }
+}
+
+impl From<ContractError> for Error {
+    fn from(e: ContractError) -> Error {
+        Error(e.to_string())
+    }
+}
+
+/// What is free on a node: its capacity minus what its active workload contracts reserve.
+pub fn free_resources(node: &Node) -> Resources {
+    Resources {
+        cores: node.capacity.cores.saturating_sub(node.reserved.cores),
+        memory_bytes: node.capacity.memory_bytes.saturating_sub(node.reserved.memory_bytes),
+        disk_bytes: node.capacity.disk_bytes().saturating_sub(node.reserved.disk_bytes),
+    }
+}
+
+impl<T: Transport> Ledger<T> {
+    /// Every registered node with its record, each verified (a listing, then proofs).
+    pub fn nodes(&mut self) -> Result<Vec<(PublicKey, Node)>> {
+        let keys = self.node_keys()?;
+        let mut nodes = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.node(&key)? {
+                Some(node) => nodes.push((key, node)),
+                None => bail!("the validator listed node {} but proves it absent", hex(&key)),
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Ids of the active contracts on `node`, at most [`NODE_CONTRACTS_MAX`] (a listing:
+    /// read each with [`Ledger::contract`]).
+    pub fn node_contracts(&mut self, node: &PublicKey) -> Result<Vec<ContractId>> {
+        let mut all: Vec<ContractId> = Vec::new();
+        loop {
+            let after = all.last().copied();
+            let (ids, more) = match self.transport.call(&Request::NodeContracts { node: *node, after })? {
+                Response::ContractIds { ids, more } => (ids, more),
+                other => return Err(refused(other)),
+            };
+            let out_of_order = ids.windows(2).any(|w| w[0] >= w[1]) || ids.first().is_some_and(|i| after.is_some_and(|a| *i <= a));
+            if ids.len() > rpc::CONTRACT_IDS_PER_RESPONSE_MAX || out_of_order {
+                bail!("the validator sent a contract listing out of order");
+            }
+            let empty = ids.is_empty();
+            all.extend(ids);
+            if !more || empty || all.len() >= NODE_CONTRACTS_MAX {
+                all.truncate(NODE_CONTRACTS_MAX);
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Checks that `key` can pay one period of `price`, from its verified balance.
+    fn check_tokens(&mut self, key: &PublicKey, price: Amount) -> Result<()> {
+        let (_, account) = self.account(key)?;
+        if account.balance < price {
+            return Err(ContractError::NoTokens { needed: price, available: account.balance }.into());
+        }
+        Ok(())
+    }
+
+    /// Submits `kind` (which creates a contract) and finds the contract it created: the
+    /// newest of the ids created meanwhile that `key` owns and that `fits`. Returns the id
+    /// and the height of the block holding it.
+    fn submit_creating(&mut self, key: &Keypair, kind: TxKind, fits: impl Fn(&Contract) -> bool) -> Result<(ContractId, u64)> {
+        let (_, before) = self.meta()?;
+        let height = self.submit(key, kind)?;
+        let (_, after) = self.meta()?;
+        let first = before.next_contract_id.max(after.next_contract_id.saturating_sub(CREATED_SCAN_MAX));
+        for id in (first..after.next_contract_id).rev() {
+            if self.contract(id)?.is_some_and(|c| c.owner == key.public() && fits(&c)) {
+                return Ok((id, height));
+            }
+        }
+        bail!("the contract is not in the proven state after block {height}")
+    }
+
+    /// Creates and pays a workload contract reserving `resources` on `node` at `price` per
+    /// period, once checked against the verified node record (registered, room) and
+    /// balance; returns its id and block once committed.
+    pub fn create_workload_contract(&mut self, key: &Keypair, node: &PublicKey, resources: Resources, price: Amount) -> Result<(ContractId, u64)> {
+        let record = self.node(node)?.ok_or(ContractError::UnknownNode(*node))?;
+        let free = free_resources(&record);
+        if resources.cores > free.cores || resources.memory_bytes > free.memory_bytes || resources.disk_bytes > free.disk_bytes {
+            return Err(ContractError::CapacityExceeded { node: *node, asked: resources, free }.into());
+        }
+        self.check_tokens(&key.public(), price)?;
+        let kind = TxKind::CreateWorkloadContract { node: *node, resources, price_per_hour: price };
+        self.submit_creating(key, kind, |c| {
+            c.status == ContractStatus::Active
+                && matches!(&c.terms, ContractTerms::Workload { node: n, resources: r, .. } if n == node && *r == resources)
+        })
+    }
+
+    /// Checks that contract `id` is an active workload contract of `owner` on `node` with
+    /// room for `resources` (what a node on the ledger checks before it runs a deploy).
+    pub fn check_workload_contract(&mut self, id: ContractId, owner: &PublicKey, node: &PublicKey, resources: Resources) -> Result<Contract> {
+        let unusable = |why: String| Error::from(ContractError::Unusable(id, why));
+        let contract = self.contract(id)?.ok_or_else(|| unusable("there is no such contract on the ledger".into()))?;
+        if contract.owner != *owner {
+            return Err(unusable(format!("it belongs to {}.., not to your key", hex(&contract.owner[..8]))));
+        }
+        if contract.status != ContractStatus::Active {
+            return Err(unusable(format!("it ended ({:?})", contract.status)));
+        }
+        match &contract.terms {
+            ContractTerms::Workload { node: n, resources: r, .. } => {
+                if n != node {
+                    return Err(unusable(format!("it is for node {}.., not this node", hex(&n[..8]))));
+                }
+                if resources.memory_bytes > r.memory_bytes || resources.disk_bytes > r.disk_bytes {
+                    return Err(unusable(format!(
+                        "it reserves {} MiB memory and {} KiB disk; the workload asks for {} MiB and {} KiB",
+                        r.memory_bytes >> 20,
+                        r.disk_bytes >> 10,
+                        resources.memory_bytes >> 20,
+                        resources.disk_bytes >> 10
+                    )));
+                }
+            }
+            ContractTerms::Storage { .. } => return Err(unusable("it is a storage contract".into())),
+        }
+        Ok(contract)
+    }
+
+    /// Creates and pays a storage contract naming `shards` (every node checked registered
+    /// first) at `price` per period; returns its id and block once committed.
+    pub fn create_storage_contract(&mut self, key: &Keypair, shards: Vec<ShardPlacement>, price: Amount) -> Result<(ContractId, u64)> {
+        if shards.is_empty() || shards.len() > ledger::SHARDS_PER_CONTRACT_MAX {
+            bail!("a storage contract names 1 to {} shards, not {}", ledger::SHARDS_PER_CONTRACT_MAX, shards.len());
+        }
+        let mut checked: Vec<PublicKey> = Vec::new();
+        for s in &shards {
+            if !checked.contains(&s.node) {
+                self.node(&s.node)?.ok_or(ContractError::UnknownNode(s.node))?;
+                checked.push(s.node);
+            }
+        }
+        self.check_tokens(&key.public(), price)?;
+        let wanted: Vec<ShardPlacement> = shards.clone();
+        let kind = TxKind::CreateStorageContract { shards, price_per_hour: price };
+        self.submit_creating(key, kind, |c| match &c.terms {
+            ContractTerms::Storage { shards } => shards.len() == wanted.len() && shards.iter().zip(&wanted).all(|(s, w)| s.placement == *w),
+            ContractTerms::Workload { .. } => false,
+        })
+    }
+
+    /// Cancels `key`'s contract `id`; `Ok(false)` when it had ended already or is unknown.
+    pub fn cancel_contract(&mut self, key: &Keypair, id: ContractId) -> Result<bool> {
+        let Some(contract) = self.contract(id)? else { return Ok(false) };
+        if contract.status != ContractStatus::Active {
+            return Ok(false);
+        }
+        if contract.owner != key.public() {
+            bail!("contract {id} is not yours");
+        }
+        let kind = match contract.terms {
+            ContractTerms::Storage { .. } => TxKind::CancelStorageContract { contract: id },
+            ContractTerms::Workload { .. } => TxKind::CancelWorkloadContract { contract: id },
+        };
+        self.submit(key, kind)?;
+        Ok(true)
+    }
+}
+
+/// Whether a ledger is configured in `dir` (`gridctl ledger trust` wrote its genesis there).
+pub fn configured(dir: &Path) -> bool {
+    dir.join("genesis.bin").is_file()
+}
+
+/// Connects to the first reachable validator named in the ledger folder `dir`.
+pub fn connect(dir: &Path, timeout: Duration) -> Result<Ledger<OverlayTransport>> {
+    let genesis = read_genesis(&dir.join("genesis.bin")).map_err(|e| Error(format!("{e} (run `gridctl ledger trust` first)")))?;
+    let targets = read_validators(&dir.join("validators.txt"))?;
+    let mut errors = Vec::new();
+    for target in &targets {
+        // Only reaching a validator falls through to the next; a lie is an error later.
+        match OverlayTransport::connect(target, timeout) {
+            Ok(transport) => return Ledger::new(genesis, transport, Some(dir.join("trusted.bin"))),
+            Err(e) => errors.push(format!("{}..: {e}", hex(&target.key[..8]))),
+        }
+    }
+    bail!("no validator reachable: {}", errors.join("; "))
+}
+
 fn parse_key(text: &str) -> Result<PublicKey> {
     parse_hex::<32>(text).ok_or_else(|| Error(format!("{text:?} is not a 64-digit hex key")))
 }
 
-fn ledger_key(user: &UserKey) -> Result<Keypair> {
-    Keypair::try_from_seed(user.seed()).ok_or_else(|| Error("the key file holds a refused seed".into()))
+/// The user's ledger key: the same ed25519 key as the gridctl key (so the owner of a
+/// manifest is the owner of its contracts).
+pub fn ledger_key(user: &UserKey) -> Result<Keypair> {
+    let key = Keypair::try_from_seed(user.seed()).ok_or_else(|| Error("the key file holds a refused seed".into()))?;
+    if key.public() != user.public_key() {
+        bail!("internal: the ledger key and the gridctl key differ");
+    }
+    Ok(key)
 }
 
 fn json_out(out: &mut dyn Write, value: serde_json::Value) -> Result<()> {
@@ -558,6 +817,14 @@ pub fn run_with<T: Transport>(ledger: &mut Ledger<T>, command: LedgerCommand, us
                 Ok(())
             })())
         }
+        LedgerCommand::Cancel { id } => {
+            let key = signer()?;
+            if ledger.cancel_contract(&key, id)? {
+                w(writeln!(out, "contract {id} cancelled (verified)"))
+            } else {
+                bail!("contract {id} is not active (unknown, or ended already)")
+            }
+        }
         LedgerCommand::Contracts { owner, limit, json } => {
             let owner = match owner.as_deref() {
                 Some("me") => Some(me()?),
@@ -603,25 +870,11 @@ pub fn run(command: LedgerCommand, dir: &Path, user_key: &Path, timeout: Duratio
         return writeln!(out, "trusting chain {} ({}..) in {}", g.chain_name, hex(&g.chain_id()[..8]), dir.display())
             .context(|| "cannot write output".into());
     }
-    let genesis = read_genesis(&dir.join("genesis.bin")).map_err(|e| Error(format!("{e} (run `gridctl ledger trust` first)")))?;
-    let targets = read_validators(&dir.join("validators.txt"))?;
     let user = UserKey::load(user_key).ok();
-    let mut errors = Vec::new();
-    for target in &targets {
-        // Only reaching a validator falls through to the next; a lie is an error.
-        let transport = match OverlayTransport::connect(target, timeout) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!("{}..: {e}", hex(&target.key[..8])));
-                continue;
-            }
-        };
-        let mut ledger = Ledger::new(genesis.clone(), transport, Some(dir.join("trusted.bin")))?;
-        let result = run_with(&mut ledger, command, user.as_ref(), out);
-        ledger.transport.close();
-        return result;
-    }
-    bail!("no validator reachable: {}", errors.join("; "))
+    let mut ledger = connect(dir, timeout)?;
+    let result = run_with(&mut ledger, command, user.as_ref(), out);
+    ledger.transport.close();
+    result
 }
 
 #[cfg(test)]

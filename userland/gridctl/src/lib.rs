@@ -18,6 +18,8 @@
 //! - [`tunnel`]: `gridctl overlay up|down`, the host on the overlay through a TUN interface;
 //! - [`ledger`]: `gridctl ledger`, the ledger through validators on the overlay, every
 //!   answer checked by the light client;
+//! - [`onledger`]: deploy contracts and `gridctl nodes` when a ledger is trusted;
+//! - [`localchain`]: an in-process chain behind the ledger client, for host tests;
 //! - [`cli`]: the clap commands and their output.
 //!
 //! Every failure is an [`Error`] with a message for the user; nothing here panics on bad
@@ -31,6 +33,8 @@ pub mod files;
 pub mod forward;
 pub mod key;
 pub mod ledger;
+pub mod localchain;
+pub mod onledger;
 pub mod registry;
 /// The host overlay stack moved to the `hostnet` crate; this path stays for code written
 /// against `gridctl::stack`.

@@ -3,7 +3,7 @@
 //! overlay addresses directly.
 //!
 //! `up` (root: it creates a network interface) makes a TUN interface (default `gridos0`,
-//! MTU 1280, the overlay's) with the user's overlay address as `fd67::/16`, so the host
+//! the overlay's MTU) with the user's overlay address as `fd67::/16`, so the host
 //! routes the whole overlay prefix through it, and runs the daemon: the host overlay stack
 //! ([`hostnet::Stack`] in packet mode) linked to the nodes named, carrying IPv6
 //! packets between the interface and the overlay, sealed end to end. Packets from the

@@ -2,7 +2,8 @@
 //! socket with a smoltcp TCP listener on the control port, `control::Session` and a mock
 //! `control::Backend`; gridctl's library connects through the overlay, deploys, lists,
 //! reads logs, stops and removes, and a second key is refused; and the shard helpers put,
-//! get, list, prove and delete shards against an in-memory shard store.
+//! get, list, prove and delete shards against an in-memory shard store. On a ledger (an
+//! in-process chain), a deploy creates and pays its contract and names it in the manifest.
 //!
 //! The server loop is also a sketch of what the kernel does with the `control` crate.
 
@@ -119,32 +120,6 @@ fn meta(key: &[u8; 32], bytes: &[u8]) -> ShardMeta {
     ShardMeta { key: *key, len: bytes.len() as u64, merkle_root: shardstore::merkle_root(bytes) }
 }
 
-/// A Merkle proof as `shardstore`'s module docs describe it (its builder is internal).
-fn build_proof(shard: &[u8], challenge: u64) -> (u64, Vec<u8>, Vec<[u8; 32]>) {
-    let size = shardstore::CHUNK_SIZE_BYTES;
-    let chunks: Vec<&[u8]> = if shard.is_empty() { vec![&[][..]] } else { shard.chunks(size).collect() };
-    let index = challenge % chunks.len() as u64;
-    let hash = |prefix: u8, parts: &[&[u8]]| {
-        let mut h = blake3::Hasher::new();
-        h.update(&[prefix]);
-        parts.iter().for_each(|p| {
-            h.update(p);
-        });
-        *h.finalize().as_bytes()
-    };
-    let mut level: Vec<[u8; 32]> = chunks.iter().map(|c| hash(0, &[c])).collect();
-    let (mut at, mut path) = (index as usize, Vec::new());
-    while level.len() > 1 {
-        let sibling = at ^ 1;
-        if sibling < level.len() {
-            path.push(level[sibling]);
-        }
-        level = level.chunks(2).map(|p| if p.len() == 2 { hash(1, &[&p[0], &p[1]]) } else { p[0] }).collect();
-        at /= 2;
-    }
-    (index, chunks[index as usize].to_vec(), path)
-}
-
 impl ShardBackend for MockBackend {
     fn shard_room(&mut self, owner: &[u8; 32]) -> StoreRoom {
         let mine: Vec<&Vec<u8>> = self.shards.iter().filter(|((o, _), _)| o == owner).map(|(_, v)| v).collect();
@@ -175,7 +150,7 @@ impl ShardBackend for MockBackend {
     }
     fn shard_prove(&mut self, owner: &[u8; 32], key: &[u8; 32], challenge: u64) -> Result<ShardProof, BackendError> {
         let v = self.shards.get(&(*owner, *key)).ok_or_else(|| not_found(key))?;
-        let (chunk_index, chunk, path) = build_proof(v, challenge);
+        let shardstore::StorageProof { chunk_index, chunk, path } = shardstore::build_proof(v, challenge);
         Ok(ShardProof { meta: meta(key, v), chunk_index, chunk, path })
     }
     fn buffer_reserve(&mut self, bytes: u64) -> bool {
@@ -205,6 +180,10 @@ impl Backend for MockBackend {
             format!("{}: started with {} module bytes, {} bundle bytes", d.manifest.name, d.module.len(), d.bundle.len()),
             "Hello, gridos!".into(),
         ];
+        let mut logs = logs;
+        if let Some(c) = d.manifest.contract {
+            logs.push(format!("under contract {c}"));
+        }
         self.workloads.push((summary, logs));
         Ok(id)
     }
@@ -605,4 +584,67 @@ fn store_put_get_verify_rm_over_the_overlay() {
     // so half of the deletes find it gone already.
     assert!(rm.contains("3 shards deleted, 3 already gone"), "{rm}");
     assert!(gridctl(&key, &["store", "get", &id, "-o", copy.to_str().unwrap(), "--nodes", &n]).is_err());
+}
+
+#[test]
+fn deploy_on_a_ledger_pays_a_contract_and_names_it_in_the_manifest() {
+    use gridctl::ledger::Ledger;
+    use gridctl::localchain::{LocalChain, LocalTransport};
+    use ledger::{Capacity, Keypair, TxKind};
+
+    let node = start_node();
+    let dir = temp_dir("ledger-deploy");
+    let key = dir.join("key");
+    let user = UserKey::from_seed([0x33; 32]).unwrap();
+    user.save_new(&key).unwrap();
+    let me = Keypair::from_seed([0x33; 32]);
+    let farmer = Keypair::from_seed([0x01; 32]);
+    let mut chain = LocalChain::new(&[(farmer.public(), 10), (me.public(), 1000)], ledger::PERIOD_MS).unwrap();
+    chain.run(&farmer, TxKind::CreateFarm { name: "farm".into() }).unwrap();
+    let capacity = Capacity { cores: 1, memory_bytes: 256 << 20, disks_bytes: vec![1 << 30], nics: 1 };
+    chain.run(&farmer, TxKind::RegisterNode { node: node.target.key, farm: 0, capacity }).unwrap();
+    let genesis = chain.genesis.clone();
+    let chain = chain.shared();
+    let mut ledger = Ledger::new(genesis, LocalTransport(chain.clone()), None).unwrap();
+    let node_arg = node_arg(&node.target);
+    let wasm = repo_file("tests/wasm/out/hello.wasm");
+    let options = Options { timeout: Duration::from_secs(10), user_overlay_identity: false };
+    let args = |memory_mb: &str, extra: &[&str]| {
+        let mut argv = vec!["gridctl", "--key", key.to_str().unwrap(), "deploy", "--node", &node_arg, "--memory-mb", memory_mb];
+        argv.extend_from_slice(extra);
+        argv.push(wasm.to_str().unwrap());
+        match Cli::try_parse_from(&argv).unwrap().command {
+            cli::Command::Deploy(a) => a,
+            _ => panic!("not a deploy"),
+        }
+    };
+
+    let deployed = cli::deploy_on(&args("8", &["--price", "7"]), &user, options, Some(&mut ledger)).unwrap();
+    let contract = deployed.contract.clone().unwrap();
+    assert!(contract.created_in.is_some());
+    {
+        let c = chain.lock().unwrap();
+        let record = c.state.contract(contract.id).unwrap();
+        assert_eq!((record.owner, record.price_per_hour), (me.public(), 7));
+        assert_eq!(c.state.node(&node.target.key).unwrap().reserved.memory_bytes, 8 << 20);
+    }
+    // The node received a manifest naming the contract.
+    let out = gridctl(&key, &["logs", "--node", &node_arg, &deployed.id.to_string()]).unwrap();
+    assert!(out.contains(&format!("under contract {}", contract.id)), "{out}");
+    // --contract ID reuses it; a contract too small for the workload is refused before upload.
+    let again = cli::deploy_on(&args("8", &["--contract", &contract.id.to_string()]), &user, options, Some(&mut ledger)).unwrap();
+    assert_eq!(again.contract.map(|c| (c.id, c.created_in)), Some((contract.id, None)));
+    let e = cli::deploy_on(&args("16", &["--contract", &contract.id.to_string()]), &user, options, Some(&mut ledger)).unwrap_err();
+    assert!(e.0.contains("reserves 8 MiB memory"), "{e}");
+    // Without tokens for a new one: refused, nothing deployed.
+    let e = cli::deploy_on(&args("8", &["--price", "5000"]), &user, options, Some(&mut ledger)).unwrap_err();
+    assert!(e.0.starts_with("no tokens"), "{e}");
+    let out = gridctl(&key, &["list", "--node", &node_arg]).unwrap();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // Without a ledger trusted, `nodes` says so and --contract is refused.
+    let empty = temp_dir("ledger-none");
+    let e = gridctl(&key, &["--ledger-dir", empty.to_str().unwrap(), "nodes"]).unwrap_err();
+    assert!(e.contains("no ledger trusted"), "{e}");
+    let e = gridctl(&key, &["--no-ledger", "deploy", "--node", &node_arg, "--contract", "1", wasm.to_str().unwrap()]).unwrap_err();
+    assert!(e.contains("--contract needs a ledger"), "{e}");
 }

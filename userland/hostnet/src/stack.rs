@@ -26,9 +26,9 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv6Address};
 
-/// Overlay MTU, as in the kernel: the IPv6 minimum, so overlay packets plus their
-/// encapsulation fit a 1500-byte underlay.
-pub const MTU_BYTES: usize = 1280;
+/// Overlay MTU, as in the kernel (`overlay::wire::OVERLAY_MTU_BYTES`): overlay packets
+/// plus their encapsulation fit a 1500-byte underlay.
+pub const MTU_BYTES: usize = overlay::wire::OVERLAY_MTU_BYTES;
 /// Packets queued in each direction between smoltcp and the node; more are dropped.
 const QUEUE_PACKETS_MAX: usize = 1024;
 /// Largest underlay datagram read.

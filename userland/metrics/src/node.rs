@@ -93,6 +93,24 @@ pub struct ServiceMetrics {
     pub requests_refused: u64,
 }
 
+/// The ledger client's figures (a node on a ledger; none in development mode).
+#[derive(Debug, Clone, Default)]
+pub struct LedgerMetrics {
+    /// Height of the last block the node's light client accepted.
+    pub height: u64,
+    /// The billing period of that block.
+    pub period: u64,
+    /// The last period the node's uptime report landed in.
+    pub last_uptime_period: Option<u64>,
+    /// Storage proofs the node sent that the ledger accepted, and those it could not make.
+    pub proofs_ok: u64,
+    pub proofs_failed: u64,
+    /// Validator connections up now.
+    pub validators_connected: u64,
+    /// Validator connections dropped for a refused frame (size, kind, encoding, buffers).
+    pub refused_frames: u64,
+}
+
 /// Everything `/metrics` shows.
 #[derive(Debug, Clone, Default)]
 pub struct NodeMetrics {
@@ -111,6 +129,7 @@ pub struct NodeMetrics {
     pub nics: Vec<NicMetrics>,
     pub workloads: Vec<WorkloadMetrics>,
     pub overlay: Option<OverlayMetrics>,
+    pub ledger: Option<LedgerMetrics>,
     pub control: ServiceMetrics,
     /// The metrics service itself (requests are scrapes).
     pub metrics: ServiceMetrics,
@@ -137,6 +156,7 @@ impl NodeMetrics {
         self.render_nics(&mut w);
         self.render_workloads(&mut w);
         self.render_overlay(&mut w);
+        self.render_ledger(&mut w);
         render_service(&mut w, "control", "control protocol", &self.control);
         render_service(&mut w, "metrics", "metrics endpoint", &self.metrics);
         w.finish()
@@ -224,6 +244,20 @@ impl NodeMetrics {
         }
     }
 
+    fn render_ledger(&self, w: &mut Writer) {
+        let Some(l) = &self.ledger else { return };
+        w.single("gridos_ledger_height", Kind::Gauge, "Height of the last ledger block the node's light client accepted.", l.height);
+        w.single("gridos_ledger_period", Kind::Gauge, "Billing period of that block.", l.period);
+        if let Some(p) = l.last_uptime_period {
+            w.single("gridos_ledger_last_uptime_period", Kind::Gauge, "Last billing period the node's uptime report landed in.", p);
+        }
+        w.family("gridos_ledger_proofs_total", Kind::Counter, "Storage proofs: accepted by the ledger (ok) or not made (failed).");
+        w.sample("gridos_ledger_proofs_total", &[("result", "ok")], l.proofs_ok);
+        w.sample("gridos_ledger_proofs_total", &[("result", "failed")], l.proofs_failed);
+        w.single("gridos_ledger_validators_connected", Kind::Gauge, "Validator connections up.", l.validators_connected);
+        w.single("gridos_ledger_refused_frames_total", Kind::Counter, "Validator connections dropped for a refused frame.", l.refused_frames);
+    }
+
     fn render_overlay(&self, w: &mut Writer) {
         let Some(o) = &self.overlay else { return };
         w.single("gridos_overlay_peers", Kind::Gauge, "Overlay peers linked directly.", o.peers_direct);
@@ -272,6 +306,7 @@ mod test {
             nics: vec![NicMetrics { name: "eth0".into(), rx_frames: 3, tx_frames: 4, ..NicMetrics::default() }],
             workloads: vec![WorkloadMetrics { id: 7, name: "hello \"x\"".into(), owner: "00ff".into(), state: "exited".into(), cpu_ms: 1234, log_bytes: 99, log_lines: 5, memory_bytes: 131072, memory_peak_bytes: 131072, memory_limit_bytes: 1 << 20 }],
             overlay: Some(OverlayMetrics { peers_direct: 2, routes: 3, dropped: vec![("replay", 4)], ..OverlayMetrics::default() }),
+            ledger: Some(LedgerMetrics { height: 42, period: 7, last_uptime_period: Some(6), proofs_ok: 5, proofs_failed: 1, ..LedgerMetrics::default() }),
             control: ServiceMetrics { connections: 1, requests: 9, requests_refused: 2, ..ServiceMetrics::default() },
             metrics: ServiceMetrics::default(),
         }
@@ -296,6 +331,10 @@ mod test {
             "gridos_disk_written_bytes_total{disk=\"vda\"} 1536",
             "gridos_disk_reads_total{disk=\"vda\"} 0",
             "gridos_overlay_peers 2",
+            "gridos_ledger_height 42",
+            "gridos_ledger_last_uptime_period 6",
+            "gridos_ledger_proofs_total{result=\"ok\"} 5",
+            "gridos_ledger_proofs_total{result=\"failed\"} 1",
             "gridos_overlay_dropped_packets_total{reason=\"replay\"} 4",
             "gridos_control_requests_total 9",
             "gridos_control_requests_refused_total 2",
@@ -345,6 +384,15 @@ mod test {
             checked += 1;
         }
         assert!(checked >= 15, "{checked}");
+    }
+
+    #[test]
+    fn development_mode_has_no_ledger_series() {
+        let m = NodeMetrics { ledger: None, ..sample() };
+        assert!(!m.render().contains("gridos_ledger_"));
+        let m = NodeMetrics { ledger: Some(LedgerMetrics::default()), ..sample() };
+        let text = m.render();
+        assert!(text.contains("gridos_ledger_height 0") && !text.contains("gridos_ledger_last_uptime_period"), "{text}");
     }
 
     #[test]

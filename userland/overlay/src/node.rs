@@ -37,6 +37,12 @@
 //! inner IPv6 source both name that sender and its inner destination is us; anything else
 //! is counted (`dropped_spoofed_source`, `e2e::Stats`) and dropped.
 //!
+//! Except when there is no relay: a packet whose destination is the next hop itself goes
+//! sealed once, under the link session (`wire::KIND_DIRECT`), since that session already
+//! authenticates the same two keys as an end-to-end one would (handshake-proven key, its
+//! address, counter nonces, the replay window). Its receiver delivers it under the same
+//! rule: the inner IPv6 source must be the link peer's address, the destination ours.
+//!
 //! Route announcements are signed by their originators (`sign_origin`, checked by
 //! `verify_origin` as the router's verifier, with hash-chain metrics: see `routing`); the
 //! node signs its own address's announcement whenever its seqno changes, with a fresh chain.
@@ -259,6 +265,8 @@ pub struct Stats {
     pub delivered: u64,
     /// Transport datagrams sealed.
     pub sealed: u64,
+    /// Packets to a linked peer sealed once, under the link session (`wire::KIND_DIRECT`).
+    pub sealed_once: u64,
     /// Initiations refused because their timestamp is too far from our clock or not newer
     /// than the last one verified for their key.
     pub dropped_stale_inits: u64,
@@ -820,6 +828,14 @@ impl<E: Endpoint> Node<E> {
             let id = peer.id.0;
             self.router.resend_dump(id);
         }
+        if plain.first() == Some(&wire::KIND_DIRECT) {
+            // The packet is the rest of the plaintext: delivered without another copy.
+            let mut packet = plain;
+            packet.remove(0);
+            let peer = self.peers[i].address;
+            self.deliver(peer, packet);
+            return true;
+        }
         match Inner::parse(&plain) {
             Ok(Inner::Keepalive) | Err(_) => {}
             Ok(Inner::Routing(tlvs)) => {
@@ -841,6 +857,8 @@ impl<E: Endpoint> Node<E> {
                 let via = self.peers[i].address;
                 self.handle_data(now, via, data)
             }
+            // Handled above.
+            Ok(Inner::Direct(_)) => {}
         }
         true
     }
@@ -853,22 +871,28 @@ impl<E: Endpoint> Node<E> {
         header[0] >> 4 == 6 && header[8..24] == peer.0 && header[24..40] == self.address.0 && peer.is_overlay() && *peer != self.address
     }
 
+    /// Delivers `packet`, authenticated as sent by `peer` (end to end, or by the link's peer
+    /// for a direct packet), if its IPv6 header agrees (`deliverable`).
+    fn deliver(&mut self, peer: Address, packet: Vec<u8>) {
+        if !self.deliverable(&peer, &packet) {
+            self.stats.dropped_spoofed_source += 1;
+            return;
+        }
+        if self.deliveries.len() >= self.config.max_deliver_queue {
+            self.stats.dropped_no_route_or_queue += 1;
+            return;
+        }
+        self.stats.delivered += 1;
+        self.deliveries.push_back(Delivery { source: peer, destination: self.address, packet });
+    }
+
     fn handle_data(&mut self, now: Instant, via: Address, data: DataRepr<'_>) {
         if data.destination == self.address {
             let mut cx = e2e_context(&self.identity, &mut self.rng, &mut self.last_timestamp_us, &self.config, now);
             let received = self.e2e.handle(&mut cx, data.source, via, data.payload);
             self.pump_e2e(now);
             let Received::Packet { peer, packet } = received else { return };
-            if !self.deliverable(&peer, &packet) {
-                self.stats.dropped_spoofed_source += 1;
-                return;
-            }
-            if self.deliveries.len() >= self.config.max_deliver_queue {
-                self.stats.dropped_no_route_or_queue += 1;
-                return;
-            }
-            self.stats.delivered += 1;
-            self.deliveries.push_back(Delivery { source: peer, destination: self.address, packet });
+            self.deliver(peer, packet);
             return;
         }
         if data.hop_limit <= 1 {
@@ -902,9 +926,7 @@ impl<E: Endpoint> Node<E> {
     fn send_data(&mut self, now: Instant, data: &DataRepr<'_>) -> Result<(), NodeError> {
         let next = self.router.next_hop(&data.destination).ok_or(NodeError::NoRoute)?;
         let i = self.index_of(PeerId(next)).ok_or(NodeError::NoRoute)?;
-        let mut plain = Vec::with_capacity(1 + wire::DATA_HEADER_LEN + data.payload.len());
-        data.emit(&mut plain);
-        self.seal_to(now, i, &plain)
+        self.seal_parts_to(now, i, &data.header(), data.payload)
     }
 
     /// Sends an IPv6 packet to `destination` through the best next hop.
@@ -922,8 +944,14 @@ impl<E: Endpoint> Node<E> {
             self.deliveries.push_back(Delivery { source: self.address, destination, packet: packet.to_vec() });
             return Ok(());
         }
-        if self.router.next_hop(&destination).is_none() {
-            return Err(NodeError::NoRoute);
+        let next = self.router.next_hop(&destination).ok_or(NodeError::NoRoute)?;
+        // The destination is the link's peer: the link session is the end-to-end session
+        // (both authenticate the same two keys), so the packet is sealed once.
+        if let Some(i) = self.index_of(PeerId(next)).filter(|i| self.peers[*i].address == destination) {
+            if self.seal_parts_to(now, i, &[wire::KIND_DIRECT], packet).is_ok() {
+                self.stats.sealed_once += 1;
+                return Ok(());
+            }
         }
         let mut cx = e2e_context(&self.identity, &mut self.rng, &mut self.last_timestamp_us, &self.config, now);
         self.e2e.send(&mut cx, destination, packet);
@@ -932,10 +960,15 @@ impl<E: Endpoint> Node<E> {
     }
 
     fn seal_to(&mut self, now: Instant, i: usize, plaintext: &[u8]) -> Result<(), NodeError> {
+        self.seal_parts_to(now, i, &[], plaintext)
+    }
+
+    /// Seals `prefix` then `body` (one plaintext) for peer `i`'s link and queues it.
+    fn seal_parts_to(&mut self, now: Instant, i: usize, prefix: &[u8], body: &[u8]) -> Result<(), NodeError> {
         let reject_after = self.config.reject_after;
         let peer = &mut self.peers[i];
         let session = peer.current.as_mut().filter(|s| now.saturating_since(s.created_at) < reject_after).ok_or(NodeError::NoRoute)?;
-        let datagram = session.seal(plaintext).map_err(|_| NodeError::SessionExhausted)?;
+        let datagram = session.seal_parts(prefix, body).map_err(|_| NodeError::SessionExhausted)?;
         let wants_rekey = session.sent_count() >= self.config.rekey_after_messages && peer.initiator.is_none();
         peer.last_sent_at = now;
         let endpoint = peer.endpoint;

@@ -83,21 +83,29 @@ impl Session {
 
     /// Seals `plaintext` into a complete transport datagram.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.seal_parts(&[], plaintext)
+    }
+
+    /// Seals `prefix` followed by `body` (one plaintext) into a complete transport datagram,
+    /// copying each once into the datagram and encrypting it there.
+    pub fn seal_parts(&mut self, prefix: &[u8], body: &[u8]) -> Result<Vec<u8>, SessionError> {
         if self.send_counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Exhausted);
         }
         let counter = self.send_counter;
         self.send_counter += 1;
-        let mut out = Vec::with_capacity(wire::TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
+        let plain_len = prefix.len() + body.len();
+        let mut out = Vec::with_capacity(wire::TRANSPORT_HEADER_LEN + plain_len + TAG_LEN);
         wire::emit_transport_header(&mut out, self.remote_index, counter);
-        out.extend_from_slice(plaintext);
-        let (header, body) = out.split_at_mut(wire::TRANSPORT_HEADER_LEN);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(body);
+        let (header, plain) = out.split_at_mut(wire::TRANSPORT_HEADER_LEN);
         let tag = self
             .send
-            .encrypt_in_place_detached(&nonce(counter), header, body)
+            .encrypt_in_place_detached(&nonce(counter), header, plain)
             .map_err(|_| SessionError::Exhausted)?;
         out.extend_from_slice(&tag);
-        debug_assert_eq!(out.len(), wire::TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
+        debug_assert_eq!(out.len(), wire::TRANSPORT_HEADER_LEN + plain_len + TAG_LEN);
         Ok(out)
     }
 

@@ -27,11 +27,14 @@
 //!                   type 2 SeqnoRequest  body: address 16 | seqno u16 | hop_count u8
 //!                   unknown types are skipped by their length
 //! kind 2 data:      destination 16 | source 16 | hop_limit u8 | end-to-end datagram
+//! kind 3 direct:    IPv6 packet
 //! ```
 //!
 //! The end-to-end datagram is an Init, Resp or Transport exactly as above, between the
 //! source and the destination (`e2e`); relays forward it unread. Its Transport plaintext is
-//! the IPv6 packet (empty: key confirmation).
+//! the IPv6 packet (empty: key confirmation). A direct packet goes from one end of a link
+//! to the other (source and destination are the link's peers): the link session is then
+//! the end-to-end session, and the packet is sealed once (`node`).
 //!
 //! The checked constructors only guarantee that the buffer is long enough for every accessor,
 //! so accessors never panic; what the fields mean (signatures, indices) is checked by
@@ -360,6 +363,8 @@ pub const KIND_KEEPALIVE: u8 = 0;
 pub const KIND_ROUTING: u8 = 1;
 /// Kind byte of a data plaintext.
 pub const KIND_DATA: u8 = 2;
+/// Kind byte of a direct plaintext: an IPv6 packet between the link's two ends.
+pub const KIND_DIRECT: u8 = 3;
 /// Bytes of the data header after the kind byte.
 pub const DATA_HEADER_LEN: usize = 33;
 
@@ -379,6 +384,8 @@ pub enum Inner<'a> {
     Routing(RoutingTlvs<'a>),
     /// An overlay data packet.
     Data(DataRepr<'a>),
+    /// An IPv6 packet from the link's peer to us, sealed once under the link session.
+    Direct(&'a [u8]),
 }
 
 /// The header and payload of a data packet.
@@ -414,6 +421,7 @@ impl<'a> Inner<'a> {
                     payload: body.get(DATA_HEADER_LEN..).unwrap_or(&[]),
                 }))
             }
+            KIND_DIRECT => Ok(Inner::Direct(body)),
             _ => Err(WireError::UnknownType),
         }
     }
@@ -422,16 +430,35 @@ impl<'a> Inner<'a> {
 impl DataRepr<'_> {
     /// Appends kind byte, header and payload to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        out.push(KIND_DATA);
-        out.extend_from_slice(&self.destination.0);
-        out.extend_from_slice(&self.source.0);
-        out.push(self.hop_limit);
+        out.extend_from_slice(&self.header());
         out.extend_from_slice(self.payload);
+    }
+
+    /// The kind byte and header, without the payload.
+    pub fn header(&self) -> [u8; 1 + DATA_HEADER_LEN] {
+        let mut h = [0u8; 1 + DATA_HEADER_LEN];
+        h[0] = KIND_DATA;
+        h[1..17].copy_from_slice(&self.destination.0);
+        h[17..33].copy_from_slice(&self.source.0);
+        h[33] = self.hop_limit;
+        h
     }
 }
 
 /// Bytes of a fixed IPv6 header.
 pub const IPV6_HEADER_LEN: usize = 40;
+
+/// Most bytes a packet grows by on the underlay: an IPv6 and a UDP header, then the link's
+/// transport header and tag around the kind byte and routed header, around the end-to-end
+/// transport header and tag (a direct packet grows less: no routed header, no end-to-end
+/// layer).
+pub const ENCAPSULATION_MAX_BYTES: usize =
+    IPV6_HEADER_LEN + 8 + TRANSPORT_HEADER_LEN + TAG_LEN + 1 + DATA_HEADER_LEN + TRANSPORT_HEADER_LEN + TAG_LEN;
+
+/// The overlay's MTU: the largest IPv6 packet that still fits a 1500-byte underlay (IPv6
+/// or IPv4) without fragmentation however it is carried, rounded down to 8 bytes.
+pub const OVERLAY_MTU_BYTES: usize = (1500 - ENCAPSULATION_MAX_BYTES) / 8 * 8;
+const _: () = assert!(OVERLAY_MTU_BYTES >= 1280 && OVERLAY_MTU_BYTES + ENCAPSULATION_MAX_BYTES <= 1500);
 
 /// A minimal IPv6 packet (next header 59, "no next header") from `source` to `destination`
 /// carrying `payload`: what simulations and benches send through `Node::send`, since a

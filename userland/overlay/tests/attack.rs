@@ -492,6 +492,58 @@ fn relay_in_a_three_node_line_forwards_only_ciphertext() {
     assert_eq!(relay.e2e.opened, 0, "the relay opened nothing end to end");
 }
 
+/// A linked peer's direct packets (sealed once, under the link session: source and
+/// destination are the link's ends) are held to the end-to-end rule: delivered only when
+/// the inner IPv6 source is the peer's own address and the destination ours, never twice;
+/// and a node sends its own packets to a linked peer that way, sealed once.
+#[test]
+fn direct_packets_from_a_linked_peer_carry_only_its_own_address() {
+    let mut node: Node<Endpoint32> = Node::new(seed(1, 0), seed(2, 0), Config::default(), Instant::ZERO);
+    let evil = Identity::from_seed([66; 32]);
+    let victim = Address::from_public_key(&Identity::from_seed([67; 32]).public_key());
+    let now = Instant::from_millis(1);
+    let mut link = evil_link(&mut node, &evil, now);
+    let (own, me) = (Address::from_public_key(&evil.public_key()), node.address());
+    let send = |node: &mut Node<Endpoint32>, datagram: &[u8]| {
+        node.handle_datagram(now, 9, datagram);
+        while node.poll_transmit().is_some() {}
+        node.poll_deliver()
+    };
+    let direct = |link: &mut Session, packet: &[u8]| link.seal_parts(&[wire::KIND_DIRECT], packet).unwrap();
+    // Another node's address as the inner source, a wrong destination, not IPv6.
+    assert_eq!(send(&mut node, &direct(&mut link, &wire::ipv6_packet(victim, me, b"x"))), None);
+    assert_eq!(send(&mut node, &direct(&mut link, &wire::ipv6_packet(own, victim, b"x"))), None);
+    assert_eq!(send(&mut node, &direct(&mut link, b"not ipv6")), None);
+    assert_eq!(node.stats().dropped_spoofed_source, 3);
+    assert_eq!(node.stats().delivered, 0);
+    // Honest: delivered with the link peer as its source; a replay of it is refused.
+    let honest = direct(&mut link, &wire::ipv6_packet(own, me, b"honest"));
+    let ok = send(&mut node, &honest).expect("an honest direct packet is delivered");
+    assert_eq!((ok.source, ok.destination, &ok.packet[40..]), (own, me, &b"honest"[..]));
+    assert_eq!(send(&mut node, &honest), None);
+    assert_eq!(node.stats().dropped_replays, 1);
+    // Tampered: does not open.
+    let mut tampered = direct(&mut link, &wire::ipv6_packet(own, me, b"honest"));
+    let last = tampered.len() - 20;
+    tampered[last] ^= 1;
+    assert_eq!(send(&mut node, &tampered), None);
+    assert_eq!(node.stats().delivered, 1);
+    // The node's own packets to its linked peer go sealed once, and open as direct.
+    let mut plain = vec![wire::KIND_ROUTING];
+    let origin = overlay::node::sign_origin(&evil, &own, 1, [0x33; 32]);
+    wire::emit_route_message(&overlay::routing::Message::Update { destination: own, seqno: 1, metric: 0, origin }, &mut plain);
+    node.handle_datagram(now, 9, &link.seal(&plain).unwrap());
+    while node.poll_transmit().is_some() {}
+    let e2e_before = node.stats().e2e;
+    node.send(now, own, &wire::ipv6_packet(me, own, b"to you")).unwrap();
+    let (to, datagram) = node.poll_transmit().expect("a datagram for the peer");
+    assert_eq!(to, 9);
+    let plain = link.open(&wire::TransportPacket::new_checked(&datagram).unwrap()).unwrap();
+    assert_eq!(wire::Inner::parse(&plain), Ok(wire::Inner::Direct(&wire::ipv6_packet(me, own, b"to you")[..])));
+    assert_eq!(node.stats().sealed_once, 1);
+    assert_eq!((node.stats().e2e.sealed, node.stats().e2e.handshakes_initiated), (e2e_before.sealed, e2e_before.handshakes_initiated));
+}
+
 fn link_local(n: u16) -> SocketAddr {
     SocketAddr::new(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n).into(), 7443)
 }
@@ -609,21 +661,25 @@ fn one_neighbour_cannot_fill_the_route_table_or_spin_our_seqno() {
 /// (each correctly signed, each claiming its own address) within a second: the node checks no
 /// more signatures than its budgets allow, holds at most one neighbour's share of
 /// half-open end-to-end entries, forgets them after `half_open_timeout`, and its honest
-/// end-to-end traffic with another node flows throughout.
+/// end-to-end traffic with another node (node 2, through node 1: a neighbour's own
+/// packets go sealed once, without an end-to-end session) flows throughout.
 #[test]
 fn end_to_end_initiation_flood_is_bounded_and_expires() {
-    let mut sim = Sim::new(&[Config::default(), Config::default()]);
+    let mut sim = Sim::new(&[Config::default(), Config::default(), Config::default()]);
     let evil = Identity::from_seed([66; 32]);
     let mut link = evil_link(&mut sim.nodes[0], &evil, Instant::ZERO);
-    let (k0, k1) = (sim.key(0), sim.key(1));
+    let (k0, k1, k2) = (sim.key(0), sim.key(1), sim.key(2));
     sim.nodes[0].add_peer(Instant::ZERO, 1, k1).unwrap();
     sim.nodes[1].add_peer(Instant::ZERO, 0, k0).unwrap();
-    sim.run_until(Instant::from_millis(200));
-    let (a0, a1) = (sim.nodes[0].address(), sim.nodes[1].address());
+    sim.nodes[1].add_peer(Instant::ZERO, 2, k2).unwrap();
+    sim.nodes[2].add_peer(Instant::ZERO, 1, k1).unwrap();
+    sim.run_until(Instant::from_millis(500));
+    let (a0, a1) = (sim.nodes[0].address(), sim.nodes[2].address());
+    assert!(sim.nodes[2].router().next_hop(&a0).is_some(), "2 has no route to 0");
     let e2e = Config::default().e2e;
     let mut delivered_honest = 0;
     for k in 0..300u64 {
-        let t = Instant::from_millis(300 + 3 * k);
+        let t = Instant::from_millis(600 + 3 * k);
         sim.run_until(t);
         let throwaway = Identity::from_seed(seed(12, k));
         let source = Address::from_public_key(&throwaway.public_key());
@@ -632,11 +688,11 @@ fn end_to_end_initiation_flood_is_bounded_and_expires() {
         DataRepr { destination: a0, source, hop_limit: 9, payload: &init }.emit(&mut plain);
         sim.nodes[0].handle_datagram(t, 9, &link.seal(&plain).unwrap());
         if k % 10 == 0 {
-            sim.nodes[1].send(t, a0, &wire::ipv6_packet(a1, a0, b"honest")).unwrap();
+            sim.nodes[2].send(t, a0, &wire::ipv6_packet(a1, a0, b"honest")).unwrap();
         }
         assert!(sim.nodes[0].e2e().len() <= e2e.half_open_per_neighbour_max + 1, "{} entries", sim.nodes[0].e2e().len());
     }
-    sim.run_until(Instant::from_millis(10_500));
+    sim.run_until(Instant::from_millis(10_800));
     delivered_honest += sim.delivered.iter().filter(|(i, d)| *i == 0 && d.source == a1).count();
     let stats = sim.nodes[0].stats().e2e;
     println!("e2e flood: {stats:?}");
@@ -645,7 +701,7 @@ fn end_to_end_initiation_flood_is_bounded_and_expires() {
     let checked = stats.entries_dropped + sim.nodes[0].e2e().len() as u64;
     assert!(checked <= u64::from(e2e.neighbour_handshake_burst + e2e.neighbour_handshake_rate_per_sec) + 1, "{stats:?}");
     assert_eq!(stats.dropped_rate_limited + checked, 300 + 1, "{stats:?}");
-    sim.run_until(Instant::from_millis(25_000));
+    sim.run_until(Instant::from_millis(25_300));
     assert_eq!(sim.nodes[0].e2e().len(), 1, "half-open end-to-end entries expire; the honest one stays");
 }
 

@@ -14,7 +14,7 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"GSHRDCKP";
 /// Record magic, bytes 0..8 of a record's first sector.
 pub const RECORD_MAGIC: [u8; 8] = *b"GSHRDREC";
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Sector of the superblock.
 pub const SUPERBLOCK_SECTOR: u64 = 0;
 /// Sectors of the two checkpoint slots (generation `g` lives in slot `g % 2`). The
@@ -33,8 +33,11 @@ pub const LOG_SECTORS_MIN: u64 = 16;
 /// The largest log region accepted (2^48 sectors, 128 PiB), so that sums of two
 /// offsets never overflow.
 pub const LOG_SECTORS_MAX: u64 = 1 << 48;
-/// Bytes of a record header; the payload follows it directly.
+/// Bytes of a record header (in the record's first sector; the rest of it is zero).
 pub const RECORD_HEADER_SIZE_BYTES: usize = 208;
+/// Where a put record's payload starts: its second sector, so that the payload is
+/// written from and read into the caller's buffer directly, sector-aligned.
+pub const RECORD_PAYLOAD_OFFSET_BYTES: usize = SECTOR_SIZE;
 /// Chunk size of the storage-proof Merkle tree (a protocol constant).
 pub const CHUNK_SIZE_BYTES: usize = 4096;
 
@@ -83,7 +86,7 @@ mod record_field {
     pub const RECORD_SECTORS: Range<usize> = 24..32;
     pub const KEY: Range<usize> = 32..64;
     pub const OWNER: Range<usize> = 64..96;
-    pub const MERKLE_ROOT: Range<usize> = 96..128;
+    pub const RESERVED_ROOT: Range<usize> = 96..128;
     pub const PREV_CHECKSUM: Range<usize> = 128..160;
     pub const RECORD_CHECKSUM: Range<usize> = 160..192;
     pub const HEADER_CHECKSUM: Range<usize> = 192..208;
@@ -200,7 +203,7 @@ impl Superblock {
     /// The key of every keyed checksum on this disk (checkpoints, record headers and
     /// payloads): derived from the whole superblock, so it changes with each format.
     pub fn checksum_key(&self) -> [u8; 32] {
-        blake3::derive_key("gridos shardstore v2 checksum key", &self.encode())
+        blake3::derive_key("gridos shardstore v3 checksum key", &self.encode())
     }
 }
 
@@ -288,18 +291,16 @@ pub struct RecordHeader {
     pub key: [u8; 32],
     /// The shard's owner: the namespace of `key` (zero for pads).
     pub owner: [u8; 32],
-    /// Merkle root of the shard's chunks (zero unless `Put`).
-    pub merkle_root: [u8; 32],
     /// Record checksum of the previous record in the log (the hash chain).
     pub prev_checksum: [u8; 32],
-    /// Keyed blake3 over header bytes 0..160 (owner included) followed by the payload.
+    /// Keyed blake3 over header bytes 0..160 (owner and key included): the header
+    /// only, since the key (the shard's blake3) already commits to the payload.
     pub record_checksum: [u8; 32],
 }
 
 /// Sectors a record with `payload_len_bytes` of payload needs, before block alignment.
 pub fn record_sectors_for(payload_len_bytes: u64) -> u64 {
-    let total_bytes = payload_len_bytes + RECORD_HEADER_SIZE_BYTES as u64;
-    total_bytes.div_ceil(SECTOR_SIZE as u64)
+    1 + payload_len_bytes.div_ceil(SECTOR_SIZE as u64)
 }
 
 /// `sectors` rounded up to a whole number of blocks of `block_sectors`.
@@ -310,13 +311,11 @@ pub fn align_up(sectors: u64, block_sectors: u64) -> u64 {
 
 impl RecordHeader {
     /// The keyed record checksum over this header's first 160 bytes (everything before
-    /// the checksum, owner included) and `payload`.
-    pub fn compute_record_checksum(&self, key: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    /// the checksum, owner and shard key included). The payload is not hashed again: a
+    /// put's key is its blake3, checked whenever the payload is read.
+    pub fn compute_record_checksum(&self, key: &[u8; 32]) -> [u8; 32] {
         let bytes = self.encode_unsealed();
-        let mut hasher = blake3::Hasher::new_keyed(key);
-        hasher.update(&bytes[..record_field::RECORD_CHECKSUM.start]);
-        hasher.update(payload);
-        *hasher.finalize().as_bytes()
+        *blake3::keyed_hash(key, &bytes[..record_field::RECORD_CHECKSUM.start]).as_bytes()
     }
 
     fn encode_unsealed(&self) -> [u8; RECORD_HEADER_SIZE_BYTES] {
@@ -329,7 +328,6 @@ impl RecordHeader {
         bytes[f::RECORD_SECTORS].copy_from_slice(&self.record_sectors.to_le_bytes());
         bytes[f::KEY].copy_from_slice(&self.key);
         bytes[f::OWNER].copy_from_slice(&self.owner);
-        bytes[f::MERKLE_ROOT].copy_from_slice(&self.merkle_root);
         bytes[f::PREV_CHECKSUM].copy_from_slice(&self.prev_checksum);
         bytes[f::RECORD_CHECKSUM].copy_from_slice(&self.record_checksum);
         bytes
@@ -355,7 +353,7 @@ impl RecordHeader {
         if checksum.as_bytes()[..f::HEADER_CHECKSUM.len()] != bytes[f::HEADER_CHECKSUM] {
             return None;
         }
-        if bytes[f::RESERVED] != [0u8; 3] {
+        if bytes[f::RESERVED] != [0u8; 3] || bytes[f::RESERVED_ROOT] != [0u8; 32] {
             return None;
         }
         let header = RecordHeader {
@@ -365,7 +363,6 @@ impl RecordHeader {
             record_sectors: u64_at(bytes, f::RECORD_SECTORS),
             key: array_at(bytes, f::KEY),
             owner: array_at(bytes, f::OWNER),
-            merkle_root: array_at(bytes, f::MERKLE_ROOT),
             prev_checksum: array_at(bytes, f::PREV_CHECKSUM),
             record_checksum: array_at(bytes, f::RECORD_CHECKSUM),
         };
@@ -455,11 +452,10 @@ mod test {
             record_sectors: record_sectors_for(1000),
             key: [6; 32],
             owner: [4; 32],
-            merkle_root: [7; 32],
             prev_checksum: [8; 32],
             record_checksum: [0; 32],
         };
-        header.record_checksum = header.compute_record_checksum(&key, &[1u8; 1000]);
+        header.record_checksum = header.compute_record_checksum(&key);
         let bytes = header.encode(&key);
         assert_eq!(RecordHeader::decode(&bytes, &key), Some(header));
         assert_eq!(RecordHeader::decode(&bytes, &[9; 32]), None);
@@ -478,11 +474,14 @@ mod test {
         assert_eq!(align_up(0, 8), 0);
         assert_eq!(RecordHeader::decode(&wrong_size.encode(&key), &key), None);
         assert_eq!(record_sectors_for(0), 1);
-        assert_eq!(record_sectors_for(304), 1);
-        assert_eq!(record_sectors_for(305), 2);
+        assert_eq!(record_sectors_for(1), 2);
+        assert_eq!(record_sectors_for(512), 2);
+        assert_eq!(record_sectors_for(513), 3);
         // The owner is covered by both checksums: another owner is another record.
         let other_owner = RecordHeader { owner: [5; 32], ..header };
-        assert_ne!(other_owner.compute_record_checksum(&key, &[1u8; 1000]), header.record_checksum);
+        assert_ne!(other_owner.compute_record_checksum(&key), header.record_checksum);
+        let other_shard = RecordHeader { key: [5; 32], ..header };
+        assert_ne!(other_shard.compute_record_checksum(&key), header.record_checksum);
         let mut moved = bytes;
         moved[64..96].copy_from_slice(&[5; 32]);
         assert_eq!(RecordHeader::decode(&moved, &key), None);

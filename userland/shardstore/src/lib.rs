@@ -10,22 +10,33 @@
 //! others: redundancy (erasure coding across nodes), encryption, who may act as which
 //! owner, quotas, and deciding what to store.
 //!
-//! Modules: `layout` (on-disk encodings), `merkle` (storage proofs), `store` (one disk:
-//! format and shard operations; `store::replay` mounts, `store::log` appends and
-//! compacts), `multi` (several disks), `error`.
+//! Modules: `layout` (on-disk encodings), `merkle` (storage proofs over BLAKE3's own
+//! tree), `store` (one disk: format and shard operations; `store::replay` mounts,
+//! `store::log` appends and compacts), `multi` (several disks), `error`.
 //!
-//! # On-disk format, version 2
+//! # One hashing pass
+//! BLAKE3 is itself a Merkle tree over 1 KiB chunks, so a shard's key `blake3(bytes)`
+//! is also the root of its storage proofs (a 4 KiB chunk with its sibling chaining
+//! values, as Bao does; see [`verify_proof`]) and the check of its integrity. A put
+//! hashes each byte once (the key check, or computing the key: [`ShardStore::put_bytes`];
+//! none at all with [`ShardStore::put_prehashed`] after the caller's own check);
+//! records carry a keyed checksum over their header only; a get reads the payload
+//! into the buffer it returns (one device request) and hashes it once against the key.
+//!
+//! # On-disk format, version 3
 //!
 //! All integers are little-endian. A sector is 512 bytes. "keyed" means
 //! `blake3::keyed_hash(K, ..)` with the disk's checksum key
-//! `K = blake3::derive_key("gridos shardstore v2 checksum key", superblock sector)`,
+//! `K = blake3::derive_key("gridos shardstore v3 checksum key", superblock sector)`,
 //! so records and checkpoints of another format (or another disk) never verify here.
 //!
 //! Version 2 added the owner to every record (version 1 records had none: every shard
-//! was the node's). Mount refuses a version 1 disk with `UnsupportedVersion(1)` and
-//! never writes it; the kernel then refuses the disk like any other foreign one, and
-//! booting with `gridos.format=NAME` reformats it as version 2 (its shards are lost:
-//! there is no in-place upgrade).
+//! was the node's). Version 3 dropped the separate Merkle root and the payload from the
+//! record checksum (the key, BLAKE3's root, covers both) and moved the payload to the
+//! record's second sector. Mount refuses a version 1 or 2 disk with
+//! `UnsupportedVersion(v)` and never writes it; the kernel then refuses the disk like
+//! any other foreign one, and booting with `gridos.format=NAME` reformats it as version
+//! 3 (its shards are lost: there is no in-place upgrade).
 //!
 //! ```text
 //! sectors 0..8    superblock in sector 0 (written by format only, never rewritten)
@@ -42,7 +53,7 @@
 //! ## Superblock (sector 0)
 //! ```text
 //! 0..8      magic "GRIDSHRD"
-//! 8..12     format version (2)
+//! 8..12     format version (3)
 //! 12..16    sector size in bytes (512)
 //! 16..48    node id
 //! 48..64    disk id
@@ -52,7 +63,7 @@
 //! 80..88    device sector count at format
 //! 88..96    log start sector (24)
 //! 96..104   log length in sectors (<= 2^48; start + length <= sector count)
-//! 104..108  Merkle chunk size in bytes (4096)
+//! 104..108  proof chunk size in bytes (4096)
 //! 108..112  block size in sectors (1, 2, 4 or 8); the log length is a multiple of
 //!           it and at least 16 blocks
 //! 112..144  blake3(bytes 0..112)
@@ -85,18 +96,22 @@
 //! 12..16    payload length in bytes (put: the shard length; delete, pad: 0)
 //! 16..24    sequence number (the previous record's plus one)
 //! 24..32    record length in sectors, header included, a whole number of blocks
-//!           (put: ceil((208 + payload) / 512) rounded up to blocks; delete: one
+//!           (put: 1 + ceil(payload / 512) rounded up to blocks; delete: one
 //!           block; pad: to the end of the log)
-//! 32..64    key: blake3 of the shard (zero for a pad)
+//! 32..64    key: blake3 of the shard, which is also its proof root (zero for a pad)
 //! 64..96    owner: the namespace of the key (put and delete; zero for a pad)
-//! 96..128   Merkle root of the shard's 4 KiB chunks (put only; see `verify_proof`)
+//! 96..128   zero
 //! 128..160  previous record's record checksum: a hash chain through the log
-//! 160..192  record checksum: keyed(bytes 0..160 || payload)
+//! 160..192  record checksum: keyed(bytes 0..160), the header only
 //! 192..208  header checksum: keyed(bytes 0..192)[..16]
-//! 208..     payload, then zero up to the record's last sector
+//! 208..512  zero
+//! 512..     payload (put), from the record's second sector; zero up to the end of
+//!           its last sector (sectors after it, up to the block's end, are not written)
 //! ```
-//! Both checksums cover the owner, so a record cannot move to another namespace
-//! without failing them. A delete removes the shard `(owner, key)` only.
+//! Both checksums cover the owner and the key, so a record cannot move to another
+//! namespace or name other bytes without failing them; the payload is covered by the
+//! key (its blake3), checked whenever it is read. A delete removes the shard
+//! `(owner, key)` only.
 //! A pad fills the log from its offset to the end, and the next record starts at
 //! offset 0; only the pad's first block is written.
 //!
@@ -105,18 +120,21 @@
 //! current offset must have a valid header checksum, the expected sequence number and
 //! previous checksum, and must fit in the log ahead of the tail. The first header that
 //! does not continue the chain ends the log; everything after it is free space.
-//! - Each record is written with one `write` and made durable with one `flush` before
-//!   the next one is written, so a record with a valid successor was flushed whole.
-//!   Only the *last* record can be torn: mount reads it whole and drops it if its
-//!   record checksum fails (`MountReport::torn_tail_dropped`). The price: bit rot in
-//!   the very last record is taken for a torn write.
+//! - Each record is written (up to three `write`s: header sector, the payload's whole
+//!   sectors from the caller's buffer, its last partial sector; one for small
+//!   records) and made durable with one `flush` before the next one is written, so a
+//!   record with a valid successor was flushed whole. Only the *last* record can be
+//!   torn: mount reads it whole and drops it if its header or (for a put) the blake3
+//!   of its payload does not match its key (`MountReport::torn_tail_dropped`). The
+//!   price: bit rot in the very last record is taken for a torn write.
 //! - After a failed write or flush the store does not advance, and before it
 //!   acknowledges anything else it zeroes and flushes the failed record's first block:
 //!   a disk cache could otherwise still write that record back later and make an
 //!   unacknowledged operation contradict an acknowledged one.
 //! - Stale records of earlier laps carry lower sequence numbers and other chain links;
 //!   a record torn by a crash and then overwritten with a shorter one leaves payload
-//!   bytes behind, which never pass the keyed header checksum. So nothing torn or
+//!   bytes behind, which never pass the keyed header checksum (and the sectors a
+//!   record leaves unwritten at its end never start a block). So nothing torn or
 //!   stale is ever replayed.
 //! - A record in the middle whose payload rotted is still replayed (its header is
 //!   good); reading it returns [`Error::Corrupt`]. A header that rotted in the middle
@@ -127,8 +145,7 @@
 //! The index (`(owner, key)` to location) and each owner's usage (live shards, payload
 //! bytes) are rebuilt from the replayed record headers in order: a put sets
 //! `(owner, key)`, a delete removes it. Payloads are not read at mount (except the last
-//! record); every `get` checks the record checksum and that the record's owner is the
-//! one asked for.
+//! record); every `get` checks the payload's blake3 against the key it was asked for.
 //!
 //! # Space reclaim
 //! The log is circular: `compact` takes records from the head, drops dead ones
@@ -165,7 +182,7 @@ mod multi;
 mod store;
 
 pub use error::{Error, FormatError, MountError};
-pub use merkle::{chunk_count, merkle_root, verify_proof, StorageProof};
+pub use merkle::{build_proof, chunk_count, merkle_root, verify_proof, StorageProof};
 pub use multi::{MultiStore, Refused, DISKS_MAX};
 pub use store::{
     FormatOptions, Key, MountReport, Owner, OwnerUsage, ShardInfo, ShardStore, Stat, NODE_OWNER, RECORDS_MAX,

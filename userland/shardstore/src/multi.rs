@@ -63,11 +63,34 @@ impl<D: BlockDevice> MultiStore<D> {
     }
 
     /// Stores `owner`'s shard on the healthy disk with the most free space that takes it
-    /// (or where the owner already has it). Returns that disk's index.
+    /// (or where the owner already has it). Returns that disk's index. `key` must be
+    /// `blake3(bytes)` (checked: one hashing pass).
     pub fn put(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<usize, Error> {
+        if bytes.len() > crate::SHARD_SIZE_MAX_BYTES {
+            return Err(Error::TooLarge);
+        }
+        if *blake3::hash(bytes).as_bytes() != key {
+            return Err(Error::KeyMismatch);
+        }
+        self.put_prehashed(owner, key, bytes)
+    }
+
+    /// Stores `bytes` as `owner`'s shard (as [`put`](Self::put)) and returns its key,
+    /// `blake3(bytes)`, hashed once here, with the disk's index.
+    pub fn put_bytes(&mut self, owner: &Owner, bytes: &[u8]) -> Result<(Key, usize), Error> {
+        if bytes.len() > crate::SHARD_SIZE_MAX_BYTES {
+            return Err(Error::TooLarge);
+        }
+        let key = *blake3::hash(bytes).as_bytes();
+        self.put_prehashed(owner, key, bytes).map(|disk| (key, disk))
+    }
+
+    /// [`put`](Self::put) of bytes whose key the caller has just computed over them
+    /// (see [`ShardStore::put_prehashed`]): no second hashing pass.
+    pub fn put_prehashed(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<usize, Error> {
         let holder = self.holders(owner, &key).next();
         if let Some(index) = holder {
-            match self.disks[index].store.put(owner, key, bytes) {
+            match self.disks[index].store.put_prehashed(owner, key, bytes) {
                 Ok(()) => return Ok(index),
                 Err(Error::Device(error)) => self.fail(index, error),
                 Err(error) => return Err(error),
@@ -77,7 +100,7 @@ impl<D: BlockDevice> MultiStore<D> {
         candidates.sort_by_key(|&index| core::cmp::Reverse(self.disks[index].store.stat().free_bytes));
         let mut outcome = Err(Error::Device(BlockError::Failed));
         for index in candidates {
-            match self.disks[index].store.put(owner, key, bytes) {
+            match self.disks[index].store.put_prehashed(owner, key, bytes) {
                 Ok(()) => return Ok(index),
                 Err(Error::Device(error)) => {
                     self.fail(index, error);

@@ -11,7 +11,8 @@ use common::{crash_and_remount, fresh, shard};
 use proptest::prelude::*;
 use shardstore::{Error, Key, ShardStore};
 
-const HEADER_SIZE_BYTES: u64 = shardstore::layout::RECORD_HEADER_SIZE_BYTES as u64;
+/// From a record's first byte (its header) to its payload.
+const HEADER_SIZE_BYTES: u64 = shardstore::layout::RECORD_PAYLOAD_OFFSET_BYTES as u64;
 
 /// Byte offset of a shard's payload in the disk image (its bytes are unique).
 fn payload_offset(disk: &MemDisk, bytes: &[u8]) -> u64 {

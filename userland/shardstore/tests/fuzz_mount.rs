@@ -19,7 +19,7 @@ use common::{fresh, shard};
 use proptest::prelude::*;
 use shardstore::layout::{
     align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, CHECKPOINT_SECTORS,
-    LOG_START_SECTORS,
+    LOG_START_SECTORS, RECORD_PAYLOAD_OFFSET_BYTES,
 };
 use shardstore::{Error, MountError, Owner, OwnerUsage, ShardStore};
 
@@ -299,13 +299,13 @@ proptest! {
                 key: shard_key,
                 // Three owners; the same shard (seed) under several of them.
                 owner: [forged.link as u8 % 3; 32],
-                merkle_root: [0; 32],
                 prev_checksum: checksums[forged.link % checksums.len()],
                 record_checksum: [0; 32],
             };
-            header.record_checksum = header.compute_record_checksum(&key, payload);
+            header.record_checksum = header.compute_record_checksum(&key);
             checksums.push(header.record_checksum);
             let mut bytes = header.encode(&key).to_vec();
+            bytes.resize(RECORD_PAYLOAD_OFFSET_BYTES, 0);
             bytes.extend_from_slice(payload);
             bytes.resize(bytes.len().div_ceil(SECTOR_SIZE) * SECTOR_SIZE, 0);
             let start = (LOG_START_SECTORS + offset_sectors) as usize * SECTOR_SIZE;

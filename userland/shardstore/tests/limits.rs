@@ -25,7 +25,6 @@ fn a_crafted_disk_of_tiny_records_past_records_max_is_refused() {
         kind: RecordKind::Delete,
         owner: OWNER,
         key: [9; 32],
-        merkle_root: [0; 32],
     });
     let disk = MemDisk::from_image(image).unwrap();
     let (error, disk) = ShardStore::try_mount(disk).expect_err("a disk past RECORDS_MAX was mounted");

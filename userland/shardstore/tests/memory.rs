@@ -10,7 +10,7 @@ use std::alloc::System;
 use blockdev::mem::MemDisk;
 use common::{crafted_log_image, CraftedRecord};
 use shardstore::layout::RecordKind;
-use shardstore::{merkle_root, ShardStore};
+use shardstore::ShardStore;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -29,9 +29,13 @@ fn image_of_owners(shards: u64, owners: u64) -> Vec<u8> {
         let mut owner = [0u8; 32];
         owner[..8].copy_from_slice(&blake3::hash(&(index % owners).to_le_bytes()).as_bytes()[..8]);
         // One owner holds the empty shard once: its other shards are other (forged) keys.
-        let key =
-            if owners == shards { *blake3::hash(&[]).as_bytes() } else { *blake3::hash(&index.to_le_bytes()).as_bytes() };
-        CraftedRecord { kind: RecordKind::Put, owner, key, merkle_root: merkle_root(&[]) }
+        // The last record is the empty shard's (mount checks the last payload against its key).
+        let key = if owners == shards || index + 1 == shards {
+            *blake3::hash(&[]).as_bytes()
+        } else {
+            *blake3::hash(&index.to_le_bytes()).as_bytes()
+        };
+        CraftedRecord { kind: RecordKind::Put, owner, key }
     })
 }
 

@@ -216,35 +216,38 @@ fn list_after_pages_through_one_owner() {
     assert_eq!(multi.owner_usage(&BOB), OwnerUsage { shards: 29, bytes: 8700 });
 }
 
-/// Rewrites a store's superblock as format version 1 wrote it (same layout, version 1,
+/// Rewrites a store's superblock as format version `version` wrote it (same layout,
 /// blake3 over bytes 0..112).
-fn as_version_1(image: &mut [u8]) {
-    image[8..12].copy_from_slice(&1u32.to_le_bytes());
+fn as_version(image: &mut [u8], version: u32) {
+    image[8..12].copy_from_slice(&version.to_le_bytes());
     let checksum = blake3::hash(&image[..112]);
     image[112..144].copy_from_slice(checksum.as_bytes());
 }
 
+/// Version 1 (before owners) and version 2 (before the one hashing pass) disks.
 #[test]
-fn a_version_1_disk_is_refused_untouched() {
-    let mut store = fresh(256);
-    let (key, bytes) = shard(3, 900);
-    store.put(&NODE_OWNER, key, &bytes).unwrap();
-    let mut image = store.into_device().durable_image().to_vec();
-    as_version_1(&mut image);
-    let disk = MemDisk::from_image(image.clone()).unwrap();
-    let (error, disk) = ShardStore::try_mount(disk).err().unwrap();
-    assert_eq!(error, MountError::UnsupportedVersion(1));
-    assert_eq!(error.to_string(), "unsupported shard-store format version 1");
-    assert_eq!(disk.stats().write_count, 0);
-    assert_eq!(disk.durable_image(), &image[..]);
-    let (multi, refused) = MultiStore::mount_all(vec![disk]);
-    assert_eq!(multi.disk_count(), 0);
-    assert_eq!(refused[0].error, MountError::UnsupportedVersion(1));
-    // Reformatting (the kernel's `gridos.format=NAME`) makes it an empty version 2 store.
-    let disk = MemDisk::from_image(image).unwrap();
-    let store = ShardStore::format(disk, common::NODE_ID, common::DISK_ID).unwrap();
-    let store = crash_and_remount(store);
-    assert_eq!(store.stat().shard_count, 0);
-    assert_eq!(store.device().durable_image()[8], 2);
-    assert_eq!(store.device().sector_count() * SECTOR_SIZE as u64, 256 * 512);
+fn version_1_and_2_disks_are_refused_untouched() {
+    for version in [1, 2] {
+        let mut store = fresh(256);
+        let (key, bytes) = shard(3, 900);
+        store.put(&NODE_OWNER, key, &bytes).unwrap();
+        let mut image = store.into_device().durable_image().to_vec();
+        as_version(&mut image, version);
+        let disk = MemDisk::from_image(image.clone()).unwrap();
+        let (error, disk) = ShardStore::try_mount(disk).err().unwrap();
+        assert_eq!(error, MountError::UnsupportedVersion(version));
+        assert_eq!(error.to_string(), format!("unsupported shard-store format version {version}"));
+        assert_eq!(disk.stats().write_count, 0);
+        assert_eq!(disk.durable_image(), &image[..]);
+        let (multi, refused) = MultiStore::mount_all(vec![disk]);
+        assert_eq!(multi.disk_count(), 0);
+        assert_eq!(refused[0].error, MountError::UnsupportedVersion(version));
+        // Reformatting (the kernel's `gridos.format=NAME`) makes it an empty current store.
+        let disk = MemDisk::from_image(image).unwrap();
+        let store = ShardStore::format(disk, common::NODE_ID, common::DISK_ID).unwrap();
+        let store = crash_and_remount(store);
+        assert_eq!(store.stat().shard_count, 0);
+        assert_eq!(store.device().durable_image()[8], shardstore::layout::FORMAT_VERSION as u8);
+        assert_eq!(store.device().sector_count() * SECTOR_SIZE as u64, 256 * 512);
+    }
 }

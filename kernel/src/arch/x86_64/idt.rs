@@ -1,5 +1,6 @@
 //! The IDT: one assembly entry stub per vector, a common path that saves all
-//! registers and the FPU/SSE state, and a Rust dispatcher.
+//! registers and the FPU/SSE/AVX state (`xsave` of what XCR0 enables once
+//! `cpu::enable_extended_state` turned it on, else `fxsave`), and a Rust dispatcher.
 //!
 //! Exceptions other than the breakpoint are fatal: the report gives vector, error
 //! code, RIP, CR2 and the decoded error code and page protection (page faults), all
@@ -57,13 +58,39 @@ isr_common:
     push %r14
     push %r15
     mov %rsp, %rbx
-    sub $512, %rsp
-    and $-16, %rsp
+    sub ISR_SAVE_AREA_BYTES(%rip), %rsp
+    and $-64, %rsp
+    mov ISR_XSAVE_MASK(%rip), %eax
+    mov ISR_XSAVE_MASK+4(%rip), %edx
+    test %eax, %eax
+    jz isr_fxsave
+    /* XRSTOR needs the header's reserved bytes zero: clear the 64-byte header first. */
+    xor %ecx, %ecx
+    mov %rcx, 512(%rsp)
+    mov %rcx, 520(%rsp)
+    mov %rcx, 528(%rsp)
+    mov %rcx, 536(%rsp)
+    mov %rcx, 544(%rsp)
+    mov %rcx, 552(%rsp)
+    mov %rcx, 560(%rsp)
+    mov %rcx, 568(%rsp)
+    xsave64 (%rsp)
+    jmp isr_saved
+isr_fxsave:
     fxsave64 (%rsp)
+isr_saved:
     mov %rbx, %rdi
     cld
     call interrupt_dispatch
+    mov ISR_XSAVE_MASK(%rip), %eax
+    mov ISR_XSAVE_MASK+4(%rip), %edx
+    test %eax, %eax
+    jz isr_fxrstor
+    xrstor64 (%rsp)
+    jmp isr_restored
+isr_fxrstor:
     fxrstor64 (%rsp)
+isr_restored:
     mov %rbx, %rsp
     pop %r15
     pop %r14

@@ -1,8 +1,9 @@
 //! The few symbols a libc-free static link needs: `mem*`, `bcmp`, `strlen`, and the
 //! unwinding entry points that the precompiled `alloc` references (panics abort here).
 //!
-//! The `mem*` functions use `rep movsb`/`rep stosb`/`repe cmpsb` so the compiler can
-//! never turn their bodies back into calls to themselves.
+//! The `mem*` functions use inline assembly (an SSE loop for whole 64-byte blocks, then
+//! `rep movsb`/`rep stosb`) or volatile reads, so the compiler can never turn their
+//! bodies back into calls to themselves.
 
 use core::arch::asm;
 
@@ -10,9 +11,38 @@ use core::arch::asm;
 /// Standard `memcpy` contract: valid, non-overlapping regions of `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees both regions are valid for `n` bytes.
+    // Whole 64-byte blocks through four SSE registers, then the rest with `rep movsb`.
+    // QEMU's TCG runs `rep movsb` one byte per loop turn (about 25 MB/s: a 1 MiB copy
+    // cost more than hashing it, store-bench showed); the SSE loop moves 64 bytes per
+    // turn there and is as fast as `rep movsb` on hardware for these sizes.
+    let bulk = n & !63;
+    // SAFETY: the caller guarantees both regions are valid for `n` bytes; the loop
+    // touches `bulk <= n` bytes of each, the tail the remaining `n - bulk`. SSE is on
+    // before any Rust runs, and interrupt entry saves the XMM registers.
     unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dest => _, inout("rsi") src => _,
+        if bulk != 0 {
+            asm!(
+                "2:",
+                "movdqu xmm0, [{s}]",
+                "movdqu xmm1, [{s} + 16]",
+                "movdqu xmm2, [{s} + 32]",
+                "movdqu xmm3, [{s} + 48]",
+                "movdqu [{d}], xmm0",
+                "movdqu [{d} + 16], xmm1",
+                "movdqu [{d} + 32], xmm2",
+                "movdqu [{d} + 48], xmm3",
+                "add {s}, 64",
+                "add {d}, 64",
+                "sub {n}, 64",
+                "jnz 2b",
+                s = inout(reg) src => _,
+                d = inout(reg) dest => _,
+                n = inout(reg) bulk => _,
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                options(nostack),
+            );
+        }
+        asm!("rep movsb", inout("rcx") n - bulk => _, inout("rdi") dest.add(bulk) => _, inout("rsi") src.add(bulk) => _,
             options(nostack, preserves_flags));
     }
     dest
@@ -42,9 +72,34 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 /// Standard `memset` contract: a valid region of `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the region is valid for `n` bytes.
+    // As `memcpy`: whole 64-byte blocks from one SSE register holding 16 copies of the
+    // byte, the rest with `rep stosb`.
+    let bulk = n & !63;
+    // SAFETY: the caller guarantees the region is valid for `n` bytes; the loop writes
+    // `bulk <= n` of them, the tail the rest. SSE is on (see `memcpy`).
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") c as u8,
+        if bulk != 0 {
+            asm!(
+                "movd xmm0, {c:e}",
+                "punpcklbw xmm0, xmm0",
+                "punpcklwd xmm0, xmm0",
+                "pshufd xmm0, xmm0, 0",
+                "2:",
+                "movdqu [{d}], xmm0",
+                "movdqu [{d} + 16], xmm0",
+                "movdqu [{d} + 32], xmm0",
+                "movdqu [{d} + 48], xmm0",
+                "add {d}, 64",
+                "sub {n}, 64",
+                "jnz 2b",
+                c = in(reg) c as u8 as u32,
+                d = inout(reg) dest => _,
+                n = inout(reg) bulk => _,
+                out("xmm0") _,
+                options(nostack),
+            );
+        }
+        asm!("rep stosb", inout("rcx") n - bulk => _, inout("rdi") dest.add(bulk) => _, in("al") c as u8,
             options(nostack, preserves_flags));
     }
     dest

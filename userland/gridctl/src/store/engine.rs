@@ -4,16 +4,19 @@
 //! shards, checks what nodes answer against the manifest, and reports.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use files::stream::{Getter, Putter, ShardSink, ShardSource};
 use files::{EncodedSegment, Manifest, Params, SegmentEntry, ShardRef};
 use serde::Serialize;
 
+use super::contracts::{self, StoreLedger, CONTRACT_VISIBLE_WAIT};
 use super::nodes::{NodeError, NodeKey, Op, Out, Pool, Room, NODES_MAX};
 use super::placement;
+use ledger::{Amount, ContractId, ShardPlacement};
 use crate::{hex, Error, Result};
 
 /// Copies of the sealed manifest stored at put and repair (fewer when fewer nodes).
@@ -162,37 +165,79 @@ pub struct PutReport {
     pub nodes: Vec<String>,
     /// Nodes holding a copy of the manifest.
     pub manifest_copies: usize,
+    /// With a ledger: the storage contracts of the file's shards (recorded in the manifest).
+    pub contracts: Vec<u64>,
+    /// With a ledger: the contract of the manifest's copies.
+    pub manifest_contract: Option<u64>,
     /// Plain sentences about choices made (fewer shards, failovers...).
     pub notes: Vec<String>,
 }
 
-struct PutSink<'a> {
+/// Paying for storage on the ledger: the session and the price per started MiB.
+pub struct Pay<'a> {
+    /// The ledger.
+    pub ledger: &'a mut dyn StoreLedger,
+    /// Price per period per started MiB of shards.
+    pub price_per_mib: Amount,
+    /// Contracts created so far by this command.
+    pub created: Vec<ContractId>,
+}
+
+impl Pay<'_> {
+    /// Creates and pays a contract for `shards`.
+    fn create(&mut self, shards: Vec<ShardPlacement>) -> Result<ContractId> {
+        let price = contracts::storage_price(&shards, self.price_per_mib);
+        let id = self.ledger.create(shards, price)?;
+        self.created.push(id);
+        Ok(id)
+    }
+}
+
+/// The contract placement of a shard.
+fn placement_of(r: &ShardRef) -> ShardPlacement {
+    ShardPlacement { node: r.node, key: r.key, merkle_root: r.merkle_root, len_bytes: r.len }
+}
+
+struct PutSink<'a, 'b, 'p> {
     pool: &'a mut Pool,
     nodes: Vec<NodeKey>,
     avoid: Vec<NodeKey>,
     notes: Vec<String>,
     progress: &'a dyn Progress,
+    /// With a ledger: each segment's nodes as planned (and paid for) in the first pass.
+    plan: Option<Vec<Vec<NodeKey>>>,
+    pay: Option<&'b mut Pay<'p>>,
 }
 
-impl ShardSink for PutSink<'_> {
+/// Seconds between tries of a put a node refused for want of a contract it has not seen yet.
+const CONTRACT_RETRY: Duration = Duration::from_secs(1);
+
+impl ShardSink for PutSink<'_, '_, '_> {
     type Error = String;
 
     fn put_segment(&mut self, segment: &EncodedSegment, refs: &mut [ShardRef]) -> std::result::Result<(), String> {
         let live: Vec<NodeKey> = self.nodes.iter().filter(|n| !self.avoid.contains(n)).copied().collect();
-        let mut targets = placement::segment_nodes(&live, segment.index, segment.shards.len());
+        let mut targets = match &self.plan {
+            Some(plan) => plan.get(segment.index as usize).cloned().unwrap_or_default(),
+            None => placement::segment_nodes(&live, segment.index, segment.shards.len()),
+        };
         if targets.len() < segment.shards.len() {
             return Err("no node left to take shards".into());
         }
         let shards: Vec<Arc<Vec<u8>>> = segment.shards.iter().map(|s| Arc::new(s.clone())).collect();
         let mut pending: Vec<usize> = (0..shards.len()).collect();
-        // Each round either finishes shards or rules out a node: at most one round per node.
-        for _ in 0..=self.nodes.len() {
+        let started = Instant::now();
+        // Each round either finishes shards, rules out a node, or waits a second for nodes
+        // to see a new contract: bounded by the nodes and the wait.
+        let waits = (CONTRACT_VISIBLE_WAIT.as_secs() + 1) as usize;
+        for _ in 0..=self.nodes.len() + waits {
             if pending.is_empty() {
                 break;
             }
             let jobs = pending.iter().map(|&i| (targets[i], Op::Put(Arc::clone(&shards[i])))).collect();
             let results = self.pool.run_all(jobs);
             let mut failed = Vec::new();
+            let mut waiting = Vec::new();
             for (&i, (node, result)) in pending.iter().zip(results) {
                 match result {
                     Ok(Out::Put(meta)) if meta.key == refs[i].key && meta.len == refs[i].len && meta.merkle_root == refs[i].merkle_root => {
@@ -203,6 +248,9 @@ impl ShardSink for PutSink<'_> {
                         return Err(format!("node {} stored shard {i} of segment {} with another hash or root", short(&node), segment.index))
                     }
                     Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                    Err(NodeError::Refused(why)) if self.pay.is_some() && contracts::is_no_contract(&why) && started.elapsed() < CONTRACT_VISIBLE_WAIT => {
+                        waiting.push(i);
+                    }
                     Err(e) => {
                         self.notes.push(format!("node {} failed a shard of segment {} ({e}); placing it elsewhere", short(&node), segment.index));
                         if !self.avoid.contains(&node) {
@@ -221,7 +269,17 @@ impl ShardSink for PutSink<'_> {
                     self.notes.push(format!("segment {}: two shards share node {} (no other node left)", segment.index, short(&node)));
                 }
                 targets[i] = node;
+                if let Some(pay) = self.pay.as_deref_mut() {
+                    // The new placement is paid for before the shard goes there.
+                    let placed = ShardRef { node, ..refs[i].clone() };
+                    let id = pay.create(vec![placement_of(&placed)]).map_err(|e| format!("a contract for shard {i} of segment {} on {}: {e}", segment.index, short(&node)))?;
+                    self.notes.push(format!("segment {} shard {i} moved to {} under contract {id}", segment.index, short(&node)));
+                }
             }
+            if !waiting.is_empty() {
+                std::thread::sleep(CONTRACT_RETRY);
+            }
+            failed.extend(waiting);
             pending = failed;
         }
         if pending.is_empty() {
@@ -239,7 +297,23 @@ pub fn short(key: &[u8; 32]) -> String {
 
 /// Stores `sealed` (the manifest, key `id`) on up to [`MANIFEST_COPIES`] of `nodes`,
 /// preferring `preferred`; returns the number of copies stored.
-fn store_manifest(pool: &mut Pool, nodes: &[NodeKey], preferred: &[NodeKey], sealed: &[u8], id: &[u8; 32]) -> usize {
+fn store_manifest(pool: &mut Pool, nodes: &[NodeKey], preferred: &[NodeKey], sealed: &[u8], id: &[u8; 32], wait: bool) -> usize {
+    let order = manifest_order(pool, nodes, preferred);
+    let bytes = Arc::new(sealed.to_vec());
+    let mut stored = 0;
+    for batch in order.chunks(MANIFEST_COPIES) {
+        let jobs = batch.iter().map(|n| (*n, Arc::clone(&bytes))).collect();
+        stored += put_waiting(pool, jobs, wait).into_iter().filter(|(_, r)| matches!(r, Ok(Out::Put(m)) if m.key == *id)).count();
+        if stored >= MANIFEST_COPIES.min(order.len()) {
+            break;
+        }
+    }
+    stored
+}
+
+/// Where the manifest's copies go, in order: `preferred` (the nodes holding the file's
+/// shards), then the others; nodes found down left out.
+fn manifest_order(pool: &Pool, nodes: &[NodeKey], preferred: &[NodeKey]) -> Vec<NodeKey> {
     let mut order: Vec<NodeKey> = preferred.iter().filter(|n| nodes.contains(n) && !pool.is_down(n)).copied().collect();
     for n in nodes {
         if !order.contains(n) && !pool.is_down(n) {
@@ -247,20 +321,92 @@ fn store_manifest(pool: &mut Pool, nodes: &[NodeKey], preferred: &[NodeKey], sea
         }
     }
     order.dedup();
-    let bytes = Arc::new(sealed.to_vec());
-    let mut stored = 0;
-    for batch in order.chunks(MANIFEST_COPIES) {
-        let jobs = batch.iter().map(|n| (*n, Op::Put(Arc::clone(&bytes)))).collect();
-        stored += pool
-            .run_all(jobs)
-            .into_iter()
-            .filter(|(_, r)| matches!(r, Ok(Out::Put(m)) if m.key == *id))
-            .count();
-        if stored >= MANIFEST_COPIES.min(order.len()) {
+    order
+}
+
+/// Puts each `(node, bytes)`; with `wait`, puts that a node refused for want of a
+/// contract are tried again every second for up to [`CONTRACT_VISIBLE_WAIT`] (a node
+/// sees a new contract within a few seconds).
+fn put_waiting(pool: &mut Pool, jobs: Vec<(NodeKey, Arc<Vec<u8>>)>, wait: bool) -> Vec<(NodeKey, std::result::Result<Out, NodeError>)> {
+    let started = Instant::now();
+    let mut results: Vec<(NodeKey, std::result::Result<Out, NodeError>)> =
+        jobs.iter().map(|(n, _)| (*n, Err(NodeError::Unreachable("not tried".into())))).collect();
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let waits = CONTRACT_VISIBLE_WAIT.as_secs() as usize + 1;
+    for round in 0..=waits {
+        if pending.is_empty() {
             break;
         }
+        if round > 0 {
+            std::thread::sleep(CONTRACT_RETRY);
+        }
+        let batch = pending.iter().map(|&i| (jobs[i].0, Op::Put(Arc::clone(&jobs[i].1)))).collect();
+        let mut again = Vec::new();
+        for (&i, (node, result)) in pending.iter().zip(pool.run_all(batch)) {
+            let retry = wait && started.elapsed() < CONTRACT_VISIBLE_WAIT && matches!(&result, Err(NodeError::Refused(why)) if contracts::is_no_contract(why));
+            if retry {
+                again.push(i);
+            }
+            results[i] = (node, result);
+        }
+        pending = again;
     }
-    stored
+    results
+}
+
+/// With a ledger: pays for the manifest's copies on up to [`MANIFEST_COPIES`] nodes (in
+/// the order [`store_manifest`] takes them) and returns those nodes and the contract.
+fn pay_manifest(pay: &mut Pay<'_>, pool: &Pool, nodes: &[NodeKey], preferred: &[NodeKey], sealed: &[u8], id: &[u8; 32]) -> Result<(Vec<NodeKey>, ContractId)> {
+    let mut holders = manifest_order(pool, nodes, preferred);
+    holders.truncate(MANIFEST_COPIES);
+    if holders.is_empty() {
+        return Err(Error("no node left to take the manifest".into()));
+    }
+    let root = shardstore::merkle_root(sealed);
+    let shards = holders.iter().map(|n| ShardPlacement { node: *n, key: *id, merkle_root: root, len_bytes: sealed.len() as u64 }).collect();
+    let contract = pay.create(shards).map_err(|e| Error(format!("the manifest's contract: {e}")))?;
+    Ok((holders, contract))
+}
+
+/// With a ledger: the usable nodes that are registered on it, those with free disk first
+/// (each group in the order discovery found them); the others are left out, with a note.
+fn ledger_nodes(ledger: &mut dyn StoreLedger, nodes: &Nodes, notes: &mut Vec<String>) -> Result<Nodes> {
+    let registered: BTreeMap<NodeKey, u64> = ledger.nodes()?.into_iter().collect();
+    let mut out = nodes.clone();
+    let (on, off): (Vec<(NodeKey, Room)>, Vec<(NodeKey, Room)>) = nodes.usable.iter().cloned().partition(|(k, _)| registered.contains_key(k));
+    if !off.is_empty() {
+        notes.push(format!("{} node(s) that answered are not registered on the ledger and take no shards", off.len()));
+    }
+    let (free, full): (Vec<(NodeKey, Room)>, Vec<(NodeKey, Room)>) = on.into_iter().partition(|(k, _)| registered.get(k).is_some_and(|f| *f > 0));
+    out.usable = free;
+    out.usable.extend(full);
+    Ok(out)
+}
+
+/// Segments per storage contract for `params` (within `ledger::SHARDS_PER_CONTRACT_MAX`).
+fn segments_per_contract(params: &Params) -> usize {
+    (ledger::SHARDS_PER_CONTRACT_MAX / params.total_shards().max(1)).max(1)
+}
+
+/// The first pass of a put on a ledger: every segment's shards planned onto nodes (keys,
+/// lengths and roots computed, nothing sent).
+struct PlanSink<'a> {
+    nodes: &'a [NodeKey],
+}
+
+impl ShardSink for PlanSink<'_> {
+    type Error = String;
+
+    fn put_segment(&mut self, segment: &EncodedSegment, refs: &mut [ShardRef]) -> std::result::Result<(), String> {
+        let targets = placement::segment_nodes(self.nodes, segment.index, refs.len());
+        if targets.len() < refs.len() {
+            return Err("no node left to take shards".into());
+        }
+        for (r, node) in refs.iter_mut().zip(targets) {
+            r.node = node;
+        }
+        Ok(())
+    }
 }
 
 /// What to put.
@@ -279,16 +425,26 @@ pub struct PutInput<R: Read> {
     pub segment_bytes: Option<u32>,
 }
 
-/// Puts `input` on `nodes`.
-pub fn put<R: Read>(
+/// Puts `input` on `nodes`; with `pay`, every shard placement is under a storage contract
+/// created first (see [`super::contracts`]).
+pub fn put<R: Read + Seek>(
     pool: &mut Pool,
     owner: &Owner,
     nodes: &Nodes,
     input: PutInput<R>,
     progress: &dyn Progress,
+    mut pay: Option<&mut Pay<'_>>,
 ) -> Result<(PutReport, Manifest)> {
-    let PutInput { reader, name, size_hint, data_shards, parity_shards, segment_bytes } = input;
+    let PutInput { mut reader, name, size_hint, data_shards, parity_shards, segment_bytes } = input;
     let mut notes = Vec::new();
+    let ledger_nodes_found;
+    let nodes = match pay.as_deref_mut() {
+        Some(pay) => {
+            ledger_nodes_found = ledger_nodes(pay.ledger, nodes, &mut notes)?;
+            &ledger_nodes_found
+        }
+        None => nodes,
+    };
     let choice = placement::choose_params(nodes.usable.len(), data_shards, parity_shards).map_err(|e| {
         let down: Vec<String> = nodes.down.iter().map(|(n, why)| format!("{}: {why}", short(n))).collect();
         if down.is_empty() {
@@ -305,21 +461,61 @@ pub fn put<R: Read>(
     };
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce).map_err(|e| Error(format!("no randomness from the operating system: {e}")))?;
+    let mut planned: Option<Manifest> = None;
+    if let Some(pay) = pay.as_deref_mut() {
+        // First pass: the shards' keys and nodes, then their contracts, before any goes up.
+        let first = Putter::new(&mut reader, &owner.seed, nonce, name.clone(), params).map_err(|e| Error(format!("{e}")))?;
+        let keys = nodes.keys();
+        let plan = first.run(&mut PlanSink { nodes: &keys }).map_err(|e| Error(format!("put failed: {e}")))?.manifest;
+        for group in plan.segments.chunks(segments_per_contract(&params)) {
+            let shards: Vec<ShardPlacement> = group.iter().flat_map(|s| &s.shards).map(placement_of).collect();
+            pay.create(shards).map_err(|e| Error(format!("no storage contract, nothing stored: {e}")))?;
+        }
+        reader.seek(SeekFrom::Start(0)).map_err(|e| Error(format!("cannot read the file again: {e}")))?;
+        planned = Some(plan);
+    }
     let putter = Putter::new(reader, &owner.seed, nonce, name.clone(), params).map_err(|e| Error(format!("{e}")))?;
     let expansion = params.total_shards() as u64;
     progress.start("storing", size_hint.saturating_mul(expansion) / u64::from(params.data_shards));
-    let mut sink = PutSink { pool, nodes: nodes.keys(), avoid: Vec::new(), notes: Vec::new(), progress };
+    let plan = planned.as_ref().map(|m| m.segments.iter().map(|s| s.shards.iter().map(|r| r.node).collect()).collect());
+    let mut sink = PutSink { pool, nodes: nodes.keys(), avoid: Vec::new(), notes: Vec::new(), progress, plan, pay: pay.as_deref_mut() };
     let done = putter.run(&mut sink).map_err(|e| Error(format!("put failed: {e}")));
     progress.finish();
-    let done = done?;
+    let mut done = done?;
     notes.append(&mut sink.notes);
+    let pool = sink.pool;
+    if let Some(plan) = &planned {
+        let same = plan.segments.len() == done.manifest.segments.len()
+            && plan.segments.iter().zip(&done.manifest.segments).all(|(a, b)| {
+                a.shards.len() == b.shards.len() && a.shards.iter().zip(&b.shards).all(|(x, y)| x.key == y.key && x.merkle_root == y.merkle_root)
+            });
+        if !same {
+            return Err(Error("the file changed while it was stored (its shards differ from the ones paid for); put it again".into()));
+        }
+    }
+    if let Some(pay) = pay.as_deref_mut() {
+        done.manifest.contracts = pay.created.clone();
+        done.manifest.validate().map_err(|e| Error(format!("the manifest is malformed: {e}")))?;
+        done.sealed = done.manifest.seal(&owner.seed);
+        if done.sealed.len() > files::MANIFEST_SEALED_BYTES_MAX {
+            return Err(Error("the manifest is too large".into()));
+        }
+        done.file_id = files::file_id(&done.sealed);
+    }
     let mut used: Vec<NodeKey> = Vec::new();
     for r in done.manifest.segments.iter().flat_map(|s| &s.shards) {
         if !used.contains(&r.node) {
             used.push(r.node);
         }
     }
-    let copies = store_manifest(sink.pool, &nodes.keys(), &used, &done.sealed, &done.file_id);
+    let mut holders = nodes.keys();
+    let mut manifest_contract = None;
+    if let Some(pay) = pay.as_deref_mut() {
+        let (paid, contract) = pay_manifest(pay, pool, &holders, &used, &done.sealed, &done.file_id)?;
+        holders = paid;
+        manifest_contract = Some(contract);
+    }
+    let copies = store_manifest(pool, &holders, &used, &done.sealed, &done.file_id, manifest_contract.is_some());
     if copies == 0 {
         return Err(Error("the shards are stored but no node took the manifest; the file cannot be found by id".into()));
     }
@@ -335,6 +531,8 @@ pub fn put<R: Read>(
         segments: done.manifest.segments.len() as u64,
         nodes: used.iter().map(|n| hex(n)).collect(),
         manifest_copies: copies,
+        contracts: done.manifest.contracts.clone(),
+        manifest_contract,
         notes,
     };
     Ok((report, done.manifest))
@@ -492,6 +690,12 @@ pub struct ShardHealth {
     pub status: Health,
     /// Why, when not ok.
     pub detail: String,
+    /// With a ledger: the storage contract that names this placement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract: Option<u64>,
+    /// With a ledger: the last period the ledger recorded a valid storage proof for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven_period: Option<u64>,
 }
 
 /// What `verify` found.
@@ -505,6 +709,9 @@ pub struct VerifyReport {
     pub shards: Vec<ShardHealth>,
     /// Segments with fewer than K healthy shards (lost unless the missing come back).
     pub lost_segments: Vec<u64>,
+    /// With a ledger: its current period (for the shards' `proven_period`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_period: Option<u64>,
 }
 
 /// Challenges every shard of `manifest` on its node.
@@ -543,7 +750,7 @@ pub fn check(pool: &mut Pool, owner: &Owner, manifest: &Manifest, id: &[u8; 32])
             Err(NodeError::Unreachable(why)) => (Health::Missing, format!("node unreachable: {why}")),
             Err(NodeError::Refused(why)) => (Health::Corrupt, format!("the node cannot prove it: {why}")),
         };
-        shards.push(ShardHealth { node: hex(&r.node), segment, shard, key: hex(&r.key), status, detail });
+        shards.push(ShardHealth { node: hex(&r.node), segment, shard, key: hex(&r.key), status, detail, contract: None, proven_period: None });
     }
     let k = usize::from(manifest.params.data_shards);
     let mut healthy: BTreeMap<u64, usize> = manifest.segments.iter().map(|s| (s.index, 0)).collect();
@@ -553,7 +760,34 @@ pub fn check(pool: &mut Pool, owner: &Owner, manifest: &Manifest, id: &[u8; 32])
         }
     }
     let lost_segments = healthy.into_iter().filter(|(_, n)| *n < k).map(|(s, _)| s).collect();
-    VerifyReport { id: hex(id), ok: shards.iter().all(|s| s.status == Health::Ok), shards, lost_segments }
+    VerifyReport { id: hex(id), ok: shards.iter().all(|s| s.status == Health::Ok), shards, lost_segments, ledger_period: None }
+}
+
+/// Adds the ledger's record to `report`: per shard, the contract naming its placement and
+/// the last period a valid proof for it landed in (each contract read verified).
+pub fn ledger_record(report: &mut VerifyReport, manifest: &Manifest, ledger: &mut dyn StoreLedger) -> Result<()> {
+    let (_, period) = ledger.meta()?;
+    report.ledger_period = Some(period);
+    let mut record: BTreeMap<(String, String), (ContractId, Option<u64>)> = BTreeMap::new();
+    for &id in &manifest.contracts {
+        let Some(contract) = ledger.contract(id)? else { continue };
+        if let ledger::state::ContractTerms::Storage { shards } = &contract.terms {
+            for s in shards {
+                let entry = record.entry((hex(&s.placement.node), hex(&s.placement.key))).or_insert((id, s.last_proven_period));
+                // A later contract for the same placement (a repair) wins when it has proofs.
+                if s.last_proven_period > entry.1 {
+                    *entry = (id, s.last_proven_period);
+                }
+            }
+        }
+    }
+    for shard in &mut report.shards {
+        if let Some((id, period)) = record.get(&(shard.node.clone(), shard.key.clone())) {
+            shard.contract = Some(*id);
+            shard.proven_period = *period;
+        }
+    }
+    Ok(())
 }
 
 /// What `repair` did.
@@ -575,10 +809,20 @@ pub struct RepairReport {
 
 /// Rebuilds every missing or corrupt shard of file `id` onto other nodes and stores the
 /// updated manifest (whose id is the new file id; the old manifest copies are deleted).
-pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], progress: &dyn Progress) -> Result<(RepairReport, Manifest)> {
+pub fn repair(
+    pool: &mut Pool,
+    owner: &Owner,
+    nodes: &mut Nodes,
+    id: &[u8; 32],
+    progress: &dyn Progress,
+    mut pay: Option<&mut Pay<'_>>,
+) -> Result<(RepairReport, Manifest)> {
     let mut manifest = find_manifest(pool, owner, nodes, id)?;
-    let health = check(pool, owner, &manifest, id);
     let mut notes = Vec::new();
+    if let Some(pay) = pay.as_deref_mut() {
+        *nodes = ledger_nodes(pay.ledger, nodes, &mut notes)?;
+    }
+    let health = check(pool, owner, &manifest, id);
     let mut repaired = Vec::new();
     let mut lost = Vec::new();
     let bad: Vec<&ShardHealth> = health.shards.iter().filter(|s| s.status != Health::Ok).collect();
@@ -615,18 +859,33 @@ pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], 
             for _ in 0..all.len() {
                 let candidates: Vec<NodeKey> = all.iter().filter(|n| !pool.is_down(n)).copied().collect();
                 let Some((node, shared)) = placement::replacement(&candidates, &holding, &avoid, true) else { break };
-                match one(pool, node, Op::Put(Arc::clone(&bytes))) {
+                let mut contract = None;
+                if let Some(pay) = pay.as_deref_mut() {
+                    let placed = ShardRef { node, ..seg.shards[i].clone() };
+                    contract = Some(pay.create(vec![placement_of(&placed)])?);
+                }
+                let result = put_waiting(pool, vec![(node, Arc::clone(&bytes))], pay.is_some()).pop().map(|(_, r)| r);
+                match result.unwrap_or(Err(NodeError::Unreachable("no answer".into()))) {
                     Ok(Out::Put(m)) if m.key == seg.shards[i].key && m.merkle_root == seg.shards[i].merkle_root => {
                         if shared {
                             notes.push(format!("segment {}: shard {i} shares node {} with another shard of the segment (no other node left)", seg.index, short(&node)));
                         }
+                        if let Some(contract) = contract {
+                            notes.push(format!("segment {} shard {i}: new placement on {} under contract {contract}", seg.index, short(&node)));
+                        }
                         placed = Some(node);
                         break;
                     }
-                    Ok(_) => avoid.push(node),
-                    Err(e) => {
-                        notes.push(format!("node {} did not take a rebuilt shard: {e}", short(&node)));
+                    other => {
+                        if let Err(e) = other {
+                            notes.push(format!("node {} did not take a rebuilt shard: {e}", short(&node)));
+                        }
                         avoid.push(node);
+                        if let (Some(pay), Some(contract)) = (pay.as_deref_mut(), contract) {
+                            // Nothing went there: its contract goes too (best effort).
+                            pay.created.retain(|c| *c != contract);
+                            let _ = pay.ledger.cancel(contract);
+                        }
                     }
                 }
             }
@@ -648,6 +907,8 @@ pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], 
                 key: s.key.clone(),
                 status: Health::Ok,
                 detail: format!("was {} on {}", s.status, short(&old)),
+                contract: None,
+                proven_period: None,
             });
         }
     }
@@ -658,6 +919,10 @@ pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], 
             manifest,
         ));
     }
+    let old_last_contract = manifest.contracts.iter().max().copied();
+    if let Some(pay) = pay.as_deref_mut() {
+        manifest.contracts.extend(pay.created.iter().copied());
+    }
     manifest.validate().map_err(|e| Error(format!("the repaired manifest is malformed: {e}")))?;
     let sealed = manifest.seal(&owner.seed);
     let new_id = files::file_id(&sealed);
@@ -667,13 +932,25 @@ pub fn repair(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], 
             used.push(r.node);
         }
     }
-    let copies = store_manifest(pool, &all, &used, &sealed, &new_id);
+    let mut holders = all.clone();
+    if let Some(pay) = pay.as_deref_mut() {
+        holders = pay_manifest(pay, pool, &all, &used, &sealed, &new_id)?.0;
+    }
+    let copies = store_manifest(pool, &holders, &used, &sealed, &new_id, pay.is_some());
     if copies == 0 {
         return Err(Error("shards were rebuilt but no node took the new manifest; the old id still works".into()));
     }
     if new_id != *id {
         let jobs = all.iter().filter(|n| !pool.is_down(n)).map(|n| (*n, Op::Delete(*id))).collect();
         let _ = pool.run_all(jobs);
+        if let (Some(pay), Some(after)) = (pay.as_deref_mut(), old_last_contract) {
+            // The old manifest's copies are gone: so is their contract.
+            for contract in contracts::manifest_contracts(pay.ledger, id, Some(after))? {
+                if let Err(e) = pay.ledger.cancel(contract) {
+                    notes.push(format!("the old manifest's contract {contract} was not cancelled: {e}"));
+                }
+            }
+        }
     }
     Ok((
         RepairReport {
@@ -701,15 +978,17 @@ pub struct RmReport {
     pub left: Vec<String>,
     /// Manifest copies deleted.
     pub manifest_copies_deleted: u64,
+    /// With a ledger: the storage contracts cancelled (the file's and its manifest's).
+    pub contracts_cancelled: Vec<u64>,
 }
 
 /// Deletes every shard of file `id`, then its manifest copies (kept when some shards
 /// could not be deleted, so that `rm` can finish later).
-pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32]) -> Result<RmReport> {
+pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32], ledger: Option<&mut dyn StoreLedger>) -> Result<RmReport> {
     let manifest = find_manifest(pool, owner, nodes, id)?;
     let jobs: Vec<(NodeKey, Op)> =
         manifest.segments.iter().flat_map(|s| &s.shards).map(|r| (r.node, Op::Delete(r.key))).collect();
-    let mut report = RmReport { id: hex(id), deleted: 0, already_gone: 0, left: Vec::new(), manifest_copies_deleted: 0 };
+    let mut report = RmReport { id: hex(id), deleted: 0, already_gone: 0, left: Vec::new(), manifest_copies_deleted: 0, contracts_cancelled: Vec::new() };
     for (node, result) in pool.run_all(jobs) {
         match result {
             Ok(_) => report.deleted += 1,
@@ -732,6 +1011,17 @@ pub fn rm(pool: &mut Pool, owner: &Owner, nodes: &mut Nodes, id: &[u8; 32]) -> R
     }
     let jobs = holders.into_iter().filter(|n| !pool.is_down(n)).map(|n| (n, Op::Delete(*id))).collect();
     report.manifest_copies_deleted = pool.run_all(jobs).into_iter().filter(|(_, r)| r.is_ok()).count() as u64;
+    if let Some(ledger) = ledger {
+        let mut ids = manifest.contracts.clone();
+        if let Some(last) = manifest.contracts.iter().max() {
+            ids.extend(contracts::manifest_contracts(ledger, id, Some(*last))?);
+        }
+        for contract in ids {
+            if ledger.cancel(contract)? {
+                report.contracts_cancelled.push(contract);
+            }
+        }
+    }
     Ok(report)
 }
 

@@ -28,6 +28,28 @@ pub struct MemoryGrid {
     pub puts: u64,
     /// A node that goes down at its first put after this many puts grid-wide.
     pub dies_at_put: Option<(NodeKey, u64)>,
+    /// Nodes on a ledger: an owner's puts on a node must fit the room its active storage
+    /// contracts there give it (the sum of their shards' lengths on the node), as a node
+    /// in ledger mode checks.
+    pub ledger: Option<Arc<Mutex<crate::localchain::LocalChain>>>,
+}
+
+/// What `owner`'s active storage contracts on `chain` place on `node`, in bytes.
+pub fn contract_quota(chain: &crate::localchain::LocalChain, owner: &[u8; 32], node: &NodeKey) -> u64 {
+    let state = &chain.state;
+    let mut quota = 0u64;
+    for id in state.active_contracts() {
+        let Some(c) = state.contract(*id) else { continue };
+        if c.owner != *owner {
+            continue;
+        }
+        if let ledger::state::ContractTerms::Storage { shards } = &c.terms {
+            for s in shards.iter().filter(|s| s.placement.node == *node) {
+                quota = quota.saturating_add(s.placement.len_bytes);
+            }
+        }
+    }
+    quota
 }
 
 impl MemoryGrid {
@@ -122,6 +144,17 @@ impl NodeConn for MemoryConn {
                 }
             }
             let key = *blake3::hash(bytes).as_bytes();
+            if let Some(chain) = &g.ledger {
+                let quota = chain.lock().map(|c| contract_quota(&c, &owner, n)).unwrap_or(0);
+                let held = g.nodes.get(n).and_then(|m| m.shards.get(&owner));
+                let used: u64 = held.map(|s| s.iter().filter(|(k, _)| **k != key).map(|(_, b)| b.len() as u64).sum()).unwrap_or(0);
+                if quota == 0 {
+                    return Err(NodeError::Refused("no contract: no active storage contract of yours places shards on this node".into()));
+                }
+                if used + bytes.len() as u64 > quota {
+                    return Err(NodeError::Refused(format!("no contract: your contracts give you {quota} bytes here and {used} are used")));
+                }
+            }
             let node = g.nodes.get_mut(n).ok_or(NodeError::NotFound)?;
             node.shards.entry(owner).or_default().insert(key, bytes.to_vec());
             Ok(meta(&key, bytes))
@@ -146,7 +179,7 @@ impl NodeConn for MemoryConn {
             Ok(Proof {
                 len: bytes.len() as u64,
                 merkle_root: shardstore::merkle_root(bytes),
-                proof: build_proof(bytes, challenge),
+                proof: shardstore::build_proof(bytes, challenge),
             })
         })
     }
@@ -177,61 +210,4 @@ fn overlay_address(key: &NodeKey) -> [u8; 16] {
     let mut a = [0u8; 16];
     a.copy_from_slice(&blake3::hash(key).as_bytes()[..16]);
     a
-}
-
-/// A storage proof as `shardstore`'s tree defines it (leaf `0x00 || chunk`, parent
-/// `0x01 || left || right`, an odd node carried up). `shardstore` keeps its builder
-/// private (nodes build proofs from their store); this fake builds its own, and the
-/// tests check it against `shardstore::verify_proof`.
-fn build_proof(shard: &[u8], challenge: u64) -> shardstore::StorageProof {
-    let chunk_bytes = shardstore::CHUNK_SIZE_BYTES;
-    let count = shardstore::chunk_count(shard.len() as u64);
-    let chunk_index = challenge % count;
-    let start = chunk_index as usize * chunk_bytes;
-    let chunk = shard.get(start..(start + chunk_bytes).min(shard.len())).unwrap_or(&[]).to_vec();
-    let hash = |prefix: u8, parts: &[&[u8]]| {
-        let mut h = blake3::Hasher::new();
-        h.update(&[prefix]);
-        for p in parts {
-            h.update(p);
-        }
-        *h.finalize().as_bytes()
-    };
-    let mut level: Vec<[u8; 32]> = if shard.is_empty() {
-        vec![hash(0, &[&[]])]
-    } else {
-        shard.chunks(chunk_bytes).map(|c| hash(0, &[c])).collect()
-    };
-    let mut path = Vec::new();
-    let mut index = chunk_index as usize;
-    while level.len() > 1 {
-        if let Some(sibling) = level.get(index ^ 1) {
-            path.push(*sibling);
-        }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => hash(1, &[l, r]),
-                [one] => *one,
-                _ => [0; 32],
-            })
-            .collect();
-        index /= 2;
-    }
-    shardstore::StorageProof { chunk_index, chunk, path }
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn the_fakes_proofs_verify_as_the_nodes_do() {
-        for len in [0usize, 1, 4096, 4097, 3 * 4096 + 5, 9 * 4096] {
-            let shard: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let root = shardstore::merkle_root(&shard);
-            for c in 0..12 {
-                let p = super::build_proof(&shard, c);
-                assert!(shardstore::verify_proof(&root, len as u64, c, &p), "len {len} challenge {c}");
-            }
-        }
-    }
 }

@@ -7,12 +7,14 @@
 //! - [`placement`]: K and M for the nodes at hand, K+M distinct nodes per segment,
 //!   replacements;
 //! - [`engine`]: discovery, put, get, verify, repair, rm;
+//! - [`contracts`]: with a ledger, the storage contracts paid before shards go up;
 //! - [`index`]: the local list of files put from this machine (for `ls` and names);
 //! - [`memory`]: an in-memory grid for tests.
 //!
 //! Encryption, erasure coding and manifests are the `files` crate's; the key never leaves
 //! this machine. Every command prints a human summary, or one JSON object with `--json`.
 
+pub mod contracts;
 pub mod engine;
 pub mod index;
 pub mod memory;
@@ -66,6 +68,10 @@ pub enum StoreCommand {
         /// Segment size in KiB (default 4096); for tests.
         #[arg(long, hide = true)]
         segment_kib: Option<u32>,
+        /// With a ledger: the storage contracts' price per period per started MiB of shards
+        /// (default gridctl::onledger::STORAGE_PRICE_PER_MIB_DEFAULT, 1).
+        #[arg(long, value_name = "TOKENS")]
+        price_per_mib: Option<u64>,
         #[command(flatten)]
         nodes: NodesArg,
     },
@@ -90,6 +96,9 @@ pub enum StoreCommand {
     Repair {
         /// File id or name.
         id: String,
+        /// With a ledger: the new contracts' price per period per started MiB.
+        #[arg(long, value_name = "TOKENS")]
+        price_per_mib: Option<u64>,
         #[command(flatten)]
         nodes: NodesArg,
     },
@@ -199,13 +208,19 @@ fn owner(user: &UserKey) -> Owner {
     Owner { seed: user.seed(), public_key: user.public_key() }
 }
 
-/// Runs a store command as the user whose key file is `key_path`.
-pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, out: &mut dyn Write) -> Result<()> {
+/// Runs a store command as the user whose key file is `key_path`; with `ledger` (a ledger
+/// is trusted), under storage contracts (see [`contracts`]).
+pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, ledger: Option<contracts::LedgerFactory>, out: &mut dyn Write) -> Result<()> {
     let user = UserKey::load(key_path)?;
     let index_path = index::path_for(key_path);
     let me = owner(&user);
+    let needs_ledger = matches!(command, StoreCommand::Put { .. } | StoreCommand::Verify { .. } | StoreCommand::Repair { .. } | StoreCommand::Rm { .. });
+    let mut session = match ledger {
+        Some(factory) if needs_ledger => Some(factory(&user)?),
+        _ => None,
+    };
     match command {
-        StoreCommand::Put { file, data_shards, parity_shards, name, segment_kib, nodes } => {
+        StoreCommand::Put { file, data_shards, parity_shards, name, segment_kib, price_per_mib, nodes } => {
             let reader = std::fs::File::open(&file).context(|| format!("cannot open {}", file.display()))?;
             let size = reader.metadata().map(|m| m.len()).unwrap_or(0);
             let name = name.unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -225,7 +240,18 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
                 parity_shards,
                 segment_bytes: segment_kib.map(|k| k.saturating_mul(1024)),
             };
-            let (mut report, manifest) = engine::put(&mut pool, &me, &found, input, &bar)?;
+            let mut pay = pay_with(&mut session, price_per_mib);
+            let result = engine::put(&mut pool, &me, &found, input, &bar, pay.as_mut());
+            let (mut report, manifest) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    let paid = pay.map(|p| p.created).unwrap_or_default();
+                    if paid.is_empty() {
+                        return Err(e);
+                    }
+                    return Err(Error(format!("{e} (storage contracts {paid:?} were created and are billed until cancelled: `gridctl ledger cancel ID`)")));
+                }
+            };
             notes.append(&mut report.notes);
             report.notes = notes;
             index::upsert(
@@ -256,6 +282,9 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
                     report.nodes.len(),
                     report.manifest_copies
                 )?;
+                if !report.contracts.is_empty() {
+                    writeln!(o, "storage contracts {:?}; the manifest's copies under contract {}", report.contracts, report.manifest_contract.map_or("-".into(), |c| c.to_string()))?;
+                }
                 writeln!(o, "{}", report.id)
             })
         }
@@ -286,7 +315,10 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
             let id = index::resolve(&index_path, &id)?;
             let (mut pool, mut found, _notes) = reach(connector, &nodes.nodes, &user, false)?;
             let manifest = engine::find_manifest(&mut pool, &me, &mut found, &id)?;
-            let report = engine::check(&mut pool, &me, &manifest, &id);
+            let mut report = engine::check(&mut pool, &me, &manifest, &id);
+            if let Some(ledger) = session.as_deref_mut() {
+                engine::ledger_record(&mut report, &manifest, ledger)?;
+            }
             emit(out, nodes.json, &report, |o| print_health(o, &report))?;
             if report.ok {
                 Ok(())
@@ -300,11 +332,12 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
                 )))
             }
         }
-        StoreCommand::Repair { id, nodes } => {
+        StoreCommand::Repair { id, price_per_mib, nodes } => {
             let given = index::resolve(&index_path, &id)?;
             let (mut pool, mut found, mut notes) = reach(connector, &nodes.nodes, &user, true)?;
             let bar = Bar::new(nodes.json);
-            let (mut report, manifest) = engine::repair(&mut pool, &me, &mut found, &given, &bar)?;
+            let mut pay = pay_with(&mut session, price_per_mib);
+            let (mut report, manifest) = engine::repair(&mut pool, &me, &mut found, &given, &bar, pay.as_mut())?;
             notes.append(&mut report.notes);
             report.notes = notes;
             if let Some(previous) = &report.previous_id {
@@ -376,25 +409,48 @@ pub fn run(command: StoreCommand, key_path: &Path, connector: ConnectorFactory, 
         StoreCommand::Rm { id, nodes } => {
             let id = index::resolve(&index_path, &id)?;
             let (mut pool, mut found, _notes) = reach(connector, &nodes.nodes, &user, false)?;
-            let report = engine::rm(&mut pool, &me, &mut found, &id)?;
+            let ledger = session.as_deref_mut().map(|l| l as &mut dyn contracts::StoreLedger);
+            let report = engine::rm(&mut pool, &me, &mut found, &id, ledger)?;
             index::remove(&index_path, &report.id)?;
             emit(out, nodes.json, &report, |o| {
                 writeln!(
                     o,
                     "removed {}: {} shards deleted, {} already gone, {} manifest copies deleted",
                     report.id, report.deleted, report.already_gone, report.manifest_copies_deleted
-                )
+                )?;
+                if !report.contracts_cancelled.is_empty() {
+                    writeln!(o, "storage contracts cancelled: {:?}", report.contracts_cancelled)?;
+                }
+                Ok(())
             })
         }
     }
 }
 
+/// Paying with the ledger session, if there is one.
+fn pay_with(session: &mut Option<Box<dyn contracts::StoreLedger>>, per_mib: Option<u64>) -> Option<engine::Pay<'_>> {
+    let price_per_mib = per_mib.unwrap_or(crate::onledger::STORAGE_PRICE_PER_MIB_DEFAULT);
+    let ledger: &mut dyn contracts::StoreLedger = session.as_deref_mut()?;
+    Some(engine::Pay { ledger, price_per_mib, created: Vec::new() })
+}
+
 fn print_health(o: &mut dyn Write, report: &engine::VerifyReport) -> std::io::Result<()> {
-    writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  DETAIL", "NODE", "SEGMENT", "SHARD", "STATUS")?;
     let mut rows: Vec<&engine::ShardHealth> = report.shards.iter().collect();
     rows.sort_by(|a, b| (&a.node, a.segment, a.shard).cmp(&(&b.node, b.segment, b.shard)));
-    for s in rows {
-        writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  {}", engine::short_hex(&s.node), s.segment, s.shard, s.status, s.detail)?;
+    if let Some(period) = report.ledger_period {
+        // The ledger's record: the contract naming each placement and its last proven period.
+        writeln!(o, "ledger period {period}; PROVEN: the last period the ledger recorded a valid proof of the shard")?;
+        writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  {:>8}  {:>6}  DETAIL", "NODE", "SEGMENT", "SHARD", "STATUS", "CONTRACT", "PROVEN")?;
+        for s in rows {
+            let contract = s.contract.map_or("-".to_string(), |c| c.to_string());
+            let proven = s.proven_period.map_or("never".to_string(), |p| p.to_string());
+            writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  {:>8}  {:>6}  {}", engine::short_hex(&s.node), s.segment, s.shard, s.status, contract, proven, s.detail)?;
+        }
+    } else {
+        writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  DETAIL", "NODE", "SEGMENT", "SHARD", "STATUS")?;
+        for s in rows {
+            writeln!(o, "{:<16}  {:>7}  {:>5}  {:<7}  {}", engine::short_hex(&s.node), s.segment, s.shard, s.status, s.detail)?;
+        }
     }
     let count = |h: Health| report.shards.iter().filter(|s| s.status == h).count();
     writeln!(

@@ -17,6 +17,8 @@ struct World {
     grid: Arc<Mutex<MemoryGrid>>,
     /// `--nodes` for the commands: the grid's first node (the gateway), at a dummy address.
     seeds: String,
+    /// The ledger the commands pay on, when the grid's nodes are on one.
+    chain: Option<Arc<Mutex<crate::localchain::LocalChain>>>,
 }
 
 /// The gateway's key: memory nodes are named `[i; 32]`, but `--nodes` wants a real
@@ -39,7 +41,7 @@ impl World {
             g.order.insert(0, gw);
         }
         let seeds = format!("{}@127.0.0.1:7443", crate::hex(&gateway_key()));
-        World { dir, grid, seeds }
+        World { dir, grid, seeds, chain: None }
     }
 
     fn key(&self, who: &str) -> PathBuf {
@@ -68,8 +70,15 @@ impl World {
         let factory = move |_: &[Target], user: &UserKey| -> Arc<dyn Connector> {
             Arc::new(MemoryConnector { grid: Arc::clone(&grid), owner: user.public_key() })
         };
+        let chain = self.chain.clone();
+        let ledger = move |user: &UserKey| -> crate::Result<Box<dyn super::contracts::StoreLedger>> {
+            let chain = chain.clone().ok_or_else(|| crate::Error("no chain".into()))?;
+            let genesis = chain.lock().map_err(|_| crate::Error("poisoned".into()))?.genesis.clone();
+            let ledger = crate::ledger::Ledger::new(genesis, crate::localchain::LocalTransport(chain), None)?;
+            Ok(Box::new(super::contracts::LedgerStore { ledger, key: crate::ledger::ledger_key(user)? }))
+        };
         let mut out = Vec::new();
-        let result = run(command, key, &factory, &mut out);
+        let result = run(command, key, &factory, self.chain.as_ref().map(|_| &ledger as super::contracts::LedgerFactory), &mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
         result.map(|()| text.clone()).map_err(|e| format!("{e}\n{text}"))
     }
@@ -279,4 +288,165 @@ fn a_node_dying_during_put_gets_its_shards_moved_and_it_is_said() {
     let out = w.dir.join("d.out");
     w.json("alice", &["get", &id, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+}
+
+mod on_a_ledger {
+    use super::*;
+    use crate::localchain::LocalChain;
+    use ledger::state::{ContractStatus, ContractTerms};
+    use ledger::{Capacity, Keypair, TxKind};
+
+    /// Keys of the registered memory nodes.
+    fn node_keys() -> Vec<Keypair> {
+        (0..5u8).map(|i| Keypair::from_seed([40 + i; 32])).collect()
+    }
+
+    /// A grid whose nodes are on a ledger: the gateway and five nodes registered, one node
+    /// not registered; alice funded, bob not.
+    fn world(name: &str) -> (World, Keypair) {
+        let mut w = World::new(name, 0);
+        let alice = alice_in(&w);
+        let farmer = Keypair::from_seed([30; 32]);
+        let mut chain = LocalChain::new(&[(farmer.public(), 10), (alice.public(), 1_000_000)], ledger::PERIOD_MS).unwrap();
+        chain.run(&farmer, TxKind::CreateFarm { name: "farm".into() }).unwrap();
+        let capacity = Capacity { cores: 2, memory_bytes: 1 << 30, disks_bytes: vec![1 << 30], nics: 1 };
+        let mut registered = vec![gateway_key()];
+        registered.extend(node_keys().iter().map(|k| k.public()));
+        for node in &registered {
+            chain.run(&farmer, TxKind::RegisterNode { node: *node, farm: 0, capacity: capacity.clone() }).unwrap();
+        }
+        let chain = chain.shared();
+        {
+            let mut g = w.grid.lock().unwrap();
+            for k in node_keys() {
+                g.add(k.public());
+            }
+            g.add([99; 32]);
+            g.ledger = Some(Arc::clone(&chain));
+        }
+        w.chain = Some(chain);
+        (w, alice)
+    }
+
+    fn alice_in(w: &World) -> Keypair {
+        let seed = UserKey::load(&w.key("alice")).unwrap().seed();
+        Keypair::from_seed(seed)
+    }
+
+    #[test]
+    fn put_pays_every_placement_first_verify_shows_proofs_rm_cancels() {
+        let (w, alice) = world("ledger-put");
+        let chain = w.chain.clone().unwrap();
+
+        // 100 segments of 3 shards: more than one contract's worth (256 shards).
+        let src = w.file("l.bin", 100 << 10, 5);
+        let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "2", "--parity", "1", "--segment-kib", "1"]);
+        let id = put["id"].as_str().unwrap().to_string();
+        let contracts: Vec<u64> = put["contracts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        assert_eq!(contracts.len(), 2, "{put}");
+        let manifest_contract = put["manifest_contract"].as_u64().unwrap();
+        assert!(put["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("not registered")), "{put}");
+        {
+            // Every stored shard is named by an active contract of alice's on its node (the
+            // memory nodes refuse puts beyond what contracts pay for, as ledger nodes do),
+            // and the unregistered node holds nothing.
+            let c = chain.lock().unwrap();
+            let g = w.grid.lock().unwrap();
+            let mut named = 0;
+            for cid in contracts.iter().chain([&manifest_contract]) {
+                let contract = c.state.contract(*cid).unwrap();
+                assert_eq!((contract.owner, contract.status), (alice.public(), ContractStatus::Active));
+                let ContractTerms::Storage { shards } = &contract.terms else { panic!("not storage") };
+                assert!(shards.len() <= ledger::SHARDS_PER_CONTRACT_MAX);
+                for s in shards {
+                    let held = g.nodes[&s.placement.node].shards.get(&alice.public()).and_then(|m| m.get(&s.placement.key)).unwrap();
+                    assert_eq!(held.len() as u64, s.placement.len_bytes);
+                    assert_eq!(shardstore::merkle_root(held), s.placement.merkle_root);
+                    named += 1;
+                }
+            }
+            assert_eq!(named, 300 + put["manifest_copies"].as_u64().unwrap() as usize);
+            assert!(g.nodes[&[99; 32]].shards.is_empty());
+        }
+        let out = w.dir.join("l.out");
+        w.json("alice", &["get", &id, "-o", out.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+
+        // verify: no proof recorded yet; then a node proves its shard for this period.
+        let v = w.json("alice", &["verify", &id]);
+        let period = v["ledger_period"].as_u64().unwrap();
+        assert!(v["shards"].as_array().unwrap().iter().all(|s| s["contract"].is_u64() && s["proven_period"].is_null()), "{v}");
+        let keys = node_keys();
+        let (cid, index, prover, bytes) = {
+            let c = chain.lock().unwrap();
+            let g = w.grid.lock().unwrap();
+            let contract = c.state.contract(contracts[0]).unwrap();
+            let ContractTerms::Storage { shards } = &contract.terms else { panic!() };
+            let (index, s) = shards.iter().enumerate().find(|(_, s)| keys.iter().any(|k| k.public() == s.placement.node)).unwrap();
+            let prover = keys.iter().find(|k| k.public() == s.placement.node).unwrap().clone();
+            let bytes = g.nodes[&s.placement.node].shards[&alice.public()][&s.placement.key].clone();
+            (contracts[0], index as u32, prover, bytes)
+        };
+        {
+            let mut c = chain.lock().unwrap();
+            let seed = c.state.meta().period_seed;
+            let challenge = ledger::state::storage_challenge(&seed, cid, index);
+            let proof = shardstore::build_proof(&bytes, challenge).into();
+            c.run(&prover, TxKind::StorageProof { contract: cid, shard: index, proof }).unwrap();
+        }
+        let v = w.json("alice", &["verify", &id]);
+        let proven: Vec<&serde_json::Value> = v["shards"].as_array().unwrap().iter().filter(|s| s["proven_period"].as_u64() == Some(period)).collect();
+        assert_eq!(proven.len(), 1, "{v}");
+        assert_eq!(proven[0]["node"], crate::hex(&prover.public()));
+        let text = w.run("alice", &["verify", &id, "--nodes", &w.seeds]).unwrap();
+        assert!(text.contains("PROVEN") && text.contains(&format!("ledger period {period}")), "{text}");
+
+        // rm cancels the file's contracts and its manifest's.
+        let rm = w.json("alice", &["rm", &id]);
+        let mut cancelled: Vec<u64> = rm["contracts_cancelled"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        cancelled.sort();
+        let mut all = contracts.clone();
+        all.push(manifest_contract);
+        assert_eq!(cancelled, all);
+        let c = chain.lock().unwrap();
+        assert!(all.iter().all(|id| matches!(c.state.contract(*id).unwrap().status, ContractStatus::Cancelled(_))));
+    }
+
+    #[test]
+    fn without_tokens_nothing_goes_up_and_repair_pays_for_new_placements() {
+        let (w, _alice) = world("ledger-repair");
+        let chain = w.chain.clone().unwrap();
+
+        // bob has no tokens: refused before anything is stored.
+        let src = w.file("r.bin", 3 << 16, 6);
+        let e = w.run("bob", &["put", src.to_str().unwrap(), "--nodes", &w.seeds]).unwrap_err();
+        assert!(e.contains("no tokens"), "{e}");
+        assert_eq!(w.grid.lock().unwrap().shard_count(&w.owner("bob")), 0);
+
+        let put = w.json("alice", &["put", src.to_str().unwrap(), "--data", "3", "--parity", "2", "--segment-kib", "64"]);
+        let id = put["id"].as_str().unwrap().to_string();
+        let old_manifest_contract = put["manifest_contract"].as_u64().unwrap();
+        // A node holding shards goes down; repair moves its shards under new contracts.
+        let victim = {
+            let c = chain.lock().unwrap();
+            let contract = c.state.contract(put["contracts"][0].as_u64().unwrap()).unwrap();
+            let ContractTerms::Storage { shards } = &contract.terms else { panic!() };
+            shards.iter().map(|s| s.placement.node).find(|n| *n != gateway_key()).unwrap()
+        };
+        w.grid.lock().unwrap().down.insert(victim);
+        let repair = w.json("alice", &["repair", &id]);
+        let new_id = repair["id"].as_str().unwrap().to_string();
+        assert_ne!(new_id, id);
+        assert!(!repair["repaired"].as_array().unwrap().is_empty(), "{repair}");
+        let notes: Vec<&str> = repair["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert!(notes.iter().any(|n| n.contains("under contract")), "{notes:?}");
+        {
+            let c = chain.lock().unwrap();
+            assert!(matches!(c.state.contract(old_manifest_contract).unwrap().status, ContractStatus::Cancelled(_)));
+        }
+        let v = w.json("alice", &["verify", &new_id]);
+        assert_eq!(v["ok"], true, "{v}");
+        // Every shard of the repaired file is named by a contract in its manifest.
+        assert!(v["shards"].as_array().unwrap().iter().all(|s| s["contract"].is_u64()), "{v}");
+    }
 }

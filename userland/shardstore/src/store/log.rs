@@ -1,17 +1,19 @@
 //! Writing the log: appends (with pads at the wrap), checkpoints and compaction.
 //!
-//! Each record is one write plus one flush; the in-memory tail moves only after both.
+//! Each record is written (header sector, whole payload sectors straight from the
+//! caller's buffer, the last partial sector) and then flushed once; the in-memory tail
+//! moves only after the flush.
 //! Compaction moves the head: dead records are dropped, live ones copied to the tail,
 //! and the head advances only once a checkpoint naming it is flushed.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use blockdev::{BlockDevice, SECTOR_SIZE};
+use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 
 use super::{ChainPos, Key, Location, LogEntry, Owner, ShardStore, COMPACT_BATCH_RECORDS};
 use crate::error::Error;
-use crate::layout::{Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_HEADER_SIZE_BYTES};
+use crate::layout::{Checkpoint, RecordHeader, RecordKind, CHECKPOINT_SECTORS, RECORD_PAYLOAD_OFFSET_BYTES};
 
 /// Appends, checkpoints and compaction.
 impl<D: BlockDevice> ShardStore<D> {
@@ -32,17 +34,17 @@ impl<D: BlockDevice> ShardStore<D> {
                 if self.log.len() + 2 > self.records_max {
                     break;
                 }
-                match self.read_record(entry.offset_sectors, entry.seq, entry.record_sectors) {
-                    Ok((owner, bytes)) if owner == entry.owner => {
+                match self.read_payload(entry.offset_sectors, location.payload_len_bytes, &entry.key) {
+                    Ok(bytes) => {
                         if self.room_sectors(entry.record_sectors) > self.free_sectors() {
                             break;
                         }
                         // The copy keeps its owner: it is the same shard in the same namespace.
-                        let copy = self.append(RecordKind::Put, owner, entry.key, location.merkle_root, &bytes)?;
-                        let location = copy.location(location.payload_len_bytes, location.merkle_root);
+                        let copy = self.append(RecordKind::Put, entry.owner, entry.key, &bytes)?;
+                        let location = copy.location(location.payload_len_bytes);
                         self.set_live(copy.owner, copy.key, location);
                     }
-                    Ok(_) | Err(Error::Corrupt) => {
+                    Err(Error::Corrupt) => {
                         // Nothing good to copy: the shard is lost either way.
                         self.set_dead(&entry.owner, &entry.key);
                         self.corrupt_dropped_count += 1;
@@ -215,7 +217,6 @@ impl<D: BlockDevice> ShardStore<D> {
         kind: RecordKind,
         owner: Owner,
         key: Key,
-        merkle_root: [u8; 32],
         payload: &[u8],
     ) -> Result<LogEntry, Error> {
         let record_sectors = self.record_sectors_of(payload.len());
@@ -223,18 +224,23 @@ impl<D: BlockDevice> ShardStore<D> {
         let log_sectors = self.superblock.log_sectors;
         if self.tail.offset_sectors + record_sectors > log_sectors {
             let pad_sectors = log_sectors - self.tail.offset_sectors;
-            self.write_record(RecordKind::Pad, [0; 32], [0; 32], [0; 32], &[], pad_sectors)?;
+            self.write_record(RecordKind::Pad, [0; 32], [0; 32], &[], pad_sectors)?;
         }
         assert!(self.tail.offset_sectors + record_sectors <= log_sectors);
-        self.write_record(kind, owner, key, merkle_root, payload, record_sectors)
+        self.write_record(kind, owner, key, payload, record_sectors)
     }
 
+    /// Writes one record at the tail and flushes it. The header goes in its own first
+    /// block (zero after it, or the payload's first sectors when the payload is short
+    /// enough to be copied), the payload's whole sectors straight from `payload` (no
+    /// copy: the device reads the caller's buffer), and its last partial sector from a
+    /// zero-padded copy. All of it in one flush epoch, so after a crash the record is
+    /// whole or fails its check (header checksum, or the key's hash over the payload).
     pub(super) fn write_record(
         &mut self,
         kind: RecordKind,
         owner: Owner,
         key: Key,
-        merkle_root: [u8; 32],
         payload: &[u8],
         record_sectors: u64,
     ) -> Result<LogEntry, Error> {
@@ -249,18 +255,13 @@ impl<D: BlockDevice> ShardStore<D> {
             record_sectors,
             key,
             owner,
-            merkle_root,
             prev_checksum: self.tail.prev_checksum,
             record_checksum: [0; 32],
         };
-        header.record_checksum = header.compute_record_checksum(&self.checksum_key, payload);
-        // A pad is written as its first block only; its other sectors are never read.
-        let written_sectors = if kind == RecordKind::Pad { self.block_sectors } else { record_sectors };
-        let mut buf = vec![0u8; written_sectors as usize * SECTOR_SIZE];
-        buf[..RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&self.checksum_key));
-        buf[RECORD_HEADER_SIZE_BYTES..RECORD_HEADER_SIZE_BYTES + payload.len()].copy_from_slice(payload);
+        header.record_checksum = header.compute_record_checksum(&self.checksum_key);
         let sector = self.absolute_sector(self.tail.offset_sectors);
-        let written = self.dev.write(sector, &buf).and_then(|()| self.dev.flush());
+        let written = self.write_record_parts(sector, &header.encode(&self.checksum_key), payload);
+        let written = written.and_then(|()| self.dev.flush());
         if let Err(error) = written {
             self.tail_unclean = true;
             return Err(Error::Device(error));
@@ -279,3 +280,35 @@ impl<D: BlockDevice> ShardStore<D> {
     }
 }
 
+impl<D: BlockDevice> ShardStore<D> {
+    /// Payloads up to this size are copied into the header's block and written with it
+    /// (one request); larger ones go to the device from the caller's buffer.
+    const INLINE_PAYLOAD_BYTES_MAX: usize = 32 << 10;
+
+    /// The device writes of one record starting at `sector`: header sector, payload.
+    fn write_record_parts(&mut self, sector: u64, header: &[u8], payload: &[u8]) -> Result<(), BlockError> {
+        let block_bytes = self.block_sectors as usize * SECTOR_SIZE;
+        let payload_start_sectors = (RECORD_PAYLOAD_OFFSET_BYTES / SECTOR_SIZE) as u64;
+        if payload.len() <= Self::INLINE_PAYLOAD_BYTES_MAX {
+            let len_bytes = (RECORD_PAYLOAD_OFFSET_BYTES + payload.len()).div_ceil(block_bytes).max(1) * block_bytes;
+            let mut buf = vec![0u8; len_bytes];
+            buf[..header.len()].copy_from_slice(header);
+            buf[RECORD_PAYLOAD_OFFSET_BYTES..RECORD_PAYLOAD_OFFSET_BYTES + payload.len()].copy_from_slice(payload);
+            return self.dev.write(sector, &buf);
+        }
+        // The header sector alone: the payload follows in the same flush epoch.
+        let mut first = vec![0u8; SECTOR_SIZE];
+        first[..header.len()].copy_from_slice(header);
+        self.dev.write(sector, &first)?;
+        let whole_bytes = payload.len() / SECTOR_SIZE * SECTOR_SIZE;
+        self.dev.write(sector + payload_start_sectors, &payload[..whole_bytes])?;
+        let rest = &payload[whole_bytes..];
+        if !rest.is_empty() {
+            let mut last = vec![0u8; SECTOR_SIZE];
+            last[..rest.len()].copy_from_slice(rest);
+            let at = sector + payload_start_sectors + (whole_bytes / SECTOR_SIZE) as u64;
+            self.dev.write(at, &last)?;
+        }
+        Ok(())
+    }
+}

@@ -28,14 +28,14 @@ use blockdev::{BlockDevice, BlockError, SECTOR_SIZE};
 
 use crate::error::{Error, FormatError, MountError};
 use crate::layout::{
-    align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, BLOCK_SECTORS_ALLOWED,
+    align_up, record_sectors_for, Checkpoint, RecordKind, Superblock, BLOCK_SECTORS_ALLOWED,
     BLOCK_SECTORS_DEFAULT, CHECKPOINT_SECTORS, LOG_SECTORS_MAX, LOG_SECTORS_MIN, LOG_START_SECTORS,
-    RECORD_HEADER_SIZE_BYTES,
-    SUPERBLOCK_SECTOR,
+    RECORD_PAYLOAD_OFFSET_BYTES, SUPERBLOCK_SECTOR,
 };
-use crate::merkle::{build_proof, merkle_root, StorageProof};
+use crate::merkle::{build_proof, StorageProof};
 
-/// A shard key: the blake3 hash of the shard's bytes.
+/// A shard key: the blake3 hash of the shard's bytes, which is also the root of its
+/// storage proofs (see [`crate::verify_proof`]).
 pub type Key = [u8; 32];
 
 /// Whose shard it is: shards are namespaced by owner, so the same bytes stored by two
@@ -88,7 +88,6 @@ struct Location {
     seq: u64,
     record_sectors: u64,
     payload_len_bytes: u32,
-    merkle_root: [u8; 32],
 }
 
 /// One record of the log between head and tail.
@@ -104,22 +103,17 @@ struct LogEntry {
 }
 
 impl Location {
-    fn info(&self) -> ShardInfo {
-        ShardInfo { len_bytes: u64::from(self.payload_len_bytes), merkle_root: self.merkle_root }
+    /// What the ledger needs of shard `key` stored here (the proof root is the key).
+    fn info(&self, key: &Key) -> ShardInfo {
+        ShardInfo { len_bytes: u64::from(self.payload_len_bytes), merkle_root: *key }
     }
 }
 
 impl LogEntry {
     /// Where the shard of this put record is, given what only its header holds.
-    fn location(&self, payload_len_bytes: u32, merkle_root: [u8; 32]) -> Location {
+    fn location(&self, payload_len_bytes: u32) -> Location {
         assert_eq!(self.kind, RecordKind::Put);
-        Location {
-            offset_sectors: self.offset_sectors,
-            seq: self.seq,
-            record_sectors: self.record_sectors,
-            payload_len_bytes,
-            merkle_root,
-        }
+        Location { offset_sectors: self.offset_sectors, seq: self.seq, record_sectors: self.record_sectors, payload_len_bytes }
     }
 }
 
@@ -143,7 +137,8 @@ struct ChainPos {
 pub struct ShardInfo {
     /// Shard length.
     pub len_bytes: u64,
-    /// Merkle root over its 4 KiB chunks (see [`crate::verify_proof`]).
+    /// Root of its storage proofs over 4 KiB chunks (see [`crate::verify_proof`]): the
+    /// shard's blake3 hash, which is its key.
     pub merkle_root: [u8; 32],
 }
 
@@ -400,26 +395,19 @@ impl<D: BlockDevice> ShardStore<D> {
         self.superblock.log_start_sectors + offset_sectors
     }
 
-    /// Reads a whole record and checks it: header again (same place in the chain) and
-    /// the keyed checksum over header and payload. Returns the record's owner and payload.
-    fn read_record(&mut self, offset_sectors: u64, seq: u64, record_sectors: u64) -> Result<(Owner, Vec<u8>), Error> {
-        let sector = self.absolute_sector(offset_sectors);
-        let mut buf = read_sectors(&mut self.dev, sector, record_sectors)?;
-        let header = RecordHeader::decode(&buf, &self.checksum_key).ok_or(Error::Corrupt)?;
-        if header.seq != seq || header.record_sectors != record_sectors {
+    /// Reads the payload of the put record at `offset_sectors` straight into the buffer
+    /// it is returned in (one device request, no copy) and checks that it hashes to
+    /// `key`: one blake3 pass, the only check a read needs (the key commits to the bytes,
+    /// and the index, rebuilt from keyed headers, says whose they are and where).
+    fn read_payload(&mut self, offset_sectors: u64, payload_len_bytes: u32, key: &Key) -> Result<Vec<u8>, Error> {
+        let payload_sectors = u64::from(payload_len_bytes).div_ceil(SECTOR_SIZE as u64);
+        let first_sector = self.absolute_sector(offset_sectors) + (RECORD_PAYLOAD_OFFSET_BYTES / SECTOR_SIZE) as u64;
+        let mut bytes = read_sectors(&mut self.dev, first_sector, payload_sectors)?;
+        bytes.truncate(payload_len_bytes as usize);
+        if *blake3::hash(&bytes).as_bytes() != *key {
             return Err(Error::Corrupt);
         }
-        let payload_end_bytes = RECORD_HEADER_SIZE_BYTES + header.payload_len_bytes as usize;
-        if payload_end_bytes > buf.len() {
-            return Err(Error::Corrupt);
-        }
-        let payload = &buf[RECORD_HEADER_SIZE_BYTES..payload_end_bytes];
-        if header.compute_record_checksum(&self.checksum_key, payload) != header.record_checksum {
-            return Err(Error::Corrupt);
-        }
-        buf.truncate(payload_end_bytes);
-        buf.drain(..RECORD_HEADER_SIZE_BYTES);
-        Ok((header.owner, buf))
+        Ok(bytes)
     }
 
     /// Sectors a record with `payload_len_bytes` of payload occupies on this disk.
@@ -449,18 +437,39 @@ impl<D: BlockDevice> ShardStore<D> {
 impl<D: BlockDevice> ShardStore<D> {
     /// Stores `bytes` as `owner`'s shard `key`, which must be `blake3(bytes)`. Returns
     /// once the record is flushed. Storing a shard the owner already holds (readable)
-    /// writes nothing; another owner's copy of the same bytes does not count.
+    /// writes nothing; another owner's copy of the same bytes does not count. Hashes the
+    /// bytes once (the key check; the key is also the proof root).
     pub fn put(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<(), Error> {
-        if bytes.len() > SHARD_SIZE_MAX_BYTES {
-            return Err(Error::TooLarge);
-        }
-        let record_sectors = self.record_sectors_of(bytes.len());
-        if record_sectors > self.record_sectors_max {
-            return Err(Error::TooLarge);
-        }
+        self.check_size(bytes)?;
         if *blake3::hash(bytes).as_bytes() != key {
             return Err(Error::KeyMismatch);
         }
+        self.put_prehashed(owner, key, bytes)
+    }
+
+    /// Stores `bytes` as `owner`'s shard and returns its key (`blake3(bytes)`, hashed
+    /// once here), once the record is flushed. As [`put`](Self::put) otherwise.
+    pub fn put_bytes(&mut self, owner: &Owner, bytes: &[u8]) -> Result<Key, Error> {
+        self.check_size(bytes)?;
+        let key = *blake3::hash(bytes).as_bytes();
+        self.put_prehashed(owner, key, bytes).map(|()| key)
+    }
+
+    fn check_size(&self, bytes: &[u8]) -> Result<(), Error> {
+        if bytes.len() > SHARD_SIZE_MAX_BYTES || self.record_sectors_of(bytes.len()) > self.record_sectors_max {
+            return Err(Error::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// [`put`](Self::put) of bytes whose key the caller has just computed over these
+    /// very bytes (`blake3(bytes)`, e.g. the shard service's upload check), so that a
+    /// put hashes each byte once in all. Not checked again here: a wrong key is not
+    /// returned as good data later (every read checks the bytes against the key and
+    /// answers `Corrupt`), but the record is wasted, and if it is the log's last at a
+    /// crash, mount drops it as torn.
+    pub fn put_prehashed(&mut self, owner: &Owner, key: Key, bytes: &[u8]) -> Result<(), Error> {
+        self.check_size(bytes)?;
         self.clean_tail()?;
         if self.contains(owner, &key) {
             match self.get(owner, &key) {
@@ -469,29 +478,20 @@ impl<D: BlockDevice> ShardStore<D> {
                 Err(error) => return Err(error),
             }
         }
+        let record_sectors = self.record_sectors_of(bytes.len());
         self.make_room(record_sectors, self.put_reserve_sectors(), PUT_RESERVE_RECORDS)?;
-        let root = merkle_root(bytes);
-        let entry = self.append(RecordKind::Put, *owner, key, root, bytes)?;
+        let entry = self.append(RecordKind::Put, *owner, key, bytes)?;
         assert_eq!((entry.owner, entry.key), (*owner, key));
-        self.set_live(entry.owner, entry.key, entry.location(entry_len_bytes(bytes), root));
+        self.set_live(entry.owner, entry.key, entry.location(entry_len_bytes(bytes)));
         self.check_invariants();
         Ok(())
     }
 
-    /// The bytes of `owner`'s shard `key`, checked against the record checksum.
+    /// The bytes of `owner`'s shard `key`, checked against the key (one read request
+    /// into the returned buffer, one blake3 pass).
     pub fn get(&mut self, owner: &Owner, key: &Key) -> Result<Vec<u8>, Error> {
         let location = *self.index.get(&(*owner, *key)).ok_or(Error::NotFound)?;
-        let (record_owner, bytes) =
-            self.read_record(location.offset_sectors, location.seq, location.record_sectors)?;
-        // The record checksum already covers the bytes; the key check also catches a
-        // record that was written wrong (or forged by someone holding the disk's key).
-        if record_owner != *owner
-            || bytes.len() != location.payload_len_bytes as usize
-            || *blake3::hash(&bytes).as_bytes() != *key
-        {
-            return Err(Error::Corrupt);
-        }
-        Ok(bytes)
+        self.read_payload(location.offset_sectors, location.payload_len_bytes, key)
     }
 
     /// Removes `owner`'s shard `key` (other owners' copies stay). Returns once the
@@ -502,7 +502,7 @@ impl<D: BlockDevice> ShardStore<D> {
             return Err(Error::NotFound);
         }
         self.make_room(self.block_sectors, self.delete_reserve_sectors(), 0)?;
-        self.append(RecordKind::Delete, *owner, *key, [0; 32], &[])?;
+        self.append(RecordKind::Delete, *owner, *key, &[])?;
         self.set_dead(owner, key);
         self.check_invariants();
         Ok(())
@@ -521,7 +521,7 @@ impl<D: BlockDevice> ShardStore<D> {
     /// Up to `max` of `owner`'s shards with keys above `after` (from the first when
     /// `None`), ascending: pass the last key of one page to get the next.
     pub fn list_after(&self, owner: &Owner, after: Option<&Key>, max: usize) -> Vec<(Key, ShardInfo)> {
-        self.owner_range(owner, after).take(max).map(|((_, key), location)| (*key, location.info())).collect()
+        self.owner_range(owner, after).take(max).map(|((_, key), location)| (*key, location.info(key))).collect()
     }
 
     /// `owner`'s index entries with keys above `after` (all when `None`), ascending.
@@ -536,7 +536,7 @@ impl<D: BlockDevice> ShardStore<D> {
 
     /// Length and Merkle root of `owner`'s shard `key`.
     pub fn info(&self, owner: &Owner, key: &Key) -> Option<ShardInfo> {
-        self.index.get(&(*owner, *key)).map(Location::info)
+        self.index.get(&(*owner, *key)).map(|location| location.info(key))
     }
 
     /// Live shards and payload bytes `owner` holds here (zero for an unknown owner).
@@ -566,17 +566,12 @@ impl<D: BlockDevice> ShardStore<D> {
         }
     }
 
-    /// A storage proof for `challenge` over `owner`'s shard `key` (reads and checks the
-    /// whole shard).
+    /// A storage proof for `challenge` over `owner`'s shard `key`, whose root is the key
+    /// (reads and checks the whole shard, then hashes the chunk's siblings).
     pub fn prove(&mut self, owner: &Owner, key: &Key, challenge: u64) -> Result<StorageProof, Error> {
-        let location = *self.index.get(&(*owner, *key)).ok_or(Error::NotFound)?;
         let bytes = self.get(owner, key)?;
-        // The root came from disk: a proof against a wrong root would fail verification.
-        if merkle_root(&bytes) != location.merkle_root {
-            return Err(Error::Corrupt);
-        }
         let proof = build_proof(&bytes, challenge);
-        debug_assert!(crate::merkle::verify_proof(&location.merkle_root, bytes.len() as u64, challenge, &proof));
+        debug_assert!(crate::merkle::verify_proof(key, bytes.len() as u64, challenge, &proof));
         Ok(proof)
     }
 

@@ -15,7 +15,7 @@ use crate::error::MountError;
 use crate::layout::{
     align_up, record_sectors_for, Checkpoint, RecordHeader, RecordKind, Superblock, SuperblockError,
     CHECKPOINT_SECTORS,
-    RECORD_HEADER_SIZE_BYTES, SUPERBLOCK_SECTOR,
+    RECORD_PAYLOAD_OFFSET_BYTES, SUPERBLOCK_SECTOR,
 };
 
 impl<D: BlockDevice> ShardStore<D> {
@@ -113,7 +113,7 @@ impl<D: BlockDevice> ShardStore<D> {
         assert_eq!(entry.seq, header.seq);
         match entry.kind {
             RecordKind::Put => {
-                let location = entry.location(header.payload_len_bytes, header.merkle_root);
+                let location = entry.location(header.payload_len_bytes);
                 self.set_live(entry.owner, entry.key, location);
             }
             RecordKind::Delete => self.set_dead(&entry.owner, &entry.key),
@@ -231,11 +231,19 @@ impl<D: BlockDevice> ShardStore<D> {
         let Some(header) = RecordHeader::decode(&buf, &self.checksum_key) else {
             return Ok(Verdict::Torn);
         };
-        let payload_end_bytes = RECORD_HEADER_SIZE_BYTES + header.payload_len_bytes as usize;
-        let Some(payload) = buf.get(RECORD_HEADER_SIZE_BYTES..payload_end_bytes) else {
+        if header.seq != entry.seq || header.record_checksum != entry.record_checksum {
+            return Ok(Verdict::Torn);
+        }
+        if header.kind != RecordKind::Put {
+            // No payload: the header (checked above) is the whole record.
+            return Ok(Verdict::Whole);
+        }
+        let payload_end_bytes = RECORD_PAYLOAD_OFFSET_BYTES + header.payload_len_bytes as usize;
+        let Some(payload) = buf.get(RECORD_PAYLOAD_OFFSET_BYTES..payload_end_bytes) else {
             return Ok(Verdict::Torn);
         };
-        let whole = header.compute_record_checksum(&self.checksum_key, payload) == header.record_checksum;
+        // A put's key is its payload's blake3: the payload reached the disk whole.
+        let whole = *blake3::hash(payload).as_bytes() == header.key;
         Ok(if whole { Verdict::Whole } else { Verdict::Torn })
     }
 

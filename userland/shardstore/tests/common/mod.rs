@@ -47,7 +47,6 @@ pub struct CraftedRecord {
     pub kind: shardstore::layout::RecordKind,
     pub owner: [u8; 32],
     pub key: Key,
-    pub merkle_root: [u8; 32],
 }
 
 /// A disk image whose log holds `records` one-sector records with valid checksums and
@@ -77,7 +76,7 @@ pub fn crafted_log_image(records: u64, record: impl Fn(u64) -> CraftedRecord) ->
     image[at..at + SECTOR_SIZE].copy_from_slice(&checkpoint.encode(&key));
     let mut prev_checksum = [0u8; 32];
     for index in 0..records {
-        let CraftedRecord { kind, owner, key: shard_key, merkle_root } = record(index);
+        let CraftedRecord { kind, owner, key: shard_key } = record(index);
         let mut header = RecordHeader {
             kind,
             payload_len_bytes: 0,
@@ -85,11 +84,10 @@ pub fn crafted_log_image(records: u64, record: impl Fn(u64) -> CraftedRecord) ->
             record_sectors: 1,
             key: shard_key,
             owner,
-            merkle_root,
             prev_checksum,
             record_checksum: [0; 32],
         };
-        header.record_checksum = header.compute_record_checksum(&key, &[]);
+        header.record_checksum = header.compute_record_checksum(&key);
         prev_checksum = header.record_checksum;
         let at = (LOG_START_SECTORS + index) as usize * SECTOR_SIZE;
         image[at..at + RECORD_HEADER_SIZE_BYTES].copy_from_slice(&header.encode(&key));
