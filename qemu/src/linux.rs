@@ -171,6 +171,7 @@ impl LinuxGuest {
 }
 
 /// The static host runner (`wasm-precompile`, glibc, `+crt-static`) for the guest,
+/// without Cranelift (it runs attested bundles only),
 /// built once per process into `target/linux-static` (its own target directory, so it
 /// never replaces the kernel's or the host's artifacts) and stripped into
 /// `target/linux-guest/wasm-runner`; `GRIDOS_WASM_RUNNER` names a prebuilt one.
@@ -186,7 +187,8 @@ pub fn wasm_runner() -> Result<PathBuf, String> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .current_dir(&root)
-                .args(["build", "--release", "-p", "wasm-precompile", "--target", "x86_64-unknown-linux-gnu"])
+                .args(["build", "--release", "-p", "wasm-precompile", "--no-default-features"])
+                .args(["--target", "x86_64-unknown-linux-gnu"])
                 .arg("--target-dir")
                 .arg(&target_dir)
                 .env("RUSTFLAGS", "-C target-feature=+crt-static")

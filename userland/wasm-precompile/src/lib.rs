@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Config, Engine, Module, Store};
-use workloads::artifact::{self, Backend};
+use workloads::artifact::Backend;
 use workloads::ed25519_compact::{KeyPair, Seed};
 use workloads::log::Stream;
 use workloads::manifest::Limits;
@@ -25,12 +25,16 @@ pub const NATIVE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// The engine configuration that produces code for the kernel's native engine.
 pub fn host_config() -> wasmtime::Result<Config> {
+    #[cfg_attr(not(feature = "compiler"), allow(unused_mut))]
     let mut c = runtime::base_config();
-    c.target(NATIVE_TARGET)?;
-    for flag in runtime::NATIVE_CRANELIFT_FLAGS {
-        // SAFETY: code compiled here runs only where the kernel's CPUID check (or, on
-        // the host, wasmtime's own feature check at load) confirms these features.
-        unsafe { c.cranelift_flag_enable(flag) };
+    #[cfg(feature = "compiler")]
+    {
+        c.target(NATIVE_TARGET)?;
+        for flag in runtime::NATIVE_CRANELIFT_FLAGS {
+            // SAFETY: code compiled here runs only where the kernel's CPUID check (or, on
+            // the host, wasmtime's own feature check at load) confirms these features.
+            unsafe { c.cranelift_flag_enable(flag) };
+        }
     }
     Ok(c)
 }
@@ -42,16 +46,18 @@ pub fn engine() -> wasmtime::Result<Engine> {
 
 /// Compiles `wasm` to native code for the kernel's engine (unsigned: only for
 /// [`bundle`] and host runs).
+#[cfg(feature = "compiler")]
 pub fn compile(wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
     engine()?.precompile_module(wasm)
 }
 
 /// Compiles `wasm` and returns a v2 bundle attested by `key` for
-/// [`artifact::engine_fingerprint`]. Deterministic: the same module and key give the
+/// [`workloads::artifact::engine_fingerprint`]. Deterministic: the same module and key give the
 /// same bytes (Cranelift's output and ed25519 signatures are both deterministic).
+#[cfg(feature = "compiler")]
 pub fn bundle(wasm: &[u8], key: &KeyPair) -> wasmtime::Result<Vec<u8>> {
     let code = compile(wasm)?;
-    Ok(artifact::attest(key, *blake3::hash(wasm).as_bytes(), artifact::engine_fingerprint(), &code))
+    Ok(workloads::artifact::attest(key, *blake3::hash(wasm).as_bytes(), workloads::artifact::engine_fingerprint(), &code))
 }
 
 /// Why a compiler key file could not be read.
@@ -286,7 +292,13 @@ pub fn run_with(
         // SAFETY: callers pass code compiled on this machine or taken from a bundle that
         // `artifact::verify` accepted (trusted input).
         Some(code) => unsafe { Module::deserialize(&engine, code) },
+        #[cfg(feature = "compiler")]
         None => Module::new(&engine, wasm),
+        #[cfg(not(feature = "compiler"))]
+        None => {
+            let _ = wasm;
+            Err(wasmtime::Error::msg("this runner was built without a compiler: it runs attested bundles only"))
+        }
     }
     .map_err(|e| format!("invalid module: {e}"))?;
     runtime::check_imports(&module)?;

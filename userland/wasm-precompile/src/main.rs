@@ -20,6 +20,7 @@ run [--trust PUBKEY] FILE.wasm [ARGS...] | bench [--trust PUBKEY] FILE.wasm [ARG
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        #[cfg(feature = "compiler")]
         Some("bundle") => bundle(&args[1..]),
         Some("key") => key(&args[1..]),
         Some("run") => run(&args[1..], false),
@@ -39,6 +40,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(feature = "compiler")]
 fn bundle(args: &[String]) -> Result<(), String> {
     let (Some("--key"), Some(key_file)) = (args.first().map(String::as_str), args.get(1)) else {
         return Err(format!("bundle needs --key KEYFILE first\n{USAGE}"));
