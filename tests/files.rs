@@ -226,7 +226,7 @@ fn five_nodes_lose_two_get_repair_verify_corrupt_and_a_stranger() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let switch = gridos_qemu::switch::Switch::start().unwrap_or_else(|e| panic!("{e}"));
-    let net = ClusterNet { switch_port: switch.port(), host_udp_port: free_udp_port() };
+    let net = ClusterNet::new(&switch, free_udp_port());
     let mut base = Machine::new(&kernel);
     base.cmdline = "gridos.test=serve".into();
     if std::env::var_os("GRIDOS_FILES_TEST_DEBUG").is_some() {

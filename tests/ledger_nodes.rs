@@ -388,23 +388,7 @@ fn three_nodes_on_a_four_validator_ledger() {
             .map(|l| l.trim().replace("127.0.0.1:", "10.0.2.2:")),
     );
     let switch = gridos_qemu::switch::Switch::start().unwrap_or_else(|e| panic!("{e}"));
-    let net = ClusterNet { switch_port: switch.port(), host_udp_port: free_udp_port() };
-    // The switch floods a broadcast only to ports it has heard from, and forgets a port
-    // silent for 30 s: the host's user-network port (node 0's slirp, the nodes' way to
-    // 10.0.2.2) speaks only when the host sends through it. A datagram to node 0's
-    // forwarded port every 2 s (which node 0's overlay drops as junk) keeps it known, so
-    // the nodes' ARP requests for 10.0.2.2 reach it.
-    let keepalive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    {
-        let (run, port) = (keepalive.clone(), net.host_udp_port);
-        std::thread::spawn(move || {
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("keepalive socket");
-            while run.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = socket.send_to(b"\0", ("127.0.0.1", port));
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        });
-    }
+    let net = ClusterNet::new(&switch, free_udp_port());
     let mut base = Machine::new(&kernel);
     base.cmdline = format!(
         "gridos.test=serve gridos.screen=off gridos.farm={farm} gridos.ledger={} gridos.ledger.validators={}",
@@ -684,7 +668,6 @@ fn three_nodes_on_a_four_validator_ledger() {
             assert!(!out.serial.contains("PANIC"), "{}", out.serial);
         }
     }
-    keepalive.store(false, std::sync::atomic::Ordering::Relaxed);
     fake_run.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
 }

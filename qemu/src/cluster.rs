@@ -29,9 +29,17 @@ pub struct ClusterNet {
     pub switch_port: u16,
     /// Host UDP port on 127.0.0.1 forwarded to node 0's overlay port.
     pub host_udp_port: u16,
+    /// The switch's uplink port (`crate::switch::Switch::uplink_port`), which node 0's
+    /// user-network tunnel binds.
+    pub uplink_port: u16,
 }
 
 impl ClusterNet {
+    /// The wiring of a cluster on `switch`, node 0's overlay port forwarded to
+    /// 127.0.0.1:`host_udp_port`.
+    pub fn new(switch: &crate::switch::Switch, host_udp_port: u16) -> ClusterNet {
+        ClusterNet { switch_port: switch.port(), host_udp_port, uplink_port: switch.uplink_port() }
+    }
 }
 
 /// Node `index`'s IPv4 address on the segment.
@@ -57,7 +65,7 @@ pub fn node_machine(base: &Machine, index: u32, net: &ClusterNet, disk: &Path) -
         // The host's user-network port is a switch port of its own (a hub joins it to
         // a second tunnel), not a hub beside node 0's NIC: on a hub it received, and
         // user networking tried to route, every frame node 0 relays to the others.
-        let uplink = crate::switch::free_local_udp_port()?;
+        let uplink = net.uplink_port;
         m.extra_args.extend(
             [
                 "-netdev".into(),
@@ -107,10 +115,11 @@ mod test {
     #[test]
     fn node_zero_forwards_the_host_port_and_others_only_join_the_segment() {
         let base = Machine::new(Path::new("/k"));
-        let net = ClusterNet { switch_port: 23001, host_udp_port: 17443 };
+        let net = ClusterNet { switch_port: 23001, host_udp_port: 17443, uplink_port: 23002 };
         let m0 = node_machine(&base, 0, &net, Path::new("/d0")).expect("node 0");
         let args0 = m0.extra_args.join(" ");
         assert!(args0.contains("udp=127.0.0.1:23001,localaddr=127.0.0.1:"), "{args0}");
+        assert!(args0.contains("id=uplink,udp=127.0.0.1:23001,localaddr=127.0.0.1:23002"), "{args0}");
         assert!(args0.contains("hostfwd=udp:127.0.0.1:17443-10.0.2.20:7443"), "{args0}");
         assert!(m0.cmdline.starts_with("gridos.node=0 gridos.ip4=10.0.2.20/24"), "{}", m0.cmdline);
         let m3 = node_machine(&base, 3, &net, Path::new("/d3")).expect("node 3");

@@ -465,7 +465,7 @@ fn run_cluster(base: &Machine, nodes: u32, disk_dir: &std::path::Path, disk_mib:
         return Err(format!("{nodes} nodes is more than this runner starts (64)"));
     }
     let switch = gridos_qemu::switch::Switch::start()?;
-    let net = ClusterNet { switch_port: switch.port(), host_udp_port: host_port };
+    let net = ClusterNet::new(&switch, host_port);
     let mut children = Vec::new();
     for i in 0..nodes {
         let disk = cluster::node_disk(disk_dir, i, disk_mib)?;

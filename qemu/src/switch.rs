@@ -3,7 +3,10 @@
 //! Each node's NIC is a QEMU `-netdev socket,udp=SWITCH,localaddr=PORT` tunnel: one
 //! Ethernet frame per UDP datagram on 127.0.0.1. The switch learns which port each source
 //! MAC sits behind, sends unicast frames only to their port, and floods broadcast,
-//! multicast and not-yet-learned frames to every other port it has heard from.
+//! multicast and not-yet-learned frames to every other port it has heard from, and to its
+//! uplink: the port of node 0's user-network (slirp) tunnel, known from the start and never
+//! forgotten, since slirp speaks only when the host sends through it (without it the nodes'
+//! ARP requests for the host's 10.0.2.2 went nowhere until then).
 //!
 //! This replaces QEMU's socket-multicast segment, which loops every frame back to its
 //! sender (`IP_MULTICAST_LOOP`) and delivers every frame to every node: node 0's hub then
@@ -29,23 +32,33 @@ const MAX_FRAME: usize = 70 * 1024;
 /// A running switch; stops when dropped.
 pub struct Switch {
     port: u16,
+    uplink_port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Switch {
-    /// Starts a switch on an ephemeral UDP port of 127.0.0.1.
+    /// Starts a switch on an ephemeral UDP port of 127.0.0.1, with an uplink port (a free
+    /// UDP port of 127.0.0.1 for node 0's user-network tunnel to bind) it floods to from
+    /// the start.
     pub fn start() -> Result<Switch, String> {
         let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("switch: cannot bind a UDP port: {e}"))?;
         let port = socket.local_addr().map_err(|e| format!("switch: {e}"))?.port();
         socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| format!("switch: {e}"))?;
+        let uplink_port = free_local_udp_port()?;
+        let uplink = SocketAddr::from(([127, 0, 0, 1], uplink_port));
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("l2-switch".into())
-            .spawn(move || run(socket, &flag))
+            .spawn(move || run(socket, uplink, &flag))
             .map_err(|e| format!("switch: cannot start its thread: {e}"))?;
-        Ok(Switch { port, stop, thread: Some(thread) })
+        Ok(Switch { port, uplink_port, stop, thread: Some(thread) })
+    }
+
+    /// The UDP port on 127.0.0.1 the uplink (node 0's user-network tunnel) binds.
+    pub fn uplink_port(&self) -> u16 {
+        self.uplink_port
     }
 
     /// The UDP port on 127.0.0.1 the nodes' NICs send to.
@@ -68,6 +81,8 @@ impl Drop for Switch {
 struct Table {
     ports: HashMap<SocketAddr, Instant>,
     macs: HashMap<[u8; 6], (SocketAddr, Instant)>,
+    /// The uplink: a port from the start, never forgotten (its MACs still expire).
+    uplink: Option<SocketAddr>,
 }
 
 impl Table {
@@ -94,22 +109,31 @@ impl Table {
         self.macs.get(&dst).map(|(port, _)| *port)
     }
 
+    /// A table whose uplink is `uplink`.
+    fn with_uplink(uplink: SocketAddr, now: Instant) -> Table {
+        let mut t = Table { uplink: Some(uplink), ..Table::default() };
+        t.ports.insert(uplink, now);
+        t
+    }
+
     fn forget_oldest_port(&mut self) {
-        if let Some(oldest) = self.ports.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+        let uplink = self.uplink;
+        if let Some(oldest) = self.ports.iter().filter(|(p, _)| Some(**p) != uplink).min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
             self.ports.remove(&oldest);
             self.macs.retain(|_, (p, _)| *p != oldest);
         }
     }
 
     fn expire(&mut self, now: Instant) {
-        self.ports.retain(|_, seen| now.duration_since(*seen) < IDLE);
+        let uplink = self.uplink;
+        self.ports.retain(|p, seen| Some(*p) == uplink || now.duration_since(*seen) < IDLE);
         let ports = &self.ports;
         self.macs.retain(|_, (p, seen)| ports.contains_key(p) && now.duration_since(*seen) < IDLE);
     }
 }
 
-fn run(socket: UdpSocket, stop: &AtomicBool) {
-    let mut table = Table::default();
+fn run(socket: UdpSocket, uplink: SocketAddr, stop: &AtomicBool) {
+    let mut table = Table::with_uplink(uplink, Instant::now());
     let mut buf = vec![0u8; MAX_FRAME];
     let mut last_expiry = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -193,6 +217,30 @@ mod test {
             t.learn_and_route(addr(1000 + i), m, BCAST, start + IDLE);
         }
         assert!(t.ports.len() <= MAX_PORTS && t.macs.len() <= MAX_MACS);
+    }
+
+    #[test]
+    fn the_uplink_gets_floods_before_it_speaks_and_is_never_forgotten() {
+        let start = Instant::now();
+        let mut t = Table::with_uplink(addr(7), start);
+        // A node's first broadcast (an ARP request for the host) floods to the uplink.
+        assert_eq!(t.learn_and_route(addr(1), A, BCAST, start), None);
+        assert!(t.ports.contains_key(&addr(7)));
+        t.expire(start + 10 * IDLE);
+        assert!(t.ports.contains_key(&addr(7)) && !t.ports.contains_key(&addr(1)));
+        for i in 0..(MAX_PORTS as u16 + 10) {
+            let m = [0x52, 0x54, 1, 0, (i >> 8) as u8, i as u8];
+            t.learn_and_route(addr(1000 + i), m, BCAST, start + IDLE + Duration::from_millis(u64::from(i)));
+        }
+        assert!(t.ports.contains_key(&addr(7)) && t.ports.len() <= MAX_PORTS);
+        // On a real switch: a broadcast reaches a socket bound to the uplink port that never sent.
+        let sw = Switch::start().expect("switch");
+        let up = UdpSocket::bind(("127.0.0.1", sw.uplink_port())).expect("uplink");
+        up.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let a = UdpSocket::bind("127.0.0.1:0").expect("a");
+        a.send_to(&[&BCAST[..], &A[..], &[0x08, 0x06, 1][..]].concat(), addr(sw.port())).expect("send");
+        let mut buf = [0u8; 64];
+        assert!(up.recv_from(&mut buf).is_ok(), "the uplink did not get the broadcast");
     }
 
     #[test]
