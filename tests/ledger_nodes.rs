@@ -40,7 +40,7 @@ use gridctl::target::Target;
 use gridos_qemu::cluster::{self, ClusterNet};
 use gridos_qemu::{ensure_qemu, kernel_elf, Machine, RunningMachine};
 use gridos_tests::{free_udp_port, wasm};
-use ledger::state::{ContractStatus, MarkReason};
+use ledger::state::{ContractStatus, ContractTerms, MarkReason};
 use ledger::{Keypair, Resources, ShardPlacement, TxKind};
 
 const PERIOD_SECS: u64 = 20;
@@ -661,6 +661,58 @@ fn three_nodes_on_a_four_validator_ledger() {
     assert!(matches!(contract.status, ContractStatus::Cancelled(_)), "{contract:?}");
     let stopping = format!("ledger: workload contract {workload_contract} ended: stopping ledger-echo");
     assert!(nodes[0].wait(&stopping, 60), "{}", nodes[0].serial());
+
+    // 7. The user's own tools: `gridctl store put` pays a storage contract for every
+    // placement before the shards go up, `get` returns the file, `verify` names each
+    // shard's contract; `gridctl deploy` pays a workload contract and runs under it.
+    // (K=1 M=1: node 2's store is still wiped, so a shard placed there moves to the
+    // third node.)
+    let key_path = chain_dir.join("dev-account.key");
+    let gateway_arg = format!("{}@127.0.0.1:{}", nodes[0].key, net.host_udp_port);
+    let src = dir.join("file.bin");
+    let file = random_bytes(200 << 10, u64::from(pid) ^ 0x5eed);
+    std::fs::write(&src, &file).expect("write file");
+    let contracts_before = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.next_contract_id;
+    let put = gridos_tests::run_gridctl(
+        &key_path,
+        60,
+        &ledger_flags,
+        &["store", "put", src.to_str().expect("path"), "--data", "1", "--parity", "1", "--nodes", &gateway_arg, "--json"],
+    )
+    .unwrap_or_else(|e| panic!("gridctl store put on the ledger: {e}\n{}", dump(&nodes)));
+    let put: serde_json::Value = serde_json::from_str(put.trim()).unwrap_or_else(|e| panic!("{e}: {put}"));
+    let paid: Vec<u64> = put["contracts"].as_array().map(|a| a.iter().filter_map(|c| c.as_u64()).collect()).unwrap_or_default();
+    assert!(!paid.is_empty() && paid.iter().all(|c| *c >= contracts_before), "{put}");
+    for c in &paid {
+        let record = with_ledger(&mut l, &chain_dir, &genesis, |l| l.contract(*c)).unwrap_or_else(|| panic!("contract {c}: {put}"));
+        assert!(record.owner == dev.public() && matches!(record.terms, ContractTerms::Storage { .. }), "{record:?}");
+    }
+    let id = put["id"].as_str().expect("file id").to_string();
+    let out = dir.join("file.out");
+    gridos_tests::run_gridctl(&key_path, 60, &ledger_flags, &["store", "get", &id, "-o", out.to_str().expect("path"), "--nodes", &gateway_arg])
+        .unwrap_or_else(|e| panic!("gridctl store get: {e}"));
+    assert!(std::fs::read(&out).expect("the file came back") == file, "the file came back different");
+    let verify = gridos_tests::run_gridctl(&key_path, 60, &ledger_flags, &["store", "verify", &id, "--nodes", &gateway_arg, "--json"])
+        .unwrap_or_else(|e| panic!("gridctl store verify: {e}"));
+    let verify: serde_json::Value = serde_json::from_str(verify.trim()).unwrap_or_else(|e| panic!("{e}: {verify}"));
+    let shards = verify["shards"].as_array().cloned().unwrap_or_default();
+    assert!(!shards.is_empty() && shards.iter().all(|s| s["status"] == "ok" && s["contract"].as_u64().is_some_and(|c| paid.contains(&c))), "{verify}");
+    let before_deploy = with_ledger(&mut l, &chain_dir, &genesis, |l| l.meta()).1.next_contract_id;
+    let hello = gridos_tests::wasm("hello.wasm");
+    let deployed = gridos_tests::run_gridctl(
+        &key_path,
+        60,
+        &ledger_flags,
+        &["deploy", "--node", &gateway_arg, "--name", "ledger-hello", "--memory-mb", "4", "--arg", "x", hello.to_str().expect("path")],
+    )
+    .unwrap_or_else(|e| panic!("gridctl deploy on the ledger: {e}\n{}", nodes[0].serial()));
+    let made = with_ledger(&mut l, &chain_dir, &genesis, |l| l.contract(before_deploy)).unwrap_or_else(|| panic!("no contract for the deploy: {deployed}"));
+    assert!(
+        made.owner == dev.public() && matches!(&made.terms, ContractTerms::Workload { node, .. } if *node == nodes[0].key_bytes()),
+        "{made:?}"
+    );
+    assert!(nodes[0].wait("workload ledger-hello: running on", 60), "the workload deployed under its contract never ran\n{}", nodes[0].serial());
+    eprintln!("ledger test: gridctl store put paid contracts {paid:?}, got the file back, verify names them; gridctl deploy paid contract {before_deploy}");
 
     for n in &mut nodes {
         if let Some(vm) = n.vm.take() {
