@@ -159,13 +159,20 @@ pub type SplitFrame<'a> = (u8, &'a [u8], usize);
 /// The frame at the start of `buf`, if whole: (kind, payload, bytes used). A length of
 /// zero or above `payload_bytes_max + 1` is an error at once, before the bytes arrive.
 pub fn split_frame(buf: &[u8], payload_bytes_max: usize) -> Result<Option<SplitFrame<'_>>, FrameError> {
+    let Some(len) = frame_len(buf, payload_bytes_max)? else { return Ok(None) };
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    Ok(Some((body[0], &body[1..], 4 + len)))
+}
+
+/// The length field at the start of `buf` (kind and payload), once its 4 bytes are in; a
+/// length of zero or above `payload_bytes_max + 1` is an error.
+fn frame_len(buf: &[u8], payload_bytes_max: usize) -> Result<Option<usize>, FrameError> {
     let Some(head) = buf.get(..4) else { return Ok(None) };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len == 0 || len > payload_bytes_max + 1 {
         return Err(FrameError::Length(len));
     }
-    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
-    Ok(Some((body[0], &body[1..], 4 + len)))
+    Ok(Some(len))
 }
 
 /// A request frame.
@@ -207,12 +214,7 @@ impl ResponseReader {
 
     /// The whole frame's size in bytes, once its head is in.
     pub fn frame_bytes(&self) -> Result<Option<usize>, FrameError> {
-        let Some(head) = self.buf.get(..4) else { return Ok(None) };
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if len == 0 || len > self.payload_bytes_max + 1 {
-            return Err(FrameError::Length(len));
-        }
-        Ok(Some(4 + len))
+        Ok(frame_len(&self.buf, self.payload_bytes_max)?.map(|len| 4 + len))
     }
 
     /// How many bytes to read next at most (0 once the frame is whole).
