@@ -9,4 +9,5 @@ pub mod nvme;
 pub mod pci;
 pub mod virtio;
 pub mod virtio_blk;
+pub mod virtio_kick;
 pub mod virtio_net;

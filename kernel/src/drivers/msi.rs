@@ -22,8 +22,11 @@ pub const MAX_FUNCTIONS: usize = 16;
 
 static EVENTS: [Event; MAX_FUNCTIONS] = [const { Event::new() }; MAX_FUNCTIONS];
 static USED: AtomicUsize = AtomicUsize::new(0);
+/// MSI and MSI-X interrupts taken, all functions (for `net::timing`).
+pub static INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 fn on_interrupt(vector: u8) {
+    INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if let Some(event) = EVENTS.get(usize::from(vector.wrapping_sub(FIRST_VECTOR))) {
         event.signal();
     }

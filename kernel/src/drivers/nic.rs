@@ -95,6 +95,23 @@ impl NicDevice {
         on_device!(self, d => d.ingress_filter_port = port)
     }
 
+    /// Tells the device about what the last poll queued (virtio-net batches its
+    /// notifications; e1000 writes its tail per frame).
+    pub fn flush(&mut self) {
+        if let NicDevice::Virtio(d) = self {
+            d.flush();
+        }
+    }
+
+    /// Notifications sent to the device (virtio kicks; none for e1000): (receive queue,
+    /// transmit queue).
+    pub fn kicks(&self) -> (u64, u64) {
+        match self {
+            NicDevice::Virtio(d) => d.kicks(),
+            NicDevice::Intel(_) => (0, 0),
+        }
+    }
+
     /// Whether no interrupt reaches this NIC (the stack then polls it on a timer).
     pub fn polled(&self) -> bool {
         match self {

@@ -6,7 +6,8 @@
 //! through the queue rather than one device round trip per frame. The device's
 //! interrupt (MSI-X entry 0 where offered, see `virtio::move_to_msix`, else the
 //! shared INTx line) signals the NIC's [`Event`] so the network task polls only
-//! when there is work.
+//! when there is work. The device hears of new frames and receive buffers once per
+//! poll ([`VirtioNic::flush`], see `virtio_kick`), not once per frame.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -18,22 +19,29 @@ use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::PciTransport;
 
 use super::virtio::{Found, KernelHal};
+use super::virtio_kick::{self, KickTransport, Kicker};
 use crate::executor::Event;
 use crate::net::timing;
 
 const QUEUE_SIZE: usize = 64;
 const BUFFER_BYTES: usize = 2048;
+/// Consumed receive buffers are given back to the device this many at a time.
+const RX_REFILL_BATCH: usize = QUEUE_SIZE / 2;
 /// Ethernet MTU (payload) the interface uses.
 pub const MTU_BYTES: usize = 1500;
 
-type Net = VirtIONetRaw<KernelHal, PciTransport, QUEUE_SIZE>;
+type Net = VirtIONetRaw<KernelHal, KickTransport<PciTransport>, QUEUE_SIZE>;
 
 /// One virtio-net NIC. NICs live as long as the kernel: the device keeps DMA
 /// access to the buffers below.
 pub struct VirtioNic {
     device: Net,
+    /// Sends the kicks the device's queues held back, after each poll.
+    kicker: Kicker<PciTransport>,
     /// Receive buffers the device holds, by token.
     rx_posted: Vec<Option<Vec<u8>>>,
+    /// Receive buffers consumed and not given back yet (see [`Self::flush`]).
+    rx_returned: Vec<Vec<u8>>,
     /// Frames the device has not finished sending: (buffer, length), by token.
     tx_in_flight: Vec<Option<(Vec<u8>, usize)>>,
     tx_free: Vec<Vec<u8>>,
@@ -54,7 +62,8 @@ pub use super::nic::NicCounters;
 
 impl VirtioNic {
     pub fn new(found: Found) -> Result<VirtioNic, virtio_drivers::Error> {
-        let mut device = Net::new(found.transport)?;
+        let (transport, kicker) = virtio_kick::wrap(found.transport);
+        let mut device = Net::new(transport)?;
         let mut rx_posted: Vec<Option<Vec<u8>>> = (0..QUEUE_SIZE).map(|_| None).collect();
         for _ in 0..QUEUE_SIZE {
             let mut buf = vec![0u8; BUFFER_BYTES];
@@ -67,9 +76,12 @@ impl VirtioNic {
             }
         }
         device.enable_interrupts();
+        kicker.flush();
         Ok(VirtioNic {
             device,
+            kicker,
             rx_posted,
+            rx_returned: Vec::with_capacity(QUEUE_SIZE),
             tx_in_flight: (0..QUEUE_SIZE).map(|_| None).collect(),
             tx_free: Vec::new(),
             event: found.event,
@@ -82,6 +94,26 @@ impl VirtioNic {
 
     pub fn mac(&self) -> [u8; 6] {
         self.device.mac_address()
+    }
+
+    /// Tells the device about the frames and receive buffers queued since the last
+    /// flush, if it asked to hear (one kick per queue at most). Call after every poll.
+    pub fn flush(&mut self) {
+        let start_ns = crate::executor::now_ns();
+        // Receive buffers go back once half the ring is out: the device still holds the
+        // other half, and giving them back (and kicking for them) once per poll cost a
+        // kick on most polls.
+        if self.rx_returned.len() >= RX_REFILL_BATCH {
+            self.refill_rx();
+        }
+        let kicks = self.kicker.flush();
+        timing::add(timing::Stage::NicKick, crate::executor::now_ns().saturating_sub(start_ns), kicks.into());
+    }
+
+    /// Kicks sent to the device so far: (receive queue, transmit queue).
+    pub fn kicks(&self) -> (u64, u64) {
+        let [rx, tx] = self.kicker.kicks();
+        (rx, tx)
     }
 
     /// Whether the device has handed back a received frame not taken yet.
@@ -118,16 +150,27 @@ impl VirtioNic {
         }
     }
 
-    /// Gives a receive buffer back to the device.
-    fn repost_rx(&mut self, mut buf: Vec<u8>) {
-        // SAFETY: as in `new`: the buffer is kept in `rx_posted` until completed.
-        match unsafe { self.device.receive_begin(&mut buf) } {
-            Ok(token) => {
-                if let Some(slot) = self.rx_posted.get_mut(usize::from(token)) {
-                    *slot = Some(buf);
-                }
+    /// Keeps a consumed receive buffer for the device; [`Self::flush`] gives buffers back
+    /// in batches.
+    fn repost_rx(&mut self, buf: Vec<u8>) {
+        self.rx_returned.push(buf);
+    }
+
+    /// Gives every returned receive buffer back to the device.
+    fn refill_rx(&mut self) {
+        while let Some(mut buf) = self.rx_returned.pop() {
+            // SAFETY: as in `new`: the buffer is kept in `rx_posted` until completed.
+            match unsafe { self.device.receive_begin(&mut buf) } {
+                Ok(token) => match self.rx_posted.get_mut(usize::from(token)) {
+                    Some(slot) => *slot = Some(buf),
+                    None => {
+                        // The device may write into it: never free it.
+                        log::warn!("virtio-net: receive token {token} out of range; buffer leaked");
+                        core::mem::forget(buf);
+                    }
+                },
+                Err(e) => log::warn!("virtio-net: could not repost a receive buffer: {e}"),
             }
-            Err(e) => log::warn!("virtio-net: could not repost a receive buffer: {e}"),
         }
     }
 
@@ -146,7 +189,8 @@ impl VirtioNic {
             return result;
         }
         let start_ns = crate::executor::now_ns();
-        // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`.
+        // SAFETY: the buffer is kept in `tx_in_flight` until `transmit_complete`. The
+        // device hears of it at the next `flush`.
         let queued = unsafe { self.device.transmit_begin(&buf[..header + len]) };
         timing::add(timing::Stage::NicTransmit, crate::executor::now_ns().saturating_sub(start_ns), 1);
         match queued {

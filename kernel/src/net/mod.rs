@@ -342,6 +342,7 @@ impl Stack {
             }
             needs_timer |= nic.device.polled() || nic.device.link() != crate::inventory::Link::NotReported;
             let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, sockets, timestamp));
+            nic.device.flush();
             if let Some(h) = nic.dhcp {
                 handle_dhcp(nic, h, sockets);
             }
@@ -511,6 +512,7 @@ pub fn arp_probe(target: Ipv4Address) {
                     arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
                 });
             });
+            nic.device.flush();
         }
     });
 }
@@ -610,6 +612,12 @@ async fn net_task() {
 pub fn nic_counters() -> Vec<(String, crate::drivers::nic::NicCounters, u64, u64)> {
     with_stack(|s| s.nics.iter().map(|n| (n.name.clone(), n.device.counters(), n.device.tx_errors(), n.device.rx_filtered())).collect())
         .unwrap_or_default()
+}
+
+/// Kicks sent to the NICs so far (virtio's queue notifications), all NICs: (receive
+/// queues, transmit queues).
+pub fn nic_kicks() -> (u64, u64) {
+    with_stack(|s| s.nics.iter().map(|n| n.device.kicks()).fold((0, 0), |a, k| (a.0 + k.0, a.1 + k.1))).unwrap_or((0, 0))
 }
 
 /// Each NIC's name and MAC address.

@@ -37,12 +37,14 @@ pub enum Stage {
     /// virtio-net: taking a received frame and giving its buffer back (part of the
     /// underlay poll's time).
     NicReceive,
-    /// virtio-net: queueing a built frame and notifying the device (part of the underlay
-    /// poll's time).
+    /// virtio-net: queueing a built frame (part of the underlay poll's time).
     NicTransmit,
+    /// virtio-net: telling the device about a poll's frames and buffers (kicks; part of
+    /// the underlay poll's time).
+    NicKick,
 }
 
-const STAGES: usize = 12;
+const STAGES: usize = 13;
 const ALL: [Stage; STAGES] = [
     Stage::OverlaySend,
     Stage::OverlayReceive,
@@ -56,6 +58,7 @@ const ALL: [Stage; STAGES] = [
     Stage::NetTaskOther,
     Stage::NicReceive,
     Stage::NicTransmit,
+    Stage::NicKick,
 ];
 
 impl Stage {
@@ -72,7 +75,8 @@ impl Stage {
             Stage::SmoltcpUnderlay => "smoltcp underlay+nic (NIC polls)",
             Stage::NetTaskOther => "net task other",
             Stage::NicReceive => "  of which virtio receive",
-            Stage::NicTransmit => "  of which virtio queue+notify",
+            Stage::NicTransmit => "  of which virtio queue",
+            Stage::NicKick => "  of which virtio kicks",
         }
     }
 }
@@ -125,6 +129,10 @@ pub struct Snapshot {
     idle_ns: u64,
     /// Frames the NICs received and sent.
     frames: (u64, u64),
+    /// Device interrupts taken (virtio INTx, MSI, MSI-X) and kicks sent to virtio NICs
+    /// (receive queue, transmit queue).
+    interrupts: u64,
+    kicks: (u64, u64),
 }
 
 /// Reads every counter.
@@ -138,6 +146,9 @@ pub fn snapshot() -> Snapshot {
         at_ns: executor::now_ns(),
         idle_ns: executor::idle_ns(),
         frames: super::nic_counters().iter().fold((0, 0), |(rx, tx), (_, c, _, _)| (rx + c.rx_frames, tx + c.tx_frames)),
+        interrupts: crate::drivers::virtio::INTERRUPTS.load(Ordering::Relaxed)
+            + crate::drivers::msi::INTERRUPTS.load(Ordering::Relaxed),
+        kicks: super::nic_kicks(),
     };
     for (i, c) in COUNTERS.iter().enumerate() {
         s.ns[i] = c.ns.load(Ordering::Relaxed);
@@ -168,23 +179,27 @@ pub fn report(before: &Snapshot, bytes: u64) -> String {
     let net_rounds = now.net_rounds.saturating_sub(before.net_rounds);
     out.push_str(&format!(
         "breakdown: {} ms for {bytes} bytes each way; {overlay_rounds} overlay task rounds, {net_rounds} net task rounds ({} smoltcp polls), \
-         {} frames received and {} sent by the NICs\n",
+         {} frames received and {} sent by the NICs ({} device interrupts; virtio kicks: {} receive, {} transmit)\n",
         tenths(wall_ns, 1_000_000),
         now.iface_polls.saturating_sub(before.iface_polls),
         now.frames.0.saturating_sub(before.frames.0),
         now.frames.1.saturating_sub(before.frames.1),
+        now.interrupts.saturating_sub(before.interrupts),
+        now.kicks.0.saturating_sub(before.kicks.0),
+        now.kicks.1.saturating_sub(before.kicks.1),
     ));
     for stage in ALL {
         let i = stage as usize;
         let ns = now.ns[i].saturating_sub(before.ns[i]);
         let count = now.count[i].saturating_sub(before.count[i]);
-        if !matches!(stage, Stage::NicReceive | Stage::NicTransmit) {
+        if !matches!(stage, Stage::NicReceive | Stage::NicTransmit | Stage::NicKick) {
             accounted_ns += ns;
         }
         let per_round = matches!(stage, Stage::OverlayTaskOther | Stage::SmoltcpOverlay | Stage::SmoltcpUnderlay | Stage::NetTaskOther);
         let (n, unit) = match stage {
             Stage::OverlayTaskOther => (overlay_rounds, "round"),
             Stage::SmoltcpUnderlay => (count, "poll"),
+            Stage::NicKick => (count, "kick"),
             _ if per_round => (net_rounds, "round"),
             _ => (count, "packet"),
         };
