@@ -49,6 +49,15 @@ const WATCHDOG_STALL_S: u64 = 10;
 static SPAWNED: Mutex<Vec<Arc<Task>>> = Mutex::new(Vec::new());
 static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
 static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(0);
+/// Work the loop does when nothing is runnable, before it halts (see [`set_idle_hook`]).
+static IDLE_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Sets the one function the executor calls when no task is runnable, before it halts:
+/// work worth doing only when the CPU has nothing better to do (the network's deferred
+/// device notifications). It may make tasks runnable; the loop then turns again.
+pub fn set_idle_hook(hook: fn()) {
+    IDLE_HOOK.call_once(|| hook);
+}
 
 /// Starts `future` as a task; it first runs when the executor next turns.
 pub fn spawn(name: &'static str, future: impl Future<Output = ()> + Send + 'static) {
@@ -134,6 +143,11 @@ pub fn run() -> ! {
                 Poll::Pending => true,
             }
         });
+        if !RUNNABLE.load(Ordering::Acquire) {
+            if let Some(hook) = IDLE_HOOK.get() {
+                hook();
+            }
+        }
         // Sleep until an interrupt if nothing became runnable meanwhile; `sti; hlt`
         // is atomic, so a wake-up from an interrupt cannot slip in between.
         interrupts::disable();

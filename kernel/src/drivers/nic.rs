@@ -96,10 +96,12 @@ impl NicDevice {
     }
 
     /// Tells the device about what the last poll queued (virtio-net batches its
-    /// notifications; e1000 writes its tail per frame).
-    pub fn flush(&mut self) {
-        if let NicDevice::Virtio(d) = self {
-            d.flush();
+    /// notifications; e1000 writes its tail per frame). With `idle` false, a few frames
+    /// may be left for a later flush: returns whether some were.
+    pub fn flush(&mut self, idle: bool) -> bool {
+        match self {
+            NicDevice::Virtio(d) => d.flush(idle),
+            NicDevice::Intel(_) => false,
         }
     }
 

@@ -117,28 +117,34 @@ pub fn wrap<T: Transport>(transport: T) -> (KickTransport<T>, Kicker<T>) {
 }
 
 impl<T: Transport> Kicker<T> {
-    /// Kicks every batched queue the device asked to hear about; returns how many kicks went out.
-    pub fn flush(&self) -> u32 {
+    /// Kicks `queue` if the device asked to hear about what was added to it since the
+    /// last flush of it; returns whether it kicked.
+    pub fn flush(&self, queue: u16) -> bool {
         let mut shared = self.0.lock();
         let event_idx = shared.event_idx;
-        let mut kicks = 0;
-        for queue in 0..QUEUES_MAX {
-            if let Some(new) = shared.rings[queue].needs_kick(event_idx) {
-                shared.rings[queue].kicked_idx = new;
-                shared.transport.notify(queue as u16);
-                shared.kicks[queue] += 1;
-                kicks += 1;
-            } else {
-                // Not needed (or nothing new): the device reads the ring on its own. The
-                // next test counts from here, as `vring_need_event` does from the last add.
-                // SAFETY: as in `needs_kick`: a live area (checked), `idx` at offset 2.
-                let area = shared.rings[queue].driver_area;
-                if area != 0 {
-                    shared.rings[queue].kicked_idx = unsafe { Rings::load(area, 2) };
-                }
-            }
+        let Some(rings) = shared.rings.get(usize::from(queue)).copied() else { return false };
+        let kick = rings.needs_kick(event_idx);
+        if let Some(new) = kick {
+            shared.transport.notify(queue);
+            shared.kicks[usize::from(queue)] += 1;
+            shared.rings[usize::from(queue)].kicked_idx = new;
+        } else if rings.driver_area != 0 {
+            // Not needed (or nothing new): the device reads the ring on its own. The next
+            // test counts from here, as `vring_need_event` counts from the last check.
+            // SAFETY: as in `needs_kick`: a live area (checked), `idx` at offset 2.
+            shared.rings[usize::from(queue)].kicked_idx = unsafe { Rings::load(rings.driver_area, 2) };
         }
-        kicks
+        kick.is_some()
+    }
+
+    /// Buffers added to `queue` since its last flush.
+    pub fn added(&self, queue: u16) -> u16 {
+        let shared = self.0.lock();
+        match shared.rings.get(usize::from(queue)) {
+            // SAFETY: as in `needs_kick`: a live area (checked), `idx` at offset 2.
+            Some(r) if r.driver_area != 0 => unsafe { Rings::load(r.driver_area, 2) }.wrapping_sub(r.kicked_idx),
+            _ => 0,
+        }
     }
 
     /// Kicks sent so far, per queue.

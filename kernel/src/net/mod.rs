@@ -267,6 +267,7 @@ pub fn init(nics: Vec<NicDevice>, config: &NetConfig, ingress_filter_port: Optio
         first_slot,
         underlay_next_ns: 0,
     });
+    executor::set_idle_hook(flush_when_idle);
     executor::spawn("net", net_task());
 }
 
@@ -342,7 +343,9 @@ impl Stack {
             }
             needs_timer |= nic.device.polled() || nic.device.link() != crate::inventory::Link::NotReported;
             let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, sockets, timestamp));
-            nic.device.flush();
+            if nic.device.flush(false) {
+                FLUSH_WHEN_IDLE.store(true, core::sync::atomic::Ordering::Release);
+            }
             if let Some(h) = nic.dhcp {
                 handle_dhcp(nic, h, sockets);
             }
@@ -512,9 +515,24 @@ pub fn arp_probe(target: Ipv4Address) {
                     arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
                 });
             });
-            nic.device.flush();
+            nic.device.flush(true);
         }
     });
+}
+
+/// Set when a poll left frames for the NICs to be told of when the CPU is idle.
+static FLUSH_WHEN_IDLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The executor's idle hook: tells the NICs about the frames polls left queued (see
+/// `VirtioNic::flush`). The network task holds no lock across a wait, so the stack is free.
+fn flush_when_idle() {
+    if FLUSH_WHEN_IDLE.swap(false, core::sync::atomic::Ordering::AcqRel) {
+        with_stack(|s| {
+            for nic in &mut s.nics {
+                nic.device.flush(true);
+            }
+        });
+    }
 }
 
 /// Hands the overlay interface a packet that arrived for this node.

@@ -42,9 +42,11 @@ pub enum Stage {
     /// virtio-net: telling the device about a poll's frames and buffers (kicks; part of
     /// the underlay poll's time).
     NicKick,
+    /// virtio-net: the kicks left for when the CPU is idle (executor's idle hook).
+    NicKickIdle,
 }
 
-const STAGES: usize = 13;
+const STAGES: usize = 14;
 const ALL: [Stage; STAGES] = [
     Stage::OverlaySend,
     Stage::OverlayReceive,
@@ -59,6 +61,7 @@ const ALL: [Stage; STAGES] = [
     Stage::NicReceive,
     Stage::NicTransmit,
     Stage::NicKick,
+    Stage::NicKickIdle,
 ];
 
 impl Stage {
@@ -77,6 +80,7 @@ impl Stage {
             Stage::NicReceive => "  of which virtio receive",
             Stage::NicTransmit => "  of which virtio queue",
             Stage::NicKick => "  of which virtio kicks",
+            Stage::NicKickIdle => "virtio kicks when idle",
         }
     }
 }
@@ -199,7 +203,7 @@ pub fn report(before: &Snapshot, bytes: u64) -> String {
         let (n, unit) = match stage {
             Stage::OverlayTaskOther => (overlay_rounds, "round"),
             Stage::SmoltcpUnderlay => (count, "poll"),
-            Stage::NicKick => (count, "kick"),
+            Stage::NicKick | Stage::NicKickIdle => (count, "kick"),
             _ if per_round => (net_rounds, "round"),
             _ => (count, "packet"),
         };
