@@ -147,6 +147,23 @@ impl<T: Transport> Kicker<T> {
         }
     }
 
+    /// Sets `queue`'s `used_event` (virtio 1.2, 2.7.10, with `VIRTIO_F_EVENT_IDX`): with
+    /// `wanted`, the device interrupts when it next uses a buffer, `used` entries having
+    /// been taken off the used ring; without, not before 2^15 more (the next write moves
+    /// it again). virtio-drivers sets it to "the next one" whenever it takes an entry.
+    pub fn set_used_event(&self, queue: u16, used: u16, wanted: bool) {
+        let shared = self.0.lock();
+        let Some(r) = shared.rings.get(usize::from(queue)).filter(|r| r.driver_area != 0) else { return };
+        if !shared.event_idx {
+            return;
+        }
+        let event = if wanted { used } else { used.wrapping_add(0x8000) };
+        // SAFETY: a live available ring (checked); `used_event` follows its `size` 2-byte
+        // entries (2.7.6), 2-aligned.
+        unsafe { AtomicU16::from_ptr((r.driver_area + 4 + 2 * u64::from(r.size)) as usize as *mut u16) }
+            .store(event, Ordering::Release);
+    }
+
     /// Kicks sent so far, per queue.
     pub fn kicks(&self) -> [u64; QUEUES_MAX] {
         self.0.lock().kicks

@@ -48,6 +48,9 @@ pub struct VirtioNic {
     rx_posted: Vec<Option<Vec<u8>>>,
     /// Receive buffers consumed and not given back yet (see [`Self::flush`]).
     rx_returned: Vec<Vec<u8>>,
+    /// Entries taken off each queue's used ring (modulo 2^16), for `used_event`.
+    rx_used: u16,
+    tx_used: u16,
     /// Frames the device has not finished sending: (buffer, length), by token.
     tx_in_flight: Vec<Option<(Vec<u8>, usize)>>,
     tx_free: Vec<Vec<u8>>,
@@ -88,6 +91,8 @@ impl VirtioNic {
             kicker,
             rx_posted,
             rx_returned: Vec::with_capacity(QUEUE_SIZE),
+            rx_used: 0,
+            tx_used: 0,
             tx_in_flight: (0..QUEUE_SIZE).map(|_| None).collect(),
             tx_free: Vec::new(),
             event: found.event,
@@ -125,6 +130,9 @@ impl VirtioNic {
         if !deferred {
             kicks += u64::from(self.kicker.flush(QUEUE_TRANSMIT));
         }
+        // Sent frames are taken back at the next transmit: their completions need no
+        // interrupt, and each interrupt waits on QEMU's lock like a kick.
+        self.kicker.set_used_event(QUEUE_TRANSMIT, self.tx_used, false);
         let stage = if idle { timing::Stage::NicKickIdle } else { timing::Stage::NicKick };
         timing::add(stage, crate::executor::now_ns().saturating_sub(start_ns), kicks);
         deferred
@@ -144,14 +152,22 @@ impl VirtioNic {
     /// Takes back the buffers of frames the device has sent.
     fn reclaim_tx(&mut self) {
         while let Some(token) = self.device.poll_transmit() {
-            let Some((buf, len)) = self.tx_in_flight.get_mut(usize::from(token)).and_then(Option::take) else {
+            let Some(slot) = self.tx_in_flight.get_mut(usize::from(token)) else {
                 log::warn!("virtio-net: completion for unknown transmit token {token}");
+                return;
+            };
+            let Some((buf, len)) = slot.take() else {
+                log::warn!("virtio-net: completion for idle transmit token {token}");
                 return;
             };
             // SAFETY: the same buffer and length that `transmit_begin` got for `token`.
             if let Err(e) = unsafe { self.device.transmit_complete(token, &buf[..len]) } {
+                // Not taken off the used ring: the device may still own the buffer.
                 log::warn!("virtio-net: transmit completion failed: {e}");
+                *slot = Some((buf, len));
+                return;
             }
+            self.tx_used = self.tx_used.wrapping_add(1);
             self.tx_free.push(buf);
         }
     }
@@ -159,12 +175,24 @@ impl VirtioNic {
     /// Takes the next received frame: (buffer, header length, frame length).
     fn take_rx(&mut self) -> Option<(Vec<u8>, usize, usize)> {
         let token = self.device.poll_receive()?;
-        let mut buf = self.rx_posted.get_mut(usize::from(token)).and_then(Option::take)?;
+        let slot = self.rx_posted.get_mut(usize::from(token))?;
+        let mut buf = slot.take()?;
         // SAFETY: the same buffer that `receive_begin` got for `token`.
         match unsafe { self.device.receive_complete(token, &mut buf) } {
-            Ok((header, len)) if header + len <= buf.len() => Some((buf, header, len)),
-            _ => {
+            Ok((header, len)) if header + len <= buf.len() => {
+                self.rx_used = self.rx_used.wrapping_add(1);
+                Some((buf, header, len))
+            }
+            // Taken off the used ring, but not a frame (shorter than its header, or
+            // longer than the buffer): the buffer is ours again.
+            Ok(_) | Err(virtio_drivers::Error::IoError) => {
+                self.rx_used = self.rx_used.wrapping_add(1);
                 self.repost_rx(buf);
+                None
+            }
+            // Not taken: the device still owns the buffer.
+            Err(_) => {
+                *slot = Some(buf);
                 None
             }
         }
