@@ -97,11 +97,11 @@ impl NicDevice {
 
     /// Tells the device about what the last poll queued (virtio-net batches its
     /// notifications; e1000 writes its tail per frame). With `idle` false, a few frames
-    /// may be left for a later flush: returns whether some were.
-    pub fn flush(&mut self, idle: bool) -> bool {
+    /// may be left for a later flush: returns by when it must come (ns), if so.
+    pub fn flush(&mut self, idle: bool) -> Option<u64> {
         match self {
             NicDevice::Virtio(d) => d.flush(idle),
-            NicDevice::Intel(_) => false,
+            NicDevice::Intel(_) => None,
         }
     }
 

@@ -30,6 +30,8 @@ const RX_REFILL_BATCH: usize = QUEUE_SIZE / 2;
 /// Frames a poll queues before it kicks the device itself; fewer wait for the idle
 /// flush (see [`VirtioNic::flush`]).
 const TX_KICK_BATCH: u16 = 8;
+/// Longest a deferred kick waits for the CPU to go idle (a busy CPU may never be).
+pub const KICK_DEFER_MAX_NS: u64 = 1_000_000;
 /// virtio-net's queues (virtio 1.2, 5.1.2).
 const QUEUE_RECEIVE: u16 = 0;
 const QUEUE_TRANSMIT: u16 = 1;
@@ -51,6 +53,8 @@ pub struct VirtioNic {
     /// Entries taken off each queue's used ring (modulo 2^16), for `used_event`.
     rx_used: u16,
     tx_used: u16,
+    /// When the oldest frame whose kick was deferred was queued (see [`Self::flush`]).
+    tx_deferred_ns: Option<u64>,
     /// Frames the device has not finished sending: (buffer, length), by token.
     tx_in_flight: Vec<Option<(Vec<u8>, usize)>>,
     tx_free: Vec<Vec<u8>>,
@@ -93,6 +97,7 @@ impl VirtioNic {
             rx_returned: Vec::with_capacity(QUEUE_SIZE),
             rx_used: 0,
             tx_used: 0,
+            tx_deferred_ns: None,
             tx_in_flight: (0..QUEUE_SIZE).map(|_| None).collect(),
             tx_free: Vec::new(),
             event: found.event,
@@ -112,11 +117,11 @@ impl VirtioNic {
     /// with `idle` false, and when the CPU has nothing else to do with `idle` true.
     ///
     /// A kick traps to QEMU and waits for its global lock, which its I/O thread holds
-    /// while it moves frames: 100-400 us under TCG when both are busy, more than sealing
-    /// a dozen packets. So a poll that queued only a few frames (acknowledgements, mostly)
-    /// leaves them for the idle flush, when the wait costs nothing, or for the next poll's
-    /// burst; returns whether it did.
-    pub fn flush(&mut self, idle: bool) -> bool {
+    /// while it moves frames: 50-1000 us under TCG on a loaded host, more than sealing a
+    /// packet. So a poll that queued only a few frames (acknowledgements, mostly) leaves
+    /// them for the idle flush, when the wait costs nothing, or for the next poll's burst,
+    /// for at most [`KICK_DEFER_MAX_NS`]; returns when they must go at the latest.
+    pub fn flush(&mut self, idle: bool) -> Option<u64> {
         let start_ns = crate::executor::now_ns();
         // Receive buffers go back once half the ring is out (the device still holds the
         // other half), or when idle: giving them back after every poll made the device
@@ -126,16 +131,20 @@ impl VirtioNic {
         }
         let mut kicks = u64::from(self.kicker.flush(QUEUE_RECEIVE));
         let added = self.kicker.added(QUEUE_TRANSMIT);
-        let deferred = !idle && added > 0 && added < TX_KICK_BATCH;
-        if !deferred {
+        let overdue = self.tx_deferred_ns.is_some_and(|at| start_ns.saturating_sub(at) >= KICK_DEFER_MAX_NS);
+        let deferred = !idle && !overdue && added > 0 && added < TX_KICK_BATCH;
+        if deferred {
+            self.tx_deferred_ns.get_or_insert(start_ns);
+        } else {
             kicks += u64::from(self.kicker.flush(QUEUE_TRANSMIT));
+            self.tx_deferred_ns = None;
         }
         // Sent frames are taken back at the next transmit: their completions need no
         // interrupt, and each interrupt waits on QEMU's lock like a kick.
         self.kicker.set_used_event(QUEUE_TRANSMIT, self.tx_used, false);
         let stage = if idle { timing::Stage::NicKickIdle } else { timing::Stage::NicKick };
         timing::add(stage, crate::executor::now_ns().saturating_sub(start_ns), kicks);
-        deferred
+        self.tx_deferred_ns.map(|at| at + KICK_DEFER_MAX_NS)
     }
 
     /// Kicks sent to the device so far: (receive queue, transmit queue).

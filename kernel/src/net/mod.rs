@@ -325,6 +325,7 @@ impl Stack {
     /// Polls every NIC once; returns when they next need polling (ns).
     fn poll_underlay(&mut self, timestamp: Instant, now_ns: u64) -> Option<u64> {
         let mut next: Option<Instant> = None;
+        let mut flush_by_ns: Option<u64> = None;
         let mut needs_timer = false;
         for (index, nic) in self.nics.iter_mut().enumerate() {
             // Sockets live on eth0 (see `Stack::no_sockets`); other NICs poll an empty set.
@@ -343,8 +344,10 @@ impl Stack {
             }
             needs_timer |= nic.device.polled() || nic.device.link() != crate::inventory::Link::NotReported;
             let _ = on_device!(&mut nic.device, d => poll_rounds(&mut nic.iface, d, sockets, timestamp));
-            if nic.device.flush(false) {
+            if let Some(at_ns) = nic.device.flush(false) {
+                // Sent when the CPU idles, or by the poll at `at_ns` if it never does.
                 FLUSH_WHEN_IDLE.store(true, core::sync::atomic::Ordering::Release);
+                flush_by_ns = Some(flush_by_ns.map_or(at_ns, |n: u64| n.min(at_ns)));
             }
             if let Some(h) = nic.dhcp {
                 handle_dhcp(nic, h, sockets);
@@ -359,6 +362,9 @@ impl Stack {
             }
         }
         let mut next_ns = next.map(|at| at.total_micros().max(0) as u64 * 1000);
+        if let Some(at_ns) = flush_by_ns {
+            next_ns = Some(next_ns.map_or(at_ns, |n| n.min(at_ns)));
+        }
         if needs_timer {
             // NICs without interrupts are polled, and link and transmit health are
             // checked on every NIC that reports them, at least this often.
