@@ -287,6 +287,9 @@ struct Admin {
     buffer: u64,
     /// Largest transfer (MDTS), in bytes.
     transfer_bytes_max: u64,
+    /// An admin command timed out: every later one fails at once (a hung controller
+    /// costs one deadline, not one per namespace), and the controller is not used.
+    hung: bool,
 }
 
 /// Resets and enables the controller at `device`, identifies it and its active
@@ -301,14 +304,15 @@ pub fn probe(device: &PciDevice) -> Result<Probed, NvmeError> {
     let mut shared = Shared { address, regs, doorbell_stride: 4, event, dead: AtomicBool::new(false) };
     shared.doorbell_stride = 4 << ((shared.read64(REG_CAP) >> 32) & 0xf);
     let shared: &'static Shared = Box::leak(Box::new(shared));
-    let mut admin = Admin {
-        shared,
-        queue: QueuePair::new(0, alloc_pages(2)?),
-        buffer: alloc_pages(1)?,
-        transfer_bytes_max: BOUNCE_PAGES_MAX * PAGE_BYTES,
-    };
-    let probed = admin.bring_up().and_then(|identity| {
+    let probed = alloc_pages(2).and_then(|queue| {
+        let buffer = alloc_pages(1)?;
+        let transfer_bytes_max = BOUNCE_PAGES_MAX * PAGE_BYTES;
+        let mut admin = Admin { shared, queue: QueuePair::new(0, queue), buffer, transfer_bytes_max, hung: false };
+        let identity = admin.bring_up()?;
         let (namespaces, more) = admin.probe_namespaces(&identity)?;
+        if admin.hung {
+            return Err(NvmeError::AdminTimeout);
+        }
         Ok(Probed { identity, delivery, namespaces, more })
     });
     match probed {
@@ -316,7 +320,7 @@ pub fn probe(device: &PciDevice) -> Result<Probed, NvmeError> {
         other => {
             // Not used: it must not touch memory the kernel may hand out later
             // (the queues and buffers above stay allocated all the same).
-            admin.shared.shut_down();
+            shared.shut_down();
             other
         }
     }
@@ -392,6 +396,9 @@ impl Admin {
 
     /// Runs one admin command to completion (halting between checks): its dword 0.
     fn command(&mut self, opcode: u8, nsid: u32, prp1: u64, cdw: [u32; 3]) -> Result<u32, NvmeError> {
+        if self.hung {
+            return Err(NvmeError::AdminTimeout);
+        }
         let shared = self.shared;
         let cid = self.queue.submit(shared, opcode, nsid, prp1, 0, [cdw[0], cdw[1], cdw[2], 0]);
         let deadline = time::since_boot_ns() + super::blockq::COMMAND_TIMEOUT_NS;
@@ -407,6 +414,7 @@ impl Admin {
             }
             if time::since_boot_ns() > deadline {
                 interrupts::enable();
+                self.hung = true;
                 return Err(NvmeError::AdminTimeout);
             }
             interrupts::enable_and_wait();
@@ -448,8 +456,9 @@ impl Admin {
         for nsid in scan {
             match self.identify_namespace(nsid) {
                 Ok(Namespace::Inactive) => {}
-                _ if found.len() >= NAMESPACES_MAX => more += 1,
-                // An ID above the active ones may fail Identify (Invalid Namespace): reported below.
+                Ok(_) if found.len() >= NAMESPACES_MAX => more += 1,
+                Err(_) if found.len() >= NAMESPACES_MAX || self.hung => {}
+                // An ID the controller refuses to identify is reported with the namespaces.
                 namespace => found.push((nsid, namespace)),
             }
         }
