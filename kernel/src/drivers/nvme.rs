@@ -19,11 +19,13 @@
 //! share a queue or a buffer and the engine's one-command-in-flight contract holds per
 //! namespace. They share the controller's registers (each queue has its own
 //! doorbells) and its interrupt: every completion queue raises MSI-X entry 0 (`msi`),
-//! as AHCI ports share their HBA's, so two tasks waiting on two namespaces of one
-//! controller at the same moment may see one of them woken by its deadline timer
-//! rather than the interrupt (late, never lost). A timed-out command shuts the whole
-//! controller down (disabled, bus mastering off): every namespace of it then fails at
-//! once.
+//! as AHCI ports share their HBA's. The shard store's synchronous requests poll their
+//! own queue and do not depend on whom the interrupt wakes; but two *asynchronous*
+//! requests on two namespaces of one controller at the same moment share the event's
+//! single waker, and the one not woken completes only at its chunk's deadline timer
+//! (up to `blockq::COMMAND_TIMEOUT_NS` late, never lost). A timed-out command shuts
+//! the whole controller down (disabled, bus mastering off): every namespace of it then
+//! fails at once.
 //!
 //! Data moves through a bounce buffer of at most 512 KiB (and at most the controller's
 //! MDTS) described by PRP1 and a PRP list filled once at start-up (4.3). Flush (6.8)
