@@ -301,9 +301,15 @@ static SLOWEST_ANSWER_NS: AtomicU64 = AtomicU64::new(0);
 /// disabled instead of running ([`wedge_next_job_on`]).
 static WEDGE_NEXT_JOB: AtomicU32 = AtomicU32::new(0);
 
-/// Records a CPU the MADT lists as enabled (called by `acpi::init`).
+/// Records a CPU the MADT lists as enabled (called by `acpi::init` for Processor
+/// Local APIC and Processor Local x2APIC entries; an id listed twice counts once).
 pub fn add_madt_cpu(apic_id: u32) {
-    if MADT_APIC_IDS.lock().push(apic_id).is_err() {
+    let mut ids = MADT_APIC_IDS.lock();
+    if ids.contains(&apic_id) {
+        log::warn!("smp: the MADT lists local APIC id {apic_id} twice; counted once");
+        return;
+    }
+    if ids.push(apic_id).is_err() {
         log::warn!("smp: more than {MAX_CPUS} CPUs in the MADT; local APIC id {apic_id} stays off");
     }
 }
@@ -850,10 +856,14 @@ fn on_wake(_vector: u8) {
 }
 
 fn on_shootdown(_vector: u8) {
+    // The generation is read before the flush: every generation up to it was taken
+    // after its page-table change, so this flush covers them all. (Read after, a
+    // leftover resent IPI could vouch for a change made after its flush.)
+    let generation = SHOOTDOWN_GENERATION.load(Ordering::Acquire);
     x86_64::instructions::tlb::flush_all();
     if let Some(c) = this_cpu() {
         park_if_out_of_service(c);
-        c.shootdowns_seen.store(SHOOTDOWN_GENERATION.load(Ordering::Acquire), Ordering::Release);
+        c.shootdowns_seen.fetch_max(generation, Ordering::AcqRel);
     }
 }
 
