@@ -96,7 +96,7 @@ pub fn apic_base_for(mode: Mode, current: u64) -> u64 {
 /// is not a register's (not 16-byte aligned, past 0x3f0) or has no MSR in x2APIC mode
 /// (ICR high: the destination is in the one 64-bit ICR MSR).
 pub fn x2apic_msr(offset: u16) -> Option<u32> {
-    if offset % 16 != 0 || offset > 0x3f0 || offset == reg::ICR_HIGH {
+    if !offset.is_multiple_of(16) || offset > 0x3f0 || offset == reg::ICR_HIGH {
         return None;
     }
     Some(X2APIC_MSR_BASE + u32::from(offset >> 4))
