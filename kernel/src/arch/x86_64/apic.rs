@@ -13,8 +13,9 @@
 //! run the xAPIC path only.
 //!
 //! Device interrupts (I/O APIC entries, MSI) target the boot CPU by physical APIC id
-//! in 8 bits: a boot CPU whose x2APIC id is above 255 would need interrupt remapping,
-//! which the kernel does not do.
+//! in 8 bits ([`device_destination`]): a boot CPU whose x2APIC id is above 255 would
+//! need interrupt remapping, which the kernel does not do, so then no GSI is routed and
+//! message-signalled devices are polled (with a warning).
 
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use smpcore::apic::{icr, reg, IcrError, Mode};
@@ -203,6 +204,13 @@ pub fn lapic_id() -> u32 {
     smpcore::apic::apic_id(mode(), lapic_read(reg::ID))
 }
 
+/// This CPU's APIC id as the 8-bit physical destination that I/O APIC entries and MSI
+/// addresses carry, or `None` if it is wider (an x2APIC id above 255 needs interrupt
+/// remapping, which the kernel does not do: such devices are polled).
+pub fn device_destination() -> Option<u8> {
+    u8::try_from(lapic_id()).ok()
+}
+
 /// Signals end of interrupt to the local APIC.
 pub fn end_of_interrupt() {
     lapic_write(reg::EOI, 0);
@@ -316,6 +324,10 @@ pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) 
     let Some(apic) = apics.list.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.redirection_entries) else {
         return false;
     };
+    let Some(destination) = device_destination() else {
+        log::warn!("ioapic: the boot CPU's APIC id {} does not fit an I/O APIC entry; GSI {gsi} not routed", lapic_id());
+        return false;
+    };
     let entry = gsi - apic.gsi_base;
     let mut low = u32::from(vector);
     if active_low {
@@ -324,7 +336,7 @@ pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) 
     if level_triggered {
         low |= 1 << 15;
     }
-    ioapic_write(apic.address, 0x11 + 2 * entry, lapic_id() << 24);
+    ioapic_write(apic.address, 0x11 + 2 * entry, u32::from(destination) << 24);
     ioapic_write(apic.address, 0x10 + 2 * entry, low);
     true
 }
