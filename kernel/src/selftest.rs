@@ -385,8 +385,9 @@ fn flip_heap_page() -> Result<u64, &'static str> {
 }
 
 /// CPUs that stop answering (last, since they stay out of service): the last AP
-/// spins with interrupts disabled in a job and a page-permission change's shootdown
-/// gives up on it; then the one before stops in the middle of a workload's time slice
+/// spins with interrupts disabled in a job, first for a third of the answer bound (it
+/// answers late and stays in service), then for 10 s, and a page-permission change's
+/// shootdown gives up on it; then the one before stops in the middle of a workload's time slice
 /// and the scheduler's liveness probe gives up on it. The node carries on with the
 /// others. Needs four CPUs (skipped with fewer).
 fn smp_wedge() -> Result<(), &'static str> {
@@ -401,15 +402,30 @@ fn smp_wedge() -> Result<(), &'static str> {
     fn echo(arg: u64) -> u64 {
         arg
     }
-    smp::wedge_next_job_on(job_cpu);
-    smp::run_on(job_cpu, echo, 7).map_err(|_| "could not post the wedging job")?;
-    let deadline = time::since_boot_ns() + 2_000_000_000;
-    while smp::wedge_armed() {
-        if time::since_boot_ns() > deadline {
-            return Err("the CPU to wedge did not take its job");
+    let wedge = |cpu: usize, spin_ms: u64| -> Result<(), &'static str> {
+        smp::wedge_next_job_on(cpu, spin_ms);
+        smp::run_on(cpu, echo, 7).map_err(|_| "could not post the wedging job")?;
+        let deadline = time::since_boot_ns() + 2_000_000_000;
+        while smp::wedge_armed() {
+            if time::since_boot_ns() > deadline {
+                return Err("the CPU to wedge did not take its job");
+            }
+            time::sleep_us(1000);
         }
-        time::sleep_us(1000);
+        Ok(())
+    };
+    // A CPU that is late (interrupts off for a third of the answer bound) but answers
+    // in the end (resent IPIs) stays in service.
+    let late_ms = smp::answer_bound_ms() / 3;
+    wedge(job_cpu, late_ms)?;
+    let took_us = flip_heap_page()?;
+    if !smp::in_service(job_cpu) || smp::wait_result(job_cpu) != Ok(7) {
+        return Err("a CPU that answered a shootdown late was taken out of service");
     }
+    crate::kprintln!("smp: wedge: cpu {job_cpu} spun {late_ms} ms with interrupts off, answered the page flip's shootdowns \
+        after {} ms, and stays in service", took_us / 1000);
+    // A CPU that does not answer: interrupts off for 10 s.
+    wedge(job_cpu, 10_000)?;
     let took_us = flip_heap_page()?;
     if smp::in_service(job_cpu) {
         return Err("a CPU that did not answer a shootdown is still in service");
@@ -447,7 +463,7 @@ fn smp_wedge() -> Result<(), &'static str> {
     }
     crate::kprintln!("smp: wedge: cpu {worker} still runs jobs");
     // A CPU lost in the middle of a workload's slice.
-    smp::wedge_next_job_on(slice_cpu);
+    smp::wedge_next_job_on(slice_cpu, 10_000);
     crate::wasm::wedge_case(slice_cpu).map_err(|e| {
         log::error!("smp: wedge: workloads: {e}");
         "workloads did not survive a CPU taken out of service"

@@ -300,6 +300,7 @@ static SLOWEST_ANSWER_NS: AtomicU64 = AtomicU64::new(0);
 /// Test hook: the next job posted to CPU index N - 1 (0: none) spins with interrupts
 /// disabled instead of running ([`wedge_next_job_on`]).
 static WEDGE_NEXT_JOB: AtomicU32 = AtomicU32::new(0);
+static WEDGE_SPIN_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Records a CPU the MADT lists as enabled (called by `acpi::init` for Processor
 /// Local APIC and Processor Local x2APIC entries; an id listed twice counts once).
@@ -354,6 +355,11 @@ pub fn default_answer_bound_ms() -> u64 {
 
 fn bounds() -> Bounds {
     Bounds::from_give_up_ms(ANSWER_BOUND_MS.load(Ordering::Relaxed))
+}
+
+/// How long a CPU may take to answer an IPI before it is taken out of service (ms).
+pub fn answer_bound_ms() -> u64 {
+    ANSWER_BOUND_MS.load(Ordering::Relaxed)
 }
 
 /// The slowest answer to a shootdown or liveness probe so far, in microseconds.
@@ -722,11 +728,13 @@ pub fn wait_result(index: usize) -> Result<u64, WaitError> {
     }
 }
 
-/// Test hook (`gridos.test=smp`): the next job posted to CPU `index` does not run;
-/// the CPU spins with interrupts disabled instead (for at most 10 s, then parks if it
-/// was taken out of service meanwhile, as it should have been), as a CPU stuck in a
-/// hardware fault would.
-pub fn wedge_next_job_on(index: usize) {
+/// Test hook (`gridos.test=smp`): before the next job posted to CPU `index` runs, the
+/// CPU spins with interrupts disabled for `spin_ms` (at most 10 s), as a CPU stuck in
+/// a hardware fault would; then, if it was taken out of service meanwhile (as it
+/// should have been if `spin_ms` passes the answer bound and no NMI parked it), it
+/// parks instead of running the job.
+pub fn wedge_next_job_on(index: usize, spin_ms: u64) {
+    WEDGE_SPIN_MS.store(spin_ms.min(10_000), Ordering::Release);
     WEDGE_NEXT_JOB.store(index as u32 + 1, Ordering::Release);
 }
 
@@ -737,7 +745,7 @@ pub fn wedge_armed() -> bool {
 
 fn wedge() {
     interrupts::disable();
-    let until_ns = time::since_boot_ns() + 10_000_000_000;
+    let until_ns = time::since_boot_ns() + WEDGE_SPIN_MS.load(Ordering::Acquire) * 1_000_000;
     while time::since_boot_ns() < until_ns {
         core::hint::spin_loop();
     }
