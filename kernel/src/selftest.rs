@@ -362,7 +362,117 @@ fn smp_check() -> Result<(), &'static str> {
     crate::wasm::spread_case().map_err(|e| {
         log::error!("smp: workloads: {e}");
         "workloads did not spread over the CPUs"
-    })
+    })?;
+    smp_wedge()
+}
+
+/// Flips a fresh heap page to code and back: two permission changes, each followed by
+/// a TLB shootdown. Returns how long the two took (us).
+fn flip_heap_page() -> Result<u64, &'static str> {
+    let layout = core::alloc::Layout::from_size_align(4096, 4096).map_err(|_| "layout")?;
+    // SAFETY: a fresh, page-aligned, page-sized block that nothing else uses; freed below.
+    let page = unsafe { alloc::alloc::alloc(layout) };
+    if page.is_null() {
+        return Err("no page for the shootdown check");
+    }
+    let t0 = time::since_boot_us();
+    let flipped = crate::mm::paging::make_code(page as u64, 4096).and_then(|()| crate::mm::paging::make_data(page as u64, 4096));
+    let took_us = time::since_boot_us() - t0;
+    // SAFETY: allocated above with this layout; its pages are data again.
+    unsafe { alloc::alloc::dealloc(page, layout) };
+    flipped.map_err(|_| "could not flip a heap page's permissions")?;
+    Ok(took_us)
+}
+
+/// CPUs that stop answering (last, since they stay out of service): the last AP
+/// spins with interrupts disabled in a job, first for a third of the answer bound (it
+/// answers late and stays in service), then for 10 s, and a page-permission change's
+/// shootdown gives up on it; then the one before stops in the middle of a workload's time slice
+/// and the scheduler's liveness probe gives up on it. The node carries on with the
+/// others. Needs four CPUs (skipped with fewer).
+fn smp_wedge() -> Result<(), &'static str> {
+    use crate::arch::x86_64::smp;
+    let cpus = smp::in_service_cpus();
+    if cpus.len() < 4 {
+        crate::kprintln!("smp: wedge: skipped ({} CPUs in service)", cpus.len());
+        return Ok(());
+    }
+    let (job_cpu, slice_cpu, worker) = (cpus[3], cpus[2], cpus[1]);
+    crate::kprintln!("smp: wedge: slowest shootdown answer so far {} us", smp::slowest_answer_us());
+    fn echo(arg: u64) -> u64 {
+        arg
+    }
+    let wedge = |cpu: usize, spin_ms: u64| -> Result<(), &'static str> {
+        smp::wedge_next_job_on(cpu, spin_ms);
+        smp::run_on(cpu, echo, 7).map_err(|_| "could not post the wedging job")?;
+        let deadline = time::since_boot_ns() + 2_000_000_000;
+        while smp::wedge_armed() {
+            if time::since_boot_ns() > deadline {
+                return Err("the CPU to wedge did not take its job");
+            }
+            time::sleep_us(1000);
+        }
+        Ok(())
+    };
+    // A CPU that is late (interrupts off for a third of the answer bound) but answers
+    // in the end (resent IPIs) stays in service.
+    let late_ms = smp::answer_bound_ms() / 3;
+    wedge(job_cpu, late_ms)?;
+    let took_us = flip_heap_page()?;
+    if !smp::in_service(job_cpu) || smp::wait_result(job_cpu) != Ok(7) {
+        return Err("a CPU that answered a shootdown late was taken out of service");
+    }
+    crate::kprintln!("smp: wedge: cpu {job_cpu} spun {late_ms} ms with interrupts off, answered the page flip's shootdowns \
+        after {} ms, and stays in service", took_us / 1000);
+    // A CPU that does not answer: interrupts off for 10 s.
+    wedge(job_cpu, 10_000)?;
+    let took_us = flip_heap_page()?;
+    if smp::in_service(job_cpu) {
+        return Err("a CPU that did not answer a shootdown is still in service");
+    }
+    let parked = |index: usize| {
+        let deadline = time::since_boot_ns() + 2_000_000_000;
+        while smp::cpu(index).is_some_and(|c| !c.is_parked()) {
+            if time::since_boot_ns() > deadline {
+                return false;
+            }
+            time::sleep_us(1000);
+        }
+        smp::cpu(index).is_some_and(|c| c.is_out_of_service())
+    };
+    if !parked(job_cpu) {
+        return Err("the CPU taken out of service did not park");
+    }
+    crate::kprintln!("smp: wedge: page flip with cpu {job_cpu} wedged took {} ms; cpu {job_cpu} out of service and parked (CR3 reloaded)",
+        took_us / 1000);
+    // The others still take shootdowns, and no wait goes to the parked CPU.
+    let before: Vec<u64> = cpus.iter().map(|&i| smp::cpu(i).map_or(0, |c| c.shootdowns_seen())).collect();
+    let took_us = flip_heap_page()?;
+    for (k, &i) in cpus.iter().enumerate().filter(|&(_, &i)| i != 0 && i != job_cpu) {
+        if smp::cpu(i).map_or(0, |c| c.shootdowns_seen()) < before[k] + 2 {
+            return Err("a CPU in service missed a TLB shootdown after the wedge");
+        }
+    }
+    crate::kprintln!("smp: wedge: next page flip took {took_us} us");
+    if smp::run_on(job_cpu, echo, 1) != Err(smp::RunError::OutOfService) {
+        return Err("a job was posted to a CPU out of service");
+    }
+    smp::run_on(worker, echo, 42).map_err(|_| "could not post a job after the wedge")?;
+    if smp::wait_result(worker) != Ok(42) {
+        return Err("a CPU in service did not run its job after the wedge");
+    }
+    crate::kprintln!("smp: wedge: cpu {worker} still runs jobs");
+    // A CPU lost in the middle of a workload's slice.
+    smp::wedge_next_job_on(slice_cpu, 10_000);
+    crate::wasm::wedge_case(slice_cpu).map_err(|e| {
+        log::error!("smp: wedge: workloads: {e}");
+        "workloads did not survive a CPU taken out of service"
+    })?;
+    if !parked(slice_cpu) {
+        return Err("the CPU lost in a workload slice did not park");
+    }
+    crate::kprintln!("smp: wedge: node carries on with {} of {} CPUs in service", smp::in_service_cpus().len(), smp::online());
+    Ok(())
 }
 
 /// The 8-byte word at byte `offset` of the disk test pattern (the host tests
