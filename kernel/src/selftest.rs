@@ -634,8 +634,8 @@ fn disks_bench() -> Result<(), &'static str> {
 }
 
 /// Async completion: writes and reads back the first 16 MiB of every disk (virtio,
-/// NVMe, SATA) through `AsyncBlockDevice` while another task keeps running, then
-/// exits QEMU.
+/// NVMe, SATA), all disks at once, through `AsyncBlockDevice` while another task keeps
+/// running, then exits QEMU.
 async fn disk_async(seed: u64) {
     use core::sync::atomic::{AtomicU64, Ordering};
     static OTHER_TASK_TURNS: AtomicU64 = AtomicU64::new(0);
@@ -645,13 +645,38 @@ async fn disk_async(seed: u64) {
             crate::executor::sleep_ms(1).await;
         }
     });
-    let mut result: Result<(), &'static str> = if crate::disks::count() == 0 { Err("no disk") } else { Ok(()) };
-    for index in 0..crate::disks::count() {
-        if result.is_err() {
-            break;
-        }
-        result = disk_async_one(index, seed, &OTHER_TASK_TURNS).await;
+    // Every disk at once, one task each: the namespaces of an NVMe controller and the
+    // ports of an AHCI HBA share one interrupt, so their requests wait on one event.
+    // The disks leave the table while their tasks own them, and go back in order.
+    static FINISHED: AtomicU64 = AtomicU64::new(0);
+    static FAILURE: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
+    static RETURNED: spin::Mutex<Vec<(usize, crate::disks::Disk)>> = spin::Mutex::new(Vec::new());
+    let disks = crate::disks::count();
+    for index in 0..disks {
+        let Some(disk) = crate::disks::take(0) else { break };
+        crate::executor::spawn("disk-async", async move {
+            let (disk, outcome) = disk_async_one(disk, seed, &OTHER_TASK_TURNS).await;
+            if let Err(reason) = outcome {
+                FAILURE.lock().get_or_insert(reason);
+            }
+            RETURNED.lock().push((index, disk));
+            FINISHED.fetch_add(1, Ordering::AcqRel);
+        });
     }
+    while (FINISHED.load(Ordering::Acquire) as usize) < disks {
+        crate::executor::sleep_ms(10).await;
+    }
+    let mut returned = core::mem::take(&mut *RETURNED.lock());
+    returned.sort_by_key(|(index, _)| *index);
+    for (index, disk) in returned {
+        crate::disks::restore(index, disk);
+    }
+    let failure = *FAILURE.lock();
+    let result = match failure {
+        _ if disks == 0 => Err("no disk"),
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    };
     match result {
         Ok(()) => {
             crate::kprintln!("gridos test disk-async: pass");
@@ -664,41 +689,39 @@ async fn disk_async(seed: u64) {
     }
 }
 
-/// `disk-async` on disk `index`: the first 16 MiB written and read back.
-async fn disk_async_one(index: usize, seed: u64, other_task_turns: &core::sync::atomic::AtomicU64) -> Result<(), &'static str> {
+/// `disk-async` on `disk`: the first 16 MiB written and read back; the disk is handed
+/// back with the outcome.
+async fn disk_async_one(
+    mut disk: crate::disks::Disk,
+    seed: u64,
+    other_task_turns: &core::sync::atomic::AtomicU64,
+) -> (crate::disks::Disk, Result<(), &'static str>) {
     use blockdev::{AsyncBlockDevice, BlockDevice, SECTOR_SIZE};
     use core::sync::atomic::Ordering;
-    {
-        let mut disk = crate::disks::take(index).ok_or("no disk")?;
-        let total = disk.size_bytes().min(16 << 20);
-        let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
-        let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
-        let turns_before = other_task_turns.load(Ordering::Relaxed);
-        let mut offset = 0;
-        let outcome = async {
-            while offset < total {
-                fill_pattern(seed, offset, &mut buf);
-                let sector = offset / SECTOR_SIZE as u64;
-                disk.write_async(sector, &buf).await.map_err(|_| "async write failed")?;
-                disk.read_async(sector, &mut back).await.map_err(|_| "async read failed")?;
-                if back != buf {
-                    return Err("read back differs from what was written");
-                }
-                offset += DISK_CHUNK_BYTES as u64;
+    let total = disk.size_bytes().min(16 << 20);
+    let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    let turns_before = other_task_turns.load(Ordering::Relaxed);
+    let mut offset = 0;
+    let outcome = async {
+        while offset < total {
+            fill_pattern(seed, offset, &mut buf);
+            let sector = offset / SECTOR_SIZE as u64;
+            disk.write_async(sector, &buf).await.map_err(|_| "async write failed")?;
+            disk.read_async(sector, &mut back).await.map_err(|_| "async read failed")?;
+            if back != buf {
+                return Err("read back differs from what was written");
             }
-            BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
+            offset += DISK_CHUNK_BYTES as u64;
         }
-        .await;
-        let turns = other_task_turns.load(Ordering::Relaxed) - turns_before;
-        log::info!("disk-async: {} MiB written and read back asynchronously on {}; the other task ran {turns} times meanwhile",
-            total >> 20, disk.name);
-        crate::disks::restore(index, disk);
-        outcome?;
-        if turns == 0 {
-            return Err("no other task ran while the disk worked");
-        }
-        Ok(())
+        BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
     }
+    .await;
+    let turns = other_task_turns.load(Ordering::Relaxed) - turns_before;
+    log::info!("disk-async: {} MiB written and read back asynchronously on {}; the other task ran {turns} times meanwhile",
+        total >> 20, disk.name);
+    let outcome = outcome.and_then(|()| if turns == 0 { Err("no other task ran while the disk worked") } else { Ok(()) });
+    (disk, outcome)
 }
 
 // --- Shard store cases (storage.rs): stream + verify for the host's crash test, bench, smoke.

@@ -20,10 +20,9 @@
 //! namespace. They share the controller's registers (each queue has its own
 //! doorbells) and its interrupt: every completion queue raises MSI-X entry 0 (`msi`),
 //! as AHCI ports share their HBA's. The shard store's synchronous requests poll their
-//! own queue and do not depend on whom the interrupt wakes; but two *asynchronous*
-//! requests on two namespaces of one controller at the same moment share the event's
-//! single waker, and the one not woken completes only at its chunk's deadline timer
-//! (up to `blockq::COMMAND_TIMEOUT_NS` late, never lost). A timed-out command shuts
+//! own queue; asynchronous requests on several namespaces at once each register with
+//! the shared event, which wakes every waiter (`executor::Event`), and each looks at
+//! its own completion queue. A timed-out command shuts
 //! the whole controller down (disabled, bus mastering off): every namespace of it then
 //! fails at once.
 //!
