@@ -700,7 +700,7 @@ fn linux_tcp(like: &Machine, mib: u64, nic: &str) -> Result<(f64, f64), String> 
     let script = "/bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox sh /lib/net/load
+/bin/busybox sh /lib/mod/load
 /bin/busybox ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
 /bin/busybox route add default gw 10.0.2.2
 (while true; do /bin/busybox nc -l -p 19 < /dev/zero; done) &
