@@ -80,6 +80,8 @@ pub struct LinuxGuest {
     busybox: PathBuf,
     /// The flavour's modules and their dependencies, in load order (uncompressed).
     modules: Vec<PathBuf>,
+    /// Parameters for `insmod`, by module name ([`Self::set_params`]).
+    params: BTreeMap<String, String>,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -373,7 +375,7 @@ pub fn prepare_flavour(flavour: Flavour) -> Result<LinuxGuest, String> {
     if let Some(absent) = modules.iter().find(|m| !m.is_file()) {
         return Err(format!("{}: not extracted", absent.display()));
     }
-    Ok(LinuxGuest { kernel: dir.join("vmlinuz"), flavour, dir, busybox, modules })
+    Ok(LinuxGuest { kernel: dir.join("vmlinuz"), flavour, dir, busybox, modules, params: BTreeMap::new() })
 }
 
 fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
@@ -394,6 +396,19 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], r
 }
 
 impl LinuxGuest {
+    /// Loads module `name` with `params` (`key=value` words) in later initramfs images.
+    pub fn set_params(&mut self, name: &str, params: &str) -> Result<(), String> {
+        let name = module_name(name);
+        if !self.modules.iter().any(|m| module_name(&m.to_string_lossy()) == name) {
+            return Err(format!("module {name} is not in the {:?} guest", self.flavour));
+        }
+        if !params.bytes().all(|b| b.is_ascii_alphanumeric() || b" =_,".contains(&b)) {
+            return Err(format!("module parameters {params:?}: expected key=value words"));
+        }
+        self.params.insert(name, params.to_string());
+        Ok(())
+    }
+
     /// Writes an initramfs whose `/init` is `script` (run by busybox sh); the
     /// flavour's modules are in `/lib/mod/` in load order as `0.ko`, `1.ko`, ...
     /// (`/lib/mod/load` loads them all).
@@ -419,7 +434,15 @@ impl LinuxGuest {
             cpio_entry(&mut out, ino, &format!("lib/mod/{i}.ko"), 0o100644, &data, (0, 0));
             ino += 1;
         }
-        let load: String = (0..self.modules.len()).map(|i| format!("/bin/busybox insmod /lib/mod/{i}.ko\n")).collect();
+        let load: String = self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let params = self.params.get(&module_name(&m.to_string_lossy())).map_or("", String::as_str);
+                format!("/bin/busybox insmod /lib/mod/{i}.ko {params}\n")
+            })
+            .collect();
         cpio_entry(&mut out, ino, "lib/mod/load", 0o100755, format!("#!/bin/busybox sh\n{load}").as_bytes(), (0, 0));
         ino += 1;
         for (file, host) in files {
