@@ -656,9 +656,11 @@ fn bench_net(m: &Machine, mib: u64, nic: &str, runs: u32) -> Result<(), String> 
         sides.push(NetSide::Gridos("virtio-net-pci"));
     }
     sides.push(NetSide::Linux(None));
-    // Stock Linux e1000/e1000e send at ~1 MB/s here (QEMU 7.2, TCG): their interrupt
-    // moderation (dynamic InterruptThrottleRate) and, for e1000e, MSI-X hold the sender
-    // back. So the driver as tuned for this machine too (the best settings found here).
+    // Linux sends slowly over the Intel NICs here (QEMU 7.2, TCG): 5-6 MB/s against
+    // 12-15 over virtio-net. So Linux's driver also without interrupt moderation (and
+    // e1000e on legacy interrupts instead of MSI-X: about 2x in that direction; for
+    // e1000 InterruptThrottleRate=0 made no difference over 64 MiB), the best settings
+    // found here, to show how much of the gap is driver tuning.
     match nic {
         "e1000" => sides.push(NetSide::Linux(Some("InterruptThrottleRate=0"))),
         "e1000e" => sides.push(NetSide::Linux(Some("InterruptThrottleRate=0 IntMode=0"))),
@@ -785,10 +787,13 @@ fn bench_disk_kinds(like: &Machine, runs: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// One boot's disk lines, parsed ([`parse_disk_line`]).
 type DiskRound = Vec<(String, String, [f64; 4])>;
+/// gridos's rounds, and Linux's (or why it has none).
+type DiskRounds = (Vec<DiskRound>, Result<Vec<DiskRound>, String>);
 
 /// `runs` rounds of gridos then Linux on machine `d`'s disks; Linux's error ends its rounds.
-fn disk_rounds(d: &Machine, runs: u32) -> Result<(Vec<DiskRound>, Result<Vec<DiskRound>, String>), String> {
+fn disk_rounds(d: &Machine, runs: u32) -> Result<DiskRounds, String> {
     let mut g = d.clone();
     g.cmdline = format!("gridos.test=disks-bench gridos.disks=none gridos.overlay=off {}", g.cmdline);
     let (mut gridos, mut linux) = (Vec::new(), Ok(Vec::new()));

@@ -163,7 +163,7 @@ fn bench_device(index: &str, name: &str, kind: &str) -> Result<Option<String>, S
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.len() % 3 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(3) {
         eprintln!("usage: guest-diskbench INDEX NAME KIND [INDEX NAME KIND]...");
         return ExitCode::from(2);
     }
