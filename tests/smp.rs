@@ -1,7 +1,14 @@
 //! SMP on the booted kernel: every CPU the MADT lists comes online with its own
-//! stacks, descriptor tables and APIC timer, runs work, and takes TLB shootdowns, and
-//! four CPU-bound workloads run one per CPU (`gridos.test=smp`, kernel/src/selftest.rs
-//! and `wasm::spread_case`); `gridos.smp=off` keeps one CPU.
+//! stacks, descriptor tables and APIC timer (xAPIC: QEMU's TCG has no x2APIC), runs
+//! work, and takes TLB shootdowns, and four CPU-bound workloads run one per CPU
+//! (`gridos.test=smp`, kernel/src/selftest.rs and `wasm::spread_case`). Then, in the
+//! same boot, CPUs stop answering: one spins with interrupts disabled in a job, first
+//! for a third of the answer bound (it answers the resent shootdown late and stays in
+//! service), then for good, and a page-permission change's shootdown takes it out of
+//! service; one stops in the
+//! middle of a workload's time slice and the scheduler's probe takes it out; both
+//! park, that workload is reported lost, and the node carries on with two CPUs
+//! (`smp_wedge`, `wasm::wedge_case`). `gridos.smp=off` keeps one CPU.
 
 use std::time::Duration;
 
@@ -22,10 +29,13 @@ fn has(out: &Outcome, needle: &str) {
 }
 
 #[test]
-fn four_cpus_come_online_tick_run_jobs_and_take_shootdowns() {
+fn four_cpus_come_online_tick_run_jobs_take_shootdowns_and_survive_two_wedging() {
     let out = boot(4, &format!("gridos.test=smp gridos.compilers={}", gridos_tests::TEST_COMPILER_PUBKEY));
     assert!(out.passed(), "boot did not pass\n{}", out.report());
     has(&out, "4 CPUs enabled");
+    has(&out, "apic: xAPIC, local APIC id 0");
+    // QEMU reports a hypervisor (CPUID.01H:ECX[31]): the answer bound is 1 s, not 100 ms.
+    has(&out, "smp: a CPU that does not answer an IPI within 1000 ms is taken out of service");
     for cpu in 1..4 {
         has(&out, &format!("smp: cpu {cpu} online (local APIC id {cpu})"));
         has(&out, &format!("smp: cpu {cpu} ran its job"));
@@ -56,6 +66,34 @@ fn four_cpus_come_online_tick_run_jobs_and_take_shootdowns() {
     }
     // Two runs (boot CPU only, spread) of four workloads on each engine.
     assert_eq!(out.serial.matches("fib(30) = 832040").count(), 16, "{}", out.report());
+    // CPU 3 is late (interrupts off for a third of the bound): the resent shootdown is
+    // answered late, and it stays in service.
+    has(&out, "smp: wedge: cpu 3 spun 333 ms with interrupts off, answered the page flip's shootdowns after ");
+    has(&out, "smp: a TLB shootdown was answered only after ");
+    // CPU 3 wedges in a job (interrupts off): the shootdown gives up on it.
+    has(&out, "smp: cpu 3 (apic 3) did not answer a TLB shootdown in ");
+    has(&out, "ms: taken out of service");
+    has(&out, "cpu 3 out of service and parked (CR3 reloaded)");
+    has(&out, "smp: wedge: cpu 1 still runs jobs");
+    // CPU 2 wedges in a workload's slice: the probe gives up on it, that workload is lost.
+    has(&out, "smp: cpu 2 (apic 2) did not answer a liveness probe during its job in ");
+    has(&out, "smp: wedge-2: trapped: cpu 2 stopped answering during its time slice and was taken out of service");
+    has(&out, "smp: wedge-0: exited with status 0");
+    has(&out, "smp: wedge-1: exited with status 0");
+    let after = out
+        .serial
+        .lines()
+        .find_map(|l| l.split("smp: wedge: 3 workloads after it ran on cpus ").nth(1))
+        .unwrap_or_else(|| panic!("no line for the workloads after the wedge\n{}", out.report()));
+    assert!(after.trim().split(',').all(|c| c == "0" || c == "1"), "a workload ran on a CPU out of service: {after}");
+    has(&out, "smp: wedge: node carries on with 2 of 4 CPUs in service");
+    for line in out.serial.lines().filter(|l| {
+        (l.contains("smp: wedge:") && (l.contains("took") || l.contains("slowest") || l.contains("spun")))
+            || l.contains("answered only after")
+            || l.contains("taken out of service")
+    }) {
+        println!("{line}");
+    }
     has(&out, "gridos test smp: pass");
 }
 
@@ -69,5 +107,6 @@ fn smp_off_keeps_one_cpu() {
         assert!(!out.serial.contains(&format!("smp: fibn-{k}")), "native workloads ran without a trusted compiler");
     }
     assert!(!out.serial.contains("smp: cpu 1 online"), "an AP came up with gridos.smp=off\n{}", out.report());
+    has(&out, "smp: wedge: skipped (1 CPUs in service)");
     has(&out, "gridos test smp: pass");
 }

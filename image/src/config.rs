@@ -620,10 +620,10 @@ append = "gridos.log=debug"
 
     #[test]
     fn disk_names_are_whole_disks_as_the_node_names_them() {
-        for ok in ["nvme0n1", "nvme0", "sda", "sdab", "vdb", "/dev/nvme1n1", "/dev/sdb", "S3Z9NX0M123456", "gridos-disk0"] {
+        for ok in ["nvme0n1", "nvme0n2", "nvme0n16", "nvme0", "sda", "sdab", "vdb", "/dev/nvme1n1", "/dev/nvme1n3", "/dev/sdb", "S3Z9NX0M123456", "gridos-disk0"] {
             assert!(check_disk_name(ok).is_ok(), "{ok}");
         }
-        for (partition, disk) in [("sda1", "sda"), ("/dev/sdb2", "sdb"), ("vda3", "vda"), ("nvme0n1p1", "nvme0n1")] {
+        for (partition, disk) in [("sda1", "sda"), ("/dev/sdb2", "sdb"), ("vda3", "vda"), ("nvme0n1p1", "nvme0n1"), ("/dev/nvme1n2p3", "nvme1n2")] {
             let e = check_disk_name(partition).unwrap_err().to_string();
             assert!(e.contains("a partition") && e.contains(&format!("name the disk ({disk})")), "{e}");
         }

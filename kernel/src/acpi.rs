@@ -1,5 +1,7 @@
-//! ACPI: locate the tables from the RSDP and read the MADT (CPUs, which it hands to
-//! `arch::x86_64::smp`, I/O APICs, interrupt source overrides).
+//! ACPI: locate the tables from the RSDP and read the MADT (CPUs, from Processor Local
+//! APIC entries (type 0, 8-bit ids) and Processor Local x2APIC entries (type 9, 32-bit
+//! ids, as the `acpi` crate parses them), which it hands to `arch::x86_64::smp`; I/O
+//! APICs; interrupt source overrides).
 
 use core::ptr::NonNull;
 

@@ -7,7 +7,8 @@
 //! - network, the words the network stack reads (kernel/src/net): `gridos.ip4=dhcp|none|A.B.C.D/P`
 //!   (default `dhcp`), `gridos.gw4=A.B.C.D`, `gridos.ip6=X::Y/P` (besides SLAAC), `gridos.gw6=X::Y`
 //! - `gridos.disks=all|none|NAME,NAME,...` (default `all`; a NAME is a disk's name as
-//!   `disks` gives it (`vda`, `nvme0n1`, `sda`), an NVMe controller's (`nvme0`), either
+//!   `disks` gives it (`vda`, `nvme0n1`, `nvme0n2`, `sda`), an NVMe controller's
+//!   (`nvme0`, naming all its namespaces), either
 //!   with `/dev/`, or a serial number)
 //! - `gridos.peers=HOST:PORT,...` validator/peer addresses, HOST an IPv4 address,
 //!   `[IPv6]` or a DNS name (default: none)

@@ -1,7 +1,8 @@
 //! The node's disks, by the names farmers know from Linux: virtio-blk disks `vda`,
-//! `vdb`, ...; NVMe namespaces `nvme0n1`, `nvme1n1`, ... (namespace 1 of each
-//! controller, in PCI order); SATA disks behind AHCI `sda`, `sdb`, ... (controllers
-//! in PCI order, ports ascending). The table holds them in that order (virtio,
+//! `vdb`, ...; NVMe namespaces `nvmeCnN` (controller C counted in PCI order, N the
+//! namespace ID: `nvme0n1`, `nvme0n2`, ..., `nvme1n1`; every usable active namespace
+//! of each controller, up to 16 a controller); SATA disks behind AHCI `sda`, `sdb`,
+//! ... (controllers in PCI order, ports ascending). The table holds them in that order (virtio,
 //! NVMe, SATA), so the first disk, which holds the node area, is `vda` when there
 //! is one. Drivers are in `drivers`; what is stored on the disks is `storage`'s.
 
@@ -14,7 +15,7 @@ use blockdev::{AsyncBlockDevice, BlockDevice, BlockError};
 
 use crate::drivers::ahci::{self, AhciPort};
 use crate::drivers::blockq::Queued;
-use crate::drivers::nvme::Nvme;
+use crate::drivers::nvme::{self, NvmeNamespace};
 use crate::drivers::pci::PciDevice;
 use crate::drivers::virtio::Found;
 use crate::drivers::virtio_blk::VirtioDisk;
@@ -42,7 +43,7 @@ impl DiskKind {
 
 enum Driver {
     Virtio(VirtioDisk),
-    Nvme(Queued<Nvme>),
+    Nvme(Queued<NvmeNamespace>),
     Sata(Queued<AhciPort>),
 }
 
@@ -50,11 +51,15 @@ enum Driver {
 pub struct Disk {
     /// `vda`, `nvme0n1`, `sda`, ...
     pub name: String,
-    /// Another name the configuration may use for it: an NVMe controller's (`nvme0`).
+    /// Another name the configuration may use for it: an NVMe controller's (`nvme0`,
+    /// which so names every namespace of that controller).
     pub alias: Option<String>,
     pub kind: DiskKind,
     pub model: String,
+    /// The serial number the device reports (an NVMe controller's, shared by its namespaces).
     pub serial: String,
+    /// An NVMe disk's namespace ID (the serial and this tell the disk apart).
+    pub nsid: Option<u32>,
     driver: Driver,
 }
 
@@ -67,7 +72,8 @@ impl Disk {
         }
     }
 
-    /// Whether the configuration word `word` (a name, alias, serial or `/dev/NAME`) names this disk.
+    /// Whether the configuration word `word` (a name, alias, serial or `/dev/NAME`) names
+    /// this disk (an NVMe controller's name or serial names each of its namespaces).
     pub fn is_named(&self, word: &str) -> bool {
         let word = word.strip_prefix("/dev/").unwrap_or(word);
         word == self.name || self.alias.as_deref() == Some(word) || (!self.serial.is_empty() && word == self.serial)
@@ -164,33 +170,14 @@ pub fn init(found: Vec<Found>, devices: &[PciDevice]) {
         match VirtioDisk::new(f) {
             Ok(d) => {
                 let serial = d.serial.clone();
-                let disk = Disk { name, alias: None, kind: DiskKind::Virtio, model: String::from("virtio-blk"), serial, driver: Driver::Virtio(d) };
+                let disk = Disk { name, alias: None, kind: DiskKind::Virtio, model: String::from("virtio-blk"), serial, nsid: None, driver: Driver::Virtio(d) };
                 push(&mut disks, disk, &format!("{address}"), "");
             }
             Err(e) => log::warn!("disk at {address}: virtio-blk init failed: {e}"),
         }
     }
-    let mut nvme_index = 0;
-    for d in devices.iter().filter(|d| is_nvme(d)) {
-        let controller = format!("nvme{nvme_index}");
-        nvme_index += 1;
-        match Nvme::new(d) {
-            Ok((nvme, id)) => {
-                let name = format!("{controller}n1");
-                let detail = format!(", firmware {:?}, namespace 1 of up to {}, {}{}", id.firmware, id.namespaces,
-                    nvme.delivery, if id.volatile_cache { ", volatile write cache (flushed)" } else { "" });
-                let disk = Disk {
-                    name: name.clone(),
-                    alias: Some(controller),
-                    kind: DiskKind::Nvme,
-                    model: id.model,
-                    serial: id.serial,
-                    driver: Driver::Nvme(Queued::new(nvme, id.sectors, name)),
-                };
-                push(&mut disks, disk, &format!("{}", d.address), &detail);
-            }
-            Err(e) => log::warn!("disk {controller}: NVMe controller at {} not usable: {e}", d.address),
-        }
+    for (index, d) in devices.iter().filter(|d| is_nvme(d)).enumerate() {
+        push_nvme(&mut disks, d, &format!("nvme{index}"));
     }
     let mut sata_index = 0usize;
     for d in devices.iter().filter(|d| is_ahci(d)) {
@@ -207,6 +194,7 @@ pub fn init(found: Vec<Found>, devices: &[PciDevice]) {
                         kind: DiskKind::Sata,
                         model: id.model,
                         serial: id.serial,
+                        nsid: None,
                         driver: Driver::Sata(Queued::new(port, id.sectors, name)),
                     };
                     push(&mut disks, disk, &at, &detail);
@@ -217,6 +205,45 @@ pub fn init(found: Vec<Found>, devices: &[PciDevice]) {
     }
     if disks.is_empty() {
         log::info!("disks: none");
+    }
+}
+
+/// Brings up the NVMe controller `d` (named `controller`, e.g. `nvme0`) and adds a
+/// disk per usable namespace; reports the namespaces it leaves alone.
+fn push_nvme(disks: &mut Vec<Disk>, d: &PciDevice, controller: &str) {
+    let probed = match nvme::probe(d) {
+        Ok(p) => p,
+        Err(e) => return log::warn!("disk {controller}: NVMe controller at {} not usable: {e}", d.address),
+    };
+    let id = &probed.identity;
+    let disks_found = probed.namespaces.iter().filter(|n| matches!(n, nvme::Found::Disk(..))).count();
+    log::info!("nvme {} ({controller}): NVMe {}, model {:?}, serial {:?}, firmware {:?}, up to {} namespaces, {} used, {}{}",
+        d.address, id.version, id.model, id.serial, id.firmware, id.namespace_count, disks_found, probed.delivery,
+        if id.volatile_cache { ", volatile write cache (flushed)" } else { "" });
+    if probed.more > 0 {
+        log::warn!("nvme {} ({controller}): {} more active namespaces past the first {}; not used",
+            d.address, probed.more, nvmeid::NAMESPACES_MAX);
+    }
+    for found in probed.namespaces {
+        match found {
+            nvme::Found::Disk(ns, sectors) => {
+                let name = format!("{controller}n{}", ns.nsid);
+                let detail = format!(", namespace {} of controller {controller}, {}", ns.nsid, probed.delivery);
+                let disk = Disk {
+                    name: name.clone(),
+                    alias: Some(String::from(controller)),
+                    kind: DiskKind::Nvme,
+                    model: id.model.clone(),
+                    serial: id.serial.clone(),
+                    nsid: Some(ns.nsid),
+                    driver: Driver::Nvme(Queued::new(ns, sectors, name)),
+                };
+                push(disks, disk, &format!("{}", d.address), &detail);
+            }
+            nvme::Found::Unusable { nsid, why } => {
+                log::warn!("disk {controller}n{nsid}: NVMe namespace {nsid} at {} not used: {why}", d.address);
+            }
+        }
     }
 }
 

@@ -201,25 +201,34 @@ impl Drop for Sleep {
     }
 }
 
-/// A one-slot waker register that an interrupt handler can signal.
+/// Most tasks one [`Event`] remembers at once: every port of an AHCI controller (32) or
+/// namespace of an NVMe controller (16) may have a request waiting on its shared interrupt.
+pub const EVENT_WAITERS_MAX: usize = 32;
+
+/// A waker register that an interrupt handler can signal, for up to
+/// [`EVENT_WAITERS_MAX`] waiting tasks (the namespaces or ports of one controller share
+/// one interrupt, so one event).
 ///
-/// `signal` sets a pending flag and wakes the registered task; `wait` completes
-/// once the flag is set (clearing it) or, with a deadline, when time runs out.
+/// `signal` sets a pending flag and wakes every registered task; each re-registers when
+/// it is polled again. Wakers are only dropped at registration (task context, never in
+/// an interrupt handler, where freeing a finished task could need the heap's lock): a
+/// waker already held is kept; when the set is full the oldest is woken and replaced,
+/// so a task still waiting re-registers and no wake-up is lost.
 pub struct Event {
     pending: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    wakers: Mutex<heapless::Vec<Waker, EVENT_WAITERS_MAX>>,
 }
 
 impl Event {
     pub const fn new() -> Event {
-        Event { pending: AtomicBool::new(false), waker: Mutex::new(None) }
+        Event { pending: AtomicBool::new(false), wakers: Mutex::new(heapless::Vec::new()) }
     }
 
-    /// Marks the event and wakes its waiter. Safe to call from interrupt handlers.
+    /// Marks the event and wakes its waiters. Safe to call from interrupt handlers.
     pub fn signal(&self) {
         self.pending.store(true, Ordering::Release);
         // The lock is only ever taken with interrupts disabled, so this cannot deadlock.
-        if let Some(w) = self.waker.lock().as_ref() {
+        for w in self.wakers.lock().iter() {
             w.wake_by_ref();
         }
     }
@@ -236,16 +245,21 @@ impl Event {
 
     /// Registers `waker` to be woken by the next [`signal`](Self::signal).
     pub fn register_waker(&self, waker: &Waker) {
-        self.register(waker);
-    }
-
-    fn register(&self, waker: &Waker) {
-        interrupts::without(|| {
-            let mut slot = self.waker.lock();
-            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                *slot = Some(waker.clone());
+        let evicted = interrupts::without(|| {
+            let mut wakers = self.wakers.lock();
+            if wakers.iter().any(|w| w.will_wake(waker)) {
+                return None;
             }
+            let evicted = if wakers.is_full() { Some(wakers.remove(0)) } else { None };
+            // Cannot fail: a slot was just freed if there was none.
+            let _ = wakers.push(waker.clone());
+            evicted
         });
+        // Outside the lock and with interrupts on: the replaced task (finished, or
+        // still waiting, then it registers again) may be freed here.
+        if let Some(w) = evicted {
+            w.wake();
+        }
     }
 }
 

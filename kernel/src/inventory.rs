@@ -1,6 +1,7 @@
 //! The machine's inventory, taken once at boot and printed one line per item
 //! (`inventory: ...`): CPU model (CPUID brand string) and count (the MADT's
-//! enabled CPUs), usable memory, each disk (kind, model, serial, size), each NIC
+//! enabled CPUs), usable memory, each disk (kind, model, serial, an NVMe namespace's
+//! ID, size), each NIC
 //! (model, MAC, link), and every PCI function no driver claims (listed and left
 //! alone). It is kept in [`get`] for the ledger's capacity report; measuring
 //! capacity and reporting it are left to that report.
@@ -25,6 +26,8 @@ pub struct DiskInfo {
     pub kind: &'static str,
     pub model: String,
     pub serial: String,
+    /// An NVMe namespace's ID: with the controller's serial, what names the disk.
+    pub nsid: Option<u32>,
     pub size_bytes: u64,
 }
 
@@ -105,6 +108,7 @@ pub fn collect(cpu_model: &str, cpu_count: u32, memory_bytes: u64, devices: &[Pc
             kind: d.kind.as_str(),
             model: d.model.clone(),
             serial: d.serial.clone(),
+            nsid: d.nsid,
             size_bytes: d.size_bytes(),
         });
         inventory.disks.extend(info);
@@ -128,7 +132,8 @@ fn print(inv: &Inventory) {
     log::info!("inventory: cpu {:?} x {}", inv.cpu_model, inv.cpu_count);
     log::info!("inventory: memory {} MiB", inv.memory_bytes >> 20);
     for d in &inv.disks {
-        log::info!("inventory: disk {} {}, model {:?}, serial {:?}, {} MiB", d.name, d.kind, d.model, d.serial, d.size_bytes >> 20);
+        let namespace = d.nsid.map(|n| format!(", namespace {n}")).unwrap_or_default();
+        log::info!("inventory: disk {} {}, model {:?}, serial {:?}{namespace}, {} MiB", d.name, d.kind, d.model, d.serial, d.size_bytes >> 20);
     }
     for n in &inv.nics {
         log::info!("inventory: nic {} {}, mac {}, link {}", n.name, n.model, mac_text(&n.mac), n.link.as_str());

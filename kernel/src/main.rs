@@ -120,7 +120,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     smp::init_bsp(apic_id);
     let apic_hz = time::start_tick();
     interrupts::enable();
-    log::info!("apic: local APIC id {apic_id}, timer {} kHz, tick {} Hz", apic_hz / 1000, time::TICK_HZ);
+    log::info!("apic: {}, local APIC id {apic_id}, timer {} kHz, tick {} Hz", apic::mode().name(), apic_hz / 1000, time::TICK_HZ);
     start_cpus(&boot, &cmdline, cpu_count);
 
     let devices = drivers::pci::enumerate();
@@ -160,6 +160,7 @@ fn start_cpus(boot: &BootInfo, cmdline: &Cmdline<'_>, cpus_in_madt: u32) {
             true
         }
     };
+    smp::set_answer_bound_ms(cmdline.get_u64("gridos.smp.answer_ms").unwrap_or_else(smp::default_answer_bound_ms));
     match smp::start_aps(boot, enabled) {
         Ok(online) => log::info!("smp: {online} of {cpus_in_madt} CPUs online"),
         Err(smp::SmpError::OneCpu) => log::info!("smp: 1 CPU online"),

@@ -362,7 +362,117 @@ fn smp_check() -> Result<(), &'static str> {
     crate::wasm::spread_case().map_err(|e| {
         log::error!("smp: workloads: {e}");
         "workloads did not spread over the CPUs"
-    })
+    })?;
+    smp_wedge()
+}
+
+/// Flips a fresh heap page to code and back: two permission changes, each followed by
+/// a TLB shootdown. Returns how long the two took (us).
+fn flip_heap_page() -> Result<u64, &'static str> {
+    let layout = core::alloc::Layout::from_size_align(4096, 4096).map_err(|_| "layout")?;
+    // SAFETY: a fresh, page-aligned, page-sized block that nothing else uses; freed below.
+    let page = unsafe { alloc::alloc::alloc(layout) };
+    if page.is_null() {
+        return Err("no page for the shootdown check");
+    }
+    let t0 = time::since_boot_us();
+    let flipped = crate::mm::paging::make_code(page as u64, 4096).and_then(|()| crate::mm::paging::make_data(page as u64, 4096));
+    let took_us = time::since_boot_us() - t0;
+    // SAFETY: allocated above with this layout; its pages are data again.
+    unsafe { alloc::alloc::dealloc(page, layout) };
+    flipped.map_err(|_| "could not flip a heap page's permissions")?;
+    Ok(took_us)
+}
+
+/// CPUs that stop answering (last, since they stay out of service): the last AP
+/// spins with interrupts disabled in a job, first for a third of the answer bound (it
+/// answers late and stays in service), then for 10 s, and a page-permission change's
+/// shootdown gives up on it; then the one before stops in the middle of a workload's time slice
+/// and the scheduler's liveness probe gives up on it. The node carries on with the
+/// others. Needs four CPUs (skipped with fewer).
+fn smp_wedge() -> Result<(), &'static str> {
+    use crate::arch::x86_64::smp;
+    let cpus = smp::in_service_cpus();
+    if cpus.len() < 4 {
+        crate::kprintln!("smp: wedge: skipped ({} CPUs in service)", cpus.len());
+        return Ok(());
+    }
+    let (job_cpu, slice_cpu, worker) = (cpus[3], cpus[2], cpus[1]);
+    crate::kprintln!("smp: wedge: slowest shootdown answer so far {} us", smp::slowest_answer_us());
+    fn echo(arg: u64) -> u64 {
+        arg
+    }
+    let wedge = |cpu: usize, spin_ms: u64| -> Result<(), &'static str> {
+        smp::wedge_next_job_on(cpu, spin_ms);
+        smp::run_on(cpu, echo, 7).map_err(|_| "could not post the wedging job")?;
+        let deadline = time::since_boot_ns() + 2_000_000_000;
+        while smp::wedge_armed() {
+            if time::since_boot_ns() > deadline {
+                return Err("the CPU to wedge did not take its job");
+            }
+            time::sleep_us(1000);
+        }
+        Ok(())
+    };
+    // A CPU that is late (interrupts off for a third of the answer bound) but answers
+    // in the end (resent IPIs) stays in service.
+    let late_ms = smp::answer_bound_ms() / 3;
+    wedge(job_cpu, late_ms)?;
+    let took_us = flip_heap_page()?;
+    if !smp::in_service(job_cpu) || smp::wait_result(job_cpu) != Ok(7) {
+        return Err("a CPU that answered a shootdown late was taken out of service");
+    }
+    crate::kprintln!("smp: wedge: cpu {job_cpu} spun {late_ms} ms with interrupts off, answered the page flip's shootdowns \
+        after {} ms, and stays in service", took_us / 1000);
+    // A CPU that does not answer: interrupts off for 10 s.
+    wedge(job_cpu, 10_000)?;
+    let took_us = flip_heap_page()?;
+    if smp::in_service(job_cpu) {
+        return Err("a CPU that did not answer a shootdown is still in service");
+    }
+    let parked = |index: usize| {
+        let deadline = time::since_boot_ns() + 2_000_000_000;
+        while smp::cpu(index).is_some_and(|c| !c.is_parked()) {
+            if time::since_boot_ns() > deadline {
+                return false;
+            }
+            time::sleep_us(1000);
+        }
+        smp::cpu(index).is_some_and(|c| c.is_out_of_service())
+    };
+    if !parked(job_cpu) {
+        return Err("the CPU taken out of service did not park");
+    }
+    crate::kprintln!("smp: wedge: page flip with cpu {job_cpu} wedged took {} ms; cpu {job_cpu} out of service and parked (CR3 reloaded)",
+        took_us / 1000);
+    // The others still take shootdowns, and no wait goes to the parked CPU.
+    let before: Vec<u64> = cpus.iter().map(|&i| smp::cpu(i).map_or(0, |c| c.shootdowns_seen())).collect();
+    let took_us = flip_heap_page()?;
+    for (k, &i) in cpus.iter().enumerate().filter(|&(_, &i)| i != 0 && i != job_cpu) {
+        if smp::cpu(i).map_or(0, |c| c.shootdowns_seen()) < before[k] + 2 {
+            return Err("a CPU in service missed a TLB shootdown after the wedge");
+        }
+    }
+    crate::kprintln!("smp: wedge: next page flip took {took_us} us");
+    if smp::run_on(job_cpu, echo, 1) != Err(smp::RunError::OutOfService) {
+        return Err("a job was posted to a CPU out of service");
+    }
+    smp::run_on(worker, echo, 42).map_err(|_| "could not post a job after the wedge")?;
+    if smp::wait_result(worker) != Ok(42) {
+        return Err("a CPU in service did not run its job after the wedge");
+    }
+    crate::kprintln!("smp: wedge: cpu {worker} still runs jobs");
+    // A CPU lost in the middle of a workload's slice.
+    smp::wedge_next_job_on(slice_cpu, 10_000);
+    crate::wasm::wedge_case(slice_cpu).map_err(|e| {
+        log::error!("smp: wedge: workloads: {e}");
+        "workloads did not survive a CPU taken out of service"
+    })?;
+    if !parked(slice_cpu) {
+        return Err("the CPU lost in a workload slice did not park");
+    }
+    crate::kprintln!("smp: wedge: node carries on with {} of {} CPUs in service", smp::in_service_cpus().len(), smp::online());
+    Ok(())
 }
 
 /// The 8-byte word at byte `offset` of the disk test pattern (the host tests
@@ -524,8 +634,8 @@ fn disks_bench() -> Result<(), &'static str> {
 }
 
 /// Async completion: writes and reads back the first 16 MiB of every disk (virtio,
-/// NVMe, SATA) through `AsyncBlockDevice` while another task keeps running, then
-/// exits QEMU.
+/// NVMe, SATA), all disks at once, through `AsyncBlockDevice` while another task keeps
+/// running, then exits QEMU.
 async fn disk_async(seed: u64) {
     use core::sync::atomic::{AtomicU64, Ordering};
     static OTHER_TASK_TURNS: AtomicU64 = AtomicU64::new(0);
@@ -535,13 +645,38 @@ async fn disk_async(seed: u64) {
             crate::executor::sleep_ms(1).await;
         }
     });
-    let mut result: Result<(), &'static str> = if crate::disks::count() == 0 { Err("no disk") } else { Ok(()) };
-    for index in 0..crate::disks::count() {
-        if result.is_err() {
-            break;
-        }
-        result = disk_async_one(index, seed, &OTHER_TASK_TURNS).await;
+    // Every disk at once, one task each: the namespaces of an NVMe controller and the
+    // ports of an AHCI HBA share one interrupt, so their requests wait on one event.
+    // The disks leave the table while their tasks own them, and go back in order.
+    static FINISHED: AtomicU64 = AtomicU64::new(0);
+    static FAILURE: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
+    static RETURNED: spin::Mutex<Vec<(usize, crate::disks::Disk)>> = spin::Mutex::new(Vec::new());
+    let disks = crate::disks::count();
+    for index in 0..disks {
+        let Some(disk) = crate::disks::take(0) else { break };
+        crate::executor::spawn("disk-async", async move {
+            let (disk, outcome) = disk_async_one(disk, seed, &OTHER_TASK_TURNS).await;
+            if let Err(reason) = outcome {
+                FAILURE.lock().get_or_insert(reason);
+            }
+            RETURNED.lock().push((index, disk));
+            FINISHED.fetch_add(1, Ordering::AcqRel);
+        });
     }
+    while (FINISHED.load(Ordering::Acquire) as usize) < disks {
+        crate::executor::sleep_ms(10).await;
+    }
+    let mut returned = core::mem::take(&mut *RETURNED.lock());
+    returned.sort_by_key(|(index, _)| *index);
+    for (index, disk) in returned {
+        crate::disks::restore(index, disk);
+    }
+    let failure = *FAILURE.lock();
+    let result = match failure {
+        _ if disks == 0 => Err("no disk"),
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    };
     match result {
         Ok(()) => {
             crate::kprintln!("gridos test disk-async: pass");
@@ -554,41 +689,39 @@ async fn disk_async(seed: u64) {
     }
 }
 
-/// `disk-async` on disk `index`: the first 16 MiB written and read back.
-async fn disk_async_one(index: usize, seed: u64, other_task_turns: &core::sync::atomic::AtomicU64) -> Result<(), &'static str> {
+/// `disk-async` on `disk`: the first 16 MiB written and read back; the disk is handed
+/// back with the outcome.
+async fn disk_async_one(
+    mut disk: crate::disks::Disk,
+    seed: u64,
+    other_task_turns: &core::sync::atomic::AtomicU64,
+) -> (crate::disks::Disk, Result<(), &'static str>) {
     use blockdev::{AsyncBlockDevice, BlockDevice, SECTOR_SIZE};
     use core::sync::atomic::Ordering;
-    {
-        let mut disk = crate::disks::take(index).ok_or("no disk")?;
-        let total = disk.size_bytes().min(16 << 20);
-        let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
-        let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
-        let turns_before = other_task_turns.load(Ordering::Relaxed);
-        let mut offset = 0;
-        let outcome = async {
-            while offset < total {
-                fill_pattern(seed, offset, &mut buf);
-                let sector = offset / SECTOR_SIZE as u64;
-                disk.write_async(sector, &buf).await.map_err(|_| "async write failed")?;
-                disk.read_async(sector, &mut back).await.map_err(|_| "async read failed")?;
-                if back != buf {
-                    return Err("read back differs from what was written");
-                }
-                offset += DISK_CHUNK_BYTES as u64;
+    let total = disk.size_bytes().min(16 << 20);
+    let mut buf = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    let mut back = alloc::vec![0u8; DISK_CHUNK_BYTES];
+    let turns_before = other_task_turns.load(Ordering::Relaxed);
+    let mut offset = 0;
+    let outcome = async {
+        while offset < total {
+            fill_pattern(seed, offset, &mut buf);
+            let sector = offset / SECTOR_SIZE as u64;
+            disk.write_async(sector, &buf).await.map_err(|_| "async write failed")?;
+            disk.read_async(sector, &mut back).await.map_err(|_| "async read failed")?;
+            if back != buf {
+                return Err("read back differs from what was written");
             }
-            BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
+            offset += DISK_CHUNK_BYTES as u64;
         }
-        .await;
-        let turns = other_task_turns.load(Ordering::Relaxed) - turns_before;
-        log::info!("disk-async: {} MiB written and read back asynchronously on {}; the other task ran {turns} times meanwhile",
-            total >> 20, disk.name);
-        crate::disks::restore(index, disk);
-        outcome?;
-        if turns == 0 {
-            return Err("no other task ran while the disk worked");
-        }
-        Ok(())
+        BlockDevice::flush(&mut disk).map_err(|_| "flush failed")
     }
+    .await;
+    let turns = other_task_turns.load(Ordering::Relaxed) - turns_before;
+    log::info!("disk-async: {} MiB written and read back asynchronously on {}; the other task ran {turns} times meanwhile",
+        total >> 20, disk.name);
+    let outcome = outcome.and_then(|()| if turns == 0 { Err("no other task ran while the disk worked") } else { Ok(()) });
+    (disk, outcome)
 }
 
 // --- Shard store cases (storage.rs): stream + verify for the host's crash test, bench, smoke.

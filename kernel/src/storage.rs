@@ -11,8 +11,9 @@
 //!   with the node area (`identity::NODE_AREA_SECTORS`, 1 MiB): its store lives in
 //!   the sectors after it. Other disks are used whole.
 //! - At boot ([`init`]) every disk selected by `gridos.disks` (default all; none on
-//!   `gridos.role=compute`; names as `disks` gives them: `vda`, `nvme0n1` or its
-//!   controller `nvme0`, `sda`, a `/dev/` prefix, or a serial number; a word that
+//!   `gridos.role=compute`; names as `disks` gives them: `vda`, `nvme0n1`, `nvme0n2`
+//!   or their controller `nvme0` (all its namespaces), `sda`, a `/dev/` prefix, or a
+//!   serial number (an NVMe serial: all its controller's namespaces); a word that
 //!   names no disk is reported) is mounted. A disk whose first 64 KiB of the store
 //!   region are all zeros (and, on the first disk, whose node area holds zeros or a
 //!   gridos node record) is formatted. Any other disk (another file system, garbage, a damaged

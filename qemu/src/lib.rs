@@ -162,6 +162,42 @@ pub fn nvme_disk_args(id: &str, image: &Path, serial: &str) -> Vec<String> {
     ]
 }
 
+/// One namespace of an NVMe controller for [`nvme_namespaces_args`].
+#[derive(Debug, Clone, Copy)]
+pub struct NvmeNs<'a> {
+    /// A raw file, or a `blkdebug:RULES:FILE` path.
+    pub image: &'a Path,
+    pub nsid: u32,
+    /// Logical block size (512, or 4096 for a "4Kn" namespace).
+    pub block_bytes: u32,
+}
+
+impl<'a> NvmeNs<'a> {
+    /// Namespace `nsid` on `image` with 512-byte blocks.
+    pub fn new(image: &'a Path, nsid: u32) -> NvmeNs<'a> {
+        NvmeNs { image, nsid, block_bytes: 512 }
+    }
+}
+
+/// QEMU arguments that add NVMe controller `id` with serial `serial` carrying
+/// `namespaces` (QEMU's `nvme-ns` devices on its bus). The kernel names them
+/// `nvmeCnN` (C counts NVMe controllers in PCI order, N is the namespace ID).
+pub fn nvme_namespaces_args(id: &str, serial: &str, namespaces: &[NvmeNs<'_>]) -> Vec<String> {
+    let mut args = vec!["-device".to_string(), format!("nvme,id={id},serial={serial}")];
+    for ns in namespaces {
+        let drive = format!("{id}-ns{}", ns.nsid);
+        args.push("-drive".into());
+        args.push(format!("file={},format=raw,if=none,id={drive},cache=writeback", ns.image.display()));
+        args.push("-device".into());
+        let mut device = format!("nvme-ns,drive={drive},bus={id},nsid={}", ns.nsid);
+        if ns.block_bytes != 512 {
+            device.push_str(&format!(",logical_block_size={0},physical_block_size={0}", ns.block_bytes));
+        }
+        args.push(device);
+    }
+    args
+}
+
 /// QEMU arguments that add an AHCI HBA `id` with `disks` (image, serial) as SATA
 /// disks on its ports 0, 1, ... The kernel names them `sda`, `sdb`, ...
 pub fn ahci_disk_args(id: &str, disks: &[(&Path, &str)]) -> Vec<String> {
@@ -491,6 +527,14 @@ mod test {
     fn nvme_and_ahci_disks_get_their_own_drives_and_ports() {
         let nvme = nvme_disk_args("n0", Path::new("/n.img"), "SN1");
         assert_eq!(nvme, ["-drive", "file=/n.img,format=raw,if=none,id=n0,cache=writeback", "-device", "nvme,drive=n0,serial=SN1"]);
+        let four_k = NvmeNs { block_bytes: 4096, ..NvmeNs::new(Path::new("/c.img"), 3) };
+        let namespaces = nvme_namespaces_args("nv", "SN2", &[NvmeNs::new(Path::new("/a.img"), 1), four_k]);
+        assert_eq!(namespaces, [
+            "-device", "nvme,id=nv,serial=SN2",
+            "-drive", "file=/a.img,format=raw,if=none,id=nv-ns1,cache=writeback", "-device", "nvme-ns,drive=nv-ns1,bus=nv,nsid=1",
+            "-drive", "file=/c.img,format=raw,if=none,id=nv-ns3,cache=writeback",
+            "-device", "nvme-ns,drive=nv-ns3,bus=nv,nsid=3,logical_block_size=4096,physical_block_size=4096",
+        ]);
         let ahci = ahci_disk_args("a", &[(Path::new("/s0.img"), "S0"), (Path::new("/s1.img"), "S1")]);
         assert_eq!(ahci[..2], ["-device", "ahci,id=a"]);
         assert!(ahci.contains(&"ide-hd,drive=a-d0,bus=a.0,serial=S0".to_string()), "{ahci:?}");

@@ -168,6 +168,8 @@ struct Request<'a, C: Controller> {
     done_bytes: usize,
     /// Wakes the task at the chunk in flight's deadline (a hung device never signals).
     deadline: Option<executor::Sleep>,
+    /// When that deadline is (boot ns).
+    deadline_ns: u64,
 }
 
 impl<C: Controller> Request<'_, C> {
@@ -181,7 +183,8 @@ impl<C: Controller> Request<'_, C> {
             self.disk.controller.bounce()[..chunk_bytes].copy_from_slice(&src[self.done_bytes..self.done_bytes + chunk_bytes]);
         }
         let at = self.sector + (self.done_bytes / SECTOR_SIZE) as u64;
-        self.deadline = Some(executor::sleep_until(executor::now_ns().saturating_add(COMMAND_TIMEOUT_NS)));
+        self.deadline_ns = executor::now_ns().saturating_add(COMMAND_TIMEOUT_NS);
+        self.deadline = Some(executor::sleep_until(self.deadline_ns));
         self.disk.start(self.op, at, (chunk_bytes / SECTOR_SIZE) as u32)
     }
 
@@ -214,6 +217,15 @@ impl<C: Controller> Future for Request<'_, C> {
             match polled {
                 Some(result) => {
                     let _ = this.disk.controller.event().take();
+                    if executor::now_ns() >= this.deadline_ns {
+                        // Completed, but seen only when the deadline timer woke the task:
+                        // the interrupt's wake-up did not reach it.
+                        log::warn!(
+                            "disk {}: a completion was seen only at its {} s deadline (its interrupt did not wake the request)",
+                            this.disk.name,
+                            COMMAND_TIMEOUT_NS / 1_000_000_000
+                        );
+                    }
                     if let Err(e) = this.disk.outcome(this.op, result) {
                         return Poll::Ready(Err(e));
                     }
@@ -247,11 +259,11 @@ impl<C: Controller> AsyncBlockDevice for Queued<C> {
 
     async fn read_async<'a>(&'a mut self, sector: u64, buf: &'a mut [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Read, sector, read: Some(buf), write: None, done_bytes: 0, deadline: None }.await
+        Request { disk: self, op: Op::Read, sector, read: Some(buf), write: None, done_bytes: 0, deadline: None, deadline_ns: 0 }.await
     }
 
     async fn write_async<'a>(&'a mut self, sector: u64, buf: &'a [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Write, sector, read: None, write: Some(buf), done_bytes: 0, deadline: None }.await
+        Request { disk: self, op: Op::Write, sector, read: None, write: Some(buf), done_bytes: 0, deadline: None, deadline_ns: 0 }.await
     }
 }

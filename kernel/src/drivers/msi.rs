@@ -63,7 +63,11 @@ pub fn attach(address: PciAddress) -> (&'static Event, Delivery) {
     };
     let vector = FIRST_VECTOR + index as u8;
     idt::register(vector, on_interrupt);
-    let message_address = 0xfee0_0000u32 | (apic::lapic_id() << 12);
+    let Some(destination) = apic::device_destination() else {
+        log::warn!("pci {address}: the boot CPU's APIC id does not fit an MSI address; this function is polled");
+        return (event, Delivery::Tick);
+    };
+    let message_address = 0xfee0_0000u32 | (u32::from(destination) << 12);
     let delivery = if enable_msix(address, message_address, vector) {
         Delivery::MsiX
     } else if enable_msi(address, message_address, vector) {

@@ -116,6 +116,13 @@ impl Fiber {
         f
     }
 
+    /// A finished fiber that holds nothing: stands in for one that can no longer be
+    /// touched (its CPU was taken out of service in the middle of a slice, so its stack
+    /// may still be in use; the scheduler leaks it instead of dropping it).
+    pub fn finished() -> Box<Fiber> {
+        Box::new(Fiber { stack: Vec::new(), sp: 0, tls: [core::ptr::null_mut(); 2], body: None, done: true, return_sp: 0 })
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }

@@ -16,7 +16,11 @@
 //!   calls; after each, if a tick has come since the slice began, it does the same as
 //!   the epoch callback. The scheduler
 //!   is [`Manager::run_round`]; the node's scheduler task in [`service`] runs one round
-//!   at a time between the other tasks.
+//!   at a time between the other tasks. Slices go to the CPUs in service
+//!   (`smp::in_service_cpus`); if a CPU is taken out of service in the middle of a
+//!   slice (it stopped answering IPIs), that workload ends `Trapped` with the reason,
+//!   its fiber (stack, store) is leaked rather than freed or resumed, and the other
+//!   workloads move to the remaining CPUs.
 //! - Blocking calls (socket waits, `poll_oneoff`) park the fiber (`sockets::park`) until
 //!   its deadline or a change on the overlay's sockets; limits are checked on the way.
 //! - Memory cap: the store's `ResourceLimiter` (both engines; one memory per module);
@@ -44,7 +48,7 @@ mod selftest;
 pub mod service;
 mod sockets;
 
-pub use selftest::{deploy_case, restart_case, run as selftest, serve_case, spread_case};
+pub use selftest::{deploy_case, restart_case, run as selftest, serve_case, spread_case, wedge_case};
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -546,22 +550,27 @@ impl Manager {
             runnable.push(i);
         }
         // Each workload has a home CPU (its table index modulo the CPUs taking
-        // slices), so it keeps running there; a batch holds at most one per CPU.
+        // slices), so it keeps running there; a batch holds at most one per CPU. Only
+        // CPUs in service take slices: a workload whose home CPU was taken out of
+        // service moves to another at its next slice.
         let cpus = slice_cpus();
-        let mut homes: Vec<Vec<usize>> = alloc::vec![Vec::new(); cpus];
+        let mut homes: Vec<Vec<usize>> = alloc::vec![Vec::new(); cpus.len()];
         for &i in &runnable {
-            homes[i % cpus].push(i);
+            homes[i % cpus.len()].push(i);
         }
         let batches = homes.iter().map(Vec::len).max().unwrap_or(0);
         for b in 0..batches {
-            // Application processors' slices first, the boot CPU's (home 0) last.
-            let batch: Vec<(usize, usize)> =
-                (1..cpus).chain(core::iter::once(0)).filter_map(|c| homes[c].get(b).map(|&i| (c, i))).collect();
-            // Per workload of the batch: the CPU that ran its slice and when it ended.
-            let mut ran: Vec<(usize, u64)> = Vec::with_capacity(batch.len());
+            // Application processors' slices first, the boot CPU's (position 0) last.
+            let batch: Vec<(usize, usize)> = (1..cpus.len())
+                .chain(core::iter::once(0))
+                .filter_map(|p| homes[p].get(b).map(|&i| (cpus[p], i)))
+                .collect();
+            // Per workload of the batch: the CPU that ran its slice, when it ended, and
+            // whether that CPU was lost in the middle of it.
+            let mut ran: Vec<(usize, u64, bool)> = Vec::with_capacity(batch.len());
             for &(home, i) in &batch {
                 let Some(w) = self.workloads[i].as_mut() else {
-                    ran.push((0, 0));
+                    ran.push((0, 0, false));
                     continue;
                 };
                 let now = time::since_boot_ns();
@@ -575,20 +584,38 @@ impl Manager {
                 }
                 let fiber = &mut *w.fiber as *mut fiber::Fiber as u64;
                 if home != 0 && smp::run_on(home, resume_fiber_job, fiber).is_ok() {
-                    ran.push((home, 0));
+                    ran.push((home, 0, false));
                 } else {
                     w.fiber.resume();
-                    ran.push((0, time::since_boot_ns()));
+                    ran.push((0, time::since_boot_ns(), false));
                 }
             }
             // The boot CPU waits for the slices it handed out (each ends at the next
             // timer tick, as its own did), so no fiber is touched by two CPUs at once.
-            for (cpu, end_ns) in ran.iter_mut().filter(|(cpu, _)| *cpu != 0) {
-                *end_ns = smp::wait_result(*cpu).unwrap_or_else(time::since_boot_ns);
+            // The wait is bounded: a CPU that stops answering is taken out of service.
+            for (cpu, end_ns, lost) in ran.iter_mut().filter(|(cpu, _, _)| *cpu != 0) {
+                *end_ns = match smp::wait_result(*cpu) {
+                    Ok(end_ns) => end_ns,
+                    Err(smp::WaitError::OutOfService) => {
+                        *lost = true;
+                        time::since_boot_ns()
+                    }
+                    Err(smp::WaitError::NoJob) => time::since_boot_ns(),
+                };
             }
-            for (&(_, i), &(cpu, end_ns)) in batch.iter().zip(&ran) {
+            for (&(_, i), &(cpu, end_ns, lost)) in batch.iter().zip(&ran) {
                 let entry = &mut self.workloads[i];
                 let Some(w) = entry.as_mut() else { continue };
+                if lost {
+                    // The stopped CPU may still hold the fiber's stack and store: never
+                    // resume, never free them (leaked, at most one workload per CPU).
+                    Box::leak(core::mem::replace(&mut w.fiber, fiber::Fiber::finished()));
+                    let mut s = w.slot.lock();
+                    s.status = Status::Done(StopReason::Trapped(format!(
+                        "cpu {cpu} stopped answering during its time slice and was taken out of service; the workload's state is lost")));
+                    s.finished_ns = end_ns;
+                    s.blocked = false;
+                }
                 let mut s = w.slot.lock();
                 let now = s.slice_start_ns;
                 s.cpu_ns += end_ns.saturating_sub(s.slice_start_ns);
@@ -648,12 +675,13 @@ pub fn set_slices_on_aps(on: bool) {
     SLICES_ON_APS.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
-/// CPUs that take workload slices in one batch: every online CPU, or the boot CPU.
-fn slice_cpus() -> usize {
+/// CPUs that take workload slices in one batch, by index, the boot CPU first: every
+/// CPU in service, or the boot CPU alone.
+fn slice_cpus() -> heapless::Vec<usize, { smp::MAX_CPUS }> {
     if SLICES_ON_APS.load(core::sync::atomic::Ordering::Relaxed) {
-        (smp::online() as usize).clamp(1, smp::MAX_CPUS)
+        smp::in_service_cpus()
     } else {
-        1
+        heapless::Vec::from_slice(&[0]).unwrap_or_default()
     }
 }
 

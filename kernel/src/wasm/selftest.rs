@@ -300,6 +300,49 @@ pub fn spread_case() -> Result<(), String> {
     Ok(())
 }
 
+/// A CPU that stops answering in the middle of a workload's time slice
+/// (`smp::wedge_next_job_on(cpu)` set by the caller): three fib(25) workloads on
+/// wasmi, the one whose home is `cpu` is lost with it (ends `Trapped`, naming the CPU),
+/// the others finish; then three more all finish on the CPUs still in service.
+pub fn wedge_case(cpu: usize) -> Result<(), String> {
+    let signer = Signer(key_pair_from_seed([0x44; 32]));
+    let limits = Limits { memory_bytes: 8 << 20, cpu_ms: 60_000, wall_ms: 300_000, log_bytes: 16 << 10, storage_bytes: 0 };
+    let cpus = crate::arch::x86_64::smp::in_service_cpus();
+    let home = cpus.iter().position(|&c| c == cpu).ok_or("the CPU to wedge is not in service")?;
+    let mut mgr = Manager::new();
+    let mut ids = Vec::new();
+    for k in 0..cpus.len() {
+        ids.push(mgr.deploy(&signer.manifest(&format!("wedge-{k}"), FIB.0, limits, &["25"]), FIB.0, INTERP)?);
+    }
+    mgr.run();
+    for (k, &id) in ids.iter().enumerate() {
+        let reason = done(&mgr, id)?;
+        crate::kprintln!("smp: wedge-{k}: {reason}");
+        if k == home {
+            let lost = matches!(&reason, StopReason::Trapped(why) if why.contains(&format!("cpu {cpu} stopped answering")));
+            expect(lost, "the workload on the wedged CPU was not reported lost")?;
+        } else {
+            expect(reason == StopReason::Exited(0) && has_line(&mgr, id, "fib(25) = 75025"), "a workload beside the wedged CPU failed")?;
+        }
+    }
+    expect(!crate::arch::x86_64::smp::in_service(cpu), "the wedged CPU is still in service")?;
+    let mut mgr = Manager::new();
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        ids.push(mgr.deploy(&signer.manifest(&format!("after-{k}"), FIB.0, limits, &["25"]), FIB.0, INTERP)?);
+    }
+    mgr.run();
+    let mut used = 0u64;
+    for &id in &ids {
+        expect(done(&mgr, id)? == StopReason::Exited(0) && has_line(&mgr, id, "fib(25) = 75025"), "a workload after the wedge failed")?;
+        used |= mgr.info(id).ok_or("no workload")?.cpus_mask;
+    }
+    crate::kprintln!("smp: wedge: 3 workloads after it ran on cpus {}", super::CpuList(used));
+    let in_service = crate::arch::x86_64::smp::in_service_cpus().iter().fold(0u64, |m, &c| m | 1 << c);
+    expect(used & !in_service == 0, "a workload ran on a CPU out of service")?;
+    Ok(())
+}
+
 fn spread(bundle: &[u8], prefix: &str, engine: &str) -> Result<(), String> {
     const WORKLOADS: usize = 4;
     let signer = Signer(key_pair_from_seed([0x43; 32]));

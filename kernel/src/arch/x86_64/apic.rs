@@ -1,41 +1,80 @@
 //! Interrupt controllers: the legacy 8259 PICs (remapped and masked), the local
-//! APIC (EOI and its timer) and the I/O APICs found in the MADT.
+//! APIC (EOI, its timer, IPIs) and the I/O APICs found in the MADT.
+//!
+//! The local APIC runs in x2APIC mode when the CPU has it (CPUID.01H:ECX[21]) or the
+//! firmware left it on (`IA32_APIC_BASE` bit 10), else in xAPIC mode; every CPU uses
+//! the boot CPU's choice. Its registers are reached through one pair of functions
+//! (`lapic_read`/`lapic_write`): MMIO at the `IA32_APIC_BASE` page in xAPIC mode, MSR
+//! `0x800 + offset / 16` in x2APIC mode. The ICR is two MMIO writes (destination
+//! first, 8-bit APIC ids) and a bounded poll of its delivery status in xAPIC mode, one
+//! 64-bit MSR write (32-bit APIC ids, no status to poll) in x2APIC mode. The encodings
+//! and the mode choice are in the host-tested `smpcore::apic`. Boot prints the mode
+//! (`apic: xAPIC` / `apic: x2APIC`). QEMU's TCG has no x2APIC, so the booted tests
+//! run the xAPIC path only.
+//!
+//! Device interrupts (I/O APIC entries, MSI) target the boot CPU by physical APIC id
+//! in 8 bits ([`device_destination`]): a boot CPU whose x2APIC id is above 255 would
+//! need interrupt remapping, which the kernel does not do, so then no GSI is routed and
+//! message-signalled devices are polled (with a warning).
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use smpcore::apic::{icr, reg, IcrError, Mode};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
 
 use super::cpu;
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const LAPIC_ID: usize = 0x20;
-const LAPIC_EOI: usize = 0xb0;
-const LAPIC_SVR: usize = 0xf0;
-const LAPIC_ICR_LOW: usize = 0x300;
-const LAPIC_ICR_HIGH: usize = 0x310;
-const ICR_DELIVERY_PENDING: u32 = 1 << 12;
-const LAPIC_LVT_TIMER: usize = 0x320;
-const LAPIC_TIMER_INITIAL: usize = 0x380;
-const LAPIC_TIMER_CURRENT: usize = 0x390;
-const LAPIC_TIMER_DIVIDE: usize = 0x3e0;
+pub use smpcore::apic::Mode as ApicMode;
+
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 
+/// 0 before [`init_local`], then 1 (xAPIC) or 2 (x2APIC).
+static MODE: AtomicU8 = AtomicU8::new(0);
+/// The xAPIC register page (xAPIC mode only).
 static LAPIC_BASE: AtomicUsize = AtomicUsize::new(0);
 static LAPIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 
-fn lapic_read(reg: usize) -> u32 {
-    let base = LAPIC_BASE.load(Ordering::Relaxed);
-    assert!(base != 0, "local APIC not initialized");
-    // SAFETY: `base` is the identity-mapped local APIC page; `reg` is a register offset within it.
-    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+/// The local APIC's mode (xAPIC before [`init_local`]).
+pub fn mode() -> Mode {
+    if MODE.load(Ordering::Relaxed) == 2 {
+        Mode::X2Apic
+    } else {
+        Mode::XApic
+    }
 }
 
-fn lapic_write(reg: usize, value: u32) {
-    let base = LAPIC_BASE.load(Ordering::Relaxed);
-    assert!(base != 0, "local APIC not initialized");
-    // SAFETY: as in `lapic_read`; writes configure only this CPU's local APIC.
-    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
+fn x2apic_msr(r: u16) -> u32 {
+    let msr = smpcore::apic::x2apic_msr(r);
+    assert!(msr.is_some(), "local APIC register {r:#x} has no x2APIC MSR");
+    msr.unwrap_or(0)
+}
+
+fn lapic_read(r: u16) -> u32 {
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: in x2APIC mode (enabled on this CPU before MODE was set, and on every
+        // AP before it reads a register) the MSR of a register offset exists.
+        2 => unsafe { cpu::rdmsr(x2apic_msr(r)) as u32 },
+        _ => {
+            let base = LAPIC_BASE.load(Ordering::Relaxed);
+            assert!(base != 0, "local APIC not initialized");
+            // SAFETY: `base` is the identity-mapped local APIC page; `r` is a register offset within it.
+            unsafe { core::ptr::read_volatile((base + usize::from(r)) as *const u32) }
+        }
+    }
+}
+
+fn lapic_write(r: u16, value: u32) {
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: as in `lapic_read`; writes configure only this CPU's local APIC.
+        2 => unsafe { cpu::wrmsr(x2apic_msr(r), u64::from(value)) },
+        _ => {
+            let base = LAPIC_BASE.load(Ordering::Relaxed);
+            assert!(base != 0, "local APIC not initialized");
+            // SAFETY: as in `lapic_read`; writes configure only this CPU's local APIC.
+            unsafe { core::ptr::write_volatile((base + usize::from(r)) as *mut u32, value) }
+        }
+    }
 }
 
 /// Remaps the 8259 PICs away from the exception vectors and masks every line.
@@ -59,87 +98,137 @@ fn disable_pic() {
     }
 }
 
-/// Enables the local APIC of the boot CPU. Returns its id.
+/// Turns this CPU's local APIC on in `mode` (disabled -> xAPIC -> x2APIC, the only
+/// legal order), keeping the firmware's base address.
+fn enable(mode: Mode) {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU with an APIC; only the enable
+    // bits change, and x2APIC is entered only from xAPIC on a CPU that supports it
+    // (the boot CPU checked CPUID or found it on; APs are the same model).
+    unsafe {
+        let current = cpu::rdmsr(smpcore::apic::IA32_APIC_BASE_MSR);
+        let xapic = smpcore::apic::apic_base_for(Mode::XApic, current);
+        if xapic != current && current & smpcore::apic::APIC_BASE_X2APIC == 0 {
+            cpu::wrmsr(smpcore::apic::IA32_APIC_BASE_MSR, xapic);
+        }
+        if mode == Mode::X2Apic {
+            let x2 = smpcore::apic::apic_base_for(Mode::X2Apic, current);
+            if x2 != current {
+                cpu::wrmsr(smpcore::apic::IA32_APIC_BASE_MSR, x2);
+            }
+        }
+    }
+}
+
+/// Enables the local APIC of the boot CPU, choosing its mode. Returns its id.
 pub fn init_local() -> u32 {
     disable_pic();
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU with an APIC.
-    let base_msr = unsafe { cpu::rdmsr(IA32_APIC_BASE) };
-    let base = (base_msr & 0xf_ffff_f000) as usize;
-    assert!(crate::mm::is_identity_mapped(base as u64, 4096), "local APIC outside mapped memory");
-    // SAFETY: sets the global-enable bit, keeping the firmware's base address.
-    unsafe { cpu::wrmsr(IA32_APIC_BASE, base_msr | (1 << 11)) };
-    LAPIC_BASE.store(base, Ordering::Relaxed);
-    lapic_write(LAPIC_SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+    let base_msr = unsafe { cpu::rdmsr(smpcore::apic::IA32_APIC_BASE_MSR) };
+    let mode = smpcore::apic::choose_mode(ecx, base_msr);
+    if mode == Mode::XApic {
+        let base = (base_msr & 0xf_ffff_f000) as usize;
+        assert!(crate::mm::is_identity_mapped(base as u64, 4096), "local APIC outside mapped memory");
+        LAPIC_BASE.store(base, Ordering::Relaxed);
+    }
+    enable(mode);
+    MODE.store(if mode == Mode::X2Apic { 2 } else { 1 }, Ordering::Relaxed);
+    lapic_write(reg::SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
+    lapic_write(reg::LVT_TIMER, LVT_MASKED);
     lapic_id()
 }
 
-/// Enables the local APIC of an application processor (the PICs are already off),
-/// with its timer masked.
+/// Enables the local APIC of an application processor in the boot CPU's mode (the
+/// PICs are already off), with its timer masked.
 pub fn init_local_ap() {
-    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU with an APIC; every CPU's local
-    // APIC sits at the same address (the one the BSP mapped), only the enable bit is set.
-    unsafe {
-        let base_msr = cpu::rdmsr(IA32_APIC_BASE);
-        cpu::wrmsr(IA32_APIC_BASE, base_msr | (1 << 11));
-    }
-    lapic_write(LAPIC_SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+    enable(mode());
+    lapic_write(reg::SVR, 0x100 | u32::from(super::idt::SPURIOUS_VECTOR));
+    lapic_write(reg::LVT_TIMER, LVT_MASKED);
 }
 
-/// Writes the interrupt command register (destination first: the low write sends)
-/// and waits (bounded) for the local APIC to accept it.
-fn send_icr(apic_id: u32, low: u32) {
-    super::interrupts::without(|| {
-        lapic_write(LAPIC_ICR_HIGH, apic_id << 24);
-        lapic_write(LAPIC_ICR_LOW, low);
-        for _ in 0..1_000_000 {
-            if lapic_read(LAPIC_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
-                break;
+/// Writes the interrupt command register. xAPIC: destination first (the low write
+/// sends), then waits (bounded) for the local APIC to accept it. x2APIC: one MSR
+/// write, after a fence (the write is not serializing, and the target must see the
+/// stores made before the IPI).
+fn send_icr(apic_id: u32, low: u32) -> Result<(), IcrError> {
+    match mode() {
+        Mode::X2Apic => {
+            let value = smpcore::apic::x2apic_icr(apic_id, low);
+            // SAFETY: MFENCE/LFENCE only order memory; the ICR MSR exists in x2APIC mode
+            // and sends an IPI, which touches no memory of this CPU.
+            unsafe {
+                core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags));
+                cpu::wrmsr(smpcore::apic::X2APIC_MSR_BASE + u32::from(reg::ICR_LOW >> 4), value);
             }
-            core::hint::spin_loop();
+            Ok(())
         }
-    });
+        Mode::XApic => {
+            let (high, low) = smpcore::apic::xapic_icr(apic_id, low)?;
+            super::interrupts::without(|| {
+                lapic_write(reg::ICR_HIGH, high);
+                lapic_write(reg::ICR_LOW, low);
+                for _ in 0..1_000_000 {
+                    if lapic_read(reg::ICR_LOW) & icr::DELIVERY_PENDING == 0 {
+                        break;
+                    }
+                    core::hint::spin_loop();
+                }
+            });
+            Ok(())
+        }
+    }
 }
 
 /// Sends INIT (level assert) to the CPU with local APIC id `apic_id`.
-pub fn send_init(apic_id: u32) {
-    send_icr(apic_id, 0x4500);
+pub fn send_init(apic_id: u32) -> Result<(), IcrError> {
+    send_icr(apic_id, icr::INIT)
 }
 
-/// Sends a STARTUP IPI: the CPU starts in real mode at `vector << 12`.
-pub fn send_startup(apic_id: u32, vector: u8) {
-    send_icr(apic_id, 0x4600 | u32::from(vector));
+/// Sends a STARTUP IPI: the CPU starts in real mode at `page << 12`.
+pub fn send_startup(apic_id: u32, page: u8) -> Result<(), IcrError> {
+    send_icr(apic_id, icr::startup(page))
 }
 
 /// Sends a fixed interrupt on `vector` to the CPU with local APIC id `apic_id`.
-pub fn send_ipi(apic_id: u32, vector: u8) {
-    send_icr(apic_id, 0x4000 | u32::from(vector));
+pub fn send_ipi(apic_id: u32, vector: u8) -> Result<(), IcrError> {
+    send_icr(apic_id, icr::fixed(vector))
 }
 
-/// This CPU's local APIC id.
+/// Sends a non-maskable interrupt to the CPU with local APIC id `apic_id`.
+pub fn send_nmi(apic_id: u32) -> Result<(), IcrError> {
+    send_icr(apic_id, icr::NMI)
+}
+
+/// This CPU's local APIC id (32 bits in x2APIC mode).
 pub fn lapic_id() -> u32 {
-    lapic_read(LAPIC_ID) >> 24
+    smpcore::apic::apic_id(mode(), lapic_read(reg::ID))
+}
+
+/// This CPU's APIC id as the 8-bit physical destination that I/O APIC entries and MSI
+/// addresses carry, or `None` if it is wider (an x2APIC id above 255 needs interrupt
+/// remapping, which the kernel does not do: such devices are polled).
+pub fn device_destination() -> Option<u8> {
+    u8::try_from(lapic_id()).ok()
 }
 
 /// Signals end of interrupt to the local APIC.
 pub fn end_of_interrupt() {
-    lapic_write(LAPIC_EOI, 0);
+    lapic_write(reg::EOI, 0);
 }
 
 /// Measures the local APIC timer's rate (divide-by-16) against the calibrated TSC.
 pub fn calibrate_timer(tsc_hz: u64) -> u64 {
-    lapic_write(LAPIC_TIMER_DIVIDE, 0x3);
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
-    lapic_write(LAPIC_TIMER_INITIAL, u32::MAX);
+    lapic_write(reg::TIMER_DIVIDE, 0x3);
+    lapic_write(reg::LVT_TIMER, LVT_MASKED);
+    lapic_write(reg::TIMER_INITIAL, u32::MAX);
     let start = cpu::rdtsc();
     let window = tsc_hz / 100; // 10 ms
     while cpu::rdtsc().wrapping_sub(start) < window {
         core::hint::spin_loop();
     }
-    let elapsed_ticks = u64::from(u32::MAX - lapic_read(LAPIC_TIMER_CURRENT));
+    let elapsed_ticks = u64::from(u32::MAX - lapic_read(reg::TIMER_CURRENT));
     let elapsed_tsc = cpu::rdtsc().wrapping_sub(start);
-    lapic_write(LAPIC_TIMER_INITIAL, 0);
+    lapic_write(reg::TIMER_INITIAL, 0);
     let hz = elapsed_ticks.saturating_mul(tsc_hz) / elapsed_tsc.max(1);
     LAPIC_TIMER_HZ.store(hz, Ordering::Relaxed);
     hz
@@ -150,9 +239,9 @@ pub fn start_periodic_timer(vector: u8, hz: u32) {
     let timer_hz = LAPIC_TIMER_HZ.load(Ordering::Relaxed);
     assert!(timer_hz > 0, "calibrate the APIC timer first");
     let count = (timer_hz / u64::from(hz)).clamp(1, u64::from(u32::MAX)) as u32;
-    lapic_write(LAPIC_TIMER_DIVIDE, 0x3);
-    lapic_write(LAPIC_LVT_TIMER, LVT_PERIODIC | u32::from(vector));
-    lapic_write(LAPIC_TIMER_INITIAL, count);
+    lapic_write(reg::TIMER_DIVIDE, 0x3);
+    lapic_write(reg::LVT_TIMER, LVT_PERIODIC | u32::from(vector));
+    lapic_write(reg::TIMER_INITIAL, count);
 }
 
 /// An I/O APIC from the MADT.
@@ -235,6 +324,10 @@ pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) 
     let Some(apic) = apics.list.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.redirection_entries) else {
         return false;
     };
+    let Some(destination) = device_destination() else {
+        log::warn!("ioapic: the boot CPU's APIC id {} does not fit an I/O APIC entry; GSI {gsi} not routed", lapic_id());
+        return false;
+    };
     let entry = gsi - apic.gsi_base;
     let mut low = u32::from(vector);
     if active_low {
@@ -243,7 +336,7 @@ pub fn route_gsi(gsi: u32, vector: u8, active_low: bool, level_triggered: bool) 
     if level_triggered {
         low |= 1 << 15;
     }
-    ioapic_write(apic.address, 0x11 + 2 * entry, lapic_id() << 24);
+    ioapic_write(apic.address, 0x11 + 2 * entry, u32::from(destination) << 24);
     ioapic_write(apic.address, 0x10 + 2 * entry, low);
     true
 }

@@ -2,7 +2,8 @@
 //! registers and the FPU/SSE/AVX state (`xsave` of what XCR0 enables once
 //! `cpu::enable_extended_state` turned it on, else `fxsave`), and a Rust dispatcher.
 //!
-//! Exceptions other than the breakpoint are fatal: the report gives vector, error
+//! Exceptions other than the breakpoint are fatal (an NMI first lets `smp` park a CPU
+//! it took out of service): the report gives vector, error
 //! code, RIP, CR2 and the decoded error code and page protection (page faults), all
 //! registers and a frame-pointer stack walk, then
 //! the kernel halts, or in test mode exits QEMU with a failure code. Vectors 32 and
@@ -252,6 +253,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
     match vector {
         3 => {
             log::info!("breakpoint at rip={:#x}, continuing", frame.rip);
+        }
+        2 => {
+            // An application processor taken out of service parks here (never returns).
+            super::smp::on_nmi();
+            fatal_exception(frame)
         }
         0..=31 => fatal_exception(frame),
         SPURIOUS_VECTOR => {}
