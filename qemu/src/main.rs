@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gridos_qemu::cluster::{self, ClusterNet};
+use gridos_qemu::linux::Flavour;
 use gridos_qemu::{ensure_qemu, kernel_elf, Accel, Machine, EXIT_FAILURE, EXIT_SUCCESS};
 
 #[derive(Parser)]
@@ -119,8 +120,10 @@ enum Cmd {
         machine: MachineArgs,
     },
     /// Print TCP throughput node->host and host->node over virtio-net (user networking)
-    /// and virtio-blk sequential MB/s measured inside the kernel, then virtio-blk, NVMe
-    /// and SATA (AHCI) sequential and 4 KiB random MB/s side by side in one QEMU.
+    /// against a Linux guest, virtio-blk sequential MB/s measured inside the kernel, then
+    /// virtio-blk, NVMe and SATA (AHCI) sequential and 4 KiB random MB/s side by side in
+    /// one QEMU against a Linux guest on the same devices. With --nic e1000/e1000e: TCP on
+    /// that NIC against gridos on virtio-net and against Linux on that NIC.
     BenchIo {
         /// MiB moved in each TCP direction.
         #[arg(long, default_value_t = 64)]
@@ -129,6 +132,9 @@ enum Cmd {
         /// `e1000` or `e1000e`. With another model than virtio-net the disk figures are skipped.
         #[arg(long, default_value = "virtio-net-pci")]
         nic: String,
+        /// Rounds of the compared boots (gridos and Linux interleaved); medians are printed.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
         #[command(flatten)]
         machine: MachineArgs,
     },
@@ -242,7 +248,7 @@ fn run(command: Cmd) -> Result<ExitCode, String> {
             }
         }
         Cmd::BenchBoot { runs, machine: args } => bench_boot(&args, runs),
-        Cmd::BenchIo { mib, nic, machine: args } => bench_io(&args, mib, &nic),
+        Cmd::BenchIo { mib, nic, runs, machine: args } => bench_io(&args, mib, &nic, runs),
     }
 }
 
@@ -577,13 +583,40 @@ fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-/// TCP node->host (the node's source service) and host->node (its discard service).
-fn bench_io(args: &MachineArgs, mib: u64, nic: &str) -> Result<ExitCode, String> {
+/// Network figures (TCP over `nic` against Linux, and against gridos on virtio-net when
+/// `nic` is another model), then, on virtio-net, the disk figures. Compared boots are
+/// interleaved `runs` times; medians are printed. Asserts nothing.
+fn bench_io(args: &MachineArgs, mib: u64, nic: &str, runs: u32) -> Result<ExitCode, String> {
     if !matches!(nic, "virtio-net-pci" | "e1000" | "e1000e") {
         return Err(format!("--nic {nic}: expected virtio-net-pci, e1000 or e1000e"));
     }
+    let runs = runs.max(1);
+    let m = machine(args)?;
+    bench_net(&m, mib, nic, runs)?;
+    if nic != "virtio-net-pci" {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let disk = std::env::temp_dir().join(format!("gridos-bench-{}.img", std::process::id()));
+    std::fs::File::create(&disk).and_then(|f| f.set_len(256 << 20)).map_err(|e| e.to_string())?;
+    let mut d = m.clone();
+    d.cmdline = format!("gridos.test=disk-bench gridos.overlay=off {}", d.cmdline);
+    d.disks = vec![disk.clone()];
+    d.timeout = Duration::from_secs(600);
+    let out = d.run()?;
+    let _ = std::fs::remove_file(&disk);
+    match out.serial.lines().find(|l| l.starts_with("bench disk:")) {
+        Some(line) => println!("  virtio-blk (in kernel): {}", line.trim_start_matches("bench disk: ")),
+        None => return Err(format!("disk bench failed\n{}", out.report())),
+    }
+    bench_disk_kinds(&m, runs)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// gridos's TCP figures (down, up) over `nic`: node->host (its source service) and
+/// host->node (its discard service).
+fn gridos_tcp(like: &Machine, mib: u64, nic: &str) -> Result<(f64, f64), String> {
     let (source, discard) = (free_port()?, free_port()?);
-    let mut m = machine(args)?;
+    let mut m = like.clone();
     m.cmdline = format!("gridos.test=serve gridos.services=echo gridos.underlay=open {}", m.cmdline);
     m.extra_args.extend([
         "-netdev".into(),
@@ -597,43 +630,107 @@ fn bench_io(args: &MachineArgs, mib: u64, nic: &str) -> Result<ExitCode, String>
     if !vm.wait_for("services: echo", Duration::from_secs(60)) || !vm.wait_for("dhcp lease", Duration::from_secs(60)) {
         return Err(format!("node did not start its services\n{}", vm.serial()));
     }
-    let (down, up) = tcp_both_ways(source, discard, mib)?;
+    let result = tcp_both_ways(source, discard, mib);
     drop(vm.kill());
-    println!("bench net ({:?}, QEMU user networking, {nic}, {mib} MiB each way):", m.accel);
-    let linux = if nic == "virtio-net-pci" {
-        linux_tcp(&m, mib, nic)
-    } else {
-        Err(format!("Debian's cloud kernel (the comparison guest) is built without {nic}"))
-    };
-    match linux {
-        Ok((l_down, l_up)) => {
-            println!("  TCP node->host  gridos {down:>8.1} MB/s   Linux {l_down:>8.1} MB/s   ratio {:.2}", down / l_down);
-            println!("  TCP host->node  gridos {up:>8.1} MB/s   Linux {l_up:>8.1} MB/s   ratio {:.2}", up / l_up);
-        }
-        Err(e) => {
-            println!("  TCP node->host  {down:>8.1} MB/s");
-            println!("  TCP host->node  {up:>8.1} MB/s");
-            println!("  Linux comparison unavailable: {e}");
-        }
-    }
+    result
+}
 
+/// Median of the `pick`ed figure over rounds.
+fn median_of<T>(rounds: &[T], pick: impl Fn(&T) -> f64) -> f64 {
+    median(rounds.iter().map(pick).collect())
+}
+
+/// One compared TCP measurement of [`bench_net`].
+enum NetSide {
+    Gridos(&'static str),
+    /// Linux on the NIC under test, with these parameters for its driver module (or none).
+    Linux(Option<&'static str>),
+}
+
+fn bench_net(m: &Machine, mib: u64, nic: &str, runs: u32) -> Result<(), String> {
+    // Linux on virtio-net: the cloud kernel (as the boot and wasm comparisons); the
+    // Intel NICs need the generic kernel (the cloud one has no e1000/e1000e).
+    let flavour = if nic == "virtio-net-pci" { Flavour::Cloud } else { Flavour::Generic };
+    let mut sides = vec![NetSide::Gridos("")];
     if nic != "virtio-net-pci" {
-        return Ok(ExitCode::SUCCESS);
+        sides.push(NetSide::Gridos("virtio-net-pci"));
     }
-    let disk = std::env::temp_dir().join(format!("gridos-bench-{}.img", std::process::id()));
-    std::fs::File::create(&disk).and_then(|f| f.set_len(256 << 20)).map_err(|e| e.to_string())?;
-    let mut d = machine(args)?;
-    d.cmdline = format!("gridos.test=disk-bench gridos.overlay=off {}", d.cmdline);
-    d.disks = vec![disk.clone()];
-    d.timeout = Duration::from_secs(600);
-    let out = d.run()?;
-    let _ = std::fs::remove_file(&disk);
-    match out.serial.lines().find(|l| l.starts_with("bench disk:")) {
-        Some(line) => println!("  virtio-blk (in kernel): {}", line.trim_start_matches("bench disk: ")),
-        None => return Err(format!("disk bench failed\n{}", out.report())),
+    sides.push(NetSide::Linux(None));
+    // Linux sends slowly over the Intel NICs here (QEMU 7.2, TCG): 5-6 MB/s against
+    // 12-15 over virtio-net. So Linux's driver also without interrupt moderation (and
+    // e1000e on legacy interrupts instead of MSI-X: about 2x in that direction; for
+    // e1000 InterruptThrottleRate=0 made no difference over 64 MiB), the best settings
+    // found here, to show how much of the gap is driver tuning.
+    match nic {
+        "e1000" => sides.push(NetSide::Linux(Some("InterruptThrottleRate=0"))),
+        "e1000e" => sides.push(NetSide::Linux(Some("InterruptThrottleRate=0 IntMode=0"))),
+        _ => {}
     }
+    let mut figures: Vec<Vec<(f64, f64)>> = sides.iter().map(|_| Vec::new()).collect();
+    let mut linux_error = None;
+    for _ in 0..runs {
+        for (side, got) in sides.iter().zip(figures.iter_mut()) {
+            match side {
+                NetSide::Gridos(other) => got.push(gridos_tcp(m, mib, if other.is_empty() { nic } else { other })?),
+                NetSide::Linux(_) if linux_error.is_some() => {}
+                NetSide::Linux(params) => match linux_tcp(m, mib, nic, flavour, *params) {
+                    Ok(f) => got.push(f),
+                    Err(e) => linux_error = Some(e),
+                },
+            }
+        }
+    }
+    println!("bench net ({:?}, QEMU user networking, {nic}, {mib} MiB each way, median of {runs} rounds):", m.accel);
+    let label = |side: &NetSide| match side {
+        NetSide::Gridos(other) => format!("gridos {}", if other.is_empty() { nic } else { other }),
+        NetSide::Linux(None) => format!("Linux {nic}"),
+        NetSide::Linux(Some(params)) => format!("Linux {nic} {params}"),
+    };
+    for (dir, pick) in [("node->host", (|x: &(f64, f64)| x.0) as fn(&(f64, f64)) -> f64), ("host->node", |x: &(f64, f64)| x.1)] {
+        let own = median_of(&figures[0], pick);
+        let mut line = format!("  TCP {dir}  {} {own:>6.1} MB/s", label(&sides[0]));
+        for (side, got) in sides.iter().zip(&figures).skip(1).filter(|(_, got)| !got.is_empty()) {
+            let theirs = median_of(got, pick);
+            line.push_str(&format!(";  {} {theirs:>6.1} (ratio {:.2})", label(side), own / theirs));
+        }
+        println!("{line}");
+    }
+    match linux_error {
+        None => println!("  Linux: {} + busybox nc, same QEMU machine and NIC", flavour.label()),
+        Some(e) => println!("  Linux comparison unavailable: {e}"),
+    }
+    Ok(())
+}
 
-    // virtio-blk, NVMe and SATA (AHCI) side by side in one QEMU, raw.
+/// One disk's figures from a `bench disk NAME (KIND): ...` line (the kernel's and
+/// guest-diskbench's): (name, kind, [sequential write, sequential read, random write,
+/// random read] MB/s).
+fn parse_disk_line(line: &str) -> Option<(String, String, [f64; 4])> {
+    let rest = line.trim().strip_prefix("bench disk ")?;
+    let (name, rest) = rest.split_once(" (")?;
+    let (kind, rest) = rest.split_once("): ")?;
+    let numbers: Vec<f64> = rest
+        .split(" MB/s")
+        .filter_map(|piece| piece.rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .collect();
+    let figures: [f64; 4] = numbers.try_into().ok()?;
+    Some((name.to_string(), kind.to_string(), figures))
+}
+
+/// The Linux device name of the first disk of each gridos disk kind in `bench_disk_kinds`'s machine.
+fn linux_disk_name(kind: &str) -> Option<&'static str> {
+    match kind {
+        "virtio-blk" => Some("vda"),
+        "NVMe" => Some("nvme0n1"),
+        "SATA (AHCI)" => Some("sda"),
+        _ => None,
+    }
+}
+
+/// virtio-blk, NVMe and SATA (AHCI) side by side in one QEMU, raw: gridos's
+/// `disks-bench` test mode and the Linux generic guest's guest-diskbench (same method,
+/// same devices, same disk indices for the random offsets), interleaved `runs` times.
+fn bench_disk_kinds(like: &Machine, runs: u32) -> Result<(), String> {
     let images: Vec<_> = ["vd", "nvme", "sata"]
         .iter()
         .map(|kind| std::env::temp_dir().join(format!("gridos-bench-{kind}-{}.img", std::process::id())))
@@ -641,25 +738,123 @@ fn bench_io(args: &MachineArgs, mib: u64, nic: &str) -> Result<ExitCode, String>
     for image in &images {
         std::fs::File::create(image).and_then(|f| f.set_len(64 << 20)).map_err(|e| e.to_string())?;
     }
-    let mut d = machine(args)?;
-    d.cmdline = format!("gridos.test=disks-bench gridos.disks=none gridos.overlay=off {}", d.cmdline);
+    let mut d = like.clone();
     d.disks = vec![images[0].clone()];
     d.extra_args.extend(gridos_qemu::nvme_disk_args("bench-nvme", &images[1], "bench-nvme0"));
     d.extra_args.extend(gridos_qemu::ahci_disk_args("bench-ahci", &[(&images[2], "bench-sata0")]));
     d.timeout = Duration::from_secs(600);
-    let out = d.run();
+    let result = disk_rounds(&d, runs);
     for image in &images {
         let _ = std::fs::remove_file(image);
     }
-    let out = out?;
-    let lines: Vec<&str> = out.serial.lines().filter(|l| l.starts_with("bench disk ")).collect();
-    if lines.len() != 3 {
-        return Err(format!("disk-kinds bench failed\n{}", out.report()));
+    let (gridos, linux) = result?;
+    let kinds: Vec<String> = gridos[0].iter().map(|(_, kind, _)| kind.clone()).collect();
+    let linux_rounds = linux.as_ref().map_or(0, |l| l.len());
+    println!(
+        "bench disks ({:?}, raw, 64 MiB images, cache=writeback; gridos {} rounds, Linux {linux_rounds}; medians in MB/s):",
+        like.accel,
+        gridos.len()
+    );
+    println!("  {:<12} {:>29} {:>29} {:>29} {:>29}", "", "seq write 1 MiB", "seq read 1 MiB", "4 KiB random write", "4 KiB random read");
+    println!("  {:<12}{}", "", format!(" {:>11} {:>8} {:>7}", "gridos", "Linux", "ratio").repeat(4));
+    let fig = |rounds: &[Vec<(String, String, [f64; 4])>], kind: &str, i: usize| {
+        median_of(rounds, |r| r.iter().find(|(_, k, _)| k == kind).map_or(f64::NAN, |(_, _, f)| f[i]))
+    };
+    for kind in &kinds {
+        let mut line = format!("  {kind:<12}");
+        for i in 0..4 {
+            let g = fig(&gridos, kind, i);
+            let l = linux.as_ref().map_or(f64::NAN, |l| fig(l, kind, i));
+            line.push_str(&format!(" {g:>11.1} {l:>8.1} {:>7.2}", g / l));
+        }
+        println!("{line}");
     }
-    for line in lines {
-        println!("  {}", line.trim_start_matches("bench disk "));
+    for kind in kinds.iter().filter(|k| k.as_str() != "virtio-blk") {
+        let mut line = format!("  {kind} / virtio-blk, same QEMU:");
+        for (i, what) in ["seq write", "seq read", "random write", "random read"].iter().enumerate() {
+            let ratio = |rounds: &[Vec<(String, String, [f64; 4])>]| fig(rounds, kind, i) / fig(rounds, "virtio-blk", i);
+            line.push_str(&format!(" {what} gridos {:.2}", ratio(&gridos)));
+            if let Ok(l) = &linux {
+                line.push_str(&format!(" Linux {:.2};", ratio(l)));
+            }
+        }
+        println!("{}", line.trim_end_matches(';'));
     }
-    Ok(ExitCode::SUCCESS)
+    match linux {
+        Ok(_) => println!("  Linux: {} + guest-diskbench (O_DIRECT, fdatasync), same QEMU machine and devices", Flavour::Generic.label()),
+        Err(e) => println!("  Linux comparison unavailable: {e}"),
+    }
+    Ok(())
+}
+
+/// One boot's disk lines, parsed ([`parse_disk_line`]).
+type DiskRound = Vec<(String, String, [f64; 4])>;
+/// gridos's rounds, and Linux's (or why it has none).
+type DiskRounds = (Vec<DiskRound>, Result<Vec<DiskRound>, String>);
+
+/// `runs` rounds of gridos then Linux on machine `d`'s disks; Linux's error ends its rounds.
+fn disk_rounds(d: &Machine, runs: u32) -> Result<DiskRounds, String> {
+    let mut g = d.clone();
+    g.cmdline = format!("gridos.test=disks-bench gridos.disks=none gridos.overlay=off {}", g.cmdline);
+    let (mut gridos, mut linux) = (Vec::new(), Ok(Vec::new()));
+    for _ in 0..runs {
+        let out = g.run()?;
+        let round: DiskRound = out.serial.lines().filter_map(parse_disk_line).collect();
+        if round.len() != 3 {
+            return Err(format!("disk-kinds bench failed\n{}", out.report()));
+        }
+        if let Ok(done) = &mut linux {
+            match linux_disks(d, &round) {
+                Ok(l) => done.push(l),
+                Err(e) => linux = Err(e),
+            }
+        }
+        gridos.push(round);
+    }
+    Ok((gridos, linux))
+}
+
+/// guest-diskbench in the Linux generic guest on machine `d`'s disks, each disk with
+/// the index gridos gave the same kind (the random offsets' seed).
+fn linux_disks(d: &Machine, gridos: &DiskRound) -> Result<DiskRound, String> {
+    let guest = gridos_qemu::linux::prepare_flavour(Flavour::Generic)?;
+    let bench = gridos_qemu::linux::diskbench()?;
+    let mut devices = Vec::new();
+    for (index, (_, kind, _)) in gridos.iter().enumerate() {
+        let name = linux_disk_name(kind).ok_or_else(|| format!("no Linux device name for disk kind {kind}"))?;
+        devices.push((index, name, kind.as_str()));
+    }
+    let waits: String = devices
+        .iter()
+        .map(|(_, name, _)| format!("n=0; while [ ! -b /dev/{name} ] && [ $n -lt 300 ]; do /bin/busybox sleep 0.1; n=$((n+1)); done\n"))
+        .collect();
+    let bench_args: String = devices.iter().map(|(i, name, kind)| format!(" {i} {name} '{kind}'")).collect();
+    let script = format!(
+        "/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox sh /lib/mod/load
+{waits}/w/diskbench{bench_args}
+/bin/busybox echo linux-disks-done status $?
+/bin/busybox poweroff -f"
+    );
+    let initrd = guest.initramfs_with("disks", &script, &[("diskbench", &bench)])?;
+    let mut m = d.clone();
+    m.boot = gridos_qemu::BootSource::Kernel(guest.kernel.clone());
+    m.initrd = Some(initrd);
+    m.cmdline = "console=ttyS0 quiet panic=-1".into();
+    let vm = m.spawn()?;
+    let done = vm.wait_for("linux-disks-done", Duration::from_secs(600));
+    let serial = vm.serial();
+    drop(vm.kill());
+    if !done || !serial.contains("linux-disks-done status 0") {
+        return Err(format!("the Linux guest's disk bench failed\n{serial}"));
+    }
+    let round: DiskRound = serial.lines().filter_map(parse_disk_line).collect();
+    if round.len() != devices.len() {
+        return Err(format!("the Linux guest printed {} disk lines, expected {}\n{serial}", round.len(), devices.len()));
+    }
+    Ok(round)
 }
 
 /// Reads `mib` MiB from port `source`, then writes `mib` MiB to port `discard`
@@ -695,12 +890,15 @@ fn tcp_both_ways(source: u16, discard: u16, mib: u64) -> Result<(f64, f64), Stri
 }
 
 /// The same measurement against a Linux guest (busybox nc on ports 19 and 9).
-fn linux_tcp(like: &Machine, mib: u64, nic: &str) -> Result<(f64, f64), String> {
-    let guest = gridos_qemu::linux::prepare()?;
+fn linux_tcp(like: &Machine, mib: u64, nic: &str, flavour: Flavour, params: Option<&str>) -> Result<(f64, f64), String> {
+    let mut guest = gridos_qemu::linux::prepare_flavour(flavour)?;
+    if let Some(params) = params {
+        guest.set_params(nic, params)?;
+    }
     let script = "/bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox sh /lib/net/load
+/bin/busybox sh /lib/mod/load
 /bin/busybox ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
 /bin/busybox route add default gw 10.0.2.2
 (while true; do /bin/busybox nc -l -p 19 < /dev/zero; done) &
@@ -733,6 +931,17 @@ while true; do /bin/busybox sleep 1000; done";
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn disk_lines_of_the_kernel_and_the_guest_parse_alike() {
+        let line = "bench disk sda (SATA (AHCI)): 32 MiB sequential, 1 MiB requests: write 101.5 MB/s, read 230.0 MB/s; \
+                    512 x 4 KiB random: write 3.2 MB/s, read 4.75 MB/s";
+        let (name, kind, f) = parse_disk_line(line).unwrap();
+        assert_eq!((name.as_str(), kind.as_str(), f), ("sda", "SATA (AHCI)", [101.5, 230.0, 3.2, 4.75]));
+        assert_eq!(parse_disk_line("bench disk vda (virtio-blk): 32 MiB sequential").map(|l| l.2), None);
+        assert!(parse_disk_line("bench disk: 128 MiB sequential, 1 MiB requests: write 1.0 MB/s, read 2.0 MB/s").is_none());
+        assert_eq!(linux_disk_name("NVMe"), Some("nvme0n1"));
+    }
 
     #[test]
     fn nodes_boot_on_the_ledger_with_the_validators_seen_from_the_guest() {
