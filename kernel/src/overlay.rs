@@ -29,6 +29,7 @@ use overlay::discovery::{BeaconError, Discovery, DiscoveryConfig};
 use overlay::endpoint::SourceAddress;
 use overlay::identity::PublicKey;
 use overlay::node::{Config, Event, Node};
+use overlay::outbox::{Limits, Outbox, Sent};
 use overlay::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv6Address};
 
@@ -247,68 +248,31 @@ fn sender(senders: &mut Vec<Sender>, to: IpEndpoint, port: u16, now_ns: u64) -> 
     }
 }
 
-/// Most datagrams waiting in the [`Outbox`], node-wide (about 700 KiB at full size):
-/// a few TCP windows of relayed traffic. Beyond it the newest is dropped, as a full
-/// link queue would, and TCP above backs off.
-const OUTBOX_DATAGRAMS_MAX: usize = 512;
-
-/// Datagrams the overlay produced that their sender socket had no room for yet.
-///
-/// A relay receives a burst (a TCP window of someone else's traffic) in one read of its
-/// large receive queue and forwards it at once; a sender socket's send buffer holds a
-/// few dozen datagrams, and dropping the rest cost each relayed connection losses and
-/// retransmission timeouts (relayed transfers ran ten times slower than direct ones).
-/// The outbox keeps them, in order per destination, until the stack has sent some.
-#[derive(Default)]
-struct Outbox {
-    queue: alloc::collections::VecDeque<(IpEndpoint, Vec<u8>)>,
-    /// Destinations whose send buffer was full at the last flush.
-    blocked: Vec<IpEndpoint>,
-    dropped: u64,
+/// Queues the overlay's datagrams for the outbox (`overlay::outbox`: bounded
+/// node-wide and per destination), logging drops at powers of two.
+fn push_out(outbox: &mut Outbox<IpEndpoint>, to: IpEndpoint, datagram: Vec<u8>) {
+    if let Err(why) = outbox.push(to, datagram) {
+        let stats = outbox.stats();
+        let dropped = stats.dropped_full + stats.dropped_destination_full;
+        if dropped.is_power_of_two() {
+            log::debug!("overlay: outbox: datagram to {to} dropped ({why:?}); {dropped} dropped so far");
+        }
+    }
 }
 
-impl Outbox {
-    fn push(&mut self, to: IpEndpoint, datagram: Vec<u8>) {
-        if self.queue.len() >= OUTBOX_DATAGRAMS_MAX {
-            self.dropped += 1;
-            if self.dropped.is_power_of_two() {
-                log::debug!("overlay: outbox full: {} datagrams dropped so far", self.dropped);
+/// Hands the outbox's datagrams to their sender sockets, in order per destination.
+fn flush_out(outbox: &mut Outbox<IpEndpoint>, senders: &mut Vec<Sender>, port: u16, now_ns: u64) {
+    outbox.flush(|to, datagram| {
+        let Some(out) = sender(senders, to, port, now_ns) else { return Sent::Discard };
+        match out.send_or_full(datagram, to) {
+            SendOutcome::Queued => Sent::Taken,
+            SendOutcome::Full => Sent::Full,
+            SendOutcome::Unreachable => {
+                log::debug!("overlay: datagram to {to} dropped (unreachable)");
+                Sent::Discard
             }
-            return;
         }
-        self.queue.push_back((to, datagram));
-    }
-
-    /// Hands queued datagrams to their sender sockets, in order per destination; keeps
-    /// those whose socket is full.
-    fn flush(&mut self, senders: &mut Vec<Sender>, port: u16, now_ns: u64) {
-        self.blocked.clear();
-        let blocked = &mut self.blocked;
-        self.queue.retain(|(to, datagram)| {
-            if blocked.contains(to) {
-                return true;
-            }
-            let Some(out) = sender(senders, *to, port, now_ns) else { return false };
-            match out.send_or_full(datagram, *to) {
-                SendOutcome::Queued => false,
-                SendOutcome::Full => {
-                    blocked.push(*to);
-                    true
-                }
-                SendOutcome::Unreachable => {
-                    log::debug!("overlay: datagram to {to} dropped (unreachable)");
-                    false
-                }
-            }
-        });
-        if self.queue.capacity() > 2 * self.queue.len().max(16) {
-            self.queue.shrink_to_fit();
-        }
-    }
-
-    fn is_blocked_on(&self, to: IpEndpoint) -> bool {
-        self.blocked.contains(&to)
-    }
+    });
 }
 
 /// Closes the sender sockets idle for [`SENDER_IDLE_NS`] (call right after reading
@@ -387,7 +351,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut senders: Vec<Sender> = Vec::new();
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox::new(Limits::DEFAULT);
     let mut next_probe_ns = 0;
     let mut next_beacon_ns = 0;
     let mut next_guard_log_ns = GUARD_LOG_INTERVAL_NS;
@@ -480,10 +444,10 @@ async fn run(
         while let Some((to, datagram)) = node.poll_transmit() {
             let to = IpEndpoint::from(to);
             log::trace!("overlay: {} bytes to {to}", datagram.len());
-            outbox.push(to, datagram);
+            push_out(&mut outbox, to, datagram);
             datagrams += 1;
         }
-        outbox.flush(&mut senders, port, executor::now_ns());
+        flush_out(&mut outbox, &mut senders, port, executor::now_ns());
         stage(Stage::UdpWrite, datagrams, start_ns);
         let start_ns = executor::now_ns();
         let mut delivered = 0;

@@ -17,7 +17,8 @@
 //!   `session`: ChaCha20-Poly1305 sealing with counter nonces;
 //! - `routing`: Babel-style loop-free distance vector, independent of crypto;
 //! - `e2e`: end-to-end sessions per destination, carried in routed packets through relays;
-//! - `node`: peers, timers, rekeying, routing over sessions, forwarding and delivery.
+//! - `node`: peers, timers, rekeying, routing over sessions, forwarding and delivery;
+//!   `outbox`: datagrams waiting for the underlay, bounded node-wide and per destination.
 //!
 //! Polling order after any input: `poll_transmit` until `None`, `poll_deliver` and
 //! `poll_event` until `None`, then sleep until `poll_timeout`.
@@ -38,6 +39,7 @@ pub mod guard;
 pub mod handshake;
 pub mod identity;
 pub mod node;
+pub mod outbox;
 pub mod replay;
 pub mod rng;
 pub mod routing;
