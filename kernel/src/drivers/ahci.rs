@@ -4,7 +4,15 @@
 //! [`Controller`] of the shared request engine (`blockq`).
 //!
 //! Each port owns one DMA page (command list, received-FIS area, command table
-//! with one PRD entry) and a 512 KiB bounce buffer. The HBA raises MSI when it
+//! with up to `PRDS_MAX` PRD entries) and a 512 KiB bounce buffer. Data moves
+//! directly to and from the caller's buffer (`blockq`): one PRD entry per 4 MiB
+//! of it, at most `DIRECT_BYTES_MAX` (16 MiB) per command (longer requests are
+//! split by the engine); a buffer at an odd address, or above 4 GiB on an HBA
+//! without 64-bit DMA, goes through the bounce buffer instead (4.2.3.3). A port
+//! is shut down (a timeout) by stopping its command engine (PxCMD.ST, then CR
+//! clear: the port is idle, 10.1.2); if it does not stop while a command on a
+//! caller's buffer is in flight, the HBA's bus mastering is turned off, so that
+//! buffer is not touched after it. The HBA raises MSI when it
 //! has one (`msi`); every port of an HBA shares its event. FLUSH CACHE EXT is sent
 //! for every `flush`: the shard store acknowledges a write only after it. ATAPI
 //! devices, port multipliers, and disks without 48-bit LBA or with logical sectors
@@ -15,7 +23,7 @@ use alloc::vec::Vec;
 
 use blockdev::BlockError;
 
-use super::blockq::{Controller, Op};
+use super::blockq::{Controller, DmaBuf, Op};
 use super::msi::{self, Delivery};
 use super::pci::{PciAddress, PciDevice};
 use crate::arch::x86_64::{interrupts, time};
@@ -25,7 +33,16 @@ use crate::mm::{frames, paging};
 const PAGE_BYTES: u64 = 4096;
 const BOUNCE_PAGES: u64 = 128;
 // One PRD entry moves at most 4 MiB, and a command at most 65536 sectors.
-const _: () = assert!(BOUNCE_PAGES * PAGE_BYTES <= 4 << 20 && BOUNCE_PAGES * PAGE_BYTES / 512 <= 65536);
+const _: () = assert!(BOUNCE_PAGES * PAGE_BYTES <= PRD_BYTES_MAX && BOUNCE_PAGES * PAGE_BYTES / 512 <= 65536);
+/// Most bytes one PRD entry moves (4.2.3.3: DBC is 22 bits).
+const PRD_BYTES_MAX: u64 = 4 << 20;
+/// PRD entries in the command table (it starts at +2048 of the port's page, PRDs at +0x80).
+const PRDS_MAX: usize = 4;
+const _: () = assert!(0x80 + 16 * PRDS_MAX <= 2048);
+/// Most bytes one command moves on the caller's buffer (the count stays below READ
+/// DMA EXT's 65536-sector maximum).
+const DIRECT_BYTES_MAX: u64 = PRDS_MAX as u64 * PRD_BYTES_MAX;
+const _: () = assert!(DIRECT_BYTES_MAX / 512 < 65536);
 /// Bytes of the HBA's register block (generic registers and 32 ports).
 const ABAR_BYTES: u64 = 0x1100;
 
@@ -107,6 +124,8 @@ pub struct AhciPort {
     event: &'static Event,
     pub delivery: Delivery,
     busy: bool,
+    /// The command in flight moves data to or from a caller's buffer.
+    direct: bool,
     /// CAP.S64A: the HBA reaches memory above 4 GiB.
     dma_64bit: bool,
 }
@@ -199,7 +218,7 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
         if ssts & 0xf != 3 || signature != SIG_ATA {
             // Not ours to drive: stop its engines, so the firmware's command list and
             // FIS area (memory the kernel may reuse) are no longer DMA targets.
-            let idle = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: false };
+            let idle = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, direct: false, dma_64bit: false };
             let stopped = idle.stop();
             if ssts & 0xf == 3 {
                 found.push(Found::Unusable { port, why: alloc::format!("not an ATA disk (signature {signature:#010x})") });
@@ -208,7 +227,18 @@ pub fn probe(device: &PciDevice) -> Vec<Found> {
             }
             continue;
         }
-        let mut disk = AhciPort { address, port, abar, dma: 0, bounce: 0, event, delivery, busy: false, dma_64bit: cap & (1 << 31) != 0 };
+        let mut disk = AhciPort {
+            address,
+            port,
+            abar,
+            dma: 0,
+            bounce: 0,
+            event,
+            delivery,
+            busy: false,
+            direct: false,
+            dma_64bit: cap & (1 << 31) != 0,
+        };
         match disk.bring_up() {
             Ok(identity) => found.push(Found::Disk(disk, identity)),
             Err(e) => {
@@ -258,7 +288,7 @@ impl AhciPort {
         }
         write32(cmd, read32(cmd) | CMD_ST);
 
-        self.issue(ATA_IDENTIFY, 0, 1, false, 512);
+        self.issue(ATA_IDENTIFY, 0, 1, false, Some((self.bounce, 512)));
         if self.wait_polled() != Some(Ok(())) {
             return Err(AhciError::Identify);
         }
@@ -280,8 +310,18 @@ impl AhciPort {
         Ok(Identity { serial: ata_string(&id[20..40]), firmware: ata_string(&id[46..54]), model: ata_string(&id[54..94]), sectors })
     }
 
-    /// Fills slot 0's command header and table with `command` and issues it.
-    fn issue(&mut self, command: u8, lba: u64, count: u32, write: bool, bytes: u32) {
+    /// Turns the HBA's bus mastering off (every port of it stops): for a port whose
+    /// engine does not stop while a command on a caller's buffer is in flight.
+    fn cut_off(&self) {
+        log::error!("ahci {} port {}: the command engine did not stop; bus mastering turned off (the whole HBA stops)",
+            self.address, self.port);
+        self.address.disable_dma();
+    }
+
+    /// Fills slot 0's command header and table with `command` and issues it; `data`
+    /// is the memory it moves (address, even bytes, at most `DIRECT_BYTES_MAX`), one
+    /// PRD entry per 4 MiB.
+    fn issue(&mut self, command: u8, lba: u64, count: u32, write: bool, data: Option<(u64, u32)>) {
         let table = self.dma + 2048;
         let mut fis = [0u8; 20];
         fis[0] = 0x27; // H2D register FIS
@@ -296,17 +336,29 @@ impl AhciPort {
         fis[10] = (lba >> 40) as u8;
         fis[12] = count as u8;
         fis[13] = (count >> 8) as u8;
-        let prdt_entries: u32 = if bytes > 0 { 1 } else { 0 };
+        let mut prds = [[0u32; 4]; PRDS_MAX];
+        let mut prdt_entries = 0usize;
+        if let Some((addr, bytes)) = data {
+            let mut at = 0u64;
+            // Bounded: PRDS_MAX entries (callers pass at most DIRECT_BYTES_MAX bytes).
+            while at < u64::from(bytes) && prdt_entries < PRDS_MAX {
+                let piece = (u64::from(bytes) - at).min(PRD_BYTES_MAX);
+                let base = addr + at;
+                prds[prdt_entries] = [base as u32, (base >> 32) as u32, 0, (piece as u32 - 1) & 0x3f_ffff];
+                prdt_entries += 1;
+                at += piece;
+            }
+        }
         let header = [
-            5 | if write { 1 << 6 } else { 0 } | (prdt_entries << 16), // CFL 5 dwords, W, PRDTL
+            5 | if write { 1 << 6 } else { 0 } | ((prdt_entries as u32) << 16), // CFL 5 dwords, W, PRDTL
             0,
             table as u32,
             (table >> 32) as u32,
         ];
-        let prd = [self.bounce as u32, (self.bounce >> 32) as u32, 0, bytes.saturating_sub(1) & 0x3f_ffff];
         // SAFETY: `dma` is a page of ours: slot 0's header at +0 (32 bytes), the
-        // command table at +2048 (CFIS at +0, PRD 0 at +0x80). The HBA reads them
-        // only after CI is set below, and no command is in flight now.
+        // command table at +2048 (CFIS at +0, PRDs at +0x80, PRDS_MAX of 16 bytes
+        // fit before the page ends). The HBA reads them only after CI is set below,
+        // and no command is in flight now.
         unsafe {
             let base = self.dma as usize as *mut u32;
             for (i, w) in header.iter().enumerate() {
@@ -318,7 +370,7 @@ impl AhciPort {
                 core::ptr::write_volatile(cfis.add(i), *b);
             }
             let prd_ptr = (table + 0x80) as usize as *mut u32;
-            for (i, w) in prd.iter().enumerate() {
+            for (i, w) in prds[..prdt_entries].iter().flatten().enumerate() {
                 core::ptr::write_volatile(prd_ptr.add(i), *w);
             }
         }
@@ -345,7 +397,12 @@ impl AhciPort {
     }
 }
 
-impl Controller for AhciPort {
+// SAFETY: a command's memory is untouched once `poll` reports it: PxCI's bit clears
+// when the HBA has finished the command, and after an error the port's engine is
+// stopped (CR clear: idle, 10.1.2) or, if it does not stop, the HBA's bus mastering
+// is turned off (`cut_off`); `shut_down` does the same. `start_direct`'s
+// PRD entries cover exactly `[buf.addr, buf.addr + bytes)` for the sectors it reports.
+unsafe impl Controller for AhciPort {
     fn bounce(&mut self) -> &mut [u8] {
         // SAFETY: the bounce buffer is BOUNCE_PAGES pages of ours; the engine touches
         // it only while no command is in flight.
@@ -357,12 +414,35 @@ impl Controller for AhciPort {
         if u64::from(bytes) > BOUNCE_PAGES * PAGE_BYTES || (op != Op::Flush && sectors == 0) {
             return Err(BlockError::OutOfRange);
         }
+        let data = Some((self.bounce, bytes));
+        self.direct = false;
         match op {
-            Op::Read => self.issue(ATA_READ_DMA_EXT, sector, sectors, false, bytes),
-            Op::Write => self.issue(ATA_WRITE_DMA_EXT, sector, sectors, true, bytes),
-            Op::Flush => self.issue(ATA_FLUSH_CACHE_EXT, 0, 0, false, 0),
+            Op::Read => self.issue(ATA_READ_DMA_EXT, sector, sectors, false, data),
+            Op::Write => self.issue(ATA_WRITE_DMA_EXT, sector, sectors, true, data),
+            Op::Flush => self.issue(ATA_FLUSH_CACHE_EXT, 0, 0, false, None),
         }
         Ok(())
+    }
+
+    unsafe fn start_direct(&mut self, op: Op, sector: u64, buf: DmaBuf) -> Result<Option<u32>, BlockError> {
+        let (command, write) = match op {
+            Op::Read => (ATA_READ_DMA_EXT, false),
+            Op::Write => (ATA_WRITE_DMA_EXT, true),
+            Op::Flush => return Ok(None),
+        };
+        // 4.2.3.3: a PRD's data base address is word-aligned (its byte count, whole
+        // sectors, is even); a 32-bit HBA reaches only the low 4 GiB.
+        if buf.addr % 2 != 0 || (!self.dma_64bit && buf.end() > 1 << 32) {
+            return Ok(None);
+        }
+        let bytes = (buf.bytes as u64).min(DIRECT_BYTES_MAX) / 512 * 512;
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let sectors = (bytes / 512) as u32;
+        self.direct = true;
+        self.issue(command, sector, sectors, write, Some((buf.addr, bytes as u32)));
+        Ok(Some(sectors))
     }
 
     fn poll(&mut self) -> Option<Result<(), BlockError>> {
@@ -387,6 +467,10 @@ impl Controller for AhciPort {
                 let cmd = self.reg(PX_CMD);
                 write32(cmd, read32(cmd) | CMD_FRE);
                 write32(cmd, read32(cmd) | CMD_ST);
+            } else if self.direct {
+                // The caller's buffer is handed back with this outcome: the HBA must
+                // not reach it any more.
+                self.cut_off();
             }
             return Some(Err(BlockError::Io));
         }
@@ -398,7 +482,9 @@ impl Controller for AhciPort {
     }
 
     fn shut_down(&mut self) {
-        let _ = self.stop();
+        if !self.stop() && self.direct {
+            self.cut_off();
+        }
         self.busy = false;
     }
 }

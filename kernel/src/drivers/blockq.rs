@@ -1,19 +1,32 @@
-//! The request engine the NVMe and AHCI drivers share: one request in flight per
-//! disk, through a DMA bounce buffer the controller owns, completed by the
-//! controller's interrupt (the CPU halts meanwhile, as virtio-blk's does), with a
-//! deadline. It turns a [`Controller`] (start one command, report its completion)
-//! into a [`BlockDevice`] and an [`AsyncBlockDevice`].
+//! The request engine the NVMe and AHCI drivers share: one command in flight per
+//! disk, completed by the controller's interrupt (the CPU halts meanwhile, as
+//! virtio-blk's does), with a deadline. It turns a [`Controller`] (start one
+//! command, report its completion) into a [`BlockDevice`] and an [`AsyncBlockDevice`].
 //!
-//! The bounce buffer belongs to the controller for the kernel's lifetime, so a
-//! device that stops answering can never write into memory that was handed back:
-//! a timed-out disk is shut down (its DMA turned off) and every later request fails
-//! at once with [`BlockError::Failed`]. An error completion fails that request with
-//! [`BlockError::Io`]; the shard store above takes the disk out of service then.
-//! Command formats, queues and registers are the controllers'.
+//! Data moves directly between the device and the caller's buffer whenever the
+//! controller can describe that buffer ([`Controller::start_direct`]), as virtio-blk
+//! does: all memory is identity-mapped (`mm`), so a slice's address is its physical
+//! address and a slice is physically contiguous. A request becomes the chunks the
+//! controller takes (its transfer limits: NVMe's MDTS and PRP list, AHCI's PRD
+//! table), issued one after another. A chunk the controller cannot take as it is (an
+//! address it cannot describe, such as an odd one) goes through the controller's
+//! DMA bounce buffer instead and is copied.
+//!
+//! The device must never touch memory that was handed back. The caller's buffer
+//! stays borrowed until the chunk in flight has completed: the synchronous calls
+//! wait for it, and an asynchronous request dropped unfinished waits for it in
+//! `Drop` (as virtio-blk's does; a request future leaked with `mem::forget` would
+//! escape this, and the kernel never leaks one). A disk that does not complete a
+//! command by its deadline is shut down (its DMA turned off, see
+//! [`Controller::shut_down`]) before the request fails, and every later request
+//! fails at once with [`BlockError::Failed`]. An error completion fails that
+//! request with [`BlockError::Io`]; the shard store above takes the disk out of
+//! service then. Command formats, queues and registers are the controllers'.
 
 use alloc::string::String;
 use core::future::Future;
 use core::pin::Pin;
+use core::sync::atomic::{fence, Ordering};
 use core::task::{Context, Poll};
 
 use blockdev::{check_request, AsyncBlockDevice, BlockDevice, BlockError, SECTOR_SIZE};
@@ -33,19 +46,77 @@ pub enum Op {
     Flush,
 }
 
-/// One disk behind a controller that runs one command at a time on its bounce buffer.
-pub trait Controller {
+/// A caller's buffer as the device sees it: identity mapping makes the address
+/// physical, and the bytes are contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaBuf {
+    /// Address of the first byte (physical = virtual).
+    pub addr: u64,
+    /// Length: a whole number of sectors, at least one.
+    pub bytes: usize,
+}
+
+impl DmaBuf {
+    /// `buf` as the device would see it: `None` unless it is a whole number of
+    /// sectors (at least one) in identity-mapped memory.
+    fn of(buf: &[u8]) -> Option<DmaBuf> {
+        let addr = buf.as_ptr() as u64;
+        let whole = !buf.is_empty() && buf.len() % SECTOR_SIZE == 0;
+        (whole && crate::mm::is_identity_mapped(addr, buf.len() as u64)).then_some(DmaBuf { addr, bytes: buf.len() })
+    }
+
+    /// The first byte past the buffer.
+    pub fn end(&self) -> u64 {
+        self.addr + self.bytes as u64
+    }
+}
+
+/// One disk behind a controller that runs one command at a time, on the caller's
+/// buffer or on its bounce buffer.
+///
+/// # Implementation safety
+/// Once `poll` has reported a command's outcome, and once `shut_down` has returned,
+/// the device no longer reads or writes the memory that command named. A buffer
+/// handed to `start_direct` is accessed only within the sectors it says it moves.
+pub unsafe trait Controller {
     /// The DMA bounce buffer: a whole number of sectors, at most what one command moves.
     fn bounce(&mut self) -> &mut [u8];
     /// Starts `op` on `sectors` sectors at `sector` (reads land in, writes come
     /// from, the start of the bounce buffer). `sectors` fits the bounce buffer.
     fn start(&mut self, op: Op, sector: u64, sectors: u32) -> Result<(), BlockError>;
+    /// Starts `op` ([`Op::Read`] or [`Op::Write`]) at `sector` on the leading
+    /// sectors of `buf` itself: how many sectors the command moves (at least one, at
+    /// most `buf.bytes / SECTOR_SIZE`), or `None`, with nothing started, when the
+    /// controller cannot describe `buf` (the engine then uses the bounce buffer).
+    /// An error means nothing was started either. The default takes no buffer.
+    ///
+    /// # Safety
+    /// `buf` is the caller's memory and stays so, untouched by the CPU (for a write:
+    /// not written), until `poll` has reported the command's outcome or `shut_down`
+    /// has returned.
+    unsafe fn start_direct(&mut self, op: Op, sector: u64, buf: DmaBuf) -> Result<Option<u32>, BlockError> {
+        let _ = (op, sector, buf);
+        Ok(None)
+    }
     /// The started command's outcome, once the device has completed it.
     fn poll(&mut self) -> Option<Result<(), BlockError>>;
     /// Signalled by the controller's interrupt.
     fn event(&self) -> &'static Event;
     /// Stops the device's access to memory for good (after a timeout).
     fn shut_down(&mut self);
+}
+
+/// The part of a read's or a write's buffer not moved yet.
+enum Rest<'b> {
+    Read(&'b mut [u8]),
+    Write(&'b [u8]),
+}
+
+/// The chunk in flight: how many bytes it moves, and whether through the bounce buffer.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    bytes: usize,
+    bounced: bool,
 }
 
 /// A [`Controller`] as a block device of `sectors` sectors.
@@ -62,14 +133,61 @@ impl<C: Controller> Queued<C> {
         Queued { controller, sectors, name, failed: false, in_flight: false }
     }
 
-    fn start(&mut self, op: Op, sector: u64, sectors: u32) -> Result<(), BlockError> {
+    /// Starts a command without data (flush).
+    fn start(&mut self, op: Op) -> Result<(), BlockError> {
         if self.failed {
             return Err(BlockError::Failed);
         }
         debug_assert!(!self.in_flight);
-        self.controller.start(op, sector, sectors)?;
+        self.controller.start(op, 0, 0)?;
         self.in_flight = true;
         Ok(())
+    }
+
+    /// Starts the next chunk of a read or write at `sector`, `rest` being what is
+    /// left of its buffer: on `rest` itself when the controller takes it, else
+    /// through the bounce buffer (a write's data copied in first).
+    ///
+    /// # Safety
+    /// The memory `rest` borrows stays the caller's, untouched, until the chunk's
+    /// outcome has been taken ([`Queued::wait`], the request's `poll`) or the disk
+    /// has been shut down; the borrow of `rest` itself may end before.
+    unsafe fn start_chunk(&mut self, sector: u64, rest: Rest<'_>) -> Result<Chunk, BlockError> {
+        if self.failed {
+            return Err(BlockError::Failed);
+        }
+        debug_assert!(!self.in_flight);
+        let (op, data): (Op, &[u8]) = match &rest {
+            Rest::Read(b) => (Op::Read, &**b),
+            Rest::Write(b) => (Op::Write, *b),
+        };
+        if let Some(buf) = DmaBuf::of(data) {
+            // SAFETY: forwarded from this function's caller: the memory stays the
+            // caller's until the outcome is taken or the disk is shut down.
+            if let Some(sectors) = unsafe { self.controller.start_direct(op, sector, buf)? } {
+                let bytes = sectors as usize * SECTOR_SIZE;
+                debug_assert!(bytes > 0 && bytes <= buf.bytes);
+                self.in_flight = true;
+                return Ok(Chunk { bytes, bounced: false });
+            }
+        }
+        let bytes = self.chunk_bytes().min(data.len());
+        if let Rest::Write(src) = rest {
+            self.controller.bounce()[..bytes].copy_from_slice(&src[..bytes]);
+        }
+        self.controller.start(op, sector, (bytes / SECTOR_SIZE) as u32)?;
+        self.in_flight = true;
+        Ok(Chunk { bytes, bounced: true })
+    }
+
+    /// After a chunk of a read completed: copies it from the bounce buffer if it
+    /// went through it (`dst` is where the chunk belongs).
+    fn land(&mut self, chunk: Chunk, dst: &mut [u8]) {
+        // The device's writes to memory are complete before its completion was seen.
+        fence(Ordering::Acquire);
+        if chunk.bounced {
+            dst[..chunk.bytes].copy_from_slice(&self.controller.bounce()[..chunk.bytes]);
+        }
     }
 
     fn outcome(&mut self, op: Op, result: Result<(), BlockError>) -> Result<(), BlockError> {
@@ -111,13 +229,9 @@ impl<C: Controller> Queued<C> {
         BlockError::Failed
     }
 
-    fn run(&mut self, op: Op, sector: u64, sectors: u32) -> Result<(), BlockError> {
-        self.start(op, sector, sectors)?;
-        self.wait(op)
-    }
-
-    fn chunk_sectors(&mut self) -> u64 {
-        (self.controller.bounce().len() / SECTOR_SIZE) as u64
+    /// Bytes one chunk moves through the bounce buffer.
+    fn chunk_bytes(&mut self) -> usize {
+        self.controller.bounce().len() / SECTOR_SIZE * SECTOR_SIZE
     }
 }
 
@@ -128,36 +242,45 @@ impl<C: Controller> BlockDevice for Queued<C> {
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        let chunk_bytes = self.chunk_sectors() as usize * SECTOR_SIZE;
-        for (i, chunk) in buf.chunks_mut(chunk_bytes).enumerate() {
-            let at = sector + (i * chunk_bytes / SECTOR_SIZE) as u64;
-            self.run(Op::Read, at, (chunk.len() / SECTOR_SIZE) as u32)?;
-            chunk.copy_from_slice(&self.controller.bounce()[..chunk.len()]);
+        let mut done = 0;
+        // Bounded: every chunk moves at least one sector.
+        while done < buf.len() {
+            let at = sector + (done / SECTOR_SIZE) as u64;
+            // SAFETY: `buf` stays borrowed by this call, untouched, until `wait` has
+            // taken the chunk's outcome or shut the disk down.
+            let chunk = unsafe { self.start_chunk(at, Rest::Read(&mut buf[done..]))? };
+            self.wait(Op::Read)?;
+            self.land(chunk, &mut buf[done..]);
+            done += chunk.bytes;
         }
         Ok(())
     }
 
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        let chunk_bytes = self.chunk_sectors() as usize * SECTOR_SIZE;
-        for (i, chunk) in buf.chunks(chunk_bytes).enumerate() {
-            let at = sector + (i * chunk_bytes / SECTOR_SIZE) as u64;
-            self.controller.bounce()[..chunk.len()].copy_from_slice(chunk);
-            self.run(Op::Write, at, (chunk.len() / SECTOR_SIZE) as u32)?;
+        let mut done = 0;
+        // Bounded: every chunk moves at least one sector.
+        while done < buf.len() {
+            let at = sector + (done / SECTOR_SIZE) as u64;
+            // SAFETY: as in `read`.
+            let chunk = unsafe { self.start_chunk(at, Rest::Write(&buf[done..]))? };
+            self.wait(Op::Write)?;
+            done += chunk.bytes;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
-        self.run(Op::Flush, 0, 0)
+        self.start(Op::Flush)?;
+        self.wait(Op::Flush)
     }
 }
 
-/// One asynchronous read or write: its chunks go through the bounce buffer one
-/// after another; the controller's interrupt wakes the task, or the executor's
-/// timer at the chunk's deadline. Dropped unfinished,
-/// it waits for the chunk in flight (the buffer is the controller's, so this only
-/// keeps the next request from meeting a busy device).
+/// One asynchronous read or write: its chunks run one after another, each on the
+/// caller's buffer or through the bounce buffer; the controller's interrupt wakes
+/// the task, or the executor's timer at the chunk's deadline. Dropped unfinished,
+/// it waits for the chunk in flight, so the device is done with the caller's
+/// buffer before the borrow ends (and the next request meets an idle device).
 struct Request<'a, C: Controller> {
     disk: &'a mut Queued<C>,
     op: Op,
@@ -166,34 +289,47 @@ struct Request<'a, C: Controller> {
     write: Option<&'a [u8]>,
     /// Bytes done; the chunk in flight starts here.
     done_bytes: usize,
+    /// The chunk in flight.
+    chunk: Chunk,
     /// Wakes the task at the chunk in flight's deadline (a hung device never signals).
     deadline: Option<executor::Sleep>,
     /// When that deadline is (boot ns).
     deadline_ns: u64,
 }
 
-impl<C: Controller> Request<'_, C> {
+impl<'a, C: Controller> Request<'a, C> {
+    fn new(disk: &'a mut Queued<C>, sector: u64, read: Option<&'a mut [u8]>, write: Option<&'a [u8]>) -> Self {
+        let op = if read.is_some() { Op::Read } else { Op::Write };
+        let chunk = Chunk { bytes: 0, bounced: true };
+        Request { disk, op, sector, read, write, done_bytes: 0, chunk, deadline: None, deadline_ns: 0 }
+    }
+
     fn len(&self) -> usize {
         self.read.as_ref().map(|b| b.len()).or(self.write.map(|b| b.len())).unwrap_or(0)
     }
 
     fn start_chunk(&mut self) -> Result<(), BlockError> {
-        let chunk_bytes = (self.disk.chunk_sectors() as usize * SECTOR_SIZE).min(self.len() - self.done_bytes);
-        if let Some(src) = self.write {
-            self.disk.controller.bounce()[..chunk_bytes].copy_from_slice(&src[self.done_bytes..self.done_bytes + chunk_bytes]);
-        }
         let at = self.sector + (self.done_bytes / SECTOR_SIZE) as u64;
+        let rest = match (self.read.as_deref_mut(), self.write) {
+            (Some(dst), _) => Rest::Read(&mut dst[self.done_bytes..]),
+            (None, Some(src)) => Rest::Write(&src[self.done_bytes..]),
+            (None, None) => return Err(BlockError::Failed),
+        };
         self.deadline_ns = executor::now_ns().saturating_add(COMMAND_TIMEOUT_NS);
         self.deadline = Some(executor::sleep_until(self.deadline_ns));
-        self.disk.start(self.op, at, (chunk_bytes / SECTOR_SIZE) as u32)
+        // SAFETY: the buffer is borrowed for 'a by this request, which touches it
+        // again only after the chunk's outcome is taken (`poll`); dropped before,
+        // it waits for the outcome (`Drop`); a timeout shuts the disk down first.
+        self.chunk = unsafe { self.disk.start_chunk(at, rest)? };
+        Ok(())
     }
 
     fn finish_chunk(&mut self) {
-        let chunk_bytes = (self.disk.chunk_sectors() as usize * SECTOR_SIZE).min(self.len() - self.done_bytes);
+        let chunk = self.chunk;
         if let Some(dst) = self.read.as_deref_mut() {
-            dst[self.done_bytes..self.done_bytes + chunk_bytes].copy_from_slice(&self.disk.controller.bounce()[..chunk_bytes]);
+            self.disk.land(chunk, &mut dst[self.done_bytes..]);
         }
-        self.done_bytes += chunk_bytes;
+        self.done_bytes += chunk.bytes;
     }
 }
 
@@ -202,7 +338,7 @@ impl<C: Controller> Future for Request<'_, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        // Bounded: one pass per chunk of the request.
+        // Bounded: one pass per chunk of the request (every chunk moves a sector or more).
         for _ in 0..=this.len() / SECTOR_SIZE {
             if !this.disk.in_flight {
                 if this.done_bytes >= this.len() {
@@ -246,6 +382,8 @@ impl<C: Controller> Future for Request<'_, C> {
 
 impl<C: Controller> Drop for Request<'_, C> {
     fn drop(&mut self) {
+        // The device may be moving data to or from the caller's buffer: wait until
+        // it is done (or shut it down at the deadline) before the borrow ends.
         if self.disk.in_flight {
             let _ = self.disk.wait(self.op);
         }
@@ -259,11 +397,11 @@ impl<C: Controller> AsyncBlockDevice for Queued<C> {
 
     async fn read_async<'a>(&'a mut self, sector: u64, buf: &'a mut [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Read, sector, read: Some(buf), write: None, done_bytes: 0, deadline: None, deadline_ns: 0 }.await
+        Request::new(self, sector, Some(buf), None).await
     }
 
     async fn write_async<'a>(&'a mut self, sector: u64, buf: &'a [u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
-        Request { disk: self, op: Op::Write, sector, read: None, write: Some(buf), done_bytes: 0, deadline: None, deadline_ns: 0 }.await
+        Request::new(self, sector, None, Some(buf)).await
     }
 }

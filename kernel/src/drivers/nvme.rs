@@ -15,7 +15,7 @@
 //!
 //! Each namespace gets I/O queue pair `i + 1` (Set Features Number of Queues asks for
 //! one per usable namespace; namespaces beyond what the controller grants are
-//! reported and not used), its own bounce buffer and PRP list, so namespaces never
+//! reported and not used), its own bounce buffer and PRP lists, so namespaces never
 //! share a queue or a buffer and the engine's one-command-in-flight contract holds per
 //! namespace. They share the controller's registers (each queue has its own
 //! doorbells) and its interrupt: every completion queue raises MSI-X entry 0 (`msi`),
@@ -26,9 +26,16 @@
 //! the whole controller down (disabled, bus mastering off): every namespace of it then
 //! fails at once.
 //!
-//! Data moves through a bounce buffer of at most 512 KiB (and at most the controller's
-//! MDTS) described by PRP1 and a PRP list filled once at start-up (4.3). Flush (6.8)
+//! Data moves directly to and from the caller's buffer (`blockq`): PRP1 is the
+//! buffer's address (dword-aligned, else the engine falls back to the bounce buffer),
+//! PRP2 the next page or a PRP list (4.3; one page of 512 entries per namespace,
+//! refilled for every command) naming each later page. One command moves at most the
+//! controller's MDTS and at most `DIRECT_BYTES_MAX` (2 MiB); longer requests are
+//! split by the engine. The fallback is a bounce buffer of at most 512 KiB (and at most
+//! MDTS) described by PRP1 and a second PRP list filled once at start-up. Flush (6.8)
 //! is sent for every `flush`: the shard store acknowledges a write only after it.
+//! Shutting the controller down (a timeout) clears CC.EN, which aborts every command
+//! (7.3.1), and turns bus mastering off, so no buffer is touched after it.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -38,7 +45,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use blockdev::BlockError;
 use nvmeid::{Namespace, Unsupported, Version, NAMESPACES_MAX};
 
-use super::blockq::{Controller, Op};
+use super::blockq::{Controller, DmaBuf, Op};
 use super::msi::{self, Delivery};
 use super::pci::{PciAddress, PciDevice};
 use crate::arch::x86_64::{interrupts, time};
@@ -51,7 +58,15 @@ const _: () = assert!(nvmeid::IDENTIFY_BYTES as u64 == PAGE_BYTES);
 const QUEUE_ENTRIES: u16 = 16;
 /// Largest bounce buffer, in pages (the PRP list is one page: at most 512 entries).
 const BOUNCE_PAGES_MAX: u64 = 128;
-const _: () = assert!(BOUNCE_PAGES_MAX > 2 && BOUNCE_PAGES_MAX <= 512);
+const _: () = assert!(BOUNCE_PAGES_MAX > 2 && BOUNCE_PAGES_MAX <= PRP_LIST_ENTRIES);
+/// Entries in a one-page PRP list (lists are never chained).
+const PRP_LIST_ENTRIES: u64 = PAGE_BYTES / 8;
+/// Most bytes one command moves on the caller's buffer (MDTS may lower it): whatever
+/// its offset in its first page, PRP1 and one PRP list name enough pages, and the
+/// count fits NLB's 16 bits.
+const DIRECT_BYTES_MAX: u64 = 2 << 20;
+const _: () = assert!(DIRECT_BYTES_MAX <= PRP_LIST_ENTRIES * PAGE_BYTES && DIRECT_BYTES_MAX / 512 <= 1 << 16);
+const _: () = assert!(DIRECT_BYTES_MAX >= BOUNCE_PAGES_MAX * PAGE_BYTES);
 /// Bytes of the register window mapped at first (registers and the first doorbells).
 const REGISTER_WINDOW_BYTES: u64 = 0x2000;
 
@@ -272,7 +287,12 @@ pub struct NvmeNamespace {
     io: QueuePair,
     bounce: u64,
     bounce_bytes: usize,
+    /// The bounce buffer's PRP list (filled once).
     prp_list: u64,
+    /// The PRP list of commands on the caller's buffer (filled per command).
+    direct_prp_list: u64,
+    /// Most bytes one command moves (MDTS and `DIRECT_BYTES_MAX`).
+    transfer_bytes_max: u64,
     pending: Option<u16>,
 }
 
@@ -307,7 +327,7 @@ pub fn probe(device: &PciDevice) -> Result<Probed, NvmeError> {
     let shared: &'static Shared = Box::leak(Box::new(shared));
     let probed = alloc_pages(2).and_then(|queue| {
         let buffer = alloc_pages(1)?;
-        let transfer_bytes_max = BOUNCE_PAGES_MAX * PAGE_BYTES;
+        let transfer_bytes_max = DIRECT_BYTES_MAX;
         let mut admin = Admin { shared, queue: QueuePair::new(0, queue), buffer, transfer_bytes_max, hung: false };
         let identity = admin.bring_up()?;
         let (namespaces, more) = admin.probe_namespaces(&identity)?;
@@ -521,6 +541,7 @@ impl Admin {
     fn create_io_queue(&mut self, queue: u16, nsid: u32) -> Result<NvmeNamespace, NvmeError> {
         let io = QueuePair::new(queue, alloc_pages(2)?);
         let prp_list = alloc_pages(1)?;
+        let direct_prp_list = alloc_pages(1)?;
         let bounce = alloc_pages(BOUNCE_PAGES_MAX)?;
         let size = u32::from(QUEUE_ENTRIES - 1) << 16;
         let qid = u32::from(queue);
@@ -532,11 +553,18 @@ impl Admin {
             unsafe { core::ptr::write_volatile((prp_list as usize as *mut u64).add((i - 1) as usize), bounce + i * PAGE_BYTES) };
         }
         let bounce_bytes = (BOUNCE_PAGES_MAX * PAGE_BYTES).min(self.transfer_bytes_max) as usize;
-        Ok(NvmeNamespace { shared: self.shared, nsid, io, bounce, bounce_bytes, prp_list, pending: None })
+        let transfer_bytes_max = self.transfer_bytes_max;
+        Ok(NvmeNamespace { shared: self.shared, nsid, io, bounce, bounce_bytes, prp_list, direct_prp_list, transfer_bytes_max, pending: None })
     }
 }
 
-impl Controller for NvmeNamespace {
+// SAFETY: a command's memory is untouched by the device once its completion entry
+// is posted (`poll` reports only after that), and `shut_down` clears CC.EN (which
+// aborts every outstanding command, 7.3.1) and turns bus mastering off, after which
+// the function issues no memory requests (PCI 3.0, 6.2.2). `start_direct` names
+// exactly the pages of the sectors it reports: PRP1 and the PRP entries cover
+// `[buf.addr, buf.addr + bytes)` and the command's NLB is `bytes / 512`.
+unsafe impl Controller for NvmeNamespace {
     fn bounce(&mut self) -> &mut [u8] {
         // SAFETY: the bounce buffer is BOUNCE_PAGES_MAX pages of this namespace's
         // alone (identity-mapped), `bounce_bytes` at most that; no command is in
@@ -566,6 +594,51 @@ impl Controller for NvmeNamespace {
         };
         self.pending = Some(cid);
         Ok(())
+    }
+
+    unsafe fn start_direct(&mut self, op: Op, sector: u64, buf: DmaBuf) -> Result<Option<u32>, BlockError> {
+        if self.shared.dead.load(Ordering::Acquire) {
+            return Err(BlockError::Failed);
+        }
+        let opcode = match op {
+            Op::Read => NVM_READ,
+            Op::Write => NVM_WRITE,
+            Op::Flush => return Ok(None),
+        };
+        // 4.3: PRP1 is dword-aligned and may start inside a page; every later entry
+        // names a whole page.
+        if buf.addr % 4 != 0 {
+            return Ok(None);
+        }
+        let offset = buf.addr % PAGE_BYTES;
+        let bytes_max = self.transfer_bytes_max.min((PRP_LIST_ENTRIES + 1) * PAGE_BYTES - offset);
+        let bytes = (buf.bytes as u64).min(bytes_max) / 512 * 512;
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let first_page = buf.addr - offset;
+        let pages = (offset + bytes).div_ceil(PAGE_BYTES);
+        let prp2 = match pages {
+            1 => 0,
+            2 => first_page + PAGE_BYTES,
+            _ => {
+                for i in 1..pages {
+                    // SAFETY: `direct_prp_list` is a page of this namespace's alone and
+                    // entry i - 1 is within it (pages <= PRP_LIST_ENTRIES + 1 as bytes
+                    // <= bytes_max); no command is in flight on this namespace's queue,
+                    // so the device is not reading the list.
+                    unsafe {
+                        core::ptr::write_volatile((self.direct_prp_list as usize as *mut u64).add((i - 1) as usize), first_page + i * PAGE_BYTES)
+                    };
+                }
+                self.direct_prp_list
+            }
+        };
+        let sectors = (bytes / 512) as u32;
+        let cdw = [sector as u32, (sector >> 32) as u32, (sectors - 1) & 0xffff, 0];
+        let cid = self.io.submit(self.shared, opcode, self.nsid, buf.addr, prp2, cdw);
+        self.pending = Some(cid);
+        Ok(Some(sectors))
     }
 
     fn poll(&mut self) -> Option<Result<(), BlockError>> {
