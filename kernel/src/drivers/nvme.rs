@@ -16,7 +16,7 @@
 //! Each namespace gets I/O queue pair `i + 1` (Set Features Number of Queues asks for
 //! one per usable namespace; namespaces beyond what the controller grants are
 //! reported and not used), its own bounce buffer and PRP lists, so namespaces never
-//! share a queue or a buffer and the engine's one-command-in-flight contract holds per
+//! share a queue or a buffer and the engine's one-chunk-in-flight contract holds per
 //! namespace. They share the controller's registers (each queue has its own
 //! doorbells) and its interrupt: every completion queue raises MSI-X entry 0 (`msi`),
 //! as AHCI ports share their HBA's. The shard store's synchronous requests poll their
@@ -28,12 +28,14 @@
 //!
 //! Data moves directly to and from the caller's buffer (`blockq`): PRP1 is the
 //! buffer's address (dword-aligned, else the engine falls back to the bounce buffer),
-//! PRP2 the next page or a PRP list (4.3; one page of 512 entries per namespace,
-//! refilled for every command) naming each later page. One command moves at most the
-//! controller's MDTS and at most `DIRECT_BYTES_MAX` (2 MiB); longer requests are
-//! split by the engine. The fallback is a bounce buffer of at most 512 KiB (and at most
-//! MDTS) described by PRP1 and a second PRP list filled once at start-up. Flush (6.8)
-//! is sent for every `flush`: the shard store acknowledges a write only after it.
+//! PRP2 the next page or a PRP list (4.3; a page of 512 entries, refilled for every
+//! command) naming each later page. One command moves at most the controller's MDTS
+//! and at most `DIRECT_BYTES_MAX` (2 MiB); a chunk of up to `DIRECT_COMMANDS_MAX` (4)
+//! such commands is in flight at once (each with its own PRP list), its outcome
+//! reported once all have completed; longer requests are split by the engine. The
+//! fallback is a bounce buffer of at most 512 KiB (and at most MDTS) described by PRP1
+//! and a PRP list of its own filled once at start-up. Flush (6.8) is sent for every
+//! `flush`: the shard store acknowledges a write only after it.
 //! Shutting the controller down (a timeout) clears CC.EN, which aborts every command
 //! (7.3.1), and turns bus mastering off, so no buffer is touched after it.
 
@@ -67,6 +69,11 @@ const PRP_LIST_ENTRIES: u64 = PAGE_BYTES / 8;
 const DIRECT_BYTES_MAX: u64 = 2 << 20;
 const _: () = assert!(DIRECT_BYTES_MAX <= PRP_LIST_ENTRIES * PAGE_BYTES && DIRECT_BYTES_MAX / 512 <= 1 << 16);
 const _: () = assert!(DIRECT_BYTES_MAX >= BOUNCE_PAGES_MAX * PAGE_BYTES);
+/// Commands one chunk on the caller's buffer is split into, in flight at once (each
+/// with a PRP list of its own), so a request larger than MDTS is not one command at
+/// a time (the queue holds QUEUE_ENTRIES - 1).
+const DIRECT_COMMANDS_MAX: usize = 4;
+const _: () = assert!(DIRECT_COMMANDS_MAX < QUEUE_ENTRIES as usize);
 /// Bytes of the register window mapped at first (registers and the first doorbells).
 const REGISTER_WINDOW_BYTES: u64 = 0x2000;
 
@@ -289,11 +296,15 @@ pub struct NvmeNamespace {
     bounce_bytes: usize,
     /// The bounce buffer's PRP list (filled once).
     prp_list: u64,
-    /// The PRP list of commands on the caller's buffer (filled per command).
-    direct_prp_list: u64,
+    /// The PRP lists of the commands on the caller's buffer, one per command in
+    /// flight (filled per command).
+    direct_prp_lists: [u64; DIRECT_COMMANDS_MAX],
     /// Most bytes one command moves (MDTS and `DIRECT_BYTES_MAX`).
     transfer_bytes_max: u64,
-    pending: Option<u16>,
+    /// The ids of the commands in flight (one, or up to `DIRECT_COMMANDS_MAX` on the caller's buffer).
+    pending: heapless::Vec<u16, DIRECT_COMMANDS_MAX>,
+    /// A command in flight completed with an error (reported once all have completed).
+    pending_error: bool,
 }
 
 fn alloc_pages(pages: u64) -> Result<u64, NvmeError> {
@@ -541,7 +552,10 @@ impl Admin {
     fn create_io_queue(&mut self, queue: u16, nsid: u32) -> Result<NvmeNamespace, NvmeError> {
         let io = QueuePair::new(queue, alloc_pages(2)?);
         let prp_list = alloc_pages(1)?;
-        let direct_prp_list = alloc_pages(1)?;
+        let mut direct_prp_lists = [0; DIRECT_COMMANDS_MAX];
+        for list in direct_prp_lists.iter_mut() {
+            *list = alloc_pages(1)?;
+        }
         let bounce = alloc_pages(BOUNCE_PAGES_MAX)?;
         let size = u32::from(QUEUE_ENTRIES - 1) << 16;
         let qid = u32::from(queue);
@@ -554,16 +568,59 @@ impl Admin {
         }
         let bounce_bytes = (BOUNCE_PAGES_MAX * PAGE_BYTES).min(self.transfer_bytes_max) as usize;
         let transfer_bytes_max = self.transfer_bytes_max;
-        Ok(NvmeNamespace { shared: self.shared, nsid, io, bounce, bounce_bytes, prp_list, direct_prp_list, transfer_bytes_max, pending: None })
+        Ok(NvmeNamespace {
+            shared: self.shared,
+            nsid,
+            io,
+            bounce,
+            bounce_bytes,
+            prp_list,
+            direct_prp_lists,
+            transfer_bytes_max,
+            pending: heapless::Vec::new(),
+            pending_error: false,
+        })
+    }
+}
+
+impl NvmeNamespace {
+    /// Submits one Read or Write of `bytes` (whole sectors, at most
+    /// `transfer_bytes_max`) at `sector` on the memory at `addr` (dword-aligned),
+    /// described by PRP1, PRP2 and, past two pages, the PRP list page `list`; its id.
+    fn submit_direct(&mut self, opcode: u8, sector: u64, addr: u64, bytes: u64, list: u64) -> u16 {
+        debug_assert!(addr % 4 == 0 && bytes > 0 && bytes % 512 == 0 && bytes <= self.transfer_bytes_max);
+        let offset = addr % PAGE_BYTES;
+        let first_page = addr - offset;
+        // At most PRP_LIST_ENTRIES + 1 pages: bytes <= DIRECT_BYTES_MAX, a whole
+        // number of pages no larger than the list covers, and offset < one page.
+        let pages = (offset + bytes).div_ceil(PAGE_BYTES).min(PRP_LIST_ENTRIES + 1);
+        let prp2 = match pages {
+            1 => 0,
+            2 => first_page + PAGE_BYTES,
+            _ => {
+                for i in 1..pages {
+                    // SAFETY: `list` is a PRP list page of this namespace's alone and
+                    // entry i - 1 is within it (i <= PRP_LIST_ENTRIES); no command in
+                    // flight uses it (each command of a chunk has its own list, and
+                    // the previous chunk has completed), so the device is not reading it.
+                    unsafe { core::ptr::write_volatile((list as usize as *mut u64).add((i - 1) as usize), first_page + i * PAGE_BYTES) };
+                }
+                list
+            }
+        };
+        let sectors = (bytes / 512) as u32;
+        let cdw = [sector as u32, (sector >> 32) as u32, (sectors - 1) & 0xffff, 0];
+        self.io.submit(self.shared, opcode, self.nsid, addr, prp2, cdw)
     }
 }
 
 // SAFETY: a command's memory is untouched by the device once its completion entry
-// is posted (`poll` reports only after that), and `shut_down` clears CC.EN (which
+// is posted (`poll` reports a chunk only after every command of it has completed),
+// and `shut_down` clears CC.EN (which
 // aborts every outstanding command, 7.3.1) and turns bus mastering off, after which
 // the function issues no memory requests (PCI 3.0, 6.2.2). `start_direct` names
-// exactly the pages of the sectors it reports: PRP1 and the PRP entries cover
-// `[buf.addr, buf.addr + bytes)` and the command's NLB is `bytes / 512`.
+// exactly the pages of the sectors it reports: each command's PRP1 and PRP entries
+// cover its piece of `[buf.addr, buf.addr + bytes)` and its NLB is its bytes / 512.
 unsafe impl Controller for NvmeNamespace {
     fn bounce(&mut self) -> &mut [u8] {
         // SAFETY: the bounce buffer is BOUNCE_PAGES_MAX pages of this namespace's
@@ -592,7 +649,9 @@ unsafe impl Controller for NvmeNamespace {
             Op::Write => self.io.submit(shared, NVM_WRITE, nsid, bounce, prp2, cdw),
             Op::Flush => self.io.submit(shared, NVM_FLUSH, nsid, 0, 0, [0; 4]),
         };
-        self.pending = Some(cid);
+        self.pending.clear();
+        self.pending_error = false;
+        let _ = self.pending.push(cid);
         Ok(())
     }
 
@@ -606,63 +665,57 @@ unsafe impl Controller for NvmeNamespace {
             Op::Flush => return Ok(None),
         };
         // 4.3: PRP1 is dword-aligned and may start inside a page; every later entry
-        // names a whole page.
+        // names a whole page. Every command below starts at the same dword offset.
         if buf.addr % 4 != 0 {
             return Ok(None);
         }
-        let offset = buf.addr % PAGE_BYTES;
-        let bytes_max = self.transfer_bytes_max.min((PRP_LIST_ENTRIES + 1) * PAGE_BYTES - offset);
-        let bytes = (buf.bytes as u64).min(bytes_max) / 512 * 512;
+        let per_command = self.transfer_bytes_max / 512 * 512;
+        let bytes = (buf.bytes as u64).min(per_command * DIRECT_COMMANDS_MAX as u64) / 512 * 512;
         if bytes == 0 {
             return Ok(None);
         }
-        let first_page = buf.addr - offset;
-        let pages = (offset + bytes).div_ceil(PAGE_BYTES);
-        let prp2 = match pages {
-            1 => 0,
-            2 => first_page + PAGE_BYTES,
-            _ => {
-                for i in 1..pages {
-                    // SAFETY: `direct_prp_list` is a page of this namespace's alone and
-                    // entry i - 1 is within it (pages <= PRP_LIST_ENTRIES + 1 as bytes
-                    // <= bytes_max); no command is in flight on this namespace's queue,
-                    // so the device is not reading the list.
-                    unsafe {
-                        core::ptr::write_volatile((self.direct_prp_list as usize as *mut u64).add((i - 1) as usize), first_page + i * PAGE_BYTES)
-                    };
-                }
-                self.direct_prp_list
+        self.pending.clear();
+        self.pending_error = false;
+        let mut at = 0;
+        // Bounded: DIRECT_COMMANDS_MAX commands of `per_command` bytes cover `bytes`.
+        for list in self.direct_prp_lists {
+            if at >= bytes {
+                break;
             }
-        };
-        let sectors = (bytes / 512) as u32;
-        let cdw = [sector as u32, (sector >> 32) as u32, (sectors - 1) & 0xffff, 0];
-        let cid = self.io.submit(self.shared, opcode, self.nsid, buf.addr, prp2, cdw);
-        self.pending = Some(cid);
-        Ok(Some(sectors))
+            let piece = (bytes - at).min(per_command);
+            let cid = self.submit_direct(opcode, sector + at / 512, buf.addr + at, piece, list);
+            // Cannot fail: one push per list, DIRECT_COMMANDS_MAX of each.
+            let _ = self.pending.push(cid);
+            at += piece;
+        }
+        Ok(Some((at / 512) as u32))
     }
 
     fn poll(&mut self) -> Option<Result<(), BlockError>> {
-        let pending = self.pending?;
+        if self.pending.is_empty() {
+            return None;
+        }
         if self.shared.dead.load(Ordering::Acquire) {
-            // Another namespace's timeout shut the controller down: this command never completes.
-            self.pending = None;
+            // Another namespace's timeout shut the controller down: these commands never complete.
+            self.pending.clear();
             return Some(Err(BlockError::Failed));
         }
-        // Bounded: at most a queue's worth of stale entries is skipped.
+        // Bounded: at most a queue's worth of entries per call.
         for _ in 0..QUEUE_ENTRIES {
-            let done = self.io.reap(self.shared)?;
-            if done.cid != pending {
-                continue;
-            }
-            self.pending = None;
+            let Some(done) = self.io.reap(self.shared) else { break };
+            let Some(i) = self.pending.iter().position(|&cid| cid == done.cid) else { continue };
+            self.pending.swap_remove(i);
             if done.status != 0 {
                 log::warn!("nvme {} namespace {}: command {} failed: status type {}, code {:#04x}",
                     self.shared.address, self.nsid, done.cid, done.status >> 8, done.status & 0xff);
-                return Some(Err(BlockError::Io));
+                self.pending_error = true;
             }
-            return Some(Ok(()));
         }
-        None
+        // The outcome only once every command of the chunk is done with its memory.
+        if !self.pending.is_empty() {
+            return None;
+        }
+        Some(if core::mem::take(&mut self.pending_error) { Err(BlockError::Io) } else { Ok(()) })
     }
 
     fn event(&self) -> &'static Event {
@@ -675,6 +728,6 @@ unsafe impl Controller for NvmeNamespace {
                 self.shared.address, self.nsid);
         }
         self.shared.shut_down();
-        self.pending = None;
+        self.pending.clear();
     }
 }
