@@ -1,7 +1,8 @@
-//! The request engine the NVMe and AHCI drivers share: one command in flight per
-//! disk, completed by the controller's interrupt (the CPU halts meanwhile, as
-//! virtio-blk's does), with a deadline. It turns a [`Controller`] (start one
-//! command, report its completion) into a [`BlockDevice`] and an [`AsyncBlockDevice`].
+//! The request engine the NVMe and AHCI drivers share: one chunk in flight per
+//! disk (one command, or several the controller starts together and reports as one),
+//! completed by the controller's interrupt (the CPU halts meanwhile, as virtio-blk's
+//! does), with a deadline. It turns a [`Controller`] (start a chunk, report its
+//! completion) into a [`BlockDevice`] and an [`AsyncBlockDevice`].
 //!
 //! Data moves directly between the device and the caller's buffer whenever the
 //! controller can describe that buffer ([`Controller::start_direct`]), as virtio-blk
@@ -71,8 +72,8 @@ impl DmaBuf {
     }
 }
 
-/// One disk behind a controller that runs one command at a time, on the caller's
-/// buffer or on its bounce buffer.
+/// One disk behind a controller that runs one chunk at a time (one command, or
+/// several reported together), on the caller's buffer or on its bounce buffer.
 ///
 /// # Implementation safety
 /// Once `poll` has reported a command's outcome, and once `shut_down` has returned,
