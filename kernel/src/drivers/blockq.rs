@@ -245,7 +245,10 @@ impl<C: Controller> BlockDevice for Queued<C> {
         check_request(self.sectors, sector, buf.len())?;
         let mut done = 0;
         // Bounded: every chunk moves at least one sector.
-        while done < buf.len() {
+        for _ in 0..buf.len() / SECTOR_SIZE {
+            if done >= buf.len() {
+                break;
+            }
             let at = sector + (done / SECTOR_SIZE) as u64;
             // SAFETY: `buf` stays borrowed by this call, untouched, until `wait` has
             // taken the chunk's outcome or shut the disk down.
@@ -254,21 +257,24 @@ impl<C: Controller> BlockDevice for Queued<C> {
             self.land(chunk, &mut buf[done..]);
             done += chunk.bytes;
         }
-        Ok(())
+        if done < buf.len() { Err(BlockError::Failed) } else { Ok(()) }
     }
 
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         check_request(self.sectors, sector, buf.len())?;
         let mut done = 0;
         // Bounded: every chunk moves at least one sector.
-        while done < buf.len() {
+        for _ in 0..buf.len() / SECTOR_SIZE {
+            if done >= buf.len() {
+                break;
+            }
             let at = sector + (done / SECTOR_SIZE) as u64;
             // SAFETY: as in `read`.
             let chunk = unsafe { self.start_chunk(at, Rest::Write(&buf[done..]))? };
             self.wait(Op::Write)?;
             done += chunk.bytes;
         }
-        Ok(())
+        if done < buf.len() { Err(BlockError::Failed) } else { Ok(()) }
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
