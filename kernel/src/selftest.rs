@@ -729,7 +729,8 @@ async fn disk_async_one(
 /// into another, at addresses the controllers take as they are (page, dword and word
 /// offsets: NVMe needs 4-byte, AHCI 2-byte alignment) and at ones they cannot (odd
 /// ones go through the bounce buffer), across page ends and per-command limits (up to
-/// 3 MiB: several NVMe commands), synchronously and asynchronously; and a read dropped
+/// 3 MiB: several NVMe commands), synchronously and asynchronously (in pieces of at
+/// most 1 MiB: virtio-blk's asynchronous limit); and a read dropped
 /// while a command of it is in flight waits for it, so the next request works.
 async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(), &'static str> {
     use blockdev::{AsyncBlockDevice, BlockDevice};
@@ -746,6 +747,7 @@ async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(
         (4, 4, (3 << 20) + 512),
     ];
     const BUFFER_BYTES: usize = (3 << 20) + 512 + 2 * PAGE;
+    const ASYNC_BYTES_MAX: usize = 1 << 20;
     let mut out = alloc::vec![0u8; BUFFER_BYTES];
     let mut back = alloc::vec![0u8; BUFFER_BYTES];
     let page_start = |v: &[u8]| (PAGE - v.as_ptr() as usize % PAGE) % PAGE;
@@ -755,12 +757,19 @@ async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(
         let (w, r) = (out_page + w_at..out_page + w_at + bytes, back_page + r_at..back_page + r_at + bytes);
         fill_pattern(seed ^ (i as u64 + 1), 0, &mut out[w.clone()]);
         back[r.clone()].fill(0);
+        // Asynchronous requests in pieces of at most ASYNC_BYTES_MAX (virtio-blk's limit).
         if i % 2 == 0 {
-            disk.write_async(0, &out[w.clone()]).await.map_err(|_| "buffer cases: async write failed")?;
+            for (k, piece) in out[w.clone()].chunks(ASYNC_BYTES_MAX).enumerate() {
+                let sector = (k * ASYNC_BYTES_MAX / blockdev::SECTOR_SIZE) as u64;
+                disk.write_async(sector, piece).await.map_err(|_| "buffer cases: async write failed")?;
+            }
             BlockDevice::read(disk, 0, &mut back[r.clone()]).map_err(|_| "buffer cases: read failed")?;
         } else {
             BlockDevice::write(disk, 0, &out[w.clone()]).map_err(|_| "buffer cases: write failed")?;
-            disk.read_async(0, &mut back[r.clone()]).await.map_err(|_| "buffer cases: async read failed")?;
+            for (k, piece) in back[r.clone()].chunks_mut(ASYNC_BYTES_MAX).enumerate() {
+                let sector = (k * ASYNC_BYTES_MAX / blockdev::SECTOR_SIZE) as u64;
+                disk.read_async(sector, piece).await.map_err(|_| "buffer cases: async read failed")?;
+            }
         }
         if back[r] != out[w.clone()] {
             log::error!("disk-async: {}: {bytes} bytes written from page offset {w_at} read back differently into offset {r_at}", disk.name);
@@ -769,13 +778,13 @@ async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(
         last = w;
     }
     {
-        let mut read = core::pin::pin!(disk.read_async(0, &mut back[..2 << 20]));
+        let mut read = core::pin::pin!(disk.read_async(0, &mut back[..ASYNC_BYTES_MAX]));
         let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
         let _ = read.as_mut().poll(&mut cx);
     }
-    back[..2 << 20].fill(0);
-    disk.read_async(0, &mut back[..2 << 20]).await.map_err(|_| "buffer cases: read after a dropped read failed")?;
-    if back[..2 << 20] != out[last.start..last.start + (2 << 20)] {
+    back[..ASYNC_BYTES_MAX].fill(0);
+    disk.read_async(0, &mut back[..ASYNC_BYTES_MAX]).await.map_err(|_| "buffer cases: read after a dropped read failed")?;
+    if back[..ASYNC_BYTES_MAX] != out[last.start..last.start + ASYNC_BYTES_MAX] {
         return Err("buffer cases: read after a dropped read differs");
     }
     log::info!("disk-async: {}: {} buffer cases and a dropped read passed", disk.name, CASES.len());
