@@ -748,7 +748,13 @@ async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(
     ];
     const BUFFER_BYTES: usize = (3 << 20) + 512 + 2 * PAGE;
     const ASYNC_BYTES_MAX: usize = 1 << 20;
-    let mut out = alloc::vec![0u8; BUFFER_BYTES];
+    // The cases overwrite the first 4 MiB; the pattern `disk-async` wrote is put back after.
+    const SPAN_BYTES: usize = 4 << 20;
+    if disk.size_bytes() < SPAN_BYTES as u64 {
+        log::info!("disk-async: {}: smaller than {} MiB, no buffer cases", disk.name, SPAN_BYTES >> 20);
+        return Ok(());
+    }
+    let mut out = alloc::vec![0u8; BUFFER_BYTES.max(SPAN_BYTES)];
     let mut back = alloc::vec![0u8; BUFFER_BYTES];
     let page_start = |v: &[u8]| (PAGE - v.as_ptr() as usize % PAGE) % PAGE;
     let (out_page, back_page) = (page_start(&out), page_start(&back));
@@ -787,6 +793,8 @@ async fn disk_buffer_cases(disk: &mut crate::disks::Disk, seed: u64) -> Result<(
     if back[..ASYNC_BYTES_MAX] != out[last.start..last.start + ASYNC_BYTES_MAX] {
         return Err("buffer cases: read after a dropped read differs");
     }
+    fill_pattern(seed, 0, &mut out[..SPAN_BYTES]);
+    BlockDevice::write(disk, 0, &out[..SPAN_BYTES]).map_err(|_| "buffer cases: restoring the pattern failed")?;
     log::info!("disk-async: {}: {} buffer cases and a dropped read passed", disk.name, CASES.len());
     Ok(())
 }
