@@ -56,7 +56,7 @@ use crate::mm::{frames, paging};
 
 const PAGE_BYTES: u64 = 4096;
 const _: () = assert!(nvmeid::IDENTIFY_BYTES as u64 == PAGE_BYTES);
-/// Entries in each queue (one command is in flight at a time per queue).
+/// Entries in each queue (one chunk, at most `DIRECT_COMMANDS_MAX` commands, is in flight at a time per queue).
 const QUEUE_ENTRIES: u16 = 16;
 /// Largest bounce buffer, in pages (the PRP list is one page: at most 512 entries).
 const BOUNCE_PAGES_MAX: u64 = 128;
